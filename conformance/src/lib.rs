@@ -1,0 +1,1 @@
+//! The conformance runner for aapi workload plugins.

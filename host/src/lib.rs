@@ -1,0 +1,1 @@
+//! The reference framework: loads workload plugins and runs parallel-stream backups and restores.

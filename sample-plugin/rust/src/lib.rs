@@ -1,0 +1,1 @@
+//! Sample aapi workload plugin for directory trees (the files workload), in Rust.

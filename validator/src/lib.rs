@@ -1,0 +1,1 @@
+//! Packs, verifies and installs aapi plugin packages.
