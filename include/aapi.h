@@ -333,6 +333,13 @@
 #define AAPI_WKLD_SYMLINK (1 << 1)
 
 /**
+ * Workload file record flag: the object did not change since the time the incremental backup is
+ * relative to. The child job records it without reading its data (the data is in the base image);
+ * listing unchanged objects lets a restore of the incremental know exactly which objects existed.
+ */
+#define AAPI_WKLD_UNCHANGED (1 << 2)
+
+/**
  * Format version written in every workload file by this ABI (docs/workload-file.md).
  */
 #define AAPI_WKLD_FORMAT_VERSION 1

@@ -156,6 +156,10 @@ pub const AAPI_CREATE_OVERWRITE: u32 = 1 << 0;
 pub const AAPI_WKLD_DIR: u32 = 1 << 0;
 /// Workload file record flag: the object is a symbolic link.
 pub const AAPI_WKLD_SYMLINK: u32 = 1 << 1;
+/// Workload file record flag: the object did not change since the time the incremental backup is
+/// relative to. The child job records it without reading its data (the data is in the base image);
+/// listing unchanged objects lets a restore of the incremental know exactly which objects existed.
+pub const AAPI_WKLD_UNCHANGED: u32 = 1 << 2;
 /// Format version written in every workload file by this ABI (docs/workload-file.md).
 pub const AAPI_WKLD_FORMAT_VERSION: u32 = 1;
 

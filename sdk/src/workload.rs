@@ -6,7 +6,7 @@
 //! round-trip exactly. Every file ends with a record count and a CRC-32 over all preceding bytes,
 //! so truncation and corruption are detected, never read as a shorter list.
 
-use crate::abi::{AAPI_WKLD_DIR, AAPI_WKLD_FORMAT_VERSION, AAPI_WKLD_SYMLINK};
+use crate::abi::{AAPI_WKLD_DIR, AAPI_WKLD_FORMAT_VERSION, AAPI_WKLD_SYMLINK, AAPI_WKLD_UNCHANGED};
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs;
@@ -30,7 +30,7 @@ pub const MAX_RECORD_LEN: usize = 1 << 20;
 /// Size of the fixed part of a record: size hint, flags and path length.
 const RECORD_FIXED: usize = 8 + 4 + 4;
 /// Flag bits a format-1 record may carry.
-const KNOWN_FLAGS: u32 = AAPI_WKLD_DIR | AAPI_WKLD_SYMLINK;
+const KNOWN_FLAGS: u32 = AAPI_WKLD_DIR | AAPI_WKLD_SYMLINK | AAPI_WKLD_UNCHANGED;
 
 /// One object to back up.
 #[derive(Debug, Clone, PartialEq, Eq)]
