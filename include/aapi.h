@@ -1090,7 +1090,8 @@ extern int aapi_terminate(void);
  * (caller-owned). On entry `*buf_size` is the capacity; on `AAPI_EOK` it is the length written
  * including the NUL ("" when no call failed); on `AAPI_EBUFSIZE` it is the size needed and
  * `buf` is untouched (`buf` may be NULL with `*buf_size` 0). Legal at any time, from any
- * thread. Returns: `AAPI_EOK`, `AAPI_EINVAL` (NULL `buf_size`), `AAPI_EBUFSIZE`.
+ * thread. Returns: `AAPI_EOK`, `AAPI_EINVAL` (NULL `buf_size`, or NULL `buf` with a non-zero
+ * `*buf_size`), `AAPI_EBUFSIZE`.
  */
 extern int aapi_get_last_error(char *buf, size_t *buf_size);
 

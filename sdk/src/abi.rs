@@ -746,6 +746,7 @@ unsafe extern "C" {
     /// (caller-owned). On entry `*buf_size` is the capacity; on `AAPI_EOK` it is the length written
     /// including the NUL ("" when no call failed); on `AAPI_EBUFSIZE` it is the size needed and
     /// `buf` is untouched (`buf` may be NULL with `*buf_size` 0). Legal at any time, from any
-    /// thread. Returns: `AAPI_EOK`, `AAPI_EINVAL` (NULL `buf_size`), `AAPI_EBUFSIZE`.
+    /// thread. Returns: `AAPI_EOK`, `AAPI_EINVAL` (NULL `buf_size`, or NULL `buf` with a non-zero
+    /// `*buf_size`), `AAPI_EBUFSIZE`.
     pub fn aapi_get_last_error(buf: *mut c_char, buf_size: *mut usize) -> c_int;
 }

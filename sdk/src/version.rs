@@ -71,7 +71,7 @@ impl fmt::Display for AbiMismatch {
 
 impl std::error::Error for AbiMismatch {}
 
-/// The compatibility rule (ABI-2): a plugin built for `major.minor` is usable by this SDK when
+/// The compatibility rule (ABI-1): a plugin built for `major.minor` is usable by this SDK when
 /// `major` equals [`AAPI_ABI_MAJOR`] and `minor` is not newer than [`AAPI_ABI_MINOR`].
 pub fn check_compatible(major: u16, minor: u16) -> Result<(), AbiMismatch> {
     if major != AAPI_ABI_MAJOR {

@@ -449,7 +449,7 @@ impl WorkloadFile {
     }
 }
 
-/// The name of the workload file for `backup_host` in `dir` (DISC-3): `<dir>/<host><suffix>`.
+/// The name of the workload file for `backup_host` in `dir` (DISC-1): `<dir>/<host><suffix>`.
 pub fn file_name(dir: &Path, backup_host: &str, suffix: &str) -> PathBuf {
     dir.join(format!("{backup_host}{suffix}"))
 }
@@ -608,6 +608,46 @@ mod tests {
             1,
             "temporary file left behind"
         );
+    }
+
+    /// The example in docs/workload-file.md, byte for byte (the CRC is checked by the reader).
+    #[test]
+    fn documented_example_is_exact() {
+        let doc = include_str!("../../docs/workload-file.md");
+        let hex: String = doc
+            .split("## Example")
+            .nth(1)
+            .unwrap()
+            .lines()
+            .skip_while(|l| !l.starts_with("```"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("```"))
+            .map(|l| l.split("   ").next().unwrap())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let expected: Vec<u8> = hex
+            .split_whitespace()
+            .take_while(|t| *t != "xx")
+            .map(|t| u8::from_str_radix(t, 16).unwrap())
+            .collect();
+        let file = WorkloadFile {
+            snapshot: "snap-1".into(),
+            backup_host: "bh1".into(),
+            entries: vec![
+                WorkloadEntry {
+                    path: "/d".into(),
+                    size_hint: 0,
+                    flags: AAPI_WKLD_DIR,
+                },
+                WorkloadEntry {
+                    path: "/d/a b".into(),
+                    size_hint: 5,
+                    flags: 0,
+                },
+            ],
+        };
+        let bytes = bytes_of(&file);
+        assert_eq!(&bytes[..bytes.len() - 4], &expected[..]);
     }
 
     #[test]
