@@ -1,1 +1,45 @@
 //! The reference framework: loads workload plugins and runs parallel-stream backups and restores.
+//!
+//! Layers, bottom up:
+//! - [`loader`]: load a plugin library, check its ABI marker, resolve its entry points, claim.
+//! - [`client`]: a safe typed wrapper over every entry point (sessions, objects, callbacks).
+//! - [`supervise`]: worker processes that run plugin code, and the supervisor that enforces
+//!   per-call budgets, detects crashes and cancels.
+
+pub mod client;
+pub mod loader;
+pub mod supervise;
+
+use std::fmt;
+
+/// Any error of this crate's library layer.
+#[derive(Debug)]
+pub enum Error {
+    /// A plugin library could not be loaded.
+    Load(loader::LoadError),
+    /// A plugin call failed.
+    Plugin(client::PluginError),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Load(e) => e.fmt(f),
+            Error::Plugin(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<loader::LoadError> for Error {
+    fn from(e: loader::LoadError) -> Self {
+        Error::Load(e)
+    }
+}
+
+impl From<client::PluginError> for Error {
+    fn from(e: client::PluginError) -> Self {
+        Error::Plugin(e)
+    }
+}

@@ -1,0 +1,3 @@
+//! The `aapi-host` command line.
+
+fn main() {}

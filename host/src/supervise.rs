@@ -1,0 +1,577 @@
+//! Supervision of worker processes that run plugin code.
+//!
+//! A plugin runs only inside a *worker*: a child process that loads it, makes the calls and reports
+//! what happens as [`Event`]s, one JSON object per line, on a dedicated pipe (never on stdout or
+//! stderr, which stay free for whatever the plugin prints). The *supervisor* side ([`Worker`])
+//! reads those events and enforces the contract's timing rules:
+//!
+//! - **Per-call budget** (TIME-1): from [`Event::Enter`] until the matching [`Event::Leave`], the
+//!   worker must either return or send [`Event::Keepalive`] at least every `budget`; otherwise it is
+//!   killed and the job reports [`WorkerEnd::TimedOut`] naming the function.
+//! - **Crash**: a worker killed by a signal is reported as [`WorkerEnd::Crashed`] with the signal and
+//!   the function that was running.
+//! - **Cancel** (TIME-4): [`CancelHandle::cancel`] tells the worker; its keepalive callback then
+//!   answers `AAPI_ECANCELLED`, and the plugin must return within `min(cancel_bound, budget)` from
+//!   the cancel (or from the start of the call that was running), else [`WorkerEnd::CancelIgnored`].
+//!
+//! Worker side: [`WorkerLink::from_env`] connects to the pipes a supervisor set up; the link
+//! implements [`HostHooks`], so a [`crate::client::Plugin`] initialised with it reports every call,
+//! log line and keepalive by itself. Any binary can host workers: spawn it through
+//! [`Worker::spawn`] with a `Command` that runs code calling [`WorkerLink::from_env`].
+//! The `aapi-host` binary does so in its hidden `worker` subcommand.
+
+use crate::client::HostHooks;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Environment variable carrying the event pipe's file descriptor number to a worker.
+pub const EVENT_FD_ENV: &str = "AAPI_WORKER_EVENT_FD";
+/// Environment variable carrying the control pipe's file descriptor number to a worker.
+pub const CONTROL_FD_ENV: &str = "AAPI_WORKER_CONTROL_FD";
+
+/// Shortest interval between two keepalive events a worker forwards (plugins may call the
+/// keepalive callback far more often; the supervisor only needs to know the call is alive).
+pub const KEEPALIVE_FORWARD_INTERVAL: Duration = Duration::from_millis(20);
+
+/// One message from a worker to its supervisor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A plugin entry point was called.
+    Enter {
+        /// Its name, e.g. `aapi_read_object`.
+        function: String,
+    },
+    /// The entry point returned.
+    Leave {
+        /// Its name.
+        function: String,
+        /// The code it returned.
+        code: i32,
+    },
+    /// The plugin called the keepalive callback.
+    Keepalive,
+    /// A log line from the plugin (`level` is an `AAPI_LOG_*` value).
+    Log {
+        /// The level.
+        level: u32,
+        /// The line.
+        message: String,
+    },
+    /// Progress of the worker's task.
+    Progress {
+        /// Data bytes done so far.
+        bytes: u64,
+        /// Objects done so far.
+        objects: u64,
+    },
+    /// A task-specific result (the worker may send several).
+    Result {
+        /// The payload.
+        value: serde_json::Value,
+    },
+    /// The worker's task failed; the message says why and what to do.
+    Failed {
+        /// Human-readable reason.
+        message: String,
+    },
+}
+
+/// One message from a supervisor to its worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "control", rename_all = "snake_case")]
+pub enum Control {
+    /// Cancel the job: keepalives answer `AAPI_ECANCELLED` from now on.
+    Cancel,
+}
+
+/// How a worker ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerEnd {
+    /// It exited by itself with this status code (0: its task succeeded).
+    Exited(i32),
+    /// It was killed by a signal it did not get from the supervisor.
+    Crashed {
+        /// The signal number.
+        signal: i32,
+        /// The entry point that was running, if any.
+        function: Option<String>,
+    },
+    /// A plugin call ran past its budget without a keepalive; the supervisor killed the worker.
+    TimedOut {
+        /// The entry point.
+        function: String,
+        /// The budget it exceeded.
+        budget: Duration,
+    },
+    /// After a cancel, the plugin call did not return within the cancellation bound; killed.
+    CancelIgnored {
+        /// The entry point.
+        function: String,
+        /// The bound it exceeded.
+        bound: Duration,
+    },
+}
+
+impl WorkerEnd {
+    /// Whether the worker exited by itself with status 0.
+    pub fn is_success(&self) -> bool {
+        *self == WorkerEnd::Exited(0)
+    }
+}
+
+/// The conventional name of a signal number, e.g. `SIGSEGV`.
+pub fn signal_name(signal: i32) -> String {
+    let name = match signal {
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGILL => "SIGILL",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGTRAP => "SIGTRAP",
+        _ => return format!("signal {signal}"),
+    };
+    name.to_string()
+}
+
+impl fmt::Display for WorkerEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WorkerEnd::Exited(0) => write!(f, "finished"),
+            WorkerEnd::Exited(code) => write!(f, "worker exited with status {code}"),
+            WorkerEnd::Crashed {
+                signal,
+                function: Some(func),
+            } => write!(f, "crash({}) in {func}", signal_name(*signal)),
+            WorkerEnd::Crashed {
+                signal,
+                function: None,
+            } => write!(f, "crash({}) outside any plugin call", signal_name(*signal)),
+            WorkerEnd::TimedOut { function, budget } => write!(
+                f,
+                "timeout in {function}: no return and no keepalive within {} ms",
+                budget.as_millis()
+            ),
+            WorkerEnd::CancelIgnored { function, bound } => write!(
+                f,
+                "cancel ignored in {function}: no return within {} ms of the cancel",
+                bound.as_millis()
+            ),
+        }
+    }
+}
+
+/// Everything a finished worker reported.
+#[derive(Debug, Clone)]
+pub struct WorkerOutcome {
+    /// How it ended.
+    pub end: WorkerEnd,
+    /// Its [`Event::Result`] payloads, in order.
+    pub results: Vec<serde_json::Value>,
+    /// Its [`Event::Failed`] messages, in order.
+    pub failures: Vec<String>,
+    /// Lines on the event pipe that were not valid events (a broken worker).
+    pub garbage: Vec<String>,
+    /// When the worker was cancelled, if it was.
+    pub cancelled_at: Option<Instant>,
+}
+
+impl WorkerOutcome {
+    /// A one-line description: the failure messages when the worker explained itself, else the
+    /// way it ended.
+    pub fn summary(&self) -> String {
+        match (&self.end, self.failures.is_empty()) {
+            (WorkerEnd::Exited(_), false) => self.failures.join("; "),
+            (end, _) => end.to_string(),
+        }
+    }
+}
+
+/// Cancels a running worker; cheap to clone and usable from any thread.
+#[derive(Clone, Debug)]
+pub struct CancelHandle {
+    inner: Arc<CancelState>,
+}
+
+#[derive(Debug)]
+struct CancelState {
+    control: Mutex<Option<File>>,
+    at: Mutex<Option<Instant>>,
+}
+
+impl CancelHandle {
+    /// Ask the worker to cancel. Idempotent; the first call's time starts the cancellation bound.
+    pub fn cancel(&self) {
+        let mut at = self.inner.at.lock().unwrap_or_else(|e| e.into_inner());
+        if at.is_none() {
+            *at = Some(Instant::now());
+            let mut control = self.inner.control.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(f) = control.as_mut() {
+                let mut line = serde_json::to_vec(&Control::Cancel).expect("serialisable");
+                line.push(b'\n');
+                let _ = f.write_all(&line);
+            }
+        }
+    }
+
+    fn requested(&self) -> Option<Instant> {
+        *self.inner.at.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Timing rules for one worker.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Per-call budget: the longest a plugin call may run without returning or a keepalive.
+    pub call_budget: Duration,
+    /// The longest a call may take to return after a cancel (capped by `call_budget`).
+    pub cancel_bound: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            call_budget: Duration::from_millis(aapi_sdk::abi::AAPI_DEFAULT_CALL_BUDGET_MS as u64),
+            cancel_bound: Duration::from_millis(aapi_sdk::abi::AAPI_CANCEL_BOUND_MS as u64),
+        }
+    }
+}
+
+/// A running worker process, seen from the supervisor.
+pub struct Worker {
+    child: Child,
+    events: File,
+    limits: Limits,
+    cancel: CancelHandle,
+}
+
+impl fmt::Debug for Worker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field("pid", &self.child.id())
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: fds is a valid array of two ints for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+impl Worker {
+    /// Start `command` as a worker: it gets the write end of the event pipe and the read end of
+    /// the control pipe (their numbers in [`EVENT_FD_ENV`] and [`CONTROL_FD_ENV`]).
+    pub fn spawn(mut command: Command, limits: Limits) -> io::Result<Worker> {
+        let (ev_r, ev_w) = cloexec_pipe()?;
+        let (ctl_r, ctl_w) = cloexec_pipe()?;
+        let (ev_fd, ctl_fd) = (ev_w.as_raw_fd(), ctl_r.as_raw_fd());
+        command.env(EVENT_FD_ENV, ev_fd.to_string());
+        command.env(CONTROL_FD_ENV, ctl_fd.to_string());
+        // SAFETY: the closure only calls fcntl, which is async-signal-safe, on descriptors that
+        // are open in the child (inherited copies of ev_w and ctl_r).
+        unsafe {
+            command.pre_exec(move || {
+                for fd in [ev_fd, ctl_fd] {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn()?;
+        drop(ev_w);
+        drop(ctl_r);
+        Ok(Worker {
+            child,
+            events: File::from(ev_r),
+            limits,
+            cancel: CancelHandle {
+                inner: Arc::new(CancelState {
+                    control: Mutex::new(Some(File::from(ctl_w))),
+                    at: Mutex::new(None),
+                }),
+            },
+        })
+    }
+
+    /// The worker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A handle that cancels this worker.
+    pub fn cancel_handle(&self) -> CancelHandle {
+        self.cancel.clone()
+    }
+
+    /// Read events until the worker ends, enforcing the limits; `on_event` sees every event.
+    pub fn run(mut self, mut on_event: impl FnMut(&Event)) -> io::Result<WorkerOutcome> {
+        let mut outcome = WorkerOutcome {
+            end: WorkerEnd::Exited(0),
+            results: Vec::new(),
+            failures: Vec::new(),
+            garbage: Vec::new(),
+            cancelled_at: None,
+        };
+        let mut in_call: Option<(String, Instant)> = None;
+        let mut alive_at = Instant::now();
+        let mut pending: Vec<u8> = Vec::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let fd = self.events.as_raw_fd();
+        let killed: Option<WorkerEnd> = loop {
+            let cancel_at = self.cancel.requested();
+            let deadline = in_call.as_ref().map(|(function, started)| {
+                let normal = alive_at + self.limits.call_budget;
+                match cancel_at {
+                    Some(c) => {
+                        let bound = self.limits.cancel_bound.min(self.limits.call_budget);
+                        let cancel_deadline = c.max(*started) + bound;
+                        if cancel_deadline < normal {
+                            (
+                                cancel_deadline,
+                                WorkerEnd::CancelIgnored {
+                                    function: function.clone(),
+                                    bound,
+                                },
+                            )
+                        } else {
+                            (
+                                normal,
+                                WorkerEnd::TimedOut {
+                                    function: function.clone(),
+                                    budget: self.limits.call_budget,
+                                },
+                            )
+                        }
+                    }
+                    None => (
+                        normal,
+                        WorkerEnd::TimedOut {
+                            function: function.clone(),
+                            budget: self.limits.call_budget,
+                        },
+                    ),
+                }
+            });
+            let now = Instant::now();
+            // Wake up at least every 100 ms so that a cancel from another thread is noticed.
+            let mut wait = Duration::from_millis(100);
+            if let Some((d, end)) = &deadline {
+                if *d <= now {
+                    break Some(end.clone());
+                }
+                wait = wait.min(*d - now);
+            }
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = wait.as_millis().clamp(1, i32::MAX as u128) as i32;
+            // SAFETY: pfd is one valid pollfd.
+            let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if r == 0 {
+                continue;
+            }
+            let n = match self.events.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                break None;
+            }
+            pending.extend_from_slice(&buf[..n]);
+            while let Some(pos) = pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=pos).collect();
+                let line = &line[..line.len() - 1];
+                match serde_json::from_slice::<Event>(line) {
+                    Ok(ev) => {
+                        let t = Instant::now();
+                        match &ev {
+                            Event::Enter { function } => {
+                                in_call = Some((function.clone(), t));
+                                alive_at = t;
+                            }
+                            Event::Leave { .. } => in_call = None,
+                            Event::Keepalive => alive_at = t,
+                            Event::Result { value } => outcome.results.push(value.clone()),
+                            Event::Failed { message } => outcome.failures.push(message.clone()),
+                            Event::Log { .. } | Event::Progress { .. } => {}
+                        }
+                        on_event(&ev);
+                    }
+                    Err(_) => outcome
+                        .garbage
+                        .push(String::from_utf8_lossy(line).into_owned()),
+                }
+            }
+        };
+        if let Some(end) = killed {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            outcome.end = end;
+        } else {
+            let status = self.child.wait()?;
+            outcome.end = match (status.code(), status.signal()) {
+                (Some(code), _) => WorkerEnd::Exited(code),
+                (None, Some(signal)) => WorkerEnd::Crashed {
+                    signal,
+                    function: in_call.map(|(f, _)| f),
+                },
+                (None, None) => WorkerEnd::Exited(-1),
+            };
+        }
+        *self
+            .cancel
+            .inner
+            .control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+        outcome.cancelled_at = self.cancel.requested();
+        Ok(outcome)
+    }
+}
+
+/// The worker's end of the pipes: sends events and learns about cancellation.
+///
+/// Implements [`HostHooks`]: log lines, keepalives and call enter/leave become events, and the
+/// keepalive callback answers "cancelled" once the supervisor cancelled the job.
+pub struct WorkerLink {
+    events: Mutex<File>,
+    cancelled: Arc<AtomicBool>,
+    last_keepalive: Mutex<Option<Instant>>,
+    credentials: Vec<(String, Vec<u8>)>,
+}
+
+impl fmt::Debug for WorkerLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerLink")
+            .field("cancelled", &self.cancelled())
+            .finish()
+    }
+}
+
+fn env_fd(name: &str) -> Option<RawFd> {
+    let fd: RawFd = std::env::var(name).ok()?.parse().ok()?;
+    // SAFETY: F_GETFD only queries whether the descriptor is open.
+    (unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0).then_some(fd)
+}
+
+impl WorkerLink {
+    /// Connect to the supervisor's pipes named in the environment; `None` when this process was
+    /// not started by [`Worker::spawn`]. Starts a thread that watches for cancellation.
+    /// `credentials` answer the plugin's credential callback. Call it at most once per process.
+    pub fn from_env(credentials: Vec<(String, Vec<u8>)>) -> Option<Arc<WorkerLink>> {
+        let ev = env_fd(EVENT_FD_ENV)?;
+        let ctl = env_fd(CONTROL_FD_ENV)?;
+        // SAFETY: the supervisor handed these descriptors to this process for this purpose only.
+        // Call this once per process: a second call would adopt the same descriptors again.
+        let (events, control) = unsafe { (File::from_raw_fd(ev), File::from_raw_fd(ctl)) };
+        for fd in [ev, ctl] {
+            // SAFETY: fcntl on our own open descriptor: keep them away from the plugin's children.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let flag = cancelled.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(control).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(Control::Cancel) = serde_json::from_str::<Control>(&line) {
+                    flag.store(true, Ordering::SeqCst);
+                }
+            }
+        });
+        Some(Arc::new(WorkerLink {
+            events: Mutex::new(events),
+            cancelled,
+            last_keepalive: Mutex::new(None),
+            credentials,
+        }))
+    }
+
+    /// Send one event. When the supervisor is gone (broken pipe) the worker exits with status 3:
+    /// nobody is left to report to.
+    pub fn send(&self, event: &Event) {
+        let mut line = serde_json::to_vec(event).expect("events serialise");
+        line.push(b'\n');
+        let mut f = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        if f.write_all(&line).is_err() {
+            std::process::exit(3);
+        }
+    }
+
+    /// Whether the supervisor cancelled the job.
+    pub fn cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+}
+
+impl HostHooks for WorkerLink {
+    fn log(&self, level: u32, message: &str) {
+        self.send(&Event::Log {
+            level,
+            message: message.to_string(),
+        });
+    }
+
+    fn keepalive(&self) -> bool {
+        let now = Instant::now();
+        let mut last = self
+            .last_keepalive
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|t| now.duration_since(t) >= KEEPALIVE_FORWARD_INTERVAL) {
+            *last = Some(now);
+            drop(last);
+            self.send(&Event::Keepalive);
+        }
+        !self.cancelled()
+    }
+
+    fn credential(&self, key: &str) -> Option<Vec<u8>> {
+        self.credentials
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn call_enter(&self, function: &'static str) {
+        self.send(&Event::Enter {
+            function: function.to_string(),
+        });
+    }
+
+    fn call_leave(&self, function: &'static str, code: i32) {
+        self.send(&Event::Leave {
+            function: function.to_string(),
+            code,
+        });
+    }
+}
