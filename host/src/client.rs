@@ -1073,6 +1073,13 @@ impl Object<'_> {
         Ok(prop)
     }
 
+    /// Give up the handle without closing it: for a created object whose data turned out bad,
+    /// which must not become visible; `aapi_restore_postprocess` with a failure status (or
+    /// `aapi_close_server`) then disposes of it.
+    pub fn abandon(mut self) {
+        self.open = false;
+    }
+
     /// `aapi_close_object`. The handle is gone afterwards even when the call fails.
     pub fn close(mut self) -> Result<(), PluginError> {
         self.close_inner()

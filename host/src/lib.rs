@@ -5,10 +5,20 @@
 //! - [`client`]: a safe typed wrapper over every entry point (sessions, objects, callbacks).
 //! - [`supervise`]: worker processes that run plugin code, and the supervisor that enforces
 //!   per-call budgets, detects crashes and cancels.
+//! - [`store`]: the image store (stream files, catalog with offset map and digests, manifests).
+//! - [`tasks`]: discovery, child job, postprocess and restore over an initialised plugin.
+//! - [`worker`]: the worker process running one task.
+//! - [`ui`]: progress bars and messages.
+//! - [`jobs`]: the supervisor side of backup (discover, child, finalize), restore and verify.
 
 pub mod client;
+pub mod jobs;
 pub mod loader;
+pub mod store;
 pub mod supervise;
+pub mod tasks;
+pub mod ui;
+pub mod worker;
 
 use std::fmt;
 

@@ -1,3 +1,588 @@
-//! The `aapi-host` command line.
+//! The `aapi-host` command line: backup, restore, list, show and verify with a workload plugin.
 
-fn main() {}
+use aapi_host::jobs::{self, BackupOptions, ExitKind, INTERRUPTED, JobError, Runner};
+use aapi_host::store::{self, ImageState, Store};
+use aapi_host::tasks::{self, RestoreTask};
+use aapi_host::ui::Ui;
+use aapi_sdk::abi::AAPI_DEFAULT_CALL_BUDGET_MS;
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  the job failed, or verify found damage (the message names what and what to do)
+  2  bad usage or input (unknown image, plugin that cannot be loaded, unreadable store); nothing ran
+  3  partial: the image is complete but some objects could not be backed up
+  4  the plugin does not support the schedule (AAPI_ESCHED_NOT_SUPPORTED)
+  5  cancelled (Ctrl-C or SIGTERM); running plugin calls were cancelled through their keepalive";
+
+/// The reference backup framework for aapi workload plugins.
+#[derive(Parser, Debug)]
+#[command(name = "aapi-host", version, about, after_help = EXIT_CODES)]
+struct Cli {
+    /// Image store directory (created when missing).
+    #[arg(long, global = true, env = "AAPI_STORE", default_value = "aapi-store")]
+    store: PathBuf,
+    /// Print one JSON document on stdout instead of text; no progress bars.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print only errors.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// Also print the plugin's INFO log lines.
+    #[arg(long, short, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run a compound backup job: discovery, one child job per backup host, postprocess, finalize.
+    #[command(after_help = EXIT_CODES)]
+    Backup(BackupArgs),
+    /// Step 1 of a split backup: create the image and run discovery; prints the image id.
+    #[command(after_help = EXIT_CODES)]
+    Discover(BackupArgs),
+    /// Step 2 of a split backup: run the child job of one backup host of an image.
+    #[command(after_help = EXIT_CODES)]
+    Child {
+        /// Image id printed by `discover`.
+        #[arg(long)]
+        image: String,
+        /// Backup host whose workload file this child job streams.
+        #[arg(long)]
+        host: String,
+    },
+    /// Step 3 of a split backup: postprocess (snapshot cleanup) and mark the image complete.
+    #[command(after_help = EXIT_CODES)]
+    Finalize {
+        /// Image id.
+        #[arg(long)]
+        image: String,
+    },
+    /// List the images of the store, complete and incomplete.
+    List,
+    /// Show one image: its manifest, and with --objects its catalog.
+    Show {
+        /// Image id.
+        image: String,
+        /// List every object with its stream, offset, length and digest.
+        #[arg(long)]
+        objects: bool,
+    },
+    /// Re-read every object of an image and check its digest; names each damaged object.
+    #[command(after_help = EXIT_CODES)]
+    Verify {
+        /// Image id.
+        image: String,
+    },
+    /// Restore a whole image, a point in time of a policy, or selected paths.
+    #[command(after_help = EXIT_CODES)]
+    Restore(RestoreArgs),
+    /// Internal: run one task in a worker process (started by aapi-host itself).
+    #[command(hide = true)]
+    Worker,
+}
+
+#[derive(Args, Debug, Clone)]
+struct BackupArgs {
+    /// Plugin library (.so).
+    #[arg(long)]
+    plugin: PathBuf,
+    /// Backup policy name; last backup times are kept per policy.
+    #[arg(long)]
+    policy: String,
+    /// Schedule: full, incr (changes since the last backup) or cinc (since the last full).
+    #[arg(long, default_value = "full")]
+    schedule: String,
+    /// What to back up (repeatable), e.g. an absolute path for the files workload.
+    #[arg(long = "select", required = true)]
+    selections: Vec<String>,
+    /// Backup hosts, comma-separated: one workload file and one stream each.
+    #[arg(long, value_delimiter = ',', conflicts_with = "streams")]
+    hosts: Vec<String>,
+    /// Number of streams on this machine (backup hosts named stream-1 .. stream-N).
+    #[arg(long)]
+    streams: Option<u32>,
+    #[command(flatten)]
+    session: SessionArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+struct SessionArgs {
+    /// Workload type to claim.
+    #[arg(long, default_value = "files")]
+    workload_type: String,
+    /// Workload server given to aapi_open_server.
+    #[arg(long, default_value = "localhost")]
+    server: String,
+    /// Session property KEY=VALUE for the plugin (repeatable).
+    #[arg(long = "property", value_parser = parse_kv)]
+    properties: Vec<(String, String)>,
+    /// Per-call budget in milliseconds: a plugin call must return or send a keepalive this often.
+    #[arg(long, default_value_t = AAPI_DEFAULT_CALL_BUDGET_MS)]
+    call_budget_ms: u32,
+    /// File of KEY=VALUE secrets answered to the plugin's credential callback (mode 0600).
+    #[arg(long)]
+    credentials: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct RestoreArgs {
+    /// Image to restore (its catalog is the full object list at its point in time).
+    image: Option<String>,
+    /// Instead of an image: the newest complete image of this policy...
+    #[arg(long, conflicts_with = "image")]
+    policy: Option<String>,
+    /// ...that started at or before this time (UTC "YYYY-mm-dd[THH:MM[:SS]]" or Unix seconds).
+    #[arg(long, requires = "policy")]
+    at: Option<String>,
+    /// Restore only this path and what lies below it (repeatable).
+    #[arg(long = "path")]
+    paths: Vec<String>,
+    /// Restore under this directory instead of the original place (prefixed to every path).
+    #[arg(long)]
+    alt_root: Option<PathBuf>,
+    /// Replace objects that already exist.
+    #[arg(long)]
+    overwrite: bool,
+    /// List what would be restored, and restore nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Plugin library; by default the one that made the image.
+    #[arg(long)]
+    plugin: Option<PathBuf>,
+    /// Backup host the restore runs on.
+    #[arg(long, default_value = "localhost")]
+    host: String,
+    #[command(flatten)]
+    session: SessionArgs,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+}
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if matches!(cli.command, Cmd::Worker) {
+        return ExitCode::from(aapi_host::worker::main() as u8);
+    }
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    }
+    let ui = Ui::new(cli.quiet, cli.json, cli.verbose);
+    let result = run(&cli, &ui);
+    let kind = match result {
+        Ok(kind) => kind,
+        Err(e) => {
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({"ok": false, "exit": e.kind, "error": e.message})
+                );
+            }
+            ui.error(&e.message);
+            e.kind
+        }
+    };
+    ExitCode::from(kind.code() as u8)
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("JSON values print")
+    );
+}
+
+fn backup_options(store: &std::path::Path, a: &BackupArgs) -> Result<BackupOptions, JobError> {
+    let hosts = match (a.streams, a.hosts.is_empty()) {
+        (Some(0), _) => {
+            return Err(JobError {
+                kind: ExitKind::Usage,
+                message: "--streams must be at least 1".into(),
+            });
+        }
+        (Some(n), _) => (1..=n).map(|i| format!("stream-{i}")).collect(),
+        (None, true) => vec!["stream-1".to_string()],
+        (None, false) => a.hosts.clone(),
+    };
+    Ok(BackupOptions {
+        store: store.to_path_buf(),
+        policy: a.policy.clone(),
+        schedule: a.schedule.clone(),
+        plugin: a.plugin.clone(),
+        workload_type: a.session.workload_type.clone(),
+        server: a.session.server.clone(),
+        selections: a.selections.clone(),
+        hosts,
+        properties: a.session.properties.clone(),
+        call_budget_ms: a.session.call_budget_ms,
+        credentials: a.session.credentials.clone(),
+    })
+}
+
+fn rate(bytes: u64, secs: f64) -> String {
+    format!("{:.1} MiB/s", bytes as f64 / 1048576.0 / secs.max(1e-9))
+}
+
+fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
+    let runner = Runner::new(ui.clone()).map_err(|e| JobError {
+        kind: ExitKind::Usage,
+        message: format!("cannot find the aapi-host executable: {e}"),
+    })?;
+    let t0 = Instant::now();
+    match &cli.command {
+        Cmd::Worker => unreachable!("handled in main"),
+        Cmd::Backup(a) => {
+            let o = backup_options(&cli.store, a)?;
+            let m = runner.backup(&o)?;
+            let secs = t0.elapsed().as_secs_f64();
+            let kind = if m.failures.is_empty() {
+                ExitKind::Ok
+            } else {
+                ExitKind::Partial
+            };
+            if cli.json {
+                print_json(&json!({"ok": true, "exit": kind, "seconds": secs, "manifest": m}));
+            } else if !cli.quiet {
+                println!(
+                    "image {} complete: {} objects, {} bytes in {} stream(s), {:.2} s ({})",
+                    m.image,
+                    m.objects,
+                    m.bytes,
+                    m.streams.len(),
+                    secs,
+                    rate(m.bytes, secs)
+                );
+            }
+            for f in &m.failures {
+                ui.error(&format!("not backed up: {}: {}", f.path, f.error));
+            }
+            if !m.failures.is_empty() {
+                ui.error(&format!(
+                    "{} object(s) failed; image {} is complete without them and is not used as the base of the next incremental",
+                    m.failures.len(),
+                    m.image
+                ));
+            }
+            Ok(kind)
+        }
+        Cmd::Discover(a) => {
+            let o = backup_options(&cli.store, a)?;
+            let job = runner.discover(&o)?;
+            if cli.json {
+                print_json(
+                    &json!({"ok": true, "image": job.image, "hosts": job.hosts, "snapid": job.snapid}),
+                );
+            } else {
+                println!("{}", job.image);
+                ui.note(&format!(
+                    "discovery done; now run `aapi-host child --image {} --host H` for each of {} and then `aapi-host finalize --image {}`",
+                    job.image,
+                    job.hosts.join(", "),
+                    job.image
+                ));
+            }
+            Ok(ExitKind::Ok)
+        }
+        Cmd::Child { image, host } => {
+            let st = Store::open(&cli.store)?;
+            let job = st.job(image)?;
+            let n = job
+                .hosts
+                .iter()
+                .position(|h| h == host)
+                .ok_or_else(|| JobError {
+                    kind: ExitKind::Usage,
+                    message: format!(
+                        "image {image} has no backup host {host:?} (its hosts: {})",
+                        job.hosts.join(", ")
+                    ),
+                })?;
+            let done = runner.child(&cli.store, image, n as u32)?;
+            if cli.json {
+                print_json(&json!({"ok": true, "stream": done}));
+            } else if !cli.quiet {
+                println!(
+                    "stream {} ({}) done: {} objects, {} bytes, {} failed",
+                    done.stream,
+                    done.host,
+                    done.objects,
+                    done.bytes,
+                    done.failures.len()
+                );
+            }
+            Ok(ExitKind::Ok)
+        }
+        Cmd::Finalize { image } => {
+            let m = runner.finalize(&cli.store, image)?;
+            if cli.json {
+                print_json(&json!({"ok": true, "manifest": m}));
+            } else if !cli.quiet {
+                println!("image {} complete: {} objects", m.image, m.objects);
+            }
+            Ok(if m.failures.is_empty() {
+                ExitKind::Ok
+            } else {
+                ExitKind::Partial
+            })
+        }
+        Cmd::List => {
+            let st = Store::open(&cli.store)?;
+            let mut rows = Vec::new();
+            for id in st.image_ids()? {
+                let row = match st.state(&id)? {
+                    ImageState::Complete(m) => json!({
+                        "image": id, "state": if m.failures.is_empty() {"complete"} else {"partial"},
+                        "policy": m.policy, "schedule": m.schedule, "started": m.started,
+                        "objects": m.objects, "bytes": m.bytes, "base": m.base,
+                    }),
+                    ImageState::Incomplete { job, reason } => json!({
+                        "image": id, "state": "incomplete",
+                        "policy": job.as_ref().map(|j| j.policy.clone()),
+                        "schedule": job.as_ref().map(|j| j.schedule.clone()),
+                        "started": job.as_ref().map(|j| j.started),
+                        "reason": reason.unwrap_or_else(|| "the job did not finish (interrupted, or still running)".into()),
+                    }),
+                };
+                rows.push(row);
+            }
+            if cli.json {
+                print_json(&json!({"ok": true, "images": rows}));
+            } else {
+                for r in &rows {
+                    let started = r["started"]
+                        .as_i64()
+                        .map(store::utc_display)
+                        .unwrap_or_default();
+                    let extra = if r["state"] == "incomplete" {
+                        format!("INCOMPLETE: {}", r["reason"].as_str().unwrap_or(""))
+                    } else {
+                        format!("{} objects, {} bytes", r["objects"], r["bytes"])
+                    };
+                    println!(
+                        "{:<48} {:<10} {:<5} {}  {}",
+                        r["image"].as_str().unwrap_or(""),
+                        r["state"].as_str().unwrap_or(""),
+                        r["schedule"].as_str().unwrap_or("?"),
+                        started,
+                        extra
+                    );
+                }
+            }
+            Ok(ExitKind::Ok)
+        }
+        Cmd::Show { image, objects } => {
+            let st = Store::open(&cli.store)?;
+            let m = match st.state(image)? {
+                ImageState::Complete(m) => *m,
+                ImageState::Incomplete { job, reason } => {
+                    if cli.json {
+                        print_json(
+                            &json!({"ok": true, "image": image, "state": "incomplete", "job": job, "reason": reason}),
+                        );
+                    } else {
+                        println!(
+                            "image {image}: INCOMPLETE ({})",
+                            reason.unwrap_or_else(|| "the job did not finish".into())
+                        );
+                    }
+                    return Ok(ExitKind::Ok);
+                }
+            };
+            let cat = if *objects {
+                Some(st.catalog(&m)?)
+            } else {
+                None
+            };
+            let rows: Vec<serde_json::Value> = cat
+                .iter()
+                .flat_map(|c| {
+                    c.entries.iter().map(|e| {
+                        json!({
+                            "path": String::from_utf8_lossy(&e.path), "type": e.props.type_name(),
+                            "mode": format!("{:o}", e.props.mode), "size": e.data.length,
+                            "mtime": e.props.mtime.sec, "image": c.images[e.data.image as usize],
+                            "stream": e.data.stream, "offset": e.data.offset,
+                            "sha256": store::hex(&e.data.sha256),
+                        })
+                    })
+                })
+                .collect();
+            if cli.json {
+                print_json(&json!({"ok": true, "manifest": m, "objects": rows}));
+            } else {
+                println!("image     {}", m.image);
+                println!("policy    {} ({})", m.policy, m.schedule);
+                println!("started   {}", store::utc_display(m.started));
+                println!("completed {}", store::utc_display(m.completed));
+                println!("base      {}", m.base.as_deref().unwrap_or("-"));
+                println!(
+                    "objects   {} ({} bytes in {} streams)",
+                    m.objects,
+                    m.bytes,
+                    m.streams.len()
+                );
+                println!("failed    {}", m.failures.len());
+                for r in &rows {
+                    println!(
+                        "{:<8} {:>6} {:>12}  {}",
+                        r["type"].as_str().unwrap_or(""),
+                        r["mode"].as_str().unwrap_or(""),
+                        r["size"],
+                        r["path"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            Ok(ExitKind::Ok)
+        }
+        Cmd::Verify { image } => {
+            let st = Store::open(&cli.store)?;
+            let r = jobs::verify(&st, image, ui)?;
+            let kind = if r.damaged.is_empty() {
+                ExitKind::Ok
+            } else {
+                ExitKind::Failed
+            };
+            if cli.json {
+                print_json(&json!({"ok": r.damaged.is_empty(), "exit": kind, "report": r}));
+            } else {
+                for d in &r.damaged {
+                    println!("DAMAGED {}: {}", d.path, d.error);
+                }
+                println!(
+                    "image {}: {} of {} objects intact ({} bytes read); {}",
+                    r.image,
+                    r.good,
+                    r.objects,
+                    r.bytes,
+                    if r.damaged.is_empty() {
+                        "everything is restorable".to_string()
+                    } else {
+                        format!(
+                            "{} damaged; the intact ones can still be restored with `aapi-host restore {} --path ...`",
+                            r.damaged.len(),
+                            r.image
+                        )
+                    }
+                );
+            }
+            Ok(kind)
+        }
+        Cmd::Restore(a) => restore(cli, &runner, a, t0),
+    }
+}
+
+fn restore(cli: &Cli, runner: &Runner, a: &RestoreArgs, t0: Instant) -> Result<ExitKind, JobError> {
+    let usage = |m: String| JobError {
+        kind: ExitKind::Usage,
+        message: m,
+    };
+    let st = Store::open(&cli.store)?;
+    let at = match &a.at {
+        Some(s) => Some(store::parse_time(s).ok_or_else(|| {
+            usage(format!(
+                "--at {s:?}: expected YYYY-mm-dd[THH:MM[:SS]] (UTC) or Unix seconds"
+            ))
+        })?),
+        None => None,
+    };
+    let image = jobs::resolve_image(&st, a.image.as_deref(), a.policy.as_deref(), at)?;
+    let (_, catalog) = tasks::load_image(&st, &image).map_err(|e| usage(e.message))?;
+    let selected = tasks::select(&catalog, &a.paths);
+    if selected.is_empty() {
+        return Err(usage(format!(
+            "nothing in image {image} matches {:?} (see `aapi-host show {image} --objects`)",
+            a.paths
+        )));
+    }
+    let alt_root = match &a.alt_root {
+        Some(r) => {
+            Some(std::path::absolute(r).map_err(|e| usage(format!("{}: {e}", r.display())))?)
+        }
+        None => None,
+    };
+    if a.dry_run {
+        let rows: Vec<serde_json::Value> = selected
+            .iter()
+            .map(|&i| {
+                let e = &catalog.entries[i];
+                json!({
+                    "path": String::from_utf8_lossy(&e.path),
+                    "target": String::from_utf8_lossy(&tasks::target_path(alt_root.as_deref(), &e.path)),
+                    "type": e.props.type_name(), "size": e.data.length,
+                })
+            })
+            .collect();
+        let total: u64 = selected
+            .iter()
+            .map(|&i| catalog.entries[i].data.length)
+            .sum();
+        if cli.json {
+            print_json(
+                &json!({"ok": true, "image": image, "dry_run": true, "objects": rows, "bytes": total}),
+            );
+        } else {
+            for r in &rows {
+                println!(
+                    "{:<8} {:>12}  {}",
+                    r["type"].as_str().unwrap_or(""),
+                    r["size"],
+                    r["target"].as_str().unwrap_or("")
+                );
+            }
+            println!(
+                "would restore {} objects, {} bytes from image {image}",
+                rows.len(),
+                total
+            );
+        }
+        return Ok(ExitKind::Ok);
+    }
+    let job = st.job(&image)?;
+    let plugin = a.plugin.clone().unwrap_or(job.plugin);
+    let task = RestoreTask {
+        store: cli.store.clone(),
+        image: image.clone(),
+        plugin,
+        workload_type: a.session.workload_type.clone(),
+        server: a.session.server.clone(),
+        host: a.host.clone(),
+        paths: a.paths.clone(),
+        alt_root,
+        overwrite: a.overwrite,
+        properties: a.session.properties.clone(),
+        call_budget_ms: a.session.call_budget_ms,
+        credentials: a.session.credentials.clone(),
+    };
+    let r = runner.restore(task)?;
+    let secs = t0.elapsed().as_secs_f64();
+    if cli.json {
+        print_json(&json!({"ok": true, "image": image, "seconds": secs, "report": r}));
+    } else if !cli.quiet {
+        println!(
+            "restored {} objects, {} bytes from image {image} in {:.2} s ({}); {} bytes read from the store",
+            r.objects,
+            r.bytes,
+            secs,
+            rate(r.bytes, secs),
+            r.store_bytes_read
+        );
+    }
+    Ok(ExitKind::Ok)
+}

@@ -82,6 +82,9 @@ pub enum Event {
     Failed {
         /// Human-readable reason.
         message: String,
+        /// The plugin's return code when a plugin call failed.
+        #[serde(default)]
+        code: Option<i32>,
     },
 }
 
@@ -182,6 +185,8 @@ pub struct WorkerOutcome {
     pub results: Vec<serde_json::Value>,
     /// Its [`Event::Failed`] messages, in order.
     pub failures: Vec<String>,
+    /// The plugin code of the first [`Event::Failed`] that carried one.
+    pub failure_code: Option<i32>,
     /// Lines on the event pipe that were not valid events (a broken worker).
     pub garbage: Vec<String>,
     /// When the worker was cancelled, if it was.
@@ -313,6 +318,23 @@ impl Worker {
         })
     }
 
+    /// Like [`Worker::spawn`], and feed `input` to the worker's standard input (then close it):
+    /// the usual way to hand a worker its task.
+    pub fn spawn_with_input(
+        mut command: Command,
+        limits: Limits,
+        input: Vec<u8>,
+    ) -> io::Result<Worker> {
+        command.stdin(std::process::Stdio::piped());
+        let mut worker = Worker::spawn(command, limits)?;
+        if let Some(mut stdin) = worker.child.stdin.take() {
+            std::thread::spawn(move || {
+                let _ = stdin.write_all(&input);
+            });
+        }
+        Ok(worker)
+    }
+
     /// The worker's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -329,6 +351,7 @@ impl Worker {
             end: WorkerEnd::Exited(0),
             results: Vec::new(),
             failures: Vec::new(),
+            failure_code: None,
             garbage: Vec::new(),
             cancelled_at: None,
         };
@@ -422,7 +445,10 @@ impl Worker {
                             Event::Leave { .. } => in_call = None,
                             Event::Keepalive => alive_at = t,
                             Event::Result { value } => outcome.results.push(value.clone()),
-                            Event::Failed { message } => outcome.failures.push(message.clone()),
+                            Event::Failed { message, code } => {
+                                outcome.failures.push(message.clone());
+                                outcome.failure_code = outcome.failure_code.or(*code);
+                            }
                             Event::Log { .. } | Event::Progress { .. } => {}
                         }
                         on_event(&ev);

@@ -1,0 +1,692 @@
+//! The supervisor side of the jobs: the compound backup (discover -> one child job per backup
+//! host -> postprocess and finalize), restore and verify. Plugin code runs only in supervised
+//! worker processes ([`crate::worker`]); this module never loads a plugin.
+
+use crate::store::{
+    self, Catalog, Entry, HostState, ImageState, JobDef, Manifest, ObjectFailure, REC_UNCHANGED,
+    Store, StoreError, StreamDone,
+};
+use crate::supervise::{CancelHandle, Event, Limits, Worker, WorkerEnd};
+use crate::tasks::{self, RestoreReport, RestoreTask, Task};
+use crate::ui::Ui;
+use aapi_sdk::abi::*;
+use aapi_sdk::props::{AAPI_PROP_LAST_BACKUP_TIME, AAPI_PROP_LAST_FULL_TIME, AAPI_PROP_POLICY};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Set when the user asked to stop (SIGINT/SIGTERM); running workers are cancelled.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Exit status classes of the command line (docs/host.md, "Exit codes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitKind {
+    /// 0: done.
+    Ok,
+    /// 1: the job failed, or damage was found.
+    Failed,
+    /// 2: bad usage or input; nothing ran.
+    Usage,
+    /// 3: the job completed but some objects failed.
+    Partial,
+    /// 4: the plugin does not support the schedule (`AAPI_ESCHED_NOT_SUPPORTED`).
+    ScheduleNotSupported,
+    /// 5: cancelled by the user.
+    Cancelled,
+}
+
+impl ExitKind {
+    /// The process exit status.
+    pub fn code(self) -> i32 {
+        match self {
+            ExitKind::Ok => 0,
+            ExitKind::Failed => 1,
+            ExitKind::Usage => 2,
+            ExitKind::Partial => 3,
+            ExitKind::ScheduleNotSupported => 4,
+            ExitKind::Cancelled => 5,
+        }
+    }
+}
+
+/// A job error: its exit class and a message that says what to do next.
+#[derive(Debug, Clone)]
+pub struct JobError {
+    /// Exit class.
+    pub kind: ExitKind,
+    /// Message.
+    pub message: String,
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for JobError {}
+
+impl From<StoreError> for JobError {
+    fn from(e: StoreError) -> Self {
+        JobError {
+            kind: ExitKind::Usage,
+            message: e.to_string(),
+        }
+    }
+}
+
+fn usage(message: impl Into<String>) -> JobError {
+    JobError {
+        kind: ExitKind::Usage,
+        message: message.into(),
+    }
+}
+
+fn failed(message: impl Into<String>) -> JobError {
+    JobError {
+        kind: ExitKind::Failed,
+        message: message.into(),
+    }
+}
+
+/// What `backup` and `discover` need to know.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// Image store directory.
+    pub store: PathBuf,
+    /// Policy name (last backup times are kept per policy).
+    pub policy: String,
+    /// "full", "incr" or "cinc".
+    pub schedule: String,
+    /// Plugin library.
+    pub plugin: PathBuf,
+    /// Workload type to claim.
+    pub workload_type: String,
+    /// Workload server name.
+    pub server: String,
+    /// Selections.
+    pub selections: Vec<String>,
+    /// Backup hosts (one stream each).
+    pub hosts: Vec<String>,
+    /// Extra session properties.
+    pub properties: Vec<(String, String)>,
+    /// Per-call budget in milliseconds.
+    pub call_budget_ms: u32,
+    /// Credentials file.
+    pub credentials: Option<PathBuf>,
+}
+
+/// Runs tasks in supervised worker processes.
+#[derive(Debug, Clone)]
+pub struct Runner {
+    /// Program started as a worker with the argument `worker` (the `aapi-host` binary).
+    pub worker_exe: PathBuf,
+    /// Output.
+    pub ui: Ui,
+    /// How long a call may take to return after a cancel.
+    pub cancel_bound: Duration,
+}
+
+impl Runner {
+    /// A runner whose workers are this executable (`std::env::current_exe`).
+    pub fn new(ui: Ui) -> std::io::Result<Runner> {
+        Ok(Runner {
+            worker_exe: std::env::current_exe()?,
+            ui,
+            cancel_bound: Duration::from_millis(AAPI_CANCEL_BOUND_MS as u64),
+        })
+    }
+
+    /// Run `task` in a worker named `label`, with `budget_ms` per call; progress goes to `bar`.
+    pub fn run_task(
+        &self,
+        task: &Task,
+        label: &str,
+        budget_ms: u32,
+        bar: Option<&indicatif::ProgressBar>,
+    ) -> Result<serde_json::Value, JobError> {
+        let mut cmd = Command::new(&self.worker_exe);
+        cmd.arg("worker");
+        // Its own process group: a Ctrl-C at the terminal reaches the supervisor, which cancels
+        // the workers through their keepalives, instead of killing them mid-write.
+        cmd.process_group(0);
+        let limits = Limits {
+            call_budget: Duration::from_millis(budget_ms as u64),
+            cancel_bound: self.cancel_bound,
+        };
+        let input = serde_json::to_vec(task).expect("tasks serialise");
+        let worker = Worker::spawn_with_input(cmd, limits, input).map_err(|e| {
+            usage(format!(
+                "cannot start worker {}: {e}",
+                self.worker_exe.display()
+            ))
+        })?;
+        let cancel = worker.cancel_handle();
+        let done = AtomicBool::new(false);
+        let outcome = std::thread::scope(|s| {
+            s.spawn(|| watch_interrupt(&cancel, &done));
+            let r = worker.run(|ev| match ev {
+                Event::Log { level, message } => self.ui.plugin_log(label, *level, message),
+                Event::Progress { bytes, objects } => {
+                    if let Some(b) = bar {
+                        b.set_position(*bytes);
+                        b.set_message(format!("{objects} objects"));
+                    }
+                }
+                _ => {}
+            });
+            done.store(true, Ordering::SeqCst);
+            r
+        })
+        .map_err(|e| failed(format!("{label}: lost contact with the worker: {e}")))?;
+        if outcome.end.is_success() {
+            return outcome
+                .results
+                .last()
+                .cloned()
+                .ok_or_else(|| failed(format!("{label}: the worker reported no result")));
+        }
+        let kind = match (&outcome.end, outcome.failure_code) {
+            (_, Some(AAPI_ESCHED_NOT_SUPPORTED)) => ExitKind::ScheduleNotSupported,
+            (_, Some(AAPI_ECANCELLED)) => ExitKind::Cancelled,
+            _ if outcome.cancelled_at.is_some() => ExitKind::Cancelled,
+            (WorkerEnd::Exited(2), _) => ExitKind::Usage,
+            _ => ExitKind::Failed,
+        };
+        Err(JobError {
+            kind,
+            message: format!("{label}: {}", outcome.summary()),
+        })
+    }
+
+    /// Discovery job: create the image, write its job definition, and run discovery. Returns the
+    /// job definition with the snapshot id.
+    pub fn discover(&self, o: &BackupOptions) -> Result<JobDef, JobError> {
+        let sched = tasks::schedule_code(&o.schedule).ok_or_else(|| {
+            usage(format!(
+                "unknown schedule {:?}: use full, incr or cinc",
+                o.schedule
+            ))
+        })?;
+        if o.hosts.is_empty() {
+            return Err(usage("at least one backup host (or --streams 1) is needed"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for h in &o.hosts {
+            if h.is_empty() || h.contains('/') || !seen.insert(h) {
+                return Err(usage(format!(
+                    "backup host names must be distinct, non-empty and without '/': {h:?}"
+                )));
+            }
+        }
+        if o.selections.is_empty() {
+            return Err(usage("nothing selected: give at least one --select"));
+        }
+        if o.policy.is_empty() || o.policy.contains('/') {
+            return Err(usage("the policy name must be non-empty and without '/'"));
+        }
+        let plugin = std::fs::canonicalize(&o.plugin)
+            .map_err(|e| usage(format!("{}: plugin not found: {e}", o.plugin.display())))?;
+        let credentials = match &o.credentials {
+            Some(c) => {
+                Some(std::fs::canonicalize(c).map_err(|e| usage(format!("{}: {e}", c.display())))?)
+            }
+            None => None,
+        };
+        let store = Store::open(&o.store)?;
+        let state = store.host_state()?;
+        let pstate = state.policies.get(&o.policy).cloned().unwrap_or_default();
+        let mut properties = vec![(AAPI_PROP_POLICY.to_string(), o.policy.clone())];
+        if let Some((t, _)) = &pstate.last_backup {
+            properties.push((AAPI_PROP_LAST_BACKUP_TIME.to_string(), t.to_string()));
+        }
+        if let Some((t, _)) = &pstate.last_full {
+            properties.push((AAPI_PROP_LAST_FULL_TIME.to_string(), t.to_string()));
+        }
+        properties.extend(o.properties.iter().cloned());
+        let base = match sched {
+            AAPI_SCHED_INCR => pstate.last_backup.map(|(_, i)| i),
+            AAPI_SCHED_CINC => pstate.last_full.map(|(_, i)| i),
+            _ => None,
+        };
+        if let Some(b) = &base {
+            store.manifest(b).map_err(|e| {
+                failed(format!(
+                    "the base image of this {} backup is not usable ({e}); run a full backup of policy {}",
+                    o.schedule, o.policy
+                ))
+            })?;
+        }
+        let started = now();
+        let image = store.create_image(&o.policy, &o.schedule, started)?;
+        let mut job = JobDef {
+            image: image.clone(),
+            policy: o.policy.clone(),
+            schedule: o.schedule.clone(),
+            plugin,
+            workload_type: o.workload_type.clone(),
+            server: o.server.clone(),
+            selections: o.selections.clone(),
+            hosts: o.hosts.clone(),
+            properties,
+            call_budget_ms: o.call_budget_ms,
+            started,
+            base,
+            snapid: None,
+            credentials,
+        };
+        store.save_job(&job)?;
+        let task = Task::Discover {
+            store: o.store.clone(),
+            image: image.clone(),
+        };
+        match self.run_task(&task, "discovery", o.call_budget_ms, None) {
+            Ok(v) => {
+                job.snapid = Some(v["snapid"].as_str().unwrap_or_default().to_string());
+                store.save_job(&job)?;
+                Ok(job)
+            }
+            Err(e) => {
+                // Nothing was backed up: the new image directory holds only the job definition
+                // and maybe workload files, so it is removed rather than left as clutter.
+                let _ = std::fs::remove_dir_all(store.image_dir(&image));
+                Err(JobError {
+                    message: format!("{} (no image was made)", e.message),
+                    ..e
+                })
+            }
+        }
+    }
+
+    /// One child job: stream `stream` (backup host `hosts[stream]`) of `image`.
+    pub fn child(&self, store: &Path, image: &str, stream: u32) -> Result<StreamDone, JobError> {
+        let st = Store::open(store)?;
+        let job = st.job(image)?;
+        if job.snapid.is_none() {
+            return Err(usage(format!(
+                "image {image} has no successful discovery; run `aapi-host discover` first"
+            )));
+        }
+        let host = job
+            .hosts
+            .get(stream as usize)
+            .ok_or_else(|| usage(format!("image {image} has no stream {stream}")))?;
+        let bar = self.ui.bar(host, None);
+        let task = Task::Child {
+            store: store.to_path_buf(),
+            image: image.to_string(),
+            stream,
+        };
+        let r = self.run_task(
+            &task,
+            &format!("child job {host}"),
+            job.call_budget_ms,
+            Some(&bar),
+        );
+        bar.finish();
+        let v = r?;
+        serde_json::from_value(v).map_err(|e| failed(format!("child job {host}: bad result: {e}")))
+    }
+
+    /// Finalize: postprocess (snapshot cleanup, always attempted), then merge the streams'
+    /// catalogs into the image catalog and mark the image complete. Fails when a child job did
+    /// not complete; the image then stays incomplete.
+    pub fn finalize(&self, store: &Path, image: &str) -> Result<Manifest, JobError> {
+        let st = Store::open(store)?;
+        let job = st.job(image)?;
+        if let ImageState::Complete(m) = st.state(image)? {
+            return Ok(*m);
+        }
+        let mut post_err = None;
+        if job.snapid.is_some() {
+            let task = Task::Postprocess {
+                store: store.to_path_buf(),
+                image: image.to_string(),
+            };
+            if let Err(e) = self.run_task(&task, "postprocess", job.call_budget_ms, None) {
+                self.ui.error(&e.message);
+                post_err = Some(e);
+            }
+        }
+        let result = merge(&st, &job);
+        match (result, post_err) {
+            (Ok(m), None) => {
+                if m.failures.is_empty() {
+                    let mut state = st.host_state()?;
+                    let p = state.policies.entry(job.policy.clone()).or_default();
+                    p.last_backup = Some((job.started, image.to_string()));
+                    if job.schedule == "full" {
+                        p.last_full = Some((job.started, image.to_string()));
+                    }
+                    st.save_host_state(&state)?;
+                }
+                Ok(m)
+            }
+            (Ok(_), Some(e)) | (Err(e), _) => {
+                let _ = st.record_failure(image, &e.message);
+                Err(e)
+            }
+        }
+    }
+
+    /// The compound backup job: discovery, one child job per backup host in parallel, then
+    /// finalize (postprocess runs even when a child job failed).
+    pub fn backup(&self, o: &BackupOptions) -> Result<Manifest, JobError> {
+        let job = self.discover(o)?;
+        let image = job.image.as_str();
+        let results: Vec<Result<StreamDone, JobError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..job.hosts.len() as u32)
+                .map(|n| s.spawn(move || self.child(&o.store, image, n)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(failed("child job thread panicked")))
+                })
+                .collect()
+        });
+        let child_errors: Vec<JobError> = results.into_iter().filter_map(|r| r.err()).collect();
+        for e in &child_errors {
+            self.ui.error(&e.message);
+        }
+        let fin = self.finalize(&o.store, &job.image);
+        if let Some(first) = child_errors.first() {
+            let st = Store::open(&o.store)?;
+            let msg = format!(
+                "{} of {} child jobs failed (first: {}); image {} stays incomplete and nothing earlier was changed",
+                child_errors.len(),
+                job.hosts.len(),
+                first.message,
+                job.image
+            );
+            let _ = st.record_failure(&job.image, &msg);
+            return Err(JobError {
+                kind: if child_errors.iter().all(|e| e.kind == ExitKind::Cancelled) {
+                    ExitKind::Cancelled
+                } else {
+                    ExitKind::Failed
+                },
+                message: msg,
+            });
+        }
+        fin
+    }
+
+    /// Restore in one worker (one backup host).
+    pub fn restore(&self, task: RestoreTask) -> Result<RestoreReport, JobError> {
+        let st = Store::open(&task.store)?;
+        let (_, catalog) = tasks::load_image(&st, &task.image).map_err(|e| usage(e.message))?;
+        let total = tasks::select(&catalog, &task.paths)
+            .iter()
+            .map(|&i| catalog.entries[i].data.length)
+            .sum();
+        let bar = self.ui.bar("restore", Some(total));
+        let budget = task.call_budget_ms;
+        let r = self.run_task(&Task::Restore(task), "restore", budget, Some(&bar));
+        bar.finish();
+        serde_json::from_value(r?).map_err(|e| failed(format!("restore: bad result: {e}")))
+    }
+}
+
+fn watch_interrupt(cancel: &CancelHandle, done: &AtomicBool) {
+    while !done.load(Ordering::SeqCst) {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            cancel.cancel();
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Merge the stream catalogs of a job whose child jobs all completed into the image catalog,
+/// resolve unchanged objects against the base image, and write the manifest (the atomic step
+/// that makes the image complete).
+fn merge(st: &Store, job: &JobDef) -> Result<Manifest, JobError> {
+    let dir = st.image_dir(&job.image);
+    let mut dones = Vec::new();
+    for (n, host) in job.hosts.iter().enumerate() {
+        let p = dir.join(format!("stream-{n}.done"));
+        let bytes = std::fs::read(&p).map_err(|_| {
+            failed(format!(
+                "the child job of backup host {host} (stream {n}) did not complete; image {} stays incomplete (run `aapi-host child --image {} --host {host}` and `aapi-host finalize` again)",
+                job.image, job.image
+            ))
+        })?;
+        let done: StreamDone = serde_json::from_slice(&bytes)
+            .map_err(|e| failed(format!("{}: unreadable: {e}", p.display())))?;
+        let len = std::fs::metadata(st.stream_path(&job.image, n as u32))
+            .map(|m| m.len())
+            .map_err(|e| failed(format!("stream {n} of image {}: {e}", job.image)))?;
+        if len != done.bytes {
+            return Err(failed(format!(
+                "stream {n} of image {} holds {len} bytes but its child job recorded {}",
+                job.image, done.bytes
+            )));
+        }
+        dones.push(done);
+    }
+    let base = match &job.base {
+        Some(b) => {
+            let m = st
+                .manifest(b)
+                .map_err(|e| failed(format!("base image: {e}")))?;
+            Some(st.catalog(&m)?)
+        }
+        None => None,
+    };
+    let base_index: HashMap<&[u8], &Entry> = base
+        .as_ref()
+        .map(|c| c.entries.iter().map(|e| (e.path.as_slice(), e)).collect())
+        .unwrap_or_default();
+    let mut images = vec![job.image.clone()];
+    let mut failures: Vec<ObjectFailure> = dones.iter().flat_map(|d| d.failures.clone()).collect();
+    let mut entries: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
+    for n in 0..job.hosts.len() {
+        let cat = Catalog::load(&dir.join(format!("stream-{n}.cat")))?;
+        for mut e in cat.entries {
+            if e.flags & REC_UNCHANGED != 0 {
+                let found = base_index.get(e.path.as_slice()).map(|b| (*b).clone());
+                let (Some(b), Some(base_cat)) = (found, base.as_ref()) else {
+                    failures.push(ObjectFailure {
+                        path: String::from_utf8_lossy(&e.path).into_owned(),
+                        error: format!(
+                            "listed as unchanged, but {} holds no copy of it; run a full backup",
+                            job.base.as_deref().unwrap_or("no base image")
+                        ),
+                    });
+                    continue;
+                };
+                let id = &base_cat.images[b.data.image as usize];
+                let idx = match images.iter().position(|i| i == id) {
+                    Some(i) => i,
+                    None => {
+                        images.push(id.clone());
+                        images.len() - 1
+                    }
+                };
+                e.props = b.props;
+                e.data = b.data;
+                e.data.image = idx as u32;
+            }
+            e.flags = 0;
+            if entries.contains_key(&e.path) {
+                failures.push(ObjectFailure {
+                    path: String::from_utf8_lossy(&e.path).into_owned(),
+                    error: "listed in more than one workload file; kept the first copy".into(),
+                });
+                continue;
+            }
+            entries.insert(e.path.clone(), e);
+        }
+    }
+    let catalog = Catalog {
+        images: images.clone(),
+        entries: entries.into_values().collect(),
+    };
+    let catalog_sha256 = catalog.save(&dir.join("catalog"))?;
+    let plugin_name = job.plugin.display().to_string();
+    let manifest = Manifest {
+        format: 1,
+        image: job.image.clone(),
+        policy: job.policy.clone(),
+        schedule: job.schedule.clone(),
+        started: job.started,
+        completed: now(),
+        base: job.base.clone(),
+        depends_on: images[1..].to_vec(),
+        plugin: plugin_name,
+        streams: dones.iter().map(|d| d.bytes).collect(),
+        objects: catalog.entries.len() as u64,
+        bytes: dones.iter().map(|d| d.bytes).sum(),
+        catalog_sha256,
+        failures,
+    };
+    store::write_atomic(
+        &dir.join(store::MANIFEST),
+        &serde_json::to_vec_pretty(&manifest).expect("serialisable"),
+    )?;
+    Ok(manifest)
+}
+
+/// The result of `verify`.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    /// Image id.
+    pub image: String,
+    /// Objects in the catalog.
+    pub objects: u64,
+    /// Objects whose bytes were read and matched their digest (restorable).
+    pub good: u64,
+    /// Damaged objects: path and what is wrong.
+    pub damaged: Vec<ObjectFailure>,
+    /// Data bytes read.
+    pub bytes: u64,
+}
+
+/// Re-read every object of `image` (including data it takes from earlier images) and check its
+/// digest; every damaged object is named.
+pub fn verify(store: &Store, image: &str, ui: &Ui) -> Result<VerifyReport, JobError> {
+    let manifest = store.manifest(image).map_err(|e| failed(e.to_string()))?;
+    let catalog = store.catalog(&manifest).map_err(|e| {
+        failed(format!(
+            "{e}; no object of image {image} can be located without its catalog"
+        ))
+    })?;
+    let mut report = VerifyReport {
+        image: image.to_string(),
+        objects: catalog.entries.len() as u64,
+        good: 0,
+        damaged: Vec::new(),
+        bytes: 0,
+    };
+    for (n, expect) in manifest.streams.iter().enumerate() {
+        let p = store.stream_path(image, n as u32);
+        match std::fs::metadata(&p) {
+            Ok(m) if m.len() == *expect => {}
+            Ok(m) => ui.error(&format!(
+                "{}: holds {} bytes, the manifest says {expect}",
+                p.display(),
+                m.len()
+            )),
+            Err(e) => ui.error(&format!("{}: {e}", p.display())),
+        }
+    }
+    let total: u64 = catalog.entries.iter().map(|e| e.data.length).sum();
+    let bar = ui.bar("verify", Some(total));
+    let mut order: Vec<&Entry> = catalog.entries.iter().collect();
+    order.sort_by_key(|e| (e.data.image, e.data.stream, e.data.offset));
+    let mut buf = vec![0u8; tasks::BUFFER_SIZE];
+    for e in order {
+        let name = String::from_utf8_lossy(&e.path).into_owned();
+        let mut check = || -> Result<(), String> {
+            let mut r = store
+                .open_data(&catalog, &e.data)
+                .map_err(|err| err.to_string())?;
+            let mut h = Sha256::new();
+            let mut got = 0u64;
+            loop {
+                let n = r.read(&mut buf).map_err(|err| err.to_string())?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+                got += n as u64;
+            }
+            if got != e.data.length {
+                return Err(format!(
+                    "stream ends after {got} of its {} bytes",
+                    e.data.length
+                ));
+            }
+            if <[u8; 32]>::from(h.finalize()) != e.data.sha256 {
+                return Err("bytes do not match the SHA-256 recorded at backup".into());
+            }
+            Ok(())
+        };
+        let r = check();
+        report.bytes += e.data.length;
+        bar.set_position(report.bytes);
+        match r {
+            Ok(()) => report.good += 1,
+            Err(error) => report.damaged.push(ObjectFailure { path: name, error }),
+        }
+    }
+    bar.finish_and_clear();
+    Ok(report)
+}
+
+/// Find the image to restore: `image` itself, or the newest complete image of `policy` that
+/// started at or before `at` (a point in time), or the newest of `policy`.
+pub fn resolve_image(
+    store: &Store,
+    image: Option<&str>,
+    policy: Option<&str>,
+    at: Option<i64>,
+) -> Result<String, JobError> {
+    if let Some(i) = image {
+        store.manifest(i)?;
+        return Ok(i.to_string());
+    }
+    let policy = policy.ok_or_else(|| usage("name an image, or a --policy (and --at)"))?;
+    let mut best: Option<(i64, String)> = None;
+    for id in store.image_ids()? {
+        let Ok(ImageState::Complete(m)) = store.state(&id) else {
+            continue;
+        };
+        if m.policy == policy
+            && at.is_none_or(|t| m.started <= t)
+            && best.as_ref().is_none_or(|(s, _)| m.started >= *s)
+        {
+            best = Some((m.started, id));
+        }
+    }
+    best.map(|(_, id)| id).ok_or_else(|| {
+        usage(format!(
+            "no complete image of policy {policy:?}{} (see `aapi-host list`)",
+            at.map(|t| format!(" at or before {}", store::utc_display(t)))
+                .unwrap_or_default()
+        ))
+    })
+}
+
+/// Load the host state (for `list`).
+pub fn host_state(store: &Store) -> Result<HostState, JobError> {
+    Ok(store.host_state()?)
+}

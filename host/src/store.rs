@@ -1,0 +1,923 @@
+//! The image store: a local directory of backup images (docs/host.md, "Image format").
+//!
+//! ```text
+//! <store>/state.json                    last backup times per policy
+//! <store>/images/<id>/job.json          the job definition, written first
+//! <store>/images/<id>/wkld/             workload files from discovery
+//! <store>/images/<id>/stream-<n>.data   object bytes of stream n, back to back
+//! <store>/images/<id>/stream-<n>.cat    catalog records of stream n (written by its child job)
+//! <store>/images/<id>/stream-<n>.done   child job summary, written after both files are synced
+//! <store>/images/<id>/catalog           the merged catalog (offset map + digests)
+//! <store>/images/<id>/manifest.json     written last, atomically: its presence means complete
+//! ```
+//!
+//! Every file is written to a temporary name, synced, renamed and its directory synced, so a crash
+//! leaves either the old state or the new one. An image without `manifest.json` is incomplete and
+//! never used as a base or restored silently.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Magic bytes opening a catalog file.
+pub const CATALOG_MAGIC: [u8; 8] = *b"AAPICAT\0";
+/// Catalog format version.
+pub const CATALOG_VERSION: u32 = 1;
+/// Record flag: the object was listed unchanged; its data is found in the base image.
+pub const REC_UNCHANGED: u32 = 1;
+/// Name of the manifest file whose presence marks an image complete.
+pub const MANIFEST: &str = "manifest.json";
+
+/// An error of the store, with the file concerned.
+#[derive(Debug)]
+pub struct StoreError {
+    /// The file or directory.
+    pub path: PathBuf,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.message)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Shorthand for results of this module.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Attach `path` to an I/O error.
+pub fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |e| StoreError {
+        path: path.to_path_buf(),
+        message: match e.raw_os_error() {
+            Some(libc::ENOSPC) => "no space left on the device holding the image store".into(),
+            _ => e.to_string(),
+        },
+    }
+}
+
+fn err(path: &Path, message: impl Into<String>) -> StoreError {
+    StoreError {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// A point in time as stored: seconds and nanoseconds since the epoch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Time {
+    /// Seconds.
+    pub sec: i64,
+    /// Nanoseconds.
+    pub nsec: u32,
+}
+
+/// Properties of one object as recorded in the catalog (from `aapi_get_object_prop`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Props {
+    /// `AAPI_OBJ_*`.
+    pub obj_type: u32,
+    /// `AAPI_PROP_*` validity bits.
+    pub valid: u32,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size the plugin reported.
+    pub size: u64,
+    /// Access time.
+    pub atime: Time,
+    /// Modification time.
+    pub mtime: Time,
+    /// Status change time.
+    pub ctime: Time,
+}
+
+impl Props {
+    /// From the ABI struct.
+    pub fn from_abi(p: &aapi_sdk::abi::aapi_object_prop_t) -> Props {
+        let t = |t: aapi_sdk::abi::aapi_time_t| Time {
+            sec: t.sec,
+            nsec: t.nsec,
+        };
+        Props {
+            obj_type: p.obj_type,
+            valid: p.valid,
+            mode: p.mode,
+            uid: p.uid,
+            gid: p.gid,
+            size: p.size,
+            atime: t(p.atime),
+            mtime: t(p.mtime),
+            ctime: t(p.ctime),
+        }
+    }
+
+    /// To the ABI struct (for `aapi_create_object`).
+    pub fn to_abi(&self) -> aapi_sdk::abi::aapi_object_prop_t {
+        let t = |t: Time| aapi_sdk::abi::aapi_time_t {
+            sec: t.sec,
+            nsec: t.nsec,
+            reserved: 0,
+        };
+        aapi_sdk::abi::aapi_object_prop_t {
+            struct_size: size_of::<aapi_sdk::abi::aapi_object_prop_t>() as u32,
+            obj_type: self.obj_type,
+            valid: self.valid,
+            mode: self.mode,
+            size: self.size,
+            uid: self.uid,
+            gid: self.gid,
+            atime: t(self.atime),
+            mtime: t(self.mtime),
+            ctime: t(self.ctime),
+        }
+    }
+
+    /// A short type name: file, dir, symlink.
+    pub fn type_name(&self) -> &'static str {
+        match self.obj_type {
+            aapi_sdk::abi::AAPI_OBJ_DIR => "dir",
+            aapi_sdk::abi::AAPI_OBJ_SYMLINK => "symlink",
+            _ => "file",
+        }
+    }
+}
+
+/// Where an object's bytes are: image (index into the catalog's image table), stream, range.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DataRef {
+    /// Index into [`Catalog::images`]; 0 is the image the catalog belongs to.
+    pub image: u32,
+    /// Stream number within that image.
+    pub stream: u32,
+    /// Byte offset in the stream file.
+    pub offset: u64,
+    /// Number of bytes.
+    pub length: u64,
+    /// SHA-256 of the bytes.
+    pub sha256: [u8; 32],
+}
+
+/// One catalog record: path (raw bytes), properties, data location and digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The object's real path, raw bytes (never containing NUL).
+    pub path: Vec<u8>,
+    /// Its properties at backup time.
+    pub props: Props,
+    /// `REC_*` flags.
+    pub flags: u32,
+    /// Where its bytes are.
+    pub data: DataRef,
+}
+
+/// A catalog in memory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Catalog {
+    /// Image ids the records refer to; index 0 is the owning image.
+    pub images: Vec<String>,
+    /// Records, sorted by path bytes in a merged catalog.
+    pub entries: Vec<Entry>,
+}
+
+/// Writes a catalog record by record; nothing is valid until [`CatalogWriter::finish`].
+pub struct CatalogWriter<W: Write> {
+    out: W,
+    hash: Sha256,
+    count: u64,
+}
+
+impl<W: Write> CatalogWriter<W> {
+    /// Write the header with the image table.
+    pub fn new(out: W, images: &[String]) -> io::Result<Self> {
+        let mut w = CatalogWriter {
+            out,
+            hash: Sha256::new(),
+            count: 0,
+        };
+        w.put(&CATALOG_MAGIC)?;
+        w.put(&CATALOG_VERSION.to_le_bytes())?;
+        w.put(&(images.len() as u32).to_le_bytes())?;
+        for id in images {
+            w.put(&(id.len() as u32).to_le_bytes())?;
+            w.put(id.as_bytes())?;
+        }
+        Ok(w)
+    }
+
+    fn put(&mut self, b: &[u8]) -> io::Result<()> {
+        self.hash.update(b);
+        self.out.write_all(b)
+    }
+
+    /// Append one record.
+    pub fn push(&mut self, e: &Entry) -> io::Result<()> {
+        let mut r = Vec::with_capacity(128 + e.path.len());
+        r.extend_from_slice(&(e.path.len() as u32).to_le_bytes());
+        r.extend_from_slice(&e.path);
+        let p = &e.props;
+        for v in [p.obj_type, p.valid, p.mode, p.uid, p.gid] {
+            r.extend_from_slice(&v.to_le_bytes());
+        }
+        r.extend_from_slice(&p.size.to_le_bytes());
+        for t in [p.atime, p.mtime, p.ctime] {
+            r.extend_from_slice(&t.sec.to_le_bytes());
+            r.extend_from_slice(&t.nsec.to_le_bytes());
+        }
+        r.extend_from_slice(&e.flags.to_le_bytes());
+        let d = &e.data;
+        r.extend_from_slice(&d.image.to_le_bytes());
+        r.extend_from_slice(&d.stream.to_le_bytes());
+        r.extend_from_slice(&d.offset.to_le_bytes());
+        r.extend_from_slice(&d.length.to_le_bytes());
+        r.extend_from_slice(&d.sha256);
+        self.put(&(r.len() as u32).to_le_bytes())?;
+        self.put(&r)?;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Write the end mark and the trailer (record count, SHA-256 of everything before it).
+    pub fn finish(mut self) -> io::Result<W> {
+        self.put(&0u32.to_le_bytes())?;
+        self.put(&self.count.to_le_bytes())?;
+        let digest = self.hash.clone().finalize();
+        self.out.write_all(&digest)?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+
+    /// The sink (for syncing a file between records).
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+}
+
+/// Fixed size of a record body after the path.
+const RECORD_FIXED: usize = 4 * 5 + 8 + 3 * 12 + 4 + 4 + 4 + 8 + 8 + 32;
+
+impl Catalog {
+    /// Parse and check a whole catalog file; `path` is used in messages.
+    pub fn read_from(bytes: &[u8], path: &Path) -> Result<Catalog> {
+        let bad = |at: usize, what: &str| {
+            err(
+                path,
+                format!(
+                    "catalog is damaged at byte {at}: {what}; the image cannot be trusted (run `aapi-host verify`)"
+                ),
+            )
+        };
+        if bytes.len() < 8 + 4 + 4 + 4 + 8 + 32 || bytes[..8] != CATALOG_MAGIC {
+            return Err(bad(0, "not a catalog, or truncated"));
+        }
+        let body_end = bytes.len() - 32;
+        let digest = Sha256::digest(&bytes[..body_end]);
+        if digest[..] != bytes[body_end..] {
+            return Err(bad(
+                body_end,
+                "checksum mismatch (truncated or corrupt catalog)",
+            ));
+        }
+        let mut at = 8;
+        let u32_at = |at: &mut usize| -> Result<u32> {
+            let b = bytes
+                .get(*at..*at + 4)
+                .ok_or_else(|| bad(*at, "truncated"))?;
+            *at += 4;
+            Ok(u32::from_le_bytes(b.try_into().expect("4 bytes")))
+        };
+        let version = u32_at(&mut at)?;
+        if version != CATALOG_VERSION {
+            return Err(bad(8, &format!("unknown catalog version {version}")));
+        }
+        let n_images = u32_at(&mut at)? as usize;
+        let mut images = Vec::with_capacity(n_images.min(1024));
+        for _ in 0..n_images {
+            let len = u32_at(&mut at)? as usize;
+            let s = bytes
+                .get(at..at + len)
+                .ok_or_else(|| bad(at, "truncated image table"))?;
+            images.push(String::from_utf8(s.to_vec()).map_err(|_| bad(at, "image id not UTF-8"))?);
+            at += len;
+        }
+        let mut entries = Vec::new();
+        loop {
+            let len = u32_at(&mut at)? as usize;
+            if len == 0 {
+                break;
+            }
+            let rec = bytes
+                .get(at..at + len)
+                .ok_or_else(|| bad(at, "truncated record"))?;
+            let plen = u32::from_le_bytes(rec[..4].try_into().expect("4")) as usize;
+            if 4 + plen + RECORD_FIXED != len {
+                return Err(bad(at, "record length does not match its path"));
+            }
+            let path_bytes = rec[4..4 + plen].to_vec();
+            let mut r = &rec[4 + plen..];
+            let mut take = |n: usize| {
+                let (a, b) = r.split_at(n);
+                r = b;
+                a
+            };
+            let u32v = |b: &[u8]| u32::from_le_bytes(b.try_into().expect("4"));
+            let u64v = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8"));
+            let obj_type = u32v(take(4));
+            let valid = u32v(take(4));
+            let mode = u32v(take(4));
+            let uid = u32v(take(4));
+            let gid = u32v(take(4));
+            let size = u64v(take(8));
+            let mut times = [Time::default(); 3];
+            for t in &mut times {
+                t.sec = u64v(take(8)) as i64;
+                t.nsec = u32v(take(4));
+            }
+            let flags = u32v(take(4));
+            let image = u32v(take(4));
+            let stream = u32v(take(4));
+            let offset = u64v(take(8));
+            let length = u64v(take(8));
+            let sha256: [u8; 32] = take(32).try_into().expect("32");
+            if image as usize >= images.len().max(1) {
+                return Err(bad(at, "record refers to an unknown image"));
+            }
+            entries.push(Entry {
+                path: path_bytes,
+                props: Props {
+                    obj_type,
+                    valid,
+                    mode,
+                    uid,
+                    gid,
+                    size,
+                    atime: times[0],
+                    mtime: times[1],
+                    ctime: times[2],
+                },
+                flags,
+                data: DataRef {
+                    image,
+                    stream,
+                    offset,
+                    length,
+                    sha256,
+                },
+            });
+            at += len;
+        }
+        let count = bytes
+            .get(at..at + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8")))
+            .ok_or_else(|| bad(at, "truncated trailer"))?;
+        if count != entries.len() as u64 || at + 8 != body_end {
+            return Err(bad(at, "record count does not match the trailer"));
+        }
+        Ok(Catalog { images, entries })
+    }
+
+    /// Read and check the catalog file at `path`.
+    pub fn load(path: &Path) -> Result<Catalog> {
+        let bytes = fs::read(path).map_err(io_err(path))?;
+        Catalog::read_from(&bytes, path)
+    }
+
+    /// Write the catalog durably to `path` (temporary file, sync, rename, sync directory).
+    /// Returns the SHA-256 of the file.
+    pub fn save(&self, path: &Path) -> Result<String> {
+        let mut buf = Vec::new();
+        let mut w = CatalogWriter::new(&mut buf, &self.images).map_err(io_err(path))?;
+        for e in &self.entries {
+            w.push(e).map_err(io_err(path))?;
+        }
+        w.finish().map_err(io_err(path))?;
+        write_atomic(path, &buf)?;
+        Ok(hex(&Sha256::digest(&buf)))
+    }
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Write `bytes` to `path` atomically and durably: a temporary sibling, fsync, rename, fsync of
+/// the directory. Mode 0600.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        sync_dir(path.parent().unwrap_or(Path::new(".")))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(io_err(path))
+}
+
+/// fsync a directory, making renames and creations in it durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// The job definition, written into the image directory before anything runs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobDef {
+    /// Image id.
+    pub image: String,
+    /// Backup policy name.
+    pub policy: String,
+    /// "full", "incr" or "cinc".
+    pub schedule: String,
+    /// Plugin library path.
+    pub plugin: PathBuf,
+    /// Workload type claimed.
+    pub workload_type: String,
+    /// Workload server name given to `aapi_open_server`.
+    pub server: String,
+    /// Selections (UTF-8 paths or names).
+    pub selections: Vec<String>,
+    /// Backup hosts; stream n belongs to host n.
+    pub hosts: Vec<String>,
+    /// Session properties, the framework's included.
+    pub properties: Vec<(String, String)>,
+    /// Per-call budget in milliseconds.
+    pub call_budget_ms: u32,
+    /// Start time (Unix seconds), also the time later incrementals are relative to.
+    pub started: i64,
+    /// Image the data of unchanged objects is taken from (incrementals).
+    pub base: Option<String>,
+    /// Snapshot id from discovery (set once discovery succeeded).
+    pub snapid: Option<String>,
+    /// Credentials file given to the workers, if any.
+    pub credentials: Option<PathBuf>,
+}
+
+/// One object a child job could not back up.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ObjectFailure {
+    /// Object path (lossy UTF-8 for display).
+    pub path: String,
+    /// What happened.
+    pub error: String,
+}
+
+/// Summary a child job writes last (`stream-<n>.done`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StreamDone {
+    /// Stream number.
+    pub stream: u32,
+    /// Backup host.
+    pub host: String,
+    /// Objects recorded (backed up or unchanged).
+    pub objects: u64,
+    /// Data bytes in the stream file.
+    pub bytes: u64,
+    /// Objects that failed.
+    pub failures: Vec<ObjectFailure>,
+}
+
+/// Description of a complete image (`manifest.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Manifest {
+    /// Format version (1).
+    pub format: u32,
+    /// Image id.
+    pub image: String,
+    /// Policy.
+    pub policy: String,
+    /// Schedule name.
+    pub schedule: String,
+    /// Start time, Unix seconds.
+    pub started: i64,
+    /// Completion time, Unix seconds.
+    pub completed: i64,
+    /// Base image for incrementals.
+    pub base: Option<String>,
+    /// Every image whose streams this image's catalog refers to (itself excluded).
+    pub depends_on: Vec<String>,
+    /// Plugin name and version that made it.
+    pub plugin: String,
+    /// Stream sizes in bytes, by stream number.
+    pub streams: Vec<u64>,
+    /// Objects in the catalog.
+    pub objects: u64,
+    /// Data bytes stored in this image's streams.
+    pub bytes: u64,
+    /// SHA-256 of the catalog file.
+    pub catalog_sha256: String,
+    /// Objects that could not be backed up (the image is complete but partial).
+    pub failures: Vec<ObjectFailure>,
+}
+
+/// State of an image directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageState {
+    /// Manifest present and readable.
+    Complete(Box<Manifest>),
+    /// No manifest: the job did not finish (or is still running).
+    Incomplete {
+        /// The job definition, when readable.
+        job: Option<Box<JobDef>>,
+        /// The failure recorded by the job, if it recorded one.
+        reason: Option<String>,
+    },
+}
+
+/// Last backup times of one policy.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PolicyState {
+    /// Start time and image of the last successful backup of any schedule.
+    pub last_backup: Option<(i64, String)>,
+    /// Start time and image of the last successful full backup.
+    pub last_full: Option<(i64, String)>,
+}
+
+/// Host state: last backup times per policy (`state.json`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HostState {
+    /// By policy name.
+    pub policies: BTreeMap<String, PolicyState>,
+}
+
+/// A directory of images.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+    bytes_read: Arc<AtomicU64>,
+}
+
+impl Store {
+    /// Open (and create when missing, mode 0700) the store at `root`.
+    pub fn open(root: &Path) -> Result<Store> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root.join("images"))
+            .map_err(io_err(root))?;
+        Ok(Store {
+            root: root.to_path_buf(),
+            bytes_read: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// The store directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Directory of image `id`.
+    pub fn image_dir(&self, id: &str) -> PathBuf {
+        self.root.join("images").join(id)
+    }
+
+    /// Stream data file `n` of image `id`.
+    pub fn stream_path(&self, id: &str, n: u32) -> PathBuf {
+        self.image_dir(id).join(format!("stream-{n}.data"))
+    }
+
+    /// Create a new image directory named after `policy` and `started`; never reuses a name.
+    pub fn create_image(&self, policy: &str, schedule: &str, started: i64) -> Result<String> {
+        let base = format!("{policy}-{}-{schedule}", utc_stamp(started));
+        for n in 0..1000 {
+            let id = if n == 0 {
+                base.clone()
+            } else {
+                format!("{base}.{n}")
+            };
+            let dir = self.image_dir(&id);
+            match fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Ok(()) => {
+                    fs::DirBuilder::new()
+                        .mode(0o700)
+                        .create(dir.join("wkld"))
+                        .map_err(io_err(&dir))?;
+                    sync_dir(&self.root.join("images")).map_err(io_err(&dir))?;
+                    return Ok(id);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io_err(&dir)(e)),
+            }
+        }
+        Err(err(&self.root, "cannot find a free image name"))
+    }
+
+    /// Read the job definition of image `id`.
+    pub fn job(&self, id: &str) -> Result<JobDef> {
+        let p = self.image_dir(id).join("job.json");
+        let bytes = fs::read(&p).map_err(io_err(&p))?;
+        serde_json::from_slice(&bytes).map_err(|e| err(&p, format!("unreadable job file: {e}")))
+    }
+
+    /// Write the job definition of its image.
+    pub fn save_job(&self, job: &JobDef) -> Result<()> {
+        let p = self.image_dir(&job.image).join("job.json");
+        write_atomic(&p, &serde_json::to_vec_pretty(job).expect("serialisable"))
+    }
+
+    /// Record why an incomplete image failed (shown by `list`).
+    pub fn record_failure(&self, id: &str, reason: &str) -> Result<()> {
+        let p = self.image_dir(id).join("failed.txt");
+        write_atomic(&p, reason.as_bytes())
+    }
+
+    /// The state of image `id`; an error when it does not exist.
+    pub fn state(&self, id: &str) -> Result<ImageState> {
+        let dir = self.image_dir(id);
+        if id.is_empty() || id.contains('/') || !dir.is_dir() {
+            return Err(err(
+                &dir,
+                "no such image (see `aapi-host list` for the images in this store)",
+            ));
+        }
+        let m = dir.join(MANIFEST);
+        match fs::read(&m) {
+            Ok(bytes) => {
+                let manifest: Manifest = serde_json::from_slice(&bytes)
+                    .map_err(|e| err(&m, format!("unreadable manifest: {e}")))?;
+                Ok(ImageState::Complete(Box::new(manifest)))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(ImageState::Incomplete {
+                job: self.job(id).ok().map(Box::new),
+                reason: fs::read_to_string(dir.join("failed.txt")).ok(),
+            }),
+            Err(e) => Err(io_err(&m)(e)),
+        }
+    }
+
+    /// The manifest of a complete image, or an error saying it is incomplete.
+    pub fn manifest(&self, id: &str) -> Result<Manifest> {
+        match self.state(id)? {
+            ImageState::Complete(m) => Ok(*m),
+            ImageState::Incomplete { reason, .. } => Err(err(
+                &self.image_dir(id),
+                format!(
+                    "image {id} is incomplete ({}); it cannot be used",
+                    reason.unwrap_or_else(|| "its job did not finish".into())
+                ),
+            )),
+        }
+    }
+
+    /// Image ids in name order.
+    pub fn image_ids(&self) -> Result<Vec<String>> {
+        let dir = self.root.join("images");
+        let mut ids: Vec<String> = fs::read_dir(&dir)
+            .map_err(io_err(&dir))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// The catalog of a complete image, checked against the digest in its manifest.
+    pub fn catalog(&self, manifest: &Manifest) -> Result<Catalog> {
+        let p = self.image_dir(&manifest.image).join("catalog");
+        let bytes = fs::read(&p).map_err(io_err(&p))?;
+        self.bytes_read
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        if hex(&Sha256::digest(&bytes)) != manifest.catalog_sha256 {
+            return Err(err(
+                &p,
+                "catalog does not match the digest recorded in the manifest (corrupt or replaced)",
+            ));
+        }
+        Catalog::read_from(&bytes, &p)
+    }
+
+    /// Read the host state (empty when none was saved yet).
+    pub fn host_state(&self) -> Result<HostState> {
+        let p = self.root.join("state.json");
+        match fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| err(&p, format!("unreadable: {e}"))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(HostState::default()),
+            Err(e) => Err(io_err(&p)(e)),
+        }
+    }
+
+    /// Save the host state atomically.
+    pub fn save_host_state(&self, s: &HostState) -> Result<()> {
+        write_atomic(
+            &self.root.join("state.json"),
+            &serde_json::to_vec_pretty(s).expect("serialisable"),
+        )
+    }
+
+    /// Open the data of `data` (resolved against `catalog`'s image table) for reading.
+    pub fn open_data(&self, catalog: &Catalog, data: &DataRef) -> Result<DataReader> {
+        let id = catalog
+            .images
+            .get(data.image as usize)
+            .ok_or_else(|| err(&self.root, "record refers to an unknown image"))?;
+        let p = self.stream_path(id, data.stream);
+        let mut f = File::open(&p).map_err(io_err(&p))?;
+        f.seek(SeekFrom::Start(data.offset)).map_err(io_err(&p))?;
+        Ok(DataReader {
+            inner: BufReader::with_capacity(1 << 20, f).take(data.length),
+            path: p,
+            counter: self.bytes_read.clone(),
+        })
+    }
+
+    /// Bytes read from stream and catalog files through this store so far (direct access makes
+    /// this small for small selections).
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+}
+
+/// Reads one object's bytes from a stream file, counting them.
+pub struct DataReader {
+    inner: io::Take<BufReader<File>>,
+    path: PathBuf,
+    counter: Arc<AtomicU64>,
+}
+
+impl DataReader {
+    /// The stream file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Read for DataReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.counter.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Create a new file for writing (never replacing one), mode 0600.
+pub fn create_new(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err(path))
+}
+
+/// Appends catalog records of one stream to its `.cat` file.
+pub type StreamCatalog = CatalogWriter<BufWriter<File>>;
+
+/// "YYYYmmddTHHMMSSZ" for Unix seconds.
+pub fn utc_stamp(t: i64) -> String {
+    let (y, m, d, hh, mm, ss) = civil(t);
+    format!("{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}Z")
+}
+
+/// "YYYY-mm-dd HH:MM:SS UTC" for Unix seconds.
+pub fn utc_display(t: i64) -> String {
+    let (y, m, d, hh, mm, ss) = civil(t);
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02} UTC")
+}
+
+fn civil(t: i64) -> (i64, u32, u32, u32, u32, u32) {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (
+        y,
+        m,
+        d,
+        (secs / 3600) as u32,
+        (secs / 60 % 60) as u32,
+        (secs % 60) as u32,
+    )
+}
+
+/// Parse "YYYY-mm-dd[THH:MM[:SS]]" (UTC) or decimal Unix seconds.
+pub fn parse_time(s: &str) -> Option<i64> {
+    if let Ok(n) = s.parse::<i64>() {
+        return Some(n);
+    }
+    let s = s.trim_end_matches('Z');
+    let (date, time) = s.split_once(['T', ' ']).unwrap_or((s, "00:00:00"));
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, m, dd) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.split(':').map(|x| x.parse::<i64>().ok());
+    let hh = t.next().flatten().unwrap_or(0);
+    let mi = t.next().flatten().unwrap_or(0);
+    let ss = t.next().flatten().unwrap_or(0);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&dd) || hh > 23 || mi > 59 || ss > 60 {
+        return None;
+    }
+    // Days from civil (inverse of `civil`).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + dd - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mi * 60 + ss)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &[u8], n: u8) -> Entry {
+        Entry {
+            path: path.to_vec(),
+            props: Props {
+                obj_type: 1,
+                valid: 63,
+                mode: 0o644,
+                uid: 1,
+                gid: 2,
+                size: n as u64,
+                atime: Time { sec: -5, nsec: 7 },
+                mtime: Time {
+                    sec: 1_700_000_000,
+                    nsec: 999_999_999,
+                },
+                ctime: Time::default(),
+            },
+            flags: 0,
+            data: DataRef {
+                image: 0,
+                stream: 1,
+                offset: 77,
+                length: n as u64,
+                sha256: [n; 32],
+            },
+        }
+    }
+
+    #[test]
+    fn catalog_round_trips_odd_paths() {
+        let c = Catalog {
+            images: vec!["img-1".into(), "base".into()],
+            entries: vec![entry(b"/a/new\nline", 1), entry(b"/b/\xff\xfe", 2)],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("catalog");
+        c.save(&p).unwrap();
+        assert_eq!(Catalog::load(&p).unwrap(), c);
+    }
+
+    #[test]
+    fn every_truncation_and_flip_is_detected() {
+        let c = Catalog {
+            images: vec!["i".into()],
+            entries: vec![entry(b"/x", 3)],
+        };
+        let mut buf = Vec::new();
+        let mut w = CatalogWriter::new(&mut buf, &c.images).unwrap();
+        w.push(&c.entries[0]).unwrap();
+        w.finish().unwrap();
+        let p = Path::new("catalog");
+        for cut in 0..buf.len() {
+            assert!(Catalog::read_from(&buf[..cut], p).is_err(), "cut {cut}");
+        }
+        for i in 0..buf.len() {
+            let mut b = buf.clone();
+            b[i] ^= 1;
+            assert!(Catalog::read_from(&b, p).is_err(), "flip {i}");
+        }
+    }
+
+    #[test]
+    fn times_format_and_parse() {
+        assert_eq!(utc_stamp(0), "19700101T000000Z");
+        assert_eq!(utc_display(1_700_000_000), "2023-11-14 22:13:20 UTC");
+        assert_eq!(parse_time("2023-11-14T22:13:20"), Some(1_700_000_000));
+        assert_eq!(parse_time("2023-11-14"), Some(1_699_920_000));
+        assert_eq!(parse_time("1700000000"), Some(1_700_000_000));
+        assert_eq!(parse_time("yesterday"), None);
+    }
+}

@@ -1,0 +1,753 @@
+//! The units of work that run plugin code: discovery, one child job (one stream), postprocess,
+//! and restore. Each is a plain function over an initialised [`Plugin`], so it runs the same in a
+//! supervised worker process (the default) or in-process (tests of plugins drive a whole backup and
+//! restore this way).
+//!
+//! The data path is short: a child job reads each object from the plugin into a 1 MiB buffer,
+//! hashes it (SHA-256) and writes it to its own stream file; a restore seeks to each selected
+//! object's range (the offset map) and writes it to the plugin while hashing it.
+
+use crate::client::{DiscoveryArgs, Plugin, PluginError, SessionDef};
+use crate::store::{
+    self, Catalog, CatalogWriter, DataRef, Entry, JobDef, ObjectFailure, Props, REC_UNCHANGED,
+    Store, StoreError, StreamDone,
+};
+use aapi_sdk::abi::*;
+use aapi_sdk::workload::{self, WorkloadFile};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::fs;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Size of the data buffer of child jobs and restores.
+pub const BUFFER_SIZE: usize = 1 << 20;
+/// Suffix of the workload files discovery writes.
+pub const WORKLOAD_SUFFIX: &str = ".wkld";
+
+/// Why a task failed: a message that says what to do, and the plugin code when a call failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskError {
+    /// Human-readable reason.
+    pub message: String,
+    /// The plugin's return code, when a plugin call failed.
+    pub code: Option<i32>,
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for TaskError {}
+
+impl From<PluginError> for TaskError {
+    fn from(e: PluginError) -> Self {
+        TaskError {
+            message: e.to_string(),
+            code: e.code(),
+        }
+    }
+}
+
+impl From<StoreError> for TaskError {
+    fn from(e: StoreError) -> Self {
+        TaskError {
+            message: e.to_string(),
+            code: None,
+        }
+    }
+}
+
+impl From<crate::Error> for TaskError {
+    fn from(e: crate::Error) -> Self {
+        match e {
+            crate::Error::Plugin(p) => p.into(),
+            other => TaskError {
+                message: other.to_string(),
+                code: None,
+            },
+        }
+    }
+}
+
+fn task_err(message: impl Into<String>) -> TaskError {
+    TaskError {
+        message: message.into(),
+        code: None,
+    }
+}
+
+/// Receives progress of a running task (a worker forwards it to the supervisor).
+pub trait Progress {
+    /// `bytes` and `objects` done so far.
+    fn progress(&self, bytes: u64, objects: u64);
+}
+
+/// Progress that goes nowhere.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn progress(&self, _bytes: u64, _objects: u64) {}
+}
+
+/// A task handed to a worker process (as JSON on its standard input).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "task", rename_all = "snake_case")]
+pub enum Task {
+    /// Discovery for the image's job.
+    Discover {
+        /// Store directory.
+        store: PathBuf,
+        /// Image id.
+        image: String,
+    },
+    /// One child job: the stream of backup host number `stream`.
+    Child {
+        /// Store directory.
+        store: PathBuf,
+        /// Image id.
+        image: String,
+        /// Stream (backup host index).
+        stream: u32,
+    },
+    /// Snapshot cleanup after the child jobs.
+    Postprocess {
+        /// Store directory.
+        store: PathBuf,
+        /// Image id.
+        image: String,
+    },
+    /// A restore.
+    Restore(RestoreTask),
+}
+
+impl Task {
+    /// The plugin, workload type and credentials file the task needs.
+    pub fn plugin_spec(&self) -> Result<(PathBuf, String, Option<PathBuf>), TaskError> {
+        match self {
+            Task::Discover { store, image }
+            | Task::Child { store, image, .. }
+            | Task::Postprocess { store, image } => {
+                let job = Store::open(store)?.job(image)?;
+                Ok((job.plugin, job.workload_type, job.credentials))
+            }
+            Task::Restore(r) => Ok((
+                r.plugin.clone(),
+                r.workload_type.clone(),
+                r.credentials.clone(),
+            )),
+        }
+    }
+
+    /// Run the task with `plugin` (already initialised and claimed); returns its JSON result.
+    pub fn run(
+        &self,
+        plugin: &Plugin,
+        progress: &dyn Progress,
+    ) -> Result<serde_json::Value, TaskError> {
+        let to_json = |v: &dyn ErasedJson| v.json();
+        match self {
+            Task::Discover { store, image } => {
+                let job = Store::open(store)?.job(image)?;
+                let snapid = discover(plugin, &Store::open(store)?, &job)?;
+                Ok(serde_json::json!({ "snapid": snapid }))
+            }
+            Task::Child {
+                store,
+                image,
+                stream,
+            } => {
+                let st = Store::open(store)?;
+                let job = st.job(image)?;
+                let done = child(plugin, &st, &job, *stream, progress)?;
+                Ok(to_json(&done))
+            }
+            Task::Postprocess { store, image } => {
+                let job = Store::open(store)?.job(image)?;
+                postprocess(plugin, &Store::open(store)?, &job)?;
+                Ok(serde_json::json!({}))
+            }
+            Task::Restore(r) => {
+                let report = restore(plugin, r, progress)?;
+                Ok(to_json(&report))
+            }
+        }
+    }
+}
+
+trait ErasedJson {
+    fn json(&self) -> serde_json::Value;
+}
+
+impl<T: Serialize> ErasedJson for T {
+    fn json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("results serialise")
+    }
+}
+
+/// The `AAPI_SCHED_*` value of a schedule name.
+pub fn schedule_code(name: &str) -> Option<u32> {
+    match name {
+        "full" => Some(AAPI_SCHED_FULL),
+        "incr" | "incremental" => Some(AAPI_SCHED_INCR),
+        "cinc" | "cumulative" => Some(AAPI_SCHED_CINC),
+        _ => None,
+    }
+}
+
+fn session(job: &JobDef, operation: u32, host: &str, snapid: &str) -> SessionDef {
+    SessionDef {
+        operation,
+        schedule: schedule_code(&job.schedule).unwrap_or(AAPI_SCHED_FULL),
+        job_id: job.image.clone(),
+        backup_host: host.to_string(),
+        snapid: snapid.to_string(),
+        properties: job.properties.clone(),
+        call_budget_ms: job.call_budget_ms,
+        hooks: None,
+    }
+}
+
+fn discovery_args<'a>(
+    job: &'a JobDef,
+    selections: &'a [Vec<u8>],
+    dir: &'a Path,
+) -> DiscoveryArgs<'a> {
+    DiscoveryArgs {
+        selections,
+        backup_hosts: &job.hosts,
+        workload_dir: dir,
+        suffix: WORKLOAD_SUFFIX,
+        schedule: schedule_code(&job.schedule).unwrap_or(AAPI_SCHED_FULL),
+    }
+}
+
+fn selections(job: &JobDef) -> Vec<Vec<u8>> {
+    job.selections
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect()
+}
+
+/// Discovery job (on the first backup host): checks that the server supports the schedule, then
+/// writes one workload file per backup host into the image's `wkld` directory. Returns the
+/// snapshot id.
+pub fn discover(plugin: &Plugin, store: &Store, job: &JobDef) -> Result<String, TaskError> {
+    let sched = schedule_code(&job.schedule)
+        .ok_or_else(|| task_err(format!("unknown schedule {:?}", job.schedule)))?;
+    let server = plugin.open_server(
+        &job.server,
+        session(job, AAPI_OP_DISCOVERY, &job.hosts[0], ""),
+    )?;
+    let flags = server.server_prop()?;
+    let needed = match sched {
+        AAPI_SCHED_INCR => AAPI_SRVC_INCR_BACKUP_SUPPORT,
+        AAPI_SCHED_CINC => AAPI_SRVC_CINC_BACKUP_SUPPORT,
+        _ => AAPI_SRVC_FULL_BACKUP_SUPPORT,
+    };
+    if flags & needed == 0 {
+        return Err(TaskError {
+            message: format!(
+                "the plugin does not support {} backups of server {:?} (aapi_get_server_prop flags {flags:#x}): AAPI_ESCHED_NOT_SUPPORTED; choose a supported schedule",
+                job.schedule, job.server
+            ),
+            code: Some(AAPI_ESCHED_NOT_SUPPORTED),
+        });
+    }
+    let sel = selections(job);
+    let dir = store.image_dir(&job.image).join("wkld");
+    let snapid = server.discovery(&discovery_args(job, &sel, &dir))?;
+    server.close()?;
+    for host in &job.hosts {
+        let f = workload::file_name(&dir, host, WORKLOAD_SUFFIX);
+        if !f.is_file() {
+            return Err(task_err(format!(
+                "aapi_discovery returned AAPI_EOK but wrote no workload file for backup host {host:?} ({})",
+                f.display()
+            )));
+        }
+    }
+    Ok(snapid)
+}
+
+/// Postprocess job: `aapi_postprocess` with the snapshot id from discovery.
+pub fn postprocess(plugin: &Plugin, store: &Store, job: &JobDef) -> Result<(), TaskError> {
+    let snapid = job.snapid.clone().unwrap_or_default();
+    let server = plugin.open_server(
+        &job.server,
+        session(job, AAPI_OP_POSTPROCESS, &job.hosts[0], &snapid),
+    )?;
+    let sel = selections(job);
+    let dir = store.image_dir(&job.image).join("wkld");
+    server.postprocess(&discovery_args(job, &sel, &dir), &snapid)?;
+    server.close()?;
+    Ok(())
+}
+
+struct StreamFiles {
+    data: BufWriter<fs::File>,
+    offset: u64,
+    cat: CatalogWriter<BufWriter<fs::File>>,
+}
+
+/// One child job: stream every object of backup host `stream`'s workload file into
+/// `stream-<n>.data` and its records into `stream-<n>.cat`; then sync both and write
+/// `stream-<n>.done`. An object that fails (vanished, changed while read, unreadable) is cut
+/// back out of the stream and reported; a cancel stops the job.
+pub fn child(
+    plugin: &Plugin,
+    store: &Store,
+    job: &JobDef,
+    stream: u32,
+    progress: &dyn Progress,
+) -> Result<StreamDone, TaskError> {
+    let host = job
+        .hosts
+        .get(stream as usize)
+        .ok_or_else(|| task_err(format!("no backup host number {stream} in the job")))?;
+    let dir = store.image_dir(&job.image);
+    let wk_path = workload::file_name(&dir.join("wkld"), host, WORKLOAD_SUFFIX);
+    let wk = WorkloadFile::read_from_path(&wk_path)
+        .map_err(|e| task_err(format!("{}: {e}", wk_path.display())))?;
+    let snapid = job.snapid.clone().unwrap_or_default();
+    let done_path = dir.join(format!("stream-{stream}.done"));
+    if done_path.exists() {
+        return Err(task_err(format!(
+            "stream {stream} of image {} is already complete; nothing to do",
+            job.image
+        )));
+    }
+    let data_path = store.stream_path(&job.image, stream);
+    let cat_path = dir.join(format!("stream-{stream}.cat"));
+    // Leftovers of an interrupted run of this same child job are not part of any complete
+    // image; start the stream afresh.
+    for p in [&data_path, &cat_path] {
+        let _ = fs::remove_file(p);
+    }
+    let mut files = StreamFiles {
+        data: BufWriter::with_capacity(BUFFER_SIZE, store::create_new(&data_path)?),
+        offset: 0,
+        cat: CatalogWriter::new(
+            BufWriter::new(store::create_new(&cat_path)?),
+            std::slice::from_ref(&job.image),
+        )
+        .map_err(store::io_err(&cat_path))?,
+    };
+    let server = plugin.open_server(&job.server, session(job, AAPI_OP_BACKUP, host, &snapid))?;
+    let mut buf = vec![0u8; BUFFER_SIZE];
+    let mut failures = Vec::new();
+    let mut objects = 0u64;
+    let mut last_report = Instant::now();
+    for entry in &wk.entries {
+        use std::os::unix::ffi::OsStrExt;
+        let path = entry.path.as_os_str().as_bytes().to_vec();
+        if entry.flags & AAPI_WKLD_UNCHANGED != 0 {
+            files
+                .cat
+                .push(&Entry {
+                    path,
+                    props: Props::default(),
+                    flags: REC_UNCHANGED,
+                    data: DataRef::default(),
+                })
+                .map_err(store::io_err(&cat_path))?;
+            objects += 1;
+            continue;
+        }
+        let start = files.offset;
+        match backup_object(&server, &snapid, &path, &mut files, &mut buf, &data_path) {
+            Ok((props, length, sha256)) => {
+                files
+                    .cat
+                    .push(&Entry {
+                        path,
+                        props,
+                        flags: 0,
+                        data: DataRef {
+                            image: 0,
+                            stream,
+                            offset: start,
+                            length,
+                            sha256,
+                        },
+                    })
+                    .map_err(store::io_err(&cat_path))?;
+                objects += 1;
+            }
+            Err(ObjError::Fatal(e)) => return Err(e),
+            Err(ObjError::Object(e)) => {
+                if e.code == Some(AAPI_ECANCELLED) {
+                    return Err(e);
+                }
+                // Cut the partial object out of the stream, so that it holds only whole objects.
+                files.data.flush().map_err(store::io_err(&data_path))?;
+                let f = files.data.get_mut();
+                f.set_len(start).map_err(store::io_err(&data_path))?;
+                f.seek(SeekFrom::Start(start))
+                    .map_err(store::io_err(&data_path))?;
+                files.offset = start;
+                failures.push(ObjectFailure {
+                    path: String::from_utf8_lossy(&path).into_owned(),
+                    error: e.message,
+                });
+            }
+        }
+        if last_report.elapsed() >= Duration::from_millis(100) {
+            progress.progress(files.offset, objects);
+            last_report = Instant::now();
+        }
+    }
+    server.close()?;
+    let mut data = files
+        .data
+        .into_inner()
+        .map_err(|e| store::io_err(&data_path)(e.into_error()))?;
+    data.flush().map_err(store::io_err(&data_path))?;
+    data.sync_all().map_err(store::io_err(&data_path))?;
+    let cat = files.cat.finish().map_err(store::io_err(&cat_path))?;
+    let cat = cat
+        .into_inner()
+        .map_err(|e| store::io_err(&cat_path)(e.into_error()))?;
+    cat.sync_all().map_err(store::io_err(&cat_path))?;
+    let done = StreamDone {
+        stream,
+        host: host.clone(),
+        objects,
+        bytes: files.offset,
+        failures,
+    };
+    store::write_atomic(
+        &done_path,
+        &serde_json::to_vec_pretty(&done).expect("serialisable"),
+    )?;
+    progress.progress(files.offset, objects);
+    Ok(done)
+}
+
+enum ObjError {
+    /// The object failed; the job goes on.
+    Object(TaskError),
+    /// The stream itself failed (e.g. the image store is full); the job stops.
+    Fatal(TaskError),
+}
+
+fn backup_object(
+    server: &crate::client::Server,
+    snapid: &str,
+    path: &[u8],
+    files: &mut StreamFiles,
+    buf: &mut [u8],
+    data_path: &Path,
+) -> Result<(Props, u64, [u8; 32]), ObjError> {
+    let name = String::from_utf8_lossy(path).into_owned();
+    let obj_err = |e: PluginError| {
+        ObjError::Object(TaskError {
+            message: format!("{name}: {e}"),
+            code: e.code(),
+        })
+    };
+    let snap = server.snappath(snapid, path).map_err(obj_err)?;
+    let mut obj = server.open_object(&snap).map_err(obj_err)?;
+    let props = Props::from_abi(&obj.prop().map_err(obj_err)?);
+    let mut hash = Sha256::new();
+    let mut length = 0u64;
+    loop {
+        let n = obj.read(buf).map_err(obj_err)?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+        files
+            .data
+            .write_all(&buf[..n])
+            .map_err(|e| ObjError::Fatal(store::io_err(data_path)(e).into()))?;
+        length += n as u64;
+        files.offset += n as u64;
+    }
+    obj.close().map_err(obj_err)?;
+    Ok((props, length, hash.finalize().into()))
+}
+
+/// What to restore and where.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestoreTask {
+    /// Store directory.
+    pub store: PathBuf,
+    /// Image id (its catalog is the complete object list at its point in time).
+    pub image: String,
+    /// Plugin library.
+    pub plugin: PathBuf,
+    /// Workload type to claim.
+    pub workload_type: String,
+    /// Workload server for `aapi_open_server`.
+    pub server: String,
+    /// Backup host the restore runs on.
+    pub host: String,
+    /// Paths to restore (each with its subtree); empty for everything.
+    pub paths: Vec<String>,
+    /// Alternate root prefixed to every path, or `None` for the original location.
+    pub alt_root: Option<PathBuf>,
+    /// Replace existing objects (`AAPI_CREATE_OVERWRITE`).
+    pub overwrite: bool,
+    /// Session properties.
+    pub properties: Vec<(String, String)>,
+    /// Per-call budget in milliseconds.
+    pub call_budget_ms: u32,
+    /// Credentials file, if any.
+    pub credentials: Option<PathBuf>,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// Objects restored.
+    pub objects: u64,
+    /// Data bytes written.
+    pub bytes: u64,
+    /// Bytes read from the image store (catalog and stream ranges): with direct access this stays
+    /// close to the selected objects' size.
+    pub store_bytes_read: u64,
+}
+
+/// The indices of catalog entries selected by `paths` (an entry matches a path when it is that
+/// path or lies below it); all entries when `paths` is empty.
+pub fn select(catalog: &Catalog, paths: &[String]) -> Vec<usize> {
+    let wanted: Vec<Vec<u8>> = paths
+        .iter()
+        .map(|p| {
+            let t = p.trim_end_matches('/');
+            if t.is_empty() { "/" } else { t }.as_bytes().to_vec()
+        })
+        .collect();
+    catalog
+        .entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| {
+            wanted.is_empty()
+                || wanted.iter().any(|w| {
+                    e.path == *w
+                        || (e.path.starts_with(w)
+                            && (w.ends_with(b"/") || e.path.get(w.len()) == Some(&b'/')))
+                })
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// The restore path of `path` under `alt_root` (the root is prefixed, as PSF does:
+/// `/c1/c2/f` under `/mnt/alt` is `/mnt/alt/c1/c2/f`).
+pub fn target_path(alt_root: Option<&Path>, path: &[u8]) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    match alt_root {
+        None => path.to_vec(),
+        Some(root) => {
+            let mut t = root.as_os_str().as_bytes().to_vec();
+            while t.len() > 1 && t.ends_with(b"/") {
+                t.pop();
+            }
+            if !path.starts_with(b"/") {
+                t.push(b'/');
+            }
+            t.extend_from_slice(path);
+            t
+        }
+    }
+}
+
+/// Load a complete image's catalog and check every image it depends on is complete.
+pub fn load_image(store: &Store, image: &str) -> Result<(store::Manifest, Catalog), TaskError> {
+    let manifest = store.manifest(image)?;
+    for dep in &manifest.depends_on {
+        store.manifest(dep).map_err(|e| {
+            task_err(format!(
+                "image {image} needs the data of image {dep}, which is not usable: {e}"
+            ))
+        })?;
+    }
+    let catalog = store.catalog(&manifest)?;
+    Ok((manifest, catalog))
+}
+
+/// Restore job: one session with operation RESTORE on one backup host. restore_preprocess sees
+/// the totals; each object is created under its target path, written from its stream range while
+/// its digest is checked, flushed, closed, checked with `aapi_get_object_prop_byname` and given
+/// its times (directories after their contents); then restore_postprocess with the final status,
+/// so a failed restore lets the plugin remove what it created.
+pub fn restore(
+    plugin: &Plugin,
+    task: &RestoreTask,
+    progress: &dyn Progress,
+) -> Result<RestoreReport, TaskError> {
+    let store = Store::open(&task.store)?;
+    let (_, catalog) = load_image(&store, &task.image)?;
+    let selected = select(&catalog, &task.paths);
+    if selected.is_empty() {
+        return Err(task_err(format!(
+            "nothing in image {} matches {:?} (see `aapi-host show {}`)",
+            task.image, task.paths, task.image
+        )));
+    }
+    let total: u64 = selected
+        .iter()
+        .map(|&i| catalog.entries[i].data.length)
+        .sum();
+    let def = SessionDef {
+        operation: AAPI_OP_RESTORE,
+        schedule: AAPI_SCHED_FULL,
+        job_id: format!("restore-{}", task.image),
+        backup_host: task.host.clone(),
+        snapid: String::new(),
+        properties: task.properties.clone(),
+        call_budget_ms: task.call_budget_ms,
+        hooks: None,
+    };
+    let server = plugin.open_server(&task.server, def)?;
+    let root = task
+        .alt_root
+        .as_deref()
+        .map(|p| {
+            use std::os::unix::ffi::OsStrExt;
+            p.as_os_str().as_bytes().to_vec()
+        })
+        .unwrap_or_default();
+    server.restore_preprocess(&root, total, selected.len() as u64)?;
+    let mut report = RestoreReport::default();
+    let result = restore_objects(
+        &server,
+        &store,
+        &catalog,
+        &selected,
+        task,
+        progress,
+        &mut report,
+    );
+    let status = match &result {
+        Ok(()) => AAPI_EOK,
+        Err(e) => e.code.filter(|&c| c != AAPI_EOK).unwrap_or(AAPI_EIO),
+    };
+    let post = server.restore_postprocess(status);
+    result?;
+    post?;
+    server.close()?;
+    report.store_bytes_read = store.bytes_read();
+    progress.progress(report.bytes, report.objects);
+    Ok(report)
+}
+
+fn restore_objects(
+    server: &crate::client::Server,
+    store: &Store,
+    catalog: &Catalog,
+    selected: &[usize],
+    task: &RestoreTask,
+    progress: &dyn Progress,
+    report: &mut RestoreReport,
+) -> Result<(), TaskError> {
+    let flags = if task.overwrite {
+        AAPI_CREATE_OVERWRITE
+    } else {
+        0
+    };
+    let mut buf = vec![0u8; BUFFER_SIZE];
+    let mut dirs = Vec::new();
+    let mut last_report = Instant::now();
+    for &i in selected {
+        let e = &catalog.entries[i];
+        let name = String::from_utf8_lossy(&e.path).into_owned();
+        let in_obj = |err: PluginError| TaskError {
+            message: format!("{name}: {err}"),
+            code: err.code(),
+        };
+        let target = target_path(task.alt_root.as_deref(), &e.path);
+        let mut obj = server
+            .create_object(&target, &e.props.to_abi(), flags)
+            .map_err(in_obj)?;
+        let mut reader = store.open_data(catalog, &e.data)?;
+        let mut hash = Sha256::new();
+        let mut got = 0u64;
+        loop {
+            let n = reader.read(&mut buf).map_err(|err| {
+                task_err(format!(
+                    "{name}: reading {}: {err}",
+                    reader.path().display()
+                ))
+            })?;
+            if n == 0 {
+                break;
+            }
+            hash.update(&buf[..n]);
+            obj.write(&buf[..n]).map_err(in_obj)?;
+            got += n as u64;
+            report.bytes += n as u64;
+            if last_report.elapsed() >= Duration::from_millis(100) {
+                progress.progress(report.bytes, report.objects);
+                last_report = Instant::now();
+            }
+        }
+        let digest: [u8; 32] = hash.finalize().into();
+        if got != e.data.length || digest != e.data.sha256 {
+            // Do not close: closing would make the damaged object visible. restore_postprocess
+            // with the failure removes it with everything else this restore created.
+            obj.abandon();
+            let what = if got != e.data.length {
+                format!("its stream ends after {got} of {} bytes", e.data.length)
+            } else {
+                "its bytes do not match the SHA-256 recorded at backup".into()
+            };
+            return Err(TaskError {
+                message: format!(
+                    "{name}: {what}: the image is damaged; `aapi-host verify {}` lists what is still restorable",
+                    task.image
+                ),
+                code: Some(AAPI_EIO),
+            });
+        }
+        obj.flush().map_err(in_obj)?;
+        obj.close().map_err(in_obj)?;
+        let now = server.prop_byname(&target).map_err(in_obj)?;
+        if now.obj_type != e.props.obj_type
+            || (e.props.obj_type == AAPI_OBJ_FILE && now.size != e.data.length)
+        {
+            return Err(TaskError {
+                message: format!(
+                    "{name}: restored object has type {} and size {}, expected type {} and size {}",
+                    now.obj_type, now.size, e.props.obj_type, e.data.length
+                ),
+                code: Some(AAPI_EIO),
+            });
+        }
+        if e.props.obj_type == AAPI_OBJ_DIR {
+            dirs.push((target, e.props));
+        } else {
+            set_times(server, &target, &e.props).map_err(in_obj)?;
+        }
+        report.objects += 1;
+    }
+    for (target, props) in dirs.iter().rev() {
+        set_times(server, target, props).map_err(|err| TaskError {
+            message: format!("{}: {err}", String::from_utf8_lossy(target)),
+            code: err.code(),
+        })?;
+    }
+    Ok(())
+}
+
+fn set_times(server: &crate::client::Server, target: &[u8], p: &Props) -> Result<(), PluginError> {
+    let t = |t: store::Time| aapi_time_t {
+        sec: t.sec,
+        nsec: t.nsec,
+        reserved: 0,
+    };
+    let atime = (p.valid & AAPI_PROP_ATIME != 0).then(|| t(p.atime));
+    let mtime = (p.valid & AAPI_PROP_MTIME != 0).then(|| t(p.mtime));
+    if atime.is_none() && mtime.is_none() {
+        return Ok(());
+    }
+    server.set_utimes(target, atime, mtime)
+}

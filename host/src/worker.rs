@@ -1,0 +1,105 @@
+//! The worker process: reads a [`Task`] as JSON on standard input, loads and initialises the
+//! plugin, claims the workload type, runs the task and reports through the supervisor's pipe.
+//! Exit status: 0 when the task succeeded, 1 when it failed (after an [`Event::Failed`]),
+//! 2 when the process was not started by a supervisor.
+
+use crate::client::Plugin;
+use crate::supervise::{Event, WorkerLink};
+use crate::tasks::{Progress, Task, TaskError};
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+struct LinkProgress(Arc<WorkerLink>);
+
+impl Progress for LinkProgress {
+    fn progress(&self, bytes: u64, objects: u64) {
+        self.0.send(&Event::Progress { bytes, objects });
+    }
+}
+
+/// Read `KEY=VALUE` lines of a credentials file, which must not be readable by group or others.
+pub fn read_credentials(path: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if meta.mode() & 0o077 != 0 {
+        return Err(format!(
+            "{}: credentials file is readable by others; run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.as_bytes().to_vec()))
+        .collect())
+}
+
+/// Run the worker side; returns the process exit status.
+pub fn main() -> i32 {
+    let mut input = Vec::new();
+    let task: Result<Task, String> = std::io::stdin()
+        .read_to_end(&mut input)
+        .map_err(|e| e.to_string())
+        .and_then(|_| serde_json::from_slice(&input).map_err(|e| e.to_string()));
+    let spec = task
+        .as_ref()
+        .map_err(|e| e.clone())
+        .and_then(|t| t.plugin_spec().map_err(|e| e.message));
+    let credentials = match &spec {
+        Ok((_, _, Some(path))) => read_credentials(path),
+        _ => Ok(Vec::new()),
+    };
+    let Some(link) = WorkerLink::from_env(credentials.clone().unwrap_or_default()) else {
+        eprintln!("aapi-host worker: this command is started by aapi-host itself, not by hand");
+        return 2;
+    };
+    let result = (|| -> Result<serde_json::Value, TaskError> {
+        let task = task.map_err(|e| TaskError {
+            message: format!("bad task: {e}"),
+            code: None,
+        })?;
+        let (plugin_path, workload_type, _) = spec.map_err(|m| TaskError {
+            message: m,
+            code: None,
+        })?;
+        credentials.map_err(|m| TaskError {
+            message: m,
+            code: None,
+        })?;
+        let plugin = Plugin::load(&plugin_path, link.clone())?;
+        if !plugin.claim(&workload_type)? {
+            let _ = plugin.terminate();
+            return Err(TaskError {
+                message: format!(
+                    "{}: plugin {} does not claim workload type {workload_type:?} (it claims {})",
+                    plugin_path.display(),
+                    plugin.info().name,
+                    plugin.info().workload_types.join(",")
+                ),
+                code: Some(aapi_sdk::abi::AAPI_ENOTCLAIMED),
+            });
+        }
+        let out = task.run(&plugin, &LinkProgress(link.clone()));
+        let term = plugin.terminate();
+        let value = out?;
+        term?;
+        Ok(value)
+    })();
+    match result {
+        Ok(value) => {
+            link.send(&Event::Result { value });
+            0
+        }
+        Err(e) => {
+            link.send(&Event::Failed {
+                message: e.message,
+                code: e.code,
+            });
+            1
+        }
+    }
+}
