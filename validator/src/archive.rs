@@ -1,0 +1,709 @@
+//! Reading packages: a tar archive, optionally gzip-compressed, read with the `tar` crate under
+//! a byte budget so that no header, extension or file can make the reader go past its bounds.
+
+use crate::error::{Error, Result};
+use crate::finding::{Code, Finding};
+use crate::hash::{self, Hashed};
+use crate::manifest::{MANIFEST_PATH, META_DIR, Manifest, SIGNATURE_PATH};
+use crate::paths;
+use crate::scan::{
+    Content, Item, ItemKind, Limits, MAX_HEADER_EXTENSION, MAX_MANIFEST, MAX_SIGNATURE,
+    RATIO_FLOOR, Scan,
+};
+use flate2::bufread::GzDecoder;
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::rc::Rc;
+use tar::{Archive, Entries, EntryType};
+
+/// Most bytes accepted after the end-of-archive marker (all of them zero).
+const MAX_TRAILER: u64 = 1 << 20;
+
+/// The shared byte budget of one pass over an archive.
+struct Budget {
+    /// Bytes consumed from the (decompressed) tar stream.
+    pos: Cell<u64>,
+    /// Position the stream may not pass, and the finding when a read tries to.
+    limit: Cell<u64>,
+    limit_finding: RefCell<(Code, String)>,
+    /// The finding of the limit that stopped the pass.
+    tripped: RefCell<Option<Finding>>,
+    /// A read returned end of file.
+    eof: Cell<bool>,
+    /// An error reading the package file itself (not its contents): the pass cannot go on.
+    io_error: RefCell<Option<io::Error>>,
+    /// Bytes read from the package file (for the compression ratio).
+    compressed: Cell<u64>,
+    /// Compression ratio limit, for compressed packages.
+    max_ratio: Option<u64>,
+}
+
+impl Budget {
+    fn set_limit(&self, limit: u64, code: Code, why: impl Into<String>) {
+        self.limit.set(limit);
+        *self.limit_finding.borrow_mut() = (code, why.into());
+    }
+
+    fn trip(&self, f: Finding) -> io::Error {
+        self.tripped.borrow_mut().get_or_insert(f);
+        io::Error::other("package limit exceeded")
+    }
+}
+
+/// The tar stream, metered against the budget.
+struct Limited<R> {
+    inner: R,
+    b: Rc<Budget>,
+}
+
+impl<R: Read> Read for Limited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let b = &self.b;
+        let room = b.limit.get().saturating_sub(b.pos.get());
+        if room == 0 {
+            let (code, why) = b.limit_finding.borrow().clone();
+            return Err(b.trip(Finding::whole(code, why)));
+        }
+        let want = (buf.len() as u64).min(room) as usize;
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            b.eof.set(true);
+        }
+        let pos = b.pos.get() + n as u64;
+        b.pos.set(pos);
+        if let Some(ratio) = b.max_ratio {
+            let packed = b.compressed.get().max(1);
+            if pos > RATIO_FLOOR && pos / packed > ratio {
+                return Err(b.trip(Finding::whole(
+                    Code::LIMIT_COMPRESSION_RATIO,
+                    format!(
+                        "{pos} bytes decompressed from {packed}: expands more than {ratio} times"
+                    ),
+                )));
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl<R: Seek> Seek for Limited<R> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let at = self.inner.seek(to)?;
+        self.b.pos.set(at);
+        Ok(at)
+    }
+}
+
+/// The package file, counting what is read and keeping its I/O errors apart.
+struct Counting {
+    file: File,
+    b: Rc<Budget>,
+}
+
+impl Read for Counting {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.file.read(buf) {
+            Ok(n) => {
+                self.b.compressed.set(self.b.compressed.get() + n as u64);
+                Ok(n)
+            }
+            Err(e) => {
+                let copy = io::Error::new(e.kind(), e.to_string());
+                self.b.io_error.borrow_mut().get_or_insert(e);
+                Err(copy)
+            }
+        }
+    }
+}
+
+impl Seek for Counting {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        self.file.seek(to)
+    }
+}
+
+/// Where the walk sends file contents when it streams them.
+pub(crate) trait Sink {
+    /// Consume a regular file's `size` bytes from `data`; return their digest and count.
+    fn file(
+        &mut self,
+        path: &str,
+        mode: u32,
+        size: u64,
+        data: &mut dyn Read,
+    ) -> std::result::Result<Hashed, SinkError>;
+    /// A directory.
+    fn dir(&mut self, path: &str, mode: u32) -> std::result::Result<(), SinkError>;
+    /// A symlink.
+    fn symlink(&mut self, path: &str, target: &str) -> std::result::Result<(), SinkError>;
+    /// The manifest names `entry` as its entry library (told before the payload streams).
+    fn entry_library(&mut self, _entry: &str) {}
+}
+
+/// Why a sink failed.
+pub(crate) enum SinkError {
+    /// Reading the archive failed (judged like any archive error).
+    Read(io::Error),
+    /// The sink itself failed (writing, or the archive no longer matches what was verified).
+    Stop(Error),
+}
+
+/// The sink of `verify`: hashes, and keeps the bytes of the entry library.
+struct Hasher {
+    entry: Option<String>,
+    entry_bytes: Option<Vec<u8>>,
+}
+
+impl Sink for Hasher {
+    fn file(
+        &mut self,
+        path: &str,
+        _mode: u32,
+        _size: u64,
+        data: &mut dyn Read,
+    ) -> std::result::Result<Hashed, SinkError> {
+        if self.entry.as_deref() == Some(path) {
+            let mut v = Vec::new();
+            data.read_to_end(&mut v).map_err(SinkError::Read)?;
+            let h = (hash::bytes(&v), v.len() as u64);
+            self.entry_bytes = Some(v);
+            Ok(h)
+        } else {
+            hash::reader(data).map_err(SinkError::Read)
+        }
+    }
+    fn entry_library(&mut self, entry: &str) {
+        self.entry = Some(entry.to_string());
+    }
+    fn dir(&mut self, _: &str, _: u32) -> std::result::Result<(), SinkError> {
+        Ok(())
+    }
+    fn symlink(&mut self, _: &str, _: &str) -> std::result::Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// A package opened for reading.
+pub struct Package {
+    file: File,
+    gzip: bool,
+}
+
+impl Package {
+    /// Open the package at `path`.
+    pub fn open(path: &Path) -> Result<Package> {
+        let file = File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io("cannot stat", path, e))?;
+        if !meta.is_file() {
+            return Err(Error::new(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
+        }
+        let mut magic = [0u8; 2];
+        let n = file
+            .read_at(&mut magic, 0)
+            .map_err(|e| Error::io("cannot read", path, e))?;
+        Ok(Package {
+            file,
+            gzip: n == 2 && magic == [0x1f, 0x8b],
+        })
+    }
+
+    /// Whether the package is gzip-compressed.
+    pub fn is_gzip(&self) -> bool {
+        self.gzip
+    }
+
+    /// The open package file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Scan the whole package. Uncompressed packages are walked with seeks and their files
+    /// recorded as regions (hashed later, in parallel); compressed ones are hashed while
+    /// streaming.
+    pub fn scan(&self, path: &Path, limits: &Limits) -> Result<Scan> {
+        if self.gzip {
+            self.walk_with(path, limits, None)
+        } else {
+            let b = self.budget(limits);
+            let reader = Limited {
+                inner: self.counting(path, &b)?,
+                b: b.clone(),
+            };
+            let mut ar = Archive::new(reader);
+            let mut scan = Scan::default();
+            let entries = ar
+                .entries_with_seek()
+                .map_err(|e| Error::io("cannot read", path, e))?;
+            walk(entries, &b, limits, &mut scan, None);
+            let mut reader = ar.into_inner();
+            finish(&mut reader, &b, &mut scan);
+            if let Some(e) = b.io_error.take() {
+                return Err(Error::io("cannot read", path, e));
+            }
+            Ok(scan)
+        }
+    }
+
+    /// Stream the whole package through `sink` (the files of a valid package go to it).
+    pub(crate) fn stream(
+        &self,
+        path: &Path,
+        limits: &Limits,
+        sink: &mut dyn Sink,
+    ) -> Result<Scan> {
+        self.walk_with(path, limits, Some(sink))
+    }
+
+    fn walk_with(
+        &self,
+        path: &Path,
+        limits: &Limits,
+        sink: Option<&mut dyn Sink>,
+    ) -> Result<Scan> {
+        let b = self.budget(limits);
+        let mut scan = Scan::default();
+        let mut hasher = Hasher {
+            entry: None,
+            entry_bytes: None,
+        };
+        let hashing = sink.is_none();
+        let sink = sink.unwrap_or(&mut hasher);
+        let counting = self.counting(path, &b)?;
+        if self.gzip {
+            let reader = Limited {
+                inner: GzDecoder::new(BufReader::new(counting)),
+                b: b.clone(),
+            };
+            let mut ar = Archive::new(reader);
+            let entries = ar
+                .entries()
+                .map_err(|e| Error::io("cannot read", path, e))?;
+            walk(entries, &b, limits, &mut scan, Some(sink));
+            let mut reader = ar.into_inner();
+            if finish(&mut reader, &b, &mut scan) {
+                let mut rest = reader.inner.into_inner();
+                match rest.fill_buf() {
+                    Ok([]) => {}
+                    Ok(_) => scan.findings.push(Finding::whole(
+                        Code::ARCHIVE_TRAILING_DATA,
+                        "data follows the end of the gzip stream",
+                    )),
+                    Err(e) => return Err(Error::io("cannot read", path, e)),
+                }
+            }
+        } else {
+            let reader = Limited {
+                inner: counting,
+                b: b.clone(),
+            };
+            let mut ar = Archive::new(reader);
+            let entries = ar
+                .entries()
+                .map_err(|e| Error::io("cannot read", path, e))?;
+            walk(entries, &b, limits, &mut scan, Some(sink));
+            let mut reader = ar.into_inner();
+            finish(&mut reader, &b, &mut scan);
+        }
+        if let Some(e) = b.io_error.take() {
+            return Err(Error::io("cannot read", path, e));
+        }
+        if hashing {
+            scan.entry_bytes = hasher.entry_bytes;
+        }
+        Ok(scan)
+    }
+
+    fn budget(&self, limits: &Limits) -> Rc<Budget> {
+        Rc::new(Budget {
+            pos: Cell::new(0),
+            limit: Cell::new(0),
+            limit_finding: RefCell::new((Code::ARCHIVE_MALFORMED, String::new())),
+            tripped: RefCell::new(None),
+            eof: Cell::new(false),
+            io_error: RefCell::new(None),
+            compressed: Cell::new(0),
+            max_ratio: self.gzip.then_some(limits.max_ratio),
+        })
+    }
+
+    fn counting(&self, path: &Path, b: &Rc<Budget>) -> Result<Counting> {
+        let mut file = self
+            .file
+            .try_clone()
+            .map_err(|e| Error::io("cannot read", path, e))?;
+        file.seek(SeekFrom::Start(0))
+            .map_err(|e| Error::io("cannot read", path, e))?;
+        Ok(Counting { file, b: b.clone() })
+    }
+}
+
+/// A path for messages: lossy UTF-8 with control characters escaped, so it stays on one line.
+fn shown(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw)
+        .chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
+/// Record why the pass stopped on `err`, unless the package file itself failed (the caller
+/// turns that into an error).
+fn stopped(b: &Budget, scan: &mut Scan, err: &io::Error) {
+    scan.complete = false;
+    if b.io_error.borrow().is_some() {
+        return;
+    }
+    let f = if let Some(f) = b.tripped.take() {
+        f
+    } else if b.eof.get() || err.kind() == io::ErrorKind::UnexpectedEof {
+        Finding::whole(
+            Code::ARCHIVE_TRUNCATED,
+            format!("the archive ends early ({err})"),
+        )
+    } else {
+        Finding::whole(Code::ARCHIVE_MALFORMED, err.to_string())
+    };
+    scan.findings.push(f);
+}
+
+fn round_up(n: u64) -> u64 {
+    n.div_ceil(512).saturating_mul(512)
+}
+
+/// Walk every entry: bounds, entry types, paths, reserved names, duplicates. With a sink, file
+/// contents are streamed to it; without, they are recorded as regions of the package file.
+fn walk<R: Read>(
+    mut entries: Entries<'_, R>,
+    b: &Budget,
+    limits: &Limits,
+    scan: &mut Scan,
+    mut sink: Option<&mut dyn Sink>,
+) {
+    scan.complete = true;
+    let mut count = 0u64;
+    let mut total = 0u64;
+    let mut next_header = 0u64;
+    let mut seen = HashSet::new();
+    loop {
+        b.set_limit(
+            next_header + 4 * (MAX_HEADER_EXTENSION + 512),
+            Code::LIMIT_METADATA,
+            format!(
+                "the headers before the entry at byte {next_header} are larger than {} bytes",
+                4 * (MAX_HEADER_EXTENSION + 512)
+            ),
+        );
+        let mut e = match entries.next() {
+            None => break,
+            Some(Ok(e)) => e,
+            Some(Err(err)) => return stopped(b, scan, &err),
+        };
+        count += 1;
+        let raw = e.path_bytes().into_owned();
+        let show = shown(&raw);
+        if count > limits.max_entries {
+            scan.complete = false;
+            scan.findings.push(Finding::whole(
+                Code::LIMIT_ENTRIES,
+                format!("more than {} entries", limits.max_entries),
+            ));
+            return;
+        }
+        let size = e.size();
+        let file_pos = e.raw_file_position();
+        next_header = file_pos.saturating_add(round_up(size));
+        if size > limits.max_file_size {
+            scan.complete = false;
+            scan.findings.push(Finding::at(
+                Code::LIMIT_FILE_SIZE,
+                show,
+                format!("{size} bytes, more than the limit of {}", limits.max_file_size),
+            ));
+            return;
+        }
+        total = total.saturating_add(size);
+        if total > limits.max_total_size {
+            scan.complete = false;
+            scan.findings.push(Finding::at(
+                Code::LIMIT_TOTAL_SIZE,
+                show,
+                format!(
+                    "the files add up to more than the limit of {} bytes",
+                    limits.max_total_size
+                ),
+            ));
+            return;
+        }
+        b.set_limit(
+            file_pos.saturating_add(size),
+            Code::ARCHIVE_MALFORMED,
+            format!("{show}: reads past its own size"),
+        );
+        let mode = match e.header().mode() {
+            Ok(m) => m & 0o7777,
+            Err(err) => {
+                scan.findings.push(Finding::at(
+                    Code::ARCHIVE_MALFORMED,
+                    show,
+                    format!("bad mode field: {err}"),
+                ));
+                scan.complete = false;
+                return;
+            }
+        };
+        let et = e.header().entry_type();
+        enum K {
+            File,
+            Dir,
+            Link(String),
+        }
+        let kind = match et {
+            EntryType::Regular | EntryType::Continuous => K::File,
+            EntryType::Directory => K::Dir,
+            EntryType::Symlink => match e.link_name_bytes().as_deref().map(std::str::from_utf8) {
+                Some(Ok(t)) if !t.is_empty() && !t.chars().any(char::is_control) => {
+                    K::Link(t.to_string())
+                }
+                _ => {
+                    scan.findings.push(Finding::at(
+                        Code::PATH_INVALID,
+                        show,
+                        "symlink target is empty, not UTF-8 or has control characters",
+                    ));
+                    continue;
+                }
+            },
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                let what = match et {
+                    EntryType::Char => "character device",
+                    EntryType::Block => "block device",
+                    _ => "fifo",
+                };
+                scan.findings
+                    .push(Finding::at(Code::SPECIAL_FILE, show, format!("a {what}")));
+                continue;
+            }
+            EntryType::Link => {
+                let to = e.link_name_bytes().map(|t| shown(&t)).unwrap_or_default();
+                scan.findings.push(Finding::at(
+                    Code::ENTRY_TYPE,
+                    show,
+                    format!("a hard link (to {to}); packages hold no hard links"),
+                ));
+                continue;
+            }
+            EntryType::GNUSparse => {
+                scan.findings
+                    .push(Finding::at(Code::ENTRY_TYPE, show, "a sparse file"));
+                continue;
+            }
+            EntryType::XGlobalHeader => {
+                scan.findings.push(Finding::whole(
+                    Code::ENTRY_TYPE,
+                    "a pax global header; packages hold none",
+                ));
+                continue;
+            }
+            other => {
+                scan.findings.push(Finding::at(
+                    Code::ENTRY_TYPE,
+                    show,
+                    format!("unknown entry type {:?}", other.as_byte() as char),
+                ));
+                continue;
+            }
+        };
+        if !matches!(kind, K::File) && size > 0 {
+            scan.findings.push(Finding::at(
+                Code::ENTRY_TYPE,
+                &show,
+                format!("a directory or symlink entry that carries {size} bytes of data"),
+            ));
+        }
+        let path = match paths::check(&raw, matches!(kind, K::Dir)) {
+            Ok(p) => p,
+            Err((code, why)) => {
+                scan.findings.push(Finding::at(code, show, why));
+                continue;
+            }
+        };
+        if path == META_DIR || path.starts_with(".aapi/") {
+            let (bound, slot) = match (path.as_str(), &kind) {
+                (META_DIR, K::Dir) => {
+                    scan.meta_modes.push((path, mode, None));
+                    continue;
+                }
+                (MANIFEST_PATH, K::File) => (MAX_MANIFEST, 0),
+                (SIGNATURE_PATH, K::File) => (MAX_SIGNATURE, 1),
+                _ => {
+                    scan.findings.push(Finding::at(
+                        Code::PATH_RESERVED,
+                        path,
+                        "only .aapi/manifest.json and .aapi/manifest.sig (regular files) may be in .aapi",
+                    ));
+                    continue;
+                }
+            };
+            if slot == 0 && count != 1 {
+                scan.findings.push(Finding::at(
+                    Code::MANIFEST_NOT_FIRST,
+                    &path,
+                    format!("the manifest is entry {count}; it must be the first"),
+                ));
+            }
+            let already = if slot == 0 {
+                scan.manifest.is_some()
+            } else {
+                scan.signature.is_some()
+            };
+            if already {
+                scan.findings
+                    .push(Finding::at(Code::PATH_DUPLICATE, path, "appears twice"));
+                continue;
+            }
+            if size > bound {
+                scan.findings.push(Finding::at(
+                    Code::LIMIT_METADATA,
+                    path,
+                    format!("{size} bytes, more than {bound}"),
+                ));
+                continue;
+            }
+            let mut v = Vec::with_capacity(size as usize);
+            if let Err(err) = e.read_to_end(&mut v) {
+                return stopped(b, scan, &err);
+            }
+            if (v.len() as u64) < size {
+                return stopped(b, scan, &io::ErrorKind::UnexpectedEof.into());
+            }
+            scan.meta_modes.push((path, mode, None));
+            if slot == 0 {
+                if let (Ok(m), Some(s)) = (Manifest::parse(&v), sink.as_deref_mut()) {
+                    s.entry_library(&m.entry);
+                }
+                scan.manifest = Some(v);
+            } else {
+                scan.signature = Some(v);
+            }
+            continue;
+        }
+        if !seen.insert(path.clone()) {
+            scan.findings.push(Finding::at(
+                Code::PATH_DUPLICATE,
+                path,
+                "appears twice in the archive",
+            ));
+            continue;
+        }
+        let item_kind = match kind {
+            K::Dir => {
+                if let Some(s) = sink.as_deref_mut()
+                    && let Err(err) = s.dir(&path, mode)
+                {
+                    return sink_failed(b, scan, err);
+                }
+                ItemKind::Dir
+            }
+            K::Link(target) => {
+                if let Some(s) = sink.as_deref_mut()
+                    && let Err(err) = s.symlink(&path, &target)
+                {
+                    return sink_failed(b, scan, err);
+                }
+                ItemKind::Symlink { target }
+            }
+            K::File => {
+                let content = match sink.as_deref_mut() {
+                    None => Content::Region(file_pos),
+                    Some(s) => {
+                        match s.file(&path, mode, size, &mut e) {
+                            Ok((digest, n)) if n == size => Content::Hashed(digest, n),
+                            Ok(_) => {
+                                return stopped(b, scan, &io::ErrorKind::UnexpectedEof.into());
+                            }
+                            Err(err) => return sink_failed(b, scan, err),
+                        }
+                    }
+                };
+                ItemKind::File { size, content }
+            }
+        };
+        scan.items.push(Item {
+            path,
+            kind: item_kind,
+            mode,
+            owner: None,
+        });
+    }
+    if b.eof.get() {
+        scan.complete = false;
+        scan.findings.push(Finding::whole(
+            Code::ARCHIVE_TRUNCATED,
+            "the archive ends without its end-of-archive marker",
+        ));
+    }
+}
+
+fn sink_failed(b: &Budget, scan: &mut Scan, err: SinkError) {
+    match err {
+        SinkError::Read(e) => stopped(b, scan, &e),
+        SinkError::Stop(e) => {
+            scan.complete = false;
+            scan.stop = Some(e);
+        }
+    }
+}
+
+/// After the end-of-archive marker: only zeros may follow, at most [`MAX_TRAILER`] bytes.
+/// Returns true when the stream was read to its end cleanly.
+fn finish<R: Read>(reader: &mut Limited<R>, b: &Budget, scan: &mut Scan) -> bool {
+    if !scan.complete {
+        return false;
+    }
+    let start = b.pos.get();
+    b.set_limit(
+        start + MAX_TRAILER + 1,
+        Code::ARCHIVE_TRAILING_DATA,
+        format!("more than {MAX_TRAILER} bytes follow the end-of-archive marker"),
+    );
+    let mut buf = [0u8; 8192];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(n) => {
+                if buf[..n].iter().any(|&x| x != 0) {
+                    scan.findings.push(Finding::whole(
+                        Code::ARCHIVE_TRAILING_DATA,
+                        "non-zero bytes follow the end-of-archive marker",
+                    ));
+                    return false;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                match b.tripped.take() {
+                    Some(f) => scan.findings.push(f),
+                    None => stopped(b, scan, &e),
+                }
+                return false;
+            }
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! Errors that stop a command before it can judge a package (exit code 2).
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+
+/// The command could not run: bad usage, an unreadable input, a failed write.
+#[derive(Debug)]
+pub struct Error {
+    message: String,
+    source: Option<io::Error>,
+}
+
+impl Error {
+    /// An error with a plain message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Error {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An I/O error while doing `what` on `path`.
+    pub fn io(what: &str, path: &Path, source: io::Error) -> Self {
+        Error {
+            message: format!("{what} {}", path.display()),
+            source: Some(source),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Some(e) => write!(f, "{}: {e}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_ref().map(|e| e as _)
+    }
+}
+
+/// Result of a command that may fail to run.
+pub type Result<T> = std::result::Result<T, Error>;

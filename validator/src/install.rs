@@ -1,0 +1,384 @@
+//! `install`: verify, extract beside the destination, verify the extracted tree, swap it in.
+//!
+//! The destination is replaced atomically with `renameat2(RENAME_EXCHANGE)`: at every instant
+//! the destination path holds either the complete old installation or the complete new one.
+//! Nothing is written outside the destination except the temporary directory beside it
+//! (`.NAME.aapi-install-XXXXXX` in the same parent), which is removed on success and failure.
+
+use crate::archive::{Package, Sink, SinkError};
+use crate::error::{Error, Result};
+use crate::hash::{self, Hashed};
+use crate::manifest::{Kind, MANIFEST_PATH, META_DIR, Manifest, SIGNATURE_PATH};
+use crate::verify::{self, Report};
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::fs::{self, File, Permissions};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// What an install did.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Installed; `replaced` tells whether an earlier installation was swapped out.
+    Installed {
+        /// The verification of the installed tree.
+        report: Report,
+        /// An earlier installation was replaced.
+        replaced: bool,
+    },
+    /// Not installed: the package (or the extracted tree) has findings. The destination is
+    /// untouched.
+    Refused(Report),
+}
+
+/// Install the package `pkg` into `dest`.
+pub fn install(pkg: &Path, dest: &Path, opts: &verify::Options) -> Result<Outcome> {
+    let (parent, name) = split_dest(dest)?;
+    let replacing = check_dest(dest)?;
+
+    let report = verify::verify_package(pkg, opts)?;
+    if !report.is_valid() {
+        return Ok(Outcome::Refused(report));
+    }
+    let (Some(manifest), Some(bytes)) = (&report.manifest, &report.manifest_bytes) else {
+        unreachable!("a valid package has a manifest")
+    };
+
+    let tmp = Scratch::new(parent, name)?;
+    let root = tmp.0.clone();
+    let as_root = is_root();
+
+    let mut ex = Extractor {
+        root: &root,
+        manifest,
+        made: HashMap::new(),
+        as_root,
+    };
+    let src = Package::open(pkg)?;
+    let scan = src.stream(pkg, &opts.limits, &mut ex)?;
+    if let Some(e) = scan.stop {
+        return Err(e);
+    }
+    if !scan.findings.is_empty() || scan.manifest.as_ref() != Some(bytes) || ex.made.len() != manifest.files.len() {
+        return Err(Error::new(format!(
+            "{} changed between verification and extraction; nothing was installed",
+            pkg.display()
+        )));
+    }
+    ex.finish(bytes, report.signature_bytes.as_deref())
+        .map_err(|e| Error::io("cannot write into", &root, e))?;
+
+    let again = verify::verify_tree(
+        &root,
+        &verify::Options {
+            installed: true,
+            ..opts.clone()
+        },
+    )?;
+    if !again.is_valid() || again.manifest_sha256 != report.manifest_sha256 {
+        return Ok(Outcome::Refused(again));
+    }
+
+    if replacing {
+        swap(&tmp, dest, parent, name)?;
+        // The scratch directory now holds the old installation; dropping it removes it.
+    } else {
+        fs::rename(&root, dest).map_err(|e| Error::io("cannot move the new installation to", dest, e))?;
+    }
+    File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("cannot sync", parent, e))?;
+    Ok(Outcome::Installed {
+        report: again,
+        replaced: replacing,
+    })
+}
+
+fn split_dest(dest: &Path) -> Result<(&Path, &std::ffi::OsStr)> {
+    let name = dest
+        .file_name()
+        .ok_or_else(|| Error::new(format!("{} cannot be an installation directory", dest.display())))?;
+    let parent = match dest.parent() {
+        Some(p) if p.as_os_str().is_empty() => Path::new("."),
+        Some(p) => p,
+        None => return Err(Error::new(format!("{} has no parent directory", dest.display()))),
+    };
+    if !fs::metadata(parent).map(|m| m.is_dir()).unwrap_or(false) {
+        return Err(Error::new(format!("{} is not a directory", parent.display())));
+    }
+    Ok((parent, name))
+}
+
+/// Whether `dest` holds an installation to replace. An empty directory counts as one; anything
+/// else that exists (a file, a symlink, a directory that is not an installation) is refused.
+fn check_dest(dest: &Path) -> Result<bool> {
+    let md = match fs::symlink_metadata(dest) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::io("cannot stat", dest, e)),
+        Ok(md) => md,
+    };
+    if !md.is_dir() {
+        return Err(Error::new(format!(
+            "{} exists and is not a directory; refusing to replace it",
+            dest.display()
+        )));
+    }
+    let empty = fs::read_dir(dest)
+        .map_err(|e| Error::io("cannot list", dest, e))?
+        .next()
+        .is_none();
+    let installed = fs::symlink_metadata(dest.join(MANIFEST_PATH)).is_ok_and(|m| m.is_file());
+    if !empty && !installed {
+        return Err(Error::new(format!(
+            "{} is a non-empty directory without {MANIFEST_PATH}: not a plugin installation; refusing to replace it",
+            dest.display()
+        )));
+    }
+    Ok(true)
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A directory beside the destination, removed (with everything in it) when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(parent: &Path, name: &std::ffi::OsStr) -> Result<Scratch> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!(".{}.aapi-install-", name.to_string_lossy()))
+            .tempdir_in(parent)
+            .map_err(|e| Error::io("cannot create a temporary directory in", parent, e))?;
+        Ok(Scratch(dir.keep()))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        remove_tree(&self.0);
+    }
+}
+
+/// Remove a tree we made, first making its directories writable (a plugin may ship 0555
+/// directories, which an unprivileged user could not empty). Missing is fine.
+fn remove_tree(path: &Path) {
+    fn open_up(p: &Path) {
+        if let Ok(md) = fs::symlink_metadata(p)
+            && md.is_dir()
+        {
+            let _ = fs::set_permissions(p, Permissions::from_mode(0o700));
+            if let Ok(rd) = fs::read_dir(p) {
+                for e in rd.flatten() {
+                    open_up(&e.path());
+                }
+            }
+        }
+    }
+    open_up(path);
+    let _ = fs::remove_dir_all(path);
+}
+
+/// Put the new tree (in `tmp`) at `dest`, and the old installation into `tmp`.
+fn swap(tmp: &Scratch, dest: &Path, parent: &Path, name: &std::ffi::OsStr) -> Result<()> {
+    match exchange(&tmp.0, dest) {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)) => {
+            // The file system cannot exchange: two renames, with the old tree kept aside
+            // until the new one is in place (a short window where `dest` does not exist).
+            let aside = Scratch::new(parent, name)?;
+            let old = aside.0.join("old");
+            fs::rename(dest, &old).map_err(|e| Error::io("cannot move aside", dest, e))?;
+            if let Err(e) = fs::rename(&tmp.0, dest) {
+                let _ = fs::rename(&old, dest);
+                return Err(Error::io("cannot move the new installation to", dest, e));
+            }
+            fs::rename(&old, &tmp.0).map_err(|e| Error::io("cannot move", &old, e))
+        }
+        Err(e) => Err(Error::io(
+            "cannot exchange the new installation (renameat2 RENAME_EXCHANGE) with",
+            dest,
+            e,
+        )),
+    }
+}
+
+/// Swap the directories `new` and `dest` atomically.
+fn exchange(new: &Path, dest: &Path) -> io::Result<()> {
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other);
+    let (a, b) = (c(new)?, c(dest)?);
+    // SAFETY: both pointers are valid NUL-terminated strings that outlive the call; AT_FDCWD
+    // makes the paths relative to the working directory, as std's functions do.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Writes a verified package's payload into the new tree, refusing anything the verified
+/// manifest does not say.
+struct Extractor<'a> {
+    root: &'a Path,
+    manifest: &'a Manifest,
+    /// Paths made so far, with whether each is a directory.
+    made: HashMap<String, bool>,
+    as_root: bool,
+}
+
+impl Extractor<'_> {
+    /// The manifest's entry for `path`, if it is of the kind given and its parent was made.
+    fn expect(&self, path: &str, kind: &str) -> std::result::Result<&Kind, SinkError> {
+        let e = self
+            .manifest
+            .get(path)
+            .filter(|e| e.kind.name() == kind)
+            .ok_or_else(|| changed(format!("{path} is not a {kind} in the verified manifest")))?;
+        if self.made.contains_key(path) {
+            return Err(changed(format!("{path} appears twice")));
+        }
+        if let Some((parent, _)) = path.rsplit_once('/')
+            && self.made.get(parent) != Some(&true)
+        {
+            return Err(changed(format!("{path} comes before its directory {parent}")));
+        }
+        Ok(&e.kind)
+    }
+
+    fn at(&self, path: &str) -> PathBuf {
+        self.root.join(path)
+    }
+
+    /// Write the manifest and signature, then give directories their modes and owners.
+    fn finish(&self, manifest: &[u8], sig: Option<&[u8]>) -> io::Result<()> {
+        let meta = self.root.join(META_DIR);
+        fs::create_dir(&meta)?;
+        for (path, bytes) in [(MANIFEST_PATH, Some(manifest)), (SIGNATURE_PATH, sig)] {
+            if let Some(bytes) = bytes {
+                let mut f = create(&self.root.join(path))?;
+                f.write_all(bytes)?;
+                self.own(&f)?;
+                f.set_permissions(Permissions::from_mode(0o644))?;
+                f.sync_all()?;
+            }
+        }
+        let mut dirs: Vec<(&str, u32)> = self
+            .manifest
+            .files
+            .iter()
+            .filter_map(|e| match e.kind {
+                Kind::Dir { mode } => Some((e.path.as_str(), mode)),
+                _ => None,
+            })
+            .collect();
+        dirs.sort_by(|a, b| b.0.cmp(a.0));
+        dirs.push((META_DIR, 0o755));
+        dirs.push(("", 0o755));
+        for (path, mode) in dirs {
+            let d = File::open(self.root.join(path))?;
+            self.own(&d)?;
+            d.set_permissions(Permissions::from_mode(mode))?;
+            d.sync_all()?;
+        }
+        Ok(())
+    }
+
+    fn own(&self, f: &File) -> io::Result<()> {
+        if self.as_root {
+            std::os::unix::fs::fchown(f, Some(0), Some(0))?;
+        }
+        Ok(())
+    }
+}
+
+fn changed(why: String) -> SinkError {
+    SinkError::Stop(Error::new(format!(
+        "the package changed since it was verified ({why}); nothing was installed"
+    )))
+}
+
+fn written(e: io::Error, path: &Path) -> SinkError {
+    SinkError::Stop(Error::io("cannot write", path, e))
+}
+
+/// A new file, never following or replacing anything.
+fn create(path: &Path) -> io::Result<File> {
+    File::options()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(path)
+}
+
+impl Sink for Extractor<'_> {
+    fn file(&mut self, path: &str, _mode: u32, size: u64, data: &mut dyn Read) -> std::result::Result<Hashed, SinkError> {
+        let &Kind::File { mode, size: want, sha256 } = self.expect(path, "file")? else {
+            unreachable!("expect checked the kind")
+        };
+        if size != want {
+            return Err(changed(format!("{path} is {size} bytes, verified {want}")));
+        }
+        let at = self.at(path);
+        let mut f = create(&at).map_err(|e| written(e, &at))?;
+        let mut tee = hash::Tee::new(data);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match tee.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(SinkError::Read(e)),
+            };
+            f.write_all(&buf[..n]).map_err(|e| written(e, &at))?;
+        }
+        let (digest, n) = tee.finish();
+        if n == size && digest != sha256 {
+            return Err(changed(format!("{path} has another SHA-256")));
+        }
+        self.own(&f)
+            .and_then(|_| f.set_permissions(Permissions::from_mode(mode)))
+            .and_then(|_| f.sync_all())
+            .map_err(|e| written(e, &at))?;
+        self.made.insert(path.to_string(), false);
+        Ok((digest, n))
+    }
+
+    fn dir(&mut self, path: &str, _mode: u32) -> std::result::Result<(), SinkError> {
+        self.expect(path, "directory")?;
+        let at = self.at(path);
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&at)
+            .map_err(|e| written(e, &at))?;
+        self.made.insert(path.to_string(), true);
+        Ok(())
+    }
+
+    fn symlink(&mut self, path: &str, target: &str) -> std::result::Result<(), SinkError> {
+        let Kind::Symlink { target: want } = self.expect(path, "symlink")? else {
+            unreachable!("expect checked the kind")
+        };
+        if want != target {
+            return Err(changed(format!("{path} points to {target}, verified {want}")));
+        }
+        let at = self.at(path);
+        std::os::unix::fs::symlink(target, &at).map_err(|e| written(e, &at))?;
+        if self.as_root {
+            std::os::unix::fs::lchown(&at, Some(0), Some(0)).map_err(|e| written(e, &at))?;
+        }
+        self.made.insert(path.to_string(), false);
+        Ok(())
+    }
+}

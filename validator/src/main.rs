@@ -1,0 +1,364 @@
+//! `aapi-validator`: pack, sign, verify and install aapi plugin packages.
+//!
+//! Exit codes: 0 valid (or done), 1 invalid (findings listed), 2 could not run.
+
+use aapi_validator::install::{self, Outcome};
+use aapi_validator::pack::{self, Metadata};
+use aapi_validator::sign::{PublicKey, SecretKey, Status};
+use aapi_validator::verify::{self, Report};
+use aapi_validator::{Code, Finding, Limits};
+use clap::{Args, Parser, Subcommand};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Pack, sign, verify and install aapi plugin packages without running their code.
+#[derive(Parser)]
+#[command(name = "aapi-validator", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Pack the plugin files in DIR into a package.
+    Pack {
+        /// Directory holding the plugin's files (and optionally aapi-plugin.json).
+        dir: PathBuf,
+        /// Package to write (replaced atomically).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Plugin name (overrides aapi-plugin.json).
+        #[arg(long)]
+        name: Option<String>,
+        /// Plugin version (overrides aapi-plugin.json).
+        #[arg(long)]
+        plugin_version: Option<String>,
+        /// Vendor (overrides aapi-plugin.json).
+        #[arg(long)]
+        vendor: Option<String>,
+        /// A workload type the plugin claims; repeat for several (overrides aapi-plugin.json).
+        #[arg(long = "workload-type")]
+        workload_types: Vec<String>,
+        /// Path of the entry library inside DIR (default: the one library exporting the aapi symbols).
+        #[arg(long)]
+        entry: Option<String>,
+        /// Metadata file to read instead of DIR/aapi-plugin.json.
+        #[arg(long)]
+        metadata: Option<PathBuf>,
+        /// Compress the package with gzip.
+        #[arg(long)]
+        gzip: bool,
+        /// Sign with this secret key.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Sign a package (the package must verify; an earlier signature is replaced).
+    Sign {
+        /// The package.
+        package: PathBuf,
+        /// Secret key file (from `keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Write the signed package here instead of replacing PACKAGE.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Verify a package file, an unpacked package directory, or an installation.
+    Verify {
+        /// Package file or directory.
+        path: PathBuf,
+        /// Trusted public key; with one or more, a valid signature by one of them is required.
+        #[arg(long)]
+        key: Vec<PathBuf>,
+        /// PATH is an installation: also check that everything is owned like its root.
+        #[arg(long)]
+        installed: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Verify a package and install it into DEST atomically.
+    Install {
+        /// The package.
+        package: PathBuf,
+        /// Installation directory (created, or an earlier installation replaced).
+        #[arg(long)]
+        dest: PathBuf,
+        /// Trusted public key; with one or more, a valid signature by one of them is required.
+        #[arg(long)]
+        key: Vec<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Make a new Ed25519 key pair: BASE.key (secret, mode 0600) and BASE.pub.
+    Keygen {
+        /// Base name of the key files.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// List every finding code with what it means.
+    Codes,
+}
+
+#[derive(Args)]
+struct LimitArgs {
+    /// Most entries in a package.
+    #[arg(long, default_value_t = Limits::default().max_entries)]
+    max_entries: u64,
+    /// Most bytes of all files together (suffixes K, M, G, T: powers of 1024).
+    #[arg(long, value_parser = parse_size, default_value = "8G")]
+    max_total_size: u64,
+    /// Most bytes of one file (suffixes K, M, G, T).
+    #[arg(long, value_parser = parse_size, default_value = "4G")]
+    max_file_size: u64,
+    /// Most a compressed package may expand (decompressed bytes per compressed byte).
+    #[arg(long, default_value_t = Limits::default().max_ratio)]
+    max_ratio: u64,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_entries: self.max_entries,
+            max_total_size: self.max_total_size,
+            max_file_size: self.max_file_size,
+            max_ratio: self.max_ratio,
+        }
+    }
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, shift) = match s.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 30),
+        Some((i, 'T' | 't')) => (&s[..i], 40),
+        _ => (s, 0),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size such as 512, 64K, 100M or 2G"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s} is too large"))
+}
+
+/// The ways a command ends.
+enum Done {
+    Ok,
+    Invalid,
+}
+
+fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("aapi-validator: internal error: {info}");
+    }));
+    let cli = Cli::parse();
+    let json = matches!(
+        cli.command,
+        Command::Verify { json: true, .. } | Command::Install { json: true, .. }
+    );
+    match std::panic::catch_unwind(|| run(cli)) {
+        Ok(Ok(Done::Ok)) => ExitCode::SUCCESS,
+        Ok(Ok(Done::Invalid)) => ExitCode::from(1),
+        Ok(Err(e)) => {
+            if json {
+                let v = serde_json::json!({ "valid": null, "error": e.to_string() });
+                say(&v.to_string());
+            }
+            eprintln!("aapi-validator: {e}");
+            ExitCode::from(2)
+        }
+        Err(_) => ExitCode::from(2),
+    }
+}
+
+/// Print a line on stdout; a closed pipe is not an error worth a panic.
+fn say(line: &str) {
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
+fn keys(paths: &[PathBuf]) -> aapi_validator::Result<Vec<PublicKey>> {
+    paths.iter().map(|p| PublicKey::load(p)).collect()
+}
+
+fn run(cli: Cli) -> aapi_validator::Result<Done> {
+    match cli.command {
+        Command::Pack {
+            dir,
+            output,
+            name,
+            plugin_version,
+            vendor,
+            workload_types,
+            entry,
+            metadata,
+            gzip,
+            key,
+            limits,
+        } => {
+            let opts = pack::Options {
+                metadata: Metadata {
+                    name,
+                    version: plugin_version,
+                    vendor,
+                    workload_types: Some(workload_types),
+                    entry,
+                },
+                metadata_file: metadata,
+                gzip,
+                key: key.as_deref().map(SecretKey::load).transpose()?,
+                limits: limits.limits(),
+            };
+            match pack::pack(&dir, &output, &opts)? {
+                Ok(r) => {
+                    say(&format!("packed {} into {}", summary(&r), output.display()));
+                    Ok(Done::Ok)
+                }
+                Err(findings) => {
+                    refused(&findings, &format!("{}: no package written", dir.display()));
+                    Ok(Done::Invalid)
+                }
+            }
+        }
+        Command::Sign {
+            package,
+            key,
+            output,
+            limits,
+        } => {
+            let key = SecretKey::load(&key)?;
+            let out = output.unwrap_or_else(|| package.clone());
+            match pack::sign(&package, &out, &key, &limits.limits())? {
+                Ok(r) => {
+                    say(&format!("signed {} into {}", summary(&r), out.display()));
+                    Ok(Done::Ok)
+                }
+                Err(findings) => {
+                    refused(&findings, &format!("{}: not signed", package.display()));
+                    Ok(Done::Invalid)
+                }
+            }
+        }
+        Command::Verify {
+            path,
+            key,
+            installed,
+            json,
+            limits,
+        } => {
+            let opts = verify::Options {
+                limits: limits.limits(),
+                keys: keys(&key)?,
+                installed,
+            };
+            let report = if installed {
+                verify::verify_tree(&path, &opts)?
+            } else {
+                verify::verify(&path, &opts)?
+            };
+            Ok(show(&report, json, None))
+        }
+        Command::Install {
+            package,
+            dest,
+            key,
+            json,
+            limits,
+        } => {
+            let opts = verify::Options {
+                limits: limits.limits(),
+                keys: keys(&key)?,
+                installed: false,
+            };
+            match install::install(&package, &dest, &opts)? {
+                Outcome::Installed { report, replaced } => {
+                    let how = if replaced { " (replaced the earlier installation)" } else { "" };
+                    let line = format!("installed {} into {}{how}", summary(&report), dest.display());
+                    Ok(show(&report, json, Some(&line)))
+                }
+                Outcome::Refused(report) => Ok(show(&report, json, None)),
+            }
+        }
+        Command::Keygen { output } => {
+            let key = SecretKey::generate()?;
+            let (sec, public) = key.save(&output)?;
+            say(&format!(
+                "wrote {} (secret: keep it private) and {} (key id {})",
+                sec.display(),
+                public.display(),
+                key.public().id()
+            ));
+            Ok(Done::Ok)
+        }
+        Command::Codes => {
+            for c in Code::ALL {
+                say(&format!("{:<24}{}", c.as_str(), c.summary()));
+            }
+            Ok(Done::Ok)
+        }
+    }
+}
+
+/// "NAME VERSION (VENDOR), ABI x.y, ARCH-OS: N entries, B bytes; manifest sha256 H; signature S"
+fn summary(r: &Report) -> String {
+    let Some(m) = &r.manifest else {
+        return r.subject.clone();
+    };
+    let sig = match &r.signature {
+        Status::None => "unsigned".to_string(),
+        Status::NotChecked { key_id } => format!("signed by key {key_id} (not checked: no --key)"),
+        Status::Verified { key_id } => format!("signature verified (key {key_id})"),
+        Status::Failed => "signature failed".to_string(),
+    };
+    format!(
+        "{} {} ({}), ABI {}.{}, {}-{}: {} entries, {} bytes; manifest sha256 {}; {sig}",
+        m.plugin.name,
+        m.plugin.version,
+        m.plugin.vendor,
+        m.abi.major,
+        m.abi.minor,
+        m.target.arch,
+        m.target.os,
+        m.files.len(),
+        m.payload_bytes(),
+        r.manifest_sha256.as_deref().unwrap_or("-"),
+    )
+}
+
+fn refused(findings: &[Finding], what: &str) {
+    for f in findings {
+        say(&f.to_string());
+    }
+    say(&format!("REFUSED {what} ({} findings)", findings.len()));
+}
+
+/// Print a report; `done` replaces the OK line after a successful install.
+fn show(r: &Report, json: bool, done: Option<&str>) -> Done {
+    if json {
+        let mut v = serde_json::to_value(r).expect("a report serializes");
+        v["valid"] = r.is_valid().into();
+        say(&v.to_string());
+    } else if r.is_valid() {
+        match done {
+            Some(line) => say(line),
+            None => say(&format!("OK {}: {}", Path::new(&r.subject).display(), summary(r))),
+        }
+    } else {
+        for f in &r.findings {
+            say(&f.to_string());
+        }
+        say(&format!("INVALID {} ({} findings)", r.subject, r.findings.len()));
+    }
+    if r.is_valid() { Done::Ok } else { Done::Invalid }
+}

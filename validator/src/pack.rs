@@ -1,0 +1,459 @@
+//! `pack`: build a package from a plugin's files, and the archive writer `sign` shares.
+
+use crate::archive::{Package, Sink, SinkError};
+use crate::elf;
+use crate::error::{Error, Result};
+use crate::finding::Finding;
+use crate::hash;
+use crate::manifest::{
+    Abi, Entry, FORMAT, FORMAT_VERSION, Kind, MANIFEST_PATH, Manifest, Plugin, SIGNATURE_PATH,
+    Target,
+};
+use crate::paths::{self, Node};
+use crate::scan::{ItemKind, Limits};
+use crate::sign::SecretKey;
+use crate::tree::{self, Purpose};
+use crate::verify::{self, Report, mode_findings};
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Name of the vendor's metadata file that `pack` reads from the plugin directory.
+pub const METADATA_FILE: &str = "aapi-plugin.json";
+
+/// The vendor's metadata file: every field optional, command-line flags win.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    /// Plugin name.
+    pub name: Option<String>,
+    /// Plugin version.
+    pub version: Option<String>,
+    /// Vendor.
+    pub vendor: Option<String>,
+    /// Workload types the plugin claims.
+    pub workload_types: Option<Vec<String>>,
+    /// Path of the entry library inside the directory.
+    pub entry: Option<String>,
+}
+
+/// How to pack.
+#[derive(Default)]
+pub struct Options {
+    /// Metadata from flags (wins over the metadata file).
+    pub metadata: Metadata,
+    /// Metadata file to read instead of `DIR/aapi-plugin.json`.
+    pub metadata_file: Option<PathBuf>,
+    /// Compress with gzip.
+    pub gzip: bool,
+    /// Sign with this key.
+    pub key: Option<SecretKey>,
+    /// Bounds (the package must pass `verify` with them).
+    pub limits: Limits,
+}
+
+/// Pack `dir` into the package `out`. `Ok(Err(findings))` when the files cannot make a valid
+/// package (nothing is written then); `Ok(Ok(report))` is the verification of the package
+/// written.
+pub fn pack(dir: &Path, out: &Path, opts: &Options) -> Result<std::result::Result<Report, Vec<Finding>>> {
+    let mut scan = tree::scan(dir, &opts.limits, Purpose::Pack)?;
+    let mut findings = std::mem::take(&mut scan.findings);
+    for item in &mut scan.items {
+        if !matches!(item.kind, ItemKind::Symlink { .. }) {
+            item.mode &= !0o022;
+            findings.extend(mode_findings(&item.path, item.mode));
+        }
+    }
+    let nodes: BTreeMap<&str, Node<'_>> = scan
+        .items
+        .iter()
+        .map(|i| {
+            let n = match &i.kind {
+                ItemKind::Dir => Node::Dir,
+                ItemKind::File { .. } => Node::File,
+                ItemKind::Symlink { target } => Node::Symlink(target),
+            };
+            (i.path.as_str(), n)
+        })
+        .collect();
+    findings.extend(paths::link_findings(&nodes));
+    if !findings.is_empty() || !scan.complete {
+        return Ok(Err(findings));
+    }
+
+    let meta = metadata(dir, opts)?;
+    let digests = verify::digests(&scan, None, &mut findings)?;
+    if !findings.is_empty() {
+        return Ok(Err(findings));
+    }
+    let entry = match &meta.entry {
+        Some(e) => e.clone(),
+        None => find_entry(&scan)?,
+    };
+    let Some(item) = scan.items.iter().find(|i| i.path == entry) else {
+        return Err(Error::new(format!("entry library {entry} is not in {}", dir.display())));
+    };
+    let ItemKind::File { content: crate::scan::Content::Path(p), .. } = &item.kind else {
+        return Err(Error::new(format!("entry library {entry} is not a regular file")));
+    };
+    let bytes = std::fs::read(p).map_err(|e| Error::io("cannot read", p, e))?;
+    let (facts, elf_findings) = elf::check(&entry, &bytes, None);
+    if !elf_findings.is_empty() {
+        return Ok(Err(elf_findings));
+    }
+    let (Some(arch), Some((major, minor))) = (facts.arch, facts.abi) else {
+        unreachable!("a library without findings has a known arch and a marker")
+    };
+
+    let missing = |what: &str, flag: &str| {
+        Error::new(format!(
+            "the plugin's {what} is not given: use {flag} or put it in {METADATA_FILE}"
+        ))
+    };
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        format_version: FORMAT_VERSION,
+        plugin: Plugin {
+            name: meta.name.clone().ok_or_else(|| missing("name", "--name"))?,
+            version: meta.version.clone().ok_or_else(|| missing("version", "--plugin-version"))?,
+            vendor: meta.vendor.clone().ok_or_else(|| missing("vendor", "--vendor"))?,
+            workload_types: meta
+                .workload_types
+                .clone()
+                .filter(|w| !w.is_empty())
+                .ok_or_else(|| missing("workload types", "--workload-type"))?,
+        },
+        abi: Abi { major, minor },
+        target: Target {
+            arch: arch.name.into(),
+            os: "linux".into(),
+        },
+        entry,
+        files: scan
+            .items
+            .iter()
+            .zip(&digests)
+            .map(|(i, d)| Entry {
+                path: i.path.clone(),
+                kind: match &i.kind {
+                    ItemKind::Dir => Kind::Dir { mode: i.mode },
+                    ItemKind::File { size, .. } => Kind::File {
+                        mode: i.mode,
+                        size: *size,
+                        sha256: d.expect("every file was hashed"),
+                    },
+                    ItemKind::Symlink { target } => Kind::Symlink {
+                        target: target.clone(),
+                    },
+                },
+            })
+            .collect(),
+    };
+    let errors = manifest.schema_errors();
+    if !errors.is_empty() {
+        return Err(Error::new(format!("cannot pack: {}", errors.join("; "))));
+    }
+    let bytes = manifest.to_bytes();
+    let sig = opts.key.as_ref().map(|k| k.sign(&bytes, &manifest));
+
+    let parent = out_parent(out)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".aapi-pack-")
+        .tempfile_in(parent)
+        .map_err(|e| Error::io("cannot create a file in", parent, e))?;
+    let file = tmp.reopen().map_err(|e| Error::io("cannot write", tmp.path(), e))?;
+    let mut w = Writer::new(file, opts.gzip, &bytes, sig.as_deref())
+        .map_err(|e| Error::io("cannot write", tmp.path(), e))?;
+    for (item, entry) in scan.items.iter().zip(&manifest.files) {
+        let written = match (&item.kind, &entry.kind) {
+            (ItemKind::Dir, Kind::Dir { mode }) => w.dir(&entry.path, *mode),
+            (ItemKind::Symlink { target }, _) => w.symlink(&entry.path, target),
+            (ItemKind::File { content: crate::scan::Content::Path(p), .. }, Kind::File { mode, size, .. }) => {
+                let mut f = hash::open_nofollow(p).map_err(|e| Error::io("cannot read", p, e))?;
+                w.file(&entry.path, *mode, *size, &mut f)
+            }
+            _ => unreachable!("the manifest was made from these items"),
+        };
+        written.map_err(|e| Error::io("cannot write", tmp.path(), e))?;
+    }
+    w.finish().map_err(|e| Error::io("cannot write", tmp.path(), e))?;
+
+    let vopts = verify::Options {
+        limits: opts.limits,
+        keys: opts.key.iter().map(SecretKey::public).collect(),
+        installed: false,
+    };
+    let report = verify::verify_package(tmp.path(), &vopts)?;
+    if !report.is_valid() {
+        return Ok(Err(report.findings));
+    }
+    persist(tmp, out)?;
+    Ok(Ok(report))
+}
+
+/// Sign the package `pkg` with `key`, writing the signed package to `out` (which may be `pkg`:
+/// it is replaced atomically). The package must verify first; `Ok(Err(findings))` otherwise.
+pub fn sign(
+    pkg: &Path,
+    out: &Path,
+    key: &SecretKey,
+    limits: &Limits,
+) -> Result<std::result::Result<Report, Vec<Finding>>> {
+    let vopts = verify::Options {
+        limits: *limits,
+        keys: Vec::new(),
+        installed: false,
+    };
+    let first = verify::verify_package(pkg, &vopts)?;
+    if !first.is_valid() {
+        return Ok(Err(first.findings));
+    }
+    let (Some(m), Some(bytes)) = (&first.manifest, &first.manifest_bytes) else {
+        unreachable!("a valid package has a manifest")
+    };
+    let sig = key.sign(bytes, m);
+    let src = Package::open(pkg)?;
+    let parent = out_parent(out)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".aapi-sign-")
+        .tempfile_in(parent)
+        .map_err(|e| Error::io("cannot create a file in", parent, e))?;
+    let file = tmp.reopen().map_err(|e| Error::io("cannot write", tmp.path(), e))?;
+    let mut w = Writer::new(file, src.is_gzip(), bytes, Some(&sig))
+        .map_err(|e| Error::io("cannot write", tmp.path(), e))?;
+    let scan = src.stream(pkg, limits, &mut Copy { w: &mut w })?;
+    if let Some(e) = scan.stop {
+        return Err(e);
+    }
+    if !scan.findings.is_empty() || scan.manifest.as_ref() != Some(bytes) {
+        return Err(Error::new(format!("{} changed while it was being signed", pkg.display())));
+    }
+    w.finish().map_err(|e| Error::io("cannot write", tmp.path(), e))?;
+    let vopts = verify::Options {
+        keys: vec![key.public()],
+        ..vopts
+    };
+    let report = verify::verify_package(tmp.path(), &vopts)?;
+    if !report.is_valid() {
+        return Ok(Err(report.findings));
+    }
+    persist(tmp, out)?;
+    Ok(Ok(report))
+}
+
+/// Copies a package's payload into a [`Writer`].
+struct Copy<'a> {
+    w: &'a mut Writer,
+}
+
+impl Sink for Copy<'_> {
+    fn file(&mut self, path: &str, mode: u32, size: u64, data: &mut dyn Read) -> std::result::Result<hash::Hashed, SinkError> {
+        let mut tee = hash::Tee::new(data);
+        self.w.file(path, mode, size, &mut tee).map_err(write_error)?;
+        Ok(tee.finish())
+    }
+    fn dir(&mut self, path: &str, mode: u32) -> std::result::Result<(), SinkError> {
+        self.w.dir(path, mode).map_err(write_error)
+    }
+    fn symlink(&mut self, path: &str, target: &str) -> std::result::Result<(), SinkError> {
+        self.w.symlink(path, target).map_err(write_error)
+    }
+}
+
+fn write_error(e: io::Error) -> SinkError {
+    SinkError::Stop(Error::new(format!("cannot write the signed package: {e}")))
+}
+
+/// The directory a new file `out` goes into.
+pub(crate) fn out_parent(out: &Path) -> Result<&Path> {
+    match out.parent() {
+        Some(p) if p.as_os_str().is_empty() => Ok(Path::new(".")),
+        Some(p) => Ok(p),
+        None => Err(Error::new(format!("{} is not a file path", out.display()))),
+    }
+}
+
+/// Give a finished temporary package its final name (mode 0644), atomically.
+pub(crate) fn persist(tmp: tempfile::NamedTempFile, out: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let f = tmp.as_file();
+    f.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io("cannot write", tmp.path(), e))?;
+    tmp.persist(out)
+        .map_err(|e| Error::io("cannot rename the package to", out, e.error))?;
+    Ok(())
+}
+
+fn metadata(dir: &Path, opts: &Options) -> Result<Metadata> {
+    let path = opts
+        .metadata_file
+        .clone()
+        .unwrap_or_else(|| dir.join(METADATA_FILE));
+    let mut m: Metadata = match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map_err(|e| Error::new(format!("{}: {e}", path.display())))?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && opts.metadata_file.is_none() => {
+            Metadata::default()
+        }
+        Err(e) => return Err(Error::io("cannot read", &path, e)),
+    };
+    let f = &opts.metadata;
+    m.name = f.name.clone().or(m.name);
+    m.version = f.version.clone().or(m.version);
+    m.vendor = f.vendor.clone().or(m.vendor);
+    m.workload_types = f.workload_types.clone().filter(|w| !w.is_empty()).or(m.workload_types);
+    m.entry = f.entry.clone().or(m.entry);
+    Ok(m)
+}
+
+/// The one regular file that parses as ELF and exports the ABI marker or `aapi_pgn_init`.
+fn find_entry(scan: &crate::scan::Scan) -> Result<String> {
+    let mut found = Vec::new();
+    for item in &scan.items {
+        let ItemKind::File { content: crate::scan::Content::Path(p), .. } = &item.kind else {
+            continue;
+        };
+        let mut head = [0u8; 4];
+        let is_elf = hash::open_nofollow(p)
+            .and_then(|mut f| f.read_exact(&mut head))
+            .is_ok()
+            && head == *b"\x7fELF";
+        if !is_elf {
+            continue;
+        }
+        let bytes = std::fs::read(p).map_err(|e| Error::io("cannot read", p, e))?;
+        let (facts, findings) = elf::check(&item.path, &bytes, None);
+        let exports = facts.abi.is_some()
+            || !findings.iter().any(|f| {
+                f.code == crate::Code::ELF_SYMBOL_MISSING && f.message.starts_with("aapi_pgn_init ")
+            });
+        if exports && !findings.iter().any(|f| f.code == crate::Code::ELF_INVALID) {
+            found.push(item.path.clone());
+        }
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(Error::new(
+            "no shared library here exports the aapi entry points or marker; name it with --entry",
+        )),
+        _ => Err(Error::new(format!(
+            "several libraries export aapi symbols ({}); name the entry library with --entry",
+            found.join(", ")
+        ))),
+    }
+}
+
+enum Out {
+    Plain(BufWriter<File>),
+    Gzip(GzEncoder<BufWriter<File>>),
+}
+
+impl Write for Out {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Out::Plain(w) => w.write(buf),
+            Out::Gzip(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Out::Plain(w) => w.flush(),
+            Out::Gzip(w) => w.flush(),
+        }
+    }
+}
+
+/// Writes a package: deterministic headers (owner root:root, mtime 0), manifest first.
+pub(crate) struct Writer {
+    tar: tar::Builder<Out>,
+}
+
+impl Writer {
+    /// Start a package in `file` with the manifest (and signature) entries.
+    pub(crate) fn new(file: File, gzip: bool, manifest: &[u8], sig: Option<&[u8]>) -> io::Result<Writer> {
+        let out = if gzip {
+            Out::Gzip(GzEncoder::new(BufWriter::new(file), Compression::default()))
+        } else {
+            Out::Plain(BufWriter::new(file))
+        };
+        let tar = tar::Builder::new(out);
+        let mut w = Writer { tar };
+        w.file(MANIFEST_PATH, 0o644, manifest.len() as u64, &mut &manifest[..])?;
+        if let Some(sig) = sig {
+            w.file(SIGNATURE_PATH, 0o644, sig.len() as u64, &mut &sig[..])?;
+        }
+        Ok(w)
+    }
+
+    fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        // Names are ASCII and short: these cannot fail.
+        let _ = h.set_username("root");
+        let _ = h.set_groupname("root");
+        h
+    }
+
+    /// A directory.
+    pub(crate) fn dir(&mut self, path: &str, mode: u32) -> io::Result<()> {
+        let mut h = Self::header(tar::EntryType::Directory, mode, 0);
+        self.tar.append_data(&mut h, format!("{path}/"), io::empty())
+    }
+
+    /// A symlink.
+    pub(crate) fn symlink(&mut self, path: &str, target: &str) -> io::Result<()> {
+        let mut h = Self::header(tar::EntryType::Symlink, 0o777, 0);
+        self.tar.append_link(&mut h, path, target)
+    }
+
+    /// A regular file of exactly `size` bytes from `data`.
+    pub(crate) fn file(&mut self, path: &str, mode: u32, size: u64, data: &mut dyn Read) -> io::Result<()> {
+        let mut h = Self::header(tar::EntryType::Regular, mode, size);
+        let mut exact = Exact { inner: data, left: size };
+        self.tar.append_data(&mut h, path, &mut exact)?;
+        if exact.left != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{path} became shorter while it was packed"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Write the end of the archive and flush everything to disk.
+    pub(crate) fn finish(self) -> io::Result<()> {
+        let file = match self.tar.into_inner()? {
+            Out::Plain(w) => w.into_inner().map_err(|e| e.into_error())?,
+            Out::Gzip(w) => w.finish()?.into_inner().map_err(|e| e.into_error())?,
+        };
+        file.sync_all()
+    }
+}
+
+/// Reads at most `left` bytes.
+struct Exact<'a> {
+    inner: &'a mut dyn Read,
+    left: u64,
+}
+
+impl Read for Exact<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = (buf.len() as u64).min(self.left) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}

@@ -1,0 +1,246 @@
+//! Reading a directory tree (an unpacked package, an installation, or the files to pack)
+//! without following any symlink inside it.
+
+use crate::error::{Error, Result};
+use crate::finding::{Code, Finding};
+use crate::hash;
+use crate::manifest::{MANIFEST_PATH, META_DIR, SIGNATURE_PATH};
+use crate::paths;
+use crate::scan::{Content, Item, ItemKind, Limits, MAX_MANIFEST, MAX_SIGNATURE, Scan};
+use std::fs;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// Why a tree is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// The files to pack: a `.aapi` directory is refused.
+    Pack,
+    /// A package tree or installation: `.aapi` holds the manifest and signature.
+    Verify,
+}
+
+/// Scan the tree at `root` (the root itself may be reached through a symlink; nothing below
+/// it is followed).
+pub fn scan(root: &Path, limits: &Limits, purpose: Purpose) -> Result<Scan> {
+    let meta = fs::metadata(root).map_err(|e| Error::io("cannot read", root, e))?;
+    if !meta.is_dir() {
+        return Err(Error::new(format!(
+            "{} is not a directory",
+            root.display()
+        )));
+    }
+    let mut w = Walker {
+        limits,
+        purpose,
+        scan: Scan {
+            complete: true,
+            ..Scan::default()
+        },
+        count: 0,
+        total: 0,
+    };
+    if purpose == Purpose::Verify {
+        w.scan
+            .meta_modes
+            .push((".".into(), meta.mode() & 0o7777, Some((meta.uid(), meta.gid()))));
+    }
+    w.dir(root, "")?;
+    Ok(w.scan)
+}
+
+struct Walker<'a> {
+    limits: &'a Limits,
+    purpose: Purpose,
+    scan: Scan,
+    count: u64,
+    total: u64,
+}
+
+impl Walker<'_> {
+    /// Visit the directory `abs`, whose package path is `rel` ("" for the root).
+    fn dir(&mut self, abs: &Path, rel: &str) -> Result<()> {
+        let mut names: Vec<_> = fs::read_dir(abs)
+            .map_err(|e| Error::io("cannot list", abs, e))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<std::io::Result<_>>()
+            .map_err(|e| Error::io("cannot list", abs, e))?;
+        names.sort();
+        for name in names {
+            if !self.scan.complete {
+                return Ok(());
+            }
+            let child = abs.join(&name);
+            let mut raw = rel.as_bytes().to_vec();
+            if !rel.is_empty() {
+                raw.push(b'/');
+            }
+            raw.extend_from_slice(name.as_bytes());
+            self.count += 1;
+            if self.count > self.limits.max_entries {
+                self.scan.complete = false;
+                self.scan.findings.push(Finding::whole(
+                    Code::LIMIT_ENTRIES,
+                    format!("more than {} entries", self.limits.max_entries),
+                ));
+                return Ok(());
+            }
+            let md = fs::symlink_metadata(&child).map_err(|e| Error::io("cannot stat", &child, e))?;
+            let path = match paths::check(&raw, false) {
+                Ok(p) => p,
+                Err((code, why)) => {
+                    let shown = String::from_utf8_lossy(&raw).escape_debug().to_string();
+                    self.scan.findings.push(Finding::at(code, shown, why));
+                    continue;
+                }
+            };
+            let mode = md.mode() & 0o7777;
+            let owner = Some((md.uid(), md.gid()));
+            if path == META_DIR {
+                match self.purpose {
+                    Purpose::Pack => {
+                        return Err(Error::new(format!(
+                            "{} holds a .aapi directory: it is a package tree already; pack the plugin's own files",
+                            abs.display()
+                        )));
+                    }
+                    Purpose::Verify => {
+                        self.meta(&child, &md)?;
+                        continue;
+                    }
+                }
+            }
+            let ft = md.file_type();
+            let kind = if ft.is_dir() {
+                ItemKind::Dir
+            } else if ft.is_file() {
+                let size = md.len();
+                if size > self.limits.max_file_size {
+                    self.scan.complete = false;
+                    self.scan.findings.push(Finding::at(
+                        Code::LIMIT_FILE_SIZE,
+                        path,
+                        format!(
+                            "{size} bytes, more than the limit of {}",
+                            self.limits.max_file_size
+                        ),
+                    ));
+                    return Ok(());
+                }
+                self.total = self.total.saturating_add(size);
+                if self.total > self.limits.max_total_size {
+                    self.scan.complete = false;
+                    self.scan.findings.push(Finding::at(
+                        Code::LIMIT_TOTAL_SIZE,
+                        path,
+                        format!(
+                            "the files add up to more than the limit of {} bytes",
+                            self.limits.max_total_size
+                        ),
+                    ));
+                    return Ok(());
+                }
+                ItemKind::File {
+                    size,
+                    content: Content::Path(child.clone()),
+                }
+            } else if ft.is_symlink() {
+                let t = fs::read_link(&child).map_err(|e| Error::io("cannot read link", &child, e))?;
+                match t.to_str() {
+                    Some(t) if !t.is_empty() && !t.chars().any(char::is_control) => {
+                        ItemKind::Symlink {
+                            target: t.to_string(),
+                        }
+                    }
+                    _ => {
+                        self.scan.findings.push(Finding::at(
+                            Code::PATH_INVALID,
+                            path,
+                            "symlink target is empty, not UTF-8 or has control characters",
+                        ));
+                        continue;
+                    }
+                }
+            } else {
+                self.scan.findings.push(Finding::at(
+                    Code::SPECIAL_FILE,
+                    path,
+                    "a device file, fifo or socket",
+                ));
+                continue;
+            };
+            let is_dir = matches!(kind, ItemKind::Dir);
+            self.scan.items.push(Item {
+                path: path.clone(),
+                kind,
+                mode,
+                owner,
+            });
+            if is_dir {
+                self.dir(&child, &path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The `.aapi` directory of a package tree.
+    fn meta(&mut self, abs: &Path, md: &fs::Metadata) -> Result<()> {
+        if !md.is_dir() {
+            self.scan.findings.push(Finding::at(
+                Code::PATH_RESERVED,
+                META_DIR,
+                "must be a directory (not a symlink or file)",
+            ));
+            return Ok(());
+        }
+        self.scan
+            .meta_modes
+            .push((META_DIR.into(), md.mode() & 0o7777, Some((md.uid(), md.gid()))));
+        let mut names: Vec<_> = fs::read_dir(abs)
+            .map_err(|e| Error::io("cannot list", abs, e))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<std::io::Result<_>>()
+            .map_err(|e| Error::io("cannot list", abs, e))?;
+        names.sort();
+        for name in names {
+            let child = abs.join(&name);
+            let path = format!("{META_DIR}/{}", name.to_string_lossy().escape_debug());
+            let md = fs::symlink_metadata(&child).map_err(|e| Error::io("cannot stat", &child, e))?;
+            let bound = match path.as_str() {
+                MANIFEST_PATH if md.is_file() => MAX_MANIFEST,
+                SIGNATURE_PATH if md.is_file() => MAX_SIGNATURE,
+                _ => {
+                    self.scan.findings.push(Finding::at(
+                        Code::PATH_RESERVED,
+                        path,
+                        "only .aapi/manifest.json and .aapi/manifest.sig (regular files) may be in .aapi",
+                    ));
+                    continue;
+                }
+            };
+            if md.len() > bound {
+                self.scan.findings.push(Finding::at(
+                    Code::LIMIT_METADATA,
+                    path,
+                    format!("{} bytes, more than {bound}", md.len()),
+                ));
+                continue;
+            }
+            let mut bytes = Vec::new();
+            hash::open_nofollow(&child)
+                .and_then(|f| f.take(bound + 1).read_to_end(&mut bytes))
+                .map_err(|e| Error::io("cannot read", &child, e))?;
+            self.scan
+                .meta_modes
+                .push((path.clone(), md.mode() & 0o7777, Some((md.uid(), md.gid()))));
+            if path == MANIFEST_PATH {
+                self.scan.manifest = Some(bytes);
+            } else {
+                self.scan.signature = Some(bytes);
+            }
+        }
+        Ok(())
+    }
+}
