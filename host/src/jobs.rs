@@ -424,7 +424,7 @@ impl Runner {
     /// Restore in one worker (one backup host).
     pub fn restore(&self, task: RestoreTask) -> Result<RestoreReport, JobError> {
         let st = Store::open(&task.store)?;
-        let (_, catalog) = tasks::load_image(&st, &task.image).map_err(|e| usage(e.message))?;
+        let (_, catalog) = tasks::load_image(&st, &task.image).map_err(|e| failed(e.message))?;
         let total = tasks::select(&catalog, &task.paths)
             .iter()
             .map(|&i| catalog.entries[i].data.length)

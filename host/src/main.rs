@@ -503,7 +503,10 @@ fn restore(cli: &Cli, runner: &Runner, a: &RestoreArgs, t0: Instant) -> Result<E
         None => None,
     };
     let image = jobs::resolve_image(&st, a.image.as_deref(), a.policy.as_deref(), at)?;
-    let (_, catalog) = tasks::load_image(&st, &image).map_err(|e| usage(e.message))?;
+    let (_, catalog) = tasks::load_image(&st, &image).map_err(|e| JobError {
+        kind: ExitKind::Failed,
+        message: e.message,
+    })?;
     let selected = tasks::select(&catalog, &a.paths);
     if selected.is_empty() {
         return Err(usage(format!(

@@ -1,7 +1,7 @@
 //! The worker process: reads a [`Task`] as JSON on standard input, loads and initialises the
 //! plugin, claims the workload type, runs the task and reports through the supervisor's pipe.
 //! Exit status: 0 when the task succeeded, 1 when it failed (after an [`Event::Failed`]),
-//! 2 when the process was not started by a supervisor.
+//! 2 when the plugin cannot be loaded or the process was not started by a supervisor.
 
 use crate::client::Plugin;
 use crate::supervise::{Event, WorkerLink};
@@ -57,6 +57,7 @@ pub fn main() -> i32 {
         eprintln!("aapi-host worker: this command is started by aapi-host itself, not by hand");
         return 2;
     };
+    let mut unusable = false;
     let result = (|| -> Result<serde_json::Value, TaskError> {
         let task = task.map_err(|e| TaskError {
             message: format!("bad task: {e}"),
@@ -70,7 +71,17 @@ pub fn main() -> i32 {
             message: m,
             code: None,
         })?;
-        let plugin = Plugin::load(&plugin_path, link.clone())?;
+        let plugin = Plugin::load(&plugin_path, link.clone()).map_err(|e| TaskError {
+            message: e.to_string(),
+            code: None,
+        });
+        let plugin = match plugin {
+            Ok(p) => p,
+            Err(e) => {
+                unusable = true;
+                return Err(e);
+            }
+        };
         if !plugin.claim(&workload_type)? {
             let _ = plugin.terminate();
             return Err(TaskError {
@@ -99,7 +110,7 @@ pub fn main() -> i32 {
                 message: e.message,
                 code: e.code,
             });
-            1
+            if unusable { 2 } else { 1 }
         }
     }
 }

@@ -56,3 +56,183 @@ pub fn write_file(path: &Path, bytes: &[u8]) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, bytes).unwrap();
 }
+
+/// The result of one `aapi-host` run.
+pub struct Run {
+    /// Exit status.
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    /// Standard output parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+    }
+}
+
+/// The `aapi-host` binary under test.
+pub fn host_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_aapi-host")
+}
+
+/// Run `aapi-host --store <store> <args>` with extra environment variables.
+pub fn host(store: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let out = Command::new(host_bin())
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run aapi-host");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Set the access and modification times of `path` (not following symlinks).
+pub fn set_mtime(path: &Path, sec: i64) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let ts = [
+        libc::timespec {
+            tv_sec: sec,
+            tv_nsec: 5,
+        },
+        libc::timespec {
+            tv_sec: sec,
+            tv_nsec: 123_456_789,
+        },
+    ];
+    // SAFETY: valid NUL-terminated path and two timespecs.
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    assert_eq!(r, 0, "utimensat {}", path.display());
+}
+
+/// Build a tree with files of several sizes, odd names, an empty file, a symlink, nested
+/// directories and distinct modes; every time is set to `mtime`.
+pub fn make_tree(root: &Path, files: usize, mtime: i64) {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(root.join("sub/deeper")).unwrap();
+    let odd = std::ffi::OsStr::from_bytes(b"odd name\nwith newline \xff");
+    write_file(&root.join(odd), b"odd bytes");
+    write_file(&root.join("empty"), b"");
+    let mut seed = 0x1234_5678u64;
+    for i in 0..files {
+        let size = match i % 4 {
+            0 => 10,
+            1 => 4096,
+            2 => 70_000,
+            _ => 1_500_000 / (i + 1),
+        };
+        let data: Vec<u8> = (0..size)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        let dir = if i % 2 == 0 { "sub" } else { "sub/deeper" };
+        write_file(&root.join(format!("{dir}/f{i}.bin")), &data);
+    }
+    std::fs::set_permissions(
+        root.join("sub/f0.bin"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        root.join("sub/deeper"),
+        std::fs::Permissions::from_mode(0o750),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("sub/f0.bin", root.join("link")).unwrap();
+    touch_all(root, mtime);
+}
+
+/// Set every time below and of `root` to `sec` (children first).
+pub fn touch_all(root: &Path, sec: i64) {
+    let meta = std::fs::symlink_metadata(root).unwrap();
+    if meta.is_dir() {
+        for e in std::fs::read_dir(root).unwrap() {
+            touch_all(&e.unwrap().path(), sec);
+        }
+    }
+    set_mtime(root, sec);
+}
+
+/// Everything a restore must bring back, per relative path: type, mode, bytes, mtime.
+pub fn snapshot(
+    root: &Path,
+) -> std::collections::BTreeMap<PathBuf, (String, u32, Vec<u8>, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = std::collections::BTreeMap::new();
+    fn walk(
+        base: &Path,
+        p: &Path,
+        out: &mut std::collections::BTreeMap<PathBuf, (String, u32, Vec<u8>, i64, i64)>,
+    ) {
+        let m = std::fs::symlink_metadata(p).unwrap();
+        let rel = p.strip_prefix(base).unwrap().to_path_buf();
+        let (kind, data) = if m.is_dir() {
+            ("dir", Vec::new())
+        } else if m.file_type().is_symlink() {
+            (
+                "symlink",
+                std::fs::read_link(p)
+                    .unwrap()
+                    .into_os_string()
+                    .into_encoded_bytes(),
+            )
+        } else {
+            ("file", std::fs::read(p).unwrap())
+        };
+        let mode = if kind == "symlink" {
+            0
+        } else {
+            m.mode() & 0o7777
+        };
+        out.insert(
+            rel,
+            (kind.to_string(), mode, data, m.mtime(), m.mtime_nsec()),
+        );
+        if m.is_dir() {
+            for e in std::fs::read_dir(p).unwrap() {
+                walk(base, &e.unwrap().path(), out);
+            }
+        }
+    }
+    walk(root, root, &mut out);
+    out
+}
+
+/// Assert two snapshots are equal, naming the first difference.
+pub fn assert_same(
+    a: &std::collections::BTreeMap<PathBuf, (String, u32, Vec<u8>, i64, i64)>,
+    b: &std::collections::BTreeMap<PathBuf, (String, u32, Vec<u8>, i64, i64)>,
+) {
+    let ka: Vec<_> = a.keys().collect();
+    let kb: Vec<_> = b.keys().collect();
+    assert_eq!(ka, kb, "different object lists");
+    for (k, va) in a {
+        let vb = &b[k];
+        assert_eq!(va.0, vb.0, "{}: type", k.display());
+        assert_eq!(va.1, vb.1, "{}: mode", k.display());
+        assert!(va.2 == vb.2, "{}: bytes differ", k.display());
+        assert_eq!((va.3, va.4), (vb.3, vb.4), "{}: mtime", k.display());
+    }
+}

@@ -1,0 +1,387 @@
+//! End-to-end backups and restores through the `aapi-host` command line.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+
+const PAST: i64 = 1_600_000_000;
+
+fn backup(store: &Path, plugin: &Path, tree: &Path, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "backup",
+        "--json",
+        "--plugin",
+        plugin.to_str().unwrap(),
+        "--policy",
+        "p1",
+        "--select",
+        tree.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    host(store, &args, &[])
+}
+
+fn restore(store: &Path, args: &[&str]) -> Run {
+    let mut a = vec!["restore", "--json"];
+    a.extend_from_slice(args);
+    host(store, &a, &[])
+}
+
+#[test]
+fn full_then_incremental_restores_each_point_in_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = good_plugin();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    make_tree(&tree, 12, PAST);
+    // Incrementals compare with whole seconds of the last backup's start: let ctimes fall in
+    // an earlier second than the full backup's start.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let before = snapshot(&tree);
+    let r = backup(&store, &plugin, &tree, &["--streams", "2"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let full = r.json()["manifest"]["image"].as_str().unwrap().to_string();
+    assert_eq!(r.json()["manifest"]["streams"].as_array().unwrap().len(), 2);
+
+    // Change the tree: modify, add, delete.
+    std::fs::write(tree.join("sub/f2.bin"), b"changed contents").unwrap();
+    std::fs::write(tree.join("sub/new.txt"), b"new file").unwrap();
+    std::fs::remove_file(tree.join("sub/deeper/f1.bin")).unwrap();
+    set_mtime(&tree.join("sub/f2.bin"), PAST + 100);
+    set_mtime(&tree.join("sub/new.txt"), PAST + 200);
+    set_mtime(&tree.join("sub/deeper"), PAST);
+    set_mtime(&tree.join("sub"), PAST);
+    let after = snapshot(&tree);
+    let r = backup(
+        &store,
+        &plugin,
+        &tree,
+        &["--streams", "2", "--schedule", "incr"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let m = &r.json()["manifest"];
+    let incr = m["image"].as_str().unwrap().to_string();
+    assert_eq!(m["base"].as_str(), Some(full.as_str()));
+    assert_eq!(m["depends_on"][0].as_str(), Some(full.as_str()));
+    // Only changed objects' bytes are stored again.
+    assert!(m["bytes"].as_u64().unwrap() < 1000, "{m}");
+
+    // The incremental image restores the tree as it was at its time: deleted file absent.
+    let alt = dir.path().join("alt-incr");
+    std::fs::create_dir(&alt).unwrap();
+    let r = restore(&store, &[&incr, "--alt-root", alt.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let restored = alt.join(tree.strip_prefix("/").unwrap());
+    assert_same(&snapshot(&restored), &after);
+
+    // The full image, and the point in time of the policy before the incremental.
+    let alt = dir.path().join("alt-full");
+    std::fs::create_dir(&alt).unwrap();
+    let r = restore(&store, &[&full, "--alt-root", alt.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_same(
+        &snapshot(&alt.join(tree.strip_prefix("/").unwrap())),
+        &before,
+    );
+
+    let started = r.json()["image"].as_str().unwrap().to_string();
+    assert_eq!(started, full);
+    let list = host(&store, &["list", "--json"], &[]).json();
+    let t_full = list["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["image"] == full.as_str())
+        .unwrap()["started"]
+        .as_i64()
+        .unwrap();
+    let alt = dir.path().join("alt-pit");
+    std::fs::create_dir(&alt).unwrap();
+    let r = restore(
+        &store,
+        &[
+            "--policy",
+            "p1",
+            "--at",
+            &t_full.to_string(),
+            "--alt-root",
+            alt.to_str().unwrap(),
+            "--dry-run",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // Both images may start in the same second; the point in time then resolves to the newest.
+    assert!(r.json()["image"] == full.as_str() || r.json()["image"] == incr.as_str());
+
+    // Every image verifies.
+    for img in [&full, &incr] {
+        let v = host(&store, &["verify", img, "--json"], &[]);
+        assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
+    }
+}
+
+#[test]
+fn selected_object_is_read_directly_through_the_offset_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(tree.join("many")).unwrap();
+    for i in 0..2000 {
+        write_file(
+            &tree.join(format!("many/{i:05}")),
+            format!("object {i}\n").repeat(20).as_bytes(),
+        );
+    }
+    write_file(&tree.join("big.bin"), &vec![0xabu8; 8 << 20]);
+    let r = backup(&store, &good_plugin(), &tree, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let image = r.json()["manifest"]["image"].as_str().unwrap().to_string();
+    let catalog_len = std::fs::metadata(store.join("images").join(&image).join("catalog"))
+        .unwrap()
+        .len();
+    let target = tree.join("many/01234");
+    let alt = dir.path().join("alt");
+    std::fs::create_dir(&alt).unwrap();
+    let r = restore(
+        &store,
+        &[
+            &image,
+            "--path",
+            target.to_str().unwrap(),
+            "--alt-root",
+            alt.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let report = &r.json()["report"];
+    assert_eq!(report["objects"], 1);
+    let obj_len = std::fs::metadata(&target).unwrap().len();
+    assert_eq!(
+        report["store_bytes_read"].as_u64().unwrap(),
+        catalog_len + obj_len
+    );
+    assert_eq!(
+        std::fs::read(alt.join(target.strip_prefix("/").unwrap())).unwrap(),
+        std::fs::read(&target).unwrap()
+    );
+    // A whole restore reads every byte.
+    let alt2 = dir.path().join("alt2");
+    std::fs::create_dir(&alt2).unwrap();
+    let r = restore(&store, &[&image, "--alt-root", alt2.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.json()["report"]["store_bytes_read"].as_u64().unwrap() > 8 << 20);
+}
+
+fn show_objects(store: &Path, image: &str) -> Vec<serde_json::Value> {
+    host(store, &["show", image, "--objects", "--json"], &[]).json()["objects"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn a_corrupt_byte_is_named_by_verify_and_stops_its_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    make_tree(&tree, 6, PAST);
+    let r = backup(&store, &good_plugin(), &tree, &["--streams", "2"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let image = r.json()["manifest"]["image"].as_str().unwrap().to_string();
+    let objs = show_objects(&store, &image);
+    let victim = objs
+        .iter()
+        .find(|o| o["path"].as_str().unwrap().ends_with("sub/f2.bin"))
+        .unwrap();
+    let stream = store
+        .join("images")
+        .join(&image)
+        .join(format!("stream-{}.data", victim["stream"]));
+    let mut bytes = std::fs::read(&stream).unwrap();
+    let at = victim["offset"].as_u64().unwrap() as usize + 100;
+    bytes[at] ^= 0x01;
+    std::fs::write(&stream, bytes).unwrap();
+
+    let v = host(&store, &["verify", &image], &[]);
+    assert_eq!(v.code, 1, "{}{}", v.stdout, v.stderr);
+    assert!(
+        v.stdout.contains("DAMAGED") && v.stdout.contains("sub/f2.bin"),
+        "{}",
+        v.stdout
+    );
+    assert!(v.stdout.contains("still be restored"), "{}", v.stdout);
+    let v = host(&store, &["verify", &image, "--json"], &[]).json();
+    assert_eq!(v["report"]["damaged"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        v["report"]["good"].as_u64().unwrap() + 1,
+        v["report"]["objects"].as_u64().unwrap()
+    );
+
+    // Restoring the damaged object fails, names it, and leaves nothing behind.
+    let alt = dir.path().join("alt");
+    std::fs::create_dir(&alt).unwrap();
+    let path = victim["path"].as_str().unwrap();
+    let r = restore(
+        &store,
+        &[&image, "--path", path, "--alt-root", alt.to_str().unwrap()],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("sub/f2.bin") && r.stderr.contains("SHA-256"),
+        "{}",
+        r.stderr
+    );
+    assert!(!alt.join(path.strip_prefix('/').unwrap()).exists());
+    // Other objects are still restorable.
+    let good = tree.join("sub/f4.bin");
+    let r = restore(
+        &store,
+        &[
+            &image,
+            "--path",
+            good.to_str().unwrap(),
+            "--alt-root",
+            alt.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[test]
+fn truncated_catalog_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    make_tree(&tree, 3, PAST);
+    let r = backup(&store, &good_plugin(), &tree, &[]);
+    let image = r.json()["manifest"]["image"].as_str().unwrap().to_string();
+    let cat = store.join("images").join(&image).join("catalog");
+    let len = std::fs::metadata(&cat).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&cat).unwrap();
+    f.set_len(len - 10).unwrap();
+    let v = host(&store, &["verify", &image], &[]);
+    assert_eq!(v.code, 1);
+    assert!(v.stderr.contains("catalog"), "{}", v.stderr);
+    let alt = dir.path().join("alt");
+    std::fs::create_dir(&alt).unwrap();
+    let r = restore(&store, &[&image, "--alt-root", alt.to_str().unwrap()]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("catalog does not match"), "{}", r.stderr);
+    assert_eq!(std::fs::read_dir(&alt).unwrap().count(), 0);
+}
+
+#[test]
+fn split_discover_child_finalize() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    make_tree(&tree, 4, PAST);
+    let plugin = good_plugin();
+    let d = host(
+        &store,
+        &[
+            "discover",
+            "--plugin",
+            plugin.to_str().unwrap(),
+            "--policy",
+            "p",
+            "--select",
+            tree.to_str().unwrap(),
+            "--hosts",
+            "bh1,bh2",
+        ],
+        &[],
+    );
+    assert_eq!(d.code, 0, "{}", d.stderr);
+    let image = d.stdout.trim().to_string();
+    let l = host(&store, &["list", "--json"], &[]).json();
+    assert_eq!(l["images"][0]["state"], "incomplete");
+    // Finalize before the child jobs ran: refused, image stays incomplete.
+    let f = host(&store, &["finalize", "--image", &image], &[]);
+    assert_eq!(f.code, 1);
+    assert!(f.stderr.contains("did not complete"), "{}", f.stderr);
+    for h in ["bh1", "bh2"] {
+        let c = host(&store, &["child", "--image", &image, "--host", h], &[]);
+        assert_eq!(c.code, 0, "{}", c.stderr);
+    }
+    let c = host(&store, &["child", "--image", &image, "--host", "bh3"], &[]);
+    assert_eq!(c.code, 2);
+    let f = host(&store, &["finalize", "--image", &image], &[]);
+    assert_eq!(f.code, 0, "{}", f.stderr);
+    let l = host(&store, &["list", "--json"], &[]).json();
+    assert_eq!(l["images"][0]["state"], "complete");
+    let alt = dir.path().join("alt");
+    std::fs::create_dir(&alt).unwrap();
+    let r = restore(&store, &[&image, "--alt-root", alt.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_same(
+        &snapshot(&alt.join(tree.strip_prefix("/").unwrap())),
+        &snapshot(&tree),
+    );
+}
+
+#[test]
+fn bad_input_gets_its_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    make_tree(&tree, 2, PAST);
+    // Unknown plugin path.
+    let r = backup(&store, Path::new("/nonexistent/plugin.so"), &tree, &[]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("plugin not found"), "{}", r.stderr);
+    // Missing symbols, named.
+    let nosyms = test_plugin("aapi_testplugin_nosyms", &["TEST_OMIT_SYMBOLS"]);
+    let r = backup(&store, &nosyms, &tree, &[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("aapi_delete_object, aapi_flush"),
+        "{}",
+        r.stderr
+    );
+    // Wrong ABI.
+    let abi2 = test_plugin("aapi_testplugin_abi2", &["TEST_ABI_MAJOR=2"]);
+    let r = backup(&store, &abi2, &tree, &[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("ABI major 2"), "{}", r.stderr);
+    // Unsupported schedule.
+    let r = backup(&store, &good_plugin(), &tree, &["--schedule", "cinc"]);
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("AAPI_ESCHED_NOT_SUPPORTED"),
+        "{}",
+        r.stderr
+    );
+    // Unreadable selection.
+    let r = backup(&store, &good_plugin(), &dir.path().join("missing"), &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("AAPI_ENOENT"), "{}", r.stderr);
+    // Nothing was left behind by the failed discoveries.
+    let l = host(&store, &["list", "--json"], &[]).json();
+    assert_eq!(l["images"].as_array().unwrap().len(), 0, "{l}");
+    // Unknown image.
+    let r = restore(&store, &["no-such-image"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("no such image"), "{}", r.stderr);
+    // Full restore target: restore_preprocess says no space; nothing is written.
+    let r = backup(&store, &good_plugin(), &tree, &[]);
+    let image = r.json()["manifest"]["image"].as_str().unwrap().to_string();
+    let alt = dir.path().join("alt");
+    std::fs::create_dir(&alt).unwrap();
+    let out = std::process::Command::new(host_bin())
+        .args([
+            "--store",
+            store.to_str().unwrap(),
+            "restore",
+            &image,
+            "--alt-root",
+            alt.to_str().unwrap(),
+        ])
+        .env("AAPI_TEST_FAULT", "fail:aapi_restore_preprocess:8")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("AAPI_ENOSPC"));
+    assert_eq!(std::fs::read_dir(&alt).unwrap().count(), 0);
+}
