@@ -210,80 +210,8 @@ impl Runner {
     /// Discovery job: create the image, write its job definition, and run discovery. Returns the
     /// job definition with the snapshot id.
     pub fn discover(&self, o: &BackupOptions) -> Result<JobDef, JobError> {
-        let sched = tasks::schedule_code(&o.schedule).ok_or_else(|| {
-            usage(format!(
-                "unknown schedule {:?}: use full, incr or cinc",
-                o.schedule
-            ))
-        })?;
-        if o.hosts.is_empty() {
-            return Err(usage("at least one backup host (or --streams 1) is needed"));
-        }
-        let mut seen = std::collections::HashSet::new();
-        for h in &o.hosts {
-            if h.is_empty() || h.contains('/') || !seen.insert(h) {
-                return Err(usage(format!(
-                    "backup host names must be distinct, non-empty and without '/': {h:?}"
-                )));
-            }
-        }
-        if o.selections.is_empty() {
-            return Err(usage("nothing selected: give at least one --select"));
-        }
-        if o.policy.is_empty() || o.policy.contains('/') {
-            return Err(usage("the policy name must be non-empty and without '/'"));
-        }
-        let plugin = std::fs::canonicalize(&o.plugin)
-            .map_err(|e| usage(format!("{}: plugin not found: {e}", o.plugin.display())))?;
-        let credentials = match &o.credentials {
-            Some(c) => {
-                Some(std::fs::canonicalize(c).map_err(|e| usage(format!("{}: {e}", c.display())))?)
-            }
-            None => None,
-        };
-        let store = Store::open(&o.store)?;
-        let state = store.host_state()?;
-        let pstate = state.policies.get(&o.policy).cloned().unwrap_or_default();
-        let mut properties = vec![(AAPI_PROP_POLICY.to_string(), o.policy.clone())];
-        if let Some((t, _)) = &pstate.last_backup {
-            properties.push((AAPI_PROP_LAST_BACKUP_TIME.to_string(), t.to_string()));
-        }
-        if let Some((t, _)) = &pstate.last_full {
-            properties.push((AAPI_PROP_LAST_FULL_TIME.to_string(), t.to_string()));
-        }
-        properties.extend(o.properties.iter().cloned());
-        let base = match sched {
-            AAPI_SCHED_INCR => pstate.last_backup.map(|(_, i)| i),
-            AAPI_SCHED_CINC => pstate.last_full.map(|(_, i)| i),
-            _ => None,
-        };
-        if let Some(b) = &base {
-            store.manifest(b).map_err(|e| {
-                failed(format!(
-                    "the base image of this {} backup is not usable ({e}); run a full backup of policy {}",
-                    o.schedule, o.policy
-                ))
-            })?;
-        }
-        let started = now();
-        let image = store.create_image(&o.policy, &o.schedule, started)?;
-        let mut job = JobDef {
-            image: image.clone(),
-            policy: o.policy.clone(),
-            schedule: o.schedule.clone(),
-            plugin,
-            workload_type: o.workload_type.clone(),
-            server: o.server.clone(),
-            selections: o.selections.clone(),
-            hosts: o.hosts.clone(),
-            properties,
-            call_budget_ms: o.call_budget_ms,
-            started,
-            base,
-            snapid: None,
-            credentials,
-        };
-        store.save_job(&job)?;
+        let (store, mut job) = prepare_job(o)?;
+        let image = job.image.clone();
         let task = Task::Discover {
             store: o.store.clone(),
             image: image.clone(),
@@ -359,15 +287,7 @@ impl Runner {
         let result = merge(&st, &job);
         match (result, post_err) {
             (Ok(m), None) => {
-                if m.failures.is_empty() {
-                    let mut state = st.host_state()?;
-                    let p = state.policies.entry(job.policy.clone()).or_default();
-                    p.last_backup = Some((job.started, image.to_string()));
-                    if job.schedule == "full" {
-                        p.last_full = Some((job.started, image.to_string()));
-                    }
-                    st.save_host_state(&state)?;
-                }
+                record_success(&st, &job, &m)?;
                 Ok(m)
             }
             (Ok(_), Some(e)) | (Err(e), _) => {
@@ -445,6 +365,157 @@ fn watch_interrupt(cancel: &CancelHandle, done: &AtomicBool) {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Check the options, create the image directory and write its job definition (with the last
+/// backup times of the policy as session properties and the base image of an incremental).
+/// Runs no plugin code.
+pub fn prepare_job(o: &BackupOptions) -> Result<(Store, JobDef), JobError> {
+    let sched = tasks::schedule_code(&o.schedule).ok_or_else(|| {
+        usage(format!(
+            "unknown schedule {:?}: use full, incr or cinc",
+            o.schedule
+        ))
+    })?;
+    if o.hosts.is_empty() {
+        return Err(usage("at least one backup host (or --streams 1) is needed"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for h in &o.hosts {
+        if h.is_empty() || h.contains('/') || !seen.insert(h) {
+            return Err(usage(format!(
+                "backup host names must be distinct, non-empty and without '/': {h:?}"
+            )));
+        }
+    }
+    if o.selections.is_empty() {
+        return Err(usage("nothing selected: give at least one --select"));
+    }
+    if o.policy.is_empty() || o.policy.contains('/') {
+        return Err(usage("the policy name must be non-empty and without '/'"));
+    }
+    let plugin = std::fs::canonicalize(&o.plugin)
+        .map_err(|e| usage(format!("{}: plugin not found: {e}", o.plugin.display())))?;
+    let credentials = match &o.credentials {
+        Some(c) => {
+            Some(std::fs::canonicalize(c).map_err(|e| usage(format!("{}: {e}", c.display())))?)
+        }
+        None => None,
+    };
+    let store = Store::open(&o.store)?;
+    let state = store.host_state()?;
+    let pstate = state.policies.get(&o.policy).cloned().unwrap_or_default();
+    let mut properties = vec![(AAPI_PROP_POLICY.to_string(), o.policy.clone())];
+    if let Some((t, _)) = &pstate.last_backup {
+        properties.push((AAPI_PROP_LAST_BACKUP_TIME.to_string(), t.to_string()));
+    }
+    if let Some((t, _)) = &pstate.last_full {
+        properties.push((AAPI_PROP_LAST_FULL_TIME.to_string(), t.to_string()));
+    }
+    properties.extend(o.properties.iter().cloned());
+    let base = match sched {
+        AAPI_SCHED_INCR => pstate.last_backup.map(|(_, i)| i),
+        AAPI_SCHED_CINC => pstate.last_full.map(|(_, i)| i),
+        _ => None,
+    };
+    if let Some(b) = &base {
+        store.manifest(b).map_err(|e| {
+                failed(format!(
+                    "the base image of this {} backup is not usable ({e}); run a full backup of policy {}",
+                    o.schedule, o.policy
+                ))
+            })?;
+    }
+    let started = now();
+    let image = store.create_image(&o.policy, &o.schedule, started)?;
+    let job = JobDef {
+        image,
+        policy: o.policy.clone(),
+        schedule: o.schedule.clone(),
+        plugin,
+        workload_type: o.workload_type.clone(),
+        server: o.server.clone(),
+        selections: o.selections.clone(),
+        hosts: o.hosts.clone(),
+        properties,
+        call_budget_ms: o.call_budget_ms,
+        started,
+        base,
+        snapid: None,
+        credentials,
+    };
+    store.save_job(&job)?;
+    Ok((store, job))
+}
+
+/// Remember a complete image without failures as the policy's last backup (and last full).
+fn record_success(st: &Store, job: &JobDef, m: &Manifest) -> Result<(), JobError> {
+    if m.failures.is_empty() {
+        let mut state = st.host_state()?;
+        let p = state.policies.entry(job.policy.clone()).or_default();
+        p.last_backup = Some((job.started, job.image.clone()));
+        if job.schedule == "full" {
+            p.last_full = Some((job.started, job.image.clone()));
+        }
+        st.save_host_state(&state)?;
+    }
+    Ok(())
+}
+
+impl From<tasks::TaskError> for JobError {
+    fn from(e: tasks::TaskError) -> Self {
+        JobError {
+            kind: match e.code {
+                Some(AAPI_ESCHED_NOT_SUPPORTED) => ExitKind::ScheduleNotSupported,
+                Some(AAPI_ECANCELLED) => ExitKind::Cancelled,
+                _ => ExitKind::Failed,
+            },
+            message: e.message,
+        }
+    }
+}
+
+/// The whole compound backup in this process, without worker processes or supervision: for
+/// tests of a plugin that want one process (and a debugger) from discovery to complete image.
+/// `plugin` must be initialised and have claimed the workload type. The image store and its
+/// format are exactly those of [`Runner::backup`].
+pub fn backup_in_process(
+    plugin: &crate::client::Plugin,
+    o: &BackupOptions,
+) -> Result<Manifest, JobError> {
+    let (store, mut job) = prepare_job(o)?;
+    match tasks::discover(plugin, &store, &job) {
+        Ok(snapid) => {
+            job.snapid = Some(snapid);
+            store.save_job(&job)?;
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(store.image_dir(&job.image));
+            return Err(e.into());
+        }
+    }
+    let mut first_err = None;
+    for n in 0..job.hosts.len() as u32 {
+        if let Err(e) = tasks::child(plugin, &store, &job, n, &tasks::NoProgress) {
+            first_err.get_or_insert(e);
+        }
+    }
+    let post = tasks::postprocess(plugin, &store, &job);
+    if let Some(e) = first_err.or(post.err()) {
+        let _ = store.record_failure(&job.image, &e.message);
+        return Err(e.into());
+    }
+    let m = merge(&store, &job)?;
+    record_success(&store, &job, &m)?;
+    Ok(m)
+}
+
+/// A restore in this process (see [`backup_in_process`]).
+pub fn restore_in_process(
+    plugin: &crate::client::Plugin,
+    task: &RestoreTask,
+) -> Result<RestoreReport, JobError> {
+    Ok(tasks::restore(plugin, task, &tasks::NoProgress)?)
 }
 
 /// Seconds since the epoch.
