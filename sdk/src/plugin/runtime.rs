@@ -84,7 +84,8 @@ fn contain<R>(what: &str, f: impl FnOnce() -> Result<R>) -> Result<R> {
 /// Where a panic in the current call is logged.
 enum LogTo {
     None,
-    Init(LogSink),
+    /// A raw callback: the handshake's (init, claim, terminate) or a session's while it opens.
+    Sink(LogSink),
     Session(Host),
 }
 
@@ -92,7 +93,7 @@ impl LogTo {
     fn log(&self, level: Level, message: &str) {
         match self {
             LogTo::None => {}
-            LogTo::Init(sink) => sink.log(level, message),
+            LogTo::Sink(sink) => sink.log(level, message),
             LogTo::Session(host) => host.log(level, message),
         }
     }
@@ -401,7 +402,7 @@ impl<P: Plugin> Runtime<P> {
                 return Err(Error::invalid("host_info->log_callback is NULL"));
             };
             let sink = LogSink::new(hi.callback_ctx, log_fn);
-            *log = LogTo::Init(sink);
+            *log = LogTo::Sink(sink);
             let lossy = |p: *const c_char, what: &str| -> Result<String> {
                 // SAFETY: the ABI makes these NUL-terminated strings valid for the process.
                 let s = unsafe { raw::c_str(p, what)? };
@@ -448,7 +449,7 @@ impl<P: Plugin> Runtime<P> {
                 return Err(sequence("aapi_pgn_claim before aapi_pgn_init"));
             };
             if let Some(sink) = control.log {
-                *log = LogTo::Init(sink);
+                *log = LogTo::Sink(sink);
             }
             // SAFETY: caller contract.
             let wt = unsafe { raw::c_str(workload_type, "workload_type")? };
@@ -482,7 +483,7 @@ impl<P: Plugin> Runtime<P> {
         session: *const aapi_session_def_t,
         server_handle: *mut aapi_server_t,
     ) -> c_int {
-        self.call("aapi_open_server", |_log| {
+        self.call("aapi_open_server", |log| {
             let control = lock(&self.control);
             self.require_claimed("aapi_open_server")?;
             let plugin = control
@@ -494,6 +495,9 @@ impl<P: Plugin> Runtime<P> {
             raw::non_null(server_handle, "server_handle")?;
             // SAFETY: non-NULL and valid per the caller's contract.
             let sd = unsafe { raw::read_struct(session, "session")? };
+            if let Some(f) = sd.sd_log_callback {
+                *log = LogTo::Sink(LogSink::new(sd.sd_callback_ctx, f));
+            }
             // SAFETY: as above.
             let name = raw::text(unsafe { raw::c_str(server, "server")? }, "server")?;
             // SAFETY: the session and everything it points to are valid per the caller.
@@ -1296,7 +1300,7 @@ impl<P: Plugin> Runtime<P> {
                 return Ok(());
             }
             if let Some(sink) = control.log {
-                *log = LogTo::Init(sink);
+                *log = LogTo::Sink(sink);
             }
             self.phase.store(UNINIT, Ordering::Release);
             let servers = lock(&self.servers).remove_where(|_| true);
