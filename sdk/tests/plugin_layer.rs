@@ -974,7 +974,8 @@ fn calls_are_legal_only_in_their_operation() {
         ("postprocess", &[AAPI_OP_POSTPROCESS]),
         ("snappath", &[AAPI_OP_BACKUP]),
         ("open_object", &[AAPI_OP_BACKUP]),
-        ("get_object_prop_byname", &[AAPI_OP_BACKUP, AAPI_OP_RESTORE]),
+        // In a restore session only between pre- and postprocess.
+        ("get_object_prop_byname", &[AAPI_OP_BACKUP]),
         ("restore_preprocess", &[AAPI_OP_RESTORE]),
         // Legal only inside the restore window, so never on a fresh session.
         ("create_object", &[]),
@@ -1072,6 +1073,8 @@ fn restore_window_and_object_modes() {
         AAPI_EOK
     );
     assert_eq!(delete_object(r, cs("/r/old")), AAPI_EOK);
+    let mut p = prop(0);
+    assert_eq!(get_object_prop_byname(r, cs("/r/a"), &mut p), AAPI_EOK);
     assert_eq!(restore_postprocess(r, AAPI_EOK), AAPI_EOK);
     assert_eq!(restore_postprocess(r, AAPI_EOK), AAPI_ESEQUENCE);
     assert_eq!(
@@ -1081,6 +1084,8 @@ fn restore_window_and_object_modes() {
     assert!(last_error().contains("after aapi_restore_postprocess"));
     assert_eq!(set_object_utimes(r, cs("/r/a"), &t, &t), AAPI_ESEQUENCE);
     assert_eq!(delete_object(r, cs("/r/a")), AAPI_ESEQUENCE);
+    let mut p = prop(0);
+    assert_eq!(get_object_prop_byname(r, cs("/r/a"), &mut p), AAPI_ESEQUENCE);
     assert_eq!(restore_preprocess(r, &restore_info("", 1)), AAPI_ESEQUENCE);
     assert_eq!(
         events(),

@@ -134,8 +134,8 @@ pub trait Server: Send + Sync + 'static {
         Err(Error::not_supported("backup is not implemented"))
     }
 
-    /// `aapi_get_object_prop_byname` (backup and restore operations): the properties of the
-    /// object at `path`.
+    /// `aapi_get_object_prop_byname` (backup operation, and restore between pre- and
+    /// postprocess): the properties of the object at `path`.
     fn object_props(&self, path: &Path) -> Result<ObjectProps> {
         let _ = path;
         Err(Error::not_supported(

@@ -1163,7 +1163,10 @@ impl<P: Plugin> Runtime<P> {
             raw::non_null(path, "path")?;
             raw::non_null(prop, "prop")?;
             let ops = [Operation::Backup, Operation::Restore];
-            self.session_call(log, F, server, &ops, |entry, _| {
+            self.session_call(log, F, server, &ops, |entry, state| {
+                if entry.operation == Operation::Restore {
+                    Self::require_restore_window(state, F)?;
+                }
                 // SAFETY: non-NULL, valid per the caller's contract.
                 let size = unsafe { raw::struct_size(prop, "prop")? };
                 // SAFETY: as above.
