@@ -7,7 +7,7 @@ use crate::hash::{self, Hashed};
 use crate::manifest::{MANIFEST_PATH, META_DIR, Manifest, SIGNATURE_PATH};
 use crate::paths;
 use crate::scan::{
-    Content, Item, ItemKind, Limits, MAX_HEADER_EXTENSION, MAX_MANIFEST, MAX_SIGNATURE,
+    Content, Item, ItemKind, Limits, MAX_HEADER_EXTENSION, MAX_MANIFEST, MAX_SIGNATURE, Meta,
     RATIO_FLOOR, Scan,
 };
 use flate2::bufread::GzDecoder;
@@ -257,21 +257,11 @@ impl Package {
     }
 
     /// Stream the whole package through `sink` (the files of a valid package go to it).
-    pub(crate) fn stream(
-        &self,
-        path: &Path,
-        limits: &Limits,
-        sink: &mut dyn Sink,
-    ) -> Result<Scan> {
+    pub(crate) fn stream(&self, path: &Path, limits: &Limits, sink: &mut dyn Sink) -> Result<Scan> {
         self.walk_with(path, limits, Some(sink))
     }
 
-    fn walk_with(
-        &self,
-        path: &Path,
-        limits: &Limits,
-        sink: Option<&mut dyn Sink>,
-    ) -> Result<Scan> {
+    fn walk_with(&self, path: &Path, limits: &Limits, sink: Option<&mut dyn Sink>) -> Result<Scan> {
         let b = self.budget(limits);
         let mut scan = Scan::default();
         let mut hasher = Hasher {
@@ -349,18 +339,9 @@ impl Package {
     }
 }
 
-/// A path for messages: lossy UTF-8 with control characters escaped, so it stays on one line.
+/// A path for messages (findings keep it on one line).
 fn shown(raw: &[u8]) -> String {
-    String::from_utf8_lossy(raw)
-        .chars()
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
+    String::from_utf8_lossy(raw).into_owned()
 }
 
 /// Record why the pass stopped on `err`, unless the package file itself failed (the caller
@@ -403,11 +384,10 @@ fn walk<R: Read>(
     let mut seen = HashSet::new();
     loop {
         b.set_limit(
-            next_header + 4 * (MAX_HEADER_EXTENSION + 512),
+            next_header + MAX_HEADER_EXTENSION,
             Code::LIMIT_METADATA,
             format!(
-                "the headers before the entry at byte {next_header} are larger than {} bytes",
-                4 * (MAX_HEADER_EXTENSION + 512)
+                "the headers of the entry at byte {next_header} take more than {MAX_HEADER_EXTENSION} bytes"
             ),
         );
         let mut e = match entries.next() {
@@ -434,7 +414,10 @@ fn walk<R: Read>(
             scan.findings.push(Finding::at(
                 Code::LIMIT_FILE_SIZE,
                 show,
-                format!("{size} bytes, more than the limit of {}", limits.max_file_size),
+                format!(
+                    "{size} bytes, more than the limit of {}",
+                    limits.max_file_size
+                ),
             ));
             return;
         }
@@ -547,7 +530,11 @@ fn walk<R: Read>(
         if path == META_DIR || path.starts_with(".aapi/") {
             let (bound, slot) = match (path.as_str(), &kind) {
                 (META_DIR, K::Dir) => {
-                    scan.meta_modes.push((path, mode, None));
+                    scan.meta_modes.push(Meta {
+                        path,
+                        mode,
+                        owner: None,
+                    });
                     continue;
                 }
                 (MANIFEST_PATH, K::File) => (MAX_MANIFEST, 0),
@@ -593,7 +580,11 @@ fn walk<R: Read>(
             if (v.len() as u64) < size {
                 return stopped(b, scan, &io::ErrorKind::UnexpectedEof.into());
             }
-            scan.meta_modes.push((path, mode, None));
+            scan.meta_modes.push(Meta {
+                path,
+                mode,
+                owner: None,
+            });
             if slot == 0 {
                 if let (Ok(m), Some(s)) = (Manifest::parse(&v), sink.as_deref_mut()) {
                     s.entry_library(&m.entry);
@@ -632,15 +623,13 @@ fn walk<R: Read>(
             K::File => {
                 let content = match sink.as_deref_mut() {
                     None => Content::Region(file_pos),
-                    Some(s) => {
-                        match s.file(&path, mode, size, &mut e) {
-                            Ok((digest, n)) if n == size => Content::Hashed(digest, n),
-                            Ok(_) => {
-                                return stopped(b, scan, &io::ErrorKind::UnexpectedEof.into());
-                            }
-                            Err(err) => return sink_failed(b, scan, err),
+                    Some(s) => match s.file(&path, mode, size, &mut e) {
+                        Ok((digest, n)) if n == size => Content::Hashed(digest, n),
+                        Ok(_) => {
+                            return stopped(b, scan, &io::ErrorKind::UnexpectedEof.into());
                         }
-                    }
+                        Err(err) => return sink_failed(b, scan, err),
+                    },
                 };
                 ItemKind::File { size, content }
             }

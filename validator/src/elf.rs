@@ -266,8 +266,7 @@ fn parse<E: FileHeader<Endian = Endianness>>(data: &[u8]) -> Result<Raw, String>
     let mut pie = false;
     if let Some((dyns, _)) = sections.dynamic(endian, data).map_err(err)? {
         for d in dyns {
-            if d.d_tag(endian) == elf::DT_FLAGS_1 && d.d_val(endian).into() & elf::DF_1_PIE.0 != 0
-            {
+            if d.d_tag(endian) == elf::DT_FLAGS_1 && d.d_val(endian).into() & elf::DF_1_PIE.0 != 0 {
                 pie = true;
             }
         }
@@ -280,14 +279,12 @@ fn parse<E: FileHeader<Endian = Endianness>>(data: &[u8]) -> Result<Raw, String>
         let Ok(name) = dynsym.symbol_name(endian, sym) else {
             continue;
         };
-        let wanted = name == MARKER_SYMBOL.as_bytes()
-            || ENTRY_POINTS.iter().any(|n| n.as_bytes() == name);
+        let wanted =
+            name == MARKER_SYMBOL.as_bytes() || ENTRY_POINTS.iter().any(|n| n.as_bytes() == name);
         if !wanted {
             continue;
         }
-        let section = dynsym
-            .symbol_section(endian, sym, i)
-            .map_err(err)?;
+        let section = dynsym.symbol_section(endian, sym, i).map_err(err)?;
         let bytes = (name == MARKER_SYMBOL.as_bytes())
             .then(|| marker_bytes::<E>(&sections, endian, data, section, sym));
         let s = Symbol {

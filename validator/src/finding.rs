@@ -153,13 +153,46 @@ pub struct Finding {
     pub message: String,
 }
 
+/// Longest path or message kept in a finding, in characters.
+const MAX_TEXT: usize = 512;
+
+/// Text for one line: control characters escaped, at most [`MAX_TEXT`] characters.
+fn one_line(s: String) -> String {
+    if s.len() <= MAX_TEXT && !s.chars().any(char::is_control) {
+        return s;
+    }
+    let mut out: String = s
+        .chars()
+        .flat_map(char::escape_default_if_control)
+        .take(MAX_TEXT)
+        .collect();
+    if out.chars().count() == MAX_TEXT {
+        out.push_str("...");
+    }
+    out
+}
+
+trait EscapeControl {
+    fn escape_default_if_control(self) -> Vec<char>;
+}
+
+impl EscapeControl for char {
+    fn escape_default_if_control(self) -> Vec<char> {
+        if self.is_control() {
+            self.escape_default().collect()
+        } else {
+            vec![self]
+        }
+    }
+}
+
 impl Finding {
     /// A finding about one path.
     pub fn at(code: Code, path: impl Into<String>, message: impl Into<String>) -> Self {
         Finding {
             code,
-            path: Some(path.into()),
-            message: message.into(),
+            path: Some(one_line(path.into())),
+            message: one_line(message.into()),
         }
     }
 
@@ -168,7 +201,7 @@ impl Finding {
         Finding {
             code,
             path: None,
-            message: message.into(),
+            message: one_line(message.into()),
         }
     }
 }

@@ -61,7 +61,10 @@ pub fn install(pkg: &Path, dest: &Path, opts: &verify::Options) -> Result<Outcom
     if let Some(e) = scan.stop {
         return Err(e);
     }
-    if !scan.findings.is_empty() || scan.manifest.as_ref() != Some(bytes) || ex.made.len() != manifest.files.len() {
+    if !scan.findings.is_empty()
+        || scan.manifest.as_ref() != Some(bytes)
+        || ex.made.len() != manifest.files.len()
+    {
         return Err(Error::new(format!(
             "{} changed between verification and extraction; nothing was installed",
             pkg.display()
@@ -85,7 +88,8 @@ pub fn install(pkg: &Path, dest: &Path, opts: &verify::Options) -> Result<Outcom
         swap(&tmp, dest, parent, name)?;
         // The scratch directory now holds the old installation; dropping it removes it.
     } else {
-        fs::rename(&root, dest).map_err(|e| Error::io("cannot move the new installation to", dest, e))?;
+        fs::rename(&root, dest)
+            .map_err(|e| Error::io("cannot move the new installation to", dest, e))?;
     }
     File::open(parent)
         .and_then(|d| d.sync_all())
@@ -97,16 +101,27 @@ pub fn install(pkg: &Path, dest: &Path, opts: &verify::Options) -> Result<Outcom
 }
 
 fn split_dest(dest: &Path) -> Result<(&Path, &std::ffi::OsStr)> {
-    let name = dest
-        .file_name()
-        .ok_or_else(|| Error::new(format!("{} cannot be an installation directory", dest.display())))?;
+    let name = dest.file_name().ok_or_else(|| {
+        Error::new(format!(
+            "{} cannot be an installation directory",
+            dest.display()
+        ))
+    })?;
     let parent = match dest.parent() {
         Some(p) if p.as_os_str().is_empty() => Path::new("."),
         Some(p) => p,
-        None => return Err(Error::new(format!("{} has no parent directory", dest.display()))),
+        None => {
+            return Err(Error::new(format!(
+                "{} has no parent directory",
+                dest.display()
+            )));
+        }
     };
     if !fs::metadata(parent).map(|m| m.is_dir()).unwrap_or(false) {
-        return Err(Error::new(format!("{} is not a directory", parent.display())));
+        return Err(Error::new(format!(
+            "{} is not a directory",
+            parent.display()
+        )));
     }
     Ok((parent, name))
 }
@@ -186,7 +201,12 @@ fn remove_tree(path: &Path) {
 fn swap(tmp: &Scratch, dest: &Path, parent: &Path, name: &std::ffi::OsStr) -> Result<()> {
     match exchange(&tmp.0, dest) {
         Ok(()) => Ok(()),
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)) => {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+            ) =>
+        {
             // The file system cannot exchange: two renames, with the old tree kept aside
             // until the new one is in place (a short window where `dest` does not exist).
             let aside = Scratch::new(parent, name)?;
@@ -251,7 +271,9 @@ impl Extractor<'_> {
         if let Some((parent, _)) = path.rsplit_once('/')
             && self.made.get(parent) != Some(&true)
         {
-            return Err(changed(format!("{path} comes before its directory {parent}")));
+            return Err(changed(format!(
+                "{path} comes before its directory {parent}"
+            )));
         }
         Ok(&e.kind)
     }
@@ -323,8 +345,19 @@ fn create(path: &Path) -> io::Result<File> {
 }
 
 impl Sink for Extractor<'_> {
-    fn file(&mut self, path: &str, _mode: u32, size: u64, data: &mut dyn Read) -> std::result::Result<Hashed, SinkError> {
-        let &Kind::File { mode, size: want, sha256 } = self.expect(path, "file")? else {
+    fn file(
+        &mut self,
+        path: &str,
+        _mode: u32,
+        size: u64,
+        data: &mut dyn Read,
+    ) -> std::result::Result<Hashed, SinkError> {
+        let &Kind::File {
+            mode,
+            size: want,
+            sha256,
+        } = self.expect(path, "file")?
+        else {
             unreachable!("expect checked the kind")
         };
         if size != want {
@@ -371,7 +404,9 @@ impl Sink for Extractor<'_> {
             unreachable!("expect checked the kind")
         };
         if want != target {
-            return Err(changed(format!("{path} points to {target}, verified {want}")));
+            return Err(changed(format!(
+                "{path} points to {target}, verified {want}"
+            )));
         }
         let at = self.at(path);
         std::os::unix::fs::symlink(target, &at).map_err(|e| written(e, &at))?;

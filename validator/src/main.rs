@@ -283,8 +283,16 @@ fn run(cli: Cli) -> aapi_validator::Result<Done> {
             };
             match install::install(&package, &dest, &opts)? {
                 Outcome::Installed { report, replaced } => {
-                    let how = if replaced { " (replaced the earlier installation)" } else { "" };
-                    let line = format!("installed {} into {}{how}", summary(&report), dest.display());
+                    let how = if replaced {
+                        " (replaced the earlier installation)"
+                    } else {
+                        ""
+                    };
+                    let line = format!(
+                        "installed {} into {}{how}",
+                        summary(&report),
+                        dest.display()
+                    );
                     Ok(show(&report, json, Some(&line)))
                 }
                 Outcome::Refused(report) => Ok(show(&report, json, None)),
@@ -352,13 +360,25 @@ fn show(r: &Report, json: bool, done: Option<&str>) -> Done {
     } else if r.is_valid() {
         match done {
             Some(line) => say(line),
-            None => say(&format!("OK {}: {}", Path::new(&r.subject).display(), summary(r))),
+            None => say(&format!(
+                "OK {}: {}",
+                Path::new(&r.subject).display(),
+                summary(r)
+            )),
         }
     } else {
         for f in &r.findings {
             say(&f.to_string());
         }
-        say(&format!("INVALID {} ({} findings)", r.subject, r.findings.len()));
+        say(&format!(
+            "INVALID {} ({} findings)",
+            r.subject,
+            r.findings.len()
+        ));
     }
-    if r.is_valid() { Done::Ok } else { Done::Invalid }
+    if r.is_valid() {
+        Done::Ok
+    } else {
+        Done::Invalid
+    }
 }

@@ -126,13 +126,19 @@ impl TryFrom<RawEntry> for Entry {
         let p = &r.path;
         let kind = match (r.kind.as_str(), r.mode, r.size, r.sha256, r.target) {
             ("dir", Some(mode), None, None, None) => Kind::Dir { mode },
-            ("file", Some(mode), Some(size), Some(sha256), None) => Kind::File { mode, size, sha256 },
+            ("file", Some(mode), Some(size), Some(sha256), None) => {
+                Kind::File { mode, size, sha256 }
+            }
             ("symlink", None, None, None, Some(target)) => Kind::Symlink { target },
             ("dir", ..) => return Err(format!("dir {p:?} must have mode and nothing else")),
             ("file", ..) => {
-                return Err(format!("file {p:?} must have mode, size and sha256 and no target"));
+                return Err(format!(
+                    "file {p:?} must have mode, size and sha256 and no target"
+                ));
             }
-            ("symlink", ..) => return Err(format!("symlink {p:?} must have target and nothing else")),
+            ("symlink", ..) => {
+                return Err(format!("symlink {p:?} must have target and nothing else"));
+            }
             (t, ..) => return Err(format!("{p:?} has type {t:?}, not dir, file or symlink")),
         };
         Ok(Entry { path: r.path, kind })

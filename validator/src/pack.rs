@@ -59,7 +59,11 @@ pub struct Options {
 /// Pack `dir` into the package `out`. `Ok(Err(findings))` when the files cannot make a valid
 /// package (nothing is written then); `Ok(Ok(report))` is the verification of the package
 /// written.
-pub fn pack(dir: &Path, out: &Path, opts: &Options) -> Result<std::result::Result<Report, Vec<Finding>>> {
+pub fn pack(
+    dir: &Path,
+    out: &Path,
+    opts: &Options,
+) -> Result<std::result::Result<Report, Vec<Finding>>> {
     let mut scan = tree::scan(dir, &opts.limits, Purpose::Pack)?;
     let mut findings = std::mem::take(&mut scan.findings);
     for item in &mut scan.items {
@@ -95,10 +99,19 @@ pub fn pack(dir: &Path, out: &Path, opts: &Options) -> Result<std::result::Resul
         None => find_entry(&scan)?,
     };
     let Some(item) = scan.items.iter().find(|i| i.path == entry) else {
-        return Err(Error::new(format!("entry library {entry} is not in {}", dir.display())));
+        return Err(Error::new(format!(
+            "entry library {entry} is not in {}",
+            dir.display()
+        )));
     };
-    let ItemKind::File { content: crate::scan::Content::Path(p), .. } = &item.kind else {
-        return Err(Error::new(format!("entry library {entry} is not a regular file")));
+    let ItemKind::File {
+        content: crate::scan::Content::Path(p),
+        ..
+    } = &item.kind
+    else {
+        return Err(Error::new(format!(
+            "entry library {entry} is not a regular file"
+        )));
     };
     let bytes = std::fs::read(p).map_err(|e| Error::io("cannot read", p, e))?;
     let (facts, elf_findings) = elf::check(&entry, &bytes, None);
@@ -119,8 +132,14 @@ pub fn pack(dir: &Path, out: &Path, opts: &Options) -> Result<std::result::Resul
         format_version: FORMAT_VERSION,
         plugin: Plugin {
             name: meta.name.clone().ok_or_else(|| missing("name", "--name"))?,
-            version: meta.version.clone().ok_or_else(|| missing("version", "--plugin-version"))?,
-            vendor: meta.vendor.clone().ok_or_else(|| missing("vendor", "--vendor"))?,
+            version: meta
+                .version
+                .clone()
+                .ok_or_else(|| missing("version", "--plugin-version"))?,
+            vendor: meta
+                .vendor
+                .clone()
+                .ok_or_else(|| missing("vendor", "--vendor"))?,
             workload_types: meta
                 .workload_types
                 .clone()
@@ -165,14 +184,22 @@ pub fn pack(dir: &Path, out: &Path, opts: &Options) -> Result<std::result::Resul
         .prefix(".aapi-pack-")
         .tempfile_in(parent)
         .map_err(|e| Error::io("cannot create a file in", parent, e))?;
-    let file = tmp.reopen().map_err(|e| Error::io("cannot write", tmp.path(), e))?;
+    let file = tmp
+        .reopen()
+        .map_err(|e| Error::io("cannot write", tmp.path(), e))?;
     let mut w = Writer::new(file, opts.gzip, &bytes, sig.as_deref())
         .map_err(|e| Error::io("cannot write", tmp.path(), e))?;
     for (item, entry) in scan.items.iter().zip(&manifest.files) {
         let written = match (&item.kind, &entry.kind) {
             (ItemKind::Dir, Kind::Dir { mode }) => w.dir(&entry.path, *mode),
             (ItemKind::Symlink { target }, _) => w.symlink(&entry.path, target),
-            (ItemKind::File { content: crate::scan::Content::Path(p), .. }, Kind::File { mode, size, .. }) => {
+            (
+                ItemKind::File {
+                    content: crate::scan::Content::Path(p),
+                    ..
+                },
+                Kind::File { mode, size, .. },
+            ) => {
                 let mut f = hash::open_nofollow(p).map_err(|e| Error::io("cannot read", p, e))?;
                 w.file(&entry.path, *mode, *size, &mut f)
             }
@@ -180,7 +207,8 @@ pub fn pack(dir: &Path, out: &Path, opts: &Options) -> Result<std::result::Resul
         };
         written.map_err(|e| Error::io("cannot write", tmp.path(), e))?;
     }
-    w.finish().map_err(|e| Error::io("cannot write", tmp.path(), e))?;
+    w.finish()
+        .map_err(|e| Error::io("cannot write", tmp.path(), e))?;
 
     let vopts = verify::Options {
         limits: opts.limits,
@@ -222,7 +250,9 @@ pub fn sign(
         .prefix(".aapi-sign-")
         .tempfile_in(parent)
         .map_err(|e| Error::io("cannot create a file in", parent, e))?;
-    let file = tmp.reopen().map_err(|e| Error::io("cannot write", tmp.path(), e))?;
+    let file = tmp
+        .reopen()
+        .map_err(|e| Error::io("cannot write", tmp.path(), e))?;
     let mut w = Writer::new(file, src.is_gzip(), bytes, Some(&sig))
         .map_err(|e| Error::io("cannot write", tmp.path(), e))?;
     let scan = src.stream(pkg, limits, &mut Copy { w: &mut w })?;
@@ -230,9 +260,13 @@ pub fn sign(
         return Err(e);
     }
     if !scan.findings.is_empty() || scan.manifest.as_ref() != Some(bytes) {
-        return Err(Error::new(format!("{} changed while it was being signed", pkg.display())));
+        return Err(Error::new(format!(
+            "{} changed while it was being signed",
+            pkg.display()
+        )));
     }
-    w.finish().map_err(|e| Error::io("cannot write", tmp.path(), e))?;
+    w.finish()
+        .map_err(|e| Error::io("cannot write", tmp.path(), e))?;
     let vopts = verify::Options {
         keys: vec![key.public()],
         ..vopts
@@ -251,9 +285,17 @@ struct Copy<'a> {
 }
 
 impl Sink for Copy<'_> {
-    fn file(&mut self, path: &str, mode: u32, size: u64, data: &mut dyn Read) -> std::result::Result<hash::Hashed, SinkError> {
+    fn file(
+        &mut self,
+        path: &str,
+        mode: u32,
+        size: u64,
+        data: &mut dyn Read,
+    ) -> std::result::Result<hash::Hashed, SinkError> {
         let mut tee = hash::Tee::new(data);
-        self.w.file(path, mode, size, &mut tee).map_err(write_error)?;
+        self.w
+            .file(path, mode, size, &mut tee)
+            .map_err(write_error)?;
         Ok(tee.finish())
     }
     fn dir(&mut self, path: &str, mode: u32) -> std::result::Result<(), SinkError> {
@@ -306,7 +348,11 @@ fn metadata(dir: &Path, opts: &Options) -> Result<Metadata> {
     m.name = f.name.clone().or(m.name);
     m.version = f.version.clone().or(m.version);
     m.vendor = f.vendor.clone().or(m.vendor);
-    m.workload_types = f.workload_types.clone().filter(|w| !w.is_empty()).or(m.workload_types);
+    m.workload_types = f
+        .workload_types
+        .clone()
+        .filter(|w| !w.is_empty())
+        .or(m.workload_types);
     m.entry = f.entry.clone().or(m.entry);
     Ok(m)
 }
@@ -315,7 +361,11 @@ fn metadata(dir: &Path, opts: &Options) -> Result<Metadata> {
 fn find_entry(scan: &crate::scan::Scan) -> Result<String> {
     let mut found = Vec::new();
     for item in &scan.items {
-        let ItemKind::File { content: crate::scan::Content::Path(p), .. } = &item.kind else {
+        let ItemKind::File {
+            content: crate::scan::Content::Path(p),
+            ..
+        } = &item.kind
+        else {
             continue;
         };
         let mut head = [0u8; 4];
@@ -375,7 +425,12 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Start a package in `file` with the manifest (and signature) entries.
-    pub(crate) fn new(file: File, gzip: bool, manifest: &[u8], sig: Option<&[u8]>) -> io::Result<Writer> {
+    pub(crate) fn new(
+        file: File,
+        gzip: bool,
+        manifest: &[u8],
+        sig: Option<&[u8]>,
+    ) -> io::Result<Writer> {
         let out = if gzip {
             Out::Gzip(GzEncoder::new(BufWriter::new(file), Compression::default()))
         } else {
@@ -383,7 +438,12 @@ impl Writer {
         };
         let tar = tar::Builder::new(out);
         let mut w = Writer { tar };
-        w.file(MANIFEST_PATH, 0o644, manifest.len() as u64, &mut &manifest[..])?;
+        w.file(
+            MANIFEST_PATH,
+            0o644,
+            manifest.len() as u64,
+            &mut &manifest[..],
+        )?;
         if let Some(sig) = sig {
             w.file(SIGNATURE_PATH, 0o644, sig.len() as u64, &mut &sig[..])?;
         }
@@ -407,7 +467,8 @@ impl Writer {
     /// A directory.
     pub(crate) fn dir(&mut self, path: &str, mode: u32) -> io::Result<()> {
         let mut h = Self::header(tar::EntryType::Directory, mode, 0);
-        self.tar.append_data(&mut h, format!("{path}/"), io::empty())
+        self.tar
+            .append_data(&mut h, format!("{path}/"), io::empty())
     }
 
     /// A symlink.
@@ -417,9 +478,18 @@ impl Writer {
     }
 
     /// A regular file of exactly `size` bytes from `data`.
-    pub(crate) fn file(&mut self, path: &str, mode: u32, size: u64, data: &mut dyn Read) -> io::Result<()> {
+    pub(crate) fn file(
+        &mut self,
+        path: &str,
+        mode: u32,
+        size: u64,
+        data: &mut dyn Read,
+    ) -> io::Result<()> {
         let mut h = Self::header(tar::EntryType::Regular, mode, size);
-        let mut exact = Exact { inner: data, left: size };
+        let mut exact = Exact {
+            inner: data,
+            left: size,
+        };
         self.tar.append_data(&mut h, path, &mut exact)?;
         if exact.left != 0 {
             return Err(io::Error::new(

@@ -92,7 +92,11 @@ pub fn link_findings(nodes: &BTreeMap<&str, Node<'_>>) -> Vec<Finding> {
 
 /// Resolve the symlink at `link` with `target` among `nodes` the way the kernel would, without
 /// leaving the package root. Returns the path it ends at ("" for the root).
-pub fn resolve(nodes: &BTreeMap<&str, Node<'_>>, link: &str, target: &str) -> Result<String, (Code, String)> {
+pub fn resolve(
+    nodes: &BTreeMap<&str, Node<'_>>,
+    link: &str,
+    target: &str,
+) -> Result<String, (Code, String)> {
     let escape = |why: &str| Err((Code::SYMLINK_ESCAPE, why.to_string()));
     if target.starts_with('/') {
         return escape("absolute target");
@@ -121,7 +125,10 @@ pub fn resolve(nodes: &BTreeMap<&str, Node<'_>>, link: &str, target: &str) -> Re
         }
         match nodes.get(here.as_str()) {
             None => {
-                return Err((Code::SYMLINK_DANGLING, format!("{here} is not in the package")));
+                return Err((
+                    Code::SYMLINK_DANGLING,
+                    format!("{here} is not in the package"),
+                ));
             }
             Some(Node::Dir) => {}
             Some(Node::File) => {
@@ -132,7 +139,10 @@ pub fn resolve(nodes: &BTreeMap<&str, Node<'_>>, link: &str, target: &str) -> Re
             Some(Node::Symlink(t)) => {
                 links += 1;
                 if links > MAX_LINKS {
-                    return Err((Code::SYMLINK_DANGLING, "too many levels of symlinks (a loop)".into()));
+                    return Err((
+                        Code::SYMLINK_DANGLING,
+                        "too many levels of symlinks (a loop)".into(),
+                    ));
                 }
                 if t.starts_with('/') {
                     return escape(&format!("goes through {here}, an absolute symlink"));
@@ -185,7 +195,10 @@ mod tests {
         ];
         assert_eq!(codes(&nodes), vec![]);
         let map: BTreeMap<_, _> = nodes.iter().copied().collect();
-        assert_eq!(resolve(&map, "libx", "lib/./libx.so"), Ok("lib/libx.so.1".into()));
+        assert_eq!(
+            resolve(&map, "libx", "lib/./libx.so"),
+            Ok("lib/libx.so.1".into())
+        );
     }
 
     #[test]

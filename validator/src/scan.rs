@@ -36,7 +36,7 @@ pub const RATIO_FLOOR: u64 = 4 << 20;
 pub const MAX_MANIFEST: u64 = 16 << 20;
 /// Largest signature file accepted.
 pub const MAX_SIGNATURE: u64 = 64 << 10;
-/// Largest tar header extension (long name, pax records) accepted before one entry.
+/// Most bytes of headers (the header and its extensions: long names, pax records) of one entry.
 pub const MAX_HEADER_EXTENSION: u64 = 1 << 20;
 
 /// One payload entry as found.
@@ -100,6 +100,18 @@ pub struct Scan {
     pub entry_bytes: Option<Vec<u8>>,
     /// Set when a sink stopped the walk (extraction failed or the package changed).
     pub stop: Option<crate::error::Error>,
-    /// Modes of the `.aapi` directory and its files (checked like payload modes).
-    pub meta_modes: Vec<(String, u32, Option<(u32, u32)>)>,
+    /// The tree root, the `.aapi` directory and its files (their modes and owners are
+    /// checked like the payload's).
+    pub meta_modes: Vec<Meta>,
+}
+
+/// Mode and owner of an entry outside the payload.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    /// Path ("." for a tree's root).
+    pub path: String,
+    /// Permission bits (07777).
+    pub mode: u32,
+    /// Owner uid and gid (trees only).
+    pub owner: Option<(u32, u32)>,
 }

@@ -45,10 +45,18 @@ impl PublicKey {
     /// Read a public key file.
     pub fn load(path: &Path) -> Result<PublicKey> {
         let text = fs::read_to_string(path).map_err(|e| Error::io("cannot read key", path, e))?;
-        let bytes = parse_key_file(&text, PUBLIC_HEADER, "key")
-            .ok_or_else(|| Error::new(format!("{} is not an aapi-validator public key file", path.display())))?;
-        let key = VerifyingKey::from_bytes(&bytes)
-            .map_err(|_| Error::new(format!("{}: not a valid Ed25519 public key", path.display())))?;
+        let bytes = parse_key_file(&text, PUBLIC_HEADER, "key").ok_or_else(|| {
+            Error::new(format!(
+                "{} is not an aapi-validator public key file",
+                path.display()
+            ))
+        })?;
+        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| {
+            Error::new(format!(
+                "{}: not a valid Ed25519 public key",
+                path.display()
+            ))
+        })?;
         Ok(PublicKey { key })
     }
 }
@@ -73,8 +81,12 @@ impl SecretKey {
     /// Read a secret key file.
     pub fn load(path: &Path) -> Result<SecretKey> {
         let text = fs::read_to_string(path).map_err(|e| Error::io("cannot read key", path, e))?;
-        let seed = parse_key_file(&text, SECRET_HEADER, "seed")
-            .ok_or_else(|| Error::new(format!("{} is not an aapi-validator secret key file", path.display())))?;
+        let seed = parse_key_file(&text, SECRET_HEADER, "seed").ok_or_else(|| {
+            Error::new(format!(
+                "{} is not an aapi-validator secret key file",
+                path.display()
+            ))
+        })?;
         Ok(SecretKey {
             key: SigningKey::from_bytes(&seed),
         })
@@ -106,7 +118,10 @@ impl SecretKey {
         write(
             &sec,
             0o600,
-            format!("{SECRET_HEADER}\nkey-id: {id}\nseed: {}\n", hex(&self.key.to_bytes())),
+            format!(
+                "{SECRET_HEADER}\nkey-id: {id}\nseed: {}\n",
+                hex(&self.key.to_bytes())
+            ),
         )?;
         write(
             &public,
@@ -208,8 +223,18 @@ pub enum Status {
 
 /// Judge the signature `sig` of the manifest `bytes` (parsed as `m`) against `keys`. With no
 /// keys the signature is only reported, not required.
-pub fn check(sig: Option<&[u8]>, bytes: &[u8], m: &Manifest, keys: &[PublicKey]) -> (Status, Vec<Finding>) {
-    let fail = |code, msg: String| (Status::Failed, vec![Finding::at(code, crate::manifest::SIGNATURE_PATH, msg)]);
+pub fn check(
+    sig: Option<&[u8]>,
+    bytes: &[u8],
+    m: &Manifest,
+    keys: &[PublicKey],
+) -> (Status, Vec<Finding>) {
+    let fail = |code, msg: String| {
+        (
+            Status::Failed,
+            vec![Finding::at(code, crate::manifest::SIGNATURE_PATH, msg)],
+        )
+    };
     let Some(sig) = sig else {
         return if keys.is_empty() {
             (Status::None, vec![])
@@ -229,22 +254,37 @@ pub fn check(sig: Option<&[u8]>, bytes: &[u8], m: &Manifest, keys: &[PublicKey])
         Err(_) => return (Status::NotChecked { key_id: "?".into() }, vec![]),
     };
     if keys.is_empty() {
-        return (Status::NotChecked { key_id: file.key_id }, vec![]);
+        return (
+            Status::NotChecked {
+                key_id: file.key_id,
+            },
+            vec![],
+        );
     }
     if file.format != SIGNATURE_FORMAT || file.algorithm != "ed25519" {
         return fail(
             Code::SIGNATURE_MALFORMED,
-            format!("format {:?} / algorithm {:?} not supported", file.format, file.algorithm),
+            format!(
+                "format {:?} / algorithm {:?} not supported",
+                file.format, file.algorithm
+            ),
         );
     }
     let Some(raw) = unhex::<64>(&file.signature) else {
-        return fail(Code::SIGNATURE_MALFORMED, "signature is not 64 bytes of hex".into());
+        return fail(
+            Code::SIGNATURE_MALFORMED,
+            "signature is not 64 bytes of hex".into(),
+        );
     };
     let Some(key) = keys.iter().find(|k| k.id() == file.key_id) else {
         let trusted: Vec<_> = keys.iter().map(PublicKey::id).collect();
         return fail(
             Code::SIGNATURE_UNTRUSTED_KEY,
-            format!("signed by key {}, trusted: {}", file.key_id, trusted.join(", ")),
+            format!(
+                "signed by key {}, trusted: {}",
+                file.key_id,
+                trusted.join(", ")
+            ),
         );
     };
     if key
@@ -254,12 +294,21 @@ pub fn check(sig: Option<&[u8]>, bytes: &[u8], m: &Manifest, keys: &[PublicKey])
     {
         return fail(
             Code::SIGNATURE_INVALID,
-            format!("the Ed25519 signature does not verify with key {}", file.key_id),
+            format!(
+                "the Ed25519 signature does not verify with key {}",
+                file.key_id
+            ),
         );
     }
     let digest = hex(&hash::bytes(bytes));
-    let Some(rest) = file.statement.strip_prefix(&format!("{STATEMENT_HEADER}\n")) else {
-        return fail(Code::SIGNATURE_MALFORMED, "unknown statement version".into());
+    let Some(rest) = file
+        .statement
+        .strip_prefix(&format!("{STATEMENT_HEADER}\n"))
+    else {
+        return fail(
+            Code::SIGNATURE_MALFORMED,
+            "unknown statement version".into(),
+        );
     };
     let Some((first, meta)) = rest.split_once('\n') else {
         return fail(Code::SIGNATURE_MALFORMED, "statement without lines".into());
@@ -280,7 +329,12 @@ pub fn check(sig: Option<&[u8]>, bytes: &[u8], m: &Manifest, keys: &[PublicKey])
             ),
         );
     }
-    (Status::Verified { key_id: file.key_id }, vec![])
+    (
+        Status::Verified {
+            key_id: file.key_id,
+        },
+        vec![],
+    )
 }
 
 #[cfg(test)]
@@ -293,7 +347,10 @@ mod tests {
             "abi":{"major":1,"minor":0},"target":{"arch":"x86_64","os":"linux"},
             "entry":"libdemo.so","files":[{"path":"libdemo.so","type":"file","mode":"0755","size":0,
             "sha256":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}]}"#;
-        (text.as_bytes().to_vec(), Manifest::parse(text.as_bytes()).unwrap())
+        (
+            text.as_bytes().to_vec(),
+            Manifest::parse(text.as_bytes()).unwrap(),
+        )
     }
 
     fn codes(r: (Status, Vec<Finding>)) -> Vec<Code> {
@@ -307,28 +364,54 @@ mod tests {
         let other = SecretKey::generate().unwrap();
         let sig = k.sign(&bytes, &m);
         let ok = check(Some(&sig), &bytes, &m, &[other.public(), k.public()]);
-        assert_eq!(ok.0, Status::Verified { key_id: k.public().id() });
+        assert_eq!(
+            ok.0,
+            Status::Verified {
+                key_id: k.public().id()
+            }
+        );
         assert!(ok.1.is_empty());
-        assert!(matches!(check(Some(&sig), &bytes, &m, &[]).0, Status::NotChecked { .. }));
-        assert_eq!(codes(check(None, &bytes, &m, &[k.public()])), [Code::SIGNATURE_MISSING]);
-        assert_eq!(codes(check(Some(b"{"), &bytes, &m, &[k.public()])), [Code::SIGNATURE_MALFORMED]);
-        assert_eq!(codes(check(Some(&sig), &bytes, &m, &[other.public()])), [Code::SIGNATURE_UNTRUSTED_KEY]);
+        assert!(matches!(
+            check(Some(&sig), &bytes, &m, &[]).0,
+            Status::NotChecked { .. }
+        ));
+        assert_eq!(
+            codes(check(None, &bytes, &m, &[k.public()])),
+            [Code::SIGNATURE_MISSING]
+        );
+        assert_eq!(
+            codes(check(Some(b"{"), &bytes, &m, &[k.public()])),
+            [Code::SIGNATURE_MALFORMED]
+        );
+        assert_eq!(
+            codes(check(Some(&sig), &bytes, &m, &[other.public()])),
+            [Code::SIGNATURE_UNTRUSTED_KEY]
+        );
         // A flipped bit in the signature.
         let text = String::from_utf8(sig.clone()).unwrap();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         let s = v["signature"].as_str().unwrap();
         let flipped = format!("{}{}", if &s[..1] == "0" { "1" } else { "0" }, &s[1..]);
         let bad = text.replace(s, &flipped);
-        assert_eq!(codes(check(Some(bad.as_bytes()), &bytes, &m, &[k.public()])), [Code::SIGNATURE_INVALID]);
+        assert_eq!(
+            codes(check(Some(bad.as_bytes()), &bytes, &m, &[k.public()])),
+            [Code::SIGNATURE_INVALID]
+        );
         // A valid signature of another manifest.
         let mut other_bytes = bytes.clone();
         other_bytes.push(b' ');
-        assert_eq!(codes(check(Some(&sig), &other_bytes, &m, &[k.public()])), [Code::SIGNATURE_MANIFEST]);
+        assert_eq!(
+            codes(check(Some(&sig), &other_bytes, &m, &[k.public()])),
+            [Code::SIGNATURE_MANIFEST]
+        );
         // A valid signature whose statement names other metadata.
         let mut m2 = m.clone();
         m2.plugin.version = "9.9".into();
         let sig2 = k.sign(&bytes, &m2);
-        assert_eq!(codes(check(Some(&sig2), &bytes, &m, &[k.public()])), [Code::SIGNATURE_METADATA]);
+        assert_eq!(
+            codes(check(Some(&sig2), &bytes, &m, &[k.public()])),
+            [Code::SIGNATURE_METADATA]
+        );
     }
 
     #[test]
@@ -337,10 +420,19 @@ mod tests {
         let k = SecretKey::generate().unwrap();
         let (sec, public) = k.save(&dir.path().join("release")).unwrap();
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(fs::metadata(&sec).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&sec).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(SecretKey::load(&sec).unwrap().public(), k.public());
         assert_eq!(PublicKey::load(&public).unwrap(), k.public());
-        assert!(k.save(&dir.path().join("release")).is_err(), "never overwrites a key");
-        assert!(PublicKey::load(&sec).is_err(), "a secret key is not a public key");
+        assert!(
+            k.save(&dir.path().join("release")).is_err(),
+            "never overwrites a key"
+        );
+        assert!(
+            PublicKey::load(&sec).is_err(),
+            "a secret key is not a public key"
+        );
     }
 }

@@ -6,7 +6,7 @@ use crate::finding::{Code, Finding};
 use crate::hash;
 use crate::manifest::{MANIFEST_PATH, META_DIR, SIGNATURE_PATH};
 use crate::paths;
-use crate::scan::{Content, Item, ItemKind, Limits, MAX_MANIFEST, MAX_SIGNATURE, Scan};
+use crate::scan::{Content, Item, ItemKind, Limits, MAX_MANIFEST, MAX_SIGNATURE, Meta, Scan};
 use std::fs;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -27,10 +27,7 @@ pub enum Purpose {
 pub fn scan(root: &Path, limits: &Limits, purpose: Purpose) -> Result<Scan> {
     let meta = fs::metadata(root).map_err(|e| Error::io("cannot read", root, e))?;
     if !meta.is_dir() {
-        return Err(Error::new(format!(
-            "{} is not a directory",
-            root.display()
-        )));
+        return Err(Error::new(format!("{} is not a directory", root.display())));
     }
     let mut w = Walker {
         limits,
@@ -43,9 +40,11 @@ pub fn scan(root: &Path, limits: &Limits, purpose: Purpose) -> Result<Scan> {
         total: 0,
     };
     if purpose == Purpose::Verify {
-        w.scan
-            .meta_modes
-            .push((".".into(), meta.mode() & 0o7777, Some((meta.uid(), meta.gid()))));
+        w.scan.meta_modes.push(Meta {
+            path: ".".into(),
+            mode: meta.mode() & 0o7777,
+            owner: Some((meta.uid(), meta.gid())),
+        });
     }
     w.dir(root, "")?;
     Ok(w.scan)
@@ -87,7 +86,8 @@ impl Walker<'_> {
                 ));
                 return Ok(());
             }
-            let md = fs::symlink_metadata(&child).map_err(|e| Error::io("cannot stat", &child, e))?;
+            let md =
+                fs::symlink_metadata(&child).map_err(|e| Error::io("cannot stat", &child, e))?;
             let path = match paths::check(&raw, false) {
                 Ok(p) => p,
                 Err((code, why)) => {
@@ -147,7 +147,8 @@ impl Walker<'_> {
                     content: Content::Path(child.clone()),
                 }
             } else if ft.is_symlink() {
-                let t = fs::read_link(&child).map_err(|e| Error::io("cannot read link", &child, e))?;
+                let t =
+                    fs::read_link(&child).map_err(|e| Error::io("cannot read link", &child, e))?;
                 match t.to_str() {
                     Some(t) if !t.is_empty() && !t.chars().any(char::is_control) => {
                         ItemKind::Symlink {
@@ -195,9 +196,11 @@ impl Walker<'_> {
             ));
             return Ok(());
         }
-        self.scan
-            .meta_modes
-            .push((META_DIR.into(), md.mode() & 0o7777, Some((md.uid(), md.gid()))));
+        self.scan.meta_modes.push(Meta {
+            path: META_DIR.into(),
+            mode: md.mode() & 0o7777,
+            owner: Some((md.uid(), md.gid())),
+        });
         let mut names: Vec<_> = fs::read_dir(abs)
             .map_err(|e| Error::io("cannot list", abs, e))?
             .map(|e| e.map(|e| e.file_name()))
@@ -207,7 +210,8 @@ impl Walker<'_> {
         for name in names {
             let child = abs.join(&name);
             let path = format!("{META_DIR}/{}", name.to_string_lossy().escape_debug());
-            let md = fs::symlink_metadata(&child).map_err(|e| Error::io("cannot stat", &child, e))?;
+            let md =
+                fs::symlink_metadata(&child).map_err(|e| Error::io("cannot stat", &child, e))?;
             let bound = match path.as_str() {
                 MANIFEST_PATH if md.is_file() => MAX_MANIFEST,
                 SIGNATURE_PATH if md.is_file() => MAX_SIGNATURE,
@@ -232,9 +236,11 @@ impl Walker<'_> {
             hash::open_nofollow(&child)
                 .and_then(|f| f.take(bound + 1).read_to_end(&mut bytes))
                 .map_err(|e| Error::io("cannot read", &child, e))?;
-            self.scan
-                .meta_modes
-                .push((path.clone(), md.mode() & 0o7777, Some((md.uid(), md.gid()))));
+            self.scan.meta_modes.push(Meta {
+                path: path.clone(),
+                mode: md.mode() & 0o7777,
+                owner: Some((md.uid(), md.gid())),
+            });
             if path == MANIFEST_PATH {
                 self.scan.manifest = Some(bytes);
             } else {

@@ -76,7 +76,7 @@ pub fn verify_package(path: &Path, opts: &Options) -> Result<Report> {
 /// Verify a package tree (unpacked or installed).
 pub fn verify_tree(path: &Path, opts: &Options) -> Result<Report> {
     let scan = tree::scan(path, &opts.limits, Purpose::Verify)?;
-    let root_owner = scan.meta_modes.first().and_then(|m| m.2);
+    let root_owner = scan.meta_modes.first().and_then(|m| m.owner);
     judge(path, scan, None, opts, root_owner)
 }
 
@@ -157,6 +157,7 @@ pub(crate) fn digests(
         };
         match r {
             Ok((d, n)) if n == size => out[i] = Some(d),
+            Ok(_) if !scan.complete => {}
             Ok((_, n)) => match job {
                 Job::Region { .. } => findings.push(Finding::at(
                     Code::ARCHIVE_TRUNCATED,
@@ -207,10 +208,14 @@ pub(crate) fn judge(
             out.extend(mode_findings(&item.path, item.mode));
         }
     }
-    for (path, mode, _) in &scan.meta_modes {
-        out.extend(mode_findings(path, *mode));
+    for m in &scan.meta_modes {
+        out.extend(mode_findings(&m.path, m.mode));
     }
-    let found: BTreeMap<&str, Node<'_>> = scan.items.iter().map(|i| (i.path.as_str(), node(&i.kind))).collect();
+    let found: BTreeMap<&str, Node<'_>> = scan
+        .items
+        .iter()
+        .map(|i| (i.path.as_str(), node(&i.kind)))
+        .collect();
     out.extend(paths::link_findings(&found));
 
     if opts.installed
@@ -220,7 +225,7 @@ pub(crate) fn judge(
             .items
             .iter()
             .map(|i| (&i.path, i.owner))
-            .chain(scan.meta_modes.iter().map(|m| (&m.0, m.2)));
+            .chain(scan.meta_modes.iter().map(|m| (&m.path, m.owner)));
         for (path, owner) in owners {
             if let Some((u, g)) = owner
                 && (u, g) != (uid, gid)
@@ -264,15 +269,27 @@ pub(crate) fn judge(
     if let Some(m) = &manifest {
         let schema = m.schema_errors();
         for e in &schema {
-            out.push(Finding::at(Code::MANIFEST_INVALID, crate::manifest::MANIFEST_PATH, e.clone()));
+            out.push(Finding::at(
+                Code::MANIFEST_INVALID,
+                crate::manifest::MANIFEST_PATH,
+                e.clone(),
+            ));
         }
         let mut listed = HashSet::new();
         for e in &m.files {
             match paths::check(e.path.as_bytes(), false) {
-                Err((code, why)) => out.push(Finding::at(code, e.path.escape_debug().to_string(), format!("in the manifest: {why}"))),
+                Err((code, why)) => out.push(Finding::at(
+                    code,
+                    e.path.escape_debug().to_string(),
+                    format!("in the manifest: {why}"),
+                )),
                 Ok(_) => {
                     if !listed.insert(e.path.as_str()) {
-                        out.push(Finding::at(Code::PATH_DUPLICATE, &e.path, "listed twice in the manifest"));
+                        out.push(Finding::at(
+                            Code::PATH_DUPLICATE,
+                            &e.path,
+                            "listed twice in the manifest",
+                        ));
                     }
                 }
             }
@@ -293,6 +310,10 @@ pub(crate) fn judge(
             })
             .collect();
         out.extend(paths::link_findings(&wanted));
+    }
+    // A scan that stopped early (a limit, a corrupt archive) saw only part of the package:
+    // comparing that part with the manifest would only add noise.
+    if let Some(m) = manifest.as_ref().filter(|_| scan.complete) {
         compare(m, &scan, &digests, &mut out);
 
         let entry = scan.items.iter().find(|i| i.path == m.entry);
@@ -334,7 +355,12 @@ fn node(k: &ItemKind) -> Node<'_> {
 }
 
 /// The entry library's bytes, wherever the scan left them.
-fn entry_bytes(scan: &Scan, content: &Content, size: u64, file: Option<&File>) -> Result<Option<Vec<u8>>> {
+fn entry_bytes(
+    scan: &Scan,
+    content: &Content,
+    size: u64,
+    file: Option<&File>,
+) -> Result<Option<Vec<u8>>> {
     Ok(match content {
         Content::Hashed(..) => scan.entry_bytes.clone(),
         Content::Region(offset) => {
@@ -370,14 +396,22 @@ fn compare(m: &Manifest, scan: &Scan, digests: &[Option<[u8; 32]>], out: &mut Ve
                 out.push(Finding::at(
                     Code::FILE_MISSING,
                     &e.path,
-                    format!("the manifest lists a {}; it is not in the package", e.kind.name()),
+                    format!(
+                        "the manifest lists a {}; it is not in the package",
+                        e.kind.name()
+                    ),
                 ));
             }
             continue;
         };
         match (&e.kind, &item.kind) {
             (Kind::Dir { mode }, ItemKind::Dir) => check_mode(&e.path, *mode, item.mode, out),
-            (Kind::File { mode, size, sha256 }, ItemKind::File { size: found_size, .. }) => {
+            (
+                Kind::File { mode, size, sha256 },
+                ItemKind::File {
+                    size: found_size, ..
+                },
+            ) => {
                 if size != found_size {
                     out.push(Finding::at(
                         Code::FILE_SIZE,
@@ -408,7 +442,11 @@ fn compare(m: &Manifest, scan: &Scan, digests: &[Option<[u8; 32]>], out: &mut Ve
             (want, _) => out.push(Finding::at(
                 Code::FILE_TYPE,
                 &e.path,
-                format!("a {}, the manifest says a {}", node_name(&item.kind), want.name()),
+                format!(
+                    "a {}, the manifest says a {}",
+                    node_name(&item.kind),
+                    want.name()
+                ),
             )),
         }
     }

@@ -1,0 +1,338 @@
+//! Test helpers: fixture plugins compiled from C, raw archive building (for entries the tar
+//! crate's builder refuses), honest manifests for dishonest content, tree snapshots.
+#![allow(dead_code)]
+
+use aapi_validator::manifest::{
+    Abi, Entry, FORMAT, FORMAT_VERSION, Kind, MANIFEST_PATH, Manifest, Plugin, Target,
+};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// A fixture plugin variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// Every entry point and a correct marker.
+    Good,
+    /// The marker says ABI 2.0.
+    WrongAbi,
+    /// aapi_read_object is missing.
+    MissingSymbol,
+    /// Good, with e_machine patched to AArch64.
+    WrongArch,
+}
+
+/// The bytes of a fixture plugin library (compiled once per test binary).
+pub fn plugin(v: Variant) -> Vec<u8> {
+    static LIBS: OnceLock<BTreeMap<String, Vec<u8>>> = OnceLock::new();
+    let libs = LIBS.get_or_init(|| {
+        let out = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/plugin.c");
+        let include = concat!(env!("CARGO_MANIFEST_DIR"), "/../include");
+        let mut libs = BTreeMap::new();
+        for (name, defs) in [
+            ("good", vec![]),
+            ("wrong_abi", vec!["-DWRONG_ABI"]),
+            ("missing", vec!["-DOMIT_READ_OBJECT"]),
+        ] {
+            let so = out.path().join(format!("{name}.so"));
+            let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+                .args([
+                    "-shared",
+                    "-fPIC",
+                    "-fvisibility=hidden",
+                    "-Wall",
+                    "-Werror",
+                    "-I",
+                    include,
+                ])
+                .args(&defs)
+                .arg("-o")
+                .arg(&so)
+                .arg(src)
+                .status()
+                .expect("a C compiler (cc) is needed for the validator tests");
+            assert!(status.success(), "compiling the {name} fixture failed");
+            libs.insert(name.to_string(), fs::read(&so).unwrap());
+        }
+        libs
+    });
+    match v {
+        Variant::Good => libs["good"].clone(),
+        Variant::WrongAbi => libs["wrong_abi"].clone(),
+        Variant::MissingSymbol => libs["missing"].clone(),
+        Variant::WrongArch => {
+            let mut b = libs["good"].clone();
+            assert_eq!(&b[..4], b"\x7fELF");
+            b[18..20].copy_from_slice(&183u16.to_le_bytes()); // EM_AARCH64
+            b
+        }
+    }
+}
+
+/// A payload entry for building packages by hand.
+#[derive(Debug, Clone)]
+pub enum E {
+    /// Directory with mode.
+    Dir(&'static str, u32),
+    /// File with mode and content.
+    File(&'static str, u32, Vec<u8>),
+    /// Symlink and target.
+    Link(&'static str, &'static str),
+}
+
+impl E {
+    pub fn path(&self) -> &'static str {
+        match self {
+            E::Dir(p, _) | E::File(p, _, _) | E::Link(p, _) => p,
+        }
+    }
+}
+
+pub const ENTRY: &str = "lib/libdemo.so";
+
+/// The payload of a good package with `lib` as the entry library.
+pub fn payload(lib: Vec<u8>) -> Vec<E> {
+    vec![
+        E::File("README", 0o644, b"demo plugin\n".to_vec()),
+        E::Dir("lib", 0o755),
+        E::File(ENTRY, 0o755, lib),
+        E::Link("lib/libdemo.so.1", "libdemo.so"),
+    ]
+}
+
+/// A manifest that tells the truth about `entries`.
+pub fn manifest_of(entries: &[E]) -> Manifest {
+    Manifest {
+        format: FORMAT.into(),
+        format_version: FORMAT_VERSION,
+        plugin: Plugin {
+            name: "demo".into(),
+            version: "1.0.0".into(),
+            vendor: "Example Corp.".into(),
+            workload_types: vec!["files".into()],
+        },
+        abi: Abi { major: 1, minor: 0 },
+        target: Target {
+            arch: "x86_64".into(),
+            os: "linux".into(),
+        },
+        entry: ENTRY.into(),
+        files: entries
+            .iter()
+            .map(|e| Entry {
+                path: e.path().into(),
+                kind: match e {
+                    E::Dir(_, m) => Kind::Dir { mode: *m },
+                    E::File(_, m, data) => Kind::File {
+                        mode: *m,
+                        size: data.len() as u64,
+                        sha256: Sha256::digest(data).into(),
+                    },
+                    E::Link(_, t) => Kind::Symlink {
+                        target: t.to_string(),
+                    },
+                },
+            })
+            .collect(),
+    }
+}
+
+/// A tar archive built header by header, so that any name, type or size can be written.
+pub struct Raw {
+    b: tar::Builder<Vec<u8>>,
+}
+
+impl Default for Raw {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Raw {
+    pub fn new() -> Raw {
+        Raw {
+            b: tar::Builder::new(Vec::new()),
+        }
+    }
+
+    /// An archive with `manifest` first, then `entries`.
+    pub fn package(manifest: &Manifest, entries: &[E]) -> Raw {
+        let mut r = Raw::new();
+        r.file(MANIFEST_PATH.as_bytes(), 0o644, &manifest.to_bytes());
+        for e in entries {
+            r.entry(e);
+        }
+        r
+    }
+
+    pub fn entry(&mut self, e: &E) {
+        match e {
+            E::Dir(p, m) => self.raw(
+                format!("{p}/").as_bytes(),
+                tar::EntryType::Directory,
+                *m,
+                b"",
+                None,
+            ),
+            E::File(p, m, d) => self.file(p.as_bytes(), *m, d),
+            E::Link(p, t) => self.symlink(p.as_bytes(), t.as_bytes()),
+        }
+    }
+
+    pub fn file(&mut self, path: &[u8], mode: u32, data: &[u8]) {
+        self.raw(path, tar::EntryType::Regular, mode, data, None);
+    }
+
+    pub fn symlink(&mut self, path: &[u8], target: &[u8]) {
+        self.raw(path, tar::EntryType::Symlink, 0o777, b"", Some(target));
+    }
+
+    /// One header with exactly these bytes as name (at most 100) and link name.
+    pub fn raw(
+        &mut self,
+        path: &[u8],
+        kind: tar::EntryType,
+        mode: u32,
+        data: &[u8],
+        link: Option<&[u8]>,
+    ) {
+        let mut h = tar::Header::new_gnu();
+        h.as_gnu_mut().unwrap().name[..path.len()].copy_from_slice(path);
+        if let Some(l) = link {
+            h.set_link_name_literal(l).unwrap();
+        }
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(data.len() as u64);
+        h.set_mtime(0);
+        h.set_cksum();
+        self.b.append(&h, data).unwrap();
+    }
+
+    /// A header claiming `size` bytes, followed by no data at all.
+    pub fn claim(&mut self, path: &[u8], size: u64) {
+        let mut h = tar::Header::new_gnu();
+        h.as_gnu_mut().unwrap().name[..path.len()].copy_from_slice(path);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(size);
+        h.set_cksum();
+        self.b.get_mut().extend_from_slice(h.as_bytes());
+    }
+
+    /// Append through the tar crate's own builder (long names and the like).
+    pub fn builder(&mut self) -> &mut tar::Builder<Vec<u8>> {
+        &mut self.b
+    }
+
+    /// The archive with its end-of-archive marker.
+    pub fn finish(self) -> Vec<u8> {
+        self.b.into_inner().unwrap()
+    }
+}
+
+/// A good package's bytes (uncompressed), built by hand.
+pub fn good_package() -> Vec<u8> {
+    let entries = payload(plugin(Variant::Good));
+    Raw::package(&manifest_of(&entries), &entries).finish()
+}
+
+/// Gzip `bytes`.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// Everything about a tree that a write could change: type, mode, owner, content, target.
+pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    fn walk(root: &Path, p: &Path, out: &mut BTreeMap<PathBuf, String>) {
+        let md = fs::symlink_metadata(p).unwrap();
+        let what = if md.is_dir() {
+            "dir".to_string()
+        } else if md.file_type().is_symlink() {
+            format!("link {}", fs::read_link(p).unwrap().display())
+        } else {
+            format!(
+                "file {}",
+                aapi_validator::manifest::hex(&Sha256::digest(fs::read(p).unwrap()))
+            )
+        };
+        out.insert(
+            p.strip_prefix(root).unwrap().to_path_buf(),
+            format!(
+                "{what} mode {:o} owner {}:{}",
+                md.mode(),
+                md.uid(),
+                md.gid()
+            ),
+        );
+        if md.is_dir() {
+            let mut names: Vec<_> = fs::read_dir(p)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            names.sort();
+            for n in names {
+                walk(root, &n, out);
+            }
+        }
+    }
+    walk(root, root, &mut out);
+    out
+}
+
+/// Run the validator binary.
+pub fn run(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_aapi-validator"))
+        .args(args.iter().map(|a| a.as_ref()))
+        .output()
+        .unwrap()
+}
+
+/// Stdout of a run, as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The finding codes a library verification of the package at `path` reports.
+pub fn codes(path: &Path) -> Vec<aapi_validator::Code> {
+    let r = aapi_validator::verify::verify(path, &Default::default()).unwrap();
+    r.findings.iter().map(|f| f.code).collect()
+}
+
+/// A plugin directory as a vendor has it: the library, a symlink to it, a README and the
+/// metadata file.
+pub fn plugin_dir(v: Variant) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    fs::create_dir(d.path().join("lib")).unwrap();
+    fs::set_permissions(d.path().join("lib"), fs::Permissions::from_mode(0o755)).unwrap();
+    let lib = d.path().join(ENTRY);
+    fs::write(&lib, plugin(v)).unwrap();
+    fs::set_permissions(&lib, fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("libdemo.so", d.path().join("lib/libdemo.so.1")).unwrap();
+    fs::write(d.path().join("README"), "demo plugin\n").unwrap();
+    fs::write(
+        d.path().join("aapi-plugin.json"),
+        r#"{"name": "demo", "version": "1.0.0", "vendor": "Example Corp.", "workload_types": ["files"]}"#,
+    )
+    .unwrap();
+    for f in ["README", "aapi-plugin.json"] {
+        fs::set_permissions(d.path().join(f), fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    d
+}
+
+/// Whether the tests run as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}

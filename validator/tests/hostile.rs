@@ -1,0 +1,588 @@
+//! Hostile packages: each one gets its finding code from the library and exit code 1 from the
+//! binary, and installing it changes nothing anywhere.
+
+mod common;
+
+use aapi_validator::Code::{self, *};
+use aapi_validator::sign::SecretKey;
+use common::*;
+use std::fs;
+use std::path::Path;
+
+struct Case {
+    name: &'static str,
+    bytes: Vec<u8>,
+    /// Exactly the codes reported.
+    expect: Vec<Code>,
+    /// Extra `verify`/`install` arguments.
+    args: Vec<String>,
+}
+
+fn case(name: &'static str, bytes: Vec<u8>, expect: &[Code]) -> Case {
+    Case {
+        name,
+        bytes,
+        expect: expect.to_vec(),
+        args: vec![],
+    }
+}
+
+/// A good package with `extra` appended after its payload.
+fn with(extra: impl FnOnce(&mut Raw)) -> Vec<u8> {
+    let entries = payload(plugin(Variant::Good));
+    let mut r = Raw::package(&manifest_of(&entries), &entries);
+    extra(&mut r);
+    r.finish()
+}
+
+/// A package whose manifest truthfully lists `entries`.
+fn honest(entries: Vec<E>) -> Vec<u8> {
+    Raw::package(&manifest_of(&entries), &entries).finish()
+}
+
+fn flipped_library() -> Vec<u8> {
+    let good = plugin(Variant::Good);
+    let entries = payload(good.clone());
+    let manifest = manifest_of(&entries);
+    let mut lib = good;
+    // Flip a byte of the compiler's note in .comment: still a well-formed ELF file.
+    let at = lib
+        .windows(4)
+        .position(|w| w == b"GCC:")
+        .expect("a .comment section")
+        + 1;
+    lib[at] ^= 0x20;
+    let mut tampered = entries.clone();
+    tampered[2] = E::File(ENTRY, 0o755, lib);
+    Raw::package(&manifest, &tampered).finish()
+}
+
+fn cases(dir: &Path) -> Vec<Case> {
+    let good = || payload(plugin(Variant::Good));
+    let mut out = vec![
+        case(
+            "traversal",
+            with(|r| r.file(b"../evil", 0o644, b"x")),
+            &[PATH_TRAVERSAL],
+        ),
+        case(
+            "deep-traversal",
+            with(|r| r.file(b"lib/../../evil", 0o644, b"x")),
+            &[PATH_TRAVERSAL],
+        ),
+        case(
+            "absolute",
+            with(|r| r.file(b"/tmp/evil", 0o644, b"x")),
+            &[PATH_ABSOLUTE],
+        ),
+        case(
+            "dot-path",
+            with(|r| r.file(b"./README2", 0o644, b"x")),
+            &[PATH_INVALID],
+        ),
+        case(
+            "newline-path",
+            with(|r| r.file(b"a\nb", 0o644, b"x")),
+            &[PATH_INVALID],
+        ),
+        case(
+            "symlink-escape",
+            honest([good(), vec![E::Link("esc", "../../etc/passwd")]].concat()),
+            &[SYMLINK_ESCAPE],
+        ),
+        case(
+            "symlink-absolute",
+            honest([good(), vec![E::Link("abs", "/etc/passwd")]].concat()),
+            &[SYMLINK_ESCAPE],
+        ),
+        case(
+            "symlink-dangling",
+            honest([good(), vec![E::Link("gone", "lib/nothere.so")]].concat()),
+            &[SYMLINK_DANGLING],
+        ),
+        // A symlink to outside, then a file written through it.
+        case(
+            "write-through-symlink",
+            with(|r| {
+                r.symlink(b"out", b"/tmp");
+                r.file(b"out/evil", 0o644, b"x");
+            }),
+            &[FILE_EXTRA, FILE_EXTRA, SYMLINK_ESCAPE, SYMLINK_THROUGH],
+        ),
+        // The same, listed in the manifest (whose own rules then fail too).
+        case(
+            "write-through-symlink-listed",
+            honest(
+                [
+                    good(),
+                    vec![
+                        E::Link("out", "lib"),
+                        E::File("out/evil.so", 0o644, b"x".to_vec()),
+                    ],
+                ]
+                .concat(),
+            ),
+            &[MANIFEST_INVALID, SYMLINK_THROUGH],
+        ),
+        case(
+            "duplicate",
+            with(|r| r.file(b"README", 0o644, b"replaced\n")),
+            &[PATH_DUPLICATE],
+        ),
+        case(
+            "truncated-data",
+            good_package()[..9000].to_vec(),
+            &[ARCHIVE_TRUNCATED],
+        ),
+        case(
+            "truncated-end",
+            {
+                let b = good_package();
+                b[..b.len() - 1024].to_vec()
+            },
+            &[ARCHIVE_TRUNCATED],
+        ),
+        case(
+            "trailing-data",
+            [
+                good_package(),
+                b"#!/bin/sh\nrm -rf /\n".to_vec(),
+                vec![0; 1024],
+            ]
+            .concat(),
+            &[ARCHIVE_TRAILING_DATA],
+        ),
+        case(
+            "not-an-archive",
+            b"hello world, not a tar file\n".repeat(40),
+            &[ARCHIVE_MALFORMED],
+        ),
+        case(
+            "manifest-does-not-parse",
+            {
+                let mut r = Raw::new();
+                r.file(
+                    b".aapi/manifest.json",
+                    0o644,
+                    b"{\"format\": \"aapi-plugin-package\", ",
+                );
+                for e in good() {
+                    r.entry(&e);
+                }
+                r.finish()
+            },
+            &[MANIFEST_INVALID],
+        ),
+        case(
+            "manifest-version",
+            {
+                let entries = good();
+                let text = String::from_utf8(manifest_of(&entries).to_bytes()).unwrap();
+                let text = text.replace("\"format_version\": 1", "\"format_version\": 7");
+                let mut r = Raw::new();
+                r.file(b".aapi/manifest.json", 0o644, text.as_bytes());
+                for e in &entries {
+                    r.entry(e);
+                }
+                r.finish()
+            },
+            &[MANIFEST_VERSION],
+        ),
+        case(
+            "manifest-missing",
+            {
+                let mut r = Raw::new();
+                for e in good() {
+                    r.entry(&e);
+                }
+                r.finish()
+            },
+            &[MANIFEST_MISSING],
+        ),
+        case(
+            "manifest-not-first",
+            {
+                let entries = good();
+                let mut r = Raw::new();
+                r.entry(&entries[0]);
+                r.file(
+                    b".aapi/manifest.json",
+                    0o644,
+                    &manifest_of(&entries).to_bytes(),
+                );
+                for e in &entries[1..] {
+                    r.entry(e);
+                }
+                r.finish()
+            },
+            &[MANIFEST_NOT_FIRST],
+        ),
+        case(
+            "reserved",
+            with(|r| r.file(b".aapi/hook.sh", 0o755, b"x")),
+            &[PATH_RESERVED],
+        ),
+        case("flipped-byte", flipped_library(), &[FILE_DIGEST]),
+        case(
+            "extra-file",
+            with(|r| r.file(b"lib/extra.so", 0o755, b"x")),
+            &[FILE_EXTRA],
+        ),
+        case(
+            "missing-file",
+            {
+                let entries = good();
+                Raw::package(&manifest_of(&entries), &entries[1..]).finish()
+            },
+            &[FILE_MISSING],
+        ),
+        case(
+            "changed-mode",
+            {
+                let entries = good();
+                let mut r = Raw::package(&manifest_of(&entries), &[]);
+                for e in &entries {
+                    match e {
+                        E::File("README", _, d) => r.file(b"README", 0o755, d),
+                        e => r.entry(e),
+                    }
+                }
+                r.finish()
+            },
+            &[FILE_MODE],
+        ),
+        case(
+            "wrong-arch",
+            honest(payload(plugin(Variant::WrongArch))),
+            &[ELF_ARCH],
+        ),
+        case(
+            "missing-symbol",
+            honest(payload(plugin(Variant::MissingSymbol))),
+            &[ELF_SYMBOL_MISSING],
+        ),
+        case(
+            "wrong-abi-marker",
+            honest(payload(plugin(Variant::WrongAbi))),
+            &[ABI_INCOMPATIBLE, ABI_MISMATCH],
+        ),
+        case(
+            "not-elf",
+            honest(payload(b"#!/bin/sh\necho not a library\n".to_vec())),
+            &[ELF_INVALID],
+        ),
+        case(
+            "fifo",
+            with(|r| r.raw(b"lib/pipe", tar::EntryType::Fifo, 0o644, b"", None)),
+            &[SPECIAL_FILE],
+        ),
+        case(
+            "device",
+            with(|r| r.raw(b"dev-sda", tar::EntryType::Block, 0o644, b"", None)),
+            &[SPECIAL_FILE],
+        ),
+        case(
+            "hard-link",
+            with(|r| {
+                r.raw(
+                    b"passwd",
+                    tar::EntryType::Link,
+                    0o644,
+                    b"",
+                    Some(b"/etc/passwd"),
+                )
+            }),
+            &[ENTRY_TYPE],
+        ),
+        case(
+            "setuid",
+            honest(
+                [
+                    good(),
+                    vec![E::File("helper", 0o4755, b"#!/bin/sh\n".to_vec())],
+                ]
+                .concat(),
+            ),
+            &[MODE_SETID],
+        ),
+        case(
+            "world-writable",
+            honest([good(), vec![E::File("conf", 0o666, b"x=1\n".to_vec())]].concat()),
+            &[MODE_WRITABLE],
+        ),
+        // Archive bombs: sizes and counts past the bounds, and a compressed package that
+        // expands too much.
+        case(
+            "bomb-huge-file",
+            with(|r| r.claim(b"huge", 1 << 40)),
+            &[LIMIT_FILE_SIZE],
+        ),
+        case(
+            "bomb-ratio",
+            gzip(&honest(
+                [good(), vec![E::File("zeros", 0o644, vec![0; 8 << 20])]].concat(),
+            )),
+            &[LIMIT_COMPRESSION_RATIO],
+        ),
+        case(
+            "bomb-long-name",
+            with(|r| {
+                let name = vec![b'a'; 2 << 20];
+                r.raw(
+                    b"././@LongLink",
+                    tar::EntryType::GNULongName,
+                    0o644,
+                    &name,
+                    None,
+                );
+                r.file(b"short", 0o644, b"x");
+            }),
+            &[LIMIT_METADATA],
+        ),
+    ];
+    out.push(Case {
+        name: "bomb-entries",
+        bytes: with(|r| {
+            for i in 0..40 {
+                r.file(format!("f{i}").as_bytes(), 0o644, b"");
+            }
+        }),
+        expect: vec![LIMIT_ENTRIES],
+        args: vec!["--max-entries".into(), "20".into()],
+    });
+    out.push(Case {
+        name: "bomb-total-size",
+        bytes: with(|r| r.file(b"big", 0o644, &vec![7u8; 200 << 10])),
+        expect: vec![LIMIT_TOTAL_SIZE],
+        args: vec!["--max-total-size".into(), "100K".into()],
+    });
+
+    // Signatures: the key files live in `dir`.
+    let key = SecretKey::generate().unwrap();
+    let (_, public) = key.save(&dir.join("trusted")).unwrap();
+    let other = SecretKey::generate().unwrap();
+    let (_, other_pub) = other.save(&dir.join("other")).unwrap();
+    let entries = good();
+    let manifest = manifest_of(&entries);
+    let signed = |m: &aapi_validator::Manifest, sig: &[u8], payload: &[E]| {
+        let mut r = Raw::new();
+        r.file(b".aapi/manifest.json", 0o644, &m.to_bytes());
+        r.file(b".aapi/manifest.sig", 0o644, sig);
+        for e in payload {
+            r.entry(e);
+        }
+        r.finish()
+    };
+    let sig = key.sign(&manifest.to_bytes(), &manifest);
+    let keyed = |name, bytes, expect: &[Code], public: &Path| Case {
+        name,
+        bytes,
+        expect: expect.to_vec(),
+        args: vec!["--key".into(), public.display().to_string()],
+    };
+    let mut bad_sig = String::from_utf8(sig.clone()).unwrap();
+    let at = bad_sig.find("\"signature\": \"").unwrap() + 14;
+    let flipped = if &bad_sig[at..at + 1] == "0" {
+        "1"
+    } else {
+        "0"
+    };
+    bad_sig.replace_range(at..at + 1, flipped);
+    out.push(keyed(
+        "bad-signature",
+        signed(&manifest, bad_sig.as_bytes(), &entries),
+        &[SIGNATURE_INVALID],
+        &public,
+    ));
+    out.push(keyed(
+        "untrusted-key",
+        signed(&manifest, &sig, &entries),
+        &[SIGNATURE_UNTRUSTED_KEY],
+        &other_pub,
+    ));
+    out.push(keyed(
+        "unsigned",
+        good_package(),
+        &[SIGNATURE_MISSING],
+        &public,
+    ));
+    out.push(keyed(
+        "signature-malformed",
+        signed(&manifest, b"not json", &entries),
+        &[SIGNATURE_MALFORMED],
+        &public,
+    ));
+    // The payload and manifest were both changed after signing: the old signature stays
+    // valid Ed25519 but covers another manifest.
+    let mut tampered = entries.clone();
+    tampered[0] = E::File("README", 0o644, b"trojan\n".to_vec());
+    out.push(keyed(
+        "resigned-manifest",
+        signed(&manifest_of(&tampered), &sig, &tampered),
+        &[SIGNATURE_MANIFEST],
+        &public,
+    ));
+    out
+}
+
+#[test]
+fn the_good_package_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("good.aapkg");
+    fs::write(&pkg, good_package()).unwrap();
+    assert_eq!(codes(&pkg), vec![]);
+    let o = run(&[&"verify", &pkg]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).starts_with("OK "), "{}", stdout(&o));
+}
+
+#[test]
+fn each_hostile_package_gets_its_codes_and_exit_code_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for c in cases(dir.path()) {
+        let pkg = dir.path().join(format!("{}.aapkg", c.name));
+        fs::write(&pkg, &c.bytes).unwrap();
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"verify", &"--json", &pkg];
+        args.extend(c.args.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>));
+        let o = run(&args);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+            panic!("{}: not JSON ({e}): {}", c.name, stdout(&o));
+        });
+        let mut found: Vec<String> = v["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["code"].as_str().unwrap().to_string())
+            .collect();
+        found.sort();
+        let want: Vec<String> = c.expect.iter().map(|c| c.as_str().to_string()).collect();
+        if o.status.code() != Some(1) || found != want || v["valid"] != false {
+            failures.push(format!(
+                "{}: exit {:?}, codes {found:?}, want {want:?}\n{}",
+                c.name,
+                o.status.code(),
+                v["findings"]
+            ));
+        }
+        // The human report names the same codes, one line each, and says INVALID.
+        let mut text_args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"verify", &pkg];
+        text_args.extend(c.args.iter().map(|a| a as &dyn AsRef<std::ffi::OsStr>));
+        let text = stdout(&run(&text_args));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), found.len() + 1, "{}: {text}", c.name);
+        assert!(
+            lines.last().unwrap().starts_with("INVALID "),
+            "{}: {text}",
+            c.name
+        );
+        for code in &found {
+            assert!(text.contains(code.as_str()), "{}: {text}", c.name);
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn installing_hostile_packages_writes_nothing_anywhere() {
+    let w = tempfile::tempdir().unwrap();
+    let keys = w.path().join("keys");
+    let plugins = w.path().join("plugins");
+    let sentinel = w.path().join("sentinel");
+    let pkgs = w.path().join("pkgs");
+    for d in [&keys, &plugins, &sentinel, &pkgs, &sentinel.join("etc")] {
+        fs::create_dir_all(d).unwrap();
+    }
+    fs::write(sentinel.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
+    let dest = plugins.join("demo");
+    let good = pkgs.join("good.aapkg");
+    fs::write(&good, good_package()).unwrap();
+    let o = run(&[&"install", &good, &"--dest", &dest]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+
+    let cases = cases(&keys);
+    for c in &cases {
+        fs::write(pkgs.join(format!("{}.aapkg", c.name)), &c.bytes).unwrap();
+    }
+    let before = (snapshot(&plugins), snapshot(&sentinel), snapshot(&pkgs));
+    for c in &cases {
+        let pkg = pkgs.join(format!("{}.aapkg", c.name));
+        // Run from inside the sentinel tree so that relative writes would land there.
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_aapi-validator"));
+        cmd.current_dir(sentinel.join("etc"))
+            .arg("install")
+            .arg(&pkg)
+            .arg("--dest")
+            .arg(&dest)
+            .args(&c.args);
+        let o = cmd.output().unwrap();
+        assert_eq!(o.status.code(), Some(1), "{}: {}", c.name, stdout(&o));
+        assert!(
+            stdout(&o).contains(c.expect[0].as_str()),
+            "{}: {}",
+            c.name,
+            stdout(&o)
+        );
+        let after = (snapshot(&plugins), snapshot(&sentinel), snapshot(&pkgs));
+        assert!(after == before, "{}: something changed", c.name);
+    }
+}
+
+#[test]
+fn could_not_run_is_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.aapkg");
+    let o = run(&[&"verify", &missing]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read"));
+    let o = run(&[&"verify", &"--json", &missing]);
+    assert_eq!(o.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["valid"].is_null() && v["error"].is_string(), "{v}");
+    assert_eq!(run(&[&"verify"]).status.code(), Some(2), "usage error");
+    assert_eq!(run(&[&"frobnicate"]).status.code(), Some(2), "usage error");
+    let pkg = dir.path().join("good.aapkg");
+    fs::write(&pkg, good_package()).unwrap();
+    let junk_key = dir.path().join("junk.pub");
+    fs::write(&junk_key, "not a key\n").unwrap();
+    assert_eq!(
+        run(&[&"verify", &pkg, &"--key", &junk_key]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        run(&[&"verify", &pkg, &"--max-file-size", &"lots"])
+            .status
+            .code(),
+        Some(2)
+    );
+    // No panic trace for anything above.
+    for args in [vec!["verify"], vec!["verify", "/nonexistent"]] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_aapi-validator"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"));
+    }
+}
+
+#[test]
+fn compressed_packages_are_checked_the_same_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("good.aapkg.gz");
+    fs::write(&pkg, gzip(&good_package())).unwrap();
+    assert_eq!(codes(&pkg), vec![]);
+    fs::write(&pkg, gzip(&flipped_library())).unwrap();
+    assert_eq!(codes(&pkg), vec![FILE_DIGEST]);
+    fs::write(&pkg, gzip(&honest(payload(plugin(Variant::WrongArch))))).unwrap();
+    assert_eq!(codes(&pkg), vec![ELF_ARCH]);
+    let gz = gzip(&good_package());
+    fs::write(&pkg, &gz[..gz.len() - 9]).unwrap();
+    assert_eq!(codes(&pkg), vec![ARCHIVE_TRUNCATED]);
+    fs::write(&pkg, [gz.clone(), b"appended".to_vec()].concat()).unwrap();
+    assert_eq!(codes(&pkg), vec![ARCHIVE_TRAILING_DATA]);
+    let mut bad_crc = gz.clone();
+    let n = bad_crc.len();
+    bad_crc[n - 6] ^= 1;
+    fs::write(&pkg, bad_crc).unwrap();
+    assert_eq!(codes(&pkg), vec![ARCHIVE_MALFORMED]);
+}

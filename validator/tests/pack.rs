@@ -1,0 +1,388 @@
+//! Packing: what goes into a package, what pack refuses, signing, and the CLI's own lists.
+
+mod common;
+
+use aapi_validator::Code::{self, *};
+use aapi_validator::manifest::{Kind, Manifest};
+use common::*;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+fn manifest_in(pkg: &Path) -> (Manifest, Vec<String>) {
+    let mut ar = tar::Archive::new(fs::File::open(pkg).unwrap());
+    let mut names = Vec::new();
+    let mut manifest = None;
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = String::from_utf8(e.path_bytes().into_owned()).unwrap();
+        if name == ".aapi/manifest.json" {
+            let mut b = Vec::new();
+            e.read_to_end(&mut b).unwrap();
+            manifest = Some(Manifest::parse(&b).unwrap());
+        }
+        names.push(name);
+    }
+    (manifest.unwrap(), names)
+}
+
+#[test]
+fn pack_writes_a_reproducible_package_that_verifies() {
+    let d = plugin_dir(Variant::Good);
+    // Group-writable modes from a permissive umask are normalised.
+    fs::set_permissions(d.path().join("lib"), fs::Permissions::from_mode(0o775)).unwrap();
+    fs::set_permissions(d.path().join("README"), fs::Permissions::from_mode(0o664)).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (a, b) = (out.path().join("a.aapkg"), out.path().join("b.aapkg"));
+    let o = run(&[&"pack", &d.path(), &"-o", &a]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(
+        stdout(&o).starts_with("packed demo 1.0.0 (Example Corp.), ABI 1.0, x86_64-linux"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(run(&[&"pack", &d.path(), &"-o", &b]).status.code(), Some(0));
+    assert_eq!(
+        fs::read(&a).unwrap(),
+        fs::read(&b).unwrap(),
+        "same files, same bytes"
+    );
+    assert_eq!(run(&[&"verify", &a]).status.code(), Some(0));
+
+    let (m, names) = manifest_in(&a);
+    assert_eq!(
+        names,
+        [
+            ".aapi/manifest.json",
+            "README",
+            "aapi-plugin.json",
+            "lib/",
+            "lib/libdemo.so",
+            "lib/libdemo.so.1"
+        ]
+    );
+    assert_eq!(m.entry, ENTRY);
+    assert_eq!((m.abi.major, m.abi.minor), (1, 0));
+    assert_eq!(
+        (m.target.arch.as_str(), m.target.os.as_str()),
+        ("x86_64", "linux")
+    );
+    assert_eq!(m.plugin.workload_types, ["files"]);
+    let mode = |p: &str| m.get(p).unwrap().kind.mode().unwrap();
+    assert_eq!(
+        (mode("lib"), mode("README"), mode(ENTRY)),
+        (0o755, 0o644, 0o755)
+    );
+    let Kind::File { size, sha256, .. } = &m.get(ENTRY).unwrap().kind else {
+        panic!()
+    };
+    let lib = plugin(Variant::Good);
+    assert_eq!(*size, lib.len() as u64);
+    assert_eq!(*sha256, aapi_validator::hash::bytes(&lib));
+    assert_eq!(
+        m.get("lib/libdemo.so.1").unwrap().kind,
+        Kind::Symlink {
+            target: "libdemo.so".into()
+        }
+    );
+
+    // The unpacked package (as tar -x leaves it) verifies as a directory too.
+    let unpacked = out.path().join("unpacked");
+    tar::Archive::new(fs::File::open(&a).unwrap())
+        .unpack(&unpacked)
+        .unwrap();
+    fs::set_permissions(&unpacked, fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(codes(&unpacked), vec![]);
+    fs::write(unpacked.join("lib/libdemo.so"), b"\x7fELF tampered").unwrap();
+    let mut found = codes(&unpacked);
+    found.sort();
+    assert_eq!(found, [FILE_SIZE, FILE_DIGEST, ELF_INVALID]);
+}
+
+#[test]
+fn metadata_comes_from_the_file_and_flags_win() {
+    let d = plugin_dir(Variant::Good);
+    let out = tempfile::tempdir().unwrap();
+    let pkg = out.path().join("p.aapkg");
+    let o = run(&[
+        &"pack",
+        &d.path(),
+        &"-o",
+        &pkg,
+        &"--name",
+        &"demo-pro",
+        &"--vendor",
+        &"Other Vendor",
+        &"--workload-type",
+        &"hadoop",
+        &"--workload-type",
+        &"files",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let (m, _) = manifest_in(&pkg);
+    assert_eq!(m.plugin.name, "demo-pro");
+    assert_eq!(m.plugin.version, "1.0.0", "from aapi-plugin.json");
+    assert_eq!(m.plugin.vendor, "Other Vendor");
+    assert_eq!(m.plugin.workload_types, ["hadoop", "files"]);
+
+    fs::remove_file(d.path().join("aapi-plugin.json")).unwrap();
+    let o = run(&[
+        &"pack",
+        &d.path(),
+        &"-o",
+        &pkg,
+        &"--name",
+        &"x",
+        &"--plugin-version",
+        &"1",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("vendor"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let meta = out.path().join("meta.json");
+    fs::write(
+        &meta,
+        r#"{"name": "n", "version": "2", "vendor": "V", "workload_types": ["files"]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        run(&[&"pack", &d.path(), &"-o", &pkg, &"--metadata", &meta])
+            .status
+            .code(),
+        Some(0)
+    );
+    fs::write(
+        &meta,
+        r#"{"name": "../../n", "version": "2", "vendor": "V", "workload_types": ["files"]}"#,
+    )
+    .unwrap();
+    let o = run(&[&"pack", &d.path(), &"-o", &pkg, &"--metadata", &meta]);
+    assert_eq!(o.status.code(), Some(2), "a name that is not a name");
+    fs::write(&meta, r#"{"name": "n", "surprise": 1}"#).unwrap();
+    assert_eq!(
+        run(&[&"pack", &d.path(), &"-o", &pkg, &"--metadata", &meta])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn the_entry_library_is_found_or_named() {
+    let d = plugin_dir(Variant::Good);
+    let out = tempfile::tempdir().unwrap();
+    let pkg = out.path().join("p.aapkg");
+    fs::copy(d.path().join(ENTRY), d.path().join("lib/libother.so")).unwrap();
+    let o = run(&[&"pack", &d.path(), &"-o", &pkg]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--entry"));
+    assert!(!pkg.exists());
+    assert_eq!(
+        run(&[
+            &"pack",
+            &d.path(),
+            &"-o",
+            &pkg,
+            &"--entry",
+            &"lib/libother.so"
+        ])
+        .status
+        .code(),
+        Some(0)
+    );
+    assert_eq!(manifest_in(&pkg).0.entry, "lib/libother.so");
+    let o = run(&[&"pack", &d.path(), &"-o", &pkg, &"--entry", &"README"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a README is no library: {}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("ELF_INVALID"));
+}
+
+#[test]
+fn pack_refuses_what_verify_would_refuse() {
+    let out = tempfile::tempdir().unwrap();
+    let pkg = out.path().join("p.aapkg");
+    type Make = Box<dyn Fn(&Path)>;
+    let cases: Vec<(&str, Make, Code)> = vec![
+        (
+            "fifo",
+            Box::new(|d: &Path| {
+                let p = std::ffi::CString::new(d.join("pipe").to_str().unwrap()).unwrap();
+                // SAFETY: p is a valid NUL-terminated path.
+                assert_eq!(unsafe { libc::mkfifo(p.as_ptr(), 0o644) }, 0);
+            }),
+            SPECIAL_FILE,
+        ),
+        (
+            "setuid",
+            Box::new(|d: &Path| {
+                fs::write(d.join("helper"), "#!/bin/sh\n").unwrap();
+                fs::set_permissions(d.join("helper"), fs::Permissions::from_mode(0o4755)).unwrap();
+            }),
+            MODE_SETID,
+        ),
+        (
+            "escape",
+            Box::new(|d: &Path| {
+                std::os::unix::fs::symlink("../../etc/passwd", d.join("passwd")).unwrap()
+            }),
+            SYMLINK_ESCAPE,
+        ),
+        (
+            "newline",
+            Box::new(|d: &Path| fs::write(d.join("a\nb"), "x").unwrap()),
+            PATH_INVALID,
+        ),
+        (
+            "missing-symbol",
+            Box::new(|d: &Path| fs::write(d.join(ENTRY), plugin(Variant::MissingSymbol)).unwrap()),
+            ELF_SYMBOL_MISSING,
+        ),
+        (
+            "wrong-abi",
+            Box::new(|d: &Path| fs::write(d.join(ENTRY), plugin(Variant::WrongAbi)).unwrap()),
+            ABI_INCOMPATIBLE,
+        ),
+    ];
+    for (name, make, code) in cases {
+        let d = plugin_dir(Variant::Good);
+        make(d.path());
+        let o = run(&[&"pack", &d.path(), &"-o", &pkg]);
+        assert_eq!(o.status.code(), Some(1), "{name}: {}", stdout(&o));
+        assert!(stdout(&o).contains(code.as_str()), "{name}: {}", stdout(&o));
+        assert!(
+            stdout(&o).lines().last().unwrap().starts_with("REFUSED"),
+            "{name}"
+        );
+        assert!(!pkg.exists(), "{name}: no package written");
+        assert_eq!(
+            names_in(out.path()),
+            Vec::<String>::new(),
+            "{name}: no temporary file left"
+        );
+    }
+    let d = plugin_dir(Variant::Good);
+    fs::create_dir(d.path().join(".aapi")).unwrap();
+    assert_eq!(
+        run(&[&"pack", &d.path(), &"-o", &pkg]).status.code(),
+        Some(2)
+    );
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn keygen_sign_and_verify_with_keys() {
+    let d = plugin_dir(Variant::Good);
+    let w = tempfile::tempdir().unwrap();
+    let base = w.path().join("release");
+    let o = run(&[&"keygen", &"-o", &base]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(
+        run(&[&"keygen", &"-o", &base]).status.code(),
+        Some(2),
+        "never overwrites keys"
+    );
+    let (sec, public) = (w.path().join("release.key"), w.path().join("release.pub"));
+    assert_eq!(
+        fs::metadata(&sec).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    run(&[&"keygen", &"-o", &w.path().join("other")]);
+    let other = w.path().join("other.pub");
+
+    // Signed while packing, compressed.
+    let gz = w.path().join("demo.aapkg.gz");
+    let o = run(&[&"pack", &d.path(), &"-o", &gz, &"--gzip", &"--key", &sec]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert_eq!(&fs::read(&gz).unwrap()[..2], b"\x1f\x8b");
+    let o = run(&[&"verify", &gz, &"--key", &public]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains("signature verified"), "{}", stdout(&o));
+    let o = run(&[&"verify", &gz, &"--key", &other, &"--key", &public]);
+    assert_eq!(o.status.code(), Some(0), "any trusted key will do");
+    assert_eq!(
+        run(&[&"verify", &gz, &"--key", &other]).status.code(),
+        Some(1)
+    );
+
+    // Signed afterwards, in place; the payload is untouched.
+    let pkg = w.path().join("demo.aapkg");
+    assert_eq!(
+        run(&[&"pack", &d.path(), &"-o", &pkg]).status.code(),
+        Some(0)
+    );
+    let unsigned = manifest_in(&pkg).0;
+    assert_eq!(
+        run(&[&"verify", &pkg, &"--key", &public]).status.code(),
+        Some(1)
+    );
+    let o = run(&[&"sign", &pkg, &"--key", &sec]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert_eq!(
+        run(&[&"verify", &pkg, &"--key", &public]).status.code(),
+        Some(0)
+    );
+    let (signed, names) = manifest_in(&pkg);
+    assert_eq!(signed, unsigned);
+    assert_eq!(&names[..2], [".aapi/manifest.json", ".aapi/manifest.sig"]);
+    // Verifying without a key still reports the signature, unchecked.
+    assert!(stdout(&run(&[&"verify", &pkg])).contains("not checked"));
+
+    // Installing with a key needs the signature; the installed tree keeps it.
+    let dest = w.path().join("demo");
+    assert_eq!(
+        run(&[&"install", &pkg, &"--dest", &dest, &"--key", &public])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        run(&[&"verify", &"--installed", &dest, &"--key", &public])
+            .status
+            .code(),
+        Some(0)
+    );
+
+    // An invalid package is not signed.
+    let bad = w.path().join("bad.aapkg");
+    fs::write(&bad, honest_with_extra()).unwrap();
+    let before = fs::read(&bad).unwrap();
+    let o = run(&[&"sign", &bad, &"--key", &sec]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert_eq!(fs::read(&bad).unwrap(), before);
+}
+
+fn honest_with_extra() -> Vec<u8> {
+    let entries = payload(plugin(Variant::Good));
+    let mut r = Raw::package(&manifest_of(&entries), &entries);
+    r.file(b"extra", 0o644, b"x");
+    r.finish()
+}
+
+#[test]
+fn every_code_is_documented_and_listed() {
+    let doc =
+        fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/validator.md")).unwrap();
+    let listed = stdout(&run(&[&"codes"]));
+    for c in Code::ALL {
+        assert!(
+            doc.contains(&format!("`{}`", c.as_str())),
+            "{c} is not in docs/validator.md"
+        );
+        assert!(listed.contains(c.as_str()), "{c} is not listed by `codes`");
+    }
+    assert_eq!(listed.lines().count(), Code::ALL.len());
+}
