@@ -1,0 +1,300 @@
+/*
+ * files.h: internal declarations of the `files` sample plugin in C.
+ *
+ * The plugin is split by concern:
+ *   lifecycle.c  init, claim, server sessions, terminate, last error      (LIFE, ABI, RC-9)
+ *   handles.c    64-bit handle tables behind one mutex                     (RC-4, THR-1, THR-2)
+ *   discovery.c  walk, incremental selection, split across backup hosts   (DISC-1..9)
+ *   snapshot.c   copy/reflink snapshots, snapshot paths, postprocess      (DISC-5..7)
+ *   backup.c     open, read, properties of objects                        (OBJ-1..4, OBJ-7)
+ *   restore.c    pre/postprocess, create, write, flush, utimes, delete    (RST-1..7, OBJ-5, OBJ-6)
+ *   workload.c   the workload file writer with its CRC-32                 (DISC-3, DISC-4)
+ *   util.c       last-error message, logging, keepalive, paths, errno     (RC-10, TIME-2, TIME-4)
+ *
+ * Every .c file includes this header first: the feature macro below must precede all system
+ * headers so that the POSIX.1-2008 functions (openat, utimensat, strdup...) are declared under
+ * -std=c99.
+ */
+#ifndef FILES_H
+#define FILES_H
+
+#define _XOPEN_SOURCE 700
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "aapi.h"
+
+/* Identity (LOAD-5): static strings, valid for the life of the process (MEM-2). */
+#define FILES_PLUGIN_NAME "files-c"
+#define FILES_PLUGIN_VERSION "0.1.0"
+#define FILES_PLUGIN_VENDOR "aapi project"
+#define FILES_WORKLOAD_TYPE "files"
+#define FILES_MAX_CONCURRENT 8
+
+/* ------------------------------------------------------------------------------------------ */
+/* Small growable containers                                                                   */
+/* ------------------------------------------------------------------------------------------ */
+
+/** A growable byte buffer; `p` is always NUL-terminated when not NULL. */
+typedef struct files_buf {
+    char *p;
+    size_t len;
+    size_t cap;
+} files_buf;
+
+/** Append `n` bytes; returns AAPI_EOK or AAPI_ENOMEM. */
+int buf_append(files_buf *b, const void *data, size_t n);
+/** Append a NUL-terminated string. */
+int buf_append_str(files_buf *b, const char *s);
+/** Append a little-endian integer of 4 or 8 bytes. */
+int buf_append_u32(files_buf *b, uint32_t v);
+int buf_append_u64(files_buf *b, uint64_t v);
+void buf_free(files_buf *b);
+
+/** A growable array of owned strings. */
+typedef struct files_strvec {
+    char **v;
+    size_t n;
+    size_t cap;
+} files_strvec;
+
+/** Push a copy of `s`; returns AAPI_EOK or AAPI_ENOMEM. */
+int strvec_push(files_strvec *sv, const char *s);
+void strvec_free(files_strvec *sv);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Configuration and state                                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef enum files_snap_mode { SNAP_NONE, SNAP_COPY, SNAP_REFLINK } files_snap_mode;
+
+/** The session properties of sample-plugin/README.md, parsed at aapi_open_server. */
+typedef struct files_config {
+    files_snap_mode snapshot;
+    char *snapshot_dir;      /* absolute, without a trailing '/' (except for "/") */
+    int reflink_fallback_copy;
+    uint64_t min_free_bytes;
+    int has_last_backup;
+    int64_t last_backup_time;
+    int has_last_full;
+    int64_t last_full_time;
+} files_config;
+
+/** An object renamed aside under AAPI_CREATE_OVERWRITE, until restore_postprocess decides. */
+typedef struct files_aside {
+    char *path;
+    char *aside;
+} files_aside;
+
+/** A restored directory whose mode denies its owner write access (non-root restores). */
+typedef struct files_dirmode {
+    char *path;
+    mode_t mode;
+    int opened; /* given u+rwx for contents restored later; mode comes back at postprocess */
+} files_dirmode;
+
+/** One server session (one handle of kind SERVER). */
+typedef struct files_server {
+    aapi_server_t handle;
+    /* Framework-owned; valid until aapi_close_server of this handle returns (MEM-1). */
+    const aapi_session_def_t *session;
+    uint32_t op;
+    files_config cfg;
+    /* Once-per-session calls (LIFE-4); written by calls that are never concurrent. */
+    int discovery_done;
+    int postprocess_done;
+    int preprocess_done;
+    int restore_done;
+    /* Restore bookkeeping; mutated by concurrent object calls, so only under the table lock. */
+    char *target_root;
+    files_strvec created;   /* paths this restore created, in creation order (RST-6) */
+    files_aside *aside;     /* objects set aside under AAPI_CREATE_OVERWRITE (RST-7) */
+    size_t aside_n, aside_cap;
+    files_dirmode *dirmodes;
+    size_t dirmodes_n, dirmodes_cap;
+} files_server;
+
+/** What an object handle was issued for: LIFE-5 keeps reads and writes apart. */
+typedef enum files_obj_mode { OBJ_READ, OBJ_WRITE } files_obj_mode;
+
+/** Read state of an opened object. */
+typedef enum files_read_state { READ_DATA, READ_END, READ_CHANGED } files_read_state;
+
+/** One open object (one handle of kind OBJECT). */
+typedef struct files_object {
+    aapi_object_t handle;
+    files_server *server;
+    files_obj_mode mode;
+    int busy;             /* a call is using it: a second concurrent one is refused (THR-1) */
+    uint32_t type;        /* AAPI_OBJ_* */
+    char *path;
+    int fd;               /* regular files: the open descriptor; -1 otherwise */
+    /* OBJ_READ */
+    struct stat at_open;  /* size, mtime and ctime at open, for the torn-read check (OBJ-4) */
+    char *link;           /* symlink target read at open */
+    size_t link_len;
+    uint64_t bytes_read;
+    files_read_state state;
+    /* OBJ_WRITE */
+    aapi_object_prop_t prop; /* the ABI 1.0 part of what create was given */
+    int overwrite;
+    char *tmp;            /* hidden temporary file, renamed into place at close */
+    files_buf data;       /* symlink target being written */
+    uint64_t written;
+    int created_parents_from; /* index in server->created of the parents this create made */
+} files_object;
+
+/* ------------------------------------------------------------------------------------------ */
+/* handles.c                                                                                    */
+/* ------------------------------------------------------------------------------------------ */
+
+/** Global state of the plugin cycle (LIFE-1..3, LIFE-7). Guarded by the table lock. */
+void state_lock(void);
+void state_unlock(void);
+int state_initialized(void);
+
+/* Cycle transitions, called only from the non-concurrent lifecycle entry points. */
+int state_begin_cycle(aapi_log_fn log, void *ctx); /* AAPI_ESEQUENCE when already initialised */
+void state_set_claimed(void);
+/** AAPI_ESEQUENCE before init or before a successful claim (LIFE-1, LIFE-3). */
+int require_claimed(const char *fn);
+void state_host_log(uint32_t level, const char *message);
+void state_end_cycle(void);
+
+/** Look a server handle up (RC-4). */
+int server_lookup(const char *fn, aapi_server_t h, files_server **out);
+/** Register a new server; writes its handle into srv->handle. */
+int server_register(files_server *srv);
+/** Remove a server from the table and return it (the handle is dead from now on). */
+int server_unregister(const char *fn, aapi_server_t h, files_server **out);
+/** Remove one server from the table and return it, NULL when none is left (terminate). */
+files_server *server_take_one(void);
+
+/** Register a new object; writes its handle into obj->handle. */
+int object_register(files_object *obj);
+/** Look an object handle up and mark it busy for the duration of one call. */
+int object_acquire(const char *fn, aapi_object_t h, files_object **out);
+/** End the call that acquired `obj`. */
+void object_release(files_object *obj);
+/** Remove an object from the table (close) and return it. */
+int object_unregister(const char *fn, aapi_object_t h, files_object **out);
+/** Remove one object of `srv` from the table and return it, NULL when none is left
+ *  (close_server, restore_postprocess). */
+files_object *object_take_one(const files_server *srv);
+
+/* ------------------------------------------------------------------------------------------ */
+/* util.c                                                                                       */
+/* ------------------------------------------------------------------------------------------ */
+
+/** Record the calling thread's last-error message and return `code` (RC-9, RC-10). */
+int fail(int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+/** Like fail(), with ": <strerror(err)>" appended and the code derived from `err`. */
+int fail_errno(int err, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+/** Copy the calling thread's last-error message into a caller buffer (RC-6, RC-9). */
+int last_error_copy(char *buf, size_t *buf_size);
+
+/** Log through the session's callback (SEC-3); NULL `srv` logs through the host_info callback. */
+void log_msg(const files_server *srv, uint32_t level, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/** The AAPI code for an errno value. */
+int code_from_errno(int err);
+
+/** Keepalive pacing for one call (TIME-2, TIME-4). */
+typedef struct files_keepalive {
+    const files_server *srv;
+    uint64_t last_ms;
+    uint64_t interval_ms;
+} files_keepalive;
+
+void keepalive_start(files_keepalive *ka, const files_server *srv);
+/** Send a keepalive when due; returns AAPI_ECANCELLED (with the message set) when cancelled. */
+int keepalive_tick(files_keepalive *ka, const char *fn);
+
+/** `dir` + "/" + `name`, without doubling the slash after "/". NULL when out of memory. */
+char *path_join(const char *dir, const char *name);
+/** Non-zero when `p` starts with '/'. */
+int path_is_absolute(const char *p);
+/** Copy of `p` with repeated slashes collapsed, "." components dropped and trailing slashes
+ *  removed; NULL when out of memory. Sets *has_dotdot when a ".." component is present. */
+char *path_normalize(const char *p, int *has_dotdot);
+/** The directory part and the name part of a normalized absolute path (both allocated). */
+int path_split(const char *p, char **dir, char **name);
+/** mkdir -p with mode 0700; appends each directory it creates to `made` when not NULL. */
+int mkdirs(const char *fn, const char *dir, files_strvec *made);
+/** Remove a tree (files, symlinks, directories, deepest first), making directories writable as
+ *  needed. A missing tree is success. `ka` may be NULL. */
+int remove_tree(const char *fn, const char *path, files_keepalive *ka);
+/** Write the whole buffer, retrying short writes and EINTR; returns 0 or an errno value. */
+int write_all(int fd, const void *p, size_t n);
+/** Non-zero when `s` is valid UTF-8 (the framework's strings must be, RC-3). */
+int utf8_valid(const char *s);
+/** Parse a decimal unsigned number that fits in `max`; returns 0 on success. */
+int parse_decimal(const char *s, uint64_t max, uint64_t *out);
+
+/* ------------------------------------------------------------------------------------------ */
+/* workload.c, snapshot.c, backup.c, restore.c                                                  */
+/* ------------------------------------------------------------------------------------------ */
+
+/** One record of a workload file. */
+typedef struct files_record {
+    const char *path;
+    uint64_t size_hint;
+    uint32_t flags;
+} files_record;
+
+/** Check the parameters discovery and postprocess share: selections, backup hosts, the
+ *  workload directory and the file suffix (RC-3). */
+int check_job(const char *fn, const char *const *sel, const char *const *hosts, const char *dir,
+              const char *suffix);
+
+/** Write a workload file atomically with mode 0600 (DISC-3, DISC-4). */
+int workload_write(const char *fn, const char *path, const char *snapshot, const char *host,
+                   const files_record *records, size_t n);
+/** The CRC-32 (IEEE 802.3, as zlib) of `n` bytes, continuing from `crc` (start with 0). */
+uint32_t crc32_update(uint32_t crc, const void *data, size_t n);
+
+/** The snapshot id of a job: "files-" + the job id with bytes outside [A-Za-z0-9._-] as '_'. */
+int snapshot_id(const char *fn, const char *job_id, char out[AAPI_SNAPID_MAX]);
+/** Non-zero when `id` could have been made by snapshot_id (so it is safe to use in a path). */
+int snapshot_id_valid(const char *id);
+/** One object a snapshot copies. */
+typedef struct files_snap_item {
+    const char *path;
+    const struct stat *st;
+} files_snap_item;
+/** Create snapshot `id` holding a copy of `items` (sorted by path); removes it on failure. */
+int snapshot_create(const char *fn, const files_server *srv, const char *id,
+                    const files_snap_item *items, size_t n, files_keepalive *ka);
+/** Remove snapshot `id` (missing is success). */
+int snapshot_remove(const char *fn, const files_server *srv, const char *id, files_keepalive *ka);
+
+/** Close an object opened for reading (backup.c) or created for writing (restore.c). Both free
+ *  the object; `commit` says whether a created object is completed (1) or discarded (0). */
+int backup_close(files_object *obj);
+int restore_close(const char *fn, files_object *obj, int commit);
+/** Fill `prop` (ABI 1.0 part) from a stat result. */
+void prop_from_stat(const struct stat *st, aapi_object_prop_t *prop);
+/** Copy `src` into the caller's `dst` without touching dst->struct_size (ABI-5, RC-5). */
+void prop_copy_out(aapi_object_prop_t *dst, const aapi_object_prop_t *src);
+/** Release the restore bookkeeping of a server whose session ends without postprocess. */
+void restore_abandon(files_server *srv);
+/** Free a server and its configuration. */
+void server_free(files_server *srv);
+
+#endif /* FILES_H */

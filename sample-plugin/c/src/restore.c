@@ -1,0 +1,838 @@
+/*
+ * restore.c: aapi_restore_preprocess, aapi_create_object, aapi_write_object, aapi_flush, the
+ * completion of created objects at close, aapi_set_object_utimes, aapi_delete_object and
+ * aapi_restore_postprocess (RST-1..RST-7, OBJ-5, OBJ-6, RC-11).
+ *
+ * Nothing a restore writes is visible before it is complete: file data goes to a hidden temporary
+ * file beside its target (".<name>.aapi-tmp-<n>") that is renamed into place at close; symlinks
+ * and directories are made at close. An object replaced under AAPI_CREATE_OVERWRITE is renamed
+ * aside (".<name>.aapi-old-<n>") until aapi_restore_postprocess either deletes it (success) or puts
+ * it back (failure), so a failed restore loses nothing. Every object the restore creates, missing
+ * parent directories included, is recorded so a failed restore removes exactly those.
+ */
+#include "files.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#define MAX_LINK_TARGET 65536u
+
+/* ------------------------------------------------------------------------------------------ */
+/* Bookkeeping: mutated by concurrent object calls (THR-1), so only under the table lock       */
+/* ------------------------------------------------------------------------------------------ */
+
+static unsigned long g_counter;
+
+static unsigned long next_counter(void)
+{
+    unsigned long n;
+    state_lock();
+    n = ++g_counter;
+    state_unlock();
+    return n;
+}
+
+static int record_created(files_server *srv, const char *path)
+{
+    int rc;
+    state_lock();
+    rc = strvec_push(&srv->created, path);
+    state_unlock();
+    return rc;
+}
+
+static int record_aside(files_server *srv, const char *path, const char *aside)
+{
+    int rc = AAPI_EOK;
+    char *p = strdup(path), *a = strdup(aside);
+    state_lock();
+    if (p == NULL || a == NULL) {
+        rc = AAPI_ENOMEM;
+    } else if (srv->aside_n == srv->aside_cap) {
+        size_t ncap = srv->aside_cap ? srv->aside_cap * 2 : 16;
+        files_aside *nv = realloc(srv->aside, ncap * sizeof *nv);
+        if (nv == NULL) {
+            rc = AAPI_ENOMEM;
+        } else {
+            srv->aside = nv;
+            srv->aside_cap = ncap;
+        }
+    }
+    if (rc == AAPI_EOK) {
+        srv->aside[srv->aside_n].path = p;
+        srv->aside[srv->aside_n].aside = a;
+        srv->aside_n++;
+    }
+    state_unlock();
+    if (rc != AAPI_EOK) {
+        free(p);
+        free(a);
+    }
+    return rc;
+}
+
+static int record_dirmode(files_server *srv, const char *path, mode_t mode)
+{
+    int rc = AAPI_EOK;
+    char *p = strdup(path);
+    state_lock();
+    if (p == NULL) {
+        rc = AAPI_ENOMEM;
+    } else if (srv->dirmodes_n == srv->dirmodes_cap) {
+        size_t ncap = srv->dirmodes_cap ? srv->dirmodes_cap * 2 : 16;
+        files_dirmode *nv = realloc(srv->dirmodes, ncap * sizeof *nv);
+        if (nv == NULL) {
+            rc = AAPI_ENOMEM;
+        } else {
+            srv->dirmodes = nv;
+            srv->dirmodes_cap = ncap;
+        }
+    }
+    if (rc == AAPI_EOK) {
+        srv->dirmodes[srv->dirmodes_n].path = p;
+        srv->dirmodes[srv->dirmodes_n].mode = mode;
+        srv->dirmodes[srv->dirmodes_n].opened = 0;
+        srv->dirmodes_n++;
+    } else {
+        free(p);
+    }
+    state_unlock();
+    return rc;
+}
+
+static void free_bookkeeping(files_server *srv)
+{
+    size_t i;
+    for (i = 0; i < srv->aside_n; i++) {
+        free(srv->aside[i].path);
+        free(srv->aside[i].aside);
+    }
+    srv->aside_n = 0;
+    for (i = 0; i < srv->dirmodes_n; i++)
+        free(srv->dirmodes[i].path);
+    srv->dirmodes_n = 0;
+    strvec_free(&srv->created);
+}
+
+/* The server of a restore object call, once the handle, the operation and the restore window
+ * are checked (RC-4, LIFE-4: only between restore_preprocess and restore_postprocess). */
+static int restore_server(const char *fn, aapi_server_t server, files_server **out)
+{
+    files_server *srv;
+    int before, after, rc = server_lookup(fn, server, &srv);
+    if (rc != AAPI_EOK)
+        return rc;
+    if (srv->op != AAPI_OP_RESTORE)
+        return fail(AAPI_ESEQUENCE, "%s is legal only in a restore session", fn);
+    state_lock();
+    before = !srv->preprocess_done;
+    after = srv->restore_done;
+    state_unlock();
+    if (before)
+        return fail(AAPI_ESEQUENCE, "%s before aapi_restore_preprocess", fn);
+    if (after)
+        return fail(AAPI_ESEQUENCE, "%s after aapi_restore_postprocess", fn);
+    *out = srv;
+    return AAPI_EOK;
+}
+
+static int bad_time(const aapi_time_t *t) { return t->nsec > 999999999u; }
+
+/* "<dir>/.<name>.aapi-<what>-<n>" beside `path`. */
+static char *hidden_sibling(const char *path, const char *what)
+{
+    char *dir, *name, *leaf, *p = NULL;
+    size_t len;
+    if (path_split(path, &dir, &name) != AAPI_EOK)
+        return NULL;
+    len = strlen(name) + strlen(what) + 32;
+    leaf = malloc(len);
+    if (leaf != NULL) {
+        snprintf(leaf, len, ".%s.aapi-%s-%lu", name, what, next_counter());
+        p = path_join(dir, leaf);
+        free(leaf);
+    }
+    free(dir);
+    free(name);
+    return p;
+}
+
+static int is_root(void) { return geteuid() == 0; }
+
+/* ------------------------------------------------------------------------------------------ */
+/* Pre- and postprocess                                                                         */
+/* ------------------------------------------------------------------------------------------ */
+
+int aapi_restore_preprocess(aapi_server_t server, const aapi_restore_info_t *restore_info)
+{
+    static const char fn[] = "aapi_restore_preprocess";
+    files_server *srv;
+    struct statvfs vfs;
+    const char *where;
+    uint64_t need, avail;
+    char *root = NULL;
+    int rc = require_claimed(fn);
+    if (rc != AAPI_EOK)
+        return rc;
+    if (restore_info == NULL)
+        return fail(AAPI_EINVAL, "%s: restore_info must not be NULL", fn);
+    rc = server_lookup(fn, server, &srv);
+    if (rc != AAPI_EOK)
+        return rc;
+    if (srv->op != AAPI_OP_RESTORE)
+        return fail(AAPI_ESEQUENCE, "%s is legal only in a restore session", fn);
+    if (srv->restore_done) /* LIFE-4: once, first */
+        return fail(AAPI_ESEQUENCE, "%s after aapi_restore_postprocess", fn);
+    if (srv->preprocess_done)
+        return fail(AAPI_ESEQUENCE, "%s called twice", fn);
+    if (restore_info->struct_size < sizeof(aapi_restore_info_t))
+        return fail(AAPI_EABI,
+                    "%s: restore_info->struct_size %u is smaller than the ABI 1.0 size %u", fn,
+                    (unsigned)restore_info->struct_size, (unsigned)sizeof(aapi_restore_info_t));
+    if (restore_info->target_root == NULL)
+        return fail(AAPI_EINVAL, "%s: target_root must not be NULL (\"\" is the original place)",
+                    fn);
+    where = "/";
+    if (restore_info->target_root[0] != '\0') {
+        struct stat st;
+        int dotdot;
+        if (!path_is_absolute(restore_info->target_root))
+            return fail(AAPI_EINVAL, "%s: target_root \"%s\" is not an absolute path", fn,
+                        restore_info->target_root);
+        /* RST-1: an alternate root must be an existing directory. */
+        if (stat(restore_info->target_root, &st) != 0 || !S_ISDIR(st.st_mode))
+            return fail(AAPI_ENOENT, "%s: target_root %s is not an existing directory", fn,
+                        restore_info->target_root);
+        root = path_normalize(restore_info->target_root, &dotdot);
+        if (root == NULL)
+            return fail(AAPI_ENOMEM, "%s: out of memory", fn);
+        where = root;
+    }
+    /* RST-1: room for total_bytes plus files.min_free_bytes, before anything is written. */
+    if (statvfs(where, &vfs) != 0) {
+        rc = fail_errno(errno, "%s: cannot query the file system of %s", fn, where);
+        free(root);
+        return rc;
+    }
+    avail = (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize;
+    need = restore_info->total_bytes + srv->cfg.min_free_bytes;
+    if (need < restore_info->total_bytes)
+        need = UINT64_MAX;
+    if (avail < need) {
+        rc = fail(AAPI_ENOSPC,
+                  "%s: the file system of %s has %llu bytes available, the restore needs %llu "
+                  "(%llu to write + files.min_free_bytes %llu)",
+                  fn, where, (unsigned long long)avail, (unsigned long long)need,
+                  (unsigned long long)restore_info->total_bytes,
+                  (unsigned long long)srv->cfg.min_free_bytes);
+        free(root);
+        return rc;
+    }
+    state_lock();
+    srv->target_root = root;
+    srv->preprocess_done = 1;
+    state_unlock();
+    log_msg(srv, AAPI_LOG_INFO, "%s: restoring %llu objects, %llu bytes, to %s", FILES_PLUGIN_NAME,
+            (unsigned long long)restore_info->object_count,
+            (unsigned long long)restore_info->total_bytes,
+            root != NULL ? root : "the original location");
+    return AAPI_EOK;
+}
+
+static int by_path_desc(const void *a, const void *b)
+{
+    return -strcmp(((const files_dirmode *)a)->path, ((const files_dirmode *)b)->path);
+}
+
+/* A directory restored with a mode that denies its owner write access (0555, say) gets that
+ * mode at its close (RST-4). When a later object of the restore goes inside it, a restore that
+ * does not run as root could not create it: the directory gets u+rwx for the rest of the restore,
+ * and its exact mode back at restore_postprocess. Under the table lock, so that concurrent creates
+ * in one directory open it once and before either writes. */
+static void open_restrictive_parents(files_server *srv, const char *path)
+{
+    size_t i;
+    state_lock();
+    for (i = 0; i < srv->dirmodes_n; i++) {
+        files_dirmode *d = &srv->dirmodes[i];
+        size_t n = strlen(d->path);
+        if (!d->opened && strncmp(path, d->path, n) == 0 && path[n] == '/') {
+            d->opened = 1;
+            (void)chmod(d->path, d->mode | 0700);
+        }
+    }
+    state_unlock();
+}
+
+/* Give the opened directories their exact modes back, deepest first. */
+static int close_restrictive_dirs(files_server *srv)
+{
+    size_t i;
+    int rc = AAPI_EOK;
+    if (srv->dirmodes_n > 1) /* qsort's base must not be NULL, even for 0 elements */
+        qsort(srv->dirmodes, srv->dirmodes_n, sizeof *srv->dirmodes, by_path_desc);
+    for (i = 0; i < srv->dirmodes_n; i++) {
+        struct stat st;
+        if (!srv->dirmodes[i].opened || lstat(srv->dirmodes[i].path, &st) != 0)
+            continue; /* untouched, or removed by a rollback */
+        if (chmod(srv->dirmodes[i].path, srv->dirmodes[i].mode) != 0) {
+            log_msg(srv, AAPI_LOG_ERROR, "%s: cannot set the mode of %s", FILES_PLUGIN_NAME,
+                    srv->dirmodes[i].path);
+            rc = AAPI_EIO;
+        }
+    }
+    return rc;
+}
+
+/* Success: delete what was set aside. */
+static int commit_restore(const char *fn, files_server *srv)
+{
+    size_t i;
+    int rc = AAPI_EOK;
+    for (i = 0; i < srv->aside_n; i++)
+        if (remove_tree(fn, srv->aside[i].aside, NULL) != AAPI_EOK) {
+            log_msg(srv, AAPI_LOG_ERROR, "%s: cannot delete the replaced object %s",
+                    FILES_PLUGIN_NAME, srv->aside[i].aside);
+            rc = AAPI_EIO;
+        }
+    return rc;
+}
+
+/* Failure (RST-6, RST-7): remove what this restore created, newest first (children before their
+ * parents), then put the replaced objects back. */
+static int roll_back(files_server *srv)
+{
+    size_t i = srv->created.n;
+    int rc = AAPI_EOK;
+    while (i-- > 0) {
+        const char *p = srv->created.v[i];
+        struct stat st;
+        if (lstat(p, &st) != 0)
+            continue;
+        if (S_ISDIR(st.st_mode) ? rmdir(p) != 0 : unlink(p) != 0) {
+            log_msg(srv, AAPI_LOG_ERROR, "%s: cannot remove %s (errno %d)", FILES_PLUGIN_NAME, p,
+                    errno);
+            rc = AAPI_EIO;
+        }
+    }
+    i = srv->aside_n;
+    while (i-- > 0)
+        if (rename(srv->aside[i].aside, srv->aside[i].path) != 0) {
+            log_msg(srv, AAPI_LOG_ERROR, "%s: cannot put %s back; it is kept as %s",
+                    FILES_PLUGIN_NAME, srv->aside[i].path, srv->aside[i].aside);
+            rc = AAPI_EIO;
+        }
+    return rc;
+}
+
+int aapi_restore_postprocess(aapi_server_t server, int status)
+{
+    static const char fn[] = "aapi_restore_postprocess";
+    files_server *srv;
+    files_object *obj;
+    char first[1024] = "";
+    int closed = AAPI_EOK, before, after, rc = require_claimed(fn);
+    if (rc != AAPI_EOK)
+        return rc;
+    rc = server_lookup(fn, server, &srv);
+    if (rc != AAPI_EOK)
+        return rc;
+    if (srv->op != AAPI_OP_RESTORE)
+        return fail(AAPI_ESEQUENCE, "%s is legal only in a restore session", fn);
+    state_lock();
+    before = !srv->preprocess_done;
+    after = srv->restore_done;
+    if (!before && !after)
+        srv->restore_done = 1; /* from now on, restore object calls give AAPI_ESEQUENCE */
+    state_unlock();
+    if (before)
+        return fail(AAPI_ESEQUENCE, "%s before aapi_restore_preprocess", fn);
+    if (after)
+        return fail(AAPI_ESEQUENCE, "%s called twice", fn);
+
+    /* Objects still open are closed first: completed when the restore succeeded, discarded
+     * when it failed. One that cannot be completed fails the restore, which is then rolled
+     * back like any failed restore, and its error is the result. */
+    while ((obj = object_take_one(srv)) != NULL) {
+        int r;
+        log_msg(srv, AAPI_LOG_WARNING, "%s: %s was still open at restore_postprocess",
+                FILES_PLUGIN_NAME, obj->path);
+        r = restore_close(fn, obj, status == AAPI_EOK && closed == AAPI_EOK);
+        if (r != AAPI_EOK && closed == AAPI_EOK) {
+            size_t len = sizeof first;
+            closed = r;
+            (void)last_error_copy(first, &len);
+            log_msg(srv, AAPI_LOG_ERROR, "%s: %s; rolling the restore back", FILES_PLUGIN_NAME,
+                    first);
+        }
+    }
+    if (status == AAPI_EOK && closed == AAPI_EOK)
+        rc = commit_restore(fn, srv);
+    else
+        rc = roll_back(srv);
+    if (close_restrictive_dirs(srv) != AAPI_EOK)
+        rc = AAPI_EIO;
+    free_bookkeeping(srv);
+    if (closed != AAPI_EOK)
+        return fail(closed, "%s", first);
+    if (rc != AAPI_EOK)
+        return fail(AAPI_EIO, "%s: the restore %s, but some objects could not be %s (see the log)",
+                    fn, status == AAPI_EOK ? "succeeded" : "failed",
+                    status == AAPI_EOK ? "completed" : "rolled back");
+    return AAPI_EOK;
+}
+
+void restore_abandon(files_server *srv)
+{
+    size_t i;
+    /* The session ends without restore_postprocess: nothing is deleted, so nothing is lost. */
+    for (i = 0; i < srv->aside_n; i++)
+        log_msg(srv, AAPI_LOG_WARNING,
+                "%s: restore ended without restore_postprocess; the replaced %s is kept as %s",
+                FILES_PLUGIN_NAME, srv->aside[i].path, srv->aside[i].aside);
+    (void)close_restrictive_dirs(srv);
+    free_bookkeeping(srv);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Created objects                                                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Remove the parents a failed create made (RC-11), newest first. */
+static void remove_parents(files_strvec *made)
+{
+    size_t i = made->n;
+    while (i-- > 0)
+        (void)rmdir(made->v[i]);
+}
+
+int aapi_create_object(aapi_server_t server, const char *path, const aapi_object_prop_t *prop,
+                       uint32_t flags, aapi_object_t *object)
+{
+    static const char fn[] = "aapi_create_object";
+    files_server *srv;
+    files_object *obj = NULL;
+    files_strvec made = {0};
+    char *norm = NULL, *parent = NULL, *name = NULL;
+    struct stat st;
+    int dotdot, exists, rc = require_claimed(fn);
+    size_t i;
+    if (rc != AAPI_EOK)
+        return rc;
+    if (path == NULL || prop == NULL || object == NULL)
+        return fail(AAPI_EINVAL, "%s: path, prop and object must not be NULL", fn);
+    rc = restore_server(fn, server, &srv);
+    if (rc != AAPI_EOK)
+        return rc;
+    if (prop->struct_size < sizeof(aapi_object_prop_t))
+        return fail(AAPI_EABI, "%s: prop->struct_size %u is smaller than the ABI 1.0 size %u", fn,
+                    (unsigned)prop->struct_size, (unsigned)sizeof(aapi_object_prop_t));
+    if (flags & ~(uint32_t)AAPI_CREATE_OVERWRITE)
+        return fail(AAPI_EINVAL, "%s: unknown flags 0x%x", fn, (unsigned)flags);
+    if (path[0] == '\0')
+        return fail(AAPI_EINVAL, "%s: path is empty", fn);
+    if (prop->obj_type != AAPI_OBJ_FILE && prop->obj_type != AAPI_OBJ_DIR &&
+        prop->obj_type != AAPI_OBJ_SYMLINK)
+        return fail(AAPI_EINVAL, "%s: unknown object type %u", fn, (unsigned)prop->obj_type);
+    if ((prop->valid & AAPI_PROP_MODE) && prop->mode > 07777)
+        return fail(AAPI_EINVAL, "%s: mode %#o has bits outside 07777", fn, (unsigned)prop->mode);
+    if (((prop->valid & AAPI_PROP_ATIME) && bad_time(&prop->atime)) ||
+        ((prop->valid & AAPI_PROP_MTIME) && bad_time(&prop->mtime)) ||
+        ((prop->valid & AAPI_PROP_CTIME) && bad_time(&prop->ctime)))
+        return fail(AAPI_EINVAL, "%s: a time has 1000000000 or more nanoseconds", fn);
+    if (!path_is_absolute(path))
+        return fail(AAPI_EINVAL, "%s: path \"%s\" is not an absolute path", fn, path);
+    norm = path_normalize(path, &dotdot);
+    if (norm == NULL)
+        return fail(AAPI_ENOMEM, "%s: out of memory", fn);
+    /* RST-2: exactly at `path`, nothing outside the alternate root. */
+    if (dotdot) {
+        rc = fail(AAPI_EINVAL, "%s: path \"%s\" contains a \"..\" component", fn, path);
+        goto out;
+    }
+    if (srv->target_root != NULL) {
+        size_t rl = strlen(srv->target_root);
+        if (strncmp(norm, srv->target_root, rl) != 0 || (norm[rl] != '/' && norm[rl] != '\0')) {
+            rc = fail(AAPI_EINVAL, "%s: %s is outside the alternate root %s", fn, path,
+                      srv->target_root);
+            goto out;
+        }
+    }
+    if (strcmp(norm, "/") == 0 && prop->obj_type != AAPI_OBJ_DIR) {
+        rc = fail(AAPI_EEXIST, "%s: / exists and is a directory", fn);
+        goto out;
+    }
+    exists = lstat(norm, &st) == 0;
+    if (!exists && errno != ENOENT) {
+        rc = fail_errno(errno, "%s: cannot inspect %s", fn, norm);
+        goto out;
+    }
+    /* RST-3: an existing directory is reused; anything else needs AAPI_CREATE_OVERWRITE, and is
+     * replaced only at a successful close. */
+    if (exists && !(prop->obj_type == AAPI_OBJ_DIR && S_ISDIR(st.st_mode)) &&
+        !(flags & AAPI_CREATE_OVERWRITE)) {
+        rc = fail(AAPI_EEXIST, "%s: %s already exists (AAPI_CREATE_OVERWRITE not given)", fn,
+                  norm);
+        goto out;
+    }
+
+    obj = calloc(1, sizeof *obj);
+    if (obj == NULL) {
+        rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
+        goto out;
+    }
+    obj->fd = -1;
+    obj->server = srv;
+    obj->mode = OBJ_WRITE;
+    obj->type = prop->obj_type;
+    obj->prop = *prop; /* the ABI 1.0 part only (ABI-5) */
+    obj->overwrite = (flags & AAPI_CREATE_OVERWRITE) != 0;
+    obj->path = norm;
+    norm = NULL;
+    if (strcmp(obj->path, "/") != 0) {
+        open_restrictive_parents(srv, obj->path);
+        if (path_split(obj->path, &parent, &name) != AAPI_EOK) {
+            rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
+            goto out;
+        }
+        /* RST-2: missing parents are created, 0700 until their own object sets the mode. */
+        rc = mkdirs(fn, parent, &made);
+        if (rc != AAPI_EOK)
+            goto out;
+    }
+    if (obj->type == AAPI_OBJ_FILE) {
+        /* OBJ-6: the data goes to a hidden temporary file until close. */
+        obj->tmp = hidden_sibling(obj->path, "tmp");
+        if (obj->tmp == NULL) {
+            rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
+            goto out;
+        }
+        obj->fd = open(obj->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (obj->fd < 0) {
+            rc = fail_errno(errno, "%s: cannot create %s", fn, obj->tmp);
+            goto out;
+        }
+    }
+    rc = object_register(obj);
+    for (i = 0; i < made.n && rc == AAPI_EOK; i++)
+        if (record_created(srv, made.v[i]) != AAPI_EOK)
+            rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
+out:
+    if (rc != AAPI_EOK) {
+        /* RC-11: no handle, and nothing new left visible. */
+        if (obj != NULL) {
+            if (obj->handle != 0) {
+                files_object *same;
+                (void)object_unregister(fn, obj->handle, &same);
+            }
+            if (obj->fd >= 0) {
+                close(obj->fd);
+                (void)unlink(obj->tmp);
+            }
+            free(obj->tmp);
+            free(obj->path);
+            free(obj);
+        }
+        remove_parents(&made);
+    } else {
+        *object = obj->handle;
+    }
+    strvec_free(&made);
+    free(norm);
+    free(parent);
+    free(name);
+    return rc;
+}
+
+int aapi_write_object(aapi_object_t object, const void *buf, size_t len)
+{
+    static const char fn[] = "aapi_write_object";
+    files_object *obj;
+    int rc = require_claimed(fn);
+    if (rc != AAPI_EOK)
+        return rc;
+    if (buf == NULL && len > 0)
+        return fail(AAPI_EINVAL, "%s: buf must not be NULL", fn);
+    rc = object_acquire(fn, object, &obj);
+    if (rc != AAPI_EOK)
+        return rc;
+    if (obj->mode != OBJ_WRITE) { /* LIFE-5 */
+        rc = fail(AAPI_ESEQUENCE, "%s: %s was opened for reading, not created", fn, obj->path);
+    } else if (len == 0) {
+        rc = AAPI_EOK; /* OBJ-5 */
+    } else if (obj->type == AAPI_OBJ_DIR) {
+        rc = fail(AAPI_EINVAL, "%s: %s is a directory; directories have no data", fn, obj->path);
+    } else if (obj->type == AAPI_OBJ_SYMLINK) {
+        if (memchr(buf, '\0', len) != NULL)
+            rc = fail(AAPI_EINVAL, "%s: a symlink target cannot hold a NUL byte (%s)", fn,
+                      obj->path);
+        else if (obj->data.len + len > MAX_LINK_TARGET)
+            rc = fail(AAPI_EINVAL, "%s: symlink target of %s is longer than %u bytes", fn,
+                      obj->path, MAX_LINK_TARGET);
+        else if (buf_append(&obj->data, buf, len) != AAPI_EOK)
+            rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
+    } else {
+        int err = write_all(obj->fd, buf, len);
+        if (err != 0) {
+            /* OBJ-5: all or nothing: cut back what part of this call reached the file. */
+            if (ftruncate(obj->fd, (off_t)obj->written) != 0 ||
+                lseek(obj->fd, (off_t)obj->written, SEEK_SET) < 0)
+                err = errno;
+            rc = fail_errno(err, "%s: cannot write %s", fn, obj->tmp);
+            if (rc != AAPI_ENOSPC)
+                rc = AAPI_EIO;
+        } else {
+            obj->written += len;
+        }
+    }
+    object_release(obj);
+    return rc;
+}
+
+int aapi_flush(aapi_object_t object)
+{
+    static const char fn[] = "aapi_flush";
+    files_object *obj;
+    int rc = require_claimed(fn);
+    if (rc == AAPI_EOK)
+        rc = object_acquire(fn, object, &obj);
+    if (rc != AAPI_EOK)
+        return rc;
+    if (obj->mode != OBJ_WRITE) { /* LIFE-5 */
+        rc = fail(AAPI_ESEQUENCE, "%s: %s was opened for reading, not created", fn, obj->path);
+    } else if (obj->fd >= 0 && fsync(obj->fd) != 0) { /* OBJ-6: durable after EOK */
+        rc = fail_errno(errno, "%s: cannot sync %s", fn, obj->tmp);
+        if (rc != AAPI_ENOSPC)
+            rc = AAPI_EIO;
+    }
+    object_release(obj);
+    return rc;
+}
+
+/* Set an existing object aside so that the new one can take its place (RST-3, RST-7). */
+static int set_aside(const char *fn, files_object *obj, char **aside)
+{
+    struct stat st;
+    *aside = NULL;
+    if (lstat(obj->path, &st) != 0)
+        return errno == ENOENT ? AAPI_EOK
+                               : fail_errno(errno, "%s: cannot inspect %s", fn, obj->path);
+    if (!obj->overwrite)
+        return fail(AAPI_EEXIST, "%s: %s appeared while it was being restored", fn, obj->path);
+    *aside = hidden_sibling(obj->path, "old");
+    if (*aside == NULL)
+        return fail(AAPI_ENOMEM, "%s: out of memory", fn);
+    if (rename(obj->path, *aside) != 0) {
+        int rc = fail_errno(errno, "%s: cannot move %s aside", fn, obj->path);
+        free(*aside);
+        *aside = NULL;
+        return rc;
+    }
+    return AAPI_EOK;
+}
+
+/* Undo set_aside after the new object could not be placed. */
+static void put_back(files_object *obj, char *aside)
+{
+    if (aside != NULL && rename(aside, obj->path) != 0)
+        log_msg(obj->server, AAPI_LOG_ERROR, "%s: cannot put %s back; it is kept as %s",
+                FILES_PLUGIN_NAME, obj->path, aside);
+}
+
+static int place_file(const char *fn, files_object *obj, char **aside)
+{
+    int rc;
+    if (!obj->overwrite) {
+        /* link() fails when something appeared at the path since create: nothing is replaced
+         * without AAPI_CREATE_OVERWRITE. */
+        if (link(obj->tmp, obj->path) == 0) {
+            (void)unlink(obj->tmp);
+            return AAPI_EOK;
+        }
+        if (errno == EEXIST)
+            return fail(AAPI_EEXIST, "%s: %s appeared while it was being restored", fn,
+                        obj->path);
+        if (errno != EPERM && errno != ENOTSUP && errno != EOPNOTSUPP && errno != EXDEV &&
+            errno != EMLINK)
+            return fail_errno(errno, "%s: cannot move %s into place", fn, obj->path);
+        /* A file system without hard links: check, then rename. */
+    }
+    rc = set_aside(fn, obj, aside);
+    if (rc != AAPI_EOK)
+        return rc;
+    if (rename(obj->tmp, obj->path) != 0)
+        return fail_errno(errno, "%s: cannot move %s into place", fn, obj->path);
+    return AAPI_EOK;
+}
+
+static int complete(const char *fn, files_object *obj)
+{
+    files_server *srv = obj->server;
+    const aapi_object_prop_t *p = &obj->prop;
+    int root = is_root(), rc = AAPI_EOK, has_mode = (p->valid & AAPI_PROP_MODE) != 0;
+    int chown_it = root && (p->valid & AAPI_PROP_OWNER);
+    /* setuid/setgid only as root (a file of the running user must not gain them). */
+    mode_t mode = (mode_t)(p->mode & (root ? 07777u : 01777u));
+    char *aside = NULL;
+    struct stat st;
+
+    if (obj->type == AAPI_OBJ_FILE) {
+        if (has_mode && fchmod(obj->fd, mode) != 0)
+            rc = fail_errno(errno, "%s: cannot set the mode of %s", fn, obj->path);
+        else if (chown_it && fchown(obj->fd, (uid_t)p->uid, (gid_t)p->gid) != 0)
+            rc = fail_errno(errno, "%s: cannot set the owner of %s", fn, obj->path);
+        if (close(obj->fd) != 0 && rc == AAPI_EOK)
+            rc = fail_errno(errno, "%s: cannot write %s", fn, obj->tmp);
+        obj->fd = -1;
+        if (rc == AAPI_EOK)
+            rc = place_file(fn, obj, &aside);
+        if (rc != AAPI_EOK) {
+            put_back(obj, aside);
+            free(aside);
+            (void)unlink(obj->tmp);
+            return rc;
+        }
+    } else if (obj->type == AAPI_OBJ_SYMLINK) {
+        rc = set_aside(fn, obj, &aside);
+        if (rc == AAPI_EOK && symlink(obj->data.p != NULL ? obj->data.p : "", obj->path) != 0)
+            rc = fail_errno(errno, "%s: cannot create symlink %s", fn, obj->path);
+        if (rc == AAPI_EOK && chown_it && lchown(obj->path, (uid_t)p->uid, (gid_t)p->gid) != 0) {
+            rc = fail_errno(errno, "%s: cannot set the owner of %s", fn, obj->path);
+            (void)unlink(obj->path);
+        }
+        if (rc != AAPI_EOK) {
+            put_back(obj, aside);
+            free(aside);
+            return rc;
+        }
+    } else {
+        int reused = lstat(obj->path, &st) == 0 && S_ISDIR(st.st_mode);
+        if (!reused) {
+            rc = set_aside(fn, obj, &aside);
+            if (rc == AAPI_EOK && mkdir(obj->path, 0700) != 0)
+                rc = fail_errno(errno, "%s: cannot create directory %s", fn, obj->path);
+            if (rc != AAPI_EOK) {
+                put_back(obj, aside);
+                free(aside);
+                return rc;
+            }
+        }
+        if (chown_it && lchown(obj->path, (uid_t)p->uid, (gid_t)p->gid) != 0)
+            rc = fail_errno(errno, "%s: cannot set the owner of %s", fn, obj->path);
+        else if (has_mode && chmod(obj->path, mode) != 0)
+            rc = fail_errno(errno, "%s: cannot set the mode of %s", fn, obj->path);
+        else if (has_mode && !root && (mode & 0300) != 0300 &&
+                 record_dirmode(srv, obj->path, mode) != AAPI_EOK)
+            rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
+        if (reused) {
+            free(aside);
+            return rc;
+        }
+    }
+    /* RST-6: the new object is this restore's; RST-7: the old one waits for postprocess. */
+    if (record_created(srv, obj->path) != AAPI_EOK && rc == AAPI_EOK)
+        rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
+    if (aside != NULL && record_aside(srv, obj->path, aside) != AAPI_EOK && rc == AAPI_EOK)
+        rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
+    free(aside);
+    return rc;
+}
+
+int restore_close(const char *fn, files_object *obj, int commit)
+{
+    int rc = AAPI_EOK;
+    if (commit) {
+        rc = complete(fn, obj);
+        if (rc != AAPI_EOK && rc != AAPI_ENOSPC && rc != AAPI_EEXIST && rc != AAPI_ENOMEM)
+            rc = AAPI_EIO;
+    } else if (obj->fd >= 0) {
+        close(obj->fd);
+        obj->fd = -1;
+        if (unlink(obj->tmp) != 0 && errno != ENOENT)
+            rc = fail_errno(errno, "%s: cannot remove %s", fn, obj->tmp) == AAPI_ENOMEM
+                     ? AAPI_ENOMEM
+                     : AAPI_EIO;
+    }
+    if (obj->fd >= 0)
+        close(obj->fd);
+    free(obj->tmp);
+    free(obj->path);
+    buf_free(&obj->data);
+    free(obj);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Times and deletion                                                                           */
+/* ------------------------------------------------------------------------------------------ */
+
+int aapi_set_object_utimes(aapi_server_t server, const char *path, const aapi_time_t *atime,
+                           const aapi_time_t *mtime)
+{
+    static const char fn[] = "aapi_set_object_utimes";
+    files_server *srv;
+    struct timespec ts[2];
+    struct stat st;
+    int rc = require_claimed(fn);
+    if (rc != AAPI_EOK)
+        return rc;
+    if (path == NULL)
+        return fail(AAPI_EINVAL, "%s: path must not be NULL", fn);
+    rc = restore_server(fn, server, &srv);
+    if (rc != AAPI_EOK)
+        return rc;
+    if ((atime != NULL && bad_time(atime)) || (mtime != NULL && bad_time(mtime)))
+        return fail(AAPI_EINVAL, "%s: a time has 1000000000 or more nanoseconds", fn);
+    if (!path_is_absolute(path))
+        return fail(AAPI_EINVAL, "%s: path \"%s\" is not an absolute path", fn, path);
+    if (lstat(path, &st) != 0) /* RC-7 */
+        return errno == ENOENT || errno == ENOTDIR
+                   ? fail(AAPI_ENOENT, "%s: %s does not exist", fn, path)
+                   : fail_errno(errno, "%s: cannot inspect %s", fn, path);
+    ts[0].tv_sec = atime != NULL ? (time_t)atime->sec : 0;
+    ts[0].tv_nsec = atime != NULL ? (long)atime->nsec : UTIME_OMIT; /* NULL: left unchanged */
+    ts[1].tv_sec = mtime != NULL ? (time_t)mtime->sec : 0;
+    ts[1].tv_nsec = mtime != NULL ? (long)mtime->nsec : UTIME_OMIT;
+    /* RST-5: a symlink gets its own times, never its target's. */
+    if (utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW) != 0) {
+        if (errno == EOPNOTSUPP || errno == ENOTSUP)
+            return fail(AAPI_ENOTSUP, "%s: the file system cannot set the times of %s", fn, path);
+        return fail_errno(errno, "%s: cannot set the times of %s", fn, path);
+    }
+    return AAPI_EOK;
+}
+
+int aapi_delete_object(aapi_server_t server, const char *path)
+{
+    static const char fn[] = "aapi_delete_object";
+    files_server *srv;
+    struct stat st;
+    int rc = require_claimed(fn);
+    if (rc != AAPI_EOK)
+        return rc;
+    if (path == NULL)
+        return fail(AAPI_EINVAL, "%s: path must not be NULL", fn);
+    rc = restore_server(fn, server, &srv);
+    if (rc != AAPI_EOK)
+        return rc;
+    if (!path_is_absolute(path))
+        return fail(AAPI_EINVAL, "%s: path \"%s\" is not an absolute path", fn, path);
+    if (lstat(path, &st) != 0) /* RC-7 */
+        return errno == ENOENT || errno == ENOTDIR
+                   ? fail(AAPI_ENOENT, "%s: %s does not exist", fn, path)
+                   : fail_errno(errno, "%s: cannot inspect %s", fn, path);
+    if (S_ISDIR(st.st_mode)) {
+        if (rmdir(path) != 0)
+            return errno == ENOTEMPTY || errno == EEXIST
+                       ? fail(AAPI_EINVAL, "%s: directory %s is not empty", fn, path)
+                       : fail_errno(errno, "%s: cannot remove directory %s", fn, path);
+    } else if (unlink(path) != 0) {
+        return fail_errno(errno, "%s: cannot remove %s", fn, path);
+    }
+    return AAPI_EOK;
+}

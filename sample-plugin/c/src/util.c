@@ -1,0 +1,441 @@
+/*
+ * util.c: the per-thread last-error message, logging, keepalive pacing, errno mapping and the
+ * path and buffer helpers the other files share.
+ */
+#include "files.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------------------------------ */
+/* Last error (RC-9, RC-10)                                                                    */
+/* ------------------------------------------------------------------------------------------ */
+
+/* One message per thread: aapi_get_last_error reports the last failing call of the calling
+ * thread, and concurrent object calls (THR-1) must not overwrite each other's message. Thread-local
+ * storage needs no allocation, so nothing leaks when a framework thread exits. */
+static __thread char t_last_error[1024];
+
+static void set_last_error(const char *fmt, va_list ap)
+{
+    vsnprintf(t_last_error, sizeof t_last_error, fmt, ap);
+}
+
+int fail(int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    set_last_error(fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+int fail_errno(int err, const char *fmt, ...)
+{
+    va_list ap;
+    size_t len;
+    va_start(ap, fmt);
+    set_last_error(fmt, ap);
+    va_end(ap);
+    len = strlen(t_last_error);
+    if (len + 2 < sizeof t_last_error) {
+        memcpy(t_last_error + len, ": ", 3);
+        /* strerror_r, not strerror: object calls run on several threads at once. */
+        if (strerror_r(err, t_last_error + len + 2, sizeof t_last_error - len - 2) != 0)
+            snprintf(t_last_error + len + 2, sizeof t_last_error - len - 2, "errno %d", err);
+    }
+    return code_from_errno(err);
+}
+
+int last_error_copy(char *buf, size_t *buf_size)
+{
+    size_t need;
+    /* The message itself is kept: this call reports failures, it never records its own. */
+    if (buf_size == NULL)
+        return AAPI_EINVAL;
+    if (buf == NULL && *buf_size != 0)
+        return AAPI_EINVAL; /* a NULL buffer is allowed only as a size query (size 0) */
+    need = strlen(t_last_error) + 1;
+    if (*buf_size < need || buf == NULL) {
+        *buf_size = need; /* RC-6: only the size, never a byte of the buffer */
+        return AAPI_EBUFSIZE;
+    }
+    memcpy(buf, t_last_error, need);
+    *buf_size = need;
+    return AAPI_EOK;
+}
+
+int code_from_errno(int err)
+{
+    switch (err) {
+    case ENOENT:
+    case ENOTDIR:
+        return AAPI_ENOENT;
+    case EACCES:
+    case EPERM:
+    case EROFS:
+        return AAPI_EACCES;
+    case ENOSPC:
+    case EDQUOT:
+    case EFBIG:
+        return AAPI_ENOSPC;
+    case ENOMEM:
+        return AAPI_ENOMEM;
+    case EEXIST:
+        return AAPI_EEXIST;
+    case ENAMETOOLONG:
+    case ELOOP:
+        return AAPI_EINVAL;
+    default:
+        return AAPI_EIO;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Logging (SEC-3): through the framework, never to our own files or stdout/stderr             */
+/* ------------------------------------------------------------------------------------------ */
+
+void log_msg(const files_server *srv, uint32_t level, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (srv != NULL)
+        srv->session->sd_log_callback(srv->session->sd_callback_ctx, level, line);
+    else
+        state_host_log(level, line);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Keepalive (TIME-2, TIME-4)                                                                   */
+/* ------------------------------------------------------------------------------------------ */
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* A keepalive goes out whenever min(1 s, budget / 4) has passed since the last one (or since the
+ * call began), so the framework hears from a long call well within its budget (TIME-1). */
+void keepalive_start(files_keepalive *ka, const files_server *srv)
+{
+    uint64_t quarter = srv->session->sd_call_budget_ms / 4u;
+    ka->srv = srv;
+    ka->last_ms = now_ms();
+    ka->interval_ms = quarter < 1000u ? quarter : 1000u;
+}
+
+int keepalive_tick(files_keepalive *ka, const char *fn)
+{
+    uint64_t now;
+    int rc;
+    if (ka == NULL)
+        return AAPI_EOK;
+    now = now_ms();
+    if (now - ka->last_ms < ka->interval_ms)
+        return AAPI_EOK;
+    ka->last_ms = now;
+    rc = ka->srv->session->sd_keepalive_callback(ka->srv->session->sd_callback_ctx);
+    if (rc != AAPI_EOK)
+        return fail(AAPI_ECANCELLED, "%s: the job was cancelled (keepalive answered %s)", fn,
+                    aapi_code_name(rc));
+    return AAPI_EOK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Buffers                                                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+int buf_append(files_buf *b, const void *data, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t ncap = b->cap ? b->cap : 64;
+        char *np;
+        while (ncap < b->len + n + 1)
+            ncap *= 2;
+        np = realloc(b->p, ncap);
+        if (np == NULL)
+            return AAPI_ENOMEM;
+        b->p = np;
+        b->cap = ncap;
+    }
+    if (n > 0)
+        memcpy(b->p + b->len, data, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+    return AAPI_EOK;
+}
+
+int buf_append_str(files_buf *b, const char *s) { return buf_append(b, s, strlen(s)); }
+
+int buf_append_u32(files_buf *b, uint32_t v)
+{
+    unsigned char le[4];
+    int i;
+    for (i = 0; i < 4; i++)
+        le[i] = (unsigned char)(v >> (8 * i));
+    return buf_append(b, le, sizeof le);
+}
+
+int buf_append_u64(files_buf *b, uint64_t v)
+{
+    unsigned char le[8];
+    int i;
+    for (i = 0; i < 8; i++)
+        le[i] = (unsigned char)(v >> (8 * i));
+    return buf_append(b, le, sizeof le);
+}
+
+void buf_free(files_buf *b)
+{
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+}
+
+int strvec_push(files_strvec *sv, const char *s)
+{
+    char *copy;
+    if (sv->n == sv->cap) {
+        size_t ncap = sv->cap ? sv->cap * 2 : 16;
+        char **nv = realloc(sv->v, ncap * sizeof *nv);
+        if (nv == NULL)
+            return AAPI_ENOMEM;
+        sv->v = nv;
+        sv->cap = ncap;
+    }
+    copy = strdup(s);
+    if (copy == NULL)
+        return AAPI_ENOMEM;
+    sv->v[sv->n++] = copy;
+    return AAPI_EOK;
+}
+
+void strvec_free(files_strvec *sv)
+{
+    size_t i;
+    for (i = 0; i < sv->n; i++)
+        free(sv->v[i]);
+    free(sv->v);
+    sv->v = NULL;
+    sv->n = sv->cap = 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Paths                                                                                        */
+/* ------------------------------------------------------------------------------------------ */
+
+int path_is_absolute(const char *p) { return p[0] == '/'; }
+
+char *path_join(const char *dir, const char *name)
+{
+    size_t dl = strlen(dir), nl = strlen(name);
+    int slash = !(dl > 0 && dir[dl - 1] == '/');
+    char *p = malloc(dl + (size_t)slash + nl + 1);
+    if (p == NULL)
+        return NULL;
+    memcpy(p, dir, dl);
+    if (slash)
+        p[dl] = '/';
+    memcpy(p + dl + (size_t)slash, name, nl + 1);
+    return p;
+}
+
+char *path_normalize(const char *p, int *has_dotdot)
+{
+    size_t n = strlen(p), i = 0, o = 0;
+    char *out = malloc(n + 2);
+    if (out == NULL)
+        return NULL;
+    *has_dotdot = 0;
+    if (p[0] == '/')
+        out[o++] = '/';
+    while (i < n) {
+        size_t start, len;
+        while (i < n && p[i] == '/')
+            i++;
+        start = i;
+        while (i < n && p[i] != '/')
+            i++;
+        len = i - start;
+        if (len == 0 || (len == 1 && p[start] == '.'))
+            continue;
+        if (len == 2 && p[start] == '.' && p[start + 1] == '.')
+            *has_dotdot = 1;
+        if (o > 0 && out[o - 1] != '/')
+            out[o++] = '/';
+        memcpy(out + o, p + start, len);
+        o += len;
+    }
+    out[o] = '\0';
+    return out;
+}
+
+int path_split(const char *p, char **dir, char **name)
+{
+    const char *slash = strrchr(p, '/');
+    size_t dl;
+    if (slash == NULL)
+        return AAPI_EINVAL;
+    dl = slash == p ? 1 : (size_t)(slash - p);
+    *dir = malloc(dl + 1);
+    *name = strdup(slash + 1);
+    if (*dir == NULL || *name == NULL) {
+        free(*dir);
+        free(*name);
+        return AAPI_ENOMEM;
+    }
+    memcpy(*dir, p, dl);
+    (*dir)[dl] = '\0';
+    return AAPI_EOK;
+}
+
+int mkdirs(const char *fn, const char *dir, files_strvec *made)
+{
+    char *p = strdup(dir);
+    size_t i, n;
+    int rc = AAPI_EOK;
+    if (p == NULL)
+        return fail(AAPI_ENOMEM, "%s: out of memory", fn);
+    n = strlen(p);
+    for (i = 1; i <= n && rc == AAPI_EOK; i++) {
+        struct stat st;
+        char saved;
+        if (i < n && p[i] != '/')
+            continue;
+        saved = p[i];
+        p[i] = '\0';
+        if (mkdir(p, 0700) == 0) {
+            if (made != NULL && strvec_push(made, p) != AAPI_EOK)
+                rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
+        } else if (errno != EEXIST) {
+            rc = fail_errno(errno, "%s: cannot create directory %s", fn, p);
+        } else if (stat(p, &st) != 0 || !S_ISDIR(st.st_mode)) {
+            rc = fail(AAPI_EEXIST, "%s: %s exists and is not a directory", fn, p);
+        }
+        p[i] = saved;
+    }
+    free(p);
+    return rc;
+}
+
+int remove_tree(const char *fn, const char *path, files_keepalive *ka)
+{
+    struct stat st;
+    DIR *d;
+    struct dirent *e;
+    int rc = AAPI_EOK;
+    if (lstat(path, &st) != 0)
+        return errno == ENOENT ? AAPI_EOK : fail_errno(errno, "%s: cannot inspect %s", fn, path);
+    if (!S_ISDIR(st.st_mode)) {
+        if (unlink(path) != 0 && errno != ENOENT)
+            return fail_errno(errno, "%s: cannot remove %s", fn, path);
+        return AAPI_EOK;
+    }
+    /* A copied directory may be read-only: make it ours to empty. */
+    if ((st.st_mode & 0700) != 0700)
+        (void)chmod(path, (st.st_mode & 07777) | 0700);
+    d = opendir(path);
+    if (d == NULL)
+        return fail_errno(errno, "%s: cannot open directory %s", fn, path);
+    while (rc == AAPI_EOK && (errno = 0, e = readdir(d)) != NULL) {
+        char *child;
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        rc = keepalive_tick(ka, fn);
+        if (rc != AAPI_EOK)
+            break;
+        child = path_join(path, e->d_name);
+        if (child == NULL) {
+            rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
+            break;
+        }
+        rc = remove_tree(fn, child, ka);
+        free(child);
+    }
+    if (rc == AAPI_EOK && errno != 0)
+        rc = fail_errno(errno, "%s: cannot read directory %s", fn, path);
+    closedir(d);
+    if (rc == AAPI_EOK && rmdir(path) != 0 && errno != ENOENT)
+        rc = fail_errno(errno, "%s: cannot remove directory %s", fn, path);
+    return rc;
+}
+
+int write_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n > 0) {
+        ssize_t w = write(fd, c, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        c += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int parse_decimal(const char *s, uint64_t max, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (*s == '\0')
+        return -1;
+    for (; *s != '\0'; s++) {
+        unsigned d;
+        if (*s < '0' || *s > '9')
+            return -1;
+        d = (unsigned)(*s - '0');
+        if (v > (max - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+int utf8_valid(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p != '\0') {
+        uint32_t cp;
+        int n, i;
+        if (*p < 0x80) {
+            p++;
+            continue;
+        }
+        if ((*p & 0xE0) == 0xC0) {
+            n = 1;
+            cp = *p & 0x1Fu;
+        } else if ((*p & 0xF0) == 0xE0) {
+            n = 2;
+            cp = *p & 0x0Fu;
+        } else if ((*p & 0xF8) == 0xF0) {
+            n = 3;
+            cp = *p & 0x07u;
+        } else {
+            return 0;
+        }
+        for (i = 1; i <= n; i++) {
+            if ((p[i] & 0xC0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (p[i] & 0x3Fu);
+        }
+        /* No overlong forms, no surrogates, nothing past U+10FFFF. */
+        if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+            (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
+            return 0;
+        p += n + 1;
+    }
+    return 1;
+}
