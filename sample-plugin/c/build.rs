@@ -21,7 +21,10 @@ fn main() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
     let include = manifest.join("../../include");
-    for f in SOURCES.iter().chain(&["src/files.h", "../../include/aapi.h"]) {
+    for f in SOURCES
+        .iter()
+        .chain(&["src/files.h", "../../include/aapi.h"])
+    {
         println!("cargo:rerun-if-changed={f}");
     }
     // `cc` finds the compiler the way every C build in cargo does (CC, CFLAGS, target); the
