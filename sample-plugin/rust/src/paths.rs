@@ -1,0 +1,115 @@
+//! Object paths: raw bytes (any byte but NUL), absolute, compared byte by byte.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The bytes of a path.
+pub fn bytes(p: &Path) -> &[u8] {
+    p.as_os_str().as_bytes()
+}
+
+/// A path from bytes.
+pub fn from_bytes(b: &[u8]) -> PathBuf {
+    PathBuf::from(OsStr::from_bytes(b))
+}
+
+/// Whether `p` starts with `/`.
+pub fn is_absolute(p: &Path) -> bool {
+    bytes(p).first() == Some(&b'/')
+}
+
+/// `p` without empty and `.` components and without a trailing `/`, and whether it has a `..`
+/// component (kept as is: paths are never resolved against the file system here).
+pub fn normalize(p: &Path) -> (PathBuf, bool) {
+    let b = bytes(p);
+    let mut out = Vec::with_capacity(b.len());
+    let mut dotdot = false;
+    if b.first() == Some(&b'/') {
+        out.push(b'/');
+    }
+    for part in b.split(|&c| c == b'/') {
+        if part.is_empty() || part == b"." {
+            continue;
+        }
+        if part == b".." {
+            dotdot = true;
+        }
+        if out.last().is_some_and(|&c| c != b'/') {
+            out.push(b'/');
+        }
+        out.extend_from_slice(part);
+    }
+    (from_bytes(&out), dotdot)
+}
+
+/// `<root>/<path without its leading />`: where an absolute object path lives under `root`.
+pub fn under(root: &Path, path: &Path) -> PathBuf {
+    let rel = bytes(path).strip_prefix(b"/").unwrap_or(bytes(path));
+    let mut out = bytes(root).to_vec();
+    if out.last() != Some(&b'/') {
+        out.push(b'/');
+    }
+    out.extend_from_slice(rel);
+    from_bytes(&out)
+}
+
+/// Whether the normalized absolute `path` is `root` or lies below it.
+pub fn is_within(path: &Path, root: &Path) -> bool {
+    let (p, r) = (bytes(path), bytes(root));
+    r == b"/" || (p.starts_with(r) && (p.len() == r.len() || p[r.len()] == b'/'))
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A hidden name beside `path` for a temporary or set-aside object:
+/// `<dir>/.<name>.aapi-<what>-<n>`, `n` unique in this process.
+pub fn hidden_sibling(path: &Path, what: &str) -> PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed) + 1;
+    let name = path.file_name().map(OsStr::as_bytes).unwrap_or_default();
+    let mut leaf = vec![b'.'];
+    leaf.extend_from_slice(name);
+    leaf.extend_from_slice(format!(".aapi-{what}-{n}").as_bytes());
+    path.parent()
+        .unwrap_or(Path::new("/"))
+        .join(OsStr::from_bytes(&leaf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_drops_noise_and_flags_dotdot() {
+        let n = |s: &[u8]| normalize(&from_bytes(s));
+        assert_eq!(n(b"/a//b/./c/"), (from_bytes(b"/a/b/c"), false));
+        assert_eq!(n(b"/"), (from_bytes(b"/"), false));
+        assert_eq!(n(b"/a/../b"), (from_bytes(b"/a/../b"), true));
+        assert_eq!(n(b"/x\n y/\xff"), (from_bytes(b"/x\n y/\xff"), false));
+    }
+
+    #[test]
+    fn under_and_within() {
+        assert_eq!(
+            under(Path::new("/s/id"), Path::new("/a/b")),
+            Path::new("/s/id/a/b")
+        );
+        assert_eq!(under(Path::new("/s"), Path::new("/")), Path::new("/s/"));
+        assert!(is_within(Path::new("/mnt/alt/x"), Path::new("/mnt/alt")));
+        assert!(is_within(Path::new("/mnt/alt"), Path::new("/mnt/alt")));
+        assert!(!is_within(
+            Path::new("/mnt/alternative"),
+            Path::new("/mnt/alt")
+        ));
+        assert!(is_within(Path::new("/anything"), Path::new("/")));
+    }
+
+    #[test]
+    fn hidden_siblings_are_unique_and_hidden() {
+        let a = hidden_sibling(Path::new("/d/f x"), "tmp");
+        let b = hidden_sibling(Path::new("/d/f x"), "tmp");
+        assert_ne!(a, b);
+        assert!(bytes(&a).starts_with(b"/d/.f x.aapi-tmp-"));
+    }
+}

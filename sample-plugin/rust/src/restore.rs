@@ -1,0 +1,669 @@
+//! Restore: preprocess, created objects, times, deletion and postprocess (RST-1..RST-7, OBJ-5,
+//! OBJ-6, RC-11).
+//!
+//! Nothing a restore writes is visible before it is complete: file data goes to a hidden
+//! temporary file beside its target (`.<name>.aapi-tmp-<n>`) that is renamed into place at close;
+//! symlinks and directories are made at close. An object replaced under `AAPI_CREATE_OVERWRITE`
+//! is renamed aside (`.<name>.aapi-old-<n>`) until `aapi_restore_postprocess` deletes it (success)
+//! or puts it back (failure), so a failed restore loses nothing. Every object the restore creates,
+//! missing parent directories included, is recorded so that a failed restore removes exactly
+//! those.
+
+use crate::fsutil::{self, lstat, path_error};
+use crate::{NAME, paths, sys};
+use aapi_sdk::plugin::{
+    Error, ErrorKind, Host, ObjectProps, ObjectType, RestoreInfo, RestoreObject, RestoreStatus,
+    Result, Timestamp,
+};
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+/// Longest symlink target accepted, in bytes.
+const MAX_LINK_TARGET: usize = 65_536;
+
+/// A directory restored with a mode that keeps its owner out (0555, say). When a later object
+/// goes inside it, a restore that does not run as root opens it up (u+rwx) until postprocess,
+/// which gives it its exact mode back.
+struct DirMode {
+    path: PathBuf,
+    mode: u32,
+    opened: bool,
+}
+
+#[derive(Default)]
+struct Bookkeeping {
+    target_root: Option<PathBuf>,
+    /// Every object this restore made (RST-6).
+    created: Vec<PathBuf>,
+    /// Replaced objects: (path, where the old object waits) (RST-7).
+    aside: Vec<(PathBuf, PathBuf)>,
+    dirmodes: Vec<DirMode>,
+}
+
+/// The restore state of one session, shared with its open objects (which run concurrently).
+pub struct Book {
+    host: Host,
+    state: Mutex<Bookkeeping>,
+}
+
+impl Book {
+    /// An empty book for a session.
+    pub fn new(host: Host) -> Book {
+        Book {
+            host,
+            state: Mutex::new(Bookkeeping::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Bookkeeping> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// RST-1: a non-empty target root must be an existing directory, and its file system (that
+    /// of `/` for the original place) must have `total_bytes + min_free_bytes` available.
+    pub fn preprocess(&self, info: &RestoreInfo, min_free_bytes: u64) -> Result<()> {
+        let root = match &info.target_root {
+            None => None,
+            Some(r) => {
+                if !paths::is_absolute(r) {
+                    return Err(Error::invalid(format!(
+                        "target_root {:?} is not an absolute path",
+                        r
+                    )));
+                }
+                if !fs::metadata(r).is_ok_and(|m| m.is_dir()) {
+                    return Err(Error::not_found(format!(
+                        "target_root {} is not an existing directory",
+                        r.display()
+                    )));
+                }
+                Some(paths::normalize(r).0)
+            }
+        };
+        let place = root.as_deref().unwrap_or(Path::new("/"));
+        let avail = sys::available_bytes(place).map_err(|e| {
+            Error::io(
+                e,
+                format!("cannot query the file system of {}", place.display()),
+            )
+        })?;
+        let need = info.total_bytes.saturating_add(min_free_bytes);
+        if avail < need {
+            return Err(Error::new(
+                ErrorKind::NoSpace,
+                format!(
+                    "the file system of {} has {avail} bytes available, the restore needs {need} ({} to write + files.min_free_bytes {min_free_bytes})",
+                    place.display(),
+                    info.total_bytes
+                ),
+            ));
+        }
+        self.host.info(format!(
+            "{NAME}: restoring {} objects, {} bytes, to {}",
+            info.object_count,
+            info.total_bytes,
+            root.as_deref()
+                .map_or("the original location".to_string(), |r| r
+                    .display()
+                    .to_string())
+        ));
+        self.lock().target_root = root;
+        Ok(())
+    }
+
+    /// Open up (u+rwx) the restrictive directories `path` goes into.
+    fn open_restrictive_parents(&self, path: &Path) {
+        let mut st = self.lock();
+        for d in st.dirmodes.iter_mut().filter(|d| !d.opened) {
+            if path != d.path && paths::is_within(path, &d.path) {
+                d.opened = true;
+                let _ = fs::set_permissions(&d.path, fs::Permissions::from_mode(d.mode | 0o700));
+            }
+        }
+    }
+
+    /// `aapi_create_object`.
+    pub fn create(
+        self: &Arc<Self>,
+        path: &Path,
+        props: &ObjectProps,
+        overwrite: bool,
+    ) -> Result<Writer> {
+        if !paths::is_absolute(path) {
+            return Err(Error::invalid(format!(
+                "path {path:?} is not an absolute path"
+            )));
+        }
+        let (path, dotdot) = paths::normalize(path);
+        // RST-2: exactly at `path`, nothing outside the alternate root.
+        if dotdot {
+            return Err(Error::invalid(format!(
+                "path {path:?} contains a \"..\" component"
+            )));
+        }
+        if let Some(root) = &self.lock().target_root {
+            if !paths::is_within(&path, root) {
+                return Err(Error::invalid(format!(
+                    "{} is outside the alternate root {}",
+                    path.display(),
+                    root.display()
+                )));
+            }
+        }
+        let is_root_dir = path == Path::new("/");
+        if is_root_dir && props.kind != ObjectType::Dir {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                "/ exists and is a directory",
+            ));
+        }
+        let existing =
+            lstat(&path).map_err(|e| Error::io(e, format!("cannot inspect {}", path.display())))?;
+        // RST-3: an existing directory is reused; anything else needs AAPI_CREATE_OVERWRITE, and
+        // is replaced only at a successful close.
+        if let Some(md) = &existing {
+            let reusable_dir = props.kind == ObjectType::Dir && md.is_dir();
+            if !reusable_dir && !overwrite {
+                return Err(Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!(
+                        "{} already exists (AAPI_CREATE_OVERWRITE not given)",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+        let mut made = Vec::new();
+        if !is_root_dir {
+            self.open_restrictive_parents(&path);
+            // RST-2: missing parents are created, 0700 until their own object sets the mode.
+            made = fsutil::mkdirs(path.parent().unwrap_or(Path::new("/")))?;
+        }
+        let tmp = if props.kind == ObjectType::File {
+            // OBJ-6: the data goes to a hidden temporary file until close.
+            let tmp = paths::hidden_sibling(&path, "tmp");
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+            {
+                Ok(f) => Some((f, tmp)),
+                Err(e) => {
+                    // RC-11: nothing new left visible.
+                    fsutil::remove_made(&made);
+                    return Err(Error::io(e, format!("cannot create {}", tmp.display())));
+                }
+            }
+        } else {
+            None
+        };
+        self.lock().created.extend(made);
+        Ok(Writer {
+            book: self.clone(),
+            path,
+            props: *props,
+            overwrite,
+            tmp,
+            link: Vec::new(),
+            written: 0,
+        })
+    }
+
+    /// `aapi_set_object_utimes` (RST-5): the object's own times, never a symlink's target's.
+    pub fn set_times(
+        &self,
+        path: &Path,
+        atime: Option<Timestamp>,
+        mtime: Option<Timestamp>,
+    ) -> Result<()> {
+        if !paths::is_absolute(path) {
+            return Err(Error::invalid(format!(
+                "path {path:?} is not an absolute path"
+            )));
+        }
+        if lstat(path)
+            .map_err(|e| path_error(e, "inspect", path))?
+            .is_none()
+        {
+            return Err(Error::not_found(format!(
+                "{} does not exist",
+                path.display()
+            )));
+        }
+        sys::set_times_nofollow(path, atime, mtime).map_err(|e| {
+            if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP)) {
+                Error::not_supported(format!(
+                    "the file system cannot set the times of {}",
+                    path.display()
+                ))
+            } else {
+                Error::io(e, format!("cannot set the times of {}", path.display()))
+            }
+        })
+    }
+
+    /// `aapi_delete_object`: a file, a symlink or an empty directory (a non-empty one is
+    /// `AAPI_EINVAL`).
+    pub fn delete(&self, path: &Path) -> Result<()> {
+        if !paths::is_absolute(path) {
+            return Err(Error::invalid(format!(
+                "path {path:?} is not an absolute path"
+            )));
+        }
+        let Some(md) = lstat(path).map_err(|e| path_error(e, "inspect", path))? else {
+            return Err(Error::not_found(format!(
+                "{} does not exist",
+                path.display()
+            )));
+        };
+        if md.is_dir() {
+            fs::remove_dir(path).map_err(|e| {
+                if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) {
+                    Error::invalid(format!("directory {} is not empty", path.display()))
+                } else {
+                    Error::io(e, format!("cannot remove directory {}", path.display()))
+                }
+            })
+        } else {
+            fs::remove_file(path)
+                .map_err(|e| Error::io(e, format!("cannot remove {}", path.display())))
+        }
+    }
+
+    /// `aapi_restore_postprocess`: on success delete what was set aside; on failure remove what
+    /// this restore created (deepest first) and put the replaced objects back (RST-6, RST-7).
+    /// Open objects were already completed or aborted by the SDK.
+    pub fn postprocess(&self, status: RestoreStatus) -> Result<()> {
+        let mut st = self.lock();
+        let mut ok = true;
+        if status.is_success() {
+            for (path, aside) in &st.aside {
+                if let Err(e) = fsutil::remove_tree(aside, None) {
+                    self.host.error(format!(
+                        "{NAME}: cannot delete the replaced object {} kept as {}: {e}",
+                        path.display(),
+                        aside.display()
+                    ));
+                    ok = false;
+                }
+            }
+        } else {
+            let mut created = std::mem::take(&mut st.created);
+            created.sort_by(|a, b| paths::bytes(b).cmp(paths::bytes(a)));
+            created.dedup();
+            for p in &created {
+                let removed = match lstat(p) {
+                    Ok(None) => Ok(()),
+                    Ok(Some(md)) if md.is_dir() => fs::remove_dir(p),
+                    Ok(Some(_)) => fs::remove_file(p),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = removed {
+                    self.host
+                        .error(format!("{NAME}: cannot remove {}: {e}", p.display()));
+                    ok = false;
+                }
+            }
+            for (path, aside) in st.aside.iter().rev() {
+                if let Err(e) = fs::rename(aside, path) {
+                    self.host.error(format!(
+                        "{NAME}: cannot put {} back; it is kept as {}: {e}",
+                        path.display(),
+                        aside.display()
+                    ));
+                    ok = false;
+                }
+            }
+        }
+        ok &= close_restrictive_dirs(&mut st, &self.host);
+        *st = Bookkeeping::default();
+        if ok {
+            Ok(())
+        } else {
+            let (how, what) = if status.is_success() {
+                ("succeeded", "completed")
+            } else {
+                ("failed", "rolled back")
+            };
+            Err(Error::new(
+                ErrorKind::Io,
+                format!("the restore {how}, but some objects could not be {what} (see the log)"),
+            ))
+        }
+    }
+
+    /// The session ends without `aapi_restore_postprocess`: nothing is deleted, so nothing is
+    /// lost; replaced objects stay where they were set aside.
+    pub fn abandon(&self) {
+        let mut st = self.lock();
+        for (path, aside) in &st.aside {
+            self.host.warn(format!(
+                "{NAME}: restore ended without restore_postprocess; the replaced {} is kept as {}",
+                path.display(),
+                aside.display()
+            ));
+        }
+        close_restrictive_dirs(&mut st, &self.host);
+        *st = Bookkeeping::default();
+    }
+}
+
+/// Give opened directories their exact modes back, deepest first. False when one failed.
+fn close_restrictive_dirs(st: &mut Bookkeeping, host: &Host) -> bool {
+    st.dirmodes
+        .sort_by(|a, b| paths::bytes(&b.path).cmp(paths::bytes(&a.path)));
+    let mut ok = true;
+    for d in st.dirmodes.iter().filter(|d| d.opened) {
+        if !fs::symlink_metadata(&d.path).is_ok_and(|m| m.is_dir()) {
+            continue; // removed by a rollback
+        }
+        if let Err(e) = fs::set_permissions(&d.path, fs::Permissions::from_mode(d.mode)) {
+            host.error(format!(
+                "{NAME}: cannot set the mode of {}: {e}",
+                d.path.display()
+            ));
+            ok = false;
+        }
+    }
+    ok
+}
+
+/// An object created for writing.
+pub struct Writer {
+    book: Arc<Book>,
+    path: PathBuf,
+    props: ObjectProps,
+    overwrite: bool,
+    /// Files: the hidden temporary file and its path.
+    tmp: Option<(File, PathBuf)>,
+    /// Symlinks: the target, collected from the writes.
+    link: Vec<u8>,
+    written: u64,
+}
+
+/// The code of a failed close: no space, exists and out of memory keep theirs, anything else is
+/// `AAPI_EIO`.
+fn close_error(e: Error) -> Error {
+    match e.kind() {
+        ErrorKind::NoSpace | ErrorKind::AlreadyExists | ErrorKind::OutOfMemory => e,
+        _ => Error::new(ErrorKind::Io, e.message()),
+    }
+}
+
+fn data_error(e: io::Error, what: &str, path: &Path) -> Error {
+    let kind = match ErrorKind::of_io(&e) {
+        ErrorKind::NoSpace => ErrorKind::NoSpace,
+        _ => ErrorKind::Io,
+    };
+    Error::new(kind, format!("cannot {what} {}: {e}", path.display()))
+}
+
+impl Writer {
+    fn appeared(&self) -> Error {
+        Error::new(
+            ErrorKind::AlreadyExists,
+            format!(
+                "{} appeared while it was being restored",
+                self.path.display()
+            ),
+        )
+    }
+
+    /// Move an existing object aside so that the new one can take its place (RST-3, RST-7).
+    fn set_aside(&self) -> Result<Option<PathBuf>> {
+        let exists = lstat(&self.path)
+            .map_err(|e| Error::io(e, format!("cannot inspect {}", self.path.display())))?
+            .is_some();
+        if !exists {
+            return Ok(None);
+        }
+        if !self.overwrite {
+            return Err(self.appeared());
+        }
+        let aside = paths::hidden_sibling(&self.path, "old");
+        fs::rename(&self.path, &aside)
+            .map_err(|e| Error::io(e, format!("cannot move {} aside", self.path.display())))?;
+        Ok(Some(aside))
+    }
+
+    /// Undo [`set_aside`](Writer::set_aside) after the new object could not be placed.
+    fn put_back(&self, aside: Option<PathBuf>) {
+        if let Some(a) = aside {
+            if let Err(e) = fs::rename(&a, &self.path) {
+                self.book.host.error(format!(
+                    "{NAME}: cannot put {} back; it is kept as {}: {e}",
+                    self.path.display(),
+                    a.display()
+                ));
+            }
+        }
+    }
+
+    /// Put a complete temporary file in place.
+    fn place_file(&self, tmp: &Path, aside: &mut Option<PathBuf>) -> Result<()> {
+        if !self.overwrite {
+            // link() fails when something appeared at the path since create: nothing is
+            // replaced without AAPI_CREATE_OVERWRITE.
+            match fs::hard_link(tmp, &self.path) {
+                Ok(()) => {
+                    let _ = fs::remove_file(tmp);
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(self.appeared()),
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EPERM | libc::EOPNOTSUPP | libc::EXDEV | libc::EMLINK)
+                    ) => {} // a file system without hard links: check, then rename
+                Err(e) => {
+                    return Err(Error::io(
+                        e,
+                        format!("cannot move {} into place", self.path.display()),
+                    ));
+                }
+            }
+        }
+        *aside = self.set_aside()?;
+        fs::rename(tmp, &self.path)
+            .map_err(|e| Error::io(e, format!("cannot move {} into place", self.path.display())))
+    }
+
+    /// Complete the object at close: owner (as root), mode, then into place (RST-4).
+    fn complete(&mut self) -> Result<()> {
+        let root = sys::is_root();
+        let p = self.props;
+        // setuid/setgid only as root: a file of the running user must not gain them.
+        let mode = p.mode.map(|m| m & if root { 0o7777 } else { 0o1777 });
+        let owner = p.owner.filter(|_| root);
+        let mut aside = None;
+        match p.kind {
+            ObjectType::File => {
+                let (file, tmp) = self
+                    .tmp
+                    .take()
+                    .expect("a created file has a temporary file");
+                // The owner first: changing it clears the setuid/setgid bits.
+                let placed = (|| {
+                    if let Some(o) = owner {
+                        std::os::unix::fs::fchown(&file, Some(o.uid), Some(o.gid)).map_err(
+                            |e| {
+                                Error::io(
+                                    e,
+                                    format!("cannot set the owner of {}", self.path.display()),
+                                )
+                            },
+                        )?;
+                    }
+                    if let Some(m) = mode {
+                        file.set_permissions(fs::Permissions::from_mode(m))
+                            .map_err(|e| {
+                                Error::io(
+                                    e,
+                                    format!("cannot set the mode of {}", self.path.display()),
+                                )
+                            })?;
+                    }
+                    sys::close_checked(file).map_err(|e| data_error(e, "write", &tmp))?;
+                    self.place_file(&tmp, &mut aside)
+                })();
+                if let Err(e) = placed {
+                    self.put_back(aside);
+                    let _ = fs::remove_file(&tmp);
+                    return Err(e);
+                }
+            }
+            ObjectType::Symlink => {
+                aside = self.set_aside()?;
+                let made = std::os::unix::fs::symlink(OsStr::from_bytes(&self.link), &self.path)
+                    .map_err(|e| {
+                        Error::io(e, format!("cannot create symlink {}", self.path.display()))
+                    })
+                    .and_then(|()| match owner {
+                        Some(o) => std::os::unix::fs::lchown(&self.path, Some(o.uid), Some(o.gid))
+                            .map_err(|e| {
+                                let _ = fs::remove_file(&self.path);
+                                Error::io(
+                                    e,
+                                    format!("cannot set the owner of {}", self.path.display()),
+                                )
+                            }),
+                        None => Ok(()),
+                    });
+                if let Err(e) = made {
+                    self.put_back(aside);
+                    return Err(e);
+                }
+            }
+            ObjectType::Dir => {
+                let reused = fs::symlink_metadata(&self.path).is_ok_and(|m| m.is_dir());
+                if !reused {
+                    aside = self.set_aside()?;
+                    if let Err(e) = fs::DirBuilder::new().mode(0o700).create(&self.path) {
+                        self.put_back(aside);
+                        return Err(Error::io(
+                            e,
+                            format!("cannot create directory {}", self.path.display()),
+                        ));
+                    }
+                }
+                let mut result = Ok(());
+                if let Some(o) = owner {
+                    result = std::os::unix::fs::lchown(&self.path, Some(o.uid), Some(o.gid))
+                        .map_err(|e| {
+                            Error::io(
+                                e,
+                                format!("cannot set the owner of {}", self.path.display()),
+                            )
+                        });
+                }
+                if let (Ok(()), Some(m)) = (&result, mode) {
+                    result = fs::set_permissions(&self.path, fs::Permissions::from_mode(m))
+                        .map_err(|e| {
+                            Error::io(e, format!("cannot set the mode of {}", self.path.display()))
+                        });
+                    if result.is_ok() && !root && m & 0o300 != 0o300 {
+                        self.book.lock().dirmodes.push(DirMode {
+                            path: self.path.clone(),
+                            mode: m,
+                            opened: false,
+                        });
+                    }
+                }
+                if reused {
+                    return result;
+                }
+                // Made here: recorded even when the mode failed, so a rollback removes it.
+                let mut st = self.book.lock();
+                st.created.push(self.path.clone());
+                if let Some(a) = aside {
+                    st.aside.push((self.path.clone(), a));
+                }
+                return result;
+            }
+        }
+        // RST-6: the new object is this restore's; RST-7: the old one waits for postprocess.
+        let mut st = self.book.lock();
+        st.created.push(self.path.clone());
+        if let Some(a) = aside {
+            st.aside.push((self.path.clone(), a));
+        }
+        Ok(())
+    }
+}
+
+impl RestoreObject for Writer {
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        match self.props.kind {
+            ObjectType::Dir => Err(Error::invalid(format!(
+                "{} is a directory; directories have no data",
+                self.path.display()
+            ))),
+            ObjectType::Symlink => {
+                if data.contains(&0) {
+                    return Err(Error::invalid(format!(
+                        "a symlink target cannot hold a NUL byte ({})",
+                        self.path.display()
+                    )));
+                }
+                if self.link.len() + data.len() > MAX_LINK_TARGET {
+                    return Err(Error::invalid(format!(
+                        "symlink target of {} is longer than {MAX_LINK_TARGET} bytes",
+                        self.path.display()
+                    )));
+                }
+                self.link.extend_from_slice(data);
+                Ok(())
+            }
+            ObjectType::File => {
+                let (file, tmp) = self
+                    .tmp
+                    .as_mut()
+                    .expect("a created file has a temporary file");
+                if let Err(e) = file.write_all(data) {
+                    // OBJ-5: all or nothing: cut back what part of this call reached the file.
+                    let _ = file.set_len(self.written);
+                    let _ = file.seek(SeekFrom::Start(self.written));
+                    return Err(data_error(e, "write", tmp));
+                }
+                self.written += data.len() as u64;
+                Ok(())
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        match &self.tmp {
+            // OBJ-6: durable once this returns.
+            Some((file, tmp)) => file.sync_all().map_err(|e| data_error(e, "sync", tmp)),
+            None => Ok(()),
+        }
+    }
+
+    fn props(&self) -> Result<ObjectProps> {
+        // The properties the object is being restored with.
+        Ok(self.props)
+    }
+
+    fn close(mut self) -> Result<()> {
+        self.complete().map_err(close_error)
+    }
+
+    fn abort(self) {
+        // Drop removes the temporary file.
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if let Some((file, tmp)) = self.tmp.take() {
+            drop(file);
+            let _ = fs::remove_file(tmp);
+        }
+    }
+}

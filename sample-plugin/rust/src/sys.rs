@@ -1,0 +1,109 @@
+//! The few system calls std does not wrap: times without following symlinks, free space, the
+//! copy-on-write clone ioctl, a checked close, and the effective user id.
+
+use aapi_sdk::plugin::Timestamp;
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, IntoRawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// Whether the plugin runs as root (owners and setuid/setgid bits are restored only then).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+/// Set atime and mtime of `path` itself, never of a symlink's target (RST-5); `None` leaves a
+/// time unchanged.
+pub fn set_times_nofollow(
+    path: &Path,
+    atime: Option<Timestamp>,
+    mtime: Option<Timestamp>,
+) -> io::Result<()> {
+    let spec = |t: Option<Timestamp>| match t {
+        Some(t) => libc::timespec {
+            tv_sec: t.sec as libc::time_t,
+            tv_nsec: t.nsec as libc::c_long,
+        },
+        None => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+    };
+    let times = [spec(atime), spec(mtime)];
+    let c = c_path(path)?;
+    // SAFETY: `c` is a NUL-terminated path and `times` two valid timespecs, both alive for the call.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Bytes available to an unprivileged caller on the file system holding `path`
+/// (`f_bavail * f_frsize`).
+pub fn available_bytes(path: &Path) -> io::Result<u64> {
+    let c = c_path(path)?;
+    let mut vfs = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a NUL-terminated path; statvfs fills `vfs` when it returns 0.
+    if unsafe { libc::statvfs(c.as_ptr(), vfs.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so the struct is initialised.
+    let vfs = unsafe { vfs.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // the field types differ between C libraries
+    Ok((vfs.f_bavail as u64).saturating_mul(vfs.f_frsize as u64))
+}
+
+/// Clone `src` into `dst` copy-on-write (`FICLONE`): both share their blocks until one changes.
+pub fn clone_file(dst: &File, src: &File) -> io::Result<()> {
+    // SAFETY: both descriptors are open files owned by the caller for the duration of the call.
+    let rc = unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Whether a clone error means "this file system cannot clone" rather than a real I/O failure.
+pub fn clone_unsupported(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(
+            libc::EOPNOTSUPP
+                | libc::EXDEV
+                | libc::EINVAL
+                | libc::ENOTTY
+                | libc::ENOSYS
+                | libc::EBADF
+        )
+    )
+}
+
+/// Close a file and report the error `close` gives (some file systems report write errors only
+/// there), which dropping a `File` would ignore.
+pub fn close_checked(file: File) -> io::Result<()> {
+    let fd = file.into_raw_fd();
+    // SAFETY: `fd` was just released by the File, so it is open and closed exactly once here.
+    if unsafe { libc::close(fd) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
