@@ -7,15 +7,15 @@ use crate::hash::{self, Hashed};
 use crate::manifest::{MANIFEST_PATH, META_DIR, Manifest, SIGNATURE_PATH};
 use crate::paths;
 use crate::scan::{
-    Content, Item, ItemKind, Limits, MAX_HEADER_EXTENSION, MAX_MANIFEST, MAX_SIGNATURE, Meta,
-    RATIO_FLOOR, Scan,
+    Content, Item, ItemKind, Limits, MAX_ENTRY_LIBRARY, MAX_HEADER_EXTENSION, MAX_MANIFEST,
+    MAX_SIGNATURE, Meta, RATIO_FLOOR, Scan,
 };
 use flate2::bufread::GzDecoder;
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::rc::Rc;
 use tar::{Archive, Entries, EntryType};
@@ -166,10 +166,10 @@ impl Sink for Hasher {
         &mut self,
         path: &str,
         _mode: u32,
-        _size: u64,
+        size: u64,
         data: &mut dyn Read,
     ) -> std::result::Result<Hashed, SinkError> {
-        if self.entry.as_deref() == Some(path) {
+        if self.entry.as_deref() == Some(path) && size <= MAX_ENTRY_LIBRARY {
             let mut v = Vec::new();
             data.read_to_end(&mut v).map_err(SinkError::Read)?;
             let h = (hash::bytes(&v), v.len() as u64);
@@ -199,7 +199,12 @@ pub struct Package {
 impl Package {
     /// Open the package at `path`.
     pub fn open(path: &Path) -> Result<Package> {
-        let file = File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
+        // O_NONBLOCK: a fifo given as the package must not hang the open.
+        let file = File::options()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| Error::io("cannot open", path, e))?;
         let meta = file
             .metadata()
             .map_err(|e| Error::io("cannot stat", path, e))?;

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::hash::{self, Hashed};
 use crate::manifest::{Kind, MANIFEST_PATH, META_DIR, Manifest, SIGNATURE_PATH};
 use crate::verify::{self, Report};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::fs::{self, File, Permissions};
 use std::io::{self, Read, Write};
@@ -54,6 +54,7 @@ pub fn install(pkg: &Path, dest: &Path, opts: &verify::Options) -> Result<Outcom
         root: &root,
         manifest,
         made: HashMap::new(),
+        implicit: HashSet::new(),
         as_root,
     };
     let src = Package::open(pkg)?;
@@ -254,26 +255,50 @@ struct Extractor<'a> {
     manifest: &'a Manifest,
     /// Paths made so far, with whether each is a directory.
     made: HashMap<String, bool>,
+    /// Directories made as parents before their own entry came.
+    implicit: HashSet<String>,
     as_root: bool,
 }
 
-impl Extractor<'_> {
-    /// The manifest's entry for `path`, if it is of the kind given and its parent was made.
-    fn expect(&self, path: &str, kind: &str) -> std::result::Result<&Kind, SinkError> {
-        let e = self
-            .manifest
+impl<'a> Extractor<'a> {
+    /// The manifest's entry for `path`, if it is of the kind given and not made yet; its
+    /// parent directories are made first if the archive has not had them yet.
+    fn expect(&mut self, path: &str, kind: &str) -> std::result::Result<&'a Kind, SinkError> {
+        let manifest: &'a Manifest = self.manifest;
+        let e = manifest
             .get(path)
             .filter(|e| e.kind.name() == kind)
             .ok_or_else(|| changed(format!("{path} is not a {kind} in the verified manifest")))?;
         if self.made.contains_key(path) {
+            if kind == "directory" && self.implicit.remove(path) {
+                return Ok(&e.kind);
+            }
             return Err(changed(format!("{path} appears twice")));
         }
-        if let Some((parent, _)) = path.rsplit_once('/')
-            && self.made.get(parent) != Some(&true)
-        {
-            return Err(changed(format!(
-                "{path} comes before its directory {parent}"
-            )));
+        let mut end = 0;
+        while let Some(i) = path[end..].find('/') {
+            let dir = &path[..end + i];
+            end += i + 1;
+            match self.made.get(dir) {
+                Some(true) => continue,
+                Some(false) => return Err(changed(format!("{dir} is not a directory"))),
+                None => {}
+            }
+            if !manifest
+                .get(dir)
+                .is_some_and(|e| matches!(e.kind, Kind::Dir { .. }))
+            {
+                return Err(changed(format!(
+                    "{dir} is not a directory in the verified manifest"
+                )));
+            }
+            let at = self.at(dir);
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&at)
+                .map_err(|e| written(e, &at))?;
+            self.made.insert(dir.to_string(), true);
+            self.implicit.insert(dir.to_string());
         }
         Ok(&e.kind)
     }
@@ -389,12 +414,15 @@ impl Sink for Extractor<'_> {
     }
 
     fn dir(&mut self, path: &str, _mode: u32) -> std::result::Result<(), SinkError> {
+        let made_as_parent = self.implicit.contains(path);
         self.expect(path, "directory")?;
-        let at = self.at(path);
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&at)
-            .map_err(|e| written(e, &at))?;
+        if !made_as_parent {
+            let at = self.at(path);
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&at)
+                .map_err(|e| written(e, &at))?;
+        }
         self.made.insert(path.to_string(), true);
         Ok(())
     }

@@ -10,7 +10,7 @@ use crate::manifest::{
     Target,
 };
 use crate::paths::{self, Node};
-use crate::scan::{ItemKind, Limits};
+use crate::scan::{ItemKind, Limits, MAX_ENTRY_LIBRARY};
 use crate::sign::SecretKey;
 use crate::tree::{self, Purpose};
 use crate::verify::{self, Report, mode_findings};
@@ -64,6 +64,16 @@ pub fn pack(
     out: &Path,
     opts: &Options,
 ) -> Result<std::result::Result<Report, Vec<Finding>>> {
+    let parent = out_parent(out)?;
+    if let (Ok(d), Ok(p)) = (dir.canonicalize(), parent.canonicalize())
+        && p.starts_with(&d)
+    {
+        return Err(Error::new(format!(
+            "{} would be inside {}, the directory being packed",
+            out.display(),
+            dir.display()
+        )));
+    }
     let mut scan = tree::scan(dir, &opts.limits, Purpose::Pack)?;
     let mut findings = std::mem::take(&mut scan.findings);
     for item in &mut scan.items {
@@ -113,7 +123,7 @@ pub fn pack(
             "entry library {entry} is not a regular file"
         )));
     };
-    let bytes = std::fs::read(p).map_err(|e| Error::io("cannot read", p, e))?;
+    let bytes = read_library(p)?;
     let (facts, elf_findings) = elf::check(&entry, &bytes, None);
     if !elf_findings.is_empty() {
         return Ok(Err(elf_findings));
@@ -179,7 +189,6 @@ pub fn pack(
     let bytes = manifest.to_bytes();
     let sig = opts.key.as_ref().map(|k| k.sign(&bytes, &manifest));
 
-    let parent = out_parent(out)?;
     let tmp = tempfile::Builder::new()
         .prefix(".aapi-pack-")
         .tempfile_in(parent)
@@ -357,6 +366,21 @@ fn metadata(dir: &Path, opts: &Options) -> Result<Metadata> {
     Ok(m)
 }
 
+/// Read a library to parse it (at most [`MAX_ENTRY_LIBRARY`] bytes).
+fn read_library(p: &Path) -> Result<Vec<u8>> {
+    let mut v = Vec::new();
+    hash::open_nofollow(p)
+        .and_then(|f| f.take(MAX_ENTRY_LIBRARY + 1).read_to_end(&mut v))
+        .map_err(|e| Error::io("cannot read", p, e))?;
+    if v.len() as u64 > MAX_ENTRY_LIBRARY {
+        return Err(Error::new(format!(
+            "{} is larger than the {MAX_ENTRY_LIBRARY} bytes a library may have",
+            p.display()
+        )));
+    }
+    Ok(v)
+}
+
 /// The one regular file that parses as ELF and exports the ABI marker or `aapi_pgn_init`.
 fn find_entry(scan: &crate::scan::Scan) -> Result<String> {
     let mut found = Vec::new();
@@ -376,7 +400,7 @@ fn find_entry(scan: &crate::scan::Scan) -> Result<String> {
         if !is_elf {
             continue;
         }
-        let bytes = std::fs::read(p).map_err(|e| Error::io("cannot read", p, e))?;
+        let bytes = read_library(p)?;
         let (facts, findings) = elf::check(&item.path, &bytes, None);
         let exports = facts.abi.is_some()
             || !findings.iter().any(|f| {

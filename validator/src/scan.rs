@@ -32,6 +32,8 @@ impl Default for Limits {
 /// Decompressed bytes below which the compression ratio is not judged (tar padding of a small
 /// package compresses very well).
 pub const RATIO_FLOOR: u64 = 4 << 20;
+/// Largest entry library parsed (it is read into memory whole).
+pub const MAX_ENTRY_LIBRARY: u64 = 1 << 30;
 /// Largest manifest accepted.
 pub const MAX_MANIFEST: u64 = 16 << 20;
 /// Largest signature file accepted.

@@ -7,7 +7,7 @@ use crate::finding::{Code, Finding};
 use crate::hash::{self, Job};
 use crate::manifest::{Kind, Manifest, hex};
 use crate::paths::{self, Node};
-use crate::scan::{Content, Item, ItemKind, Limits, Scan};
+use crate::scan::{Content, Item, ItemKind, Limits, MAX_ENTRY_LIBRARY, Scan};
 use crate::sign::{self, PublicKey};
 use crate::tree::{self, Purpose};
 use serde::Serialize;
@@ -317,7 +317,20 @@ pub(crate) fn judge(
         compare(m, &scan, &digests, &mut out);
 
         let entry = scan.items.iter().find(|i| i.path == m.entry);
-        if let (Some(arch), Some(item)) = (elf::arch(&m.target.arch), entry)
+        if let Some(Item {
+            kind: ItemKind::File { size, .. },
+            ..
+        }) = entry
+            && *size > MAX_ENTRY_LIBRARY
+        {
+            out.push(Finding::at(
+                Code::ELF_INVALID,
+                &m.entry,
+                format!(
+                    "{size} bytes: larger than the {MAX_ENTRY_LIBRARY} bytes a library may have"
+                ),
+            ));
+        } else if let (Some(arch), Some(item)) = (elf::arch(&m.target.arch), entry)
             && let ItemKind::File { size, content } = &item.kind
             && let Some(bytes) = entry_bytes(&scan, content, *size, file)?
         {

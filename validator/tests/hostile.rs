@@ -555,6 +555,12 @@ fn could_not_run_is_exit_code_2() {
             .code(),
         Some(2)
     );
+    // A fifo given as the package is refused without waiting for a writer.
+    let fifo = dir.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: c is a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    assert_eq!(run(&[&"verify", &fifo]).status.code(), Some(2));
     // No panic trace for anything above.
     for args in [vec!["verify"], vec!["verify", "/nonexistent"]] {
         let o = std::process::Command::new(env!("CARGO_BIN_EXE_aapi-validator"))

@@ -246,3 +246,26 @@ fn refuses_destinations_that_are_not_installations() {
     assert_eq!(install(&pkg, &empty).status.code(), Some(0));
     assert!(empty.join(ENTRY).is_file());
 }
+
+#[test]
+fn archive_order_does_not_matter() {
+    // A file before its directory's entry: parents are made as needed, with the manifest's
+    // modes in the end.
+    let entries = payload(plugin(Variant::Good));
+    let manifest = manifest_of(&entries);
+    let mut r = Raw::package(&manifest, &[]);
+    for i in [2, 3, 0, 1] {
+        r.entry(&entries[i]);
+    }
+    let w = tempfile::tempdir().unwrap();
+    let pkg = w.path().join("p.aapkg");
+    fs::write(&pkg, r.finish()).unwrap();
+    let dest = w.path().join("demo");
+    let o = install(&pkg, &dest);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert_eq!(
+        fs::metadata(dest.join("lib")).unwrap().mode() & 0o7777,
+        0o755
+    );
+    assert_eq!(installed_codes(&dest), vec![]);
+}

@@ -269,6 +269,12 @@ fn pack_refuses_what_verify_would_refuse() {
         );
     }
     let d = plugin_dir(Variant::Good);
+    let inside = d.path().join("lib/p.aapkg");
+    assert_eq!(
+        run(&[&"pack", &d.path(), &"-o", &inside]).status.code(),
+        Some(2)
+    );
+    assert!(!inside.exists());
     fs::create_dir(d.path().join(".aapi")).unwrap();
     assert_eq!(
         run(&[&"pack", &d.path(), &"-o", &pkg]).status.code(),

@@ -33,8 +33,14 @@ fn round_trip(lib: &Path, name: &str) {
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let m: Manifest = serde_json::from_value(v["manifest"].clone()).unwrap();
-    assert_eq!(m.entry, format!("lib/{}", lib.file_name().unwrap().to_str().unwrap()));
-    assert_eq!((m.abi.major, m.abi.minor), (aapi_sdk::abi::AAPI_ABI_MAJOR, aapi_sdk::abi::AAPI_ABI_MINOR));
+    assert_eq!(
+        m.entry,
+        format!("lib/{}", lib.file_name().unwrap().to_str().unwrap())
+    );
+    assert_eq!(
+        (m.abi.major, m.abi.minor),
+        (aapi_sdk::abi::AAPI_ABI_MAJOR, aapi_sdk::abi::AAPI_ABI_MINOR)
+    );
     assert_eq!(m.target.arch, std::env::consts::ARCH);
     assert_eq!(v["signature"]["status"], "verified");
 
@@ -42,8 +48,16 @@ fn round_trip(lib: &Path, name: &str) {
     fs::create_dir(w.path().join("plugins")).unwrap();
     let o = run(&[&"install", &pkg, &"--dest", &dest, &"--key", &public]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
-    assert_eq!(fs::read(dest.join(&m.entry)).unwrap(), fs::read(lib).unwrap());
-    assert_eq!(run(&[&"verify", &"--installed", &dest, &"--key", &public]).status.code(), Some(0));
+    assert_eq!(
+        fs::read(dest.join(&m.entry)).unwrap(),
+        fs::read(lib).unwrap()
+    );
+    assert_eq!(
+        run(&[&"verify", &"--installed", &dest, &"--key", &public])
+            .status
+            .code(),
+        Some(0)
+    );
 
     // One flipped byte in the installed library is found; reinstalling repairs it.
     let installed = dest.join(&m.entry);
@@ -53,14 +67,27 @@ fn round_trip(lib: &Path, name: &str) {
     fs::write(&installed, bytes).unwrap();
     let o = run(&[&"verify", &"--installed", &dest]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stdout(&o).contains(Code::FILE_DIGEST.as_str()), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains(Code::FILE_DIGEST.as_str()),
+        "{}",
+        stdout(&o)
+    );
     let before = snapshot(w.path());
-    assert_eq!(run(&[&"install", &pkg, &"--dest", &dest]).status.code(), Some(0));
+    assert_eq!(
+        run(&[&"install", &pkg, &"--dest", &dest]).status.code(),
+        Some(0)
+    );
     assert_ne!(snapshot(w.path()), before);
-    assert_eq!(run(&[&"verify", &"--installed", &dest]).status.code(), Some(0));
+    assert_eq!(
+        run(&[&"verify", &"--installed", &dest]).status.code(),
+        Some(0)
+    );
 }
 
 #[test]
 fn the_c_sample_plugin() {
-    round_trip(Path::new(aapi_sample_plugin_c::PLUGIN_PATH), "files-sample-c");
+    round_trip(
+        Path::new(aapi_sample_plugin_c::PLUGIN_PATH),
+        "files-sample-c",
+    );
 }
