@@ -5,9 +5,11 @@
 //! stderr, which stay free for whatever the plugin prints). The *supervisor* side ([`Worker`])
 //! reads those events and enforces the contract's timing rules:
 //!
-//! - **Per-call budget** (TIME-1): from [`Event::Enter`] until the matching [`Event::Leave`], the
-//!   worker must either return or send [`Event::Keepalive`] at least every `budget`; otherwise it is
-//!   killed and the job reports [`WorkerEnd::TimedOut`] naming the function.
+//! - **Per-call budget** (TIME-1): while a plugin call runs, it must either return or call the
+//!   keepalive callback at least every `budget`; otherwise the worker is killed and the job
+//!   reports [`WorkerEnd::TimedOut`] naming the function. The running call and its last sign of
+//!   life are shared through a small memory mapping (two atomic stores per call, no syscall);
+//!   with [`TRACE_ENV`] set, every call and keepalive is also sent as an event.
 //! - **Crash**: a worker killed by a signal is reported as [`WorkerEnd::Crashed`] with the signal and
 //!   the function that was running.
 //! - **Cancel** (TIME-4): [`CancelHandle::cancel`] tells the worker; its keepalive callback then
@@ -21,6 +23,7 @@
 //! The `aapi-host` binary does so in its hidden `worker` subcommand.
 
 use crate::client::HostHooks;
+use aapi_sdk::version::ENTRY_POINTS;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::fs::File;
@@ -28,7 +31,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,9 +40,114 @@ pub const EVENT_FD_ENV: &str = "AAPI_WORKER_EVENT_FD";
 /// Environment variable carrying the control pipe's file descriptor number to a worker.
 pub const CONTROL_FD_ENV: &str = "AAPI_WORKER_CONTROL_FD";
 
+/// Environment variable carrying the descriptor of the shared call-state memory to a worker.
+pub const STATE_FD_ENV: &str = "AAPI_WORKER_STATE_FD";
+/// Set this variable (to any value) in a worker's environment to also get [`Event::Enter`],
+/// [`Event::Leave`] and [`Event::Keepalive`] on the event pipe: a full trace of the calls.
+/// Without it, calls are tracked only through the shared call state, which costs no syscall.
+pub const TRACE_ENV: &str = "AAPI_WORKER_TRACE";
+
 /// Shortest interval between two keepalive events a worker forwards (plugins may call the
 /// keepalive callback far more often; the supervisor only needs to know the call is alive).
 pub const KEEPALIVE_FORWARD_INTERVAL: Duration = Duration::from_millis(20);
+
+/// The call a worker is in, shared with its supervisor through a small `MAP_SHARED` mapping of
+/// a memfd: entering and leaving a plugin call are two atomic stores, not messages, so the data
+/// path pays nothing for supervision. Times are `CLOCK_MONOTONIC` nanoseconds (system-wide).
+#[repr(C)]
+struct CallState {
+    /// 1 + index into `ENTRY_POINTS` of the running call; 0 when no call runs.
+    call: AtomicU32,
+    _pad: AtomicU32,
+    /// When the running call was entered.
+    entered_ns: AtomicU64,
+    /// When the running call last showed life (entered or sent a keepalive).
+    alive_ns: AtomicU64,
+}
+
+const STATE_LEN: usize = 4096;
+
+struct SharedState {
+    ptr: std::ptr::NonNull<CallState>,
+}
+
+// SAFETY: the mapping holds only atomics and lives as long as this owner.
+unsafe impl Send for SharedState {}
+// SAFETY: as above; all access goes through atomics.
+unsafe impl Sync for SharedState {}
+
+impl SharedState {
+    fn create() -> io::Result<(SharedState, OwnedFd)> {
+        // SAFETY: memfd_create with a valid NUL-terminated name.
+        let fd = unsafe { libc::memfd_create(c"aapi-worker-state".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: memfd_create returned a new descriptor owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: ftruncate on our own descriptor.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), STATE_LEN as libc::off_t) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((SharedState::map(fd.as_raw_fd())?, fd))
+    }
+
+    fn map(fd: RawFd) -> io::Result<SharedState> {
+        // SAFETY: maps STATE_LEN bytes of a memfd both processes hold; checked for failure.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                STATE_LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = std::ptr::NonNull::new(p as *mut CallState)
+            .ok_or_else(|| io::Error::other("mmap returned NULL"))?;
+        Ok(SharedState { ptr })
+    }
+
+    fn get(&self) -> &CallState {
+        // SAFETY: the mapping is page-aligned, zero-initialised (a valid CallState of atomics)
+        // and stays mapped while self lives.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl Drop for SharedState {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `map`.
+        unsafe { libc::munmap(self.ptr.as_ptr() as *mut libc::c_void, STATE_LEN) };
+    }
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn function_index(name: &str) -> u32 {
+    ENTRY_POINTS
+        .iter()
+        .position(|f| *f == name)
+        .map_or(u32::MAX, |i| i as u32 + 1)
+}
+
+fn function_name(index: u32) -> String {
+    ENTRY_POINTS
+        .get((index as usize).wrapping_sub(1))
+        .map_or_else(|| "an unknown function".to_string(), |s| s.to_string())
+}
 
 /// One message from a worker to its supervisor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -214,6 +322,7 @@ pub struct CancelHandle {
 struct CancelState {
     control: Mutex<Option<File>>,
     at: Mutex<Option<Instant>>,
+    at_ns: AtomicU64,
 }
 
 impl CancelHandle {
@@ -222,6 +331,7 @@ impl CancelHandle {
         let mut at = self.inner.at.lock().unwrap_or_else(|e| e.into_inner());
         if at.is_none() {
             *at = Some(Instant::now());
+            self.inner.at_ns.store(monotonic_ns(), Ordering::SeqCst);
             let mut control = self.inner.control.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(f) = control.as_mut() {
                 let mut line = serde_json::to_vec(&Control::Cancel).expect("serialisable");
@@ -258,6 +368,7 @@ impl Default for Limits {
 pub struct Worker {
     child: Child,
     events: File,
+    state: SharedState,
     limits: Limits,
     cancel: CancelHandle,
 }
@@ -282,19 +393,22 @@ fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 impl Worker {
-    /// Start `command` as a worker: it gets the write end of the event pipe and the read end of
-    /// the control pipe (their numbers in [`EVENT_FD_ENV`] and [`CONTROL_FD_ENV`]).
+    /// Start `command` as a worker: it gets the write end of the event pipe, the read end of
+    /// the control pipe and the shared call state (their numbers in [`EVENT_FD_ENV`],
+    /// [`CONTROL_FD_ENV`] and [`STATE_FD_ENV`]).
     pub fn spawn(mut command: Command, limits: Limits) -> io::Result<Worker> {
         let (ev_r, ev_w) = cloexec_pipe()?;
         let (ctl_r, ctl_w) = cloexec_pipe()?;
-        let (ev_fd, ctl_fd) = (ev_w.as_raw_fd(), ctl_r.as_raw_fd());
+        let (state, state_fd) = SharedState::create()?;
+        let (ev_fd, ctl_fd, st_fd) = (ev_w.as_raw_fd(), ctl_r.as_raw_fd(), state_fd.as_raw_fd());
         command.env(EVENT_FD_ENV, ev_fd.to_string());
         command.env(CONTROL_FD_ENV, ctl_fd.to_string());
+        command.env(STATE_FD_ENV, st_fd.to_string());
         // SAFETY: the closure only calls fcntl, which is async-signal-safe, on descriptors that
-        // are open in the child (inherited copies of ev_w and ctl_r).
+        // are open in the child (inherited copies of ev_w, ctl_r and the memfd).
         unsafe {
             command.pre_exec(move || {
-                for fd in [ev_fd, ctl_fd] {
+                for fd in [ev_fd, ctl_fd, st_fd] {
                     if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
                         return Err(io::Error::last_os_error());
                     }
@@ -305,14 +419,17 @@ impl Worker {
         let child = command.spawn()?;
         drop(ev_w);
         drop(ctl_r);
+        drop(state_fd);
         Ok(Worker {
             child,
             events: File::from(ev_r),
+            state,
             limits,
             cancel: CancelHandle {
                 inner: Arc::new(CancelState {
                     control: Mutex::new(Some(File::from(ctl_w))),
                     at: Mutex::new(None),
+                    at_ns: AtomicU64::new(0),
                 }),
             },
         })
@@ -355,55 +472,39 @@ impl Worker {
             garbage: Vec::new(),
             cancelled_at: None,
         };
-        let mut in_call: Option<(String, Instant)> = None;
-        let mut alive_at = Instant::now();
         let mut pending: Vec<u8> = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
         let fd = self.events.as_raw_fd();
+        let budget_ns = self.limits.call_budget.as_nanos() as u64;
+        let bound = self.limits.cancel_bound.min(self.limits.call_budget);
+        // Check the shared call state this often; also notices a cancel from another thread.
+        let tick = (self.limits.call_budget / 20)
+            .clamp(Duration::from_millis(5), Duration::from_millis(100));
         let killed: Option<WorkerEnd> = loop {
-            let cancel_at = self.cancel.requested();
-            let deadline = in_call.as_ref().map(|(function, started)| {
-                let normal = alive_at + self.limits.call_budget;
-                match cancel_at {
-                    Some(c) => {
-                        let bound = self.limits.cancel_bound.min(self.limits.call_budget);
-                        let cancel_deadline = c.max(*started) + bound;
-                        if cancel_deadline < normal {
-                            (
-                                cancel_deadline,
-                                WorkerEnd::CancelIgnored {
-                                    function: function.clone(),
-                                    bound,
-                                },
-                            )
-                        } else {
-                            (
-                                normal,
-                                WorkerEnd::TimedOut {
-                                    function: function.clone(),
-                                    budget: self.limits.call_budget,
-                                },
-                            )
-                        }
-                    }
-                    None => (
-                        normal,
-                        WorkerEnd::TimedOut {
-                            function: function.clone(),
-                            budget: self.limits.call_budget,
-                        },
-                    ),
+            let st = self.state.get();
+            let call = st.call.load(Ordering::Acquire);
+            if call != 0 {
+                let entered = st.entered_ns.load(Ordering::Acquire);
+                let alive = st.alive_ns.load(Ordering::Acquire);
+                let now = monotonic_ns();
+                let cancel_ns = self.cancel.inner.at_ns.load(Ordering::SeqCst);
+                if cancel_ns != 0
+                    && now > cancel_ns.max(entered) + bound.as_nanos() as u64
+                    && st.call.load(Ordering::Acquire) == call
+                {
+                    break Some(WorkerEnd::CancelIgnored {
+                        function: function_name(call),
+                        bound,
+                    });
                 }
-            });
-            let now = Instant::now();
-            // Wake up at least every 100 ms so that a cancel from another thread is noticed.
-            let mut wait = Duration::from_millis(100);
-            if let Some((d, end)) = &deadline {
-                if *d <= now {
-                    break Some(end.clone());
+                if now > alive + budget_ns && st.call.load(Ordering::Acquire) == call {
+                    break Some(WorkerEnd::TimedOut {
+                        function: function_name(call),
+                        budget: self.limits.call_budget,
+                    });
                 }
-                wait = wait.min(*d - now);
             }
+            let wait = tick;
             let mut pfd = libc::pollfd {
                 fd,
                 events: libc::POLLIN,
@@ -436,20 +537,17 @@ impl Worker {
                 let line = &line[..line.len() - 1];
                 match serde_json::from_slice::<Event>(line) {
                     Ok(ev) => {
-                        let t = Instant::now();
                         match &ev {
-                            Event::Enter { function } => {
-                                in_call = Some((function.clone(), t));
-                                alive_at = t;
-                            }
-                            Event::Leave { .. } => in_call = None,
-                            Event::Keepalive => alive_at = t,
                             Event::Result { value } => outcome.results.push(value.clone()),
                             Event::Failed { message, code } => {
                                 outcome.failures.push(message.clone());
                                 outcome.failure_code = outcome.failure_code.or(*code);
                             }
-                            Event::Log { .. } | Event::Progress { .. } => {}
+                            Event::Log { .. }
+                            | Event::Progress { .. }
+                            | Event::Enter { .. }
+                            | Event::Leave { .. }
+                            | Event::Keepalive => {}
                         }
                         on_event(&ev);
                     }
@@ -467,10 +565,13 @@ impl Worker {
             let status = self.child.wait()?;
             outcome.end = match (status.code(), status.signal()) {
                 (Some(code), _) => WorkerEnd::Exited(code),
-                (None, Some(signal)) => WorkerEnd::Crashed {
-                    signal,
-                    function: in_call.map(|(f, _)| f),
-                },
+                (None, Some(signal)) => {
+                    let call = self.state.get().call.load(Ordering::Acquire);
+                    WorkerEnd::Crashed {
+                        signal,
+                        function: (call != 0).then(|| function_name(call)),
+                    }
+                }
                 (None, None) => WorkerEnd::Exited(-1),
             };
         }
@@ -491,6 +592,8 @@ impl Worker {
 /// keepalive callback answers "cancelled" once the supervisor cancelled the job.
 pub struct WorkerLink {
     events: Mutex<File>,
+    state: Option<SharedState>,
+    trace: bool,
     cancelled: Arc<AtomicBool>,
     last_keepalive: Mutex<Option<Instant>>,
     credentials: Vec<(String, Vec<u8>)>,
@@ -524,6 +627,12 @@ impl WorkerLink {
             // SAFETY: fcntl on our own open descriptor: keep them away from the plugin's children.
             unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         }
+        let state = env_fd(STATE_FD_ENV).and_then(|fd| {
+            let st = SharedState::map(fd).ok();
+            // SAFETY: the mapping (if any) keeps the memory; the descriptor is ours to close.
+            unsafe { libc::close(fd) };
+            st
+        });
         let cancelled = Arc::new(AtomicBool::new(false));
         let flag = cancelled.clone();
         std::thread::spawn(move || {
@@ -533,9 +642,18 @@ impl WorkerLink {
                     flag.store(true, Ordering::SeqCst);
                 }
             }
+            // End of the control pipe: the supervisor is gone. Cancel, give the running call the
+            // cancellation bound to return, then stop: nobody is left to report to.
+            flag.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(
+                aapi_sdk::abi::AAPI_CANCEL_BOUND_MS as u64,
+            ));
+            std::process::exit(3);
         });
         Some(Arc::new(WorkerLink {
             events: Mutex::new(events),
+            trace: state.is_none() || std::env::var_os(TRACE_ENV).is_some(),
+            state,
             cancelled,
             last_keepalive: Mutex::new(None),
             credentials,
@@ -568,15 +686,20 @@ impl HostHooks for WorkerLink {
     }
 
     fn keepalive(&self) -> bool {
-        let now = Instant::now();
-        let mut last = self
-            .last_keepalive
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if last.is_none_or(|t| now.duration_since(t) >= KEEPALIVE_FORWARD_INTERVAL) {
-            *last = Some(now);
-            drop(last);
-            self.send(&Event::Keepalive);
+        if let Some(st) = &self.state {
+            st.get().alive_ns.store(monotonic_ns(), Ordering::Release);
+        }
+        if self.trace {
+            let now = Instant::now();
+            let mut last = self
+                .last_keepalive
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if last.is_none_or(|t| now.duration_since(t) >= KEEPALIVE_FORWARD_INTERVAL) {
+                *last = Some(now);
+                drop(last);
+                self.send(&Event::Keepalive);
+            }
         }
         !self.cancelled()
     }
@@ -589,15 +712,29 @@ impl HostHooks for WorkerLink {
     }
 
     fn call_enter(&self, function: &'static str) {
-        self.send(&Event::Enter {
-            function: function.to_string(),
-        });
+        if let Some(st) = &self.state {
+            let st = st.get();
+            let now = monotonic_ns();
+            st.entered_ns.store(now, Ordering::Release);
+            st.alive_ns.store(now, Ordering::Release);
+            st.call.store(function_index(function), Ordering::Release);
+        }
+        if self.trace {
+            self.send(&Event::Enter {
+                function: function.to_string(),
+            });
+        }
     }
 
     fn call_leave(&self, function: &'static str, code: i32) {
-        self.send(&Event::Leave {
-            function: function.to_string(),
-            code,
-        });
+        if let Some(st) = &self.state {
+            st.get().call.store(0, Ordering::Release);
+        }
+        if self.trace {
+            self.send(&Event::Leave {
+                function: function.to_string(),
+                code,
+            });
+        }
     }
 }

@@ -217,7 +217,7 @@ fn killed_supervisor_leaves_an_incomplete_image() {
     // SAFETY: plain kill(2) of our own child process.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     let _ = finish(child);
-    // The orphaned worker notices the supervisor is gone at its next keepalive and exits.
+    // The orphaned worker sees its control pipe close, cancels the running call and exits.
     let t0 = Instant::now();
     while Path::new(&format!("/proc/{worker}/status")).exists()
         && !std::fs::read_to_string(format!("/proc/{worker}/status"))

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Benchmarks of aapi-host (not run by `cargo test`): backup and restore throughput of a generated
+# 1 GiB tree of mixed sizes at 1 and 2 streams against tar, and the time to restore one small
+# object from an image of 10,000 objects against a full restore of that image.
+#
+# Usage: host/benches/bench-host.sh [WORKDIR]      (default WORKDIR: ${TMPDIR:-/tmp}/aapi-bench)
+# Environment: PLUGIN=<plugin .so> (default: the Rust sample plugin, release build).
+# Figures are printed as a Markdown table; docs/performance.md records them with the machine.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+WORK=${1:-${TMPDIR:-/tmp}/aapi-bench}
+TARGET=${CARGO_TARGET_DIR:-target}
+
+cargo build --release -q -p aapi-host
+if [ -z "${PLUGIN:-}" ]; then
+    cargo build --release -q -p aapi-sample-plugin
+    PLUGIN=$TARGET/release/libaapi_sample_plugin.so
+fi
+PLUGIN=$(realpath "$PLUGIN")
+HOST=$(realpath "$TARGET/release/aapi-host")
+
+now() { date +%s.%N; }
+secs() { echo "$2 - $1" | bc -l; }
+fmt() { printf '%.2f' "$1"; }
+
+mkdir -p "$WORK"
+TREE=$WORK/tree
+if [ ! -f "$WORK/tree.done" ]; then
+    rm -rf "$TREE"
+    mkdir -p "$TREE/large" "$TREE/medium" "$TREE/small" "$TREE/tiny"
+    # 1 GiB in four size classes: 4 x 128 MiB, 64 x 4 MiB, 2048 x 64 KiB, 32768 x 4 KiB.
+    for i in 1 2 3 4; do head -c 128M /dev/urandom >"$TREE/large/l$i"; done
+    head -c 256M /dev/urandom | split -b 4M - "$TREE/medium/m"
+    head -c 128M /dev/urandom | split -a 4 -b 64K - "$TREE/small/s"
+    head -c 128M /dev/urandom | split -a 5 -b 4K - "$TREE/tiny/t"
+    touch "$WORK/tree.done"
+fi
+SIZE=$(du -sb "$TREE" | cut -f1)
+MIB=$(echo "$SIZE / 1048576" | bc -l)
+# Warm the page cache, so every run reads the same way.
+tar -cf - -C "$TREE" . | cat >/dev/null
+
+run_backup() { # streams
+    rm -rf "$WORK/store"
+    local t0 t1
+    t0=$(now)
+    "$HOST" --store "$WORK/store" -q backup --plugin "$PLUGIN" --policy bench --select "$TREE" --streams "$1"
+    t1=$(now)
+    secs "$t0" "$t1"
+}
+
+t0=$(now); tar -cf - -C "$TREE" . | cat >/dev/null; t1=$(now); TAR_C=$(secs "$t0" "$t1")
+B1=$(run_backup 1)
+B2=$(run_backup 2)
+IMAGE=$("$HOST" --store "$WORK/store" list --json | sed -n 's/.*"image": "\([^"]*\)".*/\1/p' | head -1)
+
+rm -f "$WORK/tree.tar"; tar -cf "$WORK/tree.tar" -C "$TREE" .
+rm -rf "$WORK/x"; mkdir -p "$WORK/x"
+t0=$(now); tar -xf "$WORK/tree.tar" -C "$WORK/x"; sync; t1=$(now); TAR_X=$(secs "$t0" "$t1")
+rm -rf "$WORK/x" "$WORK/alt"; mkdir -p "$WORK/alt"; sync
+t0=$(now); "$HOST" --store "$WORK/store" -q restore "$IMAGE" --alt-root "$WORK/alt"; t1=$(now)
+R=$(secs "$t0" "$t1")
+cmp "$TREE/large/l1" "$WORK/alt$TREE/large/l1"
+rm -rf "$WORK/alt" "$WORK/tree.tar"
+
+# Single-object restore from an image of 10,000 objects (10,000 files of 16 KiB).
+T10=$WORK/tree10k
+if [ ! -f "$WORK/tree10k.done" ]; then
+    rm -rf "$T10"; mkdir -p "$T10/d"
+    head -c $((10000 * 16384)) /dev/urandom | split -a 5 -b 16K - "$T10/d/o"
+    touch "$WORK/tree10k.done"
+fi
+rm -rf "$WORK/store10k"
+"$HOST" --store "$WORK/store10k" -q backup --plugin "$PLUGIN" --policy tenk --select "$T10" --streams 2
+IMG10=$("$HOST" --store "$WORK/store10k" list --json | sed -n 's/.*"image": "\([^"]*\)".*/\1/p' | head -1)
+ONE=$(ls "$T10/d" | sed -n 5000p)
+rm -rf "$WORK/alt1"; mkdir -p "$WORK/alt1"
+t0=$(now); "$HOST" --store "$WORK/store10k" -q restore "$IMG10" --path "$T10/d/$ONE" --alt-root "$WORK/alt1"; t1=$(now)
+R1=$(secs "$t0" "$t1")
+READ1=$("$HOST" --store "$WORK/store10k" --json restore "$IMG10" --path "$T10/d/$ONE" --alt-root "$WORK/alt1" --overwrite | sed -n 's/.*"store_bytes_read": \([0-9]*\).*/\1/p')
+cmp "$T10/d/$ONE" "$WORK/alt1$T10/d/$ONE"
+rm -rf "$WORK/altall"; mkdir -p "$WORK/altall"
+t0=$(now); "$HOST" --store "$WORK/store10k" -q restore "$IMG10" --alt-root "$WORK/altall"; t1=$(now)
+RALL=$(secs "$t0" "$t1")
+rm -rf "$WORK/alt1" "$WORK/altall"
+
+echo "| measurement | seconds | MiB/s | ratio |"
+echo "|---|---|---|---|"
+echo "| \`tar -cf - | cat >/dev/null\` ($(fmt "$MIB") MiB) | $(fmt "$TAR_C") | $(fmt "$(echo "$MIB / $TAR_C" | bc -l)") | 1.00 |"
+echo "| backup, 1 stream | $(fmt "$B1") | $(fmt "$(echo "$MIB / $B1" | bc -l)") | $(fmt "$(echo "$TAR_C / $B1" | bc -l)") x tar |"
+echo "| backup, 2 streams | $(fmt "$B2") | $(fmt "$(echo "$MIB / $B2" | bc -l)") | $(fmt "$(echo "$B1 / $B2" | bc -l)") x 1 stream |"
+echo "| \`tar -xf\` + \`sync\` | $(fmt "$TAR_X") | $(fmt "$(echo "$MIB / $TAR_X" | bc -l)") | 1.00 |"
+echo "| restore (whole image) | $(fmt "$R") | $(fmt "$(echo "$MIB / $R" | bc -l)") | $(fmt "$(echo "$TAR_X / $R" | bc -l)") x tar |"
+echo "| restore 1 object of 10,000 ($READ1 bytes read from the store) | $(fmt "$R1") | | $(fmt "$(echo "$R1 / $RALL" | bc -l)") of full |"
+echo "| restore all 10,000 objects | $(fmt "$RALL") | | 1.00 |"
