@@ -1,0 +1,10 @@
+//! Example plugins beyond the two samples, built by this crate's build script so that the
+//! workspace tests compile and exercise them:
+//!
+//! - `cpp-plugin/`: a C++17 plugin (an in-memory workload) showing RAII handle tables and an
+//!   exception boundary around every `extern "C"` entry point; loaded from [`CPP_PLUGIN_PATH`].
+//! - `c-skeleton/`: the smallest C plugin that loads, the starting point of docs/guide-c.md,
+//!   built against an installed SDK with pkg-config and with CMake by the tests.
+
+/// Path of `libaapi_cpp_example.so` as built by this crate's build script.
+pub const CPP_PLUGIN_PATH: &str = concat!(env!("OUT_DIR"), "/libaapi_cpp_example.so");
