@@ -267,7 +267,7 @@ fn run(cli: Cli) -> aapi_validator::Result<Done> {
             } else {
                 verify::verify(&path, &opts)?
             };
-            Ok(show(&report, json, None))
+            Ok(show(&report, json, None, false))
         }
         Command::Install {
             package,
@@ -293,9 +293,9 @@ fn run(cli: Cli) -> aapi_validator::Result<Done> {
                         summary(&report),
                         dest.display()
                     );
-                    Ok(show(&report, json, Some(&line)))
+                    Ok(show(&report, json, Some(&line), true))
                 }
-                Outcome::Refused(report) => Ok(show(&report, json, None)),
+                Outcome::Refused(report) => Ok(show(&report, json, None, true)),
             }
         }
         Command::Keygen { output } => {
@@ -351,11 +351,15 @@ fn refused(findings: &[Finding], what: &str) {
     say(&format!("REFUSED {what} ({} findings)", findings.len()));
 }
 
-/// Print a report; `done` replaces the OK line after a successful install.
-fn show(r: &Report, json: bool, done: Option<&str>) -> Done {
+/// Print a report; `done` replaces the OK line after a successful install. For `install`,
+/// JSON says whether it installed.
+fn show(r: &Report, json: bool, done: Option<&str>, install: bool) -> Done {
     if json {
         let mut v = serde_json::to_value(r).expect("a report serializes");
         v["valid"] = r.is_valid().into();
+        if install {
+            v["installed"] = done.is_some().into();
+        }
         say(&v.to_string());
     } else if r.is_valid() {
         match done {

@@ -84,7 +84,11 @@ pub fn link_findings(nodes: &BTreeMap<&str, Node<'_>>) -> Vec<Finding> {
         if let Node::Symlink(target) = node
             && let Err((code, why)) = resolve(nodes, path, target)
         {
-            out.push(Finding::at(code, path, format!("-> {target}: {why}")));
+            out.push(Finding::at(
+                code,
+                path,
+                format!("symlink to {target}: {why}"),
+            ));
         }
     }
     out

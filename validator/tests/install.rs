@@ -269,3 +269,29 @@ fn archive_order_does_not_matter() {
     );
     assert_eq!(installed_codes(&dest), vec![]);
 }
+
+#[test]
+fn install_json_says_whether_it_installed() {
+    let w = tempfile::tempdir().unwrap();
+    let good = w.path().join("good.aapkg");
+    fs::write(&good, good_package()).unwrap();
+    let bad = w.path().join("bad.aapkg");
+    fs::write(&bad, &good_package()[..4000]).unwrap();
+    let dest = w.path().join("demo");
+    let o = run(&[&"install", &"--json", &bad, &"--dest", &dest]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (v["installed"].clone(), v["valid"].clone()),
+        (false.into(), false.into())
+    );
+    assert!(!dest.exists());
+    let o = run(&[&"install", &"--json", &good, &"--dest", &dest]);
+    assert_eq!(o.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (v["installed"].clone(), v["valid"].clone()),
+        (true.into(), true.into())
+    );
+    assert_eq!(v["manifest"]["entry"], ENTRY);
+}
