@@ -91,3 +91,13 @@ fn the_c_sample_plugin() {
         "files-sample-c",
     );
 }
+
+#[test]
+fn the_rust_sample_plugin() {
+    // Linking the crate makes cargo build its cdylib beside this test binary.
+    let _ = std::any::type_name::<aapi_sample_plugin::FilesPlugin>;
+    let exe = std::env::current_exe().unwrap();
+    let lib = exe.parent().unwrap().join("libaapi_sample_plugin.so");
+    assert!(lib.is_file(), "{} was not built", lib.display());
+    round_trip(&lib, "files-sample-rust");
+}
