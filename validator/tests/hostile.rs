@@ -267,6 +267,56 @@ fn cases(dir: &Path) -> Vec<Case> {
             &[ABI_INCOMPATIBLE, ABI_MISMATCH],
         ),
         case(
+            "not-a-shared-object",
+            honest(payload(plugin(Variant::Pie))),
+            &[ELF_NOT_SHARED_OBJECT],
+        ),
+        case(
+            "wrong-os",
+            honest(payload(plugin(Variant::WrongOs))),
+            &[ELF_OS],
+        ),
+        case(
+            "marker-bad-magic",
+            honest(payload(plugin(Variant::BadMagic))),
+            &[ELF_MARKER_INVALID],
+        ),
+        case(
+            "marker-missing",
+            honest(payload(plugin(Variant::NoMarker))),
+            &[ELF_MARKER_MISSING],
+        ),
+        case(
+            "symbol-wrong-type",
+            honest(payload(plugin(Variant::FlushAsData))),
+            &[ELF_SYMBOL_TYPE],
+        ),
+        case(
+            "sticky",
+            honest([good(), vec![E::Dir("tmp", 0o1755)]].concat()),
+            &[MODE_STICKY],
+        ),
+        case(
+            "changed-type",
+            {
+                let entries = good();
+                let mut r = Raw::package(&manifest_of(&entries), &entries[1..]);
+                r.entry(&E::Dir("README", 0o755));
+                r.finish()
+            },
+            &[FILE_TYPE],
+        ),
+        case(
+            "retargeted-symlink",
+            {
+                let entries = good();
+                let mut r = Raw::package(&manifest_of(&entries), &entries[..3]);
+                r.symlink(b"lib/libdemo.so.1", b"../README");
+                r.finish()
+            },
+            &[SYMLINK_TARGET],
+        ),
+        case(
             "not-elf",
             honest(payload(b"#!/bin/sh\necho not a library\n".to_vec())),
             &[ELF_INVALID],
@@ -410,6 +460,16 @@ fn cases(dir: &Path) -> Vec<Case> {
         "signature-malformed",
         signed(&manifest, b"not json", &entries),
         &[SIGNATURE_MALFORMED],
+        &public,
+    ));
+    // A valid signature whose statement names other metadata than the manifest.
+    let mut other_meta = manifest.clone();
+    other_meta.plugin.version = "9.9.9".into();
+    let wrong_meta = key.sign(&manifest.to_bytes(), &other_meta);
+    out.push(keyed(
+        "signature-metadata",
+        signed(&manifest, &wrong_meta, &entries),
+        &[SIGNATURE_METADATA],
         &public,
     ));
     // The payload and manifest were both changed after signing: the old signature stays

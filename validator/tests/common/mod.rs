@@ -24,6 +24,16 @@ pub enum Variant {
     MissingSymbol,
     /// Good, with e_machine patched to AArch64.
     WrongArch,
+    /// Good, with the OS ABI byte patched to FreeBSD.
+    WrongOs,
+    /// The marker's magic is wrong.
+    BadMagic,
+    /// No marker.
+    NoMarker,
+    /// aapi_flush is data.
+    FlushAsData,
+    /// Linked as a position-independent executable exporting everything.
+    Pie,
 }
 
 /// The bytes of a fixture plugin library (compiled once per test binary).
@@ -35,14 +45,17 @@ pub fn plugin(v: Variant) -> Vec<u8> {
         let include = concat!(env!("CARGO_MANIFEST_DIR"), "/../include");
         let mut libs = BTreeMap::new();
         for (name, defs) in [
-            ("good", vec![]),
-            ("wrong_abi", vec!["-DWRONG_ABI"]),
-            ("missing", vec!["-DOMIT_READ_OBJECT"]),
+            ("good", vec!["-shared"]),
+            ("wrong_abi", vec!["-shared", "-DWRONG_ABI"]),
+            ("missing", vec!["-shared", "-DOMIT_READ_OBJECT"]),
+            ("bad_magic", vec!["-shared", "-DBAD_MAGIC"]),
+            ("no_marker", vec!["-shared", "-DNO_MARKER"]),
+            ("flush_data", vec!["-shared", "-DFLUSH_AS_DATA"]),
+            ("pie", vec!["-pie", "-rdynamic", "-DWITH_MAIN"]),
         ] {
             let so = out.path().join(format!("{name}.so"));
             let status = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
                 .args([
-                    "-shared",
                     "-fPIC",
                     "-fvisibility=hidden",
                     "-Wall",
@@ -65,6 +78,15 @@ pub fn plugin(v: Variant) -> Vec<u8> {
         Variant::Good => libs["good"].clone(),
         Variant::WrongAbi => libs["wrong_abi"].clone(),
         Variant::MissingSymbol => libs["missing"].clone(),
+        Variant::BadMagic => libs["bad_magic"].clone(),
+        Variant::NoMarker => libs["no_marker"].clone(),
+        Variant::FlushAsData => libs["flush_data"].clone(),
+        Variant::Pie => libs["pie"].clone(),
+        Variant::WrongOs => {
+            let mut b = libs["good"].clone();
+            b[7] = 9; // ELFOSABI_FREEBSD
+            b
+        }
         Variant::WrongArch => {
             let mut b = libs["good"].clone();
             assert_eq!(&b[..4], b"\x7fELF");
