@@ -1,0 +1,218 @@
+//! scripts/install-sdk puts the header, the pkg-config file and the CMake package in place, and
+//! C projects outside this repository find them: the skeleton of docs/guide-c.md builds with
+//! `pkg-config --cflags aapi` and with `find_package(aapi)`, and the loaded result is a plugin.
+
+use aapi_host::client::{HostHooks, Plugin, SessionDef};
+use aapi_sdk::abi::*;
+use aapi_sdk::version::{ENTRY_POINTS, MARKER_SYMBOL};
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+struct Quiet;
+impl HostHooks for Quiet {
+    fn log(&self, _level: u32, _message: &str) {}
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (is the tool installed?)"))
+}
+
+fn must(cmd: &mut Command) -> Output {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn install(prefix: &Path) {
+    must(
+        Command::new(repo().join("scripts/install-sdk"))
+            .arg("--prefix")
+            .arg(prefix),
+    );
+}
+
+fn abi_version() -> String {
+    format!("{AAPI_ABI_MAJOR}.{AAPI_ABI_MINOR}")
+}
+
+/// Exactly the ABI's exports, and a handshake through the host's loader.
+fn check_skeleton(so: &Path) {
+    let out = must(Command::new("nm").args(["-D", "--defined-only"]).arg(so));
+    let names: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2).map(str::to_string))
+        .collect();
+    let want: BTreeSet<String> = ENTRY_POINTS
+        .iter()
+        .chain(&[MARKER_SYMBOL])
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(names, want, "{}", so.display());
+    let plugin = Plugin::load(so, Arc::new(Quiet)).expect("the skeleton loads");
+    assert_eq!(plugin.info().name, "skeleton");
+    assert_eq!(plugin.claim("skeleton"), Ok(true));
+    let err = plugin
+        .open_server("s", SessionDef::new(AAPI_OP_BACKUP))
+        .unwrap_err();
+    assert_eq!(err.code(), Some(AAPI_ENOTSUP), "{err}");
+    plugin.terminate().unwrap();
+}
+
+#[test]
+fn staged_install_puts_files_under_destdir_and_the_prefix_in_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let stage = dir.path().join("stage");
+    must(
+        Command::new(repo().join("scripts/install-sdk"))
+            .env("PREFIX", "/opt/aapi")
+            .env("DESTDIR", &stage),
+    );
+    let root = stage.join("opt/aapi");
+    assert_eq!(
+        fs::read(root.join("include/aapi.h")).unwrap(),
+        fs::read(repo().join("include/aapi.h")).unwrap()
+    );
+    let pc = fs::read_to_string(root.join("share/pkgconfig/aapi.pc")).unwrap();
+    assert!(pc.contains("prefix=/opt/aapi\n"), "{pc}");
+    assert!(
+        pc.contains(&format!("Version: {}\n", abi_version())),
+        "{pc}"
+    );
+    assert!(!pc.contains("stage"), "DESTDIR leaked into aapi.pc:\n{pc}");
+    for f in ["aapiConfig.cmake", "aapiConfigVersion.cmake"] {
+        let text = fs::read_to_string(root.join("share/cmake/aapi").join(f)).unwrap();
+        assert!(
+            !text.contains('@'),
+            "{f} has an unfilled placeholder:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn bad_usage_is_refused_with_status_2() {
+    for args in [&["--prefix", "relative/dir"][..], &["--bogus"][..]] {
+        let out = run(Command::new(repo().join("scripts/install-sdk")).args(args));
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("install-sdk"),
+            "no message for {args:?}"
+        );
+    }
+}
+
+#[test]
+fn pkg_config_finds_the_header_and_builds_the_skeleton() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("prefix");
+    install(&prefix);
+    let pc_path = prefix.join("share/pkgconfig");
+    let pkg = |args: &[&str]| {
+        run(Command::new("pkg-config")
+            .args(args)
+            .arg("aapi")
+            .env("PKG_CONFIG_PATH", &pc_path))
+    };
+    let cflags = pkg(&["--cflags"]);
+    assert_eq!(
+        String::from_utf8_lossy(&cflags.stdout).trim(),
+        format!("-I{}", prefix.join("include").display())
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&pkg(&["--modversion"]).stdout).trim(),
+        abi_version()
+    );
+    assert!(pkg(&["--atleast-version=1.0"]).status.success());
+    assert!(!pkg(&["--atleast-version=2.0"]).status.success());
+
+    let out = dir.path().join("out");
+    fs::create_dir(&out).unwrap();
+    must(
+        Command::new("make")
+            .arg("-C")
+            .arg(repo().join("examples/c-skeleton"))
+            .arg(format!("O={}", out.display()))
+            .env("PKG_CONFIG_PATH", &pc_path),
+    );
+    check_skeleton(&out.join("libmy_plugin.so"));
+}
+
+#[test]
+fn cmake_find_package_builds_the_skeleton_and_the_c_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("prefix");
+    install(&prefix);
+    let cmake_build = |src: &Path, build: &Path| {
+        must(
+            Command::new("cmake")
+                .arg("-S")
+                .arg(src)
+                .arg("-B")
+                .arg(build)
+                .arg(format!("-DCMAKE_PREFIX_PATH={}", prefix.display())),
+        );
+        must(Command::new("cmake").arg("--build").arg(build));
+    };
+
+    let build = dir.path().join("skeleton");
+    cmake_build(&repo().join("examples/c-skeleton"), &build);
+    check_skeleton(&build.join("libmy_plugin.so"));
+
+    // The C sample, copied out of the repository so that only the installed SDK can provide
+    // aapi.h, builds with find_package(aapi) and passes its own round trip.
+    let sample = dir.path().join("sample");
+    fs::create_dir_all(sample.join("src")).unwrap();
+    fs::create_dir_all(sample.join("tests")).unwrap();
+    let from = repo().join("sample-plugin/c");
+    for f in ["CMakeLists.txt", "tests/roundtrip.c"] {
+        fs::copy(from.join(f), sample.join(f)).unwrap();
+    }
+    for e in fs::read_dir(from.join("src")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "c" || x == "h") {
+            fs::copy(&p, sample.join("src").join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let build = dir.path().join("sample-build");
+    cmake_build(&sample, &build);
+    let out = must(
+        Command::new(build.join("roundtrip"))
+            .arg(build.join("libaapi_sample_plugin_c.so"))
+            .env("TMPDIR", dir.path()),
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("all checks passed"));
+
+    // The version file follows the ABI rule: another major is not found.
+    let probe = dir.path().join("probe");
+    fs::create_dir(&probe).unwrap();
+    fs::write(
+        probe.join("CMakeLists.txt"),
+        "cmake_minimum_required(VERSION 3.13)\nproject(probe NONE)\nfind_package(aapi 2.0 REQUIRED)\n",
+    )
+    .unwrap();
+    let out = run(Command::new("cmake")
+        .arg("-S")
+        .arg(&probe)
+        .arg("-B")
+        .arg(probe.join("build"))
+        .arg(format!("-DCMAKE_PREFIX_PATH={}", prefix.display())));
+    assert!(!out.status.success(), "find_package(aapi 2.0) must fail");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&abi_version()),
+        "cmake does not name the installed version:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
