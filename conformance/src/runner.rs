@@ -1,0 +1,1500 @@
+//! The supervisor side: runs every check in worker processes, orchestrates the data pipeline,
+//! and turns what the workers reported into check results.
+
+use crate::checks::{self, CheckDef, GATE, Level, Needs};
+use crate::pipeline::read_images;
+use crate::profile::{self, Exclusions, Profile};
+use crate::report::{CheckResult, Latency, Report, Status};
+use crate::task::*;
+use crate::tree::{self, Kind, Manifest};
+use aapi_host::supervise::{Event, Limits, Worker, WorkerEnd, signal_name};
+use aapi_sdk::abi::*;
+use aapi_sdk::workload::WorkloadFile;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
+use std::fmt;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The program the runner starts as a worker process.
+///
+/// A worker is any executable that calls [`crate::serve_if_requested`] before doing anything
+/// else; the runner starts it with the task in its environment.
+#[derive(Debug, Clone)]
+pub enum WorkerProgram {
+    /// This executable again, without arguments: for binaries and `harness = false` tests whose
+    /// `main` calls [`crate::serve_if_requested`] first.
+    CurrentExe,
+    /// This test executable, running only the named test (`--exact NAME`): for ordinary
+    /// `#[test]` functions that run the suite (running the suite serves the worker task first).
+    CurrentTest(String),
+    /// Another executable with arguments, e.g. an installed `aapi-conformance`.
+    Program(PathBuf, Vec<String>),
+}
+
+impl WorkerProgram {
+    fn command(&self) -> std::io::Result<Command> {
+        Ok(match self {
+            WorkerProgram::CurrentExe => Command::new(std::env::current_exe()?),
+            WorkerProgram::CurrentTest(name) => {
+                let mut c = Command::new(std::env::current_exe()?);
+                c.args([name.as_str(), "--exact", "--nocapture", "--test-threads=1"]);
+                c
+            }
+            WorkerProgram::Program(p, args) => {
+                let mut c = Command::new(p);
+                c.args(args);
+                c
+            }
+        })
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The plugin library.
+    pub plugin: PathBuf,
+    /// The profile.
+    pub profile: Profile,
+    /// Directory the profile's relative paths and `{profile_dir}` refer to.
+    pub profile_dir: PathBuf,
+    /// Waived checks.
+    pub exclusions: Exclusions,
+    /// Run only checks whose ID starts with one of these (all when empty).
+    pub only: Vec<String>,
+    /// The worker program.
+    pub worker: WorkerProgram,
+    /// Worker processes at once (the parallel backup child jobs come on top).
+    pub jobs: usize,
+    /// Keep the scratch directory here instead of a temporary one.
+    pub scratch: Option<PathBuf>,
+}
+
+impl RunOptions {
+    /// Options for `plugin` with the default profile (`files` workload, generated tree).
+    pub fn new(plugin: impl Into<PathBuf>) -> RunOptions {
+        RunOptions {
+            plugin: plugin.into(),
+            profile: Profile::default(),
+            profile_dir: PathBuf::from("."),
+            exclusions: Exclusions::default(),
+            only: Vec::new(),
+            worker: WorkerProgram::CurrentExe,
+            jobs: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .max(2),
+            scratch: None,
+        }
+    }
+}
+
+/// Why the runner could not run (exit code 2).
+#[derive(Debug)]
+pub struct RunError(pub String);
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RunError {}
+
+#[derive(Debug, Default)]
+struct CheckState {
+    findings: Vec<String>,
+    skip: Option<String>,
+    ran: bool,
+    error: Option<String>,
+    logs: Vec<String>,
+    ms: u64,
+}
+
+struct Unit {
+    outputs: Vec<serde_json::Value>,
+    end: Option<WorkerEnd>,
+}
+
+impl Unit {
+    fn errors(&self) -> Vec<String> {
+        self.outputs
+            .iter()
+            .filter_map(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
+            .collect()
+    }
+
+    fn value(&self, key: &str) -> Option<&serde_json::Value> {
+        self.outputs.iter().find_map(|v| v.get(key))
+    }
+
+    fn ok(&self) -> bool {
+        self.end.as_ref().is_some_and(|e| e.is_success()) && self.errors().is_empty()
+    }
+}
+
+struct Runner {
+    opts: RunOptions,
+    setup: Setup,
+    scratch: PathBuf,
+    tree: Option<PathBuf>,
+    restore_root: PathBuf,
+    restored_selections: Vec<Vec<u8>>,
+    change_command: Option<String>,
+    changed_objects: Vec<Vec<u8>>,
+    defs: Vec<CheckDef>,
+    state: Mutex<BTreeMap<String, CheckState>>,
+    objects: Mutex<Objects>,
+    bad_codes: Mutex<Vec<String>>,
+    undocumented: Mutex<Vec<String>>,
+    crashes: Mutex<Vec<String>>,
+    timeouts: Mutex<Vec<String>>,
+    stats: Mutex<Vec<Stats>>,
+    texts: Mutex<Vec<(String, String)>>,
+    seq: AtomicUsize,
+}
+
+/// Run the suite. `Err` only when the runner could not run at all.
+pub fn run(opts: RunOptions) -> Result<Report, RunError> {
+    crate::worker::serve_if_requested();
+    let started = Instant::now();
+    if !opts.plugin.is_file() {
+        return Err(RunError(format!(
+            "{}: no such plugin file",
+            opts.plugin.display()
+        )));
+    }
+    let plugin = std::fs::canonicalize(&opts.plugin)
+        .map_err(|e| RunError(format!("{}: {e}", opts.plugin.display())))?;
+    let (scratch_holder, scratch) = match &opts.scratch {
+        Some(d) => {
+            std::fs::create_dir_all(d).map_err(|e| RunError(format!("{}: {e}", d.display())))?;
+            (None, std::fs::canonicalize(d).map_err(|e| RunError(e.to_string()))?)
+        }
+        None => {
+            let t = tempfile::Builder::new()
+                .prefix("aapi-conformance-")
+                .tempdir()
+                .map_err(|e| RunError(format!("cannot create a scratch directory: {e}")))?;
+            let p = t.path().to_path_buf();
+            (Some(t), p)
+        }
+    };
+    let p = &opts.profile;
+    let tree_dir = scratch.join("tree");
+    let x = |s: &str| profile::expand(s, &tree_dir, &scratch, &opts.profile_dir);
+    let credentials = match &p.credentials_file {
+        Some(f) => profile::read_credentials(&opts.profile_dir.join(x(f)))
+            .map_err(|e| RunError(e.to_string()))?,
+        None => Vec::new(),
+    };
+    let selections: Vec<Vec<u8>> = p.selections.iter().map(|s| x(s).into_bytes()).collect();
+    let restore_root = PathBuf::from(x(&p.restore_root));
+    let restored_selections = match &p.restored_selections {
+        Some(v) => v.iter().map(|s| x(s).into_bytes()).collect(),
+        None => selections
+            .iter()
+            .map(|s| crate::pipeline::under(&restore_root, s))
+            .collect(),
+    };
+    let mut properties: Vec<(String, String)> =
+        p.properties.iter().map(|(k, v)| (k.clone(), x(v))).collect();
+    properties.sort();
+    let setup = Setup {
+        plugin: plugin.clone(),
+        workload_type: p.workload_type.clone(),
+        server: x(&p.server),
+        properties,
+        budget_ms: p.call_budget_ms,
+        credentials,
+        selections,
+        hosts: p.backup_hosts.clone(),
+        files: p.files.is_some(),
+        timing_budget_ms: p.timing.budget_ms,
+        timing_selections: p.timing.selections.iter().map(|s| x(s).into_bytes()).collect(),
+        timing_properties: p
+            .timing
+            .properties
+            .iter()
+            .map(|(k, v)| (k.clone(), x(v)))
+            .collect(),
+        watch_dirs: p.data.watch_dirs.iter().map(|d| PathBuf::from(x(d))).collect(),
+    };
+    let defs: Vec<CheckDef> = checks::all()
+        .into_iter()
+        .filter(|c| opts.only.is_empty() || opts.only.iter().any(|o| c.id.starts_with(o)))
+        .collect();
+    if defs.is_empty() {
+        return Err(RunError(format!(
+            "no check matches {:?} (see `aapi-conformance list`)",
+            opts.only
+        )));
+    }
+    if let Some(ft) = &p.files {
+        tree::generate(&tree_dir, ft)
+            .map_err(|e| RunError(format!("cannot generate the test tree: {e}")))?;
+    }
+    for d in &setup.watch_dirs {
+        std::fs::create_dir_all(d).map_err(|e| RunError(format!("{}: {e}", d.display())))?;
+    }
+    let env_cmd = |cmd: &str| -> Result<(), RunError> {
+        let st = Command::new("sh")
+            .arg("-c")
+            .arg(x(cmd))
+            .current_dir(&opts.profile_dir)
+            .env("AAPI_CONFORMANCE_SCRATCH", &scratch)
+            .env("AAPI_CONFORMANCE_TREE", &tree_dir)
+            .stdin(Stdio::null())
+            .status()
+            .map_err(|e| RunError(format!("cannot run `{cmd}`: {e}")))?;
+        if st.success() {
+            Ok(())
+        } else {
+            Err(RunError(format!("`{cmd}` failed: {st}")))
+        }
+    };
+    if let Some(cmd) = &p.setup {
+        env_cmd(cmd).map_err(|e| RunError(format!("setup command: {e}")))?;
+    }
+    let runner = Runner {
+        setup,
+        tree: p.files.as_ref().map(|_| tree_dir.clone()),
+        restore_root,
+        restored_selections,
+        change_command: p.data.change_command.as_deref().map(x),
+        changed_objects: p
+            .data
+            .changed_objects
+            .iter()
+            .map(|s| x(s).into_bytes())
+            .collect(),
+        scratch: scratch.clone(),
+        defs,
+        state: Mutex::new(BTreeMap::new()),
+        objects: Mutex::new(Objects::default()),
+        bad_codes: Mutex::new(Vec::new()),
+        undocumented: Mutex::new(Vec::new()),
+        crashes: Mutex::new(Vec::new()),
+        timeouts: Mutex::new(Vec::new()),
+        stats: Mutex::new(Vec::new()),
+        texts: Mutex::new(Vec::new()),
+        seq: AtomicUsize::new(0),
+        opts: opts.clone(),
+    };
+    let result = runner.run_all();
+    if let Some(cmd) = &p.teardown {
+        env_cmd(cmd).map_err(|e| RunError(format!("teardown command: {e}")))?;
+    }
+    let mut report = result?;
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    drop(scratch_holder);
+    Ok(report)
+}
+
+impl Runner {
+    fn with<R>(&self, id: &str, f: impl FnOnce(&mut CheckState) -> R) -> R {
+        let mut s = self.state.lock().unwrap();
+        f(s.entry(id.to_string()).or_default())
+    }
+
+    fn fail(&self, id: &str, msg: impl Into<String>) {
+        let msg = msg.into();
+        self.with(id, |s| {
+            if s.findings.len() < 40 && !s.findings.contains(&msg) {
+                s.findings.push(msg);
+            }
+        });
+    }
+
+    fn ran(&self, id: &str) {
+        self.with(id, |s| s.ran = true);
+    }
+
+    fn skip(&self, id: &str, reason: impl Into<String>) {
+        let r = reason.into();
+        self.with(id, |s| s.skip = Some(r));
+    }
+
+    fn harness(&self, id: &str, msg: impl Into<String>) {
+        let m = msg.into();
+        self.with(id, |s| s.error.get_or_insert(m).clone());
+    }
+
+    fn passed(&self, id: &str) -> bool {
+        let s = self.state.lock().unwrap();
+        s.get(id)
+            .is_some_and(|c| c.ran && c.findings.is_empty() && c.error.is_none() && c.skip.is_none())
+    }
+
+    fn limits(&self, budget_ms: u32) -> Limits {
+        Limits {
+            call_budget: Duration::from_millis(budget_ms as u64),
+            cancel_bound: Duration::from_millis(AAPI_CANCEL_BOUND_MS.min(budget_ms) as u64),
+        }
+    }
+
+    /// Run one task in a worker process and record what it reports.
+    fn unit(&self, task: Task, primary: &str) -> Unit {
+        let budget = match &task {
+            Task::Probe { check } if check == "time.cancel" || check == "time.keepalive-cadence" => {
+                self.setup.timing_budget_ms
+            }
+            _ => self.setup.budget_ms,
+        };
+        let n = self.seq.fetch_add(1, Ordering::SeqCst);
+        let base = self.scratch.join("units").join(format!("{n:04}"));
+        let dir = base.join("dir");
+        let capture = base.join("output");
+        let mut unit = Unit {
+            outputs: Vec::new(),
+            end: None,
+        };
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            self.harness(primary, format!("cannot create {}: {e}", dir.display()));
+            return unit;
+        }
+        let spec = TaskSpec {
+            setup: self.setup.clone(),
+            objects: self.objects.lock().unwrap().clone(),
+            capture: capture.clone(),
+            dir,
+            task,
+        };
+        let started = Instant::now();
+        let mut cmd = match self.opts.worker.command() {
+            Ok(c) => c,
+            Err(e) => {
+                self.harness(primary, format!("cannot find the worker program: {e}"));
+                return unit;
+            }
+        };
+        cmd.env(TASK_ENV, serde_json::to_string(&spec).expect("task serialises"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let worker = match Worker::spawn(cmd, self.limits(budget)) {
+            Ok(w) => w,
+            Err(e) => {
+                self.harness(primary, format!("cannot start a worker process: {e}"));
+                return unit;
+            }
+        };
+        let cancel = worker.cancel_handle();
+        let mut current = primary.to_string();
+        let mut in_call: Option<String> = None;
+        let outcome = worker.run(|ev| match ev {
+            Event::Result { value } => match serde_json::from_value::<Msg>(value.clone()) {
+                Ok(Msg::Begin { check }) => current = check,
+                Ok(Msg::Finding { check, message }) => self.fail(&check, message),
+                Ok(Msg::Skip { check, reason }) => self.skip(&check, reason),
+                Ok(Msg::Ran { check }) => self.ran(&check),
+                Ok(Msg::Output { value }) => {
+                    if value.get("cancel_answered").is_some() {
+                        cancel.cancel();
+                    }
+                    unit.outputs.push(value);
+                }
+                Ok(Msg::Stats(s)) => self.stats.lock().unwrap().push(s),
+                Err(e) => self.harness(&current, format!("unreadable worker message: {e}")),
+            },
+            Event::Log { level, message } => {
+                let line = format!(
+                    "[{}] {}",
+                    aapi_host::client::level_name(*level),
+                    message
+                );
+                self.texts
+                    .lock()
+                    .unwrap()
+                    .push((current.clone(), message.clone()));
+                self.with(&current, |s| {
+                    if s.logs.len() >= 200 {
+                        s.logs.remove(0);
+                    }
+                    s.logs.push(line);
+                });
+            }
+            Event::Enter { function } => in_call = Some(function.clone()),
+            Event::Leave { function, code } => {
+                in_call = None;
+                if aapi_sdk::codes::info(*code).is_none() {
+                    self.bad_codes.lock().unwrap().push(format!(
+                        "{function} returned {code}, which is no AAPI_E* code (during {current})"
+                    ));
+                } else if !crate::codes::documented(function, *code) {
+                    self.undocumented.lock().unwrap().push(format!(
+                        "{function} returned {}, which §14 does not list for it (during {current})",
+                        aapi_sdk::codes::name(*code)
+                    ));
+                }
+            }
+            _ => {}
+        });
+        let _ = in_call;
+        let ms = started.elapsed().as_millis() as u64;
+        self.with(primary, |s| s.ms += ms);
+        match outcome {
+            Ok(o) => {
+                match &o.end {
+                    WorkerEnd::Exited(0) => {}
+                    WorkerEnd::Exited(code)
+                        if *code == crate::worker::HARNESS_FAILURE && !o.failures.is_empty() =>
+                    {
+                        self.harness(&current, o.failures.join("; "));
+                    }
+                    WorkerEnd::Exited(code) => {
+                        let msg = format!(
+                            "the worker process exited with status {code} during {current} (a plugin must not end the process)"
+                        );
+                        self.fail(&current, msg.clone());
+                        self.crashes.lock().unwrap().push(msg);
+                    }
+                    WorkerEnd::Crashed { signal, function } => {
+                        let msg = match function {
+                            Some(f) => format!("crash({}) in {f}", signal_name(*signal)),
+                            None => format!("crash({}) outside any call", signal_name(*signal)),
+                        };
+                        self.fail(&current, msg.clone());
+                        self.crashes
+                            .lock()
+                            .unwrap()
+                            .push(format!("{msg} (during {current})"));
+                    }
+                    WorkerEnd::TimedOut { function, budget } => {
+                        let msg = format!(
+                            "timeout in {function}: no return and no keepalive within {} ms",
+                            budget.as_millis()
+                        );
+                        self.fail(&current, msg.clone());
+                        self.timeouts
+                            .lock()
+                            .unwrap()
+                            .push(format!("{msg} (during {current})"));
+                    }
+                    WorkerEnd::CancelIgnored { function, bound } => {
+                        self.fail(
+                            &current,
+                            format!(
+                                "cancel ignored in {function}: no return within {} ms of the AAPI_ECANCELLED answer",
+                                bound.as_millis()
+                            ),
+                        );
+                    }
+                }
+                for g in o.garbage.iter().take(3) {
+                    self.harness(&current, format!("garbage on the event pipe: {g}"));
+                }
+                unit.end = Some(o.end);
+            }
+            Err(e) => self.harness(&current, format!("lost the worker: {e}")),
+        }
+        if let Ok(out) = std::fs::read(&capture) {
+            if !out.is_empty() {
+                let text = String::from_utf8_lossy(&out).into_owned();
+                let first = text.lines().next().unwrap_or("").chars().take(160).collect::<String>();
+                self.fail(
+                    "sec.output",
+                    format!(
+                        "{} bytes written to stdout/stderr during {primary}, starting {first:?}",
+                        out.len()
+                    ),
+                );
+                self.texts.lock().unwrap().push((primary.to_string(), text));
+            }
+        }
+        unit
+    }
+
+    fn run_all(&self) -> Result<Report, RunError> {
+        // 1. The gate.
+        self.unit(Task::Gate, "load.marker");
+        let gate_ok = GATE.iter().all(|g| self.passed(g));
+        if gate_ok {
+            // 2. Discovery (objects for everything else), then the rest in parallel.
+            let disc = self.discovery();
+            let mut work: Vec<Box<dyn FnOnce() + Send + '_>> = Vec::new();
+            if let Some(d) = disc {
+                work.push(Box::new(move || self.pipeline_rest(d)));
+            }
+            let mut probes: Vec<String> = self
+                .defs
+                .iter()
+                .filter(|d| !self.opts.exclusions.0.contains_key(&d.id))
+                .filter_map(|d| crate::probes::probe_for(&d.id))
+                .collect();
+            probes.sort();
+            probes.dedup();
+            for id in probes {
+                work.push(Box::new(move || {
+                    self.unit(Task::Probe { check: id.clone() }, &id);
+                }));
+            }
+            let queue = Mutex::new(work.into_iter());
+            std::thread::scope(|s| {
+                for _ in 0..self.opts.jobs.max(1) {
+                    s.spawn(|| {
+                        loop {
+                            let next = queue.lock().unwrap().next();
+                            match next {
+                                Some(job) => job(),
+                                None => break,
+                            }
+                        }
+                    });
+                }
+            });
+            self.aggregates();
+        }
+        Ok(self.finalize())
+    }
+
+    fn workload_dir(&self, name: &str) -> PathBuf {
+        let d = self.scratch.join(name);
+        let _ = std::fs::create_dir_all(&d);
+        d
+    }
+
+    fn watch_state(&self) -> BTreeSet<PathBuf> {
+        let mut s = BTreeSet::new();
+        fn walk(p: &Path, out: &mut BTreeSet<PathBuf>) {
+            if let Ok(rd) = std::fs::read_dir(p) {
+                for e in rd.flatten() {
+                    let path = e.path();
+                    out.insert(path.clone());
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        walk(&path, out);
+                    }
+                }
+            }
+        }
+        for d in &self.setup.watch_dirs {
+            walk(d, &mut s);
+        }
+        s
+    }
+
+    fn selection_manifest(&self, selections: &[Vec<u8>]) -> Option<Manifest> {
+        self.tree.as_ref()?;
+        let roots: Vec<PathBuf> = selections
+            .iter()
+            .map(|s| PathBuf::from(OsStr::from_bytes(s)))
+            .collect();
+        Manifest::scan(&roots).ok()
+    }
+
+    /// Check the workload files of a discovery in `out`; returns them when they parse.
+    fn check_workload_dir(
+        &self,
+        out: &Path,
+        hosts: &[String],
+        snapid: &str,
+        expected: Option<&Manifest>,
+    ) -> Vec<WorkloadFile> {
+        let mut files = Vec::new();
+        let names: BTreeSet<String> = std::fs::read_dir(out)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for n in &names {
+            if !hosts.iter().any(|h| format!("{h}.wkld") == *n) {
+                self.fail(
+                    "disc.workload-files",
+                    format!("unexpected file {n:?} in the workload directory"),
+                );
+                if n.contains("tmp") || n.starts_with('.') {
+                    self.fail("disc.workload-mode", format!("temporary file {n:?} left behind"));
+                }
+            }
+        }
+        for h in hosts {
+            let path = aapi_sdk::workload::file_name(out, h, ".wkld");
+            let Ok(md) = std::fs::symlink_metadata(&path) else {
+                self.fail(
+                    "disc.workload-files",
+                    format!("no workload file {} for backup host {h:?}", path.display()),
+                );
+                continue;
+            };
+            let mode = md.permissions().mode() & 0o7777;
+            if mode != 0o600 {
+                self.fail(
+                    "disc.workload-mode",
+                    format!("{} has mode {mode:04o}, expected 0600", path.display()),
+                );
+            }
+            if mode & 0o077 != 0 {
+                self.fail(
+                    "sec.workload-private",
+                    format!("{} has mode {mode:04o}: group or others may access it", path.display()),
+                );
+            }
+            if let Ok(bytes) = std::fs::read(&path) {
+                self.texts
+                    .lock()
+                    .unwrap()
+                    .push(("disc.format".into(), String::from_utf8_lossy(&bytes).into_owned()));
+            }
+            match WorkloadFile::read_from_path(&path) {
+                Ok(wf) => {
+                    if wf.snapshot != snapid {
+                        self.fail(
+                            "disc.format",
+                            format!(
+                                "{} carries snapshot {:?}, discovery returned {snapid:?}",
+                                path.display(),
+                                wf.snapshot
+                            ),
+                        );
+                    }
+                    if wf.backup_host != *h {
+                        self.fail(
+                            "disc.format",
+                            format!(
+                                "{} names backup host {:?}, expected {h:?}",
+                                path.display(),
+                                wf.backup_host
+                            ),
+                        );
+                    }
+                    files.push(wf);
+                }
+                Err(e) => self.fail("disc.format", format!("{}: {e}", path.display())),
+            }
+        }
+        // Exactly once, across all files.
+        let mut seen: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
+        for wf in &files {
+            for e in &wf.entries {
+                *seen.entry(e.path.as_os_str().as_bytes().to_vec()).or_default() += 1;
+            }
+        }
+        for (p, n) in &seen {
+            if *n > 1 {
+                self.fail(
+                    "disc.exactly-once",
+                    format!("{} is listed {n} times", crate::worker::show(p)),
+                );
+            }
+        }
+        if let Some(m) = expected {
+            for p in m.0.keys() {
+                if !seen.contains_key(p) {
+                    self.fail(
+                        "disc.exactly-once",
+                        format!("{} is in the selection but in no workload file", crate::worker::show(p)),
+                    );
+                }
+            }
+            for p in seen.keys() {
+                if !m.0.contains_key(p) {
+                    self.fail(
+                        "disc.format",
+                        format!(
+                            "{} is listed but is not a real path of the selection",
+                            crate::worker::show(p)
+                        ),
+                    );
+                }
+            }
+        }
+        files
+    }
+
+    fn discover(
+        &self,
+        name: &str,
+        selections: &[Vec<u8>],
+        hosts: &[String],
+        schedule: u32,
+        properties: Vec<(String, String)>,
+        primary: &str,
+    ) -> (Unit, PathBuf) {
+        let out = self.workload_dir(name);
+        let u = self.unit(
+            Task::Discover {
+                out: out.clone(),
+                selections: selections.to_vec(),
+                hosts: hosts.to_vec(),
+                schedule,
+                properties,
+                job: format!("conf-{name}"),
+            },
+            primary,
+        );
+        (u, out)
+    }
+
+    fn backups(&self, files: &[WorkloadFile], out: &Path, tag: &str, primary: &str) -> Vec<PathBuf> {
+        let images: Vec<PathBuf> = files
+            .iter()
+            .map(|wf| self.scratch.join(format!("image-{tag}-{}", wf.backup_host)))
+            .collect();
+        std::thread::scope(|s| {
+            for (wf, image) in files.iter().zip(&images) {
+                let workload = aapi_sdk::workload::file_name(out, &wf.backup_host, ".wkld");
+                s.spawn(move || {
+                    let u = self.unit(
+                        Task::Backup {
+                            workload,
+                            image: image.clone(),
+                            job: format!("conf-{tag}"),
+                        },
+                        primary,
+                    );
+                    for e in u.errors() {
+                        self.fail(primary, format!("backup host {}: {e}", wf.backup_host));
+                    }
+                });
+            }
+        });
+        images
+    }
+
+    /// The pipeline's discovery: checks the workload files and picks the objects probes use.
+    fn discovery(&self) -> Option<(String, PathBuf, Vec<WorkloadFile>, Option<Manifest>, BTreeSet<PathBuf>)> {
+        let watch_before = self.watch_state();
+        let manifest = self.selection_manifest(&self.setup.selections);
+        let hosts = self.setup.hosts.clone();
+        let (u, out) = self.discover("full", &self.setup.selections, &hosts, AAPI_SCHED_FULL, vec![], "life.discovery");
+        self.ran("life.discovery");
+        for e in u.errors() {
+            self.fail("life.discovery", e);
+        }
+        if !u.ok() {
+            return None;
+        }
+        let snapid = u.value("snapid")?.as_str()?.to_string();
+        let files = self.check_workload_dir(&out, &hosts, &snapid, manifest.as_ref());
+        for c in [
+            "disc.workload-files",
+            "disc.exactly-once",
+            "disc.format",
+            "disc.workload-mode",
+            "sec.workload-private",
+        ] {
+            self.ran(c);
+        }
+        // Balance (SHOULD).
+        let mut per_host: Vec<u64> = files
+            .iter()
+            .map(|wf| {
+                wf.entries
+                    .iter()
+                    .filter(|e| e.flags & AAPI_WKLD_UNCHANGED == 0)
+                    .map(|e| e.size_hint)
+                    .sum()
+            })
+            .collect();
+        per_host.sort();
+        let largest = files
+            .iter()
+            .flat_map(|wf| wf.entries.iter().map(|e| e.size_hint))
+            .max()
+            .unwrap_or(0);
+        if let (Some(lo), Some(hi)) = (per_host.first(), per_host.last()) {
+            if hi - lo > largest {
+                self.fail(
+                    "disc.balance",
+                    format!(
+                        "bytes per backup host range from {lo} to {hi}, more apart than the largest object ({largest})"
+                    ),
+                );
+            }
+        }
+        self.ran("disc.balance");
+        // Objects for the probes.
+        let mut all: Vec<Obj> = Vec::new();
+        for wf in &files {
+            for e in &wf.entries {
+                let path = e.path.as_os_str().as_bytes().to_vec();
+                if !all.iter().any(|o| o.path == path) {
+                    all.push(Obj {
+                        path,
+                        flags: e.flags,
+                        size: e.size_hint,
+                    });
+                }
+            }
+        }
+        all.sort_by(|a, b| a.path.cmp(&b.path));
+        let volatile = |p: &[u8]| {
+            self.setup.selections.iter().any(|s| s == p)
+                || p.ends_with(b"/small.txt")
+                || p.ends_with(b"/name with spaces.txt")
+        };
+        let regular = |o: &&Obj| o.flags & (AAPI_WKLD_DIR | AAPI_WKLD_SYMLINK) == 0 && !volatile(&o.path);
+        let mut objects = Objects {
+            file: all.iter().filter(regular).max_by_key(|o| o.size).map(|o| o.path.clone()),
+            small_file: all
+                .iter()
+                .filter(regular)
+                .filter(|o| o.size > 0)
+                .min_by_key(|o| o.size)
+                .map(|o| o.path.clone()),
+            dir: all
+                .iter()
+                .filter(|o| o.flags & AAPI_WKLD_DIR != 0 && !volatile(&o.path))
+                .max_by_key(|o| o.path.len())
+                .map(|o| o.path.clone()),
+            symlink: all
+                .iter()
+                .find(|o| o.flags & AAPI_WKLD_SYMLINK != 0)
+                .map(|o| o.path.clone()),
+            all,
+            ..Default::default()
+        };
+        objects.capabilities = u.value("capabilities").and_then(|v| v.as_u64()).unwrap_or(0);
+        objects.max_concurrent = u
+            .value("max_concurrent")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(1) as u32;
+        objects.srv_flags = u.value("srv_flags").and_then(|v| v.as_u64()).unwrap_or(0);
+        if objects.file.is_none() {
+            self.fail(
+                "life.discovery",
+                "discovery found no object with data; the selection must hold some",
+            );
+            return None;
+        }
+        *self.objects.lock().unwrap() = objects;
+        Some((snapid, out, files, manifest, watch_before))
+    }
+
+    fn pipeline_rest(
+        &self,
+        (snapid, out, files, manifest, watch_before): (
+            String,
+            PathBuf,
+            Vec<WorkloadFile>,
+            Option<Manifest>,
+            BTreeSet<PathBuf>,
+        ),
+    ) {
+        let objects = self.objects.lock().unwrap().clone();
+        // A change after a snapshot must not show in the backup (DISC-6).
+        let mut snapshot_probe: Option<Vec<u8>> = None;
+        if let Some(tree) = &self.tree {
+            if !snapid.is_empty() {
+                let p = tree.join("data").join("name with spaces.txt");
+                if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(&p) {
+                    use std::io::Write;
+                    let _ = f.write_all(b"changed after the snapshot\n");
+                    snapshot_probe = Some(crate::worker::pbytes(&p));
+                }
+            }
+        }
+        let images = self.backups(&files, &out, "full", "life.backup");
+        self.ran("life.backup");
+        let image = match read_images(&images) {
+            Ok(v) => v,
+            Err(e) => {
+                self.fail("life.backup", format!("a child job wrote no image: {e}"));
+                Vec::new()
+            }
+        };
+        self.check_image(&image, manifest.as_ref(), snapshot_probe.as_deref(), &snapid);
+        // Postprocess.
+        let u = self.unit(
+            Task::Postprocess {
+                out: out.clone(),
+                snapid: snapid.clone(),
+                schedule: AAPI_SCHED_FULL,
+                job: "conf-full".into(),
+            },
+            "life.postprocess",
+        );
+        self.ran("life.postprocess");
+        for e in u.errors() {
+            self.fail("life.postprocess", e);
+        }
+        let after = self.watch_state();
+        if after != watch_before {
+            let left: Vec<String> = after
+                .difference(&watch_before)
+                .take(5)
+                .map(|p| p.display().to_string())
+                .collect();
+            self.fail(
+                "disc.postprocess",
+                format!("after postprocess the watched directories still hold {left:?}"),
+            );
+        }
+        if snapid.is_empty() && objects.capabilities & AAPI_CAP_SNAPSHOT == 0 {
+            self.skip(
+                "disc.postprocess",
+                "the plugin declares no AAPI_CAP_SNAPSHOT and took no snapshot",
+            );
+        }
+        self.ran("disc.postprocess");
+        // Restore and backup again.
+        if objects.capabilities & AAPI_CAP_RESTORE == 0 {
+            self.skip("life.restore", "the plugin does not declare AAPI_CAP_RESTORE");
+        } else if objects.capabilities & AAPI_CAP_ALTERNATE_RESTORE == 0 {
+            self.skip(
+                "life.restore",
+                "the plugin does not declare AAPI_CAP_ALTERNATE_RESTORE (the checks restore under an alternate root)",
+            );
+        } else if !image.is_empty() {
+            self.restore_and_compare(&images, &image, manifest.as_ref());
+        }
+        self.incremental(&objects);
+    }
+
+    fn check_image(
+        &self,
+        image: &[(PathBuf, ImageObject)],
+        manifest: Option<&Manifest>,
+        snapshot_probe: Option<&[u8]>,
+        snapid: &str,
+    ) {
+        let known = AAPI_PROP_SIZE
+            | AAPI_PROP_MODE
+            | AAPI_PROP_OWNER
+            | AAPI_PROP_ATIME
+            | AAPI_PROP_MTIME
+            | AAPI_PROP_CTIME;
+        for (_, o) in image {
+            let name = crate::worker::show(&o.path);
+            let p = &o.prop;
+            if p.valid & !known != 0 {
+                self.fail("obj.prop-valid", format!("{name}: valid has unknown bits {:#x}", p.valid & !known));
+            }
+            if !(AAPI_OBJ_FILE..=AAPI_OBJ_SYMLINK).contains(&p.obj_type) {
+                self.fail("obj.prop-valid", format!("{name}: obj_type {} is not an AAPI_OBJ_* value", p.obj_type));
+            }
+            let want_type = if o.flags & AAPI_WKLD_DIR != 0 {
+                AAPI_OBJ_DIR
+            } else if o.flags & AAPI_WKLD_SYMLINK != 0 {
+                AAPI_OBJ_SYMLINK
+            } else {
+                AAPI_OBJ_FILE
+            };
+            if p.obj_type != want_type {
+                self.fail(
+                    "obj.prop-valid",
+                    format!("{name}: obj_type {} but its workload record says {want_type}", p.obj_type),
+                );
+            }
+            if o.bad_stream {
+                continue;
+            }
+            if p.valid & AAPI_PROP_SIZE != 0 && p.size != o.bytes {
+                self.fail("obj.size", format!("{name}: {} bytes read, size property {}", o.bytes, p.size));
+            }
+            if p.obj_type == AAPI_OBJ_DIR && o.bytes != 0 {
+                self.fail("obj.dir-symlink", format!("directory {name} gave {} bytes of data", o.bytes));
+            }
+            let Some(m) = manifest else { continue };
+            let Some(e) = m.0.get(&o.path) else { continue };
+            if e.sha256 != o.sha256 {
+                let check = match e.kind {
+                    Kind::Symlink => "obj.dir-symlink",
+                    _ if snapshot_probe == Some(o.path.as_slice()) => "disc.snappath",
+                    _ => "obj.size",
+                };
+                let what = if e.kind == Kind::Symlink {
+                    "the data read is not the link target".to_string()
+                } else if check == "disc.snappath" {
+                    format!("changed after the snapshot {snapid:?} was taken, and the backup read the change")
+                } else {
+                    format!("the {} bytes read differ from the {} bytes on disk", o.bytes, e.size)
+                };
+                self.fail(check, format!("{name}: {what}"));
+            }
+            let mut wrong = Vec::new();
+            if e.kind.obj_type() != p.obj_type {
+                wrong.push(format!("obj_type {} (lstat says {})", p.obj_type, e.kind.obj_type()));
+            }
+            if p.valid & AAPI_PROP_SIZE != 0 && p.size != e.size {
+                wrong.push(format!("size {} (lstat {})", p.size, e.size));
+            }
+            if p.valid & AAPI_PROP_MODE != 0 && e.kind != Kind::Symlink && p.mode != e.mode {
+                wrong.push(format!("mode {:o} (lstat {:o})", p.mode, e.mode));
+            }
+            if p.valid & AAPI_PROP_OWNER != 0 && (p.uid, p.gid) != (e.uid, e.gid) {
+                wrong.push(format!("owner {}:{} (lstat {}:{})", p.uid, p.gid, e.uid, e.gid));
+            }
+            if p.valid & AAPI_PROP_MTIME != 0 && p.mtime != e.mtime {
+                wrong.push(format!("mtime {:?} (lstat {:?})", p.mtime, e.mtime));
+            }
+            if !wrong.is_empty() {
+                self.fail("obj.prop-valid", format!("{name}: {}", wrong.join(", ")));
+            }
+        }
+        for c in ["obj.prop-valid", "obj.size", "obj.dir-symlink", "disc.snappath", "obj.read-protocol", "mem.read-bounds"] {
+            self.ran(c);
+        }
+    }
+
+    fn restore_and_compare(
+        &self,
+        images: &[PathBuf],
+        image: &[(PathBuf, ImageObject)],
+        manifest: Option<&Manifest>,
+    ) {
+        let root = &self.restore_root;
+        if root.exists() && std::fs::read_dir(root).map(|mut d| d.next().is_some()).unwrap_or(true) {
+            self.harness(
+                "life.restore",
+                format!("the restore root {} exists and is not empty", root.display()),
+            );
+            return;
+        }
+        if let Err(e) = std::fs::create_dir_all(root) {
+            self.harness("life.restore", format!("{}: {e}", root.display()));
+            return;
+        }
+        let u = self.unit(
+            Task::Restore {
+                images: images.to_vec(),
+                root: root.clone(),
+            },
+            "life.restore",
+        );
+        for c in ["life.restore", "rst.props", "data.roundtrip-times"] {
+            self.ran(c);
+        }
+        for e in u.errors() {
+            self.fail("life.restore", e);
+        }
+        if !u.ok() {
+            return;
+        }
+        // Nothing outside the restored objects and their parents (files).
+        if self.tree.is_some() {
+            let targets: BTreeSet<Vec<u8>> = image
+                .iter()
+                .map(|(_, o)| crate::pipeline::under(root, &o.path))
+                .collect();
+            if let Ok(m) = Manifest::scan(&[root.clone()]) {
+                for p in m.0.keys() {
+                    let ok = targets.contains(p)
+                        || targets.iter().any(|t| t.starts_with(p) && t.get(p.len()) == Some(&b'/'));
+                    if !ok && p.as_slice() != root.as_os_str().as_bytes() {
+                        self.fail(
+                            "rst.create-location",
+                            format!("{} appeared under the restore root but was not restored", crate::worker::show(p)),
+                        );
+                    }
+                }
+            }
+            self.ran("rst.create-location");
+        }
+        // Back up the restored objects and compare.
+        let hosts = vec!["restored".to_string()];
+        let (u2, out2) = self.discover("restored", &self.restored_selections, &hosts, AAPI_SCHED_FULL, vec![], "data.roundtrip");
+        self.ran("data.roundtrip");
+        for e in u2.errors() {
+            self.fail("data.roundtrip", format!("discovery of the restored objects: {e}"));
+        }
+        if !u2.ok() {
+            return;
+        }
+        let snap2 = u2.value("snapid").and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let files2: Vec<WorkloadFile> = hosts
+            .iter()
+            .filter_map(|h| WorkloadFile::read_from_path(&aapi_sdk::workload::file_name(&out2, h, ".wkld")).ok())
+            .collect();
+        let images2 = self.backups(&files2, &out2, "restored", "data.roundtrip");
+        let pp = self.unit(
+            Task::Postprocess {
+                out: out2,
+                snapid: snap2,
+                schedule: AAPI_SCHED_FULL,
+                job: "conf-restored".into(),
+            },
+            "data.roundtrip",
+        );
+        for e in pp.errors() {
+            self.fail("data.roundtrip", format!("postprocess of the restored objects: {e}"));
+        }
+        let second = match read_images(&images2) {
+            Ok(v) => v,
+            Err(e) => {
+                self.fail("data.roundtrip", format!("backup of the restored objects: {e}"));
+                return;
+            }
+        };
+        let root_b = root.as_os_str().as_bytes();
+        let second: BTreeMap<Vec<u8>, ImageObject> = second
+            .into_iter()
+            .filter_map(|(_, o)| {
+                o.path
+                    .strip_prefix(root_b)
+                    .map(|p| (p.to_vec(), o.clone()))
+            })
+            .collect();
+        for (_, o) in image {
+            let name = crate::worker::show(&o.path);
+            if o.bad_stream {
+                continue;
+            }
+            let Some(r) = second.get(&o.path) else {
+                self.fail("data.roundtrip", format!("{name} was backed up and restored but is missing from the backup of the restore"));
+                continue;
+            };
+            let mut wrong = Vec::new();
+            if r.sha256 != o.sha256 {
+                wrong.push(format!("data differ ({} bytes, backed up {})", r.bytes, o.bytes));
+            }
+            if r.prop.obj_type != o.prop.obj_type {
+                wrong.push(format!("obj_type {} (backed up {})", r.prop.obj_type, o.prop.obj_type));
+            }
+            let both = r.prop.valid & o.prop.valid;
+            if both & AAPI_PROP_MODE != 0 && o.prop.obj_type != AAPI_OBJ_SYMLINK && r.prop.mode != o.prop.mode {
+                wrong.push(format!("mode {:o} (backed up {:o})", r.prop.mode, o.prop.mode));
+            }
+            if both & AAPI_PROP_OWNER != 0 && (r.prop.uid, r.prop.gid) != (o.prop.uid, o.prop.gid) {
+                wrong.push(format!("owner {}:{} (backed up {}:{})", r.prop.uid, r.prop.gid, o.prop.uid, o.prop.gid));
+            }
+            if !wrong.is_empty() {
+                self.fail("data.roundtrip", format!("{name}: {}", wrong.join(", ")));
+            }
+            if both & AAPI_PROP_MTIME != 0 && r.prop.mtime != o.prop.mtime {
+                self.fail(
+                    "data.roundtrip-times",
+                    format!("{name}: mtime {:?} after the restore, backed up {:?}", r.prop.mtime, o.prop.mtime),
+                );
+            }
+        }
+        for p in second.keys() {
+            if !image.iter().any(|(_, o)| &o.path == p) {
+                self.fail("data.roundtrip", format!("{} is in the backup of the restore but was never backed up", crate::worker::show(p)));
+            }
+        }
+        // On disk (files).
+        if let Some(m) = manifest {
+            let restored = self.selection_manifest(&self.restored_selections).unwrap_or_default();
+            for (_, o) in image {
+                let Some(e) = m.0.get(&o.path) else { continue };
+                if o.bad_stream {
+                    continue;
+                }
+                let name = crate::worker::show(&o.path);
+                let Some(r) = restored.0.get(&crate::pipeline::under(root, &o.path)) else {
+                    self.fail("data.on-disk", format!("{name} is not on disk under the restore root"));
+                    continue;
+                };
+                let mut wrong = Vec::new();
+                if r.kind != e.kind {
+                    wrong.push(format!("{:?} instead of {:?}", r.kind, e.kind));
+                }
+                if r.sha256 != e.sha256 {
+                    wrong.push(format!("content differs ({} bytes, source {})", r.size, e.size));
+                }
+                if e.kind != Kind::Symlink && r.mode != e.mode {
+                    wrong.push(format!("mode {:o} (source {:o})", r.mode, e.mode));
+                }
+                if r.mtime != e.mtime {
+                    wrong.push(format!("mtime {:?} (source {:?})", r.mtime, e.mtime));
+                }
+                if !wrong.is_empty() {
+                    self.fail("data.on-disk", format!("{name}: {}", wrong.join(", ")));
+                }
+            }
+            self.ran("data.on-disk");
+        }
+    }
+
+    fn incremental(&self, objects: &Objects) {
+        let id = "disc.incremental";
+        let scheds: Vec<(u32, &str, &str)> = [
+            (AAPI_SCHED_INCR, AAPI_SRVC_INCR_BACKUP_SUPPORT, aapi_sdk::props::AAPI_PROP_LAST_BACKUP_TIME, "incr"),
+            (AAPI_SCHED_CINC, AAPI_SRVC_CINC_BACKUP_SUPPORT, aapi_sdk::props::AAPI_PROP_LAST_FULL_TIME, "cinc"),
+        ]
+        .into_iter()
+        .filter(|(_, flag, _, _)| objects.srv_flags & flag != 0)
+        .map(|(s, _, k, n)| (s, k, n))
+        .collect();
+        if scheds.is_empty() {
+            self.skip(id, "the server supports neither AAPI_SCHED_INCR nor AAPI_SCHED_CINC");
+            return;
+        }
+        if self.tree.is_none() && self.change_command.is_none() {
+            self.skip(id, "needs the generated files tree or a [data] change_command in the profile");
+            return;
+        }
+        // Every unchanged object must be older than the reference second.
+        let before = self.selection_manifest(&self.setup.selections);
+        let reference = before.as_ref().map(|m| m.newest_ctime() + 1).unwrap_or_else(tree::now_secs) ;
+        while tree::now_secs() < reference {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let changed: Vec<Vec<u8>> = if let Some(t) = &self.tree {
+            match tree::change_for_incremental(t) {
+                Ok(v) => v.iter().map(|p| crate::worker::pbytes(p)).collect(),
+                Err(e) => {
+                    self.harness(id, format!("cannot change the tree: {e}"));
+                    return;
+                }
+            }
+        } else {
+            let cmd = self.change_command.clone().unwrap_or_default();
+            match Command::new("sh").arg("-c").arg(&cmd).stdin(Stdio::null()).status() {
+                Ok(s) if s.success() => self.changed_objects.clone(),
+                other => {
+                    self.harness(id, format!("change_command `{cmd}` failed: {other:?}"));
+                    return;
+                }
+            }
+        };
+        self.ran(id);
+        let hosts = self.setup.hosts.clone();
+        for (sched, key, name) in scheds {
+            let (u, out) = self.discover(
+                name,
+                &self.setup.selections,
+                &hosts,
+                sched,
+                vec![(key.to_string(), reference.to_string())],
+                id,
+            );
+            for e in u.errors() {
+                self.fail(id, format!("{name} discovery: {e}"));
+            }
+            if !u.ok() {
+                continue;
+            }
+            let snapid = u.value("snapid").and_then(|v| v.as_str()).unwrap_or("").to_string();
+            let now = self.selection_manifest(&self.setup.selections);
+            let files = self.check_workload_dir(&out, &hosts, &snapid, now.as_ref());
+            let mut listed: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
+            for wf in &files {
+                for e in &wf.entries {
+                    listed.insert(e.path.as_os_str().as_bytes().to_vec(), e.flags);
+                }
+            }
+            if let Some(m) = &now {
+                for (p, e) in &m.0 {
+                    let Some(flags) = listed.get(p) else { continue };
+                    let is_changed = e.mtime.0 >= reference || e.ctime >= reference;
+                    let flagged_unchanged = flags & AAPI_WKLD_UNCHANGED != 0;
+                    if is_changed == flagged_unchanged {
+                        self.fail(
+                            id,
+                            format!(
+                                "{name}: {} is {} since {reference} but {} AAPI_WKLD_UNCHANGED",
+                                crate::worker::show(p),
+                                if is_changed { "changed" } else { "unchanged" },
+                                if flagged_unchanged { "carries" } else { "lacks" }
+                            ),
+                        );
+                    }
+                }
+            }
+            for c in &changed {
+                match listed.get(c) {
+                    None => self.fail(id, format!("{name}: changed object {} is not listed", crate::worker::show(c))),
+                    Some(f) if f & AAPI_WKLD_UNCHANGED != 0 => {}
+                    Some(_) => {}
+                }
+            }
+            let images = self.backups(&files, &out, name, id);
+            if let Ok(img) = read_images(&images) {
+                for c in &changed {
+                    let Some((_, o)) = img.iter().find(|(_, o)| &o.path == c) else {
+                        self.fail(id, format!("{name}: the backup did not read changed object {}", crate::worker::show(c)));
+                        continue;
+                    };
+                    if let Some(e) = now.as_ref().and_then(|m| m.0.get(c)) {
+                        if e.sha256 != o.sha256 {
+                            self.fail(id, format!("{name}: the backup of {} does not hold its new content", crate::worker::show(c)));
+                        }
+                    }
+                }
+            }
+            let pp = self.unit(
+                Task::Postprocess {
+                    out,
+                    snapid,
+                    schedule: sched,
+                    job: format!("conf-{name}"),
+                },
+                id,
+            );
+            for e in pp.errors() {
+                self.fail(id, format!("{name} postprocess: {e}"));
+            }
+        }
+    }
+
+    fn aggregates(&self) {
+        for c in ["time.budget", "mem.no-crash", "rc.codes", "rc.documented-codes", "thr.callbacks", "sec.secrets", "sec.output", "time.keepalive-cadence"] {
+            self.ran(c);
+        }
+        for t in self.timeouts.lock().unwrap().iter() {
+            self.fail("time.budget", t.clone());
+        }
+        for c in self.crashes.lock().unwrap().iter() {
+            self.fail("mem.no-crash", c.clone());
+        }
+        for c in self.bad_codes.lock().unwrap().iter() {
+            self.fail("rc.codes", c.clone());
+        }
+        for c in self.undocumented.lock().unwrap().iter() {
+            self.fail("rc.documented-codes", c.clone());
+        }
+        let stats = self.stats.lock().unwrap();
+        for s in stats.iter() {
+            for c in &s.stray_callbacks {
+                self.fail("thr.callbacks", format!("{c} while no entry point was running"));
+            }
+            for l in &s.long_calls {
+                // A quarter of the budget, with 50% slack for scheduling.
+                let limit = (l.budget_ms as u64 / 4) * 3 / 2;
+                if l.max_gap_ms > limit {
+                    self.fail(
+                        "time.keepalive-cadence",
+                        format!(
+                            "{} ran {} ms with a {} ms stretch without keepalive (budget {} ms: at least every {} ms expected)",
+                            l.function, l.duration_ms, l.max_gap_ms, l.budget_ms, l.budget_ms / 4
+                        ),
+                    );
+                }
+            }
+        }
+        let secrets: Vec<&String> = self
+            .setup
+            .credentials
+            .iter()
+            .map(|(_, v)| v)
+            .filter(|v| v.len() >= 4)
+            .collect();
+        if secrets.is_empty() {
+            self.skip("sec.secrets", "the profile names no credentials file (or only secrets shorter than 4 bytes)");
+        } else {
+            for (check, text) in self.texts.lock().unwrap().iter() {
+                for s in &secrets {
+                    if text.contains(s.as_str()) {
+                        self.fail("sec.secrets", format!("a credential value appeared in plugin output or a workload file (during {check})"));
+                    }
+                }
+            }
+        }
+    }
+
+    fn latency(&self) -> Vec<Latency> {
+        let mut all: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for s in self.stats.lock().unwrap().iter() {
+            for (f, v) in &s.latency_us {
+                all.entry(f.clone()).or_default().extend(v);
+            }
+        }
+        all.into_iter()
+            .map(|(function, mut v)| {
+                v.sort_unstable();
+                let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+                Latency {
+                    function,
+                    calls: v.len() as u64,
+                    p50_us: q(0.5),
+                    p99_us: q(0.99),
+                    max_us: *v.last().unwrap(),
+                }
+            })
+            .collect()
+    }
+
+    fn status_of(&self, def: &CheckDef, memo: &mut BTreeMap<String, Status>) -> Status {
+        if let Some(s) = memo.get(&def.id) {
+            return s.clone();
+        }
+        let s = self.compute_status(def, memo);
+        memo.insert(def.id.clone(), s.clone());
+        s
+    }
+
+    fn compute_status(&self, def: &CheckDef, memo: &mut BTreeMap<String, Status>) -> Status {
+        if let Some(r) = self.opts.exclusions.0.get(&def.id) {
+            return Status::Waived(r.clone());
+        }
+        let needed: Vec<&str> = match def.needs {
+            None => GATE
+                .iter()
+                .position(|g| *g == def.id)
+                .map(|i| GATE[..i].to_vec())
+                .unwrap_or_default(),
+            Some(Needs::Plugin) => GATE.to_vec(),
+            Some(Needs::Objects) => vec!["life.discovery"],
+            Some(Needs::Backup) => vec!["life.backup"],
+            Some(Needs::Restore) => vec!["life.restore"],
+            Some(Needs::RoundTrip) => vec!["life.backup", "life.restore"],
+        };
+        for n in needed {
+            if n == def.id {
+                continue;
+            }
+            let nd = checks::find(n).expect("needed checks exist");
+            match self.status_of(&nd, memo) {
+                Status::Passed | Status::Warning | Status::Waived(_) => {}
+                Status::Skipped(r) => return Status::Skipped(format!("needs {n}, skipped: {r}")),
+                _ => return Status::Blocked(n.to_string()),
+            }
+        }
+        let st = self.state.lock().unwrap();
+        let Some(s) = st.get(&def.id) else {
+            return Status::Error("the check did not run".into());
+        };
+        if let Some(e) = &s.error {
+            return Status::Error(e.clone());
+        }
+        if !s.findings.is_empty() {
+            return match def.level {
+                Level::Must => Status::Failed,
+                Level::Should => Status::Warning,
+            };
+        }
+        if let Some(r) = &s.skip {
+            return Status::Skipped(r.clone());
+        }
+        if s.ran {
+            Status::Passed
+        } else {
+            Status::Error("the check did not run".into())
+        }
+    }
+
+    fn finalize(&self) -> Report {
+        let mut memo = BTreeMap::new();
+        let mut results = Vec::new();
+        for def in &self.defs {
+            let status = self.status_of(def, &mut memo);
+            let st = self.state.lock().unwrap();
+            let s = st.get(&def.id);
+            let show_detail = matches!(status, Status::Failed | Status::Warning | Status::Error(_));
+            results.push(CheckResult {
+                id: def.id.clone(),
+                group: def.group.as_str().to_string(),
+                clause: def.clause.to_string(),
+                level: def.level,
+                expectation: def.expectation.clone(),
+                status,
+                findings: s.map(|s| s.findings.clone()).unwrap_or_default(),
+                log: if show_detail {
+                    s.map(|s| s.logs.iter().rev().take(15).rev().cloned().collect())
+                        .unwrap_or_default()
+                } else {
+                    Vec::new()
+                },
+                duration_ms: s.map(|s| s.ms).unwrap_or(0),
+            });
+        }
+        Report::new(
+            self.setup.plugin.clone(),
+            self.setup.workload_type.clone(),
+            results,
+            self.latency(),
+            self.opts.exclusions.clone(),
+            self.opts.only.clone(),
+        )
+    }
+}

@@ -1,0 +1,443 @@
+//! The worker side: a child process that loads the plugin and runs one task.
+//!
+//! Any executable can be a worker: it calls [`serve_if_requested`] early in `main` (or in the
+//! test that runs the suite); when the runner started it, that function runs the task and exits
+//! the process, otherwise it returns at once. The `aapi-conformance` binary does so first thing.
+
+use crate::task::*;
+use aapi_host::client::{HostHooks, Plugin, Server, SessionDef};
+use aapi_host::loader::PluginLibrary;
+use aapi_host::supervise::{Event, WorkerLink};
+use aapi_sdk::abi::*;
+use std::cell::RefCell;
+use std::ffi::{CString, c_int};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Exit status of a worker whose own code failed (not the plugin's).
+pub const HARNESS_FAILURE: i32 = 70;
+
+/// When this process was started by the runner as a worker, run its task and exit; otherwise
+/// return. Call it at the start of `main` of any binary used as the worker program, or at the
+/// start of the test function named in [`crate::WorkerProgram::CurrentTest`].
+pub fn serve_if_requested() {
+    let Ok(spec) = std::env::var(TASK_ENV) else {
+        return;
+    };
+    // SAFETY: called before this process starts threads of its own that read the environment.
+    unsafe { std::env::remove_var(TASK_ENV) };
+    let code = serve(&spec);
+    let _ = std::io::stdout().flush();
+    std::process::exit(code);
+}
+
+fn serve(spec: &str) -> i32 {
+    let spec: TaskSpec = match serde_json::from_str(spec) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("aapi-conformance worker: bad task: {e}");
+            return HARNESS_FAILURE;
+        }
+    };
+    let creds = spec
+        .setup
+        .credentials
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
+        .collect();
+    let Some(link) = WorkerLink::from_env(creds) else {
+        eprintln!("aapi-conformance worker: not started by the runner (no event pipe)");
+        return HARNESS_FAILURE;
+    };
+    // From here on, whatever reaches stdout or stderr is the plugin's (SEC-3).
+    if let Ok(f) = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&spec.capture)
+    {
+        // SAFETY: dup2 onto the standard descriptors of this process.
+        unsafe {
+            libc::dup2(f.as_raw_fd(), 1);
+            libc::dup2(f.as_raw_fd(), 2);
+        }
+    }
+    let hooks = Arc::new(ConfHooks::new(link.clone(), spec.setup.budget_ms));
+    let ctx = Ctx {
+        spec,
+        link: link.clone(),
+        hooks: hooks.clone(),
+    };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_task(&ctx)));
+    ctx.send(Msg::Stats(hooks.stats()));
+    match result {
+        Ok(Ok(())) => 0,
+        Ok(Err(e)) => {
+            link.send(&Event::Failed {
+                message: e,
+                code: None,
+            });
+            HARNESS_FAILURE
+        }
+        Err(p) => {
+            let what = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".into());
+            link.send(&Event::Failed {
+                message: format!("runner bug: {what}"),
+                code: None,
+            });
+            HARNESS_FAILURE
+        }
+    }
+}
+
+fn run_task(ctx: &Ctx) -> Result<(), String> {
+    match &ctx.spec.task {
+        Task::Gate => crate::probes::gate(ctx),
+        Task::Probe { check } => crate::probes::run(ctx, check),
+        Task::Discover {
+            out,
+            selections,
+            hosts,
+            schedule,
+            properties,
+            job,
+        } => crate::pipeline::discover_task(ctx, out, selections, hosts, *schedule, properties, job),
+        Task::Backup {
+            workload,
+            image,
+            job,
+        } => crate::pipeline::backup_task(ctx, workload, image, job),
+        Task::Postprocess {
+            out,
+            snapid,
+            schedule,
+            job,
+        } => crate::pipeline::postprocess_task(ctx, out, snapid, *schedule, job),
+        Task::Restore { images, root } => crate::pipeline::restore_task(ctx, images, root),
+    }
+}
+
+thread_local! {
+    static STARTS: RefCell<Vec<Instant>> = const { RefCell::new(Vec::new()) };
+}
+
+struct Track {
+    function: &'static str,
+    last_alive: Instant,
+    start: Instant,
+    max_gap: Duration,
+    overlapped: bool,
+}
+
+/// Host hooks of a worker: forward everything to the supervisor and measure latency, keepalive
+/// gaps and callbacks made outside calls.
+pub struct ConfHooks {
+    link: Arc<WorkerLink>,
+    in_flight: AtomicUsize,
+    budget_ms: AtomicU32,
+    cancel_on_keepalive: AtomicBool,
+    cancel_answered: Mutex<Option<Instant>>,
+    track: Mutex<Option<Track>>,
+    stats: Mutex<Stats>,
+}
+
+impl ConfHooks {
+    fn new(link: Arc<WorkerLink>, budget_ms: u32) -> ConfHooks {
+        ConfHooks {
+            link,
+            in_flight: AtomicUsize::new(0),
+            budget_ms: AtomicU32::new(budget_ms),
+            cancel_on_keepalive: AtomicBool::new(false),
+            cancel_answered: Mutex::new(None),
+            track: Mutex::new(None),
+            stats: Mutex::new(Stats::default()),
+        }
+    }
+
+    /// Set the budget that long calls are judged against.
+    pub fn set_budget(&self, ms: u32) {
+        self.budget_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// From now on, answer every keepalive with "cancelled"; returns when the first was answered.
+    pub fn cancel_on_keepalive(&self) {
+        self.cancel_on_keepalive.store(true, Ordering::SeqCst);
+    }
+
+    /// When the first keepalive was answered "cancelled".
+    pub fn cancel_answered(&self) -> Option<Instant> {
+        *self.cancel_answered.lock().unwrap()
+    }
+
+    fn stats(&self) -> Stats {
+        self.stats.lock().unwrap().clone()
+    }
+
+    fn stray(&self, what: String) {
+        if self.in_flight.load(Ordering::SeqCst) == 0 {
+            let mut s = self.stats.lock().unwrap();
+            if s.stray_callbacks.len() < 20 {
+                s.stray_callbacks.push(what);
+            }
+        }
+    }
+}
+
+impl HostHooks for ConfHooks {
+    fn log(&self, level: u32, message: &str) {
+        self.stray(format!("log callback ({message:?})"));
+        self.link.log(level, message);
+    }
+
+    fn keepalive(&self) -> bool {
+        self.stray("keepalive callback".into());
+        let now = Instant::now();
+        if let Some(t) = self.track.lock().unwrap().as_mut() {
+            t.max_gap = t.max_gap.max(now - t.last_alive);
+            t.last_alive = now;
+        }
+        let go_on = self.link.keepalive();
+        if self.cancel_on_keepalive.load(Ordering::SeqCst) {
+            let mut at = self.cancel_answered.lock().unwrap();
+            if at.is_none() {
+                *at = Some(now);
+                // Tell the supervisor, which then enforces the cancellation bound.
+                self.link.send(&Event::Result {
+                    value: serde_json::json!({"msg": "output", "value": {"cancel_answered": true}}),
+                });
+            }
+            return false;
+        }
+        go_on
+    }
+
+    fn credential(&self, key: &str) -> Option<Vec<u8>> {
+        self.stray(format!("credential callback ({key:?})"));
+        self.link.credential(key)
+    }
+
+    fn call_enter(&self, function: &'static str) {
+        let n = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        let now = Instant::now();
+        {
+            let mut t = self.track.lock().unwrap();
+            if n == 1 {
+                *t = Some(Track {
+                    function,
+                    last_alive: now,
+                    start: now,
+                    max_gap: Duration::ZERO,
+                    overlapped: false,
+                });
+            } else if let Some(t) = t.as_mut() {
+                t.overlapped = true;
+            }
+        }
+        self.link.call_enter(function);
+        STARTS.with(|s| s.borrow_mut().push(Instant::now()));
+    }
+
+    fn call_leave(&self, function: &'static str, code: c_int) {
+        let now = Instant::now();
+        let took = STARTS.with(|s| s.borrow_mut().pop()).map(|t| now - t);
+        self.link.call_leave(function, code);
+        let n = self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let mut s = self.stats.lock().unwrap();
+        if let Some(took) = took {
+            s.latency_us
+                .entry(function.to_string())
+                .or_default()
+                .push(took.as_micros() as u64);
+        }
+        if n == 1 {
+            if let Some(t) = self.track.lock().unwrap().take() {
+                let gap = t.max_gap.max(now - t.last_alive);
+                let dur = now - t.start;
+                let budget = self.budget_ms.load(Ordering::SeqCst);
+                if !t.overlapped && t.function == function && dur.as_millis() > (budget / 4) as u128
+                {
+                    s.long_calls.push(LongCall {
+                        function: function.to_string(),
+                        duration_ms: dur.as_millis() as u64,
+                        max_gap_ms: gap.as_millis() as u64,
+                        budget_ms: budget,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// What a task runs with: the spec, the link to the supervisor and the hooks.
+pub struct Ctx {
+    /// The task spec.
+    pub spec: TaskSpec,
+    /// The supervisor link.
+    pub link: Arc<WorkerLink>,
+    /// The measuring hooks.
+    pub hooks: Arc<ConfHooks>,
+}
+
+/// Job ids are unique per process and call, so parallel workers never share a snapshot.
+static JOB_SEQ: AtomicUsize = AtomicUsize::new(0);
+
+impl Ctx {
+    /// Send a message to the supervisor.
+    pub fn send(&self, msg: Msg) {
+        let value = serde_json::to_value(&msg).expect("messages serialise");
+        self.link.send(&Event::Result { value });
+    }
+
+    /// Start evaluating `check`.
+    pub fn begin(&self, check: &str) {
+        self.send(Msg::Begin {
+            check: check.into(),
+        });
+    }
+
+    /// Record that `check` saw a violation.
+    pub fn fail(&self, check: &str, message: impl Into<String>) {
+        self.send(Msg::Finding {
+            check: check.into(),
+            message: message.into(),
+        });
+    }
+
+    /// Record that `check` does not apply.
+    pub fn skip(&self, check: &str, reason: impl Into<String>) {
+        self.send(Msg::Skip {
+            check: check.into(),
+            reason: reason.into(),
+        });
+    }
+
+    /// Record that `check` was evaluated.
+    pub fn ran(&self, check: &str) {
+        self.send(Msg::Ran {
+            check: check.into(),
+        });
+    }
+
+    /// Send a task output.
+    pub fn output(&self, value: serde_json::Value) {
+        self.send(Msg::Output { value });
+    }
+
+    /// Hooks as the trait object the host API takes.
+    pub fn dyn_hooks(&self) -> Arc<dyn HostHooks> {
+        self.hooks.clone()
+    }
+
+    /// Load the library (marker and symbols checked by the host loader).
+    pub fn library(&self) -> Result<PluginLibrary, String> {
+        PluginLibrary::open(&self.spec.setup.plugin).map_err(|e| e.to_string())
+    }
+
+    /// Load, initialise and claim the profile's workload type.
+    pub fn plugin(&self) -> Result<Plugin, String> {
+        let lib = self.library()?;
+        let p = Plugin::init(lib, self.dyn_hooks()).map_err(|e| e.to_string())?;
+        match p.claim(&self.spec.setup.workload_type) {
+            Ok(true) => Ok(p),
+            Ok(false) => Err(format!(
+                "aapi_pgn_claim({:?}) returned AAPI_ENOTCLAIMED",
+                self.spec.setup.workload_type
+            )),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// A session definition for `op` with the profile's properties and budget.
+    pub fn session_def(&self, op: u32) -> SessionDef {
+        let mut d = SessionDef::new(op);
+        d.properties = self.spec.setup.properties.clone();
+        d.call_budget_ms = self.spec.setup.budget_ms;
+        d.job_id = self.job_id("conf");
+        d
+    }
+
+    /// A job id unique to this process.
+    pub fn job_id(&self, prefix: &str) -> String {
+        format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            JOB_SEQ.fetch_add(1, Ordering::SeqCst)
+        )
+    }
+
+    /// Open a session for `op`.
+    pub fn open(&self, plugin: &Plugin, op: u32) -> Result<Server, String> {
+        plugin
+            .open_server(&self.spec.setup.server, self.session_def(op))
+            .map_err(|e| e.to_string())
+    }
+
+    /// Make a raw call to an entry point, announced to the hooks like every client call.
+    pub fn raw(&self, function: &'static str, call: impl FnOnce() -> c_int) -> c_int {
+        self.hooks.call_enter(function);
+        let code = call();
+        self.hooks.call_leave(function, code);
+        code
+    }
+}
+
+/// A path as a C string (paths from the plugin or the profile never hold NUL).
+pub fn cpath(p: &[u8]) -> CString {
+    CString::new(p).unwrap_or_else(|_| CString::new("/nul-in-path").unwrap())
+}
+
+/// Bytes of a path.
+pub fn pbytes(p: &Path) -> Vec<u8> {
+    p.as_os_str().as_bytes().to_vec()
+}
+
+/// Bytes as text for messages.
+pub fn show(p: &[u8]) -> String {
+    format!("{:?}", String::from_utf8_lossy(p))
+}
+
+/// `AAPI_...` name of a code.
+pub fn code_name(code: c_int) -> &'static str {
+    aapi_sdk::codes::name(code)
+}
+
+/// The open descriptors of this process, with their targets.
+pub fn open_fds() -> Vec<(i32, String)> {
+    let mut v = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/proc/self/fd") {
+        for e in rd.flatten() {
+            if let Some(n) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
+                let target = std::fs::read_link(e.path())
+                    .map(|t| t.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                v.push((n, target));
+            }
+        }
+    }
+    v.retain(|(_, t)| !t.is_empty());
+    v.sort();
+    v
+}
+
+/// The number of threads of this process.
+pub fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// A zeroed object property struct with `struct_size` set.
+pub fn new_prop() -> aapi_object_prop_t {
+    aapi_object_prop_t {
+        struct_size: size_of::<aapi_object_prop_t>() as u32,
+        ..Default::default()
+    }
+}
