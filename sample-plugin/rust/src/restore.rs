@@ -19,7 +19,7 @@ use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -284,7 +284,18 @@ impl Book {
         let mut ok = true;
         if status.is_success() {
             for (path, aside) in &st.aside {
-                if let Err(e) = fsutil::remove_tree(aside, None) {
+                // The framework set the directories' times already: deleting the old object
+                // must not move its parent's mtime.
+                let parent = aside.parent().unwrap_or(Path::new("/"));
+                let times = fs::symlink_metadata(parent).ok().map(|m| {
+                    let t = |s: i64, n: i64| Some(Timestamp::new(s, n as u32));
+                    (t(m.atime(), m.atime_nsec()), t(m.mtime(), m.mtime_nsec()))
+                });
+                let removed = fsutil::remove_tree(aside, None);
+                if let Some((a, m)) = times {
+                    let _ = sys::set_times_nofollow(parent, a, m);
+                }
+                if let Err(e) = removed {
                     self.host.error(format!(
                         "{NAME}: cannot delete the replaced object {} kept as {}: {e}",
                         path.display(),

@@ -1,0 +1,954 @@
+//! The built `libaapi_sample_plugin.so` driven by the reference framework (aapi-host, in
+//! process): real backups and restores of a generated tree, compared byte for byte with modes
+//! and mtimes, plus incrementals, snapshots, the overwrite policy, space checks, rollback,
+//! cancellation, torn reads and the codes for bad input of sample-plugin/README.md.
+
+mod common;
+
+use aapi_host::client::{DiscoveryArgs, Plugin, SessionDef};
+use aapi_host::jobs::{BackupOptions, JobError, backup_in_process, restore_in_process};
+use aapi_host::store::Manifest;
+use aapi_host::tasks::{RestoreReport, RestoreTask};
+use aapi_sdk::abi::*;
+use aapi_sdk::workload::WorkloadFile;
+use common::*;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+const BUDGET_MS: u32 = 30_000;
+
+fn backup(
+    plugin: &Plugin,
+    lib: &Path,
+    store: &Path,
+    selection: &Path,
+    schedule: &str,
+    hosts: &[&str],
+    properties: &[(&str, &str)],
+) -> Manifest {
+    let o = BackupOptions {
+        store: store.to_path_buf(),
+        policy: "tests".into(),
+        schedule: schedule.into(),
+        plugin: lib.to_path_buf(),
+        workload_type: "files".into(),
+        server: "localhost".into(),
+        selections: vec![selection.to_str().unwrap().into()],
+        hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        properties: properties
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        call_budget_ms: BUDGET_MS,
+        credentials: None,
+    };
+    let m = backup_in_process(plugin, &o).unwrap_or_else(|e| panic!("backup failed: {e}"));
+    assert!(m.failures.is_empty(), "{:?}", m.failures);
+    m
+}
+
+fn restore(
+    plugin: &Plugin,
+    lib: &Path,
+    store: &Path,
+    image: &str,
+    alt: Option<&Path>,
+    overwrite: bool,
+    properties: &[(&str, &str)],
+) -> Result<RestoreReport, JobError> {
+    let task = RestoreTask {
+        store: store.to_path_buf(),
+        image: image.into(),
+        plugin: lib.to_path_buf(),
+        workload_type: "files".into(),
+        server: "localhost".into(),
+        host: "h1".into(),
+        paths: vec![],
+        alt_root: alt.map(Path::to_path_buf),
+        overwrite,
+        properties: properties
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        call_budget_ms: BUDGET_MS,
+        credentials: None,
+    };
+    restore_in_process(plugin, &task)
+}
+
+fn session(op: u32, props: &[(&str, &str)]) -> SessionDef {
+    let mut s = SessionDef::new(op);
+    s.properties = props
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    s
+}
+
+fn code_of<T: std::fmt::Debug>(r: Result<T, aapi_host::client::PluginError>) -> i32 {
+    r.expect_err("the call should fail")
+        .code()
+        .expect("a plugin code")
+}
+
+#[test]
+fn the_library_exports_the_abi_and_says_who_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first");
+    fs::create_dir(&first).unwrap();
+    let lib = aapi_host::loader::PluginLibrary::open(&private_library(&first))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(lib.marker(), aapi_sdk::abi::aapi_abi_marker_t::CURRENT);
+    let (plugin, _, _) = load(dir.path());
+    let info = plugin.info();
+    assert_eq!(
+        (info.name.as_str(), info.version.as_str()),
+        ("files-rust", "0.1.0")
+    );
+    assert_eq!(info.vendor, "aapi project");
+    assert_eq!(info.workload_types, ["files"]);
+    assert_eq!(
+        info.capabilities,
+        AAPI_CAP_CONCURRENT_OBJECTS
+            | AAPI_CAP_RESTORE
+            | AAPI_CAP_ALTERNATE_RESTORE
+            | AAPI_CAP_SNAPSHOT
+    );
+    assert_eq!(info.max_concurrent_objects, 8);
+    assert!(!plugin.claim("Files").unwrap());
+    assert!(!plugin.claim("file").unwrap());
+    let s = plugin
+        .open_server("localhost", SessionDef::new(AAPI_OP_BACKUP))
+        .unwrap();
+    assert_eq!(
+        s.server_prop().unwrap(),
+        AAPI_SRVC_FULL_BACKUP_SUPPORT
+            | AAPI_SRVC_INCR_BACKUP_SUPPORT
+            | AAPI_SRVC_CINC_BACKUP_SUPPORT
+    );
+    s.close().unwrap();
+    plugin.terminate().unwrap();
+}
+
+#[test]
+fn full_backup_restores_byte_for_byte_under_an_alternate_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plugin, hooks, lib) = load(dir.path());
+    let tree = dir.path().join("tree");
+    make_tree(&tree);
+    let want = walk(&tree);
+    let store = dir.path().join("store");
+    let m = backup(
+        &plugin,
+        &lib,
+        &store,
+        &tree,
+        "full",
+        &["h1", "h2", "h3"],
+        &[],
+    );
+    assert_eq!(m.streams.len(), 3);
+    assert_eq!(m.objects, want.len() as u64);
+    let data: u64 = want.values().map(|e| e.data.len() as u64).sum();
+    assert_eq!(m.bytes, data, "every data byte stored once");
+    for h in ["h1", "h2", "h3"] {
+        assert_eq!(
+            hooks.logged(&format!("files-rust: backup host {h}:")).len(),
+            1,
+            "one INFO line per host"
+        );
+    }
+    // Byte balance: the big file alone on one host, the rest split over the other two.
+    let big = 3 * 1024 * 1024 + 7;
+    assert!(
+        m.streams.iter().filter(|&&s| s >= big).count() == 1,
+        "{:?}",
+        m.streams
+    );
+    let alt = dir.path().join("alt");
+    fs::create_dir(&alt).unwrap();
+    let r = restore(&plugin, &lib, &store, &m.image, Some(&alt), false, &[]).unwrap();
+    assert_eq!(r.objects, m.objects);
+    assert_same(&walk(&under(&alt, &tree)), &want);
+    assert!(
+        leftovers(&alt, ".aapi-").is_empty(),
+        "{:?}",
+        leftovers(&alt, ".aapi-")
+    );
+    // The source is untouched by its own backup.
+    assert_same(&walk(&tree), &want);
+    plugin.terminate().unwrap();
+}
+
+#[test]
+fn copy_snapshot_backup_restores_to_the_original_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plugin, _, lib) = load(dir.path());
+    let tree = dir.path().join("tree");
+    make_tree(&tree);
+    let want = walk(&tree);
+    let snaps = dir.path().join("snaps");
+    let snap_dir = snaps.to_str().unwrap();
+    let props = [("files.snapshot", "copy"), ("files.snapshot_dir", snap_dir)];
+    let store = dir.path().join("store");
+    let m = backup(&plugin, &lib, &store, &tree, "full", &["h1", "h2"], &props);
+    assert_eq!(
+        fs::read_dir(&snaps).unwrap().count(),
+        0,
+        "postprocess deleted the snapshot"
+    );
+    // Make the read-only directory removable, then lose the whole tree.
+    fs::set_permissions(tree.join("readonly-dir"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::remove_dir_all(&tree).unwrap();
+    restore(&plugin, &lib, &store, &m.image, None, false, &[]).unwrap();
+    assert_same(&walk(&tree), &want);
+    plugin.terminate().unwrap();
+}
+
+#[test]
+fn incremental_and_cumulative_back_up_only_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plugin, _, lib) = load(dir.path());
+    let tree = dir.path().join("tree");
+    make_tree(&tree);
+    // Changes are detected by the second: let the tree's ctimes fall before the full backup.
+    let now = std::time::SystemTime::now();
+    std::thread::sleep(std::time::Duration::from_millis(
+        1100 - u64::from(
+            now.duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_millis(),
+        ),
+    ));
+    let store = dir.path().join("store");
+    backup(&plugin, &lib, &store, &tree, "full", &["h1", "h2"], &[]);
+    fs::write(tree.join("small.txt"), b"changed after the full backup\n").unwrap();
+    fs::write(tree.join("wide/new.txt"), b"new file").unwrap();
+    fs::remove_file(tree.join("wide/f007")).unwrap();
+    let want = walk(&tree);
+    let incr = backup(&plugin, &lib, &store, &tree, "incr", &["h1", "h2"], &[]);
+    // Only the two changed files' bytes travel (their directories hold no data).
+    let changed = (b"changed after the full backup\n".len() + b"new file".len()) as u64;
+    assert_eq!(incr.bytes, changed);
+    assert_eq!(
+        incr.objects,
+        want.len() as u64,
+        "the catalog lists every object"
+    );
+    let cinc = backup(&plugin, &lib, &store, &tree, "cinc", &["h1"], &[]);
+    assert_eq!(cinc.bytes, changed, "relative to the full backup as well");
+    for image in [&incr.image, &cinc.image] {
+        let alt = dir.path().join(format!("alt-{image}"));
+        fs::create_dir(&alt).unwrap();
+        restore(&plugin, &lib, &store, image, Some(&alt), false, &[]).unwrap();
+        assert_same(&walk(&under(&alt, &tree)), &want);
+    }
+    plugin.terminate().unwrap();
+}
+
+fn discover(
+    plugin: &Plugin,
+    def: SessionDef,
+    selections: &[&Path],
+    hosts: &[String],
+    out: &Path,
+    schedule: u32,
+) -> Result<String, aapi_host::client::PluginError> {
+    let server = plugin.open_server("localhost", def).unwrap();
+    let sel: Vec<Vec<u8>> = selections.iter().map(|s| b(s)).collect();
+    let args = DiscoveryArgs {
+        selections: &sel,
+        backup_hosts: hosts,
+        workload_dir: out,
+        suffix: ".wkld",
+        schedule,
+    };
+    let r = server.discovery(&args);
+    server.close().unwrap();
+    r
+}
+
+#[test]
+fn discovery_lists_each_object_once_marks_unchanged_and_balances_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plugin, _, _) = load(dir.path());
+    let tree = dir.path().join("tree");
+    make_tree(&tree);
+    let want = walk(&tree);
+    let hosts = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+    let overlapping = [tree.as_path(), &tree.join("deep"), &tree.join("wide/f001")];
+    for (schedule, since, unchanged) in [
+        (AAPI_SCHED_FULL, None, false),
+        (AAPI_SCHED_INCR, None, false),
+        (AAPI_SCHED_INCR, Some("0"), false),
+        (AAPI_SCHED_INCR, Some("99999999999"), true),
+        (AAPI_SCHED_CINC, Some("99999999999"), false), // incrementals look at last_backup_time only
+    ] {
+        let out = tempfile::tempdir().unwrap();
+        let props: Vec<(&str, &str)> = since
+            .map(|s| vec![("aapi.last_backup_time", s)])
+            .unwrap_or_default();
+        let snapid = discover(
+            &plugin,
+            session(AAPI_OP_DISCOVERY, &props),
+            &overlapping,
+            &hosts,
+            out.path(),
+            schedule,
+        )
+        .unwrap();
+        assert_eq!(snapid, "");
+        let mut listed: Vec<Vec<u8>> = vec![];
+        let mut bytes = vec![];
+        for h in &hosts {
+            let path = out.path().join(format!("{h}.wkld"));
+            let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "DISC-4");
+            let f = WorkloadFile::read_from_path(&path).unwrap();
+            assert_eq!(f.backup_host, *h);
+            let paths: Vec<Vec<u8>> = f.entries.iter().map(|e| b(&e.path)).collect();
+            let mut sorted = paths.clone();
+            sorted.sort();
+            assert_eq!(paths, sorted, "records in path-byte order");
+            for e in &f.entries {
+                assert_eq!(
+                    e.flags & AAPI_WKLD_UNCHANGED != 0,
+                    unchanged,
+                    "{schedule} {since:?}"
+                );
+                let rel = b(e.path.strip_prefix(&tree).unwrap());
+                let w = &want[&rel];
+                assert_eq!(e.flags & AAPI_WKLD_DIR != 0, w.kind == 'd');
+                assert_eq!(e.flags & AAPI_WKLD_SYMLINK != 0, w.kind == 'l');
+                assert_eq!(e.size_hint, w.data.len() as u64);
+            }
+            bytes.push(f.entries.iter().map(|e| e.size_hint).sum::<u64>());
+            listed.extend(paths);
+        }
+        listed.sort();
+        let mut expected: Vec<Vec<u8>> = want.keys().map(|k| b(&tree.join(p(k)))).collect();
+        // The root itself is listed as the selection, without a trailing slash.
+        expected.iter_mut().for_each(|e| {
+            if e.ends_with(b"/") {
+                e.pop();
+            }
+        });
+        expected.sort();
+        assert_eq!(
+            listed.len(),
+            expected.len(),
+            "each object exactly once (DISC-2)"
+        );
+        assert_eq!(listed, expected);
+        if !unchanged {
+            // Largest first to the lightest host: no host carries more than the big file.
+            let big = 3 * 1024 * 1024 + 7;
+            assert!(bytes.iter().all(|&x| x <= big), "{bytes:?}");
+            assert_eq!(bytes.iter().filter(|&&x| x == big).count(), 1, "{bytes:?}");
+        }
+    }
+    plugin.terminate().unwrap();
+}
+
+#[test]
+fn copy_snapshot_is_read_as_of_discovery_and_deleted_by_postprocess() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plugin, _, _) = load(dir.path());
+    let tree = dir.path().join("tree");
+    make_tree(&tree);
+    let snaps = dir.path().join("snaps");
+    let props = [
+        ("files.snapshot", "copy"),
+        ("files.snapshot_dir", snaps.to_str().unwrap()),
+    ];
+    let out = tempfile::tempdir().unwrap();
+    let hosts = vec!["h1".to_string()];
+    let mut def = session(AAPI_OP_DISCOVERY, &props);
+    def.job_id = "job 42/x".into();
+    let snapid = discover(&plugin, def, &[&tree], &hosts, out.path(), AAPI_SCHED_FULL).unwrap();
+    assert_eq!(snapid, "files-job_42_x");
+    let wf = WorkloadFile::read_from_path(&out.path().join("h1.wkld")).unwrap();
+    assert_eq!(wf.snapshot, snapid);
+    // The source changes after discovery; the backup still reads the state of the snapshot.
+    let small = tree.join("small.txt");
+    let orig = fs::symlink_metadata(&small).unwrap();
+    fs::write(&small, b"too late").unwrap();
+    let mut def = session(AAPI_OP_BACKUP, &props);
+    def.snapid = snapid.clone();
+    let s = plugin.open_server("localhost", def).unwrap();
+    let sp = s.snappath(&snapid, &b(&small)).unwrap();
+    assert_eq!(p(&sp), under(&snaps.join(&snapid), &small));
+    assert_eq!(
+        s.snappath("", &b(&small)).unwrap(),
+        b(&small),
+        "\"\" maps a path to itself"
+    );
+    let mut o = s.open_object(&sp).unwrap();
+    let mut buf = vec![0u8; 64];
+    let n = o.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"hello\n");
+    // Properties as of discovery: the copy kept the source's mode and times.
+    let prop = o.prop().unwrap();
+    assert_eq!(prop.mode, orig.permissions().mode() & 0o7777);
+    assert_eq!(
+        (prop.mtime.sec, i64::from(prop.mtime.nsec)),
+        (orig.mtime(), orig.mtime_nsec())
+    );
+    o.close().unwrap();
+    // Snapshot names are the plugin's own ids: anything else cannot reach outside the snapshots.
+    assert_eq!(code_of(s.snappath("../../etc", b"/passwd")), AAPI_EINVAL);
+    assert_eq!(code_of(s.snappath("files-unknown", b"/x")), AAPI_ESNAPSHOT);
+    assert_eq!(code_of(s.snappath(&snapid, b"relative/x")), AAPI_EINVAL);
+    s.close().unwrap();
+    let post = plugin
+        .open_server("localhost", session(AAPI_OP_POSTPROCESS, &props))
+        .unwrap();
+    let sel = vec![b(&tree)];
+    let args = DiscoveryArgs {
+        selections: &sel,
+        backup_hosts: &hosts,
+        workload_dir: out.path(),
+        suffix: ".wkld",
+        schedule: AAPI_SCHED_FULL,
+    };
+    post.postprocess(&args, &snapid).unwrap();
+    post.close().unwrap();
+    assert!(
+        !snaps.join(&snapid).exists(),
+        "postprocess deleted the snapshot"
+    );
+    // Already gone, or no snapshot at all: success. Not an id of this plugin: refused.
+    for (id, code) in [
+        (snapid.as_str(), AAPI_EOK),
+        ("", AAPI_EOK),
+        ("../tree", AAPI_EINVAL),
+    ] {
+        let post = plugin
+            .open_server("localhost", session(AAPI_OP_POSTPROCESS, &props))
+            .unwrap();
+        let r = post.postprocess(&args, id);
+        assert_eq!(
+            r.err().and_then(|e| e.code()).unwrap_or(AAPI_EOK),
+            code,
+            "{id:?}"
+        );
+        post.close().unwrap();
+    }
+    assert!(tree.join("small.txt").exists());
+    plugin.terminate().unwrap();
+}
+
+#[test]
+fn reflink_clones_or_falls_back_as_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plugin, hooks, _) = load(dir.path());
+    let tree = dir.path().join("tree");
+    fs::create_dir(&tree).unwrap();
+    fs::write(tree.join("a"), noise(100_000, 3)).unwrap();
+    fs::write(tree.join("b"), b"bbb").unwrap();
+    let snaps = dir.path().join("snaps");
+    let hosts = vec!["h1".to_string()];
+    let sd = snaps.to_str().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let strict = [("files.snapshot", "reflink"), ("files.snapshot_dir", sd)];
+    let mut def = session(AAPI_OP_DISCOVERY, &strict);
+    def.job_id = "strict".into();
+    match discover(&plugin, def, &[&tree], &hosts, out.path(), AAPI_SCHED_FULL) {
+        Ok(id) => {
+            // This file system clones: the snapshot holds the same bytes.
+            let copy = under(&snaps.join(&id), &tree.join("a"));
+            assert_eq!(fs::read(copy).unwrap(), fs::read(tree.join("a")).unwrap());
+            fs::remove_dir_all(snaps.join(&id)).unwrap();
+            fs::remove_file(out.path().join("h1.wkld")).unwrap();
+        }
+        Err(e) => {
+            assert_eq!(e.code(), Some(AAPI_ESNAPSHOT), "{e}");
+            assert!(e.to_string().contains("cannot clone"), "{e}");
+            assert_eq!(
+                fs::read_dir(out.path()).unwrap().count(),
+                0,
+                "no workload file left"
+            );
+            assert!(
+                !snaps.join("files-strict").exists(),
+                "no partial snapshot left"
+            );
+        }
+    }
+    let lenient = [
+        ("files.snapshot", "reflink"),
+        ("files.snapshot_dir", sd),
+        ("files.reflink_fallback", "copy"),
+    ];
+    let mut def = session(AAPI_OP_DISCOVERY, &lenient);
+    def.job_id = "lenient".into();
+    let id = discover(&plugin, def, &[&tree], &hosts, out.path(), AAPI_SCHED_FULL).unwrap();
+    for f in ["a", "b"] {
+        let copy = under(&snaps.join(&id), &tree.join(f));
+        assert_eq!(fs::read(copy).unwrap(), fs::read(tree.join(f)).unwrap());
+    }
+    assert!(
+        hooks.logged("copying instead").len() <= 1,
+        "the fallback is logged once"
+    );
+    plugin.terminate().unwrap();
+}
+
+#[test]
+fn existing_objects_are_refused_without_overwrite_and_replaced_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plugin, _, lib) = load(dir.path());
+    let tree = dir.path().join("tree");
+    make_tree(&tree);
+    let want = walk(&tree);
+    let store = dir.path().join("store");
+    let m = backup(&plugin, &lib, &store, &tree, "full", &["h1"], &[]);
+    let alt = dir.path().join("alt");
+    fs::create_dir(&alt).unwrap();
+    restore(&plugin, &lib, &store, &m.image, Some(&alt), false, &[]).unwrap();
+    let restored = under(&alt, &tree);
+    fs::write(restored.join("small.txt"), b"edited after the restore").unwrap();
+    fs::remove_file(restored.join("links/rel")).unwrap();
+    fs::write(restored.join("links/rel"), b"a file where a link was").unwrap();
+    let before = walk(&restored);
+    let err = restore(&plugin, &lib, &store, &m.image, Some(&alt), false, &[]).unwrap_err();
+    assert!(err.message.contains("AAPI_EEXIST"), "{err}");
+    assert_same(&walk(&restored), &before);
+    assert!(
+        leftovers(&alt, ".aapi-").is_empty(),
+        "{:?}",
+        leftovers(&alt, ".aapi-")
+    );
+    restore(&plugin, &lib, &store, &m.image, Some(&alt), true, &[]).unwrap();
+    assert_same(&walk(&restored), &want);
+    assert!(
+        leftovers(&alt, ".aapi-").is_empty(),
+        "set-aside objects deleted: {:?}",
+        leftovers(&alt, ".aapi-")
+    );
+    plugin.terminate().unwrap();
+}
+
+#[test]
+fn not_enough_space_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plugin, _, lib) = load(dir.path());
+    let tree = dir.path().join("tree");
+    make_tree(&tree);
+    let store = dir.path().join("store");
+    let m = backup(&plugin, &lib, &store, &tree, "full", &["h1"], &[]);
+    let alt = dir.path().join("alt");
+    fs::create_dir(&alt).unwrap();
+    let props = [("files.min_free_bytes", "4611686018427387904")];
+    let err = restore(&plugin, &lib, &store, &m.image, Some(&alt), false, &props).unwrap_err();
+    assert!(err.message.contains("AAPI_ENOSPC"), "{err}");
+    assert_eq!(fs::read_dir(&alt).unwrap().count(), 0, "nothing written");
+    // The check is exact: the same restore with room to spare works.
+    restore(
+        &plugin,
+        &lib,
+        &store,
+        &m.image,
+        Some(&alt),
+        false,
+        &[("files.min_free_bytes", "1024")],
+    )
+    .unwrap();
+    // A missing alternate root is ENOENT, also before anything is written.
+    let s = plugin
+        .open_server("localhost", SessionDef::new(AAPI_OP_RESTORE))
+        .unwrap();
+    let missing = dir.path().join("no-such-dir");
+    assert_eq!(
+        code_of(s.restore_preprocess(&b(&missing), 1, 1)),
+        AAPI_ENOENT
+    );
+    s.close().unwrap();
+    plugin.terminate().unwrap();
+}
+
+fn file_prop(mode: u32) -> aapi_object_prop_t {
+    aapi_object_prop_t {
+        obj_type: AAPI_OBJ_FILE,
+        valid: AAPI_PROP_MODE,
+        mode,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_failed_restore_removes_what_it_created_and_puts_back_what_it_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plugin, _, _) = load(dir.path());
+    for status in [AAPI_EIO, AAPI_EOK] {
+        let alt = dir.path().join(format!("alt-{status}"));
+        fs::create_dir_all(alt.join("keep/sub")).unwrap();
+        fs::write(alt.join("keep/old.txt"), b"old").unwrap();
+        let before = walk(&alt);
+        let s = plugin
+            .open_server("localhost", SessionDef::new(AAPI_OP_RESTORE))
+            .unwrap();
+        s.restore_preprocess(&b(&alt), 100, 4).unwrap();
+        let old = alt.join("keep/old.txt");
+        let mut o = s
+            .create_object(&b(&old), &file_prop(0o640), AAPI_CREATE_OVERWRITE)
+            .unwrap();
+        o.write(b"new").unwrap();
+        assert_eq!(
+            fs::read(&old).unwrap(),
+            b"old",
+            "invisible before close (OBJ-6)"
+        );
+        o.close().unwrap();
+        assert_eq!(fs::read(&old).unwrap(), b"new");
+        let deep = alt.join("new/dir/f.txt");
+        let mut o = s.create_object(&b(&deep), &file_prop(0o600), 0).unwrap();
+        o.write(b"deep").unwrap();
+        o.flush().unwrap();
+        o.close().unwrap();
+        let dir_prop = aapi_object_prop_t {
+            obj_type: AAPI_OBJ_DIR,
+            valid: AAPI_PROP_MODE,
+            mode: 0o751,
+            ..Default::default()
+        };
+        s.create_object(&b(&alt.join("keep/sub")), &dir_prop, 0)
+            .unwrap()
+            .close()
+            .unwrap();
+        let link = aapi_object_prop_t {
+            obj_type: AAPI_OBJ_SYMLINK,
+            ..Default::default()
+        };
+        let mut o = s
+            .create_object(&b(&alt.join("new/link")), &link, 0)
+            .unwrap();
+        o.write(b"dir/f.txt").unwrap();
+        o.close().unwrap();
+        assert_eq!(fs::read(alt.join("new/link")).unwrap(), b"deep");
+        // Left open when the restore ends.
+        let mut o = s
+            .create_object(&b(&alt.join("open.txt")), &file_prop(0o600), 0)
+            .unwrap();
+        o.write(b"unfinished").unwrap();
+        o.abandon();
+        s.restore_postprocess(status).unwrap();
+        s.close().unwrap();
+        if status == AAPI_EOK {
+            assert_eq!(fs::read(&old).unwrap(), b"new");
+            assert_eq!(fs::read(&deep).unwrap(), b"deep");
+            assert_eq!(
+                fs::read(alt.join("open.txt")).unwrap(),
+                b"unfinished",
+                "completed by postprocess"
+            );
+            let sub = fs::metadata(alt.join("keep/sub")).unwrap();
+            assert_eq!(
+                sub.permissions().mode() & 0o7777,
+                0o751,
+                "reused directory gets its mode"
+            );
+        } else {
+            // RST-6, RST-7: exactly the state before the restore.
+            let after = walk(&alt);
+            let names = |m: &std::collections::BTreeMap<Vec<u8>, Entry>| -> Vec<String> {
+                m.keys()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .collect()
+            };
+            assert_eq!(names(&after), names(&before));
+            assert_eq!(fs::read(&old).unwrap(), b"old");
+        }
+        assert!(
+            leftovers(&alt, ".aapi-").is_empty(),
+            "{:?}",
+            leftovers(&alt, ".aapi-")
+        );
+    }
+    plugin.terminate().unwrap();
+}
+
+#[test]
+fn cancellation_during_the_snapshot_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plugin, hooks, _) = load(dir.path());
+    let tree = dir.path().join("tree");
+    make_tree(&tree);
+    let snaps = dir.path().join("snaps");
+    let root = snaps.join("files-cancel-me");
+    let watched = root.clone();
+    // Cancel as soon as the snapshot exists: the plugin is then half way through copying.
+    *hooks.cancel_when.lock().unwrap() = Some(Box::new(move || watched.exists()));
+    let mut def = session(
+        AAPI_OP_DISCOVERY,
+        &[
+            ("files.snapshot", "copy"),
+            ("files.snapshot_dir", snaps.to_str().unwrap()),
+        ],
+    );
+    def.job_id = "cancel-me".into();
+    def.call_budget_ms = 4; // a keepalive is due every millisecond
+    let out = tempfile::tempdir().unwrap();
+    let hosts = vec!["h1".to_string(), "h2".to_string()];
+    let started = std::time::Instant::now();
+    let e = discover(&plugin, def, &[&tree], &hosts, out.path(), AAPI_SCHED_FULL).unwrap_err();
+    assert_eq!(e.code(), Some(AAPI_ECANCELLED), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_millis(u64::from(AAPI_CANCEL_BOUND_MS)));
+    assert!(!root.exists(), "the partial snapshot was removed (TIME-4)");
+    assert_eq!(
+        fs::read_dir(out.path()).unwrap().count(),
+        0,
+        "no workload file"
+    );
+    assert!(hooks.keepalives.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    plugin.terminate().unwrap();
+}
+
+#[test]
+fn a_file_that_changes_while_read_is_reported_not_backed_up_torn() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plugin, _, _) = load(dir.path());
+    let tree = dir.path().join("tree");
+    make_tree(&tree);
+    let s = plugin
+        .open_server("localhost", SessionDef::new(AAPI_OP_BACKUP))
+        .unwrap();
+    let read_all = |o: &mut aapi_host::client::Object<'_>, chunk: usize| -> Result<Vec<u8>, i32> {
+        let mut out = vec![];
+        let mut buf = vec![0u8; chunk];
+        loop {
+            match o.read(&mut buf) {
+                Ok(0) => return Ok(out),
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) => return Err(e.code().unwrap()),
+            }
+        }
+    };
+    // Appended to, truncated, rewritten in place with the same size: all ECHANGED.
+    let big = tree.join("big.bin");
+    type Change = (&'static str, fn(&Path));
+    let changes: [Change; 3] = [
+        ("append", |f| {
+            use std::io::Write;
+            fs::OpenOptions::new()
+                .append(true)
+                .open(f)
+                .unwrap()
+                .write_all(b"more")
+                .unwrap();
+        }),
+        ("truncate", |f| {
+            fs::OpenOptions::new()
+                .write(true)
+                .open(f)
+                .unwrap()
+                .set_len(10)
+                .unwrap();
+        }),
+        ("same size", |f| {
+            use std::io::{Seek, Write};
+            let mut h = fs::OpenOptions::new().write(true).open(f).unwrap();
+            h.seek(std::io::SeekFrom::Start(5)).unwrap();
+            h.write_all(b"X").unwrap();
+            set_times(f, 1, 1); // even with the old mtime put back, ctime moved
+        }),
+    ];
+    for (what, change) in changes {
+        fs::write(&big, noise(3 * 1024 * 1024, 9)).unwrap();
+        let mut o = s.open_object(&b(&big)).unwrap();
+        let mut buf = vec![0u8; 1024];
+        o.read(&mut buf).unwrap();
+        change(&big);
+        assert_eq!(read_all(&mut o, 1 << 20), Err(AAPI_ECHANGED), "{what}");
+        assert_eq!(
+            read_all(&mut o, 16),
+            Err(AAPI_ECHANGED),
+            "{what}: stays changed"
+        );
+        o.close().unwrap();
+    }
+    // An untouched object reads exactly its data, symlinks their target, directories nothing.
+    let mut o = s.open_object(&b(&tree.join("links/odd name\n"))).unwrap();
+    assert_eq!(read_all(&mut o, 3).unwrap(), b"target with\nnewline \xff");
+    assert_eq!(o.prop().unwrap().obj_type, AAPI_OBJ_SYMLINK);
+    o.close().unwrap();
+    let mut o = s.open_object(&b(&tree.join("deep"))).unwrap();
+    assert_eq!(read_all(&mut o, 3).unwrap(), b"");
+    o.close().unwrap();
+    let mut o = s.open_object(&b(&tree.join("wide/f150"))).unwrap();
+    assert_eq!(read_all(&mut o, 7).unwrap(), noise(150 * 37, 150));
+    o.close().unwrap();
+    // Vanished since discovery: ENOENT at open.
+    assert_eq!(
+        code_of(s.open_object(&b(&tree.join("vanished")))),
+        AAPI_ENOENT
+    );
+    s.close().unwrap();
+    plugin.terminate().unwrap();
+}
+
+#[test]
+fn bad_input_gets_the_codes_of_the_specification() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plugin, hooks, _) = load(dir.path());
+    let tree = dir.path().join("tree");
+    make_tree(&tree);
+    // Configuration errors at open.
+    for props in [
+        vec![("files.snapshot", "zfs")],
+        vec![("files.snapshot_dir", "relative/dir")],
+        vec![("files.reflink_fallback", "maybe")],
+        vec![("files.min_free_bytes", "12k")],
+        vec![("aapi.last_backup_time", "-5")],
+    ] {
+        let r = plugin.open_server("localhost", session(AAPI_OP_BACKUP, &props));
+        assert_eq!(code_of(r), AAPI_EINVAL, "{props:?}");
+    }
+    let s = plugin
+        .open_server(
+            "localhost",
+            session(AAPI_OP_BACKUP, &[("files.colour", "red")]),
+        )
+        .unwrap();
+    assert_eq!(hooks.logged("unknown property files.colour").len(), 1);
+    // Backup: relative paths, missing objects, special files.
+    assert_eq!(code_of(s.open_object(b"relative/path")), AAPI_EINVAL);
+    assert_eq!(code_of(s.prop_byname(b"relative")), AAPI_EINVAL);
+    assert_eq!(
+        code_of(s.prop_byname(&b(&tree.join("missing")))),
+        AAPI_ENOENT
+    );
+    assert_eq!(
+        code_of(s.prop_byname(&b(&tree.join("small.txt/below-a-file")))),
+        AAPI_ENOENT
+    );
+    let fifo = tree.join("fifo");
+    let c = std::ffi::CString::new(b(&fifo)).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    assert_eq!(code_of(s.prop_byname(&b(&fifo))), AAPI_ENOTSUP);
+    assert_eq!(code_of(s.open_object(&b(&fifo))), AAPI_ENOTSUP);
+    let prop = s.prop_byname(&b(&tree.join("modes/exec.sh"))).unwrap();
+    assert_eq!(
+        (prop.obj_type, prop.mode, prop.size),
+        (AAPI_OBJ_FILE, 0o755, 10)
+    );
+    assert_eq!(prop.valid, 0x3f, "every property is valid (OBJ-7)");
+    s.close().unwrap();
+    // Discovery: relative, "..", missing selections; the fifo is skipped with a warning.
+    let out = tempfile::tempdir().unwrap();
+    let hosts = vec!["h".to_string()];
+    let d = |sel: &Path| {
+        discover(
+            &plugin,
+            SessionDef::new(AAPI_OP_DISCOVERY),
+            &[sel],
+            &hosts,
+            out.path(),
+            AAPI_SCHED_FULL,
+        )
+    };
+    assert_eq!(
+        d(Path::new("relative")).unwrap_err().code(),
+        Some(AAPI_EINVAL)
+    );
+    assert_eq!(
+        d(&tree.join("deep/../wide")).unwrap_err().code(),
+        Some(AAPI_EINVAL)
+    );
+    assert_eq!(
+        d(&tree.join("missing")).unwrap_err().code(),
+        Some(AAPI_ENOENT)
+    );
+    assert_eq!(
+        fs::read_dir(out.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+    d(&tree).unwrap();
+    assert_eq!(
+        hooks.logged("skipped").len(),
+        1,
+        "{:?}",
+        hooks.logged("skipped")
+    );
+    let listed = WorkloadFile::read_from_path(&out.path().join("h.wkld")).unwrap();
+    assert!(listed.entries.iter().all(|e| e.path != fifo));
+    // Restore: relative, "..", outside the alternate root, non-empty directory, missing objects.
+    let alt = dir.path().join("alt");
+    fs::create_dir_all(alt.join("full/dir")).unwrap();
+    fs::write(alt.join("full/dir/x"), b"x").unwrap();
+    let r = plugin
+        .open_server("localhost", SessionDef::new(AAPI_OP_RESTORE))
+        .unwrap();
+    r.restore_preprocess(&b(&alt), 1, 1).unwrap();
+    let fp = file_prop(0o600);
+    assert_eq!(code_of(r.create_object(b"relative", &fp, 0)), AAPI_EINVAL);
+    assert_eq!(
+        code_of(r.create_object(&b(&alt.join("a/../../escape")), &fp, 0)),
+        AAPI_EINVAL
+    );
+    assert_eq!(
+        code_of(r.create_object(&b(&tree.join("outside")), &fp, 0)),
+        AAPI_EINVAL
+    );
+    assert_eq!(
+        code_of(r.create_object(&b(&alt.join("full/dir/x")), &fp, 0)),
+        AAPI_EEXIST
+    );
+    assert_eq!(
+        code_of(r.delete_object(&b(&alt.join("full/dir")))),
+        AAPI_EINVAL
+    );
+    assert_eq!(
+        code_of(r.delete_object(&b(&alt.join("nothing")))),
+        AAPI_ENOENT
+    );
+    assert_eq!(
+        code_of(r.set_utimes(&b(&alt.join("nothing")), None, None)),
+        AAPI_ENOENT
+    );
+    let mut o = r
+        .create_object(
+            &b(&alt.join("d")),
+            &aapi_object_prop_t {
+                obj_type: AAPI_OBJ_DIR,
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
+    assert_eq!(
+        code_of(o.write(b"data")),
+        AAPI_EINVAL,
+        "directories have no data"
+    );
+    o.close().unwrap();
+    let mut o = r
+        .create_object(
+            &b(&alt.join("l")),
+            &aapi_object_prop_t {
+                obj_type: AAPI_OBJ_SYMLINK,
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
+    assert_eq!(
+        code_of(o.write(b"a\0b")),
+        AAPI_EINVAL,
+        "no NUL in a link target"
+    );
+    // Left open with a good target: restore_postprocess(AAPI_EOK) completes it.
+    o.write(b"d").unwrap();
+    o.abandon();
+    r.delete_object(&b(&alt.join("full/dir/x"))).unwrap();
+    r.delete_object(&b(&alt.join("full/dir"))).unwrap();
+    r.restore_postprocess(AAPI_EOK).unwrap();
+    r.close().unwrap();
+    assert!(!alt.join("full/dir").exists());
+    assert_eq!(fs::read_link(alt.join("l")).unwrap(), Path::new("d"));
+    plugin.terminate().unwrap();
+}
