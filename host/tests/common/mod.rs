@@ -236,3 +236,12 @@ pub fn assert_same(
         assert_eq!((va.3, va.4), (vb.3, vb.4), "{}: mtime", k.display());
     }
 }
+
+/// The Rust sample plugin, built as a dev-dependency next to the test executables.
+pub fn rust_sample() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    let lib = deps.join("libaapi_sample_plugin.so");
+    assert!(lib.exists(), "{} was not built", lib.display());
+    lib
+}
