@@ -1,0 +1,234 @@
+//! `flatfiles`: a minimal workload plugin that backs up and restores single regular files.
+//! It is the plugin built step by step in docs/guide-rust.md.
+
+use aapi_sdk::abi::{AAPI_CAP_ALTERNATE_RESTORE, AAPI_CAP_RESTORE};
+use aapi_sdk::plugin::{
+    BackupJob, BackupObject, Error, ErrorKind, HostInfo, ObjectProps, ObjectType, Plugin,
+    PluginInfo, RestoreInfo, RestoreObject, RestoreStatus, Result, Server, ServerInfo, Session,
+    Timestamp,
+};
+use aapi_sdk::workload::{WorkloadEntry, WorkloadFile};
+use std::fs::{self, File, FileTimes, Metadata};
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The plugin. One value per init cycle.
+pub struct FlatFiles;
+
+impl Plugin for FlatFiles {
+    const INFO: PluginInfo = PluginInfo {
+        name: c"flatfiles",
+        version: c"0.1.0",
+        vendor: c"Example Corp",
+        workload_types: c"flatfiles",
+        capabilities: AAPI_CAP_RESTORE | AAPI_CAP_ALTERNATE_RESTORE,
+        max_concurrent_objects: 1,
+    };
+    type Server = FlatSession;
+
+    fn init(_host: &HostInfo) -> Result<Self> {
+        Ok(FlatFiles)
+    }
+
+    fn open_server(&self, _server: &str, session: Session) -> Result<FlatSession> {
+        Ok(FlatSession {
+            session,
+            created: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+}
+
+/// One session: the framework's services, and the files a restore created.
+pub struct FlatSession {
+    session: Session,
+    created: Arc<Mutex<Vec<PathBuf>>>,
+}
+
+fn metadata(path: &Path) -> Result<Metadata> {
+    fs::symlink_metadata(path).map_err(|e| Error::io(e, path.display()))
+}
+
+impl Server for FlatSession {
+    type Reader = FileReader;
+    type Writer = FileWriter;
+
+    fn server_info(&self) -> Result<ServerInfo> {
+        Ok(ServerInfo {
+            full: true,
+            ..ServerInfo::default()
+        })
+    }
+
+    fn discovery(&self, job: &BackupJob) -> Result<String> {
+        // Every selection is one object; check them all before writing anything.
+        let mut files = Vec::new();
+        for path in &job.selections {
+            let md = metadata(path)?;
+            if !md.is_file() {
+                return Err(Error::invalid(format!(
+                    "{} is not a regular file",
+                    path.display()
+                )));
+            }
+            files.push(WorkloadEntry {
+                path: path.clone(),
+                size_hint: md.len(),
+                flags: 0,
+            });
+        }
+        // Round robin over the backup hosts; every host gets a file, even an empty one.
+        let hosts = job.backup_hosts.len();
+        for (i, host) in job.backup_hosts.iter().enumerate() {
+            let file = WorkloadFile {
+                snapshot: String::new(),
+                backup_host: host.clone(),
+                entries: files.iter().skip(i).step_by(hosts).cloned().collect(),
+            };
+            file.write_to_path(&job.workload_file(host))?;
+            self.session.host().keepalive_if_due()?;
+        }
+        self.session
+            .host()
+            .info(format!("flatfiles: {} files", files.len()));
+        Ok(String::new()) // no snapshot
+    }
+
+    fn open_object(&self, path: &Path) -> Result<FileReader> {
+        let file = File::open(path).map_err(|e| Error::io(e, path.display()))?;
+        let md = file.metadata()?;
+        Ok(FileReader { file, md })
+    }
+
+    fn object_props(&self, path: &Path) -> Result<ObjectProps> {
+        ObjectProps::from_metadata(&metadata(path)?)
+    }
+
+    fn restore_preprocess(&self, info: &RestoreInfo) -> Result<()> {
+        match &info.target_root {
+            Some(root) if !root.is_dir() => Err(Error::not_found(format!(
+                "{} is not a directory",
+                root.display()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    fn create_object(
+        &self,
+        path: &Path,
+        props: &ObjectProps,
+        overwrite: bool,
+    ) -> Result<FileWriter> {
+        if props.kind != ObjectType::File {
+            return Err(Error::not_supported(
+                "flatfiles restores regular files only",
+            ));
+        }
+        if !overwrite && fs::symlink_metadata(path).is_ok() {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("{} exists", path.display()),
+            ));
+        }
+        let name = path
+            .file_name()
+            .ok_or_else(|| Error::invalid("no file name"))?;
+        let parent = path.parent().unwrap_or(Path::new("/"));
+        fs::create_dir_all(parent).map_err(|e| Error::io(e, parent.display()))?;
+        // The data stays invisible under `path` until close (OBJ-6).
+        let tmp = parent.join(format!(".{}.part", name.to_string_lossy()));
+        let file = File::create(&tmp).map_err(|e| Error::io(e, tmp.display()))?;
+        Ok(FileWriter {
+            file,
+            tmp,
+            path: path.to_path_buf(),
+            props: *props,
+            created: self.created.clone(),
+        })
+    }
+
+    fn set_times(
+        &self,
+        path: &Path,
+        atime: Option<Timestamp>,
+        mtime: Option<Timestamp>,
+    ) -> Result<()> {
+        let mut times = FileTimes::new();
+        if let Some(a) = atime {
+            times = times.set_accessed(a.to_system_time());
+        }
+        if let Some(m) = mtime {
+            times = times.set_modified(m.to_system_time());
+        }
+        let file = File::open(path).map_err(|e| Error::io(e, path.display()))?;
+        file.set_times(times)
+            .map_err(|e| Error::io(e, path.display()))
+    }
+
+    fn restore_postprocess(&self, status: RestoreStatus) -> Result<()> {
+        let created = std::mem::take(&mut *self.created.lock().unwrap());
+        if !status.is_success() {
+            // A failed restore removes what it created (RST-6).
+            for path in created {
+                let _ = fs::remove_file(path);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A file opened for reading.
+pub struct FileReader {
+    file: File,
+    md: Metadata,
+}
+
+impl BackupObject for FileReader {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
+        Ok(self.file.read(buf)?)
+    }
+
+    fn props(&self) -> Result<ObjectProps> {
+        ObjectProps::from_metadata(&self.md)
+    }
+}
+
+/// A file being restored, in a temporary file beside its target.
+pub struct FileWriter {
+    file: File,
+    tmp: PathBuf,
+    path: PathBuf,
+    props: ObjectProps,
+    created: Arc<Mutex<Vec<PathBuf>>>,
+}
+
+impl RestoreObject for FileWriter {
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        Ok(self.file.write_all(data)?)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        Ok(self.file.sync_all()?)
+    }
+
+    fn props(&self) -> Result<ObjectProps> {
+        Ok(self.props)
+    }
+
+    fn close(self) -> Result<()> {
+        if let Some(mode) = self.props.mode {
+            fs::set_permissions(&self.tmp, fs::Permissions::from_mode(mode))?;
+        }
+        fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(e, self.path.display()))?;
+        self.created.lock().unwrap().push(self.path);
+        Ok(())
+    }
+
+    fn abort(self) {
+        let _ = fs::remove_file(&self.tmp);
+    }
+}
+
+aapi_sdk::export_plugin!(FlatFiles);
