@@ -9,24 +9,27 @@
 //!
 //! - a panic boundary on every entry point: a panic becomes `AAPI_EINTERNAL`, an ERROR log line
 //!   and a last-error message; nothing unwinds into the framework, and poisoned locks are
-//!   recovered;
+//!   recovered (MEM-3);
 //! - argument checks in one fixed order: phase (init, claim) -> NULL pointers (`AAPI_EINVAL`) ->
 //!   handle (`AAPI_EBADHANDLE`) -> legality in the session (`AAPI_ESEQUENCE`) -> `struct_size`
-//!   (`AAPI_EABI`) -> values (`AAPI_EINVAL`, `AAPI_ESCHED_NOT_SUPPORTED`, ...) -> the plugin;
+//!   (`AAPI_EABI`) -> values (`AAPI_EINVAL`, `AAPI_ESCHED_NOT_SUPPORTED`, ...) -> the plugin
+//!   (LIFE-1, LIFE-3, RC-3, RC-4, LIFE-4, ABI-4, RC-8);
 //! - handle tables with kind tags and generation counters: 0, closed, never issued and wrong-kind
-//!   handles give `AAPI_EBADHANDLE`; a second close too;
+//!   handles give `AAPI_EBADHANDLE`; a second close too (RC-4, LIFE-6);
 //! - call order: `aapi_pgn_init` once per cycle, `aapi_open_server` after a successful claim, each
 //!   call only in the operations that allow it, discovery and postprocess once per session,
 //!   creates only between `aapi_restore_preprocess` and `aapi_restore_postprocess`, reads only on
-//!   opened objects and writes only on created ones; end of data is sticky;
+//!   opened objects and writes only on created ones; end of data is sticky (LIFE-2..LIFE-5,
+//!   OBJ-1);
 //! - out-parameters written only on success; in/out sizes with `AAPI_EBUFSIZE` and the size
-//!   needed; `aapi_get_last_error` per thread;
+//!   needed; `aapi_get_last_error` per thread (RC-5, RC-6, RC-9);
 //! - threads as declared: with `AAPI_CAP_CONCURRENT_OBJECTS` calls on different objects run
 //!   concurrently (calls on one object never do), without it every session and object call is
-//!   serialised;
+//!   serialised (THR-1, THR-2);
 //! - closing: `aapi_close_server` closes the session's open objects, `aapi_restore_postprocess`
 //!   closes (success) or aborts (failure) the open created objects, `aapi_terminate` closes
-//!   everything and may be repeated.
+//!   everything and may be repeated (LIFE-6, LIFE-7); session callbacks are never called after
+//!   the session's close (THR-3).
 //!
 //! Host services come as [`Host`] (log, keepalive, credentials) in the [`Session`], and the
 //! workload file format as [`crate::workload`].
@@ -265,8 +268,45 @@ impl RestoreObject for NoObject {
 /// the `aapi_abi_marker` data symbol, all backed by one static [`Runtime`]. Use it exactly once,
 /// in a crate built as `cdylib`:
 ///
-/// ```ignore
-/// aapi_sdk::export_plugin!(MyPlugin);
+/// ```
+/// use aapi_sdk::plugin::*;
+///
+/// /// A plugin that claims `demo` and supports nothing else yet.
+/// struct Demo;
+///
+/// impl Plugin for Demo {
+///     const INFO: PluginInfo = PluginInfo {
+///         name: c"demo",
+///         version: c"0.1.0",
+///         vendor: c"Example Corp",
+///         workload_types: c"demo",
+///         capabilities: 0,
+///         max_concurrent_objects: 1,
+///     };
+///     type Server = DemoSession;
+///
+///     fn init(_host: &HostInfo) -> Result<Self> {
+///         Ok(Demo)
+///     }
+///
+///     fn open_server(&self, _server: &str, _session: Session) -> Result<DemoSession> {
+///         Ok(DemoSession)
+///     }
+/// }
+///
+/// struct DemoSession;
+///
+/// impl Server for DemoSession {
+///     type Reader = NoObject;
+///     type Writer = NoObject;
+///
+///     fn server_info(&self) -> Result<ServerInfo> {
+///         Ok(ServerInfo { full: true, ..ServerInfo::default() })
+///     }
+/// }
+///
+/// aapi_sdk::export_plugin!(Demo);
+/// # fn main() {}
 /// ```
 #[macro_export]
 macro_rules! export_plugin {
