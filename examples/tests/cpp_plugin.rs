@@ -51,6 +51,9 @@ fn time(sec: i64, nsec: u32) -> aapi_time_t {
 /// Objects to restore: path, type, data, mode, mtime.
 type Seed = (&'static str, u32, Vec<u8>, u32, i64);
 
+/// An object as restored or read back: path, type, data, mode, mtime.
+type Obj = (Vec<u8>, u32, Vec<u8>, u32, i64);
+
 fn seed() -> Vec<Seed> {
     let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
     vec![
@@ -77,12 +80,7 @@ fn seed() -> Vec<Seed> {
 }
 
 /// A restore of `objects` under `root` ("" for the original place), all committed.
-fn restore(
-    plugin: &Plugin,
-    server: &str,
-    root: &str,
-    objects: &[(Vec<u8>, u32, Vec<u8>, u32, i64)],
-) {
+fn restore(plugin: &Plugin, server: &str, root: &str, objects: &[Obj]) {
     let s = plugin
         .open_server(server, SessionDef::new(AAPI_OP_RESTORE))
         .unwrap();

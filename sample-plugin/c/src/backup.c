@@ -223,6 +223,11 @@ static int read_some(const char *fn, files_object *obj, void *buf, size_t buf_si
         if (n == 0)
             return end_of_data(fn, obj, bytes_read);
         obj->bytes_read += (uint64_t)n;
+        if (obj->bytes_read > (uint64_t)obj->at_open.st_size) {
+            /* The file grew: it cannot match its size at open any more (OBJ-4). */
+            obj->state = READ_CHANGED;
+            return fail(AAPI_ECHANGED, "%s: %s grew while it was read", fn, obj->path);
+        }
         *bytes_read = (size_t)n;
         return AAPI_EOK;
     }
@@ -256,7 +261,6 @@ int aapi_get_object_prop(aapi_object_t object, aapi_object_prop_t *prop)
     static const char fn[] = "aapi_get_object_prop";
     files_object *obj;
     aapi_object_prop_t p;
-    struct stat st;
     int rc = require_claimed(fn);
     if (rc != AAPI_EOK)
         return rc;
@@ -269,18 +273,31 @@ int aapi_get_object_prop(aapi_object_t object, aapi_object_prop_t *prop)
         rc = fail(AAPI_EABI, "%s: prop->struct_size %u is smaller than the ABI 1.0 size %u", fn,
                   (unsigned)prop->struct_size, (unsigned)sizeof(aapi_object_prop_t));
     } else if (obj->mode == OBJ_WRITE) {
-        /* A created object is not in place yet: its type and the bytes written so far are the
-         * only true values (OBJ-7). */
+        /* A created object reports the properties it was created with (those create was
+         * given as valid, OBJ-7). */
+        const aapi_object_prop_t *c = &obj->prop;
         memset(&p, 0, sizeof p);
         p.obj_type = obj->type;
-        p.size = obj->type == AAPI_OBJ_SYMLINK ? (uint64_t)obj->data.len : obj->written;
-        p.valid = AAPI_PROP_SIZE;
+        p.valid = c->valid & (AAPI_PROP_SIZE | AAPI_PROP_MODE | AAPI_PROP_OWNER |
+                              AAPI_PROP_ATIME | AAPI_PROP_MTIME | AAPI_PROP_CTIME);
+        if (p.valid & AAPI_PROP_SIZE)
+            p.size = c->size;
+        if (p.valid & AAPI_PROP_MODE)
+            p.mode = c->mode & 07777;
+        if (p.valid & AAPI_PROP_OWNER) {
+            p.uid = c->uid;
+            p.gid = c->gid;
+        }
+        if (p.valid & AAPI_PROP_ATIME)
+            p.atime = c->atime;
+        if (p.valid & AAPI_PROP_MTIME)
+            p.mtime = c->mtime;
+        if (p.valid & AAPI_PROP_CTIME)
+            p.ctime = c->ctime;
         prop_copy_out(prop, &p);
-    } else if ((obj->fd >= 0 ? fstat(obj->fd, &st) : lstat(obj->path, &st)) != 0) {
-        rc = fail_errno(errno, "%s: cannot inspect %s", fn, obj->path) == AAPI_ENOMEM ? AAPI_ENOMEM
-                                                                                     : AAPI_EIO;
     } else {
-        prop_from_stat(&st, &p);
+        /* OBJ-7: true values as of the open, the state the data read must match (OBJ-4). */
+        prop_from_stat(&obj->at_open, &p);
         prop_copy_out(prop, &p);
     }
     object_release(obj);

@@ -289,17 +289,31 @@ static int close_restrictive_dirs(files_server *srv)
     return rc;
 }
 
-/* Success: delete what was set aside. */
+/* Success: delete what was set aside. Removing it changes its directory's times, which the
+ * framework has already set (RST-5, containers after their contents): they are put back. */
 static int commit_restore(const char *fn, files_server *srv)
 {
     size_t i;
     int rc = AAPI_EOK;
-    for (i = 0; i < srv->aside_n; i++)
+    for (i = 0; i < srv->aside_n; i++) {
+        char *dir = NULL, *name = NULL;
+        struct stat st;
+        int have_times = path_split(srv->aside[i].aside, &dir, &name) == AAPI_EOK &&
+                         lstat(dir, &st) == 0;
         if (remove_tree(fn, srv->aside[i].aside, NULL) != AAPI_EOK) {
-            log_msg(srv, AAPI_LOG_ERROR, "%s: cannot delete the replaced object %s",
-                    FILES_PLUGIN_NAME, srv->aside[i].aside);
+            log_msg(srv, AAPI_LOG_ERROR, "%s: cannot delete the replaced %s kept as %s",
+                    FILES_PLUGIN_NAME, srv->aside[i].path, srv->aside[i].aside);
             rc = AAPI_EIO;
         }
+        if (have_times) {
+            struct timespec ts[2];
+            ts[0] = st.st_atim;
+            ts[1] = st.st_mtim;
+            (void)utimensat(AT_FDCWD, dir, ts, AT_SYMLINK_NOFOLLOW);
+        }
+        free(dir);
+        free(name);
+    }
     return rc;
 }
 

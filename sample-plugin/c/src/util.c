@@ -88,9 +88,11 @@ int code_from_errno(int err)
         return AAPI_ENOMEM;
     case EEXIST:
         return AAPI_EEXIST;
-    case ENAMETOOLONG:
-    case ELOOP:
-        return AAPI_EINVAL;
+    case EOPNOTSUPP:
+#if ENOTSUP != EOPNOTSUPP
+    case ENOTSUP:
+#endif
+        return AAPI_ENOTSUP;
     default:
         return AAPI_EIO;
     }

@@ -1,0 +1,1566 @@
+//! The Rust and the C sample implement one specification (sample-plugin/README.md). This test
+//! holds them to it side by side on one generated tree: the same workload files byte for byte
+//! (full and cumulative incremental, with and without a snapshot), the same bytes and properties
+//! read back, the same restored trees (equal to the original), and the same code for every bad
+//! call of a long script.
+
+use aapi_host::client::{DiscoveryArgs, HostHooks, Plugin, Server, SessionDef};
+use aapi_host::loader::{EntryPoints, PluginLibrary};
+use aapi_sample_plugin_c::PLUGIN_PATH;
+use aapi_sdk::abi::*;
+use aapi_sdk::props::{AAPI_PROP_LAST_BACKUP_TIME, AAPI_PROP_LAST_FULL_TIME};
+use aapi_sdk::workload::{WorkloadFile, file_name};
+use std::collections::BTreeMap;
+use std::ffi::{CString, OsStr, c_char, c_int, c_void};
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Each plugin has one global state per process: the tests take turns.
+static TURN: Mutex<()> = Mutex::new(());
+
+fn turn() -> MutexGuard<'static, ()> {
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct Quiet;
+impl HostHooks for Quiet {
+    fn log(&self, _level: u32, _message: &str) {}
+}
+
+/// (name, library) of both samples.
+fn samples() -> [(&'static str, PluginLibrary); 2] {
+    let rust = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("libaapi_sample_plugin.so");
+    [
+        ("c", PluginLibrary::open(Path::new(PLUGIN_PATH)).unwrap()),
+        ("rust", PluginLibrary::open(&rust).unwrap()),
+    ]
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn bytes(p: &Path) -> &[u8] {
+    p.as_os_str().as_bytes()
+}
+
+fn set_times(p: &Path, atime: (i64, i64), mtime: (i64, i64)) {
+    let c = CString::new(bytes(p)).unwrap();
+    let ts = [
+        libc::timespec {
+            tv_sec: atime.0,
+            tv_nsec: atime.1,
+        },
+        libc::timespec {
+            tv_sec: mtime.0,
+            tv_nsec: mtime.1,
+        },
+    ];
+    // SAFETY: a valid NUL-terminated path and two timespecs.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    assert_eq!(rc, 0, "utimensat {}", p.display());
+}
+
+/// The tree both plugins back up: sizes from 0 to 3 MiB, odd names, symlinks (one dangling), a
+/// read-only directory with contents, a fifo (never an object). Returns its root.
+fn make_tree(dir: &Path) -> PathBuf {
+    let root = dir.join("tree");
+    fs::create_dir(&root).unwrap();
+    for d in ["sp ace", "sp ace/deep", "ro", "sub"] {
+        fs::create_dir(root.join(d)).unwrap();
+    }
+    let mut x = 7u32;
+    let mut noise = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                (x >> 16) as u8
+            })
+            .collect()
+    };
+    let files: Vec<(PathBuf, Vec<u8>, u32)> = vec![
+        (root.join("big.bin"), noise(3 * 1024 * 1024 + 5), 0o640),
+        (root.join("medium.bin"), noise(1024 * 1024 + 17), 0o600),
+        (root.join("small.txt"), b"hello\n".to_vec(), 0o644),
+        (root.join("empty"), Vec::new(), 0o600),
+        (root.join("run.sh"), b"#!/bin/sh\n".to_vec(), 0o755),
+        (root.join("name\nwith newline"), b"odd\n".to_vec(), 0o644),
+        (
+            root.join(OsStr::from_bytes(b"latin1-\xe9\xff")),
+            b"x".to_vec(),
+            0o644,
+        ),
+        (root.join("sp ace/deep/file.txt"), noise(4096), 0o644),
+        (root.join("sub/a"), noise(10), 0o644),
+        (root.join("sub/b"), noise(20_000), 0o644),
+        (root.join("ro/inside"), b"read-only dir\n".to_vec(), 0o444),
+    ];
+    for (p, data, mode) in &files {
+        fs::write(p, data).unwrap();
+        fs::set_permissions(p, fs::Permissions::from_mode(*mode)).unwrap();
+    }
+    symlink("small.txt", root.join("link")).unwrap();
+    symlink("/nonexistent target", root.join("sub/dangling")).unwrap();
+    let fifo = CString::new(bytes(&root.join("pipe"))).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    // Fixed times, directories last (writing into them changes theirs).
+    let mut all: Vec<PathBuf> = files.iter().map(|f| f.0.clone()).collect();
+    all.extend([root.join("link"), root.join("sub/dangling")]);
+    all.extend(["sp ace/deep", "sp ace", "ro", "sub"].map(|d| root.join(d)));
+    all.push(root.clone());
+    for (i, p) in all.iter().enumerate() {
+        set_times(
+            p,
+            (1_700_000_000, 0),
+            (1_500_000_000 + i as i64 * 1000, 123_456_789),
+        );
+    }
+    fs::set_permissions(root.join("ro"), fs::Permissions::from_mode(0o555)).unwrap();
+    root
+}
+
+// ------------------------------------------------------------------------------------------
+// Same workload files, same data and properties, same restored trees
+// ------------------------------------------------------------------------------------------
+
+/// One object as a backup read it.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Read {
+    path: Vec<u8>,
+    /// The snapshot path, without the plugin's own snapshot directory.
+    mapped: Vec<u8>,
+    /// Type, size, mode, uid, gid, mtime and valid bits (ctime too without a snapshot: a copy
+    /// made by each plugin has its own; atime is what the file system makes of reads).
+    props: Vec<i64>,
+    data: Vec<u8>,
+}
+
+struct Outcome {
+    snapid: String,
+    workload_files: BTreeMap<String, Vec<u8>>,
+    read: Vec<Read>,
+}
+
+const HOSTS: [&str; 3] = ["bh1", "bh2", "bh3"];
+
+/// Objects of the generated tree: its root, 4 directories, 11 files, 2 symlinks.
+const OBJECTS: usize = 18;
+
+fn props_key(p: &aapi_object_prop_t, with_ctime: bool) -> Vec<i64> {
+    let mut v = vec![
+        p.obj_type as i64,
+        p.size as i64,
+        p.mode as i64,
+        p.uid as i64,
+        p.gid as i64,
+        p.mtime.sec,
+        p.mtime.nsec as i64,
+        p.valid as i64,
+    ];
+    if with_ctime {
+        v.extend([p.ctime.sec, p.ctime.nsec as i64]);
+    }
+    v
+}
+
+/// Discovery, backup of every workload file and postprocess with one plugin.
+fn backup(
+    plugin: &Plugin,
+    work: &Path,
+    selections: &[Vec<u8>],
+    schedule: u32,
+    properties: &[(String, String)],
+    snap_dir: &Path,
+) -> Outcome {
+    let out = work.join("wkld");
+    fs::create_dir_all(&out).unwrap();
+    let hosts: Vec<String> = HOSTS.iter().map(|h| h.to_string()).collect();
+    let args = DiscoveryArgs {
+        selections,
+        backup_hosts: &hosts,
+        workload_dir: &out,
+        suffix: ".wkld",
+        schedule,
+    };
+    let session = |op: u32, snapid: &str| {
+        let mut def = SessionDef::new(op);
+        def.schedule = schedule;
+        def.job_id = "job/1 é".into();
+        def.snapid = snapid.into();
+        def.properties = properties.to_vec();
+        plugin.open_server("fileserver", def).unwrap()
+    };
+    let d = session(AAPI_OP_DISCOVERY, "");
+    let snapid = d.discovery(&args).unwrap();
+    d.close().unwrap();
+
+    let mut workload_files = BTreeMap::new();
+    let mut read = Vec::new();
+    for h in &hosts {
+        let file = file_name(&out, h, ".wkld");
+        workload_files.insert(h.clone(), fs::read(&file).unwrap());
+        let wf = WorkloadFile::read_from_path(&file).expect("a valid workload file");
+        let s = session(AAPI_OP_BACKUP, &snapid);
+        for e in wf
+            .entries
+            .iter()
+            .filter(|e| e.flags & AAPI_WKLD_UNCHANGED == 0)
+        {
+            read.push(read_one(&s, &snapid, bytes(&e.path), snap_dir));
+        }
+        s.close().unwrap();
+    }
+    let p = session(AAPI_OP_POSTPROCESS, &snapid);
+    p.postprocess(&args, &snapid).unwrap();
+    p.close().unwrap();
+    if !snapid.is_empty() {
+        assert!(
+            !snap_dir.join(&snapid).exists(),
+            "postprocess left the snapshot"
+        );
+    }
+    read.sort();
+    Outcome {
+        snapid,
+        workload_files,
+        read,
+    }
+}
+
+fn read_one(s: &Server, snapid: &str, path: &[u8], snap_dir: &Path) -> Read {
+    let snap = s.snappath(snapid, path).unwrap();
+    let mapped = match snap.strip_prefix(bytes(snap_dir)) {
+        Some(rest) if !snapid.is_empty() => rest.to_vec(),
+        _ => snap.clone(),
+    };
+    let mut o = s.open_object(&snap).unwrap();
+    let prop = o.prop().unwrap();
+    let mut data = Vec::new();
+    let mut buf = vec![0u8; 100_000];
+    loop {
+        let n = o.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        data.extend_from_slice(&buf[..n]);
+    }
+    o.close().unwrap();
+    assert_eq!(prop.size, data.len() as u64, "OBJ-2");
+    Read {
+        path: path.to_vec(),
+        mapped,
+        props: props_key(&prop, snapid.is_empty()),
+        data,
+    }
+}
+
+/// Restore what `read` holds under `root`, as the framework does.
+fn restore(plugin: &Plugin, root: &Path, read: &[Read]) {
+    fs::create_dir_all(root).unwrap();
+    let s = plugin
+        .open_server("fileserver", SessionDef::new(AAPI_OP_RESTORE))
+        .unwrap();
+    let total = read.iter().map(|r| r.data.len() as u64).sum();
+    s.restore_preprocess(bytes(root), total, read.len() as u64)
+        .unwrap();
+    let target = |r: &Read| [bytes(root), r.path.as_slice()].concat();
+    let times = |r: &Read| {
+        let t = aapi_time_t {
+            sec: r.props[5],
+            nsec: r.props[6] as u32,
+            reserved: 0,
+        };
+        (
+            Some(aapi_time_t {
+                sec: 1_700_000_000,
+                nsec: 0,
+                reserved: 0,
+            }),
+            Some(t),
+        )
+    };
+    for r in read {
+        let prop = aapi_object_prop_t {
+            obj_type: r.props[0] as u32,
+            valid: AAPI_PROP_MODE,
+            mode: r.props[2] as u32,
+            ..Default::default()
+        };
+        let mut o = s.create_object(&target(r), &prop, 0).unwrap();
+        for chunk in r.data.chunks(64 * 1024) {
+            o.write(chunk).unwrap();
+        }
+        o.flush().unwrap();
+        o.close().unwrap();
+        if prop.obj_type != AAPI_OBJ_DIR {
+            let (a, m) = times(r);
+            s.set_utimes(&target(r), a, m).unwrap();
+        }
+    }
+    for r in read
+        .iter()
+        .rev()
+        .filter(|r| r.props[0] as u32 == AAPI_OBJ_DIR)
+    {
+        let (a, m) = times(r);
+        s.set_utimes(&target(r), a, m).unwrap();
+    }
+    s.restore_postprocess(AAPI_EOK).unwrap();
+    s.close().unwrap();
+}
+
+/// One entry of a tree on disk.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct TreeEntry {
+    rel: Vec<u8>,
+    kind: u32,
+    mode: u32,
+    size: u64,
+    mtime: (i64, i64),
+    data: Vec<u8>,
+    atime: i64,
+}
+
+/// Every entry of the tree at `root` (itself included), fifos aside.
+fn snapshot_of_tree(root: &Path) -> Vec<TreeEntry> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let md = fs::symlink_metadata(&p).unwrap();
+        let ft = md.file_type();
+        let data = if ft.is_file() {
+            fs::read(&p).unwrap()
+        } else if ft.is_symlink() {
+            bytes(&fs::read_link(&p).unwrap()).to_vec()
+        } else {
+            Vec::new()
+        };
+        if ft.is_dir() {
+            for e in fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+        if ft.is_fifo() {
+            continue;
+        }
+        out.push(TreeEntry {
+            rel: bytes(&p)[bytes(root).len()..].to_vec(),
+            kind: md.mode() & 0o170000,
+            mode: if ft.is_symlink() {
+                0
+            } else {
+                md.mode() & 0o7777
+            },
+            size: if ft.is_dir() { 0 } else { md.len() },
+            mtime: (md.mtime(), md.mtime_nsec()),
+            data,
+            atime: md.atime(),
+        });
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn same_workload_files_data_properties_and_restores() {
+    let _turn = turn();
+    let dir = tempfile::tempdir().unwrap();
+    let tree = make_tree(dir.path());
+    // Overlapping selections: the subdirectory's objects are listed once (DISC-2).
+    let selections = vec![bytes(&tree).to_vec(), bytes(&tree.join("sp ace")).to_vec()];
+    let mut restored_trees = Vec::new();
+
+    for mode in ["none", "copy"] {
+        let mut outcomes = Vec::new();
+        for (name, lib) in samples() {
+            let plugin = lib.init(Arc::new(Quiet)).unwrap();
+            assert_eq!(plugin.claim("files"), Ok(true));
+            let work = dir.path().join(mode).join(name);
+            let snap_dir = work.join("snapshots");
+            let props = vec![
+                ("files.snapshot".to_string(), mode.to_string()),
+                (
+                    "files.snapshot_dir".to_string(),
+                    snap_dir.to_string_lossy().into_owned(),
+                ),
+            ];
+            let o = backup(
+                &plugin,
+                &work,
+                &selections,
+                AAPI_SCHED_FULL,
+                &props,
+                &snap_dir,
+            );
+            let root = work.join("restore");
+            restore(&plugin, &root, &o.read);
+            plugin.terminate().unwrap();
+            restored_trees.push((
+                format!("{mode}/{name}"),
+                snapshot_of_tree(&root.join(tree.strip_prefix("/").unwrap())),
+            ));
+            outcomes.push((name, o));
+        }
+        let (c, rust) = (&outcomes[0].1, &outcomes[1].1);
+        assert_eq!(c.snapid, rust.snapid, "snapshot ids ({mode})");
+        assert_eq!(c.snapid, if mode == "none" { "" } else { "files-job_1__" });
+        assert_eq!(
+            c.workload_files, rust.workload_files,
+            "workload files differ ({mode})"
+        );
+        assert_eq!(c.read.len(), OBJECTS, "objects backed up ({mode})");
+        assert_eq!(c.read, rust.read, "objects read back differ ({mode})");
+    }
+
+    // Both restores of both modes give back the original tree (the fifo aside).
+    // The original's atimes are what the backups' reads made of them: compared without.
+    let without_atime = |v: &[TreeEntry]| {
+        v.iter()
+            .map(|e| TreeEntry {
+                atime: 0,
+                ..e.clone()
+            })
+            .collect::<Vec<_>>()
+    };
+    let original = snapshot_of_tree(&tree);
+    assert_eq!(original.len(), OBJECTS);
+    for (name, restored) in &restored_trees {
+        assert_eq!(
+            without_atime(restored),
+            without_atime(&original),
+            "restored tree {name}"
+        );
+        assert!(
+            restored.iter().all(|e| e.atime == 1_700_000_000),
+            "restored atimes of {name} (RST-5)"
+        );
+    }
+}
+
+#[test]
+fn same_incremental_workload_files() {
+    let _turn = turn();
+    let dir = tempfile::tempdir().unwrap();
+    let tree = make_tree(dir.path());
+    // Everything was created (ctime) before `since`; then three objects change at or after it.
+    let since = now() + 1;
+    while now() < since {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    fs::write(tree.join("sub/a"), b"changed").unwrap();
+    fs::write(tree.join("big.bin"), b"smaller now").unwrap();
+    fs::set_permissions(tree.join("small.txt"), fs::Permissions::from_mode(0o600)).unwrap();
+
+    let mut files = Vec::new();
+    for (name, lib) in samples() {
+        let plugin = lib.init(Arc::new(Quiet)).unwrap();
+        assert_eq!(plugin.claim("files"), Ok(true));
+        let work = dir.path().join(name);
+        let props = vec![(AAPI_PROP_LAST_FULL_TIME.to_string(), since.to_string())];
+        let o = backup(
+            &plugin,
+            &work,
+            &[bytes(&tree).to_vec()],
+            AAPI_SCHED_CINC,
+            &props,
+            &work,
+        );
+        plugin.terminate().unwrap();
+        files.push(o.workload_files);
+    }
+    assert_eq!(files[0], files[1], "incremental workload files differ");
+    let mut changed = Vec::new();
+    let mut total = 0;
+    for bytes in files[0].values() {
+        let wf = WorkloadFile::read(&bytes[..]).unwrap();
+        total += wf.entries.len();
+        for e in wf
+            .entries
+            .iter()
+            .filter(|e| e.flags & AAPI_WKLD_UNCHANGED == 0)
+        {
+            changed.push(e.path.strip_prefix(&tree).unwrap().to_path_buf());
+        }
+    }
+    changed.sort();
+    assert_eq!(total, OBJECTS, "an incremental lists every object (DISC-8)");
+    // The directory holding the rewritten file changed too? No: writing a file's data changes
+    // the file, not its directory.
+    assert_eq!(
+        changed,
+        ["big.bin", "small.txt", "sub/a"].map(PathBuf::from),
+        "changed objects"
+    );
+}
+
+// ------------------------------------------------------------------------------------------
+// Same codes for the same bad calls
+// ------------------------------------------------------------------------------------------
+
+extern "C" fn log_cb(_ctx: *mut c_void, _level: u32, _message: *const c_char) {}
+extern "C" fn keepalive_cb(_ctx: *mut c_void) -> c_int {
+    AAPI_EOK
+}
+extern "C" fn credential_cb(
+    _ctx: *mut c_void,
+    _key: *const c_char,
+    _buf: *mut c_char,
+    _size: *mut usize,
+) -> c_int {
+    AAPI_ENOENT
+}
+
+/// A call of a raw entry point in the script below.
+macro_rules! raw {
+    ($call:expr) => {
+        // SAFETY: the script passes valid pointers, or NULL exactly where the case is that the
+        // plugin must refuse a NULL argument with AAPI_EINVAL.
+        unsafe { $call }
+    };
+}
+
+/// A session definition and everything it points to, alive as long as the value.
+struct RawSession {
+    def: aapi_session_def_t,
+    _strings: Vec<CString>,
+    _props: Vec<aapi_property_t>,
+}
+
+fn raw_session(
+    op: u32,
+    props: &[(&str, &str)],
+    tweak: impl FnOnce(&mut aapi_session_def_t),
+) -> Box<RawSession> {
+    let mut strings = Vec::new();
+    let mut c = |s: &str| {
+        let c = CString::new(s).unwrap();
+        let p = c.as_ptr();
+        strings.push(c);
+        p
+    };
+    let job = c("job-7");
+    let host = c("bh1");
+    let snap = c("");
+    let props: Vec<aapi_property_t> = props
+        .iter()
+        .map(|(k, v)| aapi_property_t {
+            key: c(k),
+            value: c(v),
+        })
+        .collect();
+    let mut def = aapi_session_def_t {
+        struct_size: size_of::<aapi_session_def_t>() as u32,
+        abi_major: AAPI_ABI_MAJOR,
+        abi_minor: AAPI_ABI_MINOR,
+        sd_operation: op,
+        sd_schedtype: AAPI_SCHED_FULL,
+        sd_job_id: job,
+        sd_backup_host: host,
+        sd_snapid: snap,
+        sd_properties: if props.is_empty() {
+            std::ptr::null()
+        } else {
+            props.as_ptr()
+        },
+        sd_property_count: props.len(),
+        sd_call_budget_ms: AAPI_DEFAULT_CALL_BUDGET_MS,
+        sd_reserved: 0,
+        sd_callback_ctx: std::ptr::null_mut(),
+        sd_log_callback: Some(log_cb),
+        sd_keepalive_callback: Some(keepalive_cb),
+        sd_credential_callback: Some(credential_cb),
+    };
+    tweak(&mut def);
+    Box::new(RawSession {
+        def,
+        _strings: strings,
+        _props: props,
+    })
+}
+
+fn cstr(s: &[u8]) -> CString {
+    CString::new(s).unwrap()
+}
+
+/// The raw entry points of one plugin, the session definitions it holds, and the codes seen.
+struct Script {
+    e: EntryPoints,
+    #[allow(
+        clippy::vec_box,
+        reason = "a plugin keeps pointers into each session definition until close_server: \
+                  boxes keep them in place when the Vec grows"
+    )]
+    keep: Vec<Box<RawSession>>,
+    seen: Vec<(String, c_int, c_int)>,
+}
+
+impl Script {
+    fn expect(&mut self, label: &str, code: c_int, want: c_int) {
+        if code != AAPI_EOK {
+            let mut size = 0usize;
+            // SAFETY: a size query: NULL buffer with size 0.
+            let rc = unsafe { (self.e.get_last_error)(std::ptr::null_mut(), &mut size) };
+            assert!(
+                rc == AAPI_EBUFSIZE && size > 1,
+                "{label}: no last-error message (RC-10)"
+            );
+        }
+        self.seen.push((label.to_string(), code, want));
+    }
+
+    fn init(&self, tweak: impl FnOnce(&mut aapi_host_info_t, &mut aapi_plugin_info_t)) -> c_int {
+        let mut host = aapi_host_info_t {
+            struct_size: size_of::<aapi_host_info_t>() as u32,
+            abi_major: AAPI_ABI_MAJOR,
+            abi_minor: AAPI_ABI_MINOR,
+            framework_name: c"compare".as_ptr(),
+            framework_version: c"1".as_ptr(),
+            callback_ctx: std::ptr::null_mut(),
+            log_callback: Some(log_cb),
+        };
+        // SAFETY: plain data; all-zero is a valid value.
+        let mut info: aapi_plugin_info_t = unsafe { std::mem::zeroed() };
+        info.struct_size = size_of::<aapi_plugin_info_t>() as u32;
+        tweak(&mut host, &mut info);
+        // SAFETY: both structs are valid for the call.
+        unsafe { (self.e.pgn_init)(&host, &mut info) }
+    }
+
+    fn open(&mut self, server: &[u8], s: Box<RawSession>) -> (c_int, aapi_server_t) {
+        let name = cstr(server);
+        let mut h = 0;
+        // SAFETY: the session definition is boxed and kept in `self.keep` until the end.
+        let rc = unsafe { (self.e.open_server)(name.as_ptr(), &s.def, &mut h) };
+        self.keep.push(s);
+        (rc, h)
+    }
+
+    fn session(&mut self, op: u32, props: &[(&str, &str)]) -> aapi_server_t {
+        let (rc, h) = self.open(b"fileserver", raw_session(op, props, |_| {}));
+        assert_eq!(rc, AAPI_EOK, "open_server");
+        h
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn discovery(
+        &self,
+        h: aapi_server_t,
+        sel: &[&[u8]],
+        hosts: &[&str],
+        dir: &Path,
+        suffix: &str,
+        sched: u32,
+    ) -> c_int {
+        let sel_c: Vec<CString> = sel.iter().map(|s| cstr(s)).collect();
+        let hosts_c: Vec<CString> = hosts.iter().map(|s| cstr(s.as_bytes())).collect();
+        let mut sel_p: Vec<*const c_char> = sel_c.iter().map(|c| c.as_ptr()).collect();
+        sel_p.push(std::ptr::null());
+        let mut hosts_p: Vec<*const c_char> = hosts_c.iter().map(|c| c.as_ptr()).collect();
+        hosts_p.push(std::ptr::null());
+        let dir = cstr(bytes(dir));
+        let suffix = cstr(suffix.as_bytes());
+        let mut id = aapi_snapid_t {
+            id: [0; AAPI_SNAPID_MAX],
+        };
+        // SAFETY: NULL-terminated arrays of valid strings, valid out-struct.
+        unsafe {
+            (self.e.discovery)(
+                h,
+                sel_p.as_ptr(),
+                hosts_p.as_ptr(),
+                dir.as_ptr(),
+                suffix.as_ptr(),
+                sched,
+                &mut id,
+            )
+        }
+    }
+
+    fn open_object(&self, h: aapi_server_t, path: &[u8], flags: u32) -> (c_int, aapi_object_t) {
+        let p = cstr(path);
+        let mut o = 0;
+        // SAFETY: valid string and out-pointer.
+        let rc = unsafe { (self.e.open_object)(h, p.as_ptr(), flags, &mut o) };
+        (rc, o)
+    }
+
+    fn create(
+        &self,
+        h: aapi_server_t,
+        path: &[u8],
+        prop: aapi_object_prop_t,
+        flags: u32,
+    ) -> (c_int, aapi_object_t) {
+        let p = cstr(path);
+        let mut o = 0;
+        // SAFETY: valid string, struct and out-pointer.
+        let rc = unsafe { (self.e.create_object)(h, p.as_ptr(), &prop, flags, &mut o) };
+        (rc, o)
+    }
+
+    fn read(&self, o: aapi_object_t, size: usize) -> c_int {
+        let mut buf = vec![0u8; size.max(1)];
+        let mut n = 0;
+        // SAFETY: buf holds at least `size` bytes.
+        unsafe { (self.e.read_object)(o, buf.as_mut_ptr().cast(), size, &mut n) }
+    }
+
+    fn write(&self, o: aapi_object_t, data: &[u8]) -> c_int {
+        // SAFETY: data is valid for its length.
+        unsafe { (self.e.write_object)(o, data.as_ptr().cast(), data.len()) }
+    }
+
+    fn byname(&self, h: aapi_server_t, path: &[u8], struct_size: u32) -> c_int {
+        let p = cstr(path);
+        let mut prop = aapi_object_prop_t {
+            struct_size,
+            ..Default::default()
+        };
+        // SAFETY: valid string and struct.
+        unsafe { (self.e.get_object_prop_byname)(h, p.as_ptr(), &mut prop) }
+    }
+
+    fn snappath(&self, h: aapi_server_t, snap: &str, real: &[u8], cap: usize) -> (c_int, usize) {
+        let s = cstr(snap.as_bytes());
+        let r = cstr(real);
+        let mut buf = vec![0u8; cap.max(1)];
+        let mut size = cap;
+        let ptr = if cap == 0 {
+            std::ptr::null_mut()
+        } else {
+            buf.as_mut_ptr().cast()
+        };
+        // SAFETY: buf holds `cap` bytes (or is NULL with size 0).
+        let rc = unsafe {
+            (self.e.get_snappath_from_realpath)(h, s.as_ptr(), r.as_ptr(), ptr, &mut size)
+        };
+        (rc, size)
+    }
+
+    fn preprocess(&self, h: aapi_server_t, root: &[u8], total: u64, struct_size: u32) -> c_int {
+        let r = cstr(root);
+        let info = aapi_restore_info_t {
+            struct_size,
+            reserved: 0,
+            target_root: r.as_ptr(),
+            total_bytes: total,
+            object_count: 1,
+        };
+        // SAFETY: valid struct and string.
+        unsafe { (self.e.restore_preprocess)(h, &info) }
+    }
+
+    fn utimes(&self, h: aapi_server_t, path: &[u8], nsec: u32) -> c_int {
+        let p = cstr(path);
+        let t = aapi_time_t {
+            sec: 1,
+            nsec,
+            reserved: 0,
+        };
+        // SAFETY: valid string and time.
+        unsafe { (self.e.set_object_utimes)(h, p.as_ptr(), &t, std::ptr::null()) }
+    }
+
+    fn delete(&self, h: aapi_server_t, path: &[u8]) -> c_int {
+        let p = cstr(path);
+        // SAFETY: valid string.
+        unsafe { (self.e.delete_object)(h, p.as_ptr()) }
+    }
+}
+
+/// label, selections, backup hosts, workload directory, suffix, schedule, expected code.
+type DiscoveryCase = (
+    &'static str,
+    Vec<Vec<u8>>,
+    Vec<&'static str>,
+    PathBuf,
+    &'static str,
+    u32,
+    c_int,
+);
+
+fn file_prop(kind: u32) -> aapi_object_prop_t {
+    aapi_object_prop_t {
+        struct_size: size_of::<aapi_object_prop_t>() as u32,
+        obj_type: kind,
+        ..Default::default()
+    }
+}
+
+/// The script: every bad call of sample-plugin/README.md's table and of the call-order rules,
+/// each with the code the specification gives it.
+fn bad_calls(s: &mut Script, dir: &Path, tree: &Path) {
+    let e = s.e;
+    let t = |p: &str| bytes(&tree.join(p)).to_vec();
+    let out = dir.join("wkld");
+    fs::create_dir_all(&out).unwrap();
+    let restore_root = dir.join("restore");
+    fs::create_dir_all(restore_root.join("full/dir")).unwrap();
+    fs::write(restore_root.join("existing"), b"x").unwrap();
+    let under = |p: &str| [bytes(&restore_root), b"/", p.as_bytes()].concat();
+
+    // Before init (LIFE-1).
+    s.expect("terminate before init", raw!((e.terminate)()), AAPI_EOK);
+    s.expect(
+        "claim before init",
+        raw!((e.pgn_claim)(c"files".as_ptr())),
+        AAPI_ESEQUENCE,
+    );
+    s.expect(
+        "close_server before init",
+        raw!((e.close_server)(1)),
+        AAPI_ESEQUENCE,
+    );
+    s.expect("read before init", s.read(1, 8), AAPI_ESEQUENCE);
+    s.expect(
+        "get_last_error, NULL size",
+        raw!((e.get_last_error)(
+            std::ptr::null_mut(),
+            std::ptr::null_mut()
+        )),
+        AAPI_EINVAL,
+    );
+    // Init (ABI-2, ABI-4).
+    s.expect(
+        "init, host major 2",
+        s.init(|h, _| h.abi_major = 2),
+        AAPI_EABI,
+    );
+    s.expect(
+        "init, small host_info",
+        s.init(|h, _| h.struct_size = 8),
+        AAPI_EABI,
+    );
+    s.expect(
+        "init, small plugin_info",
+        s.init(|_, i| i.struct_size = 8),
+        AAPI_EABI,
+    );
+    s.expect(
+        "init, NULL log callback",
+        s.init(|h, _| h.log_callback = None),
+        AAPI_EINVAL,
+    );
+    s.expect("init", s.init(|_, _| {}), AAPI_EOK);
+    s.expect("init twice (LIFE-2)", s.init(|_, _| {}), AAPI_ESEQUENCE);
+    // Claim (LOAD-6, LIFE-3).
+    s.expect(
+        "claim NULL",
+        raw!((e.pgn_claim)(std::ptr::null())),
+        AAPI_EINVAL,
+    );
+    s.expect("claim \"\"", raw!((e.pgn_claim)(c"".as_ptr())), AAPI_EINVAL);
+    s.expect(
+        "claim Files",
+        raw!((e.pgn_claim)(c"Files".as_ptr())),
+        AAPI_ENOTCLAIMED,
+    );
+    let (rc, _) = s.open(b"fileserver", raw_session(AAPI_OP_BACKUP, &[], |_| {}));
+    s.expect("open_server before claim", rc, AAPI_ESEQUENCE);
+    s.expect(
+        "claim files",
+        raw!((e.pgn_claim)(c"files".as_ptr())),
+        AAPI_EOK,
+    );
+    // Open server.
+    let bad_sessions: Vec<(&str, Box<RawSession>, c_int)> = vec![
+        (
+            "small session struct",
+            raw_session(AAPI_OP_BACKUP, &[], |d| d.struct_size = 8),
+            AAPI_EABI,
+        ),
+        (
+            "session major 2",
+            raw_session(AAPI_OP_BACKUP, &[], |d| d.abi_major = 2),
+            AAPI_EABI,
+        ),
+        (
+            "unknown operation",
+            raw_session(9, &[], |_| {}),
+            AAPI_EINVAL,
+        ),
+        (
+            "unknown schedule",
+            raw_session(AAPI_OP_BACKUP, &[], |d| d.sd_schedtype = 9),
+            AAPI_EINVAL,
+        ),
+        (
+            "budget 0",
+            raw_session(AAPI_OP_BACKUP, &[], |d| d.sd_call_budget_ms = 0),
+            AAPI_EINVAL,
+        ),
+        (
+            "NULL keepalive",
+            raw_session(AAPI_OP_BACKUP, &[], |d| d.sd_keepalive_callback = None),
+            AAPI_EINVAL,
+        ),
+        (
+            "NULL job id",
+            raw_session(AAPI_OP_BACKUP, &[], |d| d.sd_job_id = std::ptr::null()),
+            AAPI_EINVAL,
+        ),
+        (
+            "files.snapshot=bogus",
+            raw_session(AAPI_OP_BACKUP, &[("files.snapshot", "bogus")], |_| {}),
+            AAPI_EINVAL,
+        ),
+        (
+            "relative files.snapshot_dir",
+            raw_session(AAPI_OP_BACKUP, &[("files.snapshot_dir", "rel/dir")], |_| {}),
+            AAPI_EINVAL,
+        ),
+        (
+            "files.reflink_fallback=maybe",
+            raw_session(
+                AAPI_OP_BACKUP,
+                &[("files.reflink_fallback", "maybe")],
+                |_| {},
+            ),
+            AAPI_EINVAL,
+        ),
+        (
+            "files.min_free_bytes=12k",
+            raw_session(AAPI_OP_BACKUP, &[("files.min_free_bytes", "12k")], |_| {}),
+            AAPI_EINVAL,
+        ),
+        (
+            "aapi.last_backup_time=-1",
+            raw_session(
+                AAPI_OP_BACKUP,
+                &[(AAPI_PROP_LAST_BACKUP_TIME, "-1")],
+                |_| {},
+            ),
+            AAPI_EINVAL,
+        ),
+        (
+            "unknown files.* key",
+            raw_session(AAPI_OP_BACKUP, &[("files.colour", "blue")], |_| {}),
+            AAPI_EOK,
+        ),
+    ];
+    for (label, session, want) in bad_sessions {
+        let (rc, h) = s.open(b"fileserver", session);
+        s.expect(label, rc, want);
+        if rc == AAPI_EOK {
+            raw!((e.close_server)(h));
+        }
+    }
+    let (rc, _) = s.open(b"", raw_session(AAPI_OP_BACKUP, &[], |_| {}));
+    s.expect("empty server name", rc, AAPI_EINVAL);
+    let mut h = 0;
+    let keep = raw_session(AAPI_OP_BACKUP, &[], |_| {});
+    s.expect(
+        "open_server, NULL server",
+        raw!((e.open_server)(std::ptr::null(), &keep.def, &mut h)),
+        AAPI_EINVAL,
+    );
+    s.expect(
+        "open_server, NULL handle",
+        raw!((e.open_server)(
+            c"x".as_ptr(),
+            &keep.def,
+            std::ptr::null_mut()
+        )),
+        AAPI_EINVAL,
+    );
+
+    // Discovery (RC-3, RC-7, RC-8, LIFE-4). Each plugin-level check ends the session's one
+    // discovery, so every case gets a fresh session.
+    let tree_b = bytes(tree).to_vec();
+    let cases: Vec<DiscoveryCase> = vec![
+        (
+            "no selection",
+            vec![],
+            vec!["bh1"],
+            out.clone(),
+            ".w",
+            AAPI_SCHED_FULL,
+            AAPI_EINVAL,
+        ),
+        (
+            "empty selection",
+            vec![b"".to_vec()],
+            vec!["bh1"],
+            out.clone(),
+            ".w",
+            AAPI_SCHED_FULL,
+            AAPI_EINVAL,
+        ),
+        (
+            "no backup host",
+            vec![tree_b.clone()],
+            vec![],
+            out.clone(),
+            ".w",
+            AAPI_SCHED_FULL,
+            AAPI_EINVAL,
+        ),
+        (
+            "host with /",
+            vec![tree_b.clone()],
+            vec!["a/b"],
+            out.clone(),
+            ".w",
+            AAPI_SCHED_FULL,
+            AAPI_EINVAL,
+        ),
+        (
+            "host ..",
+            vec![tree_b.clone()],
+            vec![".."],
+            out.clone(),
+            ".w",
+            AAPI_SCHED_FULL,
+            AAPI_EINVAL,
+        ),
+        (
+            "host twice",
+            vec![tree_b.clone()],
+            vec!["a", "a"],
+            out.clone(),
+            ".w",
+            AAPI_SCHED_FULL,
+            AAPI_EINVAL,
+        ),
+        (
+            "missing wkldoutdir",
+            vec![tree_b.clone()],
+            vec!["a"],
+            dir.join("nope"),
+            ".w",
+            AAPI_SCHED_FULL,
+            AAPI_EINVAL,
+        ),
+        (
+            "suffix with /",
+            vec![tree_b.clone()],
+            vec!["a"],
+            out.clone(),
+            "/w",
+            AAPI_SCHED_FULL,
+            AAPI_EINVAL,
+        ),
+        (
+            "unknown schedule",
+            vec![tree_b.clone()],
+            vec!["a"],
+            out.clone(),
+            ".w",
+            9,
+            AAPI_ESCHED_NOT_SUPPORTED,
+        ),
+        (
+            "relative selection",
+            vec![b"tree".to_vec()],
+            vec!["a"],
+            out.clone(),
+            ".w",
+            AAPI_SCHED_FULL,
+            AAPI_EINVAL,
+        ),
+        (
+            "selection with ..",
+            vec![[tree_b.as_slice(), b"/../tree"].concat()],
+            vec!["a"],
+            out.clone(),
+            ".w",
+            AAPI_SCHED_FULL,
+            AAPI_EINVAL,
+        ),
+        (
+            "missing selection",
+            vec![t("nothing here")],
+            vec!["a"],
+            out.clone(),
+            ".w",
+            AAPI_SCHED_FULL,
+            AAPI_ENOENT,
+        ),
+        (
+            "a fifo selection is skipped",
+            vec![t("pipe")],
+            vec!["a"],
+            out.clone(),
+            ".w",
+            AAPI_SCHED_FULL,
+            AAPI_EOK,
+        ),
+    ];
+    for (label, sel, hosts, wdir, suffix, sched, want) in cases {
+        let hosts: &[&str] = &hosts;
+        let h = s.session(AAPI_OP_DISCOVERY, &[]);
+        let sel: Vec<&[u8]> = sel.iter().map(|v| v.as_slice()).collect();
+        s.expect(
+            label,
+            s.discovery(h, &sel, hosts, &wdir, suffix, sched),
+            want,
+        );
+        raw!((e.close_server)(h));
+    }
+    assert!(
+        !fs::read_dir(&out)
+            .unwrap()
+            .any(|e| e.unwrap().file_name() != "a.w"),
+        "a failed discovery left a workload file (DISC-5)"
+    );
+    let h = s.session(AAPI_OP_DISCOVERY, &[]);
+    let mut info = aapi_server_info_t {
+        struct_size: 4,
+        ..Default::default()
+    };
+    s.expect(
+        "server_prop, small struct",
+        raw!((e.get_server_prop)(h, &mut info)),
+        AAPI_EABI,
+    );
+    s.expect(
+        "server_prop, NULL",
+        raw!((e.get_server_prop)(h, std::ptr::null_mut())),
+        AAPI_EINVAL,
+    );
+    s.expect(
+        "server_prop, object handle kind",
+        raw!((e.get_server_prop)(h ^ (0x1c << 56), &mut info)),
+        AAPI_EBADHANDLE,
+    );
+    s.expect(
+        "discovery",
+        s.discovery(h, &[&tree_b], &["a"], &out, ".w", AAPI_SCHED_FULL),
+        AAPI_EOK,
+    );
+    s.expect(
+        "discovery twice",
+        s.discovery(h, &[&tree_b], &["a"], &out, ".w", AAPI_SCHED_FULL),
+        AAPI_ESEQUENCE,
+    );
+    s.expect(
+        "open_object in discovery",
+        s.open_object(h, &tree_b, AAPI_OPEN_READ).0,
+        AAPI_ESEQUENCE,
+    );
+    s.expect(
+        "preprocess in discovery",
+        s.preprocess(h, b"", 0, size_of::<aapi_restore_info_t>() as u32),
+        AAPI_ESEQUENCE,
+    );
+    raw!((e.close_server)(h));
+
+    // Backup session (RC-3, RC-4, RC-6, RC-7, LIFE-5, OBJ-1).
+    let h = s.session(AAPI_OP_BACKUP, &[]);
+    s.expect(
+        "open_object, handle 0",
+        s.open_object(0, &t("small.txt"), AAPI_OPEN_READ).0,
+        AAPI_EBADHANDLE,
+    );
+    s.expect(
+        "open_object, forged handle",
+        s.open_object(h + 1, &t("small.txt"), AAPI_OPEN_READ).0,
+        AAPI_EBADHANDLE,
+    );
+    s.expect(
+        "open_object, relative",
+        s.open_object(h, b"tree/small.txt", AAPI_OPEN_READ).0,
+        AAPI_EINVAL,
+    );
+    s.expect(
+        "open_object, empty",
+        s.open_object(h, b"", AAPI_OPEN_READ).0,
+        AAPI_EINVAL,
+    );
+    s.expect(
+        "open_object, flags 0",
+        s.open_object(h, &t("small.txt"), 0).0,
+        AAPI_EINVAL,
+    );
+    s.expect(
+        "open_object, unknown flag",
+        s.open_object(h, &t("small.txt"), 3).0,
+        AAPI_EINVAL,
+    );
+    s.expect(
+        "open_object, missing",
+        s.open_object(h, &t("gone"), AAPI_OPEN_READ).0,
+        AAPI_ENOENT,
+    );
+    s.expect(
+        "open_object, fifo",
+        s.open_object(h, &t("pipe"), AAPI_OPEN_READ).0,
+        AAPI_ENOTSUP,
+    );
+    s.expect(
+        "open_object, NULL object",
+        raw!((e.open_object)(
+            h,
+            c"/".as_ptr(),
+            AAPI_OPEN_READ,
+            std::ptr::null_mut()
+        )),
+        AAPI_EINVAL,
+    );
+    let need = tree.join("small.txt").as_os_str().len() + 1;
+    let (rc, size) = s.snappath(h, "", &t("small.txt"), 4);
+    s.expect("snappath, small buffer", rc, AAPI_EBUFSIZE);
+    assert_eq!(size, need, "RC-6: the size needed");
+    let (rc, size) = s.snappath(h, "", &t("small.txt"), 0);
+    s.expect("snappath, size query", rc, AAPI_EBUFSIZE);
+    assert_eq!(size, need);
+    s.expect(
+        "snappath, relative",
+        s.snappath(h, "", b"rel", 100).0,
+        AAPI_EINVAL,
+    );
+    s.expect(
+        "snappath, bad snapshot id",
+        s.snappath(h, "../x", &t("a"), 100).0,
+        AAPI_EINVAL,
+    );
+    s.expect(
+        "snappath, unknown snapshot",
+        s.snappath(h, "files-nothere", &t("a"), 100).0,
+        AAPI_ESNAPSHOT,
+    );
+    let mut size = 10usize;
+    s.expect(
+        "snappath, NULL buffer with a size",
+        raw!((e.get_snappath_from_realpath)(
+            h,
+            c"".as_ptr(),
+            c"/a".as_ptr(),
+            std::ptr::null_mut(),
+            &mut size
+        )),
+        AAPI_EINVAL,
+    );
+    s.expect(
+        "byname, relative",
+        s.byname(h, b"rel", size_of::<aapi_object_prop_t>() as u32),
+        AAPI_EINVAL,
+    );
+    s.expect(
+        "byname, missing",
+        s.byname(h, &t("gone"), size_of::<aapi_object_prop_t>() as u32),
+        AAPI_ENOENT,
+    );
+    s.expect(
+        "byname, small struct",
+        s.byname(h, &t("small.txt"), 4),
+        AAPI_EABI,
+    );
+    s.expect(
+        "byname, fifo",
+        s.byname(h, &t("pipe"), size_of::<aapi_object_prop_t>() as u32),
+        AAPI_ENOTSUP,
+    );
+    let (rc, o) = s.open_object(h, &t("small.txt"), AAPI_OPEN_READ);
+    s.expect("open_object", rc, AAPI_EOK);
+    s.expect("read, buf_size 0", s.read(o, 0), AAPI_EINVAL);
+    s.expect(
+        "read, NULL bytes_read",
+        raw!((e.read_object)(
+            o,
+            [0u8; 4].as_mut_ptr().cast(),
+            4,
+            std::ptr::null_mut()
+        )),
+        AAPI_EINVAL,
+    );
+    s.expect(
+        "write on an opened object",
+        s.write(o, b"x"),
+        AAPI_ESEQUENCE,
+    );
+    s.expect(
+        "flush on an opened object",
+        raw!((e.flush)(o)),
+        AAPI_ESEQUENCE,
+    );
+    let mut prop = aapi_object_prop_t {
+        struct_size: 4,
+        ..Default::default()
+    };
+    s.expect(
+        "object prop, small struct",
+        raw!((e.get_object_prop)(o, &mut prop)),
+        AAPI_EABI,
+    );
+    s.expect("server handle as object", s.read(h, 8), AAPI_EBADHANDLE);
+    s.expect(
+        "object handle as server",
+        s.open_object(o, &t("small.txt"), AAPI_OPEN_READ).0,
+        AAPI_EBADHANDLE,
+    );
+    s.expect("close_object", raw!((e.close_object)(o)), AAPI_EOK);
+    s.expect(
+        "close_object twice",
+        raw!((e.close_object)(o)),
+        AAPI_EBADHANDLE,
+    );
+    s.expect("read a closed object", s.read(o, 8), AAPI_EBADHANDLE);
+    s.expect(
+        "create in a backup session",
+        s.create(h, &under("x"), file_prop(AAPI_OBJ_FILE), 0).0,
+        AAPI_ESEQUENCE,
+    );
+    s.expect("close_server", raw!((e.close_server)(h)), AAPI_EOK);
+    s.expect(
+        "close_server twice",
+        raw!((e.close_server)(h)),
+        AAPI_EBADHANDLE,
+    );
+
+    // Restore session (RST-1..3, LIFE-4, LIFE-5, OBJ-5).
+    let h = s.session(AAPI_OP_RESTORE, &[]);
+    let full = size_of::<aapi_restore_info_t>() as u32;
+    s.expect(
+        "create before preprocess",
+        s.create(h, &under("x"), file_prop(AAPI_OBJ_FILE), 0).0,
+        AAPI_ESEQUENCE,
+    );
+    s.expect(
+        "postprocess before preprocess",
+        raw!((e.restore_postprocess)(h, AAPI_EOK)),
+        AAPI_ESEQUENCE,
+    );
+    s.expect(
+        "preprocess, NULL",
+        raw!((e.restore_preprocess)(h, std::ptr::null())),
+        AAPI_EINVAL,
+    );
+    s.expect(
+        "preprocess, small struct",
+        s.preprocess(h, bytes(&restore_root), 0, 8),
+        AAPI_EABI,
+    );
+    s.expect(
+        "preprocess, missing root",
+        s.preprocess(h, &under("nope"), 0, full),
+        AAPI_ENOENT,
+    );
+    s.expect(
+        "preprocess, root is a file",
+        s.preprocess(h, &under("existing"), 0, full),
+        AAPI_ENOENT,
+    );
+    s.expect(
+        "preprocess, relative root",
+        s.preprocess(h, b"rel", 0, full),
+        AAPI_EINVAL,
+    );
+    s.expect(
+        "preprocess, no space",
+        s.preprocess(h, bytes(&restore_root), u64::MAX / 2, full),
+        AAPI_ENOSPC,
+    );
+    s.expect(
+        "preprocess",
+        s.preprocess(h, bytes(&restore_root), 100, full),
+        AAPI_EOK,
+    );
+    s.expect(
+        "preprocess twice",
+        s.preprocess(h, bytes(&restore_root), 100, full),
+        AAPI_ESEQUENCE,
+    );
+    let mut p = file_prop(AAPI_OBJ_FILE);
+    p.struct_size = 8;
+    s.expect(
+        "create, small prop",
+        s.create(h, &under("x"), p, 0).0,
+        AAPI_EABI,
+    );
+    s.expect(
+        "create, relative",
+        s.create(h, b"rel/x", file_prop(AAPI_OBJ_FILE), 0).0,
+        AAPI_EINVAL,
+    );
+    s.expect(
+        "create, unknown flag",
+        s.create(h, &under("x"), file_prop(AAPI_OBJ_FILE), 4).0,
+        AAPI_EINVAL,
+    );
+    s.expect(
+        "create, unknown type",
+        s.create(h, &under("x"), file_prop(9), 0).0,
+        AAPI_EINVAL,
+    );
+    let mut p = file_prop(AAPI_OBJ_FILE);
+    p.valid = AAPI_PROP_MODE;
+    p.mode = 0o10000;
+    s.expect(
+        "create, mode beyond 07777",
+        s.create(h, &under("x"), p, 0).0,
+        AAPI_EINVAL,
+    );
+    let mut p = file_prop(AAPI_OBJ_FILE);
+    p.valid = AAPI_PROP_MTIME;
+    p.mtime.nsec = 2_000_000_000;
+    s.expect(
+        "create, bad nanoseconds",
+        s.create(h, &under("x"), p, 0).0,
+        AAPI_EINVAL,
+    );
+    s.expect(
+        "create, outside the root",
+        s.create(h, &t("x"), file_prop(AAPI_OBJ_FILE), 0).0,
+        AAPI_EINVAL,
+    );
+    s.expect(
+        "create, with ..",
+        s.create(h, &under("a/../../x"), file_prop(AAPI_OBJ_FILE), 0)
+            .0,
+        AAPI_EINVAL,
+    );
+    s.expect(
+        "create, existing (RST-3)",
+        s.create(h, &under("existing"), file_prop(AAPI_OBJ_FILE), 0)
+            .0,
+        AAPI_EEXIST,
+    );
+    s.expect(
+        "create, existing directory as a file",
+        s.create(h, &under("full"), file_prop(AAPI_OBJ_FILE), 0).0,
+        AAPI_EEXIST,
+    );
+    s.expect(
+        "create, NULL object",
+        raw!((e.create_object)(
+            h,
+            c"/x".as_ptr(),
+            &file_prop(AAPI_OBJ_FILE),
+            0,
+            std::ptr::null_mut()
+        )),
+        AAPI_EINVAL,
+    );
+    let (rc, d) = s.create(h, &under("full"), file_prop(AAPI_OBJ_DIR), 0);
+    s.expect("create, existing directory reused", rc, AAPI_EOK);
+    s.expect("write data to a directory", s.write(d, b"x"), AAPI_EINVAL);
+    s.expect("write 0 bytes", s.write(d, b""), AAPI_EOK);
+    s.expect("read a created object", s.read(d, 8), AAPI_ESEQUENCE);
+    s.expect(
+        "close a created directory",
+        raw!((e.close_object)(d)),
+        AAPI_EOK,
+    );
+    let (rc, l) = s.create(h, &under("link"), file_prop(AAPI_OBJ_SYMLINK), 0);
+    s.expect("create a symlink", rc, AAPI_EOK);
+    s.expect("symlink target with NUL", s.write(l, b"a\0b"), AAPI_EINVAL);
+    s.expect(
+        "write with NULL buffer",
+        raw!((e.write_object)(l, std::ptr::null(), 3)),
+        AAPI_EINVAL,
+    );
+    s.expect(
+        "utimes, missing",
+        s.utimes(h, &under("gone"), 0),
+        AAPI_ENOENT,
+    );
+    s.expect(
+        "utimes, bad nanoseconds",
+        s.utimes(h, &under("existing"), 1_000_000_000),
+        AAPI_EINVAL,
+    );
+    s.expect("utimes, relative", s.utimes(h, b"rel", 0), AAPI_EINVAL);
+    s.expect("delete, missing", s.delete(h, &under("gone")), AAPI_ENOENT);
+    s.expect(
+        "delete, non-empty directory",
+        s.delete(h, &under("full")),
+        AAPI_EINVAL,
+    );
+    s.expect("delete, relative", s.delete(h, b"rel"), AAPI_EINVAL);
+    s.expect(
+        "byname, restored",
+        s.byname(h, &under("full"), size_of::<aapi_object_prop_t>() as u32),
+        AAPI_EOK,
+    );
+    s.expect(
+        "postprocess with an object open",
+        raw!((e.restore_postprocess)(h, AAPI_EIO)),
+        AAPI_EOK,
+    );
+    s.expect(
+        "the open object is closed",
+        s.write(l, b"x"),
+        AAPI_EBADHANDLE,
+    );
+    s.expect(
+        "postprocess twice",
+        raw!((e.restore_postprocess)(h, AAPI_EOK)),
+        AAPI_ESEQUENCE,
+    );
+    s.expect(
+        "create after postprocess",
+        s.create(h, &under("y"), file_prop(AAPI_OBJ_FILE), 0).0,
+        AAPI_ESEQUENCE,
+    );
+    s.expect("close_server", raw!((e.close_server)(h)), AAPI_EOK);
+
+    // Postprocess session.
+    let h = s.session(AAPI_OP_POSTPROCESS, &[]);
+    s.expect(
+        "discovery in postprocess",
+        s.discovery(h, &[&tree_b], &["a"], &out, ".w", AAPI_SCHED_FULL),
+        AAPI_ESEQUENCE,
+    );
+    s.expect("close_server", raw!((e.close_server)(h)), AAPI_EOK);
+
+    // Terminate (LIFE-7) and after it (LIFE-1).
+    s.expect("terminate", raw!((e.terminate)()), AAPI_EOK);
+    s.expect("terminate again", raw!((e.terminate)()), AAPI_EOK);
+    s.expect(
+        "close_server after terminate",
+        raw!((e.close_server)(h)),
+        AAPI_ESEQUENCE,
+    );
+}
+
+#[test]
+fn same_codes_for_the_same_bad_calls() {
+    let _turn = turn();
+    let dir = tempfile::tempdir().unwrap();
+    let tree = make_tree(dir.path());
+    let mut runs = Vec::new();
+    for (name, lib) in samples() {
+        let mut s = Script {
+            e: *lib.entry_points(),
+            keep: Vec::new(),
+            seen: Vec::new(),
+        };
+        let work = dir.path().join(name);
+        bad_calls(&mut s, &work, &tree);
+        runs.push((name, s.seen));
+    }
+    let mut problems = Vec::new();
+    for ((label, c, want), (_, rust, _)) in runs[0].1.iter().zip(&runs[1].1) {
+        if c != rust || c != want {
+            problems.push(format!(
+                "{label}: C {}, Rust {}, specified {}",
+                aapi_sdk::codes::name(*c),
+                aapi_sdk::codes::name(*rust),
+                aapi_sdk::codes::name(*want)
+            ));
+        }
+    }
+    assert_eq!(runs[0].1.len(), runs[1].1.len());
+    assert!(runs[0].1.len() > 100, "the script is shorter than expected");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
