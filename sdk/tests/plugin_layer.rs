@@ -1085,7 +1085,10 @@ fn restore_window_and_object_modes() {
     assert_eq!(set_object_utimes(r, cs("/r/a"), &t, &t), AAPI_ESEQUENCE);
     assert_eq!(delete_object(r, cs("/r/a")), AAPI_ESEQUENCE);
     let mut p = prop(0);
-    assert_eq!(get_object_prop_byname(r, cs("/r/a"), &mut p), AAPI_ESEQUENCE);
+    assert_eq!(
+        get_object_prop_byname(r, cs("/r/a"), &mut p),
+        AAPI_ESEQUENCE
+    );
     assert_eq!(restore_preprocess(r, &restore_info("", 1)), AAPI_ESEQUENCE);
     assert_eq!(
         events(),
