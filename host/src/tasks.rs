@@ -290,9 +290,139 @@ pub fn postprocess(plugin: &Plugin, store: &Store, job: &JobDef) -> Result<(), T
 }
 
 struct StreamFiles {
-    data: BufWriter<fs::File>,
-    offset: u64,
+    data: StreamWriter,
     cat: CatalogWriter<BufWriter<fs::File>>,
+}
+
+enum WriteMsg {
+    /// Write the first `n` bytes of the buffer, then hand the buffer back.
+    Data(Vec<u8>, usize),
+    /// Cut the stream file back to this length (a failed object's partial bytes).
+    Truncate(u64),
+}
+
+/// Writes a stream file from a thread of its own, so that reading from the plugin and hashing
+/// overlap with the copy into the file. Small objects share buffers, so a tree of small files
+/// costs few writes. Buffers circulate through a small pool (no allocation per chunk).
+struct StreamWriter {
+    tx: Option<std::sync::mpsc::SyncSender<WriteMsg>>,
+    pool: std::sync::mpsc::Receiver<Vec<u8>>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<fs::File>>>,
+    buf: Vec<u8>,
+    filled: usize,
+    base: u64,
+}
+
+/// Read into a buffer only while at least this much of it is free.
+const MIN_READ: usize = 64 * 1024;
+const POOL: usize = 4;
+
+impl StreamWriter {
+    fn new(file: fs::File) -> StreamWriter {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<WriteMsg>(POOL);
+        let (pool_tx, pool) = std::sync::mpsc::channel::<Vec<u8>>();
+        for _ in 0..POOL {
+            let _ = pool_tx.send(vec![0u8; BUFFER_SIZE]);
+        }
+        let thread = std::thread::spawn(move || {
+            let mut w = BufWriter::with_capacity(BUFFER_SIZE, file);
+            for msg in rx {
+                match msg {
+                    WriteMsg::Data(b, n) => {
+                        w.write_all(&b[..n])?;
+                        let _ = pool_tx.send(b);
+                    }
+                    WriteMsg::Truncate(len) => {
+                        w.flush()?;
+                        let f = w.get_mut();
+                        f.set_len(len)?;
+                        f.seek(SeekFrom::Start(len))?;
+                    }
+                }
+            }
+            w.flush()?;
+            w.into_inner().map_err(|e| e.into_error())
+        });
+        StreamWriter {
+            tx: Some(tx),
+            pool,
+            thread: Some(thread),
+            buf: vec![0u8; BUFFER_SIZE],
+            filled: 0,
+            base: 0,
+        }
+    }
+
+    /// Bytes in the stream so far.
+    fn offset(&self) -> u64 {
+        self.base + self.filled as u64
+    }
+
+    fn writer_error(&mut self) -> std::io::Error {
+        self.tx = None;
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(Err(e))) => e,
+            _ => std::io::Error::other("the stream writer stopped"),
+        }
+    }
+
+    fn send(&mut self, msg: WriteMsg) -> std::io::Result<()> {
+        let sent = self.tx.as_ref().map(|tx| tx.send(msg));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            _ => Err(self.writer_error()),
+        }
+    }
+
+    /// Hand the filled part of the current buffer to the writer and take an empty one.
+    fn flush_buffer(&mut self) -> std::io::Result<()> {
+        if self.filled == 0 {
+            return Ok(());
+        }
+        let next = match self.pool.recv() {
+            Ok(b) => b,
+            Err(_) => return Err(self.writer_error()),
+        };
+        let full = std::mem::replace(&mut self.buf, next);
+        let n = std::mem::take(&mut self.filled);
+        self.base += n as u64;
+        self.send(WriteMsg::Data(full, n))
+    }
+
+    /// Free space to read the next chunk into (at least `MIN_READ` bytes).
+    fn space(&mut self) -> std::io::Result<&mut [u8]> {
+        if self.buf.len() - self.filled < MIN_READ {
+            self.flush_buffer()?;
+        }
+        Ok(&mut self.buf[self.filled..])
+    }
+
+    /// `n` bytes were read into [`StreamWriter::space`].
+    fn commit(&mut self, n: usize) {
+        self.filled += n;
+    }
+
+    /// Drop everything after stream offset `start`.
+    fn truncate(&mut self, start: u64) -> std::io::Result<()> {
+        if start >= self.base {
+            self.filled = (start - self.base) as usize;
+            Ok(())
+        } else {
+            self.filled = 0;
+            self.base = start;
+            self.send(WriteMsg::Truncate(start))
+        }
+    }
+
+    /// Write everything out and return the file (not yet synced).
+    fn finish(mut self) -> std::io::Result<fs::File> {
+        self.flush_buffer()?;
+        self.tx = None;
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(r)) => r,
+            _ => Err(std::io::Error::other("the stream writer panicked")),
+        }
+    }
 }
 
 /// One child job: stream every object of backup host `stream`'s workload file into
@@ -330,8 +460,7 @@ pub fn child(
         let _ = fs::remove_file(p);
     }
     let mut files = StreamFiles {
-        data: BufWriter::with_capacity(BUFFER_SIZE, store::create_new(&data_path)?),
-        offset: 0,
+        data: StreamWriter::new(store::create_new(&data_path)?),
         cat: CatalogWriter::new(
             BufWriter::new(store::create_new(&cat_path)?),
             std::slice::from_ref(&job.image),
@@ -339,7 +468,6 @@ pub fn child(
         .map_err(store::io_err(&cat_path))?,
     };
     let server = plugin.open_server(&job.server, session(job, AAPI_OP_BACKUP, host, &snapid))?;
-    let mut buf = vec![0u8; BUFFER_SIZE];
     let mut failures = Vec::new();
     let mut objects = 0u64;
     let mut last_report = Instant::now();
@@ -359,8 +487,8 @@ pub fn child(
             objects += 1;
             continue;
         }
-        let start = files.offset;
-        match backup_object(&server, &snapid, &path, &mut files, &mut buf, &data_path) {
+        let start = files.data.offset();
+        match backup_object(&server, &snapid, &path, &mut files.data, &data_path) {
             Ok((props, length, sha256)) => {
                 files
                     .cat
@@ -385,12 +513,10 @@ pub fn child(
                     return Err(e);
                 }
                 // Cut the partial object out of the stream, so that it holds only whole objects.
-                files.data.flush().map_err(store::io_err(&data_path))?;
-                let f = files.data.get_mut();
-                f.set_len(start).map_err(store::io_err(&data_path))?;
-                f.seek(SeekFrom::Start(start))
+                files
+                    .data
+                    .truncate(start)
                     .map_err(store::io_err(&data_path))?;
-                files.offset = start;
                 failures.push(ObjectFailure {
                     path: String::from_utf8_lossy(&path).into_owned(),
                     error: e.message,
@@ -398,16 +524,13 @@ pub fn child(
             }
         }
         if last_report.elapsed() >= Duration::from_millis(100) {
-            progress.progress(files.offset, objects);
+            progress.progress(files.data.offset(), objects);
             last_report = Instant::now();
         }
     }
     server.close()?;
-    let mut data = files
-        .data
-        .into_inner()
-        .map_err(|e| store::io_err(&data_path)(e.into_error()))?;
-    data.flush().map_err(store::io_err(&data_path))?;
+    let bytes = files.data.offset();
+    let data = files.data.finish().map_err(store::io_err(&data_path))?;
     data.sync_all().map_err(store::io_err(&data_path))?;
     let cat = files.cat.finish().map_err(store::io_err(&cat_path))?;
     let cat = cat
@@ -418,14 +541,14 @@ pub fn child(
         stream,
         host: host.clone(),
         objects,
-        bytes: files.offset,
+        bytes,
         failures,
     };
     store::write_atomic(
         &done_path,
         &serde_json::to_vec_pretty(&done).expect("serialisable"),
     )?;
-    progress.progress(files.offset, objects);
+    progress.progress(bytes, objects);
     Ok(done)
 }
 
@@ -440,8 +563,7 @@ fn backup_object(
     server: &crate::client::Server,
     snapid: &str,
     path: &[u8],
-    files: &mut StreamFiles,
-    buf: &mut [u8],
+    data: &mut StreamWriter,
     data_path: &Path,
 ) -> Result<(Props, u64, [u8; 32]), ObjError> {
     let name = String::from_utf8_lossy(path).into_owned();
@@ -451,23 +573,21 @@ fn backup_object(
             code: e.code(),
         })
     };
+    let fatal = |e: std::io::Error| ObjError::Fatal(store::io_err(data_path)(e).into());
     let snap = server.snappath(snapid, path).map_err(obj_err)?;
     let mut obj = server.open_object(&snap).map_err(obj_err)?;
     let props = Props::from_abi(&obj.prop().map_err(obj_err)?);
     let mut hash = Sha256::new();
     let mut length = 0u64;
     loop {
-        let n = obj.read(buf).map_err(obj_err)?;
+        let space = data.space().map_err(fatal)?;
+        let n = obj.read(space).map_err(obj_err)?;
         if n == 0 {
             break;
         }
-        hash.update(&buf[..n]);
-        files
-            .data
-            .write_all(&buf[..n])
-            .map_err(|e| ObjError::Fatal(store::io_err(data_path)(e).into()))?;
+        hash.update(&space[..n]);
+        data.commit(n);
         length += n as u64;
-        files.offset += n as u64;
     }
     obj.close().map_err(obj_err)?;
     Ok((props, length, hash.finalize().into()))

@@ -114,3 +114,27 @@ pub fn main() -> i32 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn credentials_must_be_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("creds");
+        std::fs::write(&p, "# secrets\nuser=admin\npassword=a=b c\n\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = read_credentials(&p).unwrap_err();
+        assert!(err.contains("chmod 600"), "{err}");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            read_credentials(&p).unwrap(),
+            vec![
+                ("user".to_string(), b"admin".to_vec()),
+                ("password".to_string(), b"a=b c".to_vec())
+            ]
+        );
+    }
+}

@@ -6,6 +6,7 @@
  *
  *   AAPI_TEST_FAULT=<kind>:<function>[:<arg>]   kind: crash | hang | slow | ignore-cancel | fail
  *   AAPI_TEST_FAULT_AFTER=<n>                   trigger only from the n-th call of <function> on
+ *   AAPI_TEST_FAULT_COUNT=<n>                   and only n times
  *
  * crash: SIGSEGV; hang: sleep forever without keepalive; slow: take <arg> ms, with a keepalive
  * every 20 ms, returning AAPI_ECANCELLED when cancelled; ignore-cancel: keep sending keepalives
@@ -98,7 +99,10 @@ static int fault(const char *function, struct server *s) {
     names[slot] = function;
     int n = ++calls[slot];
     const char *after = getenv("AAPI_TEST_FAULT_AFTER");
-    if (after && n < atoi(after)) return -1;
+    const char *count = getenv("AAPI_TEST_FAULT_COUNT");
+    int first = after ? atoi(after) : 1;
+    if (n < first) return -1;
+    if (count && n >= first + atoi(count)) return -1;
     if (!strncmp(spec, "crash", kind_len)) {
         volatile int *p = NULL;
         *p = 1;
