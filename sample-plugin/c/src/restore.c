@@ -695,11 +695,12 @@ static int complete(const char *fn, files_object *obj)
     char *aside = NULL;
     struct stat st;
 
+    /* Owner first, then mode: changing the owner clears setuid and setgid, even for root. */
     if (obj->type == AAPI_OBJ_FILE) {
-        if (has_mode && fchmod(obj->fd, mode) != 0)
-            rc = fail_errno(errno, "%s: cannot set the mode of %s", fn, obj->path);
-        else if (chown_it && fchown(obj->fd, (uid_t)p->uid, (gid_t)p->gid) != 0)
+        if (chown_it && fchown(obj->fd, (uid_t)p->uid, (gid_t)p->gid) != 0)
             rc = fail_errno(errno, "%s: cannot set the owner of %s", fn, obj->path);
+        else if (has_mode && fchmod(obj->fd, mode) != 0)
+            rc = fail_errno(errno, "%s: cannot set the mode of %s", fn, obj->path);
         if (close(obj->fd) != 0 && rc == AAPI_EOK)
             rc = fail_errno(errno, "%s: cannot write %s", fn, obj->tmp);
         obj->fd = -1;

@@ -113,6 +113,16 @@ fn make_tree(dir: &Path) -> PathBuf {
         (root.join("sub/b"), noise(20_000), 0o644),
         (root.join("ro/inside"), b"read-only dir\n".to_vec(), 0o444),
     ];
+    // As root, setuid bits are restored too (owner first, then mode: chown clears them).
+    let files = if is_root() {
+        [
+            files,
+            vec![(root.join("setuid"), b"#!/bin/sh\n".to_vec(), 0o4755)],
+        ]
+        .concat()
+    } else {
+        files
+    };
     for (p, data, mode) in &files {
         fs::write(p, data).unwrap();
         fs::set_permissions(p, fs::Permissions::from_mode(*mode)).unwrap();
@@ -162,8 +172,15 @@ struct Outcome {
 
 const HOSTS: [&str; 3] = ["bh1", "bh2", "bh3"];
 
-/// Objects of the generated tree: its root, 4 directories, 11 files, 2 symlinks.
-const OBJECTS: usize = 18;
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Objects of the generated tree: its root, 4 directories, 11 files (12 as root), 2 symlinks.
+fn objects() -> usize {
+    if is_root() { 19 } else { 18 }
+}
 
 fn props_key(p: &aapi_object_prop_t, with_ctime: bool) -> Vec<i64> {
     let mut v = vec![
@@ -301,8 +318,10 @@ fn restore(plugin: &Plugin, root: &Path, read: &[Read]) {
     for r in read {
         let prop = aapi_object_prop_t {
             obj_type: r.props[0] as u32,
-            valid: AAPI_PROP_MODE,
+            valid: AAPI_PROP_MODE | AAPI_PROP_OWNER,
             mode: r.props[2] as u32,
+            uid: r.props[3] as u32,
+            gid: r.props[4] as u32,
             ..Default::default()
         };
         let mut o = s.create_object(&target(r), &prop, 0).unwrap();
@@ -427,7 +446,7 @@ fn same_workload_files_data_properties_and_restores() {
             c.workload_files, rust.workload_files,
             "workload files differ ({mode})"
         );
-        assert_eq!(c.read.len(), OBJECTS, "objects backed up ({mode})");
+        assert_eq!(c.read.len(), objects(), "objects backed up ({mode})");
         assert_eq!(c.read, rust.read, "objects read back differ ({mode})");
     }
 
@@ -442,7 +461,7 @@ fn same_workload_files_data_properties_and_restores() {
             .collect::<Vec<_>>()
     };
     let original = snapshot_of_tree(&tree);
-    assert_eq!(original.len(), OBJECTS);
+    assert_eq!(original.len(), objects());
     for (name, restored) in &restored_trees {
         assert_eq!(
             without_atime(restored),
@@ -502,7 +521,11 @@ fn same_incremental_workload_files() {
         }
     }
     changed.sort();
-    assert_eq!(total, OBJECTS, "an incremental lists every object (DISC-8)");
+    assert_eq!(
+        total,
+        objects(),
+        "an incremental lists every object (DISC-8)"
+    );
     // The directory holding the rewritten file changed too? No: writing a file's data changes
     // the file, not its directory.
     assert_eq!(

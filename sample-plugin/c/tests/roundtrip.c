@@ -395,6 +395,15 @@ static void make_tree(void)
         die("mkfifo: %s", strerror(errno));
     free(p);
     g_tree_objects = 1 + 3 + 8 + 2; /* root, dirs, files, symlinks */
+    if (geteuid() == 0) {
+        /* As root, setuid bits are restored: the owner must be set before the mode, since
+         * changing the owner clears them. */
+        p = join(g_tree, "setuid");
+        write_file(p, "#!/bin/sh\n", 10, 04755);
+        set_mtime(p, 1400000000, 42);
+        free(p);
+        g_tree_objects++;
+    }
 
     /* Fixed past times (with nanoseconds) so that restored times compare exactly; directories
      * last, as their contents are written. */
