@@ -5,7 +5,7 @@
 //! checks. An `Err` is a failure of the runner itself.
 
 use crate::task::*;
-use crate::worker::{Ctx, code_name, cpath, show};
+use crate::worker::{Ctx, code_name, show};
 use aapi_host::client::{DiscoveryArgs, Plugin, Server};
 use aapi_sdk::abi::*;
 use aapi_sdk::workload::WorkloadFile;
@@ -100,7 +100,7 @@ pub fn read_all(
     let e = *plugin.entry_points();
     let mut data = Vec::new();
     let mut buf = vec![0u8; buf_size + GUARD];
-    let cap = expect_max.saturating_mul(2).max(expect_max + (1 << 20));
+    let cap = expect_max.saturating_mul(2) + (4 * buf_size as u64).max(4096);
     loop {
         buf.fill(GUARD_BYTE);
         let mut n = usize::MAX;
@@ -380,7 +380,10 @@ pub fn restore_task(ctx: &Ctx, images: &[PathBuf], root: &Path) -> Result<(), St
                 if got.obj_type != o.prop.obj_type {
                     wrong.push(format!("type {} (created as {})", got.obj_type, o.prop.obj_type));
                 }
-                if got.valid & AAPI_PROP_SIZE != 0 && got.size != data.len() as u64 {
+                if got.valid & AAPI_PROP_SIZE != 0
+                    && got.obj_type != AAPI_OBJ_DIR
+                    && got.size != data.len() as u64
+                {
                     wrong.push(format!("size {} ({} bytes written)", got.size, data.len()));
                 }
                 if got.valid & AAPI_PROP_MODE != 0
@@ -460,6 +463,5 @@ pub fn restore_task(ctx: &Ctx, images: &[PathBuf], root: &Path) -> Result<(), St
     }
     finish(ctx, &plugin);
     ctx.output(json!({ "restored": restored.len() }));
-    let _ = cpath;
     Ok(())
 }

@@ -37,6 +37,9 @@ pub struct Profile {
     /// A TOML file of `key = "secret"` lines that answer the credential callback.
     #[serde(default)]
     pub credentials_file: Option<String>,
+    /// Credentials given inline (test secrets only; real ones belong in `credentials_file`).
+    #[serde(default)]
+    pub credentials: BTreeMap<String, String>,
     /// Shell command run before the checks (stages data).
     #[serde(default)]
     pub setup: Option<String>,

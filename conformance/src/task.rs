@@ -84,6 +84,9 @@ pub struct TaskSpec {
     pub capture: PathBuf,
     /// A private, empty directory for this task.
     pub dir: PathBuf,
+    /// The directory `{job}` stands for in properties and watched directories: shared by the
+    /// workers of the data pipeline, private to each probe.
+    pub job: PathBuf,
     /// What to do.
     pub task: Task,
 }
@@ -189,6 +192,10 @@ pub struct Stats {
     pub long_calls: Vec<LongCall>,
     /// Callbacks made while no entry point was running.
     pub stray_callbacks: Vec<String>,
+    /// Calls that returned a number that is no `AAPI_E*` code (RC-1).
+    pub bad_codes: Vec<String>,
+    /// Calls that returned a code §14 does not list for the function (RC-2).
+    pub undocumented: Vec<String>,
 }
 
 /// A call longer than a quarter of its budget.

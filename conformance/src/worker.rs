@@ -66,6 +66,8 @@ fn serve(spec: &str) -> i32 {
             libc::dup2(f.as_raw_fd(), 2);
         }
     }
+    let mut spec = spec;
+    expand_job(&mut spec);
     let hooks = Arc::new(ConfHooks::new(link.clone(), spec.setup.budget_ms));
     let ctx = Ctx {
         spec,
@@ -95,6 +97,22 @@ fn serve(spec: &str) -> i32 {
             });
             HARNESS_FAILURE
         }
+    }
+}
+
+/// Replace `{job}` in properties and watched directories, and create the watched directories.
+fn expand_job(spec: &mut TaskSpec) {
+    let job = spec.job.to_string_lossy().into_owned();
+    let x = |v: &mut String| *v = v.replace("{job}", &job);
+    for (_, v) in spec.setup.properties.iter_mut() {
+        x(v);
+    }
+    for (_, v) in spec.setup.timing_properties.iter_mut() {
+        x(v);
+    }
+    for d in spec.setup.watch_dirs.iter_mut() {
+        *d = std::path::PathBuf::from(d.to_string_lossy().replace("{job}", &job));
+        let _ = std::fs::create_dir_all(&d);
     }
 }
 
@@ -147,6 +165,7 @@ pub struct ConfHooks {
     cancel_answered: Mutex<Option<Instant>>,
     track: Mutex<Option<Track>>,
     stats: Mutex<Stats>,
+    current: Mutex<String>,
 }
 
 impl ConfHooks {
@@ -159,6 +178,7 @@ impl ConfHooks {
             cancel_answered: Mutex::new(None),
             track: Mutex::new(None),
             stats: Mutex::new(Stats::default()),
+            current: Mutex::new(String::new()),
         }
     }
 
@@ -251,6 +271,18 @@ impl HostHooks for ConfHooks {
         self.link.call_leave(function, code);
         let n = self.in_flight.fetch_sub(1, Ordering::SeqCst);
         let mut s = self.stats.lock().unwrap();
+        if aapi_sdk::codes::info(code).is_none() && s.bad_codes.len() < 20 {
+            let during = self.current.lock().unwrap().clone();
+            s.bad_codes.push(format!(
+                "{function} returned {code}, which is no AAPI_E* code (during {during})"
+            ));
+        } else if !crate::codes::documented(function, code) && s.undocumented.len() < 20 {
+            let during = self.current.lock().unwrap().clone();
+            s.undocumented.push(format!(
+                "{function} returned {}, which §14 does not list for it (during {during})",
+                aapi_sdk::codes::name(code)
+            ));
+        }
         if let Some(took) = took {
             s.latency_us
                 .entry(function.to_string())
@@ -298,6 +330,7 @@ impl Ctx {
 
     /// Start evaluating `check`.
     pub fn begin(&self, check: &str) {
+        *self.hooks.current.lock().unwrap() = check.to_string();
         self.send(Msg::Begin {
             check: check.into(),
         });
