@@ -1,0 +1,167 @@
+//! The data path of the C sample plugin, against `dd`, measured exactly as the Rust sample's
+//! benchmark measures it (sample-plugin/rust/benches/data_path.rs): reading a file with
+//! `aapi_read_object` (1 MiB and 4 KiB buffers) and writing one with `aapi_write_object` (1 MiB
+//! buffers, then close: rename into place). Not a test: run with
+//! `cargo bench -p aapi-sample-plugin-c --bench data_path` (SIZE_MIB, RUNS and BENCH_DIR tune it;
+//! scripts/bench-c-sample runs it as docs/performance.md reports).
+
+use aapi_host::client::{HostHooks, Plugin, SessionDef};
+use aapi_sdk::abi::*;
+use std::fs;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Quiet;
+impl HostHooks for Quiet {
+    fn log(&self, _: u32, _: &str) {}
+}
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn time(runs: u64, mut f: impl FnMut()) -> Duration {
+    median(
+        (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed()
+            })
+            .collect(),
+    )
+}
+
+fn dd(args: &[String]) {
+    let ok = Command::new("dd")
+        .args(args)
+        .arg("status=none")
+        .status()
+        .expect("dd runs")
+        .success();
+    assert!(ok, "dd {args:?} failed");
+}
+
+fn library(dir: &Path) -> PathBuf {
+    let lib = Path::new(aapi_sample_plugin_c::PLUGIN_PATH);
+    let copy = dir.join("libaapi_sample_plugin_c.so");
+    fs::copy(lib, &copy).unwrap_or_else(|e| panic!("{}: {e}", lib.display()));
+    copy
+}
+
+fn main() {
+    let mib = env_num("SIZE_MIB", 1024);
+    let runs = env_num("RUNS", 5);
+    let base = std::env::var_os("BENCH_DIR").map(PathBuf::from);
+    let dir = match &base {
+        Some(b) => tempfile::tempdir_in(b).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
+    let bytes = mib << 20;
+    let src = dir.path().join("source.bin");
+    let chunk: Vec<u8> = (0..1 << 20)
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let mut f = fs::File::create(&src).unwrap();
+    for _ in 0..mib {
+        f.write_all(&chunk).unwrap();
+    }
+    drop(f);
+    let s = src.to_str().unwrap();
+    dd(&[format!("if={s}"), "of=/dev/null".into(), "bs=1M".into()]); // warm the page cache
+
+    let plugin = Plugin::load(&library(dir.path()), Arc::new(Quiet)).unwrap();
+    assert!(plugin.claim("files").unwrap());
+    let backup = plugin
+        .open_server("localhost", SessionDef::new(AAPI_OP_BACKUP))
+        .unwrap();
+    let read_all = |bs: usize| {
+        let mut o = backup.open_object(src.as_os_str().as_bytes()).unwrap();
+        let mut buf = vec![0u8; bs];
+        let mut total = 0u64;
+        loop {
+            let n = o.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+        o.close().unwrap();
+        assert_eq!(total, bytes);
+    };
+
+    println!("| operation ({mib} MiB, page cache, median of {runs}) | seconds | GiB/s | vs dd |");
+    println!("| --- | ---: | ---: | ---: |");
+    let gib = bytes as f64 / (1u64 << 30) as f64;
+    let row = |what: &str, t: Duration, base: Duration| {
+        println!(
+            "| {what} | {:.3} | {:.2} | {:.2}x |",
+            t.as_secs_f64(),
+            gib / t.as_secs_f64(),
+            base.as_secs_f64() / t.as_secs_f64()
+        );
+    };
+    for (bs, label) in [(1usize << 20, "1M"), (4096, "4k")] {
+        let d = time(runs, || {
+            dd(&[
+                format!("if={s}"),
+                "of=/dev/null".into(),
+                format!("bs={label}"),
+            ])
+        });
+        let p = time(runs, || read_all(bs));
+        row(&format!("`dd if=FILE of=/dev/null bs={label}`"), d, d);
+        row(&format!("`aapi_read_object`, {label} buffer"), p, d);
+    }
+    backup.close().unwrap();
+
+    let out = dir.path().join("restored.bin");
+    let o = out.to_str().unwrap();
+    let d = time(runs, || {
+        dd(&[
+            "if=/dev/zero".into(),
+            format!("of={o}"),
+            "bs=1M".into(),
+            format!("count={mib}"),
+        ]);
+        fs::remove_file(&out).unwrap();
+    });
+    let restore = plugin
+        .open_server("localhost", SessionDef::new(AAPI_OP_RESTORE))
+        .unwrap();
+    restore.restore_preprocess(b"", 0, 1).unwrap();
+    let prop = aapi_object_prop_t {
+        obj_type: AAPI_OBJ_FILE,
+        valid: AAPI_PROP_MODE,
+        mode: 0o600,
+        ..Default::default()
+    };
+    let zeros = vec![0u8; 1 << 20];
+    let p = time(runs, || {
+        let mut w = restore
+            .create_object(out.as_os_str().as_bytes(), &prop, 0)
+            .unwrap();
+        for _ in 0..mib {
+            w.write(&zeros).unwrap();
+        }
+        w.close().unwrap();
+        fs::remove_file(&out).unwrap();
+    });
+    row("`dd if=/dev/zero of=FILE bs=1M`", d, d);
+    row("`aapi_write_object` 1M + `aapi_close_object`", p, d);
+    restore.restore_postprocess(AAPI_EOK).unwrap();
+    restore.close().unwrap();
+    plugin.terminate().unwrap();
+}
