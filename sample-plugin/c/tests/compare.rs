@@ -481,9 +481,16 @@ fn same_incremental_workload_files() {
     let dir = tempfile::tempdir().unwrap();
     let tree = make_tree(dir.path());
     // Everything was created (ctime) before `since`; then three objects change at or after it.
+    // File times come from the kernel's coarse clock, which can lag the system clock by a few
+    // milliseconds: wait until a freshly written file carries a time at or after `since`.
     let since = now() + 1;
-    while now() < since {
-        std::thread::sleep(Duration::from_millis(50));
+    let probe = dir.path().join("clock-probe");
+    loop {
+        fs::write(&probe, b"").unwrap();
+        if fs::metadata(&probe).unwrap().mtime() >= since {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
     fs::write(tree.join("sub/a"), b"changed").unwrap();
     fs::write(tree.join("big.bin"), b"smaller now").unwrap();
@@ -1361,6 +1368,11 @@ fn bad_calls(s: &mut Script, dir: &Path, tree: &Path) {
     s.expect(
         "postprocess before preprocess",
         raw!((e.restore_postprocess)(h, AAPI_EOK)),
+        AAPI_ESEQUENCE,
+    );
+    s.expect(
+        "byname before preprocess",
+        s.byname(h, &under("x"), size_of::<aapi_object_prop_t>() as u32),
         AAPI_ESEQUENCE,
     );
     s.expect(
