@@ -1,9 +1,8 @@
-//! The data path of the C sample plugin, against `dd`, measured exactly as the Rust sample's
-//! benchmark measures it (sample-plugin/rust/benches/data_path.rs): reading a file with
-//! `aapi_read_object` (1 MiB and 4 KiB buffers) and writing one with `aapi_write_object` (1 MiB
-//! buffers, then close: rename into place). Not a test: run with
+//! The data path of both sample plugins (Rust through the SDK's export layer, C by hand), against
+//! `dd`: reading a file with `aapi_read_object` (1 MiB and 4 KiB buffers) and writing one with
+//! `aapi_write_object` (1 MiB buffers, then close: rename into place). Not a test: run with
 //! `cargo bench -p aapi-sample-plugin-c --bench data_path` (SIZE_MIB, RUNS and BENCH_DIR tune it;
-//! scripts/bench-c-sample runs it as docs/performance.md reports).
+//! scripts/bench-samples runs it as docs/performance.md reports).
 
 use aapi_host::client::{HostHooks, Plugin, SessionDef};
 use aapi_sdk::abi::*;
@@ -54,11 +53,19 @@ fn dd(args: &[String]) {
     assert!(ok, "dd {args:?} failed");
 }
 
-fn library(dir: &Path) -> PathBuf {
-    let lib = Path::new(aapi_sample_plugin_c::PLUGIN_PATH);
-    let copy = dir.join("libaapi_sample_plugin_c.so");
-    fs::copy(lib, &copy).unwrap_or_else(|e| panic!("{}: {e}", lib.display()));
-    copy
+/// Private copies of both sample libraries: (name, path).
+fn libraries(dir: &Path) -> Vec<(&'static str, PathBuf)> {
+    let exe = std::env::current_exe().unwrap();
+    let rust = exe.parent().unwrap().join("libaapi_sample_plugin.so");
+    let c = PathBuf::from(aapi_sample_plugin_c::PLUGIN_PATH);
+    [("Rust", rust), ("C", c)]
+        .into_iter()
+        .map(|(name, lib)| {
+            let copy = dir.join(lib.file_name().unwrap());
+            fs::copy(&lib, &copy).unwrap_or_else(|e| panic!("{}: {e}", lib.display()));
+            (name, copy)
+        })
+        .collect()
 }
 
 fn main() {
@@ -82,25 +89,14 @@ fn main() {
     let s = src.to_str().unwrap();
     dd(&[format!("if={s}"), "of=/dev/null".into(), "bs=1M".into()]); // warm the page cache
 
-    let plugin = Plugin::load(&library(dir.path()), Arc::new(Quiet)).unwrap();
-    assert!(plugin.claim("files").unwrap());
-    let backup = plugin
-        .open_server("localhost", SessionDef::new(AAPI_OP_BACKUP))
-        .unwrap();
-    let read_all = |bs: usize| {
-        let mut o = backup.open_object(src.as_os_str().as_bytes()).unwrap();
-        let mut buf = vec![0u8; bs];
-        let mut total = 0u64;
-        loop {
-            let n = o.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            total += n as u64;
-        }
-        o.close().unwrap();
-        assert_eq!(total, bytes);
-    };
+    let plugins: Vec<(&str, Plugin)> = libraries(dir.path())
+        .into_iter()
+        .map(|(name, lib)| {
+            let plugin = Plugin::load(&lib, Arc::new(Quiet)).unwrap();
+            assert!(plugin.claim("files").unwrap());
+            (name, plugin)
+        })
+        .collect();
 
     println!("| operation ({mib} MiB, page cache, median of {runs}) | seconds | GiB/s | vs dd |");
     println!("| --- | ---: | ---: | ---: |");
@@ -121,11 +117,33 @@ fn main() {
                 format!("bs={label}"),
             ])
         });
-        let p = time(runs, || read_all(bs));
         row(&format!("`dd if=FILE of=/dev/null bs={label}`"), d, d);
-        row(&format!("`aapi_read_object`, {label} buffer"), p, d);
+        for (name, plugin) in &plugins {
+            let backup = plugin
+                .open_server("localhost", SessionDef::new(AAPI_OP_BACKUP))
+                .unwrap();
+            let p = time(runs, || {
+                let mut o = backup.open_object(src.as_os_str().as_bytes()).unwrap();
+                let mut buf = vec![0u8; bs];
+                let mut total = 0u64;
+                loop {
+                    let n = o.read(&mut buf).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    total += n as u64;
+                }
+                o.close().unwrap();
+                assert_eq!(total, bytes);
+            });
+            backup.close().unwrap();
+            row(
+                &format!("{name} sample: `aapi_read_object`, {label} buffer"),
+                p,
+                d,
+            );
+        }
     }
-    backup.close().unwrap();
 
     let out = dir.path().join("restored.bin");
     let o = out.to_str().unwrap();
@@ -138,10 +156,7 @@ fn main() {
         ]);
         fs::remove_file(&out).unwrap();
     });
-    let restore = plugin
-        .open_server("localhost", SessionDef::new(AAPI_OP_RESTORE))
-        .unwrap();
-    restore.restore_preprocess(b"", 0, 1).unwrap();
+    row("`dd if=/dev/zero of=FILE bs=1M`", d, d);
     let prop = aapi_object_prop_t {
         obj_type: AAPI_OBJ_FILE,
         valid: AAPI_PROP_MODE,
@@ -149,19 +164,30 @@ fn main() {
         ..Default::default()
     };
     let zeros = vec![0u8; 1 << 20];
-    let p = time(runs, || {
-        let mut w = restore
-            .create_object(out.as_os_str().as_bytes(), &prop, 0)
+    for (name, plugin) in &plugins {
+        let restore = plugin
+            .open_server("localhost", SessionDef::new(AAPI_OP_RESTORE))
             .unwrap();
-        for _ in 0..mib {
-            w.write(&zeros).unwrap();
-        }
-        w.close().unwrap();
-        fs::remove_file(&out).unwrap();
-    });
-    row("`dd if=/dev/zero of=FILE bs=1M`", d, d);
-    row("`aapi_write_object` 1M + `aapi_close_object`", p, d);
-    restore.restore_postprocess(AAPI_EOK).unwrap();
-    restore.close().unwrap();
-    plugin.terminate().unwrap();
+        restore.restore_preprocess(b"", 0, 1).unwrap();
+        let p = time(runs, || {
+            let mut w = restore
+                .create_object(out.as_os_str().as_bytes(), &prop, 0)
+                .unwrap();
+            for _ in 0..mib {
+                w.write(&zeros).unwrap();
+            }
+            w.close().unwrap();
+            fs::remove_file(&out).unwrap();
+        });
+        row(
+            &format!("{name} sample: `aapi_write_object` 1M + close"),
+            p,
+            d,
+        );
+        restore.restore_postprocess(AAPI_EOK).unwrap();
+        restore.close().unwrap();
+    }
+    for (_, plugin) in plugins {
+        plugin.terminate().unwrap();
+    }
 }
