@@ -122,3 +122,8 @@ fn round_trip(plugin: &Path) {
 fn rust_sample_round_trip() {
     round_trip(&rust_sample());
 }
+
+#[test]
+fn c_sample_round_trip() {
+    round_trip(Path::new(aapi_sample_plugin_c::PLUGIN_PATH));
+}
