@@ -247,7 +247,22 @@ impl Runner {
             .hosts
             .get(stream as usize)
             .ok_or_else(|| usage(format!("image {image} has no stream {stream}")))?;
-        let bar = self.ui.bar(host, None);
+        // The workload file's size hints give the bar its length (the file is plain data).
+        let wk = aapi_sdk::workload::file_name(
+            &st.image_dir(image).join("wkld"),
+            host,
+            tasks::WORKLOAD_SUFFIX,
+        );
+        let total = aapi_sdk::workload::WorkloadFile::read_from_path(&wk)
+            .ok()
+            .map(|w| {
+                w.entries
+                    .iter()
+                    .filter(|e| e.flags & AAPI_WKLD_UNCHANGED == 0)
+                    .map(|e| e.size_hint)
+                    .sum()
+            });
+        let bar = self.ui.bar(host, total);
         let task = Task::Child {
             store: store.to_path_buf(),
             image: image.to_string(),
