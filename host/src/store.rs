@@ -645,7 +645,7 @@ impl Store {
     /// The state of image `id`; an error when it does not exist.
     pub fn state(&self, id: &str) -> Result<ImageState> {
         let dir = self.image_dir(id);
-        if id.is_empty() || id.contains('/') || !dir.is_dir() {
+        if id.is_empty() || id.contains('/') || id.starts_with('.') || !dir.is_dir() {
             return Err(err(
                 &dir,
                 "no such image (see `aapi-host list` for the images in this store)",
