@@ -22,7 +22,13 @@ pub fn documented(function: &str, code: c_int) -> bool {
             AAPI_ECANCELLED,
         ],
         "aapi_close_server" => &[AAPI_EBADHANDLE, AAPI_EIO],
-        "aapi_get_server_prop" => &[AAPI_EINVAL, AAPI_EBADHANDLE, AAPI_EABI, AAPI_ECONNECT, AAPI_ESEQUENCE],
+        "aapi_get_server_prop" => &[
+            AAPI_EINVAL,
+            AAPI_EBADHANDLE,
+            AAPI_EABI,
+            AAPI_ECONNECT,
+            AAPI_ESEQUENCE,
+        ],
         "aapi_discovery" => &[
             AAPI_EINVAL,
             AAPI_EBADHANDLE,

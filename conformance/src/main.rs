@@ -69,7 +69,13 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::List => {
             for c in checks::all() {
-                println!("{:<44} {:<7} {:<8} {}", c.id, c.level.as_str(), c.clause, c.expectation);
+                println!(
+                    "{:<44} {:<7} {:<8} {}",
+                    c.id,
+                    c.level.as_str(),
+                    c.clause,
+                    c.expectation
+                );
             }
             ExitCode::SUCCESS
         }
@@ -79,12 +85,19 @@ fn main() -> ExitCode {
                 Some(Err(e)) => return fail(e),
                 None => Default::default(),
             };
-            if dir.exists() && std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
+            if dir.exists()
+                && std::fs::read_dir(&dir)
+                    .map(|mut d| d.next().is_some())
+                    .unwrap_or(true)
+            {
                 return fail(format!("{}: exists and is not empty", dir.display()));
             }
             match aapi_conformance::tree::generate(&dir, &params) {
                 Ok(()) => {
-                    println!("{}: test tree written (selections: {0}/data, long call: {0}/timing)", dir.display());
+                    println!(
+                        "{}: test tree written (selections: {0}/data, long call: {0}/timing)",
+                        dir.display()
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(format!("{}: {e}", dir.display())),
@@ -129,7 +142,13 @@ fn main() -> ExitCode {
             };
             let text = report.to_text();
             if quiet {
-                print!("{}", text.lines().last().map(|l| format!("{l}\n")).unwrap_or_default());
+                print!(
+                    "{}",
+                    text.lines()
+                        .last()
+                        .map(|l| format!("{l}\n"))
+                        .unwrap_or_default()
+                );
             } else {
                 print!("{text}");
             }

@@ -125,7 +125,9 @@ pub fn read_all(
         if n > buf_size {
             ctx.fail(
                 "obj.read-protocol",
-                format!("aapi_read_object({what}) reported {n} bytes read into a buffer of {buf_size}"),
+                format!(
+                    "aapi_read_object({what}) reported {n} bytes read into a buffer of {buf_size}"
+                ),
             );
             *bad = true;
             return Ok(data);
@@ -193,7 +195,16 @@ pub fn backup_task(ctx: &Ctx, workload: &Path, image: &Path, job: &str) -> Resul
             continue;
         }
         let path = crate::worker::pbytes(&entry.path);
-        match backup_one(ctx, &plugin, &server, &wf.snapshot, &path, entry.flags, i, image) {
+        match backup_one(
+            ctx,
+            &plugin,
+            &server,
+            &wf.snapshot,
+            &path,
+            entry.flags,
+            i,
+            image,
+        ) {
             Ok(o) => objects.push(o),
             Err(e) => error(ctx, e),
         }
@@ -233,7 +244,15 @@ fn backup_one(
     let obj = server.open_object(&snappath).map_err(|e| e.to_string())?;
     let prop = obj.prop().map_err(|e| e.to_string())?;
     let mut bad = false;
-    let data = read_all(ctx, plugin, obj.handle(), READ_BUF, prop.size, &show(path), &mut bad)?;
+    let data = read_all(
+        ctx,
+        plugin,
+        obj.handle(),
+        READ_BUF,
+        prop.size,
+        &show(path),
+        &mut bad,
+    )?;
     obj.close().map_err(|e| e.to_string())?;
     let name = format!("o{i:06}");
     std::fs::write(image.join(&name), &data).map_err(|e| format!("writing the image: {e}"))?;
@@ -306,8 +325,8 @@ pub fn postprocess_task(
 pub fn read_images(images: &[PathBuf]) -> Result<Vec<(PathBuf, ImageObject)>, String> {
     let mut all: Vec<(PathBuf, ImageObject)> = Vec::new();
     for dir in images {
-        let text = std::fs::read(dir.join(IMAGE_INDEX))
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        let text =
+            std::fs::read(dir.join(IMAGE_INDEX)).map_err(|e| format!("{}: {e}", dir.display()))?;
         let objs: Vec<ImageObject> = serde_json::from_slice(&text).map_err(|e| e.to_string())?;
         for o in objs {
             if !all.iter().any(|(_, a)| a.path == o.path) {
@@ -378,7 +397,10 @@ pub fn restore_task(ctx: &Ctx, images: &[PathBuf], root: &Path) -> Result<(), St
             Ok(got) => {
                 let mut wrong = Vec::new();
                 if got.obj_type != o.prop.obj_type {
-                    wrong.push(format!("type {} (created as {})", got.obj_type, o.prop.obj_type));
+                    wrong.push(format!(
+                        "type {} (created as {})",
+                        got.obj_type, o.prop.obj_type
+                    ));
                 }
                 if got.valid & AAPI_PROP_SIZE != 0
                     && got.obj_type != AAPI_OBJ_DIR
@@ -391,7 +413,10 @@ pub fn restore_task(ctx: &Ctx, images: &[PathBuf], root: &Path) -> Result<(), St
                     && o.prop.obj_type != AAPI_OBJ_SYMLINK
                     && got.mode != o.prop.mode
                 {
-                    wrong.push(format!("mode {:o} (created with {:o})", got.mode, o.prop.mode));
+                    wrong.push(format!(
+                        "mode {:o} (created with {:o})",
+                        got.mode, o.prop.mode
+                    ));
                 }
                 if !wrong.is_empty() {
                     ctx.fail(

@@ -7,7 +7,9 @@
 
 use crate::checks::{HANDLE_FUNCTIONS, NULL_FUNCTIONS, OUT_PARAM_FUNCTIONS};
 use crate::pipeline::{READ_BUF, read_all, under};
-use crate::worker::{ConfHooks, Ctx, code_name, cpath, new_prop, open_fds, pbytes, show, thread_count};
+use crate::worker::{
+    ConfHooks, Ctx, code_name, cpath, new_prop, open_fds, pbytes, show, thread_count,
+};
 use aapi_host::client::{DiscoveryArgs, HostHooks, Plugin, Server};
 use aapi_host::loader::{EntryPoints, LoadError, PluginLibrary};
 use aapi_sdk::abi::*;
@@ -249,7 +251,13 @@ impl P<'_> {
 
     /// The read cap of a known object.
     fn cap(&self, path: &[u8]) -> u64 {
-        cap_for(self.objects().all.iter().find(|o| o.path == path).map_or(1 << 20, |o| o.size))
+        cap_for(
+            self.objects()
+                .all
+                .iter()
+                .find(|o| o.path == path)
+                .map_or(1 << 20, |o| o.size),
+        )
     }
 
     fn has(&self, cap: u64) -> bool {
@@ -300,7 +308,13 @@ impl P<'_> {
         Ok(h)
     }
 
-    fn create(&self, s: &Server, path: &[u8], kind: u32, flags: u32) -> Result<aapi_object_t, Fail> {
+    fn create(
+        &self,
+        s: &Server,
+        path: &[u8],
+        kind: u32,
+        flags: u32,
+    ) -> Result<aapi_object_t, Fail> {
         let mut prop = new_prop();
         prop.obj_type = kind;
         prop.valid = AAPI_PROP_MODE;
@@ -318,7 +332,10 @@ impl P<'_> {
                 (e.write_object)(h, chunk.as_ptr() as *const c_void, chunk.len())
             });
             if c != AAPI_EOK {
-                return Err(Fail::Plugin(format!("aapi_write_object returned {}", code_name(c))));
+                return Err(Fail::Plugin(format!(
+                    "aapi_write_object returned {}",
+                    code_name(c)
+                )));
             }
         }
         Ok(())
@@ -329,7 +346,12 @@ impl P<'_> {
         self.raw("aapi_close_object", || unsafe { (e.close_object)(h) })
     }
 
-    fn byname(&self, e: &EntryPoints, s: aapi_server_t, path: &[u8]) -> (c_int, aapi_object_prop_t) {
+    fn byname(
+        &self,
+        e: &EntryPoints,
+        s: aapi_server_t,
+        path: &[u8],
+    ) -> (c_int, aapi_object_prop_t) {
         let p = cpath(path);
         let mut prop = new_prop();
         // SAFETY: valid pointers for the call.
@@ -442,7 +464,12 @@ fn raw_session(ctx: &Ctx, op: u32) -> &'static mut RawSession {
     }))
 }
 
-fn raw_open(p: &P, e: &EntryPoints, def: *const aapi_session_def_t, server: &CStr) -> (c_int, aapi_server_t) {
+fn raw_open(
+    p: &P,
+    e: &EntryPoints,
+    def: *const aapi_session_def_t,
+    server: &CStr,
+) -> (c_int, aapi_server_t) {
     let mut h: aapi_server_t = 0;
     // SAFETY: pointers valid (def leaked, alive for the process).
     let c = p.raw("aapi_open_server", || unsafe {
@@ -494,7 +521,9 @@ fn empty_snapid() -> aapi_snapid_t {
 }
 
 fn dir_is_empty(d: &Path) -> bool {
-    std::fs::read_dir(d).map(|mut r| r.next().is_none()).unwrap_or(true)
+    std::fs::read_dir(d)
+        .map(|mut r| r.next().is_none())
+        .unwrap_or(true)
 }
 
 fn ts(sec: i64, nsec: u32) -> aapi_time_t {
@@ -530,7 +559,10 @@ struct Guarded<T> {
 
 impl<T> Guarded<T> {
     fn new(v: T) -> Self {
-        Guarded { v, guard: [SENT; 64] }
+        Guarded {
+            v,
+            guard: [SENT; 64],
+        }
     }
 
     fn intact(&self) -> bool {
@@ -574,9 +606,10 @@ fn info_findings(pi: &aapi_plugin_info_t) -> Vec<String> {
             Err(e) => f.push(format!("plugin_info.{field} {e}")),
             Ok(b) if b.is_empty() => f.push(format!("plugin_info.{field} is empty")),
             Ok(b) => match field {
-                "name" | "version" if !printable(&b) => {
-                    f.push(format!("plugin_info.{field} {} is not printable ASCII", show(&b)))
-                }
+                "name" | "version" if !printable(&b) => f.push(format!(
+                    "plugin_info.{field} {} is not printable ASCII",
+                    show(&b)
+                )),
                 "vendor" if std::str::from_utf8(&b).is_err() => {
                     f.push(format!("plugin_info.vendor {} is not UTF-8", show(&b)))
                 }
@@ -609,9 +642,9 @@ pub fn gate(ctx: &Ctx) -> R {
         Err(e) => {
             let check = match &e {
                 LoadError::NotFound { .. } => return Err(e.to_string()),
-                LoadError::Dlopen { .. } | LoadError::NoMarker { .. } | LoadError::BadMarker { .. } => {
-                    "load.marker"
-                }
+                LoadError::Dlopen { .. }
+                | LoadError::NoMarker { .. }
+                | LoadError::BadMarker { .. } => "load.marker",
                 LoadError::Abi { .. } => {
                     ctx.ran("load.marker");
                     "load.abi-version"
@@ -631,7 +664,10 @@ pub fn gate(ctx: &Ctx) -> R {
     if marker.marker_size as usize != MARKER_SIZE {
         ctx.fail(
             "load.marker",
-            format!("marker_size is {}, expected {MARKER_SIZE}", marker.marker_size),
+            format!(
+                "marker_size is {}, expected {MARKER_SIZE}",
+                marker.marker_size
+            ),
         );
     }
     for c in ["load.marker", "load.abi-version", "load.symbols"] {
@@ -647,7 +683,10 @@ pub fn gate(ctx: &Ctx) -> R {
     if code != AAPI_EOK {
         ctx.fail(
             "load.init",
-            format!("aapi_pgn_init with a valid aapi_host_info_t returned {}", code_name(code)),
+            format!(
+                "aapi_pgn_init with a valid aapi_host_info_t returned {}",
+                code_name(code)
+            ),
         );
         return Ok(());
     }
@@ -676,9 +715,10 @@ pub fn gate(ctx: &Ctx) -> R {
         Ok(p) => {
             let _ = p.terminate();
         }
-        Err(err) if findings.is_empty() && !abi_differs => {
-            ctx.fail("load.init", format!("the framework refused the plugin: {err}"))
-        }
+        Err(err) if findings.is_empty() && !abi_differs => ctx.fail(
+            "load.init",
+            format!("the framework refused the plugin: {err}"),
+        ),
         Err(_) => {}
     }
     Ok(())
@@ -693,12 +733,16 @@ fn load_claim(p: &P) -> PR {
     let types = plugin.info().workload_types.clone();
     let want = &p.ctx.spec.setup.workload_type;
     if !types.iter().any(|t| t == want) {
-        p.fail(format!("workload_types {types:?} does not list the profile's {want:?}"));
+        p.fail(format!(
+            "workload_types {types:?} does not list the profile's {want:?}"
+        ));
     }
     for t in &types {
         match plugin.claim(t) {
             Ok(true) => {}
-            Ok(false) => p.fail(format!("aapi_pgn_claim({t:?}) returned AAPI_ENOTCLAIMED for a listed type")),
+            Ok(false) => p.fail(format!(
+                "aapi_pgn_claim({t:?}) returned AAPI_ENOTCLAIMED for a listed type"
+            )),
             Err(e) => p.fail(e.to_string()),
         }
     }
@@ -708,7 +752,9 @@ fn load_claim(p: &P) -> PR {
         }
         match plugin.claim(other) {
             Ok(false) => {}
-            Ok(true) => p.fail(format!("aapi_pgn_claim({other:?}) returned AAPI_EOK for a type the plugin does not list")),
+            Ok(true) => p.fail(format!(
+                "aapi_pgn_claim({other:?}) returned AAPI_EOK for a type the plugin does not list"
+            )),
             Err(e) => p.fail(format!("{e}, expected AAPI_ENOTCLAIMED")),
         }
     }
@@ -717,8 +763,15 @@ fn load_claim(p: &P) -> PR {
 }
 
 const SYSTEM_LIBS: &[&str] = &[
-    "libc.so", "libm.so", "libdl.so", "libpthread.so", "libgcc_s.so", "libstdc++.so", "librt.so",
-    "ld-linux", "ld64.so",
+    "libc.so",
+    "libm.so",
+    "libdl.so",
+    "libpthread.so",
+    "libgcc_s.so",
+    "libstdc++.so",
+    "librt.so",
+    "ld-linux",
+    "ld64.so",
 ];
 
 fn undefined_symbols(p: &P) -> PR {
@@ -752,7 +805,9 @@ fn undefined_symbols(p: &P) -> PR {
                 CStr::from_ptr(m).to_string_lossy().into_owned()
             }
         };
-        p.fail(format!("dlopen with RTLD_NOW fails, some symbol does not resolve: {msg}"));
+        p.fail(format!(
+            "dlopen with RTLD_NOW fails, some symbol does not resolve: {msg}"
+        ));
     }
     Ok(())
 }
@@ -764,21 +819,34 @@ fn no_side_effects(p: &P) -> PR {
     // SAFETY: the only other thread of this process (the cancel watcher) reads no variables.
     unsafe { std::env::set_var("TMPDIR", &tmp) };
     let threads = thread_count();
-    let out_before = std::fs::metadata(&p.ctx.spec.capture).map(|m| m.len()).unwrap_or(0);
+    let out_before = std::fs::metadata(&p.ctx.spec.capture)
+        .map(|m| m.len())
+        .unwrap_or(0);
     let lib = p.lib()?;
     let _ = lib;
     std::thread::sleep(Duration::from_millis(20));
     let after = thread_count();
     if after != threads {
-        p.fail(format!("loading the library started {} thread(s)", after as i64 - threads as i64));
+        p.fail(format!(
+            "loading the library started {} thread(s)",
+            after as i64 - threads as i64
+        ));
     }
-    let out_after = std::fs::metadata(&p.ctx.spec.capture).map(|m| m.len()).unwrap_or(0);
+    let out_after = std::fs::metadata(&p.ctx.spec.capture)
+        .map(|m| m.len())
+        .unwrap_or(0);
     if out_after != out_before {
-        p.fail(format!("loading the library printed {} bytes", out_after - out_before));
+        p.fail(format!(
+            "loading the library printed {} bytes",
+            out_after - out_before
+        ));
     }
     for d in [&cwd, &tmp] {
         if !dir_is_empty(d) {
-            p.fail(format!("loading the library created files in {}", d.display()));
+            p.fail(format!(
+                "loading the library created files in {}",
+                d.display()
+            ));
         }
     }
     Ok(())
@@ -792,7 +860,10 @@ fn info_static(p: &P) -> PR {
     // SAFETY: valid pointers.
     let c = p.raw("aapi_pgn_init", || unsafe { (e.pgn_init)(&hi, &mut pi) });
     if c != AAPI_EOK {
-        return Err(Fail::Plugin(format!("aapi_pgn_init returned {}", code_name(c))));
+        return Err(Fail::Plugin(format!(
+            "aapi_pgn_init returned {}",
+            code_name(c)
+        )));
     }
     let read = |pi: &aapi_plugin_info_t| {
         [pi.name, pi.version, pi.vendor, pi.workload_types]
@@ -824,7 +895,11 @@ fn init_major(p: &P) -> PR {
     sentinel(&mut pi, 4);
     // SAFETY: valid pointers.
     let c = p.raw("aapi_pgn_init", || unsafe { (e.pgn_init)(&hi, &mut pi) });
-    p.expect(&format!("aapi_pgn_init with host abi_major {}", hi.abi_major), c, AAPI_EABI);
+    p.expect(
+        &format!("aapi_pgn_init with host abi_major {}", hi.abi_major),
+        c,
+        AAPI_EABI,
+    );
     if !is_sentinel(&pi, 4) {
         p.fail("aapi_pgn_init wrote plugin_info while refusing the host's ABI major");
     }
@@ -876,13 +951,21 @@ fn struct_size(p: &P) -> PR {
         ..Default::default()
     };
     // SAFETY: valid pointer.
-    let c = p.raw("aapi_get_server_prop", || unsafe { (e.get_server_prop)(s.handle(), &mut si) });
-    p.expect("aapi_get_server_prop with server_info.struct_size 4", c, AAPI_EABI);
+    let c = p.raw("aapi_get_server_prop", || unsafe {
+        (e.get_server_prop)(s.handle(), &mut si)
+    });
+    p.expect(
+        "aapi_get_server_prop with server_info.struct_size 4",
+        c,
+        AAPI_EABI,
+    );
     let o = p.open_obj(&s, &p.small())?;
     let mut prop = new_prop();
     prop.struct_size = 8;
     // SAFETY: valid pointer.
-    let c = p.raw("aapi_get_object_prop", || unsafe { (e.get_object_prop)(o, &mut prop) });
+    let c = p.raw("aapi_get_object_prop", || unsafe {
+        (e.get_object_prop)(o, &mut prop)
+    });
     p.expect("aapi_get_object_prop with prop.struct_size 8", c, AAPI_EABI);
     let path = cpath(&p.small());
     let mut prop = new_prop();
@@ -891,7 +974,11 @@ fn struct_size(p: &P) -> PR {
     let c = p.raw("aapi_get_object_prop_byname", || unsafe {
         (e.get_object_prop_byname)(s.handle(), path.as_ptr(), &mut prop)
     });
-    p.expect("aapi_get_object_prop_byname with prop.struct_size 8", c, AAPI_EABI);
+    p.expect(
+        "aapi_get_object_prop_byname with prop.struct_size 8",
+        c,
+        AAPI_EABI,
+    );
     p.close_obj(&e, o);
     drop(s);
     if p.has(AAPI_CAP_RESTORE) {
@@ -906,8 +993,14 @@ fn struct_size(p: &P) -> PR {
             object_count: 1,
         };
         // SAFETY: valid pointer.
-        let c = p.raw("aapi_restore_preprocess", || unsafe { (e.restore_preprocess)(r.handle(), &ri) });
-        p.expect("aapi_restore_preprocess with restore_info.struct_size 8", c, AAPI_EABI);
+        let c = p.raw("aapi_restore_preprocess", || unsafe {
+            (e.restore_preprocess)(r.handle(), &ri)
+        });
+        p.expect(
+            "aapi_restore_preprocess with restore_info.struct_size 8",
+            c,
+            AAPI_EABI,
+        );
         drop(r);
         let (r, root) = p.restore(&plugin, "root2")?;
         let target = cpath(&under(&root, b"/abi4.txt"));
@@ -948,7 +1041,11 @@ fn struct_bounds(p: &P) -> PR {
             // SAFETY: no arguments.
             p.raw("aapi_terminate", || unsafe { (e.terminate)() });
         } else {
-            p.fail(format!("aapi_pgn_init with struct_size {} returned {}", g.v.struct_size, code_name(c)));
+            p.fail(format!(
+                "aapi_pgn_init with struct_size {} returned {}",
+                g.v.struct_size,
+                code_name(c)
+            ));
         }
     }
     let plugin = p.plugin()?;
@@ -959,16 +1056,26 @@ fn struct_bounds(p: &P) -> PR {
         let mut g = Guarded::new(aapi_server_info_t::default());
         g.v.struct_size = size_of::<aapi_server_info_t>() as u32 + extra;
         // SAFETY: g is large enough for struct_size.
-        let c = p.raw("aapi_get_server_prop", || unsafe { (e.get_server_prop)(s.handle(), &mut g.v) });
+        let c = p.raw("aapi_get_server_prop", || unsafe {
+            (e.get_server_prop)(s.handle(), &mut g.v)
+        });
         if c == AAPI_EOK && !g.intact() {
-            p.fail(format!("aapi_get_server_prop wrote past aapi_server_info_t (struct_size {})", g.v.struct_size));
+            p.fail(format!(
+                "aapi_get_server_prop wrote past aapi_server_info_t (struct_size {})",
+                g.v.struct_size
+            ));
         }
         let mut g = Guarded::new(new_prop());
         g.v.struct_size += extra;
         // SAFETY: as above.
-        let c = p.raw("aapi_get_object_prop", || unsafe { (e.get_object_prop)(o, &mut g.v) });
+        let c = p.raw("aapi_get_object_prop", || unsafe {
+            (e.get_object_prop)(o, &mut g.v)
+        });
         if c == AAPI_EOK && !g.intact() {
-            p.fail(format!("aapi_get_object_prop wrote past aapi_object_prop_t (struct_size {})", g.v.struct_size));
+            p.fail(format!(
+                "aapi_get_object_prop wrote past aapi_object_prop_t (struct_size {})",
+                g.v.struct_size
+            ));
         }
         let mut g = Guarded::new(new_prop());
         g.v.struct_size += extra;
@@ -994,7 +1101,12 @@ fn struct_bounds(p: &P) -> PR {
 // --------------------------------------------------------------------------------------------
 
 /// Call every entry point but init, terminate and get_last_error; return (function, code).
-fn every_call(p: &P, e: &EntryPoints, s: aapi_server_t, o: aapi_object_t) -> Result<Vec<(&'static str, c_int)>, Fail> {
+fn every_call(
+    p: &P,
+    e: &EntryPoints,
+    s: aapi_server_t,
+    o: aapi_object_t,
+) -> Result<Vec<(&'static str, c_int)>, Fail> {
     let dir = p.dir("every")?;
     let file = cpath(&under(&dir, b"/x"));
     let rs = raw_session(p.ctx, AAPI_OP_BACKUP);
@@ -1026,31 +1138,123 @@ fn every_call(p: &P, e: &EntryPoints, s: aapi_server_t, o: aapi_object_t) -> Res
     let name = server_name(p);
     // SAFETY (all calls below): every pointer is valid for its call.
     unsafe {
-        v.push(("aapi_pgn_claim", p.raw("aapi_pgn_claim", || (e.pgn_claim)(c"files".as_ptr()))));
-        v.push(("aapi_open_server", p.raw("aapi_open_server", || (e.open_server)(name.as_ptr(), &rs.def, &mut h))));
-        v.push(("aapi_get_server_prop", p.raw("aapi_get_server_prop", || (e.get_server_prop)(s, &mut si))));
-        v.push(("aapi_discovery", p.raw("aapi_discovery", || {
-            (e.discovery)(s, d.sel.as_ptr(), d.hosts.as_ptr(), d.dir.as_ptr(), d.suffix.as_ptr(), AAPI_SCHED_FULL, &mut snap)
-        })));
-        v.push(("aapi_postprocess", p.raw("aapi_postprocess", || {
-            (e.postprocess)(s, d.sel.as_ptr(), d.hosts.as_ptr(), d.dir.as_ptr(), d.suffix.as_ptr(), AAPI_SCHED_FULL, &snap)
-        })));
-        v.push(("aapi_get_snappath_from_realpath", p.raw("aapi_get_snappath_from_realpath", || {
-            (e.get_snappath_from_realpath)(s, c"".as_ptr(), file.as_ptr(), buf.as_mut_ptr() as *mut c_char, &mut size)
-        })));
-        v.push(("aapi_open_object", p.raw("aapi_open_object", || (e.open_object)(s, file.as_ptr(), AAPI_OPEN_READ, &mut h))));
-        v.push(("aapi_create_object", p.raw("aapi_create_object", || (e.create_object)(s, file.as_ptr(), &cprop, 0, &mut h))));
-        v.push(("aapi_delete_object", p.raw("aapi_delete_object", || (e.delete_object)(s, file.as_ptr()))));
-        v.push(("aapi_read_object", p.raw("aapi_read_object", || (e.read_object)(o, buf.as_mut_ptr() as *mut c_void, 16, &mut n))));
-        v.push(("aapi_write_object", p.raw("aapi_write_object", || (e.write_object)(o, buf.as_ptr() as *const c_void, 1))));
+        v.push((
+            "aapi_pgn_claim",
+            p.raw("aapi_pgn_claim", || (e.pgn_claim)(c"files".as_ptr())),
+        ));
+        v.push((
+            "aapi_open_server",
+            p.raw("aapi_open_server", || {
+                (e.open_server)(name.as_ptr(), &rs.def, &mut h)
+            }),
+        ));
+        v.push((
+            "aapi_get_server_prop",
+            p.raw("aapi_get_server_prop", || (e.get_server_prop)(s, &mut si)),
+        ));
+        v.push((
+            "aapi_discovery",
+            p.raw("aapi_discovery", || {
+                (e.discovery)(
+                    s,
+                    d.sel.as_ptr(),
+                    d.hosts.as_ptr(),
+                    d.dir.as_ptr(),
+                    d.suffix.as_ptr(),
+                    AAPI_SCHED_FULL,
+                    &mut snap,
+                )
+            }),
+        ));
+        v.push((
+            "aapi_postprocess",
+            p.raw("aapi_postprocess", || {
+                (e.postprocess)(
+                    s,
+                    d.sel.as_ptr(),
+                    d.hosts.as_ptr(),
+                    d.dir.as_ptr(),
+                    d.suffix.as_ptr(),
+                    AAPI_SCHED_FULL,
+                    &snap,
+                )
+            }),
+        ));
+        v.push((
+            "aapi_get_snappath_from_realpath",
+            p.raw("aapi_get_snappath_from_realpath", || {
+                (e.get_snappath_from_realpath)(
+                    s,
+                    c"".as_ptr(),
+                    file.as_ptr(),
+                    buf.as_mut_ptr() as *mut c_char,
+                    &mut size,
+                )
+            }),
+        ));
+        v.push((
+            "aapi_open_object",
+            p.raw("aapi_open_object", || {
+                (e.open_object)(s, file.as_ptr(), AAPI_OPEN_READ, &mut h)
+            }),
+        ));
+        v.push((
+            "aapi_create_object",
+            p.raw("aapi_create_object", || {
+                (e.create_object)(s, file.as_ptr(), &cprop, 0, &mut h)
+            }),
+        ));
+        v.push((
+            "aapi_delete_object",
+            p.raw("aapi_delete_object", || (e.delete_object)(s, file.as_ptr())),
+        ));
+        v.push((
+            "aapi_read_object",
+            p.raw("aapi_read_object", || {
+                (e.read_object)(o, buf.as_mut_ptr() as *mut c_void, 16, &mut n)
+            }),
+        ));
+        v.push((
+            "aapi_write_object",
+            p.raw("aapi_write_object", || {
+                (e.write_object)(o, buf.as_ptr() as *const c_void, 1)
+            }),
+        ));
         v.push(("aapi_flush", p.raw("aapi_flush", || (e.flush)(o))));
-        v.push(("aapi_get_object_prop", p.raw("aapi_get_object_prop", || (e.get_object_prop)(o, &mut prop))));
-        v.push(("aapi_get_object_prop_byname", p.raw("aapi_get_object_prop_byname", || (e.get_object_prop_byname)(s, file.as_ptr(), &mut prop))));
-        v.push(("aapi_set_object_utimes", p.raw("aapi_set_object_utimes", || (e.set_object_utimes)(s, file.as_ptr(), null(), null()))));
-        v.push(("aapi_restore_preprocess", p.raw("aapi_restore_preprocess", || (e.restore_preprocess)(s, &ri))));
-        v.push(("aapi_restore_postprocess", p.raw("aapi_restore_postprocess", || (e.restore_postprocess)(s, AAPI_EOK))));
-        v.push(("aapi_close_object", p.raw("aapi_close_object", || (e.close_object)(o))));
-        v.push(("aapi_close_server", p.raw("aapi_close_server", || (e.close_server)(s))));
+        v.push((
+            "aapi_get_object_prop",
+            p.raw("aapi_get_object_prop", || (e.get_object_prop)(o, &mut prop)),
+        ));
+        v.push((
+            "aapi_get_object_prop_byname",
+            p.raw("aapi_get_object_prop_byname", || {
+                (e.get_object_prop_byname)(s, file.as_ptr(), &mut prop)
+            }),
+        ));
+        v.push((
+            "aapi_set_object_utimes",
+            p.raw("aapi_set_object_utimes", || {
+                (e.set_object_utimes)(s, file.as_ptr(), null(), null())
+            }),
+        ));
+        v.push((
+            "aapi_restore_preprocess",
+            p.raw("aapi_restore_preprocess", || (e.restore_preprocess)(s, &ri)),
+        ));
+        v.push((
+            "aapi_restore_postprocess",
+            p.raw("aapi_restore_postprocess", || {
+                (e.restore_postprocess)(s, AAPI_EOK)
+            }),
+        ));
+        v.push((
+            "aapi_close_object",
+            p.raw("aapi_close_object", || (e.close_object)(o)),
+        ));
+        v.push((
+            "aapi_close_server",
+            p.raw("aapi_close_server", || (e.close_server)(s)),
+        ));
     }
     Ok(v)
 }
@@ -1092,7 +1296,9 @@ fn double_init(p: &P) -> PR {
     }
     match plugin.claim(&p.ctx.spec.setup.workload_type) {
         Ok(true) => {}
-        other => p.fail(format!("aapi_pgn_claim after a refused second init: {other:?}")),
+        other => p.fail(format!(
+            "aapi_pgn_claim after a refused second init: {other:?}"
+        )),
     }
     plugin.terminate()?;
     let mut pi = plugin_info();
@@ -1123,7 +1329,11 @@ fn open_before_claim(p: &P) -> PR {
     // (A plugin that claims unknown types breaks LOAD-6, not this clause.)
     if let Ok(false) = plugin.claim("aapi-conformance-unknown-type") {
         let c = open_code(plugin.open_server(&server, def.clone()));
-        p.expect("aapi_open_server after a claim answered AAPI_ENOTCLAIMED", c, AAPI_ESEQUENCE);
+        p.expect(
+            "aapi_open_server after a claim answered AAPI_ENOTCLAIMED",
+            c,
+            AAPI_ESEQUENCE,
+        );
     }
     plugin.claim(&p.ctx.spec.setup.workload_type)?;
     let c = open_code(plugin.open_server(&server, def.clone()));
@@ -1131,13 +1341,22 @@ fn open_before_claim(p: &P) -> PR {
     plugin.terminate()?;
     let plugin = p.init_only()?;
     let c = open_code(plugin.open_server(&server, def));
-    p.expect("aapi_open_server in a new cycle without a claim", c, AAPI_ESEQUENCE);
+    p.expect(
+        "aapi_open_server in a new cycle without a claim",
+        c,
+        AAPI_ESEQUENCE,
+    );
     plugin.terminate()?;
     Ok(())
 }
 
 /// Server-level calls on `s`, each with valid arguments; those named in `skip` are not made.
-fn server_calls(p: &P, e: &EntryPoints, s: aapi_server_t, skip: &[&str]) -> Result<Vec<(&'static str, c_int)>, Fail> {
+fn server_calls(
+    p: &P,
+    e: &EntryPoints,
+    s: aapi_server_t,
+    skip: &[&str],
+) -> Result<Vec<(&'static str, c_int)>, Fail> {
     let dir = p.dir("seq")?;
     let file = cpath(&p.small());
     let target = cpath(&under(&dir, b"/created-out-of-order"));
@@ -1177,26 +1396,62 @@ fn server_calls(p: &P, e: &EntryPoints, s: aapi_server_t, skip: &[&str]) -> Resu
         // SAFETY: every pointer is valid for its call.
         let c = unsafe {
             match f {
-                "aapi_discovery" => p.raw(f, || (e.discovery)(s, d.sel.as_ptr(), d.hosts.as_ptr(), d.dir.as_ptr(), d.suffix.as_ptr(), AAPI_SCHED_FULL, &mut snap)),
-                "aapi_postprocess" => p.raw(f, || (e.postprocess)(s, d.sel.as_ptr(), d.hosts.as_ptr(), d.dir.as_ptr(), d.suffix.as_ptr(), AAPI_SCHED_FULL, &empty_snapid())),
-                "aapi_get_snappath_from_realpath" => p.raw(f, || (e.get_snappath_from_realpath)(s, c"".as_ptr(), file.as_ptr(), buf.as_mut_ptr() as *mut c_char, &mut size)),
+                "aapi_discovery" => p.raw(f, || {
+                    (e.discovery)(
+                        s,
+                        d.sel.as_ptr(),
+                        d.hosts.as_ptr(),
+                        d.dir.as_ptr(),
+                        d.suffix.as_ptr(),
+                        AAPI_SCHED_FULL,
+                        &mut snap,
+                    )
+                }),
+                "aapi_postprocess" => p.raw(f, || {
+                    (e.postprocess)(
+                        s,
+                        d.sel.as_ptr(),
+                        d.hosts.as_ptr(),
+                        d.dir.as_ptr(),
+                        d.suffix.as_ptr(),
+                        AAPI_SCHED_FULL,
+                        &empty_snapid(),
+                    )
+                }),
+                "aapi_get_snappath_from_realpath" => p.raw(f, || {
+                    (e.get_snappath_from_realpath)(
+                        s,
+                        c"".as_ptr(),
+                        file.as_ptr(),
+                        buf.as_mut_ptr() as *mut c_char,
+                        &mut size,
+                    )
+                }),
                 "aapi_open_object" => {
-                    let c = p.raw(f, || (e.open_object)(s, file.as_ptr(), AAPI_OPEN_READ, &mut h));
+                    let c = p.raw(f, || {
+                        (e.open_object)(s, file.as_ptr(), AAPI_OPEN_READ, &mut h)
+                    });
                     if c == AAPI_EOK {
                         p.close_obj(e, h);
                     }
                     c
                 }
                 "aapi_create_object" => {
-                    let c = p.raw(f, || (e.create_object)(s, target.as_ptr(), &cprop, 0, &mut h));
+                    let c = p.raw(f, || {
+                        (e.create_object)(s, target.as_ptr(), &cprop, 0, &mut h)
+                    });
                     if c == AAPI_EOK {
                         p.close_obj(e, h);
                     }
                     c
                 }
                 "aapi_delete_object" => p.raw(f, || (e.delete_object)(s, target.as_ptr())),
-                "aapi_get_object_prop_byname" => p.raw(f, || (e.get_object_prop_byname)(s, file.as_ptr(), &mut prop)),
-                "aapi_set_object_utimes" => p.raw(f, || (e.set_object_utimes)(s, file.as_ptr(), null(), null())),
+                "aapi_get_object_prop_byname" => p.raw(f, || {
+                    (e.get_object_prop_byname)(s, file.as_ptr(), &mut prop)
+                }),
+                "aapi_set_object_utimes" => p.raw(f, || {
+                    (e.set_object_utimes)(s, file.as_ptr(), null(), null())
+                }),
                 "aapi_restore_preprocess" => p.raw(f, || (e.restore_preprocess)(s, &ri)),
                 _ => p.raw(f, || (e.restore_postprocess)(s, AAPI_EIO)),
             }
@@ -1214,7 +1469,11 @@ fn operation(p: &P, op: u32) -> PR {
         AAPI_OP_DISCOVERY => ("DISCOVERY", &["aapi_discovery"]),
         AAPI_OP_BACKUP => (
             "BACKUP",
-            &["aapi_get_snappath_from_realpath", "aapi_open_object", "aapi_get_object_prop_byname"],
+            &[
+                "aapi_get_snappath_from_realpath",
+                "aapi_open_object",
+                "aapi_get_object_prop_byname",
+            ],
         ),
         _ => ("POSTPROCESS", &["aapi_postprocess"]),
     };
@@ -1232,14 +1491,22 @@ fn operation_restore(p: &P) -> PR {
     let s = p.session(&plugin, AAPI_OP_RESTORE)?;
     let before: &[&str] = &["aapi_restore_preprocess"];
     for (f, c) in server_calls(p, &e, s.handle(), before)? {
-        p.expect(&format!("{f} in a RESTORE session before aapi_restore_preprocess"), c, AAPI_ESEQUENCE);
+        p.expect(
+            &format!("{f} in a RESTORE session before aapi_restore_preprocess"),
+            c,
+            AAPI_ESEQUENCE,
+        );
     }
     let root = p.dir("after")?;
     s.restore_preprocess(&pbytes(&root), 1, 1)?;
     s.restore_postprocess(AAPI_EOK)?;
     let after: &[&str] = &["aapi_restore_preprocess", "aapi_get_object_prop_byname"];
     for (f, c) in server_calls(p, &e, s.handle(), after)? {
-        p.expect(&format!("{f} in a RESTORE session after aapi_restore_postprocess"), c, AAPI_ESEQUENCE);
+        p.expect(
+            &format!("{f} in a RESTORE session after aapi_restore_postprocess"),
+            c,
+            AAPI_ESEQUENCE,
+        );
     }
     drop(s);
     plugin.terminate()?;
@@ -1265,15 +1532,27 @@ fn once_per_session(p: &P) -> PR {
         workload_dir: &out2,
         ..args.clone()
     };
-    let c = s.discovery(&args2).err().and_then(|e| e.code()).unwrap_or(AAPI_EOK);
+    let c = s
+        .discovery(&args2)
+        .err()
+        .and_then(|e| e.code())
+        .unwrap_or(AAPI_EOK);
     p.expect("a second aapi_discovery on one session", c, AAPI_ESEQUENCE);
     drop(s);
     let mut def = p.ctx.session_def(AAPI_OP_POSTPROCESS);
     def.snapid = snap.clone();
     let s = plugin.open_server(&p.ctx.spec.setup.server, def)?;
     s.postprocess(&args, &snap)?;
-    let c = s.postprocess(&args, &snap).err().and_then(|e| e.code()).unwrap_or(AAPI_EOK);
-    p.expect("a second aapi_postprocess on one session", c, AAPI_ESEQUENCE);
+    let c = s
+        .postprocess(&args, &snap)
+        .err()
+        .and_then(|e| e.code())
+        .unwrap_or(AAPI_EOK);
+    p.expect(
+        "a second aapi_postprocess on one session",
+        c,
+        AAPI_ESEQUENCE,
+    );
     drop(s);
     if p.has(AAPI_CAP_RESTORE) {
         let (s, root) = p.restore(&plugin, "once")?;
@@ -1282,10 +1561,22 @@ fn once_per_session(p: &P) -> PR {
             .err()
             .and_then(|e| e.code())
             .unwrap_or(AAPI_EOK);
-        p.expect("a second aapi_restore_preprocess on one session", c, AAPI_ESEQUENCE);
+        p.expect(
+            "a second aapi_restore_preprocess on one session",
+            c,
+            AAPI_ESEQUENCE,
+        );
         s.restore_postprocess(AAPI_EOK)?;
-        let c = s.restore_postprocess(AAPI_EOK).err().and_then(|e| e.code()).unwrap_or(AAPI_EOK);
-        p.expect("a second aapi_restore_postprocess on one session", c, AAPI_ESEQUENCE);
+        let c = s
+            .restore_postprocess(AAPI_EOK)
+            .err()
+            .and_then(|e| e.code())
+            .unwrap_or(AAPI_EOK);
+        p.expect(
+            "a second aapi_restore_postprocess on one session",
+            c,
+            AAPI_ESEQUENCE,
+        );
     }
     plugin.terminate()?;
     Ok(())
@@ -1298,11 +1589,21 @@ fn object_mode(p: &P) -> PR {
     let o = p.open_obj(&s, &p.small())?;
     let b = [0u8; 4];
     // SAFETY: valid buffer.
-    let c = p.raw("aapi_write_object", || unsafe { (e.write_object)(o, b.as_ptr() as *const c_void, 1) });
-    p.expect("aapi_write_object on an object opened for reading", c, AAPI_ESEQUENCE);
+    let c = p.raw("aapi_write_object", || unsafe {
+        (e.write_object)(o, b.as_ptr() as *const c_void, 1)
+    });
+    p.expect(
+        "aapi_write_object on an object opened for reading",
+        c,
+        AAPI_ESEQUENCE,
+    );
     // SAFETY: plain value.
     let c = p.raw("aapi_flush", || unsafe { (e.flush)(o) });
-    p.expect("aapi_flush on an object opened for reading", c, AAPI_ESEQUENCE);
+    p.expect(
+        "aapi_flush on an object opened for reading",
+        c,
+        AAPI_ESEQUENCE,
+    );
     p.close_obj(&e, o);
     drop(s);
     let (r, root) = p.restore(&plugin, "mode")?;
@@ -1310,7 +1611,9 @@ fn object_mode(p: &P) -> PR {
     let mut buf = [0u8; 16];
     let mut n = 0usize;
     // SAFETY: valid buffer.
-    let c = p.raw("aapi_read_object", || unsafe { (e.read_object)(o, buf.as_mut_ptr() as *mut c_void, 16, &mut n) });
+    let c = p.raw("aapi_read_object", || unsafe {
+        (e.read_object)(o, buf.as_mut_ptr() as *mut c_void, 16, &mut n)
+    });
     p.expect("aapi_read_object on a created object", c, AAPI_ESEQUENCE);
     p.close_obj(&e, o);
     r.restore_postprocess(AAPI_EOK)?;
@@ -1332,16 +1635,32 @@ fn close_server(p: &P) -> PR {
     p.expect("aapi_close_server with two objects open", c, AAPI_EOK);
     let mut buf = [0u8; 16];
     let mut n = 0usize;
-    let c = p.raw("aapi_read_object", || unsafe { (e.read_object)(o1, buf.as_mut_ptr() as *mut c_void, 16, &mut n) });
-    p.expect("aapi_read_object on an object of a closed server", c, AAPI_EBADHANDLE);
+    let c = p.raw("aapi_read_object", || unsafe {
+        (e.read_object)(o1, buf.as_mut_ptr() as *mut c_void, 16, &mut n)
+    });
+    p.expect(
+        "aapi_read_object on an object of a closed server",
+        c,
+        AAPI_EBADHANDLE,
+    );
     let c = p.close_obj(&e, o2);
-    p.expect("aapi_close_object on an object of a closed server", c, AAPI_EBADHANDLE);
+    p.expect(
+        "aapi_close_object on an object of a closed server",
+        c,
+        AAPI_EBADHANDLE,
+    );
     let mut si = aapi_server_info_t {
         struct_size: size_of::<aapi_server_info_t>() as u32,
         ..Default::default()
     };
-    let c = p.raw("aapi_get_server_prop", || unsafe { (e.get_server_prop)(h, &mut si) });
-    p.expect("aapi_get_server_prop on a closed server", c, AAPI_EBADHANDLE);
+    let c = p.raw("aapi_get_server_prop", || unsafe {
+        (e.get_server_prop)(h, &mut si)
+    });
+    p.expect(
+        "aapi_get_server_prop on a closed server",
+        c,
+        AAPI_EBADHANDLE,
+    );
     let c = p.raw("aapi_close_server", || unsafe { (e.close_server)(h) });
     p.expect("a second aapi_close_server", c, AAPI_EBADHANDLE);
     plugin.terminate()?;
@@ -1361,7 +1680,11 @@ fn terminate(p: &P) -> PR {
     std::mem::forget(s);
     // SAFETY: no arguments.
     let c = p.raw("aapi_terminate", || unsafe { (e.terminate)() });
-    p.expect("aapi_terminate with a server and an object open", c, AAPI_EOK);
+    p.expect(
+        "aapi_terminate with a server and an object open",
+        c,
+        AAPI_EOK,
+    );
     // SAFETY: no arguments.
     let c = p.raw("aapi_terminate", || unsafe { (e.terminate)() });
     p.expect("a second aapi_terminate", c, AAPI_EOK);
@@ -1369,15 +1692,27 @@ fn terminate(p: &P) -> PR {
     let mut buf = [0u8; 16];
     let mut n = 0usize;
     // SAFETY: valid buffers.
-    let c = p.raw("aapi_read_object", || unsafe { (e.read_object)(o, buf.as_mut_ptr() as *mut c_void, 16, &mut n) });
-    p.expect("aapi_read_object in a new cycle on an object left open before aapi_terminate", c, AAPI_EBADHANDLE);
+    let c = p.raw("aapi_read_object", || unsafe {
+        (e.read_object)(o, buf.as_mut_ptr() as *mut c_void, 16, &mut n)
+    });
+    p.expect(
+        "aapi_read_object in a new cycle on an object left open before aapi_terminate",
+        c,
+        AAPI_EBADHANDLE,
+    );
     let mut si = aapi_server_info_t {
         struct_size: size_of::<aapi_server_info_t>() as u32,
         ..Default::default()
     };
     // SAFETY: valid pointer.
-    let c = p.raw("aapi_get_server_prop", || unsafe { (e.get_server_prop)(h, &mut si) });
-    p.expect("aapi_get_server_prop in a new cycle on a server left open before aapi_terminate", c, AAPI_EBADHANDLE);
+    let c = p.raw("aapi_get_server_prop", || unsafe {
+        (e.get_server_prop)(h, &mut si)
+    });
+    p.expect(
+        "aapi_get_server_prop in a new cycle on a server left open before aapi_terminate",
+        c,
+        AAPI_EBADHANDLE,
+    );
     plugin.terminate()?;
     Ok(())
 }
@@ -1402,13 +1737,22 @@ fn null_args(p: &P, f: &str) -> PR {
     // SAFETY (whole function): the NULLs are the point; every other pointer is valid.
     unsafe {
         if f == "aapi_pgn_init" {
-            check("aapi_pgn_init(NULL, info)".into(), p.raw(f, || (e.pgn_init)(null(), &mut pi)));
-            check("aapi_pgn_init(host, NULL)".into(), p.raw(f, || (e.pgn_init)(&hi, null_mut())));
+            check(
+                "aapi_pgn_init(NULL, info)".into(),
+                p.raw(f, || (e.pgn_init)(null(), &mut pi)),
+            );
+            check(
+                "aapi_pgn_init(host, NULL)".into(),
+                p.raw(f, || (e.pgn_init)(&hi, null_mut())),
+            );
             return Ok(());
         }
         let plugin = p.init_only()?;
         if f == "aapi_pgn_claim" {
-            check("aapi_pgn_claim(NULL)".into(), p.raw(f, || (e.pgn_claim)(null())));
+            check(
+                "aapi_pgn_claim(NULL)".into(),
+                p.raw(f, || (e.pgn_claim)(null())),
+            );
             plugin.terminate()?;
             return Ok(());
         }
@@ -1419,9 +1763,18 @@ fn null_args(p: &P, f: &str) -> PR {
         match f {
             "aapi_open_server" => {
                 let rs = raw_session(p.ctx, AAPI_OP_BACKUP);
-                check("aapi_open_server(NULL, session, handle)".into(), p.raw(f, || (e.open_server)(null(), &rs.def, &mut h)));
-                check("aapi_open_server(server, NULL, handle)".into(), p.raw(f, || (e.open_server)(name.as_ptr(), null(), &mut h)));
-                check("aapi_open_server(server, session, NULL)".into(), p.raw(f, || (e.open_server)(name.as_ptr(), &rs.def, null_mut())));
+                check(
+                    "aapi_open_server(NULL, session, handle)".into(),
+                    p.raw(f, || (e.open_server)(null(), &rs.def, &mut h)),
+                );
+                check(
+                    "aapi_open_server(server, NULL, handle)".into(),
+                    p.raw(f, || (e.open_server)(name.as_ptr(), null(), &mut h)),
+                );
+                check(
+                    "aapi_open_server(server, session, NULL)".into(),
+                    p.raw(f, || (e.open_server)(name.as_ptr(), &rs.def, null_mut())),
+                );
                 for field in ["sd_job_id", "sd_backup_host", "sd_snapid", "sd_properties"] {
                     let rs = raw_session(p.ctx, AAPI_OP_BACKUP);
                     match field {
@@ -1436,26 +1789,68 @@ fn null_args(p: &P, f: &str) -> PR {
             }
             "aapi_get_server_prop" => {
                 let s = p.session(&plugin, AAPI_OP_BACKUP)?;
-                check("aapi_get_server_prop(server, NULL)".into(), p.raw(f, || (e.get_server_prop)(s.handle(), null_mut())));
+                check(
+                    "aapi_get_server_prop(server, NULL)".into(),
+                    p.raw(f, || (e.get_server_prop)(s.handle(), null_mut())),
+                );
             }
             "aapi_discovery" | "aapi_postprocess" => {
-                let op = if f == "aapi_discovery" { AAPI_OP_DISCOVERY } else { AAPI_OP_POSTPROCESS };
-                for (i, param) in ["selections", "backuphosts", "wkldoutdir", "wkldfilesuffix", "snapid", "selections = {NULL}", "backuphosts = {NULL}"].iter().enumerate() {
+                let op = if f == "aapi_discovery" {
+                    AAPI_OP_DISCOVERY
+                } else {
+                    AAPI_OP_POSTPROCESS
+                };
+                for (i, param) in [
+                    "selections",
+                    "backuphosts",
+                    "wkldoutdir",
+                    "wkldfilesuffix",
+                    "snapid",
+                    "selections = {NULL}",
+                    "backuphosts = {NULL}",
+                ]
+                .iter()
+                .enumerate()
+                {
                     let out = p.dir(&format!("null{i}"))?;
                     let d = disc_c(&p.small_selection(), &["h1"], &out);
                     let empty: [*const c_char; 1] = [null()];
                     let s = p.session(&plugin, op)?;
-                    let sel = match i { 0 => null(), 5 => empty.as_ptr(), _ => d.sel.as_ptr() };
-                    let hosts = match i { 1 => null(), 6 => empty.as_ptr(), _ => d.hosts.as_ptr() };
+                    let sel = match i {
+                        0 => null(),
+                        5 => empty.as_ptr(),
+                        _ => d.sel.as_ptr(),
+                    };
+                    let hosts = match i {
+                        1 => null(),
+                        6 => empty.as_ptr(),
+                        _ => d.hosts.as_ptr(),
+                    };
                     let dir = if i == 2 { null() } else { d.dir.as_ptr() };
                     let suffix = if i == 3 { null() } else { d.suffix.as_ptr() };
                     let mut snap = empty_snapid();
                     let c = if f == "aapi_discovery" {
-                        let sp = if i == 4 { null_mut() } else { &mut snap as *mut _ };
-                        p.raw(f, || (e.discovery)(s.handle(), sel, hosts, dir, suffix, AAPI_SCHED_FULL, sp))
+                        let sp = if i == 4 {
+                            null_mut()
+                        } else {
+                            &mut snap as *mut _
+                        };
+                        p.raw(f, || {
+                            (e.discovery)(s.handle(), sel, hosts, dir, suffix, AAPI_SCHED_FULL, sp)
+                        })
                     } else {
                         let sp = if i == 4 { null() } else { &snap as *const _ };
-                        p.raw(f, || (e.postprocess)(s.handle(), sel, hosts, dir, suffix, AAPI_SCHED_FULL, sp))
+                        p.raw(f, || {
+                            (e.postprocess)(
+                                s.handle(),
+                                sel,
+                                hosts,
+                                dir,
+                                suffix,
+                                AAPI_SCHED_FULL,
+                                sp,
+                            )
+                        })
                     };
                     check(format!("{f} with {param} NULL"), c);
                 }
@@ -1465,17 +1860,71 @@ fn null_args(p: &P, f: &str) -> PR {
                 let mut buf = [0u8; 64];
                 let mut size = buf.len();
                 let sh = s.handle();
-                check("snappath with snapname NULL".into(), p.raw(f, || (e.get_snappath_from_realpath)(sh, null(), file.as_ptr(), buf.as_mut_ptr() as *mut c_char, &mut size)));
+                check(
+                    "snappath with snapname NULL".into(),
+                    p.raw(f, || {
+                        (e.get_snappath_from_realpath)(
+                            sh,
+                            null(),
+                            file.as_ptr(),
+                            buf.as_mut_ptr() as *mut c_char,
+                            &mut size,
+                        )
+                    }),
+                );
                 size = buf.len();
-                check("snappath with realpath NULL".into(), p.raw(f, || (e.get_snappath_from_realpath)(sh, c"".as_ptr(), null(), buf.as_mut_ptr() as *mut c_char, &mut size)));
+                check(
+                    "snappath with realpath NULL".into(),
+                    p.raw(f, || {
+                        (e.get_snappath_from_realpath)(
+                            sh,
+                            c"".as_ptr(),
+                            null(),
+                            buf.as_mut_ptr() as *mut c_char,
+                            &mut size,
+                        )
+                    }),
+                );
                 size = buf.len();
-                check("snappath with snappath NULL and size 64".into(), p.raw(f, || (e.get_snappath_from_realpath)(sh, c"".as_ptr(), file.as_ptr(), null_mut(), &mut size)));
-                check("snappath with snappath_size NULL".into(), p.raw(f, || (e.get_snappath_from_realpath)(sh, c"".as_ptr(), file.as_ptr(), buf.as_mut_ptr() as *mut c_char, null_mut())));
+                check(
+                    "snappath with snappath NULL and size 64".into(),
+                    p.raw(f, || {
+                        (e.get_snappath_from_realpath)(
+                            sh,
+                            c"".as_ptr(),
+                            file.as_ptr(),
+                            null_mut(),
+                            &mut size,
+                        )
+                    }),
+                );
+                check(
+                    "snappath with snappath_size NULL".into(),
+                    p.raw(f, || {
+                        (e.get_snappath_from_realpath)(
+                            sh,
+                            c"".as_ptr(),
+                            file.as_ptr(),
+                            buf.as_mut_ptr() as *mut c_char,
+                            null_mut(),
+                        )
+                    }),
+                );
             }
             "aapi_open_object" => {
                 let s = p.session(&plugin, AAPI_OP_BACKUP)?;
-                check("aapi_open_object(server, NULL, READ, obj)".into(), p.raw(f, || (e.open_object)(s.handle(), null(), AAPI_OPEN_READ, &mut h)));
-                check("aapi_open_object(server, path, READ, NULL)".into(), p.raw(f, || (e.open_object)(s.handle(), file.as_ptr(), AAPI_OPEN_READ, null_mut())));
+                check(
+                    "aapi_open_object(server, NULL, READ, obj)".into(),
+                    p.raw(f, || {
+                        (e.open_object)(s.handle(), null(), AAPI_OPEN_READ, &mut h)
+                    }),
+                );
+                check(
+                    "aapi_open_object(server, path, READ, NULL)".into(),
+                    p.raw(f, || {
+                        (e.open_object)(s.handle(), file.as_ptr(), AAPI_OPEN_READ, null_mut())
+                    }),
+                );
             }
             "aapi_read_object" | "aapi_get_object_prop" => {
                 let s = p.session(&plugin, AAPI_OP_BACKUP)?;
@@ -1483,18 +1932,39 @@ fn null_args(p: &P, f: &str) -> PR {
                 let mut buf = [0u8; 64];
                 let mut n = 0usize;
                 if f == "aapi_read_object" {
-                    check("aapi_read_object(obj, NULL, 64, n)".into(), p.raw(f, || (e.read_object)(o, null_mut(), 64, &mut n)));
-                    check("aapi_read_object(obj, buf, 64, NULL)".into(), p.raw(f, || (e.read_object)(o, buf.as_mut_ptr() as *mut c_void, 64, null_mut())));
+                    check(
+                        "aapi_read_object(obj, NULL, 64, n)".into(),
+                        p.raw(f, || (e.read_object)(o, null_mut(), 64, &mut n)),
+                    );
+                    check(
+                        "aapi_read_object(obj, buf, 64, NULL)".into(),
+                        p.raw(f, || {
+                            (e.read_object)(o, buf.as_mut_ptr() as *mut c_void, 64, null_mut())
+                        }),
+                    );
                 } else {
-                    check("aapi_get_object_prop(obj, NULL)".into(), p.raw(f, || (e.get_object_prop)(o, null_mut())));
+                    check(
+                        "aapi_get_object_prop(obj, NULL)".into(),
+                        p.raw(f, || (e.get_object_prop)(o, null_mut())),
+                    );
                 }
                 p.close_obj(&e, o);
             }
             "aapi_get_object_prop_byname" => {
                 let s = p.session(&plugin, AAPI_OP_BACKUP)?;
                 let mut prop = new_prop();
-                check("byname(server, NULL, prop)".into(), p.raw(f, || (e.get_object_prop_byname)(s.handle(), null(), &mut prop)));
-                check("byname(server, path, NULL)".into(), p.raw(f, || (e.get_object_prop_byname)(s.handle(), file.as_ptr(), null_mut())));
+                check(
+                    "byname(server, NULL, prop)".into(),
+                    p.raw(f, || {
+                        (e.get_object_prop_byname)(s.handle(), null(), &mut prop)
+                    }),
+                );
+                check(
+                    "byname(server, path, NULL)".into(),
+                    p.raw(f, || {
+                        (e.get_object_prop_byname)(s.handle(), file.as_ptr(), null_mut())
+                    }),
+                );
             }
             _ => {
                 // Restore-side functions.
@@ -1505,25 +1975,50 @@ fn null_args(p: &P, f: &str) -> PR {
                 cprop.obj_type = AAPI_OBJ_FILE;
                 match f {
                     "aapi_create_object" => {
-                        check("create(server, NULL, prop, 0, obj)".into(), p.raw(f, || (e.create_object)(sh, null(), &cprop, 0, &mut h)));
-                        check("create(server, path, NULL, 0, obj)".into(), p.raw(f, || (e.create_object)(sh, target.as_ptr(), null(), 0, &mut h)));
-                        check("create(server, path, prop, 0, NULL)".into(), p.raw(f, || (e.create_object)(sh, target.as_ptr(), &cprop, 0, null_mut())));
+                        check(
+                            "create(server, NULL, prop, 0, obj)".into(),
+                            p.raw(f, || (e.create_object)(sh, null(), &cprop, 0, &mut h)),
+                        );
+                        check(
+                            "create(server, path, NULL, 0, obj)".into(),
+                            p.raw(f, || {
+                                (e.create_object)(sh, target.as_ptr(), null(), 0, &mut h)
+                            }),
+                        );
+                        check(
+                            "create(server, path, prop, 0, NULL)".into(),
+                            p.raw(f, || {
+                                (e.create_object)(sh, target.as_ptr(), &cprop, 0, null_mut())
+                            }),
+                        );
                     }
                     "aapi_delete_object" => {
-                        check("aapi_delete_object(server, NULL)".into(), p.raw(f, || (e.delete_object)(sh, null())));
+                        check(
+                            "aapi_delete_object(server, NULL)".into(),
+                            p.raw(f, || (e.delete_object)(sh, null())),
+                        );
                     }
                     "aapi_write_object" => {
                         let o = p.create(&s, &under(&root, b"/w.txt"), AAPI_OBJ_FILE, 0)?;
-                        check("aapi_write_object(obj, NULL, 16)".into(), p.raw(f, || (e.write_object)(o, null(), 16)));
+                        check(
+                            "aapi_write_object(obj, NULL, 16)".into(),
+                            p.raw(f, || (e.write_object)(o, null(), 16)),
+                        );
                         p.close_obj(&e, o);
                     }
                     "aapi_set_object_utimes" => {
-                        check("aapi_set_object_utimes(server, NULL, NULL, NULL)".into(), p.raw(f, || (e.set_object_utimes)(sh, null(), null(), null())));
+                        check(
+                            "aapi_set_object_utimes(server, NULL, NULL, NULL)".into(),
+                            p.raw(f, || (e.set_object_utimes)(sh, null(), null(), null())),
+                        );
                     }
                     "aapi_restore_preprocess" => {
                         drop(s);
                         let s = p.session(&plugin, AAPI_OP_RESTORE)?;
-                        check("aapi_restore_preprocess(server, NULL)".into(), p.raw(f, || (e.restore_preprocess)(s.handle(), null())));
+                        check(
+                            "aapi_restore_preprocess(server, NULL)".into(),
+                            p.raw(f, || (e.restore_preprocess)(s.handle(), null())),
+                        );
                         let ri = aapi_restore_info_t {
                             struct_size: size_of::<aapi_restore_info_t>() as u32,
                             reserved: 0,
@@ -1532,15 +2027,26 @@ fn null_args(p: &P, f: &str) -> PR {
                             object_count: 1,
                         };
                         let s = p.session(&plugin, AAPI_OP_RESTORE)?;
-                        check("aapi_restore_preprocess with target_root NULL".into(), p.raw(f, || (e.restore_preprocess)(s.handle(), &ri)));
+                        check(
+                            "aapi_restore_preprocess with target_root NULL".into(),
+                            p.raw(f, || (e.restore_preprocess)(s.handle(), &ri)),
+                        );
                         plugin.terminate()?;
                         return Ok(());
                     }
                     "aapi_get_last_error" => {
                         let mut size = 16usize;
                         let mut buf = [0u8; 16];
-                        check("aapi_get_last_error(buf, NULL)".into(), p.raw(f, || (e.get_last_error)(buf.as_mut_ptr() as *mut c_char, null_mut())));
-                        check("aapi_get_last_error(NULL, &16)".into(), p.raw(f, || (e.get_last_error)(null_mut(), &mut size)));
+                        check(
+                            "aapi_get_last_error(buf, NULL)".into(),
+                            p.raw(f, || {
+                                (e.get_last_error)(buf.as_mut_ptr() as *mut c_char, null_mut())
+                            }),
+                        );
+                        check(
+                            "aapi_get_last_error(NULL, &16)".into(),
+                            p.raw(f, || (e.get_last_error)(null_mut(), &mut size)),
+                        );
                     }
                     _ => return Err(harness(format!("no NULL probe for {f}"))),
                 }
@@ -1557,16 +2063,28 @@ fn empty_and_flags(p: &P) -> PR {
     let e = *plugin.entry_points();
     // SAFETY (whole function): every pointer is valid for its call.
     unsafe {
-        p.expect("aapi_pgn_claim(\"\")", p.raw("aapi_pgn_claim", || (e.pgn_claim)(c"".as_ptr())), AAPI_EINVAL);
+        p.expect(
+            "aapi_pgn_claim(\"\")",
+            p.raw("aapi_pgn_claim", || (e.pgn_claim)(c"".as_ptr())),
+            AAPI_EINVAL,
+        );
         plugin.claim(&p.ctx.spec.setup.workload_type)?;
         let mut h = 0u64;
         let rs = raw_session(p.ctx, AAPI_OP_BACKUP);
-        let c = p.raw("aapi_open_server", || (e.open_server)(c"".as_ptr(), &rs.def, &mut h));
+        let c = p.raw("aapi_open_server", || {
+            (e.open_server)(c"".as_ptr(), &rs.def, &mut h)
+        });
         p.expect("aapi_open_server with server \"\"", c, AAPI_EINVAL);
         for op in [0u32, 99] {
             let rs = raw_session(p.ctx, op);
-            let c = p.raw("aapi_open_server", || (e.open_server)(server_name(p).as_ptr(), &rs.def, &mut h));
-            p.expect(&format!("aapi_open_server with sd_operation {op}"), c, AAPI_EINVAL);
+            let c = p.raw("aapi_open_server", || {
+                (e.open_server)(server_name(p).as_ptr(), &rs.def, &mut h)
+            });
+            p.expect(
+                &format!("aapi_open_server with sd_operation {op}"),
+                c,
+                AAPI_EINVAL,
+            );
         }
         let s = p.session(&plugin, AAPI_OP_BACKUP)?;
         let sh = s.handle();
@@ -1576,21 +2094,35 @@ fn empty_and_flags(p: &P) -> PR {
             ("flags 0", file.clone(), 0),
             ("an unknown flag bit", file.clone(), AAPI_OPEN_READ | 0x80),
         ] {
-            let c = p.raw("aapi_open_object", || (e.open_object)(sh, path.as_ptr(), flags, &mut h));
+            let c = p.raw("aapi_open_object", || {
+                (e.open_object)(sh, path.as_ptr(), flags, &mut h)
+            });
             if c == AAPI_EOK {
                 p.close_obj(&e, h);
             }
             p.expect(&format!("aapi_open_object with {what}"), c, AAPI_EINVAL);
         }
         let mut prop = new_prop();
-        let c = p.raw("aapi_get_object_prop_byname", || (e.get_object_prop_byname)(sh, c"".as_ptr(), &mut prop));
+        let c = p.raw("aapi_get_object_prop_byname", || {
+            (e.get_object_prop_byname)(sh, c"".as_ptr(), &mut prop)
+        });
         p.expect("aapi_get_object_prop_byname with path \"\"", c, AAPI_EINVAL);
         let mut buf = [0u8; 64];
         let mut size = 64usize;
         let c = p.raw("aapi_get_snappath_from_realpath", || {
-            (e.get_snappath_from_realpath)(sh, c"".as_ptr(), c"".as_ptr(), buf.as_mut_ptr() as *mut c_char, &mut size)
+            (e.get_snappath_from_realpath)(
+                sh,
+                c"".as_ptr(),
+                c"".as_ptr(),
+                buf.as_mut_ptr() as *mut c_char,
+                &mut size,
+            )
         });
-        p.expect("aapi_get_snappath_from_realpath with realpath \"\"", c, AAPI_EINVAL);
+        p.expect(
+            "aapi_get_snappath_from_realpath with realpath \"\"",
+            c,
+            AAPI_EINVAL,
+        );
         drop(s);
         for (what, sel, hosts) in [
             ("selections {\"\"}", vec![Vec::new()], vec!["h1"]),
@@ -1601,7 +2133,15 @@ fn empty_and_flags(p: &P) -> PR {
             let s = p.session(&plugin, AAPI_OP_DISCOVERY)?;
             let mut snap = empty_snapid();
             let c = p.raw("aapi_discovery", || {
-                (e.discovery)(s.handle(), d.sel.as_ptr(), d.hosts.as_ptr(), d.dir.as_ptr(), d.suffix.as_ptr(), AAPI_SCHED_FULL, &mut snap)
+                (e.discovery)(
+                    s.handle(),
+                    d.sel.as_ptr(),
+                    d.hosts.as_ptr(),
+                    d.dir.as_ptr(),
+                    d.suffix.as_ptr(),
+                    AAPI_SCHED_FULL,
+                    &mut snap,
+                )
             });
             p.expect(&format!("aapi_discovery with {what}"), c, AAPI_EINVAL);
         }
@@ -1618,16 +2158,24 @@ fn empty_and_flags(p: &P) -> PR {
                 ("an unknown flag bit", target.clone(), cprop, 0x80),
                 ("obj_type 99", target.clone(), bad_type, 0),
             ] {
-                let c = p.raw("aapi_create_object", || (e.create_object)(sh, path.as_ptr(), &prop, flags, &mut h));
+                let c = p.raw("aapi_create_object", || {
+                    (e.create_object)(sh, path.as_ptr(), &prop, flags, &mut h)
+                });
                 if c == AAPI_EOK {
                     p.close_obj(&e, h);
                 }
                 p.expect(&format!("aapi_create_object with {what}"), c, AAPI_EINVAL);
             }
-            p.expect("aapi_delete_object with path \"\"", p.raw("aapi_delete_object", || (e.delete_object)(sh, c"".as_ptr())), AAPI_EINVAL);
+            p.expect(
+                "aapi_delete_object with path \"\"",
+                p.raw("aapi_delete_object", || (e.delete_object)(sh, c"".as_ptr())),
+                AAPI_EINVAL,
+            );
             p.expect(
                 "aapi_set_object_utimes with path \"\"",
-                p.raw("aapi_set_object_utimes", || (e.set_object_utimes)(sh, c"".as_ptr(), null(), null())),
+                p.raw("aapi_set_object_utimes", || {
+                    (e.set_object_utimes)(sh, c"".as_ptr(), null(), null())
+                }),
                 AAPI_EINVAL,
             );
             let _ = s.restore_postprocess(AAPI_EOK);
@@ -1646,7 +2194,11 @@ fn bad_handle(p: &P, f: &str) -> PR {
     let e = *plugin.entry_points();
     let restore = crate::checks::is_restore_function(f);
     // A live server and object of the right session, a closed server, a closed object.
-    let op = if restore { AAPI_OP_RESTORE } else { AAPI_OP_BACKUP };
+    let op = if restore {
+        AAPI_OP_RESTORE
+    } else {
+        AAPI_OP_BACKUP
+    };
     let closed_server = {
         let s = p.session(&plugin, op)?;
         let h = s.handle();
@@ -1665,14 +2217,26 @@ fn bad_handle(p: &P, f: &str) -> PR {
     };
     let live_server = rs.as_ref().map_or(bs.handle(), |s| s.handle());
     let write_obj = match (&rs, f) {
-        (Some(s), "aapi_write_object" | "aapi_flush") => Some(p.create(s, &under(&root, b"/h.txt"), AAPI_OBJ_FILE, 0)?),
+        (Some(s), "aapi_write_object" | "aapi_flush") => {
+            Some(p.create(s, &under(&root, b"/h.txt"), AAPI_OBJ_FILE, 0)?)
+        }
         _ => None,
     };
     let forged = 0x7ead_beef_0bad_f00du64;
     let handles: Vec<(&str, u64)> = if crate::checks::takes_object_handle(f) {
-        vec![("0", 0), ("forged", forged), ("closed", closed_obj), ("a server handle", live_server)]
+        vec![
+            ("0", 0),
+            ("forged", forged),
+            ("closed", closed_obj),
+            ("a server handle", live_server),
+        ]
     } else {
-        vec![("0", 0), ("forged", forged), ("closed", closed_server), ("an object handle", live_obj)]
+        vec![
+            ("0", 0),
+            ("forged", forged),
+            ("closed", closed_server),
+            ("an object handle", live_obj),
+        ]
     };
     let file = cpath(&p.small());
     let target = cpath(&under(&root, b"/bad-handle.txt"));
@@ -1704,25 +2268,69 @@ fn bad_handle(p: &P, f: &str) -> PR {
             match f {
                 "aapi_close_server" => p.raw(f, || (e.close_server)(h)),
                 "aapi_get_server_prop" => p.raw(f, || (e.get_server_prop)(h, &mut si)),
-                "aapi_discovery" => p.raw(f, || (e.discovery)(h, d.sel.as_ptr(), d.hosts.as_ptr(), d.dir.as_ptr(), d.suffix.as_ptr(), AAPI_SCHED_FULL, &mut snap)),
-                "aapi_postprocess" => p.raw(f, || (e.postprocess)(h, d.sel.as_ptr(), d.hosts.as_ptr(), d.dir.as_ptr(), d.suffix.as_ptr(), AAPI_SCHED_FULL, &snap)),
-                "aapi_get_snappath_from_realpath" => p.raw(f, || (e.get_snappath_from_realpath)(h, c"".as_ptr(), file.as_ptr(), buf.as_mut_ptr() as *mut c_char, &mut size)),
-                "aapi_open_object" => p.raw(f, || (e.open_object)(h, file.as_ptr(), AAPI_OPEN_READ, &mut out)),
-                "aapi_create_object" => p.raw(f, || (e.create_object)(h, target.as_ptr(), &cprop, 0, &mut out)),
+                "aapi_discovery" => p.raw(f, || {
+                    (e.discovery)(
+                        h,
+                        d.sel.as_ptr(),
+                        d.hosts.as_ptr(),
+                        d.dir.as_ptr(),
+                        d.suffix.as_ptr(),
+                        AAPI_SCHED_FULL,
+                        &mut snap,
+                    )
+                }),
+                "aapi_postprocess" => p.raw(f, || {
+                    (e.postprocess)(
+                        h,
+                        d.sel.as_ptr(),
+                        d.hosts.as_ptr(),
+                        d.dir.as_ptr(),
+                        d.suffix.as_ptr(),
+                        AAPI_SCHED_FULL,
+                        &snap,
+                    )
+                }),
+                "aapi_get_snappath_from_realpath" => p.raw(f, || {
+                    (e.get_snappath_from_realpath)(
+                        h,
+                        c"".as_ptr(),
+                        file.as_ptr(),
+                        buf.as_mut_ptr() as *mut c_char,
+                        &mut size,
+                    )
+                }),
+                "aapi_open_object" => p.raw(f, || {
+                    (e.open_object)(h, file.as_ptr(), AAPI_OPEN_READ, &mut out)
+                }),
+                "aapi_create_object" => p.raw(f, || {
+                    (e.create_object)(h, target.as_ptr(), &cprop, 0, &mut out)
+                }),
                 "aapi_delete_object" => p.raw(f, || (e.delete_object)(h, target.as_ptr())),
-                "aapi_read_object" => p.raw(f, || (e.read_object)(h, buf.as_mut_ptr() as *mut c_void, 16, &mut n)),
-                "aapi_write_object" => p.raw(f, || (e.write_object)(h, buf.as_ptr() as *const c_void, 4)),
+                "aapi_read_object" => p.raw(f, || {
+                    (e.read_object)(h, buf.as_mut_ptr() as *mut c_void, 16, &mut n)
+                }),
+                "aapi_write_object" => {
+                    p.raw(f, || (e.write_object)(h, buf.as_ptr() as *const c_void, 4))
+                }
                 "aapi_flush" => p.raw(f, || (e.flush)(h)),
                 "aapi_close_object" => p.raw(f, || (e.close_object)(h)),
                 "aapi_get_object_prop" => p.raw(f, || (e.get_object_prop)(h, &mut prop)),
-                "aapi_get_object_prop_byname" => p.raw(f, || (e.get_object_prop_byname)(h, file.as_ptr(), &mut prop)),
-                "aapi_set_object_utimes" => p.raw(f, || (e.set_object_utimes)(h, target.as_ptr(), &t, &t)),
+                "aapi_get_object_prop_byname" => p.raw(f, || {
+                    (e.get_object_prop_byname)(h, file.as_ptr(), &mut prop)
+                }),
+                "aapi_set_object_utimes" => {
+                    p.raw(f, || (e.set_object_utimes)(h, target.as_ptr(), &t, &t))
+                }
                 "aapi_restore_preprocess" => p.raw(f, || (e.restore_preprocess)(h, &ri)),
                 "aapi_restore_postprocess" => p.raw(f, || (e.restore_postprocess)(h, AAPI_EOK)),
                 other => return Err(harness(format!("no handle probe for {other}"))),
             }
         };
-        p.expect(&format!("{f} with {what} handle {h:#x}"), c, AAPI_EBADHANDLE);
+        p.expect(
+            &format!("{f} with {what} handle {h:#x}"),
+            c,
+            AAPI_EBADHANDLE,
+        );
     }
     if let Some(o) = write_obj {
         p.close_obj(&e, o);
@@ -1745,7 +2353,9 @@ fn out_params(p: &P, f: &str) -> PR {
     let e = p.e(&lib);
     let untouched = |what: &str, ok: bool| {
         if !ok {
-            p.fail(format!("{f} wrote its out-parameter while failing ({what})"));
+            p.fail(format!(
+                "{f} wrote its out-parameter while failing ({what})"
+            ));
         }
     };
     // SAFETY (whole function): every pointer is valid for its call.
@@ -1766,7 +2376,9 @@ fn out_params(p: &P, f: &str) -> PR {
             let rs = raw_session(p.ctx, AAPI_OP_BACKUP);
             let mut h: u64 = 0;
             sentinel(&mut h, 0);
-            let c = p.raw(f, || (e.open_server)(server_name(p).as_ptr(), &rs.def, &mut h));
+            let c = p.raw(f, || {
+                (e.open_server)(server_name(p).as_ptr(), &rs.def, &mut h)
+            });
             if c != AAPI_EOK {
                 untouched("AAPI_ESEQUENCE before claim", is_sentinel(&h, 0));
             }
@@ -1786,13 +2398,26 @@ fn out_params(p: &P, f: &str) -> PR {
                 untouched(code_name(c), c == AAPI_EOK || is_sentinel(&si, 4));
             }
             "aapi_discovery" => {
-                for (what, sched, sel) in [("schedule 99", 99u32, p.small_selection()), ("a missing selection", AAPI_SCHED_FULL, vec![p.missing()])] {
+                for (what, sched, sel) in [
+                    ("schedule 99", 99u32, p.small_selection()),
+                    ("a missing selection", AAPI_SCHED_FULL, vec![p.missing()]),
+                ] {
                     let out = p.dir(&format!("op-{sched}"))?;
                     let d = disc_c(&sel, &["h1"], &out);
                     let ds = p.session(&plugin, AAPI_OP_DISCOVERY)?;
                     let mut snap = empty_snapid();
                     sentinel(&mut snap, 0);
-                    let c = p.raw(f, || (e.discovery)(ds.handle(), d.sel.as_ptr(), d.hosts.as_ptr(), d.dir.as_ptr(), d.suffix.as_ptr(), sched, &mut snap));
+                    let c = p.raw(f, || {
+                        (e.discovery)(
+                            ds.handle(),
+                            d.sel.as_ptr(),
+                            d.hosts.as_ptr(),
+                            d.dir.as_ptr(),
+                            d.suffix.as_ptr(),
+                            sched,
+                            &mut snap,
+                        )
+                    });
                     if c != AAPI_EOK {
                         untouched(what, is_sentinel(&snap, 0));
                     }
@@ -1802,7 +2427,15 @@ fn out_params(p: &P, f: &str) -> PR {
                 let mut buf = [SENT; 64];
                 let mut size = buf.len();
                 let file = cpath(&p.small());
-                let c = p.raw(f, || (e.get_snappath_from_realpath)(0, c"".as_ptr(), file.as_ptr(), buf.as_mut_ptr() as *mut c_char, &mut size));
+                let c = p.raw(f, || {
+                    (e.get_snappath_from_realpath)(
+                        0,
+                        c"".as_ptr(),
+                        file.as_ptr(),
+                        buf.as_mut_ptr() as *mut c_char,
+                        &mut size,
+                    )
+                });
                 if c != AAPI_EOK {
                     untouched("a bad handle", buf.iter().all(|&b| b == SENT) && size == 64);
                 }
@@ -1810,7 +2443,9 @@ fn out_params(p: &P, f: &str) -> PR {
             "aapi_open_object" => {
                 let mut o: u64 = 0;
                 sentinel(&mut o, 0);
-                let c = p.raw(f, || (e.open_object)(sh, missing.as_ptr(), AAPI_OPEN_READ, &mut o));
+                let c = p.raw(f, || {
+                    (e.open_object)(sh, missing.as_ptr(), AAPI_OPEN_READ, &mut o)
+                });
                 if c != AAPI_EOK {
                     untouched("a missing path", is_sentinel(&o, 0));
                 } else {
@@ -1822,14 +2457,24 @@ fn out_params(p: &P, f: &str) -> PR {
                 let mut buf = [SENT; 64];
                 let mut n: usize = 0;
                 sentinel(&mut n, 0);
-                let c = p.raw(f, || (e.read_object)(o, buf.as_mut_ptr() as *mut c_void, 0, &mut n));
+                let c = p.raw(f, || {
+                    (e.read_object)(o, buf.as_mut_ptr() as *mut c_void, 0, &mut n)
+                });
                 if c != AAPI_EOK {
-                    untouched("buf_size 0", buf.iter().all(|&b| b == SENT) && is_sentinel(&n, 0));
+                    untouched(
+                        "buf_size 0",
+                        buf.iter().all(|&b| b == SENT) && is_sentinel(&n, 0),
+                    );
                 }
                 p.close_obj(&e, o);
-                let c = p.raw(f, || (e.read_object)(o, buf.as_mut_ptr() as *mut c_void, 64, &mut n));
+                let c = p.raw(f, || {
+                    (e.read_object)(o, buf.as_mut_ptr() as *mut c_void, 64, &mut n)
+                });
                 if c != AAPI_EOK {
-                    untouched("a closed handle", buf.iter().all(|&b| b == SENT) && is_sentinel(&n, 0));
+                    untouched(
+                        "a closed handle",
+                        buf.iter().all(|&b| b == SENT) && is_sentinel(&n, 0),
+                    );
                 }
             }
             "aapi_get_object_prop" => {
@@ -1843,7 +2488,9 @@ fn out_params(p: &P, f: &str) -> PR {
             "aapi_get_object_prop_byname" => {
                 let mut prop = new_prop();
                 sentinel(&mut prop, 4);
-                let c = p.raw(f, || (e.get_object_prop_byname)(sh, missing.as_ptr(), &mut prop));
+                let c = p.raw(f, || {
+                    (e.get_object_prop_byname)(sh, missing.as_ptr(), &mut prop)
+                });
                 if c != AAPI_EOK {
                     untouched("a missing path", is_sentinel(&prop, 4));
                 }
@@ -1858,7 +2505,9 @@ fn out_params(p: &P, f: &str) -> PR {
                 let mut o: u64 = 0;
                 sentinel(&mut o, 0);
                 let t = cpath(&target);
-                let c = p.raw(f, || (e.create_object)(r.handle(), t.as_ptr(), &cprop, 0, &mut o));
+                let c = p.raw(f, || {
+                    (e.create_object)(r.handle(), t.as_ptr(), &cprop, 0, &mut o)
+                });
                 if c != AAPI_EOK {
                     untouched("an existing object", is_sentinel(&o, 0));
                 } else {
@@ -1887,21 +2536,35 @@ fn buffer_snappath(p: &P) -> PR {
     let call = |buf: *mut u8, size: &mut usize| {
         // SAFETY: buf is NULL or valid for *size bytes (plus guard).
         p.raw("aapi_get_snappath_from_realpath", || unsafe {
-            (e.get_snappath_from_realpath)(sh, c"".as_ptr(), real.as_ptr(), buf as *mut c_char, size)
+            (e.get_snappath_from_realpath)(
+                sh,
+                c"".as_ptr(),
+                real.as_ptr(),
+                buf as *mut c_char,
+                size,
+            )
         })
     };
     let mut size = 0usize;
     let c = call(null_mut(), &mut size);
     p.expect("a size query (NULL buffer, size 0)", c, AAPI_EBUFSIZE);
     if c == AAPI_EBUFSIZE && size != need {
-        p.fail(format!("the size query reported {size}, the path needs {need}"));
+        p.fail(format!(
+            "the size query reported {size}, the path needs {need}"
+        ));
     }
     let mut buf = vec![SENT; need + 64];
     let mut size = need - 1;
     let c = call(buf.as_mut_ptr(), &mut size);
-    p.expect(&format!("a buffer of {} bytes for a path of {need}", need - 1), c, AAPI_EBUFSIZE);
+    p.expect(
+        &format!("a buffer of {} bytes for a path of {need}", need - 1),
+        c,
+        AAPI_EBUFSIZE,
+    );
     if c == AAPI_EBUFSIZE && size != need {
-        p.fail(format!("AAPI_EBUFSIZE reported size {size}, the path needs {need}"));
+        p.fail(format!(
+            "AAPI_EBUFSIZE reported size {size}, the path needs {need}"
+        ));
     }
     if buf.iter().any(|&b| b != SENT) {
         p.fail("the too-small buffer was written");
@@ -1912,7 +2575,9 @@ fn buffer_snappath(p: &P) -> PR {
     p.expect(&format!("a buffer of exactly {need} bytes"), c, AAPI_EOK);
     if c == AAPI_EOK {
         if size != need {
-            p.fail(format!("AAPI_EOK reported size {size}, expected {need} (NUL included)"));
+            p.fail(format!(
+                "AAPI_EOK reported size {size}, expected {need} (NUL included)"
+            ));
         }
         if buf[..need - 1] != path[..] || buf[need - 1] != 0 {
             p.fail("the path written is not the NUL-terminated path a large buffer gets");
@@ -1933,7 +2598,9 @@ fn buffer_last_error(p: &P) -> PR {
     let _ = s.open_object(&p.missing());
     let call = |buf: *mut u8, size: &mut usize| {
         // SAFETY: buf is NULL or valid for *size bytes (plus guard).
-        p.raw("aapi_get_last_error", || unsafe { (e.get_last_error)(buf as *mut c_char, size) })
+        p.raw("aapi_get_last_error", || unsafe {
+            (e.get_last_error)(buf as *mut c_char, size)
+        })
     };
     let mut need = 0usize;
     let c = call(null_mut(), &mut need);
@@ -1946,9 +2613,15 @@ fn buffer_last_error(p: &P) -> PR {
         let mut buf = vec![SENT; need + 64];
         let mut size = need - 1;
         let c = call(buf.as_mut_ptr(), &mut size);
-        p.expect(&format!("aapi_get_last_error with {} of {need} bytes", need - 1), c, AAPI_EBUFSIZE);
+        p.expect(
+            &format!("aapi_get_last_error with {} of {need} bytes", need - 1),
+            c,
+            AAPI_EBUFSIZE,
+        );
         if size != need {
-            p.fail(format!("AAPI_EBUFSIZE reported size {size}, the size query {need}"));
+            p.fail(format!(
+                "AAPI_EBUFSIZE reported size {size}, the size query {need}"
+            ));
         }
         if buf.iter().any(|&b| b != SENT) {
             p.fail("the too-small buffer was written");
@@ -1957,9 +2630,15 @@ fn buffer_last_error(p: &P) -> PR {
     let mut buf = vec![SENT; need + 64];
     let mut size = need;
     let c = call(buf.as_mut_ptr(), &mut size);
-    p.expect(&format!("aapi_get_last_error with exactly {need} bytes"), c, AAPI_EOK);
+    p.expect(
+        &format!("aapi_get_last_error with exactly {need} bytes"),
+        c,
+        AAPI_EOK,
+    );
     if c == AAPI_EOK && (size != need || buf[need - 1] != 0) {
-        p.fail(format!("AAPI_EOK with size {size}: expected {need} with the NUL last"));
+        p.fail(format!(
+            "AAPI_EOK with size {size}: expected {need} with the NUL last"
+        ));
     }
     if buf[need..].iter().any(|&b| b != SENT) {
         p.fail(format!("bytes past the declared size {need} were written"));
@@ -1973,9 +2652,19 @@ fn unknown_path(p: &P) -> PR {
     let plugin = p.plugin()?;
     let missing = p.missing();
     let s = p.session(&plugin, AAPI_OP_BACKUP)?;
-    let code = |r: Result<(), aapi_host::client::PluginError>| r.err().and_then(|e| e.code()).unwrap_or(AAPI_EOK);
-    p.expect(&format!("aapi_open_object({})", show(&missing)), code(s.open_object(&missing).map(|_| ())), AAPI_ENOENT);
-    p.expect(&format!("aapi_get_object_prop_byname({})", show(&missing)), code(s.prop_byname(&missing).map(|_| ())), AAPI_ENOENT);
+    let code = |r: Result<(), aapi_host::client::PluginError>| {
+        r.err().and_then(|e| e.code()).unwrap_or(AAPI_EOK)
+    };
+    p.expect(
+        &format!("aapi_open_object({})", show(&missing)),
+        code(s.open_object(&missing).map(|_| ())),
+        AAPI_ENOENT,
+    );
+    p.expect(
+        &format!("aapi_get_object_prop_byname({})", show(&missing)),
+        code(s.prop_byname(&missing).map(|_| ())),
+        AAPI_ENOENT,
+    );
     drop(s);
     let out = p.dir("missing-sel")?;
     let hosts = vec!["h1".to_string()];
@@ -1988,14 +2677,26 @@ fn unknown_path(p: &P) -> PR {
         suffix: ".wkld",
         schedule: AAPI_SCHED_FULL,
     });
-    p.expect("aapi_discovery of a missing selection", code(r.map(|_| ())), AAPI_ENOENT);
+    p.expect(
+        "aapi_discovery of a missing selection",
+        code(r.map(|_| ())),
+        AAPI_ENOENT,
+    );
     drop(ds);
     if p.has(AAPI_CAP_RESTORE) {
         let (r, root) = p.restore(&plugin, "enoent")?;
         let target = under(&root, b"/no/such/object");
-        p.expect("aapi_delete_object of a missing path", code(r.delete_object(&target)), AAPI_ENOENT);
+        p.expect(
+            "aapi_delete_object of a missing path",
+            code(r.delete_object(&target)),
+            AAPI_ENOENT,
+        );
         let t = ts(1_000_000_000, 0);
-        p.expect("aapi_set_object_utimes of a missing path", code(r.set_utimes(&target, Some(t), Some(t))), AAPI_ENOENT);
+        p.expect(
+            "aapi_set_object_utimes of a missing path",
+            code(r.set_utimes(&target, Some(t), Some(t))),
+            AAPI_ENOENT,
+        );
         let _ = r.restore_postprocess(AAPI_EOK);
     }
     plugin.terminate()?;
@@ -2045,11 +2746,19 @@ fn schedules(p: &P) -> PR {
                 let pp = plugin.open_server(&p.ctx.spec.setup.server, def)?;
                 let _ = pp.postprocess(&args, &snap);
             }
-            (Err(e), true) => p.fail(format!("schedule {sched} is declared supported but discovery failed: {e}")),
+            (Err(e), true) => p.fail(format!(
+                "schedule {sched} is declared supported but discovery failed: {e}"
+            )),
             (Err(e), false) => {
-                p.expect(&format!("aapi_discovery with schedule {sched}"), e.code().unwrap_or(-1), AAPI_ESCHED_NOT_SUPPORTED);
+                p.expect(
+                    &format!("aapi_discovery with schedule {sched}"),
+                    e.code().unwrap_or(-1),
+                    AAPI_ESCHED_NOT_SUPPORTED,
+                );
                 if !dir_is_empty(&out) {
-                    p.fail(format!("aapi_discovery with unsupported schedule {sched} wrote files"));
+                    p.fail(format!(
+                        "aapi_discovery with unsupported schedule {sched} wrote files"
+                    ));
                 }
             }
         }
@@ -2067,7 +2776,10 @@ fn last_error(p: &P) -> PR {
     let _ = s.open_object(&missing);
     let mine = p.last_error(&e);
     if mine.is_empty() {
-        p.fail_as("rc.last-error-message", "a failing aapi_open_object left an empty message");
+        p.fail_as(
+            "rc.last-error-message",
+            "a failing aapi_open_object left an empty message",
+        );
     } else {
         let file = missing.rsplit(|&b| b == b'/').next().unwrap_or(&missing);
         if !mine.contains(&*String::from_utf8_lossy(file)) {
@@ -2082,26 +2794,37 @@ fn last_error(p: &P) -> PR {
             let mut buf = [0u8; 8];
             let mut n = 0usize;
             // SAFETY: valid buffers.
-            p.raw("aapi_read_object", || unsafe { (e.read_object)(0, buf.as_mut_ptr() as *mut c_void, 8, &mut n) });
+            p.raw("aapi_read_object", || unsafe {
+                (e.read_object)(0, buf.as_mut_ptr() as *mut c_void, 8, &mut n)
+            });
             p.last_error(&e)
         });
         let b = sc.spawn(|| p.last_error(&e));
         (a.join().unwrap_or_default(), b.join().unwrap_or_default())
     });
     if !fresh.is_empty() {
-        p.fail(format!("a thread that never failed a call gets {fresh:?}, expected \"\""));
+        p.fail(format!(
+            "a thread that never failed a call gets {fresh:?}, expected \"\""
+        ));
     }
     if other.is_empty() {
-        p.fail_as("rc.last-error-message", "a failing aapi_read_object left an empty message");
+        p.fail_as(
+            "rc.last-error-message",
+            "a failing aapi_read_object left an empty message",
+        );
     }
     let again = p.last_error(&e);
     if again != mine && mine != other {
-        p.fail(format!("after another thread failed, this thread's message changed from {mine:?} to {again:?}"));
+        p.fail(format!(
+            "after another thread failed, this thread's message changed from {mine:?} to {again:?}"
+        ));
     }
     s.server_prop()?;
     let after_ok = p.last_error(&e);
     if after_ok != mine {
-        p.fail(format!("a successful call changed the message from {mine:?} to {after_ok:?}"));
+        p.fail(format!(
+            "a successful call changed the message from {mine:?} to {after_ok:?}"
+        ));
     }
     p.ctx.ran("rc.last-error-message");
     drop(s);
@@ -2113,14 +2836,19 @@ fn failed_create(p: &P) -> PR {
     let plugin = p.plugin()?;
     let e = *plugin.entry_points();
     let (r, root) = p.restore(&plugin, "rc11")?;
-    for (what, flags, obj_type) in [("an unknown flag bit", 0x80u32, AAPI_OBJ_FILE), ("obj_type 99", 0, 99)] {
+    for (what, flags, obj_type) in [
+        ("an unknown flag bit", 0x80u32, AAPI_OBJ_FILE),
+        ("obj_type 99", 0, 99),
+    ] {
         let target = under(&root, format!("/rc11-{obj_type}").as_bytes());
         let t = cpath(&target);
         let mut prop = new_prop();
         prop.obj_type = obj_type;
         let mut o: u64 = 0;
         // SAFETY: valid pointers.
-        let c = p.raw("aapi_create_object", || unsafe { (e.create_object)(r.handle(), t.as_ptr(), &prop, flags, &mut o) });
+        let c = p.raw("aapi_create_object", || unsafe {
+            (e.create_object)(r.handle(), t.as_ptr(), &prop, flags, &mut o)
+        });
         if c == AAPI_EOK {
             p.close_obj(&e, o);
             continue;
@@ -2130,7 +2858,10 @@ fn failed_create(p: &P) -> PR {
             p.fail(format!("after a failed aapi_create_object ({what}) the path gives {} to byname, expected AAPI_ENOENT", code_name(bc)));
         }
         if p.ctx.spec.setup.files && std::fs::symlink_metadata(os(&target)).is_ok() {
-            p.fail(format!("a failed aapi_create_object ({what}) left {} on disk", show(&target)));
+            p.fail(format!(
+                "a failed aapi_create_object ({what}) left {} on disk",
+                show(&target)
+            ));
         }
     }
     let _ = r.restore_postprocess(AAPI_EOK);
@@ -2156,25 +2887,38 @@ fn read_protocol(p: &P) -> PR {
     let mut buf = [SENT; 16];
     let mut n = 0usize;
     // SAFETY: valid buffers.
-    let c = p.raw("aapi_read_object", || unsafe { (e.read_object)(o, buf.as_mut_ptr() as *mut c_void, 0, &mut n) });
+    let c = p.raw("aapi_read_object", || unsafe {
+        (e.read_object)(o, buf.as_mut_ptr() as *mut c_void, 0, &mut n)
+    });
     p.expect("aapi_read_object with buf_size 0", c, AAPI_EINVAL);
     let mut bad = false;
     let size = {
         let mut prop = new_prop();
         // SAFETY: valid pointer.
-        p.raw("aapi_get_object_prop", || unsafe { (e.get_object_prop)(o, &mut prop) });
+        p.raw("aapi_get_object_prop", || unsafe {
+            (e.get_object_prop)(o, &mut prop)
+        });
         prop.size
     };
     let data = read_all(p.ctx, &plugin, o, 7, size, &show(&p.small()), &mut bad)?;
     if !bad && data.len() as u64 != size {
-        p.fail_as("obj.size", format!("{} bytes read with a 7-byte buffer, size property {size}", data.len()));
+        p.fail_as(
+            "obj.size",
+            format!(
+                "{} bytes read with a 7-byte buffer, size property {size}",
+                data.len()
+            ),
+        );
     }
     p.close_obj(&e, o);
     if let Some(d) = &p.objects().dir {
         let o = p.open_obj(&s, d)?;
         let data = read_all(p.ctx, &plugin, o, 64, 0, &show(d), &mut bad)?;
         if !data.is_empty() {
-            p.fail_as("obj.dir-symlink", format!("directory {} gave {} bytes", show(d), data.len()));
+            p.fail_as(
+                "obj.dir-symlink",
+                format!("directory {} gave {} bytes", show(d), data.len()),
+            );
         }
         p.close_obj(&e, o);
     }
@@ -2192,7 +2936,15 @@ fn read_bounds(p: &P) -> PR {
     for size in [1usize, 13, 4096] {
         let o = p.open_obj(&s, &p.small())?;
         let mut bad = false;
-        read_all(p.ctx, &plugin, o, size, p.cap(&p.small()) / 2, &show(&p.small()), &mut bad)?;
+        read_all(
+            p.ctx,
+            &plugin,
+            o,
+            size,
+            p.cap(&p.small()) / 2,
+            &show(&p.small()),
+            &mut bad,
+        )?;
         p.close_obj(&e, o);
     }
     drop(s);
@@ -2215,31 +2967,49 @@ fn changed(p: &P) -> PR {
     let mut buf = vec![0u8; 16 * 1024];
     let mut n = 0usize;
     // SAFETY: valid buffers.
-    let c = p.raw("aapi_read_object", || unsafe { (e.read_object)(o, buf.as_mut_ptr() as *mut c_void, buf.len(), &mut n) });
+    let c = p.raw("aapi_read_object", || unsafe {
+        (e.read_object)(o, buf.as_mut_ptr() as *mut c_void, buf.len(), &mut n)
+    });
     if c != AAPI_EOK {
-        return Err(Fail::Plugin(format!("the first read returned {}", code_name(c))));
+        return Err(Fail::Plugin(format!(
+            "the first read returned {}",
+            code_name(c)
+        )));
     }
     {
         use std::io::Write;
-        let mut w = std::fs::OpenOptions::new().append(true).open(&f).map_err(harness)?;
+        let mut w = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&f)
+            .map_err(harness)?;
         w.write_all(&[9u8; 4096]).map_err(harness)?;
     }
     let mut total = n;
     let verdict = loop {
         // SAFETY: valid buffers.
-        let c = p.raw("aapi_read_object", || unsafe { (e.read_object)(o, buf.as_mut_ptr() as *mut c_void, buf.len(), &mut n) });
+        let c = p.raw("aapi_read_object", || unsafe {
+            (e.read_object)(o, buf.as_mut_ptr() as *mut c_void, buf.len(), &mut n)
+        });
         if c == AAPI_ECHANGED {
             break None;
         }
         if c != AAPI_EOK {
-            break Some(format!("a read returned {}, expected AAPI_ECHANGED", code_name(c)));
+            break Some(format!(
+                "a read returned {}, expected AAPI_ECHANGED",
+                code_name(c)
+            ));
         }
         if n == 0 {
-            break Some(format!("the file grew while read, and the reads ended with end of data after {total} bytes instead of AAPI_ECHANGED"));
+            break Some(format!(
+                "the file grew while read, and the reads ended with end of data after {total} bytes instead of AAPI_ECHANGED"
+            ));
         }
         total += n;
         if total > 4 << 20 {
-            p.fail_as("obj.read-protocol", "a growing file gave no end of data after 4 MiB");
+            p.fail_as(
+                "obj.read-protocol",
+                "a growing file gave no end of data after 4 MiB",
+            );
             break None;
         }
     };
@@ -2250,7 +3020,11 @@ fn changed(p: &P) -> PR {
     let gone = dir.join("vanished.txt");
     std::fs::write(&gone, b"soon gone").map_err(harness)?;
     std::fs::remove_file(&gone).map_err(harness)?;
-    let c = s.open_object(&pbytes(&gone)).err().and_then(|e| e.code()).unwrap_or(AAPI_EOK);
+    let c = s
+        .open_object(&pbytes(&gone))
+        .err()
+        .and_then(|e| e.code())
+        .unwrap_or(AAPI_EOK);
     p.expect("aapi_open_object of a vanished object", c, AAPI_ENOENT);
     drop(s);
     plugin.terminate()?;
@@ -2258,7 +3032,9 @@ fn changed(p: &P) -> PR {
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 fn write(p: &P) -> PR {
@@ -2269,19 +3045,27 @@ fn write(p: &P) -> PR {
     let o = p.create(&r, &target, AAPI_OBJ_FILE, 0)?;
     let data = pattern(100 * 1024 + 8, 3);
     // SAFETY: len 0 with a valid pointer.
-    let c = p.raw("aapi_write_object", || unsafe { (e.write_object)(o, data.as_ptr() as *const c_void, 0) });
+    let c = p.raw("aapi_write_object", || unsafe {
+        (e.write_object)(o, data.as_ptr() as *const c_void, 0)
+    });
     p.expect("aapi_write_object with len 0", c, AAPI_EOK);
     p.write_all(&e, o, &data[..1])?;
     p.write_all(&e, o, &data[1..])?;
     // SAFETY: as above.
-    let c = p.raw("aapi_write_object", || unsafe { (e.write_object)(o, data.as_ptr() as *const c_void, 0) });
+    let c = p.raw("aapi_write_object", || unsafe {
+        (e.write_object)(o, data.as_ptr() as *const c_void, 0)
+    });
     p.expect("aapi_write_object with len 0 after data", c, AAPI_EOK);
     let c = p.close_obj(&e, o);
     p.expect("aapi_close_object of the written object", c, AAPI_EOK);
     // The bytes themselves are RST-4's (data.roundtrip); here: every byte was taken.
     let (c, prop) = p.byname(&e, r.handle(), &target);
     if c == AAPI_EOK && prop.valid & AAPI_PROP_SIZE != 0 && prop.size != data.len() as u64 {
-        p.fail(format!("{} bytes written in three calls, the object has {}", data.len(), prop.size));
+        p.fail(format!(
+            "{} bytes written in three calls, the object has {}",
+            data.len(),
+            prop.size
+        ));
     }
     r.restore_postprocess(AAPI_EOK)?;
     drop(r);
@@ -2314,7 +3098,11 @@ fn invisible(p: &P) -> PR {
     p.expect("aapi_close_object", c, AAPI_EOK);
     let (c, prop) = p.byname(&e, r.handle(), &target);
     if c != AAPI_EOK || prop.size != data.len() as u64 {
-        p.fail(format!("after aapi_close_object, byname gives {} with size {}", code_name(c), prop.size));
+        p.fail(format!(
+            "after aapi_close_object, byname gives {} with size {}",
+            code_name(c),
+            prop.size
+        ));
     }
     r.restore_postprocess(AAPI_EOK)?;
     drop(r);
@@ -2328,16 +3116,28 @@ fn close_invalidates(p: &P) -> PR {
     let s = p.session(&plugin, AAPI_OP_BACKUP)?;
     let o = p.open_obj(&s, &p.small())?;
     p.expect("aapi_close_object", p.close_obj(&e, o), AAPI_EOK);
-    p.expect("a second aapi_close_object", p.close_obj(&e, o), AAPI_EBADHANDLE);
+    p.expect(
+        "a second aapi_close_object",
+        p.close_obj(&e, o),
+        AAPI_EBADHANDLE,
+    );
     let mut buf = [0u8; 16];
     let mut n = 0usize;
     // SAFETY: valid buffers.
-    let c = p.raw("aapi_read_object", || unsafe { (e.read_object)(o, buf.as_mut_ptr() as *mut c_void, 16, &mut n) });
+    let c = p.raw("aapi_read_object", || unsafe {
+        (e.read_object)(o, buf.as_mut_ptr() as *mut c_void, 16, &mut n)
+    });
     p.expect("aapi_read_object on a closed object", c, AAPI_EBADHANDLE);
     let mut prop = new_prop();
     // SAFETY: valid pointer.
-    let c = p.raw("aapi_get_object_prop", || unsafe { (e.get_object_prop)(o, &mut prop) });
-    p.expect("aapi_get_object_prop on a closed object", c, AAPI_EBADHANDLE);
+    let c = p.raw("aapi_get_object_prop", || unsafe {
+        (e.get_object_prop)(o, &mut prop)
+    });
+    p.expect(
+        "aapi_get_object_prop on a closed object",
+        c,
+        AAPI_EBADHANDLE,
+    );
     drop(s);
     plugin.terminate()?;
     Ok(())
@@ -2373,18 +3173,32 @@ fn snapid(p: &P) -> PR {
     let mut snap = empty_snapid();
     // SAFETY: valid pointers.
     let c = p.raw("aapi_discovery", || unsafe {
-        (e.discovery)(s.handle(), d.sel.as_ptr(), d.hosts.as_ptr(), d.dir.as_ptr(), d.suffix.as_ptr(), AAPI_SCHED_FULL, &mut snap)
+        (e.discovery)(
+            s.handle(),
+            d.sel.as_ptr(),
+            d.hosts.as_ptr(),
+            d.dir.as_ptr(),
+            d.suffix.as_ptr(),
+            AAPI_SCHED_FULL,
+            &mut snap,
+        )
     });
     drop(s);
     if c == AAPI_EOK {
         p.fail("discovery of a missing selection succeeded");
     } else {
         if !dir_is_empty(&out) {
-            p.fail(format!("a discovery that failed with {} left workload files", code_name(c)));
+            p.fail(format!(
+                "a discovery that failed with {} left workload files",
+                code_name(c)
+            ));
         }
         let after = watch(p);
         if after != before {
-            p.fail(format!("a discovery that failed with {} left files in the watched directories", code_name(c)));
+            p.fail(format!(
+                "a discovery that failed with {} left files in the watched directories",
+                code_name(c)
+            ));
         }
     }
     // A successful one writes a NUL-terminated id, and a file for every host, also empty ones.
@@ -2396,11 +3210,22 @@ fn snapid(p: &P) -> PR {
     sentinel(&mut snap, 0);
     // SAFETY: valid pointers.
     let c = p.raw("aapi_discovery", || unsafe {
-        (e.discovery)(s.handle(), d.sel.as_ptr(), d.hosts.as_ptr(), d.dir.as_ptr(), d.suffix.as_ptr(), AAPI_SCHED_FULL, &mut snap)
+        (e.discovery)(
+            s.handle(),
+            d.sel.as_ptr(),
+            d.hosts.as_ptr(),
+            d.dir.as_ptr(),
+            d.suffix.as_ptr(),
+            AAPI_SCHED_FULL,
+            &mut snap,
+        )
     });
     drop(s);
     if c != AAPI_EOK {
-        return Err(Fail::Plugin(format!("discovery of one object for three hosts returned {}", code_name(c))));
+        return Err(Fail::Plugin(format!(
+            "discovery of one object for three hosts returned {}",
+            code_name(c)
+        )));
     }
     let bytes: Vec<u8> = snap.id.iter().map(|&c| c as u8).collect();
     let id = match bytes.iter().position(|&b| b == 0) {
@@ -2412,7 +3237,10 @@ fn snapid(p: &P) -> PR {
     };
     for h in hosts {
         if !out.join(format!("{h}.wkld")).exists() {
-            p.fail_as("disc.workload-files", format!("one object for three hosts: no workload file for {h}"));
+            p.fail_as(
+                "disc.workload-files",
+                format!("one object for three hosts: no workload file for {h}"),
+            );
         }
     }
     let mut def = p.ctx.session_def(AAPI_OP_POSTPROCESS);
@@ -2444,16 +3272,32 @@ fn preprocess(p: &P) -> PR {
     let base = p.dir("pre")?;
     let missing = base.join("no-such-root");
     let s = p.session(&plugin, AAPI_OP_RESTORE)?;
-    let c = s.restore_preprocess(&pbytes(&missing), 1, 1).err().and_then(|e| e.code()).unwrap_or(AAPI_EOK);
-    p.expect("aapi_restore_preprocess with a missing target root", c, AAPI_ENOENT);
+    let c = s
+        .restore_preprocess(&pbytes(&missing), 1, 1)
+        .err()
+        .and_then(|e| e.code())
+        .unwrap_or(AAPI_EOK);
+    p.expect(
+        "aapi_restore_preprocess with a missing target root",
+        c,
+        AAPI_ENOENT,
+    );
     if missing.exists() {
         p.fail("aapi_restore_preprocess created the missing target root");
     }
     drop(s);
     let root = p.dir("pre/root")?;
     let s = p.session(&plugin, AAPI_OP_RESTORE)?;
-    let c = s.restore_preprocess(&pbytes(&root), 1 << 62, 1).err().and_then(|e| e.code()).unwrap_or(AAPI_EOK);
-    p.expect("aapi_restore_preprocess with total_bytes 2^62", c, AAPI_ENOSPC);
+    let c = s
+        .restore_preprocess(&pbytes(&root), 1 << 62, 1)
+        .err()
+        .and_then(|e| e.code())
+        .unwrap_or(AAPI_EOK);
+    p.expect(
+        "aapi_restore_preprocess with total_bytes 2^62",
+        c,
+        AAPI_ENOSPC,
+    );
     if !dir_is_empty(&root) {
         p.fail("aapi_restore_preprocess wrote into the target root before refusing");
     }
@@ -2470,30 +3314,65 @@ fn exists(p: &P) -> PR {
     let o = p.create(&r, &target, AAPI_OBJ_FILE, 0)?;
     p.write_all(&e, o, b"old")?;
     p.close_obj(&e, o);
-    let c = r.create_object(&target, &{ let mut x = new_prop(); x.obj_type = AAPI_OBJ_FILE; x }, 0).err().and_then(|e| e.code()).unwrap_or(AAPI_EOK);
-    p.expect("aapi_create_object on an existing object without AAPI_CREATE_OVERWRITE", c, AAPI_EEXIST);
+    let c = r
+        .create_object(
+            &target,
+            &{
+                let mut x = new_prop();
+                x.obj_type = AAPI_OBJ_FILE;
+                x
+            },
+            0,
+        )
+        .err()
+        .and_then(|e| e.code())
+        .unwrap_or(AAPI_EOK);
+    p.expect(
+        "aapi_create_object on an existing object without AAPI_CREATE_OVERWRITE",
+        c,
+        AAPI_EEXIST,
+    );
     let o = p.create(&r, &target, AAPI_OBJ_FILE, AAPI_CREATE_OVERWRITE)?;
     p.write_all(&e, o, b"new content")?;
     let (_, prop) = p.byname(&e, r.handle(), &target);
     if prop.size != 3 {
-        p.fail(format!("before close, the object being replaced reports size {} (the old one has 3)", prop.size));
+        p.fail(format!(
+            "before close, the object being replaced reports size {} (the old one has 3)",
+            prop.size
+        ));
     }
     p.close_obj(&e, o);
     let (_, prop) = p.byname(&e, r.handle(), &target);
     if prop.size != 11 {
-        p.fail(format!("after close, the replaced object reports size {}, expected 11", prop.size));
+        p.fail(format!(
+            "after close, the replaced object reports size {}, expected 11",
+            prop.size
+        ));
     }
-    if p.ctx.spec.setup.files && std::fs::read(os(&target)).ok().as_deref() != Some(b"new content") {
+    if p.ctx.spec.setup.files && std::fs::read(os(&target)).ok().as_deref() != Some(b"new content")
+    {
         p.fail("after close, the file does not hold the new content");
     }
     let dir = under(&root, b"/existing-dir");
     let o = p.create(&r, &dir, AAPI_OBJ_DIR, 0)?;
     p.close_obj(&e, o);
-    match r.create_object(&dir, &{ let mut x = new_prop(); x.obj_type = AAPI_OBJ_DIR; x.valid = AAPI_PROP_MODE; x.mode = 0o755; x }, 0) {
+    match r.create_object(
+        &dir,
+        &{
+            let mut x = new_prop();
+            x.obj_type = AAPI_OBJ_DIR;
+            x.valid = AAPI_PROP_MODE;
+            x.mode = 0o755;
+            x
+        },
+        0,
+    ) {
         Ok(o) => {
             let _ = o.close();
         }
-        Err(err) => p.fail(format!("creating an existing directory again: {err} (containers are reused)")),
+        Err(err) => p.fail(format!(
+            "creating an existing directory again: {err} (containers are reused)"
+        )),
     }
     r.restore_postprocess(AAPI_EOK)?;
     drop(r);
@@ -2518,7 +3397,9 @@ fn utimes(p: &P) -> PR {
         let got_a = (prop.atime.sec, prop.atime.nsec);
         let got_m = (prop.mtime.sec, prop.mtime.nsec);
         if got_a != a || got_m != m {
-            p.fail(format!("{what}: atime {got_a:?} mtime {got_m:?}, expected atime {a:?} mtime {m:?}"));
+            p.fail(format!(
+                "{what}: atime {got_a:?} mtime {got_m:?}, expected atime {a:?} mtime {m:?}"
+            ));
         }
     };
     let (a1, m1) = ((1_500_000_000, 123_456_789), (1_400_000_000, 987_654_321));
@@ -2531,14 +3412,27 @@ fn utimes(p: &P) -> PR {
     r.set_utimes(&file, Some(ts(a3.0, a3.1)), None)?;
     check(&file, a3, m2, "after setting atime with mtime NULL");
     let link = under(&root, b"/times-link");
-    match r.create_object(&link, &{ let mut x = new_prop(); x.obj_type = AAPI_OBJ_SYMLINK; x }, 0) {
+    match r.create_object(
+        &link,
+        &{
+            let mut x = new_prop();
+            x.obj_type = AAPI_OBJ_SYMLINK;
+            x
+        },
+        0,
+    ) {
         Ok(mut o) => {
             o.write(b"times.txt")?;
             o.close()?;
             let (a, m) = ((1_200_000_000, 11), (1_100_000_000, 22));
             r.set_utimes(&link, Some(ts(a.0, a.1)), Some(ts(m.0, m.1)))?;
             check(&link, a, m, "symbolic link");
-            check(&file, a3, m2, "the link's target after setting the link's times");
+            check(
+                &file,
+                a3,
+                m2,
+                "the link's target after setting the link's times",
+            );
         }
         Err(err) if err.code() == Some(AAPI_ENOTSUP) => {}
         Err(err) => p.fail(format!("creating a symbolic link: {err}")),
@@ -2567,7 +3461,11 @@ fn failed_restore(p: &P) -> PR {
     let new = under(&root, b"/new.txt");
     let newdir = under(&root, b"/newdir");
     let inner = under(&root, b"/newdir/inner.txt");
-    for (path, kind) in [(&new, AAPI_OBJ_FILE), (&newdir, AAPI_OBJ_DIR), (&inner, AAPI_OBJ_FILE)] {
+    for (path, kind) in [
+        (&new, AAPI_OBJ_FILE),
+        (&newdir, AAPI_OBJ_DIR),
+        (&inner, AAPI_OBJ_FILE),
+    ] {
         let o = p.create(&s, path, kind, 0)?;
         if kind == AAPI_OBJ_FILE {
             p.write_all(&e, o, b"created by the failing restore")?;
@@ -2584,20 +3482,34 @@ fn failed_restore(p: &P) -> PR {
     for path in [&new, &newdir, &inner] {
         let (c, _) = p.byname(&e, s.handle(), path);
         if c != AAPI_ENOENT {
-            p.fail(format!("{} created by the failed restore is still there (byname: {})", show(path), code_name(c)));
+            p.fail(format!(
+                "{} created by the failed restore is still there (byname: {})",
+                show(path),
+                code_name(c)
+            ));
         }
     }
     let (c, _) = p.byname(&e, s.handle(), &keep);
     if c != AAPI_EOK {
-        p.fail(format!("the directory {} that existed before the failed restore is gone", show(&keep)));
+        p.fail(format!(
+            "the directory {} that existed before the failed restore is gone",
+            show(&keep)
+        ));
     }
     let (c, prop) = p.byname(&e, s.handle(), &old);
     if c != AAPI_EOK {
-        p.fail(format!("{}, which existed before the failed restore, is gone", show(&old)));
+        p.fail(format!(
+            "{}, which existed before the failed restore, is gone",
+            show(&old)
+        ));
     } else if prop.size != 3 {
         p.fail_as(
             "rst.failed-restore-keeps",
-            format!("{} replaced under AAPI_CREATE_OVERWRITE was not put back (size {}, was 3)", show(&old), prop.size),
+            format!(
+                "{} replaced under AAPI_CREATE_OVERWRITE was not put back (size {}, was 3)",
+                show(&old),
+                prop.size
+            ),
         );
     }
     p.ctx.ran("rst.failed-restore-keeps");
@@ -2616,7 +3528,8 @@ fn long_call_session(p: &P, plugin: &Plugin) -> Result<Server, Fail> {
     p.ctx.hooks.set_budget(setup.timing_budget_ms);
     let mut def = p.ctx.session_def(AAPI_OP_DISCOVERY);
     def.call_budget_ms = setup.timing_budget_ms;
-    def.properties.extend(setup.timing_properties.iter().cloned());
+    def.properties
+        .extend(setup.timing_properties.iter().cloned());
     Ok(plugin.open_server(&setup.server, def)?)
 }
 
@@ -2630,13 +3543,23 @@ fn cancel(p: &P) -> PR {
     let hosts: Vec<&str> = setup.hosts.iter().map(String::as_str).collect();
     let d = disc_c(&setup.timing_selections, &hosts, &out);
     // An idle stretch first, so plugins that pace keepalives per session send one at once.
-    std::thread::sleep(Duration::from_millis(setup.timing_budget_ms as u64 / 4 + 20));
+    std::thread::sleep(Duration::from_millis(
+        setup.timing_budget_ms as u64 / 4 + 20,
+    ));
     p.ctx.hooks.cancel_on_keepalive();
     let mut snap = empty_snapid();
     let t0 = Instant::now();
     // SAFETY: valid pointers.
     let c = p.raw("aapi_discovery", || unsafe {
-        (e.discovery)(s.handle(), d.sel.as_ptr(), d.hosts.as_ptr(), d.dir.as_ptr(), d.suffix.as_ptr(), AAPI_SCHED_FULL, &mut snap)
+        (e.discovery)(
+            s.handle(),
+            d.sel.as_ptr(),
+            d.hosts.as_ptr(),
+            d.dir.as_ptr(),
+            d.suffix.as_ptr(),
+            AAPI_SCHED_FULL,
+            &mut snap,
+        )
     });
     let done = Instant::now();
     let Some(answered) = p.ctx.hooks.cancel_answered() else {
@@ -2646,13 +3569,24 @@ fn cancel(p: &P) -> PR {
             setup.timing_budget_ms / 4
         ));
         if c == AAPI_EOK {
-            let bytes: Vec<u8> = snap.id.iter().map(|&c| c as u8).take_while(|&b| b != 0).collect();
+            let bytes: Vec<u8> = snap
+                .id
+                .iter()
+                .map(|&c| c as u8)
+                .take_while(|&b| b != 0)
+                .collect();
             let mut def = p.ctx.session_def(AAPI_OP_POSTPROCESS);
             def.snapid = String::from_utf8_lossy(&bytes).into_owned();
             let sel = setup.timing_selections.clone();
             if let Ok(pp) = plugin.open_server(&setup.server, def.clone()) {
                 let _ = pp.postprocess(
-                    &DiscoveryArgs { selections: &sel, backup_hosts: &setup.hosts, workload_dir: &out, suffix: ".wkld", schedule: AAPI_SCHED_FULL },
+                    &DiscoveryArgs {
+                        selections: &sel,
+                        backup_hosts: &setup.hosts,
+                        workload_dir: &out,
+                        suffix: ".wkld",
+                        schedule: AAPI_SCHED_FULL,
+                    },
                     &def.snapid,
                 );
             }
@@ -2662,7 +3596,11 @@ fn cancel(p: &P) -> PR {
         return Ok(());
     };
     let bound = Duration::from_millis(AAPI_CANCEL_BOUND_MS.min(setup.timing_budget_ms) as u64);
-    p.expect("aapi_discovery after its keepalive answered AAPI_ECANCELLED", c, AAPI_ECANCELLED);
+    p.expect(
+        "aapi_discovery after its keepalive answered AAPI_ECANCELLED",
+        c,
+        AAPI_ECANCELLED,
+    );
     if done - answered > bound {
         p.fail(format!(
             "aapi_discovery returned {} ms after the AAPI_ECANCELLED answer, the bound is {} ms",
@@ -2724,7 +3662,9 @@ fn concurrency(p: &P) -> Option<usize> {
     }
     let n = p.objects().max_concurrent;
     if n < 2 {
-        p.fail(format!("declares AAPI_CAP_CONCURRENT_OBJECTS with max_concurrent_objects {n} (at least 2)"));
+        p.fail(format!(
+            "declares AAPI_CAP_CONCURRENT_OBJECTS with max_concurrent_objects {n} (at least 2)"
+        ));
         return None;
     }
     Some((n as usize).min(16))
@@ -2734,13 +3674,25 @@ fn concurrency(p: &P) -> Option<usize> {
 const NO_EOF: &str = "no end of data";
 
 /// SHA-256 of an object read with 4 KiB reads; at most `max` bytes are read.
-fn digest_of(p: &P, e: &EntryPoints, s: aapi_server_t, path: &[u8], max: u64) -> Result<String, String> {
+fn digest_of(
+    p: &P,
+    e: &EntryPoints,
+    s: aapi_server_t,
+    path: &[u8],
+    max: u64,
+) -> Result<String, String> {
     let c = cpath(path);
     let mut o = 0u64;
     // SAFETY: valid pointers.
-    let code = p.raw("aapi_open_object", || unsafe { (e.open_object)(s, c.as_ptr(), AAPI_OPEN_READ, &mut o) });
+    let code = p.raw("aapi_open_object", || unsafe {
+        (e.open_object)(s, c.as_ptr(), AAPI_OPEN_READ, &mut o)
+    });
     if code != AAPI_EOK {
-        return Err(format!("aapi_open_object({}) returned {}", show(path), code_name(code)));
+        return Err(format!(
+            "aapi_open_object({}) returned {}",
+            show(path),
+            code_name(code)
+        ));
     }
     use sha2::Digest;
     let mut h = sha2::Sha256::new();
@@ -2750,9 +3702,15 @@ fn digest_of(p: &P, e: &EntryPoints, s: aapi_server_t, path: &[u8], max: u64) ->
     let r = loop {
         let mut n = 0usize;
         // SAFETY: buf holds CHUNK bytes and a guard.
-        let code = p.raw("aapi_read_object", || unsafe { (e.read_object)(o, buf.as_mut_ptr() as *mut c_void, CHUNK, &mut n) });
+        let code = p.raw("aapi_read_object", || unsafe {
+            (e.read_object)(o, buf.as_mut_ptr() as *mut c_void, CHUNK, &mut n)
+        });
         if code != AAPI_EOK {
-            break Err(format!("aapi_read_object({}) returned {}", show(path), code_name(code)));
+            break Err(format!(
+                "aapi_read_object({}) returned {}",
+                show(path),
+                code_name(code)
+            ));
         }
         if n == 0 {
             break Ok(crate::tree::hex(&h.finalize()));
@@ -2775,7 +3733,9 @@ fn cap_for(size: u64) -> u64 {
 }
 
 fn concurrent_read(p: &P) -> PR {
-    let Some(n) = concurrency(p) else { return Ok(()) };
+    let Some(n) = concurrency(p) else {
+        return Ok(());
+    };
     let plugin = p.plugin()?;
     let e = *plugin.entry_points();
     let s = p.session(&plugin, AAPI_OP_BACKUP)?;
@@ -2786,11 +3746,16 @@ fn concurrent_read(p: &P) -> PR {
         .iter()
         .filter(|o| o.flags & AAPI_WKLD_DIR == 0)
         .map(|o| (o.path.clone(), cap_for(o.size)))
-        .filter(|(path, _)| !path.ends_with(b"/small.txt") && !path.ends_with(b"/name with spaces.txt"))
+        .filter(|(path, _)| {
+            !path.ends_with(b"/small.txt") && !path.ends_with(b"/name with spaces.txt")
+        })
         .take(400)
         .collect();
     let paths: Vec<Vec<u8>> = objs.iter().map(|o| o.0.clone()).collect();
-    let serial: Vec<Result<String, String>> = objs.iter().map(|(x, m)| digest_of(p, &e, sh, x, *m)).collect();
+    let serial: Vec<Result<String, String>> = objs
+        .iter()
+        .map(|(x, m)| digest_of(p, &e, sh, x, *m))
+        .collect();
     let results: Vec<Vec<Result<String, String>>> = std::thread::scope(|sc| {
         let hs: Vec<_> = (0..n)
             .map(|t| {
@@ -2806,7 +3771,9 @@ fn concurrent_read(p: &P) -> PR {
                 })
             })
             .collect();
-        hs.into_iter().map(|h| h.join().unwrap_or_default()).collect()
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
     });
     let k = paths.len();
     let mut bad = 0;
@@ -2830,7 +3797,14 @@ fn concurrent_read(p: &P) -> PR {
 }
 
 /// Create `files` under `root` (name, content) from `writers` threads at once; errors returned.
-fn write_files(p: &P, e: &EntryPoints, rh: aapi_server_t, root: &Path, files: &[(String, Vec<u8>)], writers: usize) -> Vec<String> {
+fn write_files(
+    p: &P,
+    e: &EntryPoints,
+    rh: aapi_server_t,
+    root: &Path,
+    files: &[(String, Vec<u8>)],
+    writers: usize,
+) -> Vec<String> {
     std::thread::scope(|sc| {
         let hs: Vec<_> = (0..writers)
             .map(|t| {
@@ -2844,39 +3818,61 @@ fn write_files(p: &P, e: &EntryPoints, rh: aapi_server_t, root: &Path, files: &[
                         prop.mode = 0o644;
                         let mut o = 0u64;
                         // SAFETY: valid pointers.
-                        let c = p.raw("aapi_create_object", || unsafe { (e.create_object)(rh, path.as_ptr(), &prop, 0, &mut o) });
+                        let c = p.raw("aapi_create_object", || unsafe {
+                            (e.create_object)(rh, path.as_ptr(), &prop, 0, &mut o)
+                        });
                         if c != AAPI_EOK {
-                            errs.push(format!("aapi_create_object({name}) returned {}", code_name(c)));
+                            errs.push(format!(
+                                "aapi_create_object({name}) returned {}",
+                                code_name(c)
+                            ));
                             continue;
                         }
                         for chunk in data.chunks(4096) {
                             // SAFETY: valid buffer.
-                            let c = p.raw("aapi_write_object", || unsafe { (e.write_object)(o, chunk.as_ptr() as *const c_void, chunk.len()) });
+                            let c = p.raw("aapi_write_object", || unsafe {
+                                (e.write_object)(o, chunk.as_ptr() as *const c_void, chunk.len())
+                            });
                             if c != AAPI_EOK {
-                                errs.push(format!("aapi_write_object({name}) returned {}", code_name(c)));
+                                errs.push(format!(
+                                    "aapi_write_object({name}) returned {}",
+                                    code_name(c)
+                                ));
                                 break;
                             }
                         }
                         // SAFETY: plain value.
                         let c = p.raw("aapi_close_object", || unsafe { (e.close_object)(o) });
                         if c != AAPI_EOK {
-                            errs.push(format!("aapi_close_object({name}) returned {}", code_name(c)));
+                            errs.push(format!(
+                                "aapi_close_object({name}) returned {}",
+                                code_name(c)
+                            ));
                         }
                     }
                     errs
                 })
             })
             .collect();
-        hs.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        hs.into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
     })
 }
 
 fn concurrent_restore(p: &P) -> PR {
-    let Some(n) = concurrency(p) else { return Ok(()) };
+    let Some(n) = concurrency(p) else {
+        return Ok(());
+    };
     let plugin = p.plugin()?;
     let e = *plugin.entry_points();
     let files: Vec<(String, Vec<u8>)> = (0..n * 4)
-        .map(|i| (format!("/f{i:03}.bin"), pattern(40_000 + 997 * (i % 7), i as u8)))
+        .map(|i| {
+            (
+                format!("/f{i:03}.bin"),
+                pattern(40_000 + 997 * (i % 7), i as u8),
+            )
+        })
         .collect();
     // One stream, then `n` at once, into two roots; both must read back the same.
     let mut digests = Vec::new();
@@ -2895,7 +3891,15 @@ fn concurrent_restore(p: &P) -> PR {
         let s = p.session(&plugin, AAPI_OP_BACKUP)?;
         let d: Vec<Result<String, String>> = files
             .iter()
-            .map(|(f, data)| digest_of(p, &e, s.handle(), &under(&root, f.as_bytes()), cap_for(data.len() as u64)))
+            .map(|(f, data)| {
+                digest_of(
+                    p,
+                    &e,
+                    s.handle(),
+                    &under(&root, f.as_bytes()),
+                    cap_for(data.len() as u64),
+                )
+            })
             .collect();
         digests.push(d);
         drop(s);
@@ -2927,7 +3931,10 @@ fn threads_terminate(p: &P) -> PR {
     }
     let now = thread_count();
     if now > base {
-        p.fail(format!("{} plugin thread(s) still run after aapi_terminate", now - base));
+        p.fail(format!(
+            "{} plugin thread(s) still run after aapi_terminate",
+            now - base
+        ));
     }
     Ok(())
 }
@@ -2956,7 +3963,10 @@ fn fds_close_server(p: &P) -> PR {
     let after = open_fds();
     let leaked = fd_diff(&before, &after);
     if !leaked.is_empty() {
-        p.fail(format!("after a backup session closed: {}", leaked.join(", ")));
+        p.fail(format!(
+            "after a backup session closed: {}",
+            leaked.join(", ")
+        ));
     }
     if p.has(AAPI_CAP_RESTORE) {
         let before = open_fds();
@@ -2970,7 +3980,10 @@ fn fds_close_server(p: &P) -> PR {
         r.close()?;
         let leaked = fd_diff(&before, &open_fds());
         if !leaked.is_empty() {
-            p.fail(format!("after a restore session closed: {}", leaked.join(", ")));
+            p.fail(format!(
+                "after a restore session closed: {}",
+                leaked.join(", ")
+            ));
         }
     }
     plugin.terminate()?;
@@ -3007,9 +4020,18 @@ fn vm_hwm_kib() -> u64 {
 }
 
 fn streaming(p: &P) -> PR {
-    let big = p.objects().all.iter().filter(|o| o.flags & (AAPI_WKLD_DIR | AAPI_WKLD_SYMLINK) == 0).map(|o| o.size).max().unwrap_or(0);
+    let big = p
+        .objects()
+        .all
+        .iter()
+        .filter(|o| o.flags & (AAPI_WKLD_DIR | AAPI_WKLD_SYMLINK) == 0)
+        .map(|o| o.size)
+        .max()
+        .unwrap_or(0);
     if big < 2 << 20 {
-        p.skip(format!("the largest object has {big} bytes; the check needs one of 2 MiB or more"));
+        p.skip(format!(
+            "the largest object has {big} bytes; the check needs one of 2 MiB or more"
+        ));
         return Ok(());
     }
     let plugin = p.plugin()?;
@@ -3021,7 +4043,9 @@ fn streaming(p: &P) -> PR {
     let _ = digest_of(p, &e, s.handle(), &p.file(), p.cap(&p.file()));
     let grew = vm_hwm_kib().saturating_sub(before) * 1024;
     if grew > big / 2 {
-        p.fail(format!("reading a {big}-byte object raised peak memory by {grew} bytes"));
+        p.fail(format!(
+            "reading a {big}-byte object raised peak memory by {grew} bytes"
+        ));
     }
     drop(s);
     plugin.terminate()?;

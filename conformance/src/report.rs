@@ -343,7 +343,10 @@ impl Report {
                 cs.len(),
                 count(&|s| *s == Status::Failed),
                 count(&|s| matches!(s, Status::Error(_))),
-                count(&|s| matches!(s, Status::Skipped(_) | Status::Waived(_) | Status::Blocked(_))),
+                count(&|s| matches!(
+                    s,
+                    Status::Skipped(_) | Status::Waived(_) | Status::Blocked(_)
+                )),
                 cs.iter().map(|c| c.duration_ms).sum::<u64>() as f64 / 1000.0
             );
             for c in cs {

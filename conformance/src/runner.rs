@@ -17,8 +17,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The program the runner starts as a worker process.
@@ -173,7 +173,10 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
     let (scratch_holder, scratch) = match &opts.scratch {
         Some(d) => {
             std::fs::create_dir_all(d).map_err(|e| RunError(format!("{}: {e}", d.display())))?;
-            (None, std::fs::canonicalize(d).map_err(|e| RunError(e.to_string()))?)
+            (
+                None,
+                std::fs::canonicalize(d).map_err(|e| RunError(e.to_string()))?,
+            )
         }
         None => {
             let t = tempfile::Builder::new()
@@ -202,8 +205,11 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
             .map(|s| crate::pipeline::under(&restore_root, s))
             .collect(),
     };
-    let mut properties: Vec<(String, String)> =
-        p.properties.iter().map(|(k, v)| (k.clone(), x(v))).collect();
+    let mut properties: Vec<(String, String)> = p
+        .properties
+        .iter()
+        .map(|(k, v)| (k.clone(), x(v)))
+        .collect();
     properties.sort();
     let setup = Setup {
         plugin: plugin.clone(),
@@ -216,14 +222,24 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
         hosts: p.backup_hosts.clone(),
         files: p.files.is_some(),
         timing_budget_ms: p.timing.budget_ms,
-        timing_selections: p.timing.selections.iter().map(|s| x(s).into_bytes()).collect(),
+        timing_selections: p
+            .timing
+            .selections
+            .iter()
+            .map(|s| x(s).into_bytes())
+            .collect(),
         timing_properties: p
             .timing
             .properties
             .iter()
             .map(|(k, v)| (k.clone(), x(v)))
             .collect(),
-        watch_dirs: p.data.watch_dirs.iter().map(|d| PathBuf::from(x(d))).collect(),
+        watch_dirs: p
+            .data
+            .watch_dirs
+            .iter()
+            .map(|d| PathBuf::from(x(d)))
+            .collect(),
     };
     let defs: Vec<CheckDef> = checks::all()
         .into_iter()
@@ -240,7 +256,10 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
             .map_err(|e| RunError(format!("cannot generate the test tree: {e}")))?;
     }
     for d in &setup.watch_dirs {
-        let d = PathBuf::from(d.to_string_lossy().replace("{job}", &scratch.join("pipeline").to_string_lossy()));
+        let d = PathBuf::from(
+            d.to_string_lossy()
+                .replace("{job}", &scratch.join("pipeline").to_string_lossy()),
+        );
         std::fs::create_dir_all(&d).map_err(|e| RunError(format!("{}: {e}", d.display())))?;
     }
     let env_cmd = |cmd: &str| -> Result<(), RunError> {
@@ -326,8 +345,9 @@ impl Runner {
 
     fn passed(&self, id: &str) -> bool {
         let s = self.state.lock().unwrap();
-        s.get(id)
-            .is_some_and(|c| c.ran && c.findings.is_empty() && c.error.is_none() && c.skip.is_none())
+        s.get(id).is_some_and(|c| {
+            c.ran && c.findings.is_empty() && c.error.is_none() && c.skip.is_none()
+        })
     }
 
     fn limits(&self, budget_ms: u32) -> Limits {
@@ -340,7 +360,9 @@ impl Runner {
     /// Run one task in a worker process and record what it reports.
     fn unit(&self, task: Task, primary: &str) -> Unit {
         let budget = match &task {
-            Task::Probe { check } if check == "time.cancel" || check == "time.keepalive-cadence" => {
+            Task::Probe { check }
+                if check == "time.cancel" || check == "time.keepalive-cadence" =>
+            {
                 self.setup.timing_budget_ms
             }
             _ => self.setup.budget_ms,
@@ -377,10 +399,13 @@ impl Runner {
                 return unit;
             }
         };
-        cmd.env(TASK_ENV, serde_json::to_string(&spec).expect("task serialises"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.env(
+            TASK_ENV,
+            serde_json::to_string(&spec).expect("task serialises"),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         let worker = match Worker::spawn(cmd, self.limits(budget)) {
             Ok(w) => w,
             Err(e) => {
@@ -406,11 +431,7 @@ impl Runner {
                 Err(e) => self.harness(&current, format!("unreadable worker message: {e}")),
             },
             Event::Log { level, message } => {
-                let line = format!(
-                    "[{}] {}",
-                    aapi_host::client::level_name(*level),
-                    message
-                );
+                let line = format!("[{}] {}", aapi_host::client::level_name(*level), message);
                 self.texts
                     .lock()
                     .unwrap()
@@ -484,7 +505,13 @@ impl Runner {
         if let Ok(out) = std::fs::read(&capture) {
             if !out.is_empty() {
                 let text = String::from_utf8_lossy(&out).into_owned();
-                let first = text.lines().next().unwrap_or("").chars().take(160).collect::<String>();
+                let first = text
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .chars()
+                    .take(160)
+                    .collect::<String>();
                 self.fail(
                     "sec.output",
                     format!(
@@ -562,7 +589,10 @@ impl Runner {
         }
         let job = self.pipeline_job().to_string_lossy().into_owned();
         for d in &self.setup.watch_dirs {
-            walk(Path::new(&d.to_string_lossy().replace("{job}", &job)), &mut s);
+            walk(
+                Path::new(&d.to_string_lossy().replace("{job}", &job)),
+                &mut s,
+            );
         }
         s
     }
@@ -604,7 +634,10 @@ impl Runner {
                     format!("unexpected file {n:?} in the workload directory"),
                 );
                 if n.contains("tmp") || n.starts_with('.') {
-                    self.fail("disc.workload-mode", format!("temporary file {n:?} left behind"));
+                    self.fail(
+                        "disc.workload-mode",
+                        format!("temporary file {n:?} left behind"),
+                    );
                 }
             }
         }
@@ -627,14 +660,17 @@ impl Runner {
             if mode & 0o077 != 0 {
                 self.fail(
                     "sec.workload-private",
-                    format!("{} has mode {mode:04o}: group or others may access it", path.display()),
+                    format!(
+                        "{} has mode {mode:04o}: group or others may access it",
+                        path.display()
+                    ),
                 );
             }
             if let Ok(bytes) = std::fs::read(&path) {
-                self.texts
-                    .lock()
-                    .unwrap()
-                    .push(("disc.format".into(), String::from_utf8_lossy(&bytes).into_owned()));
+                self.texts.lock().unwrap().push((
+                    "disc.format".into(),
+                    String::from_utf8_lossy(&bytes).into_owned(),
+                ));
             }
             match WorkloadFile::read_from_path(&path) {
                 Ok(wf) => {
@@ -670,7 +706,9 @@ impl Runner {
         let mut seen: BTreeMap<Vec<u8>, usize> = BTreeMap::new();
         for wf in &files {
             for e in &wf.entries {
-                *seen.entry(e.path.as_os_str().as_bytes().to_vec()).or_default() += 1;
+                *seen
+                    .entry(e.path.as_os_str().as_bytes().to_vec())
+                    .or_default() += 1;
             }
         }
         for (p, n) in &seen {
@@ -686,7 +724,10 @@ impl Runner {
                 if !seen.contains_key(p) {
                     self.fail(
                         "disc.exactly-once",
-                        format!("{} is in the selection but in no workload file", crate::worker::show(p)),
+                        format!(
+                            "{} is in the selection but in no workload file",
+                            crate::worker::show(p)
+                        ),
                     );
                 }
             }
@@ -729,7 +770,13 @@ impl Runner {
         (u, out)
     }
 
-    fn backups(&self, files: &[WorkloadFile], out: &Path, tag: &str, primary: &str) -> Vec<PathBuf> {
+    fn backups(
+        &self,
+        files: &[WorkloadFile],
+        out: &Path,
+        tag: &str,
+        primary: &str,
+    ) -> Vec<PathBuf> {
         let images: Vec<PathBuf> = files
             .iter()
             .map(|wf| self.scratch.join(format!("image-{tag}-{}", wf.backup_host)))
@@ -756,11 +803,26 @@ impl Runner {
     }
 
     /// The pipeline's discovery: checks the workload files and picks the objects probes use.
-    fn discovery(&self) -> Option<(String, PathBuf, Vec<WorkloadFile>, Option<Manifest>, BTreeSet<PathBuf>)> {
+    fn discovery(
+        &self,
+    ) -> Option<(
+        String,
+        PathBuf,
+        Vec<WorkloadFile>,
+        Option<Manifest>,
+        BTreeSet<PathBuf>,
+    )> {
         let watch_before = self.watch_state();
         let manifest = self.selection_manifest(&self.setup.selections);
         let hosts = self.setup.hosts.clone();
-        let (u, out) = self.discover("full", &self.setup.selections, &hosts, AAPI_SCHED_FULL, vec![], "life.discovery");
+        let (u, out) = self.discover(
+            "full",
+            &self.setup.selections,
+            &hosts,
+            AAPI_SCHED_FULL,
+            vec![],
+            "life.discovery",
+        );
         self.ran("life.discovery");
         for e in u.errors() {
             self.fail("life.discovery", e);
@@ -827,9 +889,14 @@ impl Runner {
                 || p.ends_with(b"/small.txt")
                 || p.ends_with(b"/name with spaces.txt")
         };
-        let regular = |o: &&Obj| o.flags & (AAPI_WKLD_DIR | AAPI_WKLD_SYMLINK) == 0 && !volatile(&o.path);
+        let regular =
+            |o: &&Obj| o.flags & (AAPI_WKLD_DIR | AAPI_WKLD_SYMLINK) == 0 && !volatile(&o.path);
         let mut objects = Objects {
-            file: all.iter().filter(regular).max_by_key(|o| o.size).map(|o| o.path.clone()),
+            file: all
+                .iter()
+                .filter(regular)
+                .max_by_key(|o| o.size)
+                .map(|o| o.path.clone()),
             small_file: all
                 .iter()
                 .filter(regular)
@@ -848,7 +915,10 @@ impl Runner {
             all,
             ..Default::default()
         };
-        objects.capabilities = u.value("capabilities").and_then(|v| v.as_u64()).unwrap_or(0);
+        objects.capabilities = u
+            .value("capabilities")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
         objects.max_concurrent = u
             .value("max_concurrent")
             .and_then(|v| v.as_u64())
@@ -897,7 +967,12 @@ impl Runner {
                 Vec::new()
             }
         };
-        self.check_image(&image, manifest.as_ref(), snapshot_probe.as_deref(), &snapid);
+        self.check_image(
+            &image,
+            manifest.as_ref(),
+            snapshot_probe.as_deref(),
+            &snapid,
+        );
         // Postprocess.
         let u = self.unit(
             Task::Postprocess {
@@ -933,7 +1008,10 @@ impl Runner {
         self.ran("disc.postprocess");
         // Restore and backup again.
         if objects.capabilities & AAPI_CAP_RESTORE == 0 {
-            self.skip("life.restore", "the plugin does not declare AAPI_CAP_RESTORE");
+            self.skip(
+                "life.restore",
+                "the plugin does not declare AAPI_CAP_RESTORE",
+            );
         } else if objects.capabilities & AAPI_CAP_ALTERNATE_RESTORE == 0 {
             self.skip(
                 "life.restore",
@@ -962,10 +1040,16 @@ impl Runner {
             let name = crate::worker::show(&o.path);
             let p = &o.prop;
             if p.valid & !known != 0 {
-                self.fail("obj.prop-valid", format!("{name}: valid has unknown bits {:#x}", p.valid & !known));
+                self.fail(
+                    "obj.prop-valid",
+                    format!("{name}: valid has unknown bits {:#x}", p.valid & !known),
+                );
             }
             if !(AAPI_OBJ_FILE..=AAPI_OBJ_SYMLINK).contains(&p.obj_type) {
-                self.fail("obj.prop-valid", format!("{name}: obj_type {} is not an AAPI_OBJ_* value", p.obj_type));
+                self.fail(
+                    "obj.prop-valid",
+                    format!("{name}: obj_type {} is not an AAPI_OBJ_* value", p.obj_type),
+                );
             }
             let want_type = if o.flags & AAPI_WKLD_DIR != 0 {
                 AAPI_OBJ_DIR
@@ -977,38 +1061,58 @@ impl Runner {
             if p.obj_type != want_type {
                 self.fail(
                     "obj.prop-valid",
-                    format!("{name}: obj_type {} but its workload record says {want_type}", p.obj_type),
+                    format!(
+                        "{name}: obj_type {} but its workload record says {want_type}",
+                        p.obj_type
+                    ),
                 );
             }
             if o.bad_stream {
                 continue;
             }
             if p.valid & AAPI_PROP_SIZE != 0 && p.size != o.bytes && p.obj_type != AAPI_OBJ_DIR {
-                self.fail("obj.size", format!("{name}: {} bytes read, size property {}", o.bytes, p.size));
+                self.fail(
+                    "obj.size",
+                    format!("{name}: {} bytes read, size property {}", o.bytes, p.size),
+                );
             }
             if p.obj_type == AAPI_OBJ_DIR && o.bytes != 0 {
-                self.fail("obj.dir-symlink", format!("directory {name} gave {} bytes of data", o.bytes));
+                self.fail(
+                    "obj.dir-symlink",
+                    format!("directory {name} gave {} bytes of data", o.bytes),
+                );
             }
             let Some(m) = manifest else { continue };
             let Some(e) = m.0.get(&o.path) else { continue };
             if e.sha256 != o.sha256 {
                 let check = match e.kind {
-                    Kind::Symlink => "obj.dir-symlink",
+                    Kind::Symlink | Kind::Dir => "obj.dir-symlink",
                     _ if snapshot_probe == Some(o.path.as_slice()) => "disc.snappath",
                     _ => "obj.size",
                 };
                 let what = if e.kind == Kind::Symlink {
                     "the data read is not the link target".to_string()
+                } else if e.kind == Kind::Dir {
+                    format!("a directory gave {} bytes of data", o.bytes)
                 } else if check == "disc.snappath" {
-                    format!("changed after the snapshot {snapid:?} was taken, and the backup read the change")
+                    format!(
+                        "changed after the snapshot {snapid:?} was taken, and the backup read the change"
+                    )
                 } else {
-                    format!("the {} bytes read differ from the {} bytes on disk", o.bytes, e.size)
+                    format!(
+                        "the {} bytes read differ from the {} bytes on disk",
+                        o.bytes, e.size
+                    )
                 };
                 self.fail(check, format!("{name}: {what}"));
             }
             let mut wrong = Vec::new();
             if e.kind.obj_type() != p.obj_type {
-                wrong.push(format!("obj_type {} (lstat says {})", p.obj_type, e.kind.obj_type()));
+                wrong.push(format!(
+                    "obj_type {} (lstat says {})",
+                    p.obj_type,
+                    e.kind.obj_type()
+                ));
             }
             if p.valid & AAPI_PROP_SIZE != 0 && p.size != e.size && e.kind != Kind::Dir {
                 wrong.push(format!("size {} (lstat {})", p.size, e.size));
@@ -1017,7 +1121,10 @@ impl Runner {
                 wrong.push(format!("mode {:o} (lstat {:o})", p.mode, e.mode));
             }
             if p.valid & AAPI_PROP_OWNER != 0 && (p.uid, p.gid) != (e.uid, e.gid) {
-                wrong.push(format!("owner {}:{} (lstat {}:{})", p.uid, p.gid, e.uid, e.gid));
+                wrong.push(format!(
+                    "owner {}:{} (lstat {}:{})",
+                    p.uid, p.gid, e.uid, e.gid
+                ));
             }
             if p.valid & AAPI_PROP_MTIME != 0 && p.mtime != e.mtime {
                 wrong.push(format!("mtime {:?} (lstat {:?})", p.mtime, e.mtime));
@@ -1026,7 +1133,14 @@ impl Runner {
                 self.fail("obj.prop-valid", format!("{name}: {}", wrong.join(", ")));
             }
         }
-        for c in ["obj.prop-valid", "obj.size", "obj.dir-symlink", "disc.snappath", "obj.read-protocol", "mem.read-bounds"] {
+        for c in [
+            "obj.prop-valid",
+            "obj.size",
+            "obj.dir-symlink",
+            "disc.snappath",
+            "obj.read-protocol",
+            "mem.read-bounds",
+        ] {
             self.ran(c);
         }
     }
@@ -1038,10 +1152,17 @@ impl Runner {
         manifest: Option<&Manifest>,
     ) {
         let root = &self.restore_root;
-        if root.exists() && std::fs::read_dir(root).map(|mut d| d.next().is_some()).unwrap_or(true) {
+        if root.exists()
+            && std::fs::read_dir(root)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(true)
+        {
             self.harness(
                 "life.restore",
-                format!("the restore root {} exists and is not empty", root.display()),
+                format!(
+                    "the restore root {} exists and is not empty",
+                    root.display()
+                ),
             );
             return;
         }
@@ -1074,11 +1195,16 @@ impl Runner {
             if let Ok(m) = Manifest::scan(&[root.clone()]) {
                 for p in m.0.keys() {
                     let ok = targets.contains(p)
-                        || targets.iter().any(|t| t.starts_with(p) && t.get(p.len()) == Some(&b'/'));
+                        || targets
+                            .iter()
+                            .any(|t| t.starts_with(p) && t.get(p.len()) == Some(&b'/'));
                     if !ok && p.as_slice() != root.as_os_str().as_bytes() {
                         self.fail(
                             "rst.create-location",
-                            format!("{} appeared under the restore root but was not restored", crate::worker::show(p)),
+                            format!(
+                                "{} appeared under the restore root but was not restored",
+                                crate::worker::show(p)
+                            ),
                         );
                     }
                 }
@@ -1087,19 +1213,39 @@ impl Runner {
         }
         // Back up the restored objects and compare.
         let hosts = vec!["restored".to_string()];
-        let (u2, out2) = self.discover("restored", &self.restored_selections, &hosts, AAPI_SCHED_FULL, vec![], "data.roundtrip");
+        let (u2, out2) = self.discover(
+            "restored",
+            &self.restored_selections,
+            &hosts,
+            AAPI_SCHED_FULL,
+            vec![],
+            "data.roundtrip",
+        );
         self.ran("data.roundtrip");
         self.ran("rst.create-location");
         for e in u2.errors() {
-            self.fail("data.roundtrip", format!("discovery of the restored objects: {e}"));
+            self.fail(
+                "data.roundtrip",
+                format!("discovery of the restored objects: {e}"),
+            );
         }
         if !u2.ok() {
             return;
         }
-        let snap2 = u2.value("snapid").and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let snap2 = u2
+            .value("snapid")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string();
         let files2: Vec<WorkloadFile> = hosts
             .iter()
-            .filter_map(|h| WorkloadFile::read_from_path(&aapi_sdk::workload::file_name(&out2, h, ".wkld")).ok())
+            .filter_map(|h| {
+                let mut wf =
+                    WorkloadFile::read_from_path(&aapi_sdk::workload::file_name(&out2, h, ".wkld"))
+                        .ok()?;
+                wf.backup_host = h.clone();
+                Some(wf)
+            })
             .collect();
         let images2 = self.backups(&files2, &out2, "restored", "data.roundtrip");
         let pp = self.unit(
@@ -1112,23 +1258,25 @@ impl Runner {
             "data.roundtrip",
         );
         for e in pp.errors() {
-            self.fail("data.roundtrip", format!("postprocess of the restored objects: {e}"));
+            self.fail(
+                "data.roundtrip",
+                format!("postprocess of the restored objects: {e}"),
+            );
         }
         let second = match read_images(&images2) {
             Ok(v) => v,
             Err(e) => {
-                self.fail("data.roundtrip", format!("backup of the restored objects: {e}"));
+                self.fail(
+                    "data.roundtrip",
+                    format!("backup of the restored objects: {e}"),
+                );
                 return;
             }
         };
         let root_b = root.as_os_str().as_bytes();
         let second: BTreeMap<Vec<u8>, ImageObject> = second
             .into_iter()
-            .filter_map(|(_, o)| {
-                o.path
-                    .strip_prefix(root_b)
-                    .map(|p| (p.to_vec(), o.clone()))
-            })
+            .filter_map(|(_, o)| o.path.strip_prefix(root_b).map(|p| (p.to_vec(), o.clone())))
             .collect();
         for (_, o) in image {
             let name = crate::worker::show(&o.path);
@@ -1141,17 +1289,32 @@ impl Runner {
             };
             let mut wrong = Vec::new();
             if r.sha256 != o.sha256 {
-                wrong.push(format!("data differ ({} bytes, backed up {})", r.bytes, o.bytes));
+                wrong.push(format!(
+                    "data differ ({} bytes, backed up {})",
+                    r.bytes, o.bytes
+                ));
             }
             if r.prop.obj_type != o.prop.obj_type {
-                wrong.push(format!("obj_type {} (backed up {})", r.prop.obj_type, o.prop.obj_type));
+                wrong.push(format!(
+                    "obj_type {} (backed up {})",
+                    r.prop.obj_type, o.prop.obj_type
+                ));
             }
             let both = r.prop.valid & o.prop.valid;
-            if both & AAPI_PROP_MODE != 0 && o.prop.obj_type != AAPI_OBJ_SYMLINK && r.prop.mode != o.prop.mode {
-                wrong.push(format!("mode {:o} (backed up {:o})", r.prop.mode, o.prop.mode));
+            if both & AAPI_PROP_MODE != 0
+                && o.prop.obj_type != AAPI_OBJ_SYMLINK
+                && r.prop.mode != o.prop.mode
+            {
+                wrong.push(format!(
+                    "mode {:o} (backed up {:o})",
+                    r.prop.mode, o.prop.mode
+                ));
             }
             if both & AAPI_PROP_OWNER != 0 && (r.prop.uid, r.prop.gid) != (o.prop.uid, o.prop.gid) {
-                wrong.push(format!("owner {}:{} (backed up {}:{})", r.prop.uid, r.prop.gid, o.prop.uid, o.prop.gid));
+                wrong.push(format!(
+                    "owner {}:{} (backed up {}:{})",
+                    r.prop.uid, r.prop.gid, o.prop.uid, o.prop.gid
+                ));
             }
             if !wrong.is_empty() {
                 self.fail("data.roundtrip", format!("{name}: {}", wrong.join(", ")));
@@ -1159,7 +1322,10 @@ impl Runner {
             if both & AAPI_PROP_MTIME != 0 && r.prop.mtime != o.prop.mtime {
                 self.fail(
                     "data.roundtrip-times",
-                    format!("{name}: mtime {:?} after the restore, backed up {:?}", r.prop.mtime, o.prop.mtime),
+                    format!(
+                        "{name}: mtime {:?} after the restore, backed up {:?}",
+                        r.prop.mtime, o.prop.mtime
+                    ),
                 );
             }
         }
@@ -1176,7 +1342,9 @@ impl Runner {
         }
         // On disk (files).
         if let Some(m) = manifest {
-            let restored = self.selection_manifest(&self.restored_selections).unwrap_or_default();
+            let restored = self
+                .selection_manifest(&self.restored_selections)
+                .unwrap_or_default();
             for (_, o) in image {
                 let Some(e) = m.0.get(&o.path) else { continue };
                 if o.bad_stream {
@@ -1184,7 +1352,10 @@ impl Runner {
                 }
                 let name = crate::worker::show(&o.path);
                 let Some(r) = restored.0.get(&crate::pipeline::under(root, &o.path)) else {
-                    self.fail("data.on-disk", format!("{name} is not on disk under the restore root"));
+                    self.fail(
+                        "data.on-disk",
+                        format!("{name} is not on disk under the restore root"),
+                    );
                     continue;
                 };
                 let mut wrong = Vec::new();
@@ -1192,7 +1363,10 @@ impl Runner {
                     wrong.push(format!("{:?} instead of {:?}", r.kind, e.kind));
                 }
                 if r.sha256 != e.sha256 {
-                    wrong.push(format!("content differs ({} bytes, source {})", r.size, e.size));
+                    wrong.push(format!(
+                        "content differs ({} bytes, source {})",
+                        r.size, e.size
+                    ));
                 }
                 if e.kind != Kind::Symlink && r.mode != e.mode {
                     wrong.push(format!("mode {:o} (source {:o})", r.mode, e.mode));
@@ -1214,25 +1388,47 @@ impl Runner {
     fn incremental(&self, objects: &Objects) {
         let id = "disc.incremental";
         let scheds: Vec<(u32, &str, &str)> = [
-            (AAPI_SCHED_INCR, AAPI_SRVC_INCR_BACKUP_SUPPORT, aapi_sdk::props::AAPI_PROP_LAST_BACKUP_TIME, "incr"),
-            (AAPI_SCHED_CINC, AAPI_SRVC_CINC_BACKUP_SUPPORT, aapi_sdk::props::AAPI_PROP_LAST_FULL_TIME, "cinc"),
+            (
+                AAPI_SCHED_INCR,
+                AAPI_SRVC_INCR_BACKUP_SUPPORT,
+                aapi_sdk::props::AAPI_PROP_LAST_BACKUP_TIME,
+                "incr",
+            ),
+            (
+                AAPI_SCHED_CINC,
+                AAPI_SRVC_CINC_BACKUP_SUPPORT,
+                aapi_sdk::props::AAPI_PROP_LAST_FULL_TIME,
+                "cinc",
+            ),
         ]
         .into_iter()
         .filter(|(_, flag, _, _)| objects.srv_flags & flag != 0)
         .map(|(s, _, k, n)| (s, k, n))
         .collect();
         if scheds.is_empty() {
-            self.skip(id, "the server supports neither AAPI_SCHED_INCR nor AAPI_SCHED_CINC");
+            self.skip(
+                id,
+                "the server supports neither AAPI_SCHED_INCR nor AAPI_SCHED_CINC",
+            );
             return;
         }
         if self.tree.is_none() && self.change_command.is_none() {
-            self.skip(id, "needs the generated files tree or a [data] change_command in the profile");
+            self.skip(
+                id,
+                "needs the generated files tree or a [data] change_command in the profile",
+            );
             return;
         }
         // Every unchanged object must be older than the reference second.
         let before = self.selection_manifest(&self.setup.selections);
-        let reference = before.as_ref().map(|m| m.newest_ctime() + 1).unwrap_or_else(tree::now_secs) ;
-        while tree::now_secs() < reference {
+        let reference = before
+            .as_ref()
+            .map(|m| m.newest_ctime() + 1)
+            .unwrap_or_else(tree::now_secs);
+        // File times come from a coarse clock that may lag the precise one by a few
+        // milliseconds: change the tree only well inside the reference second.
+        let start = std::time::UNIX_EPOCH + Duration::from_millis(reference as u64 * 1000 + 200);
+        while std::time::SystemTime::now() < start {
             std::thread::sleep(Duration::from_millis(20));
         }
         let changed: Vec<Vec<u8>> = if let Some(t) = &self.tree {
@@ -1245,7 +1441,12 @@ impl Runner {
             }
         } else {
             let cmd = self.change_command.clone().unwrap_or_default();
-            match Command::new("sh").arg("-c").arg(&cmd).stdin(Stdio::null()).status() {
+            match Command::new("sh")
+                .arg("-c")
+                .arg(&cmd)
+                .stdin(Stdio::null())
+                .status()
+            {
                 Ok(s) if s.success() => self.changed_objects.clone(),
                 other => {
                     self.harness(id, format!("change_command `{cmd}` failed: {other:?}"));
@@ -1270,7 +1471,11 @@ impl Runner {
             if !u.ok() {
                 continue;
             }
-            let snapid = u.value("snapid").and_then(|v| v.as_str()).unwrap_or("").to_string();
+            let snapid = u
+                .value("snapid")
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string();
             let now = self.selection_manifest(&self.setup.selections);
             let files = self.check_workload_dir(&out, &hosts, &snapid, now.as_ref());
             let mut listed: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
@@ -1291,7 +1496,11 @@ impl Runner {
                                 "{name}: {} is {} since {reference} but {} AAPI_WKLD_UNCHANGED",
                                 crate::worker::show(p),
                                 if is_changed { "changed" } else { "unchanged" },
-                                if flagged_unchanged { "carries" } else { "lacks" }
+                                if flagged_unchanged {
+                                    "carries"
+                                } else {
+                                    "lacks"
+                                }
                             ),
                         );
                     }
@@ -1299,7 +1508,13 @@ impl Runner {
             }
             for c in &changed {
                 match listed.get(c) {
-                    None => self.fail(id, format!("{name}: changed object {} is not listed", crate::worker::show(c))),
+                    None => self.fail(
+                        id,
+                        format!(
+                            "{name}: changed object {} is not listed",
+                            crate::worker::show(c)
+                        ),
+                    ),
                     Some(f) if f & AAPI_WKLD_UNCHANGED != 0 => {}
                     Some(_) => {}
                 }
@@ -1307,16 +1522,29 @@ impl Runner {
             let images = self.backups(&files, &out, name, id);
             if let Ok(img) = read_images(&images) {
                 for c in &changed {
-                    let Some((_, o)) = img.iter().find(|(_, o)| &o.path == c && !o.bad_stream) else {
+                    let Some((_, o)) = img.iter().find(|(_, o)| &o.path == c && !o.bad_stream)
+                    else {
                         if img.iter().any(|(_, o)| &o.path == c) {
                             continue;
                         }
-                        self.fail(id, format!("{name}: the backup did not read changed object {}", crate::worker::show(c)));
+                        self.fail(
+                            id,
+                            format!(
+                                "{name}: the backup did not read changed object {}",
+                                crate::worker::show(c)
+                            ),
+                        );
                         continue;
                     };
                     if let Some(e) = now.as_ref().and_then(|m| m.0.get(c)) {
                         if e.sha256 != o.sha256 {
-                            self.fail(id, format!("{name}: the backup of {} does not hold its new content", crate::worker::show(c)));
+                            self.fail(
+                                id,
+                                format!(
+                                    "{name}: the backup of {} does not hold its new content",
+                                    crate::worker::show(c)
+                                ),
+                            );
                         }
                     }
                 }
@@ -1337,7 +1565,16 @@ impl Runner {
     }
 
     fn aggregates(&self) {
-        for c in ["time.budget", "mem.no-crash", "rc.codes", "rc.documented-codes", "thr.callbacks", "sec.secrets", "sec.output", "time.keepalive-cadence"] {
+        for c in [
+            "time.budget",
+            "mem.no-crash",
+            "rc.codes",
+            "rc.documented-codes",
+            "thr.callbacks",
+            "sec.secrets",
+            "sec.output",
+            "time.keepalive-cadence",
+        ] {
             self.ran(c);
         }
         for t in self.timeouts.lock().unwrap().iter() {
@@ -1355,7 +1592,10 @@ impl Runner {
                 self.fail("rc.documented-codes", c.clone());
             }
             for c in &s.stray_callbacks {
-                self.fail("thr.callbacks", format!("{c} while no entry point was running"));
+                self.fail(
+                    "thr.callbacks",
+                    format!("{c} while no entry point was running"),
+                );
             }
             for l in &s.long_calls {
                 // A quarter of the budget, with 50% slack for scheduling.
@@ -1379,7 +1619,10 @@ impl Runner {
             .filter(|v| v.len() >= 4)
             .collect();
         if secrets.is_empty() {
-            self.skip("sec.secrets", "the profile names no credentials file (or only secrets shorter than 4 bytes)");
+            self.skip(
+                "sec.secrets",
+                "the profile names no credentials file (or only secrets shorter than 4 bytes)",
+            );
         } else {
             for (check, text) in self.texts.lock().unwrap().iter() {
                 for s in &secrets {

@@ -207,7 +207,11 @@ pub fn generate(root: &Path, p: &FilesTree) -> io::Result<()> {
     write_file(&data.join("empty.txt"), b"", 0o644)?;
     write_file(&data.join("small.txt"), b"hello, conformance\n", 0o644)?;
     write_file(&data.join("name with spaces.txt"), b"spaces\n", 0o644)?;
-    write_file(&data.join("new\nline.txt"), b"a newline in the name\n", 0o640)?;
+    write_file(
+        &data.join("new\nline.txt"),
+        b"a newline in the name\n",
+        0o640,
+    )?;
     write_file(&data.join("tab\tname"), b"tab\n", 0o644)?;
     write_file(
         &data.join("ünïcödé-名前.txt"),
@@ -254,8 +258,14 @@ pub fn generate(root: &Path, p: &FilesTree) -> io::Result<()> {
     let m = Manifest::scan(&[root.to_path_buf()])?;
     let base = now_secs() - 86_400 * 3;
     for (i, path) in m.0.keys().rev().enumerate() {
-        let mtime = (base - i as i64, 100_000_000 + (i as u32 * 7_919) % 800_000_000);
-        let atime = (base + 3_600 - i as i64, 200_000_000 + (i as u32 * 104_729) % 700_000_000);
+        let mtime = (
+            base - i as i64,
+            100_000_000 + (i as u32 * 7_919) % 800_000_000,
+        );
+        let atime = (
+            base + 3_600 - i as i64,
+            200_000_000 + (i as u32 * 104_729) % 700_000_000,
+        );
         set_times(Path::new(OsStr::from_bytes(path)), mtime, atime)?;
     }
     Ok(())
@@ -296,26 +306,19 @@ mod tests {
         };
         generate(dir.path(), &p).unwrap();
         let m = Manifest::scan(&[dir.path().join("data")]).unwrap();
-        let names: Vec<String> = m
-            .0
-            .keys()
-            .map(|k| String::from_utf8_lossy(k).into_owned())
-            .collect();
+        let names: Vec<String> =
+            m.0.keys()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .collect();
         assert!(names.iter().any(|n| n.ends_with("new\nline.txt")));
         assert!(names.iter().any(|n| n.ends_with("level-02/leaf.txt")));
-        let big = m
-            .0
-            .iter()
-            .find(|(k, _)| k.ends_with(b"big.bin"))
-            .unwrap()
-            .1;
+        let big = m.0.iter().find(|(k, _)| k.ends_with(b"big.bin")).unwrap().1;
         assert!(big.size > 1024 * 1024);
-        let link = m
-            .0
-            .iter()
-            .find(|(k, _)| k.ends_with(b"link-dangling"))
-            .unwrap()
-            .1;
+        let link =
+            m.0.iter()
+                .find(|(k, _)| k.ends_with(b"link-dangling"))
+                .unwrap()
+                .1;
         assert_eq!(link.kind, Kind::Symlink);
         assert_eq!(link.size, "no/such/target".len() as u64);
         assert!(m.0.values().all(|e| e.mtime.0 < now_secs() - 86_000));

@@ -127,7 +127,9 @@ fn run_task(ctx: &Ctx) -> Result<(), String> {
             schedule,
             properties,
             job,
-        } => crate::pipeline::discover_task(ctx, out, selections, hosts, *schedule, properties, job),
+        } => {
+            crate::pipeline::discover_task(ctx, out, selections, hosts, *schedule, properties, job)
+        }
         Task::Backup {
             workload,
             image,

@@ -1,0 +1,274 @@
+//! The runner is trusted because it catches broken plugins: every variant of the zoo plugin
+//! (tests/zoo/zoo.c, one `ZOO_*` switch each) must fail exactly the MUST clauses it breaks, and
+//! the complete plugin must pass everything.
+
+use aapi_conformance::{Profile, Report, RunOptions, Status, WorkerProgram};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const ZOO_C: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/zoo/zoo.c");
+const INCLUDE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../include");
+
+/// Compile the zoo with `define` (or the complete plugin) once per test build.
+fn build(define: Option<&str>) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("zoo");
+    std::fs::create_dir_all(&dir).unwrap();
+    let name = define.unwrap_or("ZOO_COMPLETE").to_lowercase();
+    let out = dir.join(format!("lib{name}.so"));
+    let newest_source = [ZOO_C, &format!("{INCLUDE}/aapi.h")]
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .max()
+        .unwrap();
+    let fresh = std::fs::metadata(&out)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t > newest_source);
+    if !fresh {
+        let tmp = dir.join(format!("lib{name}.so.{}", std::process::id()));
+        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+        let mut cmd = Command::new(cc);
+        cmd.args([
+            "-std=gnu11",
+            "-shared",
+            "-fPIC",
+            "-O1",
+            "-g",
+            "-Wall",
+            "-Wextra",
+        ])
+        .arg(format!("-I{INCLUDE}"))
+        .arg(ZOO_C)
+        .arg("-o")
+        .arg(&tmp)
+        .arg("-lpthread");
+        match define {
+            Some(d) => {
+                cmd.arg(format!("-D{d}"));
+            }
+            None => {
+                cmd.arg("-Werror");
+            }
+        }
+        let st = cmd.status().expect("the system C compiler runs");
+        assert!(st.success(), "compiling the zoo with {define:?} failed");
+        std::fs::rename(&tmp, &out).unwrap();
+    }
+    out
+}
+
+/// The zoo's profile: a small tree, a discovery slowed down per entry as the long call, a
+/// credential the plugin fetches.
+fn profile() -> (Profile, PathBuf) {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("zoo-profile");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("zoo.toml");
+    std::fs::write(
+        &path,
+        r#"
+call_budget_ms = 2000
+credentials_file = "zoo-credentials.toml"
+[files]
+big_file_mib = 2
+wide_files = 20
+depth = 4
+timing_files = 30
+[timing]
+budget_ms = 1000
+selections = ["{tree}/timing"]
+properties = { "zoo.walk_delay_us" = "15000" }
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("zoo-credentials.toml"),
+        "\"zoo.token\" = \"zoo-secret-token-41\"\n",
+    )
+    .unwrap();
+    Profile::from_path(&path).unwrap()
+}
+
+fn run(define: Option<&str>) -> Report {
+    let plugin = build(define);
+    let (profile, dir) = profile();
+    let mut opts = RunOptions::new(plugin);
+    opts.profile = profile;
+    opts.profile_dir = dir;
+    opts.jobs = 2;
+    opts.worker = WorkerProgram::Program(env!("CARGO_BIN_EXE_aapi-conformance").into(), vec![]);
+    // A memory file system keeps 60-odd suites quick; the scratch goes away with `scratch`.
+    let shm = Path::new("/dev/shm");
+    let scratch = if shm.is_dir() {
+        tempfile::tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    }
+    .unwrap();
+    opts.scratch = Some(scratch.path().join("run"));
+    aapi_conformance::run(opts).expect("the runner runs")
+}
+
+fn findings(r: &Report, id: &str) -> String {
+    r.check(id)
+        .map(|c| c.findings.join(" | "))
+        .unwrap_or_default()
+}
+
+/// Run `define` and check the failed MUST clauses, the expected SHOULD warnings, no runner
+/// error, and that the findings of `check` mention `says`.
+fn zoo(define: &str, must: &[&str], should: &[&str], check: &str, says: &str) {
+    let r = run(Some(define));
+    let errors: Vec<String> = r
+        .checks
+        .iter()
+        .filter_map(|c| match &c.status {
+            Status::Error(e) => Some(format!("{}: {e}", c.id)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{define}: runner errors {errors:?}\n{}",
+        r.to_text()
+    );
+    let mut want: Vec<String> = must.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(
+        r.failed_clauses(),
+        want,
+        "{define}: failed MUST clauses (checks {:?})\n{}",
+        r.failed_ids(),
+        r.to_text()
+    );
+    for s in should {
+        assert!(
+            r.checks
+                .iter()
+                .any(|c| c.status == Status::Warning && c.clause == *s),
+            "{define}: expected a {s} warning\n{}",
+            r.to_text()
+        );
+    }
+    assert_eq!(r.exit_code, if must.is_empty() { 0 } else { 1 }, "{define}");
+    if !check.is_empty() {
+        assert!(
+            findings(&r, check).contains(says),
+            "{define}: {check} should say {says:?}, says {:?}",
+            findings(&r, check)
+        );
+    }
+}
+
+#[test]
+fn the_complete_zoo_plugin_passes_every_check() {
+    let r = run(None);
+    let not_passed: Vec<String> = r
+        .checks
+        .iter()
+        .filter(|c| c.status != Status::Passed)
+        .map(|c| format!("{} {:?}", c.id, c.status))
+        .collect();
+    // It takes no snapshot, so the snapshot removal check cannot apply.
+    assert_eq!(
+        not_passed,
+        vec![
+            "disc.postprocess Skipped(\"the plugin declares no AAPI_CAP_SNAPSHOT and took no snapshot\")"
+        ],
+        "{}",
+        r.to_text()
+    );
+    assert_eq!(r.exit_code, 0);
+    assert!(
+        r.latency
+            .iter()
+            .any(|l| l.function == "aapi_read_object" && l.calls > 0)
+    );
+}
+
+macro_rules! zoo_tests {
+    ($($name:ident: $define:literal => [$($must:literal),*] [$($should:literal),*] $check:literal $says:literal;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                zoo($define, &[$($must),*], &[$($should),*], $check, $says);
+            }
+        )*
+    };
+}
+
+zoo_tests! {
+    // load and ABI
+    no_marker: "ZOO_NO_MARKER" => ["LOAD-2"] [] "load.marker" "aapi_abi_marker";
+    wrong_abi_major: "ZOO_ABI_MAJOR" => ["ABI-1"] [] "load.abi-version" "major 2";
+    missing_symbol: "ZOO_MISSING_SYMBOL" => ["LOAD-1"] [] "load.symbols" "aapi_flush";
+    undefined_symbol: "ZOO_UNDEFINED" => ["LOAD-3"] [] "load.undefined-symbols" "aapi_framework_service";
+    constructor_output: "ZOO_CONSTRUCTOR" => ["LOAD-4"] ["SEC-3"] "load.no-side-effects" "printed";
+    bad_plugin_name: "ZOO_BAD_NAME" => ["LOAD-5"] [] "load.info-strings" "printable ASCII";
+    claims_any_type: "ZOO_CLAIM_ANY" => ["LOAD-6"] [] "load.claim" "does not list";
+    info_abi_differs: "ZOO_INFO_MINOR" => ["ABI-3"] [] "load.info-abi" "1.7";
+    info_strings_freed: "ZOO_INFO_HEAP" => ["MEM-2"] [] "load.info-static" "changed";
+    accepts_other_major: "ZOO_ACCEPT_MAJOR" => ["ABI-2"] [] "abi.init-major" "expected AAPI_EABI";
+    ignores_struct_size: "ZOO_IGNORE_STRUCT_SIZE" => ["ABI-4"] [] "abi.struct-size" "aapi_get_server_prop";
+    writes_past_struct: "ZOO_STRUCT_OVERWRITE" => ["ABI-5"] [] "abi.struct-bounds" "wrote past";
+    // call order
+    works_after_terminate: "ZOO_AFTER_TERMINATE" => ["LIFE-1"] [] "life.after-terminate" "after aapi_terminate";
+    second_init_succeeds: "ZOO_DOUBLE_INIT" => ["LIFE-2"] [] "life.double-init" "second aapi_pgn_init";
+    opens_without_claim: "ZOO_NO_CLAIM_CHECK" => ["LIFE-3"] [] "life.open-before-claim" "before any claim";
+    ignores_operation: "ZOO_ANY_OPERATION" => ["LIFE-4"] [] "life.operation-discovery" "aapi_open_object";
+    writes_opened_object: "ZOO_OBJ_MODE" => ["LIFE-5"] [] "life.object-mode" "aapi_write_object";
+    close_server_keeps_objects: "ZOO_CLOSE_SERVER_KEEPS_OBJECTS" => ["LIFE-6", "RES-1"] [] "life.close-server" "closed server";
+    second_terminate_fails: "ZOO_TERMINATE_TWICE" => ["LIFE-7"] [] "life.terminate" "second aapi_terminate";
+    // return codes
+    undefined_code: "ZOO_BAD_CODE" => ["RC-1", "RC-7"] [] "rc.codes" "returned 42";
+    wrong_code_for_null: "ZOO_NULL_CODE" => ["RC-3"] [] "rc.null.aapi_open_object" "AAPI_ENOENT";
+    accepts_closed_handle: "ZOO_ACCEPT_CLOSED" => ["LIFE-6", "LIFE-7", "OBJ-8", "RC-4"] [] "rc.bad-handle.aapi_read_object" "closed handle";
+    writes_out_param_on_failure: "ZOO_OUTPARAM" => ["RC-5"] [] "rc.out-params.aapi_open_object" "while failing";
+    overflows_small_buffer: "ZOO_OVERFLOW" => ["RC-6"] [] "rc.buffer.snappath" "too-small buffer was written";
+    wrong_code_for_missing_path: "ZOO_ENOENT_EIO" => ["RC-7"] [] "rc.unknown-path" "AAPI_EIO";
+    accepts_unknown_schedule: "ZOO_SCHED" => ["RC-8"] [] "rc.schedules" "schedule 4";
+    last_error_not_per_thread: "ZOO_GLOBAL_ERROR" => ["RC-9"] [] "rc.last-error" "never failed";
+    failed_create_leaves_object: "ZOO_CREATE_LEAVES" => ["RC-11"] [] "rc.failed-create" "on disk";
+    // objects
+    never_returns_eof: "ZOO_NO_EOF" => ["OBJ-1"] [] "obj.read-protocol" "no end of data";
+    size_property_short: "ZOO_SHORT_SIZE" => ["OBJ-2", "OBJ-7"] [] "obj.size" "size property";
+    directory_has_data: "ZOO_DIR_DATA" => ["OBJ-3"] [] "obj.dir-symlink" "directory";
+    misses_changes: "ZOO_NO_CHANGED" => ["OBJ-4"] [] "obj.changed" "instead of AAPI_ECHANGED";
+    refuses_empty_write: "ZOO_WRITE_ZERO" => ["OBJ-5"] [] "obj.write" "len 0";
+    visible_before_close: "ZOO_VISIBLE_EARLY" => ["OBJ-6"] [] "obj.invisible-until-close" "before aapi_close_object";
+    unknown_valid_bits: "ZOO_PROP_VALID" => ["OBJ-7"] [] "obj.prop-valid" "unknown bits";
+    // discovery
+    no_file_for_empty_host: "ZOO_SKIP_EMPTY_HOSTS" => ["DISC-1"] [] "disc.workload-files" "no workload file";
+    discovery_drops_object: "ZOO_DISC_DROP" => ["DISC-2"] [] "disc.exactly-once" "empty.txt";
+    discovery_duplicates_object: "ZOO_DISC_DUP" => ["DISC-2"] [] "disc.exactly-once" "listed 2 times";
+    wrong_host_in_header: "ZOO_WKLD_HOST" => ["DISC-3"] [] "disc.format" "WRONG-H";
+    workload_world_readable: "ZOO_WKLD_MODE" => ["DISC-4", "SEC-2"] [] "disc.workload-mode" "0644";
+    failed_discovery_leaves_files: "ZOO_FAIL_LEAVES" => ["DISC-5", "TIME-4"] [] "disc.snapid" "left workload files";
+    snappath_not_identity: "ZOO_SNAPPATH_PREFIX" => ["DISC-6"] [] "disc.snappath" "unchanged";
+    postprocess_not_idempotent: "ZOO_POSTPROCESS_TWICE" => ["DISC-7"] [] "disc.postprocess" "second postprocess";
+    incremental_flags_nothing: "ZOO_NO_UNCHANGED" => ["DISC-8"] [] "disc.incremental" "lacks AAPI_WKLD_UNCHANGED";
+    unbalanced_split: "ZOO_UNBALANCED" => [] ["DISC-9"] "disc.balance" "apart";
+    // restore
+    no_target_root_check: "ZOO_NO_ROOT_CHECK" => ["RST-1"] [] "rst.preprocess" "missing target root";
+    writes_outside_objects: "ZOO_STRAY_FILE" => ["RST-2"] [] "rst.create-location" ".zoo-journal";
+    overwrites_without_flag: "ZOO_OVERWRITE_ALWAYS" => ["RST-3"] [] "rst.exists" "AAPI_EEXIST";
+    restores_wrong_bytes: "ZOO_WRONG_BYTES" => ["RST-4"] [] "data.roundtrip" "data differ";
+    skips_utimes: "ZOO_SKIP_UTIMES" => ["RST-5"] [] "rst.utimes" "expected atime";
+    failed_restore_left_behind: "ZOO_NO_CLEANUP" => ["RST-6"] ["RST-7"] "rst.failed-restore" "still there";
+    // timing
+    hangs_without_keepalive: "ZOO_HANG" => ["LIFE-8", "TIME-1"] [] "life.backup" "timeout in aapi_read_object";
+    slow_with_keepalive: "ZOO_SLOW_KEEPALIVE" => [] [] "" "";
+    slow_with_rare_keepalive: "ZOO_SLOW_NO_CADENCE" => [] ["TIME-2"] "time.keepalive-cadence" "without keepalive";
+    ignores_cancellation: "ZOO_IGNORE_CANCEL" => ["TIME-4"] [] "time.cancel" "cancel";
+    // concurrency
+    races_under_concurrency: "ZOO_RACY" => ["THR-2"] [] "thr.concurrent-read" "serially";
+    callback_outside_call: "ZOO_STRAY_CALLBACK" => ["THR-3"] [] "thr.callbacks" "background thread";
+    thread_outlives_terminate: "ZOO_THREAD_LEAK" => ["THR-4"] [] "thr.threads-terminate" "still run";
+    // memory
+    crashes_in_read: "ZOO_CRASH_IN_READ" => ["LIFE-8", "MEM-3"] [] "life.backup" "crash(SIGSEGV) in aapi_read_object";
+    aborts: "ZOO_ABORT" => ["LIFE-8", "MEM-3"] [] "mem.no-crash" "crash(SIGABRT) in aapi_get_object_prop";
+    writes_past_read_buffer: "ZOO_READ_OVERFLOW" => ["MEM-4"] [] "mem.read-bounds" "wrote past the buffer";
+    // security and resources
+    logs_secret: "ZOO_SECRET_LOG" => ["SEC-1"] [] "sec.secrets" "credential value";
+    prints_to_stdout: "ZOO_STDOUT" => [] ["SEC-3"] "sec.output" "stdout";
+    leaks_descriptors: "ZOO_LEAK_FD" => ["RES-1", "RES-2"] [] "res.fds-close-server" "fd ";
+    init_descriptor_survives_terminate: "ZOO_INIT_FD" => ["RES-2"] [] "res.fds-terminate" "/dev/null";
+}
