@@ -1,0 +1,204 @@
+//! The `aapi-conformance` command line: reports, exit codes, configuration errors, and the
+//! library used from an ordinary test.
+
+mod common;
+
+use aapi_conformance::{Status, WorkerProgram, checks};
+use std::process::Command;
+
+fn cli() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_aapi-conformance"))
+}
+
+#[test]
+fn list_names_every_check_with_level_and_clause() {
+    let out = cli().arg("list").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for c in checks::all() {
+        let line = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(c.id.as_str()))
+            .unwrap_or_else(|| panic!("{} is not listed", c.id));
+        assert!(
+            line.contains(c.level.as_str()) && line.contains(c.clause),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn configuration_errors_exit_2_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cli()
+        .args(["run", "/nonexistent/libplugin.so"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such plugin file"));
+
+    let plugin = common::build(None);
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "workload = \"files\"\n").unwrap();
+    let out = cli()
+        .arg("run")
+        .arg(&plugin)
+        .arg("--profile")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml") && err.contains("workload"),
+        "{err}"
+    );
+
+    let ex = dir.path().join("exclude.txt");
+    std::fs::write(&ex, "rc.no-such-check because\n").unwrap();
+    let out = cli()
+        .arg("run")
+        .arg(&plugin)
+        .arg("--exclude")
+        .arg(&ex)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown check ID `rc.no-such-check`"));
+
+    let out = cli().args(["run", "--bogus"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+}
+
+#[test]
+fn failing_plugin_gets_text_json_and_valid_junit_with_waivers() {
+    let plugin = common::build(Some("ZOO_NULL_CODE"));
+    let (_, profile_dir) = common::profile();
+    let dir = common::fast_tempdir();
+    let ex = dir.path().join("exclude.txt");
+    std::fs::write(&ex, "# vendor waivers\nsec.output our banner is wanted\n").unwrap();
+    let (json, junit) = (dir.path().join("r.json"), dir.path().join("r.xml"));
+    let out = cli()
+        .arg("run")
+        .arg(&plugin)
+        .arg("--profile")
+        .arg(profile_dir.join("zoo.toml"))
+        .arg("--exclude")
+        .arg(&ex)
+        .arg("--json")
+        .arg(&json)
+        .arg("--junit")
+        .arg(&junit)
+        .arg("--jobs")
+        .arg("2")
+        .arg("--keep-scratch")
+        .arg(dir.path().join("scratch"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    // Failures first, with clause, expectation and what happened.
+    let fail = text
+        .find("FAIL rc.null.aapi_open_object  [RC-3 MUST]")
+        .expect(&text);
+    assert!(fail < text.find("Waived").unwrap() && fail < text.find("Latency").unwrap());
+    assert!(text[fail..].contains("expected: aapi_open_object returns AAPI_EINVAL"));
+    assert!(
+        text[fail..]
+            .contains("happened: aapi_open_object(server, NULL, READ, obj) returned AAPI_ENOENT")
+    );
+    assert!(text.contains("sec.output [SEC-3]: our banner is wanted"));
+    assert!(
+        text.trim_end()
+            .ends_with("NOT CONFORMANT: a MUST check failed")
+    );
+
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["exit_code"], 1);
+    assert_eq!(report["conformant"], false);
+    assert_eq!(report["waivers"]["sec.output"], "our banner is wanted");
+    let checks = report["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), checks::all().len());
+    let c = checks
+        .iter()
+        .find(|c| c["id"] == "rc.null.aapi_open_object")
+        .unwrap();
+    assert_eq!(
+        (
+            c["status"].as_str(),
+            c["clause"].as_str(),
+            c["level"].as_str()
+        ),
+        (Some("failed"), Some("RC-3"), Some("MUST"))
+    );
+    assert!(
+        report["latency"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["function"] == "aapi_open_object")
+    );
+
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let doc = roxmltree::Document::parse(&xml).expect("the JUnit report is well-formed XML");
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "testsuites");
+    let cases: Vec<_> = root
+        .descendants()
+        .filter(|n| n.has_tag_name("testcase"))
+        .collect();
+    assert_eq!(cases.len(), checks::all().len());
+    let failed: Vec<_> = cases
+        .iter()
+        .filter(|n| n.children().any(|c| c.has_tag_name("failure")))
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert!(
+        failed[0]
+            .attribute("name")
+            .unwrap()
+            .starts_with("rc.null.aapi_open_object [RC-3 MUST]")
+    );
+    assert_eq!(root.attribute("failures"), Some("1"));
+    let waived = cases
+        .iter()
+        .find(|n| n.attribute("name").unwrap().starts_with("sec.output "))
+        .unwrap();
+    let skipped = waived
+        .children()
+        .find(|c| c.has_tag_name("skipped"))
+        .unwrap();
+    assert_eq!(
+        skipped.attribute("message"),
+        Some("waived: our banner is wanted")
+    );
+}
+
+#[test]
+fn generate_tree_writes_the_tree_and_refuses_a_full_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("tree");
+    let out = cli().arg("generate-tree").arg(&t).output().unwrap();
+    assert!(out.status.success());
+    assert!(t.join("data/big.bin").metadata().unwrap().len() > 3 << 20);
+    assert!(t.join("data/new\nline.txt").exists());
+    let out = cli().arg("generate-tree").arg(&t).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn library_api_serves_its_own_workers() {
+    // The runner starts this test binary again, with only this test, as its worker program.
+    aapi_conformance::serve_if_requested();
+    let report = common::run_with(None, |o| {
+        o.worker = WorkerProgram::CurrentTest("library_api_serves_its_own_workers".into());
+        o.only = vec!["load.".into(), "rc.null.aapi_open".into()];
+    });
+    assert_eq!(report.exit_code, 0, "{}", report.to_text());
+    assert!(report.checks.iter().all(|c| c.status == Status::Passed));
+    assert!(report.check("rc.null.aapi_open_server").is_some());
+    assert!(
+        report.check("rc.codes").is_none(),
+        "only the selected checks are reported"
+    );
+}
