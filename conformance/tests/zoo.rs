@@ -92,7 +92,29 @@ macro_rules! zoo_tests {
                 zoo($define, &[$($must),*], &[$($should),*], $check, $says);
             }
         )*
+
+        /// Every variant with the MUST and SHOULD clauses it breaks.
+        const VARIANTS: &[(&str, &[&str], &[&str])] = &[$(($define, &[$($must),*], &[$($should),*]),)*];
     };
+}
+
+#[test]
+fn the_zoo_breaks_every_must_clause_the_kit_checks() {
+    for (clause, level) in aapi_conformance::checks::CLAUSES {
+        if *level != aapi_conformance::checks::Level::Must {
+            continue;
+        }
+        assert!(
+            VARIANTS
+                .iter()
+                .any(|(_, must, should)| must.contains(clause) || should.contains(clause)),
+            "no zoo variant breaks {clause}"
+        );
+    }
+    let src = std::fs::read_to_string(common::ZOO_C).unwrap();
+    for (define, _, _) in VARIANTS {
+        assert!(src.contains(define), "{define} is not a switch of zoo.c");
+    }
 }
 
 zoo_tests! {

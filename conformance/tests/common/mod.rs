@@ -5,7 +5,7 @@ use aapi_conformance::{Profile, Report, RunOptions, WorkerProgram};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const ZOO_C: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/zoo/zoo.c");
+pub const ZOO_C: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/zoo/zoo.c");
 const INCLUDE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../include");
 
 /// Compile the zoo with `define` (or the complete plugin) once per test build.
