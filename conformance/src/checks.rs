@@ -919,7 +919,7 @@ pub fn all() -> Vec<CheckDef> {
             &format!("{f} leaves sentinel-filled out-parameters untouched when it fails"),
         ));
     }
-    v.sort_by(|a, b| a.group.cmp(&b.group));
+    v.sort_by_key(|c| c.group);
     v
 }
 

@@ -1136,7 +1136,7 @@ fn every_call(
         object_count: 1,
     };
     let name = server_name(p);
-    // SAFETY (all calls below): every pointer is valid for its call.
+    // SAFETY: every pointer is valid for its call (for all calls below).
     unsafe {
         v.push((
             "aapi_pgn_claim",
@@ -1635,6 +1635,7 @@ fn close_server(p: &P) -> PR {
     p.expect("aapi_close_server with two objects open", c, AAPI_EOK);
     let mut buf = [0u8; 16];
     let mut n = 0usize;
+    // SAFETY: valid buffers.
     let c = p.raw("aapi_read_object", || unsafe {
         (e.read_object)(o1, buf.as_mut_ptr() as *mut c_void, 16, &mut n)
     });
@@ -1653,6 +1654,7 @@ fn close_server(p: &P) -> PR {
         struct_size: size_of::<aapi_server_info_t>() as u32,
         ..Default::default()
     };
+    // SAFETY: valid pointer.
     let c = p.raw("aapi_get_server_prop", || unsafe {
         (e.get_server_prop)(h, &mut si)
     });
@@ -1661,6 +1663,7 @@ fn close_server(p: &P) -> PR {
         c,
         AAPI_EBADHANDLE,
     );
+    // SAFETY: plain value.
     let c = p.raw("aapi_close_server", || unsafe { (e.close_server)(h) });
     p.expect("a second aapi_close_server", c, AAPI_EBADHANDLE);
     plugin.terminate()?;
@@ -1734,7 +1737,7 @@ fn null_args(p: &P, f: &str) -> PR {
     let check = |what: String, c: c_int| {
         p.expect(&what, c, want);
     };
-    // SAFETY (whole function): the NULLs are the point; every other pointer is valid.
+    // SAFETY: the NULLs are the point; every other pointer is valid (for the whole block).
     unsafe {
         if f == "aapi_pgn_init" {
             check(
@@ -2061,7 +2064,7 @@ fn null_args(p: &P, f: &str) -> PR {
 fn empty_and_flags(p: &P) -> PR {
     let plugin = p.init_only()?;
     let e = *plugin.entry_points();
-    // SAFETY (whole function): every pointer is valid for its call.
+    // SAFETY: every pointer is valid for its call (for the whole block).
     unsafe {
         p.expect(
             "aapi_pgn_claim(\"\")",
@@ -2358,7 +2361,7 @@ fn out_params(p: &P, f: &str) -> PR {
             ));
         }
     };
-    // SAFETY (whole function): every pointer is valid for its call.
+    // SAFETY: every pointer is valid for its call (for the whole block).
     unsafe {
         if f == "aapi_pgn_init" {
             let mut hi = host_info(p.ctx);

@@ -139,6 +139,16 @@ impl Unit {
     }
 }
 
+/// What the pipeline's discovery leaves for the rest: snapshot id, workload directory, the
+/// workload files, the manifest of the selections (`files`), and the watched directories before.
+type Discovered = (
+    String,
+    PathBuf,
+    Vec<WorkloadFile>,
+    Option<Manifest>,
+    BTreeSet<PathBuf>,
+);
+
 struct Runner {
     opts: RunOptions,
     setup: Setup,
@@ -803,15 +813,7 @@ impl Runner {
     }
 
     /// The pipeline's discovery: checks the workload files and picks the objects probes use.
-    fn discovery(
-        &self,
-    ) -> Option<(
-        String,
-        PathBuf,
-        Vec<WorkloadFile>,
-        Option<Manifest>,
-        BTreeSet<PathBuf>,
-    )> {
+    fn discovery(&self) -> Option<Discovered> {
         let watch_before = self.watch_state();
         let manifest = self.selection_manifest(&self.setup.selections);
         let hosts = self.setup.hosts.clone();
@@ -935,16 +937,7 @@ impl Runner {
         Some((snapid, out, files, manifest, watch_before))
     }
 
-    fn pipeline_rest(
-        &self,
-        (snapid, out, files, manifest, watch_before): (
-            String,
-            PathBuf,
-            Vec<WorkloadFile>,
-            Option<Manifest>,
-            BTreeSet<PathBuf>,
-        ),
-    ) {
+    fn pipeline_rest(&self, (snapid, out, files, manifest, watch_before): Discovered) {
         let objects = self.objects.lock().unwrap().clone();
         // A change after a snapshot must not show in the backup (DISC-6).
         let mut snapshot_probe: Option<Vec<u8>> = None;
@@ -1192,7 +1185,7 @@ impl Runner {
                 .iter()
                 .map(|(_, o)| crate::pipeline::under(root, &o.path))
                 .collect();
-            if let Ok(m) = Manifest::scan(&[root.clone()]) {
+            if let Ok(m) = Manifest::scan(std::slice::from_ref(root)) {
                 for p in m.0.keys() {
                     let ok = targets.contains(p)
                         || targets
