@@ -1012,8 +1012,10 @@ extern int aapi_read_object(aapi_object_t object, void *buf, size_t buf_size, si
 extern int aapi_write_object(aapi_object_t object, const void *buf, size_t len);
 
 /**
- * Make every byte written so far to a created object durable. Returns: `AAPI_EOK`,
- * `AAPI_EBADHANDLE`, `AAPI_ESEQUENCE` (object opened for reading), `AAPI_ENOSPC`, `AAPI_EIO`.
+ * Push every byte written so far to a created object out of the plugin's own buffers to the
+ * target (OBJ-6). Durability across a crash comes for the whole restore at
+ * `aapi_restore_postprocess` (RST-9), not per object. Returns: `AAPI_EOK`, `AAPI_EBADHANDLE`,
+ * `AAPI_ESEQUENCE` (object opened for reading), `AAPI_ENOSPC`, `AAPI_EIO`.
  */
 extern int aapi_flush(aapi_object_t object);
 
@@ -1071,8 +1073,9 @@ extern int aapi_restore_preprocess(aapi_server_t server,
  * Finish a restore (restore operation, once, after the last object). `status` is `AAPI_EOK`
  * when every object was restored, else the code the restore failed with: the plugin then
  * removes every object this restore created (and only those). Objects still open are closed
- * first. Returns: `AAPI_EOK`, `AAPI_EBADHANDLE`, `AAPI_ESEQUENCE` (before preprocess, or
- * twice), `AAPI_EIO`.
+ * first. With `AAPI_EOK` it returns only once everything the restore wrote is durable (RST-9).
+ * Returns: `AAPI_EOK`, `AAPI_EBADHANDLE`, `AAPI_ESEQUENCE` (before preprocess, or twice),
+ * `AAPI_EIO`.
  */
 extern int aapi_restore_postprocess(aapi_server_t server, int status);
 

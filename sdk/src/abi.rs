@@ -678,8 +678,10 @@ unsafe extern "C" {
     /// `AAPI_ECANCELLED`.
     pub fn aapi_write_object(object: aapi_object_t, buf: *const c_void, len: usize) -> c_int;
 
-    /// Make every byte written so far to a created object durable. Returns: `AAPI_EOK`,
-    /// `AAPI_EBADHANDLE`, `AAPI_ESEQUENCE` (object opened for reading), `AAPI_ENOSPC`, `AAPI_EIO`.
+    /// Push every byte written so far to a created object out of the plugin's own buffers to the
+    /// target (OBJ-6). Durability across a crash comes for the whole restore at
+    /// `aapi_restore_postprocess` (RST-9), not per object. Returns: `AAPI_EOK`, `AAPI_EBADHANDLE`,
+    /// `AAPI_ESEQUENCE` (object opened for reading), `AAPI_ENOSPC`, `AAPI_EIO`.
     pub fn aapi_flush(object: aapi_object_t) -> c_int;
 
     /// Close an object handle. For a created object this completes it: the data becomes visible
@@ -731,8 +733,9 @@ unsafe extern "C" {
     /// Finish a restore (restore operation, once, after the last object). `status` is `AAPI_EOK`
     /// when every object was restored, else the code the restore failed with: the plugin then
     /// removes every object this restore created (and only those). Objects still open are closed
-    /// first. Returns: `AAPI_EOK`, `AAPI_EBADHANDLE`, `AAPI_ESEQUENCE` (before preprocess, or
-    /// twice), `AAPI_EIO`.
+    /// first. With `AAPI_EOK` it returns only once everything the restore wrote is durable (RST-9).
+    /// Returns: `AAPI_EOK`, `AAPI_EBADHANDLE`, `AAPI_ESEQUENCE` (before preprocess, or twice),
+    /// `AAPI_EIO`.
     pub fn aapi_restore_postprocess(server: aapi_server_t, status: c_int) -> c_int;
 
     /// End the plugin's work for this operation (phase: unload): closes every server and object

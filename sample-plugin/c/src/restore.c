@@ -22,6 +22,11 @@
 
 #define MAX_LINK_TARGET 65536u
 
+#if defined(__linux__)
+/* syncfs(2): <unistd.h> declares it only under _GNU_SOURCE, which this portable code avoids. */
+int syncfs(int fd);
+#endif
+
 /* ------------------------------------------------------------------------------------------ */
 /* Bookkeeping: mutated by concurrent object calls (THR-1), so only under the table lock       */
 /* ------------------------------------------------------------------------------------------ */
@@ -317,6 +322,52 @@ static int commit_restore(const char *fn, files_server *srv)
     return rc;
 }
 
+/* RST-9: make what this restore wrote durable: one syncfs per file system it wrote to (found
+ * from the parents of the created and replaced objects); sync() where syncfs does not exist. */
+static int sync_written(files_server *srv)
+{
+    dev_t *devs = NULL;
+    size_t i, n = 0, total = srv->created.n + srv->aside_n;
+    int rc = AAPI_EOK;
+#if !defined(__linux__)
+    (void)devs; (void)i; (void)n; (void)total;
+    sync();
+#else
+    if (total > 0 && (devs = malloc(total * sizeof *devs)) == NULL)
+        return AAPI_ENOMEM;
+    for (i = 0; i < total; i++) {
+        const char *path =
+            i < srv->created.n ? srv->created.v[i] : srv->aside[i - srv->created.n].path;
+        char *dir = NULL, *name = NULL;
+        struct stat st;
+        size_t k;
+        int fd;
+        if (path_split(path, &dir, &name) != AAPI_EOK || lstat(dir, &st) != 0) {
+            free(dir);
+            free(name);
+            continue;
+        }
+        for (k = 0; k < n && devs[k] != st.st_dev; k++)
+            ;
+        if (k == n) {
+            devs[n++] = st.st_dev;
+            fd = open(dir, O_RDONLY);
+            if (fd < 0 || syncfs(fd) != 0) {
+                log_msg(srv, AAPI_LOG_ERROR, "%s: cannot sync the file system of %s (errno %d)",
+                        FILES_PLUGIN_NAME, dir, errno);
+                rc = AAPI_EIO;
+            }
+            if (fd >= 0)
+                (void)close(fd);
+        }
+        free(dir);
+        free(name);
+    }
+    free(devs);
+#endif
+    return rc;
+}
+
 /* Failure (RST-6, RST-7): remove what this restore created, newest first (children before their
  * parents), then put the replaced objects back. */
 static int roll_back(files_server *srv)
@@ -391,6 +442,8 @@ int aapi_restore_postprocess(aapi_server_t server, int status)
         rc = roll_back(srv);
     if (close_restrictive_dirs(srv) != AAPI_EOK)
         rc = AAPI_EIO;
+    if (status == AAPI_EOK && closed == AAPI_EOK && rc == AAPI_EOK)
+        rc = sync_written(srv);
     free_bookkeeping(srv);
     if (closed != AAPI_EOK)
         return fail(closed, "%s", first);
@@ -619,11 +672,9 @@ int aapi_flush(aapi_object_t object)
         return rc;
     if (obj->mode != OBJ_WRITE) { /* LIFE-5 */
         rc = fail(AAPI_ESEQUENCE, "%s: %s was opened for reading, not created", fn, obj->path);
-    } else if (obj->fd >= 0 && fsync(obj->fd) != 0) { /* OBJ-6: durable after EOK */
-        rc = fail_errno(errno, "%s: cannot sync %s", fn, obj->tmp);
-        if (rc != AAPI_ENOSPC)
-            rc = AAPI_EIO;
     }
+    /* OBJ-6: every write already went to the file, nothing is held here. The restore becomes
+     * durable as a whole in aapi_restore_postprocess (RST-9), not one fsync per object. */
     object_release(obj);
     return rc;
 }
