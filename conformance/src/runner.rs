@@ -1375,6 +1375,11 @@ impl Runner {
                 }
             }
             self.ran("data.on-disk");
+        } else {
+            self.skip(
+                "data.on-disk",
+                "needs the files workload with the generated tree ([files] in the profile)",
+            );
         }
     }
 

@@ -202,3 +202,72 @@ fn library_api_serves_its_own_workers() {
         "only the selected checks are reported"
     );
 }
+
+#[test]
+fn any_workload_with_setup_teardown_and_a_change_command() {
+    // No [files] table: the runner knows nothing about the data but what the profile says.
+    let dir = common::fast_tempdir();
+    let profile = dir.path().join("generic.toml");
+    std::fs::write(
+        &profile,
+        r#"
+call_budget_ms = 2000
+selections = ["{scratch}/staged"]
+backup_hosts = ["h1", "h2"]
+setup = "mkdir -p {scratch}/staged/sub && printf 'one' > {scratch}/staged/a && printf 'two' > {scratch}/staged/sub/b && : > {scratch}/setup-ran"
+teardown = ": > {scratch}/teardown-ran"
+[timing]
+budget_ms = 1000
+selections = ["{scratch}/staged"]
+properties = { "zoo.walk_delay_us" = "100000" }
+[data]
+change_command = "printf 'changed' >> {scratch}/staged/a"
+changed_objects = ["{scratch}/staged/a"]
+"#,
+    )
+    .unwrap();
+    let scratch = dir.path().join("scratch");
+    let out = cli()
+        .arg("run")
+        .arg(common::build(None))
+        .arg("--profile")
+        .arg(&profile)
+        .arg("--keep-scratch")
+        .arg(&scratch)
+        .arg("--json")
+        .arg(dir.path().join("r.json"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(scratch.join("setup-ran").exists() && scratch.join("teardown-ran").exists());
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("r.json")).unwrap()).unwrap();
+    let status = |id: &str| {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap()["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(status("data.roundtrip"), "passed");
+    assert_eq!(status("disc.incremental"), "passed");
+    assert_eq!(status("data.on-disk"), "skipped");
+    assert_eq!(status("obj.changed"), "skipped");
+
+    let failing = dir.path().join("failing.toml");
+    std::fs::write(&failing, "setup = \"exit 3\"\n[files]\n").unwrap();
+    let out = cli()
+        .arg("run")
+        .arg(common::build(None))
+        .arg("--profile")
+        .arg(&failing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("setup command"));
+}

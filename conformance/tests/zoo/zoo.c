@@ -1,7 +1,7 @@
 /*
  * The zoo: one small but complete plugin of the `files` workload, and deliberately broken
  * variants of it. Built without any ZOO_* macro it keeps the whole contract; each ZOO_* macro
- * breaks one rule (see defects.txt for the clauses each one must fail).
+ * breaks one rule; tests/zoo.rs lists the clauses each variant must fail, and nothing else.
  *
  * Simplifications against the sample plugins: no snapshots (the snapshot id is always ""),
  * restore needs absolute paths, and the property `zoo.walk_delay_us` slows the discovery walk
