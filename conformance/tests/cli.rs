@@ -152,7 +152,11 @@ fn failing_plugin_gets_text_json_and_valid_junit_with_waivers() {
         .iter()
         .filter(|n| n.children().any(|c| c.has_tag_name("failure")))
         .collect();
-    assert_eq!(failed.len(), 1);
+    let names: Vec<_> = failed
+        .iter()
+        .map(|n| n.attribute("name").unwrap())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}\n{text}");
     assert!(
         failed[0]
             .attribute("name")

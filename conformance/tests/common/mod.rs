@@ -13,17 +13,19 @@ pub fn build(define: Option<&str>) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("zoo");
     std::fs::create_dir_all(&dir).unwrap();
     let name = define.unwrap_or("ZOO_COMPLETE").to_lowercase();
-    let out = dir.join(format!("lib{name}.so"));
+    let so = dir.join(format!("lib{name}.so"));
     let newest_source = [ZOO_C, &format!("{INCLUDE}/aapi.h")]
         .iter()
         .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
         .max()
         .unwrap();
-    let fresh = std::fs::metadata(&out)
+    let fresh = std::fs::metadata(&so)
         .and_then(|m| m.modified())
         .is_ok_and(|t| t > newest_source);
     if !fresh {
-        let tmp = dir.join(format!("lib{name}.so.{}", std::process::id()));
+        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let tmp = dir.join(format!("lib{name}.so.{}.{n}", std::process::id()));
         let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
         let mut cmd = Command::new(cc);
         cmd.args([
@@ -48,11 +50,15 @@ pub fn build(define: Option<&str>) -> PathBuf {
                 cmd.arg("-Werror");
             }
         }
-        let st = cmd.status().expect("the system C compiler runs");
-        assert!(st.success(), "compiling the zoo with {define:?} failed");
-        std::fs::rename(&tmp, &out).unwrap();
+        let out = cmd.output().expect("the system C compiler runs");
+        assert!(
+            out.status.success(),
+            "compiling the zoo with {define:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::rename(&tmp, &so).unwrap();
     }
-    out
+    so
 }
 
 /// The zoo's profile: a small tree, a discovery slowed down per entry as the long call, a
