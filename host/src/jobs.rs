@@ -12,7 +12,6 @@ use crate::ui::Ui;
 use aapi_sdk::abi::*;
 use aapi_sdk::props::{AAPI_PROP_LAST_BACKUP_TIME, AAPI_PROP_LAST_FULL_TIME, AAPI_PROP_POLICY};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io::Read;
@@ -626,7 +625,7 @@ fn merge(st: &Store, job: &JobDef) -> Result<Manifest, JobError> {
         images: images.clone(),
         entries: entries.into_values().collect(),
     };
-    let catalog_sha256 = catalog.save(&dir.join("catalog"))?;
+    let catalog_blake3 = catalog.save(&dir.join("catalog"))?;
     let plugin_name = job.plugin.display().to_string();
     let manifest = Manifest {
         format: 1,
@@ -641,7 +640,7 @@ fn merge(st: &Store, job: &JobDef) -> Result<Manifest, JobError> {
         streams: dones.iter().map(|d| d.bytes).collect(),
         objects: catalog.entries.len() as u64,
         bytes: dones.iter().map(|d| d.bytes).sum(),
-        catalog_sha256,
+        catalog_blake3,
         failures,
     };
     store::write_atomic(
@@ -705,7 +704,7 @@ pub fn verify(store: &Store, image: &str, ui: &Ui) -> Result<VerifyReport, JobEr
             let mut r = store
                 .open_data(&catalog, &e.data)
                 .map_err(|err| err.to_string())?;
-            let mut h = Sha256::new();
+            let mut h = blake3::Hasher::new();
             let mut got = 0u64;
             loop {
                 let n = r.read(&mut buf).map_err(|err| err.to_string())?;
@@ -721,8 +720,8 @@ pub fn verify(store: &Store, image: &str, ui: &Ui) -> Result<VerifyReport, JobEr
                     e.data.length
                 ));
             }
-            if <[u8; 32]>::from(h.finalize()) != e.data.sha256 {
-                return Err("bytes do not match the SHA-256 recorded at backup".into());
+            if <[u8; 32]>::from(h.finalize()) != e.data.blake3 {
+                return Err("bytes do not match the digest recorded at backup".into());
             }
             Ok(())
         };

@@ -419,7 +419,7 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                             "mode": format!("{:o}", e.props.mode), "size": e.data.length,
                             "mtime": e.props.mtime.sec, "image": c.images[e.data.image as usize],
                             "stream": e.data.stream, "offset": e.data.offset,
-                            "sha256": store::hex(&e.data.sha256),
+                            "blake3": store::hex(&e.data.blake3),
                         })
                     })
                 })

@@ -16,7 +16,6 @@
 //! never used as a base or restored silently.
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -167,8 +166,8 @@ pub struct DataRef {
     pub offset: u64,
     /// Number of bytes.
     pub length: u64,
-    /// SHA-256 of the bytes.
-    pub sha256: [u8; 32],
+    /// BLAKE3 digest of the bytes.
+    pub blake3: [u8; 32],
 }
 
 /// One catalog record: path (raw bytes), properties, data location and digest.
@@ -196,7 +195,7 @@ pub struct Catalog {
 /// Writes a catalog record by record; nothing is valid until [`CatalogWriter::finish`].
 pub struct CatalogWriter<W: Write> {
     out: W,
-    hash: Sha256,
+    hash: blake3::Hasher,
     count: u64,
 }
 
@@ -205,7 +204,7 @@ impl<W: Write> CatalogWriter<W> {
     pub fn new(out: W, images: &[String]) -> io::Result<Self> {
         let mut w = CatalogWriter {
             out,
-            hash: Sha256::new(),
+            hash: blake3::Hasher::new(),
             count: 0,
         };
         w.put(&CATALOG_MAGIC)?;
@@ -243,19 +242,18 @@ impl<W: Write> CatalogWriter<W> {
         r.extend_from_slice(&d.stream.to_le_bytes());
         r.extend_from_slice(&d.offset.to_le_bytes());
         r.extend_from_slice(&d.length.to_le_bytes());
-        r.extend_from_slice(&d.sha256);
+        r.extend_from_slice(&d.blake3);
         self.put(&(r.len() as u32).to_le_bytes())?;
         self.put(&r)?;
         self.count += 1;
         Ok(())
     }
 
-    /// Write the end mark and the trailer (record count, SHA-256 of everything before it).
+    /// Write the end mark and the trailer (record count, BLAKE3 digest of everything before it).
     pub fn finish(mut self) -> io::Result<W> {
         self.put(&0u32.to_le_bytes())?;
         self.put(&self.count.to_le_bytes())?;
-        let digest = self.hash.clone().finalize();
-        self.out.write_all(&digest)?;
+        self.out.write_all(self.hash.finalize().as_bytes())?;
         self.out.flush()?;
         Ok(self.out)
     }
@@ -284,8 +282,8 @@ impl Catalog {
             return Err(bad(0, "not a catalog, or truncated"));
         }
         let body_end = bytes.len() - 32;
-        let digest = Sha256::digest(&bytes[..body_end]);
-        if digest[..] != bytes[body_end..] {
+        let digest = blake3::hash(&bytes[..body_end]);
+        if digest.as_bytes()[..] != bytes[body_end..] {
             return Err(bad(
                 body_end,
                 "checksum mismatch (truncated or corrupt catalog)",
@@ -351,7 +349,7 @@ impl Catalog {
             let stream = u32v(take(4));
             let offset = u64v(take(8));
             let length = u64v(take(8));
-            let sha256: [u8; 32] = take(32).try_into().expect("32");
+            let blake3: [u8; 32] = take(32).try_into().expect("32");
             if image as usize >= images.len().max(1) {
                 return Err(bad(at, "record refers to an unknown image"));
             }
@@ -374,7 +372,7 @@ impl Catalog {
                     stream,
                     offset,
                     length,
-                    sha256,
+                    blake3,
                 },
             });
             at += len;
@@ -396,7 +394,7 @@ impl Catalog {
     }
 
     /// Write the catalog durably to `path` (temporary file, sync, rename, sync directory).
-    /// Returns the SHA-256 of the file.
+    /// Returns the BLAKE3 digest of the file, in hex.
     pub fn save(&self, path: &Path) -> Result<String> {
         let mut buf = Vec::new();
         let mut w = CatalogWriter::new(&mut buf, &self.images).map_err(io_err(path))?;
@@ -405,7 +403,7 @@ impl Catalog {
         }
         w.finish().map_err(io_err(path))?;
         write_atomic(path, &buf)?;
-        Ok(hex(&Sha256::digest(&buf)))
+        Ok(hex(blake3::hash(&buf).as_bytes()))
     }
 }
 
@@ -525,8 +523,8 @@ pub struct Manifest {
     pub objects: u64,
     /// Data bytes stored in this image's streams.
     pub bytes: u64,
-    /// SHA-256 of the catalog file.
-    pub catalog_sha256: String,
+    /// BLAKE3 digest of the catalog file, in hex.
+    pub catalog_blake3: String,
     /// Objects that could not be backed up (the image is complete but partial).
     pub failures: Vec<ObjectFailure>,
 }
@@ -699,7 +697,7 @@ impl Store {
         let bytes = fs::read(&p).map_err(io_err(&p))?;
         self.bytes_read
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-        if hex(&Sha256::digest(&bytes)) != manifest.catalog_sha256 {
+        if hex(blake3::hash(&bytes).as_bytes()) != manifest.catalog_blake3 {
             return Err(err(
                 &p,
                 "catalog does not match the digest recorded in the manifest (corrupt or replaced)",
@@ -873,7 +871,7 @@ mod tests {
                 stream: 1,
                 offset: 77,
                 length: n as u64,
-                sha256: [n; 32],
+                blake3: [n; 32],
             },
         }
     }

@@ -4,7 +4,7 @@
 //! restore this way).
 //!
 //! The data path is short: a child job reads each object from the plugin into a 1 MiB buffer,
-//! hashes it (SHA-256) and writes it to its own stream file; a restore seeks to each selected
+//! hashes it (BLAKE3) and writes it to its own stream file; a restore seeks to each selected
 //! object's range (the offset map) and writes it to the plugin while hashing it.
 
 use crate::client::{DiscoveryArgs, Plugin, PluginError, SessionDef};
@@ -15,7 +15,6 @@ use crate::store::{
 use aapi_sdk::abi::*;
 use aapi_sdk::workload::{self, WorkloadFile};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::fmt;
 use std::fs;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
@@ -489,7 +488,7 @@ pub fn child(
         }
         let start = files.data.offset();
         match backup_object(&server, &snapid, &path, &mut files.data, &data_path) {
-            Ok((props, length, sha256)) => {
+            Ok((props, length, blake3)) => {
                 files
                     .cat
                     .push(&Entry {
@@ -501,7 +500,7 @@ pub fn child(
                             stream,
                             offset: start,
                             length,
-                            sha256,
+                            blake3,
                         },
                     })
                     .map_err(store::io_err(&cat_path))?;
@@ -577,7 +576,7 @@ fn backup_object(
     let snap = server.snappath(snapid, path).map_err(obj_err)?;
     let mut obj = server.open_object(&snap).map_err(obj_err)?;
     let props = Props::from_abi(&obj.prop().map_err(obj_err)?);
-    let mut hash = Sha256::new();
+    let mut hash = blake3::Hasher::new();
     let mut length = 0u64;
     loop {
         let space = data.space().map_err(fatal)?;
@@ -789,7 +788,7 @@ fn restore_objects(
             .create_object(&target, &e.props.to_abi(), flags)
             .map_err(in_obj)?;
         let mut reader = store.open_data(catalog, &e.data)?;
-        let mut hash = Sha256::new();
+        let mut hash = blake3::Hasher::new();
         let mut got = 0u64;
         loop {
             let n = reader.read(&mut buf).map_err(|err| {
@@ -811,14 +810,14 @@ fn restore_objects(
             }
         }
         let digest: [u8; 32] = hash.finalize().into();
-        if got != e.data.length || digest != e.data.sha256 {
+        if got != e.data.length || digest != e.data.blake3 {
             // Do not close: closing would make the damaged object visible. restore_postprocess
             // with the failure removes it with everything else this restore created.
             obj.abandon();
             let what = if got != e.data.length {
                 format!("its stream ends after {got} of {} bytes", e.data.length)
             } else {
-                "its bytes do not match the SHA-256 recorded at backup".into()
+                "its bytes do not match the digest recorded at backup".into()
             };
             return Err(TaskError {
                 message: format!(
