@@ -15,6 +15,8 @@
 //!
 //! #[test]
 //! fn conformance() {
+//!     // Workers are this test run again: serve them before any setup of the test's own.
+//!     aapi_conformance::serve_if_requested();
 //!     let mut opts = RunOptions::new("target/debug/libmy_plugin.so");
 //!     opts.worker = WorkerProgram::CurrentTest("conformance".into());
 //!     let report = aapi_conformance::run(opts).expect("the runner could run");
