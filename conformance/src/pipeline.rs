@@ -321,10 +321,15 @@ pub fn postprocess_task(
     Ok(())
 }
 
-/// Read the objects of image directories, first occurrence of a path wins, in path order.
+/// Read the objects of the image directories whose child job completed, first occurrence of a
+/// path wins, in path order.
 pub fn read_images(images: &[PathBuf]) -> Result<Vec<(PathBuf, ImageObject)>, String> {
     let mut all: Vec<(PathBuf, ImageObject)> = Vec::new();
     for dir in images {
+        if !dir.join(IMAGE_INDEX).exists() {
+            // Its child job failed, and that was reported; the other images still count.
+            continue;
+        }
         let text =
             std::fs::read(dir.join(IMAGE_INDEX)).map_err(|e| format!("{}: {e}", dir.display()))?;
         let objs: Vec<ImageObject> = serde_json::from_slice(&text).map_err(|e| e.to_string())?;

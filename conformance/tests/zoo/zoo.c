@@ -57,6 +57,8 @@ extern void aapi_framework_service(void);
 /* ------------------------------------------------------------------------------------------ */
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Guards every server's list of created objects: object calls of one server run concurrently. */
+static pthread_mutex_t g_created_lock = PTHREAD_MUTEX_INITIALIZER;
 static int g_init, g_ever_init, g_claimed;
 static uint64_t g_seq = 1;
 static aapi_log_fn g_host_log;
@@ -957,6 +959,17 @@ int aapi_read_object(aapi_object_t object, void *buf, size_t buf_size, size_t *b
     return AAPI_EOK;
 }
 
+static void record(server_t *s, const char *path, const char *aside) {
+    pthread_mutex_lock(&g_created_lock);
+    if (s->ncreated == s->capcreated) {
+        s->capcreated = s->capcreated ? s->capcreated * 2 : 16;
+        s->created = realloc(s->created, s->capcreated * sizeof *s->created);
+    }
+    s->created[s->ncreated].path = strdup(path);
+    s->created[s->ncreated++].aside = aside ? strdup(aside) : NULL;
+    pthread_mutex_unlock(&g_created_lock);
+}
+
 static int mkparents(server_t *s, const char *path) {
     char p[PATH_MAX];
     snprintf(p, sizeof p, "%s", path);
@@ -965,26 +978,15 @@ static int mkparents(server_t *s, const char *path) {
         *c = 0;
         struct stat st;
         if (lstat(p, &st) != 0) {
-            if (mkdir(p, 0700) != 0) return -1;
-            if (s->ncreated == s->capcreated) {
-                s->capcreated = s->capcreated ? s->capcreated * 2 : 16;
-                s->created = realloc(s->created, s->capcreated * sizeof *s->created);
+            if (mkdir(p, 0700) != 0) {
+                if (errno != EEXIST) return -1; /* another writer made it first */
+            } else {
+                record(s, p, NULL);
             }
-            s->created[s->ncreated].path = strdup(p);
-            s->created[s->ncreated++].aside = NULL;
         }
         *c = '/';
     }
     return 0;
-}
-
-static void record(server_t *s, const char *path, const char *aside) {
-    if (s->ncreated == s->capcreated) {
-        s->capcreated = s->capcreated ? s->capcreated * 2 : 16;
-        s->created = realloc(s->created, s->capcreated * sizeof *s->created);
-    }
-    s->created[s->ncreated].path = strdup(path);
-    s->created[s->ncreated++].aside = aside ? strdup(aside) : NULL;
 }
 
 #define RESTORE_STEP(s, fn)                                                                  \
