@@ -312,6 +312,11 @@ int aapi_discovery(aapi_server_t server, const char *const *selections,
         objs.v[j++] = objs.v[i];
     }
     objs.n = j;
+    /* TIME-2: every phase after the walk checks the keepalive too (sorting, splitting and
+     * writing the files of a large tree take a while). */
+    rc = keepalive_tick(&ka, fn);
+    if (rc != AAPI_EOK)
+        goto out;
 
     for (i = 0; i < objs.n; i++) {
         wobj *o = &objs.v[i];
@@ -337,6 +342,9 @@ int aapi_discovery(aapi_server_t server, const char *const *selections,
     rc = split(fn, &objs, nhosts, bytes, counts);
     if (rc != AAPI_EOK)
         goto out;
+    rc = keepalive_tick(&ka, fn);
+    if (rc != AAPI_EOK)
+        goto out;
 
     /* The snapshot holds the changed objects; unchanged ones are never read (DISC-10). */
     if (srv->cfg.snapshot != SNAP_NONE) {
@@ -357,6 +365,9 @@ int aapi_discovery(aapi_server_t server, const char *const *selections,
     for (j = 0; j < nhosts; j++) {
         size_t n = 0;
         char *name, *file;
+        rc = keepalive_tick(&ka, fn);
+        if (rc != AAPI_EOK)
+            goto out;
         for (i = 0; i < objs.n; i++) {
             if (objs.v[i].host != j)
                 continue;

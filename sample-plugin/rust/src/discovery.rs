@@ -89,6 +89,9 @@ impl FilesServer {
         // directories before their contents.
         found.sort_by(|a, b| paths::bytes(&a.path).cmp(paths::bytes(&b.path)));
         found.dedup_by(|b, a| a.path == b.path);
+        // TIME-2: every phase after the walk checks the keepalive too (sorting, splitting and
+        // writing the files of a large tree take a while).
+        host.keepalive_if_due()?;
 
         let mut objects: Vec<Object> = found
             .into_iter()
@@ -117,6 +120,7 @@ impl FilesServer {
             })
             .collect();
         let (bytes, counts) = split(&mut objects, job.backup_hosts.len());
+        host.keepalive_if_due()?;
 
         // The snapshot holds the changed objects; unchanged ones are never read (DISC-10).
         if self.config.snapshot != SnapshotMode::None {
@@ -139,6 +143,7 @@ impl FilesServer {
             .iter()
             .enumerate()
             .try_for_each(|(h, name)| {
+                host.keepalive_if_due()?;
                 let file = WorkloadFile {
                     snapshot: snap_id.clone(),
                     backup_host: name.clone(),
