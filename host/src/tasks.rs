@@ -300,6 +300,41 @@ enum WriteMsg {
     Truncate(u64),
 }
 
+/// Starts the disk writeback of a stream file every [`WRITEBACK_STEP`] bytes, without waiting
+/// for it, so the disk works while the job reads on and the final `fsync` has only the tail
+/// left to wait for.
+#[derive(Default)]
+struct Writeback {
+    /// Offset up to which writeback was started.
+    start: u64,
+    /// Bytes handed to the file (or its buffer) so far.
+    end: u64,
+}
+
+/// Bytes between two writeback starts.
+const WRITEBACK_STEP: u64 = 32 << 20;
+
+impl Writeback {
+    fn wrote(&mut self, file: &fs::File, n: usize) {
+        use std::os::fd::AsRawFd;
+        self.end += n as u64;
+        if self.end - self.start >= WRITEBACK_STEP {
+            let len = self.end - self.start - BUFFER_SIZE as u64; // what surely left the buffer
+            // SAFETY: `file` is an open descriptor; the call only schedules writeback of a range.
+            // Failures are ignored: the stream's fsync at the end reports any real write error.
+            unsafe {
+                libc::sync_file_range(
+                    file.as_raw_fd(),
+                    self.start as libc::off64_t,
+                    len as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                )
+            };
+            self.start += len;
+        }
+    }
+}
+
 /// Writes a stream file from a thread of its own, so that reading from the plugin and hashing
 /// overlap with the copy into the file. Small objects share buffers, so a tree of small files
 /// costs few writes. Buffers circulate through a small pool (no allocation per chunk).
@@ -325,17 +360,20 @@ impl StreamWriter {
         }
         let thread = std::thread::spawn(move || {
             let mut w = BufWriter::with_capacity(BUFFER_SIZE, file);
+            let mut writeback = Writeback::default();
             for msg in rx {
                 match msg {
                     WriteMsg::Data(b, n) => {
                         w.write_all(&b[..n])?;
                         let _ = pool_tx.send(b);
+                        writeback.wrote(w.get_ref(), n);
                     }
                     WriteMsg::Truncate(len) => {
                         w.flush()?;
                         let f = w.get_mut();
                         f.set_len(len)?;
                         f.seek(SeekFrom::Start(len))?;
+                        writeback = Writeback { start: len.min(writeback.start), end: len };
                     }
                 }
             }
