@@ -185,8 +185,9 @@ pub trait Server: Send + Sync + 'static {
         Err(Error::not_supported("setting times is not implemented"))
     }
 
-    /// `aapi_restore_postprocess` (restore operation, once, after preprocess): on failure remove
-    /// what this restore created (and only that). Objects still open are already closed
+    /// `aapi_restore_postprocess` (restore operation, once, after preprocess): on success make
+    /// everything the restore wrote durable before returning (RST-9); on failure remove what
+    /// this restore created (and only that, RST-6). Objects still open are already closed
     /// (success) or aborted (failure) by the layer; if closing one failed, the status given here
     /// is that failure.
     fn restore_postprocess(&self, status: RestoreStatus) -> Result<()> {
@@ -222,7 +223,8 @@ pub trait RestoreObject: Sized + Send + 'static {
     /// `aapi_write_object`: append all of `data` (never empty) or fail.
     fn write(&mut self, data: &[u8]) -> Result<()>;
 
-    /// `aapi_flush`: make everything written so far durable.
+    /// `aapi_flush`: push everything written so far out of the plugin's own buffers (OBJ-6);
+    /// durability comes for the whole restore in [`Server::restore_postprocess`] (RST-9).
     fn flush(&mut self) -> Result<()>;
 
     /// `aapi_get_object_prop` on a created object.
