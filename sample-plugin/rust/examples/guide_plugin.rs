@@ -8,6 +8,7 @@ use aapi_sdk::plugin::{
     Timestamp,
 };
 use aapi_sdk::workload::{WorkloadEntry, WorkloadFile};
+use std::collections::BTreeSet;
 use std::fs::{self, File, FileTimes, Metadata};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -174,6 +175,17 @@ impl Server for FlatSession {
             for path in created {
                 let _ = fs::remove_file(path);
             }
+            return Ok(());
+        }
+        // A restore reported complete survives a crash (RST-9): each file's data, then the
+        // directories holding the renames. (The sample plugin syncs each file system once.)
+        let mut dirs = BTreeSet::new();
+        for path in &created {
+            File::open(path)?.sync_all()?;
+            dirs.insert(path.parent().unwrap_or(Path::new("/")).to_path_buf());
+        }
+        for dir in dirs {
+            File::open(&dir)?.sync_all()?;
         }
         Ok(())
     }
@@ -210,7 +222,8 @@ impl RestoreObject for FileWriter {
     }
 
     fn flush(&mut self) -> Result<()> {
-        Ok(self.file.sync_all()?)
+        // Every write went straight to the file: nothing is held here (OBJ-6).
+        Ok(())
     }
 
     fn props(&self) -> Result<ObjectProps> {
