@@ -373,7 +373,10 @@ impl StreamWriter {
                         let f = w.get_mut();
                         f.set_len(len)?;
                         f.seek(SeekFrom::Start(len))?;
-                        writeback = Writeback { start: len.min(writeback.start), end: len };
+                        writeback = Writeback {
+                            start: len.min(writeback.start),
+                            end: len,
+                        };
                     }
                 }
             }
