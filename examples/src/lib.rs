@@ -5,6 +5,8 @@
 //!   exception boundary around every `extern "C"` entry point; loaded from [`CPP_PLUGIN_PATH`].
 //! - `c-skeleton/`: the smallest C plugin that loads, the starting point of docs/guide-c.md,
 //!   built against an installed SDK with pkg-config and with CMake by the tests.
+//! - `ci/`: a vendor's CI job (conformance, then package and verify) and a GitHub Actions workflow
+//!   around it; the tests run the job on the C sample plugin.
 
 /// Path of `libaapi_cpp_example.so` as built by this crate's build script.
 pub const CPP_PLUGIN_PATH: &str = concat!(env!("OUT_DIR"), "/libaapi_cpp_example.so");
