@@ -67,7 +67,9 @@ pub fn profile() -> (Profile, PathBuf) {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("zoo-profile");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("zoo.toml");
-    std::fs::write(
+    // Tests run in parallel and each writes these files: write them whole and rename them into
+    // place, so that no test reads a file another one is halfway through writing.
+    write_atomic(
         &path,
         r#"
 call_budget_ms = 2000
@@ -82,14 +84,18 @@ budget_ms = 1000
 selections = ["{tree}/timing"]
 properties = { "zoo.walk_delay_us" = "15000" }
 "#,
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("zoo-credentials.toml"),
+    );
+    write_atomic(
+        &dir.join("zoo-credentials.toml"),
         "\"zoo.token\" = \"zoo-secret-token-41\"\n",
-    )
-    .unwrap();
+    );
     Profile::from_path(&path).unwrap()
+}
+
+fn write_atomic(path: &Path, text: &str) {
+    let mut tmp = tempfile::NamedTempFile::new_in(path.parent().unwrap()).unwrap();
+    std::io::Write::write_all(&mut tmp, text.as_bytes()).unwrap();
+    tmp.persist(path).unwrap();
 }
 
 pub fn run(define: Option<&str>) -> Report {
