@@ -12,7 +12,8 @@ use crate::ui::Ui;
 use aapi_sdk::abi::*;
 use aapi_sdk::props::{AAPI_PROP_LAST_BACKUP_TIME, AAPI_PROP_LAST_FULL_TIME, AAPI_PROP_POLICY};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use crate::stream_writer::StreamIo;
+use std::collections::HashMap;
 use std::fmt;
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -169,9 +170,10 @@ impl Runner {
             ))
         })?;
         let cancel = worker.cancel_handle();
-        let done = AtomicBool::new(false);
         let outcome = std::thread::scope(|s| {
-            s.spawn(|| watch_interrupt(&cancel, &done));
+            // Dropping `done` wakes the watcher at once, so the task ends without a polling delay.
+            let (done, finished) = std::sync::mpsc::channel::<()>();
+            s.spawn(|| watch_interrupt(&cancel, finished));
             let r = worker.run(|ev| match ev {
                 Event::Log { level, message } => self.ui.plugin_log(label, *level, message),
                 Event::Progress { bytes, objects } => {
@@ -182,7 +184,7 @@ impl Runner {
                 }
                 _ => {}
             });
-            done.store(true, Ordering::SeqCst);
+            drop(done);
             r
         })
         .map_err(|e| failed(format!("{label}: lost contact with the worker: {e}")))?;
@@ -235,6 +237,7 @@ impl Runner {
 
     /// One child job: stream `stream` (backup host `hosts[stream]`) of `image`.
     pub fn child(&self, store: &Path, image: &str, stream: u32) -> Result<StreamDone, JobError> {
+        StreamIo::from_env().map_err(usage)?;
         let st = Store::open(store)?;
         let job = st.job(image)?;
         if job.snapid.is_none() {
@@ -371,13 +374,17 @@ impl Runner {
     }
 }
 
-fn watch_interrupt(cancel: &CancelHandle, done: &AtomicBool) {
-    while !done.load(Ordering::SeqCst) {
+/// Cancels the worker when Ctrl-C or SIGTERM arrives, until `finished` disconnects.
+fn watch_interrupt(cancel: &CancelHandle, finished: std::sync::mpsc::Receiver<()>) {
+    loop {
         if INTERRUPTED.load(Ordering::SeqCst) {
             cancel.cancel();
             return;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        match finished.recv_timeout(Duration::from_millis(50)) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
     }
 }
 
@@ -394,6 +401,7 @@ pub fn prepare_job(o: &BackupOptions) -> Result<(Store, JobDef), JobError> {
     if o.hosts.is_empty() {
         return Err(usage("at least one backup host (or --streams 1) is needed"));
     }
+    StreamIo::from_env().map_err(usage)?;
     let mut seen = std::collections::HashSet::new();
     for h in &o.hosts {
         if h.is_empty() || h.contains('/') || !seen.insert(h) {
@@ -582,7 +590,7 @@ fn merge(st: &Store, job: &JobDef) -> Result<Manifest, JobError> {
         .unwrap_or_default();
     let mut images = vec![job.image.clone()];
     let mut failures: Vec<ObjectFailure> = dones.iter().flat_map(|d| d.failures.clone()).collect();
-    let mut entries: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
+    let mut entries: Vec<Entry> = Vec::new();
     for n in 0..job.hosts.len() {
         let cat = Catalog::load(&dir.join(format!("stream-{n}.cat")))?;
         for mut e in cat.entries {
@@ -611,19 +619,25 @@ fn merge(st: &Store, job: &JobDef) -> Result<Manifest, JobError> {
                 e.data.image = idx as u32;
             }
             e.flags = 0;
-            if entries.contains_key(&e.path) {
-                failures.push(ObjectFailure {
-                    path: String::from_utf8_lossy(&e.path).into_owned(),
-                    error: "listed in more than one workload file; kept the first copy".into(),
-                });
-                continue;
-            }
-            entries.insert(e.path.clone(), e);
+            entries.push(e);
         }
     }
+    // Path order. The sort is stable, so among copies of a path listed by more than one workload
+    // file the first stream's comes first and is the one kept.
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    entries.dedup_by(|later, first| {
+        let twice = later.path == first.path;
+        if twice {
+            failures.push(ObjectFailure {
+                path: String::from_utf8_lossy(&later.path).into_owned(),
+                error: "listed in more than one workload file; kept the first copy".into(),
+            });
+        }
+        twice
+    });
     let catalog = Catalog {
         images: images.clone(),
-        entries: entries.into_values().collect(),
+        entries,
     };
     let catalog_blake3 = catalog.save(&dir.join("catalog"))?;
     let plugin_name = job.plugin.display().to_string();

@@ -6,6 +6,7 @@
 //! - [`supervise`]: worker processes that run plugin code, and the supervisor that enforces
 //!   per-call budgets, detects crashes and cancels.
 //! - [`store`]: the image store (stream files, catalog with offset map and digests, manifests).
+//! - [`stream_writer`]: the writer of a stream's data file (direct I/O, aligned buffers).
 //! - [`tasks`]: discovery, child job, postprocess and restore over an initialised plugin.
 //! - [`worker`]: the worker process running one task.
 //! - [`ui`]: progress bars and messages.
@@ -15,6 +16,7 @@ pub mod client;
 pub mod jobs;
 pub mod loader;
 pub mod store;
+pub mod stream_writer;
 pub mod supervise;
 pub mod tasks;
 pub mod ui;

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -193,38 +193,49 @@ pub struct Catalog {
 }
 
 /// Writes a catalog record by record; nothing is valid until [`CatalogWriter::finish`].
+/// Records are encoded into a buffer that is hashed and written in large pieces.
 pub struct CatalogWriter<W: Write> {
     out: W,
+    buf: Vec<u8>,
     hash: blake3::Hasher,
     count: u64,
 }
+
+/// Bytes gathered before the catalog writer hashes and writes them.
+const CATALOG_CHUNK: usize = 64 * 1024;
 
 impl<W: Write> CatalogWriter<W> {
     /// Write the header with the image table.
     pub fn new(out: W, images: &[String]) -> io::Result<Self> {
         let mut w = CatalogWriter {
             out,
+            buf: Vec::with_capacity(2 * CATALOG_CHUNK),
             hash: blake3::Hasher::new(),
             count: 0,
         };
-        w.put(&CATALOG_MAGIC)?;
-        w.put(&CATALOG_VERSION.to_le_bytes())?;
-        w.put(&(images.len() as u32).to_le_bytes())?;
+        w.buf.extend_from_slice(&CATALOG_MAGIC);
+        w.buf.extend_from_slice(&CATALOG_VERSION.to_le_bytes());
+        w.buf
+            .extend_from_slice(&(images.len() as u32).to_le_bytes());
         for id in images {
-            w.put(&(id.len() as u32).to_le_bytes())?;
-            w.put(id.as_bytes())?;
+            w.buf.extend_from_slice(&(id.len() as u32).to_le_bytes());
+            w.buf.extend_from_slice(id.as_bytes());
         }
         Ok(w)
     }
 
-    fn put(&mut self, b: &[u8]) -> io::Result<()> {
-        self.hash.update(b);
-        self.out.write_all(b)
+    /// Hash and write what the buffer holds.
+    fn spill(&mut self) -> io::Result<()> {
+        self.hash.update(&self.buf);
+        self.out.write_all(&self.buf)?;
+        self.buf.clear();
+        Ok(())
     }
 
     /// Append one record.
     pub fn push(&mut self, e: &Entry) -> io::Result<()> {
-        let mut r = Vec::with_capacity(128 + e.path.len());
+        let r = &mut self.buf;
+        r.extend_from_slice(&((4 + e.path.len() + RECORD_FIXED) as u32).to_le_bytes());
         r.extend_from_slice(&(e.path.len() as u32).to_le_bytes());
         r.extend_from_slice(&e.path);
         let p = &e.props;
@@ -243,24 +254,21 @@ impl<W: Write> CatalogWriter<W> {
         r.extend_from_slice(&d.offset.to_le_bytes());
         r.extend_from_slice(&d.length.to_le_bytes());
         r.extend_from_slice(&d.blake3);
-        self.put(&(r.len() as u32).to_le_bytes())?;
-        self.put(&r)?;
         self.count += 1;
+        if self.buf.len() >= CATALOG_CHUNK {
+            self.spill()?;
+        }
         Ok(())
     }
 
     /// Write the end mark and the trailer (record count, BLAKE3 digest of everything before it).
     pub fn finish(mut self) -> io::Result<W> {
-        self.put(&0u32.to_le_bytes())?;
-        self.put(&self.count.to_le_bytes())?;
+        self.buf.extend_from_slice(&0u32.to_le_bytes());
+        self.buf.extend_from_slice(&self.count.to_le_bytes());
+        self.spill()?;
         self.out.write_all(self.hash.finalize().as_bytes())?;
         self.out.flush()?;
         Ok(self.out)
-    }
-
-    /// The sink (for syncing a file between records).
-    pub fn get_mut(&mut self) -> &mut W {
-        &mut self.out
     }
 }
 
@@ -778,9 +786,6 @@ pub fn create_new(path: &Path) -> Result<File> {
         .open(path)
         .map_err(io_err(path))
 }
-
-/// Appends catalog records of one stream to its `.cat` file.
-pub type StreamCatalog = CatalogWriter<BufWriter<File>>;
 
 /// "YYYYmmddTHHMMSSZ" for Unix seconds.
 pub fn utc_stamp(t: i64) -> String {

@@ -12,17 +12,18 @@ use crate::store::{
     self, Catalog, CatalogWriter, DataRef, Entry, JobDef, ObjectFailure, Props, REC_UNCHANGED,
     Store, StoreError, StreamDone,
 };
+use crate::stream_writer::{StreamIo, StreamWriter};
 use aapi_sdk::abi::*;
 use aapi_sdk::workload::{self, WorkloadFile};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::fs;
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Size of the data buffer of child jobs and restores.
-pub const BUFFER_SIZE: usize = 1 << 20;
+/// Size of the data buffers of child jobs, restores and verify.
+pub use crate::stream_writer::BUFFER_SIZE;
 /// Suffix of the workload files discovery writes.
 pub const WORKLOAD_SUFFIX: &str = ".wkld";
 
@@ -290,179 +291,7 @@ pub fn postprocess(plugin: &Plugin, store: &Store, job: &JobDef) -> Result<(), T
 
 struct StreamFiles {
     data: StreamWriter,
-    cat: CatalogWriter<BufWriter<fs::File>>,
-}
-
-enum WriteMsg {
-    /// Write the first `n` bytes of the buffer, then hand the buffer back.
-    Data(Vec<u8>, usize),
-    /// Cut the stream file back to this length (a failed object's partial bytes).
-    Truncate(u64),
-}
-
-/// Starts the disk writeback of a stream file every [`WRITEBACK_STEP`] bytes, without waiting
-/// for it, so the disk works while the job reads on and the final `fsync` has only the tail
-/// left to wait for.
-#[derive(Default)]
-struct Writeback {
-    /// Offset up to which writeback was started.
-    start: u64,
-    /// Bytes handed to the file (or its buffer) so far.
-    end: u64,
-}
-
-/// Bytes between two writeback starts.
-const WRITEBACK_STEP: u64 = 32 << 20;
-
-impl Writeback {
-    fn wrote(&mut self, file: &fs::File, n: usize) {
-        use std::os::fd::AsRawFd;
-        self.end += n as u64;
-        if self.end - self.start >= WRITEBACK_STEP {
-            let len = self.end - self.start - BUFFER_SIZE as u64; // what surely left the buffer
-            // SAFETY: `file` is an open descriptor; the call only schedules writeback of a range.
-            // Failures are ignored: the stream's fsync at the end reports any real write error.
-            unsafe {
-                libc::sync_file_range(
-                    file.as_raw_fd(),
-                    self.start as libc::off64_t,
-                    len as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                )
-            };
-            self.start += len;
-        }
-    }
-}
-
-/// Writes a stream file from a thread of its own, so that reading from the plugin and hashing
-/// overlap with the copy into the file. Small objects share buffers, so a tree of small files
-/// costs few writes. Buffers circulate through a small pool (no allocation per chunk).
-struct StreamWriter {
-    tx: Option<std::sync::mpsc::SyncSender<WriteMsg>>,
-    pool: std::sync::mpsc::Receiver<Vec<u8>>,
-    thread: Option<std::thread::JoinHandle<std::io::Result<fs::File>>>,
-    buf: Vec<u8>,
-    filled: usize,
-    base: u64,
-}
-
-/// Read into a buffer only while at least this much of it is free.
-const MIN_READ: usize = 64 * 1024;
-const POOL: usize = 4;
-
-impl StreamWriter {
-    fn new(file: fs::File) -> StreamWriter {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<WriteMsg>(POOL);
-        let (pool_tx, pool) = std::sync::mpsc::channel::<Vec<u8>>();
-        for _ in 0..POOL {
-            let _ = pool_tx.send(vec![0u8; BUFFER_SIZE]);
-        }
-        let thread = std::thread::spawn(move || {
-            let mut w = BufWriter::with_capacity(BUFFER_SIZE, file);
-            let mut writeback = Writeback::default();
-            for msg in rx {
-                match msg {
-                    WriteMsg::Data(b, n) => {
-                        w.write_all(&b[..n])?;
-                        let _ = pool_tx.send(b);
-                        writeback.wrote(w.get_ref(), n);
-                    }
-                    WriteMsg::Truncate(len) => {
-                        w.flush()?;
-                        let f = w.get_mut();
-                        f.set_len(len)?;
-                        f.seek(SeekFrom::Start(len))?;
-                        writeback = Writeback {
-                            start: len.min(writeback.start),
-                            end: len,
-                        };
-                    }
-                }
-            }
-            w.flush()?;
-            w.into_inner().map_err(|e| e.into_error())
-        });
-        StreamWriter {
-            tx: Some(tx),
-            pool,
-            thread: Some(thread),
-            buf: vec![0u8; BUFFER_SIZE],
-            filled: 0,
-            base: 0,
-        }
-    }
-
-    /// Bytes in the stream so far.
-    fn offset(&self) -> u64 {
-        self.base + self.filled as u64
-    }
-
-    fn writer_error(&mut self) -> std::io::Error {
-        self.tx = None;
-        match self.thread.take().map(|t| t.join()) {
-            Some(Ok(Err(e))) => e,
-            _ => std::io::Error::other("the stream writer stopped"),
-        }
-    }
-
-    fn send(&mut self, msg: WriteMsg) -> std::io::Result<()> {
-        let sent = self.tx.as_ref().map(|tx| tx.send(msg));
-        match sent {
-            Some(Ok(())) => Ok(()),
-            _ => Err(self.writer_error()),
-        }
-    }
-
-    /// Hand the filled part of the current buffer to the writer and take an empty one.
-    fn flush_buffer(&mut self) -> std::io::Result<()> {
-        if self.filled == 0 {
-            return Ok(());
-        }
-        let next = match self.pool.recv() {
-            Ok(b) => b,
-            Err(_) => return Err(self.writer_error()),
-        };
-        let full = std::mem::replace(&mut self.buf, next);
-        let n = std::mem::take(&mut self.filled);
-        self.base += n as u64;
-        self.send(WriteMsg::Data(full, n))
-    }
-
-    /// Free space to read the next chunk into (at least `MIN_READ` bytes).
-    fn space(&mut self) -> std::io::Result<&mut [u8]> {
-        if self.buf.len() - self.filled < MIN_READ {
-            self.flush_buffer()?;
-        }
-        Ok(&mut self.buf[self.filled..])
-    }
-
-    /// `n` bytes were read into [`StreamWriter::space`].
-    fn commit(&mut self, n: usize) {
-        self.filled += n;
-    }
-
-    /// Drop everything after stream offset `start`.
-    fn truncate(&mut self, start: u64) -> std::io::Result<()> {
-        if start >= self.base {
-            self.filled = (start - self.base) as usize;
-            Ok(())
-        } else {
-            self.filled = 0;
-            self.base = start;
-            self.send(WriteMsg::Truncate(start))
-        }
-    }
-
-    /// Write everything out and return the file (not yet synced).
-    fn finish(mut self) -> std::io::Result<fs::File> {
-        self.flush_buffer()?;
-        self.tx = None;
-        match self.thread.take().map(|t| t.join()) {
-            Some(Ok(r)) => r,
-            _ => Err(std::io::Error::other("the stream writer panicked")),
-        }
-    }
+    cat: CatalogWriter<fs::File>,
 }
 
 /// One child job: stream every object of backup host `stream`'s workload file into
@@ -492,6 +321,7 @@ pub fn child(
             job.image
         )));
     }
+    let io = StreamIo::from_env().map_err(task_err)?;
     let data_path = store.stream_path(&job.image, stream);
     let cat_path = dir.join(format!("stream-{stream}.cat"));
     // Leftovers of an interrupted run of this same child job are not part of any complete
@@ -500,9 +330,9 @@ pub fn child(
         let _ = fs::remove_file(p);
     }
     let mut files = StreamFiles {
-        data: StreamWriter::new(store::create_new(&data_path)?),
+        data: StreamWriter::new(store::create_new(&data_path)?, io),
         cat: CatalogWriter::new(
-            BufWriter::new(store::create_new(&cat_path)?),
+            store::create_new(&cat_path)?,
             std::slice::from_ref(&job.image),
         )
         .map_err(store::io_err(&cat_path))?,
@@ -573,9 +403,6 @@ pub fn child(
     let data = files.data.finish().map_err(store::io_err(&data_path))?;
     data.sync_all().map_err(store::io_err(&data_path))?;
     let cat = files.cat.finish().map_err(store::io_err(&cat_path))?;
-    let cat = cat
-        .into_inner()
-        .map_err(|e| store::io_err(&cat_path)(e.into_error()))?;
     cat.sync_all().map_err(store::io_err(&cat_path))?;
     let done = StreamDone {
         stream,

@@ -127,3 +127,42 @@ fn rust_sample_round_trip() {
 fn c_sample_round_trip() {
     round_trip(Path::new(aapi_sample_plugin_c::PLUGIN_PATH));
 }
+
+#[test]
+fn direct_stream_io_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    make_tree(&tree, 24, PAST);
+    let big: Vec<u8> = (0..3 * 1024 * 1024 + 4321).map(|i| (i * 7 + i / 4099) as u8).collect();
+    write_file(&tree.join("sub/big.bin"), &big);
+    touch_all(&tree, PAST);
+    let original = snapshot(&tree);
+    let plugin = rust_sample();
+    let args = [
+        "backup",
+        "--json",
+        "--plugin",
+        plugin.to_str().unwrap(),
+        "--policy",
+        "direct",
+        "--select",
+        tree.to_str().unwrap(),
+        "--streams",
+        "2",
+    ];
+
+    // An unknown mode is refused before anything runs.
+    let r = host(&store, &args, &[("AAPI_STREAM_IO", "fast")]);
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("\"buffered\" or \"direct\""), "{}", r.stderr);
+
+    let r = host(&store, &args, &[("AAPI_STREAM_IO", "direct")]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let image = r.json()["manifest"]["image"].as_str().unwrap().to_string();
+    let v = host(&store, &["verify", &image], &[]);
+    assert_eq!(v.code, 0, "{}\n{}", v.stdout, v.stderr);
+    let alt = dir.path().join("alt");
+    restore_to(&store, &image, &alt, &[]);
+    assert_same(&snapshot(&under(&alt, &tree)), &original);
+}
