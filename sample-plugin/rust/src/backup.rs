@@ -173,6 +173,10 @@ impl BackupObject for Reader {
             // The object grew: it cannot match its size at open any more.
             return Err(self.changed());
         }
+        if self.read == self.at_open.size() && matches!(self.data, Data::File(_)) {
+            // All its bytes are in: check it now and spare the read that would only say "end".
+            self.end_of_data()?;
+        }
         Ok(n)
     }
 

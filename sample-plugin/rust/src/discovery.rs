@@ -214,7 +214,8 @@ impl FilesServer {
                     Error::io(e, format!("cannot read directory {}", dir.display()))
                 })?;
                 let path = entry.path();
-                let md = match fs::symlink_metadata(&path) {
+                // The lstat relative to the open directory: no walk of the whole path per entry.
+                let md = match entry.metadata() {
                     Ok(md) => md,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                     Err(e) => {
