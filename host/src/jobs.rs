@@ -6,13 +6,13 @@ use crate::store::{
     self, Catalog, Entry, HostState, ImageState, JobDef, Manifest, ObjectFailure, REC_UNCHANGED,
     Store, StoreError, StreamDone,
 };
+use crate::stream_writer::StreamIo;
 use crate::supervise::{CancelHandle, Event, Limits, Worker, WorkerEnd};
 use crate::tasks::{self, RestoreReport, RestoreTask, Task};
 use crate::ui::Ui;
 use aapi_sdk::abi::*;
 use aapi_sdk::props::{AAPI_PROP_LAST_BACKUP_TIME, AAPI_PROP_LAST_FULL_TIME, AAPI_PROP_POLICY};
 use serde::Serialize;
-use crate::stream_writer::StreamIo;
 use std::collections::HashMap;
 use std::fmt;
 use std::io::Read;

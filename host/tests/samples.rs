@@ -134,7 +134,9 @@ fn direct_stream_io_round_trip() {
     let tree = dir.path().join("tree");
     let store = dir.path().join("store");
     make_tree(&tree, 24, PAST);
-    let big: Vec<u8> = (0..3 * 1024 * 1024 + 4321).map(|i| (i * 7 + i / 4099) as u8).collect();
+    let big: Vec<u8> = (0..3 * 1024 * 1024 + 4321)
+        .map(|i| (i * 7 + i / 4099) as u8)
+        .collect();
     write_file(&tree.join("sub/big.bin"), &big);
     touch_all(&tree, PAST);
     let original = snapshot(&tree);
@@ -155,7 +157,11 @@ fn direct_stream_io_round_trip() {
     // An unknown mode is refused before anything runs.
     let r = host(&store, &args, &[("AAPI_STREAM_IO", "fast")]);
     assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
-    assert!(r.stderr.contains("\"buffered\" or \"direct\""), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("\"buffered\" or \"direct\""),
+        "{}",
+        r.stderr
+    );
 
     let r = host(&store, &args, &[("AAPI_STREAM_IO", "direct")]);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
