@@ -56,12 +56,18 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// Attach `path` to an I/O error.
 pub fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-    move |e| StoreError {
+    move |e| {
+        StoreError {
         path: path.to_path_buf(),
         message: match e.raw_os_error() {
             Some(libc::ENOSPC) => "no space left on the device holding the image store".into(),
+            Some(libc::EDQUOT) => "the disk quota of the image store is exhausted".into(),
+            Some(libc::EFBIG) => {
+                "file too large for the image store's file system or this process's file size limit (ulimit -f)".into()
+            }
             _ => e.to_string(),
         },
+    }
     }
 }
 

@@ -452,3 +452,78 @@ fn failed_object_is_cut_out_and_the_image_is_partial() {
     let st = std::fs::read_to_string(store.join("state.json")).unwrap_or_default();
     assert!(!st.contains(image), "{st}");
 }
+
+#[test]
+fn a_full_store_fails_the_backup_and_keeps_earlier_images() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    make_tree(&tree, 8, PAST);
+    let big: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+    write_file(&tree.join("sub/big.bin"), &big);
+    touch_all(&tree, PAST);
+    let first = backup(&store, &rust_sample(), &tree, &["--streams", "2"]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let first = first.json()["manifest"]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The store takes no file over 1 MiB: the stream holding big.bin hits the limit mid-object,
+    // as it would hit the end of the disk (with SIGXFSZ ignored, the write fails with EFBIG).
+    let mut cmd = std::process::Command::new(host_bin());
+    cmd.arg("--store")
+        .arg(&store)
+        .args(["--json", "backup", "--policy", "p1", "--streams", "2"])
+        .arg("--plugin")
+        .arg(rust_sample())
+        .arg("--select")
+        .arg(&tree);
+    // SAFETY: between fork and exec the closure only calls the async-signal-safe setrlimit and
+    // signal; the limit and the ignored signal pass on to the worker processes.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 1 << 20,
+                rlim_max: 1 << 20,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            Ok(())
+        })
+    };
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(".data") && stdout.contains("file size limit"),
+        "the message names the stream file and the cause: {stdout}"
+    );
+
+    // The failed image is marked incomplete, the earlier one is untouched and restores.
+    let l = host(&store, &["list", "--json"], &[]).json();
+    let images = l["images"].as_array().unwrap();
+    assert_eq!(images.len(), 2, "{l}");
+    for i in images {
+        let expect = if i["image"] == first.as_str() {
+            "complete"
+        } else {
+            "incomplete"
+        };
+        assert_eq!(i["state"], expect, "{l}");
+    }
+    let v = host(&store, &["verify", &first], &[]);
+    assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
+    let alt = dir.path().join("alt");
+    std::fs::create_dir(&alt).unwrap();
+    let r = restore(&store, &[&first, "--alt-root", alt.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_same(
+        &snapshot(&alt.join(tree.strip_prefix("/").unwrap())),
+        &snapshot(&tree),
+    );
+}
