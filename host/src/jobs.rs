@@ -597,13 +597,13 @@ fn merge(st: &Store, job: &JobDef) -> Result<Manifest, JobError> {
             if e.flags & REC_UNCHANGED != 0 {
                 let found = base_index.get(e.path.as_slice()).map(|b| (*b).clone());
                 let (Some(b), Some(base_cat)) = (found, base.as_ref()) else {
-                    failures.push(ObjectFailure {
-                        path: String::from_utf8_lossy(&e.path).into_owned(),
-                        error: format!(
+                    failures.push(ObjectFailure::new(
+                        &e.path,
+                        format!(
                             "listed as unchanged, but {} holds no copy of it; run a full backup",
                             job.base.as_deref().unwrap_or("no base image")
                         ),
-                    });
+                    ));
                     continue;
                 };
                 let id = &base_cat.images[b.data.image as usize];
@@ -628,10 +628,10 @@ fn merge(st: &Store, job: &JobDef) -> Result<Manifest, JobError> {
     entries.dedup_by(|later, first| {
         let twice = later.path == first.path;
         if twice {
-            failures.push(ObjectFailure {
-                path: String::from_utf8_lossy(&later.path).into_owned(),
-                error: "listed in more than one workload file; kept the first copy".into(),
-            });
+            failures.push(ObjectFailure::new(
+                &later.path,
+                "listed in more than one workload file; kept the first copy",
+            ));
         }
         twice
     });
@@ -713,7 +713,6 @@ pub fn verify(store: &Store, image: &str, ui: &Ui) -> Result<VerifyReport, JobEr
     order.sort_by_key(|e| (e.data.image, e.data.stream, e.data.offset));
     let mut buf = vec![0u8; tasks::BUFFER_SIZE];
     for e in order {
-        let name = String::from_utf8_lossy(&e.path).into_owned();
         let mut check = || -> Result<(), String> {
             let mut r = store
                 .open_data(&catalog, &e.data)
@@ -744,7 +743,7 @@ pub fn verify(store: &Store, image: &str, ui: &Ui) -> Result<VerifyReport, JobEr
         bar.set_position(report.bytes);
         match r {
             Ok(()) => report.good += 1,
-            Err(error) => report.damaged.push(ObjectFailure { path: name, error }),
+            Err(error) => report.damaged.push(ObjectFailure::new(&e.path, error)),
         }
     }
     bar.finish_and_clear();

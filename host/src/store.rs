@@ -486,13 +486,27 @@ pub struct JobDef {
     pub credentials: Option<PathBuf>,
 }
 
-/// One object a child job could not back up.
+/// One object that could not be backed up (or, in a verify report, is damaged).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ObjectFailure {
-    /// Object path (lossy UTF-8 for display).
+    /// Object path for display (lossy UTF-8).
     pub path: String,
+    /// The exact path bytes in hex, present only when the path is not valid UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_hex: Option<String>,
     /// What happened.
     pub error: String,
+}
+
+impl ObjectFailure {
+    /// A failure of the object at `path` (raw bytes).
+    pub fn new(path: &[u8], error: impl Into<String>) -> ObjectFailure {
+        ObjectFailure {
+            path: String::from_utf8_lossy(path).into_owned(),
+            path_hex: std::str::from_utf8(path).is_err().then(|| hex(path)),
+            error: error.into(),
+        }
+    }
 }
 
 /// Summary a child job writes last (`stream-<n>.done`).
@@ -918,6 +932,15 @@ mod tests {
             b[i] ^= 1;
             assert!(Catalog::read_from(&b, p).is_err(), "flip {i}");
         }
+    }
+
+    #[test]
+    fn failures_keep_the_exact_bytes_of_non_utf8_paths() {
+        let f = ObjectFailure::new(b"/t/caf\xe9", "gone");
+        assert_eq!(f.path, "/t/caf\u{fffd}");
+        assert_eq!(f.path_hex.as_deref(), Some("2f742f636166e9"));
+        let json = serde_json::to_string(&ObjectFailure::new(b"/t/ok", "gone")).unwrap();
+        assert!(!json.contains("path_hex"), "{json}");
     }
 
     #[test]

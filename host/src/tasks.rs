@@ -387,10 +387,7 @@ pub fn child(
                     .data
                     .truncate(start)
                     .map_err(store::io_err(&data_path))?;
-                failures.push(ObjectFailure {
-                    path: String::from_utf8_lossy(&path).into_owned(),
-                    error: e.message,
-                });
+                failures.push(ObjectFailure::new(&path, e.message));
             }
         }
         if last_report.elapsed() >= Duration::from_millis(100) {
