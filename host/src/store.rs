@@ -16,14 +16,14 @@
 //! never used as a base or restored silently.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Magic bytes opening a catalog file.
 pub const CATALOG_MAGIC: [u8; 8] = *b"AAPICAT\0";
@@ -592,6 +592,9 @@ pub struct HostState {
 pub struct Store {
     root: PathBuf,
     bytes_read: Arc<AtomicU64>,
+    /// Stream files opened for reading so far, kept open: a restore or verify of many small
+    /// objects costs one read per object, not an open, a seek and a close as well.
+    streams: Arc<Mutex<HashMap<PathBuf, Arc<File>>>>,
 }
 
 impl Store {
@@ -605,6 +608,7 @@ impl Store {
         Ok(Store {
             root: root.to_path_buf(),
             bytes_read: Arc::new(AtomicU64::new(0)),
+            streams: Arc::default(),
         })
     }
 
@@ -759,10 +763,19 @@ impl Store {
             .get(data.image as usize)
             .ok_or_else(|| err(&self.root, "record refers to an unknown image"))?;
         let p = self.stream_path(id, data.stream);
-        let mut f = File::open(&p).map_err(io_err(&p))?;
-        f.seek(SeekFrom::Start(data.offset)).map_err(io_err(&p))?;
+        let mut open = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let file = match open.get(&p) {
+            Some(f) => f.clone(),
+            None => {
+                let f = Arc::new(File::open(&p).map_err(io_err(&p))?);
+                open.insert(p.clone(), f.clone());
+                f
+            }
+        };
         Ok(DataReader {
-            inner: BufReader::with_capacity(1 << 20, f).take(data.length),
+            file,
+            at: data.offset,
+            left: data.length,
             path: p,
             counter: self.bytes_read.clone(),
         })
@@ -777,7 +790,11 @@ impl Store {
 
 /// Reads one object's bytes from a stream file, counting them.
 pub struct DataReader {
-    inner: io::Take<BufReader<File>>,
+    file: Arc<File>,
+    /// Stream offset of the next byte.
+    at: u64,
+    /// Bytes of the object not read yet.
+    left: u64,
     path: PathBuf,
     counter: Arc<AtomicU64>,
 }
@@ -791,7 +808,17 @@ impl DataReader {
 
 impl Read for DataReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = loop {
+            match self.file.read_at(&mut buf[..want], self.at) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => break r?,
+            }
+        };
+        self.at += n as u64;
+        self.left -= n as u64;
         self.counter.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
