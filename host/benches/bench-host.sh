@@ -40,14 +40,19 @@ MIB=$(echo "$SIZE / 1048576" | bc -l)
 # Warm the page cache, so every run reads the same way.
 tar -cf - -C "$TREE" . | cat >/dev/null
 
-run_backup() { # streams [store]
-    local store=${2:-$WORK/store} t0 t1
+# Prints "wall-seconds cpu-seconds" of a backup; CPU is user + system of every process of the job
+# (bash's `time` counts the workers, which the supervisor waits for).
+run_backup() { # streams [store [stream-io [cpu-list]]]
+    local store=${2:-$WORK/store} pin=()
+    [ -n "${4:-}" ] && pin=(taskset -c "$4")
     rm -rf "$store"; sync
-    t0=$(now)
-    "$HOST" --store "$store" -q backup --plugin "$PLUGIN" --policy bench --select "$TREE" --streams "$1"
-    t1=$(now)
-    secs "$t0" "$t1"
+    local TIMEFORMAT='%R %U %S' out
+    out=$( { time AAPI_STREAM_IO=${3:-buffered} "${pin[@]}" "$HOST" --store "$store" -q backup \
+        --plugin "$PLUGIN" --policy bench --select "$TREE" --streams "$1" >/dev/null; } 2>&1 )
+    echo "$out" | awk '{ printf "%s %.2f\n", $1, $2 + $3 }'
 }
+wall() { echo "${1% *}"; }
+cpu() { echo "${1#* }"; }
 
 t0=$(now); tar -cf - -C "$TREE" . | cat >/dev/null; t1=$(now); TAR_C=$(secs "$t0" "$t1")
 # The framework's own cost without the store's disk writes: the store in memory (tmpfs).
@@ -59,6 +64,16 @@ if [ -d "$SHM" ]; then
 fi
 B1=$(run_backup 1)
 B2=$(run_backup 2)
+D1=$(run_backup 1 "$WORK/store" direct)
+D2=$(run_backup 2 "$WORK/store" direct)
+# How throughput grows with CPUs: one stream held to one CPU.
+P1=$(run_backup 1 "$WORK/store" buffered 0)
+# What the disk takes: two writers of 512 MiB each with O_DIRECT, as two streams would write.
+rm -f "$WORK"/dd.*; sync
+t0=$(now)
+for i in 1 2; do dd if=/dev/zero of="$WORK/dd.$i" bs=1M count=512 oflag=direct status=none & done
+wait
+t1=$(now); DD=$(secs "$t0" "$t1"); rm -f "$WORK"/dd.*
 IMAGE=$("$HOST" --store "$WORK/store" list --json | sed -n 's/.*"image": "\([^"]*\)".*/\1/p' | head -1)
 
 # Like for like with a backup: tar writing its archive to the same disk, made durable.
@@ -94,17 +109,29 @@ t0=$(now); "$HOST" --store "$WORK/store10k" -q restore "$IMG10" --alt-root "$WOR
 RALL=$(secs "$t0" "$t1")
 rm -rf "$WORK/alt1" "$WORK/altall"
 
-echo "| measurement | seconds | MiB/s | ratio |"
-echo "|---|---|---|---|"
-echo "| \`tar -cf - | cat >/dev/null\` ($(fmt "$MIB") MiB) | $(fmt "$TAR_C") | $(fmt "$(echo "$MIB / $TAR_C" | bc -l)") | 1.00 |"
-echo "| \`tar -cf archive\` + \`sync\` (same disk as the store) | $(fmt "$TAR_F") | $(fmt "$(echo "$MIB / $TAR_F" | bc -l)") | $(fmt "$(echo "$TAR_C / $TAR_F" | bc -l)") x tar |"
-echo "| backup, 1 stream | $(fmt "$B1") | $(fmt "$(echo "$MIB / $B1" | bc -l)") | $(fmt "$(echo "$TAR_C / $B1" | bc -l)") x tar |"
-echo "| backup, 2 streams | $(fmt "$B2") | $(fmt "$(echo "$MIB / $B2" | bc -l)") | $(fmt "$(echo "$B1 / $B2" | bc -l)") x 1 stream |"
+ratio() { fmt "$(echo "$1 / $2" | bc -l)"; }
+# A backup row: label, "wall cpu", ratio text.
+brow() {
+    local w c
+    w=$(wall "$2"); c=$(cpu "$2")
+    echo "| $1 | $(fmt "$w") | $(fmt "$(echo "$MIB / $w" | bc -l)") | $c ($(ratio "$c" "$w") CPUs) | $3 |"
+}
+b1=$(wall "$B1")
+echo "| measurement | seconds | MiB/s | CPU s | ratio |"
+echo "|---|---|---|---|---|"
+echo "| \`tar -cf - | cat >/dev/null\` ($(fmt "$MIB") MiB) | $(fmt "$TAR_C") | $(fmt "$(echo "$MIB / $TAR_C" | bc -l)") | | 1.00 |"
+echo "| \`tar -cf archive\` + \`sync\` (same disk as the store) | $(fmt "$TAR_F") | $(fmt "$(echo "$MIB / $TAR_F" | bc -l)") | | $(ratio "$TAR_C" "$TAR_F") x tar |"
+brow "backup, 1 stream" "$B1" "$(ratio "$TAR_C" "$b1") x tar"
+brow "backup, 2 streams" "$B2" "$(ratio "$b1" "$(wall "$B2")") x 1 stream"
+brow "backup, 1 stream held to 1 CPU" "$P1" "2 streams: $(ratio "$(wall "$P1")" "$(wall "$B2")") x this"
+brow "backup, 1 stream, AAPI_STREAM_IO=direct" "$D1" "$(ratio "$TAR_C" "$(wall "$D1")") x tar"
+brow "backup, 2 streams, AAPI_STREAM_IO=direct" "$D2" "$(ratio "$(wall "$D1")" "$(wall "$D2")") x 1 stream"
+echo "| disk alone: 2 x \`dd oflag=direct\` of 512 MiB at once | $(fmt "$DD") | $(fmt "$(echo "1024 / $DD" | bc -l)") | | |"
 if [ -n "${M1:-}" ]; then
-    echo "| backup, 1 stream, store in tmpfs | $(fmt "$M1") | $(fmt "$(echo "$MIB / $M1" | bc -l)") | $(fmt "$(echo "$TAR_C / $M1" | bc -l)") x tar |"
-    echo "| backup, 2 streams, store in tmpfs | $(fmt "$M2") | $(fmt "$(echo "$MIB / $M2" | bc -l)") | $(fmt "$(echo "$M1 / $M2" | bc -l)") x 1 stream |"
+    brow "backup, 1 stream, store in tmpfs" "$M1" "$(ratio "$TAR_C" "$(wall "$M1")") x tar"
+    brow "backup, 2 streams, store in tmpfs" "$M2" "$(ratio "$(wall "$M1")" "$(wall "$M2")") x 1 stream"
 fi
-echo "| \`tar -xf\` + \`sync\` | $(fmt "$TAR_X") | $(fmt "$(echo "$MIB / $TAR_X" | bc -l)") | 1.00 |"
-echo "| restore (whole image) | $(fmt "$R") | $(fmt "$(echo "$MIB / $R" | bc -l)") | $(fmt "$(echo "$TAR_X / $R" | bc -l)") x tar |"
-echo "| restore 1 object of 10,000 ($READ1 bytes read from the store) | $(fmt "$R1") | | 1/$(printf '%.0f' "$(echo "$RALL / $R1" | bc -l)") of full |"
-echo "| restore all 10,000 objects | $(fmt "$RALL") | | 1.00 |"
+echo "| \`tar -xf\` + \`sync\` | $(fmt "$TAR_X") | $(fmt "$(echo "$MIB / $TAR_X" | bc -l)") | | 1.00 |"
+echo "| restore (whole image) | $(fmt "$R") | $(fmt "$(echo "$MIB / $R" | bc -l)") | | $(ratio "$TAR_X" "$R") x tar |"
+echo "| restore 1 object of 10,000 ($READ1 bytes read from the store) | $(fmt "$R1") | | | 1/$(printf '%.0f' "$(echo "$RALL / $R1" | bc -l)") of full |"
+echo "| restore all 10,000 objects | $(fmt "$RALL") | | | 1.00 |"

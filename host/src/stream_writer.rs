@@ -8,8 +8,8 @@
 //! [`WRITEBACK_STEP`] bytes: the cache absorbs bursts (a run of large objects the disk cannot keep
 //! up with overlaps with the run of small ones that follows), which makes backups fastest.
 //! `AAPI_STREAM_IO=direct` writes with direct I/O (`O_DIRECT`) instead: the bytes go from the
-//! buffer to the disk without a copy into the page cache, which costs about a quarter less CPU
-//! and keeps the image out of the cache (the applications on the machine keep theirs). For that,
+//! buffer to the disk without a copy into the page cache, which costs less CPU and keeps the
+//! image out of the cache (the applications on the machine keep theirs). For that,
 //! buffers are aligned and every write but the last starts and ends on an [`ALIGN`] boundary (the
 //! bytes past the last boundary move to the head of the next buffer). Where direct I/O is refused
 //! (some network or FUSE file systems), or after a failed object cut the stream at an unaligned
