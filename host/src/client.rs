@@ -339,6 +339,19 @@ impl Plugin {
         let version = bounded_str(F, "version", out.version, 31, true)?;
         let vendor = bounded_str(F, "vendor", out.vendor, 127, false)?;
         let types = bounded_str(F, "workload_types", out.workload_types, 4096, false)?;
+        let token = |t: &str| {
+            !t.is_empty()
+                && t.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_.-".contains(&c))
+        };
+        if !types.split(',').all(token) {
+            return Err(PluginError::Contract {
+                function: F,
+                what: format!(
+                    "plugin_info.workload_types {types:?} is not a comma-separated list of [a-z0-9_.-] tokens (LOAD-5)"
+                ),
+            });
+        }
         if out.max_concurrent_objects == 0 {
             return Err(PluginError::Contract {
                 function: F,
@@ -351,7 +364,7 @@ impl Plugin {
             name,
             version,
             vendor,
-            workload_types: types.split(',').map(|s| s.trim().to_string()).collect(),
+            workload_types: types.split(',').map(str::to_string).collect(),
             capabilities: out.capabilities,
             max_concurrent_objects: out.max_concurrent_objects,
         };

@@ -64,6 +64,25 @@ fn wrong_abi_major_is_refused_before_any_call() {
 }
 
 #[test]
+fn malformed_workload_types_are_refused_at_init() {
+    for (name, types) in [
+        ("aapi_testplugin_types_space", "\"files, db\""),
+        ("aapi_testplugin_types_upper", "\"Files\""),
+        ("aapi_testplugin_types_empty_item", "\"files,,db\""),
+    ] {
+        let lib = common::test_plugin(name, &[&format!("TEST_WORKLOAD_TYPES={types}")]);
+        let err = Plugin::load(&lib, Arc::new(Recorder::default()))
+            .err()
+            .expect("malformed workload_types are refused");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("LOAD-5") && msg.contains("workload_types"),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
 fn library_without_marker_is_not_a_plugin() {
     let err = PluginLibrary::open(std::path::Path::new("/lib/x86_64-linux-gnu/libm.so.6"));
     if let Err(e) = err {

@@ -157,7 +157,11 @@ int aapi_pgn_init(const aapi_host_info_t *host, aapi_plugin_info_t *info) {
     info->name = "files-test";
     info->version = "0.1.0";
     info->vendor = "aapi project tests";
+#ifdef TEST_WORKLOAD_TYPES
+    info->workload_types = TEST_WORKLOAD_TYPES;
+#else
     info->workload_types = "files";
+#endif
     info->capabilities = AAPI_CAP_RESTORE | AAPI_CAP_ALTERNATE_RESTORE;
     info->max_concurrent_objects = 1;
     g_init = 1;
