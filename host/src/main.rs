@@ -12,14 +12,28 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-const EXIT_CODES: &str = "\
+macro_rules! exit_codes {
+    () => {
+        "\
 Exit codes:
   0  success
   1  the job failed, or verify found damage (the message names what and what to do)
   2  bad usage or input (unknown image, plugin that cannot be loaded, unreadable store); nothing ran
   3  partial: the image is complete but some objects could not be backed up
   4  the plugin does not support the schedule (AAPI_ESCHED_NOT_SUPPORTED)
-  5  cancelled (Ctrl-C or SIGTERM); running plugin calls were cancelled through their keepalive";
+  5  cancelled (Ctrl-C or SIGTERM); running plugin calls were cancelled through their keepalive"
+    };
+}
+const EXIT_CODES: &str = exit_codes!();
+/// Help epilogue of the commands that write stream files.
+const STREAM_JOB_HELP: &str = concat!(
+    exit_codes!(),
+    "
+
+Environment:
+  AAPI_STREAM_IO  how stream files are written: buffered (default, through the page cache) or
+                  direct (O_DIRECT: less CPU, the image stays out of the page cache)"
+);
 
 /// The reference backup framework for aapi workload plugins.
 #[derive(Parser, Debug)]
@@ -44,13 +58,13 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run a compound backup job: discovery, one child job per backup host, postprocess, finalize.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = STREAM_JOB_HELP)]
     Backup(BackupArgs),
     /// Step 1 of a split backup: create the image and run discovery; prints the image id.
     #[command(after_help = EXIT_CODES)]
     Discover(BackupArgs),
     /// Step 2 of a split backup: run the child job of one backup host of an image.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = STREAM_JOB_HELP)]
     Child {
         /// Image id printed by `discover`.
         #[arg(long)]
