@@ -7,6 +7,7 @@ use aapi_host::ui::Ui;
 use aapi_sdk::abi::AAPI_DEFAULT_CALL_BUDGET_MS;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -157,9 +158,9 @@ struct RestoreArgs {
     /// ...that started at or before this time (UTC "YYYY-mm-dd[THH:MM[:SS]]" or Unix seconds).
     #[arg(long, requires = "policy")]
     at: Option<String>,
-    /// Restore only this path and what lies below it (repeatable).
+    /// Restore only this path and what lies below it (repeatable; any bytes, as the shell gives them).
     #[arg(long = "path")]
-    paths: Vec<String>,
+    paths: Vec<PathBuf>,
     /// Restore under this directory instead of the original place (prefixed to every path).
     #[arg(long)]
     alt_root: Option<PathBuf>,
@@ -428,13 +429,17 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                 .iter()
                 .flat_map(|c| {
                     c.entries.iter().map(|e| {
-                        json!({
+                        let mut row = json!({
                             "path": String::from_utf8_lossy(&e.path), "type": e.props.type_name(),
                             "mode": format!("{:o}", e.props.mode), "size": e.data.length,
                             "mtime": e.props.mtime.sec, "image": c.images[e.data.image as usize],
                             "stream": e.data.stream, "offset": e.data.offset,
                             "blake3": store::hex(&e.data.blake3),
-                        })
+                        });
+                        if std::str::from_utf8(&e.path).is_err() {
+                            row["path_hex"] = store::hex(&e.path).into();
+                        }
+                        row
                     })
                 })
                 .collect();
@@ -521,11 +526,16 @@ fn restore(cli: &Cli, runner: &Runner, a: &RestoreArgs, t0: Instant) -> Result<E
         kind: ExitKind::Failed,
         message: e.message,
     })?;
-    let selected = tasks::select(&catalog, &a.paths);
+    let paths: Vec<Vec<u8>> = a
+        .paths
+        .iter()
+        .map(|p| p.as_os_str().as_bytes().to_vec())
+        .collect();
+    let selected = tasks::select(&catalog, &paths);
     if selected.is_empty() {
         return Err(usage(format!(
-            "nothing in image {image} matches {:?} (see `aapi-host show {image} --objects`)",
-            a.paths
+            "nothing in image {image} matches {} (see `aapi-host show {image} --objects`)",
+            tasks::show_paths(&paths)
         )));
     }
     let alt_root = match &a.alt_root {
@@ -580,7 +590,7 @@ fn restore(cli: &Cli, runner: &Runner, a: &RestoreArgs, t0: Instant) -> Result<E
         workload_type: a.session.workload_type.clone(),
         server: a.session.server.clone(),
         host: a.host.clone(),
-        paths: a.paths.clone(),
+        paths,
         alt_root,
         overwrite: a.overwrite,
         properties: a.session.properties.clone(),

@@ -472,8 +472,8 @@ pub struct RestoreTask {
     pub server: String,
     /// Backup host the restore runs on.
     pub host: String,
-    /// Paths to restore (each with its subtree); empty for everything.
-    pub paths: Vec<String>,
+    /// Paths to restore, as raw bytes (each with its subtree); empty for everything.
+    pub paths: Vec<Vec<u8>>,
     /// Alternate root prefixed to every path, or `None` for the original location.
     pub alt_root: Option<PathBuf>,
     /// Replace existing objects (`AAPI_CREATE_OVERWRITE`).
@@ -498,14 +498,23 @@ pub struct RestoreReport {
     pub store_bytes_read: u64,
 }
 
+/// Paths for a message: quoted, lossy UTF-8, comma-separated.
+pub fn show_paths(paths: &[Vec<u8>]) -> String {
+    let shown: Vec<String> = paths
+        .iter()
+        .map(|p| format!("{:?}", String::from_utf8_lossy(p)))
+        .collect();
+    format!("[{}]", shown.join(", "))
+}
+
 /// The indices of catalog entries selected by `paths` (an entry matches a path when it is that
 /// path or lies below it); all entries when `paths` is empty.
-pub fn select(catalog: &Catalog, paths: &[String]) -> Vec<usize> {
-    let wanted: Vec<Vec<u8>> = paths
+pub fn select(catalog: &Catalog, paths: &[Vec<u8>]) -> Vec<usize> {
+    let wanted: Vec<&[u8]> = paths
         .iter()
         .map(|p| {
-            let t = p.trim_end_matches('/');
-            if t.is_empty() { "/" } else { t }.as_bytes().to_vec()
+            let end = p.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
+            if end == 0 { b"/" } else { &p[..end] }
         })
         .collect();
     catalog
@@ -573,8 +582,10 @@ pub fn restore(
     let selected = select(&catalog, &task.paths);
     if selected.is_empty() {
         return Err(task_err(format!(
-            "nothing in image {} matches {:?} (see `aapi-host show {}`)",
-            task.image, task.paths, task.image
+            "nothing in image {} matches {} (see `aapi-host show {}`)",
+            task.image,
+            show_paths(&task.paths),
+            task.image
         )));
     }
     let total: u64 = selected

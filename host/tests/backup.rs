@@ -527,3 +527,120 @@ fn a_full_store_fails_the_backup_and_keeps_earlier_images() {
         &snapshot(&tree),
     );
 }
+
+#[test]
+fn a_cut_stream_is_named_and_what_precedes_the_cut_still_restores() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    make_tree(&tree, 8, PAST);
+    let r = backup(&store, &good_plugin(), &tree, &["--streams", "1"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let image = r.json()["manifest"]["image"].as_str().unwrap().to_string();
+    // The object stored last in the stream loses its last byte: the catalog no longer matches.
+    let objs = show_objects(&store, &image);
+    let with_data = |o: &&serde_json::Value| o["type"] == "file" && o["size"].as_u64() > Some(0);
+    let last = objs
+        .iter()
+        .filter(with_data)
+        .max_by_key(|o| o["offset"].as_u64().unwrap())
+        .unwrap();
+    let first = objs
+        .iter()
+        .filter(with_data)
+        .filter(|o| !o["path"].as_str().unwrap().contains('\u{fffd}'))
+        .min_by_key(|o| o["offset"].as_u64().unwrap())
+        .unwrap();
+    let stream = store.join("images").join(&image).join("stream-0.data");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&stream)
+        .unwrap();
+    f.set_len(f.metadata().unwrap().len() - 1).unwrap();
+
+    let v = host(&store, &["verify", &image, "--json"], &[]);
+    assert_eq!(v.code, 1, "{}{}", v.stdout, v.stderr);
+    assert!(v.stderr.contains("the manifest says"), "{}", v.stderr);
+    let report = &v.json()["report"];
+    let damaged = report["damaged"].as_array().unwrap();
+    assert_eq!(damaged.len(), 1, "{report}");
+    assert_eq!(damaged[0]["path"], last["path"]);
+
+    let alt = dir.path().join("alt");
+    std::fs::create_dir(&alt).unwrap();
+    let cut = last["path"].as_str().unwrap();
+    let r = restore(
+        &store,
+        &[&image, "--path", cut, "--alt-root", alt.to_str().unwrap()],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("its stream ends after"), "{}", r.stderr);
+    assert!(!alt.join(cut.strip_prefix('/').unwrap()).exists());
+    let kept = first["path"].as_str().unwrap();
+    let r = restore(
+        &store,
+        &[&image, "--path", kept, "--alt-root", alt.to_str().unwrap()],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        std::fs::read(alt.join(kept.strip_prefix('/').unwrap())).unwrap(),
+        std::fs::read(kept).unwrap()
+    );
+}
+
+#[test]
+fn a_non_utf8_name_is_shown_with_its_bytes_and_restores_by_path() {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    make_tree(&tree, 2, PAST);
+    let r = backup(&store, &good_plugin(), &tree, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let image = r.json()["manifest"]["image"].as_str().unwrap().to_string();
+    let odd = tree.join(std::ffi::OsStr::from_bytes(b"odd name\nwith newline \xff"));
+
+    // `show --json` gives the exact bytes of the one path that is not UTF-8.
+    let objs = show_objects(&store, &image);
+    let hexed: Vec<&serde_json::Value> = objs
+        .iter()
+        .filter(|o| o.get("path_hex").is_some())
+        .collect();
+    assert_eq!(hexed.len(), 1, "{objs:?}");
+    let hex = hexed[0]["path_hex"].as_str().unwrap();
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    assert_eq!(bytes, odd.as_os_str().as_bytes());
+
+    // `restore --path` takes those bytes as the shell passes them.
+    let alt = dir.path().join("alt");
+    std::fs::create_dir(&alt).unwrap();
+    let out = std::process::Command::new(host_bin())
+        .arg("--store")
+        .arg(&store)
+        .args(["restore", &image, "--alt-root"])
+        .arg(&alt)
+        .arg("--path")
+        .arg(std::ffi::OsString::from_vec(bytes))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restored = alt.join(odd.strip_prefix("/").unwrap());
+    assert_eq!(
+        std::fs::read(restored).unwrap(),
+        std::fs::read(&odd).unwrap()
+    );
+    assert_eq!(
+        std::fs::read_dir(alt.join(tree.strip_prefix("/").unwrap()))
+            .unwrap()
+            .count(),
+        1
+    );
+}
