@@ -220,6 +220,12 @@ impl Runner {
         match self.run_task(&task, "discovery", o.call_budget_ms, None) {
             Ok(v) => {
                 job.snapid = Some(v["snapid"].as_str().unwrap_or_default().to_string());
+                if job.plugin.is_dir() {
+                    // Given a plugin directory: every later step uses the library that claimed.
+                    if let Some(lib) = v["plugin"].as_str() {
+                        job.plugin = lib.into();
+                    }
+                }
                 store.save_job(&job)?;
                 Ok(job)
             }

@@ -107,7 +107,8 @@ enum Cmd {
 
 #[derive(Args, Debug, Clone)]
 struct BackupArgs {
-    /// Plugin library (.so).
+    /// Plugin library (.so), or a directory of them: the first (by file name) that claims the
+    /// workload type is used.
     #[arg(long)]
     plugin: PathBuf,
     /// Backup policy name; last backup times are kept per policy.
@@ -170,7 +171,7 @@ struct RestoreArgs {
     /// List what would be restored, and restore nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Plugin library; by default the one that made the image.
+    /// Plugin library or directory (as for backup); by default the library that made the image.
     #[arg(long)]
     plugin: Option<PathBuf>,
     /// Backup host the restore runs on.

@@ -4,6 +4,7 @@
 //! 2 when the plugin cannot be loaded or the process was not started by a supervisor.
 
 use crate::client::Plugin;
+use crate::loader::find_claiming;
 use crate::supervise::{Event, WorkerLink};
 use crate::tasks::{Progress, Task, TaskError};
 use std::io::Read;
@@ -36,6 +37,25 @@ pub fn read_credentials(path: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.trim().to_string(), v.as_bytes().to_vec()))
         .collect())
+}
+
+/// Run `task` with a plugin that claimed the workload type, then terminate the plugin. The result
+/// names the library that ran it (`plugin`), so a job given a plugin directory can keep using the
+/// same library.
+fn run_claimed(
+    task: &Task,
+    plugin: &Plugin,
+    link: &Arc<WorkerLink>,
+) -> Result<serde_json::Value, TaskError> {
+    let out = task.run(plugin, &LinkProgress(link.clone()));
+    let term = plugin.terminate();
+    let mut value = out?;
+    term?;
+    if let Some(map) = value.as_object_mut() {
+        let lib = plugin.library().path().to_string_lossy().into_owned();
+        map.insert("plugin".into(), lib.into());
+    }
+    Ok(value)
 }
 
 /// Run the worker side; returns the process exit status.
@@ -71,6 +91,42 @@ pub fn main() -> i32 {
             message: m,
             code: None,
         })?;
+        if plugin_path.is_dir() {
+            // A plugin directory: the first library (in file-name order) that claims the type.
+            let found =
+                find_claiming(&plugin_path, &workload_type, link.clone()).map_err(|e| TaskError {
+                    message: format!("{}: {e}", plugin_path.display()),
+                    code: None,
+                });
+            let Some(plugin) = found.as_ref().ok().and_then(|r| r.chosen.as_ref()) else {
+                unusable = true;
+                let why = match &found {
+                    Ok(r) if r.rejected.is_empty() => "it holds no *.so library".to_string(),
+                    Ok(r) => r
+                        .rejected
+                        .iter()
+                        .map(|(f, why)| {
+                            let f = f.display().to_string();
+                            if why.contains(&f) {
+                                why.clone()
+                            } else {
+                                format!("{f}: {why}")
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    Err(e) => e.message.clone(),
+                };
+                return Err(TaskError {
+                    message: format!(
+                        "no plugin in {} claims workload type {workload_type:?} ({why})",
+                        plugin_path.display()
+                    ),
+                    code: None,
+                });
+            };
+            return run_claimed(&task, plugin, &link);
+        }
         let plugin = Plugin::load(&plugin_path, link.clone()).map_err(|e| TaskError {
             message: e.to_string(),
             code: None,
@@ -94,11 +150,7 @@ pub fn main() -> i32 {
                 code: Some(aapi_sdk::abi::AAPI_ENOTCLAIMED),
             });
         }
-        let out = task.run(&plugin, &LinkProgress(link.clone()));
-        let term = plugin.terminate();
-        let value = out?;
-        term?;
-        Ok(value)
+        run_claimed(&task, &plugin, &link)
     })();
     match result {
         Ok(value) => {

@@ -644,3 +644,48 @@ fn a_non_utf8_name_is_shown_with_its_bytes_and_restores_by_path() {
         1
     );
 }
+
+#[test]
+fn a_plugin_directory_uses_the_library_that_claims() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    let plugins = dir.path().join("plugins");
+    make_tree(&tree, 2, PAST);
+    std::fs::create_dir(&plugins).unwrap();
+    // File-name order: a library of the wrong ABI first, then one that claims "files".
+    let abi2 = test_plugin("aapi_testplugin_abi2", &["TEST_ABI_MAJOR=2"]);
+    std::fs::copy(abi2, plugins.join("a-old.so")).unwrap();
+    std::fs::copy(good_plugin(), plugins.join("b-files.so")).unwrap();
+
+    let r = backup(&store, &plugins, &tree, &["--streams", "2"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let m = &r.json()["manifest"];
+    assert!(m["plugin"].as_str().unwrap().ends_with("b-files.so"), "{m}");
+    let alt = dir.path().join("alt");
+    std::fs::create_dir(&alt).unwrap();
+    let image = m["image"].as_str().unwrap();
+    let r = restore(&store, &[image, "--alt-root", alt.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_same(
+        &snapshot(&alt.join(tree.strip_prefix("/").unwrap())),
+        &snapshot(&tree),
+    );
+
+    // No library claims the type: exit 2, each library named with its reason, no image.
+    let r = backup(&store, &plugins, &tree, &["--workload-type", "db"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("a-old.so") && r.stderr.contains("major 2"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("b-files.so: does not claim workload type \"db\""),
+        "{}",
+        r.stderr
+    );
+    let l = host(&store, &["list", "--json"], &[]).json();
+    assert_eq!(l["images"].as_array().unwrap().len(), 1, "{l}");
+}
