@@ -1,7 +1,8 @@
 //! `install`: verify, extract beside the destination, verify the extracted tree, swap it in.
 //!
 //! The destination is replaced atomically with `renameat2(RENAME_EXCHANGE)`: at every instant
-//! the destination path holds either the complete old installation or the complete new one.
+//! the destination path holds either the complete old installation or the complete new one
+//! (where the file system cannot exchange, two renames with the old tree kept aside do it).
 //! Nothing is written outside the destination except the temporary directory beside it
 //! (`.NAME.aapi-install-XXXXXX` in the same parent), which is removed on success and failure.
 
@@ -11,7 +12,7 @@ use crate::hash::{self, Hashed};
 use crate::manifest::{Kind, MANIFEST_PATH, META_DIR, Manifest, SIGNATURE_PATH};
 use crate::verify::{self, Report};
 use std::collections::{HashMap, HashSet};
-use std::ffi::CString;
+use std::ffi::{CString, OsStr, OsString};
 use std::fs::{self, File, Permissions};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -101,7 +102,7 @@ pub fn install(pkg: &Path, dest: &Path, opts: &verify::Options) -> Result<Outcom
     })
 }
 
-fn split_dest(dest: &Path) -> Result<(&Path, &std::ffi::OsStr)> {
+fn split_dest(dest: &Path) -> Result<(&Path, &OsStr)> {
     let name = dest.file_name().ok_or_else(|| {
         Error::new(format!(
             "{} cannot be an installation directory",
@@ -163,10 +164,26 @@ fn is_root() -> bool {
 /// A directory beside the destination, removed (with everything in it) when dropped.
 struct Scratch(PathBuf);
 
+/// Infix of the temporary directory an install extracts into.
+const SCRATCH: &str = "aapi-install";
+/// Infix of the directory an old installation is moved to when it cannot be exchanged.
+const ASIDE: &str = "aapi-aside";
+/// Random characters at the end of those directories' names.
+const RAND: usize = 6;
+
+/// `.NAME.INFIX-`: the start of the name of a directory beside the destination `NAME`.
+fn prefix(name: &OsStr, infix: &str) -> OsString {
+    let mut p = OsString::from(".");
+    p.push(name);
+    p.push(format!(".{infix}-"));
+    p
+}
+
 impl Scratch {
-    fn new(parent: &Path, name: &std::ffi::OsStr) -> Result<Scratch> {
+    fn new(parent: &Path, name: &OsStr) -> Result<Scratch> {
         let dir = tempfile::Builder::new()
-            .prefix(&format!(".{}.aapi-install-", name.to_string_lossy()))
+            .prefix(&prefix(name, SCRATCH))
+            .rand_bytes(RAND)
             .tempdir_in(parent)
             .map_err(|e| Error::io("cannot create a temporary directory in", parent, e))?;
         Ok(Scratch(dir.keep()))
@@ -198,33 +215,64 @@ fn remove_tree(path: &Path) {
     let _ = fs::remove_dir_all(path);
 }
 
-/// Put the new tree (in `tmp`) at `dest`, and the old installation into `tmp`.
-fn swap(tmp: &Scratch, dest: &Path, parent: &Path, name: &std::ffi::OsStr) -> Result<()> {
+/// Put the new tree (in `tmp`) at `dest`. The old installation ends up in `tmp` (removed with
+/// it) or, on a file system that cannot exchange, is removed by [`swap_by_renames`].
+fn swap(tmp: &Scratch, dest: &Path, parent: &Path, name: &OsStr) -> Result<()> {
     match exchange(&tmp.0, dest) {
         Ok(()) => Ok(()),
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
-            ) =>
-        {
-            // The file system cannot exchange: two renames, with the old tree kept aside
-            // until the new one is in place (a short window where `dest` does not exist).
-            let aside = Scratch::new(parent, name)?;
-            let old = aside.0.join("old");
-            fs::rename(dest, &old).map_err(|e| Error::io("cannot move aside", dest, e))?;
-            if let Err(e) = fs::rename(&tmp.0, dest) {
-                let _ = fs::rename(&old, dest);
-                return Err(Error::io("cannot move the new installation to", dest, e));
-            }
-            fs::rename(&old, &tmp.0).map_err(|e| Error::io("cannot move", &old, e))
-        }
+        Err(e) if cannot_exchange(&e) => swap_by_renames(&tmp.0, dest, parent, name),
         Err(e) => Err(Error::io(
             "cannot exchange the new installation (renameat2 RENAME_EXCHANGE) with",
             dest,
             e,
         )),
     }
+}
+
+/// Whether `renameat2(RENAME_EXCHANGE)` failed because the file system or kernel cannot
+/// exchange (rather than because of the paths).
+fn cannot_exchange(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+    )
+}
+
+/// The swap without `RENAME_EXCHANGE`: the old installation is renamed aside (to a new
+/// `.NAME.aapi-aside-XXXXXX` beside `dest`), the tree `new` is renamed to `dest`, and the old
+/// installation is removed. `dest` does not exist between the two renames. If the second rename
+/// fails, the old installation is renamed back to `dest`; if even that fails, it is left aside
+/// and the error says where.
+fn swap_by_renames(new: &Path, dest: &Path, parent: &Path, name: &OsStr) -> Result<()> {
+    let aside = tempfile::Builder::new()
+        .prefix(&prefix(name, ASIDE))
+        .rand_bytes(RAND)
+        .tempdir_in(parent)
+        .map_err(|e| Error::io("cannot create a temporary directory in", parent, e))?
+        .keep();
+    // rename(2) replaces the empty directory `aside`.
+    if let Err(e) = fs::rename(dest, &aside) {
+        let _ = fs::remove_dir(&aside);
+        return Err(Error::io(
+            "cannot move the earlier installation aside from",
+            dest,
+            e,
+        ));
+    }
+    if let Err(e) = fs::rename(new, dest) {
+        let d = dest.display();
+        return Err(match fs::rename(&aside, dest) {
+            Ok(()) => Error::new(format!(
+                "cannot move the new installation to {d}: {e}; the earlier installation was put back"
+            )),
+            Err(back) => Error::new(format!(
+                "cannot move the new installation to {d}: {e}; the earlier installation could not be put back ({back}): it is in {}",
+                aside.display()
+            )),
+        });
+    }
+    remove_tree(&aside);
+    Ok(())
 }
 
 /// Swap the directories `new` and `dest` atomically.
@@ -443,5 +491,121 @@ impl Sink for Extractor<'_> {
         }
         self.made.insert(path.to_string(), false);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::{MetadataExt, symlink};
+
+    /// Every entry under `root`: type, mode, and content or link target.
+    fn snapshot(root: &Path) -> BTreeMap<PathBuf, (String, u32, Vec<u8>)> {
+        fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, (String, u32, Vec<u8>)>) {
+            for e in fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                let md = fs::symlink_metadata(&p).unwrap();
+                let rel = p.strip_prefix(root).unwrap().to_path_buf();
+                let mode = md.mode() & 0o7777;
+                if md.is_symlink() {
+                    let t = fs::read_link(&p).unwrap();
+                    out.insert(rel, ("link".into(), 0, t.as_os_str().as_bytes().to_vec()));
+                } else if md.is_dir() {
+                    out.insert(rel, ("dir".into(), mode, Vec::new()));
+                    walk(root, &p, out);
+                } else {
+                    out.insert(rel, ("file".into(), mode, fs::read(&p).unwrap()));
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        walk(root, root, &mut out);
+        out
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// An installation-like tree at `at` whose files say `tag`, with a read-only directory.
+    fn tree(at: &Path, tag: &str) {
+        fs::create_dir_all(at.join(".aapi")).unwrap();
+        fs::write(at.join(".aapi/manifest.json"), format!("{{\"{tag}\":1}}")).unwrap();
+        fs::create_dir(at.join("lib")).unwrap();
+        fs::write(at.join("lib/libdemo.so"), format!("{tag} library")).unwrap();
+        fs::set_permissions(at.join("lib/libdemo.so"), Permissions::from_mode(0o755)).unwrap();
+        symlink("libdemo.so", at.join("lib/libdemo.so.1")).unwrap();
+        fs::write(at.join(format!("only-in-{tag}")), tag).unwrap();
+        fs::set_permissions(at.join("lib"), Permissions::from_mode(0o555)).unwrap();
+    }
+
+    #[test]
+    fn renames_put_the_new_tree_in_place_and_remove_the_old_one() {
+        let w = tempfile::tempdir().unwrap();
+        let dest = w.path().join("demo");
+        tree(&dest, "old");
+        let new = w.path().join(".demo.aapi-install-abc123");
+        tree(&new, "new");
+        let want = snapshot(&new);
+
+        swap_by_renames(&new, &dest, w.path(), OsStr::new("demo")).unwrap();
+
+        assert_eq!(snapshot(&dest), want);
+        assert!(!dest.join("only-in-old").exists());
+        assert_eq!(names(w.path()), ["demo"], "nothing is left beside it");
+        remove_tree(&dest);
+    }
+
+    #[test]
+    fn a_failed_second_rename_puts_the_old_installation_back() {
+        let w = tempfile::tempdir().unwrap();
+        let dest = w.path().join("demo");
+        tree(&dest, "old");
+        let before = snapshot(&dest);
+        let inode = fs::metadata(&dest).unwrap().ino();
+        // The new tree vanished (as if removed by someone else): the second rename fails
+        // after the old installation was moved aside.
+        let new = w.path().join(".demo.aapi-install-abc123");
+
+        let e = swap_by_renames(&new, &dest, w.path(), OsStr::new("demo"))
+            .unwrap_err()
+            .to_string();
+
+        assert!(
+            e.starts_with(&format!(
+                "cannot move the new installation to {}: ",
+                dest.display()
+            )),
+            "{e}"
+        );
+        assert!(
+            e.ends_with("; the earlier installation was put back"),
+            "{e}"
+        );
+        assert!(e.contains("No such file or directory"), "{e}");
+        assert_eq!(snapshot(&dest), before, "byte-identical");
+        assert_eq!(
+            fs::metadata(&dest).unwrap().ino(),
+            inode,
+            "the same directory, moved back"
+        );
+        assert_eq!(names(w.path()), ["demo"], "no directory is left aside");
+        remove_tree(&dest);
+    }
+
+    #[test]
+    fn only_a_missing_exchange_falls_back_to_renames() {
+        for code in [libc::EINVAL, libc::ENOSYS, libc::EOPNOTSUPP] {
+            assert!(cannot_exchange(&io::Error::from_raw_os_error(code)));
+        }
+        for code in [libc::ENOENT, libc::EXDEV, libc::EACCES, libc::EBUSY] {
+            assert!(!cannot_exchange(&io::Error::from_raw_os_error(code)));
+        }
     }
 }
