@@ -1,4 +1,5 @@
-//! Errors that stop a command before it can judge a package (exit code 2).
+//! Errors that stop a command before it can judge a package (exit code 2, or 3 when another
+//! install into the same destination is running).
 
 use std::fmt;
 use std::io;
@@ -9,6 +10,7 @@ use std::path::Path;
 pub struct Error {
     message: String,
     source: Option<io::Error>,
+    busy: bool,
 }
 
 impl Error {
@@ -17,7 +19,21 @@ impl Error {
         Error {
             message: message.into(),
             source: None,
+            busy: false,
         }
+    }
+
+    /// Another install into the same destination holds its lock.
+    pub fn busy(message: impl Into<String>) -> Self {
+        Error {
+            busy: true,
+            ..Error::new(message)
+        }
+    }
+
+    /// Whether this is [`Error::busy`].
+    pub fn is_busy(&self) -> bool {
+        self.busy
     }
 
     /// An I/O error while doing `what` on `path`.
@@ -25,6 +41,7 @@ impl Error {
         Error {
             message: format!("{what} {}", path.display()),
             source: Some(source),
+            busy: false,
         }
     }
 }

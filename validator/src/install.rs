@@ -11,12 +11,15 @@ use crate::error::{Error, Result};
 use crate::hash::{self, Hashed};
 use crate::manifest::{Kind, MANIFEST_PATH, META_DIR, Manifest, SIGNATURE_PATH};
 use crate::verify::{self, Report};
+use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::ffi::{CString, OsStr, OsString};
+use std::fmt;
 use std::fs::{self, File, Permissions};
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// What an install did.
@@ -34,10 +37,65 @@ pub enum Outcome {
     Refused(Report),
 }
 
-/// Install the package `pkg` into `dest`.
-pub fn install(pkg: &Path, dest: &Path, opts: &verify::Options) -> Result<Outcome> {
+/// Something an interrupted install had left beside the destination, and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Leftover {
+    /// A temporary directory (`.NAME.aapi-install-XXXXXX` or `.NAME.aapi-aside-XXXXXX`) was
+    /// removed.
+    Removed {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// The destination was missing and the earlier installation, left aside by an install
+    /// interrupted between its two renames, was renamed back to it.
+    PutBack {
+        /// Where the installation was.
+        path: PathBuf,
+    },
+    /// A temporary directory could not be removed (the install goes on).
+    NotRemoved {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        error: String,
+    },
+}
+
+impl fmt::Display for Leftover {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Leftover::Removed { path } => write!(
+                f,
+                "removed {}, left by an interrupted install",
+                path.display()
+            ),
+            Leftover::PutBack { path } => write!(
+                f,
+                "put back the earlier installation from {}, where an interrupted install had left it",
+                path.display()
+            ),
+            Leftover::NotRemoved { path, error } => write!(
+                f,
+                "cannot remove {}, left by an interrupted install: {error}",
+                path.display()
+            ),
+        }
+    }
+}
+
+/// Install the package `pkg` into `dest`. While it writes, it holds an exclusive lock on
+/// `.NAME.aapi-install.lock` beside `dest` (a second install into `dest` fails with
+/// [`Error::is_busy`]), and first tidies what interrupted installs left there, telling
+/// `leftover` about each thing it found.
+pub fn install(
+    pkg: &Path,
+    dest: &Path,
+    opts: &verify::Options,
+    leftover: &mut dyn FnMut(Leftover),
+) -> Result<Outcome> {
     let (parent, name) = split_dest(dest)?;
-    let replacing = check_dest(dest)?;
+    check_dest(dest)?;
 
     let report = verify::verify_package(pkg, opts)?;
     if !report.is_valid() {
@@ -46,6 +104,10 @@ pub fn install(pkg: &Path, dest: &Path, opts: &verify::Options) -> Result<Outcom
     let (Some(manifest), Some(bytes)) = (&report.manifest, &report.manifest_bytes) else {
         unreachable!("a valid package has a manifest")
     };
+
+    let _lock = Lock::take(parent, name, dest)?;
+    tidy(parent, name, dest, leftover)?;
+    let replacing = check_dest(dest)?;
 
     let tmp = Scratch::new(parent, name)?;
     let root = tmp.0.clone();
@@ -161,6 +223,136 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// The exclusive lock of installs into one destination: `flock(2)` on the file
+/// `.NAME.aapi-install.lock` beside it, held until dropped. The file is never removed (removing
+/// it would let two installs lock two different files).
+struct Lock {
+    _file: File,
+}
+
+impl Lock {
+    fn take(parent: &Path, name: &OsStr, dest: &Path) -> Result<Lock> {
+        let mut file_name = OsString::from(".");
+        file_name.push(name);
+        file_name.push(format!(".{SCRATCH}.lock"));
+        let path = parent.join(file_name);
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(|e| Error::io("cannot open the lock file", &path, e))?;
+        if !f
+            .metadata()
+            .map_err(|e| Error::io("cannot stat", &path, e))?
+            .is_file()
+        {
+            return Err(Error::new(format!(
+                "{} is not a regular file; it cannot be the lock file",
+                path.display()
+            )));
+        }
+        // SAFETY: flock on a descriptor this function owns; no memory is involved.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                return Err(Error::busy(format!(
+                    "another install into {} is running (it holds the lock {}); nothing was done: try again when it has finished",
+                    dest.display(),
+                    path.display()
+                )));
+            }
+            return Err(Error::io("cannot lock", &path, e));
+        }
+        Ok(Lock { _file: f })
+    }
+}
+
+/// Whether `file_name` is `.NAME.INFIX-` followed by [`RAND`] ASCII letters or digits: a
+/// directory an install into `NAME` makes.
+fn made_by_install(file_name: &OsStr, name: &OsStr, infix: &str) -> bool {
+    let p = prefix(name, infix);
+    file_name
+        .as_bytes()
+        .strip_prefix(p.as_bytes())
+        .is_some_and(|rest| rest.len() == RAND && rest.iter().all(u8::is_ascii_alphanumeric))
+}
+
+/// With the lock held (so no other install into `dest` runs): put back the earlier
+/// installation an install interrupted between its two renames left aside while `dest` is
+/// missing, and remove the temporary directories interrupted installs left beside `dest`.
+/// Only directories (not symlinks) named by [`made_by_install`] for this `name` and owned by
+/// this user are touched.
+fn tidy(
+    parent: &Path,
+    name: &OsStr,
+    dest: &Path,
+    leftover: &mut dyn FnMut(Leftover),
+) -> Result<()> {
+    let euid = {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        unsafe { libc::geteuid() }
+    };
+    let (mut scratch, mut aside) = (Vec::new(), Vec::new());
+    for e in fs::read_dir(parent).map_err(|e| Error::io("cannot list", parent, e))? {
+        let e = e.map_err(|e| Error::io("cannot list", parent, e))?;
+        let n = e.file_name();
+        let list = if made_by_install(&n, name, SCRATCH) {
+            &mut scratch
+        } else if made_by_install(&n, name, ASIDE) {
+            &mut aside
+        } else {
+            continue;
+        };
+        let path = parent.join(&n);
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == euid) {
+            list.push(path);
+        }
+    }
+    scratch.sort();
+    aside.sort();
+    let missing =
+        matches!(fs::symlink_metadata(dest), Err(e) if e.kind() == io::ErrorKind::NotFound);
+    if missing {
+        let installs: Vec<&PathBuf> = aside
+            .iter()
+            .filter(|a| fs::symlink_metadata(a.join(MANIFEST_PATH)).is_ok_and(|m| m.is_file()))
+            .collect();
+        match installs[..] {
+            [] => {}
+            [one] => {
+                fs::rename(one, dest)
+                    .map_err(|e| Error::io("cannot put back the installation left in", one, e))?;
+                leftover(Leftover::PutBack { path: one.clone() });
+                let one = one.clone();
+                aside.retain(|a| *a != one);
+            }
+            _ => {
+                let list: Vec<String> = installs.iter().map(|a| a.display().to_string()).collect();
+                return Err(Error::new(format!(
+                    "{} is missing and interrupted installs left several installations beside it ({}); move the right one to {} by hand",
+                    dest.display(),
+                    list.join(", "),
+                    dest.display()
+                )));
+            }
+        }
+    }
+    for path in scratch.into_iter().chain(aside) {
+        leftover(match remove_tree(&path) {
+            Ok(()) => Leftover::Removed { path },
+            Err(e) => Leftover::NotRemoved {
+                path,
+                error: e.to_string(),
+            },
+        });
+    }
+    Ok(())
+}
+
 /// A directory beside the destination, removed (with everything in it) when dropped.
 struct Scratch(PathBuf);
 
@@ -192,13 +384,13 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        remove_tree(&self.0);
+        let _ = remove_tree(&self.0);
     }
 }
 
 /// Remove a tree we made, first making its directories writable (a plugin may ship 0555
 /// directories, which an unprivileged user could not empty). Missing is fine.
-fn remove_tree(path: &Path) {
+fn remove_tree(path: &Path) -> io::Result<()> {
     fn open_up(p: &Path) {
         if let Ok(md) = fs::symlink_metadata(p)
             && md.is_dir()
@@ -212,7 +404,10 @@ fn remove_tree(path: &Path) {
         }
     }
     open_up(path);
-    let _ = fs::remove_dir_all(path);
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Put the new tree (in `tmp`) at `dest`. The old installation ends up in `tmp` (removed with
@@ -242,7 +437,7 @@ fn cannot_exchange(e: &io::Error) -> bool {
 /// `.NAME.aapi-aside-XXXXXX` beside `dest`), the tree `new` is renamed to `dest`, and the old
 /// installation is removed. `dest` does not exist between the two renames. If the second rename
 /// fails, the old installation is renamed back to `dest`; if even that fails, it is left aside
-/// and the error says where.
+/// (the error says where) and the next install puts it back (see [`tidy`]).
 fn swap_by_renames(new: &Path, dest: &Path, parent: &Path, name: &OsStr) -> Result<()> {
     let aside = tempfile::Builder::new()
         .prefix(&prefix(name, ASIDE))
@@ -266,12 +461,12 @@ fn swap_by_renames(new: &Path, dest: &Path, parent: &Path, name: &OsStr) -> Resu
                 "cannot move the new installation to {d}: {e}; the earlier installation was put back"
             )),
             Err(back) => Error::new(format!(
-                "cannot move the new installation to {d}: {e}; the earlier installation could not be put back ({back}): it is in {}",
+                "cannot move the new installation to {d}: {e}; the earlier installation could not be put back ({back}): it is in {}, and the next install into {d} puts it back",
                 aside.display()
             )),
         });
     }
-    remove_tree(&aside);
+    let _ = remove_tree(&aside);
     Ok(())
 }
 
@@ -559,7 +754,7 @@ mod tests {
         assert_eq!(snapshot(&dest), want);
         assert!(!dest.join("only-in-old").exists());
         assert_eq!(names(w.path()), ["demo"], "nothing is left beside it");
-        remove_tree(&dest);
+        remove_tree(&dest).unwrap();
     }
 
     #[test]
@@ -596,7 +791,7 @@ mod tests {
             "the same directory, moved back"
         );
         assert_eq!(names(w.path()), ["demo"], "no directory is left aside");
-        remove_tree(&dest);
+        remove_tree(&dest).unwrap();
     }
 
     #[test]

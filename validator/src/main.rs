@@ -1,8 +1,9 @@
 //! `aapi-validator`: pack, sign, verify and install aapi plugin packages.
 //!
-//! Exit codes: 0 valid (or done), 1 invalid (findings listed), 2 could not run.
+//! Exit codes: 0 valid (or done), 1 invalid (findings listed), 2 could not run, 3 another
+//! install into the same destination is running.
 
-use aapi_validator::install::{self, Outcome};
+use aapi_validator::install::{self, Leftover, Outcome};
 use aapi_validator::pack::{self, Metadata};
 use aapi_validator::sign::{PublicKey, SecretKey, Status};
 use aapi_validator::verify::{self, Report};
@@ -177,7 +178,7 @@ fn main() -> ExitCode {
                 say(&v.to_string());
             }
             eprintln!("aapi-validator: {e}");
-            ExitCode::from(2)
+            ExitCode::from(if e.is_busy() { 3 } else { 2 })
         }
         Err(_) => ExitCode::from(2),
     }
@@ -267,7 +268,7 @@ fn run(cli: Cli) -> aapi_validator::Result<Done> {
             } else {
                 verify::verify(&path, &opts)?
             };
-            Ok(show(&report, json, None, false))
+            Ok(show(&report, json, None, None))
         }
         Command::Install {
             package,
@@ -281,7 +282,13 @@ fn run(cli: Cli) -> aapi_validator::Result<Done> {
                 keys: keys(&key)?,
                 installed: false,
             };
-            match install::install(&package, &dest, &opts)? {
+            let mut leftovers = Vec::new();
+            let outcome = install::install(&package, &dest, &opts, &mut |l| {
+                eprintln!("aapi-validator: {l}");
+                leftovers.push(l);
+            })?;
+            let leftovers = json.then_some(&leftovers[..]);
+            match outcome {
                 Outcome::Installed { report, replaced } => {
                     let how = if replaced {
                         " (replaced the earlier installation)"
@@ -293,9 +300,9 @@ fn run(cli: Cli) -> aapi_validator::Result<Done> {
                         summary(&report),
                         dest.display()
                     );
-                    Ok(show(&report, json, Some(&line), true))
+                    Ok(show(&report, json, Some(&line), leftovers))
                 }
-                Outcome::Refused(report) => Ok(show(&report, json, None, true)),
+                Outcome::Refused(report) => Ok(show(&report, json, None, leftovers)),
             }
         }
         Command::Keygen { output } => {
@@ -351,14 +358,15 @@ fn refused(findings: &[Finding], what: &str) {
     say(&format!("REFUSED {what} ({} findings)", findings.len()));
 }
 
-/// Print a report; `done` replaces the OK line after a successful install. For `install`,
-/// JSON says whether it installed.
-fn show(r: &Report, json: bool, done: Option<&str>, install: bool) -> Done {
+/// Print a report; `done` replaces the OK line after a successful install. For `install`
+/// (`leftovers` given), JSON says whether it installed and what it tidied first.
+fn show(r: &Report, json: bool, done: Option<&str>, leftovers: Option<&[Leftover]>) -> Done {
     if json {
         let mut v = serde_json::to_value(r).expect("a report serializes");
         v["valid"] = r.is_valid().into();
-        if install {
+        if let Some(l) = leftovers {
             v["installed"] = done.is_some().into();
+            v["leftovers"] = serde_json::to_value(l).expect("leftovers serialize");
         }
         say(&v.to_string());
     } else if r.is_valid() {

@@ -6,9 +6,10 @@ mod common;
 use aapi_validator::Code::{self, *};
 use common::*;
 use std::fs;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn names(dir: &Path) -> Vec<String> {
@@ -38,6 +39,55 @@ fn installed_codes(dest: &Path) -> Vec<Code> {
     codes
 }
 
+/// Install, in a process that may not write files larger than 1 MiB (as on a full disk).
+fn install_small_files_only(pkg: &Path, dest: &Path) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aapi-validator"));
+    cmd.arg("install").arg(pkg).arg("--dest").arg(dest);
+    // SAFETY: only async-signal-safe calls (signal, setrlimit) between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit {
+                rlim_cur: 1 << 20,
+                rlim_max: 1 << 20,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.output().unwrap()
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A package of the demo plugin at `version` (its README says the version), written into
+/// `at`; `big` adds a 3 MiB file.
+fn package(at: &Path, version: &str, big: bool) -> PathBuf {
+    let d = plugin_dir(Variant::Good);
+    fs::write(d.path().join("README"), format!("demo plugin {version}\n")).unwrap();
+    if big {
+        fs::write(d.path().join("data.bin"), vec![0x5a; 3 << 20]).unwrap();
+    }
+    let pkg = at.join(format!("demo-{version}.aapkg"));
+    let o = run(&[
+        &"pack",
+        &d.path(),
+        &"-o",
+        &pkg,
+        &"--plugin-version",
+        &version,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    pkg
+}
+
+/// The lock file of installs into `plugins/demo`.
+const LOCK: &str = ".demo.aapi-install.lock";
+
 #[test]
 fn install_replace_and_detect_drift() {
     let w = tempfile::tempdir().unwrap();
@@ -59,7 +109,11 @@ fn install_replace_and_detect_drift() {
         "{}",
         stdout(&o)
     );
-    assert_eq!(names(&plugins), ["demo"], "no temporary directory is left");
+    assert_eq!(
+        names(&plugins),
+        [LOCK, "demo"],
+        "no temporary directory is left"
+    );
     assert_eq!(fs::read(dest.join(ENTRY)).unwrap(), plugin(Variant::Good));
     assert_eq!(
         fs::read_link(dest.join("lib/libdemo.so.1")).unwrap(),
@@ -112,7 +166,7 @@ fn install_replace_and_detect_drift() {
         "{}",
         stdout(&o)
     );
-    assert_eq!(names(&plugins), ["demo"]);
+    assert_eq!(names(&plugins), [LOCK, "demo"]);
     assert!(!dest.join("old-only.txt").exists());
     assert_eq!(
         fs::read_to_string(dest.join("README")).unwrap(),
@@ -179,23 +233,7 @@ fn a_failed_install_leaves_the_installation_byte_identical() {
         Some(0)
     );
     assert_eq!(run(&[&"verify", &pkg2]).status.code(), Some(0));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aapi-validator"));
-    cmd.arg("install").arg(&pkg2).arg("--dest").arg(&dest);
-    // SAFETY: only async-signal-safe calls (signal, setrlimit) between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            let lim = libc::rlimit {
-                rlim_cur: 1 << 20,
-                rlim_max: 1 << 20,
-            };
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let o = cmd.output().unwrap();
+    let o = install_small_files_only(&pkg2, &dest);
     assert_eq!(
         o.status.code(),
         Some(2),
@@ -211,7 +249,11 @@ fn a_failed_install_leaves_the_installation_byte_identical() {
         snapshot(&plugins) == before,
         "the installation and its parent are unchanged"
     );
-    assert_eq!(names(&plugins), ["demo"], "no temporary directory is left");
+    assert_eq!(
+        names(&plugins),
+        [LOCK, "demo"],
+        "no temporary directory is left"
+    );
 
     // Without the limit the same package installs.
     assert_eq!(install(&pkg2, &dest).status.code(), Some(0));
@@ -294,4 +336,197 @@ fn install_json_says_whether_it_installed() {
         (true.into(), true.into())
     );
     assert_eq!(v["manifest"]["entry"], ENTRY);
+}
+
+#[test]
+fn leftovers_of_interrupted_installs_are_removed_and_nothing_else() {
+    let w = tempfile::tempdir().unwrap();
+    let plugins = w.path().join("plugins");
+    fs::create_dir(&plugins).unwrap();
+    let dest = plugins.join("demo");
+    let v1 = package(w.path(), "1.0.0", false);
+    assert_eq!(install(&v1, &dest).status.code(), Some(0));
+
+    // What killed installs leave: a half-extracted tree (with a read-only directory), and an
+    // earlier installation moved aside by the rename fallback.
+    let scratch = plugins.join(".demo.aapi-install-Ab12Cd");
+    fs::create_dir_all(scratch.join("lib/sub")).unwrap();
+    fs::write(scratch.join("lib/sub/half.so"), "partial").unwrap();
+    fs::set_permissions(scratch.join("lib"), fs::Permissions::from_mode(0o555)).unwrap();
+    let aside = plugins.join(".demo.aapi-aside-9zY8xW");
+    fs::create_dir_all(aside.join(".aapi")).unwrap();
+    fs::write(aside.join(".aapi/manifest.json"), "{}").unwrap();
+
+    // Neighbours that only look alike, and one that is not ours.
+    let outside = w.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("keep"), "keep").unwrap();
+    for d in [
+        ".demo.aapi-install-Ab12Cd7",
+        ".demo.aapi-install-Ab12C",
+        ".demo.aapi-install-Ab-2Cd",
+        ".demo.aapi-installs-abcdef",
+        ".demox.aapi-install-abcdef",
+        ".other.aapi-install-abcdef",
+        "demo.aapi-install-abcdef",
+        ".demo.aapi-aside-Ab12Cd.old",
+        "other",
+    ] {
+        fs::create_dir(plugins.join(d)).unwrap();
+        fs::write(plugins.join(d).join("keep"), d).unwrap();
+    }
+    fs::write(plugins.join(".demo.aapi-install-qwerty"), "a file").unwrap();
+    std::os::unix::fs::symlink(&outside, plugins.join(".demo.aapi-install-zzzzzz")).unwrap();
+    if is_root() {
+        let theirs = plugins.join(".demo.aapi-install-NotOur");
+        fs::create_dir(&theirs).unwrap();
+        fs::write(theirs.join("keep"), "keep").unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    }
+    let others = |w: &Path| {
+        let mut s = snapshot(w);
+        s.retain(|p, _| {
+            !p.starts_with("plugins/demo")
+                && !p.starts_with("plugins/.demo.aapi-install-Ab12Cd")
+                && !p.starts_with("plugins/.demo.aapi-aside-9zY8xW")
+        });
+        s
+    };
+    let v2 = package(w.path(), "1.1.0", false);
+    let before = others(w.path());
+
+    let o = run(&[&"install", &"--json", &v2, &"--dest", &dest]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let removed = |p: &Path| format!("removed {}, left by an interrupted install", p.display());
+    assert!(stderr(&o).contains(&removed(&scratch)), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&removed(&aside)), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["leftovers"],
+        serde_json::json!([
+            {"action": "removed", "path": scratch},
+            {"action": "removed", "path": aside},
+        ])
+    );
+    assert_eq!(v["installed"], true);
+    assert!(!scratch.exists() && !aside.exists());
+    assert!(others(w.path()) == before, "everything else is untouched");
+    assert_eq!(
+        fs::read_to_string(dest.join("README")).unwrap(),
+        "demo plugin 1.1.0\n"
+    );
+    assert_eq!(installed_codes(&dest), vec![]);
+
+    // With nothing left over, nothing is said.
+    let o = install(&v1, &dest);
+    assert_eq!((o.status.code(), stderr(&o)), (Some(0), String::new()));
+}
+
+#[test]
+fn a_second_install_into_the_same_destination_is_refused_while_one_runs() {
+    let w = tempfile::tempdir().unwrap();
+    let plugins = w.path().join("plugins");
+    fs::create_dir(&plugins).unwrap();
+    let dest = plugins.join("demo");
+    let v1 = package(w.path(), "1.0.0", false);
+    let v2 = package(w.path(), "2.0.0", false);
+    assert_eq!(install(&v1, &dest).status.code(), Some(0));
+    let scratch = plugins.join(".demo.aapi-install-Ab12Cd");
+    fs::create_dir(&scratch).unwrap();
+
+    // Another install holds the lock (flock(1) on the lock file does the same).
+    let lock_path = plugins.join(LOCK);
+    let lock = fs::File::open(&lock_path).unwrap();
+    // SAFETY: flock on a descriptor this test owns.
+    let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    assert_eq!(rc, 0);
+    let before = snapshot(&plugins);
+
+    let o = install(&v2, &dest);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "aapi-validator: another install into {} is running (it holds the lock {}); nothing was done: try again when it has finished\n",
+            dest.display(),
+            lock_path.display()
+        )
+    );
+    let o = run(&[&"install", &"--json", &v2, &"--dest", &dest]);
+    assert_eq!(o.status.code(), Some(3));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["valid"], serde_json::Value::Null);
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("another install into"),
+        "{v}"
+    );
+    assert!(
+        snapshot(&plugins) == before,
+        "the installation and what is beside it (the running install's scratch) are untouched"
+    );
+    // Other destinations in the same directory are not held up.
+    assert_eq!(install(&v2, &plugins.join("other")).status.code(), Some(0));
+
+    drop(lock);
+    let o = install(&v2, &dest);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!scratch.exists());
+    assert_eq!(
+        fs::read_to_string(dest.join("README")).unwrap(),
+        "demo plugin 2.0.0\n"
+    );
+}
+
+#[test]
+fn an_installation_left_aside_is_put_back() {
+    let w = tempfile::tempdir().unwrap();
+    let plugins = w.path().join("plugins");
+    fs::create_dir(&plugins).unwrap();
+    let dest = plugins.join("demo");
+    let v1 = package(w.path(), "1.0.0", false);
+    assert_eq!(install(&v1, &dest).status.code(), Some(0));
+    let v1_tree = snapshot(&dest);
+
+    // An install killed between the two renames of the fallback: the destination is
+    // missing, the earlier installation is aside.
+    let aside = plugins.join(".demo.aapi-aside-Q1w2E3");
+    fs::rename(&dest, &aside).unwrap();
+
+    // Two candidates: which one was the installation is not guessed.
+    let second = plugins.join(".demo.aapi-aside-R4t5Y6");
+    fs::create_dir_all(second.join(".aapi")).unwrap();
+    fs::write(second.join(".aapi/manifest.json"), "{}").unwrap();
+    let before = snapshot(&plugins);
+    let v2 = package(w.path(), "2.0.0", true);
+    let o = install(&v2, &dest);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("left several installations beside it"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(snapshot(&plugins) == before);
+    fs::remove_dir_all(&second).unwrap();
+
+    // An install that then fails (it may not write files over 1 MiB) has put it back all
+    // the same: the same bytes, modes and owners.
+    let o = install_small_files_only(&v2, &dest);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "put back the earlier installation from {}, where an interrupted install had left it",
+            aside.display()
+        )),
+        "{}",
+        stderr(&o)
+    );
+    assert!(snapshot(&dest) == v1_tree);
+    assert_eq!(names(&plugins), [LOCK, "demo"]);
+
+    let o = install(&v2, &dest);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("replaced the earlier installation"));
 }
