@@ -7,7 +7,8 @@
 //! is renamed aside (`.<name>.aapi-old-<n>`) until `aapi_restore_postprocess` deletes it (success)
 //! or puts it back (failure), so a failed restore loses nothing. Every object the restore creates,
 //! missing parent directories included, is recorded so that a failed restore removes exactly
-//! those.
+//! those. The directories that existed before the restore get back, at a rollback, the atime and
+//! mtime they had before its first change (recorded once per directory).
 
 use crate::fsutil::{self, lstat, path_error};
 use crate::{NAME, paths, sys};
@@ -15,6 +16,7 @@ use aapi_sdk::plugin::{
     Error, ErrorKind, Host, ObjectProps, ObjectType, RestoreInfo, RestoreObject, RestoreStatus,
     Result, Timestamp,
 };
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, Seek, SeekFrom, Write};
@@ -35,6 +37,19 @@ struct DirMode {
     opened: bool,
 }
 
+/// What a restore did to a directory it changed (or changed an entry of).
+#[derive(Clone, Copy)]
+enum DirState {
+    /// Made by this restore: a rollback removes it, there is nothing to put back.
+    Made,
+    /// Existed before: its atime and mtime before the restore's first change, put back by a
+    /// rollback.
+    Before(Timestamp, Timestamp),
+    /// Existed before, and `aapi_delete_object` removed an entry of it: that stays after a
+    /// rollback, and so do the times it gave the directory.
+    Deleted,
+}
+
 #[derive(Default)]
 struct Bookkeeping {
     target_root: Option<PathBuf>,
@@ -43,6 +58,17 @@ struct Bookkeeping {
     /// Replaced objects: (path, where the old object waits) (RST-7).
     aside: Vec<(PathBuf, PathBuf)>,
     dirmodes: Vec<DirMode>,
+    /// The directories this restore changed, each recorded before its first change.
+    dirs: HashMap<PathBuf, DirState>,
+}
+
+/// The atime and mtime of `md`, to the nanosecond.
+fn times_of(md: &fs::Metadata) -> (Timestamp, Timestamp) {
+    let t = |s: i64, n: i64| Timestamp::new(s, n as u32);
+    (
+        t(md.atime(), md.atime_nsec()),
+        t(md.mtime(), md.mtime_nsec()),
+    )
 }
 
 /// The restore state of one session, shared with its open objects (which run concurrently).
@@ -116,6 +142,31 @@ impl Book {
         Ok(())
     }
 
+    /// Record the times of the directory `dir` before the restore changes it or one of its
+    /// entries, once per directory. A missing `dir` is about to be made: its nearest existing
+    /// ancestor is the directory that changes. Directories this restore made are skipped. Under
+    /// the lock, so that concurrent objects record a directory before either changes it.
+    fn touch(&self, dir: &Path) {
+        let mut st = self.lock();
+        let mut d = dir;
+        while !st.dirs.contains_key(d) {
+            match fs::symlink_metadata(d) {
+                Ok(md) if md.is_dir() => {
+                    let (a, m) = times_of(&md);
+                    st.dirs.insert(d.to_path_buf(), DirState::Before(a, m));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if let Some(parent) = d.parent() {
+                        d = parent;
+                        continue;
+                    }
+                }
+                _ => {} // not a directory, or not readable: the change itself fails
+            }
+            break;
+        }
+    }
+
     /// Open up (u+rwx) the restrictive directories `path` goes into.
     fn open_restrictive_parents(&self, path: &Path) {
         let mut st = self.lock();
@@ -181,8 +232,11 @@ impl Book {
         let mut made = Vec::new();
         if !is_root_dir {
             self.open_restrictive_parents(&path);
+            let parent = path.parent().unwrap_or(Path::new("/"));
+            // The parent gets the temporary file, or the object at close.
+            self.touch(parent);
             // RST-2: missing parents are created, 0700 until their own object sets the mode.
-            made = fsutil::mkdirs(path.parent().unwrap_or(Path::new("/")))?;
+            made = fsutil::mkdirs(parent)?;
         }
         let tmp = if props.kind == ObjectType::File {
             // OBJ-6: the data goes to a hidden temporary file until close.
@@ -203,7 +257,12 @@ impl Book {
         } else {
             None
         };
-        self.lock().created.extend(made);
+        let mut st = self.lock();
+        for d in &made {
+            st.dirs.insert(d.clone(), DirState::Made);
+        }
+        st.created.extend(made);
+        drop(st);
         Ok(Writer {
             book: self.clone(),
             path,
@@ -227,14 +286,14 @@ impl Book {
                 "path {path:?} is not an absolute path"
             )));
         }
-        if lstat(path)
-            .map_err(|e| path_error(e, "inspect", path))?
-            .is_none()
-        {
+        let Some(md) = lstat(path).map_err(|e| path_error(e, "inspect", path))? else {
             return Err(Error::not_found(format!(
                 "{} does not exist",
                 path.display()
             )));
+        };
+        if md.is_dir() {
+            self.touch(path);
         }
         sys::set_times_nofollow(path, atime, mtime).map_err(|e| {
             if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP)) {
@@ -262,7 +321,7 @@ impl Book {
                 path.display()
             )));
         };
-        if md.is_dir() {
+        let removed = if md.is_dir() {
             fs::remove_dir(path).map_err(|e| {
                 if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) {
                     Error::invalid(format!("directory {} is not empty", path.display()))
@@ -273,7 +332,17 @@ impl Book {
         } else {
             fs::remove_file(path)
                 .map_err(|e| Error::io(e, format!("cannot remove {}", path.display())))
+        };
+        if removed.is_ok() {
+            // A rollback does not bring the object back: its directory keeps the times this
+            // removal gave it.
+            let parent = path.parent().unwrap_or(Path::new("/"));
+            let mut st = self.lock();
+            if !matches!(st.dirs.get(parent), Some(DirState::Made)) {
+                st.dirs.insert(parent.to_path_buf(), DirState::Deleted);
+            }
         }
+        removed
     }
 
     /// `aapi_restore_postprocess`: on success delete what was set aside; on failure remove what
@@ -287,13 +356,10 @@ impl Book {
                 // The framework set the directories' times already: deleting the old object
                 // must not move its parent's mtime.
                 let parent = aside.parent().unwrap_or(Path::new("/"));
-                let times = fs::symlink_metadata(parent).ok().map(|m| {
-                    let t = |s: i64, n: i64| Some(Timestamp::new(s, n as u32));
-                    (t(m.atime(), m.atime_nsec()), t(m.mtime(), m.mtime_nsec()))
-                });
+                let times = fs::symlink_metadata(parent).ok().map(|m| times_of(&m));
                 let removed = fsutil::remove_tree(aside, None);
                 if let Some((a, m)) = times {
-                    let _ = sys::set_times_nofollow(parent, a, m);
+                    let _ = sys::set_times_nofollow(parent, Some(a), Some(m));
                 }
                 if let Err(e) = removed {
                     self.host.error(format!(
@@ -331,6 +397,7 @@ impl Book {
                     ok = false;
                 }
             }
+            ok &= put_back_dir_times(&st, &self.host);
         }
         ok &= close_restrictive_dirs(&mut st, &self.host);
         if status.is_success() && ok {
@@ -366,6 +433,37 @@ impl Book {
         close_restrictive_dirs(&mut st, &self.host);
         *st = Bookkeeping::default();
     }
+}
+
+/// After a rollback, give the directories that existed before the restore the atime and mtime
+/// they had before its first change, deepest first. Their ctime cannot be set back. False when
+/// one failed.
+fn put_back_dir_times(st: &Bookkeeping, host: &Host) -> bool {
+    let mut dirs: Vec<(&PathBuf, Timestamp, Timestamp)> = st
+        .dirs
+        .iter()
+        .filter_map(|(d, s)| match *s {
+            DirState::Before(a, m) => Some((d, a, m)),
+            _ => None,
+        })
+        .collect();
+    dirs.sort_by(|a, b| paths::bytes(b.0).cmp(paths::bytes(a.0)));
+    let mut ok = true;
+    for (d, a, m) in dirs {
+        match sys::set_times_nofollow(d, Some(a), Some(m)) {
+            Ok(()) => {}
+            // Removed during the restore by aapi_delete_object: nothing to put back.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                host.error(format!(
+                    "{NAME}: cannot put back the times of {}: {e}",
+                    d.display()
+                ));
+                ok = false;
+            }
+        }
+    }
+    ok
 }
 
 /// Give opened directories their exact modes back, deepest first. False when one failed.
@@ -594,6 +692,7 @@ impl Writer {
                 }
                 // Made here: recorded even when the mode failed, so a rollback removes it.
                 let mut st = self.book.lock();
+                st.dirs.insert(self.path.clone(), DirState::Made);
                 st.created.push(self.path.clone());
                 if let Some(a) = aside {
                     st.aside.push((self.path.clone(), a));

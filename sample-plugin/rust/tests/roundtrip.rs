@@ -670,6 +670,212 @@ fn a_failed_restore_removes_what_it_created_and_puts_back_what_it_replaced() {
     plugin.terminate().unwrap();
 }
 
+/// (atime, mtime) of `path` itself, to the nanosecond.
+type Times = ((i64, i64), (i64, i64));
+
+fn times_of(path: &Path) -> Times {
+    let md = fs::symlink_metadata(path).unwrap();
+    ((md.atime(), md.atime_nsec()), (md.mtime(), md.mtime_nsec()))
+}
+
+fn set_atime_mtime(path: &Path, (a, m): Times) {
+    let c = std::ffi::CString::new(b(path)).unwrap();
+    let ts = [(a.0, a.1), (m.0, m.1)].map(|(sec, nsec)| libc::timespec {
+        tv_sec: sec as libc::time_t,
+        tv_nsec: nsec as libc::c_long,
+    });
+    // SAFETY: a NUL-terminated path and two valid timespecs.
+    let rc = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    assert_eq!(rc, 0, "utimensat {}", path.display());
+}
+
+/// The times the framework gives the `i`th restored object (as from a backup).
+fn backup_times(i: usize) -> Times {
+    let i = i as i64;
+    (
+        (1_650_000_000 + i, 10_000_001 + i),
+        (1_550_000_000 + i, 900_000_009 - i),
+    )
+}
+
+fn time_of(t: (i64, i64)) -> aapi_time_t {
+    aapi_time_t {
+        sec: t.0,
+        nsec: t.1 as u32,
+        reserved: 0,
+    }
+}
+
+#[test]
+fn a_failed_restore_gives_the_directories_that_existed_their_times_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plugin, _, _) = load(dir.path());
+    // The directories of the target before the restore, the alternate root among them.
+    let existing = ["", "a", "a/b", "a/b/c", "a/reused"];
+    for status in [AAPI_EIO, AAPI_EOK] {
+        let alt = dir.path().join(format!("times-{status}"));
+        let at = |rel: &str| {
+            if rel.is_empty() {
+                alt.clone()
+            } else {
+                alt.join(rel)
+            }
+        };
+        for d in existing {
+            fs::create_dir_all(at(d)).unwrap();
+        }
+        fs::write(at("a/old.txt"), b"old").unwrap();
+        fs::write(at("a/b/c/keep.txt"), b"keep").unwrap();
+        // Listed before the times are set: reading a directory moves its atime.
+        let names_before: Vec<Vec<u8>> = walk(&alt).into_keys().collect();
+        let mut before = Vec::new();
+        for (i, d) in existing.iter().enumerate().rev() {
+            let t = (
+                (1_600_000_000 + i as i64, 111_111_111 * i as i64 + 7),
+                (1_500_000_000 + i as i64 * 1000, 987_654_321 - i as i64),
+            );
+            set_atime_mtime(&at(d), t);
+            before.push((d.to_string(), t));
+        }
+
+        let s = plugin
+            .open_server("localhost", SessionDef::new(AAPI_OP_RESTORE))
+            .unwrap();
+        s.restore_preprocess(&b(&alt), 100, 12).unwrap();
+        let dir_prop = aapi_object_prop_t {
+            obj_type: AAPI_OBJ_DIR,
+            valid: AAPI_PROP_MODE,
+            mode: 0o750,
+            ..Default::default()
+        };
+        let link_prop = aapi_object_prop_t {
+            obj_type: AAPI_OBJ_SYMLINK,
+            ..Default::default()
+        };
+        // (path, prop, data, flags): new objects in every directory that existed, a file with
+        // missing parents, a replaced file, a new directory, reused directories.
+        let objects: Vec<(&str, aapi_object_prop_t, &[u8], u32)> = vec![
+            ("top.txt", file_prop(0o644), b"top", 0),
+            ("a", dir_prop, b"", 0),
+            ("a/f1.txt", file_prop(0o600), b"one", 0),
+            ("a/old.txt", file_prop(0o600), b"new", AAPI_CREATE_OVERWRITE),
+            ("a/b", dir_prop, b"", 0),
+            ("a/b/c/f2.txt", file_prop(0o600), b"two", 0),
+            ("a/b/c/link", link_prop, b"f2.txt", 0),
+            ("a/b/new/deeper/f3.txt", file_prop(0o600), b"three", 0),
+            ("a/b/newdir", dir_prop, b"", 0),
+            ("a/reused", dir_prop, b"", 0),
+        ];
+        for (i, (rel, prop, data, flags)) in objects.iter().enumerate() {
+            let mut o = s.create_object(&b(&at(rel)), prop, *flags).unwrap();
+            o.write(data).unwrap();
+            o.close().unwrap();
+            if prop.obj_type != AAPI_OBJ_DIR {
+                let (a, m) = backup_times(i);
+                s.set_utimes(&b(&at(rel)), Some(time_of(a)), Some(time_of(m)))
+                    .unwrap();
+            }
+        }
+        if status != AAPI_EOK {
+            // Still open when the restore fails: its temporary file is in a/b/c.
+            let mut o = s
+                .create_object(&b(&at("a/b/c/open.txt")), &file_prop(0o600), 0)
+                .unwrap();
+            o.write(b"unfinished").unwrap();
+            o.abandon();
+        }
+        // Containers after their contents, deepest first, as the framework does.
+        let mut dirs: Vec<(usize, &str)> = objects
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.1.obj_type == AAPI_OBJ_DIR)
+            .map(|(i, o)| (i, o.0))
+            .collect();
+        dirs.sort_by(|x, y| y.1.cmp(x.1));
+        for &(i, rel) in &dirs {
+            let (a, m) = backup_times(i);
+            s.set_utimes(&b(&at(rel)), Some(time_of(a)), Some(time_of(m)))
+                .unwrap();
+        }
+        s.restore_postprocess(status).unwrap();
+        s.close().unwrap();
+
+        if status == AAPI_EOK {
+            // Unchanged by the rollback rule: every restored object has the backup's times.
+            for (i, (rel, _, data, _)) in objects.iter().enumerate() {
+                assert_eq!(times_of(&at(rel)), backup_times(i), "{rel}");
+                if !data.is_empty() && *rel != "a/b/c/link" {
+                    assert_eq!(&fs::read(at(rel)).unwrap(), data, "{rel}");
+                }
+            }
+            assert_eq!(
+                fs::read_link(at("a/b/c/link")).unwrap(),
+                Path::new("f2.txt")
+            );
+        } else {
+            // Times first: listing the tree reads (and so touches) its directories.
+            let after: Vec<(String, Times)> = before
+                .iter()
+                .map(|(d, _)| (d.clone(), times_of(&at(d))))
+                .collect();
+            assert_eq!(
+                after, before,
+                "atime and mtime of the directories that existed"
+            );
+            let names_after: Vec<Vec<u8>> = walk(&alt).into_keys().collect();
+            assert_eq!(names_after, names_before, "every created object is gone");
+            assert_eq!(fs::read(at("a/old.txt")).unwrap(), b"old");
+            assert!(!at("a/b/new").exists() && !at("a/b/newdir").exists());
+        }
+    }
+    plugin.terminate().unwrap();
+}
+
+#[test]
+fn a_directory_with_a_deleted_entry_keeps_its_times_after_a_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plugin, _, _) = load(dir.path());
+    let alt = dir.path().join("alt");
+    for d in ["del", "kept"] {
+        fs::create_dir_all(alt.join(d)).unwrap();
+        fs::write(alt.join(d).join("x"), b"x").unwrap();
+    }
+    let old = ((1_600_000_000, 5), (1_500_000_000, 6));
+    for d in ["del", "kept"] {
+        set_atime_mtime(&alt.join(d), old);
+    }
+    let s = plugin
+        .open_server("localhost", SessionDef::new(AAPI_OP_RESTORE))
+        .unwrap();
+    s.restore_preprocess(&b(&alt), 10, 2).unwrap();
+    for d in ["del", "kept"] {
+        let mut o = s
+            .create_object(&b(&alt.join(d).join("new")), &file_prop(0o600), 0)
+            .unwrap();
+        o.write(b"n").unwrap();
+        o.close().unwrap();
+    }
+    s.delete_object(&b(&alt.join("del/x"))).unwrap();
+    s.restore_postprocess(AAPI_EIO).unwrap();
+    s.close().unwrap();
+    assert!(!alt.join("del/new").exists() && !alt.join("kept/new").exists());
+    assert!(!alt.join("del/x").exists(), "a deletion is not undone");
+    assert_eq!(times_of(&alt.join("kept")), old);
+    assert_ne!(
+        times_of(&alt.join("del")).1,
+        old.1,
+        "the mtime shows the deletion that stays"
+    );
+    plugin.terminate().unwrap();
+}
+
 #[test]
 fn cancellation_during_the_snapshot_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
