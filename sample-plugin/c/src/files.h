@@ -25,6 +25,7 @@
 #include <stdint.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include "aapi.h"
 
@@ -97,6 +98,20 @@ typedef struct files_dirmode {
     int opened; /* given u+rwx for contents restored later; mode comes back at postprocess */
 } files_dirmode;
 
+/** What a restore did to a directory it changed or changed an entry of. */
+typedef enum files_dir_kind {
+    DIR_MADE = 1, /* made by this restore: a rollback removes it, nothing to put back */
+    DIR_BEFORE,   /* existed before: its times before the first change, put back by a rollback */
+    DIR_DELETED   /* existed before, and aapi_delete_object removed an entry: its times stay */
+} files_dir_kind;
+
+/** One slot of the table of changed directories (open addressing; `path` NULL when free). */
+typedef struct files_dirstate {
+    char *path;
+    files_dir_kind kind;
+    struct timespec atime, mtime;
+} files_dirstate;
+
 /** One server session (one handle of kind SERVER). */
 typedef struct files_server {
     aapi_server_t handle;
@@ -116,6 +131,8 @@ typedef struct files_server {
     size_t aside_n, aside_cap;
     files_dirmode *dirmodes;
     size_t dirmodes_n, dirmodes_cap;
+    files_dirstate *dirs;   /* directories this restore changed; dirs_cap is a power of two */
+    size_t dirs_n, dirs_cap;
 } files_server;
 
 /** What an object handle was issued for: LIFE-5 keeps reads and writes apart. */

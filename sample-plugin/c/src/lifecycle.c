@@ -183,6 +183,7 @@ void server_free(files_server *srv)
     strvec_free(&srv->created);
     free(srv->aside);
     free(srv->dirmodes);
+    free(srv->dirs);
     free(srv);
 }
 

@@ -8,7 +8,9 @@
  * and directories are made at close. An object replaced under AAPI_CREATE_OVERWRITE is renamed
  * aside (".<name>.aapi-old-<n>") until aapi_restore_postprocess either deletes it (success) or puts
  * it back (failure), so a failed restore loses nothing. Every object the restore creates, missing
- * parent directories included, is recorded so a failed restore removes exactly those.
+ * parent directories included, is recorded so a failed restore removes exactly those. The
+ * directories that existed before the restore get back, at a rollback, the atime and mtime they
+ * had before its first change (recorded once per directory).
  */
 #include "files.h"
 
@@ -110,9 +112,119 @@ static int record_dirmode(files_server *srv, const char *path, mode_t mode)
     return rc;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Changed directories: a hash table of paths (FNV-1a, linear probing), under the table lock    */
+/* ------------------------------------------------------------------------------------------ */
+
+static size_t path_hash(const char *s)
+{
+    uint64_t h = 14695981039346656037ull;
+    while (*s != '\0') {
+        h ^= (unsigned char)*s++;
+        h *= 1099511628211ull;
+    }
+    return (size_t)h;
+}
+
+/* The slot of `path`: its entry, or the free slot where it goes (the table is never full). */
+static files_dirstate *dir_slot(files_server *srv, const char *path)
+{
+    size_t mask = srv->dirs_cap - 1, i = path_hash(path) & mask;
+    while (srv->dirs[i].path != NULL && strcmp(srv->dirs[i].path, path) != 0)
+        i = (i + 1) & mask;
+    return &srv->dirs[i];
+}
+
+static files_dirstate *dir_find(files_server *srv, const char *path)
+{
+    files_dirstate *d;
+    if (srv->dirs_cap == 0)
+        return NULL;
+    d = dir_slot(srv, path);
+    return d->path != NULL ? d : NULL;
+}
+
+/* Give `path` the state `kind` (with the times of `st` for DIR_BEFORE), adding it when new.
+ * AAPI_EOK or AAPI_ENOMEM. */
+static int dir_set(files_server *srv, const char *path, files_dir_kind kind, const struct stat *st)
+{
+    files_dirstate *d;
+    if ((srv->dirs_n + 1) * 2 > srv->dirs_cap) { /* at most half full */
+        size_t i, ocap = srv->dirs_cap, ncap = ocap ? ocap * 2 : 64;
+        files_dirstate *old = srv->dirs, *nv = calloc(ncap, sizeof *nv);
+        if (nv == NULL)
+            return AAPI_ENOMEM;
+        srv->dirs = nv;
+        srv->dirs_cap = ncap;
+        for (i = 0; i < ocap; i++)
+            if (old[i].path != NULL)
+                *dir_slot(srv, old[i].path) = old[i];
+        free(old);
+    }
+    d = dir_slot(srv, path);
+    if (d->path == NULL) {
+        d->path = strdup(path);
+        if (d->path == NULL)
+            return AAPI_ENOMEM;
+        srv->dirs_n++;
+    }
+    d->kind = kind;
+    if (st != NULL) {
+        d->atime = st->st_atim;
+        d->mtime = st->st_mtim;
+    }
+    return AAPI_EOK;
+}
+
+/* Record the times of the directory `dir` (normalized) before the restore changes it or one of
+ * its entries, once per directory. A missing `dir` is about to be made: its nearest existing
+ * ancestor is the directory that changes. Directories this restore made are skipped. Under the
+ * table lock, so that concurrent objects record a directory before either changes it. */
+static int touch_dir(const char *fn, files_server *srv, const char *dir)
+{
+    char *d = strdup(dir);
+    int rc = AAPI_EOK;
+    if (d == NULL)
+        return fail(AAPI_ENOMEM, "%s: out of memory", fn);
+    state_lock();
+    while (dir_find(srv, d) == NULL) {
+        struct stat st;
+        char *slash;
+        if (lstat(d, &st) == 0) {
+            if (S_ISDIR(st.st_mode))
+                rc = dir_set(srv, d, DIR_BEFORE, &st);
+            break; /* not a directory: the change itself fails */
+        }
+        slash = strrchr(d, '/');
+        if (errno != ENOENT || slash == NULL || d[1] == '\0')
+            break;
+        slash[slash == d ? 1 : 0] = '\0'; /* the parent; "/" for "/x" */
+    }
+    state_unlock();
+    free(d);
+    return rc == AAPI_EOK ? rc : fail(AAPI_ENOMEM, "%s: out of memory", fn);
+}
+
+/* A directory this restore made: removed by a rollback (RST-6), nothing to put back. */
+static int record_made_dir(files_server *srv, const char *path)
+{
+    int rc;
+    state_lock();
+    rc = strvec_push(&srv->created, path);
+    if (rc == AAPI_EOK)
+        rc = dir_set(srv, path, DIR_MADE, NULL);
+    state_unlock();
+    return rc;
+}
+
 static void free_bookkeeping(files_server *srv)
 {
     size_t i;
+    for (i = 0; i < srv->dirs_cap; i++)
+        free(srv->dirs[i].path);
+    free(srv->dirs);
+    srv->dirs = NULL;
+    srv->dirs_n = srv->dirs_cap = 0;
     for (i = 0; i < srv->aside_n; i++) {
         free(srv->aside[i].path);
         free(srv->aside[i].aside);
@@ -368,8 +480,48 @@ static int sync_written(files_server *srv)
     return rc;
 }
 
+static int by_dir_path_desc(const void *a, const void *b)
+{
+    return -strcmp((*(files_dirstate *const *)a)->path, (*(files_dirstate *const *)b)->path);
+}
+
+/* After a rollback, give the directories that existed before the restore the atime and mtime
+ * they had before its first change, deepest first. Their ctime cannot be set back. */
+static int put_back_dir_times(files_server *srv)
+{
+    files_dirstate **v;
+    size_t i, n = 0;
+    int rc = AAPI_EOK;
+    if (srv->dirs_n == 0)
+        return AAPI_EOK;
+    v = malloc(srv->dirs_n * sizeof *v);
+    if (v == NULL) {
+        log_msg(srv, AAPI_LOG_ERROR, "%s: out of memory putting back directory times",
+                FILES_PLUGIN_NAME);
+        return AAPI_EIO;
+    }
+    for (i = 0; i < srv->dirs_cap; i++)
+        if (srv->dirs[i].path != NULL && srv->dirs[i].kind == DIR_BEFORE)
+            v[n++] = &srv->dirs[i];
+    if (n > 1)
+        qsort(v, n, sizeof *v, by_dir_path_desc);
+    for (i = 0; i < n; i++) {
+        struct timespec ts[2];
+        ts[0] = v[i]->atime;
+        ts[1] = v[i]->mtime;
+        /* ENOENT: removed during the restore by aapi_delete_object, nothing to put back. */
+        if (utimensat(AT_FDCWD, v[i]->path, ts, AT_SYMLINK_NOFOLLOW) != 0 && errno != ENOENT) {
+            log_msg(srv, AAPI_LOG_ERROR, "%s: cannot put back the times of %s (errno %d)",
+                    FILES_PLUGIN_NAME, v[i]->path, errno);
+            rc = AAPI_EIO;
+        }
+    }
+    free(v);
+    return rc;
+}
+
 /* Failure (RST-6, RST-7): remove what this restore created, newest first (children before their
- * parents), then put the replaced objects back. */
+ * parents), put the replaced objects back, then the times of the directories that existed. */
 static int roll_back(files_server *srv)
 {
     size_t i = srv->created.n;
@@ -392,6 +544,8 @@ static int roll_back(files_server *srv)
                     FILES_PLUGIN_NAME, srv->aside[i].path, srv->aside[i].aside);
             rc = AAPI_EIO;
         }
+    if (put_back_dir_times(srv) != AAPI_EOK)
+        rc = AAPI_EIO;
     return rc;
 }
 
@@ -567,6 +721,10 @@ int aapi_create_object(aapi_server_t server, const char *path, const aapi_object
             rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
             goto out;
         }
+        /* The parent gets the temporary file, or the object at close. */
+        rc = touch_dir(fn, srv, parent);
+        if (rc != AAPI_EOK)
+            goto out;
         /* RST-2: missing parents are created, 0700 until their own object sets the mode. */
         rc = mkdirs(fn, parent, &made);
         if (rc != AAPI_EOK)
@@ -587,7 +745,7 @@ int aapi_create_object(aapi_server_t server, const char *path, const aapi_object
     }
     rc = object_register(obj);
     for (i = 0; i < made.n && rc == AAPI_EOK; i++)
-        if (record_created(srv, made.v[i]) != AAPI_EOK)
+        if (record_made_dir(srv, made.v[i]) != AAPI_EOK)
             rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
 out:
     if (rc != AAPI_EOK) {
@@ -801,7 +959,9 @@ static int complete(const char *fn, files_object *obj)
         }
     }
     /* RST-6: the new object is this restore's; RST-7: the old one waits for postprocess. */
-    if (record_created(srv, obj->path) != AAPI_EOK && rc == AAPI_EOK)
+    if ((obj->type == AAPI_OBJ_DIR ? record_made_dir(srv, obj->path)
+                                   : record_created(srv, obj->path)) != AAPI_EOK &&
+        rc == AAPI_EOK)
         rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
     if (aside != NULL && record_aside(srv, obj->path, aside) != AAPI_EOK && rc == AAPI_EOK)
         rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
@@ -844,7 +1004,7 @@ int aapi_set_object_utimes(aapi_server_t server, const char *path, const aapi_ti
     files_server *srv;
     struct timespec ts[2];
     struct stat st;
-    int rc = require_claimed(fn);
+    int dotdot, rc = require_claimed(fn);
     if (rc != AAPI_EOK)
         return rc;
     if (path == NULL)
@@ -860,6 +1020,13 @@ int aapi_set_object_utimes(aapi_server_t server, const char *path, const aapi_ti
         return errno == ENOENT || errno == ENOTDIR
                    ? fail(AAPI_ENOENT, "%s: %s does not exist", fn, path)
                    : fail_errno(errno, "%s: cannot inspect %s", fn, path);
+    if (S_ISDIR(st.st_mode)) {
+        char *norm = path_normalize(path, &dotdot);
+        rc = norm != NULL ? touch_dir(fn, srv, norm) : fail(AAPI_ENOMEM, "%s: out of memory", fn);
+        free(norm);
+        if (rc != AAPI_EOK)
+            return rc;
+    }
     ts[0].tv_sec = atime != NULL ? (time_t)atime->sec : 0;
     ts[0].tv_nsec = atime != NULL ? (long)atime->nsec : UTIME_OMIT; /* NULL: left unchanged */
     ts[1].tv_sec = mtime != NULL ? (time_t)mtime->sec : 0;
@@ -871,6 +1038,28 @@ int aapi_set_object_utimes(aapi_server_t server, const char *path, const aapi_ti
         return fail_errno(errno, "%s: cannot set the times of %s", fn, path);
     }
     return AAPI_EOK;
+}
+
+/* A rollback does not bring a deleted object back: the directory it was in keeps the times the
+ * removal gave it (unless this restore made that directory). */
+static void mark_deleted_in_parent(files_server *srv, const char *path)
+{
+    int dotdot, rc = AAPI_ENOMEM;
+    char *norm = path_normalize(path, &dotdot), *dir = NULL, *name = NULL;
+    if (norm != NULL && path_split(norm, &dir, &name) == AAPI_EOK) {
+        files_dirstate *d;
+        state_lock();
+        d = dir_find(srv, dir);
+        rc = d != NULL && d->kind == DIR_MADE ? AAPI_EOK : dir_set(srv, dir, DIR_DELETED, NULL);
+        state_unlock();
+    }
+    if (rc != AAPI_EOK)
+        log_msg(srv, AAPI_LOG_WARNING,
+                "%s: out of memory; a rollback may put back the times of the directory of %s",
+                FILES_PLUGIN_NAME, path);
+    free(norm);
+    free(dir);
+    free(name);
 }
 
 int aapi_delete_object(aapi_server_t server, const char *path)
@@ -900,5 +1089,6 @@ int aapi_delete_object(aapi_server_t server, const char *path)
     } else if (unlink(path) != 0) {
         return fail_errno(errno, "%s: cannot remove %s", fn, path);
     }
+    mark_deleted_in_parent(srv, path);
     return AAPI_EOK;
 }

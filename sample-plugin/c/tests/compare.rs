@@ -543,6 +543,201 @@ fn same_incremental_workload_files() {
 }
 
 // ------------------------------------------------------------------------------------------
+// Same directory times after a failed restore
+// ------------------------------------------------------------------------------------------
+
+/// (atime, mtime) of a path itself, to the nanosecond.
+type Times = ((i64, i64), (i64, i64));
+
+fn times_of(p: &Path) -> Times {
+    let md = fs::symlink_metadata(p).unwrap();
+    ((md.atime(), md.atime_nsec()), (md.mtime(), md.mtime_nsec()))
+}
+
+fn aapi_time((sec, nsec): (i64, i64)) -> Option<aapi_time_t> {
+    Some(aapi_time_t {
+        sec,
+        nsec: nsec as u32,
+        reserved: 0,
+    })
+}
+
+/// The times the framework gives the `i`th restored object, as from a backup.
+fn backup_times(i: usize) -> Times {
+    let i = i as i64;
+    (
+        (1_650_000_000 + i, 10_000_001 + i),
+        (1_550_000_000 + i, 900_000_009 - i),
+    )
+}
+
+/// What a restore into an existing tree left: the times of the restored objects (after a success)
+/// or of the directories that existed (after a failure), and every entry of the tree.
+#[derive(Debug, PartialEq)]
+struct Left {
+    times: Vec<(String, Times)>,
+    tree: Vec<(Vec<u8>, u32, Vec<u8>)>,
+}
+
+/// The directories of the target before the restore, the alternate root ("") among them, with
+/// known times to the nanosecond; `del` loses an entry to `aapi_delete_object`.
+const EXISTING: [&str; 6] = ["", "/a", "/a/b", "/a/b/c", "/a/reused", "/del"];
+
+fn existing_times(i: usize) -> Times {
+    let i = i as i64;
+    (
+        (1_600_000_000 + i, 111_111_111 * i + 7),
+        (1_500_000_000 + i * 1000, 987_654_321 - i),
+    )
+}
+
+/// Restore new objects into every directory of an existing tree (nested, with missing parents,
+/// a replaced file, reused directories, one object left open), then end the restore with
+/// `status`.
+fn restore_into_existing_tree(plugin: &Plugin, root: &Path, status: c_int) -> Left {
+    let at = |rel: &str| PathBuf::from(format!("{}{rel}", root.display()));
+    for d in EXISTING {
+        fs::create_dir_all(at(d)).unwrap();
+    }
+    fs::write(at("/a/old.txt"), b"old").unwrap();
+    fs::write(at("/a/b/c/keep.txt"), b"keep").unwrap();
+    fs::write(at("/del/x"), b"x").unwrap();
+    for (i, d) in EXISTING.iter().enumerate().rev() {
+        let (a, m) = existing_times(i);
+        set_times(&at(d), a, m);
+    }
+    let s = plugin
+        .open_server("fileserver", SessionDef::new(AAPI_OP_RESTORE))
+        .unwrap();
+    s.restore_preprocess(bytes(root), 100, 12).unwrap();
+    let prop = |kind: u32, mode: u32| aapi_object_prop_t {
+        obj_type: kind,
+        valid: AAPI_PROP_MODE,
+        mode,
+        ..Default::default()
+    };
+    let (file, dir, link) = (
+        prop(AAPI_OBJ_FILE, 0o600),
+        prop(AAPI_OBJ_DIR, 0o750),
+        prop(AAPI_OBJ_SYMLINK, 0),
+    );
+    let objects: [(&str, aapi_object_prop_t, &[u8], u32); 11] = [
+        ("/top.txt", file, b"top", 0),
+        ("/a", dir, b"", 0),
+        ("/a/f1.txt", file, b"one", 0),
+        ("/a/old.txt", file, b"new", AAPI_CREATE_OVERWRITE),
+        ("/a/b", dir, b"", 0),
+        ("/a/b/c/f2.txt", file, b"two", 0),
+        ("/a/b/c/link", link, b"f2.txt", 0),
+        ("/a/b/new/deeper/f3.txt", file, b"three", 0),
+        ("/a/b/newdir", dir, b"", 0),
+        ("/a/reused", dir, b"", 0),
+        ("/del/y", file, b"y", 0),
+    ];
+    for (i, (rel, prop, data, flags)) in objects.iter().enumerate() {
+        let mut o = s.create_object(bytes(&at(rel)), prop, *flags).unwrap();
+        o.write(data).unwrap();
+        o.close().unwrap();
+        if prop.obj_type != AAPI_OBJ_DIR {
+            let (a, m) = backup_times(i);
+            s.set_utimes(bytes(&at(rel)), aapi_time(a), aapi_time(m))
+                .unwrap();
+        }
+    }
+    s.delete_object(bytes(&at("/del/x"))).unwrap();
+    if status != AAPI_EOK {
+        let mut o = s
+            .create_object(bytes(&at("/a/b/c/open.txt")), &file, 0)
+            .unwrap();
+        o.write(b"unfinished").unwrap();
+        o.abandon();
+    }
+    // Containers after their contents, deepest first, as the framework does.
+    let mut dirs: Vec<(usize, &str)> = (0..objects.len())
+        .filter(|&i| objects[i].1.obj_type == AAPI_OBJ_DIR)
+        .map(|i| (i, objects[i].0))
+        .collect();
+    dirs.sort_by(|x, y| y.1.cmp(x.1));
+    for (i, rel) in dirs {
+        let (a, m) = backup_times(i);
+        s.set_utimes(bytes(&at(rel)), aapi_time(a), aapi_time(m))
+            .unwrap();
+    }
+    s.restore_postprocess(status).unwrap();
+    s.close().unwrap();
+    // Times before the listing: reading a directory moves its atime. After a success, those of
+    // the restored objects; after a failure, those of the directories that existed.
+    let times: Vec<(String, Times)> = if status == AAPI_EOK {
+        objects.iter().map(|o| o.0).collect::<Vec<_>>()
+    } else {
+        EXISTING.to_vec()
+    }
+    .into_iter()
+    .map(|rel| (rel.to_string(), times_of(&at(rel))))
+    .collect();
+    let tree = snapshot_of_tree(root)
+        .into_iter()
+        .map(|e| (e.rel, e.kind, e.data))
+        .collect();
+    Left { times, tree }
+}
+
+#[test]
+fn same_directory_times_after_a_failed_restore() {
+    let _turn = turn();
+    let dir = tempfile::tempdir().unwrap();
+    for status in [AAPI_EIO, AAPI_EOK] {
+        let mut left = Vec::new();
+        for (name, lib) in samples() {
+            let plugin = lib.init(Arc::new(Quiet)).unwrap();
+            assert_eq!(plugin.claim("files"), Ok(true));
+            let root = dir.path().join(format!("{name}-{status}"));
+            let l = restore_into_existing_tree(&plugin, &root, status);
+            plugin.terminate().unwrap();
+            if status == AAPI_EOK {
+                for (k, (rel, t)) in l.times.iter().enumerate() {
+                    assert_eq!(*t, backup_times(k), "{name}: {rel} has the backup's times");
+                }
+                left.push(l);
+                continue;
+            }
+            // Every directory that existed has its times back, the alternate root included; the
+            // one that lost an entry to aapi_delete_object shows it.
+            for (i, (d, t)) in l.times.iter().enumerate() {
+                if *d == "/del" {
+                    assert_ne!(t.1, existing_times(i).1, "{name}: /del lost an entry");
+                } else {
+                    assert_eq!(*t, existing_times(i), "{name}: times of {d:?}");
+                }
+            }
+            let rels: Vec<&[u8]> = l.tree.iter().map(|e| e.0.as_slice()).collect();
+            assert_eq!(
+                rels,
+                [
+                    &b""[..],
+                    b"/a",
+                    b"/a/b",
+                    b"/a/b/c",
+                    b"/a/b/c/keep.txt",
+                    b"/a/old.txt",
+                    b"/a/reused",
+                    b"/del"
+                ],
+                "{name}: every created object is gone"
+            );
+            let old = l.tree.iter().find(|e| e.0 == b"/a/old.txt").unwrap();
+            assert_eq!(old.2, b"old", "{name}: the replaced file is back");
+            // When /del lost its entry differs between the two runs: compared without it.
+            left.push(Left {
+                times: l.times.into_iter().filter(|t| t.0 != "/del").collect(),
+                tree: l.tree,
+            });
+        }
+        assert_eq!(left[0], left[1], "C and Rust differ (status {status})");
+    }
+}
+
+// ------------------------------------------------------------------------------------------
 // Same codes for the same bad calls
 // ------------------------------------------------------------------------------------------
 

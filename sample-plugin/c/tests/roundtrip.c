@@ -13,8 +13,9 @@
  *   bytes, modes, mtimes, link targets, nothing extra).
  *
  * It then checks an incremental discovery, a cancelled discovery (no file or snapshot left), a
- * failed restore with AAPI_CREATE_OVERWRITE (the replaced file comes back), and a set of bad
- * calls: call order, bad handles, buffer sizes, the last-error message.
+ * failed restore with AAPI_CREATE_OVERWRITE (the replaced file comes back, the directories that
+ * existed get their mtimes back), and a set of bad calls: call order, bad handles, buffer sizes,
+ * the last-error message.
  *
  * Exit status 0 when everything held, 1 when a check failed (each failure is printed), 2 on a
  * usage or setup error. Set ROUNDTRIP_VERBOSE=1 to see the plugin's log lines. Built with
@@ -1013,11 +1014,17 @@ static void cancelled(void)
     free(snapdir);
 }
 
-/* RST-6, RST-7: a failed restore removes what it created and puts replaced objects back. */
+/* Directories that existed before the failed restore, each given a new file by it. */
+#define ROLLBACK_DIRS 40
+
+/* RST-6, RST-7: a failed restore removes what it created and puts replaced objects back; the
+ * directories that existed get their mtimes back (sample-plugin/README.md). */
 static void failed_restore(void)
 {
     char *alt = join(g_work, "restore-fail");
     char *keep = join(alt, "keep.txt"), *fresh = join(alt, "new/dir/file");
+    char *dirs[ROLLBACK_DIRS];
+    int i;
     aapi_session_def_t s;
     aapi_restore_info_t ri;
     aapi_object_prop_t prop;
@@ -1030,6 +1037,15 @@ static void failed_restore(void)
     if (mkdir(alt, 0700) != 0)
         die("mkdir: %s", strerror(errno));
     write_file(keep, "original\n", 9, 0644);
+    for (i = 0; i < ROLLBACK_DIRS; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "d%02d", i);
+        dirs[i] = join(alt, name);
+        if (mkdir(dirs[i], 0700) != 0)
+            die("mkdir: %s", strerror(errno));
+        set_mtime(dirs[i], 1400000000 + i, 100000000L + i);
+    }
+    set_mtime(alt, 1300000000, 123456789L);
     begin_cycle();
     s = session(AAPI_OP_RESTORE, AAPI_SCHED_FULL, "", NULL, 0);
     h = open_session(&s);
@@ -1060,6 +1076,13 @@ static void failed_restore(void)
     EXPECT(P.create_object(h, fresh, &prop, 0, &obj), AAPI_EOK);
     EXPECT(P.write_object(obj, "x", 1), AAPI_EOK);
     EXPECT(P.close_object(obj), AAPI_EOK);
+    for (i = 0; i < ROLLBACK_DIRS; i++) {
+        char *f = join(dirs[i], "f");
+        EXPECT(P.create_object(h, f, &prop, 0, &obj), AAPI_EOK);
+        EXPECT(P.write_object(obj, "y", 1), AAPI_EOK);
+        EXPECT(P.close_object(obj), AAPI_EOK);
+        free(f);
+    }
     EXPECT(P.create_object(h, fresh, &prop, AAPI_CREATE_OVERWRITE, &obj), AAPI_EOK);
     /* left open: restore_postprocess closes it */
     EXPECT(P.restore_postprocess(h, AAPI_EIO), AAPI_EOK);
@@ -1076,8 +1099,20 @@ static void failed_restore(void)
         CHECK(lstat(newdir, &st) != 0, "the failed restore left %s (RST-6)", newdir);
         free(newdir);
     }
-    CHECK(count_below(alt) == 1, "the failed restore left %ld entries, expected 1",
-          count_below(alt));
+    for (i = 0; i < ROLLBACK_DIRS; i++) {
+        CHECK(lstat(dirs[i], &st) == 0 && st.st_mtim.tv_sec == 1400000000 + i &&
+                  st.st_mtim.tv_nsec == 100000000L + i,
+              "the failed restore left %s with mtime %ld.%09ld", dirs[i], (long)st.st_mtim.tv_sec,
+              (long)st.st_mtim.tv_nsec);
+        free(dirs[i]);
+    }
+    CHECK(lstat(alt, &st) == 0 && st.st_mtim.tv_sec == 1300000000 &&
+              st.st_mtim.tv_nsec == 123456789L,
+          "the failed restore left %s with mtime %ld.%09ld", alt, (long)st.st_mtim.tv_sec,
+          (long)st.st_mtim.tv_nsec);
+    CHECK(count_below(alt) == 1 + ROLLBACK_DIRS,
+          "the failed restore left %ld entries, expected %d", count_below(alt),
+          1 + ROLLBACK_DIRS);
     free(keep);
     free(fresh);
     free(alt);
