@@ -7,14 +7,14 @@ use crate::hash::{self, Hashed};
 use crate::manifest::{MANIFEST_PATH, META_DIR, Manifest, SIGNATURE_PATH};
 use crate::paths;
 use crate::scan::{
-    Content, Item, ItemKind, Limits, MAX_ENTRY_LIBRARY, MAX_HEADER_EXTENSION, MAX_MANIFEST,
-    MAX_SIGNATURE, Meta, RATIO_FLOOR, Scan,
+    Content, Item, ItemKind, Limits, MAX_HEADER_EXTENSION, MAX_MANIFEST, MAX_SIGNATURE, Meta,
+    RATIO_FLOOR, Scan,
 };
 use flate2::bufread::GzDecoder;
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::rc::Rc;
@@ -155,10 +155,11 @@ pub(crate) enum SinkError {
     Stop(Error),
 }
 
-/// The sink of `verify`: hashes, and keeps the bytes of the entry library.
+/// The sink of `verify`: hashes, and copies the entry library to an unnamed temporary file
+/// (parsed there later, through a memory map).
 struct Hasher {
     entry: Option<String>,
-    entry_bytes: Option<Vec<u8>>,
+    entry_file: Option<File>,
 }
 
 impl Sink for Hasher {
@@ -166,18 +167,31 @@ impl Sink for Hasher {
         &mut self,
         path: &str,
         _mode: u32,
-        size: u64,
+        _size: u64,
         data: &mut dyn Read,
     ) -> std::result::Result<Hashed, SinkError> {
-        if self.entry.as_deref() == Some(path) && size <= MAX_ENTRY_LIBRARY {
-            let mut v = Vec::new();
-            data.read_to_end(&mut v).map_err(SinkError::Read)?;
-            let h = (hash::bytes(&v), v.len() as u64);
-            self.entry_bytes = Some(v);
-            Ok(h)
-        } else {
-            hash::reader(data).map_err(SinkError::Read)
+        if self.entry.as_deref() != Some(path) {
+            return hash::reader(data).map_err(SinkError::Read);
         }
+        let copy_failed = |e: io::Error| {
+            SinkError::Stop(Error::new(format!(
+                "cannot copy the entry library {path} to a temporary file: {e}"
+            )))
+        };
+        let mut copy = tempfile::tempfile().map_err(copy_failed)?;
+        let mut tee = hash::Tee::new(data);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match tee.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(SinkError::Read(e)),
+            };
+            copy.write_all(&buf[..n]).map_err(copy_failed)?;
+        }
+        self.entry_file = Some(copy);
+        Ok(tee.finish())
     }
     fn entry_library(&mut self, entry: &str) {
         self.entry = Some(entry.to_string());
@@ -271,7 +285,7 @@ impl Package {
         let mut scan = Scan::default();
         let mut hasher = Hasher {
             entry: None,
-            entry_bytes: None,
+            entry_file: None,
         };
         let hashing = sink.is_none();
         let sink = sink.unwrap_or(&mut hasher);
@@ -315,7 +329,10 @@ impl Package {
             return Err(Error::io("cannot read", path, e));
         }
         if hashing {
-            scan.entry_bytes = hasher.entry_bytes;
+            if let Some(e) = scan.stop.take() {
+                return Err(e);
+            }
+            scan.entry_file = hasher.entry_file;
         }
         Ok(scan)
     }

@@ -1,8 +1,10 @@
 //! Static checks of the entry library with a real ELF parser (the `object` crate). Nothing is
-//! loaded or executed: the file's bytes are parsed, the dynamic symbol table is read and the
-//! ABI marker's bytes are taken from the section that holds them.
+//! loaded or executed: the file's bytes are parsed (through a read-only memory map, see
+//! [`crate::map`], so a library of any size costs no heap), the dynamic symbol table is read
+//! and the ABI marker's bytes are taken from the section that holds them.
 
 use crate::finding::{Code, Finding};
+use crate::map::Map;
 use aapi_sdk::abi::aapi_abi_marker_t;
 use aapi_sdk::version::{ENTRY_POINTS, MARKER_SIZE, MARKER_SYMBOL, check_compatible};
 use object::elf;
@@ -225,6 +227,28 @@ pub fn check(path: &str, data: &[u8], expect: Option<Expect<'_>>) -> (Facts, Vec
     (facts, out)
 }
 
+/// [`check`] the library mapped in `map`. If the file shrank while it was parsed, what was
+/// parsed is not the file: the findings are replaced by one `FILE_SIZE` finding.
+pub fn check_mapped(path: &str, map: &Map, expect: Option<Expect<'_>>) -> (Facts, Vec<Finding>) {
+    let checked = check(path, map.bytes(), expect);
+    if !map.shrank() {
+        return checked;
+    }
+    let facts = Facts {
+        arch: None,
+        abi: None,
+    };
+    let f = Finding::at(
+        Code::FILE_SIZE,
+        path,
+        format!(
+            "shrank while it was parsed (it was {} bytes)",
+            map.bytes().len()
+        ),
+    );
+    (facts, vec![f])
+}
+
 /// The symbol `name` if the dynamic symbol table exports it, or why it does not.
 fn exported<'a>(raw: &'a Raw, name: &str) -> Result<&'a Symbol, &'static str> {
     let s = raw
@@ -344,4 +368,39 @@ fn marker_bytes<'data, E: FileHeader<Endian = Endianness>>(
         .get(start..start.saturating_add(MARKER_SIZE))
         .map(<[u8]>::to_vec)
         .ok_or_else(|| format!("{MARKER_SYMBOL} extends past the end of its section"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn a_library_that_shrinks_while_parsed_is_a_size_finding() {
+        // Any ELF file will do: this test's own executable.
+        let exe = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&exe).unwrap();
+        let map = Map::new(&f, 0, exe.len() as u64).unwrap();
+        let (_, whole) = check_mapped("t", &map, None);
+        assert!(
+            !whole
+                .iter()
+                .any(|f| f.code == Code::FILE_SIZE || f.code == Code::ELF_INVALID),
+            "{whole:?}"
+        );
+
+        f.set_len(0).unwrap();
+        let (facts, shrunk) = check_mapped("t", &map, None);
+        assert_eq!(facts.arch, None);
+        let shrunk: Vec<String> = shrunk.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shrunk,
+            [format!(
+                "{:<24}t: shrank while it was parsed (it was {} bytes)",
+                "FILE_SIZE",
+                exe.len()
+            )]
+        );
+    }
 }

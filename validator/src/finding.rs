@@ -91,7 +91,7 @@ codes! {
     FILE_EXTRA,
     /// A path has another type (file, directory, symlink) than the manifest says.
     FILE_TYPE,
-    /// A file's size differs from the manifest.
+    /// A file's size differs from the manifest, or a file changed size while it was read.
     FILE_SIZE,
     /// A file's SHA-256 differs from the manifest.
     FILE_DIGEST,

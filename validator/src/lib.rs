@@ -11,6 +11,7 @@ pub mod finding;
 pub mod hash;
 pub mod install;
 pub mod manifest;
+pub mod map;
 pub mod pack;
 pub mod paths;
 pub mod scan;

@@ -9,8 +9,9 @@ use crate::manifest::{
     Abi, Entry, FORMAT, FORMAT_VERSION, Kind, MANIFEST_PATH, Manifest, Plugin, SIGNATURE_PATH,
     Target,
 };
+use crate::map::Map;
 use crate::paths::{self, Node};
-use crate::scan::{ItemKind, Limits, MAX_ENTRY_LIBRARY};
+use crate::scan::{ItemKind, Limits};
 use crate::sign::SecretKey;
 use crate::tree::{self, Purpose};
 use crate::verify::{self, Report, mode_findings};
@@ -123,8 +124,8 @@ pub fn pack(
             "entry library {entry} is not a regular file"
         )));
     };
-    let bytes = read_library(p)?;
-    let (facts, elf_findings) = elf::check(&entry, &bytes, None);
+    let lib = map_library(p)?;
+    let (facts, elf_findings) = elf::check_mapped(&entry, &lib, None);
     if !elf_findings.is_empty() {
         return Ok(Err(elf_findings));
     }
@@ -366,19 +367,14 @@ fn metadata(dir: &Path, opts: &Options) -> Result<Metadata> {
     Ok(m)
 }
 
-/// Read a library to parse it (at most [`MAX_ENTRY_LIBRARY`] bytes).
-fn read_library(p: &Path) -> Result<Vec<u8>> {
-    let mut v = Vec::new();
-    hash::open_nofollow(p)
-        .and_then(|f| f.take(MAX_ENTRY_LIBRARY + 1).read_to_end(&mut v))
-        .map_err(|e| Error::io("cannot read", p, e))?;
-    if v.len() as u64 > MAX_ENTRY_LIBRARY {
-        return Err(Error::new(format!(
-            "{} is larger than the {MAX_ENTRY_LIBRARY} bytes a library may have",
-            p.display()
-        )));
-    }
-    Ok(v)
+/// Map a library to parse it.
+fn map_library(p: &Path) -> Result<Map> {
+    let f = hash::open_nofollow(p).map_err(|e| Error::io("cannot read", p, e))?;
+    let len = f
+        .metadata()
+        .map_err(|e| Error::io("cannot stat", p, e))?
+        .len();
+    Map::new(&f, 0, len).map_err(|e| Error::io("cannot map", p, e))
 }
 
 /// The one regular file that parses as ELF and exports the ABI marker or `aapi_pgn_init`.
@@ -400,13 +396,14 @@ fn find_entry(scan: &crate::scan::Scan) -> Result<String> {
         if !is_elf {
             continue;
         }
-        let bytes = read_library(p)?;
-        let (facts, findings) = elf::check(&item.path, &bytes, None);
+        let lib = map_library(p)?;
+        let (facts, findings) = elf::check_mapped(&item.path, &lib, None);
         let exports = facts.abi.is_some()
             || !findings.iter().any(|f| {
                 f.code == crate::Code::ELF_SYMBOL_MISSING && f.message.starts_with("aapi_pgn_init ")
             });
-        if exports && !findings.iter().any(|f| f.code == crate::Code::ELF_INVALID) {
+        let unreadable = [crate::Code::ELF_INVALID, crate::Code::FILE_SIZE];
+        if exports && !findings.iter().any(|f| unreadable.contains(&f.code)) {
             found.push(item.path.clone());
         }
     }

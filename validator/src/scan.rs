@@ -32,8 +32,6 @@ impl Default for Limits {
 /// Decompressed bytes below which the compression ratio is not judged (tar padding of a small
 /// package compresses very well).
 pub const RATIO_FLOOR: u64 = 4 << 20;
-/// Largest entry library parsed (it is read into memory whole).
-pub const MAX_ENTRY_LIBRARY: u64 = 1 << 30;
 /// Largest manifest accepted.
 pub const MAX_MANIFEST: u64 = 16 << 20;
 /// Largest signature file accepted.
@@ -98,8 +96,9 @@ pub struct Scan {
     /// False when the scan stopped early (a limit, a corrupt archive): what is missing then
     /// was not looked at, so it is not reported missing.
     pub complete: bool,
-    /// Bytes of the entry library, kept while streaming a compressed package.
-    pub entry_bytes: Option<Vec<u8>>,
+    /// The entry library, copied to an unnamed temporary file while streaming a compressed
+    /// package.
+    pub entry_file: Option<std::fs::File>,
     /// Set when a sink stopped the walk (extraction failed or the package changed).
     pub stop: Option<crate::error::Error>,
     /// The tree root, the `.aapi` directory and its files (their modes and owners are

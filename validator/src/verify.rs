@@ -6,15 +6,14 @@ use crate::error::{Error, Result};
 use crate::finding::{Code, Finding};
 use crate::hash::{self, Job};
 use crate::manifest::{Kind, Manifest, hex};
+use crate::map::Map;
 use crate::paths::{self, Node};
-use crate::scan::{Content, Item, ItemKind, Limits, MAX_ENTRY_LIBRARY, Scan};
+use crate::scan::{Content, Item, ItemKind, Limits, Scan};
 use crate::sign::{self, PublicKey};
 use crate::tree::{self, Purpose};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
-use std::io::Read;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 /// How to verify.
@@ -317,28 +316,15 @@ pub(crate) fn judge(
         compare(m, &scan, &digests, &mut out);
 
         let entry = scan.items.iter().find(|i| i.path == m.entry);
-        if let Some(Item {
-            kind: ItemKind::File { size, .. },
-            ..
-        }) = entry
-            && *size > MAX_ENTRY_LIBRARY
-        {
-            out.push(Finding::at(
-                Code::ELF_INVALID,
-                &m.entry,
-                format!(
-                    "{size} bytes: larger than the {MAX_ENTRY_LIBRARY} bytes a library may have"
-                ),
-            ));
-        } else if let (Some(arch), Some(item)) = (elf::arch(&m.target.arch), entry)
+        if let (Some(arch), Some(item)) = (elf::arch(&m.target.arch), entry)
             && let ItemKind::File { size, content } = &item.kind
-            && let Some(bytes) = entry_bytes(&scan, content, *size, file)?
+            && let Some(map) = entry_map(&scan, content, *size, file)?
         {
             let expect = elf::Expect {
                 arch,
                 abi: (m.abi.major, m.abi.minor),
             };
-            out.extend(elf::check(&m.entry, &bytes, Some(expect)).1);
+            out.extend(elf::check_mapped(&m.entry, &map, Some(expect)).1);
         }
 
         let bytes = scan.manifest.as_deref().expect("parsed from these bytes");
@@ -367,32 +353,42 @@ fn node(k: &ItemKind) -> Node<'_> {
     }
 }
 
-/// The entry library's bytes, wherever the scan left them.
-fn entry_bytes(
+/// The entry library mapped where the scan left it; none when an uncompressed package ends
+/// before its end (reported as `ARCHIVE_TRUNCATED` already).
+fn entry_map(
     scan: &Scan,
     content: &Content,
     size: u64,
     file: Option<&File>,
-) -> Result<Option<Vec<u8>>> {
-    Ok(match content {
-        Content::Hashed(..) => scan.entry_bytes.clone(),
+) -> Result<Option<Map>> {
+    Ok(Some(match content {
+        Content::Hashed(..) => {
+            let Some(f) = &scan.entry_file else {
+                return Ok(None);
+            };
+            Map::new(f, 0, size).map_err(|e| {
+                Error::new(format!(
+                    "cannot map the temporary copy of the entry library: {e}"
+                ))
+            })?
+        }
         Content::Region(offset) => {
             let f = file.expect("regions come with their file");
-            let mut v = vec![0u8; size as usize];
-            match f.read_exact_at(&mut v, *offset) {
-                Ok(()) => Some(v),
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => None,
-                Err(e) => return Err(Error::new(format!("cannot read the package: {e}"))),
+            let len = f
+                .metadata()
+                .map_err(|e| Error::new(format!("cannot stat the package: {e}")))?
+                .len();
+            if offset.checked_add(size).is_none_or(|end| end > len) {
+                return Ok(None);
             }
+            Map::new(f, *offset, size)
+                .map_err(|e| Error::new(format!("cannot map the package: {e}")))?
         }
         Content::Path(p) => {
-            let mut v = Vec::new();
-            hash::open_nofollow(p)
-                .and_then(|f| f.take(size).read_to_end(&mut v))
-                .map_err(|e| Error::io("cannot read", p, e))?;
-            Some(v)
+            let f = hash::open_nofollow(p).map_err(|e| Error::io("cannot read", p, e))?;
+            Map::new(&f, 0, size).map_err(|e| Error::io("cannot map", p, e))?
         }
-    })
+    }))
 }
 
 /// Compare what was found with what the manifest lists.
