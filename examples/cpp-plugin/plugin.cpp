@@ -17,9 +17,11 @@
 // pattern to copy, not a product. A session property injects exceptions for tests:
 // memory.throw=<entry point>[:bad_alloc|:int] makes that entry point throw.
 //
-// Build (from the repository root), or with the CMakeLists.txt beside this file:
+// Build (from the repository root), or with the Makefile or CMakeLists.txt beside this file:
 //   g++ -std=c++17 -Wall -Wextra -Werror -fPIC -fvisibility=hidden -shared -I include
 //       -o libaapi_cpp_example.so examples/cpp-plugin/plugin.cpp
+// `make check` runs the local driver (driver.cpp) on it; `make SANITIZE=1 check` does so under
+// AddressSanitizer and UndefinedBehaviorSanitizer.
 
 #include "aapi.h"
 
