@@ -1,0 +1,225 @@
+//! Restore: `rst.preprocess`, `rst.exists`, `rst.utimes`, `rst.failed-restore` (with
+//! `rst.failed-restore-keeps`). The other `rst.*` checks judge the data pipeline's restore.
+
+use super::ffi::{object_prop, object_prop_with_mode, ts};
+use super::probe::{PR, Probe, dir_is_empty, os};
+use crate::pipeline::under;
+use crate::worker::{code_name, pbytes, show};
+use aapi_sdk::abi::*;
+
+/// `rst.preprocess`: a missing target root and an impossible size are refused before
+/// anything is written.
+pub fn preprocess(p: &Probe) -> PR {
+    let plugin = p.plugin()?;
+    let base = p.dir("pre")?;
+    let missing = base.join("no-such-root");
+    let s = p.session(&plugin, AAPI_OP_RESTORE)?;
+    p.expect_code(
+        "aapi_restore_preprocess with a missing target root",
+        s.restore_preprocess(&pbytes(&missing), 1, 1),
+        AAPI_ENOENT,
+    );
+    if missing.exists() {
+        p.fail("aapi_restore_preprocess created the missing target root");
+    }
+    drop(s);
+    let root = p.dir("pre/root")?;
+    let s = p.session(&plugin, AAPI_OP_RESTORE)?;
+    p.expect_code(
+        "aapi_restore_preprocess with total_bytes 2^62",
+        s.restore_preprocess(&pbytes(&root), 1 << 62, 1),
+        AAPI_ENOSPC,
+    );
+    if !dir_is_empty(&root) {
+        p.fail("aapi_restore_preprocess wrote into the target root before refusing");
+    }
+    drop(s);
+    plugin.terminate()?;
+    Ok(())
+}
+
+/// `rst.exists`: an existing object needs `AAPI_CREATE_OVERWRITE` and stays until close;
+/// existing directories are reused.
+pub fn exists(p: &Probe) -> PR {
+    let plugin = p.plugin()?;
+    let api = p.api(plugin.entry_points());
+    let (r, root) = p.restore(&plugin, "exists")?;
+    let target = under(&root, b"/exists.txt");
+    let o = p.create(&r, &target, AAPI_OBJ_FILE, 0)?;
+    api.write_all(o, b"old")?;
+    api.close_object(o);
+    p.expect_code(
+        "aapi_create_object on an existing object without AAPI_CREATE_OVERWRITE",
+        r.create_object(&target, &object_prop(AAPI_OBJ_FILE), 0),
+        AAPI_EEXIST,
+    );
+    let o = p.create(&r, &target, AAPI_OBJ_FILE, AAPI_CREATE_OVERWRITE)?;
+    api.write_all(o, b"new content")?;
+    let (_, prop) = api.byname(r.handle(), &target);
+    if prop.size != 3 {
+        p.fail(format!(
+            "before close, the object being replaced reports size {} (the old one has 3)",
+            prop.size
+        ));
+    }
+    api.close_object(o);
+    let (_, prop) = api.byname(r.handle(), &target);
+    if prop.size != 11 {
+        p.fail(format!(
+            "after close, the replaced object reports size {}, expected 11",
+            prop.size
+        ));
+    }
+    if p.setup().files && std::fs::read(os(&target)).ok().as_deref() != Some(b"new content") {
+        p.fail("after close, the file does not hold the new content");
+    }
+    let dir = under(&root, b"/existing-dir");
+    let o = p.create(&r, &dir, AAPI_OBJ_DIR, 0)?;
+    api.close_object(o);
+    match r.create_object(&dir, &object_prop_with_mode(AAPI_OBJ_DIR), 0) {
+        Ok(o) => {
+            let _ = o.close();
+        }
+        Err(err) => p.fail(format!(
+            "creating an existing directory again: {err} (containers are reused)"
+        )),
+    }
+    r.restore_postprocess(AAPI_EOK)?;
+    drop(r);
+    plugin.terminate()?;
+    Ok(())
+}
+
+/// `rst.utimes`: both times, each with the other NULL, and a symbolic link's own times.
+pub fn utimes(p: &Probe) -> PR {
+    let plugin = p.plugin()?;
+    let api = p.api(plugin.entry_points());
+    let (r, root) = p.restore(&plugin, "utimes")?;
+    let file = under(&root, b"/times.txt");
+    let o = p.create(&r, &file, AAPI_OBJ_FILE, 0)?;
+    api.write_all(o, b"times")?;
+    api.close_object(o);
+    let check = |path: &[u8], a: (i64, u32), m: (i64, u32), what: &str| {
+        let (c, prop) = api.byname(r.handle(), path);
+        if c != AAPI_EOK {
+            p.fail(format!("byname({}) returned {}", show(path), code_name(c)));
+            return;
+        }
+        let got_a = (prop.atime.sec, prop.atime.nsec);
+        let got_m = (prop.mtime.sec, prop.mtime.nsec);
+        if got_a != a || got_m != m {
+            p.fail(format!(
+                "{what}: atime {got_a:?} mtime {got_m:?}, expected atime {a:?} mtime {m:?}"
+            ));
+        }
+    };
+    let (a1, m1) = ((1_500_000_000, 123_456_789), (1_400_000_000, 987_654_321));
+    r.set_utimes(&file, Some(ts(a1.0, a1.1)), Some(ts(m1.0, m1.1)))?;
+    check(&file, a1, m1, "after setting both times");
+    let m2 = (1_300_000_000, 5);
+    r.set_utimes(&file, None, Some(ts(m2.0, m2.1)))?;
+    check(&file, a1, m2, "after setting mtime with atime NULL");
+    let a3 = (1_600_000_000, 7);
+    r.set_utimes(&file, Some(ts(a3.0, a3.1)), None)?;
+    check(&file, a3, m2, "after setting atime with mtime NULL");
+    let link = under(&root, b"/times-link");
+    match r.create_object(&link, &object_prop(AAPI_OBJ_SYMLINK), 0) {
+        Ok(mut o) => {
+            o.write(b"times.txt")?;
+            o.close()?;
+            let (a, m) = ((1_200_000_000, 11), (1_100_000_000, 22));
+            r.set_utimes(&link, Some(ts(a.0, a.1)), Some(ts(m.0, m.1)))?;
+            check(&link, a, m, "symbolic link");
+            check(
+                &file,
+                a3,
+                m2,
+                "the link's target after setting the link's times",
+            );
+        }
+        Err(err) if err.code() == Some(AAPI_ENOTSUP) => {}
+        Err(err) => p.fail(format!("creating a symbolic link: {err}")),
+    }
+    r.restore_postprocess(AAPI_EOK)?;
+    drop(r);
+    plugin.terminate()?;
+    Ok(())
+}
+
+/// `rst.failed-restore` (and `rst.failed-restore-keeps`): a restore ended with a failure
+/// removes what it created, keeps what was there, and puts back what it replaced.
+pub fn failed_restore(p: &Probe) -> PR {
+    let plugin = p.plugin()?;
+    let api = p.api(plugin.entry_points());
+    let (r, root) = p.restore(&plugin, "rst6")?;
+    let keep = under(&root, b"/keep");
+    let old = under(&root, b"/keep/old.txt");
+    let o = p.create(&r, &keep, AAPI_OBJ_DIR, 0)?;
+    api.close_object(o);
+    let o = p.create(&r, &old, AAPI_OBJ_FILE, 0)?;
+    api.write_all(o, b"old")?;
+    api.close_object(o);
+    r.restore_postprocess(AAPI_EOK)?;
+    drop(r);
+    let s = p.session(&plugin, AAPI_OP_RESTORE)?;
+    s.restore_preprocess(&pbytes(&root), 1 << 16, 4)?;
+    let new = under(&root, b"/new.txt");
+    let newdir = under(&root, b"/newdir");
+    let inner = under(&root, b"/newdir/inner.txt");
+    for (path, kind) in [
+        (&new, AAPI_OBJ_FILE),
+        (&newdir, AAPI_OBJ_DIR),
+        (&inner, AAPI_OBJ_FILE),
+    ] {
+        let o = p.create(&s, path, kind, 0)?;
+        if kind == AAPI_OBJ_FILE {
+            api.write_all(o, b"created by the failing restore")?;
+        }
+        api.close_object(o);
+    }
+    let o = p.create(&s, &old, AAPI_OBJ_FILE, AAPI_CREATE_OVERWRITE)?;
+    api.write_all(o, b"replacement")?;
+    api.close_object(o);
+    s.restore_postprocess(AAPI_EIO)?;
+    drop(s);
+    let s = p.session(&plugin, AAPI_OP_RESTORE)?;
+    s.restore_preprocess(&pbytes(&root), 1, 1)?;
+    for path in [&new, &newdir, &inner] {
+        let (c, _) = api.byname(s.handle(), path);
+        if c != AAPI_ENOENT {
+            p.fail(format!(
+                "{} created by the failed restore is still there (byname: {})",
+                show(path),
+                code_name(c)
+            ));
+        }
+    }
+    let (c, _) = api.byname(s.handle(), &keep);
+    if c != AAPI_EOK {
+        p.fail(format!(
+            "the directory {} that existed before the failed restore is gone",
+            show(&keep)
+        ));
+    }
+    let (c, prop) = api.byname(s.handle(), &old);
+    if c != AAPI_EOK {
+        p.fail(format!(
+            "{}, which existed before the failed restore, is gone",
+            show(&old)
+        ));
+    } else if prop.size != 3 {
+        p.fail_as(
+            "rst.failed-restore-keeps",
+            format!(
+                "{} replaced under AAPI_CREATE_OVERWRITE was not put back (size {}, was 3)",
+                show(&old),
+                prop.size
+            ),
+        );
+    }
+    p.ctx.ran("rst.failed-restore-keeps");
+    let _ = s.restore_postprocess(AAPI_EOK);
+    drop(s);
+    plugin.terminate()?;
+    Ok(())
+}
