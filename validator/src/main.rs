@@ -13,9 +13,16 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  valid (or: packed, signed, installed)
+  1  invalid: the findings are listed (`aapi-validator codes` explains each); nothing was written
+  2  could not run: usage error, unreadable input, unwritable output, a failed write during install
+  3  install only: another install into the same destination is running; nothing was done";
+
 /// Pack, sign, verify and install aapi plugin packages without running their code.
 #[derive(Parser)]
-#[command(name = "aapi-validator", version, about, long_about = None)]
+#[command(name = "aapi-validator", version, about, long_about = None, after_help = EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
