@@ -10,9 +10,11 @@
 //! - [`tasks`]: discovery, child job, postprocess and restore over an initialised plugin.
 //! - [`worker`]: the worker process running one task.
 //! - [`ui`]: progress bars and messages.
+//! - [`delete`]: deleting images without breaking the images and policies that need them.
 //! - [`jobs`]: the supervisor side of backup (discover, child, finalize), restore and verify.
 
 pub mod client;
+pub mod delete;
 pub mod jobs;
 pub mod loader;
 pub mod store;

@@ -1,5 +1,6 @@
 //! The `aapi-host` command line: backup, restore, list, show and verify with a workload plugin.
 
+use aapi_host::delete;
 use aapi_host::jobs::{self, BackupOptions, ExitKind, INTERRUPTED, JobError, Runner};
 use aapi_host::store::{self, ImageState, Store};
 use aapi_host::tasks::{self, RestoreTask};
@@ -100,6 +101,22 @@ enum Cmd {
     /// Restore a whole image, a point in time of a policy, or selected paths.
     #[command(after_help = EXIT_CODES)]
     Restore(RestoreArgs),
+    /// Delete images; an image other images still need is refused unless they go too.
+    #[command(after_help = EXIT_CODES)]
+    Delete {
+        /// Image ids.
+        ids: Vec<String>,
+        /// Also every incomplete image (failed or interrupted jobs). Not while a backup into
+        /// this store is running: its image is incomplete until it ends.
+        #[arg(long)]
+        incomplete: bool,
+        /// Also the images that need the ones named (incrementals whose data refers to them).
+        #[arg(long)]
+        with_dependents: bool,
+        /// List what would be deleted, and delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Internal: run one task in a worker process (started by aapi-host itself).
     #[command(hide = true)]
     Worker,
@@ -468,6 +485,60 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                         r["path"].as_str().unwrap_or("")
                     );
                 }
+            }
+            Ok(ExitKind::Ok)
+        }
+        Cmd::Delete {
+            ids,
+            incomplete,
+            with_dependents,
+            dry_run,
+        } => {
+            let fail = |message: String| JobError {
+                kind: ExitKind::Usage,
+                message,
+            };
+            if ids.is_empty() && !incomplete {
+                return Err(fail(
+                    "name the images to delete, or pass --incomplete (see `aapi-host list`)".into(),
+                ));
+            }
+            let st = Store::open(&cli.store)?;
+            let plan = delete::plan(&st, ids, *incomplete, *with_dependents)?;
+            if !plan.refused.is_empty() {
+                let why: Vec<String> = plan
+                    .refused
+                    .iter()
+                    .map(|(id, by)| format!("{id} is needed by {}", by.join(", ")))
+                    .collect();
+                return Err(fail(format!(
+                    "nothing was deleted: {}; delete those too with --with-dependents, or keep it",
+                    why.join("; ")
+                )));
+            }
+            let leftovers = if *dry_run {
+                Vec::new()
+            } else {
+                delete::apply(&st, &plan)?
+            };
+            if cli.json {
+                print_json(&json!({
+                    "ok": true, "dry_run": dry_run, "deleted": plan.delete,
+                    "bytes": plan.bytes, "leftovers_removed": leftovers,
+                }));
+            } else if !cli.quiet {
+                for id in &plan.delete {
+                    println!("{} {id}", if *dry_run { "would delete" } else { "deleted" });
+                }
+                for id in &leftovers {
+                    println!("removed what an interrupted delete left of {id}");
+                }
+                println!(
+                    "{} {} images, {} bytes of stream data",
+                    if *dry_run { "would delete" } else { "deleted" },
+                    plan.delete.len(),
+                    plan.bytes
+                );
             }
             Ok(ExitKind::Ok)
         }

@@ -718,6 +718,7 @@ impl Store {
             .filter_map(|e| e.ok())
             .filter(|e| e.path().is_dir())
             .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|name| !name.starts_with('.'))
             .collect();
         ids.sort();
         Ok(ids)

@@ -1,0 +1,185 @@
+//! Deleting images from the store: what other images still need is refused, the policies' last
+//! backup times stay true, and an image is never left half-deleted under its own name.
+//!
+//! An image is needed by every complete image whose catalog takes data from it (`depends_on`)
+//! and by every incomplete image whose job uses it as its base. Deleting goes in three steps:
+//! the host state is rewritten first (a policy whose last backup is deleted falls back to its
+//! newest remaining one), then each image directory is renamed to `.deleting-<id>` (no longer an
+//! image), then removed. A crash leaves at most hidden `.deleting-*` directories, which the next
+//! delete removes.
+
+use crate::store::{self, HostState, ImageState, Manifest, PolicyState, Store, StoreError};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+
+/// Prefix of image directories being removed.
+const DELETING: &str = ".deleting-";
+
+/// What a delete will do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Images to delete, in name order.
+    pub delete: Vec<String>,
+    /// Images asked for that other images need: (image, the images that need it).
+    pub refused: Vec<(String, Vec<String>)>,
+    /// Data bytes of the complete images to delete.
+    pub bytes: u64,
+}
+
+/// Plan the deletion of `ids` (and, with `incomplete`, of every incomplete image). With
+/// `with_dependents`, the images that need them are deleted too; without, such images are refused.
+/// An unknown id is an error.
+pub fn plan(
+    store: &Store,
+    ids: &[String],
+    incomplete: bool,
+    with_dependents: bool,
+) -> Result<Plan, StoreError> {
+    let mut states = BTreeMap::new();
+    for id in store.image_ids()? {
+        let s = store.state(&id)?;
+        states.insert(id, s);
+    }
+    for id in ids {
+        if !states.contains_key(id) {
+            store.state(id)?;
+        }
+    }
+    let needs = needed_by(&states);
+    let mut wanted: BTreeSet<String> = ids.iter().cloned().collect();
+    if incomplete {
+        wanted.extend(
+            states
+                .iter()
+                .filter(|(_, s)| matches!(s, ImageState::Incomplete { .. }))
+                .map(|(id, _)| id.clone()),
+        );
+    }
+    let mut plan = Plan::default();
+    if with_dependents {
+        let mut stack: Vec<String> = wanted.iter().cloned().collect();
+        while let Some(id) = stack.pop() {
+            for d in needs.get(&id).into_iter().flatten() {
+                if wanted.insert(d.clone()) {
+                    stack.push(d.clone());
+                }
+            }
+        }
+    } else {
+        for id in &wanted {
+            let blockers: Vec<String> = needs
+                .get(id)
+                .into_iter()
+                .flatten()
+                .filter(|d| !wanted.contains(*d))
+                .cloned()
+                .collect();
+            if !blockers.is_empty() {
+                plan.refused.push((id.clone(), blockers));
+            }
+        }
+    }
+    plan.delete = wanted.into_iter().collect();
+    plan.bytes = plan
+        .delete
+        .iter()
+        .filter_map(|id| match &states[id] {
+            ImageState::Complete(m) => Some(m.bytes),
+            ImageState::Incomplete { .. } => None,
+        })
+        .sum();
+    Ok(plan)
+}
+
+/// For each image, the images that need it.
+fn needed_by(states: &BTreeMap<String, ImageState>) -> BTreeMap<String, Vec<String>> {
+    let mut needs: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (id, s) in states {
+        let uses: Vec<&String> = match s {
+            ImageState::Complete(m) => m.depends_on.iter().collect(),
+            ImageState::Incomplete { job, .. } => {
+                job.iter().filter_map(|j| j.base.as_ref()).collect()
+            }
+        };
+        for u in uses {
+            if u != id {
+                needs.entry(u.clone()).or_default().push(id.clone());
+            }
+        }
+    }
+    needs
+}
+
+/// The last backup times a policy has when only `remaining` of its images are left: its newest
+/// complete image without failures, and its newest such full backup.
+fn policy_state(policy: &str, remaining: &[&Manifest]) -> PolicyState {
+    let good = || {
+        remaining
+            .iter()
+            .filter(move |m| m.policy == policy && m.failures.is_empty())
+    };
+    let newest = |ms: Vec<&&Manifest>| {
+        ms.into_iter()
+            .max_by_key(|m| (m.started, m.image.clone()))
+            .map(|m| (m.started, m.image.clone()))
+    };
+    PolicyState {
+        last_backup: newest(good().collect()),
+        last_full: newest(good().filter(|m| m.schedule == "full").collect()),
+    }
+}
+
+/// Carry out a plan with nothing refused. Returns the leftovers of interrupted earlier deletes
+/// that were removed on the way.
+pub fn apply(store: &Store, plan: &Plan) -> Result<Vec<String>, StoreError> {
+    assert!(
+        plan.refused.is_empty(),
+        "a plan with refused images is not applied"
+    );
+    let doomed: BTreeSet<&String> = plan.delete.iter().collect();
+    // 1. The host state: policies whose last backups are deleted fall back to what remains.
+    let mut remaining = Vec::new();
+    for id in store.image_ids()? {
+        if !doomed.contains(&id)
+            && let ImageState::Complete(m) = store.state(&id)?
+        {
+            remaining.push(*m);
+        }
+    }
+    let remaining: Vec<&Manifest> = remaining.iter().collect();
+    let mut state: HostState = store.host_state()?;
+    let mut changed = false;
+    for (policy, p) in state.policies.iter_mut() {
+        let names = |x: &Option<(i64, String)>| x.as_ref().is_some_and(|(_, i)| doomed.contains(i));
+        if names(&p.last_backup) || names(&p.last_full) {
+            *p = policy_state(policy, &remaining);
+            changed = true;
+        }
+    }
+    if changed {
+        store.save_host_state(&state)?;
+    }
+    // 2. Out of the image namespace, durably; 3. removed.
+    let images = store.root().join("images");
+    for id in &plan.delete {
+        let from = store.image_dir(id);
+        let to = images.join(format!("{DELETING}{id}"));
+        fs::rename(&from, &to).map_err(store::io_err(&from))?;
+    }
+    store::sync_dir(&images).map_err(store::io_err(&images))?;
+    let mut leftovers = Vec::new();
+    for e in fs::read_dir(&images)
+        .map_err(store::io_err(&images))?
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(id) = name.strip_prefix(DELETING) else {
+            continue;
+        };
+        fs::remove_dir_all(e.path()).map_err(store::io_err(&e.path()))?;
+        if !doomed.contains(&id.to_string()) {
+            leftovers.push(id.to_string());
+        }
+    }
+    Ok(leftovers)
+}

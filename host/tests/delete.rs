@@ -1,0 +1,164 @@
+//! Deleting images through the `aapi-host` command line: what other images need is refused,
+//! the policy's next incremental stays correct, and interrupted deletes are cleaned up.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+
+const PAST: i64 = 1_600_000_000;
+
+fn backup(store: &Path, tree: &Path, schedule: &str) -> String {
+    let plugin = rust_sample();
+    let r = host(
+        store,
+        &[
+            "backup",
+            "--json",
+            "--plugin",
+            plugin.to_str().unwrap(),
+            "--policy",
+            "p",
+            "--select",
+            tree.to_str().unwrap(),
+            "--schedule",
+            schedule,
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    r.json()["manifest"]["image"].as_str().unwrap().to_string()
+}
+
+fn images(store: &Path) -> Vec<(String, String)> {
+    let l = host(store, &["list", "--json"], &[]).json();
+    l["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["image"].as_str().unwrap().to_string(),
+                i["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn restores_as(store: &Path, image: &str, alt: &Path, tree: &Path) {
+    std::fs::create_dir(alt).unwrap();
+    let r = host(
+        store,
+        &["restore", image, "--alt-root", alt.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_same(
+        &snapshot(&alt.join(tree.strip_prefix("/").unwrap())),
+        &snapshot(tree),
+    );
+}
+
+#[test]
+fn delete_keeps_what_other_images_and_the_policy_need() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    make_tree(&tree, 8, PAST);
+    // Let the tree's ctimes fall before the full backup's start second, so the incrementals
+    // take their unchanged objects from earlier images.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let full = backup(&store, &tree, "full");
+    std::fs::write(tree.join("sub/f2.bin"), b"first change").unwrap();
+    let i1 = backup(&store, &tree, "incr");
+    std::fs::write(tree.join("sub/new.txt"), b"second change").unwrap();
+    let i2 = backup(&store, &tree, "incr");
+
+    // The full backup is needed by both incrementals: refused, nothing deleted.
+    let r = host(&store, &["delete", &full], &[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains(&format!("{full} is needed by {i1}, {i2}")),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(images(&store).len(), 3);
+
+    // A dry run lists and keeps.
+    let r = host(&store, &["delete", &i2, "--dry-run", "--json"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["deleted"][0].as_str(), Some(i2.as_str()));
+    assert_eq!(images(&store).len(), 3);
+
+    // Deleting the last incremental: the next incremental builds on the one before it, and
+    // restores the tree exactly.
+    let r = host(&store, &["delete", &i2], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(images(&store).iter().all(|(i, _)| *i != i2));
+    std::fs::write(tree.join("sub/new2.txt"), b"third change").unwrap();
+    let i3 = backup(&store, &tree, "incr");
+    let m = host(&store, &["show", &i3, "--json"], &[]).json();
+    assert_eq!(m["manifest"]["base"].as_str(), Some(i1.as_str()), "{m}");
+    restores_as(&store, &i3, &dir.path().join("alt3"), &tree);
+
+    // An incomplete image (discovery only) goes with --incomplete, and only it.
+    let plugin = rust_sample();
+    let d = host(
+        &store,
+        &[
+            "discover",
+            "--plugin",
+            plugin.to_str().unwrap(),
+            "--policy",
+            "p",
+            "--select",
+            tree.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(d.code, 0, "{}", d.stderr);
+    assert_eq!(images(&store).len(), 4);
+    let r = host(&store, &["delete", "--incomplete"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        images(&store).iter().all(|(_, s)| s == "complete"),
+        "{:?}",
+        images(&store)
+    );
+
+    // What an interrupted delete left is removed by the next one, and never listed.
+    let leftover = store.join("images/.deleting-p-old");
+    std::fs::create_dir_all(leftover.join("wkld")).unwrap();
+    assert_eq!(images(&store).len(), 3);
+
+    // The full backup with everything built on it: the store is empty, the policy forgets its
+    // last backups, and its next incremental takes everything.
+    let r = host(
+        &store,
+        &["delete", &full, "--with-dependents", "--json"],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let j = r.json();
+    assert_eq!(j["deleted"].as_array().unwrap().len(), 3, "{j}");
+    assert_eq!(j["leftovers_removed"][0].as_str(), Some("p-old"), "{j}");
+    assert!(!leftover.exists());
+    assert!(images(&store).is_empty());
+    let fresh = backup(&store, &tree, "incr");
+    let m = host(&store, &["show", &fresh, "--json"], &[]).json();
+    assert!(m["manifest"]["base"].is_null(), "{m}");
+    restores_as(&store, &fresh, &dir.path().join("alt-fresh"), &tree);
+}
+
+#[test]
+fn delete_needs_an_image_and_knows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let r = host(&store, &["delete"], &[]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--incomplete"), "{}", r.stderr);
+    let r = host(&store, &["delete", "no-such-image"], &[]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("no such image"), "{}", r.stderr);
+}
