@@ -197,14 +197,14 @@ impl Book {
                 "path {path:?} contains a \"..\" component"
             )));
         }
-        if let Some(root) = &self.lock().target_root {
-            if !paths::is_within(&path, root) {
-                return Err(Error::invalid(format!(
-                    "{} is outside the alternate root {}",
-                    path.display(),
-                    root.display()
-                )));
-            }
+        if let Some(root) = &self.lock().target_root
+            && !paths::is_within(&path, root)
+        {
+            return Err(Error::invalid(format!(
+                "{} is outside the alternate root {}",
+                path.display(),
+                root.display()
+            )));
         }
         let is_root_dir = path == Path::new("/");
         if is_root_dir && props.kind != ObjectType::Dir {
@@ -546,14 +546,14 @@ impl Writer {
 
     /// Undo [`set_aside`](Writer::set_aside) after the new object could not be placed.
     fn put_back(&self, aside: Option<PathBuf>) {
-        if let Some(a) = aside {
-            if let Err(e) = fs::rename(&a, &self.path) {
-                self.book.host.error(format!(
-                    "{NAME}: cannot put {} back; it is kept as {}: {e}",
-                    self.path.display(),
-                    a.display()
-                ));
-            }
+        if let Some(a) = aside
+            && let Err(e) = fs::rename(&a, &self.path)
+        {
+            self.book.host.error(format!(
+                "{NAME}: cannot put {} back; it is kept as {}: {e}",
+                self.path.display(),
+                a.display()
+            ));
         }
     }
 
@@ -787,14 +787,14 @@ fn sync_written_filesystems(st: &Bookkeeping, host: &Host) -> bool {
     for path in st.created.iter().chain(st.aside.iter().map(|(p, _)| p)) {
         let dir = path.parent().unwrap_or(Path::new("/"));
         let Ok(md) = fs::metadata(dir) else { continue };
-        if synced.insert(md.dev()) {
-            if let Err(e) = sys::sync_filesystem(dir) {
-                host.error(format!(
-                    "{NAME}: cannot sync the file system of {}: {e}",
-                    dir.display()
-                ));
-                ok = false;
-            }
+        if synced.insert(md.dev())
+            && let Err(e) = sys::sync_filesystem(dir)
+        {
+            host.error(format!(
+                "{NAME}: cannot sync the file system of {}: {e}",
+                dir.display()
+            ));
+            ok = false;
         }
     }
     ok
