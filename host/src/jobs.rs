@@ -244,7 +244,7 @@ impl Runner {
     /// One child job: stream `stream` (backup host `hosts[stream]`) of `image`.
     pub fn child(&self, store: &Path, image: &str, stream: u32) -> Result<StreamDone, JobError> {
         StreamIo::from_env().map_err(usage)?;
-        let st = Store::open(store)?;
+        let st = Store::open_existing(store)?;
         let job = st.job(image)?;
         if job.snapid.is_none() {
             return Err(usage(format!(
@@ -255,6 +255,16 @@ impl Runner {
             .hosts
             .get(stream as usize)
             .ok_or_else(|| usage(format!("image {image} has no stream {stream}")))?;
+        // A job engine may run a child job again: a completed one is not redone.
+        let done_path = st.image_dir(image).join(format!("stream-{stream}.done"));
+        if let Ok(bytes) = std::fs::read(&done_path) {
+            let done: StreamDone = serde_json::from_slice(&bytes)
+                .map_err(|e| failed(format!("{}: unreadable: {e}", done_path.display())))?;
+            self.ui.note(&format!(
+                "the child job of {host} completed earlier; nothing to do"
+            ));
+            return Ok(done);
+        }
         // The workload file's size hints give the bar its length (the file is plain data).
         let wk = aapi_sdk::workload::file_name(
             &st.image_dir(image).join("wkld"),
@@ -287,14 +297,31 @@ impl Runner {
         serde_json::from_value(v).map_err(|e| failed(format!("child job {host}: bad result: {e}")))
     }
 
-    /// Finalize: postprocess (snapshot cleanup, always attempted), then merge the streams'
-    /// catalogs into the image catalog and mark the image complete. Fails when a child job did
-    /// not complete; the image then stays incomplete.
-    pub fn finalize(&self, store: &Path, image: &str) -> Result<Manifest, JobError> {
-        let st = Store::open(store)?;
+    /// Finalize: postprocess (snapshot cleanup), then merge the streams' catalogs into the image
+    /// catalog and mark the image complete. While a child job has not completed, nothing is done
+    /// (its retry still needs the snapshot) unless `abandon` is set: then postprocess runs and the
+    /// image stays incomplete.
+    pub fn finalize(&self, store: &Path, image: &str, abandon: bool) -> Result<Manifest, JobError> {
+        let st = Store::open_existing(store)?;
         let job = st.job(image)?;
         if let ImageState::Complete(m) = st.state(image)? {
             return Ok(*m);
+        }
+        let dir = st.image_dir(image);
+        let missing: Vec<&String> = job
+            .hosts
+            .iter()
+            .enumerate()
+            .filter(|(n, _)| !dir.join(format!("stream-{n}.done")).exists())
+            .map(|(_, h)| h)
+            .collect();
+        let cli = format!("aapi-host --store {}", store.display());
+        if !missing.is_empty() && !abandon {
+            let hosts: Vec<&str> = missing.iter().map(|h| h.as_str()).collect();
+            return Err(failed(format!(
+                "the child jobs of {} have not completed, so image {image} cannot be finalized yet; nothing was done and the snapshot is kept for them. Run `{cli} child --image {image} --host H` for each, then finalize again; or give the image up with `{cli} finalize --image {image} --abandon` (cleans up the snapshot, the image stays incomplete)",
+                hosts.join(", ")
+            )));
         }
         let mut post_err = None;
         if job.snapid.is_some() {
@@ -306,6 +333,18 @@ impl Runner {
                 self.ui.error(&e.message);
                 post_err = Some(e);
             }
+        }
+        if !missing.is_empty() {
+            let msg = format!(
+                "image {image} was given up before the child jobs of {} completed; the snapshot was cleaned up and the image stays incomplete (`{cli} delete --incomplete` removes it)",
+                missing
+                    .iter()
+                    .map(|h| h.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let _ = st.record_failure(image, &msg);
+            return Err(post_err.unwrap_or_else(|| failed(msg)));
         }
         let result = merge(&st, &job);
         match (result, post_err) {
@@ -341,7 +380,7 @@ impl Runner {
         for e in &child_errors {
             self.ui.error(&e.message);
         }
-        let fin = self.finalize(&o.store, &job.image);
+        let fin = self.finalize(&o.store, &job.image, !child_errors.is_empty());
         if let Some(first) = child_errors.first() {
             let st = Store::open(&o.store)?;
             let msg = format!(
@@ -366,7 +405,7 @@ impl Runner {
 
     /// Restore in one worker (one backup host).
     pub fn restore(&self, task: RestoreTask) -> Result<RestoreReport, JobError> {
-        let st = Store::open(&task.store)?;
+        let st = Store::open_existing(&task.store)?;
         let (_, catalog) = tasks::load_image(&st, &task.image).map_err(|e| failed(e.message))?;
         let total = tasks::select(&catalog, &task.paths)
             .iter()
@@ -408,6 +447,9 @@ pub fn prepare_job(o: &BackupOptions) -> Result<(Store, JobDef), JobError> {
         return Err(usage("at least one backup host (or --streams 1) is needed"));
     }
     StreamIo::from_env().map_err(usage)?;
+    if let Some(c) = &o.credentials {
+        crate::worker::read_credentials(c).map_err(usage)?;
+    }
     let mut seen = std::collections::HashSet::new();
     for h in &o.hosts {
         if h.is_empty() || h.contains('/') || !seen.insert(h) {
@@ -564,8 +606,8 @@ fn merge(st: &Store, job: &JobDef) -> Result<Manifest, JobError> {
         let p = dir.join(format!("stream-{n}.done"));
         let bytes = std::fs::read(&p).map_err(|_| {
             failed(format!(
-                "the child job of backup host {host} (stream {n}) did not complete; image {} stays incomplete (run `aapi-host child --image {} --host {host}` and `aapi-host finalize` again)",
-                job.image, job.image
+                "the child job of backup host {host} (stream {n}) did not complete; image {} stays incomplete",
+                job.image
             ))
         })?;
         let done: StreamDone = serde_json::from_slice(&bytes)
@@ -688,7 +730,8 @@ pub struct VerifyReport {
 /// Re-read every object of `image` (including data it takes from earlier images) and check its
 /// digest; every damaged object is named.
 pub fn verify(store: &Store, image: &str, ui: &Ui) -> Result<VerifyReport, JobError> {
-    let manifest = store.manifest(image).map_err(|e| failed(e.to_string()))?;
+    // An unknown or incomplete image is bad input (exit 2); a damaged one is what verify reports.
+    let manifest = store.manifest(image)?;
     let catalog = store.catalog(&manifest).map_err(|e| {
         failed(format!(
             "{e}; no object of image {image} can be located without its catalog"

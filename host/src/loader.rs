@@ -181,7 +181,11 @@ impl PluginLibrary {
         // (LOAD-1). The library is leaked below and never unloaded.
         let lib = unsafe { Library::new(&load_path) }.map_err(|e| LoadError::Dlopen {
             path: owned.clone(),
-            message: e.to_string(),
+            // The dynamic loader's own reason (e.g. "invalid ELF header") is the error's source.
+            message: match std::error::Error::source(&e) {
+                Some(why) => format!("{e}: {why}"),
+                None => e.to_string(),
+            },
         })?;
         let lib: &'static Library = Box::leak(Box::new(lib));
         let marker = read_marker(lib, &owned)?;

@@ -81,6 +81,10 @@ enum Cmd {
         /// Image id.
         #[arg(long)]
         image: String,
+        /// Give the image up although child jobs did not complete: run postprocess (snapshot
+        /// cleanup) and leave the image incomplete.
+        #[arg(long)]
+        abandon: bool,
     },
     /// List the images of the store, complete and incomplete.
     List,
@@ -88,7 +92,8 @@ enum Cmd {
     Show {
         /// Image id.
         image: String,
-        /// List every object with its stream, offset, length and digest.
+        /// List every object (type, mode, size, path; with --json also image, stream, offset and
+        /// digest).
         #[arg(long)]
         objects: bool,
     },
@@ -209,7 +214,25 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind::{DisplayHelp, DisplayVersion};
+            // Scripts that asked for JSON get JSON for a usage error too (exit 2).
+            if !matches!(e.kind(), DisplayHelp | DisplayVersion)
+                && std::env::args().any(|a| a == "--json")
+            {
+                let message = e.render().to_string();
+                let message = message.trim().trim_start_matches("error: ");
+                println!(
+                    "{}",
+                    json!({"ok": false, "exit": ExitKind::Usage, "error": message})
+                );
+                return ExitCode::from(ExitKind::Usage.code() as u8);
+            }
+            e.exit()
+        }
+    };
     if matches!(cli.command, Cmd::Worker) {
         return ExitCode::from(aapi_host::worker::main() as u8);
     }
@@ -273,6 +296,20 @@ fn rate(bytes: u64, secs: f64) -> String {
     format!("{:.1} MiB/s", bytes as f64 / 1048576.0 / secs.max(1e-9))
 }
 
+/// Name each object a complete image lacks, and what that means for the next incremental.
+fn report_failures(ui: &Ui, m: &store::Manifest) {
+    for f in &m.failures {
+        ui.error(&format!("not backed up: {}: {}", f.path, f.error));
+    }
+    if !m.failures.is_empty() {
+        ui.error(&format!(
+            "{} object(s) failed; image {} is complete without them and is not used as the base of the next incremental",
+            m.failures.len(),
+            m.image
+        ));
+    }
+}
+
 fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
     let runner = Runner::new(ui.clone()).map_err(|e| JobError {
         kind: ExitKind::Usage,
@@ -303,16 +340,7 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                     rate(m.bytes, secs)
                 );
             }
-            for f in &m.failures {
-                ui.error(&format!("not backed up: {}: {}", f.path, f.error));
-            }
-            if !m.failures.is_empty() {
-                ui.error(&format!(
-                    "{} object(s) failed; image {} is complete without them and is not used as the base of the next incremental",
-                    m.failures.len(),
-                    m.image
-                ));
-            }
+            report_failures(ui, &m);
             Ok(kind)
         }
         Cmd::Discover(a) => {
@@ -324,8 +352,9 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                 );
             } else {
                 println!("{}", job.image);
+                let cli_store = format!("aapi-host --store {}", cli.store.display());
                 ui.note(&format!(
-                    "discovery done; now run `aapi-host child --image {} --host H` for each of {} and then `aapi-host finalize --image {}`",
+                    "discovery done; now run `{cli_store} child --image {} --host H` for each of {} and then `{cli_store} finalize --image {}`",
                     job.image,
                     job.hosts.join(", "),
                     job.image
@@ -334,7 +363,7 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
             Ok(ExitKind::Ok)
         }
         Cmd::Child { image, host } => {
-            let st = Store::open(&cli.store)?;
+            let st = Store::open_existing(&cli.store)?;
             let job = st.job(image)?;
             let n = job
                 .hosts
@@ -360,15 +389,19 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                     done.failures.len()
                 );
             }
+            for f in &done.failures {
+                ui.error(&format!("not backed up: {}: {}", f.path, f.error));
+            }
             Ok(ExitKind::Ok)
         }
-        Cmd::Finalize { image } => {
-            let m = runner.finalize(&cli.store, image)?;
+        Cmd::Finalize { image, abandon } => {
+            let m = runner.finalize(&cli.store, image, *abandon)?;
             if cli.json {
                 print_json(&json!({"ok": true, "manifest": m}));
             } else if !cli.quiet {
                 println!("image {} complete: {} objects", m.image, m.objects);
             }
+            report_failures(ui, &m);
             Ok(if m.failures.is_empty() {
                 ExitKind::Ok
             } else {
@@ -376,7 +409,7 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
             })
         }
         Cmd::List => {
-            let st = Store::open(&cli.store)?;
+            let st = Store::open_existing(&cli.store)?;
             let mut rows = Vec::new();
             for id in st.image_ids()? {
                 let row = match st.state(&id)? {
@@ -421,7 +454,7 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
             Ok(ExitKind::Ok)
         }
         Cmd::Show { image, objects } => {
-            let st = Store::open(&cli.store)?;
+            let st = Store::open_existing(&cli.store)?;
             let m = match st.state(image)? {
                 ImageState::Complete(m) => *m,
                 ImageState::Incomplete { job, reason } => {
@@ -476,6 +509,9 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                     m.streams.len()
                 );
                 println!("failed    {}", m.failures.len());
+                for f in &m.failures {
+                    println!("  not backed up: {}: {}", f.path, f.error);
+                }
                 for r in &rows {
                     println!(
                         "{:<8} {:>6} {:>12}  {}",
@@ -503,7 +539,7 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                     "name the images to delete, or pass --incomplete (see `aapi-host list`)".into(),
                 ));
             }
-            let st = Store::open(&cli.store)?;
+            let st = Store::open_existing(&cli.store)?;
             let plan = delete::plan(&st, ids, *incomplete, *with_dependents)?;
             if !plan.refused.is_empty() {
                 let why: Vec<String> = plan
@@ -543,7 +579,7 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
             Ok(ExitKind::Ok)
         }
         Cmd::Verify { image } => {
-            let st = Store::open(&cli.store)?;
+            let st = Store::open_existing(&cli.store)?;
             let r = jobs::verify(&st, image, ui)?;
             let kind = if r.damaged.is_empty() {
                 ExitKind::Ok
@@ -584,7 +620,7 @@ fn restore(cli: &Cli, runner: &Runner, a: &RestoreArgs, t0: Instant) -> Result<E
         kind: ExitKind::Usage,
         message: m,
     };
-    let st = Store::open(&cli.store)?;
+    let st = Store::open_existing(&cli.store)?;
     let at = match &a.at {
         Some(s) => Some(store::parse_time(s).ok_or_else(|| {
             usage(format!(
@@ -611,6 +647,13 @@ fn restore(cli: &Cli, runner: &Runner, a: &RestoreArgs, t0: Instant) -> Result<E
         )));
     }
     let alt_root = match &a.alt_root {
+        Some(r) if !r.is_dir() => {
+            return Err(usage(format!(
+                "--alt-root {} is not an existing directory; create it first (mkdir -p {})",
+                r.display(),
+                r.display()
+            )));
+        }
         Some(r) => {
             Some(std::path::absolute(r).map_err(|e| usage(format!("{}: {e}", r.display())))?)
         }
@@ -652,6 +695,9 @@ fn restore(cli: &Cli, runner: &Runner, a: &RestoreArgs, t0: Instant) -> Result<E
             );
         }
         return Ok(ExitKind::Ok);
+    }
+    if let Some(c) = &a.session.credentials {
+        aapi_host::worker::read_credentials(c).map_err(usage)?;
     }
     let job = st.job(&image)?;
     let plugin = a.plugin.clone().unwrap_or(job.plugin);

@@ -598,8 +598,26 @@ pub struct Store {
 }
 
 impl Store {
+    /// Open the store at `root`, which must exist: a mistyped `--store` is an error, not a new
+    /// empty store that hides the real one.
+    pub fn open_existing(root: &Path) -> Result<Store> {
+        if !root.join("images").is_dir() {
+            return Err(err(
+                root,
+                "no image store here (a store is made by the first `aapi-host backup` or `discover`); check --store or AAPI_STORE",
+            ));
+        }
+        Store::open(root)
+    }
+
     /// Open (and create when missing, mode 0700) the store at `root`.
     pub fn open(root: &Path) -> Result<Store> {
+        if root.exists() && !root.is_dir() {
+            return Err(err(
+                root,
+                "is not a directory; --store (or AAPI_STORE) names the image store's directory",
+            ));
+        }
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)

@@ -141,7 +141,7 @@ impl DiskWriter {
     }
 
     fn write(&mut self, buf: &mut AlignedBuf, at: u64, len: usize) -> io::Result<()> {
-        if self.direct && at % ALIGN as u64 == 0 {
+        if self.direct && at.is_multiple_of(ALIGN as u64) {
             // Only the last write of a stream (or one before a cut) has a ragged end: pad it with
             // zeros to the boundary and cut the file back to the true length.
             let padded = len.next_multiple_of(ALIGN);

@@ -656,7 +656,12 @@ fn restore_objects(
         let e = &catalog.entries[i];
         let name = String::from_utf8_lossy(&e.path).into_owned();
         let in_obj = |err: PluginError| TaskError {
-            message: format!("{name}: {err}"),
+            message: match err.code() {
+                Some(AAPI_EEXIST) => format!(
+                    "{name}: {err}; pass --overwrite to replace existing objects, or restore under --alt-root"
+                ),
+                _ => format!("{name}: {err}"),
+            },
             code: err.code(),
         };
         let target = target_path(task.alt_root.as_deref(), &e.path);

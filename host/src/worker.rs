@@ -22,15 +22,17 @@ impl Progress for LinkProgress {
 /// Read `KEY=VALUE` lines of a credentials file, which must not be readable by group or others.
 pub fn read_credentials(path: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
     use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| format!("credentials file {}: {e}", path.display()))?;
     if meta.mode() & 0o077 != 0 {
         return Err(format!(
-            "{}: credentials file is readable by others; run `chmod 600 {}`",
+            "credentials file {} is readable by others; run `chmod 600 {}`",
             path.display(),
             path.display()
         ));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("credentials file {}: {e}", path.display()))?;
     Ok(text
         .lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))

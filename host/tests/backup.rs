@@ -276,39 +276,77 @@ fn split_discover_child_finalize() {
     let dir = tempfile::tempdir().unwrap();
     let tree = dir.path().join("tree");
     let store = dir.path().join("store");
+    let snaps = dir.path().join("snaps");
     make_tree(&tree, 4, PAST);
-    let plugin = good_plugin();
-    let d = host(
-        &store,
-        &[
-            "discover",
-            "--plugin",
-            plugin.to_str().unwrap(),
-            "--policy",
-            "p",
-            "--select",
-            tree.to_str().unwrap(),
-            "--hosts",
-            "bh1,bh2",
-        ],
-        &[],
-    );
-    assert_eq!(d.code, 0, "{}", d.stderr);
-    let image = d.stdout.trim().to_string();
+    std::fs::create_dir(&snaps).unwrap();
+    let plugin = rust_sample();
+    let snap_dir = format!("files.snapshot_dir={}", snaps.display());
+    let discover = || {
+        let d = host(
+            &store,
+            &[
+                "discover",
+                "--plugin",
+                plugin.to_str().unwrap(),
+                "--policy",
+                "p",
+                "--select",
+                tree.to_str().unwrap(),
+                "--hosts",
+                "bh1,bh2",
+                "--property",
+                "files.snapshot=copy",
+                "--property",
+                &snap_dir,
+            ],
+            &[],
+        );
+        assert_eq!(d.code, 0, "{}", d.stderr);
+        // The hint names the store, so it can be run as printed.
+        assert!(
+            d.stderr.contains(&format!("--store {}", store.display())),
+            "{}",
+            d.stderr
+        );
+        d.stdout.trim().to_string()
+    };
+    let snapshots = || std::fs::read_dir(&snaps).unwrap().count();
+    let image = discover();
     let l = host(&store, &["list", "--json"], &[]).json();
     assert_eq!(l["images"][0]["state"], "incomplete");
-    // Finalize before the child jobs ran: refused, image stays incomplete.
+    assert_eq!(snapshots(), 1);
+    // An incomplete image is bad input to verify and restore alike.
+    let v = host(&store, &["verify", &image], &[]);
+    assert_eq!(v.code, 2, "{}", v.stderr);
+    assert!(v.stderr.contains("incomplete"), "{}", v.stderr);
+    // Finalize before the child jobs ran: refused before postprocess, so the snapshot the child
+    // jobs need is still there.
     let f = host(&store, &["finalize", "--image", &image], &[]);
     assert_eq!(f.code, 1);
-    assert!(f.stderr.contains("did not complete"), "{}", f.stderr);
+    assert!(
+        f.stderr.contains("bh1, bh2 have not completed") && f.stderr.contains("--abandon"),
+        "{}",
+        f.stderr
+    );
+    assert_eq!(snapshots(), 1);
     for h in ["bh1", "bh2"] {
-        let c = host(&store, &["child", "--image", &image, "--host", h], &[]);
+        let c = host(
+            &store,
+            &["child", "--json", "--image", &image, "--host", h],
+            &[],
+        );
         assert_eq!(c.code, 0, "{}", c.stderr);
+        assert_eq!(c.json()["stream"]["failures"].as_array().unwrap().len(), 0);
     }
+    // A job engine's retry of a completed child job changes nothing and succeeds.
+    let c = host(&store, &["child", "--image", &image, "--host", "bh1"], &[]);
+    assert_eq!(c.code, 0, "{}", c.stderr);
+    assert!(c.stderr.contains("nothing to do"), "{}", c.stderr);
     let c = host(&store, &["child", "--image", &image, "--host", "bh3"], &[]);
     assert_eq!(c.code, 2);
     let f = host(&store, &["finalize", "--image", &image], &[]);
     assert_eq!(f.code, 0, "{}", f.stderr);
+    assert_eq!(snapshots(), 0, "postprocess removed the snapshot");
     let l = host(&store, &["list", "--json"], &[]).json();
     assert_eq!(l["images"][0]["state"], "complete");
     let alt = dir.path().join("alt");
@@ -318,6 +356,37 @@ fn split_discover_child_finalize() {
     assert_same(
         &snapshot(&alt.join(tree.strip_prefix("/").unwrap())),
         &snapshot(&tree),
+    );
+
+    // Giving an image up: postprocess cleans the snapshot, the image stays incomplete.
+    let given_up = discover();
+    assert_eq!(snapshots(), 1);
+    let c = host(
+        &store,
+        &["child", "--image", &given_up, "--host", "bh2"],
+        &[],
+    );
+    assert_eq!(c.code, 0, "{}", c.stderr);
+    let f = host(
+        &store,
+        &["finalize", "--image", &given_up, "--abandon"],
+        &[],
+    );
+    assert_eq!(f.code, 1, "{}", f.stderr);
+    assert!(f.stderr.contains("given up"), "{}", f.stderr);
+    assert_eq!(snapshots(), 0);
+    let l = host(&store, &["list", "--json"], &[]).json();
+    let row = l["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["image"] == given_up.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(row["state"], "incomplete", "{row}");
+    assert!(
+        row["reason"].as_str().unwrap().contains("given up"),
+        "{row}"
     );
 }
 
@@ -688,4 +757,63 @@ fn a_plugin_directory_uses_the_library_that_claims() {
     );
     let l = host(&store, &["list", "--json"], &[]).json();
     assert_eq!(l["images"].as_array().unwrap().len(), 1, "{l}");
+}
+
+#[test]
+fn input_errors_say_what_to_do() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    make_tree(&tree, 2, PAST);
+
+    // A mistyped store is not an empty store, and nothing is created.
+    let typo = dir.path().join("stroe");
+    for args in [&["list"][..], &["verify", "x"], &["delete", "--incomplete"]] {
+        let r = host(&typo, args, &[]);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains("no image store here"), "{}", r.stderr);
+    }
+    assert!(!typo.exists());
+    // A store path that is a file.
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let r = backup(&file, &rust_sample(), &tree, &[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("is not a directory"), "{}", r.stderr);
+
+    // Usage errors are JSON when JSON was asked for.
+    let r = host(&store, &["--json", "list", "--bogus"], &[]);
+    assert_eq!(r.code, 2);
+    assert_eq!(r.json()["exit"], "usage");
+
+    // Credentials readable by others are refused before anything runs.
+    let creds = dir.path().join("creds");
+    std::fs::write(&creds, "user=me\n").unwrap();
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let r = backup(
+        &store,
+        &rust_sample(),
+        &tree,
+        &["--credentials", creds.to_str().unwrap()],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("chmod 600"), "{}", r.stderr);
+
+    let r = backup(&store, &rust_sample(), &tree, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let image = r.json()["manifest"]["image"].as_str().unwrap().to_string();
+    // A missing alternate root: exit 2 and how to make it.
+    let missing = dir.path().join("not-yet");
+    let r = restore(&store, &[&image, "--alt-root", missing.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("mkdir -p"), "{}", r.stderr);
+    // Restoring over existing objects says how to replace them.
+    let alt = dir.path().join("alt");
+    std::fs::create_dir(&alt).unwrap();
+    let r = restore(&store, &[&image, "--alt-root", alt.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = restore(&store, &[&image, "--alt-root", alt.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("pass --overwrite"), "{}", r.stderr);
 }

@@ -160,5 +160,9 @@ fn delete_needs_an_image_and_knows_it() {
     assert!(r.stderr.contains("--incomplete"), "{}", r.stderr);
     let r = host(&store, &["delete", "no-such-image"], &[]);
     assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("no image store here"), "{}", r.stderr);
+    std::fs::create_dir_all(store.join("images")).unwrap();
+    let r = host(&store, &["delete", "no-such-image"], &[]);
+    assert_eq!(r.code, 2);
     assert!(r.stderr.contains("no such image"), "{}", r.stderr);
 }
