@@ -174,9 +174,14 @@ impl Sink for Hasher {
             return hash::reader(data).map_err(SinkError::Read);
         }
         let copy_failed = |e: io::Error| {
-            SinkError::Stop(Error::new(format!(
-                "cannot copy the entry library {path} to a temporary file: {e}"
-            )))
+            SinkError::Stop(
+                Error::io(
+                    &format!("cannot copy the entry library {path} to a temporary file in"),
+                    &std::env::temp_dir(),
+                    e,
+                )
+                .then("set TMPDIR to a directory on a file system with room for it"),
+            )
         };
         let mut copy = tempfile::tempfile().map_err(copy_failed)?;
         let mut tee = hash::Tee::new(data);
@@ -218,20 +223,24 @@ impl Package {
             .read(true)
             .custom_flags(libc::O_NONBLOCK)
             .open(path)
-            .map_err(|e| Error::io("cannot open", path, e))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| Error::io("cannot stat", path, e))?;
+            .map_err(|e| Error::read(path, e))?;
+        let meta = file.metadata().map_err(|e| Error::read(path, e))?;
+        if meta.is_dir() {
+            return Err(Error::new(format!(
+                "{} is a directory, not a package file; pack it first (`aapi-validator pack DIR -o PKG`)",
+                path.display()
+            )));
+        }
         if !meta.is_file() {
             return Err(Error::new(format!(
-                "{} is not a regular file",
+                "{} is not a regular file (a device, fifo or socket); give the package file itself",
                 path.display()
             )));
         }
         let mut magic = [0u8; 2];
         let n = file
             .read_at(&mut magic, 0)
-            .map_err(|e| Error::io("cannot read", path, e))?;
+            .map_err(|e| Error::read(path, e))?;
         Ok(Package {
             file,
             gzip: n == 2 && magic == [0x1f, 0x8b],
@@ -262,14 +271,12 @@ impl Package {
             };
             let mut ar = Archive::new(reader);
             let mut scan = Scan::default();
-            let entries = ar
-                .entries_with_seek()
-                .map_err(|e| Error::io("cannot read", path, e))?;
+            let entries = ar.entries_with_seek().map_err(|e| Error::read(path, e))?;
             walk(entries, &b, limits, &mut scan, None);
             let mut reader = ar.into_inner();
             finish(&mut reader, &b, &mut scan);
             if let Some(e) = b.io_error.take() {
-                return Err(Error::io("cannot read", path, e));
+                return Err(Error::read(path, e));
             }
             Ok(scan)
         }
@@ -296,9 +303,7 @@ impl Package {
                 b: b.clone(),
             };
             let mut ar = Archive::new(reader);
-            let entries = ar
-                .entries()
-                .map_err(|e| Error::io("cannot read", path, e))?;
+            let entries = ar.entries().map_err(|e| Error::read(path, e))?;
             walk(entries, &b, limits, &mut scan, Some(sink));
             let mut reader = ar.into_inner();
             if finish(&mut reader, &b, &mut scan) {
@@ -309,7 +314,7 @@ impl Package {
                         Code::ARCHIVE_TRAILING_DATA,
                         "data follows the end of the gzip stream",
                     )),
-                    Err(e) => return Err(Error::io("cannot read", path, e)),
+                    Err(e) => return Err(Error::read(path, e)),
                 }
             }
         } else {
@@ -318,15 +323,13 @@ impl Package {
                 b: b.clone(),
             };
             let mut ar = Archive::new(reader);
-            let entries = ar
-                .entries()
-                .map_err(|e| Error::io("cannot read", path, e))?;
+            let entries = ar.entries().map_err(|e| Error::read(path, e))?;
             walk(entries, &b, limits, &mut scan, Some(sink));
             let mut reader = ar.into_inner();
             finish(&mut reader, &b, &mut scan);
         }
         if let Some(e) = b.io_error.take() {
-            return Err(Error::io("cannot read", path, e));
+            return Err(Error::read(path, e));
         }
         if hashing {
             if let Some(e) = scan.stop.take() {
@@ -351,12 +354,9 @@ impl Package {
     }
 
     fn counting(&self, path: &Path, b: &Rc<Budget>) -> Result<Counting> {
-        let mut file = self
-            .file
-            .try_clone()
-            .map_err(|e| Error::io("cannot read", path, e))?;
+        let mut file = self.file.try_clone().map_err(|e| Error::read(path, e))?;
         file.seek(SeekFrom::Start(0))
-            .map_err(|e| Error::io("cannot read", path, e))?;
+            .map_err(|e| Error::read(path, e))?;
         Ok(Counting { file, b: b.clone() })
     }
 }

@@ -10,6 +10,7 @@ use std::path::Path;
 pub struct Error {
     message: String,
     source: Option<io::Error>,
+    next: Option<String>,
     busy: bool,
 }
 
@@ -19,6 +20,7 @@ impl Error {
         Error {
             message: message.into(),
             source: None,
+            next: None,
             busy: false,
         }
     }
@@ -41,17 +43,38 @@ impl Error {
         Error {
             message: format!("{what} {}", path.display()),
             source: Some(source),
+            next: None,
             busy: false,
         }
+    }
+
+    /// `path` could not be read; the message says what to do about it.
+    pub fn read(path: &Path, source: io::Error) -> Self {
+        let next = match source.kind() {
+            io::ErrorKind::NotFound => "check the path",
+            io::ErrorKind::PermissionDenied => "run as a user who may read it",
+            _ => "check the disk and file system, or copy the file again from its source",
+        };
+        Error::io("cannot read", path, source).then(next)
+    }
+
+    /// The same error, telling the user what to do next (printed after the cause).
+    pub fn then(mut self, next: impl Into<String>) -> Self {
+        self.next = Some(next.into());
+        self
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.source {
-            Some(e) => write!(f, "{}: {e}", self.message),
-            None => f.write_str(&self.message),
+        f.write_str(&self.message)?;
+        if let Some(e) = &self.source {
+            write!(f, ": {e}")?;
         }
+        if let Some(next) = &self.next {
+            write!(f, "; {next}")?;
+        }
+        Ok(())
     }
 }
 

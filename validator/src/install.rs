@@ -109,12 +109,15 @@ pub fn install(
     tidy(parent, name, dest, leftover)?;
     let replacing = check_dest(dest)?;
 
-    let tmp = Scratch::new(parent, name)?;
+    let tmp = Scratch::new(parent, name, dest)?;
     let root = tmp.0.clone();
     let as_root = is_root();
 
     let mut ex = Extractor {
         root: &root,
+        pkg,
+        dest,
+        parent,
         manifest,
         made: HashMap::new(),
         implicit: HashSet::new(),
@@ -129,15 +132,20 @@ pub fn install(
         || scan.manifest.as_ref() != Some(bytes)
         || ex.made.len() != manifest.files.len()
     {
-        return Err(Error::new(format!(
-            "{} changed between verification and extraction; nothing was installed",
-            pkg.display()
-        )));
+        return Err(package_changed(pkg, "between verification and extraction"));
     }
     ex.finish(bytes, report.signature_bytes.as_deref())
-        .map_err(|e| Error::io("cannot write into", &root, e))?;
+        .map_err(|e| {
+            let next = not_installed(dest, &e, parent);
+            Error::io(
+                "cannot write the manifest, modes and owners into the new installation of",
+                dest,
+                e,
+            )
+            .then(next)
+        })?;
 
-    let again = verify::verify_tree(
+    let mut again = verify::verify_tree(
         &root,
         &verify::Options {
             installed: true,
@@ -145,6 +153,8 @@ pub fn install(
         },
     )?;
     if !again.is_valid() || again.manifest_sha256 != report.manifest_sha256 {
+        // The extracted tree is gone when this returns: the findings are the package's.
+        again.subject = pkg.display().to_string();
         return Ok(Outcome::Refused(again));
     }
 
@@ -152,42 +162,111 @@ pub fn install(
         swap(&tmp, dest, parent, name)?;
         // The scratch directory now holds the old installation; dropping it removes it.
     } else {
-        fs::rename(&root, dest)
-            .map_err(|e| Error::io("cannot move the new installation to", dest, e))?;
+        fs::rename(&root, dest).map_err(|e| {
+            let next = not_installed(dest, &e, parent);
+            Error::io("cannot move the new installation to", dest, e).then(next)
+        })?;
     }
-    File::open(parent)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("cannot sync", parent, e))?;
+    again.subject = dest.display().to_string();
+    File::open(parent).and_then(|d| d.sync_all()).map_err(|e| {
+        Error::io(
+            &format!(
+                "the new installation is in place at {}, but cannot sync its parent directory",
+                dest.display()
+            ),
+            parent,
+            e,
+        )
+        .then(format!(
+            "a power cut now could lose the install: run `sync`, then `aapi-validator verify --installed {}`",
+            dest.display()
+        ))
+    })?;
     Ok(Outcome::Installed {
         report: again,
         replaced: replacing,
     })
 }
 
+/// DEST's parent directory (which must exist) and last component.
 fn split_dest(dest: &Path) -> Result<(&Path, &OsStr)> {
-    let name = dest.file_name().ok_or_else(|| {
-        Error::new(format!(
-            "{} cannot be an installation directory",
-            dest.display()
-        ))
-    })?;
-    let parent = match dest.parent() {
-        Some(p) if p.as_os_str().is_empty() => Path::new("."),
-        Some(p) => p,
-        None => {
-            return Err(Error::new(format!(
-                "{} has no parent directory",
-                dest.display()
-            )));
-        }
-    };
-    if !fs::metadata(parent).map(|m| m.is_dir()).unwrap_or(false) {
+    let (Some(name), Some(parent)) = (dest.file_name(), dest.parent()) else {
         return Err(Error::new(format!(
-            "{} is not a directory",
-            parent.display()
+            "--dest {} names no directory to install into (it is `/` or ends in `..`); give the installation directory itself, such as /usr/openv/lib/psf-plugins/NAME",
+            dest.display()
         )));
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let (p, d) = (parent.display(), dest.display());
+    match fs::metadata(parent) {
+        Ok(md) if md.is_dir() => Ok((parent, name)),
+        Ok(_) => Err(Error::new(format!(
+            "{p}, the parent of --dest {d}, is not a directory; choose another --dest"
+        ))),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => {
+            Err(Error::new(format!(
+                "{p}, the parent of --dest {d}, does not exist; create it (mode 0755, owned by root: `install -d -m 0755 -o root -g root {p}`) or choose another --dest"
+            )))
+        }
+        Err(e) => {
+            let next = format!("{}, or choose another --dest", remedy(&e, parent));
+            Err(Error::io(
+                &format!("cannot reach the parent of --dest {d},"),
+                parent,
+                e,
+            )
+            .then(next))
+        }
     }
-    Ok((parent, name))
+}
+
+/// What to do about `e`, a failure to write in `dir`.
+fn remedy(e: &io::Error, dir: &Path) -> String {
+    let d = dir.display();
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) => {
+            format!("free space on the file system of {d}, then run the install again")
+        }
+        Some(libc::EDQUOT) => format!(
+            "free space or raise this user's disk quota on the file system of {d}, then run the install again"
+        ),
+        Some(libc::EFBIG) => {
+            "raise the file size limit (`ulimit -f`), then run the install again".to_string()
+        }
+        Some(libc::EACCES | libc::EPERM) => format!(
+            "run the install as a user who may write to {d} (root, for the framework's plugin directory)"
+        ),
+        Some(libc::EROFS) => format!(
+            "{d} is on a read-only file system: remount it read-write or choose another --dest"
+        ),
+        _ => "remove the cause, then run the install again".to_string(),
+    }
+}
+
+/// "nothing was installed, DEST is as it was" and what to do about `e`.
+fn not_installed(dest: &Path, e: &io::Error, parent: &Path) -> String {
+    let state = if fs::symlink_metadata(dest).is_ok() {
+        "is as it was"
+    } else {
+        "still does not exist"
+    };
+    format!(
+        "nothing was installed and {} {state}: {}",
+        dest.display(),
+        remedy(e, parent)
+    )
+}
+
+/// The package changed (`when`) after it was verified.
+fn package_changed(pkg: &Path, when: &str) -> Error {
+    Error::new(format!(
+        "{} changed {when}; nothing was installed: make sure nothing writes to it, then run the install again",
+        pkg.display()
+    ))
 }
 
 /// Whether `dest` holds an installation to replace. An empty directory counts as one; anything
@@ -195,24 +274,34 @@ fn split_dest(dest: &Path) -> Result<(&Path, &OsStr)> {
 fn check_dest(dest: &Path) -> Result<bool> {
     let md = match fs::symlink_metadata(dest) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(Error::io("cannot stat", dest, e)),
+        Err(e) => {
+            let next = format!("nothing was done: {}", remedy(&e, dest));
+            return Err(Error::io("cannot examine --dest", dest, e).then(next));
+        }
         Ok(md) => md,
     };
+    let d = dest.display();
+    if md.is_symlink() {
+        return Err(Error::new(format!(
+            "--dest {d} is a symbolic link; an install never follows or replaces one, so nothing was done: give the directory it points to as --dest, or remove the link"
+        )));
+    }
     if !md.is_dir() {
         return Err(Error::new(format!(
-            "{} exists and is not a directory; refusing to replace it",
-            dest.display()
+            "--dest {d} exists and is not a directory; nothing was done: move it away or choose another --dest"
         )));
     }
     let empty = fs::read_dir(dest)
-        .map_err(|e| Error::io("cannot list", dest, e))?
+        .map_err(|e| {
+            let next = format!("nothing was done: {}", remedy(&e, dest));
+            Error::io("cannot list --dest", dest, e).then(next)
+        })?
         .next()
         .is_none();
     let installed = fs::symlink_metadata(dest.join(MANIFEST_PATH)).is_ok_and(|m| m.is_file());
     if !empty && !installed {
         return Err(Error::new(format!(
-            "{} is a non-empty directory without {MANIFEST_PATH}: not a plugin installation; refusing to replace it",
-            dest.display()
+            "--dest {d} is a non-empty directory without {MANIFEST_PATH}, not a plugin installation; nothing was done, to keep its files: empty it or choose another --dest"
         )));
     }
     Ok(true)
@@ -244,16 +333,15 @@ impl Lock {
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&path)
-            .map_err(|e| Error::io("cannot open the lock file", &path, e))?;
-        if !f
-            .metadata()
-            .map_err(|e| Error::io("cannot stat", &path, e))?
-            .is_file()
-        {
-            return Err(Error::new(format!(
-                "{} is not a regular file; it cannot be the lock file",
-                path.display()
-            )));
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP | libc::EISDIR) => not_a_lock_file(&path, dest),
+                _ => {
+                    let next = format!("nothing was done: {}", remedy(&e, parent));
+                    Error::io("cannot open the install lock file", &path, e).then(next)
+                }
+            })?;
+        if !f.metadata().is_ok_and(|m| m.is_file()) {
+            return Err(not_a_lock_file(&path, dest));
         }
         // SAFETY: flock on a descriptor this function owns; no memory is involved.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
@@ -265,10 +353,26 @@ impl Lock {
                     path.display()
                 )));
             }
-            return Err(Error::io("cannot lock", &path, e));
+            return Err(Error::io("cannot lock", &path, e).then(
+                "nothing was done: run the install again; if this persists, the file system may not support flock(2)",
+            ));
         }
         Ok(Lock { _file: f })
     }
+}
+
+/// The lock file's path holds something else (a symlink, a directory, a fifo).
+fn not_a_lock_file(path: &Path, dest: &Path) -> Error {
+    let what = match fs::symlink_metadata(path) {
+        Ok(m) if m.is_symlink() => "a symbolic link",
+        Ok(m) if m.is_dir() => "a directory",
+        _ => "not a regular file",
+    };
+    Error::new(format!(
+        "{} is {what}, so it cannot be the lock file of installs into {}; nothing was done: remove it (aapi-validator makes it as an empty regular file), then run the install again",
+        path.display(),
+        dest.display()
+    ))
 }
 
 /// Whether `file_name` is `.NAME.INFIX-` followed by [`RAND`] ASCII letters or digits: a
@@ -297,8 +401,12 @@ fn tidy(
         unsafe { libc::geteuid() }
     };
     let (mut scratch, mut aside) = (Vec::new(), Vec::new());
-    for e in fs::read_dir(parent).map_err(|e| Error::io("cannot list", parent, e))? {
-        let e = e.map_err(|e| Error::io("cannot list", parent, e))?;
+    let list_failed = |e: io::Error| {
+        let next = format!("nothing was installed: {}", remedy(&e, parent));
+        Error::io("cannot list what interrupted installs left in", parent, e).then(next)
+    };
+    for e in fs::read_dir(parent).map_err(list_failed)? {
+        let e = e.map_err(list_failed)?;
         let n = e.file_name();
         let list = if made_by_install(&n, name, SCRATCH) {
             &mut scratch
@@ -324,8 +432,19 @@ fn tidy(
         match installs[..] {
             [] => {}
             [one] => {
-                fs::rename(one, dest)
-                    .map_err(|e| Error::io("cannot put back the installation left in", one, e))?;
+                fs::rename(one, dest).map_err(|e| {
+                    Error::io(
+                        "cannot put back the earlier installation an interrupted install left in",
+                        one,
+                        e,
+                    )
+                    .then(format!(
+                        "{} is missing: move {} to {} by hand, then run the install again",
+                        dest.display(),
+                        one.display(),
+                        dest.display()
+                    ))
+                })?;
                 leftover(Leftover::PutBack { path: one.clone() });
                 let one = one.clone();
                 aside.retain(|a| *a != one);
@@ -333,7 +452,7 @@ fn tidy(
             _ => {
                 let list: Vec<String> = installs.iter().map(|a| a.display().to_string()).collect();
                 return Err(Error::new(format!(
-                    "{} is missing and interrupted installs left several installations beside it ({}); move the right one to {} by hand",
+                    "{} is missing and interrupted installs left several installations beside it ({}); move the right one to {} by hand, then run the install again (it removes the others)",
                     dest.display(),
                     list.join(", "),
                     dest.display()
@@ -372,14 +491,19 @@ fn prefix(name: &OsStr, infix: &str) -> OsString {
 }
 
 impl Scratch {
-    fn new(parent: &Path, name: &OsStr) -> Result<Scratch> {
+    fn new(parent: &Path, name: &OsStr, dest: &Path) -> Result<Scratch> {
         let dir = tempfile::Builder::new()
             .prefix(&prefix(name, SCRATCH))
             .rand_bytes(RAND)
             .tempdir_in(parent)
-            .map_err(|e| Error::io("cannot create a temporary directory in", parent, e))?;
+            .map_err(|e| temp_dir_failed(parent, dest, e))?;
         Ok(Scratch(dir.keep()))
     }
+}
+
+fn temp_dir_failed(parent: &Path, dest: &Path, e: io::Error) -> Error {
+    let next = not_installed(dest, &e, parent);
+    Error::io("cannot create a temporary directory in", parent, e).then(next)
 }
 
 impl Drop for Scratch {
@@ -416,11 +540,15 @@ fn swap(tmp: &Scratch, dest: &Path, parent: &Path, name: &OsStr) -> Result<()> {
     match exchange(&tmp.0, dest) {
         Ok(()) => Ok(()),
         Err(e) if cannot_exchange(&e) => swap_by_renames(&tmp.0, dest, parent, name),
-        Err(e) => Err(Error::io(
-            "cannot exchange the new installation (renameat2 RENAME_EXCHANGE) with",
-            dest,
-            e,
-        )),
+        Err(e) => {
+            let next = not_installed(dest, &e, parent);
+            Err(Error::io(
+                "cannot exchange the new installation (renameat2 RENAME_EXCHANGE) with",
+                dest,
+                e,
+            )
+            .then(next))
+        }
     }
 }
 
@@ -443,22 +571,22 @@ fn swap_by_renames(new: &Path, dest: &Path, parent: &Path, name: &OsStr) -> Resu
         .prefix(&prefix(name, ASIDE))
         .rand_bytes(RAND)
         .tempdir_in(parent)
-        .map_err(|e| Error::io("cannot create a temporary directory in", parent, e))?
+        .map_err(|e| temp_dir_failed(parent, dest, e))?
         .keep();
     // rename(2) replaces the empty directory `aside`.
     if let Err(e) = fs::rename(dest, &aside) {
         let _ = fs::remove_dir(&aside);
-        return Err(Error::io(
-            "cannot move the earlier installation aside from",
-            dest,
-            e,
-        ));
+        let next = not_installed(dest, &e, parent);
+        return Err(
+            Error::io("cannot move the earlier installation aside from", dest, e).then(next),
+        );
     }
     if let Err(e) = fs::rename(new, dest) {
         let d = dest.display();
         return Err(match fs::rename(&aside, dest) {
             Ok(()) => Error::new(format!(
-                "cannot move the new installation to {d}: {e}; the earlier installation was put back"
+                "cannot move the new installation to {d}: {e}; the earlier installation was put back, so nothing was installed: {}",
+                remedy(&e, parent)
             )),
             Err(back) => Error::new(format!(
                 "cannot move the new installation to {d}: {e}; the earlier installation could not be put back ({back}): it is in {}, and the next install into {d} puts it back",
@@ -495,6 +623,10 @@ fn exchange(new: &Path, dest: &Path) -> io::Result<()> {
 /// manifest does not say.
 struct Extractor<'a> {
     root: &'a Path,
+    /// The package, the destination and its parent, for messages.
+    pkg: &'a Path,
+    dest: &'a Path,
+    parent: &'a Path,
     manifest: &'a Manifest,
     /// Paths made so far, with whether each is a directory.
     made: HashMap<String, bool>,
@@ -511,12 +643,14 @@ impl<'a> Extractor<'a> {
         let e = manifest
             .get(path)
             .filter(|e| e.kind.name() == kind)
-            .ok_or_else(|| changed(format!("{path} is not a {kind} in the verified manifest")))?;
+            .ok_or_else(|| {
+                self.changed(format!("{path} is not a {kind} in the verified manifest"))
+            })?;
         if self.made.contains_key(path) {
             if kind == "directory" && self.implicit.remove(path) {
                 return Ok(&e.kind);
             }
-            return Err(changed(format!("{path} appears twice")));
+            return Err(self.changed(format!("{path} appears twice")));
         }
         let mut end = 0;
         while let Some(i) = path[end..].find('/') {
@@ -524,22 +658,22 @@ impl<'a> Extractor<'a> {
             end += i + 1;
             match self.made.get(dir) {
                 Some(true) => continue,
-                Some(false) => return Err(changed(format!("{dir} is not a directory"))),
+                Some(false) => return Err(self.changed(format!("{dir} is not a directory"))),
                 None => {}
             }
             if !manifest
                 .get(dir)
                 .is_some_and(|e| matches!(e.kind, Kind::Dir { .. }))
             {
-                return Err(changed(format!(
-                    "{dir} is not a directory in the verified manifest"
-                )));
+                return Err(
+                    self.changed(format!("{dir} is not a directory in the verified manifest"))
+                );
             }
             let at = self.at(dir);
             fs::DirBuilder::new()
                 .mode(0o700)
                 .create(&at)
-                .map_err(|e| written(e, &at))?;
+                .map_err(|e| self.written(e, &at))?;
             self.made.insert(dir.to_string(), true);
             self.implicit.insert(dir.to_string());
         }
@@ -584,22 +718,34 @@ impl<'a> Extractor<'a> {
         Ok(())
     }
 
+    /// The package no longer matches what was verified.
+    fn changed(&self, why: String) -> SinkError {
+        SinkError::Stop(package_changed(
+            self.pkg,
+            &format!("since it was verified ({why})"),
+        ))
+    }
+
+    /// Writing `at` (in the new tree) failed.
+    fn written(&self, e: io::Error, at: &Path) -> SinkError {
+        let path = at.strip_prefix(self.root).unwrap_or(at).display();
+        let next = not_installed(self.dest, &e, self.parent);
+        SinkError::Stop(
+            Error::io(
+                &format!("cannot write {path} into the new installation of"),
+                self.dest,
+                e,
+            )
+            .then(next),
+        )
+    }
+
     fn own(&self, f: &File) -> io::Result<()> {
         if self.as_root {
             std::os::unix::fs::fchown(f, Some(0), Some(0))?;
         }
         Ok(())
     }
-}
-
-fn changed(why: String) -> SinkError {
-    SinkError::Stop(Error::new(format!(
-        "the package changed since it was verified ({why}); nothing was installed"
-    )))
-}
-
-fn written(e: io::Error, path: &Path) -> SinkError {
-    SinkError::Stop(Error::io("cannot write", path, e))
 }
 
 /// A new file, never following or replacing anything.
@@ -629,10 +775,10 @@ impl Sink for Extractor<'_> {
             unreachable!("expect checked the kind")
         };
         if size != want {
-            return Err(changed(format!("{path} is {size} bytes, verified {want}")));
+            return Err(self.changed(format!("{path} is {size} bytes, verified {want}")));
         }
         let at = self.at(path);
-        let mut f = create(&at).map_err(|e| written(e, &at))?;
+        let mut f = create(&at).map_err(|e| self.written(e, &at))?;
         let mut tee = hash::Tee::new(data);
         let mut buf = vec![0u8; 1 << 20];
         loop {
@@ -642,16 +788,16 @@ impl Sink for Extractor<'_> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(SinkError::Read(e)),
             };
-            f.write_all(&buf[..n]).map_err(|e| written(e, &at))?;
+            f.write_all(&buf[..n]).map_err(|e| self.written(e, &at))?;
         }
         let (digest, n) = tee.finish();
         if n == size && digest != sha256 {
-            return Err(changed(format!("{path} has another SHA-256")));
+            return Err(self.changed(format!("{path} has another SHA-256")));
         }
         self.own(&f)
             .and_then(|_| f.set_permissions(Permissions::from_mode(mode)))
             .and_then(|_| f.sync_all())
-            .map_err(|e| written(e, &at))?;
+            .map_err(|e| self.written(e, &at))?;
         self.made.insert(path.to_string(), false);
         Ok((digest, n))
     }
@@ -664,7 +810,7 @@ impl Sink for Extractor<'_> {
             fs::DirBuilder::new()
                 .mode(0o700)
                 .create(&at)
-                .map_err(|e| written(e, &at))?;
+                .map_err(|e| self.written(e, &at))?;
         }
         self.made.insert(path.to_string(), true);
         Ok(())
@@ -675,14 +821,12 @@ impl Sink for Extractor<'_> {
             unreachable!("expect checked the kind")
         };
         if want != target {
-            return Err(changed(format!(
-                "{path} points to {target}, verified {want}"
-            )));
+            return Err(self.changed(format!("{path} points to {target}, verified {want}")));
         }
         let at = self.at(path);
-        std::os::unix::fs::symlink(target, &at).map_err(|e| written(e, &at))?;
+        std::os::unix::fs::symlink(target, &at).map_err(|e| self.written(e, &at))?;
         if self.as_root {
-            std::os::unix::fs::lchown(&at, Some(0), Some(0)).map_err(|e| written(e, &at))?;
+            std::os::unix::fs::lchown(&at, Some(0), Some(0)).map_err(|e| self.written(e, &at))?;
         }
         self.made.insert(path.to_string(), false);
         Ok(())
@@ -780,7 +924,9 @@ mod tests {
             "{e}"
         );
         assert!(
-            e.ends_with("; the earlier installation was put back"),
+            e.ends_with(
+                "; the earlier installation was put back, so nothing was installed: remove the cause, then run the install again"
+            ),
             "{e}"
         );
         assert!(e.contains("No such file or directory"), "{e}");

@@ -97,7 +97,8 @@ enum Command {
     Install {
         /// The package.
         package: PathBuf,
-        /// Installation directory (created, or an earlier installation replaced).
+        /// Installation directory: created in its parent, which must exist, or an earlier
+        /// installation there replaced.
         #[arg(long)]
         dest: PathBuf,
         /// Trusted public key; with one or more, a valid signature by one of them is required.

@@ -101,7 +101,7 @@ pub fn pack(
     }
 
     let meta = metadata(dir, opts)?;
-    let digests = verify::digests(&scan, None, &mut findings)?;
+    let digests = verify::digests(dir, &scan, None, &mut findings)?;
     if !findings.is_empty() {
         return Ok(Err(findings));
     }

@@ -44,16 +44,21 @@ impl PublicKey {
 
     /// Read a public key file.
     pub fn load(path: &Path) -> Result<PublicKey> {
-        let text = fs::read_to_string(path).map_err(|e| Error::io("cannot read key", path, e))?;
+        let text = read_key(path)?;
         let bytes = parse_key_file(&text, PUBLIC_HEADER, "key").ok_or_else(|| {
+            let what = if text.starts_with(SECRET_HEADER) {
+                "is a secret key, not a public key"
+            } else {
+                "is not an aapi-validator public key file"
+            };
             Error::new(format!(
-                "{} is not an aapi-validator public key file",
+                "--key {} {what}; give the BASE.pub file `aapi-validator keygen -o BASE` wrote",
                 path.display()
             ))
         })?;
         let key = VerifyingKey::from_bytes(&bytes).map_err(|_| {
             Error::new(format!(
-                "{}: not a valid Ed25519 public key",
+                "--key {}: its key is not a valid Ed25519 public key (the file is damaged); copy BASE.pub again from where it was made",
                 path.display()
             ))
         })?;
@@ -80,10 +85,15 @@ impl SecretKey {
 
     /// Read a secret key file.
     pub fn load(path: &Path) -> Result<SecretKey> {
-        let text = fs::read_to_string(path).map_err(|e| Error::io("cannot read key", path, e))?;
+        let text = read_key(path)?;
         let seed = parse_key_file(&text, SECRET_HEADER, "seed").ok_or_else(|| {
+            let what = if text.starts_with(PUBLIC_HEADER) {
+                "is a public key, not a secret key"
+            } else {
+                "is not an aapi-validator secret key file"
+            };
             Error::new(format!(
-                "{} is not an aapi-validator secret key file",
+                "--key {} {what}; give the BASE.key file `aapi-validator keygen -o BASE` wrote",
                 path.display()
             ))
         })?;
@@ -149,6 +159,20 @@ impl SecretKey {
         out.push(b'\n');
         out
     }
+}
+
+/// The text of the key file `path`.
+fn read_key(path: &Path) -> Result<String> {
+    fs::read_to_string(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::InvalidData {
+            Error::new(format!(
+                "--key {} is not a key file (it is not text); give a file `aapi-validator keygen` wrote",
+                path.display()
+            ))
+        } else {
+            Error::read(path, e)
+        }
+    })
 }
 
 fn parse_key_file(text: &str, header: &str, field: &str) -> Option<[u8; 32]> {

@@ -25,9 +25,18 @@ pub enum Purpose {
 /// Scan the tree at `root` (the root itself may be reached through a symlink; nothing below
 /// it is followed).
 pub fn scan(root: &Path, limits: &Limits, purpose: Purpose) -> Result<Scan> {
-    let meta = fs::metadata(root).map_err(|e| Error::io("cannot read", root, e))?;
+    let meta = fs::metadata(root).map_err(|e| Error::read(root, e))?;
     if !meta.is_dir() {
-        return Err(Error::new(format!("{} is not a directory", root.display())));
+        let next = match purpose {
+            Purpose::Pack => "pack takes the directory holding the plugin's files",
+            Purpose::Verify => {
+                "--installed takes an installation directory; verify a package file without --installed"
+            }
+        };
+        return Err(Error::new(format!(
+            "{} is not a directory; {next}",
+            root.display()
+        )));
     }
     let mut w = Walker {
         limits,
@@ -62,10 +71,10 @@ impl Walker<'_> {
     /// Visit the directory `abs`, whose package path is `rel` ("" for the root).
     fn dir(&mut self, abs: &Path, rel: &str) -> Result<()> {
         let mut names: Vec<_> = fs::read_dir(abs)
-            .map_err(|e| Error::io("cannot list", abs, e))?
+            .map_err(|e| Error::read(abs, e))?
             .map(|e| e.map(|e| e.file_name()))
             .collect::<std::io::Result<_>>()
-            .map_err(|e| Error::io("cannot list", abs, e))?;
+            .map_err(|e| Error::read(abs, e))?;
         names.sort();
         for name in names {
             if !self.scan.complete {
@@ -86,8 +95,7 @@ impl Walker<'_> {
                 ));
                 return Ok(());
             }
-            let md =
-                fs::symlink_metadata(&child).map_err(|e| Error::io("cannot stat", &child, e))?;
+            let md = fs::symlink_metadata(&child).map_err(|e| Error::read(&child, e))?;
             let path = match paths::check(&raw, false) {
                 Ok(p) => p,
                 Err((code, why)) => {
@@ -147,8 +155,7 @@ impl Walker<'_> {
                     content: Content::Path(child.clone()),
                 }
             } else if ft.is_symlink() {
-                let t =
-                    fs::read_link(&child).map_err(|e| Error::io("cannot read link", &child, e))?;
+                let t = fs::read_link(&child).map_err(|e| Error::read(&child, e))?;
                 match t.to_str() {
                     Some(t) if !t.is_empty() && !t.chars().any(char::is_control) => {
                         ItemKind::Symlink {
@@ -202,16 +209,15 @@ impl Walker<'_> {
             owner: Some((md.uid(), md.gid())),
         });
         let mut names: Vec<_> = fs::read_dir(abs)
-            .map_err(|e| Error::io("cannot list", abs, e))?
+            .map_err(|e| Error::read(abs, e))?
             .map(|e| e.map(|e| e.file_name()))
             .collect::<std::io::Result<_>>()
-            .map_err(|e| Error::io("cannot list", abs, e))?;
+            .map_err(|e| Error::read(abs, e))?;
         names.sort();
         for name in names {
             let child = abs.join(&name);
             let path = format!("{META_DIR}/{}", name.to_string_lossy().escape_debug());
-            let md =
-                fs::symlink_metadata(&child).map_err(|e| Error::io("cannot stat", &child, e))?;
+            let md = fs::symlink_metadata(&child).map_err(|e| Error::read(&child, e))?;
             let bound = match path.as_str() {
                 MANIFEST_PATH if md.is_file() => MAX_MANIFEST,
                 SIGNATURE_PATH if md.is_file() => MAX_SIGNATURE,
@@ -235,7 +241,7 @@ impl Walker<'_> {
             let mut bytes = Vec::new();
             hash::open_nofollow(&child)
                 .and_then(|f| f.take(bound + 1).read_to_end(&mut bytes))
-                .map_err(|e| Error::io("cannot read", &child, e))?;
+                .map_err(|e| Error::read(&child, e))?;
             self.scan.meta_modes.push(Meta {
                 path: path.clone(),
                 mode: md.mode() & 0o7777,

@@ -30,7 +30,7 @@ pub struct Options {
 /// The outcome of a verification.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// What was verified (as given).
+    /// What was verified (as given); after an install, the installation directory.
     pub subject: String,
     /// The manifest, when it parsed.
     pub manifest: Option<Manifest>,
@@ -57,7 +57,7 @@ impl Report {
 
 /// Verify a package file or, for a directory, a package tree.
 pub fn verify(path: &Path, opts: &Options) -> Result<Report> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io("cannot read", path, e))?;
+    let meta = std::fs::metadata(path).map_err(|e| Error::read(path, e))?;
     if meta.is_dir() {
         verify_tree(path, opts)
     } else {
@@ -118,6 +118,7 @@ pub(crate) fn mode_findings(path: &str, mode: u32) -> Vec<Finding> {
 
 /// Hash what the scan did not hash yet, in parallel. Returns digests by item index.
 pub(crate) fn digests(
+    subject: &Path,
     scan: &Scan,
     file: Option<&File>,
     findings: &mut Vec<Finding>,
@@ -170,11 +171,10 @@ pub(crate) fn digests(
                 )),
             },
             Err(e) => {
-                let p = match job {
-                    Job::Path(p) => p.display().to_string(),
-                    Job::Region { .. } => format!("the package's {}", item.path),
-                };
-                return Err(Error::new(format!("cannot read {p}: {e}")));
+                return Err(match job {
+                    Job::Path(p) => Error::read(p, e),
+                    Job::Region { .. } => Error::read(subject, e),
+                });
             }
         }
     }
@@ -191,7 +191,7 @@ pub(crate) fn judge(
     root_owner: Option<(u32, u32)>,
 ) -> Result<Report> {
     let mut out = std::mem::take(&mut scan.findings);
-    let digests = digests(&scan, file, &mut out)?;
+    let digests = digests(subject, &scan, file, &mut out)?;
     let mut report = Report {
         subject: subject.display().to_string(),
         manifest: None,
@@ -318,7 +318,7 @@ pub(crate) fn judge(
         let entry = scan.items.iter().find(|i| i.path == m.entry);
         if let (Some(arch), Some(item)) = (elf::arch(&m.target.arch), entry)
             && let ItemKind::File { size, content } = &item.kind
-            && let Some(map) = entry_map(&scan, content, *size, file)?
+            && let Some(map) = entry_map(subject, &scan, content, *size, file)?
         {
             let expect = elf::Expect {
                 arch,
@@ -356,6 +356,7 @@ fn node(k: &ItemKind) -> Node<'_> {
 /// The entry library mapped where the scan left it; none when an uncompressed package ends
 /// before its end (reported as `ARCHIVE_TRUNCATED` already).
 fn entry_map(
+    subject: &Path,
     scan: &Scan,
     content: &Content,
     size: u64,
@@ -367,28 +368,37 @@ fn entry_map(
                 return Ok(None);
             };
             Map::new(f, 0, size).map_err(|e| {
-                Error::new(format!(
-                    "cannot map the temporary copy of the entry library: {e}"
-                ))
+                Error::io(
+                    "cannot map the temporary copy of the entry library of",
+                    subject,
+                    e,
+                )
+                .then("set TMPDIR to a directory on a file system with room for it")
             })?
         }
         Content::Region(offset) => {
             let f = file.expect("regions come with their file");
-            let len = f
-                .metadata()
-                .map_err(|e| Error::new(format!("cannot stat the package: {e}")))?
-                .len();
+            let len = f.metadata().map_err(|e| Error::read(subject, e))?.len();
             if offset.checked_add(size).is_none_or(|end| end > len) {
                 return Ok(None);
             }
-            Map::new(f, *offset, size)
-                .map_err(|e| Error::new(format!("cannot map the package: {e}")))?
+            Map::new(f, *offset, size).map_err(|e| map_failed(subject, e))?
         }
         Content::Path(p) => {
-            let f = hash::open_nofollow(p).map_err(|e| Error::io("cannot read", p, e))?;
-            Map::new(&f, 0, size).map_err(|e| Error::io("cannot map", p, e))?
+            let f = hash::open_nofollow(p).map_err(|e| Error::read(p, e))?;
+            Map::new(&f, 0, size).map_err(|e| map_failed(p, e))?
         }
     }))
+}
+
+/// The entry library in `path` could not be mapped into memory.
+fn map_failed(path: &Path, e: std::io::Error) -> Error {
+    let next = if e.raw_os_error() == Some(libc::ENOMEM) || e.kind() == std::io::ErrorKind::Other {
+        "the address space is too small for it: raise the memory limit (`ulimit -v`), or verify on a 64-bit host"
+    } else {
+        "copy it to a local file system and verify it there"
+    };
+    Error::io("cannot map the entry library in", path, e).then(next)
 }
 
 /// Compare what was found with what the manifest lists.

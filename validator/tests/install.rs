@@ -240,10 +240,12 @@ fn a_failed_install_leaves_the_installation_byte_identical() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("data.bin"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "aapi-validator: cannot write data.bin into the new installation of {d}: File too large (os error 27); nothing was installed and {d} is as it was: raise the file size limit (`ulimit -f`), then run the install again\n",
+            d = dest.display()
+        )
     );
     assert!(
         snapshot(&plugins) == before,
@@ -270,16 +272,36 @@ fn refuses_destinations_that_are_not_installations() {
     fs::write(busy.join("passwd"), "root:x:0:0::/root:/bin/sh\n").unwrap();
     let file = w.path().join("file");
     fs::write(&file, "x").unwrap();
+    let link = w.path().join("link");
+    std::os::unix::fs::symlink(&busy, &link).unwrap();
     let before = snapshot(w.path());
-    for dest in [&busy, &file, &w.path().join("no/such/parent")] {
+    let cases = [
+        (
+            &busy,
+            format!(
+                "--dest {} is a non-empty directory without .aapi/manifest.json, not a plugin installation; nothing was done, to keep its files: empty it or choose another --dest",
+                busy.display()
+            ),
+        ),
+        (
+            &file,
+            format!(
+                "--dest {} exists and is not a directory; nothing was done: move it away or choose another --dest",
+                file.display()
+            ),
+        ),
+        (
+            &link,
+            format!(
+                "--dest {} is a symbolic link; an install never follows or replaces one, so nothing was done: give the directory it points to as --dest, or remove the link",
+                link.display()
+            ),
+        ),
+    ];
+    for (dest, message) in cases {
         let o = install(&pkg, dest);
-        assert_eq!(
-            o.status.code(),
-            Some(2),
-            "{}: {}",
-            dest.display(),
-            String::from_utf8_lossy(&o.stderr)
-        );
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert_eq!(stderr(&o), format!("aapi-validator: {message}\n"));
     }
     assert!(snapshot(w.path()) == before);
     // An empty directory is fine.
@@ -287,6 +309,122 @@ fn refuses_destinations_that_are_not_installations() {
     fs::create_dir(&empty).unwrap();
     assert_eq!(install(&pkg, &empty).status.code(), Some(0));
     assert!(empty.join(ENTRY).is_file());
+}
+
+#[test]
+fn a_missing_parent_is_told_apart_from_one_that_is_not_a_directory() {
+    let w = tempfile::tempdir().unwrap();
+    let pkg = w.path().join("good.aapkg");
+    fs::write(&pkg, good_package()).unwrap();
+    let file = w.path().join("file");
+    fs::write(&file, "x").unwrap();
+    let before = snapshot(w.path());
+
+    let missing = w.path().join("psf-plugins");
+    let dest = missing.join("demo");
+    let want = format!(
+        "{p}, the parent of --dest {d}, does not exist; create it (mode 0755, owned by root: `install -d -m 0755 -o root -g root {p}`) or choose another --dest",
+        p = missing.display(),
+        d = dest.display()
+    );
+    let o = install(&pkg, &dest);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(stderr(&o), format!("aapi-validator: {want}\n"));
+    let o = run(&[&"install", &"--json", &pkg, &"--dest", &dest]);
+    assert_eq!(o.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v, serde_json::json!({"valid": null, "error": want}));
+
+    // A path through a file does not exist either.
+    let dest = file.join("sub/demo");
+    let o = install(&pkg, &dest);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains(&format!(
+            "{}, the parent of --dest {}, does not exist; create it",
+            file.join("sub").display(),
+            dest.display()
+        )),
+        "{}",
+        stderr(&o)
+    );
+
+    let dest = file.join("demo");
+    let o = install(&pkg, &dest);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "aapi-validator: {}, the parent of --dest {}, is not a directory; choose another --dest\n",
+            file.display(),
+            dest.display()
+        )
+    );
+    assert!(snapshot(w.path()) == before, "nothing was created");
+
+    // Once the parent exists, the same command installs.
+    fs::create_dir(&missing).unwrap();
+    let o = install(&pkg, &missing.join("demo"));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn install_errors_name_the_path_the_cause_and_the_next_step() {
+    let w = tempfile::tempdir().unwrap();
+    let plugins = w.path().join("plugins");
+    fs::create_dir(&plugins).unwrap();
+    let dest = plugins.join("demo");
+    let pkg = package(w.path(), "1.0.0", false);
+
+    // A directory where the lock file goes.
+    let lock = plugins.join(LOCK);
+    fs::create_dir(&lock).unwrap();
+    let o = install(&pkg, &dest);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "aapi-validator: {} is a directory, so it cannot be the lock file of installs into {}; nothing was done: remove it (aapi-validator makes it as an empty regular file), then run the install again\n",
+            lock.display(),
+            dest.display()
+        )
+    );
+    assert!(!dest.exists());
+    fs::remove_dir(&lock).unwrap();
+
+    // A package directory instead of a package file.
+    let tree = plugin_dir(Variant::Good);
+    let o = install(tree.path(), &dest);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "aapi-validator: {} is a directory, not a package file; pack it first (`aapi-validator pack DIR -o PKG`)\n",
+            tree.path().display()
+        )
+    );
+
+    // The secret key where the public key belongs.
+    let base = w.path().join("release");
+    assert_eq!(run(&[&"keygen", &"-o", &base]).status.code(), Some(0));
+    let secret = w.path().join("release.key");
+    let o = run(&[&"install", &pkg, &"--dest", &dest, &"--key", &secret]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "aapi-validator: --key {} is a secret key, not a public key; give the BASE.pub file `aapi-validator keygen -o BASE` wrote\n",
+            secret.display()
+        )
+    );
+    let o = run(&[&"verify", &w.path().join("missing.aapkg")]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).ends_with(": No such file or directory (os error 2); check the path\n"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(names(&plugins).is_empty(), "nothing was written");
 }
 
 #[test]
@@ -336,6 +474,26 @@ fn install_json_says_whether_it_installed() {
         (true.into(), true.into())
     );
     assert_eq!(v["manifest"]["entry"], ENTRY);
+    // The subject is the installation, not the temporary directory it was extracted into.
+    assert_eq!(v["subject"], dest.to_str().unwrap());
+
+    // The same when an installation is replaced, in JSON and in text.
+    let o = run(&[&"install", &"--json", &good, &"--dest", &dest]);
+    assert_eq!(o.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["subject"], dest.to_str().unwrap());
+    let o = install(&good, &dest);
+    assert_eq!(o.status.code(), Some(0));
+    let text = stdout(&o);
+    assert!(
+        text.starts_with("installed demo 1.0.0")
+            && text.ends_with(&format!(
+                " into {} (replaced the earlier installation)\n",
+                dest.display()
+            )),
+        "{text}"
+    );
+    assert!(!text.contains("aapi-install"), "{text}");
 }
 
 #[test]
