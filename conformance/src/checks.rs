@@ -165,6 +165,8 @@ impl Group {
 pub enum Needs {
     /// The plugin loads and initialises (the load gate).
     Plugin,
+    /// ... and claims the profile's workload type (`load.claim`).
+    Claim,
     /// ... and a discovery produced objects to work on.
     Objects,
     /// ... and a backup child job read them.
@@ -190,6 +192,28 @@ pub struct CheckDef {
     pub expectation: String,
     /// What it needs first; `None` for the load gate itself.
     pub needs: Option<Needs>,
+}
+
+impl CheckDef {
+    /// The checks that must pass before this one can be judged, in the order they are looked
+    /// at: the gate checks before it (for a gate check), the gate (for [`Needs::Plugin`]), or
+    /// the check of the step it needs. Those checks have needs of their own, so a check is
+    /// blocked by the first step of the chain that did not pass.
+    pub fn needed(&self) -> Vec<&'static str> {
+        match self.needs {
+            None => GATE
+                .iter()
+                .position(|g| *g == self.id)
+                .map(|i| GATE[..i].to_vec())
+                .unwrap_or_default(),
+            Some(Needs::Plugin) => GATE.to_vec(),
+            Some(Needs::Claim) => vec!["load.claim"],
+            Some(Needs::Objects) => vec!["life.discovery"],
+            Some(Needs::Backup) => vec!["life.backup"],
+            Some(Needs::Restore) => vec!["life.restore"],
+            Some(Needs::RoundTrip) => vec!["life.backup", "life.restore"],
+        }
+    }
 }
 
 /// Checks that must pass before anything else runs.
@@ -347,7 +371,14 @@ pub fn all() -> Vec<CheckDef> {
             Load,
             "LOAD-6",
             Some(Plugin),
-            "aapi_pgn_claim returns AAPI_EOK for every listed workload type (including the profile's) and AAPI_ENOTCLAIMED for another",
+            "workload_types lists the profile's type and aapi_pgn_claim returns AAPI_EOK for every listed type",
+        ),
+        def(
+            "load.claim-unlisted",
+            Load,
+            "LOAD-6",
+            Some(Plugin),
+            "aapi_pgn_claim returns AAPI_ENOTCLAIMED for a type the plugin does not list",
         ),
         def(
             "load.undefined-symbols",
@@ -402,21 +433,21 @@ pub fn all() -> Vec<CheckDef> {
             "life.after-terminate",
             Lifecycle,
             "LIFE-1",
-            Some(Plugin),
+            Some(Objects),
             "after aapi_terminate, every entry point but init, terminate and get_last_error returns AAPI_ESEQUENCE",
         ),
         def(
             "life.double-init",
             Lifecycle,
             "LIFE-2",
-            Some(Plugin),
+            Some(Claim),
             "a second aapi_pgn_init returns AAPI_ESEQUENCE and writes nothing; init after terminate succeeds",
         ),
         def(
             "life.open-before-claim",
             Lifecycle,
             "LIFE-3",
-            Some(Plugin),
+            Some(Claim),
             "aapi_open_server before a successful claim in the current cycle returns AAPI_ESEQUENCE",
         ),
         def(
@@ -479,7 +510,7 @@ pub fn all() -> Vec<CheckDef> {
             "life.discovery",
             Lifecycle,
             "LIFE-8",
-            Some(Plugin),
+            Some(Claim),
             "a discovery session (open, get_server_prop, discovery, close) succeeds",
         ),
         def(
@@ -633,28 +664,28 @@ pub fn all() -> Vec<CheckDef> {
             "disc.workload-files",
             Disc,
             "DISC-1",
-            Some(Plugin),
+            Some(Objects),
             "exactly one workload file per backup host, named <dir>/<host><suffix>, even when empty, and no other file",
         ),
         def(
             "disc.exactly-once",
             Disc,
             "DISC-2",
-            Some(Plugin),
+            Some(Objects),
             "every object of the (overlapping) selections appears exactly once across the workload files",
         ),
         def(
             "disc.format",
             Disc,
             "DISC-3",
-            Some(Plugin),
+            Some(Objects),
             "workload files parse, carry the snapshot id and their host in the header, and hold real paths",
         ),
         def(
             "disc.workload-mode",
             Disc,
             "DISC-4",
-            Some(Plugin),
+            Some(Objects),
             "workload files have mode 0600 and no temporary file is left",
         ),
         def(
@@ -689,7 +720,7 @@ pub fn all() -> Vec<CheckDef> {
             "disc.balance",
             Disc,
             "DISC-9",
-            Some(Plugin),
+            Some(Objects),
             "bytes per backup host differ by at most the largest object",
         ),
         def(
@@ -773,7 +804,7 @@ pub fn all() -> Vec<CheckDef> {
             "time.keepalive-cadence",
             Timing,
             "TIME-2",
-            Some(Plugin),
+            Some(Objects),
             "calls longer than budget/4 send keepalives at least every budget/4",
         ),
         def(
@@ -836,7 +867,7 @@ pub fn all() -> Vec<CheckDef> {
             "sec.workload-private",
             Sec,
             "SEC-2",
-            Some(Plugin),
+            Some(Objects),
             "workload files are not readable by group or others",
         ),
         def(

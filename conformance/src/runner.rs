@@ -1,7 +1,7 @@
 //! The supervisor side: runs every check in worker processes, orchestrates the data pipeline,
 //! and turns what the workers reported into check results.
 
-use crate::checks::{self, CheckDef, GATE, Level, Needs};
+use crate::checks::{self, CheckDef, GATE, Level};
 use crate::pipeline::read_images;
 use crate::profile::{self, Exclusions, Profile};
 use crate::report::{CheckResult, Latency, Report, Status};
@@ -547,7 +547,7 @@ impl Runner {
                 work.push(Box::new(move || self.pipeline_rest(d)));
             }
             let mut probes: Vec<String> = self
-                .defs
+                .with_needed()
                 .iter()
                 .filter(|d| !self.opts.exclusions.0.contains_key(&d.id))
                 .filter_map(|d| crate::probes::probe_for(&d.id))
@@ -576,6 +576,21 @@ impl Runner {
             self.aggregates();
         }
         Ok(self.finalize())
+    }
+
+    /// The selected checks and every check they need, directly or not: a check that `--only`
+    /// leaves out still runs when a selected one needs it.
+    fn with_needed(&self) -> Vec<CheckDef> {
+        let mut out: Vec<CheckDef> = Vec::new();
+        let mut todo: Vec<CheckDef> = self.defs.clone();
+        while let Some(d) = todo.pop() {
+            if out.iter().any(|o| o.id == d.id) {
+                continue;
+            }
+            todo.extend(d.needed().into_iter().filter_map(checks::find));
+            out.push(d);
+        }
+        out
     }
 
     fn workload_dir(&self, name: &str) -> PathBuf {
@@ -1667,19 +1682,7 @@ impl Runner {
         if let Some(r) = self.opts.exclusions.0.get(&def.id) {
             return Status::Waived(r.clone());
         }
-        let needed: Vec<&str> = match def.needs {
-            None => GATE
-                .iter()
-                .position(|g| *g == def.id)
-                .map(|i| GATE[..i].to_vec())
-                .unwrap_or_default(),
-            Some(Needs::Plugin) => GATE.to_vec(),
-            Some(Needs::Objects) => vec!["life.discovery"],
-            Some(Needs::Backup) => vec!["life.backup"],
-            Some(Needs::Restore) => vec!["life.restore"],
-            Some(Needs::RoundTrip) => vec!["life.backup", "life.restore"],
-        };
-        for n in needed {
+        for n in def.needed() {
             if n == def.id {
                 continue;
             }

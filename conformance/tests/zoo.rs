@@ -125,7 +125,7 @@ zoo_tests! {
     undefined_symbol: "ZOO_UNDEFINED" => ["LOAD-3"] [] "load.undefined-symbols" "aapi_framework_service";
     constructor_output: "ZOO_CONSTRUCTOR" => ["LOAD-4"] ["SEC-3"] "load.no-side-effects" "printed";
     bad_plugin_name: "ZOO_BAD_NAME" => ["LOAD-5"] [] "load.info-strings" "printable ASCII";
-    claims_any_type: "ZOO_CLAIM_ANY" => ["LOAD-6"] [] "load.claim" "does not list";
+    claims_any_type: "ZOO_CLAIM_ANY" => ["LOAD-6"] [] "load.claim-unlisted" "does not list";
     info_abi_differs: "ZOO_INFO_MINOR" => ["ABI-3"] [] "load.info-abi" "1.7";
     info_strings_freed: "ZOO_INFO_HEAP" => ["MEM-2"] [] "load.info-static" "changed";
     accepts_other_major: "ZOO_ACCEPT_MAJOR" => ["ABI-2"] [] "abi.init-major" "expected AAPI_EABI";
@@ -193,4 +193,73 @@ zoo_tests! {
     prints_to_stdout: "ZOO_STDOUT" => [] ["SEC-3"] "sec.output" "stdout";
     leaks_descriptors: "ZOO_LEAK_FD" => ["RES-1", "RES-2"] [] "res.fds-close-server" "fd ";
     init_descriptor_survives_terminate: "ZOO_INIT_FD" => ["RES-2"] [] "res.fds-terminate" "/dev/null";
+}
+
+/// Run `define`, which breaks only what `failing` checks: that check fails, every check that
+/// needs it is BLOCKED naming the check it needed (never a runner error, never a failure of its
+/// own), and `blocked` are among them, each naming the check given.
+fn reported_once(define: &str, failing: &str, blocked: &[(&str, &str)]) {
+    let r = run(Some(define));
+    assert_eq!(r.failed_ids(), vec![failing], "{define}\n{}", r.to_text());
+    assert_eq!(r.exit_code, 1, "{define}: one MUST check failed");
+    assert!(!r.conformant);
+    let ids: Vec<&str> = r.checks.iter().map(|c| c.id.as_str()).collect();
+    for c in &r.checks {
+        match &c.status {
+            Status::Passed | Status::Skipped(_) | Status::Failed => {}
+            Status::Blocked(needed) => assert!(
+                ids.contains(&needed.as_str()),
+                "{define}: {} is blocked by an unknown check {needed:?}",
+                c.id
+            ),
+            other => panic!("{define}: {} is {other:?}\n{}", c.id, r.to_text()),
+        }
+    }
+    for (id, needed) in blocked {
+        assert_eq!(
+            r.check(id).map(|c| &c.status),
+            Some(&Status::Blocked(needed.to_string())),
+            "{define}: {id}\n{}",
+            r.to_text()
+        );
+    }
+    assert!(
+        r.to_text()
+            .contains(&format!("needs {failing}, which did not pass"))
+    );
+}
+
+#[test]
+fn a_failing_discovery_is_reported_once() {
+    reported_once(
+        "ZOO_DISCOVERY_FAILS",
+        "life.discovery",
+        &[
+            ("disc.workload-files", "life.discovery"),
+            ("disc.exactly-once", "life.discovery"),
+            ("disc.format", "life.discovery"),
+            ("disc.workload-mode", "life.discovery"),
+            ("disc.balance", "life.discovery"),
+            ("sec.workload-private", "life.discovery"),
+            ("life.after-terminate", "life.discovery"),
+            ("time.keepalive-cadence", "life.discovery"),
+            ("life.backup", "life.discovery"),
+            ("data.roundtrip", "life.backup"),
+        ],
+    );
+}
+
+#[test]
+fn a_refused_claim_is_reported_once() {
+    reported_once(
+        "ZOO_CLAIM_REFUSED",
+        "load.claim",
+        &[
+            ("life.open-before-claim", "load.claim"),
+            ("life.double-init", "load.claim"),
+            ("life.discovery", "load.claim"),
+            ("disc.format", "life.discovery"),
+            ("life.after-terminate", "life.discovery"),
+        ],
+    );
 }

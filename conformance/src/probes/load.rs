@@ -162,7 +162,7 @@ pub fn gate(ctx: &Ctx) -> Result<(), String> {
     Ok(())
 }
 
-/// `load.claim`: every listed type is claimed, other types are not.
+/// `load.claim` (and `load.claim-unlisted`): every listed type is claimed, other types are not.
 pub fn claim(p: &Probe) -> PR {
     let plugin = p.init_only()?;
     let types = plugin.info().workload_types.clone();
@@ -187,12 +187,19 @@ pub fn claim(p: &Probe) -> PR {
         }
         match plugin.claim(other) {
             Ok(false) => {}
-            Ok(true) => p.fail(format!(
-                "aapi_pgn_claim({other:?}) returned AAPI_EOK for a type the plugin does not list"
-            )),
-            Err(e) => p.fail(format!("{e}, expected AAPI_ENOTCLAIMED")),
+            Ok(true) => p.fail_as(
+                "load.claim-unlisted",
+                format!(
+                    "aapi_pgn_claim({other:?}) returned AAPI_EOK for a type the plugin does not list"
+                ),
+            ),
+            Err(e) => p.fail_as(
+                "load.claim-unlisted",
+                format!("{e}, expected AAPI_ENOTCLAIMED"),
+            ),
         }
     }
+    p.ctx.ran("load.claim-unlisted");
     plugin.terminate()?;
     Ok(())
 }

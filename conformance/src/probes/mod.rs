@@ -101,6 +101,7 @@ const PER_FUNCTION: &[(&str, PerFunctionFn)] = &[
 /// The probe that evaluates `check`, if a probe does.
 pub fn probe_for(check: &str) -> Option<String> {
     let alias = match check {
+        "load.claim-unlisted" => "load.claim",
         "rc.last-error-message" => "rc.last-error",
         "rst.failed-restore-keeps" => "rst.failed-restore",
         other => other,

@@ -283,6 +283,9 @@ int aapi_pgn_init(const aapi_host_info_t *host_info, aapi_plugin_info_t *plugin_
 int aapi_pgn_claim(const char *workload_type) {
     if (!live()) FAIL(AAPI_ESEQUENCE, "aapi_pgn_claim before aapi_pgn_init");
     if (!workload_type || !*workload_type) FAIL(AAPI_EINVAL, "aapi_pgn_claim: empty type");
+#ifdef ZOO_CLAIM_REFUSED
+    FAIL(AAPI_ENOTCLAIMED, "not claimed: %s", workload_type);
+#endif
 #ifndef ZOO_CLAIM_ANY
     if (strcmp(workload_type, "files") != 0) FAIL(AAPI_ENOTCLAIMED, "not claimed: %s", workload_type);
 #endif
@@ -625,6 +628,9 @@ int aapi_discovery(aapi_server_t server, const char *const *selections, const ch
     if (rc) return rc;
     SERVER(server, "aapi_discovery");
     if (s->op != AAPI_OP_DISCOVERY || s->disc_done) FAIL(AAPI_ESEQUENCE, "aapi_discovery not legal here");
+#ifdef ZOO_DISCOVERY_FAILS
+    FAIL(AAPI_EIO, "aapi_discovery: the zoo cannot discover");
+#endif
 #ifdef ZOO_SCHED
     if (schedtype > AAPI_SCHED_CINC) schedtype = AAPI_SCHED_FULL;
 #endif
