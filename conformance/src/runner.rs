@@ -512,25 +512,25 @@ impl Runner {
             }
             Err(e) => self.harness(&current, format!("lost the worker: {e}")),
         }
-        if let Ok(out) = std::fs::read(&capture) {
-            if !out.is_empty() {
-                let text = String::from_utf8_lossy(&out).into_owned();
-                let first = text
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .chars()
-                    .take(160)
-                    .collect::<String>();
-                self.fail(
-                    "sec.output",
-                    format!(
-                        "{} bytes written to stdout/stderr during {primary}, starting {first:?}",
-                        out.len()
-                    ),
-                );
-                self.texts.lock().unwrap().push((primary.to_string(), text));
-            }
+        if let Ok(out) = std::fs::read(&capture)
+            && !out.is_empty()
+        {
+            let text = String::from_utf8_lossy(&out).into_owned();
+            let first = text
+                .lines()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(160)
+                .collect::<String>();
+            self.fail(
+                "sec.output",
+                format!(
+                    "{} bytes written to stdout/stderr during {primary}, starting {first:?}",
+                    out.len()
+                ),
+            );
+            self.texts.lock().unwrap().push((primary.to_string(), text));
         }
         unit
     }
@@ -875,15 +875,15 @@ impl Runner {
             .flat_map(|wf| wf.entries.iter().map(|e| e.size_hint))
             .max()
             .unwrap_or(0);
-        if let (Some(lo), Some(hi)) = (per_host.first(), per_host.last()) {
-            if hi - lo > largest {
-                self.fail(
+        if let (Some(lo), Some(hi)) = (per_host.first(), per_host.last())
+            && hi - lo > largest
+        {
+            self.fail(
                     "disc.balance",
                     format!(
                         "bytes per backup host range from {lo} to {hi}, more apart than the largest object ({largest})"
                     ),
                 );
-            }
         }
         self.ran("disc.balance");
         // Objects for the probes.
@@ -956,14 +956,14 @@ impl Runner {
         let objects = self.objects.lock().unwrap().clone();
         // A change after a snapshot must not show in the backup (DISC-6).
         let mut snapshot_probe: Option<Vec<u8>> = None;
-        if let Some(tree) = &self.tree {
-            if !snapid.is_empty() {
-                let p = tree.join("data").join("name with spaces.txt");
-                if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(&p) {
-                    use std::io::Write;
-                    let _ = f.write_all(b"changed after the snapshot\n");
-                    snapshot_probe = Some(crate::worker::pbytes(&p));
-                }
+        if let Some(tree) = &self.tree
+            && !snapid.is_empty()
+        {
+            let p = tree.join("data").join("name with spaces.txt");
+            if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(&p) {
+                use std::io::Write;
+                let _ = f.write_all(b"changed after the snapshot\n");
+                snapshot_probe = Some(crate::worker::pbytes(&p));
             }
         }
         let images = self.backups(&files, &out, "full", "life.backup");
@@ -1549,16 +1549,16 @@ impl Runner {
                         );
                         continue;
                     };
-                    if let Some(e) = now.as_ref().and_then(|m| m.0.get(c)) {
-                        if e.sha256 != o.sha256 {
-                            self.fail(
-                                id,
-                                format!(
-                                    "{name}: the backup of {} does not hold its new content",
-                                    crate::worker::show(c)
-                                ),
-                            );
-                        }
+                    if let Some(e) = now.as_ref().and_then(|m| m.0.get(c))
+                        && e.sha256 != o.sha256
+                    {
+                        self.fail(
+                            id,
+                            format!(
+                                "{name}: the backup of {} does not hold its new content",
+                                crate::worker::show(c)
+                            ),
+                        );
                     }
                 }
             }

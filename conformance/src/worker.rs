@@ -291,20 +291,19 @@ impl HostHooks for ConfHooks {
                 .or_default()
                 .push(took.as_micros() as u64);
         }
-        if n == 1 {
-            if let Some(t) = self.track.lock().unwrap().take() {
-                let gap = t.max_gap.max(now - t.last_alive);
-                let dur = now - t.start;
-                let budget = self.budget_ms.load(Ordering::SeqCst);
-                if !t.overlapped && t.function == function && dur.as_millis() > (budget / 4) as u128
-                {
-                    s.long_calls.push(LongCall {
-                        function: function.to_string(),
-                        duration_ms: dur.as_millis() as u64,
-                        max_gap_ms: gap.as_millis() as u64,
-                        budget_ms: budget,
-                    });
-                }
+        if n == 1
+            && let Some(t) = self.track.lock().unwrap().take()
+        {
+            let gap = t.max_gap.max(now - t.last_alive);
+            let dur = now - t.start;
+            let budget = self.budget_ms.load(Ordering::SeqCst);
+            if !t.overlapped && t.function == function && dur.as_millis() > (budget / 4) as u128 {
+                s.long_calls.push(LongCall {
+                    function: function.to_string(),
+                    duration_ms: dur.as_millis() as u64,
+                    max_gap_ms: gap.as_millis() as u64,
+                    budget_ms: budget,
+                });
             }
         }
     }

@@ -193,12 +193,11 @@ pub fn invisible(p: &Probe) -> PR {
     if c == AAPI_EOK && prop.size == data.len() as u64 {
         p.fail("before aapi_close_object, aapi_get_object_prop_byname already reports the written data under the path");
     }
-    if p.setup().files {
-        if let Ok(on_disk) = std::fs::read(os(&target)) {
-            if on_disk == data {
-                p.fail("before aapi_close_object, the data is on disk under the path");
-            }
-        }
+    if p.setup().files
+        && let Ok(on_disk) = std::fs::read(os(&target))
+        && on_disk == data
+    {
+        p.fail("before aapi_close_object, the data is on disk under the path");
     }
     let c = api.close_object(o);
     p.expect("aapi_close_object", c, AAPI_EOK);

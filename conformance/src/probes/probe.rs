@@ -247,10 +247,10 @@ impl Probe<'_> {
 
     /// A small selection: the deepest directory (files) or the profile's selections.
     pub fn small_selection(&self) -> Vec<Vec<u8>> {
-        if self.setup().files {
-            if let Some(d) = &self.objects().dir {
-                return vec![d.clone()];
-            }
+        if self.setup().files
+            && let Some(d) = &self.objects().dir
+        {
+            return vec![d.clone()];
         }
         self.setup().selections.clone()
     }
