@@ -42,7 +42,7 @@ enum Cmd {
         /// Keep the scratch directory (tree, workload files, images, plugin output) here.
         #[arg(long)]
         keep_scratch: Option<PathBuf>,
-        /// Print only the verdict line.
+        /// Print only the verdict line (with the counts of skipped, waived, blocked checks).
         #[arg(long, short)]
         quiet: bool,
     },
@@ -140,17 +140,10 @@ fn main() -> ExitCode {
                 Ok(r) => r,
                 Err(e) => return fail(e),
             };
-            let text = report.to_text();
             if quiet {
-                print!(
-                    "{}",
-                    text.lines()
-                        .last()
-                        .map(|l| format!("{l}\n"))
-                        .unwrap_or_default()
-                );
+                println!("{}", report.verdict());
             } else {
-                print!("{text}");
+                print!("{}", report.to_text());
             }
             for (path, body) in [(json, report.to_json()), (junit, report.to_junit())] {
                 if let Some(p) = path {

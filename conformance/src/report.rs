@@ -306,16 +306,57 @@ impl Report {
         if !self.only.is_empty() {
             let _ = writeln!(o, "Only checks starting with {:?} ran.", self.only);
         }
-        let verdict = match self.exit_code {
-            0 if s.skipped + s.waived > 0 => {
-                "CONFORMANT: every MUST check that applies passed (see the skipped and waived checks above)"
-            }
-            0 => "CONFORMANT: every MUST check passed",
-            1 => "NOT CONFORMANT: a MUST check failed",
-            _ => "INCOMPLETE: the runner could not judge every check (see the errors above)",
-        };
-        let _ = writeln!(o, "{verdict}");
+        let _ = writeln!(o, "{}", self.verdict_line(true));
         o
+    }
+
+    /// The verdict in one line that stands alone (what `--quiet` prints): what passed, and how
+    /// many checks were skipped, waived, selected, blocked or in error.
+    pub fn verdict(&self) -> String {
+        self.verdict_line(false)
+    }
+
+    /// The verdict; `lists_above` when it ends the terminal summary, whose lists it points to.
+    fn verdict_line(&self, lists_above: bool) -> String {
+        let s = &self.summary;
+        let see = if lists_above { ": see above" } else { "" };
+        let (every, selected) = if self.only.is_empty() {
+            ("every MUST check", String::new())
+        } else {
+            (
+                "every selected MUST check",
+                format!(
+                    "{} of {} checks selected",
+                    self.checks.len(),
+                    crate::checks::all().len()
+                ),
+            )
+        };
+        let mut notes: Vec<String> = Vec::new();
+        if !selected.is_empty() {
+            notes.push(selected);
+        }
+        match self.exit_code {
+            0 => {
+                let applies = if s.skipped + s.waived > 0 {
+                    notes.push(format!("{} skipped, {} waived{see}", s.skipped, s.waived));
+                    " that applies"
+                } else {
+                    ""
+                };
+                let notes = if notes.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", notes.join("; "))
+                };
+                format!("CONFORMANT: {every}{applies} passed{notes}")
+            }
+            1 => "NOT CONFORMANT: a MUST check failed".to_string(),
+            _ => format!(
+                "INCOMPLETE: the runner could not judge every check ({} runner errors, {} blocked{see})",
+                s.errors, s.blocked
+            ),
+        }
     }
 
     /// JUnit XML: one testsuite per group, one testcase per check. MUST failures are

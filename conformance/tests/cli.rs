@@ -205,6 +205,41 @@ fn library_api_serves_its_own_workers() {
         report.check("rc.codes").is_none(),
         "only the selected checks are reported"
     );
+    // The verdict says that it covers only the selected checks.
+    let verdict = format!(
+        "CONFORMANT: every selected MUST check passed ({} of {} checks selected)",
+        report.checks.len(),
+        checks::all().len()
+    );
+    assert_eq!(report.verdict(), verdict);
+    assert!(report.to_text().trim_end().ends_with(&verdict));
+}
+
+#[test]
+fn quiet_prints_one_verdict_line_that_stands_alone() {
+    let (_, profile_dir) = common::profile();
+    let out = cli()
+        .arg("run")
+        .arg(common::build(None))
+        .arg("--profile")
+        .arg(profile_dir.join("zoo.toml"))
+        .args(["--only", "load.", "--only", "disc.postprocess", "--quiet"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    // The zoo takes no snapshot: disc.postprocess is skipped.
+    let selected = checks::all()
+        .iter()
+        .filter(|c| c.id.starts_with("load.") || c.id == "disc.postprocess")
+        .count();
+    assert_eq!(
+        text,
+        format!(
+            "CONFORMANT: every selected MUST check that applies passed ({selected} of {} checks selected; 1 skipped, 0 waived)\n",
+            checks::all().len()
+        )
+    );
 }
 
 #[test]
