@@ -10,14 +10,16 @@
 #   OUT_DIR       where the reports and the package go:
 #                   conformance.json, conformance.junit.xml  (publish the JUnit file as test results)
 #                   plugin.aapkg, verify.json                (the package to release and its check)
-# Tools: aapi-conformance and aapi-validator on PATH (cargo install --path conformance, --path
-# validator), or their paths in AAPI_CONFORMANCE and AAPI_VALIDATOR. With AAPI_SIGNING_KEY set to
+# Tools: aapi-conformance and aapi-validator on PATH (from a checkout: cargo install --locked
+# --path conformance, and --path validator), or their paths in AAPI_CONFORMANCE and AAPI_VALIDATOR. With AAPI_SIGNING_KEY set to
 # a secret key file BASE.key made by `aapi-validator keygen -o BASE`, the package is signed and
 # verified against BASE.pub.
 #
-# Exit status: 0 when the plugin is conformant and the package verifies; otherwise the status of
-# the step that failed (aapi-conformance: 1 a MUST check failed, 2 could not run; aapi-validator:
-# 1 invalid package, 2 could not run).
+# Exit status: 0 when the plugin is conformant, the package verifies and its entry library is the
+# library that passed; otherwise the status of the step that failed (aapi-conformance: 1 a MUST
+# check failed, 2 could not run; aapi-validator: 1 invalid package, 2 could not run), or 3 when the
+# package's entry library is not PLUGIN.so byte for byte (its SHA-256 differs): then the package is
+# removed, since what was tested is not what would ship.
 set -euo pipefail
 
 if [ $# -ne 4 ]; then
@@ -29,7 +31,10 @@ conformance=${AAPI_CONFORMANCE:-aapi-conformance}
 validator=${AAPI_VALIDATOR:-aapi-validator}
 mkdir -p "$out"
 
-echo "==> conformance: $plugin"
+# Hash the library before testing it: this is the library the verdict is about.
+tested=$(sha256sum <"$plugin" | cut -d' ' -f1)
+
+echo "==> conformance: $plugin (sha256 $tested)"
 "$conformance" run "$plugin" --profile "$profile" \
     --json "$out/conformance.json" --junit "$out/conformance.junit.xml"
 
@@ -49,4 +54,23 @@ if [ "$code" -ne 0 ]; then
     "$validator" verify "$out/plugin.aapkg" "${verify_key[@]}" >&2 || true
     exit "$code"
 fi
-echo "==> ok: conformant, packaged and verified"
+
+# The package must ship the library that passed: the manifest's entry, in SHIP_DIR, has the tested
+# library's SHA-256, and the verified manifest lists that digest.
+entry=$(grep -o '"entry": *"[^"]*"' "$out/verify.json" | head -n 1 | sed 's/^"entry": *"//; s/"$//') ||
+    entry=""
+if [ -z "$entry" ] || [ ! -f "$ship/$entry" ]; then
+    rm -f "$out/plugin.aapkg"
+    echo "plugin-ci: cannot find the package's entry library in $out/verify.json and $ship" >&2
+    exit 3
+fi
+shipped=$(sha256sum <"$ship/$entry" | cut -d' ' -f1)
+if [ "$shipped" != "$tested" ] || ! grep -q "\"$tested\"" "$out/verify.json"; then
+    rm -f "$out/plugin.aapkg"
+    echo "plugin-ci: the package's entry library $entry is not the library that was tested:" >&2
+    echo "  tested   $plugin  sha256 $tested" >&2
+    echo "  packaged $ship/$entry  sha256 $shipped" >&2
+    echo "  copy the tested library into $ship (or test the one in $ship); package removed" >&2
+    exit 3
+fi
+echo "==> ok: conformant, packaged and verified; the package ships $entry, sha256 $tested"

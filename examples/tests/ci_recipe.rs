@@ -1,6 +1,7 @@
 //! examples/ci/plugin-ci.sh, the vendor CI recipe, works end to end on the C sample plugin:
-//! conformance reports, a signed package that verifies; and a plugin that is not conformant
-//! stops the pipeline before anything is packaged.
+//! conformance reports, a signed package that verifies; a plugin that is not conformant stops the
+//! pipeline before anything is packaged; and a package whose library is not the tested one is
+//! refused and removed.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -153,4 +154,40 @@ fn a_plugin_that_is_not_conformant_is_never_packaged() {
         !out.join("plugin.aapkg").exists(),
         "packaged although not conformant"
     );
+}
+
+#[test]
+fn a_package_of_another_library_than_the_tested_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = Path::new(aapi_sample_plugin_c::PLUGIN_PATH);
+    let ship = ship_dir(dir.path(), plugin);
+    // The shipped copy differs from the tested library by one byte at the end, as a library
+    // rebuilt or patched after the conformance run would: it still loads, packs and verifies.
+    let shipped = ship.join(plugin.file_name().unwrap());
+    let mut bytes = fs::read(&shipped).unwrap();
+    bytes.push(0);
+    fs::write(&shipped, bytes).unwrap();
+
+    let out = dir.path().join("out");
+    let r = run_recipe(plugin, &ship, &out, None);
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(3), "{stdout}\n{stderr}");
+    // Every earlier step passed: the refusal is the digest comparison's.
+    assert!(stdout.contains("==> verify:"), "{stdout}");
+    assert!(out.join("verify.json").is_file());
+    assert!(
+        stderr.contains("is not the library that was tested"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&plugin.display().to_string())
+            && stderr.contains(&shipped.display().to_string()),
+        "the message names both libraries:\n{stderr}"
+    );
+    assert!(
+        !out.join("plugin.aapkg").exists(),
+        "the package of an untested library was left to ship"
+    );
+    assert!(!stdout.contains("==> ok"), "{stdout}");
 }
