@@ -310,3 +310,41 @@ changed_objects = ["{scratch}/staged/a"]
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("setup command"));
 }
+
+#[test]
+fn default_profile_skips_what_the_docs_say_and_says_how_to_run_it() {
+    // The complete zoo on the default profile (no credentials, the default long call).
+    let report = common::run_with(None, |o| {
+        o.profile = aapi_conformance::Profile::default();
+        o.only = vec!["time.".into(), "sec.secrets".into()];
+    });
+    assert_eq!(report.exit_code, 0, "{}", report.to_text());
+    let skipped: Vec<&str> = report
+        .checks
+        .iter()
+        .filter(|c| matches!(c.status, Status::Skipped(_)))
+        .map(|c| c.id.as_str())
+        .collect();
+    assert_eq!(
+        skipped,
+        vec!["time.keepalive-cadence", "sec.secrets"],
+        "{}",
+        report.to_text()
+    );
+    let Some(Status::Skipped(reason)) = report.check("time.keepalive-cadence").map(|c| &c.status)
+    else {
+        unreachable!()
+    };
+    assert!(reason.contains("[timing] selections"), "{reason}");
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/conformance.md"
+    ))
+    .unwrap();
+    assert!(
+        doc.contains("It skips `sec.secrets`")
+            && doc.contains("`time.keepalive-cadence` is skipped")
+            && doc.contains("selections = [\"/usr/share\"]"),
+        "docs/conformance.md must say what the default profile skips and how to run it"
+    );
+}

@@ -100,7 +100,7 @@ pub fn cadence(p: &Probe) -> PR {
     drop(s);
     if took.as_millis() <= (setup.timing_budget_ms / 4) as u128 {
         p.skip(format!(
-            "the long call took {} ms, not longer than budget/4 ({} ms): make [timing] selections bigger",
+            "the long call took {} ms, not longer than budget/4 ({} ms): give the profile a longer one, e.g. [timing] selections = [\"/usr/share\"] (docs/conformance.md, profile)",
             took.as_millis(),
             setup.timing_budget_ms / 4
         ));
