@@ -98,3 +98,24 @@ fn docs_describe_every_check() {
         );
     }
 }
+
+#[test]
+fn credentials_format_is_documented_as_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("credentials.toml");
+    std::fs::write(&toml, "\"files.password\" = \"s3cret\"\n").unwrap();
+    assert_eq!(
+        aapi_conformance::profile::read_credentials(&toml).unwrap(),
+        vec![("files.password".to_string(), "s3cret".to_string())]
+    );
+    // aapi-host's `--credentials` format is not accepted: one file does not serve both.
+    let host = dir.path().join("credentials.env");
+    std::fs::write(&host, "files.password=s3cret\n").unwrap();
+    let err = aapi_conformance::profile::read_credentials(&host)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("key = \"secret\""), "{err}");
+    let doc = read("docs/conformance.md");
+    assert!(doc.contains("`\"files.password\" = \"s3cret\"`"));
+    assert!(doc.contains("`KEY=VALUE` lines (`files.password=s3cret`"));
+}
