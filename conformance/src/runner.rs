@@ -901,8 +901,14 @@ impl Runner {
             }
         }
         all.sort_by(|a, b| a.path.cmp(&b.path));
+        // Probes work on objects below the selections, not on the selections themselves, nor
+        // on the files the runner changes in the generated tree. A plugin whose objects are
+        // exactly its selections (a database, files listed one by one) has nothing below them:
+        // its probes work on the selections' objects.
+        let selection = |p: &[u8]| self.setup.selections.iter().any(|s| s == p);
+        let only_selections = all.iter().all(|o| selection(&o.path));
         let volatile = |p: &[u8]| {
-            self.setup.selections.iter().any(|s| s == p)
+            (selection(p) && !only_selections)
                 || p.ends_with(b"/small.txt")
                 || p.ends_with(b"/name with spaces.txt")
         };
@@ -1693,9 +1699,23 @@ impl Runner {
                 _ => return Status::Blocked(n.to_string()),
             }
         }
+        // A check judged by another check's probe is blocked by that check when the probe
+        // stopped before it got there (it failed, or could not complete).
+        let judged_by = crate::probes::probe_for(&def.id).filter(|p| *p != def.id);
+        let blocked_by = judged_by.filter(|p| {
+            let def = checks::find(p).expect("probes evaluate known checks");
+            !matches!(
+                self.status_of(&def, memo),
+                Status::Passed | Status::Warning | Status::Waived(_) | Status::Skipped(_)
+            )
+        });
         let st = self.state.lock().unwrap();
+        let not_run = || match &blocked_by {
+            Some(p) => Status::Blocked(p.clone()),
+            None => Status::Error("the check did not run".into()),
+        };
         let Some(s) = st.get(&def.id) else {
-            return Status::Error("the check did not run".into());
+            return not_run();
         };
         if let Some(e) = &s.error {
             return Status::Error(e.clone());
@@ -1709,11 +1729,7 @@ impl Runner {
         if let Some(r) = &s.skip {
             return Status::Skipped(r.clone());
         }
-        if s.ran {
-            Status::Passed
-        } else {
-            Status::Error("the check did not run".into())
-        }
+        if s.ran { Status::Passed } else { not_run() }
     }
 
     fn finalize(&self) -> Report {
