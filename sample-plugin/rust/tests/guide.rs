@@ -1,8 +1,10 @@
-//! docs/guide-rust.md stays true: its plugin listing is exactly examples/guide_plugin.rs, and
-//! that plugin, built as a cdylib, loads and passes a backup and restore round trip.
+//! docs/guide-rust.md stays true: its plugin listing is exactly examples/guide_plugin.rs, that
+//! plugin, built as a cdylib, loads and passes a backup and restore round trip, and the
+//! conformance kit, run with the guide's profile, gives the result the guide states.
 
 mod common;
 
+use aapi_conformance::{Profile, Status, WorkerProgram};
 use aapi_host::client::Plugin;
 use aapi_host::jobs::{BackupOptions, backup_in_process, restore_in_process};
 use aapi_host::tasks::RestoreTask;
@@ -124,4 +126,118 @@ fn the_guide_plugin_loads_and_round_trips() {
         b"hello"
     );
     plugin.terminate().unwrap();
+}
+
+/// The checks the guide's §7 says fail (MUST), warn (SHOULD), are blocked and are skipped.
+const FAILED: &[&str] = &[
+    "rc.unknown-path",
+    "rst.preprocess",
+    "rst.exists",
+    "rst.failed-restore",
+    "time.cancel",
+];
+const WARNINGS: &[&str] = &["rc.documented-codes"];
+const BLOCKED: &[&str] = &["rst.failed-restore-keeps"];
+const SKIPPED: &[&str] = &[
+    "obj.changed",
+    "disc.postprocess",
+    "disc.incremental",
+    "data.on-disk",
+    "time.keepalive-cadence",
+    "thr.concurrent-read",
+    "thr.concurrent-restore",
+    "sec.secrets",
+];
+
+/// The fenced block of `lang` that follows the first occurrence of `after` in `text`.
+fn block_after<'a>(text: &'a str, after: &str, lang: &str) -> &'a str {
+    let rest = &text[text.find(after).unwrap_or_else(|| panic!("no {after:?}"))..];
+    let open = format!("```{lang}\n");
+    let body = &rest[rest.find(&open).unwrap() + open.len()..];
+    &body[..body.find("```").unwrap()]
+}
+
+#[test]
+fn the_guide_conformance_result_holds() {
+    aapi_conformance::serve_if_requested();
+    let guide = fs::read_to_string(crate_dir().join("../../docs/guide-rust.md")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("flatfiles.toml");
+    fs::write(
+        &profile,
+        block_after(&guide, "Save this as `flatfiles.toml`", "toml"),
+    )
+    .unwrap();
+    let (profile, profile_dir) = Profile::from_path(&profile).unwrap_or_else(|e| panic!("{e}"));
+    let mut opts = aapi_conformance::RunOptions::new(example_library());
+    opts.profile = profile;
+    opts.profile_dir = profile_dir;
+    opts.worker = WorkerProgram::CurrentTest("the_guide_conformance_result_holds".into());
+    let r = aapi_conformance::run(opts).unwrap_or_else(|e| panic!("{e}"));
+    let text = r.to_text();
+
+    let ids = |keep: &dyn Fn(&Status) -> bool| -> Vec<&str> {
+        let mut v: Vec<&str> = r
+            .checks
+            .iter()
+            .filter(|c| keep(&c.status))
+            .map(|c| c.id.as_str())
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    let sorted = |ids: &[&'static str]| {
+        let mut v = ids.to_vec();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(ids(&|s| *s == Status::Failed), sorted(FAILED), "{text}");
+    assert_eq!(
+        ids(&|s| matches!(s, Status::Blocked(_))),
+        sorted(BLOCKED),
+        "{text}"
+    );
+    assert_eq!(
+        ids(&|s| matches!(s, Status::Error(_) | Status::Waived(_))),
+        Vec::<&str>::new(),
+        "{text}"
+    );
+    // The keepalive cadence is skipped only because the long call is short; on a machine slow
+    // enough to make it long, it is judged instead (and may warn).
+    let cadence = "time.keepalive-cadence";
+    let skipped = ids(&|s| matches!(s, Status::Skipped(_)));
+    let cadence_judged = !skipped.contains(&cadence);
+    let mut warned = ids(&|s| *s == Status::Warning);
+    warned.retain(|id| *id != cadence);
+    assert_eq!(warned, sorted(WARNINGS), "{text}");
+    let mut expected_skips = sorted(SKIPPED);
+    if cadence_judged {
+        expected_skips.retain(|id| *id != cadence);
+    }
+    assert_eq!(skipped, expected_skips, "{text}");
+    assert_eq!((r.exit_code, r.conformant), (1, false), "{text}");
+
+    // The guide names each of these checks and states the summary line of this run.
+    for id in FAILED.iter().chain(WARNINGS).chain(BLOCKED).chain(SKIPPED) {
+        assert!(guide.contains(&format!("`{id}`")), "the guide omits {id}");
+    }
+    let stated = block_after(&guide, "the run ends with", "text").trim();
+    let s = &r.summary;
+    let (mut passed, mut warnings, mut skips) = (s.passed, s.warnings, s.skipped);
+    if cadence_judged {
+        match r.check(cadence).unwrap().status {
+            Status::Warning => warnings -= 1,
+            _ => passed -= 1,
+        }
+        skips += 1;
+    }
+    let actual = format!(
+        "{} checks: {passed} passed, {} failed, {warnings} warnings, {skips} skipped, {} waived, {} blocked, {} errors",
+        r.checks.len(),
+        s.failed,
+        s.waived,
+        s.blocked,
+        s.errors
+    );
+    assert_eq!(stated, actual, "{text}");
 }
