@@ -270,6 +270,42 @@ fn read_marker(lib: &'static Library, path: &Path) -> Result<aapi_abi_marker_t, 
     Ok(marker)
 }
 
+/// The manifest an `aapi-validator install` leaves in its destination.
+const INSTALL_MANIFEST: &str = ".aapi/manifest.json";
+
+/// The entry library of an installed plugin package: `dir/<entry>` as `dir`'s install manifest
+/// names it. `None` when `dir` holds no install manifest; an error when the manifest is
+/// unreadable or its entry is not a relative path inside `dir`.
+pub fn installed_entry(dir: &Path) -> Option<Result<PathBuf, String>> {
+    if !dir.is_dir() {
+        return None;
+    }
+    let manifest = dir.join(INSTALL_MANIFEST);
+    let bytes = match std::fs::read(&manifest) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => return Some(Err(format!("{}: {e}", manifest.display()))),
+    };
+    let entry = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v["entry"].as_str().map(str::to_string));
+    Some(match entry {
+        Some(e)
+            if !e.is_empty()
+                && Path::new(&e)
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_))) =>
+        {
+            Ok(dir.join(e))
+        }
+        _ => Err(format!(
+            "{}: no usable \"entry\" (a relative path of the installed library); check the installation with `aapi-validator verify --installed {}`",
+            manifest.display(),
+            dir.display()
+        )),
+    })
+}
+
 /// What [`find_claiming`] saw for each library in the directory.
 #[derive(Debug)]
 pub struct ClaimReport {

@@ -4,7 +4,7 @@
 //! 2 when the plugin cannot be loaded or the process was not started by a supervisor.
 
 use crate::client::Plugin;
-use crate::loader::find_claiming;
+use crate::loader::{find_claiming, installed_entry};
 use crate::supervise::{Event, WorkerLink};
 use crate::tasks::{Progress, Task, TaskError};
 use std::io::Read;
@@ -93,6 +93,18 @@ pub fn main() -> i32 {
             message: m,
             code: None,
         })?;
+        // An installed package: its manifest names the library.
+        let plugin_path = match installed_entry(&plugin_path) {
+            Some(Ok(lib)) => lib,
+            Some(Err(message)) => {
+                unusable = true;
+                return Err(TaskError {
+                    message,
+                    code: None,
+                });
+            }
+            None => plugin_path,
+        };
         if plugin_path.is_dir() {
             // A plugin directory: the first library (in file-name order) that claims the type.
             let found =

@@ -817,3 +817,34 @@ fn input_errors_say_what_to_do() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("pass --overwrite"), "{}", r.stderr);
 }
+
+#[test]
+fn an_installed_package_is_used_through_its_manifest_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    make_tree(&tree, 2, PAST);
+    // The layout `aapi-validator install` leaves: the library where the manifest's entry says.
+    let dest = dir.path().join("files-plugin");
+    std::fs::create_dir_all(dest.join(".aapi")).unwrap();
+    std::fs::create_dir_all(dest.join("lib")).unwrap();
+    std::fs::copy(rust_sample(), dest.join("lib/libfiles.so")).unwrap();
+    let manifest = dest.join(".aapi/manifest.json");
+    std::fs::write(&manifest, r#"{"format": 1, "entry": "lib/libfiles.so"}"#).unwrap();
+    let r = backup(&store, &dest, &tree, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let m = &r.json()["manifest"];
+    assert!(
+        m["plugin"]
+            .as_str()
+            .unwrap()
+            .ends_with("files-plugin/lib/libfiles.so"),
+        "{m}"
+    );
+
+    // An entry that leaves the installation is refused.
+    std::fs::write(&manifest, r#"{"entry": "../elsewhere.so"}"#).unwrap();
+    let r = backup(&store, &dest, &tree, &[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("verify --installed"), "{}", r.stderr);
+}
