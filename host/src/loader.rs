@@ -311,7 +311,8 @@ pub fn installed_entry(dir: &Path) -> Option<Result<PathBuf, String>> {
 pub struct ClaimReport {
     /// The plugin that claims the workload type, if any (the first in file-name order).
     pub chosen: Option<Plugin>,
-    /// Every other library and why it was not chosen (load error, init error, or the claim code).
+    /// Every other library and why it was not chosen (load error, init error, or the claim code),
+    /// each message naming the library.
     pub rejected: Vec<(PathBuf, String)>,
 }
 
@@ -340,7 +341,8 @@ pub fn find_claiming(
             Ok(lib) => match lib.init(hooks.clone()) {
                 Ok(p) => p,
                 Err(e) => {
-                    report.rejected.push((file, e.to_string()));
+                    let why = format!("{}: {e}", file.display());
+                    report.rejected.push((file, why));
                     continue;
                 }
             },
@@ -353,14 +355,16 @@ pub fn find_claiming(
             Ok(true) => report.chosen = Some(plugin),
             Ok(false) => {
                 let _ = plugin.terminate();
-                report.rejected.push((
-                    file,
-                    format!("does not claim workload type {workload_type:?}"),
-                ));
+                let why = format!(
+                    "{}: does not claim workload type {workload_type:?}",
+                    file.display()
+                );
+                report.rejected.push((file, why));
             }
             Err(e) => {
                 let _ = plugin.terminate();
-                report.rejected.push((file, e.to_string()));
+                let why = format!("{}: {e}", file.display());
+                report.rejected.push((file, why));
             }
         }
     }

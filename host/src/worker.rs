@@ -119,14 +119,7 @@ pub fn main() -> i32 {
                     Ok(r) => r
                         .rejected
                         .iter()
-                        .map(|(f, why)| {
-                            let f = f.display().to_string();
-                            if why.contains(&f) {
-                                why.clone()
-                            } else {
-                                format!("{f}: {why}")
-                            }
-                        })
+                        .map(|(_, why)| why.as_str())
                         .collect::<Vec<_>>()
                         .join("; "),
                     Err(e) => e.message.clone(),
