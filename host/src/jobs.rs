@@ -112,8 +112,8 @@ pub struct BackupOptions {
     pub workload_type: String,
     /// Workload server name.
     pub server: String,
-    /// Selections.
-    pub selections: Vec<String>,
+    /// Selections, as the bytes given to the plugin (any bytes: a path need not be UTF-8).
+    pub selections: Vec<Vec<u8>>,
     /// Backup hosts (one stream each).
     pub hosts: Vec<String>,
     /// Extra session properties.

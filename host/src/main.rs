@@ -140,8 +140,9 @@ struct BackupArgs {
     #[arg(long, default_value = "full")]
     schedule: String,
     /// What to back up (repeatable), e.g. an absolute path for the files workload.
+    /// Any bytes the shell passes are given to the plugin as they are.
     #[arg(long = "select", required = true)]
-    selections: Vec<String>,
+    selections: Vec<std::ffi::OsString>,
     /// Backup hosts, comma-separated: one workload file and one stream each.
     #[arg(long, value_delimiter = ',', conflicts_with = "streams")]
     hosts: Vec<String>,
@@ -284,7 +285,7 @@ fn backup_options(store: &std::path::Path, a: &BackupArgs) -> Result<BackupOptio
         plugin: a.plugin.clone(),
         workload_type: a.session.workload_type.clone(),
         server: a.session.server.clone(),
-        selections: a.selections.clone(),
+        selections: a.selections.iter().map(|s| s.as_bytes().to_vec()).collect(),
         hosts,
         properties: a.session.properties.clone(),
         call_budget_ms: a.session.call_budget_ms,

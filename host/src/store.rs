@@ -426,6 +426,52 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The bytes of lower-case or upper-case hex text; `None` if it is not hex.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
+}
+
+/// job.json form of the selections: a string when UTF-8, so the file stays readable, otherwise
+/// `{"hex": "..."}` carrying the exact bytes.
+mod selections_json {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Selection {
+        Text(String),
+        Bytes { hex: String },
+    }
+
+    pub fn serialize<S: Serializer>(sel: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+        sel.iter()
+            .map(|b| match std::str::from_utf8(b) {
+                Ok(t) => Selection::Text(t.to_string()),
+                Err(_) => Selection::Bytes { hex: super::hex(b) },
+            })
+            .collect::<Vec<_>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+        Vec::<Selection>::deserialize(d)?
+            .into_iter()
+            .map(|sel| match sel {
+                Selection::Text(t) => Ok(t.into_bytes()),
+                Selection::Bytes { hex } => super::unhex(&hex).ok_or_else(|| {
+                    serde::de::Error::custom(format!("selection {hex:?} is not hex"))
+                }),
+            })
+            .collect()
+    }
+}
+
 /// Write `bytes` to `path` atomically and durably: a temporary sibling, fsync, rename, fsync of
 /// the directory. Mode 0600.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -468,8 +514,10 @@ pub struct JobDef {
     pub workload_type: String,
     /// Workload server name given to `aapi_open_server`.
     pub server: String,
-    /// Selections (UTF-8 paths or names).
-    pub selections: Vec<String>,
+    /// Selections, the exact bytes given to the plugin (job.json keeps a UTF-8 one as a string,
+    /// any other as `{"hex": "..."}`).
+    #[serde(with = "selections_json")]
+    pub selections: Vec<Vec<u8>>,
     /// Backup hosts; stream n belongs to host n.
     pub hosts: Vec<String>,
     /// Session properties, the framework's included.
@@ -681,7 +729,16 @@ impl Store {
     /// Write the job definition of its image.
     pub fn save_job(&self, job: &JobDef) -> Result<()> {
         let p = self.image_dir(&job.image).join("job.json");
-        write_atomic(&p, &serde_json::to_vec_pretty(job).expect("serialisable"))
+        // Only a path that is not UTF-8 (the plugin's, the credentials') cannot be written.
+        let bytes = serde_json::to_vec_pretty(job).map_err(|e| {
+            err(
+                &p,
+                format!(
+                    "cannot record the job: {e}; give the plugin and credentials by UTF-8 paths"
+                ),
+            )
+        })?;
+        write_atomic(&p, &bytes)
     }
 
     /// Record why an incomplete image failed (shown by `list`).
@@ -978,6 +1035,21 @@ mod tests {
             b[i] ^= 1;
             assert!(Catalog::read_from(&b, p).is_err(), "flip {i}");
         }
+    }
+
+    #[test]
+    fn job_files_keep_selections_as_text_or_exact_bytes() {
+        #[derive(Serialize, Deserialize)]
+        struct Sel(#[serde(with = "selections_json")] Vec<Vec<u8>>);
+        let sel = Sel(vec![b"/data".to_vec(), b"/t/caf\xe9".to_vec()]);
+        let json = serde_json::to_string(&sel).unwrap();
+        assert_eq!(json, r#"["/data",{"hex":"2f742f636166e9"}]"#);
+        assert_eq!(serde_json::from_str::<Sel>(&json).unwrap().0, sel.0);
+        for bad in [r#"[{"hex":"2f7"}]"#, r#"[{"hex":"zz"}]"#, "[1]"] {
+            assert!(serde_json::from_str::<Sel>(bad).is_err(), "{bad}");
+        }
+        assert_eq!(unhex("00fF"), Some(vec![0, 255]));
+        assert_eq!(unhex("+1+1"), None);
     }
 
     #[test]

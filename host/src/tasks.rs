@@ -227,13 +227,6 @@ fn discovery_args<'a>(
     }
 }
 
-fn selections(job: &JobDef) -> Vec<Vec<u8>> {
-    job.selections
-        .iter()
-        .map(|s| s.as_bytes().to_vec())
-        .collect()
-}
-
 /// Discovery job (on the first backup host): checks that the server supports the schedule, then
 /// writes one workload file per backup host into the image's `wkld` directory. Returns the
 /// snapshot id.
@@ -259,9 +252,9 @@ pub fn discover(plugin: &Plugin, store: &Store, job: &JobDef) -> Result<String, 
             code: Some(AAPI_ESCHED_NOT_SUPPORTED),
         });
     }
-    let sel = selections(job);
+    let sel = &job.selections;
     let dir = store.image_dir(&job.image).join("wkld");
-    let snapid = server.discovery(&discovery_args(job, &sel, &dir))?;
+    let snapid = server.discovery(&discovery_args(job, sel, &dir))?;
     server.close()?;
     for host in &job.hosts {
         let f = workload::file_name(&dir, host, WORKLOAD_SUFFIX);
@@ -282,9 +275,9 @@ pub fn postprocess(plugin: &Plugin, store: &Store, job: &JobDef) -> Result<(), T
         &job.server,
         session(job, AAPI_OP_POSTPROCESS, &job.hosts[0], &snapid),
     )?;
-    let sel = selections(job);
+    let sel = &job.selections;
     let dir = store.image_dir(&job.image).join("wkld");
-    server.postprocess(&discovery_args(job, &sel, &dir), &snapid)?;
+    server.postprocess(&discovery_args(job, sel, &dir), &snapid)?;
     server.close()?;
     Ok(())
 }

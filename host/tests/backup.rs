@@ -715,6 +715,58 @@ fn a_non_utf8_name_is_shown_with_its_bytes_and_restores_by_path() {
 }
 
 #[test]
+fn a_selection_that_is_not_utf8_is_backed_up_and_restored() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join(std::ffi::OsStr::from_bytes(b"tr\xe9e"));
+    let store = dir.path().join("store");
+    make_tree(&tree, 4, PAST);
+    let before = snapshot(&tree);
+    let out = std::process::Command::new(host_bin())
+        .arg("--store")
+        .arg(&store)
+        .args([
+            "backup",
+            "--json",
+            "--policy",
+            "p1",
+            "--streams",
+            "2",
+            "--plugin",
+        ])
+        .arg(good_plugin())
+        .arg("--select")
+        .arg(&tree)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let image = run["manifest"]["image"].as_str().unwrap().to_string();
+    // job.json keeps the exact bytes, readable back by every later step.
+    let job: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(store.join("images").join(&image).join("job.json")).unwrap(),
+    )
+    .unwrap();
+    let hex: String = tree
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(job["selections"], serde_json::json!([{ "hex": hex }]));
+
+    let alt = dir.path().join("alt");
+    std::fs::create_dir(&alt).unwrap();
+    let r = restore(&store, &[&image, "--alt-root", alt.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_same(
+        &before,
+        &snapshot(&alt.join(tree.strip_prefix("/").unwrap())),
+    );
+}
+
+#[test]
 fn a_plugin_directory_uses_the_library_that_claims() {
     let dir = tempfile::tempdir().unwrap();
     let tree = dir.path().join("tree");

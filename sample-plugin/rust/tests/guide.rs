@@ -78,7 +78,7 @@ fn the_guide_plugin_loads_and_round_trips() {
         server: "localhost".into(),
         selections: files
             .iter()
-            .map(|(n, _, _)| src.join(n).to_str().unwrap().to_string())
+            .map(|(n, _, _)| src.join(n).into_os_string().into_encoded_bytes())
             .collect(),
         hosts: vec!["h1".into(), "h2".into()],
         properties: vec![],
