@@ -472,6 +472,15 @@ pub fn prepare_job(o: &BackupOptions) -> Result<(Store, JobDef), JobError> {
         }
         None => None,
     };
+    // job.json records these paths as text: refuse one that is not UTF-8 before any image exists.
+    for p in std::iter::once(&plugin).chain(&credentials) {
+        if p.to_str().is_none() {
+            return Err(usage(format!(
+                "{}: the path is not UTF-8; give it by a path that is",
+                p.display()
+            )));
+        }
+    }
     let store = Store::open(&o.store)?;
     let state = store.host_state()?;
     let pstate = state.policies.get(&o.policy).cloned().unwrap_or_default();

@@ -852,6 +852,27 @@ fn input_errors_say_what_to_do() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("chmod 600"), "{}", r.stderr);
 
+    // A plugin path that job.json cannot record as text: exit 2, no image is created.
+    let odd_dir = dir
+        .path()
+        .join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"lib\xff"));
+    std::fs::create_dir(&odd_dir).unwrap();
+    let odd = odd_dir.join("libfiles.so");
+    std::fs::copy(rust_sample(), &odd).unwrap();
+    let out = std::process::Command::new(host_bin())
+        .arg("--store")
+        .arg(&store)
+        .args(["backup", "--policy", "p1", "--select"])
+        .arg(&tree)
+        .arg("--plugin")
+        .arg(&odd)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("the path is not UTF-8"), "{stderr}");
+    assert!(!store.exists(), "{stderr}");
+
     let r = backup(&store, &rust_sample(), &tree, &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let image = r.json()["manifest"]["image"].as_str().unwrap().to_string();
