@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::finding::{Code, Finding};
-use crate::hash::{self, Hashed};
+use crate::hash::{self, CopyError, Hashed};
 use crate::manifest::{MANIFEST_PATH, META_DIR, Manifest, SIGNATURE_PATH};
 use crate::paths;
 use crate::scan::{
@@ -155,6 +155,19 @@ pub(crate) enum SinkError {
     Stop(Error),
 }
 
+/// Copy a regular file's data from the archive into `to`, hashing it: a read failure is the
+/// archive's, a write failure is the sink's, as `write_failed` tells it.
+pub(crate) fn copy_data(
+    data: &mut dyn Read,
+    to: &mut dyn Write,
+    write_failed: impl FnOnce(io::Error) -> SinkError,
+) -> std::result::Result<Hashed, SinkError> {
+    hash::copy(data, to).map_err(|e| match e {
+        CopyError::Read(e) => SinkError::Read(e),
+        CopyError::Write(e) => write_failed(e),
+    })
+}
+
 /// The sink of `verify`: hashes, and copies the entry library to an unnamed temporary file
 /// (parsed there later, through a memory map).
 struct Hasher {
@@ -184,19 +197,9 @@ impl Sink for Hasher {
             )
         };
         let mut copy = tempfile::tempfile().map_err(copy_failed)?;
-        let mut tee = hash::Tee::new(data);
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = match tee.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(SinkError::Read(e)),
-            };
-            copy.write_all(&buf[..n]).map_err(copy_failed)?;
-        }
+        let hashed = copy_data(data, &mut copy, copy_failed)?;
         self.entry_file = Some(copy);
-        Ok(tee.finish())
+        Ok(hashed)
     }
     fn entry_library(&mut self, entry: &str) {
         self.entry = Some(entry.to_string());

@@ -4,7 +4,7 @@
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -67,6 +67,20 @@ pub fn path(p: &Path) -> io::Result<Hashed> {
 
 /// SHA-256 of everything `r` yields.
 pub fn reader(r: &mut dyn Read) -> io::Result<Hashed> {
+    copy(r, &mut io::sink()).map_err(|(CopyError::Read(e) | CopyError::Write(e))| e)
+}
+
+/// Why [`copy`] stopped: reading its source or writing its destination failed.
+#[derive(Debug)]
+pub enum CopyError {
+    /// Reading failed.
+    Read(io::Error),
+    /// Writing failed.
+    Write(io::Error),
+}
+
+/// Copy everything `r` yields into `w`; return the SHA-256 and count of the bytes copied.
+pub fn copy(r: &mut dyn Read, w: &mut dyn Write) -> Result<Hashed, CopyError> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; BUF];
     let mut done = 0u64;
@@ -75,9 +89,10 @@ pub fn reader(r: &mut dyn Read) -> io::Result<Hashed> {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(CopyError::Read(e)),
         };
         h.update(&buf[..n]);
+        w.write_all(&buf[..n]).map_err(CopyError::Write)?;
         done += n as u64;
     }
     Ok((h.finalize().into(), done))

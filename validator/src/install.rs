@@ -6,9 +6,9 @@
 //! Nothing is written outside the destination except the temporary directory beside it
 //! (`.NAME.aapi-install-XXXXXX` in the same parent), which is removed on success and failure.
 
-use crate::archive::{Package, Sink, SinkError};
+use crate::archive::{Package, Sink, SinkError, copy_data};
 use crate::error::{Error, Result};
-use crate::hash::{self, Hashed};
+use crate::hash::Hashed;
 use crate::manifest::{Kind, MANIFEST_PATH, META_DIR, Manifest, SIGNATURE_PATH};
 use crate::verify::{self, Report};
 use serde::Serialize;
@@ -779,18 +779,7 @@ impl Sink for Extractor<'_> {
         }
         let at = self.at(path);
         let mut f = create(&at).map_err(|e| self.written(e, &at))?;
-        let mut tee = hash::Tee::new(data);
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = match tee.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(SinkError::Read(e)),
-            };
-            f.write_all(&buf[..n]).map_err(|e| self.written(e, &at))?;
-        }
-        let (digest, n) = tee.finish();
+        let (digest, n) = copy_data(data, &mut f, |e| self.written(e, &at))?;
         if n == size && digest != sha256 {
             return Err(self.changed(format!("{path} has another SHA-256")));
         }
