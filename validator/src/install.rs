@@ -669,12 +669,7 @@ impl<'a> Extractor<'a> {
                     self.changed(format!("{dir} is not a directory in the verified manifest"))
                 );
             }
-            let at = self.at(dir);
-            fs::DirBuilder::new()
-                .mode(0o700)
-                .create(&at)
-                .map_err(|e| self.written(e, &at))?;
-            self.made.insert(dir.to_string(), true);
+            self.mkdir(dir)?;
             self.implicit.insert(dir.to_string());
         }
         Ok(&e.kind)
@@ -682,6 +677,17 @@ impl<'a> Extractor<'a> {
 
     fn at(&self, path: &str) -> PathBuf {
         self.root.join(path)
+    }
+
+    /// Make the directory `path` of the new tree (mode 0700 until [`Extractor::finish`]).
+    fn mkdir(&mut self, path: &str) -> std::result::Result<(), SinkError> {
+        let at = self.at(path);
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&at)
+            .map_err(|e| self.written(e, &at))?;
+        self.made.insert(path.to_string(), true);
+        Ok(())
     }
 
     /// Write the manifest and signature, then give directories their modes and owners.
@@ -794,15 +800,10 @@ impl Sink for Extractor<'_> {
     fn dir(&mut self, path: &str, _mode: u32) -> std::result::Result<(), SinkError> {
         let made_as_parent = self.implicit.contains(path);
         self.expect(path, "directory")?;
-        if !made_as_parent {
-            let at = self.at(path);
-            fs::DirBuilder::new()
-                .mode(0o700)
-                .create(&at)
-                .map_err(|e| self.written(e, &at))?;
+        if made_as_parent {
+            return Ok(());
         }
-        self.made.insert(path.to_string(), true);
-        Ok(())
+        self.mkdir(path)
     }
 
     fn symlink(&mut self, path: &str, target: &str) -> std::result::Result<(), SinkError> {

@@ -7,6 +7,7 @@ use crate::hash;
 use crate::manifest::{MANIFEST_PATH, META_DIR, SIGNATURE_PATH};
 use crate::paths;
 use crate::scan::{Content, Item, ItemKind, Limits, MAX_MANIFEST, MAX_SIGNATURE, Meta, Scan};
+use std::ffi::OsString;
 use std::fs;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -70,13 +71,7 @@ struct Walker<'a> {
 impl Walker<'_> {
     /// Visit the directory `abs`, whose package path is `rel` ("" for the root).
     fn dir(&mut self, abs: &Path, rel: &str) -> Result<()> {
-        let mut names: Vec<_> = fs::read_dir(abs)
-            .map_err(|e| Error::read(abs, e))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<std::io::Result<_>>()
-            .map_err(|e| Error::read(abs, e))?;
-        names.sort();
-        for name in names {
+        for name in sorted_names(abs)? {
             if !self.scan.complete {
                 return Ok(());
             }
@@ -208,13 +203,7 @@ impl Walker<'_> {
             mode: md.mode() & 0o7777,
             owner: Some((md.uid(), md.gid())),
         });
-        let mut names: Vec<_> = fs::read_dir(abs)
-            .map_err(|e| Error::read(abs, e))?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect::<std::io::Result<_>>()
-            .map_err(|e| Error::read(abs, e))?;
-        names.sort();
-        for name in names {
+        for name in sorted_names(abs)? {
             let child = abs.join(&name);
             let path = format!("{META_DIR}/{}", name.to_string_lossy().escape_debug());
             let md = fs::symlink_metadata(&child).map_err(|e| Error::read(&child, e))?;
@@ -255,4 +244,15 @@ impl Walker<'_> {
         }
         Ok(())
     }
+}
+
+/// The names in the directory `abs`, sorted (so a scan visits entries in a stable order).
+fn sorted_names(abs: &Path) -> Result<Vec<OsString>> {
+    let mut names: Vec<_> = fs::read_dir(abs)
+        .map_err(|e| Error::read(abs, e))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| Error::read(abs, e))?;
+    names.sort();
+    Ok(names)
 }

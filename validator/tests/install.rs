@@ -205,33 +205,13 @@ fn a_failed_install_leaves_the_installation_byte_identical() {
     let plugins = w.path().join("plugins");
     fs::create_dir(&plugins).unwrap();
     let dest = plugins.join("demo");
-    let v1 = plugin_dir(Variant::Good);
-    let pkg1 = w.path().join("v1.aapkg");
-    assert_eq!(
-        run(&[&"pack", &v1.path(), &"-o", &pkg1]).status.code(),
-        Some(0)
-    );
+    let pkg1 = package(w.path(), "1.0.0", false);
     assert_eq!(install(&pkg1, &dest).status.code(), Some(0));
     let before = snapshot(&plugins);
 
     // A valid package whose extraction fails half-way: the process may not write files
     // larger than 1 MiB (as on a full disk), and the package holds a 3 MiB file.
-    let v2 = plugin_dir(Variant::Good);
-    fs::write(v2.path().join("data.bin"), vec![0x5a; 3 << 20]).unwrap();
-    let pkg2 = w.path().join("v2.aapkg");
-    assert_eq!(
-        run(&[
-            &"pack",
-            &v2.path(),
-            &"-o",
-            &pkg2,
-            &"--plugin-version",
-            &"2.0"
-        ])
-        .status
-        .code(),
-        Some(0)
-    );
+    let pkg2 = package(w.path(), "2.0", true);
     assert_eq!(run(&[&"verify", &pkg2]).status.code(), Some(0));
     let o = install_small_files_only(&pkg2, &dest);
     assert_eq!(
