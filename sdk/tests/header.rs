@@ -2,7 +2,8 @@
 //! compilers, and checked against the Rust layout so the two cannot drift.
 //!
 //! Regenerate the header after changing the ABI with
-//! `AAPI_BLESS=1 cargo test -p aapi-sdk --test header`.
+//! `AAPI_BLESS=1 cargo test -p aapi-sdk --test header`. The ABI of every released version is
+//! recorded in sdk/abi/, and the current ABI must only extend those records.
 
 use aapi_sdk::abi::*;
 use aapi_sdk::codes::CODES;
@@ -212,43 +213,48 @@ fn prototypes_match_the_function_pointer_typedefs() {
     }
 }
 
-/// Emit `static_assert`s for the size and every field offset of a struct, from the Rust layout.
-/// The destructuring pattern lists every field without `..`, so adding a field to the Rust
-/// struct without adding it here does not compile.
+/// Size, alignment and fields (name, offset, size) of one ABI struct, from the Rust definition.
+struct Layout {
+    name: &'static str,
+    size: usize,
+    align: usize,
+    fields: Vec<(&'static str, usize, usize)>,
+}
+
+/// The size of the field a projection returns.
+fn field_size<T, F>(_: fn(&T) -> &F) -> usize {
+    size_of::<F>()
+}
+
+/// The layout of a struct. The destructuring pattern lists every field without `..`, so adding a
+/// field to the Rust struct without adding it here does not compile.
 macro_rules! layout {
-    ($out:ident, $ty:ident { $($field:ident),* $(,)? }) => {{
+    ($ty:ident { $($field:ident),* $(,)? }) => {{
         #[allow(dead_code)]
         fn exhaustive(v: $ty) { let $ty { $($field: _),* } = v; }
-        writeln!($out, "AAPI_ASSERT(sizeof({}) == {}, \"size of {}\");", stringify!($ty), size_of::<$ty>(), stringify!($ty)).unwrap();
-        writeln!($out, "AAPI_ASSERT(_Alignof({}) == {}, \"alignment of {}\");", stringify!($ty), align_of::<$ty>(), stringify!($ty)).unwrap();
-        $(writeln!(
-            $out,
-            "AAPI_ASSERT(offsetof({ty}, {f}) == {off}, \"offset of {ty}.{f}\");",
-            ty = stringify!($ty),
-            f = stringify!($field),
-            off = offset_of!($ty, $field)
-        ).unwrap();)*
+        Layout {
+            name: stringify!($ty),
+            size: size_of::<$ty>(),
+            align: align_of::<$ty>(),
+            fields: vec![$((
+                stringify!($field),
+                offset_of!($ty, $field),
+                field_size(|v: &$ty| &v.$field),
+            )),*],
+        }
     }};
 }
 
-fn layout_assertions() -> String {
-    let mut s = String::from(
-        "#include \"aapi.h\"\n#include <stddef.h>\n\
-         #ifdef __cplusplus\n#define AAPI_ASSERT(c, m) static_assert(c, m)\n#define _Alignof alignof\n\
-         #else\n#define AAPI_ASSERT(c, m) _Static_assert(c, m)\n#endif\n",
-    );
-    layout!(
-        s,
-        aapi_abi_marker_t {
+/// Every struct of the ABI.
+fn layouts() -> Vec<Layout> {
+    vec![
+        layout!(aapi_abi_marker_t {
             magic,
             abi_major,
             abi_minor,
             marker_size
-        }
-    );
-    layout!(
-        s,
-        aapi_host_info_t {
+        }),
+        layout!(aapi_host_info_t {
             struct_size,
             abi_major,
             abi_minor,
@@ -256,11 +262,8 @@ fn layout_assertions() -> String {
             framework_version,
             callback_ctx,
             log_callback
-        }
-    );
-    layout!(
-        s,
-        aapi_plugin_info_t {
+        }),
+        layout!(aapi_plugin_info_t {
             struct_size,
             abi_major,
             abi_minor,
@@ -271,12 +274,9 @@ fn layout_assertions() -> String {
             capabilities,
             max_concurrent_objects,
             reserved
-        }
-    );
-    layout!(s, aapi_property_t { key, value });
-    layout!(
-        s,
-        aapi_session_def_t {
+        }),
+        layout!(aapi_property_t { key, value }),
+        layout!(aapi_session_def_t {
             struct_size,
             abi_major,
             abi_minor,
@@ -293,28 +293,19 @@ fn layout_assertions() -> String {
             sd_log_callback,
             sd_keepalive_callback,
             sd_credential_callback,
-        }
-    );
-    layout!(
-        s,
-        aapi_server_info_t {
+        }),
+        layout!(aapi_server_info_t {
             struct_size,
             reserved,
             srv_flags
-        }
-    );
-    layout!(s, aapi_snapid_t { id });
-    layout!(
-        s,
-        aapi_time_t {
+        }),
+        layout!(aapi_snapid_t { id }),
+        layout!(aapi_time_t {
             sec,
             nsec,
             reserved
-        }
-    );
-    layout!(
-        s,
-        aapi_object_prop_t {
+        }),
+        layout!(aapi_object_prop_t {
             struct_size,
             obj_type,
             valid,
@@ -325,18 +316,46 @@ fn layout_assertions() -> String {
             atime,
             mtime,
             ctime
-        }
-    );
-    layout!(
-        s,
-        aapi_restore_info_t {
+        }),
+        layout!(aapi_restore_info_t {
             struct_size,
             reserved,
             target_root,
             total_bytes,
             object_count
-        }
+        }),
+    ]
+}
+
+/// Emit `static_assert`s for the size, alignment and every field offset of every struct.
+fn layout_assertions() -> String {
+    let mut s = String::from(
+        "#include \"aapi.h\"\n#include <stddef.h>\n\
+         #ifdef __cplusplus\n#define AAPI_ASSERT(c, m) static_assert(c, m)\n#define _Alignof alignof\n\
+         #else\n#define AAPI_ASSERT(c, m) _Static_assert(c, m)\n#endif\n",
     );
+    for l in layouts() {
+        let ty = l.name;
+        writeln!(
+            s,
+            "AAPI_ASSERT(sizeof({ty}) == {}, \"size of {ty}\");",
+            l.size
+        )
+        .unwrap();
+        writeln!(
+            s,
+            "AAPI_ASSERT(_Alignof({ty}) == {}, \"alignment of {ty}\");",
+            l.align
+        )
+        .unwrap();
+        for (f, off, _) in l.fields {
+            writeln!(
+                s,
+                "AAPI_ASSERT(offsetof({ty}, {f}) == {off}, \"offset of {ty}.{f}\");"
+            )
+            .unwrap();
+        }
+    }
     writeln!(
         s,
         "AAPI_ASSERT(AAPI_ABI_MAJOR == {AAPI_ABI_MAJOR}, \"ABI major\");"
@@ -421,4 +440,210 @@ fn c_marker_macro_exports_the_expected_marker() {
         // SAFETY: the pointer targets static data that lives as long as `lib`.
         assert_eq!(unsafe { **marker }, aapi_abi_marker_t::CURRENT, "{std}");
     }
+}
+
+/// The ABI as a list of lines, one fact each: every struct's size and alignment, every field's
+/// offset and size (from the Rust layout, which `c_layout_matches_rust_layout` ties to C), every
+/// numeric or string `#define` and every handle and function-pointer typedef of the committed
+/// header.
+fn abi_record() -> Vec<String> {
+    let mut out = Vec::new();
+    for l in layouts() {
+        out.push(format!(
+            "struct {} size {} align {}",
+            l.name, l.size, l.align
+        ));
+        for (f, off, size) in l.fields {
+            out.push(format!("field {}.{f} offset {off} size {size}", l.name));
+        }
+    }
+    let header = std::fs::read_to_string(committed_header()).unwrap();
+    for line in header.lines() {
+        let mut words = line.split_whitespace();
+        if let (Some("#define"), Some(name), Some(_)) = (words.next(), words.next(), words.next())
+            && name != "AAPI_ABI_MINOR"
+            && !line.ends_with('\\')
+        {
+            out.push(line.split_whitespace().collect::<Vec<_>>().join(" "));
+        }
+    }
+    // Handle and function-pointer typedefs (structs are above), which cbindgen may wrap over
+    // several lines.
+    let mut typedef = String::new();
+    for line in header.lines() {
+        if (line.starts_with("typedef ") && !line.starts_with("typedef struct "))
+            || !typedef.is_empty()
+        {
+            typedef.push_str(line);
+            typedef.push(' ');
+            if line.trim_end().ends_with(';') {
+                out.push(typedef.split_whitespace().collect::<Vec<_>>().join(" "));
+                typedef.clear();
+            }
+        }
+    }
+    out
+}
+
+/// Records of released ABI versions: `sdk/abi/aapi-MAJOR.MINOR.abi`.
+fn released() -> Vec<(u16, u16, PathBuf)> {
+    let dir = root().join("sdk/abi");
+    let mut out: Vec<(u16, u16, PathBuf)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| {
+            let path = e.unwrap().path();
+            let name = path.file_name()?.to_str()?.to_string();
+            let (major, minor) = name
+                .strip_prefix("aapi-")?
+                .strip_suffix(".abi")?
+                .split_once('.')?;
+            Some((major.parse().ok()?, minor.parse().ok()?, path))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// docs/contract.md §16: a minor release only adds. The record of every released version of
+/// this major must still hold (structs only grow, at their end; every field, constant and entry
+/// point keeps its place, size, value and signature), and the current version must be recorded
+/// exactly, so a change is never made without a new minor. Record a new minor once with
+/// `AAPI_ABI_RECORD=1 cargo test -p aapi-sdk --test header`; a record is never rewritten.
+#[test]
+fn released_abi_versions_are_only_ever_extended() {
+    let current = abi_record();
+    let own = root().join(format!(
+        "sdk/abi/aapi-{AAPI_ABI_MAJOR}.{AAPI_ABI_MINOR}.abi"
+    ));
+    let text = current.join("\n") + "\n";
+    if std::env::var_os("AAPI_ABI_RECORD").is_some() && !own.exists() {
+        std::fs::write(&own, &text).unwrap();
+    }
+    let recorded = std::fs::read_to_string(&own).unwrap_or_else(|_| {
+        panic!(
+            "ABI {AAPI_ABI_MAJOR}.{AAPI_ABI_MINOR} has no record {}: write it with \
+             `AAPI_ABI_RECORD=1 cargo test -p aapi-sdk --test header` when releasing it",
+            own.display()
+        )
+    });
+    let changed: Vec<&String> = current
+        .iter()
+        .filter(|l| !recorded.lines().any(|r| r == l.as_str()))
+        .collect();
+    assert!(
+        recorded == text,
+        "the ABI differs from the record of released version {AAPI_ABI_MAJOR}.{AAPI_ABI_MINOR} \
+         ({}); new: {changed:#?}; no longer holding: {:#?}. An addition needs a new minor \
+         (AAPI_ABI_MINOR + 1, then AAPI_ABI_RECORD=1); anything else a new major",
+        own.display(),
+        breaks(&recorded, &current)
+    );
+
+    for (major, minor, path) in released() {
+        if major != AAPI_ABI_MAJOR {
+            continue;
+        }
+        if minor > AAPI_ABI_MINOR {
+            panic!("{} is newer than this SDK", path.display());
+        }
+        let broken = breaks(&std::fs::read_to_string(&path).unwrap(), &current);
+        assert!(
+            broken.is_empty(),
+            "ABI {major}.{minor} ({}) is broken; a minor may only add:\n{}",
+            path.display(),
+            broken.join("\n")
+        );
+    }
+}
+
+/// What `new` breaks of the released record `old`: a struct that shrank or changed alignment, a
+/// field added anywhere but after the old end of its struct, and any other line of `old` that no
+/// longer holds.
+fn breaks(old: &str, new: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut old_sizes = std::collections::HashMap::new();
+    for line in old.lines() {
+        let words: Vec<&str> = line.split(' ').collect();
+        if let ["struct", name, "size", size, "align", align] = words[..] {
+            let size: usize = size.parse().unwrap();
+            old_sizes.insert(name, size);
+            let now = new.iter().find_map(|l| {
+                let w: Vec<&str> = l.split(' ').collect();
+                (w.len() == 6 && w[0] == "struct" && w[1] == name)
+                    .then(|| (w[3].parse::<usize>().unwrap(), w[5] == align))
+            });
+            match now {
+                None => out.push(format!("{name} is gone")),
+                Some((now, same_align)) if now < size || !same_align => out.push(format!(
+                    "{line}: now {now} bytes, alignment same: {same_align}"
+                )),
+                Some(_) => {}
+            }
+        } else if !new.iter().any(|l| l == line) {
+            out.push(format!("`{line}` no longer holds"));
+        }
+    }
+    for line in new {
+        let words: Vec<&str> = line.split(' ').collect();
+        if let ["field", name, "offset", off, "size", _] = words[..]
+            && let Some(&size) = old_sizes.get(name.split('.').next().unwrap())
+            && !old
+                .lines()
+                .any(|r| r.starts_with(&format!("field {name} ")))
+            && off.parse::<usize>().unwrap() < size
+        {
+            out.push(format!(
+                "{name} is new at offset {off}, inside the old {size} bytes"
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_abi_record_check_tells_additions_from_breaks() {
+    let old = "struct s size 8 align 4\nfield s.a offset 0 size 4\nfield s.b offset 4 size 4\n\
+               #define AAPI_X 1\ntypedef int (*f_fn)(void *ctx);";
+    let lines = |t: &str| t.lines().map(String::from).collect::<Vec<_>>();
+    // A minor: a field appended, a constant and an entry point added.
+    let added =
+        format!("{old}\nfield s.c offset 8 size 4\n#define AAPI_Y 2\ntypedef int (*g_fn)(void);");
+    let added = added.replace("struct s size 8", "struct s size 12");
+    assert_eq!(breaks(old, &lines(&added)), Vec::<String>::new());
+    // Breaks: each is reported.
+    for (from, to, says) in [
+        ("struct s size 8", "struct s size 4", "now 4 bytes"),
+        ("align 4", "align 8", "alignment same: false"),
+        (
+            "field s.b offset 4",
+            "field s.b offset 8",
+            "field s.b offset 4 size 4` no longer",
+        ),
+        (
+            "s.b offset 4 size 4",
+            "s.b offset 4 size 2",
+            "no longer holds",
+        ),
+        (
+            "#define AAPI_X 1",
+            "#define AAPI_X 3",
+            "AAPI_X 1` no longer holds",
+        ),
+        ("(void *ctx)", "(const void *ctx)", "f_fn"),
+        ("struct s ", "struct t ", "s is gone"),
+    ] {
+        let new = old.replace(from, to);
+        let broken = breaks(old, &lines(&new));
+        assert!(
+            broken.iter().any(|b| b.contains(says)),
+            "{from} -> {to}: {broken:?}"
+        );
+    }
+    // A field put inside the old size, even with the struct grown.
+    let inside = old.replace("size 8 align", "size 12 align") + "\nfield s.c offset 2 size 2";
+    let broken = breaks(old, &lines(&inside));
+    assert!(
+        broken.iter().any(|b| b.contains("s.c is new at offset 2")),
+        "{broken:?}"
+    );
 }
