@@ -5,7 +5,7 @@
 //!   exception boundary around every `extern "C"` entry point; loaded from [`CPP_PLUGIN_PATH`].
 //!   Its local driver (`driver.cpp`) calls every entry point; the tests build both with the
 //!   `Makefile` and run the driver under AddressSanitizer + UndefinedBehaviorSanitizer and under
-//!   valgrind.
+//!   valgrind, and build both with CMake, where CTest runs the driver on the plugin.
 //! - `c-skeleton/`: the smallest C plugin that loads, the starting point of docs/guide-c.md,
 //!   built against an installed SDK with pkg-config and with CMake by the tests.
 //! - `ci/`: a vendor's CI job (conformance, then package and verify) and a GitHub Actions workflow
