@@ -224,23 +224,24 @@ fn split_dest(dest: &Path) -> Result<(&Path, &OsStr)> {
     }
 }
 
-/// What to do about `e`, a failure to write in `dir`.
+/// What to do about `e`, a failure to write in `dir`. Judged by the error's kind, not its OS
+/// error number: the errors of the `tempfile` crate (making the temporary directories) keep
+/// only the kind.
 fn remedy(e: &io::Error, dir: &Path) -> String {
+    use io::ErrorKind::*;
     let d = dir.display();
-    match e.raw_os_error() {
-        Some(libc::ENOSPC) => {
-            format!("free space on the file system of {d}, then run the install again")
-        }
-        Some(libc::EDQUOT) => format!(
+    match e.kind() {
+        StorageFull => format!("free space on the file system of {d}, then run the install again"),
+        QuotaExceeded => format!(
             "free space or raise this user's disk quota on the file system of {d}, then run the install again"
         ),
-        Some(libc::EFBIG) => {
+        FileTooLarge => {
             "raise the file size limit (`ulimit -f`), then run the install again".to_string()
         }
-        Some(libc::EACCES | libc::EPERM) => format!(
+        PermissionDenied => format!(
             "run the install as a user who may write to {d} (root, for the framework's plugin directory)"
         ),
-        Some(libc::EROFS) => format!(
+        ReadOnlyFilesystem => format!(
             "{d} is on a read-only file system: remount it read-write or choose another --dest"
         ),
         _ => "remove the cause, then run the install again".to_string(),
@@ -928,6 +929,34 @@ mod tests {
         );
         assert_eq!(names(w.path()), ["demo"], "no directory is left aside");
         remove_tree(&dest).unwrap();
+    }
+
+    #[test]
+    fn the_remedy_follows_the_kind_even_without_an_os_error_number() {
+        let dir = Path::new("/plugins");
+        for (code, want) in [
+            (libc::ENOSPC, "free space on the file system of /plugins"),
+            (libc::EDQUOT, "raise this user's disk quota"),
+            (libc::EFBIG, "raise the file size limit"),
+            (
+                libc::EACCES,
+                "run the install as a user who may write to /plugins",
+            ),
+            (
+                libc::EPERM,
+                "run the install as a user who may write to /plugins",
+            ),
+            (libc::EROFS, "/plugins is on a read-only file system"),
+            (libc::EIO, "remove the cause"),
+        ] {
+            let raw = io::Error::from_raw_os_error(code);
+            // As the tempfile crate reports a failure to make a temporary directory.
+            let wrapped = io::Error::new(raw.kind(), format!("{raw} at path \"/plugins/.x\""));
+            assert_eq!(wrapped.raw_os_error(), None);
+            for e in [raw, wrapped] {
+                assert!(remedy(&e, dir).contains(want), "{e}: {}", remedy(&e, dir));
+            }
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Installation: atomic replacement, ownership, drift detection, and failures that leave the
-//! existing installation byte-identical.
+//! Installation: atomic replacement, ownership, drift detection, failures that leave the
+//! existing installation byte-identical, and what a user without permission or a full or
+//! read-only file system is told.
 
 mod common;
 
@@ -667,4 +668,246 @@ fn an_installation_left_aside_is_put_back() {
     let o = install(&v2, &dest);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).contains("replaced the earlier installation"));
+}
+
+/// Run the validator binary `bin` as a user without root's powers: `nobody` (uid and gid
+/// 65534, no supplementary groups) when the tests run as root, else the tests' own user. An
+/// error means the binary could not be started as that user.
+fn run_unprivileged(
+    bin: &Path,
+    args: &[&dyn AsRef<std::ffi::OsStr>],
+) -> std::io::Result<std::process::Output> {
+    let mut cmd = Command::new(bin);
+    cmd.args(args.iter().map(|a| a.as_ref()));
+    if is_root() {
+        // SAFETY: only async-signal-safe calls (setgroups, setgid, setuid) between fork and
+        // exec; the null pointer goes with a count of 0.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(65534) != 0
+                    || libc::setuid(65534) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    cmd.output()
+}
+
+#[test]
+fn a_user_without_permission_is_told_which_path_and_what_to_do() {
+    let w = tempfile::tempdir().unwrap();
+    fs::set_permissions(w.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    // A copy of the binary the unprivileged user can run wherever the build lies.
+    let bin = w.path().join("aapi-validator");
+    fs::copy(env!("CARGO_BIN_EXE_aapi-validator"), &bin).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    if let Err(e) = run_unprivileged(&bin, &[&"codes"]) {
+        eprintln!(
+            "skipped: cannot run {} as an unprivileged user ({e}); set TMPDIR to a directory every user can reach",
+            bin.display()
+        );
+        return;
+    }
+    let run = |args: &[&dyn AsRef<std::ffi::OsStr>]| run_unprivileged(&bin, args).unwrap();
+    let denied = "Permission denied (os error 13)";
+    let plugins = w.path().join("plugins");
+    fs::create_dir(&plugins).unwrap();
+    let dest = plugins.join("demo");
+    let pkg = package(w.path(), "1.0.0", false);
+    assert_eq!(install(&pkg, &dest).status.code(), Some(0));
+    let before = snapshot(w.path());
+
+    // A package the user may not read.
+    let secret = w.path().join("secret.aapkg");
+    fs::copy(&pkg, &secret).unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o000)).unwrap();
+    let want = format!(
+        "cannot read {}: {denied}; run as a user who may read it",
+        secret.display()
+    );
+    let other = plugins.join("other");
+    for args in [
+        vec![&"verify" as &dyn AsRef<std::ffi::OsStr>, &secret],
+        vec![&"install", &secret, &"--dest", &other],
+    ] {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert_eq!(stderr(&o), format!("aapi-validator: {want}\n"));
+    }
+    let o = run(&[&"verify", &"--json", &secret]);
+    assert_eq!(o.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v, serde_json::json!({"valid": null, "error": want}));
+    fs::remove_file(&secret).unwrap();
+
+    // A plugin directory the user may not write to: nothing is written, not even the lock.
+    fs::set_permissions(&plugins, fs::Permissions::from_mode(0o555)).unwrap();
+    let before_plugins = snapshot(&plugins);
+    let o = run(&[&"install", &pkg, &"--dest", &other]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "aapi-validator: cannot open the install lock file {p}/.other.aapi-install.lock: {denied}; nothing was done: run the install as a user who may write to {p} (root, for the framework's plugin directory)\n",
+            p = plugins.display()
+        )
+    );
+    assert!(snapshot(&plugins) == before_plugins);
+    fs::set_permissions(&plugins, fs::Permissions::from_mode(0o755)).unwrap();
+
+    // An installation with a file, then a directory, the user may not read.
+    for (path, mode) in [(ENTRY, 0o755), ("lib", 0o755)] {
+        let at = dest.join(path);
+        fs::set_permissions(&at, fs::Permissions::from_mode(0o000)).unwrap();
+        let o = run(&[&"verify", &"--installed", &dest]);
+        fs::set_permissions(&at, fs::Permissions::from_mode(mode)).unwrap();
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert_eq!(
+            stderr(&o),
+            format!(
+                "aapi-validator: cannot read {}: {denied}; run as a user who may read it\n",
+                at.display()
+            )
+        );
+    }
+    assert!(snapshot(w.path()) == before, "nothing was changed");
+    assert_eq!(installed_codes(&dest), vec![]);
+}
+
+/// Run `body` on a thread of its own in a mount namespace of its own, with a tmpfs of
+/// `options` mounted on `at`: the tmpfs is seen only by that thread and the processes it
+/// starts, and goes away with them. `Err` says why this process cannot do that (it needs
+/// CAP_SYS_ADMIN).
+fn with_tmpfs(at: &Path, options: &str, body: impl FnOnce() + Send) -> Result<(), String> {
+    std::thread::scope(|s| {
+        let t = s.spawn(|| {
+            // SAFETY: unshare takes flags only; CLONE_NEWNS is allowed in a threaded process
+            // (it unshares this thread's file system attributes).
+            if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+                return Err(format!(
+                    "cannot make a mount namespace: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            // Mounts made here must not propagate to the namespace the thread came from.
+            mount(Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, "")
+                .map_err(|e| format!("cannot make / private in the new namespace: {e}"))?;
+            mount(at, Some("tmpfs"), 0, options)
+                .map_err(|e| format!("cannot mount a tmpfs: {e}"))?;
+            body();
+            Ok(())
+        });
+        t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+/// mount(2) on `at`: a new file system of type `fs`, or with `fs` None a change of flags.
+fn mount(at: &Path, fs: Option<&str>, flags: libc::c_ulong, options: &str) -> std::io::Result<()> {
+    let c = |s: &str| std::ffi::CString::new(s).unwrap();
+    let target = c(at.to_str().unwrap());
+    let fs = fs.map(c);
+    let data = c(options);
+    let fs_ptr = fs.as_ref().map_or(std::ptr::null(), |f| f.as_ptr());
+    // SAFETY: every pointer is a NUL-terminated string that outlives the call, or null where
+    // mount(2) allows it (the source of a tmpfs or of a propagation change is ignored).
+    if unsafe { libc::mount(fs_ptr, target.as_ptr(), fs_ptr, flags, data.as_ptr().cast()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Inodes in use on the file system of `at`.
+fn inodes_used(at: &Path) -> libc::fsfilcnt_t {
+    let p = std::ffi::CString::new(at.to_str().unwrap()).unwrap();
+    // SAFETY: statvfs is plain data, for which all zeros is a valid value.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: p is a NUL-terminated string and st a valid out-pointer, both outliving the call.
+    assert_eq!(unsafe { libc::statvfs(p.as_ptr(), &mut st) }, 0);
+    st.f_files - st.f_ffree
+}
+
+#[test]
+fn a_full_or_read_only_file_system_is_told_and_changes_nothing() {
+    let w = tempfile::tempdir().unwrap();
+    let v1 = package(w.path(), "1.0.0", false);
+    let v2 = package(w.path(), "2.0.0", true);
+    let gz = w.path().join("demo-1.0.0.aapkg.gz");
+    fs::write(&gz, gzip(&fs::read(&v1).unwrap())).unwrap();
+    let plugins = w.path().join("plugins");
+    fs::create_dir(&plugins).unwrap();
+    let dest = plugins.join("demo");
+    let (p, d) = (plugins.display(), dest.display());
+    let free_space = format!("free space on the file system of {p}, then run the install again");
+    let ran = with_tmpfs(&plugins, "size=1m", || {
+        assert_eq!(install(&v1, &dest).status.code(), Some(0));
+        let before = snapshot(&plugins);
+
+        // No room for the 3 MiB file of the new version.
+        let o = install(&v2, &dest);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert_eq!(
+            stderr(&o),
+            format!(
+                "aapi-validator: cannot write data.bin into the new installation of {d}: No space left on device (os error 28); nothing was installed and {d} is as it was: {free_space}\n"
+            )
+        );
+        assert!(
+            snapshot(&plugins) == before,
+            "the installation is as it was"
+        );
+        assert_eq!(names(&plugins), [LOCK, "demo"], "nothing is left beside it");
+
+        // No room for the copy `verify` makes of a compressed package's entry library.
+        let filler = plugins.join("filler");
+        let _ = fs::write(&filler, vec![0u8; 1 << 20]);
+        let o = Command::new(env!("CARGO_BIN_EXE_aapi-validator"))
+            .args([&"verify" as &dyn AsRef<std::ffi::OsStr>, &gz])
+            .env("TMPDIR", &plugins)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+        assert_eq!(
+            stderr(&o),
+            format!(
+                "aapi-validator: cannot copy the entry library {ENTRY} to a temporary file in {p}: No space left on device (os error 28); set TMPDIR to a directory on a file system with room for it\n"
+            )
+        );
+        fs::remove_file(&filler).unwrap();
+
+        // No inode left for the temporary directory of the install.
+        let options = format!("size=1m,nr_inodes={}", inodes_used(&plugins));
+        mount(&plugins, None, libc::MS_REMOUNT, &options).unwrap();
+        let o = install(&v2, &dest);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        let e = stderr(&o);
+        assert!(
+            e.starts_with(&format!(
+                "aapi-validator: cannot create a temporary directory in {p}: No space left on device (os error 28)"
+            )) && e.ends_with(&format!(
+                "; nothing was installed and {d} is as it was: {free_space}\n"
+            )),
+            "{e}"
+        );
+        assert!(snapshot(&plugins) == before);
+
+        // A read-only file system.
+        mount(&plugins, None, libc::MS_REMOUNT | libc::MS_RDONLY, "").unwrap();
+        let o = install(&v2, &dest);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert_eq!(
+            stderr(&o),
+            format!(
+                "aapi-validator: cannot open the install lock file {p}/{LOCK}: Read-only file system (os error 30); nothing was done: {p} is on a read-only file system: remount it read-write or choose another --dest\n"
+            )
+        );
+        assert!(snapshot(&plugins) == before);
+        assert_eq!(installed_codes(&dest), vec![]);
+    });
+    if let Err(why) = ran {
+        eprintln!("skipped: {why}");
+    }
 }
