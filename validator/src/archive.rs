@@ -369,22 +369,27 @@ fn shown(raw: &[u8]) -> String {
     String::from_utf8_lossy(raw).into_owned()
 }
 
-/// Record why the pass stopped on `err`, unless the package file itself failed (the caller
-/// turns that into an error).
-fn stopped(b: &Budget, scan: &mut Scan, err: &io::Error) {
+/// Record why the pass stopped on `err`, met while reading the data of the entry `at` (None:
+/// between entries), unless the package file itself failed (the caller turns that into an
+/// error).
+fn stopped(b: &Budget, scan: &mut Scan, err: &io::Error, at: Option<&str>) {
     scan.complete = false;
     if b.io_error.borrow().is_some() {
         return;
     }
+    let finding = |code, why: String| match at {
+        Some(path) => Finding::at(code, path, why),
+        None => Finding::whole(code, why),
+    };
     let f = if let Some(f) = b.tripped.take() {
         f
     } else if b.eof.get() || err.kind() == io::ErrorKind::UnexpectedEof {
-        Finding::whole(
+        finding(
             Code::ARCHIVE_TRUNCATED,
             format!("the archive ends early ({err})"),
         )
     } else {
-        Finding::whole(Code::ARCHIVE_MALFORMED, err.to_string())
+        finding(Code::ARCHIVE_MALFORMED, err.to_string())
     };
     scan.findings.push(f);
 }
@@ -418,7 +423,7 @@ fn walk<R: Read>(
         let mut e = match entries.next() {
             None => break,
             Some(Ok(e)) => e,
-            Some(Err(err)) => return stopped(b, scan, &err),
+            Some(Err(err)) => return stopped(b, scan, &err, None),
         };
         count += 1;
         let raw = e.path_bytes().into_owned();
@@ -600,10 +605,10 @@ fn walk<R: Read>(
             }
             let mut v = Vec::with_capacity(size as usize);
             if let Err(err) = e.read_to_end(&mut v) {
-                return stopped(b, scan, &err);
+                return stopped(b, scan, &err, Some(&path));
             }
             if (v.len() as u64) < size {
-                return stopped(b, scan, &io::ErrorKind::UnexpectedEof.into());
+                return stopped(b, scan, &io::ErrorKind::UnexpectedEof.into(), Some(&path));
             }
             scan.meta_modes.push(Meta {
                 path,
@@ -633,7 +638,7 @@ fn walk<R: Read>(
                 if let Some(s) = sink.as_deref_mut()
                     && let Err(err) = s.dir(&path, mode)
                 {
-                    return sink_failed(b, scan, err);
+                    return sink_failed(b, scan, err, &path);
                 }
                 ItemKind::Dir
             }
@@ -641,7 +646,7 @@ fn walk<R: Read>(
                 if let Some(s) = sink.as_deref_mut()
                     && let Err(err) = s.symlink(&path, &target)
                 {
-                    return sink_failed(b, scan, err);
+                    return sink_failed(b, scan, err, &path);
                 }
                 ItemKind::Symlink { target }
             }
@@ -651,9 +656,10 @@ fn walk<R: Read>(
                     Some(s) => match s.file(&path, mode, size, &mut e) {
                         Ok((digest, n)) if n == size => Content::Hashed(digest, n),
                         Ok(_) => {
-                            return stopped(b, scan, &io::ErrorKind::UnexpectedEof.into());
+                            let eof = io::ErrorKind::UnexpectedEof.into();
+                            return stopped(b, scan, &eof, Some(&path));
                         }
-                        Err(err) => return sink_failed(b, scan, err),
+                        Err(err) => return sink_failed(b, scan, err, &path),
                     },
                 };
                 ItemKind::File { size, content }
@@ -675,9 +681,9 @@ fn walk<R: Read>(
     }
 }
 
-fn sink_failed(b: &Budget, scan: &mut Scan, err: SinkError) {
+fn sink_failed(b: &Budget, scan: &mut Scan, err: SinkError, at: &str) {
     match err {
-        SinkError::Read(e) => stopped(b, scan, &e),
+        SinkError::Read(e) => stopped(b, scan, &e, Some(at)),
         SinkError::Stop(e) => {
             scan.complete = false;
             scan.stop = Some(e);
@@ -714,7 +720,7 @@ fn finish<R: Read>(reader: &mut Limited<R>, b: &Budget, scan: &mut Scan) -> bool
             Err(e) => {
                 match b.tripped.take() {
                     Some(f) => scan.findings.push(f),
-                    None => stopped(b, scan, &e),
+                    None => stopped(b, scan, &e, None),
                 }
                 return false;
             }

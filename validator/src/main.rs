@@ -360,10 +360,17 @@ fn summary(r: &Report) -> String {
 }
 
 fn refused(findings: &[Finding], what: &str) {
+    list(findings, &format!("REFUSED {what}"));
+}
+
+/// Print `findings`, one a line, then `verdict` with how many there are.
+fn list(findings: &[Finding], verdict: &str) {
     for f in findings {
         say(&f.to_string());
     }
-    say(&format!("REFUSED {what} ({} findings)", findings.len()));
+    let n = findings.len();
+    let s = if n == 1 { "" } else { "s" };
+    say(&format!("{verdict} ({n} finding{s})"));
 }
 
 /// Print a report; `done` replaces the OK line after a successful install. For `install`
@@ -387,14 +394,7 @@ fn show(r: &Report, json: bool, done: Option<&str>, leftovers: Option<&[Leftover
             )),
         }
     } else {
-        for f in &r.findings {
-            say(&f.to_string());
-        }
-        say(&format!(
-            "INVALID {} ({} findings)",
-            r.subject,
-            r.findings.len()
-        ));
+        list(&r.findings, &format!("INVALID {}", r.subject));
     }
     if r.is_valid() {
         Done::Ok

@@ -132,7 +132,8 @@ fn cases(dir: &Path) -> Vec<Case> {
         case(
             "truncated-data",
             good_package()[..9000].to_vec(),
-            &[ARCHIVE_TRUNCATED],
+            // The end-of-archive marker is missing, and so is part of the library.
+            &[ARCHIVE_TRUNCATED, ARCHIVE_TRUNCATED],
         ),
         case(
             "truncated-end",
@@ -629,6 +630,47 @@ fn could_not_run_is_exit_code_2() {
             .unwrap();
         assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"));
     }
+}
+
+#[test]
+fn a_package_cut_inside_a_file_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("cut.aapkg");
+    let good = good_package();
+    let mut ar = tar::Archive::new(&good[..]);
+    let lib = ar
+        .entries()
+        .unwrap()
+        .map(Result::unwrap)
+        .find(|e| e.path_bytes().as_ref() == ENTRY.as_bytes())
+        .unwrap();
+    let (start, size) = (lib.raw_file_position(), lib.size());
+    let cut = &good[..(start + 100) as usize];
+    fs::write(&pkg, cut).unwrap();
+    let o = run(&[&"verify", &pkg]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stdout(&o),
+        format!(
+            "ARCHIVE_TRUNCATED       the archive ends without its end-of-archive marker\n\
+             ARCHIVE_TRUNCATED       {ENTRY}: only 100 of {size} bytes are in the archive\n\
+             INVALID {} (2 findings)\n",
+            pkg.display()
+        )
+    );
+    // Compressed, the data is streamed: the entry being read when the archive ends is named.
+    let gz = dir.path().join("cut.aapkg.gz");
+    fs::write(&gz, gzip(cut)).unwrap();
+    let o = run(&[&"verify", &gz]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stdout(&o),
+        format!(
+            "ARCHIVE_TRUNCATED       {ENTRY}: the archive ends early (unexpected end of file)\n\
+             INVALID {} (1 finding)\n",
+            gz.display()
+        )
+    );
 }
 
 #[test]

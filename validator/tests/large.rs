@@ -153,7 +153,7 @@ fn an_entry_library_over_1_gib_is_parsed() {
         let o = run(&[&"verify", subject]);
         assert_eq!(
             stdout(&o),
-            format!("{want}INVALID {} (1 findings)\n", subject.display())
+            format!("{want}INVALID {} (1 finding)\n", subject.display())
         );
         assert_eq!(o.status.code(), Some(1));
     }
