@@ -8,22 +8,28 @@
 //! image), then removed. A crash leaves at most hidden `.deleting-*` directories, which the next
 //! delete removes.
 
-use crate::store::{self, HostState, ImageState, Manifest, PolicyState, Store, StoreError};
+use crate::store::{self, HostState, ImageState, Lock, Manifest, PolicyState, Store, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 
 /// Prefix of image directories being removed.
 const DELETING: &str = ".deleting-";
 
-/// What a delete will do.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What a delete will do. The images to delete stay locked until the plan is dropped, so no job,
+/// restore or verify starts using one in between.
+#[derive(Debug, Default)]
 pub struct Plan {
     /// Images to delete, in name order.
     pub delete: Vec<String>,
     /// Images asked for that other images need: (image, the images that need it).
     pub refused: Vec<(String, Vec<String>)>,
+    /// Images asked for that a running job, restore or verify uses: refused too.
+    pub busy: Vec<String>,
+    /// Incomplete images left alone by `incomplete` because their job is still running.
+    pub running: Vec<String>,
     /// Data bytes of the complete images to delete.
     pub bytes: u64,
+    held: Vec<Lock>,
 }
 
 /// Plan the deletion of `ids` (and, with `incomplete`, of every incomplete image). With
@@ -47,15 +53,18 @@ pub fn plan(
     }
     let needs = needed_by(&states);
     let mut wanted: BTreeSet<String> = ids.iter().cloned().collect();
-    if incomplete {
-        wanted.extend(
-            states
-                .iter()
-                .filter(|(_, s)| matches!(s, ImageState::Incomplete { .. }))
-                .map(|(id, _)| id.clone()),
-        );
-    }
     let mut plan = Plan::default();
+    if incomplete {
+        for (id, s) in &states {
+            if matches!(s, ImageState::Incomplete { .. }) && !wanted.contains(id) {
+                if store.in_use(id, false)?.0 {
+                    plan.running.push(id.clone());
+                } else {
+                    wanted.insert(id.clone());
+                }
+            }
+        }
+    }
     if with_dependents {
         let mut stack: Vec<String> = wanted.iter().cloned().collect();
         while let Some(id) = stack.pop() {
@@ -77,6 +86,12 @@ pub fn plan(
             if !blockers.is_empty() {
                 plan.refused.push((id.clone(), blockers));
             }
+        }
+    }
+    for id in &wanted {
+        match store.in_use(id, true)? {
+            (true, _) => plan.busy.push(id.clone()),
+            (false, lock) => plan.held.extend(lock),
         }
     }
     plan.delete = wanted.into_iter().collect();
@@ -129,12 +144,12 @@ fn policy_state(policy: &str, remaining: &[&Manifest]) -> PolicyState {
     }
 }
 
-/// Carry out a plan with nothing refused. Returns the leftovers of interrupted earlier deletes
+/// Carry out a plan with nothing refused or busy. Returns the leftovers of interrupted earlier deletes
 /// that were removed on the way.
 pub fn apply(store: &Store, plan: &Plan) -> Result<Vec<String>, StoreError> {
     assert!(
-        plan.refused.is_empty(),
-        "a plan with refused images is not applied"
+        plan.refused.is_empty() && plan.busy.is_empty(),
+        "a plan with refused or busy images is not applied"
     );
     let doomed: BTreeSet<&String> = plan.delete.iter().collect();
     // 1. The host state: policies whose last backups are deleted fall back to what remains.

@@ -3,8 +3,8 @@
 //! worker processes ([`crate::worker`]); this module never loads a plugin.
 
 use crate::store::{
-    self, Catalog, Entry, HostState, ImageState, JobDef, Manifest, ObjectFailure, REC_UNCHANGED,
-    Store, StoreError, StreamDone,
+    self, Catalog, Entry, HostState, ImageState, JobDef, Lock, Manifest, ObjectFailure,
+    REC_UNCHANGED, Store, StoreError, StreamDone,
 };
 use crate::stream_writer::StreamIo;
 use crate::supervise::{CancelHandle, Event, Limits, Worker, WorkerEnd};
@@ -209,9 +209,9 @@ impl Runner {
     }
 
     /// Discovery job: create the image, write its job definition, and run discovery. Returns the
-    /// job definition with the snapshot id.
-    pub fn discover(&self, o: &BackupOptions) -> Result<JobDef, JobError> {
-        let (store, mut job) = prepare_job(o)?;
+    /// job definition with the snapshot id, and the image marked in use until that lock drops.
+    pub fn discover(&self, o: &BackupOptions) -> Result<(JobDef, Lock), JobError> {
+        let (store, mut job, in_use) = prepare_job(o)?;
         let image = job.image.clone();
         let task = Task::Discover {
             store: o.store.clone(),
@@ -227,7 +227,7 @@ impl Runner {
                     }
                 }
                 store.save_job(&job)?;
-                Ok(job)
+                Ok((job, in_use))
             }
             Err(e) => {
                 // Nothing was backed up: the new image directory holds only the job definition
@@ -245,6 +245,7 @@ impl Runner {
     pub fn child(&self, store: &Path, image: &str, stream: u32) -> Result<StreamDone, JobError> {
         StreamIo::from_env().map_err(usage)?;
         let st = Store::open_existing(store)?;
+        let _in_use = st.use_image(image)?;
         let job = st.job(image)?;
         if job.snapid.is_none() {
             return Err(usage(format!(
@@ -303,6 +304,7 @@ impl Runner {
     /// image stays incomplete.
     pub fn finalize(&self, store: &Path, image: &str, abandon: bool) -> Result<Manifest, JobError> {
         let st = Store::open_existing(store)?;
+        let _in_use = st.use_image(image)?;
         let job = st.job(image)?;
         if let ImageState::Complete(m) = st.state(image)? {
             return Ok(*m);
@@ -362,7 +364,7 @@ impl Runner {
     /// The compound backup job: discovery, one child job per backup host in parallel, then
     /// finalize (postprocess runs even when a child job failed).
     pub fn backup(&self, o: &BackupOptions) -> Result<Manifest, JobError> {
-        let job = self.discover(o)?;
+        let (job, _in_use) = self.discover(o)?;
         let image = job.image.as_str();
         let results: Vec<Result<StreamDone, JobError>> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..job.hosts.len() as u32)
@@ -406,6 +408,8 @@ impl Runner {
     /// Restore in one worker (one backup host).
     pub fn restore(&self, task: RestoreTask) -> Result<RestoreReport, JobError> {
         let st = Store::open_existing(&task.store)?;
+        // Its base images are kept too: `delete` keeps what a used image needs.
+        let _in_use = st.use_image(&task.image)?;
         let (_, catalog) = tasks::load_image(&st, &task.image).map_err(|e| failed(e.message))?;
         let total = tasks::select(&catalog, &task.paths)
             .iter()
@@ -436,7 +440,7 @@ fn watch_interrupt(cancel: &CancelHandle, finished: std::sync::mpsc::Receiver<()
 /// Check the options, create the image directory and write its job definition (with the last
 /// backup times of the policy as session properties and the base image of an incremental).
 /// Runs no plugin code.
-pub fn prepare_job(o: &BackupOptions) -> Result<(Store, JobDef), JobError> {
+pub fn prepare_job(o: &BackupOptions) -> Result<(Store, JobDef, Lock), JobError> {
     let sched = tasks::schedule_code(&o.schedule).ok_or_else(|| {
         usage(format!(
             "unknown schedule {:?}: use full, incr or cinc",
@@ -482,6 +486,8 @@ pub fn prepare_job(o: &BackupOptions) -> Result<(Store, JobDef), JobError> {
         }
     }
     let store = Store::open(&o.store)?;
+    // Under the store lock until the image is in use: a delete cannot remove the base chosen here.
+    let lock = store.lock()?;
     let state = store.host_state()?;
     let pstate = state.policies.get(&o.policy).cloned().unwrap_or_default();
     let mut properties = vec![(AAPI_PROP_POLICY.to_string(), o.policy.clone())];
@@ -507,6 +513,7 @@ pub fn prepare_job(o: &BackupOptions) -> Result<(Store, JobDef), JobError> {
     }
     let started = now();
     let image = store.create_image(&o.policy, &o.schedule, started)?;
+    let in_use = store.use_image(&image)?;
     let job = JobDef {
         image,
         policy: o.policy.clone(),
@@ -524,12 +531,14 @@ pub fn prepare_job(o: &BackupOptions) -> Result<(Store, JobDef), JobError> {
         credentials,
     };
     store.save_job(&job)?;
-    Ok((store, job))
+    drop(lock);
+    Ok((store, job, in_use))
 }
 
 /// Remember a complete image without failures as the policy's last backup (and last full).
 fn record_success(st: &Store, job: &JobDef, m: &Manifest) -> Result<(), JobError> {
     if m.failures.is_empty() {
+        let _lock = st.lock()?;
         let mut state = st.host_state()?;
         let p = state.policies.entry(job.policy.clone()).or_default();
         p.last_backup = Some((job.started, job.image.clone()));
@@ -562,7 +571,7 @@ pub fn backup_in_process(
     plugin: &crate::client::Plugin,
     o: &BackupOptions,
 ) -> Result<Manifest, JobError> {
-    let (store, mut job) = prepare_job(o)?;
+    let (store, mut job, _in_use) = prepare_job(o)?;
     match tasks::discover(plugin, &store, &job) {
         Ok(snapid) => {
             job.snapid = Some(snapid);
@@ -594,6 +603,7 @@ pub fn restore_in_process(
     plugin: &crate::client::Plugin,
     task: &RestoreTask,
 ) -> Result<RestoreReport, JobError> {
+    let _in_use = Store::open_existing(&task.store)?.use_image(&task.image)?;
     Ok(tasks::restore(plugin, task, &tasks::NoProgress)?)
 }
 
@@ -740,6 +750,7 @@ pub struct VerifyReport {
 /// digest; every damaged object is named.
 pub fn verify(store: &Store, image: &str, ui: &Ui) -> Result<VerifyReport, JobError> {
     // An unknown or incomplete image is bad input (exit 2); a damaged one is what verify reports.
+    let _in_use = store.use_image(image)?;
     let manifest = store.manifest(image)?;
     let catalog = store.catalog(&manifest).map_err(|e| {
         failed(format!(

@@ -346,7 +346,7 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
         }
         Cmd::Discover(a) => {
             let o = backup_options(&cli.store, a)?;
-            let job = runner.discover(&o)?;
+            let (job, _in_use) = runner.discover(&o)?;
             if cli.json {
                 print_json(
                     &json!({"ok": true, "image": job.image, "hosts": job.hosts, "snapid": job.snapid}),
@@ -419,13 +419,20 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                         "policy": m.policy, "schedule": m.schedule, "started": m.started,
                         "objects": m.objects, "bytes": m.bytes, "base": m.base,
                     }),
-                    ImageState::Incomplete { job, reason } => json!({
-                        "image": id, "state": "incomplete",
-                        "policy": job.as_ref().map(|j| j.policy.clone()),
-                        "schedule": job.as_ref().map(|j| j.schedule.clone()),
-                        "started": job.as_ref().map(|j| j.started),
-                        "reason": reason.unwrap_or_else(|| "the job did not finish (interrupted, or still running)".into()),
-                    }),
+                    ImageState::Incomplete { job, reason } => {
+                        let running = st.in_use(&id, false)?.0;
+                        json!({
+                            "image": id, "state": if running {"running"} else {"incomplete"},
+                            "policy": job.as_ref().map(|j| j.policy.clone()),
+                            "schedule": job.as_ref().map(|j| j.schedule.clone()),
+                            "started": job.as_ref().map(|j| j.started),
+                            "reason": match (running, reason) {
+                                (true, _) => "its job is running now".to_string(),
+                                (false, Some(r)) => r,
+                                (false, None) => "no step of its job is running here: it was interrupted, or a split job has steps to run".to_string(),
+                            },
+                        })
+                    }
                 };
                 rows.push(row);
             }
@@ -437,7 +444,7 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                         .as_i64()
                         .map(store::utc_display)
                         .unwrap_or_default();
-                    let extra = if r["state"] == "incomplete" {
+                    let extra = if r["state"] == "incomplete" || r["state"] == "running" {
                         format!("INCOMPLETE: {}", r["reason"].as_str().unwrap_or(""))
                     } else {
                         format!("{} objects, {} bytes", r["objects"], r["bytes"])
@@ -541,6 +548,8 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                 ));
             }
             let st = Store::open_existing(&cli.store)?;
+            // One delete or job start at a time: what is planned stays true until it is done.
+            let _lock = st.lock()?;
             let plan = delete::plan(&st, ids, *incomplete, *with_dependents)?;
             if !plan.refused.is_empty() {
                 let why: Vec<String> = plan
@@ -553,6 +562,12 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                     why.join("; ")
                 )));
             }
+            if !plan.busy.is_empty() {
+                return Err(fail(format!(
+                    "nothing was deleted: {} in use by a running job, restore or verify; try again when it ends",
+                    plan.busy.join(", ")
+                )));
+            }
             let leftovers = if *dry_run {
                 Vec::new()
             } else {
@@ -562,8 +577,12 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                 print_json(&json!({
                     "ok": true, "dry_run": dry_run, "deleted": plan.delete,
                     "bytes": plan.bytes, "leftovers_removed": leftovers,
+                    "kept_running": plan.running,
                 }));
             } else if !cli.quiet {
+                for id in &plan.running {
+                    println!("kept {id}: its job is still running");
+                }
                 for id in &plan.delete {
                     println!("{} {id}", if *dry_run { "would delete" } else { "deleted" });
                 }

@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! <store>/state.json                    last backup times per policy
+//! <store>/.lock                         lock of the shared state (see `Store::lock`)
+//! <store>/images/<id>/.in-use           lock of the processes using the image
 //! <store>/images/<id>/job.json          the job definition, written first
 //! <store>/images/<id>/wkld/             workload files from discovery
 //! <store>/images/<id>/stream-<n>.data   object bytes of stream n, back to back
@@ -605,6 +607,73 @@ pub struct Manifest {
     pub failures: Vec<ObjectFailure>,
 }
 
+const NO_SUCH_IMAGE: &str = "no such image (see `aapi-host list` for the images in this store)";
+
+/// Whether `id` can name an image: one visible entry of the images directory.
+fn valid_id(id: &str) -> bool {
+    !(id.is_empty() || id.contains('/') || id.starts_with('.'))
+}
+
+/// Name of the store's lock file, in the store directory.
+const STORE_LOCK: &str = ".lock";
+/// Name of an image's in-use lock file, in the image directory.
+const IN_USE: &str = ".in-use";
+
+/// An advisory lock (`flock`) on a lock file of the store, released when dropped (or when the
+/// process ends, however it ends). Where the store cannot be locked (a read-only store, a file
+/// system without locks), it holds nothing and commands run unprotected, as they would without it.
+#[derive(Debug)]
+pub struct Lock {
+    _file: Option<File>,
+}
+
+/// How taking a lock ended.
+enum Locked {
+    Yes(Lock),
+    /// `LOCK_NB` found it held.
+    Busy,
+    /// The lock file is absent and `create` was not asked for.
+    Missing,
+}
+
+/// `flock(op)` on the lock file `path` (opened read-write, as locks over NFS need), created with
+/// mode 0600 when `create`; retried on EINTR. Errors of a store that cannot be locked give an
+/// empty lock.
+fn flock_file(path: &Path, op: libc::c_int, create: bool) -> io::Result<Locked> {
+    use std::os::fd::AsRawFd;
+    let unlockable = |e: &io::Error| {
+        matches!(
+            e.raw_os_error(),
+            Some(libc::EROFS | libc::EACCES | libc::EPERM | libc::ENOLCK | libc::EOPNOTSUPP)
+        )
+    };
+    let f = match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !create => return Ok(Locked::Missing),
+        Err(e) if unlockable(&e) => return Ok(Locked::Yes(Lock { _file: None })),
+        Err(e) => return Err(e),
+    };
+    loop {
+        // SAFETY: flock on a descriptor this function owns; no memory is involved.
+        if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
+            return Ok(Locked::Yes(Lock { _file: Some(f) }));
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EWOULDBLOCK) => return Ok(Locked::Busy),
+            _ if unlockable(&e) => return Ok(Locked::Yes(Lock { _file: None })),
+            _ => return Err(e),
+        }
+    }
+}
+
 /// State of an image directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageState {
@@ -750,11 +819,8 @@ impl Store {
     /// The state of image `id`; an error when it does not exist.
     pub fn state(&self, id: &str) -> Result<ImageState> {
         let dir = self.image_dir(id);
-        if id.is_empty() || id.contains('/') || id.starts_with('.') || !dir.is_dir() {
-            return Err(err(
-                &dir,
-                "no such image (see `aapi-host list` for the images in this store)",
-            ));
+        if !valid_id(id) || !dir.is_dir() {
+            return Err(err(&dir, NO_SUCH_IMAGE));
         }
         let m = dir.join(MANIFEST);
         match fs::read(&m) {
@@ -782,6 +848,41 @@ impl Store {
                     reason.unwrap_or_else(|| "its job did not finish".into())
                 ),
             )),
+        }
+    }
+
+    /// Lock the store's shared state for a short section: choosing a base image and creating an
+    /// image, recording a finished job's times, or a whole delete. Waits for another holder.
+    pub fn lock(&self) -> Result<Lock> {
+        let path = self.root.join(STORE_LOCK);
+        match flock_file(&path, libc::LOCK_EX, true).map_err(io_err(&path))? {
+            Locked::Yes(lock) => Ok(lock),
+            Locked::Busy | Locked::Missing => Err(err(&path, "the store lock was refused")),
+        }
+    }
+
+    /// Mark image `id` in use by this process (a step of its job, a restore, a verify) until the
+    /// returned lock is dropped; `delete` keeps an image in use. Several users may hold it at once.
+    pub fn use_image(&self, id: &str) -> Result<Lock> {
+        let dir = self.image_dir(id);
+        if !valid_id(id) || !dir.is_dir() {
+            return Err(err(&dir, NO_SUCH_IMAGE));
+        }
+        let path = dir.join(IN_USE);
+        match flock_file(&path, libc::LOCK_SH, true).map_err(io_err(&path))? {
+            Locked::Yes(lock) => Ok(lock),
+            Locked::Busy | Locked::Missing => Err(err(&path, "the image lock was refused")),
+        }
+    }
+
+    /// Whether a process uses image `id` now ([`Store::use_image`]). With `keep`, an image no one
+    /// uses is returned locked, so that no one starts using it until the lock is dropped.
+    pub fn in_use(&self, id: &str, keep: bool) -> Result<(bool, Option<Lock>)> {
+        let path = self.image_dir(id).join(IN_USE);
+        match flock_file(&path, libc::LOCK_EX | libc::LOCK_NB, keep).map_err(io_err(&path))? {
+            Locked::Yes(lock) => Ok((false, keep.then_some(lock))),
+            Locked::Busy => Ok((true, None)),
+            Locked::Missing => Ok((false, None)),
         }
     }
 

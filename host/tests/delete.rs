@@ -166,3 +166,113 @@ fn delete_needs_an_image_and_knows_it() {
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("no such image"), "{}", r.stderr);
 }
+
+#[test]
+fn images_in_use_are_kept_and_a_delete_waits_for_a_job_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    make_tree(&tree, 3, PAST);
+    let full = backup(&store, &tree, "full");
+    // An incomplete image: a split job whose child jobs are still to run.
+    let plugin = rust_sample();
+    let d = host(
+        &store,
+        &[
+            "discover",
+            "--plugin",
+            plugin.to_str().unwrap(),
+            "--policy",
+            "q",
+            "--select",
+            tree.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(d.code, 0, "{}", d.stderr);
+    let pending = d.stdout.trim().to_string();
+    let st = aapi_host::store::Store::open_existing(&store).unwrap();
+    {
+        // What a restore of the full image and a running step of the split job hold.
+        let _restoring = st.use_image(&full).unwrap();
+        let _running = st.use_image(&pending).unwrap();
+        let listed = images(&store);
+        assert!(
+            listed.contains(&(pending.clone(), "running".into())),
+            "{listed:?}"
+        );
+        let r = host(&store, &["delete", &full], &[]);
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        assert!(r.stderr.contains("in use by a running job"), "{}", r.stderr);
+        let r = host(&store, &["delete", "--incomplete", "--json"], &[]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_eq!(r.json()["kept_running"], serde_json::json!([pending]));
+        assert_eq!(r.json()["deleted"], serde_json::json!([]));
+        assert_eq!(images(&store).len(), 2);
+    }
+    let l = host(&store, &["list", "--json"], &[]).json();
+    let row = l["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["image"] == pending.as_str());
+    assert_eq!(row.unwrap()["state"], "incomplete", "{l}");
+
+    // A job choosing its base image holds the store lock: a delete waits for it.
+    let lock = st.lock().unwrap();
+    let mut del = std::process::Command::new(host_bin())
+        .arg("--store")
+        .arg(&store)
+        .args(["delete", "--incomplete"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        del.try_wait().unwrap().is_none(),
+        "delete went ahead under another's store lock"
+    );
+    drop(lock);
+    assert!(del.wait().unwrap().success());
+    assert_eq!(images(&store), vec![(full, "complete".to_string())]);
+}
+
+#[test]
+fn a_running_backup_is_listed_as_running_and_kept_by_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    make_tree(&tree, 3, PAST);
+    // One read takes 1.5 s (with keepalives), long enough to look at the job while it runs.
+    let mut job = std::process::Command::new(host_bin())
+        .arg("--store")
+        .arg(&store)
+        .args(["-q", "backup", "--policy", "p", "--plugin"])
+        .arg(good_plugin())
+        .arg("--select")
+        .arg(&tree)
+        .env("AAPI_TEST_FAULT", "slow:aapi_read_object:1500")
+        .env("AAPI_TEST_FAULT_COUNT", "1")
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let running = loop {
+        if store.join("images").is_dir()
+            && let Some((id, _)) = images(&store).into_iter().find(|(_, s)| s == "running")
+        {
+            break id;
+        }
+        assert!(
+            start.elapsed().as_secs() < 20 && job.try_wait().unwrap().is_none(),
+            "the backup was never listed as running"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let r = host(&store, &["delete", "--incomplete", "--json"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["kept_running"], serde_json::json!([running]));
+    let r = host(&store, &["delete", &running], &[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(job.wait().unwrap().success());
+    assert_eq!(images(&store), vec![(running, "complete".to_string())]);
+}
