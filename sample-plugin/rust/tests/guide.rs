@@ -12,7 +12,8 @@ use common::*;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
 
 fn crate_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -28,21 +29,63 @@ fn the_guide_lists_the_example_exactly() {
     );
 }
 
-/// The example library: cargo builds examples into target/<profile>/examples.
+/// The example library, in target/<profile>/examples. Cargo builds examples only when the whole
+/// test suite of the crate runs, so a run of this test alone (`cargo test --test guide`) builds it
+/// here, once, with the cargo, profile and target directory of this test.
 fn example_library() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let lib = exe
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("examples/libguide_plugin.so");
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        // <target dir>[/<target triple>]/<profile>/deps/<this test>
+        let profile_dir = exe.parent().unwrap().parent().unwrap();
+        let lib = profile_dir.join("examples/libguide_plugin.so");
+        if !lib.is_file() {
+            build_example(profile_dir);
+        }
+        assert!(
+            lib.is_file(),
+            "{} is missing after building the example",
+            lib.display()
+        );
+        lib
+    })
+    .clone()
+}
+
+/// `cargo build --example guide_plugin` into `profile_dir`.
+fn build_example(profile_dir: &Path) {
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(name) => name,
+        None => panic!("no profile in {}", profile_dir.display()),
+    };
+    // Cargo marks the root of a target directory with CACHEDIR.TAG; a directory without it
+    // between the root and the profile is the target triple of a --target build.
+    let above = profile_dir.parent().unwrap();
+    let (target_dir, triple) = if above.join("CACHEDIR.TAG").is_file() {
+        (above, None)
+    } else {
+        (above.parent().unwrap(), above.file_name())
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let mut cmd = Command::new(&cargo);
+    cmd.args(["build", "--locked", "-p", env!("CARGO_PKG_NAME")])
+        .args(["--example", "guide_plugin", "--profile", profile])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .current_dir(crate_dir());
+    if let Some(t) = triple {
+        cmd.arg("--target").arg(t);
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", Path::new(&cargo).display()));
     assert!(
-        lib.is_file(),
-        "{} is missing: run the whole test suite of aapi-sample-plugin (it builds the examples)",
-        lib.display()
+        out.status.success(),
+        "building the guide's example failed ({}: {cmd:?}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
     );
-    lib
 }
 
 #[test]
