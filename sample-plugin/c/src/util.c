@@ -294,6 +294,7 @@ int path_split(const char *p, char **dir, char **name)
     if (*dir == NULL || *name == NULL) {
         free(*dir);
         free(*name);
+        *dir = *name = NULL; /* the caller may free them */
         return AAPI_ENOMEM;
     }
     memcpy(*dir, p, dl);
