@@ -101,15 +101,20 @@ typedef struct files_dirmode {
 /** What a restore did to a directory it changed or changed an entry of. */
 typedef enum files_dir_kind {
     DIR_MADE = 1, /* made by this restore: a rollback removes it, nothing to put back */
-    DIR_BEFORE,   /* existed before: its times before the first change, put back by a rollback */
-    DIR_DELETED   /* existed before, and aapi_delete_object removed an entry: its times stay */
+    DIR_BEFORE,   /* existed before: a rollback puts back its owner, mode and times */
+    DIR_DELETED   /* existed before, and aapi_delete_object removed an entry: its times stay,
+                   * its owner and mode are put back */
 } files_dir_kind;
 
-/** One slot of the table of changed directories (open addressing; `path` NULL when free). */
+/** One slot of the table of changed directories (open addressing; `path` NULL when free). For
+ * a directory that existed, what it had before the restore's first change. */
 typedef struct files_dirstate {
     char *path;
     files_dir_kind kind;
     struct timespec atime, mtime;
+    mode_t mode; /* permission bits (07777) */
+    uid_t uid;
+    gid_t gid;
 } files_dirstate;
 
 /** One server session (one handle of kind SERVER). */

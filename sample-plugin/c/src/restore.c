@@ -9,8 +9,8 @@
  * aside (".<name>.aapi-old-<n>") until aapi_restore_postprocess either deletes it (success) or puts
  * it back (failure), so a failed restore loses nothing. Every object the restore creates, missing
  * parent directories included, is recorded so a failed restore removes exactly those. The
- * directories that existed before the restore get back, at a rollback, the atime and mtime they
- * had before its first change (recorded once per directory).
+ * directories that existed before the restore get back, at a rollback, the owner, mode, atime and
+ * mtime they had before its first change (recorded once per directory).
  */
 #include "files.h"
 
@@ -144,8 +144,8 @@ static files_dirstate *dir_find(files_server *srv, const char *path)
     return d->path != NULL ? d : NULL;
 }
 
-/* Give `path` the state `kind` (with the times of `st` for DIR_BEFORE), adding it when new.
- * AAPI_EOK or AAPI_ENOMEM. */
+/* Give `path` the state `kind` (with the owner, mode and times of `st` for DIR_BEFORE), adding it
+ * when new. AAPI_EOK or AAPI_ENOMEM. */
 static int dir_set(files_server *srv, const char *path, files_dir_kind kind, const struct stat *st)
 {
     files_dirstate *d;
@@ -172,14 +172,17 @@ static int dir_set(files_server *srv, const char *path, files_dir_kind kind, con
     if (st != NULL) {
         d->atime = st->st_atim;
         d->mtime = st->st_mtim;
+        d->mode = st->st_mode & 07777;
+        d->uid = st->st_uid;
+        d->gid = st->st_gid;
     }
     return AAPI_EOK;
 }
 
-/* Record the times of the directory `dir` (normalized) before the restore changes it or one of
- * its entries, once per directory. A missing `dir` is about to be made: its nearest existing
- * ancestor is the directory that changes. Directories this restore made are skipped. Under the
- * table lock, so that concurrent objects record a directory before either changes it. */
+/* Record the owner, mode and times of the directory `dir` (normalized) before the restore changes
+ * it or one of its entries, once per directory. A missing `dir` is about to be made: its nearest
+ * existing ancestor is the directory that changes. Directories this restore made are skipped.
+ * Under the table lock, so that concurrent objects record a directory before either changes it. */
 static int touch_dir(const char *fn, files_server *srv, const char *dir)
 {
     char *d = strdup(dir);
@@ -485,34 +488,54 @@ static int by_dir_path_desc(const void *a, const void *b)
     return -strcmp((*(files_dirstate *const *)a)->path, (*(files_dirstate *const *)b)->path);
 }
 
-/* After a rollback, give the directories that existed before the restore the atime and mtime
- * they had before its first change, deepest first. Their ctime cannot be set back. */
-static int put_back_dir_times(files_server *srv)
+/* After a rollback, give the directories that existed before the restore what they had before its
+ * first change, deepest first: owner (as root; a restore changes it only then), mode, and, unless
+ * aapi_delete_object removed an entry, atime and mtime. Their ctime cannot be set back. Only what
+ * differs is changed. */
+static int put_back_dirs(files_server *srv)
 {
     files_dirstate **v;
     size_t i, n = 0;
-    int rc = AAPI_EOK;
+    int root = is_root(), rc = AAPI_EOK;
     if (srv->dirs_n == 0)
         return AAPI_EOK;
     v = malloc(srv->dirs_n * sizeof *v);
     if (v == NULL) {
-        log_msg(srv, AAPI_LOG_ERROR, "%s: out of memory putting back directory times",
+        log_msg(srv, AAPI_LOG_ERROR, "%s: out of memory putting back directories",
                 FILES_PLUGIN_NAME);
         return AAPI_EIO;
     }
     for (i = 0; i < srv->dirs_cap; i++)
-        if (srv->dirs[i].path != NULL && srv->dirs[i].kind == DIR_BEFORE)
+        if (srv->dirs[i].path != NULL && srv->dirs[i].kind != DIR_MADE)
             v[n++] = &srv->dirs[i];
     if (n > 1)
         qsort(v, n, sizeof *v, by_dir_path_desc);
     for (i = 0; i < n; i++) {
-        struct timespec ts[2];
-        ts[0] = v[i]->atime;
-        ts[1] = v[i]->mtime;
-        /* ENOENT: removed during the restore by aapi_delete_object, nothing to put back. */
-        if (utimensat(AT_FDCWD, v[i]->path, ts, AT_SYMLINK_NOFOLLOW) != 0 && errno != ENOENT) {
-            log_msg(srv, AAPI_LOG_ERROR, "%s: cannot put back the times of %s (errno %d)",
-                    FILES_PLUGIN_NAME, v[i]->path, errno);
+        const files_dirstate *d = v[i];
+        const char *what = NULL;
+        struct stat st;
+        /* Gone (removed by aapi_delete_object) or no longer a directory (not put back, reported
+         * already): nothing to give back. */
+        if (lstat(d->path, &st) != 0) {
+            if (errno != ENOENT)
+                what = "inspect";
+        } else if (S_ISDIR(st.st_mode)) {
+            /* The owner first: changing it clears the setuid/setgid bits. */
+            int chowned = root && (st.st_uid != d->uid || st.st_gid != d->gid);
+            struct timespec ts[2];
+            ts[0] = d->atime;
+            ts[1] = d->mtime;
+            if (chowned && lchown(d->path, d->uid, d->gid) != 0)
+                what = "put back the owner of";
+            else if ((chowned || (st.st_mode & 07777) != d->mode) && chmod(d->path, d->mode) != 0)
+                what = "put back the mode of";
+            else if (d->kind == DIR_BEFORE &&
+                     utimensat(AT_FDCWD, d->path, ts, AT_SYMLINK_NOFOLLOW) != 0)
+                what = "put back the times of";
+        }
+        if (what != NULL) {
+            log_msg(srv, AAPI_LOG_ERROR, "%s: cannot %s %s (errno %d)", FILES_PLUGIN_NAME, what,
+                    d->path, errno);
             rc = AAPI_EIO;
         }
     }
@@ -521,7 +544,8 @@ static int put_back_dir_times(files_server *srv)
 }
 
 /* Failure (RST-6, RST-7): remove what this restore created, newest first (children before their
- * parents), put the replaced objects back, then the times of the directories that existed. */
+ * parents), put the replaced objects back, then the owners, modes and times of the directories
+ * that existed. */
 static int roll_back(files_server *srv)
 {
     size_t i = srv->created.n;
@@ -544,7 +568,16 @@ static int roll_back(files_server *srv)
                     FILES_PLUGIN_NAME, srv->aside[i].path, srv->aside[i].aside);
             rc = AAPI_EIO;
         }
-    if (put_back_dir_times(srv) != AAPI_EOK)
+    /* The directories this restore made and could not remove get their exact modes; those that
+     * existed get all they had back, deepest first. */
+    for (i = 0; i < srv->dirmodes_n; i++) {
+        files_dirstate *d = dir_find(srv, srv->dirmodes[i].path);
+        if (d != NULL && d->kind != DIR_MADE)
+            srv->dirmodes[i].opened = 0;
+    }
+    if (close_restrictive_dirs(srv) != AAPI_EOK)
+        rc = AAPI_EIO;
+    if (put_back_dirs(srv) != AAPI_EOK)
         rc = AAPI_EIO;
     return rc;
 }
@@ -590,12 +623,13 @@ int aapi_restore_postprocess(aapi_server_t server, int status)
                     first);
         }
     }
-    if (status == AAPI_EOK && closed == AAPI_EOK)
+    if (status == AAPI_EOK && closed == AAPI_EOK) {
         rc = commit_restore(fn, srv);
-    else
+        if (close_restrictive_dirs(srv) != AAPI_EOK)
+            rc = AAPI_EIO;
+    } else {
         rc = roll_back(srv);
-    if (close_restrictive_dirs(srv) != AAPI_EOK)
-        rc = AAPI_EIO;
+    }
     if (status == AAPI_EOK && closed == AAPI_EOK && rc == AAPI_EOK)
         rc = sync_written(srv);
     free_bookkeeping(srv);
@@ -936,7 +970,12 @@ static int complete(const char *fn, files_object *obj)
         }
     } else {
         int reused = lstat(obj->path, &st) == 0 && S_ISDIR(st.st_mode);
-        if (!reused) {
+        if (reused) {
+            /* Its owner and mode change now: recorded first, put back by a rollback. */
+            rc = touch_dir(fn, srv, obj->path);
+            if (rc != AAPI_EOK)
+                return rc;
+        } else {
             rc = set_aside(fn, obj, &aside);
             if (rc == AAPI_EOK && mkdir(obj->path, 0700) != 0)
                 rc = fail_errno(errno, "%s: cannot create directory %s", fn, obj->path);
@@ -1040,26 +1079,16 @@ int aapi_set_object_utimes(aapi_server_t server, const char *path, const aapi_ti
     return AAPI_EOK;
 }
 
-/* A rollback does not bring a deleted object back: the directory it was in keeps the times the
- * removal gave it (unless this restore made that directory). */
-static void mark_deleted_in_parent(files_server *srv, const char *path)
+/* A rollback does not bring a deleted object back: the directory `dir` it was in keeps the times
+ * the removal gave it (its owner and mode are still put back). */
+static void mark_deleted_in(files_server *srv, const char *dir)
 {
-    int dotdot, rc = AAPI_ENOMEM;
-    char *norm = path_normalize(path, &dotdot), *dir = NULL, *name = NULL;
-    if (norm != NULL && path_split(norm, &dir, &name) == AAPI_EOK) {
-        files_dirstate *d;
-        state_lock();
-        d = dir_find(srv, dir);
-        rc = d != NULL && d->kind == DIR_MADE ? AAPI_EOK : dir_set(srv, dir, DIR_DELETED, NULL);
-        state_unlock();
-    }
-    if (rc != AAPI_EOK)
-        log_msg(srv, AAPI_LOG_WARNING,
-                "%s: out of memory; a rollback may put back the times of the directory of %s",
-                FILES_PLUGIN_NAME, path);
-    free(norm);
-    free(dir);
-    free(name);
+    files_dirstate *d;
+    state_lock();
+    d = dir_find(srv, dir);
+    if (d != NULL && d->kind == DIR_BEFORE)
+        d->kind = DIR_DELETED;
+    state_unlock();
 }
 
 int aapi_delete_object(aapi_server_t server, const char *path)
@@ -1067,7 +1096,8 @@ int aapi_delete_object(aapi_server_t server, const char *path)
     static const char fn[] = "aapi_delete_object";
     files_server *srv;
     struct stat st;
-    int rc = require_claimed(fn);
+    char *norm = NULL, *dir = NULL, *name = NULL;
+    int dotdot, rc = require_claimed(fn);
     if (rc != AAPI_EOK)
         return rc;
     if (path == NULL)
@@ -1081,14 +1111,22 @@ int aapi_delete_object(aapi_server_t server, const char *path)
         return errno == ENOENT || errno == ENOTDIR
                    ? fail(AAPI_ENOENT, "%s: %s does not exist", fn, path)
                    : fail_errno(errno, "%s: cannot inspect %s", fn, path);
-    if (S_ISDIR(st.st_mode)) {
-        if (rmdir(path) != 0)
-            return errno == ENOTEMPTY || errno == EEXIST
-                       ? fail(AAPI_EINVAL, "%s: directory %s is not empty", fn, path)
-                       : fail_errno(errno, "%s: cannot remove directory %s", fn, path);
-    } else if (unlink(path) != 0) {
-        return fail_errno(errno, "%s: cannot remove %s", fn, path);
-    }
-    mark_deleted_in_parent(srv, path);
-    return AAPI_EOK;
+    /* The directory of the object is recorded before the removal changes it. */
+    norm = path_normalize(path, &dotdot);
+    if (norm == NULL || path_split(norm, &dir, &name) != AAPI_EOK)
+        rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
+    else
+        rc = touch_dir(fn, srv, dir);
+    if (rc == AAPI_EOK && S_ISDIR(st.st_mode) && rmdir(path) != 0)
+        rc = errno == ENOTEMPTY || errno == EEXIST
+                 ? fail(AAPI_EINVAL, "%s: directory %s is not empty", fn, path)
+                 : fail_errno(errno, "%s: cannot remove directory %s", fn, path);
+    else if (rc == AAPI_EOK && !S_ISDIR(st.st_mode) && unlink(path) != 0)
+        rc = fail_errno(errno, "%s: cannot remove %s", fn, path);
+    if (rc == AAPI_EOK)
+        mark_deleted_in(srv, dir);
+    free(norm);
+    free(dir);
+    free(name);
+    return rc;
 }

@@ -572,12 +572,25 @@ fn backup_times(i: usize) -> Times {
 }
 
 /// What a restore into an existing tree left: the times of the restored objects (after a success)
-/// or of the directories that existed (after a failure), and every entry of the tree.
+/// or of the directories that existed (after a failure), the mode and owner of the directories
+/// that existed, and every entry of the tree (type, mode, data).
 #[derive(Debug, PartialEq)]
 struct Left {
     times: Vec<(String, Times)>,
-    tree: Vec<(Vec<u8>, u32, Vec<u8>)>,
+    modes: Vec<(String, ModeOwner)>,
+    tree: Vec<(Vec<u8>, u32, u32, Vec<u8>)>,
 }
+
+/// (mode, uid, gid) of a path itself.
+type ModeOwner = (u32, u32, u32);
+
+fn mode_owner(p: &Path) -> ModeOwner {
+    let md = fs::symlink_metadata(p).unwrap();
+    (md.mode() & 0o7777, md.uid(), md.gid())
+}
+
+/// The owner the restore gives its directories (as root; otherwise they keep the running user).
+const DIR_OWNER: (u32, u32) = (4321, 4322);
 
 /// The directories of the target before the restore, the alternate root ("") among them, with
 /// known times to the nanosecond; `del` loses an entry to `aapi_delete_object`.
@@ -592,9 +605,14 @@ fn existing_times(i: usize) -> Times {
 }
 
 /// Restore new objects into every directory of an existing tree (nested, with missing parents,
-/// a replaced file, reused directories, one object left open), then end the restore with
-/// `status`.
-fn restore_into_existing_tree(plugin: &Plugin, root: &Path, status: c_int) -> Left {
+/// a replaced file, reused directories that get another mode and owner, one object left open),
+/// then end the restore with `status`. Returns what it left and the mode and owner of the
+/// directories that existed, before the restore.
+fn restore_into_existing_tree(
+    plugin: &Plugin,
+    root: &Path,
+    status: c_int,
+) -> (Left, Vec<(String, ModeOwner)>) {
     let at = |rel: &str| PathBuf::from(format!("{}{rel}", root.display()));
     for d in EXISTING {
         fs::create_dir_all(at(d)).unwrap();
@@ -606,6 +624,13 @@ fn restore_into_existing_tree(plugin: &Plugin, root: &Path, status: c_int) -> Le
         let (a, m) = existing_times(i);
         set_times(&at(d), a, m);
     }
+    let modes_of = || -> Vec<(String, ModeOwner)> {
+        EXISTING
+            .iter()
+            .map(|d| (d.to_string(), mode_owner(&at(d))))
+            .collect()
+    };
+    let modes_before = modes_of();
     let s = plugin
         .open_server("fileserver", SessionDef::new(AAPI_OP_RESTORE))
         .unwrap();
@@ -616,11 +641,13 @@ fn restore_into_existing_tree(plugin: &Plugin, root: &Path, status: c_int) -> Le
         mode,
         ..Default::default()
     };
-    let (file, dir, link) = (
-        prop(AAPI_OBJ_FILE, 0o600),
-        prop(AAPI_OBJ_DIR, 0o750),
-        prop(AAPI_OBJ_SYMLINK, 0),
-    );
+    let (file, link) = (prop(AAPI_OBJ_FILE, 0o600), prop(AAPI_OBJ_SYMLINK, 0));
+    let dir = aapi_object_prop_t {
+        valid: AAPI_PROP_MODE | AAPI_PROP_OWNER,
+        uid: DIR_OWNER.0,
+        gid: DIR_OWNER.1,
+        ..prop(AAPI_OBJ_DIR, 0o2750)
+    };
     let objects: [(&str, aapi_object_prop_t, &[u8], u32); 11] = [
         ("/top.txt", file, b"top", 0),
         ("/a", dir, b"", 0),
@@ -675,11 +702,12 @@ fn restore_into_existing_tree(plugin: &Plugin, root: &Path, status: c_int) -> Le
     .into_iter()
     .map(|rel| (rel.to_string(), times_of(&at(rel))))
     .collect();
+    let modes = modes_of();
     let tree = snapshot_of_tree(root)
         .into_iter()
-        .map(|e| (e.rel, e.kind, e.data))
+        .map(|e| (e.rel, e.kind, e.mode, e.data))
         .collect();
-    Left { times, tree }
+    (Left { times, modes, tree }, modes_before)
 }
 
 #[test]
@@ -692,15 +720,28 @@ fn same_directory_times_after_a_failed_restore() {
             let plugin = lib.init(Arc::new(Quiet)).unwrap();
             assert_eq!(plugin.claim("files"), Ok(true));
             let root = dir.path().join(format!("{name}-{status}"));
-            let l = restore_into_existing_tree(&plugin, &root, status);
+            let (l, modes_before) = restore_into_existing_tree(&plugin, &root, status);
             plugin.terminate().unwrap();
             if status == AAPI_EOK {
                 for (k, (rel, t)) in l.times.iter().enumerate() {
                     assert_eq!(*t, backup_times(k), "{name}: {rel} has the backup's times");
                 }
+                // The reused directories keep the mode and owner of their objects.
+                for ((d, got), (_, (_, uid, gid))) in l.modes.iter().zip(&modes_before) {
+                    if ["/a", "/a/b", "/a/reused"].contains(&d.as_str()) {
+                        let (mode, owner) = if is_root() {
+                            (0o2750, DIR_OWNER)
+                        } else {
+                            (0o750, (*uid, *gid))
+                        };
+                        assert_eq!(*got, (mode, owner.0, owner.1), "{name}: {d:?}");
+                    }
+                }
                 left.push(l);
                 continue;
             }
+            // Every directory that existed has its mode and owner back.
+            assert_eq!(l.modes, modes_before, "{name}: modes and owners");
             // Every directory that existed has its times back, the alternate root included; the
             // one that lost an entry to aapi_delete_object shows it.
             for (i, (d, t)) in l.times.iter().enumerate() {
@@ -726,11 +767,11 @@ fn same_directory_times_after_a_failed_restore() {
                 "{name}: every created object is gone"
             );
             let old = l.tree.iter().find(|e| e.0 == b"/a/old.txt").unwrap();
-            assert_eq!(old.2, b"old", "{name}: the replaced file is back");
+            assert_eq!(old.3, b"old", "{name}: the replaced file is back");
             // When /del lost its entry differs between the two runs: compared without it.
             left.push(Left {
                 times: l.times.into_iter().filter(|t| t.0 != "/del").collect(),
-                tree: l.tree,
+                ..l
             });
         }
         assert_eq!(left[0], left[1], "C and Rust differ (status {status})");

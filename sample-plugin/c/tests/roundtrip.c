@@ -1018,12 +1018,13 @@ static void cancelled(void)
 #define ROLLBACK_DIRS 40
 
 /* RST-6, RST-7: a failed restore removes what it created and puts replaced objects back; the
- * directories that existed get their mtimes back (sample-plugin/README.md). */
+ * directories that existed get their mtimes, modes and owners back (sample-plugin/README.md). */
 static void failed_restore(void)
 {
     char *alt = join(g_work, "restore-fail");
     char *keep = join(alt, "keep.txt"), *fresh = join(alt, "new/dir/file");
     char *dirs[ROLLBACK_DIRS];
+    struct stat before[ROLLBACK_DIRS];
     int i;
     aapi_session_def_t s;
     aapi_restore_info_t ri;
@@ -1044,6 +1045,8 @@ static void failed_restore(void)
         if (mkdir(dirs[i], 0700) != 0)
             die("mkdir: %s", strerror(errno));
         set_mtime(dirs[i], 1400000000 + i, 100000000L + i);
+        if (lstat(dirs[i], &before[i]) != 0)
+            die("lstat: %s", strerror(errno));
     }
     set_mtime(alt, 1300000000, 123456789L);
     begin_cycle();
@@ -1078,6 +1081,21 @@ static void failed_restore(void)
     EXPECT(P.close_object(obj), AAPI_EOK);
     for (i = 0; i < ROLLBACK_DIRS; i++) {
         char *f = join(dirs[i], "f");
+        if (i % 2 == 0) {
+            /* A directory object onto the existing directory (with and without overwrite): it
+             * gets another mode, and as root another owner, at close. */
+            aapi_object_prop_t dprop = prop;
+            dprop.obj_type = AAPI_OBJ_DIR;
+            dprop.valid = AAPI_PROP_MODE | AAPI_PROP_OWNER;
+            dprop.mode = 0751;
+            dprop.uid = 4321;
+            dprop.gid = 4322;
+            EXPECT(P.create_object(h, dirs[i], &dprop, i % 4 ? AAPI_CREATE_OVERWRITE : 0, &obj),
+                   AAPI_EOK);
+            EXPECT(P.close_object(obj), AAPI_EOK);
+            CHECK(lstat(dirs[i], &st) == 0 && (st.st_mode & 07777) == 0751,
+                  "%s did not get the mode of its object", dirs[i]);
+        }
         EXPECT(P.create_object(h, f, &prop, 0, &obj), AAPI_EOK);
         EXPECT(P.write_object(obj, "y", 1), AAPI_EOK);
         EXPECT(P.close_object(obj), AAPI_EOK);
@@ -1104,6 +1122,10 @@ static void failed_restore(void)
                   st.st_mtim.tv_nsec == 100000000L + i,
               "the failed restore left %s with mtime %ld.%09ld", dirs[i], (long)st.st_mtim.tv_sec,
               (long)st.st_mtim.tv_nsec);
+        CHECK(st.st_mode == before[i].st_mode && st.st_uid == before[i].st_uid &&
+                  st.st_gid == before[i].st_gid,
+              "the failed restore left %s with mode %o, owner %ld:%ld", dirs[i],
+              (unsigned)(st.st_mode & 07777), (long)st.st_uid, (long)st.st_gid);
         free(dirs[i]);
     }
     CHECK(lstat(alt, &st) == 0 && st.st_mtim.tv_sec == 1300000000 &&

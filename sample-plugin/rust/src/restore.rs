@@ -7,8 +7,8 @@
 //! is renamed aside (`.<name>.aapi-old-<n>`) until `aapi_restore_postprocess` deletes it (success)
 //! or puts it back (failure), so a failed restore loses nothing. Every object the restore creates,
 //! missing parent directories included, is recorded so that a failed restore removes exactly
-//! those. The directories that existed before the restore get back, at a rollback, the atime and
-//! mtime they had before its first change (recorded once per directory).
+//! those. The directories that existed before the restore get back, at a rollback, the owner,
+//! mode, atime and mtime they had before its first change (recorded once per directory).
 
 use crate::fsutil::{self, lstat, path_error};
 use crate::{NAME, paths, sys};
@@ -37,17 +37,40 @@ struct DirMode {
     opened: bool,
 }
 
+/// A directory that existed before the restore, as it was before the restore's first change.
+#[derive(Clone, Copy)]
+struct Saved {
+    atime: Timestamp,
+    mtime: Timestamp,
+    /// The permission bits (`07777`).
+    mode: u32,
+    uid: u32,
+    gid: u32,
+}
+
+impl Saved {
+    fn of(md: &fs::Metadata) -> Saved {
+        let t = |s: i64, n: i64| Timestamp::new(s, n as u32);
+        Saved {
+            atime: t(md.atime(), md.atime_nsec()),
+            mtime: t(md.mtime(), md.mtime_nsec()),
+            mode: md.mode() & 0o7777,
+            uid: md.uid(),
+            gid: md.gid(),
+        }
+    }
+}
+
 /// What a restore did to a directory it changed (or changed an entry of).
 #[derive(Clone, Copy)]
 enum DirState {
     /// Made by this restore: a rollback removes it, there is nothing to put back.
     Made,
-    /// Existed before: its atime and mtime before the restore's first change, put back by a
-    /// rollback.
-    Before(Timestamp, Timestamp),
+    /// Existed before: a rollback puts back its owner (as root), mode, atime and mtime.
+    Before(Saved),
     /// Existed before, and `aapi_delete_object` removed an entry of it: that stays after a
-    /// rollback, and so do the times it gave the directory.
-    Deleted,
+    /// rollback, and so do the times it gave the directory; its owner and mode are put back.
+    Deleted(Saved),
 }
 
 #[derive(Default)]
@@ -142,18 +165,19 @@ impl Book {
         Ok(())
     }
 
-    /// Record the times of the directory `dir` before the restore changes it or one of its
-    /// entries, once per directory. A missing `dir` is about to be made: its nearest existing
-    /// ancestor is the directory that changes. Directories this restore made are skipped. Under
-    /// the lock, so that concurrent objects record a directory before either changes it.
+    /// Record the owner, mode and times of the directory `dir` (normalized) before the restore
+    /// changes it or one of its entries, once per directory. A missing `dir` is about to be
+    /// made: its nearest existing ancestor is the directory that changes. Directories this
+    /// restore made are skipped. Under the lock, so that concurrent objects record a directory
+    /// before either changes it.
     fn touch(&self, dir: &Path) {
         let mut st = self.lock();
         let mut d = dir;
         while !st.dirs.contains_key(d) {
             match fs::symlink_metadata(d) {
                 Ok(md) if md.is_dir() => {
-                    let (a, m) = times_of(&md);
-                    st.dirs.insert(d.to_path_buf(), DirState::Before(a, m));
+                    st.dirs
+                        .insert(d.to_path_buf(), DirState::Before(Saved::of(&md)));
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     if let Some(parent) = d.parent() {
@@ -293,7 +317,7 @@ impl Book {
             )));
         };
         if md.is_dir() {
-            self.touch(path);
+            self.touch(&paths::normalize(path).0);
         }
         sys::set_times_nofollow(path, atime, mtime).map_err(|e| {
             if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP)) {
@@ -321,6 +345,9 @@ impl Book {
                 path.display()
             )));
         };
+        let norm = paths::normalize(path).0;
+        let parent = norm.parent().unwrap_or(Path::new("/"));
+        self.touch(parent);
         let removed = if md.is_dir() {
             fs::remove_dir(path).map_err(|e| {
                 if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) {
@@ -336,10 +363,10 @@ impl Book {
         if removed.is_ok() {
             // A rollback does not bring the object back: its directory keeps the times this
             // removal gave it.
-            let parent = path.parent().unwrap_or(Path::new("/"));
             let mut st = self.lock();
-            if !matches!(st.dirs.get(parent), Some(DirState::Made)) {
-                st.dirs.insert(parent.to_path_buf(), DirState::Deleted);
+            if let Some(&DirState::Before(saved)) = st.dirs.get(parent) {
+                st.dirs
+                    .insert(parent.to_path_buf(), DirState::Deleted(saved));
             }
         }
         removed
@@ -397,9 +424,16 @@ impl Book {
                     ok = false;
                 }
             }
-            ok &= put_back_dir_times(&st, &self.host);
+            // The directories this restore made and could not remove get their exact modes;
+            // those that existed get all they had back, deepest first.
+            let Bookkeeping { dirmodes, dirs, .. } = &mut *st;
+            dirmodes.retain(|d| matches!(dirs.get(&d.path), None | Some(DirState::Made)));
+            ok &= close_restrictive_dirs(&mut st, &self.host);
+            ok &= put_back_dirs(&st, &self.host);
         }
-        ok &= close_restrictive_dirs(&mut st, &self.host);
+        if status.is_success() {
+            ok &= close_restrictive_dirs(&mut st, &self.host);
+        }
         if status.is_success() && ok {
             ok &= sync_written_filesystems(&st, &self.host);
         }
@@ -435,32 +469,52 @@ impl Book {
     }
 }
 
-/// After a rollback, give the directories that existed before the restore the atime and mtime
-/// they had before its first change, deepest first. Their ctime cannot be set back. False when
-/// one failed.
-fn put_back_dir_times(st: &Bookkeeping, host: &Host) -> bool {
-    let mut dirs: Vec<(&PathBuf, Timestamp, Timestamp)> = st
+/// After a rollback, give the directories that existed before the restore what they had before
+/// its first change, deepest first: owner (as root; a restore changes it only then), mode, and,
+/// unless `aapi_delete_object` removed an entry, atime and mtime. Their ctime cannot be set back.
+/// Only what differs is changed. False when one failed.
+fn put_back_dirs(st: &Bookkeeping, host: &Host) -> bool {
+    let mut dirs: Vec<(&PathBuf, Saved, bool)> = st
         .dirs
         .iter()
         .filter_map(|(d, s)| match *s {
-            DirState::Before(a, m) => Some((d, a, m)),
-            _ => None,
+            DirState::Before(saved) => Some((d, saved, true)),
+            DirState::Deleted(saved) => Some((d, saved, false)),
+            DirState::Made => None,
         })
         .collect();
     dirs.sort_by(|a, b| paths::bytes(b.0).cmp(paths::bytes(a.0)));
+    let root = sys::is_root();
     let mut ok = true;
-    for (d, a, m) in dirs {
-        match sys::set_times_nofollow(d, Some(a), Some(m)) {
-            Ok(()) => {}
-            // Removed during the restore by aapi_delete_object: nothing to put back.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => {
-                host.error(format!(
-                    "{NAME}: cannot put back the times of {}: {e}",
-                    d.display()
-                ));
-                ok = false;
+    for (d, saved, times) in dirs {
+        let put_back = || -> std::result::Result<(), (&str, io::Error)> {
+            let md = match fs::symlink_metadata(d) {
+                Ok(md) if md.is_dir() => md,
+                // Removed during the restore by aapi_delete_object, or not put back (reported
+                // already): nothing to give back.
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(("inspect", e)),
+            };
+            // The owner first: changing it clears the setuid/setgid bits.
+            let chowned = root && (md.uid(), md.gid()) != (saved.uid, saved.gid);
+            if chowned {
+                std::os::unix::fs::lchown(d, Some(saved.uid), Some(saved.gid))
+                    .map_err(|e| ("put back the owner of", e))?;
             }
+            if chowned || md.mode() & 0o7777 != saved.mode {
+                fs::set_permissions(d, fs::Permissions::from_mode(saved.mode))
+                    .map_err(|e| ("put back the mode of", e))?;
+            }
+            if times {
+                sys::set_times_nofollow(d, Some(saved.atime), Some(saved.mtime))
+                    .map_err(|e| ("put back the times of", e))?;
+            }
+            Ok(())
+        };
+        if let Err((what, e)) = put_back() {
+            host.error(format!("{NAME}: cannot {what} {}: {e}", d.display()));
+            ok = false;
         }
     }
     ok
@@ -654,7 +708,10 @@ impl Writer {
             }
             ObjectType::Dir => {
                 let reused = fs::symlink_metadata(&self.path).is_ok_and(|m| m.is_dir());
-                if !reused {
+                if reused {
+                    // Its owner and mode change now: recorded first, put back by a rollback.
+                    self.book.touch(&self.path);
+                } else {
                     aside = self.set_aside()?;
                     if let Err(e) = fs::DirBuilder::new().mode(0o700).create(&self.path) {
                         self.put_back(aside);

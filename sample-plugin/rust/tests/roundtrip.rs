@@ -876,6 +876,104 @@ fn a_directory_with_a_deleted_entry_keeps_its_times_after_a_rollback() {
     plugin.terminate().unwrap();
 }
 
+/// (mode, uid, gid) of `path` itself.
+fn mode_owner(path: &Path) -> (u32, u32, u32) {
+    let md = fs::symlink_metadata(path).unwrap();
+    (md.mode() & 0o7777, md.uid(), md.gid())
+}
+
+#[test]
+fn a_failed_restore_gives_the_directories_that_existed_their_mode_and_owner_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plugin, _, _) = load(dir.path());
+    // Directories that exist before the restore: (path, mode before, mode of its object). A
+    // directory object restored onto one reuses it and gives it its mode (and owner, as root).
+    let dirs = [
+        ("a", 0o755, 0o2750),
+        ("a/b", 0o700, 0o555),
+        ("a/b/c", 0o750, 0o711),
+        ("del", 0o751, 0o700),
+    ];
+    let owner = (4321, 4322);
+    let old = ((1_600_000_000, 5), (1_500_000_000, 6));
+    let setid = if is_root() { 0o7777 } else { 0o1777 };
+    for status in [AAPI_EIO, AAPI_EOK] {
+        let alt = dir.path().join(format!("modes-{status}"));
+        for (d, _, _) in dirs {
+            fs::create_dir_all(alt.join(d)).unwrap();
+        }
+        fs::write(alt.join("del/x"), b"x").unwrap();
+        for (d, mode, _) in dirs.iter().rev() {
+            fs::set_permissions(alt.join(d), fs::Permissions::from_mode(*mode)).unwrap();
+            set_atime_mtime(&alt.join(d), old);
+        }
+        let before: Vec<_> = dirs.iter().map(|d| mode_owner(&alt.join(d.0))).collect();
+        let s = plugin
+            .open_server("localhost", SessionDef::new(AAPI_OP_RESTORE))
+            .unwrap();
+        s.restore_preprocess(&b(&alt), 10, 6).unwrap();
+        // The directory that loses an entry is recorded by the deletion, before its object.
+        s.delete_object(&b(&alt.join("del/x"))).unwrap();
+        for (i, (d, _, mode)) in dirs.iter().enumerate() {
+            let prop = aapi_object_prop_t {
+                obj_type: AAPI_OBJ_DIR,
+                valid: AAPI_PROP_MODE | AAPI_PROP_OWNER,
+                mode: *mode,
+                uid: owner.0,
+                gid: owner.1,
+                ..Default::default()
+            };
+            // Reused with and without AAPI_CREATE_OVERWRITE.
+            let flags = if i % 2 == 0 { 0 } else { AAPI_CREATE_OVERWRITE };
+            s.create_object(&b(&alt.join(d)), &prop, flags)
+                .unwrap()
+                .close()
+                .unwrap();
+            let (_, uid, gid) = before[i];
+            let want = if is_root() { owner } else { (uid, gid) };
+            assert_eq!(
+                mode_owner(&alt.join(d)),
+                (mode & setid, want.0, want.1),
+                "{d}: set at close"
+            );
+        }
+        // Inside the restored directories (a/b, 0555, is opened up for it when not root).
+        for f in ["a/b/new.txt", "a/b/c/f.txt"] {
+            let mut o = s
+                .create_object(&b(&alt.join(f)), &file_prop(0o600), 0)
+                .unwrap();
+            o.write(b"new").unwrap();
+            o.close().unwrap();
+        }
+        s.restore_postprocess(status).unwrap();
+        s.close().unwrap();
+        let after: Vec<_> = dirs.iter().map(|d| mode_owner(&alt.join(d.0))).collect();
+        if status == AAPI_EOK {
+            let want: Vec<_> = dirs
+                .iter()
+                .zip(&before)
+                .map(|((_, _, mode), &(_, uid, gid))| {
+                    let (uid, gid) = if is_root() { owner } else { (uid, gid) };
+                    (mode & setid, uid, gid)
+                })
+                .collect();
+            assert_eq!(after, want, "the restored modes and owners stay");
+            assert_eq!(fs::read(alt.join("a/b/new.txt")).unwrap(), b"new");
+        } else {
+            assert_eq!(
+                after, before,
+                "mode and owner of the directories that existed"
+            );
+            for d in ["a", "a/b", "a/b/c"] {
+                assert_eq!(times_of(&alt.join(d)), old, "times of {d}");
+            }
+            assert!(!alt.join("a/b/new.txt").exists() && !alt.join("a/b/c/f.txt").exists());
+            assert!(!alt.join("del/x").exists(), "a deletion is not undone");
+        }
+    }
+    plugin.terminate().unwrap();
+}
+
 #[test]
 fn cancellation_during_the_snapshot_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
