@@ -36,14 +36,10 @@ static void wlist_free(wlist *l)
 
 static int wlist_push(wlist *l, const char *path, const struct stat *st)
 {
-    if (l->n == l->cap) {
-        size_t ncap = l->cap ? l->cap * 2 : 256;
-        wobj *nv = realloc(l->v, ncap * sizeof *nv);
-        if (nv == NULL)
-            return AAPI_ENOMEM;
-        l->v = nv;
-        l->cap = ncap;
-    }
+    wobj *nv = grow_array(l->v, &l->cap, l->n + 1, sizeof *nv, 256);
+    if (nv == NULL)
+        return AAPI_ENOMEM;
+    l->v = nv;
     memset(&l->v[l->n], 0, sizeof l->v[l->n]);
     l->v[l->n].path = strdup(path);
     if (l->v[l->n].path == NULL)

@@ -55,61 +55,46 @@ static int record_created(files_server *srv, const char *path)
 
 static int record_aside(files_server *srv, const char *path, const char *aside)
 {
-    int rc = AAPI_EOK;
     char *p = strdup(path), *a = strdup(aside);
+    files_aside *nv = NULL;
     state_lock();
-    if (p == NULL || a == NULL) {
-        rc = AAPI_ENOMEM;
-    } else if (srv->aside_n == srv->aside_cap) {
-        size_t ncap = srv->aside_cap ? srv->aside_cap * 2 : 16;
-        files_aside *nv = realloc(srv->aside, ncap * sizeof *nv);
-        if (nv == NULL) {
-            rc = AAPI_ENOMEM;
-        } else {
-            srv->aside = nv;
-            srv->aside_cap = ncap;
-        }
-    }
-    if (rc == AAPI_EOK) {
+    if (p != NULL && a != NULL)
+        nv = grow_array(srv->aside, &srv->aside_cap, srv->aside_n + 1, sizeof *nv, 16);
+    if (nv != NULL) {
+        srv->aside = nv;
         srv->aside[srv->aside_n].path = p;
         srv->aside[srv->aside_n].aside = a;
         srv->aside_n++;
     }
     state_unlock();
-    if (rc != AAPI_EOK) {
+    if (nv == NULL) {
         free(p);
         free(a);
+        return AAPI_ENOMEM;
     }
-    return rc;
+    return AAPI_EOK;
 }
 
 static int record_dirmode(files_server *srv, const char *path, mode_t mode)
 {
-    int rc = AAPI_EOK;
     char *p = strdup(path);
+    files_dirmode *nv = NULL;
     state_lock();
-    if (p == NULL) {
-        rc = AAPI_ENOMEM;
-    } else if (srv->dirmodes_n == srv->dirmodes_cap) {
-        size_t ncap = srv->dirmodes_cap ? srv->dirmodes_cap * 2 : 16;
-        files_dirmode *nv = realloc(srv->dirmodes, ncap * sizeof *nv);
-        if (nv == NULL) {
-            rc = AAPI_ENOMEM;
-        } else {
-            srv->dirmodes = nv;
-            srv->dirmodes_cap = ncap;
-        }
-    }
-    if (rc == AAPI_EOK) {
+    if (p != NULL)
+        nv = grow_array(srv->dirmodes, &srv->dirmodes_cap, srv->dirmodes_n + 1, sizeof *nv, 16);
+    if (nv != NULL) {
+        srv->dirmodes = nv;
         srv->dirmodes[srv->dirmodes_n].path = p;
         srv->dirmodes[srv->dirmodes_n].mode = mode;
         srv->dirmodes[srv->dirmodes_n].opened = 0;
         srv->dirmodes_n++;
-    } else {
-        free(p);
     }
     state_unlock();
-    return rc;
+    if (nv == NULL) {
+        free(p);
+        return AAPI_ENOMEM;
+    }
+    return AAPI_EOK;
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -157,19 +157,30 @@ int keepalive_tick(files_keepalive *ka, const char *fn)
 /* Buffers                                                                                      */
 /* ------------------------------------------------------------------------------------------ */
 
+void *grow_array(void *v, size_t *cap, size_t need, size_t size, size_t first)
+{
+    size_t ncap = *cap ? *cap : first;
+    if (need <= *cap)
+        return v;
+    while (ncap < need) {
+        if (ncap > SIZE_MAX / 2)
+            return NULL;
+        ncap *= 2;
+    }
+    if (ncap > SIZE_MAX / size)
+        return NULL;
+    v = realloc(v, ncap * size);
+    if (v != NULL)
+        *cap = ncap;
+    return v;
+}
+
 int buf_append(files_buf *b, const void *data, size_t n)
 {
-    if (b->len + n + 1 > b->cap) {
-        size_t ncap = b->cap ? b->cap : 64;
-        char *np;
-        while (ncap < b->len + n + 1)
-            ncap *= 2;
-        np = realloc(b->p, ncap);
-        if (np == NULL)
-            return AAPI_ENOMEM;
-        b->p = np;
-        b->cap = ncap;
-    }
+    char *np = grow_array(b->p, &b->cap, b->len + n + 1, 1, 64);
+    if (np == NULL)
+        return AAPI_ENOMEM;
+    b->p = np;
     if (n > 0)
         memcpy(b->p + b->len, data, n);
     b->len += n;
@@ -206,15 +217,10 @@ void buf_free(files_buf *b)
 
 int strvec_push(files_strvec *sv, const char *s)
 {
-    char *copy;
-    if (sv->n == sv->cap) {
-        size_t ncap = sv->cap ? sv->cap * 2 : 16;
-        char **nv = realloc(sv->v, ncap * sizeof *nv);
-        if (nv == NULL)
-            return AAPI_ENOMEM;
-        sv->v = nv;
-        sv->cap = ncap;
-    }
+    char *copy, **nv = grow_array(sv->v, &sv->cap, sv->n + 1, sizeof *nv, 16);
+    if (nv == NULL)
+        return AAPI_ENOMEM;
+    sv->v = nv;
     copy = strdup(s);
     if (copy == NULL)
         return AAPI_ENOMEM;
