@@ -393,8 +393,12 @@ impl Runner {
             Task::Gate | Task::Probe { .. } => base.clone(),
             _ => self.pipeline_job(),
         };
+        // Every session the unit opens announces the budget its calls are held to, so a plugin
+        // that paces its keepalives by its session's budget is never killed for it.
+        let mut setup = self.setup.clone();
+        setup.budget_ms = budget;
         let spec = TaskSpec {
-            setup: self.setup.clone(),
+            setup,
             objects: self.objects.lock().unwrap().clone(),
             capture: capture.clone(),
             dir,

@@ -15,7 +15,7 @@ use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -162,7 +162,7 @@ struct Track {
 pub struct ConfHooks {
     link: Arc<WorkerLink>,
     in_flight: AtomicUsize,
-    budget_ms: AtomicU32,
+    budget_ms: u32,
     cancel_on_keepalive: AtomicBool,
     cancel_answered: Mutex<Option<Instant>>,
     track: Mutex<Option<Track>>,
@@ -175,18 +175,13 @@ impl ConfHooks {
         ConfHooks {
             link,
             in_flight: AtomicUsize::new(0),
-            budget_ms: AtomicU32::new(budget_ms),
+            budget_ms,
             cancel_on_keepalive: AtomicBool::new(false),
             cancel_answered: Mutex::new(None),
             track: Mutex::new(None),
             stats: Mutex::new(Stats::default()),
             current: Mutex::new(String::new()),
         }
-    }
-
-    /// Set the budget that long calls are judged against.
-    pub fn set_budget(&self, ms: u32) {
-        self.budget_ms.store(ms, Ordering::SeqCst);
     }
 
     /// From now on, answer every keepalive with "cancelled"; returns when the first was answered.
@@ -296,7 +291,7 @@ impl HostHooks for ConfHooks {
         {
             let gap = t.max_gap.max(now - t.last_alive);
             let dur = now - t.start;
-            let budget = self.budget_ms.load(Ordering::SeqCst);
+            let budget = self.budget_ms;
             if !t.overlapped && t.function == function && dur.as_millis() > (budget / 4) as u128 {
                 s.long_calls.push(LongCall {
                     function: function.to_string(),

@@ -179,6 +179,8 @@ zoo_tests! {
     hangs_without_keepalive: "ZOO_HANG" => ["LIFE-8", "TIME-1"] [] "life.backup" "timeout in aapi_read_object";
     slow_with_keepalive: "ZOO_SLOW_KEEPALIVE" => [] [] "" "";
     slow_with_rare_keepalive: "ZOO_SLOW_NO_CADENCE" => [] ["TIME-2"] "time.keepalive-cadence" "without keepalive";
+    // Keeps alive by its own session's budget: the runner holds each call to that budget.
+    slow_postprocess_paced_by_its_session: "ZOO_SLOW_POSTPROCESS" => [] ["TIME-2"] "time.keepalive-cadence" "aapi_postprocess ran";
     ignores_cancellation: "ZOO_IGNORE_CANCEL" => ["TIME-4"] [] "time.cancel" "cancel";
     // concurrency
     races_under_concurrency: "ZOO_RACY" => ["THR-2"] [] "thr.concurrent-read" "serially";

@@ -7,12 +7,10 @@ use aapi_host::client::{Plugin, Server};
 use aapi_sdk::abi::*;
 use std::time::{Duration, Instant};
 
-/// A discovery session with the `[timing]` budget and properties.
+/// A discovery session with the `[timing]` properties (the unit runs with the `[timing]` budget).
 fn long_call_session(p: &Probe, plugin: &Plugin) -> Result<Server, Fail> {
     let setup = p.setup();
-    p.ctx.hooks.set_budget(setup.timing_budget_ms);
     let mut def = p.ctx.session_def(AAPI_OP_DISCOVERY);
-    def.call_budget_ms = setup.timing_budget_ms;
     def.properties
         .extend(setup.timing_properties.iter().cloned());
     Ok(plugin.open_server(&setup.server, def)?)
