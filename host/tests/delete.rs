@@ -1,5 +1,6 @@
-//! Deleting images through the `aapi-host` command line: what other images need is refused,
-//! the policy's next incremental stays correct, and interrupted deletes are cleaned up.
+//! Deleting images through the `aapi-host` command line: what other images need or use is
+//! refused, the policy's next incremental stays correct, interrupted deletes are cleaned up, and
+//! several commands share one store safely.
 
 mod common;
 
@@ -275,4 +276,58 @@ fn a_running_backup_is_listed_as_running_and_kept_by_delete() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(job.wait().unwrap().success());
     assert_eq!(images(&store), vec![(running, "complete".to_string())]);
+}
+
+#[test]
+fn backups_of_several_policies_run_at_once_into_one_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    make_tree(&tree, 6, PAST);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let plugin = rust_sample();
+    let start = |policy: &str, schedule: &str| {
+        std::process::Command::new(host_bin())
+            .arg("--store")
+            .arg(&store)
+            .args([
+                "backup",
+                "--json",
+                "--policy",
+                policy,
+                "--schedule",
+                schedule,
+            ])
+            .args(["--streams", "2", "--plugin"])
+            .arg(&plugin)
+            .arg("--select")
+            .arg(&tree)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let finish = |c: std::process::Child| {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["manifest"].clone()
+    };
+    let policies = ["a", "b", "c", "d"];
+    let jobs: Vec<_> = policies.iter().map(|p| start(p, "full")).collect();
+    let fulls: Vec<serde_json::Value> = jobs.into_iter().map(finish).collect();
+    // Every policy kept its last backup, so each incremental builds on its own full backup.
+    std::fs::write(tree.join("sub/f2.bin"), b"changed").unwrap();
+    let jobs: Vec<_> = policies.iter().map(|p| start(p, "incr")).collect();
+    for (full, c) in fulls.iter().zip(jobs) {
+        let incr = finish(c);
+        assert_eq!(incr["base"], full["image"], "{incr}");
+        assert_eq!(incr["policy"], full["policy"]);
+    }
+    assert_eq!(images(&store).len(), 2 * policies.len());
+    assert!(images(&store).iter().all(|(_, s)| s == "complete"));
 }
