@@ -108,8 +108,9 @@ int aapi_open_object(aapi_server_t server, const char *path, uint32_t flags,
     if (flags != AAPI_OPEN_READ)
         return fail(AAPI_EINVAL, "%s: flags 0x%x: AAPI_OPEN_READ is required and the only flag",
                     fn, (unsigned)flags);
-    if (!path_is_absolute(path))
-        return fail(AAPI_EINVAL, "%s: path \"%s\" is not an absolute path", fn, path);
+    rc = check_object_path(fn, "path", path);
+    if (rc != AAPI_EOK)
+        return rc;
     /* The final component is never followed: a symlink is an object of its own. */
     if (lstat(path, &st) != 0)
         return errno == ENOENT || errno == ENOTDIR
@@ -329,8 +330,9 @@ int aapi_get_object_prop_byname(aapi_server_t server, const char *path, aapi_obj
     if (prop->struct_size < sizeof(aapi_object_prop_t))
         return fail(AAPI_EABI, "%s: prop->struct_size %u is smaller than the ABI 1.0 size %u", fn,
                     (unsigned)prop->struct_size, (unsigned)sizeof(aapi_object_prop_t));
-    if (!path_is_absolute(path))
-        return fail(AAPI_EINVAL, "%s: path \"%s\" is not an absolute path", fn, path);
+    rc = check_object_path(fn, "path", path);
+    if (rc != AAPI_EOK)
+        return rc;
     if (lstat(path, &st) != 0) /* RC-7 */
         return errno == ENOENT || errno == ENOTDIR
                    ? fail(AAPI_ENOENT, "%s: %s does not exist", fn, path)

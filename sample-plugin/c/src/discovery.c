@@ -162,18 +162,13 @@ static int check_selections(const char *fn, const char *const *sel, files_strvec
 {
     size_t i;
     for (i = 0; sel[i] != NULL; i++) {
-        int dotdot, rc;
+        int dotdot, rc = check_object_path(fn, "selection", sel[i]);
         char *norm;
-        if (!path_is_absolute(sel[i]))
-            return fail(AAPI_EINVAL, "%s: selection \"%s\" is not an absolute path", fn, sel[i]);
+        if (rc != AAPI_EOK)
+            return rc;
         norm = path_normalize(sel[i], &dotdot);
         if (norm == NULL)
             return fail(AAPI_ENOMEM, "%s: out of memory", fn);
-        if (dotdot) {
-            free(norm);
-            return fail(AAPI_EINVAL, "%s: selection \"%s\" contains a \"..\" component", fn,
-                        sel[i]);
-        }
         rc = strvec_push(out, norm);
         free(norm);
         if (rc != AAPI_EOK)

@@ -257,6 +257,10 @@ int keepalive_tick(files_keepalive *ka, const char *fn);
 char *path_join(const char *dir, const char *name);
 /** Non-zero when `p` starts with '/'. */
 int path_is_absolute(const char *p);
+/** RC-3: AAPI_EOK when `path` (an object path, selection or real path, named `what` in the
+ *  message) is absolute and has no ".." component, so that it names exactly one place and cannot
+ *  reach outside a root it is checked against; AAPI_EINVAL with the message set otherwise. */
+int check_object_path(const char *fn, const char *what, const char *path);
 /** Copy of `p` with repeated slashes collapsed, "." components dropped and trailing slashes
  *  removed; NULL when out of memory. Sets *has_dotdot when a ".." component is present. */
 char *path_normalize(const char *p, int *has_dotdot);

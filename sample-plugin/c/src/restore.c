@@ -685,16 +685,13 @@ int aapi_create_object(aapi_server_t server, const char *path, const aapi_object
         ((prop->valid & AAPI_PROP_MTIME) && bad_time(&prop->mtime)) ||
         ((prop->valid & AAPI_PROP_CTIME) && bad_time(&prop->ctime)))
         return fail(AAPI_EINVAL, "%s: a time has 1000000000 or more nanoseconds", fn);
-    if (!path_is_absolute(path))
-        return fail(AAPI_EINVAL, "%s: path \"%s\" is not an absolute path", fn, path);
+    /* RST-2: exactly at `path`, nothing outside the alternate root. */
+    rc = check_object_path(fn, "path", path);
+    if (rc != AAPI_EOK)
+        return rc;
     norm = path_normalize(path, &dotdot);
     if (norm == NULL)
         return fail(AAPI_ENOMEM, "%s: out of memory", fn);
-    /* RST-2: exactly at `path`, nothing outside the alternate root. */
-    if (dotdot) {
-        rc = fail(AAPI_EINVAL, "%s: path \"%s\" contains a \"..\" component", fn, path);
-        goto out;
-    }
     if (srv->target_root != NULL) {
         size_t rl = strlen(srv->target_root);
         if (strncmp(norm, srv->target_root, rl) != 0 || (norm[rl] != '/' && norm[rl] != '\0')) {
@@ -1038,8 +1035,9 @@ int aapi_set_object_utimes(aapi_server_t server, const char *path, const aapi_ti
         return rc;
     if ((atime != NULL && bad_time(atime)) || (mtime != NULL && bad_time(mtime)))
         return fail(AAPI_EINVAL, "%s: a time has 1000000000 or more nanoseconds", fn);
-    if (!path_is_absolute(path))
-        return fail(AAPI_EINVAL, "%s: path \"%s\" is not an absolute path", fn, path);
+    rc = check_object_path(fn, "path", path);
+    if (rc != AAPI_EOK)
+        return rc;
     if (lstat(path, &st) != 0) /* RC-7 */
         return errno == ENOENT || errno == ENOTDIR
                    ? fail(AAPI_ENOENT, "%s: %s does not exist", fn, path)
@@ -1090,8 +1088,9 @@ int aapi_delete_object(aapi_server_t server, const char *path)
     rc = restore_server(fn, server, &srv);
     if (rc != AAPI_EOK)
         return rc;
-    if (!path_is_absolute(path))
-        return fail(AAPI_EINVAL, "%s: path \"%s\" is not an absolute path", fn, path);
+    rc = check_object_path(fn, "path", path);
+    if (rc != AAPI_EOK)
+        return rc;
     if (lstat(path, &st) != 0) /* RC-7 */
         return errno == ENOENT || errno == ENOTDIR
                    ? fail(AAPI_ENOENT, "%s: %s does not exist", fn, path)

@@ -379,8 +379,10 @@ int aapi_get_snappath_from_realpath(aapi_server_t server, const char *snapname,
         return fail(AAPI_ESEQUENCE, "%s is legal only in a backup session", fn);
     if (!utf8_valid(snapname))
         return fail(AAPI_EINVAL, "%s: snapname is not UTF-8", fn);
-    if (!path_is_absolute(realpath))
-        return fail(AAPI_EINVAL, "%s: realpath \"%s\" is not an absolute path", fn, realpath);
+    /* Without "..": the snapshot path stays inside the snapshot. */
+    rc = check_object_path(fn, "realpath", realpath);
+    if (rc != AAPI_EOK)
+        return rc;
     if (snapname[0] == '\0') {
         result = realpath; /* DISC-6: no snapshot, the object is read in place */
     } else {

@@ -244,6 +244,22 @@ void strvec_free(files_strvec *sv)
 
 int path_is_absolute(const char *p) { return p[0] == '/'; }
 
+int check_object_path(const char *fn, const char *what, const char *path)
+{
+    const char *p = path;
+    if (!path_is_absolute(path))
+        return fail(AAPI_EINVAL, "%s: %s \"%s\" is not an absolute path", fn, what, path);
+    while (*p != '\0') {
+        size_t len = strcspn(p, "/");
+        if (len == 2 && p[0] == '.' && p[1] == '.')
+            return fail(AAPI_EINVAL, "%s: %s \"%s\" contains a \"..\" component", fn, what,
+                        path);
+        p += len;
+        p += strspn(p, "/");
+    }
+    return AAPI_EOK;
+}
+
 char *path_join(const char *dir, const char *name)
 {
     size_t dl = strlen(dir), nl = strlen(name);

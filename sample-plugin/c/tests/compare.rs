@@ -893,6 +893,25 @@ impl Script {
         self.seen.push((label.to_string(), code, want));
     }
 
+    /// Like [`Script::expect`], for a call refused because of `path`: its message must name it.
+    fn expect_naming(&mut self, label: &str, code: c_int, want: c_int, path: &[u8]) {
+        self.expect(label, code, want);
+        if code != AAPI_EOK {
+            let mut buf = vec![0u8; 4096];
+            let mut size = buf.len();
+            // SAFETY: buf holds `size` bytes.
+            let rc = unsafe { (self.e.get_last_error)(buf.as_mut_ptr().cast(), &mut size) };
+            assert_eq!(rc, AAPI_EOK, "{label}: get_last_error");
+            let message = &buf[..size.saturating_sub(1)];
+            assert!(
+                message.windows(path.len()).any(|w| w == path),
+                "{label}: the message does not name {}: {}",
+                String::from_utf8_lossy(path),
+                String::from_utf8_lossy(message)
+            );
+        }
+    }
+
     fn init(&self, tweak: impl FnOnce(&mut aapi_host_info_t, &mut aapi_plugin_info_t)) -> c_int {
         let mut host = aapi_host_info_t {
             struct_size: size_of::<aapi_host_info_t>() as u32,
@@ -1521,6 +1540,26 @@ fn bad_calls(s: &mut Script, dir: &Path, tree: &Path) {
         s.byname(h, b"rel", size_of::<aapi_object_prop_t>() as u32),
         AAPI_EINVAL,
     );
+    // RC-3: a ".." component is refused even where the path leads to an object.
+    let up = t("sub/../small.txt");
+    s.expect_naming(
+        "open_object, with ..",
+        s.open_object(h, &up, AAPI_OPEN_READ).0,
+        AAPI_EINVAL,
+        &up,
+    );
+    s.expect_naming(
+        "byname, with ..",
+        s.byname(h, &up, size_of::<aapi_object_prop_t>() as u32),
+        AAPI_EINVAL,
+        &up,
+    );
+    s.expect_naming(
+        "snappath, with ..",
+        s.snappath(h, "", &up, 4096).0,
+        AAPI_EINVAL,
+        &up,
+    );
     s.expect(
         "byname, missing",
         s.byname(h, &t("gone"), size_of::<aapi_object_prop_t>() as u32),
@@ -1694,11 +1733,12 @@ fn bad_calls(s: &mut Script, dir: &Path, tree: &Path) {
         s.create(h, &t("x"), file_prop(AAPI_OBJ_FILE), 0).0,
         AAPI_EINVAL,
     );
-    s.expect(
+    let up = under("a/../../x");
+    s.expect_naming(
         "create, with ..",
-        s.create(h, &under("a/../../x"), file_prop(AAPI_OBJ_FILE), 0)
-            .0,
+        s.create(h, &up, file_prop(AAPI_OBJ_FILE), 0).0,
         AAPI_EINVAL,
+        &up,
     );
     s.expect(
         "create, existing (RST-3)",
@@ -1758,6 +1798,17 @@ fn bad_calls(s: &mut Script, dir: &Path, tree: &Path) {
         AAPI_EINVAL,
     );
     s.expect("delete, relative", s.delete(h, b"rel"), AAPI_EINVAL);
+    // RC-3: "..", as create refuses it; the object it leads to is left as it was.
+    let up = under("full/../existing");
+    let before = fs::symlink_metadata(restore_root.join("existing")).unwrap();
+    s.expect_naming("utimes, with ..", s.utimes(h, &up, 0), AAPI_EINVAL, &up);
+    s.expect_naming("delete, with ..", s.delete(h, &up), AAPI_EINVAL, &up);
+    let after = fs::symlink_metadata(restore_root.join("existing")).unwrap();
+    assert_eq!(
+        (after.atime(), after.atime_nsec()),
+        (before.atime(), before.atime_nsec()),
+        "utimes with .. changed the object it leads to"
+    );
     s.expect(
         "byname, restored",
         s.byname(h, &under("full"), size_of::<aapi_object_prop_t>() as u32),

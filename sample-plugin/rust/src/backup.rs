@@ -9,15 +9,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-/// The `lstat` of an absolute object path: `AAPI_EINVAL` for a relative path, `AAPI_ENOENT` when
-/// missing, `AAPI_ENOTSUP` for a socket, fifo or device.
+/// The `lstat` of an absolute object path: `AAPI_EINVAL` for a relative path or one with a `..`
+/// component, `AAPI_ENOENT` when missing, `AAPI_ENOTSUP` for a socket, fifo or device.
 pub fn object_metadata(path: &Path) -> Result<Metadata> {
-    if !paths::is_absolute(path) {
-        return Err(Error::invalid(format!(
-            "path {:?} is not an absolute path",
-            path
-        )));
-    }
+    paths::check_object_path(path, "path")?;
     let md = fs::symlink_metadata(path).map_err(|e| path_error(e, "inspect", path))?;
     let ft = md.file_type();
     if !(ft.is_file() || ft.is_dir() || ft.is_symlink()) {

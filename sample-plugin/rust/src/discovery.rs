@@ -43,20 +43,8 @@ impl FilesServer {
         // Selections: absolute, normalized, without "..".
         let mut selections = Vec::with_capacity(job.selections.len());
         for s in &job.selections {
-            if !paths::is_absolute(s) {
-                return Err(Error::invalid(format!(
-                    "selection {:?} is not an absolute path",
-                    s
-                )));
-            }
-            let (norm, dotdot) = paths::normalize(s);
-            if dotdot {
-                return Err(Error::invalid(format!(
-                    "selection {:?} contains a \"..\" component",
-                    s
-                )));
-            }
-            selections.push(norm);
+            paths::check_object_path(s, "selection")?;
+            selections.push(paths::normalize(s).0);
         }
         let snap_id = match self.config.snapshot {
             SnapshotMode::None => String::new(),

@@ -1,5 +1,6 @@
 //! Object paths: raw bytes (any byte but NUL), absolute, compared byte by byte.
 
+use aapi_sdk::plugin::{Error, Result};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,23 @@ pub fn from_bytes(b: &[u8]) -> PathBuf {
 /// Whether `p` starts with `/`.
 pub fn is_absolute(p: &Path) -> bool {
     bytes(p).first() == Some(&b'/')
+}
+
+/// RC-3: an object path (or selection, or real path) is absolute and has no `..` component, so
+/// it names exactly one place and cannot reach outside a root it is checked against.
+/// `AAPI_EINVAL` naming `what` and the path otherwise.
+pub fn check_object_path(path: &Path, what: &str) -> Result<()> {
+    if !is_absolute(path) {
+        return Err(Error::invalid(format!(
+            "{what} {path:?} is not an absolute path"
+        )));
+    }
+    if bytes(path).split(|&c| c == b'/').any(|part| part == b"..") {
+        return Err(Error::invalid(format!(
+            "{what} {path:?} contains a \"..\" component"
+        )));
+    }
+    Ok(())
 }
 
 /// `p` without empty and `.` components and without a trailing `/`, and whether it has a `..`
@@ -87,6 +105,23 @@ mod tests {
         assert_eq!(n(b"/"), (from_bytes(b"/"), false));
         assert_eq!(n(b"/a/../b"), (from_bytes(b"/a/../b"), true));
         assert_eq!(n(b"/x\n y/\xff"), (from_bytes(b"/x\n y/\xff"), false));
+    }
+
+    #[test]
+    fn object_paths_are_absolute_without_dotdot() {
+        let check = |s: &[u8]| {
+            check_object_path(&from_bytes(s), "path").map_err(|e| e.message().to_string())
+        };
+        assert!(check(b"/a/b").is_ok());
+        assert!(
+            check(b"/a/..b/c..").is_ok(),
+            "only a whole component counts"
+        );
+        assert!(check(b"/a/./b//").is_ok());
+        for bad in [&b"/a/../b"[..], b"/..", b"/a/..", b"/a/../", b"a/b", b""] {
+            let msg = check(bad).expect_err("refused");
+            assert!(msg.contains(&format!("{:?}", from_bytes(bad))), "{msg}");
+        }
     }
 
     #[test]

@@ -209,18 +209,9 @@ impl Book {
         props: &ObjectProps,
         overwrite: bool,
     ) -> Result<Writer> {
-        if !paths::is_absolute(path) {
-            return Err(Error::invalid(format!(
-                "path {path:?} is not an absolute path"
-            )));
-        }
-        let (path, dotdot) = paths::normalize(path);
         // RST-2: exactly at `path`, nothing outside the alternate root.
-        if dotdot {
-            return Err(Error::invalid(format!(
-                "path {path:?} contains a \"..\" component"
-            )));
-        }
+        paths::check_object_path(path, "path")?;
+        let path = paths::normalize(path).0;
         if let Some(root) = &self.lock().target_root
             && !paths::is_within(&path, root)
         {
@@ -305,11 +296,7 @@ impl Book {
         atime: Option<Timestamp>,
         mtime: Option<Timestamp>,
     ) -> Result<()> {
-        if !paths::is_absolute(path) {
-            return Err(Error::invalid(format!(
-                "path {path:?} is not an absolute path"
-            )));
-        }
+        paths::check_object_path(path, "path")?;
         let Some(md) = lstat(path).map_err(|e| path_error(e, "inspect", path))? else {
             return Err(Error::not_found(format!(
                 "{} does not exist",
@@ -334,11 +321,7 @@ impl Book {
     /// `aapi_delete_object`: a file, a symlink or an empty directory (a non-empty one is
     /// `AAPI_EINVAL`).
     pub fn delete(&self, path: &Path) -> Result<()> {
-        if !paths::is_absolute(path) {
-            return Err(Error::invalid(format!(
-                "path {path:?} is not an absolute path"
-            )));
-        }
+        paths::check_object_path(path, "path")?;
         let Some(md) = lstat(path).map_err(|e| path_error(e, "inspect", path))? else {
             return Err(Error::not_found(format!(
                 "{} does not exist",

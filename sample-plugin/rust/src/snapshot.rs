@@ -60,12 +60,8 @@ pub fn root(cfg: &Config, id: &str) -> PathBuf {
 
 /// DISC-6: where `real_path` is inside snapshot `snapshot`; `real_path` itself for "".
 pub fn snapshot_path(cfg: &Config, snapshot: &str, real_path: &Path) -> Result<PathBuf> {
-    if !paths::is_absolute(real_path) {
-        return Err(Error::invalid(format!(
-            "realpath {:?} is not an absolute path",
-            real_path
-        )));
-    }
+    // Without "..": the snapshot path stays inside the snapshot.
+    paths::check_object_path(real_path, "realpath")?;
     if snapshot.is_empty() {
         return Ok(real_path.to_path_buf());
     }

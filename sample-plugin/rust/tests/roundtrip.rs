@@ -93,6 +93,16 @@ fn code_of<T: std::fmt::Debug>(r: Result<T, aapi_host::client::PluginError>) -> 
         .expect("a plugin code")
 }
 
+/// Assert that a call was refused with `AAPI_EINVAL` and a message naming `path`.
+fn refused_naming<T: std::fmt::Debug>(r: Result<T, aapi_host::client::PluginError>, path: &Path) {
+    let e = r.expect_err("the call should fail");
+    assert_eq!(e.code(), Some(AAPI_EINVAL), "{e}");
+    assert!(
+        e.to_string().contains(path.to_str().unwrap()),
+        "the message names the path: {e}"
+    );
+}
+
 #[test]
 fn the_library_exports_the_abi_and_says_who_it_is() {
     let dir = tempfile::tempdir().unwrap();
@@ -1140,6 +1150,11 @@ fn bad_input_gets_the_codes_of_the_specification() {
         (AAPI_OBJ_FILE, 0o755, 10)
     );
     assert_eq!(prop.valid, 0x3f, "every property is valid (OBJ-7)");
+    // RC-3: an object path with a ".." component is refused, even where it names an object.
+    let up = tree.join("deep/../small.txt");
+    refused_naming(s.open_object(&b(&up)), &up);
+    refused_naming(s.prop_byname(&b(&up)), &up);
+    refused_naming(s.snappath("", &b(&up)), &up);
     s.close().unwrap();
     // Discovery: relative, "..", missing selections; the fifo is skipped with a warning.
     let out = tempfile::tempdir().unwrap();
@@ -1214,6 +1229,21 @@ fn bad_input_gets_the_codes_of_the_specification() {
         code_of(r.set_utimes(&b(&alt.join("nothing")), None, None)),
         AAPI_ENOENT
     );
+    // RC-3: "..", as create refuses it; the object it leads to is left as it was.
+    fs::write(dir.path().join("beside"), b"kept").unwrap();
+    set_times(&dir.path().join("beside"), 1_500_000_000, 7);
+    let before = times_of(&dir.path().join("beside"));
+    let up = alt.join("full/../../beside");
+    let t = time_of((1_600_000_000, 0));
+    refused_naming(r.set_utimes(&b(&up), Some(t), Some(t)), &up);
+    refused_naming(r.delete_object(&b(&up)), &up);
+    refused_naming(
+        r.set_utimes(&b(Path::new("relative")), None, None),
+        Path::new("relative"),
+    );
+    refused_naming(r.delete_object(b"relative"), Path::new("relative"));
+    assert_eq!(times_of(&dir.path().join("beside")), before);
+    assert_eq!(fs::read(dir.path().join("beside")).unwrap(), b"kept");
     let mut o = r
         .create_object(
             &b(&alt.join("d")),
