@@ -10,7 +10,8 @@
  * it back (failure), so a failed restore loses nothing. Every object the restore creates, missing
  * parent directories included, is recorded so a failed restore removes exactly those. The
  * directories that existed before the restore get back, at a rollback, the owner, mode, atime and
- * mtime they had before its first change (recorded once per directory).
+ * mtime they had before its first change (recorded once per directory), as far as the running
+ * user may set them: what it may not is a warning, not a failed rollback.
  */
 #include "files.h"
 
@@ -473,22 +474,38 @@ static int by_dir_path_desc(const void *a, const void *b)
     return -strcmp((*(files_dirstate *const *)a)->path, (*(files_dirstate *const *)b)->path);
 }
 
+/* What a rollback could not put back of directory `dir`, as a warning: the reason for `err`, and
+ * `rest` after it. */
+static void rollback_warning(files_server *srv, int err, const char *what, const char *dir,
+                             const char *rest)
+{
+    char reason[256];
+    if (strerror_r(err, reason, sizeof reason) != 0)
+        snprintf(reason, sizeof reason, "errno %d", err);
+    log_msg(srv, AAPI_LOG_WARNING, "%s: rollback: cannot put back the %s of %s: %s%s",
+            FILES_PLUGIN_NAME, what, dir, reason, rest);
+}
+
 /* After a rollback, give the directories that existed before the restore what they had before its
  * first change, deepest first: owner (as root; a restore changes it only then), mode, and, unless
  * aapi_delete_object removed an entry, atime and mtime. Their ctime cannot be set back. Only what
- * differs is changed. */
-static int put_back_dirs(files_server *srv)
+ * differs is changed. What cannot be put back (the times of a directory the running user does not
+ * own, say) is a warning naming the directory and what stays: RST-6 and RST-7 are about objects,
+ * and those are already removed or back, so the rollback goes on. */
+static void put_back_dirs(files_server *srv)
 {
     files_dirstate **v;
     size_t i, n = 0;
-    int root = is_root(), rc = AAPI_EOK;
+    int root = is_root();
     if (srv->dirs_n == 0)
-        return AAPI_EOK;
+        return;
     v = malloc(srv->dirs_n * sizeof *v);
     if (v == NULL) {
-        log_msg(srv, AAPI_LOG_ERROR, "%s: out of memory putting back directories",
+        log_msg(srv, AAPI_LOG_WARNING,
+                "%s: rollback: out of memory: the owners, modes and times of the directories "
+                "that existed are not put back",
                 FILES_PLUGIN_NAME);
-        return AAPI_EIO;
+        return;
     }
     for (i = 0; i < srv->dirs_cap; i++)
         if (srv->dirs[i].path != NULL && srv->dirs[i].kind != DIR_MADE)
@@ -497,35 +514,36 @@ static int put_back_dirs(files_server *srv)
         qsort(v, n, sizeof *v, by_dir_path_desc);
     for (i = 0; i < n; i++) {
         const files_dirstate *d = v[i];
-        const char *what = NULL;
+        char what[64];
         struct stat st;
+        struct timespec ts[2];
+        int chowned;
         /* Gone (removed by aapi_delete_object) or no longer a directory (not put back, reported
          * already): nothing to give back. */
         if (lstat(d->path, &st) != 0) {
             if (errno != ENOENT)
-                what = "inspect";
-        } else if (S_ISDIR(st.st_mode)) {
-            /* The owner first: changing it clears the setuid/setgid bits. */
-            int chowned = root && (st.st_uid != d->uid || st.st_gid != d->gid);
-            struct timespec ts[2];
-            ts[0] = d->atime;
-            ts[1] = d->mtime;
-            if (chowned && lchown(d->path, d->uid, d->gid) != 0)
-                what = "put back the owner of";
-            else if ((chowned || (st.st_mode & 07777) != d->mode) && chmod(d->path, d->mode) != 0)
-                what = "put back the mode of";
-            else if (d->kind == DIR_BEFORE &&
-                     utimensat(AT_FDCWD, d->path, ts, AT_SYMLINK_NOFOLLOW) != 0)
-                what = "put back the times of";
+                rollback_warning(srv, errno, "owner, mode and times", d->path, "");
+            continue;
         }
-        if (what != NULL) {
-            log_msg(srv, AAPI_LOG_ERROR, "%s: cannot %s %s (errno %d)", FILES_PLUGIN_NAME, what,
-                    d->path, errno);
-            rc = AAPI_EIO;
+        if (!S_ISDIR(st.st_mode))
+            continue;
+        /* The owner first: changing it clears the setuid/setgid bits. The mode belongs to the
+         * owner: a directory whose owner could not be put back keeps the mode it has. */
+        chowned = root && (st.st_uid != d->uid || st.st_gid != d->gid);
+        if (chowned && lchown(d->path, d->uid, d->gid) != 0) {
+            snprintf(what, sizeof what, "owner %lu:%lu", (unsigned long)d->uid,
+                     (unsigned long)d->gid);
+            rollback_warning(srv, errno, what, d->path, "; its mode is left as it is too");
+        } else if ((chowned || (st.st_mode & 07777) != d->mode) && chmod(d->path, d->mode) != 0) {
+            snprintf(what, sizeof what, "mode %04o", (unsigned)d->mode);
+            rollback_warning(srv, errno, what, d->path, "");
         }
+        ts[0] = d->atime;
+        ts[1] = d->mtime;
+        if (d->kind == DIR_BEFORE && utimensat(AT_FDCWD, d->path, ts, AT_SYMLINK_NOFOLLOW) != 0)
+            rollback_warning(srv, errno, "atime and mtime", d->path, "");
     }
     free(v);
-    return rc;
 }
 
 /* Failure (RST-6, RST-7): remove what this restore created, newest first (children before their
@@ -562,8 +580,7 @@ static int roll_back(files_server *srv)
     }
     if (close_restrictive_dirs(srv) != AAPI_EOK)
         rc = AAPI_EIO;
-    if (put_back_dirs(srv) != AAPI_EOK)
-        rc = AAPI_EIO;
+    put_back_dirs(srv);
     return rc;
 }
 

@@ -8,7 +8,8 @@
 //! or puts it back (failure), so a failed restore loses nothing. Every object the restore creates,
 //! missing parent directories included, is recorded so that a failed restore removes exactly
 //! those. The directories that existed before the restore get back, at a rollback, the owner,
-//! mode, atime and mtime they had before its first change (recorded once per directory).
+//! mode, atime and mtime they had before its first change (recorded once per directory), as far
+//! as the running user may set them: what it may not is a warning, not a failed rollback.
 
 use crate::fsutil::{self, lstat, path_error};
 use crate::{NAME, paths, sys};
@@ -412,7 +413,7 @@ impl Book {
             let Bookkeeping { dirmodes, dirs, .. } = &mut *st;
             dirmodes.retain(|d| matches!(dirs.get(&d.path), None | Some(DirState::Made)));
             ok &= close_restrictive_dirs(&mut st, &self.host);
-            ok &= put_back_dirs(&st, &self.host);
+            put_back_dirs(&st, &self.host);
         }
         if status.is_success() {
             ok &= close_restrictive_dirs(&mut st, &self.host);
@@ -455,8 +456,10 @@ impl Book {
 /// After a rollback, give the directories that existed before the restore what they had before
 /// its first change, deepest first: owner (as root; a restore changes it only then), mode, and,
 /// unless `aapi_delete_object` removed an entry, atime and mtime. Their ctime cannot be set back.
-/// Only what differs is changed. False when one failed.
-fn put_back_dirs(st: &Bookkeeping, host: &Host) -> bool {
+/// Only what differs is changed. What cannot be put back (the times of a directory the running
+/// user does not own, say) is a warning naming the directory and what stays: RST-6 and RST-7
+/// are about objects, and those are already removed or back, so the rollback goes on.
+fn put_back_dirs(st: &Bookkeeping, host: &Host) {
     let mut dirs: Vec<(&PathBuf, Saved, bool)> = st
         .dirs
         .iter()
@@ -468,39 +471,44 @@ fn put_back_dirs(st: &Bookkeeping, host: &Host) -> bool {
         .collect();
     dirs.sort_by(|a, b| paths::bytes(b.0).cmp(paths::bytes(a.0)));
     let root = sys::is_root();
-    let mut ok = true;
+    let warn = |what: String, d: &Path, e: io::Error, rest: &str| {
+        host.warn(format!(
+            "{NAME}: rollback: cannot put back the {what} of {}: {e}{rest}",
+            d.display()
+        ));
+    };
     for (d, saved, times) in dirs {
-        let put_back = || -> std::result::Result<(), (&str, io::Error)> {
-            let md = match fs::symlink_metadata(d) {
-                Ok(md) if md.is_dir() => md,
-                // Removed during the restore by aapi_delete_object, or not put back (reported
-                // already): nothing to give back.
-                Ok(_) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(("inspect", e)),
-            };
-            // The owner first: changing it clears the setuid/setgid bits.
-            let chowned = root && (md.uid(), md.gid()) != (saved.uid, saved.gid);
-            if chowned {
-                std::os::unix::fs::lchown(d, Some(saved.uid), Some(saved.gid))
-                    .map_err(|e| ("put back the owner of", e))?;
+        let md = match fs::symlink_metadata(d) {
+            Ok(md) if md.is_dir() => md,
+            // Removed during the restore by aapi_delete_object, or not put back (reported
+            // already): nothing to give back.
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                warn("owner, mode and times".into(), d, e, "");
+                continue;
             }
-            if chowned || md.mode() & 0o7777 != saved.mode {
-                fs::set_permissions(d, fs::Permissions::from_mode(saved.mode))
-                    .map_err(|e| ("put back the mode of", e))?;
-            }
-            if times {
-                sys::set_times_nofollow(d, Some(saved.atime), Some(saved.mtime))
-                    .map_err(|e| ("put back the times of", e))?;
-            }
+        };
+        // The owner first: changing it clears the setuid/setgid bits. The mode belongs to the
+        // owner: a directory whose owner could not be put back keeps the mode it has.
+        let chowned = root && (md.uid(), md.gid()) != (saved.uid, saved.gid);
+        let owner = if chowned {
+            std::os::unix::fs::lchown(d, Some(saved.uid), Some(saved.gid))
+        } else {
             Ok(())
         };
-        if let Err((what, e)) = put_back() {
-            host.error(format!("{NAME}: cannot {what} {}: {e}", d.display()));
-            ok = false;
+        if let Err(e) = owner {
+            let what = format!("owner {}:{}", saved.uid, saved.gid);
+            warn(what, d, e, "; its mode is left as it is too");
+        } else if (chowned || md.mode() & 0o7777 != saved.mode)
+            && let Err(e) = fs::set_permissions(d, fs::Permissions::from_mode(saved.mode))
+        {
+            warn(format!("mode {:04o}", saved.mode), d, e, "");
+        }
+        if times && let Err(e) = sys::set_times_nofollow(d, Some(saved.atime), Some(saved.mtime)) {
+            warn("atime and mtime".into(), d, e, "");
         }
     }
-    ok
 }
 
 /// Give opened directories their exact modes back, deepest first. False when one failed.
