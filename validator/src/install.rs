@@ -10,6 +10,7 @@ use crate::archive::{Package, Sink, SinkError, copy_data};
 use crate::error::{Error, Result};
 use crate::hash::Hashed;
 use crate::manifest::{Kind, MANIFEST_PATH, META_DIR, Manifest, SIGNATURE_PATH};
+use crate::output::{Cmd, reachable, remedy};
 use crate::verify::{self, Report};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -95,7 +96,7 @@ pub fn install(
     leftover: &mut dyn FnMut(Leftover),
 ) -> Result<Outcome> {
     let (parent, name) = split_dest(dest)?;
-    check_dest(dest)?;
+    check_dest(dest, parent)?;
 
     let report = verify::verify_package(pkg, opts)?;
     if !report.is_valid() {
@@ -107,7 +108,7 @@ pub fn install(
 
     let _lock = Lock::take(parent, name, dest)?;
     tidy(parent, name, dest, leftover)?;
-    let replacing = check_dest(dest)?;
+    let replacing = check_dest(dest, parent)?;
 
     let tmp = Scratch::new(parent, name, dest)?;
     let root = tmp.0.clone();
@@ -213,7 +214,10 @@ fn split_dest(dest: &Path) -> Result<(&Path, &OsStr)> {
             )))
         }
         Err(e) => {
-            let next = format!("{}, or choose another --dest", remedy(&e, parent));
+            let next = format!(
+                "{}, or choose another --dest",
+                remedy(&e, reachable(parent), Cmd::Install)
+            );
             Err(Error::io(
                 &format!("cannot reach the parent of --dest {d},"),
                 parent,
@@ -221,30 +225,6 @@ fn split_dest(dest: &Path) -> Result<(&Path, &OsStr)> {
             )
             .then(next))
         }
-    }
-}
-
-/// What to do about `e`, a failure to write in `dir`. Judged by the error's kind, not its OS
-/// error number: the errors of the `tempfile` crate (making the temporary directories) keep
-/// only the kind.
-fn remedy(e: &io::Error, dir: &Path) -> String {
-    use io::ErrorKind::*;
-    let d = dir.display();
-    match e.kind() {
-        StorageFull => format!("free space on the file system of {d}, then run the install again"),
-        QuotaExceeded => format!(
-            "free space or raise this user's disk quota on the file system of {d}, then run the install again"
-        ),
-        FileTooLarge => {
-            "raise the file size limit (`ulimit -f`), then run the install again".to_string()
-        }
-        PermissionDenied => format!(
-            "run the install as a user who may write to {d} (root, for the framework's plugin directory)"
-        ),
-        ReadOnlyFilesystem => format!(
-            "{d} is on a read-only file system: remount it read-write or choose another --dest"
-        ),
-        _ => "remove the cause, then run the install again".to_string(),
     }
 }
 
@@ -258,7 +238,7 @@ fn not_installed(dest: &Path, e: &io::Error, parent: &Path) -> String {
     format!(
         "nothing was installed and {} {state}: {}",
         dest.display(),
-        remedy(e, parent)
+        remedy(e, parent, Cmd::Install)
     )
 }
 
@@ -272,11 +252,14 @@ fn package_changed(pkg: &Path, when: &str) -> Error {
 
 /// Whether `dest` holds an installation to replace. An empty directory counts as one; anything
 /// else that exists (a file, a symlink, a directory that is not an installation) is refused.
-fn check_dest(dest: &Path) -> Result<bool> {
+/// `parent` is the directory `dest` is in.
+fn check_dest(dest: &Path, parent: &Path) -> Result<bool> {
     let md = match fs::symlink_metadata(dest) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => {
-            let next = format!("nothing was done: {}", remedy(&e, dest));
+            // The parent could be examined (see `split_dest`), so the cause lies in it: most
+            // often, this user may not search it.
+            let next = format!("nothing was done: {}", remedy(&e, parent, Cmd::Install));
             return Err(Error::io("cannot examine --dest", dest, e).then(next));
         }
         Ok(md) => md,
@@ -294,7 +277,7 @@ fn check_dest(dest: &Path) -> Result<bool> {
     }
     let empty = fs::read_dir(dest)
         .map_err(|e| {
-            let next = format!("nothing was done: {}", remedy(&e, dest));
+            let next = format!("nothing was done: {}", remedy(&e, dest, Cmd::Install));
             Error::io("cannot list --dest", dest, e).then(next)
         })?
         .next()
@@ -337,7 +320,7 @@ impl Lock {
             .map_err(|e| match e.raw_os_error() {
                 Some(libc::ELOOP | libc::EISDIR) => not_a_lock_file(&path, dest),
                 _ => {
-                    let next = format!("nothing was done: {}", remedy(&e, parent));
+                    let next = format!("nothing was done: {}", remedy(&e, parent, Cmd::Install));
                     Error::io("cannot open the install lock file", &path, e).then(next)
                 }
             })?;
@@ -403,7 +386,10 @@ fn tidy(
     };
     let (mut scratch, mut aside) = (Vec::new(), Vec::new());
     let list_failed = |e: io::Error| {
-        let next = format!("nothing was installed: {}", remedy(&e, parent));
+        let next = format!(
+            "nothing was installed: {}",
+            remedy(&e, parent, Cmd::Install)
+        );
         Error::io("cannot list what interrupted installs left in", parent, e).then(next)
     };
     for e in fs::read_dir(parent).map_err(list_failed)? {
@@ -587,7 +573,7 @@ fn swap_by_renames(new: &Path, dest: &Path, parent: &Path, name: &OsStr) -> Resu
         return Err(match fs::rename(&aside, dest) {
             Ok(()) => Error::new(format!(
                 "cannot move the new installation to {d}: {e}; the earlier installation was put back, so nothing was installed: {}",
-                remedy(&e, parent)
+                remedy(&e, parent, Cmd::Install)
             )),
             Err(back) => Error::new(format!(
                 "cannot move the new installation to {d}: {e}; the earlier installation could not be put back ({back}): it is in {}, and the next install into {d} puts it back",
@@ -929,34 +915,6 @@ mod tests {
         );
         assert_eq!(names(w.path()), ["demo"], "no directory is left aside");
         remove_tree(&dest).unwrap();
-    }
-
-    #[test]
-    fn the_remedy_follows_the_kind_even_without_an_os_error_number() {
-        let dir = Path::new("/plugins");
-        for (code, want) in [
-            (libc::ENOSPC, "free space on the file system of /plugins"),
-            (libc::EDQUOT, "raise this user's disk quota"),
-            (libc::EFBIG, "raise the file size limit"),
-            (
-                libc::EACCES,
-                "run the install as a user who may write to /plugins",
-            ),
-            (
-                libc::EPERM,
-                "run the install as a user who may write to /plugins",
-            ),
-            (libc::EROFS, "/plugins is on a read-only file system"),
-            (libc::EIO, "remove the cause"),
-        ] {
-            let raw = io::Error::from_raw_os_error(code);
-            // As the tempfile crate reports a failure to make a temporary directory.
-            let wrapped = io::Error::new(raw.kind(), format!("{raw} at path \"/plugins/.x\""));
-            assert_eq!(wrapped.raw_os_error(), None);
-            for e in [raw, wrapped] {
-                assert!(remedy(&e, dir).contains(want), "{e}: {}", remedy(&e, dir));
-            }
-        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod hash;
 pub mod install;
 pub mod manifest;
 pub mod map;
+pub(crate) mod output;
 pub mod pack;
 pub mod paths;
 pub mod scan;

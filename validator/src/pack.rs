@@ -5,11 +5,13 @@ use crate::elf;
 use crate::error::{Error, Result};
 use crate::finding::Finding;
 use crate::hash;
+use crate::hash::CopyError;
 use crate::manifest::{
     Abi, Entry, FORMAT, FORMAT_VERSION, Kind, MANIFEST_PATH, Manifest, Plugin, SIGNATURE_PATH,
     Target,
 };
 use crate::map::Map;
+use crate::output::{self, Cmd, not_written};
 use crate::paths::{self, Node};
 use crate::scan::{ItemKind, Limits};
 use crate::sign::SecretKey;
@@ -65,7 +67,7 @@ pub fn pack(
     out: &Path,
     opts: &Options,
 ) -> Result<std::result::Result<Report, Vec<Finding>>> {
-    let parent = out_parent(out)?;
+    let parent = output::out_dir(out, Cmd::Pack)?;
     if let (Ok(d), Ok(p)) = (dir.canonicalize(), parent.canonicalize())
         && p.starts_with(&d)
     {
@@ -190,19 +192,14 @@ pub fn pack(
     let bytes = manifest.to_bytes();
     let sig = opts.key.as_ref().map(|k| k.sign(&bytes, &manifest));
 
-    let tmp = tempfile::Builder::new()
-        .prefix(".aapi-pack-")
-        .tempfile_in(parent)
-        .map_err(|e| Error::io("cannot create a file in", parent, e))?;
-    let file = tmp
-        .reopen()
-        .map_err(|e| Error::io("cannot write", tmp.path(), e))?;
-    let mut w = Writer::new(file, opts.gzip, &bytes, sig.as_deref())
-        .map_err(|e| Error::io("cannot write", tmp.path(), e))?;
+    let failed = |e| not_written(Cmd::Pack, "the package", out, parent, e);
+    let tmp = output::temp_file(parent, ".aapi-pack-").map_err(failed)?;
+    let file = tmp.as_file().try_clone().map_err(failed)?;
+    let mut w = Writer::new(file, opts.gzip, &bytes, sig.as_deref()).map_err(failed)?;
     for (item, entry) in scan.items.iter().zip(&manifest.files) {
-        let written = match (&item.kind, &entry.kind) {
-            (ItemKind::Dir, Kind::Dir { mode }) => w.dir(&entry.path, *mode),
-            (ItemKind::Symlink { target }, _) => w.symlink(&entry.path, target),
+        match (&item.kind, &entry.kind) {
+            (ItemKind::Dir, Kind::Dir { mode }) => w.dir(&entry.path, *mode).map_err(failed)?,
+            (ItemKind::Symlink { target }, _) => w.symlink(&entry.path, target).map_err(failed)?,
             (
                 ItemKind::File {
                     content: crate::scan::Content::Path(p),
@@ -210,15 +207,25 @@ pub fn pack(
                 },
                 Kind::File { mode, size, .. },
             ) => {
-                let mut f = hash::open_nofollow(p).map_err(|e| Error::io("cannot read", p, e))?;
-                w.file(&entry.path, *mode, *size, &mut f)
+                let mut f = hash::open_nofollow(p).map_err(|e| Error::read(p, e))?;
+                match w.file(&entry.path, *mode, *size, &mut f) {
+                    Ok(()) => {}
+                    Err(CopyError::Write(e)) => return Err(failed(e)),
+                    Err(CopyError::Read(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        return Err(Error::new(format!(
+                            "{} became shorter while it was packed; {}: make sure nothing changes {} while it is packed, then run `pack` again",
+                            p.display(),
+                            output::unchanged(out),
+                            dir.display()
+                        )));
+                    }
+                    Err(CopyError::Read(e)) => return Err(Error::read(p, e)),
+                }
             }
             _ => unreachable!("the manifest was made from these items"),
-        };
-        written.map_err(|e| Error::io("cannot write", tmp.path(), e))?;
+        }
     }
-    w.finish()
-        .map_err(|e| Error::io("cannot write", tmp.path(), e))?;
+    w.finish().map_err(failed)?;
 
     let vopts = verify::Options {
         limits: opts.limits,
@@ -229,7 +236,7 @@ pub fn pack(
     if !report.is_valid() {
         return Ok(Err(report.findings));
     }
-    persist(tmp, out)?;
+    persist(tmp, out, parent, Cmd::Pack, "the package")?;
     Ok(Ok(report))
 }
 
@@ -255,28 +262,31 @@ pub fn sign(
     };
     let sig = key.sign(bytes, m);
     let src = Package::open(pkg)?;
-    let parent = out_parent(out)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".aapi-sign-")
-        .tempfile_in(parent)
-        .map_err(|e| Error::io("cannot create a file in", parent, e))?;
-    let file = tmp
-        .reopen()
-        .map_err(|e| Error::io("cannot write", tmp.path(), e))?;
-    let mut w = Writer::new(file, src.is_gzip(), bytes, Some(&sig))
-        .map_err(|e| Error::io("cannot write", tmp.path(), e))?;
-    let scan = src.stream(pkg, limits, &mut Copy { w: &mut w })?;
+    let parent = output::out_dir(out, Cmd::Sign)?;
+    let failed = |e| not_written(Cmd::Sign, SIGNED, out, parent, e);
+    let tmp = output::temp_file(parent, ".aapi-sign-").map_err(failed)?;
+    let file = tmp.as_file().try_clone().map_err(failed)?;
+    let mut w = Writer::new(file, src.is_gzip(), bytes, Some(&sig)).map_err(failed)?;
+    let scan = src.stream(
+        pkg,
+        limits,
+        &mut Copy {
+            w: &mut w,
+            out,
+            parent,
+        },
+    )?;
     if let Some(e) = scan.stop {
         return Err(e);
     }
     if !scan.findings.is_empty() || scan.manifest.as_ref() != Some(bytes) {
         return Err(Error::new(format!(
-            "{} changed while it was being signed",
-            pkg.display()
+            "{} changed while it was being signed; {}: make sure nothing writes to it, then run `sign` again",
+            pkg.display(),
+            output::unchanged(out)
         )));
     }
-    w.finish()
-        .map_err(|e| Error::io("cannot write", tmp.path(), e))?;
+    w.finish().map_err(failed)?;
     let vopts = verify::Options {
         keys: vec![key.public()],
         ..vopts
@@ -285,13 +295,24 @@ pub fn sign(
     if !report.is_valid() {
         return Ok(Err(report.findings));
     }
-    persist(tmp, out)?;
+    persist(tmp, out, parent, Cmd::Sign, SIGNED)?;
     Ok(Ok(report))
 }
 
-/// Copies a package's payload into a [`Writer`].
+/// What `sign` writes, as its errors name it.
+const SIGNED: &str = "the signed package";
+
+/// Copies a package's payload into a [`Writer`] writing the signed package `out` (in `parent`).
 struct Copy<'a> {
     w: &'a mut Writer,
+    out: &'a Path,
+    parent: &'a Path,
+}
+
+impl Copy<'_> {
+    fn write_failed(&self, e: io::Error) -> SinkError {
+        SinkError::Stop(not_written(Cmd::Sign, SIGNED, self.out, self.parent, e))
+    }
 }
 
 impl Sink for Copy<'_> {
@@ -303,41 +324,42 @@ impl Sink for Copy<'_> {
         data: &mut dyn Read,
     ) -> std::result::Result<hash::Hashed, SinkError> {
         let mut tee = hash::Tee::new(data);
-        self.w
-            .file(path, mode, size, &mut tee)
-            .map_err(write_error)?;
-        Ok(tee.finish())
+        match self.w.file(path, mode, size, &mut tee) {
+            Ok(()) => Ok(tee.finish()),
+            Err(CopyError::Read(e)) => Err(SinkError::Read(e)),
+            Err(CopyError::Write(e)) => Err(self.write_failed(e)),
+        }
     }
     fn dir(&mut self, path: &str, mode: u32) -> std::result::Result<(), SinkError> {
-        self.w.dir(path, mode).map_err(write_error)
+        self.w.dir(path, mode).map_err(|e| self.write_failed(e))
     }
     fn symlink(&mut self, path: &str, target: &str) -> std::result::Result<(), SinkError> {
-        self.w.symlink(path, target).map_err(write_error)
+        self.w
+            .symlink(path, target)
+            .map_err(|e| self.write_failed(e))
     }
 }
 
-fn write_error(e: io::Error) -> SinkError {
-    SinkError::Stop(Error::new(format!("cannot write the signed package: {e}")))
-}
-
-/// The directory a new file `out` goes into.
-pub(crate) fn out_parent(out: &Path) -> Result<&Path> {
-    match out.parent() {
-        Some(p) if p.as_os_str().is_empty() => Ok(Path::new(".")),
-        Some(p) => Ok(p),
-        None => Err(Error::new(format!("{} is not a file path", out.display()))),
-    }
-}
-
-/// Give a finished temporary package its final name (mode 0644), atomically.
-pub(crate) fn persist(tmp: tempfile::NamedTempFile, out: &Path) -> Result<()> {
+/// Give the finished temporary package its final name `out` (mode 0644), atomically; `what`
+/// and `cmd` are for the error (`out` is in `parent`).
+fn persist(
+    tmp: tempfile::NamedTempFile,
+    out: &Path,
+    parent: &Path,
+    cmd: Cmd,
+    what: &str,
+) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let f = tmp.as_file();
     f.set_permissions(std::fs::Permissions::from_mode(0o644))
         .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io("cannot write", tmp.path(), e))?;
-    tmp.persist(out)
-        .map_err(|e| Error::io("cannot rename the package to", out, e.error))?;
+        .map_err(|e| not_written(cmd, what, out, parent, e))?;
+    tmp.persist(out).map_err(|e| {
+        // Remove the temporary file before the error says that nothing was written.
+        let error = e.error;
+        drop(e.file);
+        not_written(cmd, what, out, parent, error)
+    })?;
     Ok(())
 }
 
@@ -347,12 +369,16 @@ fn metadata(dir: &Path, opts: &Options) -> Result<Metadata> {
         .clone()
         .unwrap_or_else(|| dir.join(METADATA_FILE));
     let mut m: Metadata = match std::fs::read(&path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map_err(|e| Error::new(format!("{}: {e}", path.display())))?,
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+            Error::new(format!(
+                "{} is not plugin metadata: {e}; fix it: a JSON object with some of the fields name, version, vendor, workload_types (a list) and entry",
+                path.display()
+            ))
+        })?,
         Err(e) if e.kind() == io::ErrorKind::NotFound && opts.metadata_file.is_none() => {
             Metadata::default()
         }
-        Err(e) => return Err(Error::io("cannot read", &path, e)),
+        Err(e) => return Err(Error::read(&path, e)),
     };
     let f = &opts.metadata;
     m.name = f.name.clone().or(m.name);
@@ -369,12 +395,9 @@ fn metadata(dir: &Path, opts: &Options) -> Result<Metadata> {
 
 /// Map a library to parse it.
 fn map_library(p: &Path) -> Result<Map> {
-    let f = hash::open_nofollow(p).map_err(|e| Error::io("cannot read", p, e))?;
-    let len = f
-        .metadata()
-        .map_err(|e| Error::io("cannot stat", p, e))?
-        .len();
-    Map::new(&f, 0, len).map_err(|e| Error::io("cannot map", p, e))
+    let f = hash::open_nofollow(p).map_err(|e| Error::read(p, e))?;
+    let len = f.metadata().map_err(|e| Error::read(p, e))?.len();
+    Map::new(&f, 0, len).map_err(|e| verify::map_failed(p, e, "pack"))
 }
 
 /// The one regular file that parses as ELF and exports the ABI marker or `aapi_pgn_init`.
@@ -389,12 +412,13 @@ fn find_entry(scan: &crate::scan::Scan) -> Result<String> {
             continue;
         };
         let mut head = [0u8; 4];
-        let is_elf = hash::open_nofollow(p)
-            .and_then(|mut f| f.read_exact(&mut head))
-            .is_ok()
-            && head == *b"\x7fELF";
-        if !is_elf {
-            continue;
+        let read = hash::open_nofollow(p).and_then(|mut f| f.read_exact(&mut head));
+        match read {
+            Ok(()) if head == *b"\x7fELF" => {}
+            // Shorter than an ELF header: not a library.
+            Ok(()) => continue,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => continue,
+            Err(e) => return Err(Error::read(p, e)),
         }
         let lib = map_library(p)?;
         let (facts, findings) = elf::check_mapped(&item.path, &lib, None);
@@ -459,14 +483,19 @@ impl Writer {
         };
         let tar = tar::Builder::new(out);
         let mut w = Writer { tar };
-        w.file(
+        // Read from memory: only writing can fail.
+        let written = |r| match r {
+            Err(CopyError::Read(e) | CopyError::Write(e)) => Err(e),
+            Ok(()) => Ok(()),
+        };
+        written(w.file(
             MANIFEST_PATH,
             0o644,
             manifest.len() as u64,
             &mut &manifest[..],
-        )?;
+        ))?;
         if let Some(sig) = sig {
-            w.file(SIGNATURE_PATH, 0o644, sig.len() as u64, &mut &sig[..])?;
+            written(w.file(SIGNATURE_PATH, 0o644, sig.len() as u64, &mut &sig[..]))?;
         }
         Ok(w)
     }
@@ -498,25 +527,32 @@ impl Writer {
         self.tar.append_link(&mut h, path, target)
     }
 
-    /// A regular file of exactly `size` bytes from `data`.
+    /// A regular file of exactly `size` bytes from `data`. A failure to read `data` (an
+    /// `UnexpectedEof` when it has fewer than `size` bytes) is told apart from a failure to
+    /// write the package.
     pub(crate) fn file(
         &mut self,
         path: &str,
         mode: u32,
         size: u64,
         data: &mut dyn Read,
-    ) -> io::Result<()> {
+    ) -> std::result::Result<(), CopyError> {
         let mut h = Self::header(tar::EntryType::Regular, mode, size);
         let mut exact = Exact {
             inner: data,
             left: size,
+            failed: false,
         };
-        self.tar.append_data(&mut h, path, &mut exact)?;
+        match self.tar.append_data(&mut h, path, &mut exact) {
+            Err(e) if exact.failed => return Err(CopyError::Read(e)),
+            Err(e) => return Err(CopyError::Write(e)),
+            Ok(()) => {}
+        }
         if exact.left != 0 {
-            return Err(io::Error::new(
+            return Err(CopyError::Read(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("{path} became shorter while it was packed"),
-            ));
+                format!("{path} has fewer bytes than its size"),
+            )));
         }
         Ok(())
     }
@@ -531,10 +567,11 @@ impl Writer {
     }
 }
 
-/// Reads at most `left` bytes.
+/// Reads at most `left` bytes; remembers whether reading failed.
 struct Exact<'a> {
     inner: &'a mut dyn Read,
     left: u64,
+    failed: bool,
 }
 
 impl Read for Exact<'_> {
@@ -543,8 +580,57 @@ impl Read for Exact<'_> {
         if want == 0 {
             return Ok(0);
         }
-        let n = self.inner.read(&mut buf[..want])?;
+        let n = self.inner.read(&mut buf[..want]).inspect_err(|e| {
+            self.failed = e.kind() != io::ErrorKind::Interrupted;
+        })?;
         self.left -= n as u64;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that fails with `EIO` after `ok` bytes.
+    struct Failing {
+        ok: usize,
+    }
+
+    impl Read for Failing {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.ok == 0 {
+                return Err(io::Error::from_raw_os_error(libc::EIO));
+            }
+            let n = buf.len().min(self.ok);
+            buf[..n].fill(7);
+            self.ok -= n;
+            Ok(n)
+        }
+    }
+
+    fn writer(file: File) -> Writer {
+        Writer::new(file, false, b"{}", None).unwrap()
+    }
+
+    #[test]
+    fn a_failed_read_of_a_file_is_told_apart_from_a_failed_write_of_the_package() {
+        let mut w = writer(tempfile::tempfile().unwrap());
+        match w.file("a", 0o644, 100_000, &mut Failing { ok: 50_000 }) {
+            Err(CopyError::Read(e)) => assert_eq!(e.raw_os_error(), Some(libc::EIO)),
+            other => panic!("{other:?}"),
+        }
+        let mut w = writer(tempfile::tempfile().unwrap());
+        match w.file("b", 0o644, 100, &mut &[1u8; 40][..]) {
+            Err(CopyError::Read(e)) => assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof),
+            other => panic!("{other:?}"),
+        }
+        // /dev/full fails every write with ENOSPC.
+        let full = File::options().write(true).open("/dev/full").unwrap();
+        let mut w = writer(full);
+        match w.file("c", 0o644, 1 << 20, &mut Failing { ok: 1 << 20 }) {
+            Err(CopyError::Write(e)) => assert_eq!(e.raw_os_error(), Some(libc::ENOSPC)),
+            other => panic!("{other:?}"),
+        }
     }
 }

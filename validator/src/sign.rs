@@ -8,12 +8,13 @@ use crate::error::{Error, Result};
 use crate::finding::{Code, Finding};
 use crate::hash;
 use crate::manifest::{Manifest, hex, unhex};
+use crate::output::{self, Cmd};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 const SECRET_HEADER: &str = "aapi-validator secret key";
 const PUBLIC_HEADER: &str = "aapi-validator public key";
@@ -102,45 +103,81 @@ impl SecretKey {
         })
     }
 
-    /// Write `BASE.key` (mode 0600) and `BASE.pub`; neither may exist yet.
-    pub fn save(&self, base: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    /// Write `BASE.key` (mode 0600) and `BASE.pub`; neither may exist yet. When one cannot be
+    /// written, neither is left behind.
+    pub fn save(&self, base: &Path) -> Result<(PathBuf, PathBuf)> {
         let with = |ext: &str| {
             let mut s = base.as_os_str().to_owned();
             s.push(ext);
-            std::path::PathBuf::from(s)
+            PathBuf::from(s)
         };
         let (sec, public) = (with(".key"), with(".pub"));
+        let exists = |path: &Path| {
+            Error::new(format!(
+                "{} exists already, and keygen never replaces a key; nothing was written: choose another -o, or move it away first",
+                path.display()
+            ))
+        };
+        if let Some(p) = [&sec, &public]
+            .into_iter()
+            .find(|p| fs::symlink_metadata(p).is_ok())
+        {
+            return Err(exists(p));
+        }
+        let dir = output::out_dir(&sec, Cmd::Keygen)?;
         let id = self.public().id();
-        let write = |path: &Path, mode: u32, text: String| -> Result<()> {
-            let mut f = fs::OpenOptions::new()
+        let files = [
+            (
+                &sec,
+                "the secret key",
+                0o600,
+                format!(
+                    "{SECRET_HEADER}\nkey-id: {id}\nseed: {}\n",
+                    hex(&self.key.to_bytes())
+                ),
+            ),
+            (
+                &public,
+                "the public key",
+                0o644,
+                format!(
+                    "{PUBLIC_HEADER}\nkey-id: {id}\nkey: {}\n",
+                    hex(self.public().key.as_bytes())
+                ),
+            ),
+        ];
+        let mut made: Vec<&Path> = Vec::new();
+        for (path, what, mode, text) in files {
+            let written = fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(mode)
                 .open(path)
-                .map_err(|e| Error::io("cannot create", path, e))?;
-            f.write_all(text.as_bytes())
-                .and_then(|_| f.sync_all())
-                .map_err(|e| Error::io("cannot write", path, e))
-        };
-        if public.exists() {
-            return Err(Error::new(format!("{} exists already", public.display())));
+                .and_then(|mut f| {
+                    made.push(path);
+                    f.write_all(text.as_bytes())?;
+                    f.sync_all()
+                });
+            let Err(e) = written else { continue };
+            let left: Vec<String> = made
+                .iter()
+                .filter(|p| fs::remove_file(p).is_err())
+                .map(|p| p.display().to_string())
+                .collect();
+            if e.kind() == std::io::ErrorKind::AlreadyExists && left.is_empty() {
+                return Err(exists(path));
+            }
+            let remedy = output::remedy(&e, dir, Cmd::Keygen);
+            let next = if left.is_empty() {
+                format!("nothing was written: {remedy}")
+            } else {
+                format!(
+                    "{} was left behind and could not be removed: remove it, then {remedy}",
+                    left.join(" and ")
+                )
+            };
+            return Err(Error::io(&format!("cannot write {what}"), path, e).then(next));
         }
-        write(
-            &sec,
-            0o600,
-            format!(
-                "{SECRET_HEADER}\nkey-id: {id}\nseed: {}\n",
-                hex(&self.key.to_bytes())
-            ),
-        )?;
-        write(
-            &public,
-            0o644,
-            format!(
-                "{PUBLIC_HEADER}\nkey-id: {id}\nkey: {}\n",
-                hex(self.public().key.as_bytes())
-            ),
-        )?;
         Ok((sec, public))
     }
 

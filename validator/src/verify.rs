@@ -385,21 +385,24 @@ fn entry_map(
             if offset.checked_add(size).is_none_or(|end| end > len) {
                 return Ok(None);
             }
-            Map::new(f, *offset, size).map_err(|e| map_failed(subject, e))?
+            Map::new(f, *offset, size).map_err(|e| map_failed(subject, e, "verify"))?
         }
         Content::Path(p) => {
             let f = hash::open_nofollow(p).map_err(|e| Error::read(p, e))?;
-            Map::new(&f, 0, size).map_err(|e| map_failed(p, e))?
+            Map::new(&f, 0, size).map_err(|e| map_failed(p, e, "verify"))?
         }
     }))
 }
 
-/// The entry library in `path` could not be mapped into memory.
-fn map_failed(path: &Path, e: std::io::Error) -> Error {
+/// The library in `path` could not be mapped into memory to parse it, by the command `cmd`
+/// ("verify", "pack").
+pub(crate) fn map_failed(path: &Path, e: std::io::Error, cmd: &str) -> Error {
     let next = if e.raw_os_error() == Some(libc::ENOMEM) || e.kind() == std::io::ErrorKind::Other {
-        "the address space is too small for it: raise the memory limit (`ulimit -v`), or verify on a 64-bit host"
+        format!(
+            "the address space is too small for it: raise the memory limit (`ulimit -v`), or {cmd} on a 64-bit host"
+        )
     } else {
-        "copy it to a local file system and verify it there"
+        format!("copy it to a local file system and {cmd} it there")
     };
     Error::io("cannot map the entry library in", path, e).then(next)
 }

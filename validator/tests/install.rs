@@ -670,48 +670,12 @@ fn an_installation_left_aside_is_put_back() {
     assert!(stdout(&o).contains("replaced the earlier installation"));
 }
 
-/// Run the validator binary `bin` as a user without root's powers: `nobody` (uid and gid
-/// 65534, no supplementary groups) when the tests run as root, else the tests' own user. An
-/// error means the binary could not be started as that user.
-fn run_unprivileged(
-    bin: &Path,
-    args: &[&dyn AsRef<std::ffi::OsStr>],
-) -> std::io::Result<std::process::Output> {
-    let mut cmd = Command::new(bin);
-    cmd.args(args.iter().map(|a| a.as_ref()));
-    if is_root() {
-        // SAFETY: only async-signal-safe calls (setgroups, setgid, setuid) between fork and
-        // exec; the null pointer goes with a count of 0.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setgroups(0, std::ptr::null()) != 0
-                    || libc::setgid(65534) != 0
-                    || libc::setuid(65534) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
-    cmd.output()
-}
-
 #[test]
 fn a_user_without_permission_is_told_which_path_and_what_to_do() {
     let w = tempfile::tempdir().unwrap();
-    fs::set_permissions(w.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    // A copy of the binary the unprivileged user can run wherever the build lies.
-    let bin = w.path().join("aapi-validator");
-    fs::copy(env!("CARGO_BIN_EXE_aapi-validator"), &bin).unwrap();
-    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
-    if let Err(e) = run_unprivileged(&bin, &[&"codes"]) {
-        eprintln!(
-            "skipped: cannot run {} as an unprivileged user ({e}); set TMPDIR to a directory every user can reach",
-            bin.display()
-        );
+    let Some(bin) = unprivileged_bin(w.path()) else {
         return;
-    }
+    };
     let run = |args: &[&dyn AsRef<std::ffi::OsStr>]| run_unprivileged(&bin, args).unwrap();
     let denied = "Permission denied (os error 13)";
     let plugins = w.path().join("plugins");
@@ -758,6 +722,37 @@ fn a_user_without_permission_is_told_which_path_and_what_to_do() {
     );
     assert!(snapshot(&plugins) == before_plugins);
     fs::set_permissions(&plugins, fs::Permissions::from_mode(0o755)).unwrap();
+    let before_plugins = snapshot(&plugins);
+
+    // A plugin directory the user may list but not enter: DEST cannot be examined, nor can a
+    // parent of DEST inside it be reached. The advice names the directory to act on.
+    fs::set_permissions(&plugins, fs::Permissions::from_mode(0o644)).unwrap();
+    let o = run(&[&"install", &pkg, &"--dest", &other]);
+    let vendor = plugins.join("vendor");
+    let deeper = vendor.join("demo");
+    let o2 = run(&[&"install", &pkg, &"--dest", &deeper]);
+    fs::set_permissions(&plugins, fs::Permissions::from_mode(0o755)).unwrap();
+    let as_root = "(root, for the framework's plugin directory)";
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "aapi-validator: cannot examine --dest {}: {denied}; nothing was done: run the install as a user who may write to {} {as_root}\n",
+            other.display(),
+            plugins.display()
+        )
+    );
+    assert_eq!(o2.status.code(), Some(2), "{}", stderr(&o2));
+    assert_eq!(
+        stderr(&o2),
+        format!(
+            "aapi-validator: cannot reach the parent of --dest {}, {}: {denied}; run the install as a user who may write to {} {as_root}, or choose another --dest\n",
+            deeper.display(),
+            vendor.display(),
+            plugins.display()
+        )
+    );
+    assert!(snapshot(&plugins) == before_plugins);
 
     // An installation with a file, then a directory, the user may not read.
     for (path, mode) in [(ENTRY, 0o755), ("lib", 0o755)] {
@@ -776,58 +771,6 @@ fn a_user_without_permission_is_told_which_path_and_what_to_do() {
     }
     assert!(snapshot(w.path()) == before, "nothing was changed");
     assert_eq!(installed_codes(&dest), vec![]);
-}
-
-/// Run `body` on a thread of its own in a mount namespace of its own, with a tmpfs of
-/// `options` mounted on `at`: the tmpfs is seen only by that thread and the processes it
-/// starts, and goes away with them. `Err` says why this process cannot do that (it needs
-/// CAP_SYS_ADMIN).
-fn with_tmpfs(at: &Path, options: &str, body: impl FnOnce() + Send) -> Result<(), String> {
-    std::thread::scope(|s| {
-        let t = s.spawn(|| {
-            // SAFETY: unshare takes flags only; CLONE_NEWNS is allowed in a threaded process
-            // (it unshares this thread's file system attributes).
-            if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
-                return Err(format!(
-                    "cannot make a mount namespace: {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
-            // Mounts made here must not propagate to the namespace the thread came from.
-            mount(Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, "")
-                .map_err(|e| format!("cannot make / private in the new namespace: {e}"))?;
-            mount(at, Some("tmpfs"), 0, options)
-                .map_err(|e| format!("cannot mount a tmpfs: {e}"))?;
-            body();
-            Ok(())
-        });
-        t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
-    })
-}
-
-/// mount(2) on `at`: a new file system of type `fs`, or with `fs` None a change of flags.
-fn mount(at: &Path, fs: Option<&str>, flags: libc::c_ulong, options: &str) -> std::io::Result<()> {
-    let c = |s: &str| std::ffi::CString::new(s).unwrap();
-    let target = c(at.to_str().unwrap());
-    let fs = fs.map(c);
-    let data = c(options);
-    let fs_ptr = fs.as_ref().map_or(std::ptr::null(), |f| f.as_ptr());
-    // SAFETY: every pointer is a NUL-terminated string that outlives the call, or null where
-    // mount(2) allows it (the source of a tmpfs or of a propagation change is ignored).
-    if unsafe { libc::mount(fs_ptr, target.as_ptr(), fs_ptr, flags, data.as_ptr().cast()) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Inodes in use on the file system of `at`.
-fn inodes_used(at: &Path) -> libc::fsfilcnt_t {
-    let p = std::ffi::CString::new(at.to_str().unwrap()).unwrap();
-    // SAFETY: statvfs is plain data, for which all zeros is a valid value.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: p is a NUL-terminated string and st a valid out-pointer, both outliving the call.
-    assert_eq!(unsafe { libc::statvfs(p.as_ptr(), &mut st) }, 0);
-    st.f_files - st.f_ffree
 }
 
 #[test]

@@ -392,3 +392,304 @@ fn every_code_is_documented_and_listed() {
     }
     assert_eq!(listed.lines().count(), Code::ALL.len());
 }
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Run `args`; it must fail to run (exit 2) with exactly `want` on standard error.
+fn fails(args: &[&dyn AsRef<std::ffi::OsStr>], want: &str) {
+    let o = run(args);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(stderr(&o), format!("aapi-validator: {want}\n"));
+}
+
+#[test]
+fn a_wrong_output_or_missing_input_is_named_with_what_to_do() {
+    let d = plugin_dir(Variant::Good);
+    let w = tempfile::tempdir().unwrap();
+    let base = w.path().join("release");
+    assert_eq!(run(&[&"keygen", &"-o", &base]).status.code(), Some(0));
+    let key = w.path().join("release.key");
+    let pkg = w.path().join("demo.aapkg");
+    assert_eq!(
+        run(&[&"pack", &d.path(), &"-o", &pkg]).status.code(),
+        Some(0)
+    );
+    let before = snapshot(w.path());
+
+    // An output directory that does not exist, or is a file.
+    let missing = w.path().join("dist");
+    let out = missing.join("demo.aapkg");
+    let want = format!(
+        "{m}, the directory of {o}, does not exist; create it (`mkdir -p {m}`) or choose another -o",
+        m = missing.display(),
+        o = out.display()
+    );
+    fails(&[&"pack", &d.path(), &"-o", &out], &want);
+    fails(&[&"sign", &pkg, &"--key", &key, &"-o", &out], &want);
+    let want = want.replace("demo.aapkg", "release.key");
+    fails(&[&"keygen", &"-o", &missing.join("release")], &want);
+    let out = pkg.join("demo.aapkg");
+    fails(
+        &[&"pack", &d.path(), &"-o", &out],
+        &format!(
+            "{p}, the directory of {o}, is not a directory; choose another -o",
+            p = pkg.display(),
+            o = out.display()
+        ),
+    );
+    // An output that is a directory.
+    fails(
+        &[&"pack", &d.path(), &"-o", &w.path()],
+        &format!(
+            "-o {p} is a directory; give the path of the file to write, such as {p}/NAME-VERSION.aapkg",
+            p = w.path().display()
+        ),
+    );
+    // Keys are never replaced.
+    fails(
+        &[&"keygen", &"-o", &base],
+        &format!(
+            "{} exists already, and keygen never replaces a key; nothing was written: choose another -o, or move it away first",
+            key.display()
+        ),
+    );
+
+    // A metadata file that is missing or is not metadata.
+    let meta = w.path().join("meta.json");
+    let out = w.path().join("other.aapkg");
+    fails(
+        &[&"pack", &d.path(), &"-o", &out, &"--metadata", &meta],
+        &format!(
+            "cannot read {}: No such file or directory (os error 2); check the path",
+            meta.display()
+        ),
+    );
+    fs::write(&meta, r#"{"nam": "demo"}"#).unwrap();
+    let o = run(&[&"pack", &d.path(), &"-o", &out, &"--metadata", &meta]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(
+        e.starts_with(&format!(
+            "aapi-validator: {} is not plugin metadata: unknown field `nam`",
+            meta.display()
+        )) && e.ends_with(
+            "; fix it: a JSON object with some of the fields name, version, vendor, workload_types (a list) and entry\n"
+        ),
+        "{e}"
+    );
+    fs::remove_file(&meta).unwrap();
+    assert!(snapshot(w.path()) == before, "nothing was written");
+}
+
+#[test]
+fn pack_sign_and_keygen_tell_a_user_without_permission_what_to_do() {
+    let w = tempfile::tempdir().unwrap();
+    let Some(bin) = unprivileged_bin(w.path()) else {
+        return;
+    };
+    let run = |args: &[&dyn AsRef<std::ffi::OsStr>]| run_unprivileged(&bin, args).unwrap();
+    let fails = |args: &[&dyn AsRef<std::ffi::OsStr>], want: &str| {
+        let o = run(args);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert_eq!(stderr(&o), format!("aapi-validator: {want}\n"));
+    };
+    let denied = "Permission denied (os error 13)";
+    let d = plugin_dir(Variant::Good);
+    fs::set_permissions(d.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let pkg = w.path().join("demo.aapkg");
+    assert_eq!(
+        common::run(&[&"pack", &d.path(), &"-o", &pkg])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        common::run(&[&"keygen", &"-o", &w.path().join("release")])
+            .status
+            .code(),
+        Some(0)
+    );
+    let key = w.path().join("release.key");
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+    // An output directory the user may not write to, holding a package.
+    let ro = w.path().join("ro");
+    fs::create_dir(&ro).unwrap();
+    let kept = ro.join("demo.aapkg");
+    fs::copy(&pkg, &kept).unwrap();
+    fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).unwrap();
+    let before = snapshot(w.path());
+    let r = ro.display();
+
+    let out = ro.join("new.aapkg");
+    fails(
+        &[&"pack", &d.path(), &"-o", &out],
+        &format!(
+            "cannot write the package {}: {denied}; nothing was written: run `pack` as a user who may write to {r}, or choose another -o",
+            out.display()
+        ),
+    );
+    fails(
+        &[&"sign", &pkg, &"--key", &key, &"-o", &out],
+        &format!(
+            "cannot write the signed package {}: {denied}; nothing was written: run `sign` as a user who may write to {r}, or choose another -o",
+            out.display()
+        ),
+    );
+    // Signed in place: the package is as it was.
+    fails(
+        &[&"sign", &kept, &"--key", &key],
+        &format!(
+            "cannot write the signed package {k}: {denied}; nothing was written and {k} is as it was: run `sign` as a user who may write to {r}, or choose another -o",
+            k = kept.display()
+        ),
+    );
+    fails(
+        &[&"keygen", &"-o", &ro.join("release")],
+        &format!(
+            "cannot write the secret key {r}/release.key: {denied}; nothing was written: run `keygen` as a user who may write to {r}, or choose another -o"
+        ),
+    );
+    // A directory the user may list but not enter: the advice names it.
+    fs::set_permissions(&ro, fs::Permissions::from_mode(0o644)).unwrap();
+    let sub = ro.join("sub");
+    let o = run(&[&"pack", &d.path(), &"-o", &sub.join("new.aapkg")]);
+    fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "aapi-validator: cannot reach the directory of {s}/new.aapkg, {s}: {denied}; nothing was written: run `pack` as a user who may write to {r}, or choose another -o\n",
+            s = sub.display()
+        )
+    );
+
+    // Plugin files, a plugin directory and a metadata file the user may not read; the output
+    // directory is open to everyone, and nothing is left in it.
+    let open = w.path().join("open");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+    let out = open.join("demo.aapkg");
+    let dir = d.path().to_path_buf();
+    let meta = w.path().join("meta.json");
+    fs::write(&meta, r#"{"name": "demo"}"#).unwrap();
+    fs::set_permissions(&meta, fs::Permissions::from_mode(0o600)).unwrap();
+    for (path, mode, extra) in [
+        (d.path().join("README"), 0o644, None),
+        (d.path().join(ENTRY), 0o755, None),
+        (d.path().join("lib"), 0o755, None),
+        (meta.clone(), 0o600, Some(&meta)),
+    ] {
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o000)).unwrap();
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"pack", &dir, &"-o", &out];
+        if let Some(m) = &extra {
+            args.extend([&"--metadata" as &dyn AsRef<std::ffi::OsStr>, m]);
+        }
+        let o = run(&args);
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert_eq!(
+            stderr(&o),
+            format!(
+                "aapi-validator: cannot read {}: {denied}; run as a user who may read it\n",
+                path.display()
+            )
+        );
+        assert!(names_in(&open).is_empty(), "nothing was written");
+    }
+    fs::remove_dir(&open).unwrap();
+    fs::remove_file(&meta).unwrap();
+    assert!(snapshot(w.path()) == before, "nothing was changed");
+}
+
+#[test]
+fn a_full_or_read_only_file_system_is_told_and_nothing_is_left_on_it() {
+    let d = plugin_dir(Variant::Good);
+    // 3 MiB that do not fit on the 1 MiB file system below.
+    fs::write(d.path().join("data.bin"), vec![0x5a; 3 << 20]).unwrap();
+    let small = plugin_dir(Variant::Good);
+    let w = tempfile::tempdir().unwrap();
+    let key = w.path().join("release.key");
+    assert_eq!(
+        run(&[&"keygen", &"-o", &w.path().join("release")])
+            .status
+            .code(),
+        Some(0)
+    );
+    let full = w.path().join("full");
+    fs::create_dir(&full).unwrap();
+    let (pkg, big) = (full.join("demo.aapkg"), full.join("big.aapkg"));
+    let f = full.display();
+    let free_space =
+        |cmd: &str| format!("free space on the file system of {f}, then run `{cmd}` again");
+    let enospc = "No space left on device (os error 28)";
+    let ran = with_tmpfs(&full, "size=1m", || {
+        assert_eq!(
+            run(&[&"pack", &small.path(), &"-o", &pkg]).status.code(),
+            Some(0)
+        );
+        let package = fs::read(&pkg).unwrap();
+
+        fails(
+            &[&"pack", &d.path(), &"-o", &big],
+            &format!(
+                "cannot write the package {}: {enospc}; nothing was written: {}",
+                big.display(),
+                free_space("pack")
+            ),
+        );
+        assert_eq!(names_in(&full), ["demo.aapkg"], "no temporary file is left");
+
+        // Full to the last byte: signing in place cannot write, keygen cannot write its key.
+        let filler = full.join("filler");
+        assert!(fs::write(&filler, vec![0u8; 1 << 20]).is_err());
+        fails(
+            &[&"sign", &pkg, &"--key", &key],
+            &format!(
+                "cannot write the signed package {p}: {enospc}; nothing was written and {p} is as it was: {}",
+                free_space("sign"),
+                p = pkg.display()
+            ),
+        );
+        assert_eq!(fs::read(&pkg).unwrap(), package);
+        fails(
+            &[&"keygen", &"-o", &full.join("release")],
+            &format!(
+                "cannot write the secret key {f}/release.key: {enospc}; nothing was written: {}",
+                free_space("keygen")
+            ),
+        );
+        let mut names = names_in(&full);
+        names.sort();
+        assert_eq!(names, ["demo.aapkg", "filler"], "the key made is removed");
+        fs::remove_file(&filler).unwrap();
+
+        // No inode left: the temporary file cannot be made.
+        let options = format!("size=1m,nr_inodes={}", inodes_used(&full));
+        mount(&full, None, libc::MS_REMOUNT, &options).unwrap();
+        fails(
+            &[&"pack", &small.path(), &"-o", &big],
+            &format!(
+                "cannot write the package {}: {enospc}; nothing was written: {}",
+                big.display(),
+                free_space("pack")
+            ),
+        );
+
+        // A read-only file system.
+        mount(&full, None, libc::MS_REMOUNT | libc::MS_RDONLY, "").unwrap();
+        fails(
+            &[&"sign", &pkg, &"--key", &key],
+            &format!(
+                "cannot write the signed package {p}: Read-only file system (os error 30); nothing was written and {p} is as it was: {f} is on a read-only file system: remount it read-write or choose another -o",
+                p = pkg.display()
+            ),
+        );
+        assert_eq!(fs::read(&pkg).unwrap(), package);
+        assert_eq!(names_in(&full), ["demo.aapkg"]);
+    });
+    if let Err(why) = ran {
+        eprintln!("skipped: {why}");
+    }
+}

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -357,4 +358,109 @@ pub fn plugin_dir(v: Variant) -> tempfile::TempDir {
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// Run the validator binary `bin` as a user without root's powers: `nobody` (uid and gid
+/// 65534, no supplementary groups) when the tests run as root, else the tests' own user. An
+/// error means the binary could not be started as that user.
+pub fn run_unprivileged(
+    bin: &Path,
+    args: &[&dyn AsRef<std::ffi::OsStr>],
+) -> std::io::Result<std::process::Output> {
+    let mut cmd = Command::new(bin);
+    cmd.args(args.iter().map(|a| a.as_ref()));
+    if is_root() {
+        // SAFETY: only async-signal-safe calls (setgroups, setgid, setuid) between fork and
+        // exec; the null pointer goes with a count of 0.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(65534) != 0
+                    || libc::setuid(65534) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    cmd.output()
+}
+
+/// A copy of the validator binary in `dir` (made reachable by every user), which
+/// [`run_unprivileged`] can start wherever the build lies; None (the caller skips its test,
+/// saying why) when it cannot be started as that user.
+pub fn unprivileged_bin(dir: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.join("aapi-validator");
+    fs::copy(env!("CARGO_BIN_EXE_aapi-validator"), &bin).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    match run_unprivileged(&bin, &[&"codes"]) {
+        Ok(_) => Some(bin),
+        Err(e) => {
+            eprintln!(
+                "skipped: cannot run {} as an unprivileged user ({e}); set TMPDIR to a directory every user can reach",
+                bin.display()
+            );
+            None
+        }
+    }
+}
+
+/// Run `body` on a thread of its own in a mount namespace of its own, with a tmpfs of
+/// `options` mounted on `at`: the tmpfs is seen only by that thread and the processes it
+/// starts, and goes away with them. `Err` says why this process cannot do that (it needs
+/// CAP_SYS_ADMIN).
+pub fn with_tmpfs(at: &Path, options: &str, body: impl FnOnce() + Send) -> Result<(), String> {
+    std::thread::scope(|s| {
+        let t = s.spawn(|| {
+            // SAFETY: unshare takes flags only; CLONE_NEWNS is allowed in a threaded process
+            // (it unshares this thread's file system attributes).
+            if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+                return Err(format!(
+                    "cannot make a mount namespace: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            // Mounts made here must not propagate to the namespace the thread came from.
+            mount(Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, "")
+                .map_err(|e| format!("cannot make / private in the new namespace: {e}"))?;
+            mount(at, Some("tmpfs"), 0, options)
+                .map_err(|e| format!("cannot mount a tmpfs: {e}"))?;
+            body();
+            Ok(())
+        });
+        t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+/// mount(2) on `at`: a new file system of type `fs`, or with `fs` None a change of flags.
+pub fn mount(
+    at: &Path,
+    fs: Option<&str>,
+    flags: libc::c_ulong,
+    options: &str,
+) -> std::io::Result<()> {
+    let c = |s: &str| std::ffi::CString::new(s).unwrap();
+    let target = c(at.to_str().unwrap());
+    let fs = fs.map(c);
+    let data = c(options);
+    let fs_ptr = fs.as_ref().map_or(std::ptr::null(), |f| f.as_ptr());
+    // SAFETY: every pointer is a NUL-terminated string that outlives the call, or null where
+    // mount(2) allows it (the source of a tmpfs or of a propagation change is ignored).
+    if unsafe { libc::mount(fs_ptr, target.as_ptr(), fs_ptr, flags, data.as_ptr().cast()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Inodes in use on the file system of `at`.
+pub fn inodes_used(at: &Path) -> libc::fsfilcnt_t {
+    let p = std::ffi::CString::new(at.to_str().unwrap()).unwrap();
+    // SAFETY: statvfs is plain data, for which all zeros is a valid value.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: p is a NUL-terminated string and st a valid out-pointer, both outliving the call.
+    assert_eq!(unsafe { libc::statvfs(p.as_ptr(), &mut st) }, 0);
+    st.f_files - st.f_ffree
 }
