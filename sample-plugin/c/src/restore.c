@@ -307,9 +307,11 @@ int aapi_restore_preprocess(aapi_server_t server, const aapi_restore_info_t *res
     if (restore_info->target_root[0] != '\0') {
         struct stat st;
         int dotdot;
-        if (!path_is_absolute(restore_info->target_root))
-            return fail(AAPI_EINVAL, "%s: target_root \"%s\" is not an absolute path", fn,
-                        restore_info->target_root);
+        /* It bounds every object path of the restore, which is never resolved: absolute,
+         * without a ".." component. */
+        rc = check_object_path(fn, "target_root", restore_info->target_root);
+        if (rc != AAPI_EOK)
+            return rc;
         /* RST-1: an alternate root must be an existing directory. */
         if (stat(restore_info->target_root, &st) != 0 || !S_ISDIR(st.st_mode))
             return fail(AAPI_ENOENT, "%s: target_root %s is not an existing directory", fn,
@@ -660,6 +662,30 @@ void restore_abandon(files_server *srv)
 /* Created objects                                                                              */
 /* ------------------------------------------------------------------------------------------ */
 
+/* RST-2: an object path of this restore is absolute, has no ".." component and, with an
+ * alternate root, lies under it. On AAPI_EOK, *norm is the normalized path (the caller frees
+ * it); otherwise AAPI_EINVAL (or AAPI_ENOMEM) with a message naming `path`. */
+static int check_restore_path(const char *fn, files_server *srv, const char *path, char **norm)
+{
+    int dotdot, rc = check_object_path(fn, "path", path);
+    if (rc != AAPI_EOK)
+        return rc;
+    *norm = path_normalize(path, &dotdot);
+    if (*norm == NULL)
+        return fail(AAPI_ENOMEM, "%s: out of memory", fn);
+    if (srv->target_root != NULL) {
+        size_t rl = strlen(srv->target_root);
+        if (strncmp(*norm, srv->target_root, rl) != 0 ||
+            ((*norm)[rl] != '/' && (*norm)[rl] != '\0')) {
+            free(*norm);
+            *norm = NULL;
+            return fail(AAPI_EINVAL, "%s: %s is outside the alternate root %s", fn, path,
+                        srv->target_root);
+        }
+    }
+    return AAPI_EOK;
+}
+
 /* Remove the parents a failed create made (RC-11), newest first. */
 static void remove_parents(files_strvec *made)
 {
@@ -677,7 +703,7 @@ int aapi_create_object(aapi_server_t server, const char *path, const aapi_object
     files_strvec made = {0};
     char *norm = NULL, *parent = NULL, *name = NULL;
     struct stat st;
-    int dotdot, exists, rc = require_claimed(fn);
+    int exists, rc = require_claimed(fn);
     size_t i;
     if (rc != AAPI_EOK)
         return rc;
@@ -703,20 +729,9 @@ int aapi_create_object(aapi_server_t server, const char *path, const aapi_object
         ((prop->valid & AAPI_PROP_CTIME) && bad_time(&prop->ctime)))
         return fail(AAPI_EINVAL, "%s: a time has 1000000000 or more nanoseconds", fn);
     /* RST-2: exactly at `path`, nothing outside the alternate root. */
-    rc = check_object_path(fn, "path", path);
+    rc = check_restore_path(fn, srv, path, &norm);
     if (rc != AAPI_EOK)
         return rc;
-    norm = path_normalize(path, &dotdot);
-    if (norm == NULL)
-        return fail(AAPI_ENOMEM, "%s: out of memory", fn);
-    if (srv->target_root != NULL) {
-        size_t rl = strlen(srv->target_root);
-        if (strncmp(norm, srv->target_root, rl) != 0 || (norm[rl] != '/' && norm[rl] != '\0')) {
-            rc = fail(AAPI_EINVAL, "%s: %s is outside the alternate root %s", fn, path,
-                      srv->target_root);
-            goto out;
-        }
-    }
     if (strcmp(norm, "/") == 0 && prop->obj_type != AAPI_OBJ_DIR) {
         rc = fail(AAPI_EEXIST, "%s: / exists and is a directory", fn);
         goto out;
@@ -1042,7 +1057,8 @@ int aapi_set_object_utimes(aapi_server_t server, const char *path, const aapi_ti
     files_server *srv;
     struct timespec ts[2];
     struct stat st;
-    int dotdot, rc = require_claimed(fn);
+    char *norm = NULL;
+    int rc = require_claimed(fn);
     if (rc != AAPI_EOK)
         return rc;
     if (path == NULL)
@@ -1052,20 +1068,21 @@ int aapi_set_object_utimes(aapi_server_t server, const char *path, const aapi_ti
         return rc;
     if ((atime != NULL && bad_time(atime)) || (mtime != NULL && bad_time(mtime)))
         return fail(AAPI_EINVAL, "%s: a time has 1000000000 or more nanoseconds", fn);
-    rc = check_object_path(fn, "path", path);
+    rc = check_restore_path(fn, srv, path, &norm);
     if (rc != AAPI_EOK)
         return rc;
-    if (lstat(path, &st) != 0) /* RC-7 */
-        return errno == ENOENT || errno == ENOTDIR
-                   ? fail(AAPI_ENOENT, "%s: %s does not exist", fn, path)
-                   : fail_errno(errno, "%s: cannot inspect %s", fn, path);
-    if (S_ISDIR(st.st_mode)) {
-        char *norm = path_normalize(path, &dotdot);
-        rc = norm != NULL ? touch_dir(fn, srv, norm) : fail(AAPI_ENOMEM, "%s: out of memory", fn);
+    if (lstat(path, &st) != 0) { /* RC-7 */
+        rc = errno == ENOENT || errno == ENOTDIR
+                 ? fail(AAPI_ENOENT, "%s: %s does not exist", fn, path)
+                 : fail_errno(errno, "%s: cannot inspect %s", fn, path);
         free(norm);
-        if (rc != AAPI_EOK)
-            return rc;
+        return rc;
     }
+    if (S_ISDIR(st.st_mode))
+        rc = touch_dir(fn, srv, norm);
+    free(norm);
+    if (rc != AAPI_EOK)
+        return rc;
     ts[0].tv_sec = atime != NULL ? (time_t)atime->sec : 0;
     ts[0].tv_nsec = atime != NULL ? (long)atime->nsec : UTIME_OMIT; /* NULL: left unchanged */
     ts[1].tv_sec = mtime != NULL ? (time_t)mtime->sec : 0;
@@ -1097,7 +1114,7 @@ int aapi_delete_object(aapi_server_t server, const char *path)
     files_server *srv;
     struct stat st;
     char *norm = NULL, *dir = NULL, *name = NULL;
-    int dotdot, rc = require_claimed(fn);
+    int rc = require_claimed(fn);
     if (rc != AAPI_EOK)
         return rc;
     if (path == NULL)
@@ -1105,16 +1122,18 @@ int aapi_delete_object(aapi_server_t server, const char *path)
     rc = restore_server(fn, server, &srv);
     if (rc != AAPI_EOK)
         return rc;
-    rc = check_object_path(fn, "path", path);
+    rc = check_restore_path(fn, srv, path, &norm);
     if (rc != AAPI_EOK)
         return rc;
-    if (lstat(path, &st) != 0) /* RC-7 */
-        return errno == ENOENT || errno == ENOTDIR
-                   ? fail(AAPI_ENOENT, "%s: %s does not exist", fn, path)
-                   : fail_errno(errno, "%s: cannot inspect %s", fn, path);
+    if (lstat(path, &st) != 0) { /* RC-7 */
+        rc = errno == ENOENT || errno == ENOTDIR
+                 ? fail(AAPI_ENOENT, "%s: %s does not exist", fn, path)
+                 : fail_errno(errno, "%s: cannot inspect %s", fn, path);
+        free(norm);
+        return rc;
+    }
     /* The directory of the object is recorded before the removal changes it. */
-    norm = path_normalize(path, &dotdot);
-    if (norm == NULL || path_split(norm, &dir, &name) != AAPI_EOK)
+    if (path_split(norm, &dir, &name) != AAPI_EOK)
         rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
     else
         rc = touch_dir(fn, srv, dir);

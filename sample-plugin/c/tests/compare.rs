@@ -1670,10 +1670,20 @@ fn bad_calls(s: &mut Script, dir: &Path, tree: &Path) {
         s.preprocess(h, &under("existing"), 0, full),
         AAPI_ENOENT,
     );
-    s.expect(
+    s.expect_naming(
         "preprocess, relative root",
         s.preprocess(h, b"rel", 0, full),
         AAPI_EINVAL,
+        b"rel",
+    );
+    // RC-3: a root with ".." is refused, even where it leads to an existing directory: it would
+    // bound object paths that are never resolved.
+    let up = under("full/..");
+    s.expect_naming(
+        "preprocess, root with ..",
+        s.preprocess(h, &up, 0, full),
+        AAPI_EINVAL,
+        &up,
     );
     s.expect(
         "preprocess, no space",
@@ -1808,6 +1818,42 @@ fn bad_calls(s: &mut Script, dir: &Path, tree: &Path) {
         (after.atime(), after.atime_nsec()),
         (before.atime(), before.atime_nsec()),
         "utimes with .. changed the object it leads to"
+    );
+    // RST-2: nothing outside the alternate root, as create refuses it; a directory whose name
+    // starts with the root's is outside too. The objects there are left as they were.
+    let beside = restore_root.with_file_name("restore-beside");
+    fs::create_dir_all(&beside).unwrap();
+    for outside in [dir.join("outside"), beside.join("f")] {
+        fs::write(&outside, b"kept").unwrap();
+        let before = fs::symlink_metadata(&outside).unwrap();
+        let p = bytes(&outside).to_vec();
+        s.expect_naming(
+            "utimes, outside the root",
+            s.utimes(h, &p, 0),
+            AAPI_EINVAL,
+            &p,
+        );
+        s.expect_naming("delete, outside the root", s.delete(h, &p), AAPI_EINVAL, &p);
+        let after = fs::symlink_metadata(&outside).unwrap();
+        assert_eq!(
+            (after.atime(), after.atime_nsec()),
+            (before.atime(), before.atime_nsec()),
+            "utimes changed {} outside the alternate root",
+            outside.display()
+        );
+        assert_eq!(
+            fs::read(&outside).ok().as_deref(),
+            Some(&b"kept"[..]),
+            "delete removed {} outside the alternate root",
+            outside.display()
+        );
+    }
+    let missing = bytes(&dir.join("missing-outside")).to_vec();
+    s.expect_naming(
+        "delete, missing outside the root",
+        s.delete(h, &missing),
+        AAPI_EINVAL,
+        &missing,
     );
     s.expect(
         "byname, restored",

@@ -114,18 +114,15 @@ impl Book {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// RST-1: a non-empty target root must be an existing directory, and its file system (that
-    /// of `/` for the original place) must have `total_bytes + min_free_bytes` available.
+    /// RST-1: a non-empty target root must be absolute without a `..` component (it bounds
+    /// every object path of the restore, which is never resolved) and an existing directory, and
+    /// its file system (that of `/` for the original place) must have
+    /// `total_bytes + min_free_bytes` available.
     pub fn preprocess(&self, info: &RestoreInfo, min_free_bytes: u64) -> Result<()> {
         let root = match &info.target_root {
             None => None,
             Some(r) => {
-                if !paths::is_absolute(r) {
-                    return Err(Error::invalid(format!(
-                        "target_root {:?} is not an absolute path",
-                        r
-                    )));
-                }
+                paths::check_object_path(r, "target_root")?;
                 if !fs::metadata(r).is_ok_and(|m| m.is_dir()) {
                     return Err(Error::not_found(format!(
                         "target_root {} is not an existing directory",
@@ -192,6 +189,23 @@ impl Book {
         }
     }
 
+    /// RST-2: an object path of this restore is absolute, has no `..` component and, with an
+    /// alternate root, lies under it. The normalized path, or `AAPI_EINVAL` naming `path`.
+    fn check_restore_path(&self, path: &Path) -> Result<PathBuf> {
+        paths::check_object_path(path, "path")?;
+        let norm = paths::normalize(path).0;
+        if let Some(root) = &self.lock().target_root
+            && !paths::is_within(&norm, root)
+        {
+            return Err(Error::invalid(format!(
+                "{} is outside the alternate root {}",
+                path.display(),
+                root.display()
+            )));
+        }
+        Ok(norm)
+    }
+
     /// Open up (u+rwx) the restrictive directories `path` goes into.
     fn open_restrictive_parents(&self, path: &Path) {
         let mut st = self.lock();
@@ -211,17 +225,7 @@ impl Book {
         overwrite: bool,
     ) -> Result<Writer> {
         // RST-2: exactly at `path`, nothing outside the alternate root.
-        paths::check_object_path(path, "path")?;
-        let path = paths::normalize(path).0;
-        if let Some(root) = &self.lock().target_root
-            && !paths::is_within(&path, root)
-        {
-            return Err(Error::invalid(format!(
-                "{} is outside the alternate root {}",
-                path.display(),
-                root.display()
-            )));
-        }
+        let path = self.check_restore_path(path)?;
         let is_root_dir = path == Path::new("/");
         if is_root_dir && props.kind != ObjectType::Dir {
             return Err(Error::new(
@@ -290,14 +294,15 @@ impl Book {
         })
     }
 
-    /// `aapi_set_object_utimes` (RST-5): the object's own times, never a symlink's target's.
+    /// `aapi_set_object_utimes` (RST-5): the object's own times, never a symlink's target's;
+    /// nothing outside the alternate root.
     pub fn set_times(
         &self,
         path: &Path,
         atime: Option<Timestamp>,
         mtime: Option<Timestamp>,
     ) -> Result<()> {
-        paths::check_object_path(path, "path")?;
+        let norm = self.check_restore_path(path)?;
         let Some(md) = lstat(path).map_err(|e| path_error(e, "inspect", path))? else {
             return Err(Error::not_found(format!(
                 "{} does not exist",
@@ -305,7 +310,7 @@ impl Book {
             )));
         };
         if md.is_dir() {
-            self.touch(&paths::normalize(path).0);
+            self.touch(&norm);
         }
         sys::set_times_nofollow(path, atime, mtime).map_err(|e| {
             if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP)) {
@@ -320,16 +325,15 @@ impl Book {
     }
 
     /// `aapi_delete_object`: a file, a symlink or an empty directory (a non-empty one is
-    /// `AAPI_EINVAL`).
+    /// `AAPI_EINVAL`); nothing outside the alternate root.
     pub fn delete(&self, path: &Path) -> Result<()> {
-        paths::check_object_path(path, "path")?;
+        let norm = self.check_restore_path(path)?;
         let Some(md) = lstat(path).map_err(|e| path_error(e, "inspect", path))? else {
             return Err(Error::not_found(format!(
                 "{} does not exist",
                 path.display()
             )));
         };
-        let norm = paths::normalize(path).0;
         let parent = norm.parent().unwrap_or(Path::new("/"));
         self.touch(parent);
         let removed = if md.is_dir() {

@@ -1202,6 +1202,14 @@ fn bad_input_gets_the_codes_of_the_specification() {
     let r = plugin
         .open_server("localhost", SessionDef::new(AAPI_OP_RESTORE))
         .unwrap();
+    // RST-1: the alternate root bounds every path of the restore, so it is refused with ".."
+    // (even where it leads to an existing directory) or relative, at preprocess.
+    let up = alt.join("full/..");
+    refused_naming(r.restore_preprocess(&b(&up), 1, 1), &up);
+    refused_naming(
+        r.restore_preprocess(b"relative", 1, 1),
+        Path::new("relative"),
+    );
     r.restore_preprocess(&b(&alt), 1, 1).unwrap();
     let fp = file_prop(0o600);
     assert_eq!(code_of(r.create_object(b"relative", &fp, 0)), AAPI_EINVAL);
@@ -1244,6 +1252,25 @@ fn bad_input_gets_the_codes_of_the_specification() {
     refused_naming(r.delete_object(b"relative"), Path::new("relative"));
     assert_eq!(times_of(&dir.path().join("beside")), before);
     assert_eq!(fs::read(dir.path().join("beside")).unwrap(), b"kept");
+    // RST-2: nothing outside the alternate root, as create refuses it, including a directory
+    // whose name starts with the root's; what is there is left as it was.
+    fs::create_dir(dir.path().join("alt-beside")).unwrap();
+    fs::write(dir.path().join("alt-beside/f"), b"kept").unwrap();
+    set_times(&dir.path().join("alt-beside/f"), 1_500_000_000, 7);
+    for outside in [dir.path().join("beside"), dir.path().join("alt-beside/f")] {
+        let before = times_of(&outside);
+        refused_naming(r.set_utimes(&b(&outside), Some(t), Some(t)), &outside);
+        refused_naming(r.delete_object(&b(&outside)), &outside);
+        assert_eq!(times_of(&outside), before, "{}", outside.display());
+        assert_eq!(
+            fs::read(&outside).ok().as_deref(),
+            Some(&b"kept"[..]),
+            "{}",
+            outside.display()
+        );
+    }
+    let missing = dir.path().join("missing-outside");
+    refused_naming(r.delete_object(&b(&missing)), &missing);
     let mut o = r
         .create_object(
             &b(&alt.join("d")),
