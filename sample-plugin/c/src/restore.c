@@ -673,7 +673,8 @@ static int check_restore_path(const char *fn, files_server *srv, const char *pat
     *norm = path_normalize(path, &dotdot);
     if (*norm == NULL)
         return fail(AAPI_ENOMEM, "%s: out of memory", fn);
-    if (srv->target_root != NULL) {
+    /* The root "/" holds every path; any other holds itself and what is below it. */
+    if (srv->target_root != NULL && strcmp(srv->target_root, "/") != 0) {
         size_t rl = strlen(srv->target_root);
         if (strncmp(*norm, srv->target_root, rl) != 0 ||
             ((*norm)[rl] != '/' && (*norm)[rl] != '\0')) {

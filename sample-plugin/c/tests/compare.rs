@@ -1882,6 +1882,35 @@ fn bad_calls(s: &mut Script, dir: &Path, tree: &Path) {
     );
     s.expect("close_server", raw!((e.close_server)(h)), AAPI_EOK);
 
+    // An alternate root of "/" (or one that normalizes to it) holds every path: the restore
+    // behaves as one to the original location.
+    let h = s.session(AAPI_OP_RESTORE, &[]);
+    s.expect(
+        "preprocess, root /",
+        s.preprocess(h, b"/.//", 0, full),
+        AAPI_EOK,
+    );
+    let (rc, d) = s.create(h, &under("under-slash"), file_prop(AAPI_OBJ_DIR), 0);
+    s.expect("create under the root /", rc, AAPI_EOK);
+    s.expect("close it", raw!((e.close_object)(d)), AAPI_EOK);
+    s.expect(
+        "utimes under the root /",
+        s.utimes(h, &under("under-slash"), 0),
+        AAPI_EOK,
+    );
+    s.expect(
+        "delete under the root /",
+        s.delete(h, &under("under-slash")),
+        AAPI_EOK,
+    );
+    s.expect(
+        "postprocess, root /",
+        raw!((e.restore_postprocess)(h, AAPI_EOK)),
+        AAPI_EOK,
+    );
+    assert!(!restore_root.join("under-slash").exists());
+    s.expect("close_server", raw!((e.close_server)(h)), AAPI_EOK);
+
     // Postprocess session.
     let h = s.session(AAPI_OP_POSTPROCESS, &[]);
     s.expect(
