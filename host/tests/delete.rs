@@ -31,6 +31,27 @@ fn backup(store: &Path, tree: &Path, schedule: &str) -> String {
     r.json()["manifest"]["image"].as_str().unwrap().to_string()
 }
 
+/// The discovery step of a split job alone: an incomplete image whose child jobs are still to
+/// run. Returns its id.
+fn discover_only(store: &Path, tree: &Path, policy: &str) -> String {
+    let plugin = rust_sample();
+    let d = host(
+        store,
+        &[
+            "discover",
+            "--plugin",
+            plugin.to_str().unwrap(),
+            "--policy",
+            policy,
+            "--select",
+            tree.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(d.code, 0, "{}", d.stderr);
+    d.stdout.trim().to_string()
+}
+
 fn images(store: &Path) -> Vec<(String, String)> {
     let l = host(store, &["list", "--json"], &[]).json();
     l["images"]
@@ -104,21 +125,7 @@ fn delete_keeps_what_other_images_and_the_policy_need() {
     restores_as(&store, &i3, &dir.path().join("alt3"), &tree);
 
     // An incomplete image (discovery only) goes with --incomplete, and only it.
-    let plugin = rust_sample();
-    let d = host(
-        &store,
-        &[
-            "discover",
-            "--plugin",
-            plugin.to_str().unwrap(),
-            "--policy",
-            "p",
-            "--select",
-            tree.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert_eq!(d.code, 0, "{}", d.stderr);
+    discover_only(&store, &tree, "p");
     assert_eq!(images(&store).len(), 4);
     let r = host(&store, &["delete", "--incomplete"], &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -175,23 +182,7 @@ fn images_in_use_are_kept_and_a_delete_waits_for_a_job_starting() {
     let store = dir.path().join("store");
     make_tree(&tree, 3, PAST);
     let full = backup(&store, &tree, "full");
-    // An incomplete image: a split job whose child jobs are still to run.
-    let plugin = rust_sample();
-    let d = host(
-        &store,
-        &[
-            "discover",
-            "--plugin",
-            plugin.to_str().unwrap(),
-            "--policy",
-            "q",
-            "--select",
-            tree.to_str().unwrap(),
-        ],
-        &[],
-    );
-    assert_eq!(d.code, 0, "{}", d.stderr);
-    let pending = d.stdout.trim().to_string();
+    let pending = discover_only(&store, &tree, "q");
     let st = aapi_host::store::Store::open_existing(&store).unwrap();
     {
         // What a restore of the full image and a running step of the split job hold.
