@@ -31,6 +31,44 @@ impl HostHooks for Quiet {
     fn log(&self, _level: u32, _message: &str) {}
 }
 
+/// A plugin initialised for one test and terminated when dropped, so that a test that fails
+/// half way does not leave it initialised: the next test's init would fail ("aapi_pgn_init
+/// called again") and hide the real failure.
+struct Initialised(Plugin);
+
+impl Initialised {
+    /// Initialise `lib` and claim `files`.
+    fn new(lib: PluginLibrary) -> Initialised {
+        let plugin = Initialised(lib.init(Arc::new(Quiet)).unwrap());
+        assert_eq!(plugin.claim("files"), Ok(true));
+        plugin
+    }
+}
+
+impl std::ops::Deref for Initialised {
+    type Target = Plugin;
+    fn deref(&self) -> &Plugin {
+        &self.0
+    }
+}
+
+impl Drop for Initialised {
+    fn drop(&mut self) {
+        // A repeated terminate is AAPI_EOK (LIFE-7): harmless after the test's own.
+        let _ = self.0.terminate();
+    }
+}
+
+/// Terminates a plugin driven through its raw entry points when dropped, as [`Initialised`].
+struct TerminateOnDrop(EntryPoints);
+
+impl Drop for TerminateOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: aapi_terminate takes no arguments and may be called at any time (LIFE-7).
+        unsafe { (self.0.terminate)() };
+    }
+}
+
 /// (name, library) of both samples.
 fn samples() -> [(&'static str, PluginLibrary); 2] {
     let rust = std::env::current_exe()
@@ -411,8 +449,7 @@ fn same_workload_files_data_properties_and_restores() {
     for mode in ["none", "copy"] {
         let mut outcomes = Vec::new();
         for (name, lib) in samples() {
-            let plugin = lib.init(Arc::new(Quiet)).unwrap();
-            assert_eq!(plugin.claim("files"), Ok(true));
+            let plugin = Initialised::new(lib);
             let work = dir.path().join(mode).join(name);
             let snap_dir = work.join("snapshots");
             let props = vec![
@@ -498,8 +535,7 @@ fn same_incremental_workload_files() {
 
     let mut files = Vec::new();
     for (name, lib) in samples() {
-        let plugin = lib.init(Arc::new(Quiet)).unwrap();
-        assert_eq!(plugin.claim("files"), Ok(true));
+        let plugin = Initialised::new(lib);
         let work = dir.path().join(name);
         let props = vec![(AAPI_PROP_LAST_FULL_TIME.to_string(), since.to_string())];
         let o = backup(
@@ -717,8 +753,7 @@ fn same_directory_times_after_a_failed_restore() {
     for status in [AAPI_EIO, AAPI_EOK] {
         let mut left = Vec::new();
         for (name, lib) in samples() {
-            let plugin = lib.init(Arc::new(Quiet)).unwrap();
-            assert_eq!(plugin.claim("files"), Ok(true));
+            let plugin = Initialised::new(lib);
             let root = dir.path().join(format!("{name}-{status}"));
             let (l, modes_before) = restore_into_existing_tree(&plugin, &root, status);
             plugin.terminate().unwrap();
@@ -1942,6 +1977,8 @@ fn same_codes_for_the_same_bad_calls() {
             keep: Vec::new(),
             seen: Vec::new(),
         };
+        // Dropped before `s`, whose session definitions the plugin uses until it terminates.
+        let _terminate = TerminateOnDrop(s.e);
         let work = dir.path().join(name);
         bad_calls(&mut s, &work, &tree);
         runs.push((name, s.seen));
