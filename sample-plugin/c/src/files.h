@@ -20,6 +20,7 @@
 
 #define _XOPEN_SOURCE 700
 
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -28,6 +29,17 @@
 #include <time.h>
 
 #include "aapi.h"
+
+/* A descriptor that only names a directory, for the *at calls (no read permission needed):
+ * O_SEARCH where the C library names it, glibc's O_PATH (which <fcntl.h> names O_PATH only under
+ * _GNU_SOURCE), else O_RDONLY. */
+#if defined(O_SEARCH)
+#define DIR_ONLY O_SEARCH
+#elif defined(__O_PATH)
+#define DIR_ONLY __O_PATH
+#else
+#define DIR_ONLY O_RDONLY
+#endif
 
 /* Identity (LOAD-5): static strings, valid for the life of the process (MEM-2). */
 #define FILES_PLUGIN_NAME "files-c"
@@ -172,7 +184,7 @@ typedef struct files_object {
     char *tmp;            /* hidden temporary file, renamed into place at close */
     files_buf data;       /* symlink target being written */
     uint64_t written;
-    int created_parents_from; /* index in server->created of the parents this create made */
+    int dirfd;            /* the parent directory: every change is made relative to it (RST-10) */
 } files_object;
 
 /* ------------------------------------------------------------------------------------------ */
@@ -268,9 +280,16 @@ char *path_normalize(const char *p, int *has_dotdot);
 int path_split(const char *p, char **dir, char **name);
 /** mkdir -p with mode 0700; appends each directory it creates to `made` when not NULL. */
 int mkdirs(const char *fn, const char *dir, files_strvec *made);
-/** Remove a tree (files, symlinks, directories, deepest first), making directories writable as
- *  needed. A missing tree is success. `ka` may be NULL. */
+/** Remove a tree (files, symlinks, directories, deepest first), never following a symbolic link,
+ *  making directories writable as needed. A missing tree is success. `ka` may be NULL. */
 int remove_tree(const char *fn, const char *path, files_keepalive *ka);
+/** remove_tree() of the entry `name` of the directory `dirfd`; `path` names it in messages. */
+int remove_tree_at(const char *fn, int dirfd, const char *name, const char *path,
+                   files_keepalive *ka);
+/** Give the entry `name` of the directory `dirfd`, which is not a symbolic link, the mode `mode`
+ *  without following a link: fchmodat(AT_SYMLINK_NOFOLLOW) where the C library supports it,
+ *  else after checking that the entry is not a link. 0, or -1 with errno set. */
+int chmod_at(int dirfd, const char *name, mode_t mode);
 /** Write the whole buffer, retrying short writes and EINTR; returns 0 or an errno value. */
 int write_all(int fd, const void *p, size_t n);
 /** Non-zero when `s` is valid UTF-8 (the framework's strings must be, RC-3). */

@@ -12,6 +12,10 @@
  * directories that existed before the restore get back, at a rollback, the owner, mode, atime and
  * mtime they had before its first change (recorded once per directory), as far as the running
  * user may set them: what it may not is a warning, not a failed rollback.
+ *
+ * Every path is walked as walk_dir() says: under an alternate root, from a descriptor of the root,
+ * one directory at a time, never following a symbolic link below the root (RST-10); each change
+ * is then made relative to the descriptor of the object's parent directory (the *at calls).
  */
 #include "files.h"
 
@@ -99,6 +103,240 @@ static int record_dirmode(files_server *srv, const char *path, mode_t mode)
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Walking paths (RST-2, RST-10)                                                                */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Why a walk stopped. */
+typedef enum walk_stop {
+    WALK_OK,
+    WALK_MISSING, /* a component does not exist */
+    WALK_NOTDIR,  /* a component is not a directory (nor, below the root, a symbolic link) */
+    WALK_LINK,    /* a component below the alternate root is a symbolic link */
+    WALK_ERROR    /* another failure (errno in `err`), looking a component up or making it */
+} walk_stop;
+
+typedef struct files_walk {
+    walk_stop stop;
+    int err;
+    size_t at; /* the component where it stopped: the first `at` bytes of the path walked */
+} files_walk;
+
+/* The alternate root that bounds the paths, or NULL (original location, or the root "/", which
+ * holds every path and follows parent links as the original location does). */
+static const char *confining_root(const files_server *srv)
+{
+    const char *root = srv->target_root;
+    return root != NULL && strcmp(root, "/") != 0 ? root : NULL;
+}
+
+static void walk_classify(int dirfd, const char *name, int err, int confined, files_walk *w)
+{
+    struct stat st;
+    if (err == ENOENT) {
+        w->stop = WALK_MISSING;
+    } else if (err == ENOTDIR || err == ELOOP) {
+        w->stop = confined && fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                          S_ISLNK(st.st_mode)
+                      ? WALK_LINK
+                      : WALK_NOTDIR;
+    } else {
+        w->stop = WALK_ERROR;
+        w->err = err;
+    }
+}
+
+/* A descriptor of the directory made of the first `len` bytes of the normalized absolute `path`,
+ * or -1 with *w saying why. Under the alternate root the walk starts at a descriptor of the root
+ * (reached as its path says, links included) and follows no symbolic link below it; elsewhere it
+ * starts at "/" and follows links. With `made`, missing directories are made (mode 0700) and
+ * appended to it, top first. */
+static int walk_dir(const files_server *srv, const char *path, size_t len, files_strvec *made,
+                    files_walk *w)
+{
+    const char *root = confining_root(srv);
+    size_t i = 0, rl = root != NULL ? strlen(root) : 0;
+    int fd, confined = 0;
+    char *buf = malloc(len + 1);
+    w->stop = WALK_OK;
+    w->err = 0;
+    w->at = 1;
+    if (buf == NULL) {
+        w->stop = WALK_ERROR;
+        w->err = ENOMEM;
+        return -1;
+    }
+    memcpy(buf, path, len);
+    buf[len] = '\0';
+    if (root != NULL && strncmp(buf, root, rl) == 0 && (buf[rl] == '/' || buf[rl] == '\0')) {
+        char saved = buf[rl];
+        confined = 1;
+        buf[rl] = '\0';
+        fd = open(buf, DIR_ONLY | O_DIRECTORY | O_CLOEXEC);
+        buf[rl] = saved;
+        i = w->at = rl;
+    } else {
+        fd = open("/", DIR_ONLY | O_DIRECTORY | O_CLOEXEC);
+    }
+    if (fd < 0) {
+        walk_classify(AT_FDCWD, buf, errno, 0, w);
+        free(buf);
+        return -1;
+    }
+    while (i < len) {
+        size_t start;
+        int next;
+        char saved;
+        while (i < len && buf[i] == '/')
+            i++;
+        if (i == len)
+            break;
+        start = i;
+        while (i < len && buf[i] != '/')
+            i++;
+        saved = buf[i];
+        buf[i] = '\0';
+        w->at = i;
+        next = openat(fd, buf + start, DIR_ONLY | O_DIRECTORY | O_CLOEXEC |
+                                           (confined ? O_NOFOLLOW : 0));
+        if (next < 0 && errno == ENOENT && made != NULL) {
+            if (mkdirat(fd, buf + start, 0700) == 0) {
+                if (strvec_push(made, buf) != AAPI_EOK) {
+                    errno = ENOMEM;
+                    goto stop;
+                }
+            } else if (errno != EEXIST) {
+                goto stop;
+            }
+            /* Made, or something is there (a dangling link, say, or a directory made at the same
+             * moment): used only if it is a directory. */
+            next = openat(fd, buf + start, DIR_ONLY | O_DIRECTORY | O_CLOEXEC |
+                                               (confined ? O_NOFOLLOW : 0));
+            if (next < 0 && errno == ENOENT)
+                errno = ENOTDIR;
+        }
+        if (next < 0) {
+            walk_classify(fd, buf + start, errno, confined, w);
+            close(fd);
+            free(buf);
+            return -1;
+        }
+        buf[i] = saved;
+        close(fd);
+        fd = next;
+    }
+    free(buf);
+    return fd;
+stop:
+    w->stop = WALK_ERROR;
+    w->err = errno;
+    close(fd);
+    free(buf);
+    return -1;
+}
+
+/* The name of the normalized absolute `path` in its directory ("." for "/"). */
+static const char *leaf_of(const char *path)
+{
+    return path[1] == '\0' ? "." : strrchr(path, '/') + 1;
+}
+
+/* A descriptor of the parent directory of the normalized absolute `path` ("/" for "/"), walked
+ * as walk_dir() does, or -1 with *w saying why. */
+static int walk_parent(const files_server *srv, const char *path, files_strvec *made,
+                       files_walk *w)
+{
+    const char *slash = strrchr(path, '/');
+    size_t len = slash == path ? 1 : (size_t)(slash - path);
+    return walk_dir(srv, path, len, made, w);
+}
+
+/* The error of a call on `path` (as given; `norm` is what was walked) whose walk stopped:
+ * AAPI_EINVAL naming the path and the link for a symbolic link below the alternate root (RST-10),
+ * AAPI_ENOENT when a component is missing or not a directory, the errno's code otherwise. */
+static int walk_fail(const char *fn, const files_server *srv, const char *path, const char *norm,
+                     const files_walk *w)
+{
+    switch (w->stop) {
+    case WALK_LINK:
+        return fail(AAPI_EINVAL,
+                    "%s: %s is refused: %.*s is a symbolic link, and a restore to the alternate "
+                    "root %s follows none below it",
+                    fn, path, (int)w->at, norm, confining_root(srv));
+    case WALK_MISSING:
+    case WALK_NOTDIR:
+        return fail(AAPI_ENOENT, "%s: %s does not exist", fn, path);
+    default:
+        return fail_errno(w->err, "%s: cannot inspect %s", fn, path);
+    }
+}
+
+/* Why a walk of `norm` stopped, for the log. */
+static const char *walk_reason(const files_server *srv, const char *norm, const files_walk *w,
+                               char *buf, size_t size)
+{
+    char err[128];
+    switch (w->stop) {
+    case WALK_MISSING:
+        snprintf(buf, size, "%.*s does not exist", (int)w->at, norm);
+        break;
+    case WALK_NOTDIR:
+        snprintf(buf, size, "%.*s is not a directory", (int)w->at, norm);
+        break;
+    case WALK_LINK:
+        snprintf(buf, size, "%.*s is a symbolic link below the alternate root %s", (int)w->at,
+                 norm, confining_root(srv));
+        break;
+    default:
+        if (strerror_r(w->err, err, sizeof err) != 0)
+            snprintf(err, sizeof err, "errno %d", w->err);
+        snprintf(buf, size, "%.*s: %s", (int)w->at, norm, err);
+    }
+    return buf;
+}
+
+/* What the normalized `path` itself is, reached as walk_dir() reaches it: 0 and *st when it
+ * exists; ENOENT when it or a parent is missing; another errno value otherwise (ENOTDIR for a
+ * parent that is not a directory, ELOOP for a symbolic link below the alternate root). */
+static int scope_stat(const files_server *srv, const char *path, struct stat *st)
+{
+    files_walk w;
+    int rc = 0, fd = walk_parent(srv, path, NULL, &w);
+    if (fd < 0)
+        return w.stop == WALK_MISSING ? ENOENT
+               : w.stop == WALK_NOTDIR ? ENOTDIR
+               : w.stop == WALK_LINK   ? ELOOP
+                                       : w.err;
+    if (fstatat(fd, leaf_of(path), st, AT_SYMLINK_NOFOLLOW) != 0)
+        rc = errno;
+    close(fd);
+    return rc;
+}
+
+/* chmod_at() of the normalized `path`, reached as walk_dir() reaches it: 0 or an errno value. */
+static int scope_chmod(const files_server *srv, const char *path, mode_t mode)
+{
+    files_walk w;
+    int rc = 0, fd = walk_parent(srv, path, NULL, &w);
+    if (fd < 0)
+        return w.stop == WALK_ERROR ? w.err : w.stop == WALK_LINK ? ELOOP : ENOENT;
+    if (chmod_at(fd, leaf_of(path), mode) != 0)
+        rc = errno;
+    close(fd);
+    return rc;
+}
+
+/* Set the atime and mtime of the normalized `path` itself, reached as walk_dir() reaches it. */
+static void scope_set_times(const files_server *srv, const char *path, const struct timespec ts[2])
+{
+    files_walk w;
+    int fd = walk_parent(srv, path, NULL, &w);
+    if (fd >= 0) {
+        (void)utimensat(fd, leaf_of(path), ts, AT_SYMLINK_NOFOLLOW);
+        close(fd);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* Changed directories: a hash table of paths (FNV-1a, linear probing), under the table lock    */
 /* ------------------------------------------------------------------------------------------ */
 
@@ -179,13 +417,15 @@ static int touch_dir(const char *fn, files_server *srv, const char *dir)
     while (dir_find(srv, d) == NULL) {
         struct stat st;
         char *slash;
-        if (lstat(d, &st) == 0) {
+        int err = scope_stat(srv, d, &st);
+        if (err == 0) {
             if (S_ISDIR(st.st_mode))
                 rc = dir_set(srv, d, DIR_BEFORE, &st);
             break; /* not a directory: the change itself fails */
         }
         slash = strrchr(d, '/');
-        if (errno != ENOENT || slash == NULL || d[1] == '\0')
+        /* Not readable, or through a link: the change itself fails. */
+        if (err != ENOENT || slash == NULL || d[1] == '\0')
             break;
         slash[slash == d ? 1 : 0] = '\0'; /* the parent; "/" for "/x" */
     }
@@ -371,7 +611,7 @@ static void open_restrictive_parents(files_server *srv, const char *path)
         size_t n = strlen(d->path);
         if (!d->opened && strncmp(path, d->path, n) == 0 && path[n] == '/') {
             d->opened = 1;
-            (void)chmod(d->path, d->mode | 0700);
+            (void)scope_chmod(srv, d->path, d->mode | 0700);
         }
     }
     state_unlock();
@@ -386,11 +626,14 @@ static int close_restrictive_dirs(files_server *srv)
         qsort(srv->dirmodes, srv->dirmodes_n, sizeof *srv->dirmodes, by_path_desc);
     for (i = 0; i < srv->dirmodes_n; i++) {
         struct stat st;
-        if (!srv->dirmodes[i].opened || lstat(srv->dirmodes[i].path, &st) != 0)
+        int err;
+        if (!srv->dirmodes[i].opened || scope_stat(srv, srv->dirmodes[i].path, &st) != 0 ||
+            !S_ISDIR(st.st_mode))
             continue; /* untouched, or removed by a rollback */
-        if (chmod(srv->dirmodes[i].path, srv->dirmodes[i].mode) != 0) {
-            log_msg(srv, AAPI_LOG_ERROR, "%s: cannot set the mode of %s", FILES_PLUGIN_NAME,
-                    srv->dirmodes[i].path);
+        err = scope_chmod(srv, srv->dirmodes[i].path, srv->dirmodes[i].mode);
+        if (err != 0) {
+            log_msg(srv, AAPI_LOG_ERROR, "%s: cannot set the mode of %s (errno %d)",
+                    FILES_PLUGIN_NAME, srv->dirmodes[i].path, err);
             rc = AAPI_EIO;
         }
     }
@@ -404,20 +647,31 @@ static int commit_restore(const char *fn, files_server *srv)
     size_t i;
     int rc = AAPI_EOK;
     for (i = 0; i < srv->aside_n; i++) {
+        const char *aside = srv->aside[i].aside;
         char *dir = NULL, *name = NULL;
         struct stat st;
-        int have_times = path_split(srv->aside[i].aside, &dir, &name) == AAPI_EOK &&
-                         lstat(dir, &st) == 0;
-        if (remove_tree(fn, srv->aside[i].aside, NULL) != AAPI_EOK) {
+        files_walk w;
+        int fd, removed = AAPI_EOK;
+        int have_times = path_split(aside, &dir, &name) == AAPI_EOK &&
+                         scope_stat(srv, dir, &st) == 0;
+        /* RST-10: reached through no symbolic link below the alternate root. */
+        fd = walk_parent(srv, aside, NULL, &w);
+        if (fd >= 0) {
+            removed = remove_tree_at(fn, fd, leaf_of(aside), aside, NULL);
+            close(fd);
+        } else if (w.stop != WALK_MISSING) {
+            removed = AAPI_EIO;
+        }
+        if (removed != AAPI_EOK) {
             log_msg(srv, AAPI_LOG_ERROR, "%s: cannot delete the replaced %s kept as %s",
-                    FILES_PLUGIN_NAME, srv->aside[i].path, srv->aside[i].aside);
+                    FILES_PLUGIN_NAME, srv->aside[i].path, aside);
             rc = AAPI_EIO;
         }
         if (have_times) {
             struct timespec ts[2];
             ts[0] = st.st_atim;
             ts[1] = st.st_mtim;
-            (void)utimensat(AT_FDCWD, dir, ts, AT_SYMLINK_NOFOLLOW);
+            scope_set_times(srv, dir, ts);
         }
         free(dir);
         free(name);
@@ -443,9 +697,14 @@ static int sync_written(files_server *srv)
             i < srv->created.n ? srv->created.v[i] : srv->aside[i - srv->created.n].path;
         char *dir = NULL, *name = NULL;
         struct stat st;
+        files_walk w;
         size_t k;
-        int fd;
-        if (path_split(path, &dir, &name) != AAPI_EOK || lstat(dir, &st) != 0) {
+        int fd = -1, dfd = -1;
+        if (path_split(path, &dir, &name) == AAPI_EOK)
+            dfd = walk_dir(srv, dir, strlen(dir), NULL, &w);
+        if (dfd < 0 || fstat(dfd, &st) != 0) {
+            if (dfd >= 0)
+                (void)close(dfd);
             free(dir);
             free(name);
             continue;
@@ -454,7 +713,7 @@ static int sync_written(files_server *srv)
             ;
         if (k == n) {
             devs[n++] = st.st_dev;
-            fd = open(dir, O_RDONLY);
+            fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
             if (fd < 0 || syncfs(fd) != 0) {
                 log_msg(srv, AAPI_LOG_ERROR, "%s: cannot sync the file system of %s (errno %d)",
                         FILES_PLUGIN_NAME, dir, errno);
@@ -463,6 +722,7 @@ static int sync_written(files_server *srv)
             if (fd >= 0)
                 (void)close(fd);
         }
+        (void)close(dfd);
         free(dir);
         free(name);
     }
@@ -476,16 +736,21 @@ static int by_dir_path_desc(const void *a, const void *b)
     return -strcmp((*(files_dirstate *const *)a)->path, (*(files_dirstate *const *)b)->path);
 }
 
-/* What a rollback could not put back of directory `dir`, as a warning: the reason for `err`, and
- * `rest` after it. */
-static void rollback_warning(files_server *srv, int err, const char *what, const char *dir,
-                             const char *rest)
+/* What a rollback could not put back of directory `dir`, as a warning: `reason`, and `rest`
+ * after it. */
+static void rollback_warning(files_server *srv, const char *reason, const char *what,
+                             const char *dir, const char *rest)
 {
-    char reason[256];
-    if (strerror_r(err, reason, sizeof reason) != 0)
-        snprintf(reason, sizeof reason, "errno %d", err);
     log_msg(srv, AAPI_LOG_WARNING, "%s: rollback: cannot put back the %s of %s: %s%s",
             FILES_PLUGIN_NAME, what, dir, reason, rest);
+}
+
+/* The text of `err` in `buf`. */
+static const char *errno_text(int err, char *buf, size_t size)
+{
+    if (strerror_r(err, buf, size) != 0)
+        snprintf(buf, size, "errno %d", err);
+    return buf;
 }
 
 /* After a rollback, give the directories that existed before the restore what they had before its
@@ -516,34 +781,52 @@ static void put_back_dirs(files_server *srv)
         qsort(v, n, sizeof *v, by_dir_path_desc);
     for (i = 0; i < n; i++) {
         const files_dirstate *d = v[i];
-        char what[64];
+        const char *name = leaf_of(d->path);
+        char what[64], reason[512];
         struct stat st;
         struct timespec ts[2];
-        int chowned;
-        /* Gone (removed by aapi_delete_object) or no longer a directory (not put back, reported
-         * already): nothing to give back. */
-        if (lstat(d->path, &st) != 0) {
-            if (errno != ENOENT)
-                rollback_warning(srv, errno, "owner, mode and times", d->path, "");
+        files_walk w;
+        int chowned, fd;
+        /* RST-10: reached through no symbolic link below the alternate root. */
+        fd = walk_parent(srv, d->path, NULL, &w);
+        if (fd < 0) {
+            if (w.stop != WALK_MISSING)
+                rollback_warning(srv, walk_reason(srv, d->path, &w, reason, sizeof reason),
+                                 "owner, mode and times", d->path, "");
             continue;
         }
-        if (!S_ISDIR(st.st_mode))
+        /* Gone (removed by aapi_delete_object) or no longer a directory (not put back, reported
+         * already): nothing to give back. */
+        if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+            if (errno != ENOENT)
+                rollback_warning(srv, errno_text(errno, reason, sizeof reason),
+                                 "owner, mode and times", d->path, "");
+            close(fd);
             continue;
+        }
+        if (!S_ISDIR(st.st_mode)) {
+            close(fd);
+            continue;
+        }
         /* The owner first: changing it clears the setuid/setgid bits. The mode belongs to the
          * owner: a directory whose owner could not be put back keeps the mode it has. */
         chowned = root && (st.st_uid != d->uid || st.st_gid != d->gid);
-        if (chowned && lchown(d->path, d->uid, d->gid) != 0) {
+        if (chowned && fchownat(fd, name, d->uid, d->gid, AT_SYMLINK_NOFOLLOW) != 0) {
             snprintf(what, sizeof what, "owner %lu:%lu", (unsigned long)d->uid,
                      (unsigned long)d->gid);
-            rollback_warning(srv, errno, what, d->path, "; its mode is left as it is too");
-        } else if ((chowned || (st.st_mode & 07777) != d->mode) && chmod(d->path, d->mode) != 0) {
+            rollback_warning(srv, errno_text(errno, reason, sizeof reason), what, d->path,
+                             "; its mode is left as it is too");
+        } else if ((chowned || (st.st_mode & 07777) != d->mode) &&
+                   chmod_at(fd, name, d->mode) != 0) {
             snprintf(what, sizeof what, "mode %04o", (unsigned)d->mode);
-            rollback_warning(srv, errno, what, d->path, "");
+            rollback_warning(srv, errno_text(errno, reason, sizeof reason), what, d->path, "");
         }
         ts[0] = d->atime;
         ts[1] = d->mtime;
-        if (d->kind == DIR_BEFORE && utimensat(AT_FDCWD, d->path, ts, AT_SYMLINK_NOFOLLOW) != 0)
-            rollback_warning(srv, errno, "atime and mtime", d->path, "");
+        if (d->kind == DIR_BEFORE && utimensat(fd, name, ts, AT_SYMLINK_NOFOLLOW) != 0)
+            rollback_warning(srv, errno_text(errno, reason, sizeof reason), "atime and mtime",
+                             d->path, "");
+        close(fd);
     }
     free(v);
 }
@@ -557,22 +840,45 @@ static int roll_back(files_server *srv)
     int rc = AAPI_EOK;
     while (i-- > 0) {
         const char *p = srv->created.v[i];
+        char reason[512];
         struct stat st;
-        if (lstat(p, &st) != 0)
+        files_walk w;
+        int err;
+        /* RST-10: reached through no symbolic link below the alternate root, even one this
+         * restore made. */
+        int fd = walk_parent(srv, p, NULL, &w);
+        if (fd < 0) {
+            if (w.stop != WALK_MISSING) {
+                log_msg(srv, AAPI_LOG_ERROR, "%s: cannot remove %s: %s", FILES_PLUGIN_NAME, p,
+                        walk_reason(srv, p, &w, reason, sizeof reason));
+                rc = AAPI_EIO;
+            }
             continue;
-        if (S_ISDIR(st.st_mode) ? rmdir(p) != 0 : unlink(p) != 0) {
-            log_msg(srv, AAPI_LOG_ERROR, "%s: cannot remove %s (errno %d)", FILES_PLUGIN_NAME, p,
-                    errno);
+        }
+        if (fstatat(fd, leaf_of(p), &st, AT_SYMLINK_NOFOLLOW) != 0)
+            err = errno == ENOENT ? 0 : errno;
+        else
+            err = unlinkat(fd, leaf_of(p), S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0) != 0 ? errno : 0;
+        if (err != 0) {
+            log_msg(srv, AAPI_LOG_ERROR, "%s: cannot remove %s: %s", FILES_PLUGIN_NAME, p,
+                    errno_text(err, reason, sizeof reason));
             rc = AAPI_EIO;
         }
+        close(fd);
     }
     i = srv->aside_n;
-    while (i-- > 0)
-        if (rename(srv->aside[i].aside, srv->aside[i].path) != 0) {
+    while (i-- > 0) {
+        const char *path = srv->aside[i].path, *aside = srv->aside[i].aside;
+        files_walk w;
+        int fd = walk_parent(srv, path, NULL, &w);
+        if (fd < 0 || renameat(fd, leaf_of(aside), fd, leaf_of(path)) != 0) {
             log_msg(srv, AAPI_LOG_ERROR, "%s: cannot put %s back; it is kept as %s",
-                    FILES_PLUGIN_NAME, srv->aside[i].path, srv->aside[i].aside);
+                    FILES_PLUGIN_NAME, path, aside);
             rc = AAPI_EIO;
         }
+        if (fd >= 0)
+            close(fd);
+    }
     /* The directories this restore made and could not remove get their exact modes; those that
      * existed get all they had back, deepest first. */
     for (i = 0; i < srv->dirmodes_n; i++) {
@@ -688,11 +994,17 @@ static int check_restore_path(const char *fn, files_server *srv, const char *pat
 }
 
 /* Remove the parents a failed create made (RC-11), newest first. */
-static void remove_parents(files_strvec *made)
+static void remove_parents(const files_server *srv, files_strvec *made)
 {
     size_t i = made->n;
-    while (i-- > 0)
-        (void)rmdir(made->v[i]);
+    while (i-- > 0) {
+        files_walk w;
+        int fd = walk_parent(srv, made->v[i], NULL, &w);
+        if (fd >= 0) {
+            (void)unlinkat(fd, leaf_of(made->v[i]), AT_REMOVEDIR);
+            close(fd);
+        }
+    }
 }
 
 int aapi_create_object(aapi_server_t server, const char *path, const aapi_object_prop_t *prop,
@@ -704,7 +1016,8 @@ int aapi_create_object(aapi_server_t server, const char *path, const aapi_object
     files_strvec made = {0};
     char *norm = NULL, *parent = NULL, *name = NULL;
     struct stat st;
-    int exists, rc = require_claimed(fn);
+    files_walk w;
+    int exists = 0, fd, rc = require_claimed(fn);
     size_t i;
     if (rc != AAPI_EOK)
         return rc;
@@ -737,11 +1050,20 @@ int aapi_create_object(aapi_server_t server, const char *path, const aapi_object
         rc = fail(AAPI_EEXIST, "%s: / exists and is a directory", fn);
         goto out;
     }
-    exists = lstat(norm, &st) == 0;
-    if (!exists && errno != ENOENT) {
-        rc = fail_errno(errno, "%s: cannot inspect %s", fn, norm);
-        goto out;
+    /* RST-10: through no symbolic link below the alternate root. */
+    fd = walk_parent(srv, norm, NULL, &w);
+    if (fd >= 0) {
+        exists = fstatat(fd, leaf_of(norm), &st, AT_SYMLINK_NOFOLLOW) == 0;
+        rc = !exists && errno != ENOENT ? fail_errno(errno, "%s: cannot inspect %s", fn, norm)
+                                        : AAPI_EOK;
+        close(fd);
+    } else if (w.stop == WALK_NOTDIR) {
+        rc = fail_errno(ENOTDIR, "%s: cannot inspect %s", fn, norm);
+    } else if (w.stop != WALK_MISSING) {
+        rc = walk_fail(fn, srv, norm, norm, &w);
     }
+    if (rc != AAPI_EOK)
+        goto out;
     /* RST-3: an existing directory is reused; anything else needs AAPI_CREATE_OVERWRITE, and is
      * replaced only at a successful close. */
     if (exists && !(prop->obj_type == AAPI_OBJ_DIR && S_ISDIR(st.st_mode)) &&
@@ -757,6 +1079,7 @@ int aapi_create_object(aapi_server_t server, const char *path, const aapi_object
         goto out;
     }
     obj->fd = -1;
+    obj->dirfd = -1;
     obj->server = srv;
     obj->mode = OBJ_WRITE;
     obj->type = prop->obj_type;
@@ -774,10 +1097,18 @@ int aapi_create_object(aapi_server_t server, const char *path, const aapi_object
         rc = touch_dir(fn, srv, parent);
         if (rc != AAPI_EOK)
             goto out;
-        /* RST-2: missing parents are created, 0700 until their own object sets the mode. */
-        rc = mkdirs(fn, parent, &made);
-        if (rc != AAPI_EOK)
-            goto out;
+    }
+    /* RST-2: missing parents are created, 0700 until their own object sets the mode. */
+    obj->dirfd = walk_parent(srv, obj->path, &made, &w);
+    if (obj->dirfd < 0) {
+        if (w.stop == WALK_NOTDIR)
+            rc = fail(AAPI_EEXIST, "%s: %.*s exists and is not a directory", fn, (int)w.at,
+                      obj->path);
+        else if (w.stop == WALK_ERROR)
+            rc = fail_errno(w.err, "%s: cannot create directory %.*s", fn, (int)w.at, obj->path);
+        else
+            rc = walk_fail(fn, srv, obj->path, obj->path, &w);
+        goto out;
     }
     if (obj->type == AAPI_OBJ_FILE) {
         /* OBJ-6: the data goes to a hidden temporary file until close. */
@@ -786,7 +1117,8 @@ int aapi_create_object(aapi_server_t server, const char *path, const aapi_object
             rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
             goto out;
         }
-        obj->fd = open(obj->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        obj->fd = openat(obj->dirfd, leaf_of(obj->tmp),
+                         O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (obj->fd < 0) {
             rc = fail_errno(errno, "%s: cannot create %s", fn, obj->tmp);
             goto out;
@@ -806,13 +1138,15 @@ out:
             }
             if (obj->fd >= 0) {
                 close(obj->fd);
-                (void)unlink(obj->tmp);
+                (void)unlinkat(obj->dirfd, leaf_of(obj->tmp), 0);
             }
+            if (obj->dirfd >= 0)
+                close(obj->dirfd);
             free(obj->tmp);
             free(obj->path);
             free(obj);
         }
-        remove_parents(&made);
+        remove_parents(srv, &made);
     } else {
         *object = obj->handle;
     }
@@ -891,7 +1225,7 @@ static int set_aside(const char *fn, files_object *obj, char **aside)
 {
     struct stat st;
     *aside = NULL;
-    if (lstat(obj->path, &st) != 0)
+    if (fstatat(obj->dirfd, leaf_of(obj->path), &st, AT_SYMLINK_NOFOLLOW) != 0)
         return errno == ENOENT ? AAPI_EOK
                                : fail_errno(errno, "%s: cannot inspect %s", fn, obj->path);
     if (!obj->overwrite)
@@ -899,7 +1233,7 @@ static int set_aside(const char *fn, files_object *obj, char **aside)
     *aside = hidden_sibling(obj->path, "old");
     if (*aside == NULL)
         return fail(AAPI_ENOMEM, "%s: out of memory", fn);
-    if (rename(obj->path, *aside) != 0) {
+    if (renameat(obj->dirfd, leaf_of(obj->path), obj->dirfd, leaf_of(*aside)) != 0) {
         int rc = fail_errno(errno, "%s: cannot move %s aside", fn, obj->path);
         free(*aside);
         *aside = NULL;
@@ -911,7 +1245,7 @@ static int set_aside(const char *fn, files_object *obj, char **aside)
 /* Undo set_aside after the new object could not be placed. */
 static void put_back(files_object *obj, char *aside)
 {
-    if (aside != NULL && rename(aside, obj->path) != 0)
+    if (aside != NULL && renameat(obj->dirfd, leaf_of(aside), obj->dirfd, leaf_of(obj->path)) != 0)
         log_msg(obj->server, AAPI_LOG_ERROR, "%s: cannot put %s back; it is kept as %s",
                 FILES_PLUGIN_NAME, obj->path, aside);
 }
@@ -922,8 +1256,8 @@ static int place_file(const char *fn, files_object *obj, char **aside)
     if (!obj->overwrite) {
         /* link() fails when something appeared at the path since create: nothing is replaced
          * without AAPI_CREATE_OVERWRITE. */
-        if (link(obj->tmp, obj->path) == 0) {
-            (void)unlink(obj->tmp);
+        if (linkat(obj->dirfd, leaf_of(obj->tmp), obj->dirfd, leaf_of(obj->path), 0) == 0) {
+            (void)unlinkat(obj->dirfd, leaf_of(obj->tmp), 0);
             return AAPI_EOK;
         }
         if (errno == EEXIST)
@@ -937,7 +1271,7 @@ static int place_file(const char *fn, files_object *obj, char **aside)
     rc = set_aside(fn, obj, aside);
     if (rc != AAPI_EOK)
         return rc;
-    if (rename(obj->tmp, obj->path) != 0)
+    if (renameat(obj->dirfd, leaf_of(obj->tmp), obj->dirfd, leaf_of(obj->path)) != 0)
         return fail_errno(errno, "%s: cannot move %s into place", fn, obj->path);
     return AAPI_EOK;
 }
@@ -967,16 +1301,19 @@ static int complete(const char *fn, files_object *obj)
         if (rc != AAPI_EOK) {
             put_back(obj, aside);
             free(aside);
-            (void)unlink(obj->tmp);
+            (void)unlinkat(obj->dirfd, leaf_of(obj->tmp), 0);
             return rc;
         }
     } else if (obj->type == AAPI_OBJ_SYMLINK) {
         rc = set_aside(fn, obj, &aside);
-        if (rc == AAPI_EOK && symlink(obj->data.p != NULL ? obj->data.p : "", obj->path) != 0)
+        if (rc == AAPI_EOK && symlinkat(obj->data.p != NULL ? obj->data.p : "", obj->dirfd,
+                                        leaf_of(obj->path)) != 0)
             rc = fail_errno(errno, "%s: cannot create symlink %s", fn, obj->path);
-        if (rc == AAPI_EOK && chown_it && lchown(obj->path, (uid_t)p->uid, (gid_t)p->gid) != 0) {
+        if (rc == AAPI_EOK && chown_it &&
+            fchownat(obj->dirfd, leaf_of(obj->path), (uid_t)p->uid, (gid_t)p->gid,
+                     AT_SYMLINK_NOFOLLOW) != 0) {
             rc = fail_errno(errno, "%s: cannot set the owner of %s", fn, obj->path);
-            (void)unlink(obj->path);
+            (void)unlinkat(obj->dirfd, leaf_of(obj->path), 0);
         }
         if (rc != AAPI_EOK) {
             put_back(obj, aside);
@@ -984,7 +1321,9 @@ static int complete(const char *fn, files_object *obj)
             return rc;
         }
     } else {
-        int reused = lstat(obj->path, &st) == 0 && S_ISDIR(st.st_mode);
+        const char *name = leaf_of(obj->path);
+        int reused = fstatat(obj->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                     S_ISDIR(st.st_mode);
         if (reused) {
             /* Its owner and mode change now: recorded first, put back by a rollback. */
             rc = touch_dir(fn, srv, obj->path);
@@ -992,7 +1331,7 @@ static int complete(const char *fn, files_object *obj)
                 return rc;
         } else {
             rc = set_aside(fn, obj, &aside);
-            if (rc == AAPI_EOK && mkdir(obj->path, 0700) != 0)
+            if (rc == AAPI_EOK && mkdirat(obj->dirfd, name, 0700) != 0)
                 rc = fail_errno(errno, "%s: cannot create directory %s", fn, obj->path);
             if (rc != AAPI_EOK) {
                 put_back(obj, aside);
@@ -1000,9 +1339,10 @@ static int complete(const char *fn, files_object *obj)
                 return rc;
             }
         }
-        if (chown_it && lchown(obj->path, (uid_t)p->uid, (gid_t)p->gid) != 0)
+        if (chown_it &&
+            fchownat(obj->dirfd, name, (uid_t)p->uid, (gid_t)p->gid, AT_SYMLINK_NOFOLLOW) != 0)
             rc = fail_errno(errno, "%s: cannot set the owner of %s", fn, obj->path);
-        else if (has_mode && chmod(obj->path, mode) != 0)
+        else if (has_mode && chmod_at(obj->dirfd, name, mode) != 0)
             rc = fail_errno(errno, "%s: cannot set the mode of %s", fn, obj->path);
         else if (has_mode && !root && (mode & 0300) != 0300 &&
                  record_dirmode(srv, obj->path, mode) != AAPI_EOK)
@@ -1033,13 +1373,15 @@ int restore_close(const char *fn, files_object *obj, int commit)
     } else if (obj->fd >= 0) {
         close(obj->fd);
         obj->fd = -1;
-        if (unlink(obj->tmp) != 0 && errno != ENOENT)
+        if (unlinkat(obj->dirfd, leaf_of(obj->tmp), 0) != 0 && errno != ENOENT)
             rc = fail_errno(errno, "%s: cannot remove %s", fn, obj->tmp) == AAPI_ENOMEM
                      ? AAPI_ENOMEM
                      : AAPI_EIO;
     }
     if (obj->fd >= 0)
         close(obj->fd);
+    if (obj->dirfd >= 0)
+        close(obj->dirfd);
     free(obj->tmp);
     free(obj->path);
     buf_free(&obj->data);
@@ -1058,8 +1400,9 @@ int aapi_set_object_utimes(aapi_server_t server, const char *path, const aapi_ti
     files_server *srv;
     struct timespec ts[2];
     struct stat st;
+    files_walk w;
     char *norm = NULL;
-    int rc = require_claimed(fn);
+    int fd, rc = require_claimed(fn);
     if (rc != AAPI_EOK)
         return rc;
     if (path == NULL)
@@ -1072,29 +1415,39 @@ int aapi_set_object_utimes(aapi_server_t server, const char *path, const aapi_ti
     rc = check_restore_path(fn, srv, path, &norm);
     if (rc != AAPI_EOK)
         return rc;
-    if (lstat(path, &st) != 0) { /* RC-7 */
-        rc = errno == ENOENT || errno == ENOTDIR
-                 ? fail(AAPI_ENOENT, "%s: %s does not exist", fn, path)
-                 : fail_errno(errno, "%s: cannot inspect %s", fn, path);
+    /* RST-10: through no symbolic link below the alternate root. */
+    fd = walk_parent(srv, norm, NULL, &w);
+    if (fd < 0) {
+        rc = walk_fail(fn, srv, path, norm, &w);
         free(norm);
         return rc;
     }
-    if (S_ISDIR(st.st_mode))
+    if (fstatat(fd, leaf_of(norm), &st, AT_SYMLINK_NOFOLLOW) != 0) { /* RC-7 */
+        rc = errno == ENOENT || errno == ENOTDIR
+                 ? fail(AAPI_ENOENT, "%s: %s does not exist", fn, path)
+                 : fail_errno(errno, "%s: cannot inspect %s", fn, path);
+    } else if (S_ISDIR(st.st_mode)) {
         rc = touch_dir(fn, srv, norm);
-    free(norm);
-    if (rc != AAPI_EOK)
+    }
+    if (rc != AAPI_EOK) {
+        close(fd);
+        free(norm);
         return rc;
+    }
     ts[0].tv_sec = atime != NULL ? (time_t)atime->sec : 0;
     ts[0].tv_nsec = atime != NULL ? (long)atime->nsec : UTIME_OMIT; /* NULL: left unchanged */
     ts[1].tv_sec = mtime != NULL ? (time_t)mtime->sec : 0;
     ts[1].tv_nsec = mtime != NULL ? (long)mtime->nsec : UTIME_OMIT;
     /* RST-5: a symlink gets its own times, never its target's. */
-    if (utimensat(AT_FDCWD, path, ts, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (utimensat(fd, leaf_of(norm), ts, AT_SYMLINK_NOFOLLOW) != 0) {
         if (errno == EOPNOTSUPP || errno == ENOTSUP)
-            return fail(AAPI_ENOTSUP, "%s: the file system cannot set the times of %s", fn, path);
-        return fail_errno(errno, "%s: cannot set the times of %s", fn, path);
+            rc = fail(AAPI_ENOTSUP, "%s: the file system cannot set the times of %s", fn, path);
+        else
+            rc = fail_errno(errno, "%s: cannot set the times of %s", fn, path);
     }
-    return AAPI_EOK;
+    close(fd);
+    free(norm);
+    return rc;
 }
 
 /* A rollback does not bring a deleted object back: the directory `dir` it was in keeps the times
@@ -1114,8 +1467,9 @@ int aapi_delete_object(aapi_server_t server, const char *path)
     static const char fn[] = "aapi_delete_object";
     files_server *srv;
     struct stat st;
+    files_walk w;
     char *norm = NULL, *dir = NULL, *name = NULL;
-    int rc = require_claimed(fn);
+    int fd, rc = require_claimed(fn);
     if (rc != AAPI_EOK)
         return rc;
     if (path == NULL)
@@ -1126,10 +1480,18 @@ int aapi_delete_object(aapi_server_t server, const char *path)
     rc = check_restore_path(fn, srv, path, &norm);
     if (rc != AAPI_EOK)
         return rc;
-    if (lstat(path, &st) != 0) { /* RC-7 */
+    /* RST-10: through no symbolic link below the alternate root. */
+    fd = walk_parent(srv, norm, NULL, &w);
+    if (fd < 0) {
+        rc = walk_fail(fn, srv, path, norm, &w);
+        free(norm);
+        return rc;
+    }
+    if (fstatat(fd, leaf_of(norm), &st, AT_SYMLINK_NOFOLLOW) != 0) { /* RC-7 */
         rc = errno == ENOENT || errno == ENOTDIR
                  ? fail(AAPI_ENOENT, "%s: %s does not exist", fn, path)
                  : fail_errno(errno, "%s: cannot inspect %s", fn, path);
+        close(fd);
         free(norm);
         return rc;
     }
@@ -1138,14 +1500,16 @@ int aapi_delete_object(aapi_server_t server, const char *path)
         rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
     else
         rc = touch_dir(fn, srv, dir);
-    if (rc == AAPI_EOK && S_ISDIR(st.st_mode) && rmdir(path) != 0)
+    if (rc == AAPI_EOK && S_ISDIR(st.st_mode) &&
+        unlinkat(fd, leaf_of(norm), AT_REMOVEDIR) != 0)
         rc = errno == ENOTEMPTY || errno == EEXIST
                  ? fail(AAPI_EINVAL, "%s: directory %s is not empty", fn, path)
                  : fail_errno(errno, "%s: cannot remove directory %s", fn, path);
-    else if (rc == AAPI_EOK && !S_ISDIR(st.st_mode) && unlink(path) != 0)
+    else if (rc == AAPI_EOK && !S_ISDIR(st.st_mode) && unlinkat(fd, leaf_of(norm), 0) != 0)
         rc = fail_errno(errno, "%s: cannot remove %s", fn, path);
     if (rc == AAPI_EOK)
         mark_deleted_in(srv, dir);
+    close(fd);
     free(norm);
     free(dir);
     free(name);

@@ -6,6 +6,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -353,25 +354,53 @@ int mkdirs(const char *fn, const char *dir, files_strvec *made)
     return rc;
 }
 
-int remove_tree(const char *fn, const char *path, files_keepalive *ka)
+int chmod_at(int dirfd, const char *name, mode_t mode)
+{
+    struct stat st;
+    if (fchmodat(dirfd, name, mode, AT_SYMLINK_NOFOLLOW) == 0)
+        return 0;
+    if (errno != EOPNOTSUPP && errno != ENOTSUP)
+        return -1;
+    /* The C library cannot change a mode without following a link: check there is none. */
+    if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+        return -1;
+    if (S_ISLNK(st.st_mode)) {
+        errno = ELOOP;
+        return -1;
+    }
+    return fchmodat(dirfd, name, mode, 0);
+}
+
+int remove_tree_at(const char *fn, int dirfd, const char *name, const char *path,
+                   files_keepalive *ka)
 {
     struct stat st;
     DIR *d;
     struct dirent *e;
-    int rc = AAPI_EOK;
-    if (lstat(path, &st) != 0)
+    int fd, dup, rc = AAPI_EOK;
+    if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
         return errno == ENOENT ? AAPI_EOK : fail_errno(errno, "%s: cannot inspect %s", fn, path);
     if (!S_ISDIR(st.st_mode)) {
-        if (unlink(path) != 0 && errno != ENOENT)
+        if (unlinkat(dirfd, name, 0) != 0 && errno != ENOENT)
             return fail_errno(errno, "%s: cannot remove %s", fn, path);
         return AAPI_EOK;
     }
     /* A copied directory may be read-only: make it ours to empty. */
     if ((st.st_mode & 0700) != 0700)
-        (void)chmod(path, (st.st_mode & 07777) | 0700);
-    d = opendir(path);
-    if (d == NULL)
+        (void)chmod_at(dirfd, name, (st.st_mode & 07777) | 0700);
+    fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
         return fail_errno(errno, "%s: cannot open directory %s", fn, path);
+    /* The stream reads the entries through a duplicate; `fd` stays for the calls on them. */
+    dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    d = dup >= 0 ? fdopendir(dup) : NULL;
+    if (d == NULL) {
+        rc = fail_errno(errno, "%s: cannot open directory %s", fn, path);
+        if (dup >= 0)
+            close(dup);
+        close(fd);
+        return rc;
+    }
     while (rc == AAPI_EOK && (errno = 0, e = readdir(d)) != NULL) {
         char *child;
         if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
@@ -384,14 +413,33 @@ int remove_tree(const char *fn, const char *path, files_keepalive *ka)
             rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
             break;
         }
-        rc = remove_tree(fn, child, ka);
+        rc = remove_tree_at(fn, fd, e->d_name, child, ka);
         free(child);
     }
     if (rc == AAPI_EOK && errno != 0)
         rc = fail_errno(errno, "%s: cannot read directory %s", fn, path);
     closedir(d);
-    if (rc == AAPI_EOK && rmdir(path) != 0 && errno != ENOENT)
+    close(fd);
+    if (rc == AAPI_EOK && unlinkat(dirfd, name, AT_REMOVEDIR) != 0 && errno != ENOENT)
         rc = fail_errno(errno, "%s: cannot remove directory %s", fn, path);
+    return rc;
+}
+
+int remove_tree(const char *fn, const char *path, files_keepalive *ka)
+{
+    char *dir = NULL, *name = NULL;
+    int fd, rc = path_split(path, &dir, &name);
+    if (rc != AAPI_EOK)
+        return fail(rc, "%s: cannot remove %s", fn, path);
+    fd = open(dir, DIR_ONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        rc = errno == ENOENT ? AAPI_EOK : fail_errno(errno, "%s: cannot inspect %s", fn, path);
+    else
+        rc = remove_tree_at(fn, fd, name, path, ka);
+    if (fd >= 0)
+        close(fd);
+    free(dir);
+    free(name);
     return rc;
 }
 

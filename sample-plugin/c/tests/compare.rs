@@ -930,6 +930,11 @@ impl Script {
 
     /// Like [`Script::expect`], for a call refused because of `path`: its message must name it.
     fn expect_naming(&mut self, label: &str, code: c_int, want: c_int, path: &[u8]) {
+        self.expect_naming_all(label, code, want, &[path]);
+    }
+
+    /// Like [`Script::expect_naming`], for a message that must name each of `paths`.
+    fn expect_naming_all(&mut self, label: &str, code: c_int, want: c_int, paths: &[&[u8]]) {
         self.expect(label, code, want);
         if code != AAPI_EOK {
             let mut buf = vec![0u8; 4096];
@@ -938,12 +943,14 @@ impl Script {
             let rc = unsafe { (self.e.get_last_error)(buf.as_mut_ptr().cast(), &mut size) };
             assert_eq!(rc, AAPI_EOK, "{label}: get_last_error");
             let message = &buf[..size.saturating_sub(1)];
-            assert!(
-                message.windows(path.len()).any(|w| w == path),
-                "{label}: the message does not name {}: {}",
-                String::from_utf8_lossy(path),
-                String::from_utf8_lossy(message)
-            );
+            for path in paths {
+                assert!(
+                    message.windows(path.len()).any(|w| w == *path),
+                    "{label}: the message does not name {}: {}",
+                    String::from_utf8_lossy(path),
+                    String::from_utf8_lossy(message)
+                );
+            }
         }
     }
 
@@ -1117,6 +1124,76 @@ type DiscoveryCase = (
     u32,
     c_int,
 );
+
+/// Every entry under `root` (itself included) with what any change would move: type, mode,
+/// owner, size, bytes or link target, atime, mtime and ctime to the nanosecond.
+fn exact_state(root: &Path) -> BTreeMap<Vec<u8>, Vec<i64>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let md = fs::symlink_metadata(&path).unwrap();
+        let data = if md.is_dir() {
+            for e in fs::read_dir(&path).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+            vec![]
+        } else if md.file_type().is_symlink() {
+            bytes(&fs::read_link(&path).unwrap()).to_vec()
+        } else {
+            fs::read(&path).unwrap()
+        };
+        let mut v = vec![
+            md.mode() as i64,
+            md.uid() as i64,
+            md.gid() as i64,
+            md.size() as i64,
+            md.atime(),
+            md.atime_nsec(),
+            md.mtime(),
+            md.mtime_nsec(),
+            md.ctime(),
+            md.ctime_nsec(),
+        ];
+        v.extend(data.iter().map(|&c| c as i64));
+        out.insert(bytes(&path).to_vec(), v);
+    }
+    out
+}
+
+/// A directory outside every alternate root, with a file and a subdirectory, whose atimes lie in
+/// the future so that no read moves them: [`exact_state`] of it shows any change.
+fn outside_tree(dir: &Path) -> PathBuf {
+    let outside = dir.join("outside-tree");
+    fs::create_dir_all(outside.join("sub")).unwrap();
+    for f in ["victim", "sub/f", "y", "sub/z"] {
+        fs::write(outside.join(f), f.as_bytes()).unwrap();
+    }
+    for p in ["victim", "sub/f", "y", "sub/z", "sub", ""] {
+        set_times(&outside.join(p), (now() + 86_400, 0), (1_600_000_000, 0));
+    }
+    outside
+}
+
+/// Assert that nothing under `outside` was created, changed or removed since `before`.
+fn assert_unchanged(outside: &Path, before: &BTreeMap<Vec<u8>, Vec<i64>>, when: &str) {
+    let after = exact_state(outside);
+    let changed: Vec<String> = after
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(v))
+        .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+        .chain(
+            before
+                .keys()
+                .filter(|k| !after.contains_key(*k))
+                .map(|k| format!("{} (removed)", String::from_utf8_lossy(k))),
+        )
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "{when}: changed outside the alternate root: {}",
+        changed.join(", ")
+    );
+}
 
 fn file_prop(kind: u32) -> aapi_object_prop_t {
     aapi_object_prop_t {
@@ -1890,6 +1967,88 @@ fn bad_calls(s: &mut Script, dir: &Path, tree: &Path) {
         AAPI_EINVAL,
         &missing,
     );
+    // RST-10: a symbolic link below the root, there before the restore or made by it, is never
+    // followed: each call through it is refused with a message naming the path and the link,
+    // and nothing outside the root changes (the rollback below included).
+    let outside = outside_tree(dir);
+    let outside_before = exact_state(&outside);
+    let pre = restore_root.join("pre");
+    symlink(&outside, &pre).unwrap();
+    let made = restore_root.join("made");
+    let (rc, l2) = s.create(h, bytes(&made), file_prop(AAPI_OBJ_SYMLINK), 0);
+    s.expect("create a symlink to outside the root", rc, AAPI_EOK);
+    s.expect("its target", s.write(l2, bytes(&outside)), AAPI_EOK);
+    s.expect("close it", raw!((e.close_object)(l2)), AAPI_EOK);
+    let dir_prop = file_prop(AAPI_OBJ_DIR);
+    for link in [&pre, &made] {
+        let through = |rel: &str| bytes(&link.join(rel)).to_vec();
+        let cases: [(&str, Vec<u8>, aapi_object_prop_t, u32); 5] = [
+            (
+                "create a file",
+                through("new.txt"),
+                file_prop(AAPI_OBJ_FILE),
+                0,
+            ),
+            (
+                "create over a file",
+                through("victim"),
+                file_prop(AAPI_OBJ_FILE),
+                AAPI_CREATE_OVERWRITE,
+            ),
+            (
+                "create with missing parents",
+                through("missing/deep/new.txt"),
+                file_prop(AAPI_OBJ_FILE),
+                0,
+            ),
+            ("create a directory", through("sub"), dir_prop, 0),
+            (
+                "create a symlink",
+                through("sub/link"),
+                file_prop(AAPI_OBJ_SYMLINK),
+                0,
+            ),
+        ];
+        for (what, path, prop, flags) in cases {
+            let (rc, o) = s.create(h, &path, prop, flags);
+            s.expect_naming_all(
+                &format!("{what} through a link below the root"),
+                rc,
+                AAPI_EINVAL,
+                &[&path, bytes(link)],
+            );
+            if rc == AAPI_EOK {
+                s.write(o, b"through a link");
+                raw!((e.close_object)(o));
+            }
+        }
+        for rel in ["victim", "sub", "sub/f"] {
+            let path = through(rel);
+            s.expect_naming_all(
+                "utimes through a link below the root",
+                s.utimes(h, &path, 0),
+                AAPI_EINVAL,
+                &[&path, bytes(link)],
+            );
+            s.expect_naming_all(
+                "delete through a link below the root",
+                s.delete(h, &path),
+                AAPI_EINVAL,
+                &[&path, bytes(link)],
+            );
+        }
+    }
+    s.expect(
+        "utimes of the link itself",
+        s.utimes(h, bytes(&pre), 0),
+        AAPI_EOK,
+    );
+    assert_eq!(fs::symlink_metadata(&pre).unwrap().atime(), 1);
+    assert_unchanged(
+        &outside,
+        &outside_before,
+        "calls through links below the root",
+    );
     s.expect(
         "byname, restored",
         s.byname(h, &under("full"), size_of::<aapi_object_prop_t>() as u32),
@@ -1900,6 +2059,12 @@ fn bad_calls(s: &mut Script, dir: &Path, tree: &Path) {
         raw!((e.restore_postprocess)(h, AAPI_EIO)),
         AAPI_EOK,
     );
+    assert_unchanged(&outside, &outside_before, "the rollback");
+    assert!(
+        fs::symlink_metadata(&made).is_err(),
+        "the rollback left the link it made"
+    );
+    fs::remove_file(&pre).unwrap();
     s.expect(
         "the open object is closed",
         s.write(l, b"x"),
@@ -1914,6 +2079,34 @@ fn bad_calls(s: &mut Script, dir: &Path, tree: &Path) {
         "create after postprocess",
         s.create(h, &under("y"), file_prop(AAPI_OBJ_FILE), 0).0,
         AAPI_ESEQUENCE,
+    );
+    s.expect("close_server", raw!((e.close_server)(h)), AAPI_EOK);
+
+    // RST-10: a link that appears during the restore, where another process swaps a directory
+    // for one: the rollback does not follow it either, and fails (the objects beyond it stay).
+    fs::create_dir_all(restore_root.join("d/sub")).unwrap();
+    let h = s.session(AAPI_OP_RESTORE, &[]);
+    s.expect(
+        "preprocess, swapped directory",
+        s.preprocess(h, bytes(&restore_root), 100, full),
+        AAPI_EOK,
+    );
+    for rel in ["d/sub/z", "d/y"] {
+        let (rc, o) = s.create(h, &under(rel), file_prop(AAPI_OBJ_FILE), 0);
+        s.expect("create in a directory that is swapped later", rc, AAPI_EOK);
+        s.expect("close it", raw!((e.close_object)(o)), AAPI_EOK);
+    }
+    fs::rename(restore_root.join("d"), restore_root.join("d-moved")).unwrap();
+    symlink(&outside, restore_root.join("d")).unwrap();
+    s.expect(
+        "rollback through a link that appeared",
+        raw!((e.restore_postprocess)(h, AAPI_EIO)),
+        AAPI_EIO,
+    );
+    assert_unchanged(
+        &outside,
+        &outside_before,
+        "the rollback through a link that appeared",
     );
     s.expect("close_server", raw!((e.close_server)(h)), AAPI_EOK);
 

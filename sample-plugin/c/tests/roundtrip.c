@@ -14,8 +14,9 @@
  *
  * It then checks an incremental discovery, a cancelled discovery (no file or snapshot left), a
  * failed restore with AAPI_CREATE_OVERWRITE (the replaced file comes back, the directories that
- * existed get their mtimes back), and a set of bad calls: call order, bad handles, buffer sizes,
- * the last-error message.
+ * existed get their mtimes back), a restore whose paths lead through symbolic links below the
+ * alternate root (refused; nothing outside it changes, the rollback included), and a set of bad
+ * calls: call order, bad handles, buffer sizes, the last-error message.
  *
  * Exit status 0 when everything held, 1 when a check failed (each failure is printed), 2 on a
  * usage or setup error. Set ROUNDTRIP_VERBOSE=1 to see the plugin's log lines. Built with
@@ -1140,6 +1141,76 @@ static void failed_restore(void)
     free(alt);
 }
 
+/* RST-10: under an alternate root, no call follows a symbolic link below it, whether it was
+ * there or the restore made it, and the rollback stays inside too. */
+static void confined_restore(void)
+{
+    char *alt = join(g_work, "restore-confined"), *outside = join(g_work, "outside");
+    char *victim = join(outside, "victim"), *pre = join(alt, "pre"), *made = join(alt, "made");
+    char *through_pre = join(pre, "victim"), *new_pre = join(pre, "missing/new.txt");
+    char *through_made = join(made, "new.txt"), *inside = join(alt, "in/side.txt");
+    aapi_session_def_t s;
+    aapi_restore_info_t ri;
+    aapi_object_prop_t prop, lprop;
+    aapi_time_t t = {1000000000, 0, 0};
+    aapi_server_t h;
+    aapi_object_t obj;
+    struct stat before, after;
+
+    if (mkdir(alt, 0700) != 0 || mkdir(outside, 0700) != 0 || symlink(outside, pre) != 0)
+        die("setup: %s", strerror(errno));
+    write_file(victim, "victim", 6, 0644);
+    set_mtime(victim, 1500000000, 0);
+    if (lstat(victim, &before) != 0)
+        die("lstat: %s", strerror(errno));
+    begin_cycle();
+    s = session(AAPI_OP_RESTORE, AAPI_SCHED_FULL, "", NULL, 0);
+    h = open_session(&s);
+    memset(&ri, 0, sizeof ri);
+    ri.struct_size = sizeof ri;
+    ri.target_root = alt;
+    EXPECT(P.restore_preprocess(h, &ri), AAPI_EOK);
+    memset(&prop, 0, sizeof prop);
+    prop.struct_size = sizeof prop;
+    prop.obj_type = AAPI_OBJ_FILE;
+    prop.valid = AAPI_PROP_MODE;
+    prop.mode = 0600;
+    lprop = prop;
+    lprop.obj_type = AAPI_OBJ_SYMLINK;
+    lprop.valid = 0;
+    EXPECT(P.create_object(h, through_pre, &prop, AAPI_CREATE_OVERWRITE, &obj), AAPI_EINVAL);
+    EXPECT(P.create_object(h, new_pre, &prop, 0, &obj), AAPI_EINVAL);
+    EXPECT(P.set_object_utimes(h, through_pre, &t, &t), AAPI_EINVAL);
+    EXPECT(P.delete_object(h, through_pre), AAPI_EINVAL);
+    EXPECT(P.create_object(h, made, &lprop, 0, &obj), AAPI_EOK);
+    EXPECT(P.write_object(obj, outside, strlen(outside)), AAPI_EOK);
+    EXPECT(P.close_object(obj), AAPI_EOK);
+    EXPECT(P.create_object(h, through_made, &prop, 0, &obj), AAPI_EINVAL);
+    EXPECT(P.create_object(h, inside, &prop, 0, &obj), AAPI_EOK);
+    EXPECT(P.write_object(obj, "inside", 6), AAPI_EOK);
+    EXPECT(P.close_object(obj), AAPI_EOK);
+    EXPECT(P.restore_postprocess(h, AAPI_EIO), AAPI_EOK);
+    EXPECT(P.close_server(h), AAPI_EOK);
+    EXPECT(P.terminate(), AAPI_EOK);
+    CHECK(count_below(outside) == 1, "%ld entries outside the alternate root, expected 1",
+          count_below(outside));
+    CHECK(lstat(victim, &after) == 0 && after.st_mtim.tv_sec == before.st_mtim.tv_sec &&
+              after.st_ctim.tv_sec == before.st_ctim.tv_sec &&
+              after.st_ctim.tv_nsec == before.st_ctim.tv_nsec,
+          "%s outside the alternate root changed", victim);
+    CHECK(count_below(alt) == 1, "the failed restore left %ld entries in %s, expected 1 (pre)",
+          count_below(alt), alt);
+    free(alt);
+    free(outside);
+    free(victim);
+    free(pre);
+    free(made);
+    free(through_pre);
+    free(new_pre);
+    free(through_made);
+    free(inside);
+}
+
 /* Bad calls get the documented codes and leave out-parameters alone (LIFE, RC). */
 static void bad_calls(void)
 {
@@ -1244,6 +1315,7 @@ int main(int argc, char **argv)
     incremental();
     cancelled();
     failed_restore();
+    confined_restore();
 
     remove_all(g_work);
     free(g_tree);

@@ -1,9 +1,11 @@
 //! File system helpers shared by snapshots and restores.
 
+use crate::dir::{Dir, c_string};
 use aapi_sdk::plugin::{Error, ErrorKind, Host, Result};
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 /// The metadata of `path` itself (`lstat`); `Ok(None)` when nothing is there.
@@ -70,35 +72,15 @@ pub fn remove_made(made: &[PathBuf]) {
 /// success. Directories are opened up (u+rwx) first, so read-only copies can be removed too.
 /// With a `host`, a keepalive is checked at every entry (and cancellation stops the removal).
 pub fn remove_tree(path: &Path, host: Option<&Host>) -> Result<()> {
-    let Some(md) = lstat(path).map_err(|e| path_error(e, "inspect", path))? else {
-        return Ok(());
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(Error::invalid(format!("cannot remove {}", path.display())));
     };
-    if !md.is_dir() {
-        return match fs::remove_file(path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                Err(Error::io(e, format!("cannot remove {}", path.display())))
-            }
-            _ => Ok(()),
-        };
-    }
-    if md.permissions().mode() & 0o700 != 0o700 {
-        let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o700));
-    }
-    let entries = fs::read_dir(path)
-        .map_err(|e| Error::io(e, format!("cannot read directory {}", path.display())))?;
-    for entry in entries {
-        if let Some(h) = host {
-            h.keepalive_if_due()?;
-        }
-        let entry =
-            entry.map_err(|e| Error::io(e, format!("cannot read directory {}", path.display())))?;
-        remove_tree(&entry.path(), host)?;
-    }
-    match fs::remove_dir(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io(
-            e,
-            format!("cannot remove directory {}", path.display()),
-        )),
-        _ => Ok(()),
-    }
+    let dir = match Dir::open(parent) {
+        Ok(dir) => dir,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(path_error(e, "inspect", path)),
+    };
+    let name = c_string(name.as_bytes())
+        .map_err(|e| Error::io(e, format!("cannot remove {}", path.display())))?;
+    dir.remove_tree(&name, path, host)
 }

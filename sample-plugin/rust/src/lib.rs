@@ -8,6 +8,8 @@
 //! - [`snapshot`]: `copy`/`reflink` snapshots, snapshot paths, deletion;
 //! - [`backup`]: objects opened for reading, with torn-read detection;
 //! - [`restore`]: created objects, overwrite policy, rollback;
+//! - `scope`, `dir`: how a restore walks its paths (never through a symbolic link below an
+//!   alternate root) and changes an entry relative to its parent directory's descriptor;
 //! - `fsutil`, `paths`, `sys`: file system helpers, path bytes, the few raw system calls.
 //!
 //! The SDK's export layer already enforces the mechanical contract (argument checks, handles,
@@ -16,10 +18,12 @@
 
 pub mod backup;
 pub mod config;
+mod dir;
 pub mod discovery;
 mod fsutil;
 mod paths;
 pub mod restore;
+mod scope;
 pub mod snapshot;
 mod sys;
 

@@ -10,19 +10,24 @@
 //! those. The directories that existed before the restore get back, at a rollback, the owner,
 //! mode, atime and mtime they had before its first change (recorded once per directory), as far
 //! as the running user may set them: what it may not is a warning, not a failed rollback.
+//!
+//! Every path is reached through [`Scope`]: under an alternate root no symbolic link below it is
+//! followed (RST-10), and each change is made relative to the parent directory's descriptor.
 
-use crate::fsutil::{self, lstat, path_error};
+use crate::dir::{Dir, Stat, c_string};
+use crate::fsutil::path_error;
+use crate::scope::{Scope, Stop};
 use crate::{NAME, paths, sys};
 use aapi_sdk::plugin::{
     Error, ErrorKind, Host, ObjectProps, ObjectType, RestoreInfo, RestoreObject, RestoreStatus,
     Result, Timestamp,
 };
 use std::collections::HashMap;
-use std::ffi::OsStr;
+use std::ffi::{CStr, CString};
 use std::fs::{self, File};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -50,12 +55,11 @@ struct Saved {
 }
 
 impl Saved {
-    fn of(md: &fs::Metadata) -> Saved {
-        let t = |s: i64, n: i64| Timestamp::new(s, n as u32);
+    fn of(md: &Stat) -> Saved {
         Saved {
-            atime: t(md.atime(), md.atime_nsec()),
-            mtime: t(md.mtime(), md.mtime_nsec()),
-            mode: md.mode() & 0o7777,
+            atime: md.atime(),
+            mtime: md.mtime(),
+            mode: md.mode(),
             uid: md.uid(),
             gid: md.gid(),
         }
@@ -76,7 +80,8 @@ enum DirState {
 
 #[derive(Default)]
 struct Bookkeeping {
-    target_root: Option<PathBuf>,
+    /// Where the paths are walked: the alternate root, if any (RST-2, RST-10).
+    scope: Scope,
     /// Every object this restore made (RST-6).
     created: Vec<PathBuf>,
     /// Replaced objects: (path, where the old object waits) (RST-7).
@@ -86,13 +91,28 @@ struct Bookkeeping {
     dirs: HashMap<PathBuf, DirState>,
 }
 
-/// The atime and mtime of `md`, to the nanosecond.
-fn times_of(md: &fs::Metadata) -> (Timestamp, Timestamp) {
-    let t = |s: i64, n: i64| Timestamp::new(s, n as u32);
-    (
-        t(md.atime(), md.atime_nsec()),
-        t(md.mtime(), md.mtime_nsec()),
-    )
+/// The name of a normalized path in its directory (`.` for `/`), as a C string.
+fn name_of(path: &Path) -> Result<CString> {
+    let name = path.file_name().map(|n| n.as_bytes()).unwrap_or(b".");
+    c_string(name).map_err(|e| Error::io(e, format!("cannot use {}", path.display())))
+}
+
+/// The error of a call on `path` whose walk stopped (RST-10 for a symbolic link): `AAPI_EINVAL`
+/// naming `path` and the link; `AAPI_ENOENT` when something on the way is missing or not a
+/// directory; the I/O error's code otherwise.
+fn walk_error(stop: Stop, path: &Path) -> Error {
+    match stop {
+        Stop::Link(link, root) => Error::invalid(format!(
+            "{} is refused: {} is a symbolic link, and a restore to the alternate root {} follows none below it",
+            path.display(),
+            link.display(),
+            root.display()
+        )),
+        Stop::Missing(_) | Stop::NotDir(_) => {
+            Error::not_found(format!("{} does not exist", path.display()))
+        }
+        Stop::Io(_, e) => Error::io(e, format!("cannot inspect {}", path.display())),
+    }
 }
 
 /// The restore state of one session, shared with its open objects (which run concurrently).
@@ -159,8 +179,13 @@ impl Book {
                     .display()
                     .to_string())
         ));
-        self.lock().target_root = root;
+        self.lock().scope = Scope::new(root.as_deref());
         Ok(())
+    }
+
+    /// The scope of this restore's paths.
+    fn scope(&self) -> Scope {
+        self.lock().scope.clone()
     }
 
     /// Record the owner, mode and times of the directory `dir` (normalized) before the restore
@@ -172,18 +197,19 @@ impl Book {
         let mut st = self.lock();
         let mut d = dir;
         while !st.dirs.contains_key(d) {
-            match fs::symlink_metadata(d) {
-                Ok(md) if md.is_dir() => {
+            match st.scope.stat(d) {
+                Ok(Some(md)) if md.is_dir() => {
                     st.dirs
                         .insert(d.to_path_buf(), DirState::Before(Saved::of(&md)));
                 }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Ok(None) => {
                     if let Some(parent) = d.parent() {
                         d = parent;
                         continue;
                     }
                 }
-                _ => {} // not a directory, or not readable: the change itself fails
+                // Not a directory, not readable, or through a link: the change itself fails.
+                _ => {}
             }
             break;
         }
@@ -194,7 +220,7 @@ impl Book {
     fn check_restore_path(&self, path: &Path) -> Result<PathBuf> {
         paths::check_object_path(path, "path")?;
         let norm = paths::normalize(path).0;
-        if let Some(root) = &self.lock().target_root
+        if let Some(root) = self.lock().scope.root()
             && !paths::is_within(&norm, root)
         {
             return Err(Error::invalid(format!(
@@ -209,10 +235,13 @@ impl Book {
     /// Open up (u+rwx) the restrictive directories `path` goes into.
     fn open_restrictive_parents(&self, path: &Path) {
         let mut st = self.lock();
-        for d in st.dirmodes.iter_mut().filter(|d| !d.opened) {
+        let Bookkeeping {
+            scope, dirmodes, ..
+        } = &mut *st;
+        for d in dirmodes.iter_mut().filter(|d| !d.opened) {
             if path != d.path && paths::is_within(path, &d.path) {
                 d.opened = true;
-                let _ = fs::set_permissions(&d.path, fs::Permissions::from_mode(d.mode | 0o700));
+                let _ = scope.chmod(&d.path, d.mode | 0o700);
             }
         }
     }
@@ -233,8 +262,19 @@ impl Book {
                 "/ exists and is a directory",
             ));
         }
-        let existing =
-            lstat(&path).map_err(|e| Error::io(e, format!("cannot inspect {}", path.display())))?;
+        let scope = self.scope();
+        // RST-10: through no symbolic link below the alternate root.
+        let existing = match scope.parent(&path, None) {
+            Ok((dir, name)) => dir
+                .stat(&name)
+                .map_err(|e| Error::io(e, format!("cannot inspect {}", path.display())))?,
+            Err(Stop::Missing(_)) => None,
+            Err(Stop::NotDir(_)) => {
+                let e = io::Error::from_raw_os_error(libc::ENOTDIR);
+                return Err(Error::io(e, format!("cannot inspect {}", path.display())));
+            }
+            Err(stop) => return Err(walk_error(stop, &path)),
+        };
         // RST-3: an existing directory is reused; anything else needs AAPI_CREATE_OVERWRITE, and
         // is replaced only at a successful close.
         if let Some(md) = &existing {
@@ -255,23 +295,36 @@ impl Book {
             let parent = path.parent().unwrap_or(Path::new("/"));
             // The parent gets the temporary file, or the object at close.
             self.touch(parent);
-            // RST-2: missing parents are created, 0700 until their own object sets the mode.
-            made = fsutil::mkdirs(parent)?;
         }
+        // RST-2: missing parents are created, 0700 until their own object sets the mode.
+        let (dir, name) = scope
+            .parent(&path, Some(&mut made))
+            .map_err(|stop| match stop {
+                Stop::NotDir(p) => Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!("{} exists and is not a directory", p.display()),
+                ),
+                Stop::Io(p, e) => Error::io(e, format!("cannot create directory {}", p.display())),
+                stop => walk_error(stop, &path),
+            })
+            .inspect_err(|_| scope.remove_made(&made))?;
         let tmp = if props.kind == ObjectType::File {
             // OBJ-6: the data goes to a hidden temporary file until close.
             let tmp = paths::hidden_sibling(&path, "tmp");
-            match fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)
-            {
-                Ok(f) => Some((f, tmp)),
+            match name_of(&tmp).and_then(|tmp_name| {
+                dir.create_file(&tmp_name, 0o600)
+                    .map(|f| (f, tmp_name))
+                    .map_err(|e| Error::io(e, format!("cannot create {}", tmp.display())))
+            }) {
+                Ok((f, tmp_name)) => Some(Temporary {
+                    file: f,
+                    name: tmp_name,
+                    path: tmp,
+                }),
                 Err(e) => {
                     // RC-11: nothing new left visible.
-                    fsutil::remove_made(&made);
-                    return Err(Error::io(e, format!("cannot create {}", tmp.display())));
+                    scope.remove_made(&made);
+                    return Err(e);
                 }
             }
         } else {
@@ -286,6 +339,8 @@ impl Book {
         Ok(Writer {
             book: self.clone(),
             path,
+            dir,
+            name,
             props: *props,
             overwrite,
             tmp,
@@ -303,7 +358,15 @@ impl Book {
         mtime: Option<Timestamp>,
     ) -> Result<()> {
         let norm = self.check_restore_path(path)?;
-        let Some(md) = lstat(path).map_err(|e| path_error(e, "inspect", path))? else {
+        // RST-10: through no symbolic link below the alternate root.
+        let (dir, name) = self
+            .scope()
+            .parent(&norm, None)
+            .map_err(|stop| walk_error(stop, path))?;
+        let Some(md) = dir
+            .stat(&name)
+            .map_err(|e| path_error(e, "inspect", path))?
+        else {
             return Err(Error::not_found(format!(
                 "{} does not exist",
                 path.display()
@@ -312,7 +375,7 @@ impl Book {
         if md.is_dir() {
             self.touch(&norm);
         }
-        sys::set_times_nofollow(path, atime, mtime).map_err(|e| {
+        dir.set_times(&name, atime, mtime).map_err(|e| {
             if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP)) {
                 Error::not_supported(format!(
                     "the file system cannot set the times of {}",
@@ -328,7 +391,15 @@ impl Book {
     /// `AAPI_EINVAL`); nothing outside the alternate root.
     pub fn delete(&self, path: &Path) -> Result<()> {
         let norm = self.check_restore_path(path)?;
-        let Some(md) = lstat(path).map_err(|e| path_error(e, "inspect", path))? else {
+        // RST-10: through no symbolic link below the alternate root.
+        let (dir, name) = self
+            .scope()
+            .parent(&norm, None)
+            .map_err(|stop| walk_error(stop, path))?;
+        let Some(md) = dir
+            .stat(&name)
+            .map_err(|e| path_error(e, "inspect", path))?
+        else {
             return Err(Error::not_found(format!(
                 "{} does not exist",
                 path.display()
@@ -337,7 +408,7 @@ impl Book {
         let parent = norm.parent().unwrap_or(Path::new("/"));
         self.touch(parent);
         let removed = if md.is_dir() {
-            fs::remove_dir(path).map_err(|e| {
+            dir.remove(&name, true).map_err(|e| {
                 if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) {
                     Error::invalid(format!("directory {} is not empty", path.display()))
                 } else {
@@ -345,7 +416,7 @@ impl Book {
                 }
             })
         } else {
-            fs::remove_file(path)
+            dir.remove(&name, false)
                 .map_err(|e| Error::io(e, format!("cannot remove {}", path.display())))
         };
         if removed.is_ok() {
@@ -365,16 +436,21 @@ impl Book {
     /// Open objects were already completed or aborted by the SDK.
     pub fn postprocess(&self, status: RestoreStatus) -> Result<()> {
         let mut st = self.lock();
+        let scope = st.scope.clone();
         let mut ok = true;
         if status.is_success() {
             for (path, aside) in &st.aside {
                 // The framework set the directories' times already: deleting the old object
                 // must not move its parent's mtime.
                 let parent = aside.parent().unwrap_or(Path::new("/"));
-                let times = fs::symlink_metadata(parent).ok().map(|m| times_of(&m));
-                let removed = fsutil::remove_tree(aside, None);
-                if let Some((a, m)) = times {
-                    let _ = sys::set_times_nofollow(parent, Some(a), Some(m));
+                let times = scope.stat(parent).ok().flatten();
+                let removed = match scope.parent(aside, None) {
+                    Ok((dir, name)) => dir.remove_tree(&name, aside, None),
+                    Err(Stop::Missing(_)) => Ok(()),
+                    Err(stop) => Err(Error::new(ErrorKind::Io, stop.to_string())),
+                };
+                if let Some(md) = times {
+                    let _ = scope.set_times(parent, md.atime(), md.mtime());
                 }
                 if let Err(e) = removed {
                     self.host.error(format!(
@@ -390,11 +466,16 @@ impl Book {
             created.sort_by(|a, b| paths::bytes(b).cmp(paths::bytes(a)));
             created.dedup();
             for p in &created {
-                let removed = match lstat(p) {
-                    Ok(None) => Ok(()),
-                    Ok(Some(md)) if md.is_dir() => fs::remove_dir(p),
-                    Ok(Some(_)) => fs::remove_file(p),
-                    Err(e) => Err(e),
+                // RST-10: through no symbolic link below the alternate root, even one this
+                // restore made.
+                let removed = match scope.parent(p, None) {
+                    Ok((dir, name)) => match dir.stat(&name) {
+                        Ok(None) => Ok(()),
+                        Ok(Some(md)) => dir.remove(&name, md.is_dir()),
+                        Err(e) => Err(e),
+                    },
+                    Err(Stop::Missing(_)) => Ok(()),
+                    Err(stop) => Err(stop.into_io()),
                 };
                 if let Err(e) = removed {
                     self.host
@@ -403,7 +484,7 @@ impl Book {
                 }
             }
             for (path, aside) in st.aside.iter().rev() {
-                if let Err(e) = fs::rename(aside, path) {
+                if let Err(e) = rename_back(&scope, path, aside) {
                     self.host.error(format!(
                         "{NAME}: cannot put {} back; it is kept as {}: {e}",
                         path.display(),
@@ -457,6 +538,13 @@ impl Book {
     }
 }
 
+/// Put the object set aside as `aside` back at `path` (they share a directory).
+fn rename_back(scope: &Scope, path: &Path, aside: &Path) -> io::Result<()> {
+    let (dir, name) = scope.parent(path, None).map_err(Stop::into_io)?;
+    let aside_name = c_string(aside.file_name().unwrap_or_default().as_bytes())?;
+    dir.rename(&aside_name, &name)
+}
+
 /// After a rollback, give the directories that existed before the restore what they had before
 /// its first change, deepest first: owner (as root; a restore changes it only then), mode, and,
 /// unless `aapi_delete_object` removed an entry, atime and mtime. Their ctime cannot be set back.
@@ -482,8 +570,14 @@ fn put_back_dirs(st: &Bookkeeping, host: &Host) {
         ));
     };
     for (d, saved, times) in dirs {
-        let md = match fs::symlink_metadata(d) {
-            Ok(md) if md.is_dir() => md,
+        // RST-10: through no symbolic link below the alternate root.
+        let found = st
+            .scope
+            .parent(d, None)
+            .map_err(Stop::into_io)
+            .and_then(|(dir, name)| Ok((dir.stat(&name)?, dir, name)));
+        let (md, dir, name) = match found {
+            Ok((Some(md), dir, name)) if md.is_dir() => (md, dir, name),
             // Removed during the restore by aapi_delete_object, or not put back (reported
             // already): nothing to give back.
             Ok(_) => continue,
@@ -497,19 +591,19 @@ fn put_back_dirs(st: &Bookkeeping, host: &Host) {
         // owner: a directory whose owner could not be put back keeps the mode it has.
         let chowned = root && (md.uid(), md.gid()) != (saved.uid, saved.gid);
         let owner = if chowned {
-            std::os::unix::fs::lchown(d, Some(saved.uid), Some(saved.gid))
+            dir.chown(&name, saved.uid, saved.gid)
         } else {
             Ok(())
         };
         if let Err(e) = owner {
             let what = format!("owner {}:{}", saved.uid, saved.gid);
             warn(what, d, e, "; its mode is left as it is too");
-        } else if (chowned || md.mode() & 0o7777 != saved.mode)
-            && let Err(e) = fs::set_permissions(d, fs::Permissions::from_mode(saved.mode))
+        } else if (chowned || md.mode() != saved.mode)
+            && let Err(e) = dir.chmod(&name, saved.mode)
         {
             warn(format!("mode {:04o}", saved.mode), d, e, "");
         }
-        if times && let Err(e) = sys::set_times_nofollow(d, Some(saved.atime), Some(saved.mtime)) {
+        if times && let Err(e) = dir.set_times(&name, Some(saved.atime), Some(saved.mtime)) {
             warn("atime and mtime".into(), d, e, "");
         }
     }
@@ -521,10 +615,14 @@ fn close_restrictive_dirs(st: &mut Bookkeeping, host: &Host) -> bool {
         .sort_by(|a, b| paths::bytes(&b.path).cmp(paths::bytes(&a.path)));
     let mut ok = true;
     for d in st.dirmodes.iter().filter(|d| d.opened) {
-        if !fs::symlink_metadata(&d.path).is_ok_and(|m| m.is_dir()) {
+        if !st
+            .scope
+            .stat(&d.path)
+            .is_ok_and(|m| m.is_some_and(|m| m.is_dir()))
+        {
             continue; // removed by a rollback
         }
-        if let Err(e) = fs::set_permissions(&d.path, fs::Permissions::from_mode(d.mode)) {
+        if let Err(e) = st.scope.chmod(&d.path, d.mode) {
             host.error(format!(
                 "{NAME}: cannot set the mode of {}: {e}",
                 d.path.display()
@@ -539,13 +637,32 @@ fn close_restrictive_dirs(st: &mut Bookkeeping, host: &Host) -> bool {
 pub struct Writer {
     book: Arc<Book>,
     path: PathBuf,
+    /// The parent directory: every change of the object is made relative to it (RST-10).
+    dir: Dir,
+    /// The object's name in `dir`.
+    name: CString,
     props: ObjectProps,
     overwrite: bool,
-    /// Files: the hidden temporary file and its path.
-    tmp: Option<(File, PathBuf)>,
+    /// Files: the hidden temporary file in `dir`.
+    tmp: Option<Temporary>,
     /// Symlinks: the target, collected from the writes.
     link: Vec<u8>,
     written: u64,
+}
+
+/// The hidden temporary file of a created file, beside it.
+struct Temporary {
+    file: File,
+    /// Its name in the parent directory.
+    name: CString,
+    /// Its path, for messages.
+    path: PathBuf,
+}
+
+/// An existing object moved aside under a hidden name beside it.
+struct Aside {
+    name: CString,
+    path: PathBuf,
 }
 
 /// The code of a failed close: no space, exists and out of memory keep theirs, anything else is
@@ -577,8 +694,10 @@ impl Writer {
     }
 
     /// Move an existing object aside so that the new one can take its place (RST-3, RST-7).
-    fn set_aside(&self) -> Result<Option<PathBuf>> {
-        let exists = lstat(&self.path)
+    fn set_aside(&self) -> Result<Option<Aside>> {
+        let exists = self
+            .dir
+            .stat(&self.name)
             .map_err(|e| Error::io(e, format!("cannot inspect {}", self.path.display())))?
             .is_some();
         if !exists {
@@ -587,33 +706,35 @@ impl Writer {
         if !self.overwrite {
             return Err(self.appeared());
         }
-        let aside = paths::hidden_sibling(&self.path, "old");
-        fs::rename(&self.path, &aside)
+        let path = paths::hidden_sibling(&self.path, "old");
+        let name = name_of(&path)?;
+        self.dir
+            .rename(&self.name, &name)
             .map_err(|e| Error::io(e, format!("cannot move {} aside", self.path.display())))?;
-        Ok(Some(aside))
+        Ok(Some(Aside { name, path }))
     }
 
     /// Undo [`set_aside`](Writer::set_aside) after the new object could not be placed.
-    fn put_back(&self, aside: Option<PathBuf>) {
+    fn put_back(&self, aside: Option<Aside>) {
         if let Some(a) = aside
-            && let Err(e) = fs::rename(&a, &self.path)
+            && let Err(e) = self.dir.rename(&a.name, &self.name)
         {
             self.book.host.error(format!(
                 "{NAME}: cannot put {} back; it is kept as {}: {e}",
                 self.path.display(),
-                a.display()
+                a.path.display()
             ));
         }
     }
 
     /// Put a complete temporary file in place.
-    fn place_file(&self, tmp: &Path, aside: &mut Option<PathBuf>) -> Result<()> {
+    fn place_file(&self, tmp: &CStr, aside: &mut Option<Aside>) -> Result<()> {
         if !self.overwrite {
             // link() fails when something appeared at the path since create: nothing is
             // replaced without AAPI_CREATE_OVERWRITE.
-            match fs::hard_link(tmp, &self.path) {
+            match self.dir.link(tmp, &self.name) {
                 Ok(()) => {
-                    let _ = fs::remove_file(tmp);
+                    let _ = self.dir.remove(tmp, false);
                     return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(self.appeared()),
@@ -631,7 +752,8 @@ impl Writer {
             }
         }
         *aside = self.set_aside()?;
-        fs::rename(tmp, &self.path)
+        self.dir
+            .rename(tmp, &self.name)
             .map_err(|e| Error::io(e, format!("cannot move {} into place", self.path.display())))
     }
 
@@ -645,7 +767,7 @@ impl Writer {
         let mut aside = None;
         match p.kind {
             ObjectType::File => {
-                let (file, tmp) = self
+                let Temporary { file, name, path } = self
                     .tmp
                     .take()
                     .expect("a created file has a temporary file");
@@ -670,30 +792,30 @@ impl Writer {
                                 )
                             })?;
                     }
-                    sys::close_checked(file).map_err(|e| data_error(e, "write", &tmp))?;
-                    self.place_file(&tmp, &mut aside)
+                    sys::close_checked(file).map_err(|e| data_error(e, "write", &path))?;
+                    self.place_file(&name, &mut aside)
                 })();
                 if let Err(e) = placed {
                     self.put_back(aside);
-                    let _ = fs::remove_file(&tmp);
+                    let _ = self.dir.remove(&name, false);
                     return Err(e);
                 }
             }
             ObjectType::Symlink => {
                 aside = self.set_aside()?;
-                let made = std::os::unix::fs::symlink(OsStr::from_bytes(&self.link), &self.path)
+                let made = c_string(&self.link)
+                    .and_then(|target| self.dir.symlink(&target, &self.name))
                     .map_err(|e| {
                         Error::io(e, format!("cannot create symlink {}", self.path.display()))
                     })
                     .and_then(|()| match owner {
-                        Some(o) => std::os::unix::fs::lchown(&self.path, Some(o.uid), Some(o.gid))
-                            .map_err(|e| {
-                                let _ = fs::remove_file(&self.path);
-                                Error::io(
-                                    e,
-                                    format!("cannot set the owner of {}", self.path.display()),
-                                )
-                            }),
+                        Some(o) => self.dir.chown(&self.name, o.uid, o.gid).map_err(|e| {
+                            let _ = self.dir.remove(&self.name, false);
+                            Error::io(
+                                e,
+                                format!("cannot set the owner of {}", self.path.display()),
+                            )
+                        }),
                         None => Ok(()),
                     });
                 if let Err(e) = made {
@@ -702,13 +824,16 @@ impl Writer {
                 }
             }
             ObjectType::Dir => {
-                let reused = fs::symlink_metadata(&self.path).is_ok_and(|m| m.is_dir());
+                let reused = self
+                    .dir
+                    .stat(&self.name)
+                    .is_ok_and(|m| m.is_some_and(|m| m.is_dir()));
                 if reused {
                     // Its owner and mode change now: recorded first, put back by a rollback.
                     self.book.touch(&self.path);
                 } else {
                     aside = self.set_aside()?;
-                    if let Err(e) = fs::DirBuilder::new().mode(0o700).create(&self.path) {
+                    if let Err(e) = self.dir.mkdir(&self.name, 0o700) {
                         self.put_back(aside);
                         return Err(Error::io(
                             e,
@@ -718,19 +843,17 @@ impl Writer {
                 }
                 let mut result = Ok(());
                 if let Some(o) = owner {
-                    result = std::os::unix::fs::lchown(&self.path, Some(o.uid), Some(o.gid))
-                        .map_err(|e| {
-                            Error::io(
-                                e,
-                                format!("cannot set the owner of {}", self.path.display()),
-                            )
-                        });
+                    result = self.dir.chown(&self.name, o.uid, o.gid).map_err(|e| {
+                        Error::io(
+                            e,
+                            format!("cannot set the owner of {}", self.path.display()),
+                        )
+                    });
                 }
                 if let (Ok(()), Some(m)) = (&result, mode) {
-                    result = fs::set_permissions(&self.path, fs::Permissions::from_mode(m))
-                        .map_err(|e| {
-                            Error::io(e, format!("cannot set the mode of {}", self.path.display()))
-                        });
+                    result = self.dir.chmod(&self.name, m).map_err(|e| {
+                        Error::io(e, format!("cannot set the mode of {}", self.path.display()))
+                    });
                     if result.is_ok() && !root && m & 0o300 != 0o300 {
                         self.book.lock().dirmodes.push(DirMode {
                             path: self.path.clone(),
@@ -747,7 +870,7 @@ impl Writer {
                 st.dirs.insert(self.path.clone(), DirState::Made);
                 st.created.push(self.path.clone());
                 if let Some(a) = aside {
-                    st.aside.push((self.path.clone(), a));
+                    st.aside.push((self.path.clone(), a.path));
                 }
                 return result;
             }
@@ -756,7 +879,7 @@ impl Writer {
         let mut st = self.book.lock();
         st.created.push(self.path.clone());
         if let Some(a) = aside {
-            st.aside.push((self.path.clone(), a));
+            st.aside.push((self.path.clone(), a.path));
         }
         Ok(())
     }
@@ -786,7 +909,7 @@ impl RestoreObject for Writer {
                 Ok(())
             }
             ObjectType::File => {
-                let (file, tmp) = self
+                let Temporary { file, path, .. } = self
                     .tmp
                     .as_mut()
                     .expect("a created file has a temporary file");
@@ -794,7 +917,7 @@ impl RestoreObject for Writer {
                     // OBJ-5: all or nothing: cut back what part of this call reached the file.
                     let _ = file.set_len(self.written);
                     let _ = file.seek(SeekFrom::Start(self.written));
-                    return Err(data_error(e, "write", tmp));
+                    return Err(data_error(e, "write", path));
                 }
                 self.written += data.len() as u64;
                 Ok(())
@@ -824,9 +947,9 @@ impl RestoreObject for Writer {
 
 impl Drop for Writer {
     fn drop(&mut self) {
-        if let Some((file, tmp)) = self.tmp.take() {
-            drop(file);
-            let _ = fs::remove_file(tmp);
+        if let Some(tmp) = self.tmp.take() {
+            drop(tmp.file);
+            let _ = self.dir.remove(&tmp.name, false);
         }
     }
 }
@@ -838,9 +961,12 @@ fn sync_written_filesystems(st: &Bookkeeping, host: &Host) -> bool {
     let mut ok = true;
     for path in st.created.iter().chain(st.aside.iter().map(|(p, _)| p)) {
         let dir = path.parent().unwrap_or(Path::new("/"));
-        let Ok(md) = fs::metadata(dir) else { continue };
+        let Ok(fd) = st.scope.dir(dir, None) else {
+            continue;
+        };
+        let Ok(md) = fd.stat_self() else { continue };
         if synced.insert(md.dev())
-            && let Err(e) = sys::sync_filesystem(dir)
+            && let Err(e) = fd.sync_filesystem()
         {
             host.error(format!(
                 "{NAME}: cannot sync the file system of {}: {e}",

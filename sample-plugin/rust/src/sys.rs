@@ -1,6 +1,6 @@
 //! The few system calls std does not wrap: times without following symlinks, free space, the
-//! copy-on-write clone ioctl, a checked close, syncing a whole file system, and the effective
-//! user id.
+//! copy-on-write clone ioctl, a checked close, and the effective user id (the calls relative to
+//! a directory's descriptor are in `dir`).
 
 use aapi_sdk::plugin::Timestamp;
 use std::ffi::CString;
@@ -69,17 +69,6 @@ pub fn available_bytes(path: &Path) -> io::Result<u64> {
     let vfs = unsafe { vfs.assume_init() };
     #[allow(clippy::unnecessary_cast)] // the field types differ between C libraries
     Ok((vfs.f_bavail as u64).saturating_mul(vfs.f_frsize as u64))
-}
-
-/// Make everything written to the file system holding `dir` durable (`syncfs`).
-pub fn sync_filesystem(dir: &Path) -> io::Result<()> {
-    let dir = File::open(dir)?;
-    // SAFETY: `dir` is an open descriptor for the duration of the call.
-    if unsafe { libc::syncfs(dir.as_raw_fd()) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 /// Clone `src` into `dst` copy-on-write (`FICLONE`): both share their blocks until one changes.

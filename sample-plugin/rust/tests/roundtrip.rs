@@ -1313,3 +1313,268 @@ fn bad_input_gets_the_codes_of_the_specification() {
     assert_eq!(fs::read_link(alt.join("l")).unwrap(), Path::new("d"));
     plugin.terminate().unwrap();
 }
+
+/// Every entry under `root` (itself included) with what any change would move: type, mode,
+/// owner, size, bytes or link target, atime, mtime and ctime to the nanosecond.
+fn exact_state(root: &Path) -> std::collections::BTreeMap<Vec<u8>, Vec<i64>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let md = fs::symlink_metadata(&path).unwrap();
+        let data = if md.is_dir() {
+            for e in fs::read_dir(&path).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+            vec![]
+        } else if md.file_type().is_symlink() {
+            b(&fs::read_link(&path).unwrap())
+        } else {
+            fs::read(&path).unwrap()
+        };
+        let mut v = vec![
+            md.mode() as i64,
+            md.uid() as i64,
+            md.gid() as i64,
+            md.size() as i64,
+            md.atime(),
+            md.atime_nsec(),
+            md.mtime(),
+            md.mtime_nsec(),
+            md.ctime(),
+            md.ctime_nsec(),
+        ];
+        v.extend(data.iter().map(|&c| c as i64));
+        out.insert(b(&path), v);
+    }
+    out
+}
+
+/// Assert a call was refused with `AAPI_EINVAL` and a message naming `path` and `link`.
+fn refused_through<T: std::fmt::Debug>(
+    r: Result<T, aapi_host::client::PluginError>,
+    path: &Path,
+    link: &Path,
+) {
+    let e = r.expect_err("a path through a symbolic link below the root must be refused");
+    assert_eq!(e.code(), Some(AAPI_EINVAL), "{}: {e}", path.display());
+    let text = e.to_string();
+    assert!(
+        text.contains(path.to_str().unwrap()) && text.contains(link.to_str().unwrap()),
+        "the message names the path and the link: {e}"
+    );
+}
+
+#[test]
+fn under_an_alternate_root_no_symbolic_link_below_it_is_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plugin, _, _) = load(dir.path());
+    // Outside the root: a file and a directory with a file, atimes in the future so that no
+    // read moves them, and every change (ctime included) shows.
+    let outside = dir.path().join("outside");
+    fs::create_dir_all(outside.join("sub")).unwrap();
+    fs::write(outside.join("victim"), b"victim").unwrap();
+    fs::write(outside.join("sub/f"), b"f").unwrap();
+    fs::write(outside.join("y"), b"y").unwrap();
+    fs::write(outside.join("sub/z"), b"z").unwrap();
+    let future = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        + 86_400;
+    for p in ["victim", "sub/f", "y", "sub/z", "sub", ""] {
+        let path = outside.join(p);
+        let c = std::ffi::CString::new(b(&path)).unwrap();
+        let t = [
+            libc::timespec {
+                tv_sec: future as libc::time_t,
+                tv_nsec: 0,
+            },
+            libc::timespec {
+                tv_sec: 1_600_000_000,
+                tv_nsec: 0,
+            },
+        ];
+        // SAFETY: a NUL-terminated path and two valid timespecs.
+        let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), t.as_ptr(), 0) };
+        assert_eq!(rc, 0);
+    }
+    let before = exact_state(&outside);
+    let unchanged = |when: &str| {
+        let after = exact_state(&outside);
+        assert!(
+            after == before,
+            "{when}: {} changed outside the alternate root",
+            after
+                .iter()
+                .filter(|(k, v)| before.get(*k) != Some(v))
+                .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+                .chain(
+                    before
+                        .keys()
+                        .filter(|k| !after.contains_key(*k))
+                        .map(|k| format!("{} (removed)", String::from_utf8_lossy(k)))
+                )
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+
+    // The root is reached through a link of its own: that one is followed.
+    let real_root = dir.path().join("real-root");
+    fs::create_dir(&real_root).unwrap();
+    let alt = dir.path().join("alt");
+    std::os::unix::fs::symlink(&real_root, &alt).unwrap();
+    let pre = alt.join("pre");
+    std::os::unix::fs::symlink(&outside, &pre).unwrap();
+    let s = plugin
+        .open_server("localhost", SessionDef::new(AAPI_OP_RESTORE))
+        .unwrap();
+    s.restore_preprocess(&b(&alt), 100, 10).unwrap();
+    let dir_prop = aapi_object_prop_t {
+        obj_type: AAPI_OBJ_DIR,
+        valid: AAPI_PROP_MODE,
+        mode: 0o700,
+        ..Default::default()
+    };
+    let symlink_prop = aapi_object_prop_t {
+        obj_type: AAPI_OBJ_SYMLINK,
+        ..Default::default()
+    };
+    let long_ago = Some(aapi_time_t {
+        sec: 1_000_000_000,
+        nsec: 0,
+        reserved: 0,
+    });
+    // A link that was there: create (with and without missing parents, with overwrite),
+    // set-times and delete through it are refused.
+    for (rel, flags) in [
+        ("pre/new.txt", 0),
+        ("pre/victim", AAPI_CREATE_OVERWRITE),
+        ("pre/missing/deep/new.txt", 0),
+        ("pre/sub/f", AAPI_CREATE_OVERWRITE),
+    ] {
+        let path = alt.join(rel);
+        refused_through(
+            s.create_object(&b(&path), &file_prop(0o644), flags),
+            &path,
+            &pre,
+        );
+    }
+    refused_through(
+        s.create_object(&b(&alt.join("pre/sub")), &dir_prop, 0),
+        &alt.join("pre/sub"),
+        &pre,
+    );
+    for rel in ["pre/victim", "pre/sub", "pre/sub/f"] {
+        let path = alt.join(rel);
+        refused_through(s.set_utimes(&b(&path), long_ago, long_ago), &path, &pre);
+        refused_through(s.delete_object(&b(&path)), &path, &pre);
+    }
+    // The link itself is an object: its own times are set, its target's are not.
+    s.set_utimes(&b(&pre), long_ago, long_ago).unwrap();
+    assert_eq!(
+        fs::symlink_metadata(&pre).unwrap().mtime(),
+        1_000_000_000,
+        "the link's own times"
+    );
+    unchanged("through a link that was there");
+
+    // A link the restore made, then objects beneath it.
+    let made = alt.join("made");
+    let mut o = s.create_object(&b(&made), &symlink_prop, 0).unwrap();
+    o.write(&b(&outside)).unwrap();
+    o.close().unwrap();
+    assert_eq!(fs::read_link(&made).unwrap(), outside);
+    for (rel, flags) in [
+        ("made/new.txt", 0),
+        ("made/victim", AAPI_CREATE_OVERWRITE),
+        ("made/sub/new/deeper.txt", 0),
+    ] {
+        let path = alt.join(rel);
+        refused_through(
+            s.create_object(&b(&path), &file_prop(0o644), flags),
+            &path,
+            &made,
+        );
+    }
+    let path = alt.join("made/sub/link");
+    refused_through(s.create_object(&b(&path), &symlink_prop, 0), &path, &made);
+    let path = alt.join("made/victim");
+    refused_through(s.set_utimes(&b(&path), long_ago, None), &path, &made);
+    refused_through(s.delete_object(&b(&path)), &path, &made);
+    unchanged("through a link the restore made");
+    // What lies inside the root is restored as before.
+    let mut o = s
+        .create_object(&b(&alt.join("in/side.txt")), &file_prop(0o640), 0)
+        .unwrap();
+    o.write(b"inside").unwrap();
+    o.close().unwrap();
+    assert_eq!(fs::read(real_root.join("in/side.txt")).unwrap(), b"inside");
+
+    // The rollback of the failed restore stays inside the root too.
+    s.restore_postprocess(AAPI_EIO).unwrap();
+    s.close().unwrap();
+    unchanged("after the rollback");
+    assert!(
+        fs::symlink_metadata(&made).is_err(),
+        "the made link is removed"
+    );
+    assert!(
+        !real_root.join("in").exists(),
+        "the made directory is removed"
+    );
+    assert_eq!(
+        fs::read_link(&pre).unwrap(),
+        outside,
+        "the link that was there stays"
+    );
+
+    // A link that appears during the restore, where another process swaps a directory for one:
+    // the rollback does not follow it either.
+    fs::create_dir_all(real_root.join("d/sub")).unwrap();
+    let s = plugin
+        .open_server("localhost", SessionDef::new(AAPI_OP_RESTORE))
+        .unwrap();
+    s.restore_preprocess(&b(&alt), 100, 2).unwrap();
+    for rel in ["d/sub/z", "d/y"] {
+        let mut o = s
+            .create_object(&b(&alt.join(rel)), &file_prop(0o600), 0)
+            .unwrap();
+        o.write(b"restored").unwrap();
+        o.close().unwrap();
+    }
+    fs::rename(real_root.join("d"), real_root.join("d-moved")).unwrap();
+    std::os::unix::fs::symlink(&outside, real_root.join("d")).unwrap();
+    let e = s
+        .restore_postprocess(AAPI_EIO)
+        .expect_err("the objects beyond the link cannot be removed");
+    assert_eq!(e.code(), Some(AAPI_EIO), "{e}");
+    s.close().unwrap();
+    unchanged("after the rollback through a link that appeared");
+
+    // A restore to the original location follows a parent directory's link, as a system's
+    // own paths need (a /home that is a link, say).
+    let home = dir.path().join("home-real");
+    fs::create_dir(&home).unwrap();
+    let home_link = dir.path().join("home");
+    std::os::unix::fs::symlink(&home, &home_link).unwrap();
+    let s = plugin
+        .open_server("localhost", SessionDef::new(AAPI_OP_RESTORE))
+        .unwrap();
+    s.restore_preprocess(b"", 10, 1).unwrap();
+    let mut o = s
+        .create_object(&b(&home_link.join("user/f.txt")), &file_prop(0o600), 0)
+        .unwrap();
+    o.write(b"home").unwrap();
+    o.close().unwrap();
+    s.set_utimes(&b(&home_link.join("user/f.txt")), long_ago, long_ago)
+        .unwrap();
+    s.restore_postprocess(AAPI_EOK).unwrap();
+    s.close().unwrap();
+    assert_eq!(fs::read(home.join("user/f.txt")).unwrap(), b"home");
+    assert_eq!(
+        fs::metadata(home.join("user/f.txt")).unwrap().mtime(),
+        1_000_000_000
+    );
+    plugin.terminate().unwrap();
+}

@@ -1,0 +1,372 @@
+//! An open directory and the system calls that act on one of its entries by name: the restore
+//! makes every change this way (RST-10), so that no symbolic link between the directory and the
+//! entry can be followed, and a final component that is a link is never followed either.
+
+use aapi_sdk::plugin::{Host, Result, Timestamp};
+use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// The result of a system call that returns 0 or -1 with `errno`.
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The bytes of a path or name as a C string.
+pub fn c_string(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+fn timespec(t: Option<Timestamp>) -> libc::timespec {
+    match t {
+        Some(t) => libc::timespec {
+            tv_sec: t.sec as libc::time_t,
+            tv_nsec: t.nsec as libc::c_long,
+        },
+        None => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+    }
+}
+
+/// What `fstatat` says of an entry itself (a symbolic link is not followed).
+#[derive(Clone, Copy)]
+pub struct Stat(libc::stat);
+
+impl Stat {
+    /// A directory.
+    pub fn is_dir(&self) -> bool {
+        self.0.st_mode & libc::S_IFMT == libc::S_IFDIR
+    }
+
+    /// A symbolic link.
+    pub fn is_symlink(&self) -> bool {
+        self.0.st_mode & libc::S_IFMT == libc::S_IFLNK
+    }
+
+    /// The permission bits (`07777`).
+    pub fn mode(&self) -> u32 {
+        self.0.st_mode & 0o7777
+    }
+
+    /// The owner.
+    pub fn uid(&self) -> u32 {
+        self.0.st_uid
+    }
+
+    /// The group.
+    pub fn gid(&self) -> u32 {
+        self.0.st_gid
+    }
+
+    /// The last access, to the nanosecond.
+    pub fn atime(&self) -> Timestamp {
+        Timestamp::new(self.0.st_atime, self.0.st_atime_nsec as u32)
+    }
+
+    /// The last modification, to the nanosecond.
+    pub fn mtime(&self) -> Timestamp {
+        Timestamp::new(self.0.st_mtime, self.0.st_mtime_nsec as u32)
+    }
+
+    /// The device of the file system that holds it.
+    pub fn dev(&self) -> u64 {
+        self.0.st_dev
+    }
+}
+
+/// A directory, held by a descriptor that only names it (`O_PATH`: no read permission needed).
+pub struct Dir(OwnedFd);
+
+impl Dir {
+    /// The directory at `path`, following symbolic links on the way (the walk of
+    /// [`crate::scope`] decides where that is allowed).
+    pub fn open(path: &Path) -> io::Result<Dir> {
+        let c = c_string(path.as_os_str().as_bytes())?;
+        // SAFETY: `c` is a NUL-terminated path, alive for the call.
+        let fd = unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        Dir::own(fd)
+    }
+
+    fn own(fd: libc::c_int) -> io::Result<Dir> {
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by a successful open and is owned by nobody else.
+        Ok(Dir(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn fd(&self) -> libc::c_int {
+        self.0.as_raw_fd()
+    }
+
+    /// The directory `name` in this one; with `follow` false a symbolic link there is not
+    /// followed (the call fails with `ENOTDIR`).
+    pub fn open_dir(&self, name: &CStr, follow: bool) -> io::Result<Dir> {
+        let nofollow = if follow { 0 } else { libc::O_NOFOLLOW };
+        // SAFETY: `name` is NUL-terminated and `self` an open descriptor, both alive for the call.
+        let fd = unsafe {
+            libc::openat(
+                self.fd(),
+                name.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC | nofollow,
+            )
+        };
+        Dir::own(fd)
+    }
+
+    /// The entry `name` itself; `None` when nothing is there.
+    pub fn stat(&self, name: &CStr) -> io::Result<Option<Stat>> {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: `name` is NUL-terminated, `st` is writable; both alive for the call.
+        let rc = unsafe {
+            libc::fstatat(
+                self.fd(),
+                name.as_ptr(),
+                st.as_mut_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        match check(rc) {
+            // SAFETY: fstatat returned 0, so it filled the struct.
+            Ok(()) => Ok(Some(Stat(unsafe { st.assume_init() }))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// This directory itself.
+    pub fn stat_self(&self) -> io::Result<Stat> {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: `self` is an open descriptor and `st` is writable, both alive for the call.
+        check(unsafe { libc::fstat(self.fd(), st.as_mut_ptr()) })?;
+        // SAFETY: fstat returned 0, so it filled the struct.
+        Ok(Stat(unsafe { st.assume_init() }))
+    }
+
+    /// Make the directory `name` with `mode`.
+    pub fn mkdir(&self, name: &CStr, mode: u32) -> io::Result<()> {
+        // SAFETY: `name` is NUL-terminated and `self` open, both alive for the call.
+        check(unsafe { libc::mkdirat(self.fd(), name.as_ptr(), mode as libc::mode_t) })
+    }
+
+    /// Create the regular file `name` for writing, with `mode`; fails when anything, a symbolic
+    /// link included, is already there.
+    pub fn create_file(&self, name: &CStr, mode: u32) -> io::Result<File> {
+        // SAFETY: `name` is NUL-terminated and `self` open, both alive for the call.
+        let fd = unsafe {
+            libc::openat(
+                self.fd(),
+                name.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                mode as libc::c_uint,
+            )
+        };
+        Ok(File::from(Dir::own(fd)?.0))
+    }
+
+    /// Rename the entry `from` to `to`, both in this directory.
+    pub fn rename(&self, from: &CStr, to: &CStr) -> io::Result<()> {
+        // SAFETY: both names are NUL-terminated and `self` open, all alive for the call.
+        check(unsafe { libc::renameat(self.fd(), from.as_ptr(), self.fd(), to.as_ptr()) })
+    }
+
+    /// A hard link `to` of the entry `from`, both in this directory (fails when `to` exists).
+    pub fn link(&self, from: &CStr, to: &CStr) -> io::Result<()> {
+        // SAFETY: both names are NUL-terminated and `self` open, all alive for the call.
+        check(unsafe { libc::linkat(self.fd(), from.as_ptr(), self.fd(), to.as_ptr(), 0) })
+    }
+
+    /// Remove the entry `name`: an empty directory when `dir`, anything else otherwise.
+    pub fn remove(&self, name: &CStr, dir: bool) -> io::Result<()> {
+        let flags = if dir { libc::AT_REMOVEDIR } else { 0 };
+        // SAFETY: `name` is NUL-terminated and `self` open, both alive for the call.
+        check(unsafe { libc::unlinkat(self.fd(), name.as_ptr(), flags) })
+    }
+
+    /// Make `name` a symbolic link to `target`.
+    pub fn symlink(&self, target: &CStr, name: &CStr) -> io::Result<()> {
+        // SAFETY: both strings are NUL-terminated and `self` open, all alive for the call.
+        check(unsafe { libc::symlinkat(target.as_ptr(), self.fd(), name.as_ptr()) })
+    }
+
+    /// Give the entry `name` itself (never a link's target) an owner and group.
+    pub fn chown(&self, name: &CStr, uid: u32, gid: u32) -> io::Result<()> {
+        // SAFETY: `name` is NUL-terminated and `self` open, both alive for the call.
+        check(unsafe {
+            libc::fchownat(
+                self.fd(),
+                name.as_ptr(),
+                uid,
+                gid,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        })
+    }
+
+    /// Give the entry `name`, which is not a symbolic link, the permission bits `mode`. The C
+    /// library does it without following a link where it can (`AT_SYMLINK_NOFOLLOW`, through
+    /// `/proc` or `fchmodat2`); where it cannot, the entry is checked not to be a link first.
+    pub fn chmod(&self, name: &CStr, mode: u32) -> io::Result<()> {
+        let chmod = |flags| {
+            // SAFETY: `name` is NUL-terminated and `self` open, both alive for the call.
+            check(unsafe { libc::fchmodat(self.fd(), name.as_ptr(), mode as libc::mode_t, flags) })
+        };
+        match chmod(libc::AT_SYMLINK_NOFOLLOW) {
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => match self.stat(name)? {
+                Some(st) if !st.is_symlink() => chmod(0),
+                Some(_) => Err(io::Error::from_raw_os_error(libc::ELOOP)),
+                None => Err(io::Error::from_raw_os_error(libc::ENOENT)),
+            },
+            r => r,
+        }
+    }
+
+    /// Set the atime and mtime of the entry `name` itself, never of a link's target (RST-5);
+    /// `None` leaves a time unchanged.
+    pub fn set_times(
+        &self,
+        name: &CStr,
+        atime: Option<Timestamp>,
+        mtime: Option<Timestamp>,
+    ) -> io::Result<()> {
+        let times = [timespec(atime), timespec(mtime)];
+        // SAFETY: `name` is NUL-terminated, `times` two valid timespecs and `self` open, all
+        // alive for the call.
+        check(unsafe {
+            libc::utimensat(
+                self.fd(),
+                name.as_ptr(),
+                times.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        })
+    }
+
+    /// Make everything written to the file system of this directory durable (`syncfs`).
+    pub fn sync_filesystem(&self) -> io::Result<()> {
+        // SAFETY: "." is NUL-terminated and `self` open, both alive for the call.
+        let fd = unsafe {
+            libc::openat(
+                self.fd(),
+                c".".as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        let dir = Dir::own(fd)?;
+        // SAFETY: `dir` is an open descriptor for the duration of the call.
+        check(unsafe { libc::syncfs(dir.fd()) })
+    }
+
+    /// The directory `name` in this one, opened for reading its entries; a symbolic link there
+    /// is not followed.
+    fn open_listable(&self, name: &CStr) -> io::Result<Dir> {
+        // SAFETY: `name` is NUL-terminated and `self` open, both alive for the call.
+        let fd = unsafe {
+            libc::openat(
+                self.fd(),
+                name.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        };
+        Dir::own(fd)
+    }
+
+    /// The names in this directory (opened by [`Dir::open_listable`]), `.` and `..` aside.
+    fn names(&self) -> io::Result<Vec<CString>> {
+        // SAFETY: `self` is open; the duplicate is a new descriptor owned by the stream below.
+        let fd = unsafe { libc::fcntl(self.fd(), libc::F_DUPFD_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is an open directory descriptor; on success the stream owns it.
+        let stream = unsafe { libc::fdopendir(fd) };
+        if stream.is_null() {
+            let e = io::Error::last_os_error();
+            // SAFETY: fdopendir failed, so `fd` is still ours to close, once.
+            unsafe { libc::close(fd) };
+            return Err(e);
+        }
+        let mut names = Vec::new();
+        let result = loop {
+            // SAFETY: errno is thread-local; clearing it tells the end of the stream from an
+            // error.
+            unsafe { *libc::__errno_location() = 0 };
+            // SAFETY: `stream` is an open directory stream used by this thread only.
+            let entry = unsafe { libc::readdir(stream) };
+            if entry.is_null() {
+                let e = io::Error::last_os_error();
+                break if e.raw_os_error() == Some(0) {
+                    Ok(())
+                } else {
+                    Err(e)
+                };
+            }
+            // SAFETY: readdir returned an entry whose d_name is NUL-terminated and valid until
+            // the next readdir on this stream; it is copied right away.
+            let n = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) };
+            if n != c"." && n != c".." {
+                names.push(n.to_owned());
+            }
+        };
+        // SAFETY: `stream` is open and closed exactly once, here (with its descriptor).
+        unsafe { libc::closedir(stream) };
+        result.map(|()| names)
+    }
+
+    /// Remove the entry `name` and, for a directory, everything below it, never following a
+    /// symbolic link; a missing entry is success. Directories are opened up (u+rwx) first, so
+    /// read-only copies can be removed too. `path` names the entry in messages. With a `host`,
+    /// a keepalive is checked at every entry (and cancellation stops the removal).
+    pub fn remove_tree(&self, name: &CStr, path: &Path, host: Option<&Host>) -> Result<()> {
+        use aapi_sdk::plugin::Error;
+        let io_err = |e, what: &str| Error::io(e, format!("cannot {what} {}", path.display()));
+        let Some(st) = self.stat(name).map_err(|e| io_err(e, "inspect"))? else {
+            return Ok(());
+        };
+        if st.is_dir() {
+            if st.mode() & 0o700 != 0o700 {
+                let _ = self.chmod(name, st.mode() | 0o700);
+            }
+            let dir = self
+                .open_listable(name)
+                .map_err(|e| io_err(e, "open directory"))?;
+            let names = dir.names().map_err(|e| io_err(e, "read directory"))?;
+            for n in names {
+                if let Some(h) = host {
+                    h.keepalive_if_due()?;
+                }
+                dir.remove_tree(
+                    &n,
+                    &path.join(std::ffi::OsStr::from_bytes(n.as_bytes())),
+                    host,
+                )?;
+            }
+        }
+        match self.remove(name, st.is_dir()) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(
+                e,
+                if st.is_dir() {
+                    "remove directory"
+                } else {
+                    "remove"
+                },
+            )),
+            _ => Ok(()),
+        }
+    }
+}
