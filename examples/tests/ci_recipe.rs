@@ -8,17 +8,17 @@
 //! stand in for their network and release-build parts, and check their arguments), and the
 //! reports and package that its later steps publish are where those steps look for them.
 
+mod common;
+
+use common::{LIMIT, must, repo, run};
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+/// The time limit of building the tools, from nothing on a loaded machine at worst.
+const BUILD_TOOLS_LIMIT: Duration = Duration::from_secs(900);
 
 /// The aapi-conformance and aapi-validator binaries of this build (built here when a test run
 /// selected only this crate; a no-op in a workspace test run).
@@ -38,7 +38,7 @@ fn tools() -> (PathBuf, PathBuf) {
     if profile_dir.file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
     }
-    let out = cmd.output().expect("cargo runs");
+    let out = run(&mut cmd, BUILD_TOOLS_LIMIT);
     assert!(
         out.status.success(),
         "building the tools failed:\n{}",
@@ -62,7 +62,7 @@ fn run_recipe(plugin: &Path, ship: &Path, out: &Path, key: Option<&Path>) -> Out
     if let Some(k) = key {
         cmd.env("AAPI_SIGNING_KEY", k);
     }
-    cmd.output().unwrap()
+    run(&mut cmd, LIMIT)
 }
 
 fn ship_dir(root: &Path, plugin: &Path) -> PathBuf {
@@ -85,17 +85,7 @@ fn a_conformant_plugin_is_packaged_signed_and_verified() {
     let ship = ship_dir(dir.path(), plugin);
     let (_, validator) = tools();
     let base = dir.path().join("release");
-    let keygen = Command::new(&validator)
-        .arg("keygen")
-        .arg("-o")
-        .arg(&base)
-        .output()
-        .unwrap();
-    assert!(
-        keygen.status.success(),
-        "{}",
-        String::from_utf8_lossy(&keygen.stderr)
-    );
+    must(Command::new(&validator).arg("keygen").arg("-o").arg(&base));
 
     let out = dir.path().join("out");
     let r = run_recipe(plugin, &ship, &out, Some(&base.with_extension("key")));
@@ -129,11 +119,7 @@ fn a_conformant_plugin_is_packaged_signed_and_verified() {
     let at = bytes.len() / 2;
     bytes[at] ^= 0x01;
     fs::write(&pkg, bytes).unwrap();
-    let v = Command::new(&validator)
-        .arg("verify")
-        .arg(&pkg)
-        .output()
-        .unwrap();
+    let v = run(Command::new(&validator).arg("verify").arg(&pkg), LIMIT);
     assert_eq!(
         v.status.code(),
         Some(1),
@@ -258,14 +244,15 @@ fn workflow_value(workflow: &str, key: &str) -> String {
 fn run_step(script: &str, cwd: &Path, env: &BTreeMap<String, String>) -> Output {
     let file = cwd.join(".step.sh");
     fs::write(&file, script).unwrap();
-    let out = Command::new("bash")
-        .arg("-e")
-        .arg(&file)
-        .current_dir(cwd)
-        .env_clear()
-        .envs(env)
-        .output()
-        .unwrap();
+    let out = run(
+        Command::new("bash")
+            .arg("-e")
+            .arg(&file)
+            .current_dir(cwd)
+            .env_clear()
+            .envs(env),
+        LIMIT,
+    );
     fs::remove_file(&file).unwrap();
     out
 }
@@ -363,11 +350,12 @@ fn the_github_actions_workflow_runs_as_written() {
         let (key, value) = line.split_once('=').expect("KEY=VALUE in GITHUB_ENV");
         env.insert(key.to_string(), value.to_string());
     }
-    let pc = Command::new("pkg-config")
-        .args(["--modversion", "aapi"])
-        .env("PKG_CONFIG_PATH", &env["PKG_CONFIG_PATH"])
-        .output()
-        .expect("pkg-config runs");
+    let pc = run(
+        Command::new("pkg-config")
+            .args(["--modversion", "aapi"])
+            .env("PKG_CONFIG_PATH", &env["PKG_CONFIG_PATH"]),
+        LIMIT,
+    );
     assert_eq!(
         String::from_utf8_lossy(&pc.stdout).trim(),
         format!(
@@ -438,11 +426,7 @@ fn the_github_actions_workflow_runs_as_written() {
         "{junit}"
     );
     let package = workspace.join(workflow_value(&workflow, "path"));
-    let v = Command::new(&validator)
-        .arg("verify")
-        .arg(&package)
-        .output()
-        .unwrap();
+    let v = run(Command::new(&validator).arg("verify").arg(&package), LIMIT);
     assert!(
         v.status.success(),
         "the package the workflow uploads does not verify: {}",

@@ -8,43 +8,21 @@
 //! A machine without CMake (3.20 or newer, for `ctest --test-dir`) fails these tests with what to
 //! install: the documented commands are never skipped.
 
+mod common;
+#[path = "common/symbols.rs"]
+mod symbols;
+
+use common::{LIMIT, must, repo, report, run};
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output};
+use symbols::undefined_symbols;
 
 /// The name of the driver's test in examples/cpp-plugin/CMakeLists.txt.
 const TEST_NAME: &str = "cpp_plugin_driver";
 
 /// What the driver prints when every check held (driver.cpp).
 const ALL_PASSED: &str = "all checks passed";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn report(out: &Output) -> String {
-    format!(
-        "status {}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
-}
-
-fn must(cmd: &mut Command) -> Output {
-    let out = run(cmd);
-    assert!(out.status.success(), "{cmd:?} failed:\n{}", report(&out));
-    out
-}
 
 /// CMake and CTest are there and new enough for `ctest --test-dir`, or the test fails saying
 /// what to install.
@@ -123,7 +101,7 @@ fn documented(command: &[String], build_dir: &Path, tmp: &Path) -> Output {
             cmd.arg(arg);
         }
     }
-    run(cmd.current_dir(repo()).env("TMPDIR", tmp))
+    run(cmd.current_dir(repo()).env("TMPDIR", tmp), LIMIT)
 }
 
 /// What ctest wrote of the driver's run (its command and its output, passed or not).
@@ -140,15 +118,6 @@ fn verdict_line(ctest_stdout: &str) -> String {
         .find(|l| l.contains(&format!("Test #1: {TEST_NAME} ")))
         .unwrap_or_else(|| panic!("ctest did not run {TEST_NAME}:\n{ctest_stdout}"))
         .to_string()
-}
-
-/// The undefined dynamic symbols of `lib`.
-fn undefined_symbols(lib: &Path) -> Vec<String> {
-    let out = must(Command::new("nm").args(["-D", "--undefined-only"]).arg(lib));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().last().map(str::to_string))
-        .collect()
 }
 
 #[test]

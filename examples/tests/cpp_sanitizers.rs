@@ -10,11 +10,15 @@
 //! driver reports which runtimes it carries. A toolchain without the sanitizer runtimes, or a
 //! machine without valgrind, fails with a message saying what to install.
 
-use std::io::Read;
+mod common;
+#[path = "common/symbols.rs"]
+mod symbols;
+
+use common::{must, repo, report, run};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use symbols::undefined_symbols;
 
 /// The sanitizer flags of `make SANITIZE=1` (examples/cpp-plugin/Makefile).
 const SANITIZE: &[&str] = &[
@@ -62,64 +66,9 @@ int main(int argc, char** argv) {
 }
 "#;
 
-fn cpp_plugin_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("cpp-plugin")
-}
-
 /// The C++ compiler `make` uses: $CXX, else make's default g++.
 fn cxx() -> String {
     std::env::var("CXX").unwrap_or_else(|_| "g++".to_string())
-}
-
-fn report(out: &Output) -> String {
-    format!(
-        "status {}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Run `cmd` with its output captured; kill it when it outlives `limit`.
-fn run(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e} (is it installed?)"));
-    let drain = |mut r: Box<dyn Read + Send>| {
-        thread::spawn(move || {
-            let mut v = Vec::new();
-            let _ = r.read_to_end(&mut v);
-            v
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().expect("piped")));
-    let err = drain(Box::new(child.stderr.take().expect("piped")));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} did not finish within {limit:?}");
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: out.join().expect("reader"),
-        stderr: err.join().expect("reader"),
-    }
-}
-
-fn must(cmd: &mut Command) -> Output {
-    let out = run(cmd, Duration::from_secs(300));
-    assert!(out.status.success(), "{cmd:?} failed:\n{}", report(&out));
-    out
 }
 
 fn have(tool: &str) -> bool {
@@ -183,7 +132,7 @@ fn sanitized(cmd: &mut Command) -> &mut Command {
 fn make(out: &Path, sanitize: bool) -> (PathBuf, PathBuf, String) {
     let mut cmd = Command::new("make");
     cmd.arg("-C")
-        .arg(cpp_plugin_dir())
+        .arg(repo().join("examples/cpp-plugin"))
         .arg(format!("O={}", out.display()))
         .arg("-j2");
     if sanitize {
@@ -195,15 +144,6 @@ fn make(out: &Path, sanitize: bool) -> (PathBuf, PathBuf, String) {
         out.join("driver"),
         String::from_utf8_lossy(&done.stdout).into_owned(),
     )
-}
-
-/// The undefined dynamic symbols of `lib`.
-fn undefined_symbols(lib: &Path) -> Vec<String> {
-    let out = must(Command::new("nm").args(["-D", "--undefined-only"]).arg(lib));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().last().map(str::to_string))
-        .collect()
 }
 
 #[test]

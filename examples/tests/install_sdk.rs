@@ -2,39 +2,21 @@
 //! C projects outside this repository find them: the skeleton of docs/guide-c.md builds with
 //! `pkg-config --cflags aapi` and with `find_package(aapi)`, and the loaded result is a plugin.
 
+mod common;
+
 use aapi_host::client::{HostHooks, Plugin, SessionDef};
 use aapi_sdk::abi::*;
 use aapi_sdk::version::{ENTRY_POINTS, MARKER_SYMBOL};
+use common::{LIMIT, must, repo, run};
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 
 struct Quiet;
 impl HostHooks for Quiet {
     fn log(&self, _level: u32, _message: &str) {}
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (is the tool installed?)"))
-}
-
-fn must(cmd: &mut Command) -> Output {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn install(prefix: &Path) {
@@ -105,7 +87,10 @@ fn staged_install_puts_files_under_destdir_and_the_prefix_in_them() {
 #[test]
 fn bad_usage_is_refused_with_status_2() {
     for args in [&["--prefix", "relative/dir"][..], &["--bogus"][..]] {
-        let out = run(Command::new(repo().join("scripts/install-sdk")).args(args));
+        let out = run(
+            Command::new(repo().join("scripts/install-sdk")).args(args),
+            LIMIT,
+        );
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(
             String::from_utf8_lossy(&out.stderr).contains("install-sdk"),
@@ -121,10 +106,13 @@ fn pkg_config_finds_the_header_and_builds_the_skeleton() {
     install(&prefix);
     let pc_path = prefix.join("share/pkgconfig");
     let pkg = |args: &[&str]| {
-        run(Command::new("pkg-config")
-            .args(args)
-            .arg("aapi")
-            .env("PKG_CONFIG_PATH", &pc_path))
+        run(
+            Command::new("pkg-config")
+                .args(args)
+                .arg("aapi")
+                .env("PKG_CONFIG_PATH", &pc_path),
+            LIMIT,
+        )
     };
     let cflags = pkg(&["--cflags"]);
     assert_eq!(
@@ -203,12 +191,15 @@ fn cmake_find_package_builds_the_skeleton_and_the_c_sample() {
         "cmake_minimum_required(VERSION 3.13)\nproject(probe NONE)\nfind_package(aapi 2.0 REQUIRED)\n",
     )
     .unwrap();
-    let out = run(Command::new("cmake")
-        .arg("-S")
-        .arg(&probe)
-        .arg("-B")
-        .arg(probe.join("build"))
-        .arg(format!("-DCMAKE_PREFIX_PATH={}", prefix.display())));
+    let out = run(
+        Command::new("cmake")
+            .arg("-S")
+            .arg(&probe)
+            .arg("-B")
+            .arg(probe.join("build"))
+            .arg(format!("-DCMAKE_PREFIX_PATH={}", prefix.display())),
+        LIMIT,
+    );
     assert!(!out.status.success(), "find_package(aapi 2.0) must fail");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains(&abi_version()),
