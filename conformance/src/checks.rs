@@ -80,6 +80,7 @@ pub const CLAUSES: &[(&str, Level)] = &[
     ("RST-5", Level::Must),
     ("RST-6", Level::Must),
     ("RST-7", Level::Should),
+    ("RST-10", Level::Must),
     ("TIME-1", Level::Must),
     ("TIME-2", Level::Should),
     ("TIME-4", Level::Must),
@@ -771,6 +772,13 @@ pub fn all() -> Vec<CheckDef> {
             "RST-7",
             Some(Restore),
             "a failed restore puts back objects replaced under AAPI_CREATE_OVERWRITE",
+        ),
+        def(
+            "rst.confined",
+            Rst,
+            "RST-10",
+            Some(Restore),
+            "below the target root, no path through a symbolic link reaches outside it: create, set-times, delete and the rollback",
         ),
         def(
             "data.roundtrip",

@@ -80,6 +80,7 @@ const PROBES: &[(&str, ProbeFn)] = &[
     ("rst.exists", restore::exists),
     ("rst.utimes", restore::utimes),
     ("rst.failed-restore", restore::failed_restore),
+    ("rst.confined", restore::confined),
     ("time.cancel", timing::cancel),
     ("time.keepalive-cadence", timing::cadence),
     ("thr.concurrent-read", concurrency::concurrent_read),

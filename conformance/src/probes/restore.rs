@@ -1,11 +1,13 @@
 //! Restore: `rst.preprocess`, `rst.exists`, `rst.utimes`, `rst.failed-restore` (with
-//! `rst.failed-restore-keeps`). The other `rst.*` checks judge the data pipeline's restore.
+//! `rst.failed-restore-keeps`), `rst.confined`. The other `rst.*` checks judge the data pipeline's restore.
 
 use super::ffi::{object_prop, object_prop_with_mode, ts};
-use super::probe::{PR, Probe, dir_is_empty, os};
+use super::probe::{PR, Probe, code_of, dir_is_empty, harness, os};
 use crate::pipeline::under;
 use crate::worker::{code_name, pbytes, show};
 use aapi_sdk::abi::*;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 /// `rst.preprocess`: a missing target root and an impossible size are refused before
 /// anything is written.
@@ -220,6 +222,132 @@ pub fn failed_restore(p: &Probe) -> PR {
     p.ctx.ran("rst.failed-restore-keeps");
     let _ = s.restore_postprocess(AAPI_EOK);
     drop(s);
+    plugin.terminate()?;
+    Ok(())
+}
+
+/// Files under `dir` (recursively, not following links) with their bytes and modification time.
+fn tree_state(dir: &std::path::Path) -> BTreeMap<PathBuf, (Vec<u8>, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = e.path();
+            let Ok(m) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            if m.is_dir() {
+                stack.push(path.clone());
+            }
+            let bytes = if m.is_file() {
+                std::fs::read(&path).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            let rel = path.strip_prefix(dir).unwrap_or(&path).to_path_buf();
+            out.insert(rel, (bytes, m.mtime(), m.mtime_nsec()));
+        }
+    }
+    out
+}
+
+/// What changed between two [`tree_state`]s, named.
+fn tree_changes(
+    before: &BTreeMap<PathBuf, (Vec<u8>, i64, i64)>,
+    after: &BTreeMap<PathBuf, (Vec<u8>, i64, i64)>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (k, v) in after {
+        match before.get(k) {
+            None => out.push(format!("created {}", k.display())),
+            Some(b) if b != v => out.push(format!("changed {}", k.display())),
+            Some(_) => {}
+        }
+    }
+    for k in before.keys().filter(|k| !after.contains_key(*k)) {
+        out.push(format!("removed {}", k.display()));
+    }
+    out
+}
+
+/// `rst.confined`: below the target root, a path through a symbolic link (one that was there, or
+/// one the restore made) reaches nothing outside the root: not through create (with its missing
+/// parents), set-times or delete, nor through the rollback of the failed restore.
+pub fn confined(p: &Probe) -> PR {
+    if !p.setup().files {
+        p.skip("the workload's objects are not files, so symbolic links do not apply");
+        return Ok(());
+    }
+    let plugin = p.plugin()?;
+    let outside = p.dir("confined-outside")?;
+    std::fs::write(outside.join("victim"), b"victim").map_err(harness)?;
+    let before = tree_state(&outside);
+    let (r, root) = p.restore(&plugin, "confined")?;
+    std::os::unix::fs::symlink(&outside, root.join("pre")).map_err(harness)?;
+    // Each call must be refused, and none may reach outside.
+    let create = |path: &[u8]| match r.create_object(path, &object_prop_with_mode(AAPI_OBJ_FILE), 0)
+    {
+        Ok(mut o) => {
+            let _ = o.write(b"written through a link");
+            let _ = o.close();
+            AAPI_EOK
+        }
+        Err(err) => err.code().unwrap_or(AAPI_EINTERNAL),
+    };
+    let long_ago = Some(ts(1_000_000_000, 0));
+    let calls = [
+        ("aapi_create_object", create(&under(&root, b"/pre/new.txt"))),
+        (
+            "aapi_create_object",
+            create(&under(&root, b"/pre/sub/deep.txt")),
+        ),
+        (
+            "aapi_set_object_utimes",
+            code_of(r.set_utimes(&under(&root, b"/pre/victim"), long_ago, long_ago)),
+        ),
+        (
+            "aapi_delete_object",
+            code_of(r.delete_object(&under(&root, b"/pre/victim"))),
+        ),
+    ];
+    p.expect_all(
+        &calls,
+        "on a path through a symbolic link below the target root",
+        AAPI_EINVAL,
+    );
+    match r.create_object(&under(&root, b"/made"), &object_prop(AAPI_OBJ_SYMLINK), 0) {
+        Ok(mut o) => {
+            o.write(&pbytes(&outside))?;
+            o.close()?;
+            p.expect(
+                "aapi_create_object below a symbolic link the restore made",
+                create(&under(&root, b"/made/new2.txt")),
+                AAPI_EINVAL,
+            );
+        }
+        Err(err) if err.code() == Some(AAPI_ENOTSUP) => {}
+        Err(err) => p.fail(format!("creating a symbolic link: {err}")),
+    }
+    let changes = tree_changes(&before, &tree_state(&outside));
+    if !changes.is_empty() {
+        p.fail(format!(
+            "paths through a symbolic link below the target root reached {}: {}",
+            outside.display(),
+            changes.join(", ")
+        ));
+    }
+    // The failed restore's rollback stays inside the root as well.
+    let _ = r.restore_postprocess(AAPI_EIO);
+    let changes = tree_changes(&before, &tree_state(&outside));
+    if !changes.is_empty() {
+        p.fail(format!(
+            "the rollback of the failed restore reached {}: {}",
+            outside.display(),
+            changes.join(", ")
+        ));
+    }
+    drop(r);
     plugin.terminate()?;
     Ok(())
 }

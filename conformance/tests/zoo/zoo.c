@@ -104,6 +104,7 @@ typedef struct server {
     uint32_t op;
     const aapi_session_def_t *def;
     int disc_done, pp_done, pre_done, post_done;
+    char root[PATH_MAX]; /* the restore's target root ("" for the original place) */
     unsigned walk_delay_us;
     created_t *created;
     size_t ncreated, capcreated;
@@ -1012,6 +1013,31 @@ static int mkparents(server_t *s, const char *path) {
     return 0;
 }
 
+/* RST-10: a path whose parent directories below the target root include a symbolic link. */
+static int through_link(server_t *s, const char *path) {
+#ifdef ZOO_FOLLOW_SYMLINKS
+    (void)s, (void)path;
+    return 0;
+#else
+    size_t n = strlen(s->root);
+    if (!n || strncmp(path, s->root, n) != 0 || path[n] != '/') return 0;
+    char p[PATH_MAX];
+    snprintf(p, sizeof p, "%s", path);
+    for (char *c = p + n + 1; *c; c++) {
+        if (*c != '/') continue;
+        *c = 0;
+        struct stat st;
+        int link = lstat(p, &st) == 0 && S_ISLNK(st.st_mode);
+        *c = '/';
+        if (link) return 1;
+    }
+    return 0;
+#endif
+}
+
+#define CONFINED(s, path)                                                                     \
+    if (through_link(s, path)) FAIL(AAPI_EINVAL, "%s passes through a symbolic link below the target root", path)
+
 #define RESTORE_STEP(s, fn)                                                                  \
     if (s->op != AAPI_OP_RESTORE || !s->pre_done || s->post_done)                             \
     FAIL(AAPI_ESEQUENCE, fn " outside a restore between pre- and postprocess")
@@ -1024,6 +1050,7 @@ int aapi_create_object(aapi_server_t server, const char *path, const aapi_object
     if (path[0] != '/') FAIL(AAPI_EINVAL, "path \"%s\" is not absolute", path);
     SERVER(server, "aapi_create_object");
     RESTORE_STEP(s, "aapi_create_object");
+    CONFINED(s, path);
 #ifdef ZOO_CREATE_LEAVES
     if (flags & ~AAPI_CREATE_OVERWRITE) {
         int fd = open(path, O_WRONLY | O_CREAT, 0644);
@@ -1260,6 +1287,7 @@ int aapi_set_object_utimes(aapi_server_t server, const char *path, const aapi_ti
     if (path[0] != '/') FAIL(AAPI_EINVAL, "path \"%s\" is not absolute", path);
     SERVER(server, "aapi_set_object_utimes");
     RESTORE_STEP(s, "aapi_set_object_utimes");
+    CONFINED(s, path);
     struct stat st;
 #ifdef ZOO_ENOENT_EIO
     if (lstat(path, &st) != 0) FAIL(AAPI_EIO, "lstat %s: %s", path, strerror(errno));
@@ -1282,6 +1310,7 @@ int aapi_delete_object(aapi_server_t server, const char *path) {
     if (path[0] != '/') FAIL(AAPI_EINVAL, "path \"%s\" is not absolute", path);
     SERVER(server, "aapi_delete_object");
     RESTORE_STEP(s, "aapi_delete_object");
+    CONFINED(s, path);
     struct stat st;
 #ifdef ZOO_BAD_CODE
     if (lstat(path, &st) != 0) FAIL(42, "no such object");
@@ -1314,6 +1343,7 @@ int aapi_restore_preprocess(aapi_server_t server, const aapi_restore_info_t *res
         if (fd >= 0) close(fd);
     }
 #endif
+    snprintf(s->root, sizeof s->root, "%s", restore_info->target_root);
     s->pre_done = 1;
     return AAPI_EOK;
 }

@@ -186,6 +186,7 @@ const SKIPPED: &[&str] = &[
     "disc.postprocess",
     "disc.incremental",
     "data.on-disk",
+    "rst.confined",
     "time.keepalive-cadence",
     "thr.concurrent-read",
     "thr.concurrent-restore",
