@@ -27,6 +27,12 @@ pub struct Plan {
     pub busy: Vec<String>,
     /// Incomplete images left alone by `incomplete` because their job is still running.
     pub running: Vec<String>,
+    /// Incomplete images whose snapshot was never cleaned up (a split job between its steps, or
+    /// a job that was killed), left alone by `incomplete`. `finalize --abandon` cleans the
+    /// snapshot up; then they can go.
+    pub snapshot_kept: Vec<String>,
+    /// Such images asked for by name (or as dependents): refused.
+    pub unfinished: Vec<String>,
     /// Data bytes of the complete images to delete.
     pub bytes: u64,
     held: Vec<Lock>,
@@ -43,8 +49,14 @@ pub fn plan(
 ) -> Result<Plan, StoreError> {
     let mut states = BTreeMap::new();
     for id in store.image_ids()? {
-        let s = store.state(&id)?;
-        states.insert(id, s);
+        match store.state(&id) {
+            Ok(s) => {
+                states.insert(id, s);
+            }
+            // A failed discovery removed its image since the listing began.
+            Err(_) if !store.image_dir(&id).is_dir() => {}
+            Err(e) => return Err(e),
+        }
     }
     for id in ids {
         if !states.contains_key(id) {
@@ -59,6 +71,8 @@ pub fn plan(
             if matches!(s, ImageState::Incomplete { .. }) && !wanted.contains(id) {
                 if store.in_use(id, false)?.0 {
                     plan.running.push(id.clone());
+                } else if holds_snapshot(s) {
+                    plan.snapshot_kept.push(id.clone());
                 } else {
                     wanted.insert(id.clone());
                 }
@@ -88,6 +102,11 @@ pub fn plan(
             }
         }
     }
+    plan.unfinished = wanted
+        .iter()
+        .filter(|id| states.get(*id).is_some_and(holds_snapshot))
+        .cloned()
+        .collect();
     for id in &wanted {
         match store.in_use(id, true)? {
             (true, _) => plan.busy.push(id.clone()),
@@ -104,6 +123,21 @@ pub fn plan(
         })
         .sum();
     Ok(plan)
+}
+
+/// Whether an incomplete image's job took a snapshot that no postprocess has cleaned up: it has a
+/// snapshot id and no recorded end (`finalize` records one, given up or failed).
+fn holds_snapshot(state: &ImageState) -> bool {
+    match state {
+        ImageState::Incomplete { job, reason } => {
+            reason.is_none()
+                && job
+                    .as_ref()
+                    .and_then(|j| j.snapid.as_deref())
+                    .is_some_and(|s| !s.is_empty())
+        }
+        ImageState::Complete(_) => false,
+    }
 }
 
 /// For each image, the images that need it.
@@ -144,12 +178,12 @@ fn policy_state(policy: &str, remaining: &[&Manifest]) -> PolicyState {
     }
 }
 
-/// Carry out a plan with nothing refused or busy. Returns the leftovers of interrupted earlier deletes
+/// Carry out a plan with nothing refused, busy or unfinished. Returns the leftovers of interrupted earlier deletes
 /// that were removed on the way.
 pub fn apply(store: &Store, plan: &Plan) -> Result<Vec<String>, StoreError> {
     assert!(
-        plan.refused.is_empty() && plan.busy.is_empty(),
-        "a plan with refused or busy images is not applied"
+        plan.refused.is_empty() && plan.busy.is_empty() && plan.unfinished.is_empty(),
+        "a plan with refused, busy or unfinished images is not applied"
     );
     let doomed: BTreeSet<&String> = plan.delete.iter().collect();
     // 1. The host state: policies whose last backups are deleted fall back to what remains.

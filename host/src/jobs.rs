@@ -162,7 +162,18 @@ impl Runner {
             call_budget: Duration::from_millis(budget_ms as u64),
             cancel_bound: self.cancel_bound,
         };
-        let input = serde_json::to_vec(task).expect("tasks serialise");
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            return Err(JobError {
+                kind: ExitKind::Cancelled,
+                message: format!("{label}: not started, the command was interrupted"),
+            });
+        }
+        // Only a path that is not UTF-8 cannot be written.
+        let input = serde_json::to_vec(task).map_err(|e| {
+            usage(format!(
+                "{label}: {e}; give the store, the plugin, the alternate root and the credentials by UTF-8 paths"
+            ))
+        })?;
         let worker = Worker::spawn_with_input(cmd, limits, input).map_err(|e| {
             usage(format!(
                 "cannot start worker {}: {e}",
@@ -245,7 +256,7 @@ impl Runner {
     pub fn child(&self, store: &Path, image: &str, stream: u32) -> Result<StreamDone, JobError> {
         StreamIo::from_env().map_err(usage)?;
         let st = Store::open_existing(store)?;
-        let _in_use = st.use_image(image)?;
+        let _in_use = locked(|w| st.use_image(image, w))?;
         let job = st.job(image)?;
         if job.snapid.is_none() {
             return Err(usage(format!(
@@ -304,7 +315,7 @@ impl Runner {
     /// image stays incomplete.
     pub fn finalize(&self, store: &Path, image: &str, abandon: bool) -> Result<Manifest, JobError> {
         let st = Store::open_existing(store)?;
-        let _in_use = st.use_image(image)?;
+        let _in_use = locked(|w| st.use_image(image, w))?;
         let job = st.job(image)?;
         if let ImageState::Complete(m) = st.state(image)? {
             return Ok(*m);
@@ -409,7 +420,7 @@ impl Runner {
     pub fn restore(&self, task: RestoreTask) -> Result<RestoreReport, JobError> {
         let st = Store::open_existing(&task.store)?;
         // Its base images are kept too: `delete` keeps what a used image needs.
-        let _in_use = st.use_image(&task.image)?;
+        let _in_use = locked(|w| st.use_image(&task.image, w))?;
         let (_, catalog) = tasks::load_image(&st, &task.image).map_err(|e| failed(e.message))?;
         let total = tasks::select(&catalog, &task.paths)
             .iter()
@@ -420,6 +431,34 @@ impl Runner {
         let r = self.run_task(&Task::Restore(task), "restore", budget, Some(&bar));
         bar.finish();
         serde_json::from_value(r?).map_err(|e| failed(format!("restore: bad result: {e}")))
+    }
+}
+
+/// Take a lock of the store with `take`, waiting while another command holds it: a wait over a
+/// second is said once on stderr, and Ctrl-C or SIGTERM gives up (exit 5, nothing changed).
+pub fn locked(
+    take: impl FnOnce(store::Waiter) -> Result<store::Lock, StoreError>,
+) -> Result<store::Lock, JobError> {
+    let mut said = false;
+    let r = take(&mut |path, waited| {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            return false;
+        }
+        if !said && waited >= Duration::from_secs(1) {
+            said = true;
+            eprintln!(
+                "waiting for {}: another aapi-host command holds it (a backup starting or ending, a delete)",
+                path.display()
+            );
+        }
+        true
+    });
+    match r {
+        Err(_) if INTERRUPTED.load(Ordering::SeqCst) => Err(JobError {
+            kind: ExitKind::Cancelled,
+            message: "interrupted while waiting for the store's lock; nothing was changed".into(),
+        }),
+        r => Ok(r?),
     }
 }
 
@@ -476,8 +515,9 @@ pub fn prepare_job(o: &BackupOptions) -> Result<(Store, JobDef, Lock), JobError>
         }
         None => None,
     };
-    // job.json records these paths as text: refuse one that is not UTF-8 before any image exists.
-    for p in std::iter::once(&plugin).chain(&credentials) {
+    // job.json and the workers' tasks carry these paths as text: refuse one that is not UTF-8
+    // before any image exists.
+    for p in [&o.store, &plugin].into_iter().chain(&credentials) {
         if p.to_str().is_none() {
             return Err(usage(format!(
                 "{}: the path is not UTF-8; give it by a path that is",
@@ -487,7 +527,7 @@ pub fn prepare_job(o: &BackupOptions) -> Result<(Store, JobDef, Lock), JobError>
     }
     let store = Store::open(&o.store)?;
     // Under the store lock until the image is in use: a delete cannot remove the base chosen here.
-    let lock = store.lock()?;
+    let lock = locked(|w| store.lock(w))?;
     let state = store.host_state()?;
     let pstate = state.policies.get(&o.policy).cloned().unwrap_or_default();
     let mut properties = vec![(AAPI_PROP_POLICY.to_string(), o.policy.clone())];
@@ -513,7 +553,7 @@ pub fn prepare_job(o: &BackupOptions) -> Result<(Store, JobDef, Lock), JobError>
     }
     let started = now();
     let image = store.create_image(&o.policy, &o.schedule, started)?;
-    let in_use = store.use_image(&image)?;
+    let in_use = locked(|w| store.use_image(&image, w))?;
     let job = JobDef {
         image,
         policy: o.policy.clone(),
@@ -538,7 +578,7 @@ pub fn prepare_job(o: &BackupOptions) -> Result<(Store, JobDef, Lock), JobError>
 /// Remember a complete image without failures as the policy's last backup (and last full).
 fn record_success(st: &Store, job: &JobDef, m: &Manifest) -> Result<(), JobError> {
     if m.failures.is_empty() {
-        let _lock = st.lock()?;
+        let _lock = locked(|w| st.lock(w))?;
         let mut state = st.host_state()?;
         let p = state.policies.entry(job.policy.clone()).or_default();
         p.last_backup = Some((job.started, job.image.clone()));
@@ -603,7 +643,8 @@ pub fn restore_in_process(
     plugin: &crate::client::Plugin,
     task: &RestoreTask,
 ) -> Result<RestoreReport, JobError> {
-    let _in_use = Store::open_existing(&task.store)?.use_image(&task.image)?;
+    let st = Store::open_existing(&task.store)?;
+    let _in_use = locked(|w| st.use_image(&task.image, w))?;
     Ok(tasks::restore(plugin, task, &tasks::NoProgress)?)
 }
 
@@ -750,7 +791,7 @@ pub struct VerifyReport {
 /// digest; every damaged object is named.
 pub fn verify(store: &Store, image: &str, ui: &Ui) -> Result<VerifyReport, JobError> {
     // An unknown or incomplete image is bad input (exit 2); a damaged one is what verify reports.
-    let _in_use = store.use_image(image)?;
+    let _in_use = locked(|w| store.use_image(image, w))?;
     let manifest = store.manifest(image)?;
     let catalog = store.catalog(&manifest).map_err(|e| {
         failed(format!(

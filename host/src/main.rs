@@ -413,7 +413,13 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
             let st = Store::open_existing(&cli.store)?;
             let mut rows = Vec::new();
             for id in st.image_ids()? {
-                let row = match st.state(&id)? {
+                let state = match st.state(&id) {
+                    Ok(s) => s,
+                    // Deleted since the listing began.
+                    Err(_) if !st.image_dir(&id).is_dir() => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                let row = match state {
                     ImageState::Complete(m) => json!({
                         "image": id, "state": if m.failures.is_empty() {"complete"} else {"partial"},
                         "policy": m.policy, "schedule": m.schedule, "started": m.started,
@@ -466,10 +472,14 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
             let m = match st.state(image)? {
                 ImageState::Complete(m) => *m,
                 ImageState::Incomplete { job, reason } => {
+                    let running = st.in_use(image, false)?.0;
+                    let state = if running { "running" } else { "incomplete" };
                     if cli.json {
                         print_json(
-                            &json!({"ok": true, "image": image, "state": "incomplete", "job": job, "reason": reason}),
+                            &json!({"ok": true, "image": image, "state": state, "job": job, "reason": reason}),
                         );
+                    } else if running {
+                        println!("image {image}: INCOMPLETE (its job is running now)");
                     } else {
                         println!(
                             "image {image}: INCOMPLETE ({})",
@@ -549,7 +559,7 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
             }
             let st = Store::open_existing(&cli.store)?;
             // One delete or job start at a time: what is planned stays true until it is done.
-            let _lock = st.lock()?;
+            let _lock = jobs::locked(|w| st.lock(w))?;
             let plan = delete::plan(&st, ids, *incomplete, *with_dependents)?;
             if !plan.refused.is_empty() {
                 let why: Vec<String> = plan
@@ -568,6 +578,13 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                     plan.busy.join(", ")
                 )));
             }
+            if !plan.unfinished.is_empty() {
+                let cli_name = format!("aapi-host --store {}", cli.store.display());
+                return Err(fail(format!(
+                    "nothing was deleted: {} still holds a snapshot its job took (a split job between its steps, or a job that was killed); clean it up first with `{cli_name} finalize --image ID --abandon`, then delete",
+                    plan.unfinished.join(", ")
+                )));
+            }
             let leftovers = if *dry_run {
                 Vec::new()
             } else {
@@ -577,11 +594,16 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                 print_json(&json!({
                     "ok": true, "dry_run": dry_run, "deleted": plan.delete,
                     "bytes": plan.bytes, "leftovers_removed": leftovers,
-                    "kept_running": plan.running,
+                    "kept_running": plan.running, "kept_snapshot": plan.snapshot_kept,
                 }));
             } else if !cli.quiet {
                 for id in &plan.running {
                     println!("kept {id}: its job is still running");
+                }
+                for id in &plan.snapshot_kept {
+                    println!(
+                        "kept {id}: it still holds a snapshot (`finalize --image {id} --abandon` cleans it up)"
+                    );
                 }
                 for id in &plan.delete {
                     println!("{} {id}", if *dry_run { "would delete" } else { "deleted" });

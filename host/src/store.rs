@@ -632,33 +632,48 @@ enum Locked {
     Yes(Lock),
     /// `LOCK_NB` found it held.
     Busy,
-    /// The lock file is absent and `create` was not asked for.
+    /// The lock file is absent and `create` was not asked for (or there is no room to make it).
     Missing,
+    /// This process may not open the lock file.
+    Refused,
+    /// The file system has no locks.
+    Unsupported,
 }
 
-/// `flock(op)` on the lock file `path` (opened read-write, as locks over NFS need), created with
-/// mode 0600 when `create`; retried on EINTR. Errors of a store that cannot be locked give an
-/// empty lock.
-fn flock_file(path: &Path, op: libc::c_int, create: bool) -> io::Result<Locked> {
-    use std::os::fd::AsRawFd;
-    let unlockable = |e: &io::Error| {
+/// Open the lock file `path`: read-write (as locks over NFS need) or, failing that, read-only (a
+/// lock file another user made); with `create` it is made when missing, mode 0644 so that every
+/// user of the store can open it. `Err` carries what to report instead of a file.
+fn open_lock(path: &Path, create: bool) -> io::Result<std::result::Result<File, Locked>> {
+    let refused = |e: &io::Error| {
         matches!(
             e.raw_os_error(),
-            Some(libc::EROFS | libc::EACCES | libc::EPERM | libc::ENOLCK | libc::EOPNOTSUPP)
+            Some(libc::EROFS | libc::EACCES | libc::EPERM | libc::ENOSPC | libc::EDQUOT)
         )
     };
-    let f = match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(create)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound && !create => return Ok(Locked::Missing),
-        Err(e) if unlockable(&e) => return Ok(Locked::Yes(Lock { _file: None })),
-        Err(e) => return Err(e),
+    let open = |write: bool| {
+        OpenOptions::new()
+            .read(true)
+            .write(write)
+            .create(create && write)
+            .mode(0o644)
+            .open(path)
     };
+    match open(true) {
+        Ok(f) => Ok(Ok(f)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !create => Ok(Err(Locked::Missing)),
+        Err(e) if refused(&e) => match open(false) {
+            Ok(f) => Ok(Ok(f)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Err(Locked::Missing)),
+            Err(e) if refused(&e) => Ok(Err(Locked::Refused)),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    }
+}
+
+/// `flock(op)` on the open lock file `f`, retried on EINTR.
+fn flock(f: File, op: libc::c_int) -> io::Result<Locked> {
+    use std::os::fd::AsRawFd;
     loop {
         // SAFETY: flock on a descriptor this function owns; no memory is involved.
         if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
@@ -668,8 +683,36 @@ fn flock_file(path: &Path, op: libc::c_int, create: bool) -> io::Result<Locked> 
         match e.raw_os_error() {
             Some(libc::EINTR) => continue,
             Some(libc::EWOULDBLOCK) => return Ok(Locked::Busy),
-            _ if unlockable(&e) => return Ok(Locked::Yes(Lock { _file: None })),
+            Some(libc::ENOLCK | libc::EOPNOTSUPP | libc::EBADF) => return Ok(Locked::Unsupported),
             _ => return Err(e),
+        }
+    }
+}
+
+/// How a wait for a lock goes on: called every 20 ms while another process holds it, with the
+/// lock file and the time waited; returning `false` gives up.
+pub type Waiter<'a> = &'a mut dyn FnMut(&Path, std::time::Duration) -> bool;
+
+/// `flock(op)` on `path`, waiting as `wait` says while another process holds it. A lock this
+/// process cannot take (refused, unsupported) is an empty one: the command runs unprotected.
+fn wait_for(path: &Path, op: libc::c_int, wait: Waiter) -> Result<Lock> {
+    let f = match open_lock(path, true).map_err(io_err(path))? {
+        Ok(f) => f,
+        Err(_) => return Ok(Lock { _file: None }),
+    };
+    let start = std::time::Instant::now();
+    loop {
+        // The same open file each time: a lock file removed meanwhile is seen by its link count.
+        let again = f.try_clone().map_err(io_err(path))?;
+        match flock(again, op | libc::LOCK_NB).map_err(io_err(path))? {
+            Locked::Yes(lock) => return Ok(lock),
+            Locked::Busy if wait(path, start.elapsed()) => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Locked::Busy => return Err(err(path, "gave up waiting for this lock")),
+            Locked::Missing | Locked::Refused | Locked::Unsupported => {
+                return Ok(Lock { _file: None });
+            }
         }
     }
 }
@@ -852,38 +895,55 @@ impl Store {
     }
 
     /// Lock the store's shared state for a short section: choosing a base image and creating an
-    /// image, recording a finished job's times, or a whole delete. Waits for another holder.
-    pub fn lock(&self) -> Result<Lock> {
-        let path = self.root.join(STORE_LOCK);
-        match flock_file(&path, libc::LOCK_EX, true).map_err(io_err(&path))? {
-            Locked::Yes(lock) => Ok(lock),
-            Locked::Busy | Locked::Missing => Err(err(&path, "the store lock was refused")),
-        }
+    /// image, recording a finished job's times, or a whole delete.
+    pub fn lock(&self, wait: Waiter) -> Result<Lock> {
+        wait_for(&self.root.join(STORE_LOCK), libc::LOCK_EX, wait)
     }
 
     /// Mark image `id` in use by this process (a step of its job, a restore, a verify) until the
     /// returned lock is dropped; `delete` keeps an image in use. Several users may hold it at once.
-    pub fn use_image(&self, id: &str) -> Result<Lock> {
+    pub fn use_image(&self, id: &str, wait: Waiter) -> Result<Lock> {
         let dir = self.image_dir(id);
         if !valid_id(id) || !dir.is_dir() {
             return Err(err(&dir, NO_SUCH_IMAGE));
         }
-        let path = dir.join(IN_USE);
-        match flock_file(&path, libc::LOCK_SH, true).map_err(io_err(&path))? {
-            Locked::Yes(lock) => Ok(lock),
-            Locked::Busy | Locked::Missing => Err(err(&path, "the image lock was refused")),
+        let lock = wait_for(&dir.join(IN_USE), libc::LOCK_SH, wait)?;
+        // A delete that held the image while this waited has removed it since.
+        if let Some(f) = &lock._file
+            && f.metadata()
+                .is_ok_and(|m| std::os::unix::fs::MetadataExt::nlink(&m) == 0)
+        {
+            return Err(err(
+                &dir,
+                "the image was deleted while this command waited for it",
+            ));
         }
+        Ok(lock)
     }
 
     /// Whether a process uses image `id` now ([`Store::use_image`]). With `keep`, an image no one
-    /// uses is returned locked, so that no one starts using it until the lock is dropped.
+    /// uses is returned locked, so that no one starts using it until the lock is dropped. An
+    /// image whose lock this process cannot test counts as in use: better kept than lost.
     pub fn in_use(&self, id: &str, keep: bool) -> Result<(bool, Option<Lock>)> {
         let path = self.image_dir(id).join(IN_USE);
-        match flock_file(&path, libc::LOCK_EX | libc::LOCK_NB, keep).map_err(io_err(&path))? {
-            Locked::Yes(lock) => Ok((false, keep.then_some(lock))),
-            Locked::Busy => Ok((true, None)),
-            Locked::Missing => Ok((false, None)),
+        // Another `list` or `delete` testing the same image holds it for a moment: ask again.
+        for attempt in 0..3 {
+            let f = match open_lock(&path, keep).map_err(io_err(&path))? {
+                Ok(f) => f,
+                Err(Locked::Refused) => return Ok((true, None)),
+                Err(_) => return Ok((false, None)),
+            };
+            match flock(f, libc::LOCK_EX | libc::LOCK_NB).map_err(io_err(&path))? {
+                Locked::Yes(lock) => return Ok((false, keep.then_some(lock))),
+                Locked::Busy if attempt < 2 => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                Locked::Busy => {}
+                Locked::Refused => return Ok((true, None)),
+                Locked::Missing | Locked::Unsupported => return Ok((false, None)),
+            }
         }
+        Ok((true, None))
     }
 
     /// Image ids in name order.

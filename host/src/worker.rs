@@ -49,12 +49,23 @@ fn run_claimed(
     plugin: &Plugin,
     link: &Arc<WorkerLink>,
 ) -> Result<serde_json::Value, TaskError> {
+    // The job records the library by name (job.json is text): one whose path is not UTF-8 is
+    // refused before it runs, rather than after a snapshot was taken.
+    let Some(lib) = plugin.library().path().to_str().map(str::to_string) else {
+        let _ = plugin.terminate();
+        return Err(TaskError {
+            message: format!(
+                "{}: the library that claims the workload type has a path that is not UTF-8; rename it",
+                plugin.library().path().display()
+            ),
+            code: None,
+        });
+    };
     let out = task.run(plugin, &LinkProgress(link.clone()));
     let term = plugin.terminate();
     let mut value = out?;
     term?;
     if let Some(map) = value.as_object_mut() {
-        let lib = plugin.library().path().to_string_lossy().into_owned();
         map.insert("plugin".into(), lib.into());
     }
     Ok(value)

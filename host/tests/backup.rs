@@ -361,6 +361,20 @@ fn split_discover_child_finalize() {
     // Giving an image up: postprocess cleans the snapshot, the image stays incomplete.
     let given_up = discover();
     assert_eq!(snapshots(), 1);
+    // Until then, a cleanup by delete keeps it (its child jobs may still be queued, and no
+    // delete cleans a snapshot up), and naming it is refused with the way out.
+    let d = host(&store, &["delete", "--incomplete", "--json"], &[]);
+    assert_eq!(d.code, 0, "{}", d.stderr);
+    assert_eq!(d.json()["kept_snapshot"], serde_json::json!([given_up]));
+    assert_eq!(d.json()["deleted"], serde_json::json!([]));
+    let d = host(&store, &["delete", &given_up], &[]);
+    assert_eq!(d.code, 2, "{}", d.stderr);
+    assert!(
+        d.stderr.contains("still holds a snapshot") && d.stderr.contains("--abandon"),
+        "{}",
+        d.stderr
+    );
+    assert_eq!(snapshots(), 1);
     let c = host(
         &store,
         &["child", "--image", &given_up, "--host", "bh2"],
@@ -388,6 +402,10 @@ fn split_discover_child_finalize() {
         row["reason"].as_str().unwrap().contains("given up"),
         "{row}"
     );
+    // Given up, it goes with the next cleanup.
+    let d = host(&store, &["delete", "--incomplete", "--json"], &[]);
+    assert_eq!(d.code, 0, "{}", d.stderr);
+    assert_eq!(d.json()["deleted"], serde_json::json!([given_up]));
 }
 
 #[test]
@@ -872,6 +890,38 @@ fn input_errors_say_what_to_do() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("the path is not UTF-8"), "{stderr}");
     assert!(!store.exists(), "{stderr}");
+    // The same for a store path, and for a library of a plugin directory: refused before any
+    // image or snapshot is made.
+    let odd_store = dir
+        .path()
+        .join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"store\xff"));
+    let run = |store: &Path, plugin: &Path| {
+        let out = std::process::Command::new(host_bin())
+            .arg("--store")
+            .arg(store)
+            .args(["backup", "--policy", "p1", "--select"])
+            .arg(&tree)
+            .arg("--plugin")
+            .arg(plugin)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run(&odd_store, &rust_sample());
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("the path is not UTF-8"), "{stderr}");
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    let odd_lib = plugins
+        .join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"files\xff.so"));
+    std::fs::copy(rust_sample(), &odd_lib).unwrap();
+    let (code, stderr) = run(&store, &plugins);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("not UTF-8; rename it"), "{stderr}");
+    assert!(stderr.contains("no image was made"), "{stderr}");
 
     let r = backup(&store, &rust_sample(), &tree, &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -881,6 +931,21 @@ fn input_errors_say_what_to_do() {
     let r = restore(&store, &[&image, "--alt-root", missing.to_str().unwrap()]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("mkdir -p"), "{}", r.stderr);
+    // An alternate root that is not UTF-8: exit 2, no panic.
+    let odd_alt = dir
+        .path()
+        .join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"alt\xff"));
+    std::fs::create_dir(&odd_alt).unwrap();
+    let out = std::process::Command::new(host_bin())
+        .arg("--store")
+        .arg(&store)
+        .args(["restore", &image, "--alt-root"])
+        .arg(&odd_alt)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("by UTF-8 paths"), "{stderr}");
     // Restoring over existing objects says how to replace them.
     let alt = dir.path().join("alt");
     std::fs::create_dir(&alt).unwrap();

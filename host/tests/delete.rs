@@ -186,8 +186,8 @@ fn images_in_use_are_kept_and_a_delete_waits_for_a_job_starting() {
     let st = aapi_host::store::Store::open_existing(&store).unwrap();
     {
         // What a restore of the full image and a running step of the split job hold.
-        let _restoring = st.use_image(&full).unwrap();
-        let _running = st.use_image(&pending).unwrap();
+        let _restoring = st.use_image(&full, &mut |_, _| true).unwrap();
+        let _running = st.use_image(&pending, &mut |_, _| true).unwrap();
         let listed = images(&store);
         assert!(
             listed.contains(&(pending.clone(), "running".into())),
@@ -211,7 +211,7 @@ fn images_in_use_are_kept_and_a_delete_waits_for_a_job_starting() {
     assert_eq!(row.unwrap()["state"], "incomplete", "{l}");
 
     // A job choosing its base image holds the store lock: a delete waits for it.
-    let lock = st.lock().unwrap();
+    let lock = st.lock(&mut |_, _| true).unwrap();
     let mut del = std::process::Command::new(host_bin())
         .arg("--store")
         .arg(&store)
@@ -321,4 +321,61 @@ fn backups_of_several_policies_run_at_once_into_one_store() {
     }
     assert_eq!(images(&store).len(), 2 * policies.len());
     assert!(images(&store).iter().all(|(_, s)| s == "complete"));
+}
+
+#[test]
+fn a_wait_for_the_store_lock_is_said_and_can_be_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    make_tree(&tree, 2, PAST);
+    let full = backup(&store, &tree, "full");
+    let st = aapi_host::store::Store::open_existing(&store).unwrap();
+    // Another command holds the store lock: a backup waits, says so, and SIGTERM stops it
+    // before it makes an image.
+    let lock = st.lock(&mut |_, _| true).unwrap();
+    let job = std::process::Command::new(host_bin())
+        .arg("--store")
+        .arg(&store)
+        .args(["backup", "--policy", "p", "--plugin"])
+        .arg(rust_sample())
+        .arg("--select")
+        .arg(&tree)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: a plain kill(2) of the child this test started.
+    assert_eq!(unsafe { libc::kill(job.id() as i32, libc::SIGTERM) }, 0);
+    let out = job.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains("waiting for") && stderr.contains(".lock"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing was changed"), "{stderr}");
+    drop(lock);
+    assert_eq!(images(&store), vec![(full.clone(), "complete".to_string())]);
+
+    // A command that waited for an image a delete then removed says so.
+    let (busy, held) = st.in_use(&full, true).unwrap();
+    assert!(!busy);
+    let verify = std::process::Command::new(host_bin())
+        .arg("--store")
+        .arg(&store)
+        .args(["verify", &full])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    std::fs::remove_dir_all(store.join("images").join(&full)).unwrap();
+    drop(held);
+    let out = verify.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("deleted while this command waited"),
+        "{stderr}"
+    );
 }
