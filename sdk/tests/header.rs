@@ -3,12 +3,14 @@
 //!
 //! Regenerate the header after changing the ABI with
 //! `AAPI_BLESS=1 cargo test -p aapi-sdk --test header`. The ABI of every released version is
-//! recorded in sdk/abi/, and the current ABI must only extend those records.
+//! recorded in sdk/abi/ (its LP64 layout, checked on 64-bit targets), and the current ABI must
+//! only extend those records.
 
 use aapi_sdk::abi::*;
 use aapi_sdk::codes::CODES;
 use aapi_sdk::props::STRING_CONSTANTS;
 use aapi_sdk::version::ENTRY_POINTS;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::mem::{offset_of, size_of};
 use std::path::{Path, PathBuf};
@@ -442,11 +444,18 @@ fn c_marker_macro_exports_the_expected_marker() {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The records of released ABI versions (docs/contract.md §16)
+// ---------------------------------------------------------------------------------------------
+
 /// The ABI as a list of lines, one fact each: every struct's size and alignment, every field's
-/// offset and size (from the Rust layout, which `c_layout_matches_rust_layout` ties to C), every
-/// numeric or string `#define` and every handle and function-pointer typedef of the committed
-/// header.
+/// offset and size (from the Rust layout, which `c_layout_matches_rust_layout` ties to C) and C
+/// type (from the committed header), every numeric or string `#define` and every handle and
+/// function-pointer typedef of the committed header, the latter without parameter names.
+/// Sizes and offsets are those of the target the test runs on.
 fn abi_record() -> Vec<String> {
+    let header = std::fs::read_to_string(committed_header()).unwrap();
+    let types = field_types(&header);
     let mut out = Vec::new();
     for l in layouts() {
         out.push(format!(
@@ -454,10 +463,13 @@ fn abi_record() -> Vec<String> {
             l.name, l.size, l.align
         ));
         for (f, off, size) in l.fields {
-            out.push(format!("field {}.{f} offset {off} size {size}", l.name));
+            let field = format!("{}.{f}", l.name);
+            let ty = types.get(&field).unwrap_or_else(|| {
+                panic!("{field} is not a field of a `typedef struct` in include/aapi.h")
+            });
+            out.push(format!("field {field} offset {off} size {size} type {ty}"));
         }
     }
-    let header = std::fs::read_to_string(committed_header()).unwrap();
     for line in header.lines() {
         let mut words = line.split_whitespace();
         if let (Some("#define"), Some(name), Some(_)) = (words.next(), words.next(), words.next())
@@ -477,12 +489,108 @@ fn abi_record() -> Vec<String> {
             typedef.push_str(line);
             typedef.push(' ');
             if line.trim_end().ends_with(';') {
-                out.push(typedef.split_whitespace().collect::<Vec<_>>().join(" "));
+                let joined = typedef.split_whitespace().collect::<Vec<_>>().join(" ");
+                out.push(without_parameter_names(&joined));
                 typedef.clear();
             }
         }
     }
     out
+}
+
+/// The C type of every field of every `typedef struct NAME { ... } NAME;` of a header, keyed by
+/// `NAME.field`: `uint32_t uid;` gives `uint32_t`, `char id[AAPI_SNAPID_MAX];` gives
+/// `char[AAPI_SNAPID_MAX]`. Comment lines are skipped.
+fn field_types(header: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut name = None;
+    for line in header.lines().map(str::trim) {
+        if let Some(n) = line
+            .strip_prefix("typedef struct ")
+            .and_then(|r| r.strip_suffix(" {"))
+        {
+            name = Some(n);
+        } else if line.starts_with('}') {
+            name = None;
+        } else if let Some(s) = name
+            && !line.starts_with("/*")
+            && !line.starts_with('*')
+            && let Some(declaration) = line.strip_suffix(';')
+        {
+            let (field, ty) = split_declaration(declaration);
+            out.insert(format!("{s}.{field}"), ty);
+        }
+    }
+    out
+}
+
+/// A C declaration (without `;`) split into its trailing name and its type, array bounds kept
+/// with the type: `const char *const *names` gives (`names`, `const char *const *`),
+/// `char id[8]` gives (`id`, `char[8]`). A declaration without a name (`const char *`) gives an
+/// empty name.
+fn split_declaration(declaration: &str) -> (&str, String) {
+    let (declaration, bounds) =
+        declaration.split_at(declaration.find('[').unwrap_or(declaration.len()));
+    let declaration = declaration.trim();
+    let start = declaration
+        .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .map_or(0, |i| i + 1);
+    let ty = declaration[..start].trim_end();
+    (&declaration[start..], format!("{ty}{bounds}"))
+}
+
+/// A function-pointer typedef without its parameter names, so that renaming a parameter is not an
+/// ABI change: `typedef int (*f_fn)(void *ctx, uint32_t level);` gives
+/// `typedef int (*f_fn)(void *, uint32_t);`. Types, pointer stars and `const` stay; a parameter
+/// without a name (`void`, `uint32_t`, `const char *`, `unsigned int`) stays whole. Other typedefs
+/// (`typedef uint64_t aapi_server_t;`) are returned as they are.
+fn without_parameter_names(typedef: &str) -> String {
+    let Some((head, params)) = typedef.split_once(")(") else {
+        return typedef.to_string();
+    };
+    let params = params
+        .strip_suffix(");")
+        .unwrap_or_else(|| panic!("`{typedef}` does not end with `);`"));
+    assert!(
+        !params.contains('('),
+        "`{typedef}` has a parameter of function type; the ABI record reads only `type name` \
+         parameters: give that parameter a function-pointer typedef in sdk/src/abi.rs"
+    );
+    let types: Vec<String> = params
+        .split(',')
+        .map(|param| {
+            let (name, ty) = split_declaration(param);
+            // What precedes a name must hold a type, not only qualifiers or a tag keyword
+            // (`struct s`), and a keyword (`unsigned int`) is never a name.
+            let typed = ty
+                .split(|c: char| c.is_whitespace() || c == '*')
+                .any(|w| !["", "const", "volatile", "struct", "enum", "union"].contains(&w));
+            let keyword = ["void", "char", "short", "int", "long", "float", "double"];
+            if name.is_empty() || !typed || keyword.contains(&name) {
+                param.trim().to_string()
+            } else {
+                ty
+            }
+        })
+        .collect();
+    format!("{head})({});", types.join(", "))
+}
+
+/// The facts of a record file: its lines but blank ones and `//` comments.
+fn record_lines(text: &str) -> BTreeSet<&str> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("//"))
+        .collect()
+}
+
+/// The first lines of a record file: what it is and for which targets.
+fn record_comment() -> String {
+    format!(
+        "// The ABI {AAPI_ABI_MAJOR}.{AAPI_ABI_MINOR} of include/aapi.h on LP64 targets (pointers and \
+         size_t of 8 bytes), one fact a line.\n\
+         // Compared as a set of lines by sdk/tests/header.rs (docs/contract.md §16); `//` lines \
+         are comments.\n"
+    )
 }
 
 /// Records of released ABI versions: `sdk/abi/aapi-MAJOR.MINOR.abi`.
@@ -505,19 +613,25 @@ fn released() -> Vec<(u16, u16, PathBuf)> {
 }
 
 /// docs/contract.md §16: a minor release only adds. The record of every released version of
-/// this major must still hold (structs only grow, at their end; every field, constant and entry
-/// point keeps its place, size, value and signature), and the current version must be recorded
-/// exactly, so a change is never made without a new minor. Record a new minor once with
+/// this major must still hold (structs only grow, at their end, and only those that carry their
+/// size; every field, constant and entry point keeps its place, size, type, value and
+/// signature), and the current version must be recorded exactly, so a change is never made
+/// without a new minor. Record a new minor once with
 /// `AAPI_ABI_RECORD=1 cargo test -p aapi-sdk --test header`; a record is never rewritten.
+/// The records hold the LP64 layout, so the check runs on 64-bit targets only.
 #[test]
+#[cfg_attr(
+    not(target_pointer_width = "64"),
+    ignore = "the records in sdk/abi/ hold the LP64 layout (8-byte pointers and size_t); \
+              this target's pointers are not 8 bytes"
+)]
 fn released_abi_versions_are_only_ever_extended() {
     let current = abi_record();
     let own = root().join(format!(
         "sdk/abi/aapi-{AAPI_ABI_MAJOR}.{AAPI_ABI_MINOR}.abi"
     ));
-    let text = current.join("\n") + "\n";
     if std::env::var_os("AAPI_ABI_RECORD").is_some() && !own.exists() {
-        std::fs::write(&own, &text).unwrap();
+        std::fs::write(&own, record_comment() + &current.join("\n") + "\n").unwrap();
     }
     let recorded = std::fs::read_to_string(&own).unwrap_or_else(|_| {
         panic!(
@@ -526,18 +640,13 @@ fn released_abi_versions_are_only_ever_extended() {
             own.display()
         )
     });
-    let changed: Vec<&String> = current
-        .iter()
-        .filter(|l| !recorded.lines().any(|r| r == l.as_str()))
-        .collect();
-    assert!(
-        recorded == text,
-        "the ABI differs from the record of released version {AAPI_ABI_MAJOR}.{AAPI_ABI_MINOR} \
-         ({}); new: {changed:#?}; no longer holding: {:#?}. An addition needs a new minor \
-         (AAPI_ABI_MINOR + 1, then AAPI_ABI_RECORD=1); anything else a new major",
-        own.display(),
-        breaks(&recorded, &current)
-    );
+    if let Some(why) = differs_from_record(&recorded, &current) {
+        panic!(
+            "the ABI differs from the record of released version \
+             {AAPI_ABI_MAJOR}.{AAPI_ABI_MINOR} ({}): {why}",
+            own.display()
+        );
+    }
 
     for (major, minor, path) in released() {
         if major != AAPI_ABI_MAJOR {
@@ -556,26 +665,76 @@ fn released_abi_versions_are_only_ever_extended() {
     }
 }
 
-/// What `new` breaks of the released record `old`: a struct that shrank or changed alignment, a
-/// field added anywhere but after the old end of its struct, and any other line of `old` that no
-/// longer holds.
+/// How the `current` ABI differs from the `recorded` one of its own version, compared as sets of
+/// lines (the order of constants in sdk/src/abi.rs or of `layouts()` does not matter), with
+/// what to do about it; `None` when they are the same.
+fn differs_from_record(recorded: &str, current: &[String]) -> Option<String> {
+    let recorded_lines = record_lines(recorded);
+    let current_lines: BTreeSet<&str> = current.iter().map(String::as_str).collect();
+    if recorded_lines == current_lines {
+        return None;
+    }
+    let new: Vec<&&str> = current_lines.difference(&recorded_lines).collect();
+    let gone: Vec<&&str> = recorded_lines.difference(&current_lines).collect();
+    let broken = breaks(recorded, current);
+    let advice = if broken.is_empty() {
+        "These are additions: raise AAPI_ABI_MINOR in sdk/src/abi.rs and record the new minor with \
+         `AAPI_ABI_RECORD=1 cargo test -p aapi-sdk --test header`."
+            .to_string()
+    } else {
+        format!(
+            "These break the released version, which needs a new major:\n{}",
+            broken.join("\n")
+        )
+    };
+    Some(format!(
+        "new: {new:#?}; no longer in the ABI: {gone:#?}. {advice}"
+    ))
+}
+
+/// What `new` breaks of the released record `old`: a struct that is gone, shrank, changed
+/// alignment or grew without carrying its size (a `struct_size` or `marker_size` field: without
+/// one, as for `aapi_property_t` passed as an array, a bigger struct breaks older code), a field
+/// added anywhere but after the old end of its struct, and any other line of `old` (a field's
+/// offset, size or type, a constant, a signature) that no longer holds.
 fn breaks(old: &str, new: &[String]) -> Vec<String> {
+    let old = record_lines(old);
+    let growable: HashSet<&str> = old
+        .iter()
+        .filter_map(|line| match line.split(' ').collect::<Vec<_>>()[..] {
+            ["field", field, ..] => match field.split_once('.')? {
+                (s, "struct_size" | "marker_size") => Some(s),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
     let mut out = Vec::new();
-    let mut old_sizes = std::collections::HashMap::new();
-    for line in old.lines() {
+    let mut old_sizes = HashMap::new();
+    for line in &old {
         let words: Vec<&str> = line.split(' ').collect();
         if let ["struct", name, "size", size, "align", align] = words[..] {
             let size: usize = size.parse().unwrap();
             old_sizes.insert(name, size);
-            let now = new.iter().find_map(|l| {
-                let w: Vec<&str> = l.split(' ').collect();
-                (w.len() == 6 && w[0] == "struct" && w[1] == name)
-                    .then(|| (w[3].parse::<usize>().unwrap(), w[5] == align))
-            });
+            let now = new
+                .iter()
+                .find_map(|l| match l.split(' ').collect::<Vec<_>>()[..] {
+                    ["struct", n, "size", s, "align", a] if n == name => {
+                        Some((s.parse::<usize>().unwrap(), a.to_string()))
+                    }
+                    _ => None,
+                });
             match now {
-                None => out.push(format!("{name} is gone")),
-                Some((now, same_align)) if now < size || !same_align => out.push(format!(
-                    "{line}: now {now} bytes, alignment same: {same_align}"
+                None => out.push(format!("struct {name} is gone")),
+                Some((_, a)) if a != align => {
+                    out.push(format!("struct {name}: alignment now {a}, was {align}"))
+                }
+                Some((now, _)) if now < size => {
+                    out.push(format!("struct {name}: now {now} bytes, was {size}"))
+                }
+                Some((now, _)) if now > size && !growable.contains(name) => out.push(format!(
+                    "struct {name}: now {now} bytes, was {size}; it has no struct_size field, so \
+                     its size must stay"
                 )),
                 Some(_) => {}
             }
@@ -584,12 +743,9 @@ fn breaks(old: &str, new: &[String]) -> Vec<String> {
         }
     }
     for line in new {
-        let words: Vec<&str> = line.split(' ').collect();
-        if let ["field", name, "offset", off, "size", _] = words[..]
+        if let ["field", name, "offset", off, ..] = line.split(' ').collect::<Vec<_>>()[..]
             && let Some(&size) = old_sizes.get(name.split('.').next().unwrap())
-            && !old
-                .lines()
-                .any(|r| r.starts_with(&format!("field {name} ")))
+            && !old.iter().any(|r| r.starts_with(&format!("field {name} ")))
             && off.parse::<usize>().unwrap() < size
         {
             out.push(format!(
@@ -602,22 +758,55 @@ fn breaks(old: &str, new: &[String]) -> Vec<String> {
 
 #[test]
 fn the_abi_record_check_tells_additions_from_breaks() {
-    let old = "struct s size 8 align 4\nfield s.a offset 0 size 4\nfield s.b offset 4 size 4\n\
-               #define AAPI_X 1\ntypedef int (*f_fn)(void *ctx);";
-    let lines = |t: &str| t.lines().map(String::from).collect::<Vec<_>>();
-    // A minor: a field appended, a constant and an entry point added.
-    let added =
-        format!("{old}\nfield s.c offset 8 size 4\n#define AAPI_Y 2\ntypedef int (*g_fn)(void);");
-    let added = added.replace("struct s size 8", "struct s size 12");
+    let old = "// a comment line\n\
+               struct s size 8 align 4\n\
+               field s.struct_size offset 0 size 4 type uint32_t\n\
+               field s.b offset 4 size 4 type uint32_t\n\
+               struct p size 16 align 8\n\
+               field p.key offset 0 size 8 type const char *\n\
+               field p.log offset 8 size 8 type aapi_log_fn\n\
+               #define AAPI_X 1\n\
+               typedef int (*f_fn)(void *);";
+    // A current ABI as `abi_record` gives it: the facts without comments, in source order.
+    let lines = |t: &str| {
+        t.lines()
+            .filter(|l| !l.starts_with("//"))
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(differs_from_record(old, &lines(old)), None);
+
+    // A minor: a field appended to a struct that carries its size, a constant and an entry point
+    // added.
+    let added = format!(
+        "{old}\nfield s.c offset 8 size 4 type uint32_t\n#define AAPI_Y 2\n\
+         typedef int (*g_fn)(void);"
+    )
+    .replace("struct s size 8", "struct s size 12");
     assert_eq!(breaks(old, &lines(&added)), Vec::<String>::new());
+    let why = differs_from_record(old, &lines(&added)).unwrap();
+    assert!(
+        why.contains("additions") && why.contains("AAPI_Y 2"),
+        "{why}"
+    );
+
+    // The same facts in another order (constants or layouts() reordered): no difference.
+    let reordered: Vec<String> = lines(old).into_iter().rev().collect();
+    assert_eq!(differs_from_record(old, &reordered), None);
+    assert_eq!(breaks(old, &reordered), Vec::<String>::new());
+
     // Breaks: each is reported.
     for (from, to, says) in [
-        ("struct s size 8", "struct s size 4", "now 4 bytes"),
-        ("align 4", "align 8", "alignment same: false"),
+        (
+            "struct s size 8",
+            "struct s size 4",
+            "s: now 4 bytes, was 8",
+        ),
+        ("size 8 align 4", "size 8 align 8", "alignment now 8, was 4"),
         (
             "field s.b offset 4",
             "field s.b offset 8",
-            "field s.b offset 4 size 4` no longer",
+            "field s.b offset 4 size 4 type uint32_t` no longer",
         ),
         (
             "s.b offset 4 size 4",
@@ -625,25 +814,71 @@ fn the_abi_record_check_tells_additions_from_breaks() {
             "no longer holds",
         ),
         (
+            "s.b offset 4 size 4 type uint32_t",
+            "s.b offset 4 size 4 type int32_t",
+            "type uint32_t` no longer holds",
+        ),
+        ("type const char *", "type const char *const *", "p.key"),
+        ("type aapi_log_fn", "type aapi_keepalive_fn", "p.log"),
+        (
             "#define AAPI_X 1",
             "#define AAPI_X 3",
             "AAPI_X 1` no longer holds",
         ),
-        ("(void *ctx)", "(const void *ctx)", "f_fn"),
-        ("struct s ", "struct t ", "s is gone"),
+        ("(void *)", "(const void *)", "f_fn"),
+        ("struct s ", "struct t ", "struct s is gone"),
+        // p has no struct_size: it cannot grow, even at its end.
+        (
+            "struct p size 16",
+            "struct p size 24",
+            "p: now 24 bytes, was 16; it has no struct_size",
+        ),
     ] {
         let new = old.replace(from, to);
+        assert_ne!(new, old, "{from} is not in the test record");
         let broken = breaks(old, &lines(&new));
         assert!(
             broken.iter().any(|b| b.contains(says)),
             "{from} -> {to}: {broken:?}"
         );
+        let why = differs_from_record(old, &lines(&new)).unwrap();
+        assert!(why.contains("needs a new major"), "{from} -> {to}: {why}");
     }
     // A field put inside the old size, even with the struct grown.
-    let inside = old.replace("size 8 align", "size 12 align") + "\nfield s.c offset 2 size 2";
+    let inside =
+        old.replace("size 8 align", "size 12 align") + "\nfield s.c offset 2 size 2 type uint16_t";
     let broken = breaks(old, &lines(&inside));
     assert!(
         broken.iter().any(|b| b.contains("s.c is new at offset 2")),
         "{broken:?}"
     );
+
+    // Field types come from the header's struct text, comments skipped.
+    let header = "typedef struct s {\n    /**\n     * Its size; always first.\n     */\n    \
+                  uint32_t struct_size;\n    const char *const *names;\n    aapi_log_fn log;\n    \
+                  char id[AAPI_SNAPID_MAX];\n} s;\n";
+    let types = field_types(header);
+    assert_eq!(types.len(), 4, "{types:?}");
+    assert_eq!(types["s.struct_size"], "uint32_t");
+    assert_eq!(types["s.names"], "const char *const *");
+    assert_eq!(types["s.log"], "aapi_log_fn");
+    assert_eq!(types["s.id"], "char[AAPI_SNAPID_MAX]");
+
+    // Parameter names are not part of the ABI; types, stars and const are.
+    let f = "typedef int (*f_fn)(void *ctx, const char *const *names, struct t *prop, uint32_t n);";
+    let normal = "typedef int (*f_fn)(void *, const char *const *, struct t *, uint32_t);";
+    assert_eq!(without_parameter_names(f), normal);
+    let renamed = f.replace("ctx", "context").replace(" n)", " count)");
+    assert_eq!(without_parameter_names(&renamed), normal);
+    assert_ne!(
+        without_parameter_names(&f.replace("void *ctx", "const void *ctx")),
+        normal
+    );
+    for unnamed in [
+        "typedef int (*g_fn)(void);",
+        "typedef int (*g_fn)(uint32_t, void *, unsigned int, struct t);",
+        "typedef uint64_t aapi_server_t;",
+    ] {
+        assert_eq!(without_parameter_names(unnamed), unnamed);
+    }
 }
