@@ -292,7 +292,17 @@ impl HostHooks for ConfHooks {
             let gap = t.max_gap.max(now - t.last_alive);
             let dur = now - t.start;
             let budget = self.budget_ms;
-            if !t.overlapped && t.function == function && dur.as_millis() > (budget / 4) as u128 {
+            // Calls without a session have no keepalive to send: their length is TIME-1's
+            // business, not the cadence's.
+            let sessionless = matches!(
+                function,
+                "aapi_pgn_init" | "aapi_pgn_claim" | "aapi_terminate"
+            );
+            if !t.overlapped
+                && !sessionless
+                && t.function == function
+                && dur.as_millis() > (budget / 4) as u128
+            {
                 s.long_calls.push(LongCall {
                     function: function.to_string(),
                     duration_ms: dur.as_millis() as u64,
