@@ -53,8 +53,9 @@
 /* ------------------------------------------------------------------------------------------ */
 
 /** The array `v` of `*cap` elements of `size` bytes with room for `need` (> 0) of them: `v` itself
- *  when it has it, else `v` reallocated with its capacity (`first` when 0) doubled until it does,
- *  and `*cap` updated. NULL when out of memory; `v` and `*cap` are then unchanged. */
+ *  when it has it, else `v` reallocated with its capacity (when 0: `first`, or 1 when `first` is
+ *  0) doubled until it does, and `*cap` updated. NULL when out of memory; `v` and `*cap` are then
+ *  unchanged. */
 void *grow_array(void *v, size_t *cap, size_t need, size_t size, size_t first);
 
 /** A growable byte buffer; `p` is always NUL-terminated when not NULL. */

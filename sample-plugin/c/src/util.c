@@ -160,7 +160,7 @@ int keepalive_tick(files_keepalive *ka, const char *fn)
 
 void *grow_array(void *v, size_t *cap, size_t need, size_t size, size_t first)
 {
-    size_t ncap = *cap ? *cap : first;
+    size_t ncap = *cap ? *cap : first ? first : 1;
     if (need <= *cap)
         return v;
     while (ncap < need) {
@@ -371,13 +371,41 @@ int chmod_at(int dirfd, const char *name, mode_t mode)
     return fchmodat(dirfd, name, mode, 0);
 }
 
+/* The names in the directory `fd` (opened for reading), "." and ".." aside, into `names`. The
+ * stream reads through a duplicate it closes: `fd` stays open for the calls on the entries, and a
+ * removal holds one descriptor per directory level. AAPI_EOK, or a code with the message set. */
+static int read_names(const char *fn, int fd, const char *path, files_strvec *names)
+{
+    struct dirent *e;
+    int rc = AAPI_EOK, dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    DIR *d = dup >= 0 ? fdopendir(dup) : NULL;
+    if (d == NULL) {
+        rc = fail_errno(errno, "%s: cannot open directory %s", fn, path);
+        if (dup >= 0)
+            close(dup);
+        return rc;
+    }
+    while ((errno = 0, e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        if (strvec_push(names, e->d_name) != AAPI_EOK) {
+            rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
+            break;
+        }
+    }
+    if (rc == AAPI_EOK && errno != 0)
+        rc = fail_errno(errno, "%s: cannot read directory %s", fn, path);
+    closedir(d);
+    return rc;
+}
+
 int remove_tree_at(const char *fn, int dirfd, const char *name, const char *path,
                    files_keepalive *ka)
 {
     struct stat st;
-    DIR *d;
-    struct dirent *e;
-    int fd, dup, rc = AAPI_EOK;
+    files_strvec names = {0};
+    size_t i;
+    int fd, rc;
     if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
         return errno == ENOENT ? AAPI_EOK : fail_errno(errno, "%s: cannot inspect %s", fn, path);
     if (!S_ISDIR(st.st_mode)) {
@@ -391,34 +419,21 @@ int remove_tree_at(const char *fn, int dirfd, const char *name, const char *path
     fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return fail_errno(errno, "%s: cannot open directory %s", fn, path);
-    /* The stream reads the entries through a duplicate; `fd` stays for the calls on them. */
-    dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    d = dup >= 0 ? fdopendir(dup) : NULL;
-    if (d == NULL) {
-        rc = fail_errno(errno, "%s: cannot open directory %s", fn, path);
-        if (dup >= 0)
-            close(dup);
-        close(fd);
-        return rc;
-    }
-    while (rc == AAPI_EOK && (errno = 0, e = readdir(d)) != NULL) {
+    rc = read_names(fn, fd, path, &names);
+    for (i = 0; i < names.n && rc == AAPI_EOK; i++) {
         char *child;
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
         rc = keepalive_tick(ka, fn);
         if (rc != AAPI_EOK)
             break;
-        child = path_join(path, e->d_name);
+        child = path_join(path, names.v[i]);
         if (child == NULL) {
             rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
             break;
         }
-        rc = remove_tree_at(fn, fd, e->d_name, child, ka);
+        rc = remove_tree_at(fn, fd, names.v[i], child, ka);
         free(child);
     }
-    if (rc == AAPI_EOK && errno != 0)
-        rc = fail_errno(errno, "%s: cannot read directory %s", fn, path);
-    closedir(d);
+    strvec_free(&names);
     close(fd);
     if (rc == AAPI_EOK && unlinkat(dirfd, name, AT_REMOVEDIR) != 0 && errno != ENOENT)
         rc = fail_errno(errno, "%s: cannot remove directory %s", fn, path);

@@ -15,8 +15,9 @@
  * It then checks an incremental discovery, a cancelled discovery (no file or snapshot left), a
  * failed restore with AAPI_CREATE_OVERWRITE (the replaced file comes back, the directories that
  * existed get their mtimes back), a restore whose paths lead through symbolic links below the
- * alternate root (refused; nothing outside it changes, the rollback included), and a set of bad
- * calls: call order, bad handles, buffer sizes, the last-error message.
+ * alternate root (refused; nothing outside it changes, the rollback included), the removal of a
+ * snapshot 200 directories deep with few descriptors, and a set of bad calls: call order, bad
+ * handles, buffer sizes, the last-error message.
  *
  * Exit status 0 when everything held, 1 when a check failed (each failure is printed), 2 on a
  * usage or setup error. Set ROUNDTRIP_VERBOSE=1 to see the plugin's log lines. Built with
@@ -34,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
@@ -1211,6 +1213,61 @@ static void confined_restore(void)
     free(inside);
 }
 
+/* DISC-7 with few descriptors: postprocess removes a snapshot 200 directories deep with the
+ * descriptor limit at 256, so the removal holds one descriptor per directory level, not more. */
+#define DEEP_LEVELS 200
+static void deep_snapshot(void)
+{
+    char *snaps = join(g_work, "snapshots-deep"), *root = join(snaps, "files-deep"), *p;
+    const char *sel[2];
+    aapi_property_t props[1];
+    aapi_session_def_t s;
+    aapi_snapid_t id;
+    aapi_server_t h;
+    struct rlimit before, low;
+    struct stat st;
+    size_t len;
+    int i;
+    if (mkdir(snaps, 0700) != 0 || mkdir(root, 0700) != 0)
+        die("mkdir: %s", strerror(errno));
+    len = strlen(root);
+    p = malloc(len + 2 * DEEP_LEVELS + 1);
+    if (p == NULL)
+        die("out of memory");
+    memcpy(p, root, len + 1);
+    for (i = 0; i < DEEP_LEVELS; i++) {
+        memcpy(p + len, "/d", 3);
+        len += 2;
+        if (mkdir(p, 0700) != 0)
+            die("mkdir %s: %s", p, strerror(errno));
+    }
+    free(p);
+    props[0].key = "files.snapshot_dir";
+    props[0].value = snaps;
+    memset(&id, 0, sizeof id);
+    memcpy(id.id, "files-deep", sizeof "files-deep");
+    sel[0] = g_tree;
+    sel[1] = NULL;
+    begin_cycle();
+    s = session(AAPI_OP_POSTPROCESS, AAPI_SCHED_FULL, id.id, props, 1);
+    h = open_session(&s);
+    if (getrlimit(RLIMIT_NOFILE, &before) != 0)
+        die("getrlimit: %s", strerror(errno));
+    low = before;
+    if (low.rlim_cur == RLIM_INFINITY || low.rlim_cur > 256)
+        low.rlim_cur = 256;
+    if (setrlimit(RLIMIT_NOFILE, &low) != 0)
+        die("setrlimit: %s", strerror(errno));
+    EXPECT(P.postprocess(h, sel, g_hosts, g_work, ".wkld", AAPI_SCHED_FULL, &id), AAPI_EOK);
+    if (setrlimit(RLIMIT_NOFILE, &before) != 0)
+        die("setrlimit: %s", strerror(errno));
+    EXPECT(P.close_server(h), AAPI_EOK);
+    EXPECT(P.terminate(), AAPI_EOK);
+    CHECK(lstat(root, &st) != 0, "the deep snapshot %s is still there", root);
+    free(root);
+    free(snaps);
+}
+
 /* Bad calls get the documented codes and leave out-parameters alone (LIFE, RC). */
 static void bad_calls(void)
 {
@@ -1316,6 +1373,7 @@ int main(int argc, char **argv)
     cancelled();
     failed_restore();
     confined_restore();
+    deep_snapshot();
 
     remove_all(g_work);
     free(g_tree);
