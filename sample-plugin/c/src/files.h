@@ -124,16 +124,38 @@ typedef enum files_dir_kind {
                    * its owner and mode are put back */
 } files_dir_kind;
 
-/** One slot of the table of changed directories (open addressing; `path` NULL when free). For
- * a directory that existed, what it had before the restore's first change. */
-typedef struct files_dirstate {
-    char *path;
-    files_dir_kind kind;
+/** What a directory that existed had before the restore's first change, and which directory it
+ * is (device and inode). */
+typedef struct files_saved {
     struct timespec atime, mtime;
     mode_t mode; /* permission bits (07777) */
     uid_t uid;
     gid_t gid;
+    dev_t dev;
+    ino_t ino;
+} files_saved;
+
+/** One slot of the table of changed directories (open addressing; `path` NULL when free). */
+typedef struct files_dirstate {
+    char *path;
+    files_dir_kind kind;
+    files_saved saved; /* DIR_BEFORE, DIR_DELETED */
 } files_dirstate;
+
+/** One slot of the table of recorded directories by device and inode (open addressing; `used`
+ * 0 when free): a directory reached by two paths (through a link, at the original location) is
+ * recorded as it was before the first. */
+typedef struct files_dirid {
+    int used;
+    files_saved saved;
+} files_dirid;
+
+/** A file system a restore wrote to (RST-9): a descriptor of a directory on it, and its path. */
+typedef struct files_written {
+    dev_t dev;
+    int fd;
+    char *path;
+} files_written;
 
 /** One server session (one handle of kind SERVER). */
 typedef struct files_server {
@@ -149,6 +171,8 @@ typedef struct files_server {
     int restore_done;
     /* Restore bookkeeping; mutated by concurrent object calls, so only under the table lock. */
     char *target_root;
+    int top_fd;             /* where every walk starts: the alternate root opened at preprocess
+                             * (it stays that directory, RST-10), or "/"; -1 before and after */
     files_strvec created;   /* paths this restore created, in creation order (RST-6) */
     files_aside *aside;     /* objects set aside under AAPI_CREATE_OVERWRITE (RST-7) */
     size_t aside_n, aside_cap;
@@ -156,6 +180,10 @@ typedef struct files_server {
     size_t dirmodes_n, dirmodes_cap;
     files_dirstate *dirs;   /* directories this restore changed; dirs_cap is a power of two */
     size_t dirs_n, dirs_cap;
+    files_dirid *ids;       /* the same directories by identity; ids_cap is a power of two */
+    size_t ids_n, ids_cap;
+    files_written *written; /* file systems written to, one directory each */
+    size_t written_n, written_cap;
 } files_server;
 
 /** What an object handle was issued for: LIFE-5 keeps reads and writes apart. */
@@ -185,7 +213,8 @@ typedef struct files_object {
     char *tmp;            /* hidden temporary file, renamed into place at close */
     files_buf data;       /* symlink target being written */
     uint64_t written;
-    int dirfd;            /* the parent directory: every change is made relative to it (RST-10) */
+    int dirfd;            /* the parent directory (the alternate root itself for the root's
+                           * path): every change is made relative to it (RST-10) */
 } files_object;
 
 /* ------------------------------------------------------------------------------------------ */
@@ -287,9 +316,10 @@ int remove_tree(const char *fn, const char *path, files_keepalive *ka);
 /** remove_tree() of the entry `name` of the directory `dirfd`; `path` names it in messages. */
 int remove_tree_at(const char *fn, int dirfd, const char *name, const char *path,
                    files_keepalive *ka);
-/** Give the entry `name` of the directory `dirfd`, which is not a symbolic link, the mode `mode`
- *  without following a link: fchmodat(AT_SYMLINK_NOFOLLOW) where the C library supports it,
- *  else after checking that the entry is not a link. 0, or -1 with errno set. */
+/** Give the directory `name` of the directory `dirfd` (never a symbolic link) the mode `mode`,
+ *  through a descriptor of it opened without following a link. Where the caller may not open it
+ *  for reading: fchmodat(AT_SYMLINK_NOFOLLOW) where the C library supports it, else after
+ *  checking that the entry is not a link. 0, or -1 with errno set. */
 int chmod_at(int dirfd, const char *name, mode_t mode);
 /** Write the whole buffer, retrying short writes and EINTR; returns 0 or an errno value. */
 int write_all(int fd, const void *p, size_t n);

@@ -18,6 +18,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* LOAD-2: the static marker tools read from the ELF file without running any plugin code. */
 AAPI_DEFINE_ABI_MARKER();
@@ -180,10 +181,14 @@ void server_free(files_server *srv)
         return;
     free(srv->cfg.snapshot_dir);
     free(srv->target_root);
+    if (srv->top_fd >= 0)
+        close(srv->top_fd);
     strvec_free(&srv->created);
     free(srv->aside);
     free(srv->dirmodes);
     free(srv->dirs);
+    free(srv->ids);
+    free(srv->written);
     free(srv);
 }
 
@@ -240,6 +245,7 @@ int aapi_open_server(const char *server, const aapi_session_def_t *session,
      * keeping the pointer is allowed; nothing else the framework passes is kept. */
     srv->session = session;
     srv->op = session->sd_operation;
+    srv->top_fd = -1;
     rc = parse_config(fn, srv);
     if (rc == AAPI_EOK)
         rc = server_register(srv);

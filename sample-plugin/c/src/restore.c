@@ -129,6 +129,20 @@ static const char *confining_root(const files_server *srv)
     return root != NULL && strcmp(root, "/") != 0 ? root : NULL;
 }
 
+/* Non-zero when the normalized `path` is where every walk starts: the alternate root, or "/". */
+static int is_top(const files_server *srv, const char *path)
+{
+    const char *root = confining_root(srv);
+    return strcmp(path, root != NULL ? root : "/") == 0;
+}
+
+/* The name of the normalized absolute `path` in the directory walk_parent() gives for it: "."
+ * for the alternate root or "/", which are that directory itself. */
+static const char *leaf_of(const files_server *srv, const char *path)
+{
+    return is_top(srv, path) ? "." : strrchr(path, '/') + 1;
+}
+
 static void walk_classify(int dirfd, const char *name, int err, int confined, files_walk *w)
 {
     struct stat st;
@@ -146,20 +160,28 @@ static void walk_classify(int dirfd, const char *name, int err, int confined, fi
 }
 
 /* A descriptor of the directory made of the first `len` bytes of the normalized absolute `path`,
- * or -1 with *w saying why. Under the alternate root the walk starts at a descriptor of the root
- * (reached as its path says, links included) and follows no symbolic link below it; elsewhere it
- * starts at "/" and follows links. With `made`, missing directories are made (mode 0700) and
- * appended to it, top first. */
+ * or -1 with *w saying why. Every walk starts at srv->top_fd: the alternate root, opened once at
+ * restore_preprocess (following links), or "/". Below the alternate root no symbolic link is
+ * followed; at the original location (or under the root "/") links are followed. With `made`,
+ * missing directories are made (mode 0700) and appended to it, top first. */
 static int walk_dir(const files_server *srv, const char *path, size_t len, files_strvec *made,
                     files_walk *w)
 {
-    const char *root = confining_root(srv);
-    size_t i = 0, rl = root != NULL ? strlen(root) : 0;
-    int fd, confined = 0;
-    char *buf = malloc(len + 1);
+    const char *root = confining_root(srv), *top = root != NULL ? root : "/";
+    size_t tl = strlen(top), i = tl;
+    int fd = srv->top_fd, owned = 0, confined = root != NULL;
+    char *buf;
     w->stop = WALK_OK;
     w->err = 0;
-    w->at = 1;
+    w->at = tl;
+    /* Every path of the restore lies under the top (check_restore_path). */
+    if (len < tl || strncmp(path, top, tl) != 0 ||
+        (len > tl && path[tl] != '/' && strcmp(top, "/") != 0)) {
+        w->stop = WALK_ERROR;
+        w->err = EINVAL;
+        return -1;
+    }
+    buf = malloc(len + 1);
     if (buf == NULL) {
         w->stop = WALK_ERROR;
         w->err = ENOMEM;
@@ -167,21 +189,6 @@ static int walk_dir(const files_server *srv, const char *path, size_t len, files
     }
     memcpy(buf, path, len);
     buf[len] = '\0';
-    if (root != NULL && strncmp(buf, root, rl) == 0 && (buf[rl] == '/' || buf[rl] == '\0')) {
-        char saved = buf[rl];
-        confined = 1;
-        buf[rl] = '\0';
-        fd = open(buf, DIR_ONLY | O_DIRECTORY | O_CLOEXEC);
-        buf[rl] = saved;
-        i = w->at = rl;
-    } else {
-        fd = open("/", DIR_ONLY | O_DIRECTORY | O_CLOEXEC);
-    }
-    if (fd < 0) {
-        walk_classify(AT_FDCWD, buf, errno, 0, w);
-        free(buf);
-        return -1;
-    }
     while (i < len) {
         size_t start;
         int next;
@@ -216,37 +223,41 @@ static int walk_dir(const files_server *srv, const char *path, size_t len, files
         }
         if (next < 0) {
             walk_classify(fd, buf + start, errno, confined, w);
-            close(fd);
+            if (owned)
+                close(fd);
             free(buf);
             return -1;
         }
         buf[i] = saved;
-        close(fd);
+        if (owned)
+            close(fd);
         fd = next;
+        owned = 1;
     }
     free(buf);
+    /* The top itself: a descriptor of its own for the caller, still that directory. */
+    if (!owned && (fd = fcntl(srv->top_fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+        w->stop = WALK_ERROR;
+        w->err = errno;
+    }
     return fd;
 stop:
     w->stop = WALK_ERROR;
     w->err = errno;
-    close(fd);
+    if (owned)
+        close(fd);
     free(buf);
     return -1;
 }
 
-/* The name of the normalized absolute `path` in its directory ("." for "/"). */
-static const char *leaf_of(const char *path)
-{
-    return path[1] == '\0' ? "." : strrchr(path, '/') + 1;
-}
-
-/* A descriptor of the parent directory of the normalized absolute `path` ("/" for "/"), walked
- * as walk_dir() does, or -1 with *w saying why. */
+/* A descriptor of the directory that holds the normalized absolute `path`, in which leaf_of()
+ * names it (the alternate root, or "/", is "." of itself), walked as walk_dir() does, or -1 with
+ * *w saying why. */
 static int walk_parent(const files_server *srv, const char *path, files_strvec *made,
                        files_walk *w)
 {
     const char *slash = strrchr(path, '/');
-    size_t len = slash == path ? 1 : (size_t)(slash - path);
+    size_t len = is_top(srv, path) ? strlen(path) : slash == path ? 1 : (size_t)(slash - path);
     return walk_dir(srv, path, len, made, w);
 }
 
@@ -306,7 +317,7 @@ static int scope_stat(const files_server *srv, const char *path, struct stat *st
                : w.stop == WALK_NOTDIR ? ENOTDIR
                : w.stop == WALK_LINK   ? ELOOP
                                        : w.err;
-    if (fstatat(fd, leaf_of(path), st, AT_SYMLINK_NOFOLLOW) != 0)
+    if (fstatat(fd, leaf_of(srv, path), st, AT_SYMLINK_NOFOLLOW) != 0)
         rc = errno;
     close(fd);
     return rc;
@@ -319,21 +330,48 @@ static int scope_chmod(const files_server *srv, const char *path, mode_t mode)
     int rc = 0, fd = walk_parent(srv, path, NULL, &w);
     if (fd < 0)
         return w.stop == WALK_ERROR ? w.err : w.stop == WALK_LINK ? ELOOP : ENOENT;
-    if (chmod_at(fd, leaf_of(path), mode) != 0)
+    if (chmod_at(fd, leaf_of(srv, path), mode) != 0)
         rc = errno;
     close(fd);
     return rc;
 }
 
-/* Set the atime and mtime of the normalized `path` itself, reached as walk_dir() reaches it. */
-static void scope_set_times(const files_server *srv, const char *path, const struct timespec ts[2])
+/* A directory itself, to change its own owner, mode and times through a descriptor: `rd` opened
+ * for reading where the caller may, else "." of `fd`, its descriptor (which never leads anywhere
+ * else either). */
+typedef struct dir_self {
+    int fd;
+    int rd;
+} dir_self;
+
+static dir_self dir_self_of(int fd)
 {
-    files_walk w;
-    int fd = walk_parent(srv, path, NULL, &w);
-    if (fd >= 0) {
-        (void)utimensat(fd, leaf_of(path), ts, AT_SYMLINK_NOFOLLOW);
-        close(fd);
-    }
+    dir_self d;
+    d.fd = fd;
+    d.rd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    return d;
+}
+
+static void dir_self_close(dir_self *d)
+{
+    if (d->rd >= 0)
+        close(d->rd);
+    close(d->fd);
+}
+
+static int self_chown(const dir_self *d, uid_t uid, gid_t gid)
+{
+    return d->rd >= 0 ? fchown(d->rd, uid, gid) : fchownat(d->fd, ".", uid, gid, 0);
+}
+
+static int self_chmod(const dir_self *d, mode_t mode)
+{
+    return d->rd >= 0 ? fchmod(d->rd, mode) : fchmodat(d->fd, ".", mode, 0);
+}
+
+static int self_set_times(const dir_self *d, const struct timespec ts[2])
+{
+    return d->rd >= 0 ? futimens(d->rd, ts) : utimensat(d->fd, ".", ts, 0);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -368,9 +406,10 @@ static files_dirstate *dir_find(files_server *srv, const char *path)
     return d->path != NULL ? d : NULL;
 }
 
-/* Give `path` the state `kind` (with the owner, mode and times of `st` for DIR_BEFORE), adding it
- * when new. AAPI_EOK or AAPI_ENOMEM. */
-static int dir_set(files_server *srv, const char *path, files_dir_kind kind, const struct stat *st)
+/* Give `path` the state `kind` (with `saved` for DIR_BEFORE), adding it when new. AAPI_EOK or
+ * AAPI_ENOMEM. */
+static int dir_set(files_server *srv, const char *path, files_dir_kind kind,
+                   const files_saved *saved)
 {
     files_dirstate *d;
     if ((srv->dirs_n + 1) * 2 > srv->dirs_cap) { /* at most half full */
@@ -393,21 +432,62 @@ static int dir_set(files_server *srv, const char *path, files_dir_kind kind, con
         srv->dirs_n++;
     }
     d->kind = kind;
-    if (st != NULL) {
-        d->atime = st->st_atim;
-        d->mtime = st->st_mtim;
-        d->mode = st->st_mode & 07777;
-        d->uid = st->st_uid;
-        d->gid = st->st_gid;
-    }
+    if (saved != NULL)
+        d->saved = *saved;
     return AAPI_EOK;
 }
 
+/* The slot of the directory `dev`/`ino` in the identity table: its entry, or the free slot where
+ * it goes (the table is never full). */
+static files_dirid *id_slot(files_server *srv, dev_t dev, ino_t ino)
+{
+    size_t mask = srv->ids_cap - 1;
+    size_t i = (size_t)(((uint64_t)dev * 1099511628211ull) ^ (uint64_t)ino) & mask;
+    while (srv->ids[i].used && (srv->ids[i].saved.dev != dev || srv->ids[i].saved.ino != ino))
+        i = (i + 1) & mask;
+    return &srv->ids[i];
+}
+
+/* What the directory `st` had when it was first recorded, recording it now when it is new: a
+ * directory reached by two paths keeps what it had before the first. NULL when out of memory. */
+static const files_saved *id_saved(files_server *srv, const struct stat *st)
+{
+    files_dirid *d;
+    if ((srv->ids_n + 1) * 2 > srv->ids_cap) { /* at most half full */
+        size_t i, ocap = srv->ids_cap, ncap = ocap ? ocap * 2 : 64;
+        files_dirid *old = srv->ids, *nv = calloc(ncap, sizeof *nv);
+        if (nv == NULL)
+            return NULL;
+        srv->ids = nv;
+        srv->ids_cap = ncap;
+        for (i = 0; i < ocap; i++)
+            if (old[i].used)
+                *id_slot(srv, old[i].saved.dev, old[i].saved.ino) = old[i];
+        free(old);
+    }
+    d = id_slot(srv, st->st_dev, st->st_ino);
+    if (!d->used) {
+        d->used = 1;
+        d->saved.atime = st->st_atim;
+        d->saved.mtime = st->st_mtim;
+        d->saved.mode = st->st_mode & 07777;
+        d->saved.uid = st->st_uid;
+        d->saved.gid = st->st_gid;
+        d->saved.dev = st->st_dev;
+        d->saved.ino = st->st_ino;
+        srv->ids_n++;
+    }
+    return &d->saved;
+}
+
 /* Record the owner, mode and times of the directory `dir` (normalized) before the restore changes
- * it or one of its entries, once per directory. A missing `dir` is about to be made: its nearest
- * existing ancestor is the directory that changes. Directories this restore made are skipped.
- * Under the table lock, so that concurrent objects record a directory before either changes it. */
-static int touch_dir(const char *fn, files_server *srv, const char *dir)
+ * it or one of its entries, once per directory; `opened` is a descriptor of that directory when
+ * the caller has one, else -1. The directory is the one a walk of `dir` reaches (through the links
+ * of parent directories at the original location), recorded through its descriptor. A missing
+ * `dir` is about to be made: its nearest existing ancestor is the directory that changes.
+ * Directories this restore made are skipped. Under the table lock, so that concurrent objects
+ * record a directory before either changes it. */
+static int touch_dir(const char *fn, files_server *srv, const char *dir, int opened)
 {
     char *d = strdup(dir);
     int rc = AAPI_EOK;
@@ -416,16 +496,21 @@ static int touch_dir(const char *fn, files_server *srv, const char *dir)
     state_lock();
     while (dir_find(srv, d) == NULL) {
         struct stat st;
+        files_walk w;
         char *slash;
-        int err = scope_stat(srv, d, &st);
-        if (err == 0) {
-            if (S_ISDIR(st.st_mode))
-                rc = dir_set(srv, d, DIR_BEFORE, &st);
-            break; /* not a directory: the change itself fails */
+        int fd = opened >= 0 ? opened : walk_dir(srv, d, strlen(d), NULL, &w);
+        if (fd >= 0) {
+            if (fstat(fd, &st) == 0) {
+                const files_saved *saved = id_saved(srv, &st);
+                rc = saved == NULL ? AAPI_ENOMEM : dir_set(srv, d, DIR_BEFORE, saved);
+            }
+            if (fd != opened)
+                close(fd);
+            break; /* not readable: the change itself fails */
         }
         slash = strrchr(d, '/');
-        /* Not readable, or through a link: the change itself fails. */
-        if (err != ENOENT || slash == NULL || d[1] == '\0')
+        /* Not a directory, or through a link: the change itself fails. */
+        if (w.stop != WALK_MISSING || is_top(srv, d) || slash == NULL)
             break;
         slash[slash == d ? 1 : 0] = '\0'; /* the parent; "/" for "/x" */
     }
@@ -446,6 +531,48 @@ static int record_made_dir(files_server *srv, const char *path)
     return rc;
 }
 
+/* RST-9: note the file system of the directory `dirfd`, where the restored object `path` now is,
+ * for the syncfs of a successful restore_postprocess. AAPI_EOK or AAPI_ENOMEM. */
+static int note_written(files_server *srv, int dirfd, const char *path)
+{
+    struct stat st;
+    size_t i;
+    int rc = AAPI_EOK;
+    if (fstat(dirfd, &st) != 0)
+        return AAPI_EOK; /* the sync finds what it can */
+    state_lock();
+    for (i = 0; i < srv->written_n && srv->written[i].dev != st.st_dev; i++)
+        ;
+    if (i == srv->written_n) {
+        files_written *nv = grow_array(srv->written, &srv->written_cap, srv->written_n + 1,
+                                       sizeof *nv, 4);
+        /* The directory's path, for messages: the object's parent, or the top itself. */
+        const char *slash = strrchr(path, '/');
+        size_t len = is_top(srv, path) ? strlen(path) : slash == path ? 1 : (size_t)(slash - path);
+        char *p = malloc(len + 1);
+        int fd = fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
+        if (nv != NULL)
+            srv->written = nv;
+        if (p != NULL) {
+            memcpy(p, path, len);
+            p[len] = '\0';
+        }
+        if (nv == NULL || p == NULL || fd < 0) {
+            free(p);
+            if (fd >= 0)
+                close(fd);
+            rc = AAPI_ENOMEM;
+        } else {
+            srv->written[srv->written_n].dev = st.st_dev;
+            srv->written[srv->written_n].fd = fd;
+            srv->written[srv->written_n].path = p;
+            srv->written_n++;
+        }
+    }
+    state_unlock();
+    return rc;
+}
+
 static void free_bookkeeping(files_server *srv)
 {
     size_t i;
@@ -454,6 +581,9 @@ static void free_bookkeeping(files_server *srv)
     free(srv->dirs);
     srv->dirs = NULL;
     srv->dirs_n = srv->dirs_cap = 0;
+    free(srv->ids);
+    srv->ids = NULL;
+    srv->ids_n = srv->ids_cap = 0;
     for (i = 0; i < srv->aside_n; i++) {
         free(srv->aside[i].path);
         free(srv->aside[i].aside);
@@ -462,7 +592,15 @@ static void free_bookkeeping(files_server *srv)
     for (i = 0; i < srv->dirmodes_n; i++)
         free(srv->dirmodes[i].path);
     srv->dirmodes_n = 0;
+    for (i = 0; i < srv->written_n; i++) {
+        close(srv->written[i].fd);
+        free(srv->written[i].path);
+    }
+    srv->written_n = 0;
     strvec_free(&srv->created);
+    if (srv->top_fd >= 0)
+        close(srv->top_fd);
+    srv->top_fd = -1;
 }
 
 /* The server of a restore object call, once the handle, the operation and the restore window
@@ -522,7 +660,7 @@ int aapi_restore_preprocess(aapi_server_t server, const aapi_restore_info_t *res
     const char *where;
     uint64_t need, avail;
     char *root = NULL;
-    int rc = require_claimed(fn);
+    int top, rc = require_claimed(fn);
     if (rc != AAPI_EOK)
         return rc;
     if (restore_info == NULL)
@@ -545,25 +683,32 @@ int aapi_restore_preprocess(aapi_server_t server, const aapi_restore_info_t *res
                     fn);
     where = "/";
     if (restore_info->target_root[0] != '\0') {
-        struct stat st;
         int dotdot;
         /* It bounds every object path of the restore, which is never resolved: absolute,
          * without a ".." component. */
         rc = check_object_path(fn, "target_root", restore_info->target_root);
         if (rc != AAPI_EOK)
             return rc;
-        /* RST-1: an alternate root must be an existing directory. */
-        if (stat(restore_info->target_root, &st) != 0 || !S_ISDIR(st.st_mode))
-            return fail(AAPI_ENOENT, "%s: target_root %s is not an existing directory", fn,
-                        restore_info->target_root);
         root = path_normalize(restore_info->target_root, &dotdot);
         if (root == NULL)
             return fail(AAPI_ENOMEM, "%s: out of memory", fn);
         where = root;
     }
+    /* RST-1: an alternate root must be an existing directory. RST-10: it is opened once,
+     * following links, and stays this directory for the whole restore. */
+    top = open(root != NULL && strcmp(root, "/") != 0 ? root : "/",
+               DIR_ONLY | O_DIRECTORY | O_CLOEXEC);
+    if (top < 0) {
+        rc = errno == ENOENT || errno == ENOTDIR
+                 ? fail(AAPI_ENOENT, "%s: target_root %s is not an existing directory", fn, where)
+                 : fail_errno(errno, "%s: cannot open target_root %s", fn, where);
+        free(root);
+        return rc;
+    }
     /* RST-1: room for total_bytes plus files.min_free_bytes, before anything is written. */
-    if (statvfs(where, &vfs) != 0) {
+    if (fstatvfs(top, &vfs) != 0) {
         rc = fail_errno(errno, "%s: cannot query the file system of %s", fn, where);
+        close(top);
         free(root);
         return rc;
     }
@@ -578,11 +723,13 @@ int aapi_restore_preprocess(aapi_server_t server, const aapi_restore_info_t *res
                   fn, where, (unsigned long long)avail, (unsigned long long)need,
                   (unsigned long long)restore_info->total_bytes,
                   (unsigned long long)srv->cfg.min_free_bytes);
+        close(top);
         free(root);
         return rc;
     }
     state_lock();
     srv->target_root = root;
+    srv->top_fd = top;
     srv->preprocess_done = 1;
     state_unlock();
     log_msg(srv, AAPI_LOG_INFO, "%s: restoring %llu objects, %llu bytes, to %s", FILES_PLUGIN_NAME,
@@ -617,6 +764,14 @@ static void open_restrictive_parents(files_server *srv, const char *path)
     state_unlock();
 }
 
+/* The text of `err` in `buf`. */
+static const char *errno_text(int err, char *buf, size_t size)
+{
+    if (strerror_r(err, buf, size) != 0)
+        snprintf(buf, size, "errno %d", err);
+    return buf;
+}
+
 /* Give the opened directories their exact modes back, deepest first. */
 static int close_restrictive_dirs(files_server *srv)
 {
@@ -626,14 +781,15 @@ static int close_restrictive_dirs(files_server *srv)
         qsort(srv->dirmodes, srv->dirmodes_n, sizeof *srv->dirmodes, by_path_desc);
     for (i = 0; i < srv->dirmodes_n; i++) {
         struct stat st;
+        char reason[256];
         int err;
         if (!srv->dirmodes[i].opened || scope_stat(srv, srv->dirmodes[i].path, &st) != 0 ||
             !S_ISDIR(st.st_mode))
             continue; /* untouched, or removed by a rollback */
         err = scope_chmod(srv, srv->dirmodes[i].path, srv->dirmodes[i].mode);
         if (err != 0) {
-            log_msg(srv, AAPI_LOG_ERROR, "%s: cannot set the mode of %s (errno %d)",
-                    FILES_PLUGIN_NAME, srv->dirmodes[i].path, err);
+            log_msg(srv, AAPI_LOG_ERROR, "%s: cannot set the mode of %s: %s", FILES_PLUGIN_NAME,
+                    srv->dirmodes[i].path, errno_text(err, reason, sizeof reason));
             rc = AAPI_EIO;
         }
     }
@@ -648,85 +804,62 @@ static int commit_restore(const char *fn, files_server *srv)
     int rc = AAPI_EOK;
     for (i = 0; i < srv->aside_n; i++) {
         const char *aside = srv->aside[i].aside;
-        char *dir = NULL, *name = NULL;
+        char reason[1024];
         struct stat st;
         files_walk w;
-        int fd, removed = AAPI_EOK;
-        int have_times = path_split(aside, &dir, &name) == AAPI_EOK &&
-                         scope_stat(srv, dir, &st) == 0;
+        int removed = AAPI_EOK;
         /* RST-10: reached through no symbolic link below the alternate root. */
-        fd = walk_parent(srv, aside, NULL, &w);
+        int fd = walk_parent(srv, aside, NULL, &w);
         if (fd >= 0) {
-            removed = remove_tree_at(fn, fd, leaf_of(aside), aside, NULL);
-            close(fd);
+            int have_times = fstat(fd, &st) == 0;
+            removed = remove_tree_at(fn, fd, leaf_of(srv, aside), aside, NULL);
+            if (have_times) {
+                struct timespec ts[2];
+                dir_self d = dir_self_of(fd);
+                ts[0] = st.st_atim;
+                ts[1] = st.st_mtim;
+                (void)self_set_times(&d, ts);
+                dir_self_close(&d);
+            } else {
+                close(fd);
+            }
         } else if (w.stop != WALK_MISSING) {
-            removed = AAPI_EIO;
+            removed = fail(AAPI_EIO, "%s", walk_reason(srv, aside, &w, reason, sizeof reason));
         }
         if (removed != AAPI_EOK) {
-            log_msg(srv, AAPI_LOG_ERROR, "%s: cannot delete the replaced %s kept as %s",
-                    FILES_PLUGIN_NAME, srv->aside[i].path, aside);
+            size_t len = sizeof reason;
+            (void)last_error_copy(reason, &len);
+            log_msg(srv, AAPI_LOG_ERROR, "%s: cannot delete the replaced object %s kept as %s: %s",
+                    FILES_PLUGIN_NAME, srv->aside[i].path, aside, reason);
             rc = AAPI_EIO;
         }
-        if (have_times) {
-            struct timespec ts[2];
-            ts[0] = st.st_atim;
-            ts[1] = st.st_mtim;
-            scope_set_times(srv, dir, ts);
-        }
-        free(dir);
-        free(name);
     }
     return rc;
 }
 
-/* RST-9: make what this restore wrote durable: one syncfs per file system it wrote to (found
- * from the parents of the created and replaced objects); sync() where syncfs does not exist. */
+/* RST-9: make what this restore wrote durable: one syncfs per file system it wrote to (noted as
+ * each object was completed); sync() where syncfs does not exist. */
 static int sync_written(files_server *srv)
 {
-    dev_t *devs = NULL;
-    size_t i, n = 0, total = srv->created.n + srv->aside_n;
+    size_t i;
     int rc = AAPI_EOK;
 #if !defined(__linux__)
-    (void)devs; (void)i; (void)n; (void)total;
-    sync();
+    (void)i;
+    if (srv->written_n > 0)
+        sync();
 #else
-    if (total > 0 && (devs = malloc(total * sizeof *devs)) == NULL)
-        return AAPI_ENOMEM;
-    for (i = 0; i < total; i++) {
-        const char *path =
-            i < srv->created.n ? srv->created.v[i] : srv->aside[i - srv->created.n].path;
-        char *dir = NULL, *name = NULL;
-        struct stat st;
-        files_walk w;
-        size_t k;
-        int fd = -1, dfd = -1;
-        if (path_split(path, &dir, &name) == AAPI_EOK)
-            dfd = walk_dir(srv, dir, strlen(dir), NULL, &w);
-        if (dfd < 0 || fstat(dfd, &st) != 0) {
-            if (dfd >= 0)
-                (void)close(dfd);
-            free(dir);
-            free(name);
-            continue;
+    for (i = 0; i < srv->written_n; i++) {
+        char reason[256];
+        int fd = openat(srv->written[i].fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0 || syncfs(fd) != 0) {
+            log_msg(srv, AAPI_LOG_ERROR, "%s: cannot sync the file system of %s: %s",
+                    FILES_PLUGIN_NAME, srv->written[i].path,
+                    errno_text(errno, reason, sizeof reason));
+            rc = AAPI_EIO;
         }
-        for (k = 0; k < n && devs[k] != st.st_dev; k++)
-            ;
-        if (k == n) {
-            devs[n++] = st.st_dev;
-            fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-            if (fd < 0 || syncfs(fd) != 0) {
-                log_msg(srv, AAPI_LOG_ERROR, "%s: cannot sync the file system of %s (errno %d)",
-                        FILES_PLUGIN_NAME, dir, errno);
-                rc = AAPI_EIO;
-            }
-            if (fd >= 0)
-                (void)close(fd);
-        }
-        (void)close(dfd);
-        free(dir);
-        free(name);
+        if (fd >= 0)
+            (void)close(fd);
     }
-    free(devs);
 #endif
     return rc;
 }
@@ -745,20 +878,13 @@ static void rollback_warning(files_server *srv, const char *reason, const char *
             FILES_PLUGIN_NAME, what, dir, reason, rest);
 }
 
-/* The text of `err` in `buf`. */
-static const char *errno_text(int err, char *buf, size_t size)
-{
-    if (strerror_r(err, buf, size) != 0)
-        snprintf(buf, size, "errno %d", err);
-    return buf;
-}
-
 /* After a rollback, give the directories that existed before the restore what they had before its
  * first change, deepest first: owner (as root; a restore changes it only then), mode, and, unless
  * aapi_delete_object removed an entry, atime and mtime. Their ctime cannot be set back. Only what
- * differs is changed. What cannot be put back (the times of a directory the running user does not
- * own, say) is a warning naming the directory and what stays: RST-6 and RST-7 are about objects,
- * and those are already removed or back, so the rollback goes on. */
+ * differs is changed, through a descriptor of the directory a walk of its path reaches. What
+ * cannot be put back (the times of a directory the running user does not own, say) is a warning
+ * naming the directory and what stays: RST-6 and RST-7 are about objects, and those are already
+ * removed or back, so the rollback goes on. */
 static void put_back_dirs(files_server *srv)
 {
     files_dirstate **v;
@@ -781,52 +907,57 @@ static void put_back_dirs(files_server *srv)
         qsort(v, n, sizeof *v, by_dir_path_desc);
     for (i = 0; i < n; i++) {
         const files_dirstate *d = v[i];
-        const char *name = leaf_of(d->path);
+        const files_saved *saved = &d->saved;
         char what[64], reason[512];
         struct stat st;
         struct timespec ts[2];
         files_walk w;
-        int chowned, fd;
-        /* RST-10: reached through no symbolic link below the alternate root. */
-        fd = walk_parent(srv, d->path, NULL, &w);
+        dir_self self;
+        int chowned;
+        /* RST-10: reached through no symbolic link below the alternate root. Gone (removed by
+         * aapi_delete_object) or no longer a directory (not put back, reported already):
+         * nothing to give back. */
+        int fd = walk_dir(srv, d->path, strlen(d->path), NULL, &w);
         if (fd < 0) {
-            if (w.stop != WALK_MISSING)
+            if (w.stop != WALK_MISSING && w.stop != WALK_NOTDIR)
                 rollback_warning(srv, walk_reason(srv, d->path, &w, reason, sizeof reason),
                                  "owner, mode and times", d->path, "");
             continue;
         }
-        /* Gone (removed by aapi_delete_object) or no longer a directory (not put back, reported
-         * already): nothing to give back. */
-        if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-            if (errno != ENOENT)
-                rollback_warning(srv, errno_text(errno, reason, sizeof reason),
-                                 "owner, mode and times", d->path, "");
-            close(fd);
+        self = dir_self_of(fd);
+        if (fstat(fd, &st) != 0) {
+            rollback_warning(srv, errno_text(errno, reason, sizeof reason),
+                             "owner, mode and times", d->path, "");
+            dir_self_close(&self);
             continue;
         }
-        if (!S_ISDIR(st.st_mode)) {
-            close(fd);
+        /* Another directory at that path now (another process moved the one that was there):
+         * it gets nothing of the other's. */
+        if (st.st_dev != saved->dev || st.st_ino != saved->ino) {
+            rollback_warning(srv, "another directory is there now", "owner, mode and times",
+                             d->path, "");
+            dir_self_close(&self);
             continue;
         }
         /* The owner first: changing it clears the setuid/setgid bits. The mode belongs to the
          * owner: a directory whose owner could not be put back keeps the mode it has. */
-        chowned = root && (st.st_uid != d->uid || st.st_gid != d->gid);
-        if (chowned && fchownat(fd, name, d->uid, d->gid, AT_SYMLINK_NOFOLLOW) != 0) {
-            snprintf(what, sizeof what, "owner %lu:%lu", (unsigned long)d->uid,
-                     (unsigned long)d->gid);
+        chowned = root && (st.st_uid != saved->uid || st.st_gid != saved->gid);
+        if (chowned && self_chown(&self, saved->uid, saved->gid) != 0) {
+            snprintf(what, sizeof what, "owner %lu:%lu", (unsigned long)saved->uid,
+                     (unsigned long)saved->gid);
             rollback_warning(srv, errno_text(errno, reason, sizeof reason), what, d->path,
                              "; its mode is left as it is too");
-        } else if ((chowned || (st.st_mode & 07777) != d->mode) &&
-                   chmod_at(fd, name, d->mode) != 0) {
-            snprintf(what, sizeof what, "mode %04o", (unsigned)d->mode);
+        } else if ((chowned || (st.st_mode & 07777) != saved->mode) &&
+                   self_chmod(&self, saved->mode) != 0) {
+            snprintf(what, sizeof what, "mode %04o", (unsigned)saved->mode);
             rollback_warning(srv, errno_text(errno, reason, sizeof reason), what, d->path, "");
         }
-        ts[0] = d->atime;
-        ts[1] = d->mtime;
-        if (d->kind == DIR_BEFORE && utimensat(fd, name, ts, AT_SYMLINK_NOFOLLOW) != 0)
+        ts[0] = saved->atime;
+        ts[1] = saved->mtime;
+        if (d->kind == DIR_BEFORE && self_set_times(&self, ts) != 0)
             rollback_warning(srv, errno_text(errno, reason, sizeof reason), "atime and mtime",
                              d->path, "");
-        close(fd);
+        dir_self_close(&self);
     }
     free(v);
 }
@@ -843,10 +974,10 @@ static int roll_back(files_server *srv)
         char reason[512];
         struct stat st;
         files_walk w;
-        int err;
+        int err, fd;
         /* RST-10: reached through no symbolic link below the alternate root, even one this
          * restore made. */
-        int fd = walk_parent(srv, p, NULL, &w);
+        fd = walk_parent(srv, p, NULL, &w);
         if (fd < 0) {
             if (w.stop != WALK_MISSING) {
                 log_msg(srv, AAPI_LOG_ERROR, "%s: cannot remove %s: %s", FILES_PLUGIN_NAME, p,
@@ -855,10 +986,12 @@ static int roll_back(files_server *srv)
             }
             continue;
         }
-        if (fstatat(fd, leaf_of(p), &st, AT_SYMLINK_NOFOLLOW) != 0)
+        if (fstatat(fd, leaf_of(srv, p), &st, AT_SYMLINK_NOFOLLOW) != 0)
             err = errno == ENOENT ? 0 : errno;
         else
-            err = unlinkat(fd, leaf_of(p), S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0) != 0 ? errno : 0;
+            err = unlinkat(fd, leaf_of(srv, p), S_ISDIR(st.st_mode) ? AT_REMOVEDIR : 0) != 0
+                      ? errno
+                      : 0;
         if (err != 0) {
             log_msg(srv, AAPI_LOG_ERROR, "%s: cannot remove %s: %s", FILES_PLUGIN_NAME, p,
                     errno_text(err, reason, sizeof reason));
@@ -869,11 +1002,14 @@ static int roll_back(files_server *srv)
     i = srv->aside_n;
     while (i-- > 0) {
         const char *path = srv->aside[i].path, *aside = srv->aside[i].aside;
+        char reason[512];
         files_walk w;
         int fd = walk_parent(srv, path, NULL, &w);
-        if (fd < 0 || renameat(fd, leaf_of(aside), fd, leaf_of(path)) != 0) {
-            log_msg(srv, AAPI_LOG_ERROR, "%s: cannot put %s back; it is kept as %s",
-                    FILES_PLUGIN_NAME, path, aside);
+        if (fd < 0 || renameat(fd, leaf_of(srv, aside), fd, leaf_of(srv, path)) != 0) {
+            log_msg(srv, AAPI_LOG_ERROR, "%s: cannot put %s back; it is kept as %s: %s",
+                    FILES_PLUGIN_NAME, path, aside,
+                    fd < 0 ? walk_reason(srv, path, &w, reason, sizeof reason)
+                           : errno_text(errno, reason, sizeof reason));
             rc = AAPI_EIO;
         }
         if (fd >= 0)
@@ -1001,7 +1137,7 @@ static void remove_parents(const files_server *srv, files_strvec *made)
         files_walk w;
         int fd = walk_parent(srv, made->v[i], NULL, &w);
         if (fd >= 0) {
-            (void)unlinkat(fd, leaf_of(made->v[i]), AT_REMOVEDIR);
+            (void)unlinkat(fd, leaf_of(srv, made->v[i]), AT_REMOVEDIR);
             close(fd);
         }
     }
@@ -1017,7 +1153,7 @@ int aapi_create_object(aapi_server_t server, const char *path, const aapi_object
     char *norm = NULL, *parent = NULL, *name = NULL;
     struct stat st;
     files_walk w;
-    int exists = 0, fd, rc = require_claimed(fn);
+    int exists = 0, top, fd = -1, rc = require_claimed(fn);
     size_t i;
     if (rc != AAPI_EOK)
         return rc;
@@ -1046,19 +1182,27 @@ int aapi_create_object(aapi_server_t server, const char *path, const aapi_object
     rc = check_restore_path(fn, srv, path, &norm);
     if (rc != AAPI_EOK)
         return rc;
-    if (strcmp(norm, "/") == 0 && prop->obj_type != AAPI_OBJ_DIR) {
-        rc = fail(AAPI_EEXIST, "%s: / exists and is a directory", fn);
+    /* RST-10: the root stays the directory it was at preprocess: a directory object there reuses
+     * it, nothing else replaces it (not even with AAPI_CREATE_OVERWRITE). */
+    top = is_top(srv, norm);
+    if (top && prop->obj_type != AAPI_OBJ_DIR) {
+        rc = fail(AAPI_EEXIST,
+                  "%s: %s exists and is %s: only a directory object can be restored there", fn,
+                  norm, confining_root(srv) != NULL ? "the alternate root of this restore"
+                                                    : "a directory");
         goto out;
     }
-    /* RST-10: through no symbolic link below the alternate root. */
+    if (!top)
+        open_restrictive_parents(srv, norm);
+    /* RST-10: through no symbolic link below the alternate root. The parent found here is the one
+     * the object is made in, unless it is missing. */
     fd = walk_parent(srv, norm, NULL, &w);
     if (fd >= 0) {
-        exists = fstatat(fd, leaf_of(norm), &st, AT_SYMLINK_NOFOLLOW) == 0;
+        exists = fstatat(fd, leaf_of(srv, norm), &st, AT_SYMLINK_NOFOLLOW) == 0;
         rc = !exists && errno != ENOENT ? fail_errno(errno, "%s: cannot inspect %s", fn, norm)
                                         : AAPI_EOK;
-        close(fd);
     } else if (w.stop == WALK_NOTDIR) {
-        rc = fail_errno(ENOTDIR, "%s: cannot inspect %s", fn, norm);
+        rc = fail(AAPI_EEXIST, "%s: %.*s exists and is not a directory", fn, (int)w.at, norm);
     } else if (w.stop != WALK_MISSING) {
         rc = walk_fail(fn, srv, norm, norm, &w);
     }
@@ -1087,28 +1231,32 @@ int aapi_create_object(aapi_server_t server, const char *path, const aapi_object
     obj->overwrite = (flags & AAPI_CREATE_OVERWRITE) != 0;
     obj->path = norm;
     norm = NULL;
-    if (strcmp(obj->path, "/") != 0) {
-        open_restrictive_parents(srv, obj->path);
+    if (!top) {
         if (path_split(obj->path, &parent, &name) != AAPI_EOK) {
             rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
             goto out;
         }
         /* The parent gets the temporary file, or the object at close. */
-        rc = touch_dir(fn, srv, parent);
+        rc = touch_dir(fn, srv, parent, fd);
         if (rc != AAPI_EOK)
             goto out;
     }
-    /* RST-2: missing parents are created, 0700 until their own object sets the mode. */
-    obj->dirfd = walk_parent(srv, obj->path, &made, &w);
+    obj->dirfd = fd;
+    fd = -1;
     if (obj->dirfd < 0) {
-        if (w.stop == WALK_NOTDIR)
-            rc = fail(AAPI_EEXIST, "%s: %.*s exists and is not a directory", fn, (int)w.at,
-                      obj->path);
-        else if (w.stop == WALK_ERROR)
-            rc = fail_errno(w.err, "%s: cannot create directory %.*s", fn, (int)w.at, obj->path);
-        else
-            rc = walk_fail(fn, srv, obj->path, obj->path, &w);
-        goto out;
+        /* RST-2: missing parents are created, 0700 until their own object sets the mode. */
+        obj->dirfd = walk_parent(srv, obj->path, &made, &w);
+        if (obj->dirfd < 0) {
+            if (w.stop == WALK_NOTDIR)
+                rc = fail(AAPI_EEXIST, "%s: %.*s exists and is not a directory", fn, (int)w.at,
+                          obj->path);
+            else if (w.stop == WALK_ERROR)
+                rc = fail_errno(w.err, "%s: cannot create directory %.*s", fn, (int)w.at,
+                                obj->path);
+            else
+                rc = walk_fail(fn, srv, obj->path, obj->path, &w);
+            goto out;
+        }
     }
     if (obj->type == AAPI_OBJ_FILE) {
         /* OBJ-6: the data goes to a hidden temporary file until close. */
@@ -1117,7 +1265,7 @@ int aapi_create_object(aapi_server_t server, const char *path, const aapi_object
             rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
             goto out;
         }
-        obj->fd = openat(obj->dirfd, leaf_of(obj->tmp),
+        obj->fd = openat(obj->dirfd, leaf_of(obj->server, obj->tmp),
                          O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (obj->fd < 0) {
             rc = fail_errno(errno, "%s: cannot create %s", fn, obj->tmp);
@@ -1138,7 +1286,7 @@ out:
             }
             if (obj->fd >= 0) {
                 close(obj->fd);
-                (void)unlinkat(obj->dirfd, leaf_of(obj->tmp), 0);
+                (void)unlinkat(obj->dirfd, leaf_of(srv, obj->tmp), 0);
             }
             if (obj->dirfd >= 0)
                 close(obj->dirfd);
@@ -1150,6 +1298,8 @@ out:
     } else {
         *object = obj->handle;
     }
+    if (fd >= 0)
+        close(fd);
     strvec_free(&made);
     free(norm);
     free(parent);
@@ -1225,7 +1375,7 @@ static int set_aside(const char *fn, files_object *obj, char **aside)
 {
     struct stat st;
     *aside = NULL;
-    if (fstatat(obj->dirfd, leaf_of(obj->path), &st, AT_SYMLINK_NOFOLLOW) != 0)
+    if (fstatat(obj->dirfd, leaf_of(obj->server, obj->path), &st, AT_SYMLINK_NOFOLLOW) != 0)
         return errno == ENOENT ? AAPI_EOK
                                : fail_errno(errno, "%s: cannot inspect %s", fn, obj->path);
     if (!obj->overwrite)
@@ -1233,7 +1383,7 @@ static int set_aside(const char *fn, files_object *obj, char **aside)
     *aside = hidden_sibling(obj->path, "old");
     if (*aside == NULL)
         return fail(AAPI_ENOMEM, "%s: out of memory", fn);
-    if (renameat(obj->dirfd, leaf_of(obj->path), obj->dirfd, leaf_of(*aside)) != 0) {
+    if (renameat(obj->dirfd, leaf_of(obj->server, obj->path), obj->dirfd, leaf_of(obj->server, *aside)) != 0) {
         int rc = fail_errno(errno, "%s: cannot move %s aside", fn, obj->path);
         free(*aside);
         *aside = NULL;
@@ -1245,7 +1395,7 @@ static int set_aside(const char *fn, files_object *obj, char **aside)
 /* Undo set_aside after the new object could not be placed. */
 static void put_back(files_object *obj, char *aside)
 {
-    if (aside != NULL && renameat(obj->dirfd, leaf_of(aside), obj->dirfd, leaf_of(obj->path)) != 0)
+    if (aside != NULL && renameat(obj->dirfd, leaf_of(obj->server, aside), obj->dirfd, leaf_of(obj->server, obj->path)) != 0)
         log_msg(obj->server, AAPI_LOG_ERROR, "%s: cannot put %s back; it is kept as %s",
                 FILES_PLUGIN_NAME, obj->path, aside);
 }
@@ -1256,8 +1406,8 @@ static int place_file(const char *fn, files_object *obj, char **aside)
     if (!obj->overwrite) {
         /* link() fails when something appeared at the path since create: nothing is replaced
          * without AAPI_CREATE_OVERWRITE. */
-        if (linkat(obj->dirfd, leaf_of(obj->tmp), obj->dirfd, leaf_of(obj->path), 0) == 0) {
-            (void)unlinkat(obj->dirfd, leaf_of(obj->tmp), 0);
+        if (linkat(obj->dirfd, leaf_of(obj->server, obj->tmp), obj->dirfd, leaf_of(obj->server, obj->path), 0) == 0) {
+            (void)unlinkat(obj->dirfd, leaf_of(obj->server, obj->tmp), 0);
             return AAPI_EOK;
         }
         if (errno == EEXIST)
@@ -1271,7 +1421,7 @@ static int place_file(const char *fn, files_object *obj, char **aside)
     rc = set_aside(fn, obj, aside);
     if (rc != AAPI_EOK)
         return rc;
-    if (renameat(obj->dirfd, leaf_of(obj->tmp), obj->dirfd, leaf_of(obj->path)) != 0)
+    if (renameat(obj->dirfd, leaf_of(obj->server, obj->tmp), obj->dirfd, leaf_of(obj->server, obj->path)) != 0)
         return fail_errno(errno, "%s: cannot move %s into place", fn, obj->path);
     return AAPI_EOK;
 }
@@ -1301,19 +1451,19 @@ static int complete(const char *fn, files_object *obj)
         if (rc != AAPI_EOK) {
             put_back(obj, aside);
             free(aside);
-            (void)unlinkat(obj->dirfd, leaf_of(obj->tmp), 0);
+            (void)unlinkat(obj->dirfd, leaf_of(obj->server, obj->tmp), 0);
             return rc;
         }
     } else if (obj->type == AAPI_OBJ_SYMLINK) {
         rc = set_aside(fn, obj, &aside);
         if (rc == AAPI_EOK && symlinkat(obj->data.p != NULL ? obj->data.p : "", obj->dirfd,
-                                        leaf_of(obj->path)) != 0)
+                                        leaf_of(obj->server, obj->path)) != 0)
             rc = fail_errno(errno, "%s: cannot create symlink %s", fn, obj->path);
         if (rc == AAPI_EOK && chown_it &&
-            fchownat(obj->dirfd, leaf_of(obj->path), (uid_t)p->uid, (gid_t)p->gid,
+            fchownat(obj->dirfd, leaf_of(obj->server, obj->path), (uid_t)p->uid, (gid_t)p->gid,
                      AT_SYMLINK_NOFOLLOW) != 0) {
             rc = fail_errno(errno, "%s: cannot set the owner of %s", fn, obj->path);
-            (void)unlinkat(obj->dirfd, leaf_of(obj->path), 0);
+            (void)unlinkat(obj->dirfd, leaf_of(obj->server, obj->path), 0);
         }
         if (rc != AAPI_EOK) {
             put_back(obj, aside);
@@ -1321,12 +1471,12 @@ static int complete(const char *fn, files_object *obj)
             return rc;
         }
     } else {
-        const char *name = leaf_of(obj->path);
+        const char *name = leaf_of(obj->server, obj->path);
         int reused = fstatat(obj->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
                      S_ISDIR(st.st_mode);
         if (reused) {
             /* Its owner and mode change now: recorded first, put back by a rollback. */
-            rc = touch_dir(fn, srv, obj->path);
+            rc = touch_dir(fn, srv, obj->path, -1);
             if (rc != AAPI_EOK)
                 return rc;
         } else {
@@ -1347,11 +1497,15 @@ static int complete(const char *fn, files_object *obj)
         else if (has_mode && !root && (mode & 0300) != 0300 &&
                  record_dirmode(srv, obj->path, mode) != AAPI_EOK)
             rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
+        if (rc == AAPI_EOK && note_written(srv, obj->dirfd, obj->path) != AAPI_EOK)
+            rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
         if (reused) {
             free(aside);
             return rc;
         }
     }
+    if (obj->type != AAPI_OBJ_DIR && note_written(srv, obj->dirfd, obj->path) != AAPI_EOK)
+        rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
     /* RST-6: the new object is this restore's; RST-7: the old one waits for postprocess. */
     if ((obj->type == AAPI_OBJ_DIR ? record_made_dir(srv, obj->path)
                                    : record_created(srv, obj->path)) != AAPI_EOK &&
@@ -1373,7 +1527,7 @@ int restore_close(const char *fn, files_object *obj, int commit)
     } else if (obj->fd >= 0) {
         close(obj->fd);
         obj->fd = -1;
-        if (unlinkat(obj->dirfd, leaf_of(obj->tmp), 0) != 0 && errno != ENOENT)
+        if (unlinkat(obj->dirfd, leaf_of(obj->server, obj->tmp), 0) != 0 && errno != ENOENT)
             rc = fail_errno(errno, "%s: cannot remove %s", fn, obj->tmp) == AAPI_ENOMEM
                      ? AAPI_ENOMEM
                      : AAPI_EIO;
@@ -1422,12 +1576,12 @@ int aapi_set_object_utimes(aapi_server_t server, const char *path, const aapi_ti
         free(norm);
         return rc;
     }
-    if (fstatat(fd, leaf_of(norm), &st, AT_SYMLINK_NOFOLLOW) != 0) { /* RC-7 */
+    if (fstatat(fd, leaf_of(srv, norm), &st, AT_SYMLINK_NOFOLLOW) != 0) { /* RC-7 */
         rc = errno == ENOENT || errno == ENOTDIR
                  ? fail(AAPI_ENOENT, "%s: %s does not exist", fn, path)
                  : fail_errno(errno, "%s: cannot inspect %s", fn, path);
     } else if (S_ISDIR(st.st_mode)) {
-        rc = touch_dir(fn, srv, norm);
+        rc = touch_dir(fn, srv, norm, -1);
     }
     if (rc != AAPI_EOK) {
         close(fd);
@@ -1439,7 +1593,7 @@ int aapi_set_object_utimes(aapi_server_t server, const char *path, const aapi_ti
     ts[1].tv_sec = mtime != NULL ? (time_t)mtime->sec : 0;
     ts[1].tv_nsec = mtime != NULL ? (long)mtime->nsec : UTIME_OMIT;
     /* RST-5: a symlink gets its own times, never its target's. */
-    if (utimensat(fd, leaf_of(norm), ts, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (utimensat(fd, leaf_of(srv, norm), ts, AT_SYMLINK_NOFOLLOW) != 0) {
         if (errno == EOPNOTSUPP || errno == ENOTSUP)
             rc = fail(AAPI_ENOTSUP, "%s: the file system cannot set the times of %s", fn, path);
         else
@@ -1480,6 +1634,13 @@ int aapi_delete_object(aapi_server_t server, const char *path)
     rc = check_restore_path(fn, srv, path, &norm);
     if (rc != AAPI_EOK)
         return rc;
+    /* RST-10: the root stays the directory it was at preprocess. */
+    if (is_top(srv, norm)) {
+        rc = fail(AAPI_EINVAL, "%s: %s is the root of this restore; it cannot be deleted", fn,
+                  path);
+        free(norm);
+        return rc;
+    }
     /* RST-10: through no symbolic link below the alternate root. */
     fd = walk_parent(srv, norm, NULL, &w);
     if (fd < 0) {
@@ -1487,7 +1648,7 @@ int aapi_delete_object(aapi_server_t server, const char *path)
         free(norm);
         return rc;
     }
-    if (fstatat(fd, leaf_of(norm), &st, AT_SYMLINK_NOFOLLOW) != 0) { /* RC-7 */
+    if (fstatat(fd, leaf_of(srv, norm), &st, AT_SYMLINK_NOFOLLOW) != 0) { /* RC-7 */
         rc = errno == ENOENT || errno == ENOTDIR
                  ? fail(AAPI_ENOENT, "%s: %s does not exist", fn, path)
                  : fail_errno(errno, "%s: cannot inspect %s", fn, path);
@@ -1499,13 +1660,13 @@ int aapi_delete_object(aapi_server_t server, const char *path)
     if (path_split(norm, &dir, &name) != AAPI_EOK)
         rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
     else
-        rc = touch_dir(fn, srv, dir);
+        rc = touch_dir(fn, srv, dir, fd);
     if (rc == AAPI_EOK && S_ISDIR(st.st_mode) &&
-        unlinkat(fd, leaf_of(norm), AT_REMOVEDIR) != 0)
+        unlinkat(fd, leaf_of(srv, norm), AT_REMOVEDIR) != 0)
         rc = errno == ENOTEMPTY || errno == EEXIST
                  ? fail(AAPI_EINVAL, "%s: directory %s is not empty", fn, path)
                  : fail_errno(errno, "%s: cannot remove directory %s", fn, path);
-    else if (rc == AAPI_EOK && !S_ISDIR(st.st_mode) && unlinkat(fd, leaf_of(norm), 0) != 0)
+    else if (rc == AAPI_EOK && !S_ISDIR(st.st_mode) && unlinkat(fd, leaf_of(srv, norm), 0) != 0)
         rc = fail_errno(errno, "%s: cannot remove %s", fn, path);
     if (rc == AAPI_EOK)
         mark_deleted_in(srv, dir);

@@ -357,6 +357,17 @@ int mkdirs(const char *fn, const char *dir, files_strvec *made)
 int chmod_at(int dirfd, const char *name, mode_t mode)
 {
     struct stat st;
+    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0) {
+        int rc = fchmod(fd, mode), err = errno;
+        close(fd);
+        errno = err;
+        return rc;
+    }
+    if (errno != EACCES)
+        return -1;
+    /* Not readable by the caller: the C library changes the mode without following a link where
+     * it can. */
     if (fchmodat(dirfd, name, mode, AT_SYMLINK_NOFOLLOW) == 0)
         return 0;
     if (errno != EOPNOTSUPP && errno != ENOTSUP)

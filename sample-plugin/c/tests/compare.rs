@@ -813,6 +813,116 @@ fn same_directory_times_after_a_failed_restore() {
     }
 }
 
+/// A failed restore through links: to the original location through a parent link (`/home` ->
+/// `/srv`, objects restored through both paths), and to an alternate root given as a link with a
+/// directory object at the root's path. Returns the times and mode of the real directories after
+/// the rollback, and what is left of the tree.
+fn roll_back_through_links(plugin: &Plugin, base: &Path) -> (Vec<(Times, u32)>, Vec<Vec<u8>>) {
+    let srv = base.join("srv");
+    fs::create_dir_all(srv.join("keep")).unwrap();
+    let home = base.join("home");
+    symlink(&srv, &home).unwrap();
+    let real = base.join("real");
+    fs::create_dir(&real).unwrap();
+    fs::set_permissions(&real, fs::Permissions::from_mode(0o755)).unwrap();
+    let alt = base.join("alt");
+    symlink(&real, &alt).unwrap();
+    for (i, d) in [
+        srv.join("keep"),
+        srv.clone(),
+        real.clone(),
+        base.to_path_buf(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (a, m) = existing_times(i);
+        set_times(d, a, m);
+    }
+    let file = aapi_object_prop_t {
+        obj_type: AAPI_OBJ_FILE,
+        valid: AAPI_PROP_MODE,
+        mode: 0o600,
+        ..Default::default()
+    };
+    let dir = aapi_object_prop_t {
+        obj_type: AAPI_OBJ_DIR,
+        valid: AAPI_PROP_MODE,
+        mode: 0o700,
+        ..Default::default()
+    };
+    let restore = |root: &[u8], objects: &[(PathBuf, aapi_object_prop_t)]| {
+        let s = plugin
+            .open_server("fileserver", SessionDef::new(AAPI_OP_RESTORE))
+            .unwrap();
+        s.restore_preprocess(root, 100, 4).unwrap();
+        for (path, prop) in objects {
+            let mut o = s.create_object(bytes(path), prop, 0).unwrap();
+            o.write(if prop.obj_type == AAPI_OBJ_FILE {
+                b"x"
+            } else {
+                b""
+            })
+            .unwrap();
+            o.close().unwrap();
+        }
+        s.restore_postprocess(AAPI_EIO).unwrap();
+        s.close().unwrap();
+    };
+    restore(
+        b"",
+        &[
+            (home.join("f"), file),
+            (srv.join("g"), file),
+            (home.join("sub/h"), file),
+            (home.join("keep/k"), file),
+        ],
+    );
+    restore(
+        bytes(&alt),
+        &[
+            (alt.clone(), dir),
+            (alt.join("a"), file),
+            (alt.join("d/f"), file),
+        ],
+    );
+    let state = [srv.join("keep"), srv, real, base.to_path_buf()]
+        .iter()
+        .map(|d| (times_of(d), mode_owner(d).0))
+        .collect();
+    let tree = snapshot_of_tree(base).into_iter().map(|e| e.rel).collect();
+    (state, tree)
+}
+
+#[test]
+fn same_rollback_of_directories_reached_through_links() {
+    let _turn = turn();
+    let dir = tempfile::tempdir().unwrap();
+    let mut left = Vec::new();
+    for (name, lib) in samples() {
+        let plugin = Initialised::new(lib);
+        let base = dir.path().join(name);
+        let (state, tree) = roll_back_through_links(&plugin, &base);
+        plugin.terminate().unwrap();
+        // The real directories behind the links have their times and modes back, and the
+        // directory that holds the alternate root was not touched.
+        for (i, (times, mode)) in state.iter().enumerate() {
+            assert_eq!(*times, existing_times(i), "{name}: times of directory {i}");
+            if i == 2 {
+                assert_eq!(*mode, 0o755, "{name}: mode of the root");
+            }
+        }
+        let names: Vec<&[u8]> = tree.iter().map(|r| r.as_slice()).collect();
+        assert_eq!(
+            names,
+            [&b""[..], b"/alt", b"/home", b"/real", b"/srv", b"/srv/keep"],
+            "{name}: every created object is gone"
+        );
+        left.push((state, tree));
+    }
+    assert_eq!(left[0], left[1], "C and Rust differ");
+}
+
 // ------------------------------------------------------------------------------------------
 // Same codes for the same bad calls
 // ------------------------------------------------------------------------------------------
@@ -2108,6 +2218,86 @@ fn bad_calls(s: &mut Script, dir: &Path, tree: &Path) {
         &outside_before,
         "the rollback through a link that appeared",
     );
+    s.expect("close_server", raw!((e.close_server)(h)), AAPI_EOK);
+
+    // RST-10: the root, here given as a link, stays the directory it was at preprocess: nothing
+    // but a directory object is restored at its path (however the path names it), it is never
+    // deleted, and a link another process puts at its path later is not followed.
+    let real_root = dir.join("root-real");
+    fs::create_dir_all(&real_root).unwrap();
+    fs::write(real_root.join("file"), b"f").unwrap();
+    let root_link = dir.join("root-link");
+    symlink(&real_root, &root_link).unwrap();
+    let h = s.session(AAPI_OP_RESTORE, &[]);
+    s.expect(
+        "preprocess, root through a link",
+        s.preprocess(h, bytes(&root_link), 100, full),
+        AAPI_EOK,
+    );
+    let link_b = bytes(&root_link).to_vec();
+    let named = |suffix: &str| [&link_b[..], suffix.as_bytes()].concat();
+    for (what, path) in [("", named("")), ("/.", named("/.")), ("/", named("/"))] {
+        for (kind, flags) in [
+            (AAPI_OBJ_FILE, 0),
+            (AAPI_OBJ_FILE, AAPI_CREATE_OVERWRITE),
+            (AAPI_OBJ_SYMLINK, AAPI_CREATE_OVERWRITE),
+        ] {
+            s.expect(
+                &format!("create type {kind} flags {flags} at the root{what}"),
+                s.create(h, &path, file_prop(kind), flags).0,
+                AAPI_EEXIST,
+            );
+        }
+        s.expect_naming(
+            &format!("delete the root{what}"),
+            s.delete(h, &path),
+            AAPI_EINVAL,
+            &path,
+        );
+    }
+    let (rc, d) = s.create(h, &link_b, file_prop(AAPI_OBJ_DIR), AAPI_CREATE_OVERWRITE);
+    s.expect("a directory object at the root reuses it", rc, AAPI_EOK);
+    s.expect("close it", raw!((e.close_object)(d)), AAPI_EOK);
+    assert!(
+        fs::symlink_metadata(&root_link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the link to the root was replaced"
+    );
+    s.expect("utimes of the root", s.utimes(h, &link_b, 0), AAPI_EOK);
+    assert_eq!(fs::metadata(&real_root).unwrap().atime(), 1);
+    // A parent that is a file: AAPI_EEXIST, with or without missing directories below it.
+    for rel in ["/file/x", "/file/y/z"] {
+        s.expect_naming(
+            "create below a file",
+            s.create(h, &named(rel), file_prop(AAPI_OBJ_FILE), 0).0,
+            AAPI_EEXIST,
+            &named("/file"),
+        );
+    }
+    let moved = dir.join("root-moved");
+    fs::rename(&real_root, &moved).unwrap();
+    fs::remove_file(&root_link).unwrap();
+    symlink(&outside, &root_link).unwrap();
+    let (rc, o) = s.create(
+        h,
+        &named("/victim"),
+        file_prop(AAPI_OBJ_FILE),
+        AAPI_CREATE_OVERWRITE,
+    );
+    s.expect("create after the root was swapped for a link", rc, AAPI_EOK);
+    s.expect("write it", s.write(o, b"restored"), AAPI_EOK);
+    s.expect("close it", raw!((e.close_object)(o)), AAPI_EOK);
+    assert_eq!(fs::read(moved.join("victim")).unwrap(), b"restored");
+    assert_unchanged(&outside, &outside_before, "a root swapped for a link");
+    s.expect(
+        "rollback of a root swapped for a link",
+        raw!((e.restore_postprocess)(h, AAPI_EIO)),
+        AAPI_EOK,
+    );
+    assert!(!moved.join("victim").exists());
+    assert_unchanged(&outside, &outside_before, "the rollback of a swapped root");
     s.expect("close_server", raw!((e.close_server)(h)), AAPI_EOK);
 
     // An alternate root of "/" (or one that normalizes to it) holds every path: the restore

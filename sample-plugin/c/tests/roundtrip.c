@@ -1180,6 +1180,10 @@ static void confined_restore(void)
     lprop = prop;
     lprop.obj_type = AAPI_OBJ_SYMLINK;
     lprop.valid = 0;
+    /* The root stays the directory it was at preprocess: nothing else replaces it, and it is
+     * never deleted. */
+    EXPECT(P.create_object(h, alt, &lprop, AAPI_CREATE_OVERWRITE, &obj), AAPI_EEXIST);
+    EXPECT(P.delete_object(h, alt), AAPI_EINVAL);
     EXPECT(P.create_object(h, through_pre, &prop, AAPI_CREATE_OVERWRITE, &obj), AAPI_EINVAL);
     EXPECT(P.create_object(h, new_pre, &prop, 0, &obj), AAPI_EINVAL);
     EXPECT(P.set_object_utimes(h, through_pre, &t, &t), AAPI_EINVAL);

@@ -107,6 +107,15 @@ fn failed_restore(name: &str, lib: &Path, alt: &Path, tag: &str) {
         .filter(|(level, text)| *level == AAPI_LOG_WARNING && text.contains(&about_alt))
         .collect();
     assert_eq!(warnings.len(), 1, "{shown}");
+    // The same words from both samples, as sample-plugin/README.md gives them.
+    assert_eq!(
+        warnings[0].1,
+        format!(
+            "files-{name}: rollback: cannot put back the atime and mtime of {}: Operation not permitted",
+            alt.display()
+        ),
+        "{shown}"
+    );
     assert!(
         lines.iter().all(|(level, _)| *level != AAPI_LOG_ERROR),
         "{shown}"

@@ -9,6 +9,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::Arc;
 
 /// The result of a system call that returns 0 or -1 with `errno`.
 fn check(rc: libc::c_int) -> io::Result<()> {
@@ -16,6 +17,18 @@ fn check(rc: libc::c_int) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// The text of an I/O error as the C library gives it (`strerror`), without the `(os error N)`
+/// that Rust appends: log lines read the same from both samples.
+pub fn describe(e: &io::Error) -> String {
+    let text = e.to_string();
+    match e.raw_os_error() {
+        Some(n) => text
+            .strip_suffix(&format!(" (os error {n})"))
+            .map_or(text.clone(), str::to_string),
+        None => text,
     }
 }
 
@@ -82,10 +95,17 @@ impl Stat {
     pub fn dev(&self) -> u64 {
         self.0.st_dev
     }
+
+    /// What it is, beyond any path: device and inode.
+    pub fn identity(&self) -> (u64, u64) {
+        (self.0.st_dev, self.0.st_ino)
+    }
 }
 
 /// A directory, held by a descriptor that only names it (`O_PATH`: no read permission needed).
-pub struct Dir(OwnedFd);
+/// Clones share the descriptor.
+#[derive(Clone)]
+pub struct Dir(Arc<OwnedFd>);
 
 impl Dir {
     /// The directory at `path`, following symbolic links on the way (the walk of
@@ -103,11 +123,37 @@ impl Dir {
     }
 
     fn own(fd: libc::c_int) -> io::Result<Dir> {
+        Ok(Dir(Arc::new(Dir::owned(fd)?)))
+    }
+
+    /// A descriptor just returned by an open, or the error.
+    fn owned(fd: libc::c_int) -> io::Result<OwnedFd> {
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `fd` was just returned by a successful open and is owned by nobody else.
-        Ok(Dir(unsafe { OwnedFd::from_raw_fd(fd) }))
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// The directory `name` in this one opened for reading, never through a symbolic link.
+    fn open_readable(&self, name: &CStr) -> io::Result<OwnedFd> {
+        // SAFETY: `name` is NUL-terminated and `self` open, both alive for the call.
+        Dir::owned(unsafe {
+            libc::openat(
+                self.fd(),
+                name.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        })
+    }
+
+    /// This directory itself, to record and change its own owner, mode and times through a
+    /// descriptor (its name in its parent is not looked up again).
+    pub fn itself(&self) -> Itself {
+        Itself {
+            readable: self.open_readable(c".").ok(),
+            dir: self.clone(),
+        }
     }
 
     fn fd(&self) -> libc::c_int {
@@ -176,7 +222,7 @@ impl Dir {
                 mode as libc::c_uint,
             )
         };
-        Ok(File::from(Dir::own(fd)?.0))
+        Ok(File::from(Dir::owned(fd)?))
     }
 
     /// Rename the entry `from` to `to`, both in this directory.
@@ -218,21 +264,33 @@ impl Dir {
         })
     }
 
-    /// Give the entry `name`, which is not a symbolic link, the permission bits `mode`. The C
-    /// library does it without following a link where it can (`AT_SYMLINK_NOFOLLOW`, through
-    /// `/proc` or `fchmodat2`); where it cannot, the entry is checked not to be a link first.
+    /// Give the directory `name` (never a symbolic link) the permission bits `mode`, through a
+    /// descriptor of it opened without following a link. Where the caller may not open it for
+    /// reading, the C library changes the mode without following a link where it can
+    /// (`AT_SYMLINK_NOFOLLOW`, through `/proc` or `fchmodat2`), and where it cannot, the entry is
+    /// checked not to be a link first.
     pub fn chmod(&self, name: &CStr, mode: u32) -> io::Result<()> {
-        let chmod = |flags| {
-            // SAFETY: `name` is NUL-terminated and `self` open, both alive for the call.
-            check(unsafe { libc::fchmodat(self.fd(), name.as_ptr(), mode as libc::mode_t, flags) })
-        };
-        match chmod(libc::AT_SYMLINK_NOFOLLOW) {
-            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => match self.stat(name)? {
-                Some(st) if !st.is_symlink() => chmod(0),
-                Some(_) => Err(io::Error::from_raw_os_error(libc::ELOOP)),
-                None => Err(io::Error::from_raw_os_error(libc::ENOENT)),
-            },
-            r => r,
+        match self.open_readable(name) {
+            Ok(fd) => fchmod(&fd, mode),
+            Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+                let chmod = |flags| {
+                    // SAFETY: `name` is NUL-terminated and `self` open, both alive for the call.
+                    check(unsafe {
+                        libc::fchmodat(self.fd(), name.as_ptr(), mode as libc::mode_t, flags)
+                    })
+                };
+                match chmod(libc::AT_SYMLINK_NOFOLLOW) {
+                    Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                        match self.stat(name)? {
+                            Some(st) if !st.is_symlink() => chmod(0),
+                            Some(_) => Err(io::Error::from_raw_os_error(libc::ELOOP)),
+                            None => Err(io::Error::from_raw_os_error(libc::ENOENT)),
+                        }
+                    }
+                    r => r,
+                }
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -257,33 +315,36 @@ impl Dir {
         })
     }
 
+    /// Bytes available to an unprivileged caller on the file system of this directory
+    /// (`f_bavail * f_frsize`).
+    pub fn available_bytes(&self) -> io::Result<u64> {
+        let mut vfs = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+        // SAFETY: `self` is open and `vfs` writable, both alive for the call.
+        check(unsafe { libc::fstatvfs(self.fd(), vfs.as_mut_ptr()) })?;
+        // SAFETY: fstatvfs returned 0, so the struct is initialised.
+        let vfs = unsafe { vfs.assume_init() };
+        #[allow(clippy::unnecessary_cast)] // the field types differ between C libraries
+        Ok((vfs.f_bavail as u64).saturating_mul(vfs.f_frsize as u64))
+    }
+
     /// Make everything written to the file system of this directory durable (`syncfs`).
     pub fn sync_filesystem(&self) -> io::Result<()> {
         // SAFETY: "." is NUL-terminated and `self` open, both alive for the call.
-        let fd = unsafe {
+        let fd = Dir::owned(unsafe {
             libc::openat(
                 self.fd(),
                 c".".as_ptr(),
                 libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
             )
-        };
-        let dir = Dir::own(fd)?;
-        // SAFETY: `dir` is an open descriptor for the duration of the call.
-        check(unsafe { libc::syncfs(dir.fd()) })
+        })?;
+        // SAFETY: `fd` is an open descriptor for the duration of the call.
+        check(unsafe { libc::syncfs(fd.as_raw_fd()) })
     }
 
     /// The directory `name` in this one, opened for reading its entries; a symbolic link there
     /// is not followed.
     fn open_listable(&self, name: &CStr) -> io::Result<Dir> {
-        // SAFETY: `name` is NUL-terminated and `self` open, both alive for the call.
-        let fd = unsafe {
-            libc::openat(
-                self.fd(),
-                name.as_ptr(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            )
-        };
-        Dir::own(fd)
+        Ok(Dir(Arc::new(self.open_readable(name)?)))
     }
 
     /// The names in this directory (opened by [`Dir::open_listable`]), `.` and `..` aside.
@@ -367,6 +428,60 @@ impl Dir {
                 },
             )),
             _ => Ok(()),
+        }
+    }
+}
+
+/// Give the open `fd` the permission bits `mode`.
+fn fchmod(fd: &OwnedFd, mode: u32) -> io::Result<()> {
+    // SAFETY: `fd` is an open descriptor for the duration of the call.
+    check(unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) })
+}
+
+/// A directory itself ([`Dir::itself`]): its owner, mode and times are read and changed through
+/// a descriptor, opened for reading where the caller may; where it may not, through `.` of the
+/// directory's own descriptor (which never leads anywhere else either).
+pub struct Itself {
+    /// The directory opened for reading, when that was allowed.
+    readable: Option<OwnedFd>,
+    dir: Dir,
+}
+
+impl Itself {
+    /// What it is now.
+    pub fn stat(&self) -> io::Result<Stat> {
+        self.dir.stat_self()
+    }
+
+    /// Give it an owner and group.
+    pub fn chown(&self, uid: u32, gid: u32) -> io::Result<()> {
+        match &self.readable {
+            // SAFETY: `fd` is an open descriptor for the duration of the call.
+            Some(fd) => check(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) }),
+            None => self.dir.chown(c".", uid, gid),
+        }
+    }
+
+    /// Give it the permission bits `mode`.
+    pub fn chmod(&self, mode: u32) -> io::Result<()> {
+        match &self.readable {
+            Some(fd) => fchmod(fd, mode),
+            // SAFETY: "." is NUL-terminated and the directory open, both alive for the call.
+            None => check(unsafe {
+                libc::fchmodat(self.dir.fd(), c".".as_ptr(), mode as libc::mode_t, 0)
+            }),
+        }
+    }
+
+    /// Set its atime and mtime.
+    pub fn set_times(&self, atime: Timestamp, mtime: Timestamp) -> io::Result<()> {
+        match &self.readable {
+            Some(fd) => {
+                let times = [timespec(Some(atime)), timespec(Some(mtime))];
+                // SAFETY: `fd` is open and `times` two valid timespecs, both alive for the call.
+                check(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) })
+            }
+            None => self.dir.set_times(c".", Some(atime), Some(mtime)),
         }
     }
 }

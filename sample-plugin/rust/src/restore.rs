@@ -12,9 +12,10 @@
 //! as the running user may set them: what it may not is a warning, not a failed rollback.
 //!
 //! Every path is reached through [`Scope`]: under an alternate root no symbolic link below it is
-//! followed (RST-10), and each change is made relative to the parent directory's descriptor.
+//! followed (RST-10), the root stays the directory it was at preprocess, and each change is made
+//! relative to the parent directory's descriptor.
 
-use crate::dir::{Dir, Stat, c_string};
+use crate::dir::{Dir, Stat, c_string, describe};
 use crate::fsutil::path_error;
 use crate::scope::{Scope, Stop};
 use crate::{NAME, paths, sys};
@@ -43,7 +44,8 @@ struct DirMode {
     opened: bool,
 }
 
-/// A directory that existed before the restore, as it was before the restore's first change.
+/// A directory that existed before the restore, as it was before the restore's first change,
+/// and which directory it is.
 #[derive(Clone, Copy)]
 struct Saved {
     atime: Timestamp,
@@ -52,6 +54,8 @@ struct Saved {
     mode: u32,
     uid: u32,
     gid: u32,
+    /// Device and inode.
+    identity: (u64, u64),
 }
 
 impl Saved {
@@ -62,6 +66,7 @@ impl Saved {
             mode: md.mode(),
             uid: md.uid(),
             gid: md.gid(),
+            identity: md.identity(),
         }
     }
 }
@@ -80,8 +85,8 @@ enum DirState {
 
 #[derive(Default)]
 struct Bookkeeping {
-    /// Where the paths are walked: the alternate root, if any (RST-2, RST-10).
-    scope: Scope,
+    /// Where the paths are walked: the alternate root, if any (RST-2, RST-10); set by preprocess.
+    scope: Option<Scope>,
     /// Every object this restore made (RST-6).
     created: Vec<PathBuf>,
     /// Replaced objects: (path, where the old object waits) (RST-7).
@@ -89,12 +94,25 @@ struct Bookkeeping {
     dirmodes: Vec<DirMode>,
     /// The directories this restore changed, each recorded before its first change.
     dirs: HashMap<PathBuf, DirState>,
+    /// What each recorded directory had, by device and inode: a directory reached by two paths
+    /// (through a link, at the original location) is recorded as it was before the first.
+    saved: HashMap<(u64, u64), Saved>,
+    /// The file systems this restore wrote to (RST-9): a directory on each, by device.
+    written: HashMap<u64, (PathBuf, Dir)>,
 }
 
 /// The name of a normalized path in its directory (`.` for `/`), as a C string.
 fn name_of(path: &Path) -> Result<CString> {
     let name = path.file_name().map(|n| n.as_bytes()).unwrap_or(b".");
     c_string(name).map_err(|e| Error::io(e, format!("cannot use {}", path.display())))
+}
+
+/// `AAPI_EEXIST` for a create whose walk met `p`, which is not a directory.
+fn not_a_directory(p: &Path) -> Error {
+    Error::new(
+        ErrorKind::AlreadyExists,
+        format!("{} exists and is not a directory", p.display()),
+    )
 }
 
 /// The error of a call on `path` whose walk stopped (RST-10 for a symbolic link): `AAPI_EINVAL`
@@ -143,17 +161,19 @@ impl Book {
             None => None,
             Some(r) => {
                 paths::check_object_path(r, "target_root")?;
-                if !fs::metadata(r).is_ok_and(|m| m.is_dir()) {
-                    return Err(Error::not_found(format!(
-                        "target_root {} is not an existing directory",
-                        r.display()
-                    )));
-                }
                 Some(paths::normalize(r).0)
             }
         };
         let place = root.as_deref().unwrap_or(Path::new("/"));
-        let avail = sys::available_bytes(place).map_err(|e| {
+        // RST-10: the root is opened once, following links, and stays this directory.
+        let scope = Scope::new(root.as_deref()).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => Error::not_found(format!(
+                "target_root {} is not an existing directory",
+                place.display()
+            )),
+            _ => Error::io(e, format!("cannot open target_root {}", place.display())),
+        })?;
+        let avail = scope.top().available_bytes().map_err(|e| {
             Error::io(
                 e,
                 format!("cannot query the file system of {}", place.display()),
@@ -179,30 +199,42 @@ impl Book {
                     .display()
                     .to_string())
         ));
-        self.lock().scope = Scope::new(root.as_deref());
+        self.lock().scope = Some(scope);
         Ok(())
     }
 
-    /// The scope of this restore's paths.
-    fn scope(&self) -> Scope {
-        self.lock().scope.clone()
+    /// The scope of this restore's paths (the SDK calls nothing that needs it before preprocess).
+    fn scope(&self) -> Result<Scope> {
+        self.lock()
+            .scope
+            .clone()
+            .ok_or_else(|| Error::new(ErrorKind::Internal, "no restore_preprocess yet"))
     }
 
     /// Record the owner, mode and times of the directory `dir` (normalized) before the restore
-    /// changes it or one of its entries, once per directory. A missing `dir` is about to be
-    /// made: its nearest existing ancestor is the directory that changes. Directories this
-    /// restore made are skipped. Under the lock, so that concurrent objects record a directory
-    /// before either changes it.
-    fn touch(&self, dir: &Path) {
-        let mut st = self.lock();
+    /// changes it or one of its entries, once per directory; `opened` is that directory when the
+    /// caller has it already. The directory is the one a walk of `dir` reaches (through the links
+    /// of parent directories at the original location), recorded through its descriptor. A
+    /// missing `dir` is about to be made: its nearest existing ancestor is the directory that
+    /// changes. Directories this restore made are skipped. Under the lock, so that concurrent
+    /// objects record a directory before either changes it.
+    fn touch(&self, dir: &Path, opened: Option<&Dir>) {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let Some(scope) = &st.scope else { return };
         let mut d = dir;
+        let mut opened = opened.cloned();
         while !st.dirs.contains_key(d) {
-            match st.scope.stat(d) {
-                Ok(Some(md)) if md.is_dir() => {
-                    st.dirs
-                        .insert(d.to_path_buf(), DirState::Before(Saved::of(&md)));
+            let found = match opened.take() {
+                Some(fd) => Ok(fd),
+                None => scope.dir(d, None),
+            };
+            match found.map(|fd| fd.stat_self()) {
+                Ok(Ok(md)) => {
+                    let saved = *st.saved.entry(md.identity()).or_insert(Saved::of(&md));
+                    st.dirs.insert(d.to_path_buf(), DirState::Before(saved));
                 }
-                Ok(None) => {
+                Err(Stop::Missing(_)) if !scope.is_top(d) => {
                     if let Some(parent) = d.parent() {
                         d = parent;
                         continue;
@@ -220,7 +252,7 @@ impl Book {
     fn check_restore_path(&self, path: &Path) -> Result<PathBuf> {
         paths::check_object_path(path, "path")?;
         let norm = paths::normalize(path).0;
-        if let Some(root) = self.lock().scope.root()
+        if let Some(root) = self.lock().scope.as_ref().and_then(Scope::root)
             && !paths::is_within(&norm, root)
         {
             return Err(Error::invalid(format!(
@@ -236,8 +268,13 @@ impl Book {
     fn open_restrictive_parents(&self, path: &Path) {
         let mut st = self.lock();
         let Bookkeeping {
-            scope, dirmodes, ..
-        } = &mut *st;
+            scope: Some(scope),
+            dirmodes,
+            ..
+        } = &mut *st
+        else {
+            return;
+        };
         for d in dirmodes.iter_mut().filter(|d| !d.opened) {
             if path != d.path && paths::is_within(path, &d.path) {
                 d.opened = true;
@@ -255,29 +292,43 @@ impl Book {
     ) -> Result<Writer> {
         // RST-2: exactly at `path`, nothing outside the alternate root.
         let path = self.check_restore_path(path)?;
-        let is_root_dir = path == Path::new("/");
-        if is_root_dir && props.kind != ObjectType::Dir {
+        let scope = self.scope()?;
+        // RST-10: the root stays the directory it was at preprocess: a directory object there
+        // reuses it, nothing else replaces it (not even with AAPI_CREATE_OVERWRITE).
+        let top = scope.is_top(&path);
+        if top && props.kind != ObjectType::Dir {
+            let what = if scope.root().is_some() {
+                "the alternate root of this restore"
+            } else {
+                "a directory"
+            };
             return Err(Error::new(
                 ErrorKind::AlreadyExists,
-                "/ exists and is a directory",
+                format!(
+                    "{} exists and is {what}: only a directory object can be restored there",
+                    path.display()
+                ),
             ));
         }
-        let scope = self.scope();
-        // RST-10: through no symbolic link below the alternate root.
-        let existing = match scope.parent(&path, None) {
-            Ok((dir, name)) => dir
-                .stat(&name)
-                .map_err(|e| Error::io(e, format!("cannot inspect {}", path.display())))?,
-            Err(Stop::Missing(_)) => None,
-            Err(Stop::NotDir(_)) => {
-                let e = io::Error::from_raw_os_error(libc::ENOTDIR);
-                return Err(Error::io(e, format!("cannot inspect {}", path.display())));
+        if !top {
+            self.open_restrictive_parents(&path);
+        }
+        // RST-10: through no symbolic link below the alternate root. The parent found here is
+        // the one the object is made in, unless it is missing.
+        let found = match scope.parent(&path, None) {
+            Ok((dir, name)) => {
+                let md = dir
+                    .stat(&name)
+                    .map_err(|e| Error::io(e, format!("cannot inspect {}", path.display())))?;
+                Some((dir, name, md))
             }
+            Err(Stop::Missing(_)) => None,
+            Err(Stop::NotDir(p)) => return Err(not_a_directory(&p)),
             Err(stop) => return Err(walk_error(stop, &path)),
         };
         // RST-3: an existing directory is reused; anything else needs AAPI_CREATE_OVERWRITE, and
         // is replaced only at a successful close.
-        if let Some(md) = &existing {
+        if let Some((_, _, Some(md))) = &found {
             let reusable_dir = props.kind == ObjectType::Dir && md.is_dir();
             if !reusable_dir && !overwrite {
                 return Err(Error::new(
@@ -289,25 +340,26 @@ impl Book {
                 ));
             }
         }
-        let mut made = Vec::new();
-        if !is_root_dir {
-            self.open_restrictive_parents(&path);
-            let parent = path.parent().unwrap_or(Path::new("/"));
+        if !top {
             // The parent gets the temporary file, or the object at close.
-            self.touch(parent);
+            let parent = path.parent().unwrap_or(Path::new("/"));
+            self.touch(parent, found.as_ref().map(|(dir, _, _)| dir));
         }
-        // RST-2: missing parents are created, 0700 until their own object sets the mode.
-        let (dir, name) = scope
-            .parent(&path, Some(&mut made))
-            .map_err(|stop| match stop {
-                Stop::NotDir(p) => Error::new(
-                    ErrorKind::AlreadyExists,
-                    format!("{} exists and is not a directory", p.display()),
-                ),
-                Stop::Io(p, e) => Error::io(e, format!("cannot create directory {}", p.display())),
-                stop => walk_error(stop, &path),
-            })
-            .inspect_err(|_| scope.remove_made(&made))?;
+        let mut made = Vec::new();
+        let (dir, name) = match found {
+            Some((dir, name, _)) => (dir, name),
+            // RST-2: missing parents are created, 0700 until their own object sets the mode.
+            None => scope
+                .parent(&path, Some(&mut made))
+                .map_err(|stop| match stop {
+                    Stop::NotDir(p) => not_a_directory(&p),
+                    Stop::Io(p, e) => {
+                        Error::io(e, format!("cannot create directory {}", p.display()))
+                    }
+                    stop => walk_error(stop, &path),
+                })
+                .inspect_err(|_| scope.remove_made(&made))?,
+        };
         let tmp = if props.kind == ObjectType::File {
             // OBJ-6: the data goes to a hidden temporary file until close.
             let tmp = paths::hidden_sibling(&path, "tmp");
@@ -358,9 +410,10 @@ impl Book {
         mtime: Option<Timestamp>,
     ) -> Result<()> {
         let norm = self.check_restore_path(path)?;
-        // RST-10: through no symbolic link below the alternate root.
+        // RST-10: through no symbolic link below the alternate root; the root's own times are
+        // set through its descriptor.
         let (dir, name) = self
-            .scope()
+            .scope()?
             .parent(&norm, None)
             .map_err(|stop| walk_error(stop, path))?;
         let Some(md) = dir
@@ -373,7 +426,7 @@ impl Book {
             )));
         };
         if md.is_dir() {
-            self.touch(&norm);
+            self.touch(&norm, None);
         }
         dir.set_times(&name, atime, mtime).map_err(|e| {
             if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP)) {
@@ -388,12 +441,19 @@ impl Book {
     }
 
     /// `aapi_delete_object`: a file, a symlink or an empty directory (a non-empty one is
-    /// `AAPI_EINVAL`); nothing outside the alternate root.
+    /// `AAPI_EINVAL`); nothing outside the alternate root, and never the root itself.
     pub fn delete(&self, path: &Path) -> Result<()> {
         let norm = self.check_restore_path(path)?;
+        let scope = self.scope()?;
+        // RST-10: the root stays the directory it was at preprocess.
+        if scope.is_top(&norm) {
+            return Err(Error::invalid(format!(
+                "{} is the root of this restore; it cannot be deleted",
+                path.display()
+            )));
+        }
         // RST-10: through no symbolic link below the alternate root.
-        let (dir, name) = self
-            .scope()
+        let (dir, name) = scope
             .parent(&norm, None)
             .map_err(|stop| walk_error(stop, path))?;
         let Some(md) = dir
@@ -406,7 +466,7 @@ impl Book {
             )));
         };
         let parent = norm.parent().unwrap_or(Path::new("/"));
-        self.touch(parent);
+        self.touch(parent, Some(&dir));
         let removed = if md.is_dir() {
             dir.remove(&name, true).map_err(|e| {
                 if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) {
@@ -435,23 +495,28 @@ impl Book {
     /// this restore created (deepest first) and put the replaced objects back (RST-6, RST-7).
     /// Open objects were already completed or aborted by the SDK.
     pub fn postprocess(&self, status: RestoreStatus) -> Result<()> {
-        let mut st = self.lock();
-        let scope = st.scope.clone();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let Some(scope) = st.scope.clone() else {
+            return Err(Error::new(ErrorKind::Internal, "no restore_preprocess yet"));
+        };
         let mut ok = true;
         if status.is_success() {
             for (path, aside) in &st.aside {
-                // The framework set the directories' times already: deleting the old object
-                // must not move its parent's mtime.
-                let parent = aside.parent().unwrap_or(Path::new("/"));
-                let times = scope.stat(parent).ok().flatten();
                 let removed = match scope.parent(aside, None) {
-                    Ok((dir, name)) => dir.remove_tree(&name, aside, None),
+                    Ok((dir, name)) => {
+                        // The framework set the directories' times already: deleting the old
+                        // object must not move its parent's mtime.
+                        let times = dir.stat_self().ok();
+                        let removed = dir.remove_tree(&name, aside, None);
+                        if let Some(md) = times {
+                            let _ = dir.itself().set_times(md.atime(), md.mtime());
+                        }
+                        removed
+                    }
                     Err(Stop::Missing(_)) => Ok(()),
                     Err(stop) => Err(Error::new(ErrorKind::Io, stop.to_string())),
                 };
-                if let Some(md) = times {
-                    let _ = scope.set_times(parent, md.atime(), md.mtime());
-                }
                 if let Err(e) = removed {
                     self.host.error(format!(
                         "{NAME}: cannot delete the replaced object {} kept as {}: {e}",
@@ -460,6 +525,10 @@ impl Book {
                     ));
                     ok = false;
                 }
+            }
+            ok &= close_restrictive_dirs(st, &scope, &self.host);
+            if ok {
+                ok &= sync_written_filesystems(st, &self.host);
             }
         } else {
             let mut created = std::mem::take(&mut st.created);
@@ -478,17 +547,21 @@ impl Book {
                     Err(stop) => Err(stop.into_io()),
                 };
                 if let Err(e) = removed {
-                    self.host
-                        .error(format!("{NAME}: cannot remove {}: {e}", p.display()));
+                    self.host.error(format!(
+                        "{NAME}: cannot remove {}: {}",
+                        p.display(),
+                        describe(&e)
+                    ));
                     ok = false;
                 }
             }
             for (path, aside) in st.aside.iter().rev() {
                 if let Err(e) = rename_back(&scope, path, aside) {
                     self.host.error(format!(
-                        "{NAME}: cannot put {} back; it is kept as {}: {e}",
+                        "{NAME}: cannot put {} back; it is kept as {}: {}",
                         path.display(),
-                        aside.display()
+                        aside.display(),
+                        describe(&e)
                     ));
                     ok = false;
                 }
@@ -497,14 +570,8 @@ impl Book {
             // those that existed get all they had back, deepest first.
             let Bookkeeping { dirmodes, dirs, .. } = &mut *st;
             dirmodes.retain(|d| matches!(dirs.get(&d.path), None | Some(DirState::Made)));
-            ok &= close_restrictive_dirs(&mut st, &self.host);
-            put_back_dirs(&st, &self.host);
-        }
-        if status.is_success() {
-            ok &= close_restrictive_dirs(&mut st, &self.host);
-        }
-        if status.is_success() && ok {
-            ok &= sync_written_filesystems(&st, &self.host);
+            ok &= close_restrictive_dirs(st, &scope, &self.host);
+            put_back_dirs(st, &scope, &self.host);
         }
         *st = Bookkeeping::default();
         if ok {
@@ -525,7 +592,8 @@ impl Book {
     /// The session ends without `aapi_restore_postprocess`: nothing is deleted, so nothing is
     /// lost; replaced objects stay where they were set aside.
     pub fn abandon(&self) {
-        let mut st = self.lock();
+        let mut guard = self.lock();
+        let st = &mut *guard;
         for (path, aside) in &st.aside {
             self.host.warn(format!(
                 "{NAME}: restore ended without restore_postprocess; the replaced {} is kept as {}",
@@ -533,8 +601,24 @@ impl Book {
                 aside.display()
             ));
         }
-        close_restrictive_dirs(&mut st, &self.host);
+        if let Some(scope) = st.scope.clone() {
+            close_restrictive_dirs(st, &scope, &self.host);
+        }
         *st = Bookkeeping::default();
+    }
+
+    /// RST-9: note the file system of `dir`, the directory of the restored object `path`
+    /// (named `name` there), for the `syncfs` of a successful postprocess.
+    fn note_written(&self, dir: &Dir, name: &CStr, path: &Path) {
+        let Ok(md) = dir.stat_self() else { return };
+        let dir_path = match path.parent() {
+            Some(parent) if name != c"." => parent,
+            _ => path,
+        };
+        self.lock()
+            .written
+            .entry(md.dev())
+            .or_insert_with(|| (dir_path.to_path_buf(), dir.clone()));
     }
 }
 
@@ -548,10 +632,11 @@ fn rename_back(scope: &Scope, path: &Path, aside: &Path) -> io::Result<()> {
 /// After a rollback, give the directories that existed before the restore what they had before
 /// its first change, deepest first: owner (as root; a restore changes it only then), mode, and,
 /// unless `aapi_delete_object` removed an entry, atime and mtime. Their ctime cannot be set back.
-/// Only what differs is changed. What cannot be put back (the times of a directory the running
-/// user does not own, say) is a warning naming the directory and what stays: RST-6 and RST-7
-/// are about objects, and those are already removed or back, so the rollback goes on.
-fn put_back_dirs(st: &Bookkeeping, host: &Host) {
+/// Only what differs is changed, through a descriptor of the directory a walk of its path
+/// reaches. What cannot be put back (the times of a directory the running user does not own,
+/// say) is a warning naming the directory and what stays: RST-6 and RST-7 are about objects, and
+/// those are already removed or back, so the rollback goes on.
+fn put_back_dirs(st: &Bookkeeping, scope: &Scope, host: &Host) {
     let mut dirs: Vec<(&PathBuf, Saved, bool)> = st
         .dirs
         .iter()
@@ -565,33 +650,44 @@ fn put_back_dirs(st: &Bookkeeping, host: &Host) {
     let root = sys::is_root();
     let warn = |what: String, d: &Path, e: io::Error, rest: &str| {
         host.warn(format!(
-            "{NAME}: rollback: cannot put back the {what} of {}: {e}{rest}",
-            d.display()
+            "{NAME}: rollback: cannot put back the {what} of {}: {}{rest}",
+            d.display(),
+            describe(&e)
         ));
     };
     for (d, saved, times) in dirs {
         // RST-10: through no symbolic link below the alternate root.
-        let found = st
-            .scope
-            .parent(d, None)
-            .map_err(Stop::into_io)
-            .and_then(|(dir, name)| Ok((dir.stat(&name)?, dir, name)));
-        let (md, dir, name) = match found {
-            Ok((Some(md), dir, name)) if md.is_dir() => (md, dir, name),
+        let dir = match scope.dir(d, None) {
+            Ok(dir) => dir.itself(),
             // Removed during the restore by aapi_delete_object, or not put back (reported
             // already): nothing to give back.
-            Ok(_) => continue,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(Stop::Missing(_) | Stop::NotDir(_)) => continue,
+            Err(stop) => {
+                warn("owner, mode and times".into(), d, stop.into_io(), "");
+                continue;
+            }
+        };
+        let md = match dir.stat() {
+            Ok(md) => md,
             Err(e) => {
                 warn("owner, mode and times".into(), d, e, "");
                 continue;
             }
         };
+        // Another directory at that path now (another process moved the one that was there):
+        // it gets nothing of the other's.
+        if md.identity() != saved.identity {
+            host.warn(format!(
+                "{NAME}: rollback: cannot put back the owner, mode and times of {}: another directory is there now",
+                d.display()
+            ));
+            continue;
+        }
         // The owner first: changing it clears the setuid/setgid bits. The mode belongs to the
         // owner: a directory whose owner could not be put back keeps the mode it has.
         let chowned = root && (md.uid(), md.gid()) != (saved.uid, saved.gid);
         let owner = if chowned {
-            dir.chown(&name, saved.uid, saved.gid)
+            dir.chown(saved.uid, saved.gid)
         } else {
             Ok(())
         };
@@ -599,33 +695,33 @@ fn put_back_dirs(st: &Bookkeeping, host: &Host) {
             let what = format!("owner {}:{}", saved.uid, saved.gid);
             warn(what, d, e, "; its mode is left as it is too");
         } else if (chowned || md.mode() != saved.mode)
-            && let Err(e) = dir.chmod(&name, saved.mode)
+            && let Err(e) = dir.chmod(saved.mode)
         {
             warn(format!("mode {:04o}", saved.mode), d, e, "");
         }
-        if times && let Err(e) = dir.set_times(&name, Some(saved.atime), Some(saved.mtime)) {
+        if times && let Err(e) = dir.set_times(saved.atime, saved.mtime) {
             warn("atime and mtime".into(), d, e, "");
         }
     }
 }
 
 /// Give opened directories their exact modes back, deepest first. False when one failed.
-fn close_restrictive_dirs(st: &mut Bookkeeping, host: &Host) -> bool {
+fn close_restrictive_dirs(st: &mut Bookkeeping, scope: &Scope, host: &Host) -> bool {
     st.dirmodes
         .sort_by(|a, b| paths::bytes(&b.path).cmp(paths::bytes(&a.path)));
     let mut ok = true;
     for d in st.dirmodes.iter().filter(|d| d.opened) {
-        if !st
-            .scope
+        if !scope
             .stat(&d.path)
             .is_ok_and(|m| m.is_some_and(|m| m.is_dir()))
         {
             continue; // removed by a rollback
         }
-        if let Err(e) = st.scope.chmod(&d.path, d.mode) {
+        if let Err(e) = scope.chmod(&d.path, d.mode) {
             host.error(format!(
-                "{NAME}: cannot set the mode of {}: {e}",
-                d.path.display()
+                "{NAME}: cannot set the mode of {}: {}",
+                d.path.display(),
+                describe(&e)
             ));
             ok = false;
         }
@@ -830,7 +926,7 @@ impl Writer {
                     .is_ok_and(|m| m.is_some_and(|m| m.is_dir()));
                 if reused {
                     // Its owner and mode change now: recorded first, put back by a rollback.
-                    self.book.touch(&self.path);
+                    self.book.touch(&self.path, None);
                 } else {
                     aside = self.set_aside()?;
                     if let Err(e) = self.dir.mkdir(&self.name, 0o700) {
@@ -862,6 +958,9 @@ impl Writer {
                         });
                     }
                 }
+                if result.is_ok() {
+                    self.book.note_written(&self.dir, &self.name, &self.path);
+                }
                 if reused {
                     return result;
                 }
@@ -875,6 +974,7 @@ impl Writer {
                 return result;
             }
         }
+        self.book.note_written(&self.dir, &self.name, &self.path);
         // RST-6: the new object is this restore's; RST-7: the old one waits for postprocess.
         let mut st = self.book.lock();
         st.created.push(self.path.clone());
@@ -955,22 +1055,15 @@ impl Drop for Writer {
 }
 
 /// RST-9: make what this restore wrote durable, with one `syncfs` per file system it wrote to
-/// (found from the parents of the created objects).
+/// (noted as each object was completed).
 fn sync_written_filesystems(st: &Bookkeeping, host: &Host) -> bool {
-    let mut synced = std::collections::BTreeSet::new();
     let mut ok = true;
-    for path in st.created.iter().chain(st.aside.iter().map(|(p, _)| p)) {
-        let dir = path.parent().unwrap_or(Path::new("/"));
-        let Ok(fd) = st.scope.dir(dir, None) else {
-            continue;
-        };
-        let Ok(md) = fd.stat_self() else { continue };
-        if synced.insert(md.dev())
-            && let Err(e) = fd.sync_filesystem()
-        {
+    for (path, dir) in st.written.values() {
+        if let Err(e) = dir.sync_filesystem() {
             host.error(format!(
-                "{NAME}: cannot sync the file system of {}: {e}",
-                dir.display()
+                "{NAME}: cannot sync the file system of {}: {}",
+                path.display(),
+                describe(&e)
             ));
             ok = false;
         }

@@ -3,14 +3,16 @@
 //! Under an alternate root, a path is walked one directory at a time from a descriptor of the
 //! root, and no symbolic link below the root is followed: whether it was there before or the
 //! restore made it, a link met on the way stops the walk, so no change can land outside the
-//! root. The root itself may be, or pass through, a link. Every change is then made relative to
-//! the descriptor of the object's parent directory ([`Dir`]). A restore to the original
-//! location, or to the alternate root `/` (which holds every path), follows the links of parent
+//! root. The root itself may be, or pass through, a link: it is opened once, at
+//! `aapi_restore_preprocess`, and stays that directory for the whole restore, whatever another
+//! process puts at its path later. The root's own path is that directory itself (`.` of its
+//! descriptor), never an entry of its parent. Every change is then made relative to the
+//! descriptor of the object's parent directory ([`Dir`]). A restore to the original location,
+//! or to the alternate root `/` (which holds every path), follows the links of parent
 //! directories, as the paths of a system need (`/home` may be a link).
 
-use crate::dir::{Dir, Stat, c_string};
+use crate::dir::{Dir, Stat, c_string, describe};
 use crate::paths;
-use aapi_sdk::plugin::Timestamp;
 use std::ffi::{CString, OsStr};
 use std::fmt;
 use std::io;
@@ -41,7 +43,7 @@ impl fmt::Display for Stop {
                 p.display(),
                 root.display()
             ),
-            Stop::Io(p, e) => write!(f, "{}: {e}", p.display()),
+            Stop::Io(p, e) => write!(f, "{}: {}", p.display(), describe(e)),
         }
     }
 }
@@ -60,18 +62,24 @@ impl Stop {
 }
 
 /// Where the paths of one restore are walked.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Scope {
+    /// Where every walk starts: the alternate root, opened at preprocess, or `/`.
+    top: Dir,
     /// The alternate root (normalized), when there is one other than `/`.
     root: Option<PathBuf>,
 }
 
 impl Scope {
-    /// The scope of a restore to `root` (normalized), or to the original location (`None`).
-    pub fn new(root: Option<&Path>) -> Scope {
-        Scope {
-            root: root.filter(|r| *r != Path::new("/")).map(Path::to_path_buf),
-        }
+    /// The scope of a restore to `root` (normalized), or to the original location (`None`):
+    /// the root is opened here, following links, and stays that directory.
+    pub fn new(root: Option<&Path>) -> io::Result<Scope> {
+        let root = root.filter(|r| *r != Path::new("/"));
+        let top = Dir::open(root.unwrap_or(Path::new("/")))?;
+        Ok(Scope {
+            top,
+            root: root.map(Path::to_path_buf),
+        })
     }
 
     /// The alternate root that bounds the paths, if any (never `/`).
@@ -79,20 +87,29 @@ impl Scope {
         self.root.as_deref()
     }
 
+    /// The directory where the walks start: the alternate root, or `/`.
+    pub fn top(&self) -> &Dir {
+        &self.top
+    }
+
+    /// Whether the normalized `path` is where the walks start: the alternate root, or `/`.
+    pub fn is_top(&self, path: &Path) -> bool {
+        path == self.root.as_deref().unwrap_or(Path::new("/"))
+    }
+
     /// The directory at the normalized absolute `dir`. Below the alternate root no symbolic
     /// link is followed. With `made`, missing directories are made (mode 0700) and listed there,
     /// top first.
     pub fn dir(&self, dir: &Path, mut made: Option<&mut Vec<PathBuf>>) -> Result<Dir, Stop> {
-        let (start, rest, confined) = match &self.root {
-            Some(root) if paths::is_within(dir, root) => (
-                root.as_path(),
-                &paths::bytes(dir)[paths::bytes(root).len()..],
-                true,
-            ),
-            _ => (Path::new("/"), paths::bytes(dir), false),
-        };
-        let mut here = start.to_path_buf();
-        let mut fd = Dir::open(start).map_err(|e| classify_open(&here, e))?;
+        let top = self.root.as_deref().unwrap_or(Path::new("/"));
+        if !paths::is_within(dir, top) {
+            let e = io::Error::new(io::ErrorKind::InvalidInput, "outside the alternate root");
+            return Err(Stop::Io(dir.to_path_buf(), e));
+        }
+        let confined = self.root.is_some();
+        let rest = &paths::bytes(dir)[paths::bytes(top).len()..];
+        let mut here = top.to_path_buf();
+        let mut fd = self.top.clone();
         for part in rest.split(|&c| c == b'/').filter(|p| !p.is_empty()) {
             here.push(OsStr::from_bytes(part));
             let name = c_string(part).map_err(|e| Stop::Io(here.clone(), e))?;
@@ -107,39 +124,32 @@ impl Scope {
                         Err(e) => return Err(Stop::Io(here, e)),
                     }
                     fd.open_dir(&name, !confined).map_err(|e| {
-                        match classify(&fd, &name, &here, e, self.root.as_deref(), confined) {
+                        match classify(&fd, &name, &here, e, self.root.as_deref()) {
                             Stop::Missing(p) => Stop::NotDir(p),
                             s => s,
                         }
                     })?
                 }
-                (Err(e), _) => {
-                    return Err(classify(
-                        &fd,
-                        &name,
-                        &here,
-                        e,
-                        self.root.as_deref(),
-                        confined,
-                    ));
-                }
+                (Err(e), _) => return Err(classify(&fd, &name, &here, e, self.root.as_deref())),
             };
             fd = next;
         }
         Ok(fd)
     }
 
-    /// The parent directory of the normalized absolute `path` and the name of `path` in it
-    /// (`/` is `.` in `/`). With `made`, as in [`Scope::dir`].
+    /// The parent directory of the normalized absolute `path` and the name of `path` in it; the
+    /// alternate root, or `/`, is `.` of itself. With `made`, as in [`Scope::dir`].
     pub fn parent(
         &self,
         path: &Path,
         made: Option<&mut Vec<PathBuf>>,
     ) -> Result<(Dir, CString), Stop> {
+        if self.is_top(path) {
+            return Ok((self.top.clone(), c".".to_owned()));
+        }
         let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-            let root = Path::new("/");
-            let dir = Dir::open(root).map_err(|e| classify_open(root, e))?;
-            return Ok((dir, c".".to_owned()));
+            let e = io::Error::new(io::ErrorKind::InvalidInput, "outside the alternate root");
+            return Err(Stop::Io(path.to_path_buf(), e));
         };
         let name = c_string(name.as_bytes()).map_err(|e| Stop::Io(path.to_path_buf(), e))?;
         Ok((self.dir(parent, made)?, name))
@@ -165,12 +175,6 @@ impl Scope {
         dir.chmod(&name, mode)
     }
 
-    /// Set the atime and mtime of `path` itself.
-    pub fn set_times(&self, path: &Path, atime: Timestamp, mtime: Timestamp) -> io::Result<()> {
-        let (dir, name) = self.at(path)?;
-        dir.set_times(&name, Some(atime), Some(mtime))
-    }
-
     /// Remove the empty directories `made` (deepest first), as far as they still are.
     pub fn remove_made(&self, made: &[PathBuf]) {
         for d in made.iter().rev() {
@@ -181,31 +185,13 @@ impl Scope {
     }
 }
 
-/// Why the start of a walk (the root, or `/`) could not be opened.
-fn classify_open(path: &Path, e: io::Error) -> Stop {
-    match e.kind() {
-        io::ErrorKind::NotFound => Stop::Missing(path.to_path_buf()),
-        io::ErrorKind::NotADirectory => Stop::NotDir(path.to_path_buf()),
-        _ => Stop::Io(path.to_path_buf(), e),
-    }
-}
-
 /// Why the component `name` of `dir`, at `here`, could not be opened as a directory.
-fn classify(
-    dir: &Dir,
-    name: &CString,
-    here: &Path,
-    e: io::Error,
-    root: Option<&Path>,
-    confined: bool,
-) -> Stop {
+fn classify(dir: &Dir, name: &CString, here: &Path, e: io::Error, root: Option<&Path>) -> Stop {
     let here = here.to_path_buf();
     match e.raw_os_error() {
         Some(libc::ENOENT) => Stop::Missing(here),
         Some(libc::ENOTDIR | libc::ELOOP) => match (dir.stat(name), root) {
-            (Ok(Some(st)), Some(root)) if confined && st.is_symlink() => {
-                Stop::Link(here, root.to_path_buf())
-            }
+            (Ok(Some(st)), Some(root)) if st.is_symlink() => Stop::Link(here, root.to_path_buf()),
             _ => Stop::NotDir(here),
         },
         _ => Stop::Io(here, e),

@@ -1,6 +1,6 @@
-//! The few system calls std does not wrap: times without following symlinks, free space, the
-//! copy-on-write clone ioctl, a checked close, and the effective user id (the calls relative to
-//! a directory's descriptor are in `dir`).
+//! The few system calls std does not wrap: times without following symlinks, the copy-on-write
+//! clone ioctl, a checked close, and the effective user id (the calls relative to a directory's
+//! descriptor, and the free space of its file system, are in `dir`).
 
 use aapi_sdk::plugin::Timestamp;
 use std::ffi::CString;
@@ -54,21 +54,6 @@ pub fn set_times_nofollow(
     } else {
         Err(io::Error::last_os_error())
     }
-}
-
-/// Bytes available to an unprivileged caller on the file system holding `path`
-/// (`f_bavail * f_frsize`).
-pub fn available_bytes(path: &Path) -> io::Result<u64> {
-    let c = c_path(path)?;
-    let mut vfs = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `c` is a NUL-terminated path; statvfs fills `vfs` when it returns 0.
-    if unsafe { libc::statvfs(c.as_ptr(), vfs.as_mut_ptr()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: statvfs returned 0, so the struct is initialised.
-    let vfs = unsafe { vfs.assume_init() };
-    #[allow(clippy::unnecessary_cast)] // the field types differ between C libraries
-    Ok((vfs.f_bavail as u64).saturating_mul(vfs.f_frsize as u64))
 }
 
 /// Clone `src` into `dst` copy-on-write (`FICLONE`): both share their blocks until one changes.

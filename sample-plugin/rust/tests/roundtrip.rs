@@ -1225,6 +1225,19 @@ fn bad_input_gets_the_codes_of_the_specification() {
         code_of(r.create_object(&b(&alt.join("full/dir/x")), &fp, 0)),
         AAPI_EEXIST
     );
+    // A parent that is a file: the same code whether the parent is the object's own or one
+    // further up, and whether or not missing directories would be made below it.
+    for below in ["full/dir/x/new", "full/dir/x/missing/new"] {
+        let e = r
+            .create_object(&b(&alt.join(below)), &fp, 0)
+            .expect_err("a file cannot hold objects");
+        assert_eq!(e.code(), Some(AAPI_EEXIST), "{below}: {e}");
+        assert!(
+            e.to_string()
+                .contains("full/dir/x exists and is not a directory"),
+            "{e}"
+        );
+    }
     assert_eq!(
         code_of(r.delete_object(&b(&alt.join("full/dir")))),
         AAPI_EINVAL
@@ -1575,6 +1588,173 @@ fn under_an_alternate_root_no_symbolic_link_below_it_is_followed() {
     assert_eq!(
         fs::metadata(home.join("user/f.txt")).unwrap().mtime(),
         1_000_000_000
+    );
+    plugin.terminate().unwrap();
+}
+
+#[test]
+fn the_alternate_root_stays_the_directory_it_was_at_preprocess() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plugin, _, _) = load(dir.path());
+    let outside = dir.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    fs::write(outside.join("victim"), b"victim").unwrap();
+    // Atimes in the future, so that no read moves them: any change shows.
+    let future = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        + 86_400;
+    for p in [outside.join("victim"), outside.clone()] {
+        set_atime_mtime(&p, ((future, 0), (1_600_000_000, 0)));
+    }
+    let outside_before = exact_state(&outside);
+    // The root is given as a link to the real directory.
+    let real = dir.path().join("real");
+    fs::create_dir(&real).unwrap();
+    fs::set_permissions(&real, fs::Permissions::from_mode(0o755)).unwrap();
+    let root_times = ((1_600_000_000, 123), (1_500_000_000, 456));
+    set_atime_mtime(&real, root_times);
+    let alt = dir.path().join("alt");
+    std::os::unix::fs::symlink(&real, &alt).unwrap();
+    let s = plugin
+        .open_server("localhost", SessionDef::new(AAPI_OP_RESTORE))
+        .unwrap();
+    s.restore_preprocess(&b(&alt), 100, 8).unwrap();
+    let symlink_prop = aapi_object_prop_t {
+        obj_type: AAPI_OBJ_SYMLINK,
+        ..Default::default()
+    };
+    // RST-10: any other object type at the root's path is refused, with overwrite too, however
+    // the path names the root.
+    let dot = p(&[b(&alt), b"/.".to_vec()].concat());
+    let slash = p(&[b(&alt), b"/".to_vec()].concat());
+    for (path, prop) in [
+        (&alt, symlink_prop),
+        (&dot, file_prop(0o644)),
+        (&slash, file_prop(0o644)),
+    ] {
+        for flags in [0, AAPI_CREATE_OVERWRITE] {
+            let e = s
+                .create_object(&b(path), &prop, flags)
+                .expect_err("nothing but a directory replaces the root");
+            assert_eq!(e.code(), Some(AAPI_EEXIST), "{}: {e}", path.display());
+        }
+        // Nor is the root deleted.
+        refused_naming(s.delete_object(&b(path)), path);
+    }
+    assert!(fs::symlink_metadata(&alt).unwrap().file_type().is_symlink());
+    // A directory object there reuses the root, with overwrite too: the link stays, the real
+    // directory gets the object's mode.
+    let dir_prop = aapi_object_prop_t {
+        obj_type: AAPI_OBJ_DIR,
+        valid: AAPI_PROP_MODE,
+        mode: 0o750,
+        ..Default::default()
+    };
+    for path in [&alt, &slash] {
+        s.create_object(&b(path), &dir_prop, AAPI_CREATE_OVERWRITE)
+            .unwrap()
+            .close()
+            .unwrap();
+    }
+    assert_eq!(fs::read_link(&alt).unwrap(), real);
+    assert_eq!(mode_owner(&real).0, 0o750);
+    assert!(leftovers(dir.path(), ".aapi-").is_empty());
+    // Another process moves the root away and puts a link to elsewhere at its path: the restore
+    // stays in the directory it opened.
+    let moved = dir.path().join("real-moved");
+    fs::rename(&real, &moved).unwrap();
+    fs::remove_file(&alt).unwrap();
+    std::os::unix::fs::symlink(&outside, &alt).unwrap();
+    let parent_times = times_of(dir.path());
+    let mut o = s
+        .create_object(
+            &b(&alt.join("victim")),
+            &file_prop(0o600),
+            AAPI_CREATE_OVERWRITE,
+        )
+        .unwrap();
+    o.write(b"restored").unwrap();
+    o.close().unwrap();
+    assert_eq!(fs::read(moved.join("victim")).unwrap(), b"restored");
+    // Its own times are set through its descriptor.
+    let t = ((1_400_000_000, 1), (1_300_000_000, 2));
+    s.set_utimes(&b(&alt), Some(time_of(t.0)), Some(time_of(t.1)))
+        .unwrap();
+    assert_eq!(times_of(&moved), t);
+    assert_unchanged_outside(&outside, &outside_before);
+    // The rollback puts back what the root had, through its descriptor too, and touches
+    // nothing outside it: neither the link's target nor the directory that holds the root.
+    s.restore_postprocess(AAPI_EIO).unwrap();
+    s.close().unwrap();
+    assert!(!moved.join("victim").exists());
+    assert_eq!(times_of(&moved), root_times);
+    assert_eq!(mode_owner(&moved).0, 0o755);
+    assert_eq!(times_of(dir.path()), parent_times);
+    assert_unchanged_outside(&outside, &outside_before);
+    plugin.terminate().unwrap();
+}
+
+/// Assert that nothing under `outside` changed since `before` ([`exact_state`]).
+fn assert_unchanged_outside(
+    outside: &Path,
+    before: &std::collections::BTreeMap<Vec<u8>, Vec<i64>>,
+) {
+    let after = exact_state(outside);
+    let changed: Vec<String> = after
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(v))
+        .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+        .chain(
+            before
+                .keys()
+                .filter(|k| !after.contains_key(*k))
+                .map(|k| format!("{} (removed)", String::from_utf8_lossy(k))),
+        )
+        .collect();
+    assert!(changed.is_empty(), "changed outside the root: {changed:?}");
+}
+
+#[test]
+fn a_failed_restore_to_the_original_location_puts_back_directories_reached_through_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plugin, _, _) = load(dir.path());
+    // /home -> /srv, as a system may have it; objects restored through either path.
+    let srv = dir.path().join("srv");
+    fs::create_dir_all(srv.join("keep")).unwrap();
+    let home = dir.path().join("home");
+    std::os::unix::fs::symlink(&srv, &home).unwrap();
+    let before = ((1_600_000_000, 11), (1_500_000_000, 22));
+    let keep_before = ((1_600_000_001, 33), (1_500_000_001, 44));
+    set_atime_mtime(&srv.join("keep"), keep_before);
+    set_atime_mtime(&srv, before);
+    let s = plugin
+        .open_server("localhost", SessionDef::new(AAPI_OP_RESTORE))
+        .unwrap();
+    s.restore_preprocess(b"", 100, 4).unwrap();
+    for path in [
+        home.join("f"),
+        srv.join("g"),
+        home.join("sub/h"),
+        home.join("keep/k"),
+    ] {
+        let mut o = s.create_object(&b(&path), &file_prop(0o600), 0).unwrap();
+        o.write(b"x").unwrap();
+        o.close().unwrap();
+    }
+    s.restore_postprocess(AAPI_EIO).unwrap();
+    s.close().unwrap();
+    for gone in ["f", "g", "sub", "keep/k"] {
+        assert!(fs::symlink_metadata(srv.join(gone)).is_err(), "{gone}");
+    }
+    assert_eq!(times_of(&srv.join("keep")), keep_before);
+    assert_eq!(times_of(&srv), before, "the real directory behind the link");
+    assert!(
+        fs::symlink_metadata(&home)
+            .unwrap()
+            .file_type()
+            .is_symlink()
     );
     plugin.terminate().unwrap();
 }
