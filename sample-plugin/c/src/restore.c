@@ -962,19 +962,29 @@ static void put_back_dirs(files_server *srv)
     free(v);
 }
 
-/* Failure (RST-6, RST-7): remove what this restore created, newest first (children before their
- * parents), put the replaced objects back, then the owners, modes and times of the directories
- * that existed. */
+static int by_string_desc(const void *a, const void *b)
+{
+    return -strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Failure (RST-6, RST-7): remove what this restore created, deepest first (sorted by path,
+ * descending: children before their parents, whatever order concurrent creates recorded them
+ * in), put the replaced objects back, then the owners, modes and times of the directories that
+ * existed. */
 static int roll_back(files_server *srv)
 {
-    size_t i = srv->created.n;
+    size_t i;
     int rc = AAPI_EOK;
-    while (i-- > 0) {
+    if (srv->created.n > 1) /* qsort's base must not be NULL, even for 0 elements */
+        qsort(srv->created.v, srv->created.n, sizeof *srv->created.v, by_string_desc);
+    for (i = 0; i < srv->created.n; i++) {
         const char *p = srv->created.v[i];
         char reason[512];
         struct stat st;
         files_walk w;
         int err, fd;
+        if (i > 0 && strcmp(p, srv->created.v[i - 1]) == 0)
+            continue; /* recorded twice */
         /* RST-10: reached through no symbolic link below the alternate root, even one this
          * restore made. */
         fd = walk_parent(srv, p, NULL, &w);

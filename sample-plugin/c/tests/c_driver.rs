@@ -1,7 +1,9 @@
 //! The local C driver (tests/roundtrip.c) against the C sample: a backup/restore round trip with
 //! its checks of the contract, run plain, under AddressSanitizer + UndefinedBehaviorSanitizer,
 //! and under valgrind. The instrumented runs find memory errors, undefined behaviour and leaks
-//! in the plugin that a plain run cannot see.
+//! in the plugin that a plain run cannot see. One more plain run preloads tests/slow_create.c,
+//! which holds up one create so that two concurrent creates record a directory after an object
+//! in it, for the rollback to remove in the right order.
 
 mod common;
 
@@ -38,6 +40,32 @@ fn round_trip_passes_every_check() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(" objects backed up"), "{}", report(&out));
     assert!(stdout.contains("all checks passed"), "{}", report(&out));
+}
+
+#[test]
+fn a_rollback_removes_a_directory_recorded_after_an_object_in_it() {
+    // tests/slow_create.c holds up one create between making a directory and recording it, so
+    // that the driver's concurrent-restore check records the directory after an object in it.
+    let dir = tempfile::tempdir().unwrap();
+    let exe = build_driver(dir.path(), &[]);
+    let slow = dir.path().join("slow_create.so");
+    must(
+        Command::new(cc())
+            .args(STRICT)
+            .args(["-O1", "-fPIC", "-shared", "-o"])
+            .arg(&slow)
+            .arg(crate_dir().join("tests/slow_create.c"))
+            .arg("-ldl"),
+    );
+    let mut cmd = driver(&exe, Path::new(PLUGIN_PATH), dir.path());
+    cmd.env("LD_PRELOAD", &slow);
+    let out = run(&mut cmd, Duration::from_secs(120));
+    assert!(out.status.success(), "{}", report(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("all checks passed"),
+        "{}",
+        report(&out)
+    );
 }
 
 #[test]

@@ -15,9 +15,10 @@
  * It then checks an incremental discovery, a cancelled discovery (no file or snapshot left), a
  * failed restore with AAPI_CREATE_OVERWRITE (the replaced file comes back, the directories that
  * existed get their mtimes back), a restore whose paths lead through symbolic links below the
- * alternate root (refused; nothing outside it changes, the rollback included), the removal of a
- * snapshot 200 directories deep with few descriptors, and a set of bad calls: call order, bad
- * handles, buffer sizes, the last-error message.
+ * alternate root (refused; nothing outside it changes, the rollback included), a failed restore
+ * whose concurrent creates recorded a directory after an object in it (with tests/slow_create.c
+ * preloaded, they do), the removal of a snapshot 200 directories deep with few descriptors, and a
+ * set of bad calls: call order, bad handles, buffer sizes, the last-error message.
  *
  * Exit status 0 when everything held, 1 when a check failed (each failure is printed), 2 on a
  * usage or setup error. Set ROUNDTRIP_VERBOSE=1 to see the plugin's log lines. Built with
@@ -1217,6 +1218,85 @@ static void confined_restore(void)
     free(inside);
 }
 
+/* The second of two concurrent creates (RST-6 below). */
+typedef struct fast_create {
+    aapi_server_t h;
+    char *path;
+    int rc[3];
+} fast_create;
+
+static void *create_later(void *arg)
+{
+    fast_create *f = arg;
+    struct timespec pause = {0, 100000000L};
+    aapi_object_prop_t prop;
+    aapi_object_t obj = 0;
+    nanosleep(&pause, NULL);
+    memset(&prop, 0, sizeof prop);
+    prop.struct_size = sizeof prop;
+    prop.obj_type = AAPI_OBJ_FILE;
+    f->rc[0] = P.create_object(f->h, f->path, &prop, 0, &obj);
+    f->rc[1] = f->rc[0] == AAPI_EOK ? P.write_object(obj, "fast", 4) : AAPI_EOK;
+    f->rc[2] = f->rc[0] == AAPI_EOK ? P.close_object(obj) : AAPI_EOK;
+    return NULL;
+}
+
+/* RST-6 under concurrent creates: one create makes the missing directory d and, before it records
+ * it, is held up creating its file (tests/slow_create.c, when preloaded, holds up for 0.4 s the
+ * creation of every name with "aapi-slow-create" in it); meanwhile another create puts its file
+ * in d. d is then recorded after an object in it: the rollback still removes it last, and leaves
+ * nothing. */
+static void concurrent_rollback(void)
+{
+    char *alt = join(g_work, "restore-concurrent");
+    char *slow = join(alt, "d/aapi-slow-create");
+    aapi_session_def_t s;
+    aapi_restore_info_t ri;
+    aapi_object_prop_t prop;
+    aapi_server_t h;
+    aapi_object_t obj;
+    fast_create f;
+    pthread_t t;
+    if (mkdir(alt, 0700) != 0)
+        die("mkdir: %s", strerror(errno));
+    begin_cycle();
+    if (!(info.capabilities & AAPI_CAP_CONCURRENT_OBJECTS)) {
+        EXPECT(P.terminate(), AAPI_EOK);
+        free(alt);
+        free(slow);
+        return;
+    }
+    s = session(AAPI_OP_RESTORE, AAPI_SCHED_FULL, "", NULL, 0);
+    h = open_session(&s);
+    memset(&ri, 0, sizeof ri);
+    ri.struct_size = sizeof ri;
+    ri.target_root = alt;
+    EXPECT(P.restore_preprocess(h, &ri), AAPI_EOK);
+    memset(&f, 0, sizeof f);
+    f.h = h;
+    f.path = join(alt, "d/fast");
+    if (pthread_create(&t, NULL, create_later, &f) != 0)
+        die("pthread_create failed");
+    memset(&prop, 0, sizeof prop);
+    prop.struct_size = sizeof prop;
+    prop.obj_type = AAPI_OBJ_FILE;
+    EXPECT(P.create_object(h, slow, &prop, 0, &obj), AAPI_EOK);
+    EXPECT(P.write_object(obj, "slow", 4), AAPI_EOK);
+    EXPECT(P.close_object(obj), AAPI_EOK);
+    pthread_join(t, NULL);
+    EXPECT(f.rc[0], AAPI_EOK);
+    EXPECT(f.rc[1], AAPI_EOK);
+    EXPECT(f.rc[2], AAPI_EOK);
+    EXPECT(P.restore_postprocess(h, AAPI_EIO), AAPI_EOK);
+    EXPECT(P.close_server(h), AAPI_EOK);
+    EXPECT(P.terminate(), AAPI_EOK);
+    CHECK(count_below(alt) == 0, "the failed restore left %ld entries in %s", count_below(alt),
+          alt);
+    free(f.path);
+    free(alt);
+    free(slow);
+}
+
 /* DISC-7 with few descriptors: postprocess removes a snapshot 200 directories deep with the
  * descriptor limit at 256, so the removal holds one descriptor per directory level, not more. */
 #define DEEP_LEVELS 200
@@ -1377,6 +1457,7 @@ int main(int argc, char **argv)
     cancelled();
     failed_restore();
     confined_restore();
+    concurrent_rollback();
     deep_snapshot();
 
     remove_all(g_work);
