@@ -226,11 +226,19 @@ pub fn failed_restore(p: &Probe) -> PR {
     Ok(())
 }
 
-/// Files under `dir` (recursively, not following links) with their bytes and modification time.
-fn tree_state(dir: &std::path::Path) -> BTreeMap<PathBuf, (Vec<u8>, i64, i64)> {
+/// What [`tree_state`] keeps of an entry: bytes (of a file), mode, owner, group, mtime and
+/// ctime (seconds and nanoseconds).
+type EntryState = (Vec<u8>, u32, u32, u32, (i64, i64), (i64, i64));
+
+/// `dir` itself (as `""`) and everything under it, not following links, with what a change to
+/// each would show.
+fn tree_state(dir: &std::path::Path) -> BTreeMap<PathBuf, EntryState> {
     use std::os::unix::fs::MetadataExt;
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
+    if let Ok(m) = std::fs::symlink_metadata(dir) {
+        out.insert(PathBuf::new(), entry_state(dir, &m));
+    }
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
             let path = e.path();
@@ -240,22 +248,33 @@ fn tree_state(dir: &std::path::Path) -> BTreeMap<PathBuf, (Vec<u8>, i64, i64)> {
             if m.is_dir() {
                 stack.push(path.clone());
             }
-            let bytes = if m.is_file() {
-                std::fs::read(&path).unwrap_or_default()
-            } else {
-                Vec::new()
-            };
             let rel = path.strip_prefix(dir).unwrap_or(&path).to_path_buf();
-            out.insert(rel, (bytes, m.mtime(), m.mtime_nsec()));
+            out.insert(rel, entry_state(&path, &m));
         }
     }
-    out
+    return out;
+
+    fn entry_state(path: &std::path::Path, m: &std::fs::Metadata) -> EntryState {
+        let bytes = if m.is_file() {
+            std::fs::read(path).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        (
+            bytes,
+            m.mode(),
+            m.uid(),
+            m.gid(),
+            (m.mtime(), m.mtime_nsec()),
+            (m.ctime(), m.ctime_nsec()),
+        )
+    }
 }
 
 /// What changed between two [`tree_state`]s, named.
 fn tree_changes(
-    before: &BTreeMap<PathBuf, (Vec<u8>, i64, i64)>,
-    after: &BTreeMap<PathBuf, (Vec<u8>, i64, i64)>,
+    before: &BTreeMap<PathBuf, EntryState>,
+    after: &BTreeMap<PathBuf, EntryState>,
 ) -> Vec<String> {
     let mut out = Vec::new();
     for (k, v) in after {
@@ -273,7 +292,8 @@ fn tree_changes(
 
 /// `rst.confined`: below the target root, a path through a symbolic link (one that was there, or
 /// one the restore made) reaches nothing outside the root: not through create (with its missing
-/// parents), set-times or delete, nor through the rollback of the failed restore.
+/// parents), set-times or delete, nor through the rollback of the failed restore; and the root
+/// stays the directory it was.
 pub fn confined(p: &Probe) -> PR {
     if !p.setup().files {
         p.skip("the workload's objects are not files, so symbolic links do not apply");
@@ -316,18 +336,30 @@ pub fn confined(p: &Probe) -> PR {
         "on a path through a symbolic link below the target root",
         AAPI_EINVAL,
     );
-    match r.create_object(&under(&root, b"/made"), &object_prop(AAPI_OBJ_SYMLINK), 0) {
-        Ok(mut o) => {
+    // A symbolic link the restore makes. A plugin may refuse links that point out of the root;
+    // then there is nothing beneath it to try.
+    let made = r
+        .create_object(&under(&root, b"/made"), &object_prop(AAPI_OBJ_SYMLINK), 0)
+        .and_then(|mut o| {
             o.write(&pbytes(&outside))?;
-            o.close()?;
-            p.expect(
-                "aapi_create_object below a symbolic link the restore made",
-                create(&under(&root, b"/made/new2.txt")),
-                AAPI_EINVAL,
-            );
-        }
-        Err(err) if err.code() == Some(AAPI_ENOTSUP) => {}
-        Err(err) => p.fail(format!("creating a symbolic link: {err}")),
+            o.close()
+        });
+    if made.is_ok() {
+        p.expect(
+            "aapi_create_object below a symbolic link the restore made",
+            create(&under(&root, b"/made/new2.txt")),
+            AAPI_EINVAL,
+        );
+    }
+    // An object whose own path is a link to a file outside: replaced, never written through.
+    std::os::unix::fs::symlink(outside.join("victim"), root.join("link")).map_err(harness)?;
+    if let Ok(mut o) = r.create_object(
+        &under(&root, b"/link"),
+        &object_prop_with_mode(AAPI_OBJ_FILE),
+        AAPI_CREATE_OVERWRITE,
+    ) {
+        let _ = o.write(b"written over a link");
+        let _ = o.close();
     }
     let changes = tree_changes(&before, &tree_state(&outside));
     if !changes.is_empty() {
@@ -348,6 +380,75 @@ pub fn confined(p: &Probe) -> PR {
         ));
     }
     drop(r);
+    confined_root(p, &plugin, &outside, &before)?;
     plugin.terminate()?;
+    Ok(())
+}
+
+/// The root of [`confined`]: it stays the directory it was. A directory object at its path
+/// reuses it; it cannot be deleted, nor replaced by a symbolic link that would take the next
+/// objects outside.
+fn confined_root(
+    p: &Probe,
+    plugin: &aapi_host::client::Plugin,
+    outside: &std::path::Path,
+    before: &BTreeMap<PathBuf, EntryState>,
+) -> PR {
+    let (r, root) = p.restore(plugin, "confined-root")?;
+    let at_root = pbytes(&root);
+    match r.create_object(&at_root, &object_prop_with_mode(AAPI_OBJ_DIR), 0) {
+        Ok(o) => {
+            let _ = o.close();
+        }
+        Err(err) => p.fail(format!(
+            "a directory object at the target root's path: {err} (the root is reused)"
+        )),
+    }
+    p.expect_code(
+        "aapi_delete_object on the (empty) target root",
+        r.delete_object(&at_root),
+        AAPI_EINVAL,
+    );
+    let link = r.create_object(
+        &at_root,
+        &object_prop(AAPI_OBJ_SYMLINK),
+        AAPI_CREATE_OVERWRITE,
+    );
+    let code = match link {
+        Ok(mut o) => {
+            let _ = o.write(&pbytes(outside));
+            let _ = o.close();
+            AAPI_EOK
+        }
+        Err(err) => err.code().unwrap_or(AAPI_EINTERNAL),
+    };
+    p.expect(
+        "aapi_create_object of a symbolic link at the target root's path, with AAPI_CREATE_OVERWRITE",
+        code,
+        AAPI_EEXIST,
+    );
+    if let Ok(mut o) = r.create_object(
+        &under(&root, b"/planted.txt"),
+        &object_prop_with_mode(AAPI_OBJ_FILE),
+        0,
+    ) {
+        let _ = o.write(b"planted");
+        let _ = o.close();
+    }
+    if !std::fs::symlink_metadata(&root).is_ok_and(|m| m.is_dir()) {
+        p.fail(format!(
+            "the target root {} is no longer the directory it was",
+            root.display()
+        ));
+    }
+    let changes = tree_changes(before, &tree_state(outside));
+    if !changes.is_empty() {
+        p.fail(format!(
+            "objects at or under the target root's path reached {}: {}",
+            outside.display(),
+            changes.join(", ")
+        ));
+    }
+    let _ = r.restore_postprocess(AAPI_EIO);
     Ok(())
 }

@@ -1035,6 +1035,20 @@ static int through_link(server_t *s, const char *path) {
 #endif
 }
 
+/* RST-10: whether `path` names the target root itself ("R", "R/", "R/."). */
+static int is_root(server_t *s, const char *path) {
+#ifdef ZOO_FOLLOW_SYMLINKS
+    (void)s, (void)path;
+    return 0;
+#else
+    size_t n = strlen(s->root);
+    if (!n || strncmp(path, s->root, n) != 0) return 0;
+    for (const char *c = path + n; *c; c++)
+        if (*c != '/' && *c != '.') return 0;
+    return !strstr(path + n, "..");
+#endif
+}
+
 #define CONFINED(s, path)                                                                     \
     if (through_link(s, path)) FAIL(AAPI_EINVAL, "%s passes through a symbolic link below the target root", path)
 
@@ -1061,6 +1075,7 @@ int aapi_create_object(aapi_server_t server, const char *path, const aapi_object
     if (prop->struct_size < sizeof *prop) FAIL(AAPI_EABI, "prop struct too small");
     if (prop->obj_type < AAPI_OBJ_FILE || prop->obj_type > AAPI_OBJ_SYMLINK)
         FAIL(AAPI_EINVAL, "unknown object type %u", prop->obj_type);
+    if (is_root(s, path) && prop->obj_type != AAPI_OBJ_DIR) FAIL(AAPI_EEXIST, "%s is the target root", path);
     struct stat st;
     int exists = lstat(path, &st) == 0;
     int reuse_dir = exists && prop->obj_type == AAPI_OBJ_DIR && S_ISDIR(st.st_mode);
@@ -1311,6 +1326,7 @@ int aapi_delete_object(aapi_server_t server, const char *path) {
     SERVER(server, "aapi_delete_object");
     RESTORE_STEP(s, "aapi_delete_object");
     CONFINED(s, path);
+    if (is_root(s, path)) FAIL(AAPI_EINVAL, "%s is the target root", path);
     struct stat st;
 #ifdef ZOO_BAD_CODE
     if (lstat(path, &st) != 0) FAIL(42, "no such object");
