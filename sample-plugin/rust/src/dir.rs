@@ -38,7 +38,8 @@ pub fn c_string(bytes: &[u8]) -> io::Result<CString> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
 }
 
-fn timespec(t: Option<Timestamp>) -> libc::timespec {
+/// The `utimensat` form of a time; `None` leaves it unchanged (`UTIME_OMIT`).
+pub fn timespec(t: Option<Timestamp>) -> libc::timespec {
     match t {
         Some(t) => libc::timespec {
             tv_sec: t.sec as libc::time_t,

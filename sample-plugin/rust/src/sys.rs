@@ -28,17 +28,7 @@ pub fn set_times_nofollow(
     atime: Option<Timestamp>,
     mtime: Option<Timestamp>,
 ) -> io::Result<()> {
-    let spec = |t: Option<Timestamp>| match t {
-        Some(t) => libc::timespec {
-            tv_sec: t.sec as libc::time_t,
-            tv_nsec: t.nsec as libc::c_long,
-        },
-        None => libc::timespec {
-            tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
-        },
-    };
-    let times = [spec(atime), spec(mtime)];
+    let times = [crate::dir::timespec(atime), crate::dir::timespec(mtime)];
     let c = c_path(path)?;
     // SAFETY: `c` is a NUL-terminated path and `times` two valid timespecs, both alive for the call.
     let rc = unsafe {
