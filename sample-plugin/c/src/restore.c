@@ -1557,6 +1557,29 @@ int restore_close(const char *fn, files_object *obj, int commit)
 /* Times and deletion                                                                           */
 /* ------------------------------------------------------------------------------------------ */
 
+/* The parent directory of the existing object `norm` (as given: `path`), reached through no
+ * symbolic link below the alternate root (RST-10), and the object's own lstat in `st`. On failure
+ * returns -1 with the code in `*rc` (a missing object: AAPI_ENOENT, RC-7). */
+static int open_object_parent(const char *fn, files_server *srv, const char *path, const char *norm,
+                              struct stat *st, int *rc)
+{
+    files_walk w;
+    int fd = walk_parent(srv, norm, NULL, &w);
+    if (fd < 0) {
+        *rc = walk_fail(fn, srv, path, norm, &w);
+        return -1;
+    }
+    if (fstatat(fd, leaf_of(srv, norm), st, AT_SYMLINK_NOFOLLOW) != 0) {
+        *rc = errno == ENOENT || errno == ENOTDIR
+                  ? fail(AAPI_ENOENT, "%s: %s does not exist", fn, path)
+                  : fail_errno(errno, "%s: cannot inspect %s", fn, path);
+        close(fd);
+        return -1;
+    }
+    *rc = AAPI_EOK;
+    return fd;
+}
+
 int aapi_set_object_utimes(aapi_server_t server, const char *path, const aapi_time_t *atime,
                            const aapi_time_t *mtime)
 {
@@ -1564,7 +1587,6 @@ int aapi_set_object_utimes(aapi_server_t server, const char *path, const aapi_ti
     files_server *srv;
     struct timespec ts[2];
     struct stat st;
-    files_walk w;
     char *norm = NULL;
     int fd, rc = require_claimed(fn);
     if (rc != AAPI_EOK)
@@ -1579,20 +1601,13 @@ int aapi_set_object_utimes(aapi_server_t server, const char *path, const aapi_ti
     rc = check_restore_path(fn, srv, path, &norm);
     if (rc != AAPI_EOK)
         return rc;
-    /* RST-10: through no symbolic link below the alternate root. */
-    fd = walk_parent(srv, norm, NULL, &w);
+    fd = open_object_parent(fn, srv, path, norm, &st, &rc);
     if (fd < 0) {
-        rc = walk_fail(fn, srv, path, norm, &w);
         free(norm);
         return rc;
     }
-    if (fstatat(fd, leaf_of(srv, norm), &st, AT_SYMLINK_NOFOLLOW) != 0) { /* RC-7 */
-        rc = errno == ENOENT || errno == ENOTDIR
-                 ? fail(AAPI_ENOENT, "%s: %s does not exist", fn, path)
-                 : fail_errno(errno, "%s: cannot inspect %s", fn, path);
-    } else if (S_ISDIR(st.st_mode)) {
+    if (S_ISDIR(st.st_mode))
         rc = touch_dir(fn, srv, norm, -1);
-    }
     if (rc != AAPI_EOK) {
         close(fd);
         free(norm);
@@ -1631,7 +1646,6 @@ int aapi_delete_object(aapi_server_t server, const char *path)
     static const char fn[] = "aapi_delete_object";
     files_server *srv;
     struct stat st;
-    files_walk w;
     char *norm = NULL, *dir = NULL, *name = NULL;
     int fd, rc = require_claimed(fn);
     if (rc != AAPI_EOK)
@@ -1651,18 +1665,8 @@ int aapi_delete_object(aapi_server_t server, const char *path)
         free(norm);
         return rc;
     }
-    /* RST-10: through no symbolic link below the alternate root. */
-    fd = walk_parent(srv, norm, NULL, &w);
+    fd = open_object_parent(fn, srv, path, norm, &st, &rc);
     if (fd < 0) {
-        rc = walk_fail(fn, srv, path, norm, &w);
-        free(norm);
-        return rc;
-    }
-    if (fstatat(fd, leaf_of(srv, norm), &st, AT_SYMLINK_NOFOLLOW) != 0) { /* RC-7 */
-        rc = errno == ENOENT || errno == ENOTDIR
-                 ? fail(AAPI_ENOENT, "%s: %s does not exist", fn, path)
-                 : fail_errno(errno, "%s: cannot inspect %s", fn, path);
-        close(fd);
         free(norm);
         return rc;
     }

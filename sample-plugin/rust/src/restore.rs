@@ -133,6 +133,25 @@ fn walk_error(stop: Stop, path: &Path) -> Error {
     }
 }
 
+/// The parent directory of the existing object `norm` (as given: `path`), reached through no
+/// symbolic link below the alternate root (RST-10), with the object's name in it and its own
+/// `lstat`; a missing object is `AAPI_ENOENT` (RC-7).
+fn existing(scope: &Scope, norm: &Path, path: &Path) -> Result<(Dir, CString, Stat)> {
+    let (dir, name) = scope
+        .parent(norm, None)
+        .map_err(|stop| walk_error(stop, path))?;
+    match dir
+        .stat(&name)
+        .map_err(|e| path_error(e, "inspect", path))?
+    {
+        Some(md) => Ok((dir, name, md)),
+        None => Err(Error::not_found(format!(
+            "{} does not exist",
+            path.display()
+        ))),
+    }
+}
+
 /// The restore state of one session, shared with its open objects (which run concurrently).
 pub struct Book {
     host: Host,
@@ -412,19 +431,7 @@ impl Book {
         let norm = self.check_restore_path(path)?;
         // RST-10: through no symbolic link below the alternate root; the root's own times are
         // set through its descriptor.
-        let (dir, name) = self
-            .scope()?
-            .parent(&norm, None)
-            .map_err(|stop| walk_error(stop, path))?;
-        let Some(md) = dir
-            .stat(&name)
-            .map_err(|e| path_error(e, "inspect", path))?
-        else {
-            return Err(Error::not_found(format!(
-                "{} does not exist",
-                path.display()
-            )));
-        };
+        let (dir, name, md) = existing(&self.scope()?, &norm, path)?;
         if md.is_dir() {
             self.touch(&norm, None);
         }
@@ -453,18 +460,7 @@ impl Book {
             )));
         }
         // RST-10: through no symbolic link below the alternate root.
-        let (dir, name) = scope
-            .parent(&norm, None)
-            .map_err(|stop| walk_error(stop, path))?;
-        let Some(md) = dir
-            .stat(&name)
-            .map_err(|e| path_error(e, "inspect", path))?
-        else {
-            return Err(Error::not_found(format!(
-                "{} does not exist",
-                path.display()
-            )));
-        };
+        let (dir, name, md) = existing(&scope, &norm, path)?;
         let parent = norm.parent().unwrap_or(Path::new("/"));
         self.touch(parent, Some(&dir));
         let removed = if md.is_dir() {
