@@ -81,6 +81,7 @@ pub const CLAUSES: &[(&str, Level)] = &[
     ("RST-6", Level::Must),
     ("RST-7", Level::Should),
     ("RST-10", Level::Must),
+    ("RST-11", Level::Must),
     ("TIME-1", Level::Must),
     ("TIME-2", Level::Should),
     ("TIME-4", Level::Must),
@@ -779,6 +780,13 @@ pub fn all() -> Vec<CheckDef> {
             "RST-10",
             Some(Restore),
             "below the target root, no path through a symbolic link reaches outside it: create, set-times, delete and the rollback",
+        ),
+        def(
+            "rst.confined-props",
+            Rst,
+            "RST-11",
+            Some(Restore),
+            "under the target root, aapi_get_object_prop_byname refuses a path through a symbolic link or outside the root",
         ),
         def(
             "data.roundtrip",

@@ -175,7 +175,8 @@ zoo_tests! {
     restores_wrong_bytes: "ZOO_WRONG_BYTES" => ["RST-4"] [] "data.roundtrip" "data differ";
     skips_utimes: "ZOO_SKIP_UTIMES" => ["RST-5"] [] "rst.utimes" "expected atime";
     failed_restore_left_behind: "ZOO_NO_CLEANUP" => ["RST-6"] ["RST-7"] "rst.failed-restore" "still there";
-    follows_links_below_root: "ZOO_FOLLOW_SYMLINKS" => ["RST-10"] [] "rst.confined" "created new.txt";
+    follows_links_below_root: "ZOO_FOLLOW_SYMLINKS" => ["RST-10", "RST-11"] [] "rst.confined" "created new.txt";
+    props_follow_links_below_root: "ZOO_PROPS_FOLLOW_SYMLINKS" => ["RST-11"] [] "rst.confined-props" "through a symbolic link";
     // timing
     hangs_without_keepalive: "ZOO_HANG" => ["LIFE-8", "TIME-1"] [] "life.backup" "timeout in aapi_read_object";
     slow_with_keepalive: "ZOO_SLOW_KEEPALIVE" => [] [] "" "";

@@ -81,6 +81,7 @@ const PROBES: &[(&str, ProbeFn)] = &[
     ("rst.utimes", restore::utimes),
     ("rst.failed-restore", restore::failed_restore),
     ("rst.confined", restore::confined),
+    ("rst.confined-props", restore::confined_props),
     ("time.cancel", timing::cancel),
     ("time.keepalive-cadence", timing::cadence),
     ("thr.concurrent-read", concurrency::concurrent_read),

@@ -1,5 +1,6 @@
 //! Restore: `rst.preprocess`, `rst.exists`, `rst.utimes`, `rst.failed-restore` (with
-//! `rst.failed-restore-keeps`), `rst.confined`. The other `rst.*` checks judge the data pipeline's restore.
+//! `rst.failed-restore-keeps`), `rst.confined`, `rst.confined-props`. The other `rst.*` checks
+//! judge the data pipeline's restore.
 
 use super::ffi::{object_prop, object_prop_with_mode, ts};
 use super::probe::{PR, Probe, code_of, dir_is_empty, harness, os};
@@ -381,6 +382,45 @@ pub fn confined(p: &Probe) -> PR {
     }
     drop(r);
     confined_root(p, &plugin, &outside, &before)?;
+    plugin.terminate()?;
+    Ok(())
+}
+
+/// `rst.confined-props`: under the target root, `aapi_get_object_prop_byname` reaches a path as
+/// the restore's other calls do: a path through a symbolic link below the root, or outside the
+/// root, is refused; a link named by the path itself is reported as the link.
+pub fn confined_props(p: &Probe) -> PR {
+    if !p.setup().files {
+        p.skip("the workload's objects are not files, so symbolic links do not apply");
+        return Ok(());
+    }
+    let plugin = p.plugin()?;
+    let outside = p.dir("confined-props-outside")?;
+    std::fs::write(outside.join("victim"), b"victim").map_err(harness)?;
+    let (r, root) = p.restore(&plugin, "confined-props")?;
+    std::os::unix::fs::symlink(&outside, root.join("pre")).map_err(harness)?;
+    p.expect_code(
+        "aapi_get_object_prop_byname on a path through a symbolic link below the target root",
+        r.prop_byname(&under(&root, b"/pre/victim")),
+        AAPI_EINVAL,
+    );
+    p.expect_code(
+        "aapi_get_object_prop_byname on a path outside the target root",
+        r.prop_byname(&pbytes(&outside.join("victim"))),
+        AAPI_EINVAL,
+    );
+    match r.prop_byname(&under(&root, b"/pre")) {
+        Ok(prop) if prop.obj_type == AAPI_OBJ_SYMLINK => {}
+        Ok(prop) => p.fail(format!(
+            "aapi_get_object_prop_byname on a symbolic link below the target root reported object type {} (the link itself is AAPI_OBJ_SYMLINK)",
+            prop.obj_type
+        )),
+        Err(err) => p.fail(format!(
+            "aapi_get_object_prop_byname on a symbolic link below the target root: {err} (the link itself is reported)"
+        )),
+    }
+    let _ = r.restore_postprocess(AAPI_EOK);
+    drop(r);
     plugin.terminate()?;
     Ok(())
 }

@@ -1288,6 +1288,15 @@ int aapi_get_object_prop_byname(aapi_server_t server, const char *path, aapi_obj
         FAIL(AAPI_ESEQUENCE, "byname not legal here");
 #endif
     if (prop->struct_size < sizeof *prop) FAIL(AAPI_EABI, "prop struct too small");
+#ifndef ZOO_PROPS_FOLLOW_SYMLINKS
+    /* RST-11: a restore session's paths stay under the target root, through no link below it. */
+    if (s->op == AAPI_OP_RESTORE) {
+        size_t n = strlen(s->root);
+        if (n && (strncmp(path, s->root, n) != 0 || (path[n] != '/' && path[n] != '\0')))
+            FAIL(AAPI_EINVAL, "%s is outside the target root %s", path, s->root);
+        CONFINED(s, path);
+    }
+#endif
     struct stat st;
     if (lstat(path, &st) != 0) FAIL(AAPI_ENOENT, "lstat %s: %s", path, strerror(errno));
     aapi_object_prop_t p;

@@ -330,13 +330,20 @@ int aapi_get_object_prop_byname(aapi_server_t server, const char *path, aapi_obj
     if (prop->struct_size < sizeof(aapi_object_prop_t))
         return fail(AAPI_EABI, "%s: prop->struct_size %u is smaller than the ABI 1.0 size %u", fn,
                     (unsigned)prop->struct_size, (unsigned)sizeof(aapi_object_prop_t));
-    rc = check_object_path(fn, "path", path);
-    if (rc != AAPI_EOK)
-        return rc;
-    if (lstat(path, &st) != 0) /* RC-7 */
-        return errno == ENOENT || errno == ENOTDIR
-                   ? fail(AAPI_ENOENT, "%s: %s does not exist", fn, path)
-                   : fail_errno(errno, "%s: cannot inspect %s", fn, path);
+    if (srv->op == AAPI_OP_RESTORE) {
+        /* RST-11: reached as the restore's other calls reach it. */
+        rc = restore_stat(fn, srv, path, &st);
+        if (rc != AAPI_EOK)
+            return rc;
+    } else {
+        rc = check_object_path(fn, "path", path);
+        if (rc != AAPI_EOK)
+            return rc;
+        if (lstat(path, &st) != 0) /* RC-7 */
+            return errno == ENOENT || errno == ENOTDIR
+                       ? fail(AAPI_ENOENT, "%s: %s does not exist", fn, path)
+                       : fail_errno(errno, "%s: cannot inspect %s", fn, path);
+    }
     if (!is_object_type(st.st_mode))
         return fail(AAPI_ENOTSUP, "%s: %s is not a file, directory or symlink", fn, path);
     prop_from_stat(&st, &p);

@@ -373,6 +373,9 @@ int restore_close(const char *fn, files_object *obj, int commit);
 void prop_from_stat(const struct stat *st, aapi_object_prop_t *prop);
 /** Copy `src` into the caller's `dst` without touching dst->struct_size (ABI-5, RC-5). */
 void prop_copy_out(aapi_object_prop_t *dst, const aapi_object_prop_t *src);
+/** aapi_get_object_prop_byname in a restore session: *st of the object at `path`, reached as the
+ * restore's other calls reach it (RST-11); AAPI_EOK or the failure's code, set with fail(). */
+int restore_stat(const char *fn, files_server *srv, const char *path, struct stat *st);
 /** Release the restore bookkeeping of a server whose session ends without postprocess. */
 void restore_abandon(files_server *srv);
 /** Free a server and its configuration. */

@@ -1580,6 +1580,19 @@ static int open_object_parent(const char *fn, files_server *srv, const char *pat
     return fd;
 }
 
+int restore_stat(const char *fn, files_server *srv, const char *path, struct stat *st)
+{
+    char *norm = NULL;
+    int fd, rc = check_restore_path(fn, srv, path, &norm);
+    if (rc != AAPI_EOK)
+        return rc;
+    fd = open_object_parent(fn, srv, path, norm, st, &rc);
+    if (fd >= 0)
+        close(fd);
+    free(norm);
+    return rc;
+}
+
 int aapi_set_object_utimes(aapi_server_t server, const char *path, const aapi_time_t *atime,
                            const aapi_time_t *mtime)
 {

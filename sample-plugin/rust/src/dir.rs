@@ -2,7 +2,7 @@
 //! makes every change this way (RST-10), so that no symbolic link between the directory and the
 //! entry can be followed, and a final component that is a link is never followed either.
 
-use aapi_sdk::plugin::{Host, Result, Timestamp};
+use aapi_sdk::plugin::{Error, Host, ObjectProps, ObjectType, Owner, Result, Timestamp};
 use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io;
@@ -100,6 +100,40 @@ impl Stat {
     /// What it is, beyond any path: device and inode.
     pub fn identity(&self) -> (u64, u64) {
         (self.0.st_dev, self.0.st_ino)
+    }
+
+    /// Every property of a file, directory or symlink (for a symlink, the size is the target
+    /// length); other file types are `AAPI_ENOTSUP` naming `path`.
+    pub fn props(&self, path: &Path) -> Result<ObjectProps> {
+        let st = &self.0;
+        let kind = match st.st_mode & libc::S_IFMT {
+            libc::S_IFREG => ObjectType::File,
+            libc::S_IFDIR => ObjectType::Dir,
+            libc::S_IFLNK => ObjectType::Symlink,
+            _ => {
+                return Err(Error::not_supported(format!(
+                    "{} is not a file, directory or symlink",
+                    path.display()
+                )));
+            }
+        };
+        let time = |sec: i64, nsec: i64| Timestamp::new(sec, nsec.clamp(0, 999_999_999) as u32);
+        let size = match kind {
+            ObjectType::Dir => 0,
+            _ => st.st_size as u64,
+        };
+        Ok(ObjectProps {
+            kind,
+            size: Some(size),
+            mode: Some(self.mode()),
+            owner: Some(Owner {
+                uid: st.st_uid,
+                gid: st.st_gid,
+            }),
+            atime: Some(time(st.st_atime, st.st_atime_nsec)),
+            mtime: Some(time(st.st_mtime, st.st_mtime_nsec)),
+            ctime: Some(time(st.st_ctime, st.st_ctime_nsec)),
+        })
     }
 }
 

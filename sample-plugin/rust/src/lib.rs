@@ -121,6 +121,9 @@ impl Server for FilesServer {
     }
 
     fn object_props(&self, path: &Path) -> Result<ObjectProps> {
+        if self.session.operation() == Operation::Restore {
+            return self.book.props(path);
+        }
         ObjectProps::from_metadata(&backup::object_metadata(path)?)
     }
 

@@ -447,6 +447,15 @@ impl Book {
         })
     }
 
+    /// `aapi_get_object_prop_byname` in a restore session: the object at `path`, reached as the
+    /// other calls of the restore reach it (through no symbolic link below the alternate root,
+    /// nothing outside it: RST-11).
+    pub fn props(&self, path: &Path) -> Result<ObjectProps> {
+        let norm = self.check_restore_path(path)?;
+        let (_, _, md) = existing(&self.scope()?, &norm, path)?;
+        md.props(path)
+    }
+
     /// `aapi_delete_object`: a file, a symlink or an empty directory (a non-empty one is
     /// `AAPI_EINVAL`); nothing outside the alternate root, and never the root itself.
     pub fn delete(&self, path: &Path) -> Result<()> {

@@ -187,6 +187,7 @@ const SKIPPED: &[&str] = &[
     "disc.incremental",
     "data.on-disk",
     "rst.confined",
+    "rst.confined-props",
     "time.keepalive-cadence",
     "thr.concurrent-read",
     "thr.concurrent-restore",
