@@ -360,9 +360,13 @@ impl Runner {
         })
     }
 
+    /// The limits of a unit whose sessions run with `budget_ms`. Calls without a session are
+    /// held to the profile's `call_budget_ms` in every unit: they cannot keep alive, and the
+    /// `[timing]` budget is for the keepalive and cancel checks.
     fn limits(&self, budget_ms: u32) -> Limits {
         Limits {
             call_budget: Duration::from_millis(budget_ms as u64),
+            sessionless_budget: Duration::from_millis(self.setup.budget_ms as u64),
             cancel_bound: Duration::from_millis(AAPI_CANCEL_BOUND_MS.min(budget_ms) as u64),
         }
     }

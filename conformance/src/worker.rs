@@ -7,7 +7,7 @@
 use crate::task::*;
 use aapi_host::client::{HostHooks, Plugin, Server, SessionDef};
 use aapi_host::loader::PluginLibrary;
-use aapi_host::supervise::{Event, WorkerLink};
+use aapi_host::supervise::{Event, WorkerLink, is_sessionless};
 use aapi_sdk::abi::*;
 use std::cell::RefCell;
 use std::ffi::{CString, c_int};
@@ -294,12 +294,8 @@ impl HostHooks for ConfHooks {
             let budget = self.budget_ms;
             // Calls without a session have no keepalive to send: their length is TIME-1's
             // business, not the cadence's.
-            let sessionless = matches!(
-                function,
-                "aapi_pgn_init" | "aapi_pgn_claim" | "aapi_terminate"
-            );
             if !t.overlapped
-                && !sessionless
+                && !is_sessionless(function)
                 && t.function == function
                 && dur.as_millis() > (budget / 4) as u128
             {

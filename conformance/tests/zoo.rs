@@ -5,7 +5,7 @@
 mod common;
 
 use aapi_conformance::{Report, Status};
-use common::run;
+use common::{run, run_with};
 
 fn findings(r: &Report, id: &str) -> String {
     r.check(id)
@@ -266,4 +266,19 @@ fn a_refused_claim_is_reported_once() {
             ("life.after-terminate", "life.discovery"),
         ],
     );
+}
+
+/// A claim longer than the `[timing]` budget but within `call_budget_ms` passes: a call without a
+/// session cannot keep alive, so the timing units hold it to the run's budget too (TIME-1).
+#[test]
+fn a_slow_claim_is_held_to_the_run_budget_in_timing_units() {
+    let r = run_with(Some("ZOO_SLOW_CLAIM"), |o| {
+        o.only = vec!["time.".into(), "load.claim".into()]
+    });
+    assert!(
+        r.check("time.cancel")
+            .is_some_and(|c| c.status == Status::Passed)
+    );
+    assert_eq!(r.failed_ids(), Vec::<&str>::new(), "{}", r.to_text());
+    assert_eq!(r.exit_code, 0, "{}", r.to_text());
 }

@@ -158,8 +158,10 @@ impl Runner {
         // Its own process group: a Ctrl-C at the terminal reaches the supervisor, which cancels
         // the workers through their keepalives, instead of killing them mid-write.
         cmd.process_group(0);
+        let budget = Duration::from_millis(budget_ms as u64);
         let limits = Limits {
-            call_budget: Duration::from_millis(budget_ms as u64),
+            call_budget: budget,
+            sessionless_budget: budget,
             cancel_bound: self.cancel_bound,
         };
         if INTERRUPTED.load(Ordering::SeqCst) {

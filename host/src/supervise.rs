@@ -143,6 +143,15 @@ fn function_index(name: &str) -> u32 {
         .map_or(u32::MAX, |i| i as u32 + 1)
 }
 
+/// Whether `function` is an entry point called without a session: it has no keepalive to send,
+/// and is held to [`Limits::sessionless_budget`] (TIME-1).
+pub fn is_sessionless(function: &str) -> bool {
+    matches!(
+        function,
+        "aapi_pgn_init" | "aapi_pgn_claim" | "aapi_terminate" | "aapi_get_last_error"
+    )
+}
+
 fn function_name(index: u32) -> String {
     ENTRY_POINTS
         .get((index as usize).wrapping_sub(1))
@@ -351,14 +360,19 @@ impl CancelHandle {
 pub struct Limits {
     /// Per-call budget: the longest a plugin call may run without returning or a keepalive.
     pub call_budget: Duration,
+    /// The budget of the calls made without a session ([`is_sessionless`]), which cannot send
+    /// keepalives; usually `call_budget`.
+    pub sessionless_budget: Duration,
     /// The longest a call may take to return after a cancel (capped by `call_budget`).
     pub cancel_bound: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
+        let budget = Duration::from_millis(aapi_sdk::abi::AAPI_DEFAULT_CALL_BUDGET_MS as u64);
         Limits {
-            call_budget: Duration::from_millis(aapi_sdk::abi::AAPI_DEFAULT_CALL_BUDGET_MS as u64),
+            call_budget: budget,
+            sessionless_budget: budget,
             cancel_bound: Duration::from_millis(aapi_sdk::abi::AAPI_CANCEL_BOUND_MS as u64),
         }
     }
@@ -475,10 +489,10 @@ impl Worker {
         let mut pending: Vec<u8> = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
         let fd = self.events.as_raw_fd();
-        let budget_ns = self.limits.call_budget.as_nanos() as u64;
         let bound = self.limits.cancel_bound.min(self.limits.call_budget);
+        let sessionless: Vec<bool> = ENTRY_POINTS.iter().map(|f| is_sessionless(f)).collect();
         // Check the shared call state this often; also notices a cancel from another thread.
-        let tick = (self.limits.call_budget / 20)
+        let tick = (self.limits.call_budget.min(self.limits.sessionless_budget) / 20)
             .clamp(Duration::from_millis(5), Duration::from_millis(100));
         let killed: Option<WorkerEnd> = loop {
             let st = self.state.get();
@@ -497,10 +511,15 @@ impl Worker {
                         bound,
                     });
                 }
-                if now > alive + budget_ns && st.call.load(Ordering::Acquire) == call {
+                let budget = match sessionless.get((call as usize).wrapping_sub(1)) {
+                    Some(true) => self.limits.sessionless_budget,
+                    _ => self.limits.call_budget,
+                };
+                if now > alive + budget.as_nanos() as u64 && st.call.load(Ordering::Acquire) == call
+                {
                     break Some(WorkerEnd::TimedOut {
                         function: function_name(call),
-                        budget: self.limits.call_budget,
+                        budget,
                     });
                 }
             }
