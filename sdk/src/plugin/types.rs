@@ -19,7 +19,8 @@ pub struct PluginInfo {
     pub version: &'static CStr,
     /// Vendor: UTF-8, 1 to 127 bytes.
     pub vendor: &'static CStr,
-    /// Workload types the plugin claims, comma-separated (e.g. `c"files"`).
+    /// Workload types the plugin claims: a comma-separated list of tokens of `[a-z0-9_.-]`, with
+    /// no spaces (e.g. `c"files"`, `c"files,db"`), at most 4096 bytes (LOAD-5).
     pub workload_types: &'static CStr,
     /// `AAPI_CAP_*` bits.
     pub capabilities: u64,
@@ -36,7 +37,7 @@ impl PluginInfo {
     pub fn handles(&self, workload_type: &str) -> bool {
         self.workload_types
             .to_str()
-            .is_ok_and(|types| types.split(',').any(|t| t.trim() == workload_type))
+            .is_ok_and(|types| types.split(',').any(|t| t == workload_type))
     }
 
     /// Whether the capability bit `cap` is declared.
@@ -44,24 +45,28 @@ impl PluginInfo {
         self.capabilities & cap == cap
     }
 
-    /// Check every field against the bounds of the ABI.
+    /// Check every field against LOAD-5 and the capability rules: `name` 1 to 63 and `version`
+    /// 1 to 31 bytes of printable ASCII, `vendor` 1 to 127 bytes of UTF-8, `workload_types` a
+    /// non-empty comma-separated list of tokens of `[a-z0-9_.-]` (at most 4096 bytes, what a
+    /// framework reads), known capability bits, and `max_concurrent_objects` as the capabilities
+    /// require. The framework refuses a plugin whose info breaks these rules.
     pub fn validate(&self) -> Result<()> {
         fn text(field: &str, s: &CStr, max: usize, ascii: bool) -> Result<()> {
             let b = s.to_bytes();
             if b.is_empty() || b.len() > max {
                 return Err(Error::internal(format!(
-                    "plugin info: {field} must be 1 to {max} bytes, it is {}",
+                    "plugin info: {field} must be 1 to {max} bytes, it is {} (LOAD-5)",
                     b.len()
                 )));
             }
             if ascii && !b.iter().all(|c| (0x20..0x7f).contains(c)) {
                 return Err(Error::internal(format!(
-                    "plugin info: {field} must be printable ASCII"
+                    "plugin info: {field} must be printable ASCII (LOAD-5)"
                 )));
             }
             if std::str::from_utf8(b).is_err() {
                 return Err(Error::internal(format!(
-                    "plugin info: {field} must be UTF-8"
+                    "plugin info: {field} must be UTF-8 (LOAD-5)"
                 )));
             }
             Ok(())
@@ -69,12 +74,19 @@ impl PluginInfo {
         text("name", self.name, 63, true)?;
         text("version", self.version, 31, true)?;
         text("vendor", self.vendor, 127, false)?;
-        text("workload_types", self.workload_types, 4095, true)?;
+        text("workload_types", self.workload_types, 4096, true)?;
         let types = self.workload_types.to_str().unwrap_or_default();
-        if types.split(',').any(|t| t.trim().is_empty()) {
-            return Err(Error::internal(
-                "plugin info: workload_types has an empty item",
-            ));
+        let token = |t: &str| {
+            !t.is_empty()
+                && t.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_.-".contains(&c))
+        };
+        if let Some(bad) = types.split(',').find(|t| !token(t)) {
+            return Err(Error::internal(format!(
+                "plugin info: workload_types {types:?} must be a comma-separated list of tokens \
+                 of [a-z0-9_.-] (no spaces, no capitals, no empty item); {bad:?} is not one \
+                 (LOAD-5)"
+            )));
         }
         if self.capabilities & !KNOWN_CAPS != 0 {
             return Err(Error::internal(format!(
@@ -567,12 +579,55 @@ mod tests {
             name: c"p",
             version: c"1",
             vendor: c"v",
-            workload_types: c"files, db",
+            workload_types: c"files,db",
             capabilities: AAPI_CAP_CONCURRENT_OBJECTS,
             max_concurrent_objects: 4,
         };
         good.validate().unwrap();
         assert!(good.handles("files") && good.handles("db") && !good.handles("Files"));
+        assert!(!good.handles(" db") && !good.handles("files,db") && !good.handles(""));
+        for types in [c"a", c"hadoop.hdfs", c"my_db-2,files", c"0.9"] {
+            let ok = PluginInfo {
+                workload_types: types,
+                ..good
+            };
+            ok.validate()
+                .unwrap_or_else(|e| panic!("{types:?} is a LOAD-5 list: {e}"));
+        }
+        // LOAD-5: tokens of [a-z0-9_.-] only; the framework refuses anything else.
+        for types in [
+            c"files, db",
+            c"files ,db",
+            c" files",
+            c"Files",
+            c"flat files",
+            c"files,",
+            c",files",
+            c"a,,b",
+            c"files\tdb",
+            c"files;db",
+            c"caf\xc3\xa9",
+        ] {
+            let bad = PluginInfo {
+                workload_types: types,
+                ..good
+            };
+            let e = bad
+                .validate()
+                .expect_err(&format!("{types:?} is not a LOAD-5 list"));
+            assert!(e.to_string().contains("LOAD-5"), "{e}");
+        }
+        // At most 4096 bytes, what a framework reads.
+        let at = |len: usize| PluginInfo {
+            workload_types: Box::leak(
+                std::ffi::CString::new("a".repeat(len))
+                    .unwrap()
+                    .into_boxed_c_str(),
+            ),
+            ..good
+        };
+        at(4096).validate().unwrap();
+        assert!(at(4097).validate().is_err());
         let bad = [
             PluginInfo { name: c"", ..good },
             PluginInfo {
