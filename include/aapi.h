@@ -975,7 +975,8 @@ extern int aapi_open_object(aapi_server_t server,
  * `AAPI_CREATE_OVERWRITE` or 0. Missing parent containers are created. `*object` (out) is
  * written on success only. Data written is not visible under `path` before a successful
  * `aapi_close_object`. Returns: `AAPI_EOK`, `AAPI_EINVAL`, `AAPI_EBADHANDLE`, `AAPI_ESEQUENCE`,
- * `AAPI_EEXIST`, `AAPI_EACCES`, `AAPI_ENOSPC`, `AAPI_ENOTSUP` (type), `AAPI_EIO`.
+ * `AAPI_EABI` (`prop->struct_size`), `AAPI_EEXIST`, `AAPI_EACCES`, `AAPI_ENOSPC`,
+ * `AAPI_ENOTSUP` (type), `AAPI_EIO`.
  */
 extern int aapi_create_object(aapi_server_t server,
                               const char *path,

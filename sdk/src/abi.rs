@@ -642,7 +642,8 @@ unsafe extern "C" {
     /// `AAPI_CREATE_OVERWRITE` or 0. Missing parent containers are created. `*object` (out) is
     /// written on success only. Data written is not visible under `path` before a successful
     /// `aapi_close_object`. Returns: `AAPI_EOK`, `AAPI_EINVAL`, `AAPI_EBADHANDLE`, `AAPI_ESEQUENCE`,
-    /// `AAPI_EEXIST`, `AAPI_EACCES`, `AAPI_ENOSPC`, `AAPI_ENOTSUP` (type), `AAPI_EIO`.
+    /// `AAPI_EABI` (`prop->struct_size`), `AAPI_EEXIST`, `AAPI_EACCES`, `AAPI_ENOSPC`,
+    /// `AAPI_ENOTSUP` (type), `AAPI_EIO`.
     pub fn aapi_create_object(
         server: aapi_server_t,
         path: *const c_char,

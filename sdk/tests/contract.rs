@@ -107,3 +107,54 @@ fn every_cited_clause_exists() {
         }
     }
 }
+
+/// The `AAPI_E*` codes named in `text`.
+fn codes_in(text: &str) -> BTreeSet<&str> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|t| t.starts_with("AAPI_E") && t.len() > "AAPI_E".len())
+        .collect()
+}
+
+/// The header and the contract give each entry point the same return codes: the list after
+/// "Returns" in the comment above its prototype in include/aapi.h (from sdk/src/abi.rs) and in
+/// its section of the contract's function reference. `AAPI_ENOMEM` and `AAPI_EINTERNAL` are left
+/// out: the contract allows them on every call.
+#[test]
+fn header_and_contract_list_the_same_return_codes() {
+    let contract = std::fs::read_to_string(root().join("docs/contract.md")).unwrap();
+    let header = std::fs::read_to_string(root().join("include/aapi.h")).unwrap();
+    let any_call = ["AAPI_ENOMEM", "AAPI_EINTERNAL"];
+    for name in ENTRY_POINTS {
+        let start = contract
+            .find(&format!("\n### {name}\n"))
+            .unwrap_or_else(|| panic!("docs/contract.md lacks a section for {name}"));
+        let section = &contract[start + 1..];
+        let section = &section[..section.find("\n#").unwrap_or(section.len())];
+        let returns = &section[section
+            .find("**Returns**")
+            .unwrap_or_else(|| panic!("the contract gives no **Returns** for {name}"))..];
+        // The list ends with its bullet.
+        let returns = &returns[..returns.find("\n- ").unwrap_or(returns.len())];
+        let mut in_contract = codes_in(returns);
+
+        let prototype = header
+            .find(&format!("extern int {name}("))
+            .unwrap_or_else(|| panic!("include/aapi.h does not declare {name}"));
+        let comment = &header[header[..prototype].rfind("/**").unwrap()..prototype];
+        let returns = &comment[comment.find("Returns").unwrap_or_else(|| {
+            panic!("the comment of {name} in include/aapi.h gives no Returns")
+        })..];
+        let mut in_header = codes_in(returns);
+
+        for code in any_call {
+            in_contract.remove(code);
+            in_header.remove(code);
+        }
+        assert!(!in_contract.is_empty(), "{name}: no codes in the contract");
+        assert_eq!(
+            in_header, in_contract,
+            "{name}: the return codes in include/aapi.h (sdk/src/abi.rs) differ from \
+             docs/contract.md"
+        );
+    }
+}
