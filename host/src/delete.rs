@@ -169,7 +169,7 @@ fn policy_state(policy: &str, remaining: &[&Manifest]) -> PolicyState {
     };
     let newest = |ms: Vec<&&Manifest>| {
         ms.into_iter()
-            .max_by_key(|m| (m.started, m.image.clone()))
+            .max_by_key(|m| m.run_order())
             .map(|m| (m.started, m.image.clone()))
     };
     PolicyState {

@@ -179,7 +179,9 @@ struct RestoreArgs {
     /// Instead of an image: the newest complete image of this policy...
     #[arg(long, conflicts_with = "image")]
     policy: Option<String>,
-    /// ...that started at or before this time (UTC "YYYY-mm-dd[THH:MM[:SS]]" or Unix seconds).
+    /// ...that started at or before this time: "YYYY-mm-dd[THH:MM[:SS[.fff]]]" in UTC, or with
+    /// "Z", " UTC" or an offset "±HH:MM" after the time (the form `list` prints is one), or Unix
+    /// seconds.
     #[arg(long, requires = "policy")]
     at: Option<String>,
     /// Restore only this path and what lies below it (repeatable; any bytes, as the shell gives them).
@@ -664,11 +666,7 @@ fn restore(cli: &Cli, runner: &Runner, a: &RestoreArgs, t0: Instant) -> Result<E
     };
     let st = Store::open_existing(&cli.store)?;
     let at = match &a.at {
-        Some(s) => Some(store::parse_time(s).ok_or_else(|| {
-            usage(format!(
-                "--at {s:?}: expected YYYY-mm-dd[THH:MM[:SS]] (UTC) or Unix seconds"
-            ))
-        })?),
+        Some(s) => Some(store::parse_time(s).map_err(|e| usage(format!("--at {s:?}: {e}")))?),
         None => None,
     };
     let image = jobs::resolve_image(&st, a.image.as_deref(), a.policy.as_deref(), at)?;

@@ -607,6 +607,14 @@ pub struct Manifest {
     pub failures: Vec<ObjectFailure>,
 }
 
+impl Manifest {
+    /// The order in which images ran: by start time, then (images started in the same second)
+    /// by completion time, then by id.
+    pub fn run_order(&self) -> (i64, i64, &str) {
+        (self.started, self.completed, &self.image)
+    }
+}
+
 const NO_SUCH_IMAGE: &str = "no such image (see `aapi-host list` for the images in this store)";
 
 /// Whether `id` can name an image: one visible entry of the images directory.
@@ -960,6 +968,27 @@ impl Store {
         Ok(ids)
     }
 
+    /// The newest complete image of `policy` ([`Manifest::run_order`]) that started at or before
+    /// `at` (Unix seconds), or the newest of all without `at`. An image whose state cannot be
+    /// read is passed over: it could not be restored anyway.
+    pub fn newest_complete(&self, policy: &str, at: Option<i64>) -> Result<Option<String>> {
+        let mut best: Option<(Box<Manifest>, String)> = None;
+        for id in self.image_ids()? {
+            let Ok(ImageState::Complete(m)) = self.state(&id) else {
+                continue;
+            };
+            if m.policy == policy
+                && at.is_none_or(|t| m.started <= t)
+                && best
+                    .as_ref()
+                    .is_none_or(|(b, _)| m.run_order() > b.run_order())
+            {
+                best = Some((m, id));
+            }
+        }
+        Ok(best.map(|(_, id)| id))
+    }
+
     /// The catalog of a complete image, checked against the digest in its manifest.
     pub fn catalog(&self, manifest: &Manifest) -> Result<Catalog> {
         let p = self.image_dir(&manifest.image).join("catalog");
@@ -1071,66 +1100,59 @@ pub fn create_new(path: &Path) -> Result<File> {
         .map_err(io_err(path))
 }
 
+/// `t` Unix seconds formatted in UTC with `strftime` format `fmt`; seconds outside the years
+/// -9999..=9999 (only a corrupt record holds them) are shown as they are.
+fn utc_format(t: i64, fmt: &str) -> String {
+    jiff::Timestamp::from_second(t)
+        .map(|ts| ts.strftime(fmt).to_string())
+        .unwrap_or_else(|_| format!("{t} (Unix seconds)"))
+}
+
 /// "YYYYmmddTHHMMSSZ" for Unix seconds.
 pub fn utc_stamp(t: i64) -> String {
-    let (y, m, d, hh, mm, ss) = civil(t);
-    format!("{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}Z")
+    utc_format(t, "%Y%m%dT%H%M%SZ")
 }
 
 /// "YYYY-mm-dd HH:MM:SS UTC" for Unix seconds.
 pub fn utc_display(t: i64) -> String {
-    let (y, m, d, hh, mm, ss) = civil(t);
-    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02} UTC")
+    utc_format(t, "%Y-%m-%d %H:%M:%S UTC")
 }
 
-fn civil(t: i64) -> (i64, u32, u32, u32, u32, u32) {
-    let days = t.div_euclid(86_400);
-    let secs = t.rem_euclid(86_400);
-    // Howard Hinnant's days-to-civil algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (
-        y,
-        m,
-        d,
-        (secs / 3600) as u32,
-        (secs / 60 % 60) as u32,
-        (secs % 60) as u32,
-    )
-}
+/// The forms [`parse_time`] accepts, for messages.
+pub const TIME_FORMS: &str = "YYYY-mm-dd, YYYY-mm-ddTHH:MM[:SS[.fraction]] (UTC; a space may stand for the T) followed by nothing, Z, \" UTC\" or an offset ±HH:MM, or Unix seconds";
 
-/// Parse "YYYY-mm-dd[THH:MM[:SS]]" (UTC) or decimal Unix seconds.
-pub fn parse_time(s: &str) -> Option<i64> {
+/// Parse a point in time into Unix seconds (a fraction is dropped: image start times are whole
+/// seconds, so "at or before" compares the same). Accepted: `YYYY-mm-dd` (midnight UTC);
+/// `YYYY-mm-ddTHH:MM`, `YYYY-mm-ddTHH:MM:SS` and `YYYY-mm-ddTHH:MM:SS.fraction`, with `T` or a
+/// space, read as UTC or followed by `Z`, ` UTC` (the form `list` prints) or an offset `±HH:MM`;
+/// decimal Unix seconds. Anything else, an impossible date (February 31) or trailing text is
+/// refused, with the reason when the form was recognised.
+pub fn parse_time(s: &str) -> std::result::Result<i64, String> {
+    let s = s.trim();
     if let Ok(n) = s.parse::<i64>() {
-        return Some(n);
+        return Ok(n);
     }
-    let s = s.trim_end_matches('Z');
-    let (date, time) = s.split_once(['T', ' ']).unwrap_or((s, "00:00:00"));
-    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
-    let (y, m, dd) = (d.next()??, d.next()??, d.next()??);
-    let mut t = time.split(':').map(|x| x.parse::<i64>().ok());
-    let hh = t.next().flatten().unwrap_or(0);
-    let mi = t.next().flatten().unwrap_or(0);
-    let ss = t.next().flatten().unwrap_or(0);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&dd) || hh > 23 || mi > 59 || ss > 60 {
-        return None;
+    let mut forms = vec!["%Y-%m-%d".to_string()];
+    for sep in ["T", " "] {
+        for time in ["%H:%M", "%H:%M:%S%.f"] {
+            for zone in ["", "Z", " UTC", "%:z"] {
+                forms.push(format!("%Y-%m-%d{sep}{time}{zone}"));
+            }
+        }
     }
-    // Days from civil (inverse of `civil`).
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + dd - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hh * 3600 + mi * 60 + ss)
+    let Some(mut parsed) = forms
+        .iter()
+        .find_map(|f| jiff::fmt::strtime::parse(f, s).ok())
+    else {
+        return Err(format!("expected {TIME_FORMS}"));
+    };
+    if parsed.offset().is_none() {
+        parsed.set_offset(Some(jiff::tz::Offset::UTC));
+    }
+    parsed
+        .to_timestamp()
+        .map(|t| t.as_second())
+        .map_err(|e| format!("{e}; expected {TIME_FORMS}"))
 }
 
 #[cfg(test)]
@@ -1223,12 +1245,105 @@ mod tests {
     }
 
     #[test]
-    fn times_format_and_parse() {
+    fn times_format() {
         assert_eq!(utc_stamp(0), "19700101T000000Z");
         assert_eq!(utc_display(1_700_000_000), "2023-11-14 22:13:20 UTC");
-        assert_eq!(parse_time("2023-11-14T22:13:20"), Some(1_700_000_000));
-        assert_eq!(parse_time("2023-11-14"), Some(1_699_920_000));
-        assert_eq!(parse_time("1700000000"), Some(1_700_000_000));
-        assert_eq!(parse_time("yesterday"), None);
+        assert_eq!(utc_stamp(1_700_000_000), "20231114T221320Z");
+        assert_eq!(
+            utc_display(i64::MAX),
+            format!("{} (Unix seconds)", i64::MAX)
+        );
+    }
+
+    fn manifest(image: &str, started: i64, completed: i64) -> Manifest {
+        Manifest {
+            format: 1,
+            image: image.into(),
+            policy: "p".into(),
+            schedule: "incr".into(),
+            started,
+            completed,
+            base: None,
+            depends_on: Vec::new(),
+            plugin: "lib".into(),
+            streams: Vec::new(),
+            objects: 0,
+            bytes: 0,
+            catalog_blake3: String::new(),
+            failures: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_newest_image_is_the_one_that_ran_last_not_the_last_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = Store::open(dir.path()).unwrap();
+        // Three images started in the same second; their ids sort against the order they ran.
+        for (id, started, completed) in [
+            ("p-20231114T221320Z-incr.1", 1_700_000_000, 1_700_000_001),
+            ("p-20231114T221320Z-cinc", 1_700_000_000, 1_700_000_003),
+            ("p-20231114T221320Z-full", 1_700_000_000, 1_700_000_002),
+            ("p-20231114T221319Z-full", 1_699_999_999, 1_700_000_009),
+        ] {
+            fs::create_dir(st.image_dir(id)).unwrap();
+            let m = serde_json::to_vec(&manifest(id, started, completed)).unwrap();
+            fs::write(st.image_dir(id).join(MANIFEST), m).unwrap();
+        }
+        let newest = |at| st.newest_complete("p", at).unwrap();
+        assert_eq!(newest(None).as_deref(), Some("p-20231114T221320Z-cinc"));
+        assert_eq!(
+            newest(Some(1_700_000_000)).as_deref(),
+            Some("p-20231114T221320Z-cinc")
+        );
+        assert_eq!(
+            newest(Some(1_699_999_999)).as_deref(),
+            Some("p-20231114T221319Z-full")
+        );
+        assert_eq!(newest(Some(1_699_999_998)), None);
+        assert_eq!(st.newest_complete("q", None).unwrap(), None);
+    }
+
+    #[test]
+    fn times_parse_strictly() {
+        let t = 1_700_000_000; // 2023-11-14 22:13:20 UTC
+        for (s, want) in [
+            ("2023-11-14T22:13:20", t),
+            ("2023-11-14 22:13:20", t),
+            ("2023-11-14 22:13:20 UTC", t),
+            ("2023-11-14T22:13:20Z", t),
+            ("2023-11-14T22:13:20.75Z", t),
+            ("2023-11-14T22:13:20.999999999", t),
+            ("2023-11-15T07:13:20+09:00", t),
+            ("2023-11-14T17:13:20.5-05:00", t),
+            ("2023-11-14T22:13", t - 20),
+            ("2023-11-14T22:13Z", t - 20),
+            ("2023-11-14", 1_699_920_000),
+            ("2024-02-29", 1_709_164_800),
+            ("1700000000", t),
+            ("-5", -5),
+        ] {
+            assert_eq!(parse_time(s), Ok(want), "{s}");
+        }
+        for s in [
+            "yesterday",
+            "",
+            "2023-11-14Tnoon",
+            "2023-11-14T22",
+            "2023-11-14T22:13:20 CET",
+            "2023-11-14T22:13:20+09",
+            "2023-11-14T22:13:20x",
+            "2023-11-14T22:13:20Z trailing",
+            "2023-11-14T24:00:00",
+            "2023-11-14T22:61",
+            "2023-02-31",
+            "2023-02-29",
+            "2023-13-01",
+            "2023-11",
+            "14/11/2023",
+        ] {
+            let e = parse_time(s).expect_err(s);
+            assert!(e.contains("expected YYYY-mm-dd"), "{s}: {e}");
+        }
+        assert!(parse_time("2023-02-31").unwrap_err().contains("day"));
     }
 }

@@ -245,3 +245,69 @@ pub fn rust_sample() -> PathBuf {
     assert!(lib.exists(), "{} was not built", lib.display());
     lib
 }
+
+/// Write a complete image into `store` by hand, without a plugin: one stream holding `files`
+/// (path, bytes), a catalog and a manifest of `policy` that started at `started` (Unix seconds).
+/// For tests of what reads the store: list, show, delete, restore --dry-run. Returns the id.
+pub fn fake_image(
+    store: &Path,
+    id: &str,
+    policy: &str,
+    started: i64,
+    files: &[(&[u8], &[u8])],
+) -> String {
+    use aapi_host::store::{Catalog, DataRef, Entry, MANIFEST, Manifest, Props, Time};
+    let dir = store.join("images").join(id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut data = Vec::new();
+    let mut entries = Vec::new();
+    for (path, bytes) in files {
+        entries.push(Entry {
+            path: path.to_vec(),
+            props: Props {
+                obj_type: aapi_sdk::abi::AAPI_OBJ_FILE,
+                mode: 0o644,
+                size: bytes.len() as u64,
+                mtime: Time {
+                    sec: started,
+                    nsec: 0,
+                },
+                ..Props::default()
+            },
+            flags: 0,
+            data: DataRef {
+                image: 0,
+                stream: 0,
+                offset: data.len() as u64,
+                length: bytes.len() as u64,
+                blake3: *blake3::hash(bytes).as_bytes(),
+            },
+        });
+        data.extend_from_slice(bytes);
+    }
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    std::fs::write(dir.join("stream-0.data"), &data).unwrap();
+    let catalog = Catalog {
+        images: vec![id.to_string()],
+        entries,
+    };
+    let catalog_blake3 = catalog.save(&dir.join("catalog")).unwrap();
+    let m = Manifest {
+        format: 1,
+        image: id.to_string(),
+        policy: policy.to_string(),
+        schedule: id.rsplit('-').next().unwrap().to_string(),
+        started,
+        completed: started + 1,
+        base: None,
+        depends_on: Vec::new(),
+        plugin: "libfake.so".into(),
+        streams: vec![data.len() as u64],
+        objects: files.len() as u64,
+        bytes: data.len() as u64,
+        catalog_blake3,
+        failures: Vec::new(),
+    };
+    std::fs::write(dir.join(MANIFEST), serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    id.to_string()
+}
