@@ -7,7 +7,7 @@ mod common;
 use aapi_host::client::{HostHooks, Plugin, SessionDef};
 use aapi_sdk::abi::*;
 use aapi_sdk::version::{ENTRY_POINTS, MARKER_SYMBOL};
-use common::{LIMIT, must, repo, run};
+use common::{LIMIT, must, repo, report, run};
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
@@ -206,4 +206,75 @@ fn cmake_find_package_builds_the_skeleton_and_the_c_sample() {
         "cmake does not name the installed version:\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A prefix that aapi.pc cannot carry is refused with status 2 and a message naming the
+/// characters, before anything is written: pkg-config's `--cflags` output is split at spaces by
+/// the commands that use it (`cc $(pkg-config --cflags aapi)`, make recipes), pkg-config itself
+/// drops or backslash-escapes quotes, shell characters and non-ASCII bytes, and a ':' splits
+/// PKG_CONFIG_PATH. A prefix of the characters left gives an aapi.pc that builds the skeleton.
+#[test]
+fn a_prefix_that_pkg_config_cannot_carry_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, named) in [
+        ("with space", "space"),
+        ("tab\there", "tab"),
+        ("it's", "'''"),
+        ("say \"x\"", "'\"'"),
+        ("a$b", "'$'"),
+        ("a#b", "'#'"),
+        ("a(b)", "'('"),
+        ("a;b", "';'"),
+        ("50%", "'%'"),
+        ("a*b", "'*'"),
+        ("a:b", "':'"),
+        ("josé", "non-ASCII"),
+        ("été à b", "space, non-ASCII"),
+    ] {
+        let prefix = dir.path().join(name);
+        let out = run(
+            Command::new(repo().join("scripts/install-sdk"))
+                .arg("--prefix")
+                .arg(&prefix),
+            LIMIT,
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name:?}: {err}");
+        assert!(
+            err.contains("install-sdk: PREFIX") && err.contains(named) && err.contains("aapi.pc"),
+            "{name:?}: {err}"
+        );
+        assert!(!prefix.exists(), "{name:?}: something was installed");
+    }
+    // The PREFIX variable is held to the same rule.
+    let prefix = dir.path().join("env prefix");
+    let out = run(
+        Command::new(repo().join("scripts/install-sdk")).env("PREFIX", &prefix),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", report(&out));
+    assert!(!prefix.exists());
+
+    let prefix = dir.path().join("v1.0+build@a,b=c~d_e-f");
+    install(&prefix);
+    let pc_path = prefix.join("share/pkgconfig");
+    let cflags = must(
+        Command::new("pkg-config")
+            .args(["--cflags", "aapi"])
+            .env("PKG_CONFIG_PATH", &pc_path),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&cflags.stdout).trim(),
+        format!("-I{}", prefix.join("include").display())
+    );
+    let out = dir.path().join("out");
+    fs::create_dir(&out).unwrap();
+    must(
+        Command::new("make")
+            .arg("-C")
+            .arg(repo().join("examples/c-skeleton"))
+            .arg(format!("O={}", out.display()))
+            .env("PKG_CONFIG_PATH", &pc_path),
+    );
+    check_skeleton(&out.join("libmy_plugin.so"));
 }
