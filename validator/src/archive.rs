@@ -4,6 +4,7 @@
 use crate::error::{Error, Result};
 use crate::finding::{Code, Finding};
 use crate::hash::{self, CopyError, Hashed};
+use crate::headers::{self, round_up};
 use crate::manifest::{MANIFEST_PATH, META_DIR, Manifest, SIGNATURE_PATH};
 use crate::paths;
 use crate::scan::{
@@ -40,6 +41,10 @@ struct Budget {
     compressed: Cell<u64>,
     /// Compression ratio limit, for compressed packages.
     max_ratio: Option<u64>,
+    /// Stream position from which the bytes read are kept in `captured` (`u64::MAX`: none are).
+    capture_from: Cell<u64>,
+    /// The bytes read from `capture_from` on: the headers of the next entry.
+    captured: RefCell<Vec<u8>>,
 }
 
 impl Budget {
@@ -51,6 +56,28 @@ impl Budget {
     fn trip(&self, f: Finding) -> io::Error {
         self.tripped.borrow_mut().get_or_insert(f);
         io::Error::other("package limit exceeded")
+    }
+
+    /// Keep the bytes read from position `from` on, until [`Budget::take_captured`].
+    fn capture(&self, from: u64) {
+        self.captured.borrow_mut().clear();
+        self.capture_from.set(from);
+    }
+
+    /// Stop keeping bytes; the ones kept.
+    fn take_captured(&self) -> Vec<u8> {
+        self.capture_from.set(u64::MAX);
+        self.captured.take()
+    }
+
+    /// Keep what of `bytes`, read at stream position `at`, lies from `capture_from` on.
+    fn keep(&self, at: u64, bytes: &[u8]) {
+        let from = self.capture_from.get();
+        let end = at + bytes.len() as u64;
+        if end > from {
+            let skip = from.saturating_sub(at) as usize;
+            self.captured.borrow_mut().extend_from_slice(&bytes[skip..]);
+        }
     }
 }
 
@@ -76,6 +103,7 @@ impl<R: Read> Read for Limited<R> {
         if n == 0 {
             b.eof.set(true);
         }
+        b.keep(b.pos.get(), &buf[..n]);
         let pos = b.pos.get() + n as u64;
         b.pos.set(pos);
         if let Some(ratio) = b.max_ratio {
@@ -93,10 +121,29 @@ impl<R: Read> Read for Limited<R> {
     }
 }
 
-impl<R: Seek> Seek for Limited<R> {
+impl<R: Read + Seek> Seek for Limited<R> {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let from = self.b.pos.get();
         let at = self.inner.seek(to)?;
         self.b.pos.set(at);
+        // The `tar` crate seeks over data it does not read and the padding after it: the
+        // padding is read all the same when it is to be kept (it is less than a block).
+        let keep_from = from.max(self.b.capture_from.get());
+        if at > keep_from && at - keep_from < 512 {
+            let mut gap = vec![0u8; (at - keep_from) as usize];
+            self.inner.seek(SeekFrom::Start(keep_from))?;
+            let mut n = 0;
+            while n < gap.len() {
+                match self.inner.read(&mut gap[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            self.b.keep(keep_from, &gap[..n]);
+            self.inner.seek(SeekFrom::Start(at))?;
+        }
         Ok(at)
     }
 }
@@ -353,6 +400,8 @@ impl Package {
             io_error: RefCell::new(None),
             compressed: Cell::new(0),
             max_ratio: self.gzip.then_some(limits.max_ratio),
+            capture_from: Cell::new(u64::MAX),
+            captured: RefCell::new(Vec::new()),
         })
     }
 
@@ -394,10 +443,6 @@ fn stopped(b: &Budget, scan: &mut Scan, err: &io::Error, at: Option<&str>) {
     scan.findings.push(f);
 }
 
-fn round_up(n: u64) -> u64 {
-    n.div_ceil(512).saturating_mul(512)
-}
-
 /// Walk every entry: bounds, entry types, paths, reserved names, duplicates. With a sink, file
 /// contents are streamed to it; without, they are recorded as regions of the package file.
 fn walk<R: Read>(
@@ -411,6 +456,8 @@ fn walk<R: Read>(
     let mut count = 0u64;
     let mut total = 0u64;
     let mut next_header = 0u64;
+    // Where the previous entry's data ended.
+    let mut data_end = 0u64;
     let mut seen = HashSet::new();
     loop {
         b.set_limit(
@@ -420,7 +467,10 @@ fn walk<R: Read>(
                 "the headers of the entry at byte {next_header} take more than {MAX_HEADER_EXTENSION} bytes"
             ),
         );
-        let mut e = match entries.next() {
+        b.capture(data_end);
+        let next = entries.next();
+        let area = b.take_captured();
+        let mut e = match next {
             None => break,
             Some(Ok(e)) => e,
             Some(Err(err)) => return stopped(b, scan, &err, None),
@@ -428,6 +478,12 @@ fn walk<R: Read>(
         count += 1;
         let raw = e.path_bytes().into_owned();
         let show = shown(&raw);
+        scan.findings.extend(headers::check(
+            &area,
+            data_end,
+            e.raw_header_position(),
+            &show,
+        ));
         if count > limits.max_entries {
             scan.complete = false;
             scan.findings.push(Finding::whole(
@@ -438,6 +494,7 @@ fn walk<R: Read>(
         }
         let size = e.size();
         let file_pos = e.raw_file_position();
+        data_end = file_pos.saturating_add(size);
         next_header = file_pos.saturating_add(round_up(size));
         if size > limits.max_file_size {
             scan.complete = false;

@@ -63,6 +63,8 @@ codes! {
     PATH_RESERVED,
     /// An entry type the format does not allow (hard link, sparse file, global header, unknown).
     ENTRY_TYPE,
+    /// A pax record the format does not allow (extended attributes, ACLs, unknown keys), twice, malformed, or naming an entry a GNU long name names too.
+    PAX_RECORD,
     /// A device file, fifo or socket.
     SPECIAL_FILE,
     /// A symlink whose target is absolute or resolves outside the package.

@@ -9,6 +9,7 @@ pub mod elf;
 pub mod error;
 pub mod finding;
 pub mod hash;
+pub(crate) mod headers;
 pub mod install;
 pub mod manifest;
 pub mod map;

@@ -35,6 +35,21 @@ fn with(extra: impl FnOnce(&mut Raw)) -> Vec<u8> {
     r.finish()
 }
 
+/// A good package whose entry `path` is preceded by what `ext` writes (extension headers).
+fn before(path: &str, ext: impl FnOnce(&mut Raw)) -> Vec<u8> {
+    let entries = payload(plugin(Variant::Good));
+    let mut r = Raw::package(&manifest_of(&entries), &[]);
+    let mut ext = Some(ext);
+    for e in &entries {
+        if e.path() == path {
+            (ext.take().expect("one entry has the path"))(&mut r);
+        }
+        r.entry(e);
+    }
+    assert!(ext.is_none(), "{path} is not in the payload");
+    r.finish()
+}
+
 /// A package whose manifest truthfully lists `entries`.
 fn honest(entries: Vec<E>) -> Vec<u8> {
     Raw::package(&manifest_of(&entries), &entries).finish()
@@ -123,6 +138,76 @@ fn cases(dir: &Path) -> Vec<Case> {
                 .concat(),
             ),
             &[MANIFEST_INVALID, SYMLINK_THROUGH],
+        ),
+        // Pax records that make GNU tar write other bytes, names or attributes than those the
+        // manifest describes.
+        case(
+            "pax-sparse",
+            before("README", |r| {
+                r.pax(&[
+                    ("GNU.sparse.major", b"0"),
+                    ("GNU.sparse.minor", b"1"),
+                    ("GNU.sparse.name", ENTRY.as_bytes()),
+                    ("GNU.sparse.size", b"12"),
+                    ("GNU.sparse.map", b"0,12"),
+                ])
+            }),
+            &[ENTRY_TYPE],
+        ),
+        case(
+            "pax-file-capability",
+            before("README", |r| {
+                r.pax(&[(
+                    "SCHILY.xattr.security.capability",
+                    b"\x01\x00\x00\x02\xc0\x00\x00\x00",
+                )])
+            }),
+            &[PAX_RECORD],
+        ),
+        case(
+            "pax-acl-and-xattr",
+            before(ENTRY, |r| {
+                r.pax(&[
+                    ("SCHILY.acl.access", b"user::rwx,user:nobody:rwx"),
+                    ("LIBARCHIVE.xattr.user.x", b"eA=="),
+                    ("RHT.security.selinux", b"system_u:object_r:bin_t:s0"),
+                ])
+            }),
+            &[PAX_RECORD],
+        ),
+        case(
+            "pax-unknown",
+            before("README", |r| r.pax(&[("comment", b"hello")])),
+            &[PAX_RECORD],
+        ),
+        // The tar crate takes the first path record, GNU tar the last.
+        case(
+            "pax-twice",
+            before("README", |r| {
+                r.pax(&[("path", b"README"), ("path", b"lib/evil.so")])
+            }),
+            &[PAX_RECORD],
+        ),
+        // The tar crate takes the GNU long name, GNU tar the pax path.
+        case(
+            "pax-and-long-name",
+            before("README", |r| {
+                r.raw(
+                    b"././@LongLink",
+                    tar::EntryType::GNULongName,
+                    0o644,
+                    b"README\0",
+                    None,
+                );
+                r.pax(&[("path", b"lib/evil.so")]);
+            }),
+            &[PAX_RECORD],
+        ),
+        // The tar crate skips a record whose length is wrong; GNU tar reads by length.
+        case(
+            "pax-malformed",
+            before("README", |r| r.pax_data(b"22 path=lib/evil.so\n\n")),
+            &[ARCHIVE_MALFORMED],
         ),
         case(
             "duplicate",
@@ -495,6 +580,25 @@ fn the_good_package_is_valid() {
     let o = run(&[&"verify", &pkg]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     assert!(stdout(&o).starts_with("OK "), "{}", stdout(&o));
+}
+
+#[test]
+fn harmless_pax_records_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("pax.aapkg");
+    let bytes = before(ENTRY, |r| {
+        r.pax(&[
+            ("path", ENTRY.as_bytes()),
+            ("mtime", b"1700000000.25"),
+            ("atime", b"1700000000"),
+            ("uid", b"0"),
+            ("gid", b"0"),
+            ("uname", b"root"),
+            ("gname", b"root"),
+        ])
+    });
+    fs::write(&pkg, bytes).unwrap();
+    assert_eq!(codes(&pkg), vec![]);
 }
 
 #[test]

@@ -248,6 +248,18 @@ impl Raw {
         self.b.get_mut().extend_from_slice(h.as_bytes());
     }
 
+    /// A pax extended header with these records, for the next entry.
+    pub fn pax(&mut self, records: &[(&str, &[u8])]) {
+        self.b
+            .append_pax_extensions(records.iter().copied())
+            .unwrap();
+    }
+
+    /// A pax extended header with exactly these bytes as its records.
+    pub fn pax_data(&mut self, data: &[u8]) {
+        self.raw(b"PaxHeaders/f", tar::EntryType::XHeader, 0o644, data, None);
+    }
+
     /// Append through the tar crate's own builder (long names and the like).
     pub fn builder(&mut self) -> &mut tar::Builder<Vec<u8>> {
         &mut self.b
