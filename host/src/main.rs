@@ -4,7 +4,7 @@ use aapi_host::delete;
 use aapi_host::jobs::{self, BackupOptions, ExitKind, INTERRUPTED, JobError, Runner};
 use aapi_host::store::{self, ImageState, Store};
 use aapi_host::tasks::{self, RestoreTask};
-use aapi_host::ui::Ui;
+use aapi_host::ui::{self, Ui};
 use aapi_sdk::abi::AAPI_DEFAULT_CALL_BUDGET_MS;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
@@ -19,7 +19,8 @@ macro_rules! exit_codes {
         "\
 Exit codes:
   0  success
-  1  the job failed, or verify found damage (the message names what and what to do)
+  1  the job failed, or verify found damage (the message names what and what to do), or the
+     results could not be written to stdout (a reader closing it early is not an error)
   2  bad usage or input (unknown image, plugin that cannot be loaded, unreadable store); nothing ran
   3  partial: the image is complete but some objects could not be backed up
   4  the plugin does not support the schedule (AAPI_ESCHED_NOT_SUPPORTED)
@@ -212,6 +213,13 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
 }
 
+/// `println!` for results: through [`ui::out`], which never panics on a closed or full stdout.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        ui::out(format_args!($($arg)*))
+    };
+}
+
 extern "C" fn on_signal(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
@@ -227,7 +235,7 @@ fn main() -> ExitCode {
             {
                 let message = e.render().to_string();
                 let message = message.trim().trim_start_matches("error: ");
-                println!(
+                outln!(
                     "{}",
                     json!({"ok": false, "exit": ExitKind::Usage, "error": message})
                 );
@@ -249,7 +257,7 @@ fn main() -> ExitCode {
         Ok(kind) => kind,
         Err(e) => {
             if cli.json {
-                println!(
+                outln!(
                     "{}",
                     json!({"ok": false, "exit": e.kind, "error": e.message})
                 );
@@ -258,11 +266,24 @@ fn main() -> ExitCode {
             e.kind
         }
     };
+    // Results that could not be written are a failure of a command that otherwise succeeded.
+    let kind = match ui::stdout_failure() {
+        Some(e) => {
+            ui.error(&format!(
+                "cannot write the results to standard output: {e}; what it holds is incomplete"
+            ));
+            match kind {
+                ExitKind::Ok | ExitKind::Partial => ExitKind::Failed,
+                other => other,
+            }
+        }
+        None => kind,
+    };
     ExitCode::from(kind.code() as u8)
 }
 
 fn print_json(v: &serde_json::Value) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(v).expect("JSON values print")
     );
@@ -333,7 +354,7 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
             if cli.json {
                 print_json(&json!({"ok": true, "exit": kind, "seconds": secs, "manifest": m}));
             } else if !cli.quiet {
-                println!(
+                outln!(
                     "image {} complete: {} objects, {} bytes in {} stream(s), {:.2} s ({})",
                     m.image,
                     m.objects,
@@ -354,7 +375,7 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                     &json!({"ok": true, "image": job.image, "hosts": job.hosts, "snapid": job.snapid}),
                 );
             } else {
-                println!("{}", job.image);
+                outln!("{}", job.image);
                 let cli_store = format!("aapi-host --store {}", cli.store.display());
                 ui.note(&format!(
                     "discovery done; now run `{cli_store} child --image {} --host H` for each of {} and then `{cli_store} finalize --image {}`",
@@ -383,7 +404,7 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
             if cli.json {
                 print_json(&json!({"ok": true, "stream": done}));
             } else if !cli.quiet {
-                println!(
+                outln!(
                     "stream {} ({}) done: {} objects, {} bytes, {} failed",
                     done.stream,
                     done.host,
@@ -402,7 +423,7 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
             if cli.json {
                 print_json(&json!({"ok": true, "manifest": m}));
             } else if !cli.quiet {
-                println!("image {} complete: {} objects", m.image, m.objects);
+                outln!("image {} complete: {} objects", m.image, m.objects);
             }
             report_failures(ui, &m);
             Ok(if m.failures.is_empty() {
@@ -457,7 +478,7 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                     } else {
                         format!("{} objects, {} bytes", r["objects"], r["bytes"])
                     };
-                    println!(
+                    outln!(
                         "{:<48} {:<10} {:<5} {}  {}",
                         r["image"].as_str().unwrap_or(""),
                         r["state"].as_str().unwrap_or(""),
@@ -481,9 +502,9 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                             &json!({"ok": true, "image": image, "state": state, "job": job, "reason": reason}),
                         );
                     } else if running {
-                        println!("image {image}: INCOMPLETE (its job is running now)");
+                        outln!("image {image}: INCOMPLETE (its job is running now)");
                     } else {
-                        println!(
+                        outln!(
                             "image {image}: INCOMPLETE ({})",
                             reason.unwrap_or_else(|| "the job did not finish".into())
                         );
@@ -517,23 +538,23 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
             if cli.json {
                 print_json(&json!({"ok": true, "manifest": m, "objects": rows}));
             } else {
-                println!("image     {}", m.image);
-                println!("policy    {} ({})", m.policy, m.schedule);
-                println!("started   {}", store::utc_display(m.started));
-                println!("completed {}", store::utc_display(m.completed));
-                println!("base      {}", m.base.as_deref().unwrap_or("-"));
-                println!(
+                outln!("image     {}", m.image);
+                outln!("policy    {} ({})", m.policy, m.schedule);
+                outln!("started   {}", store::utc_display(m.started));
+                outln!("completed {}", store::utc_display(m.completed));
+                outln!("base      {}", m.base.as_deref().unwrap_or("-"));
+                outln!(
                     "objects   {} ({} bytes in {} streams)",
                     m.objects,
                     m.bytes,
                     m.streams.len()
                 );
-                println!("failed    {}", m.failures.len());
+                outln!("failed    {}", m.failures.len());
                 for f in &m.failures {
-                    println!("  not backed up: {}: {}", f.path, f.error);
+                    outln!("  not backed up: {}: {}", f.path, f.error);
                 }
                 for r in &rows {
-                    println!(
+                    outln!(
                         "{:<8} {:>6} {:>12}  {}",
                         r["type"].as_str().unwrap_or(""),
                         r["mode"].as_str().unwrap_or(""),
@@ -600,20 +621,20 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                 }));
             } else if !cli.quiet {
                 for id in &plan.running {
-                    println!("kept {id}: its job is still running");
+                    outln!("kept {id}: its job is still running");
                 }
                 for id in &plan.snapshot_kept {
-                    println!(
+                    outln!(
                         "kept {id}: it still holds a snapshot (`finalize --image {id} --abandon` cleans it up)"
                     );
                 }
                 for id in &plan.delete {
-                    println!("{} {id}", if *dry_run { "would delete" } else { "deleted" });
+                    outln!("{} {id}", if *dry_run { "would delete" } else { "deleted" });
                 }
                 for id in &leftovers {
-                    println!("removed what an interrupted delete left of {id}");
+                    outln!("removed what an interrupted delete left of {id}");
                 }
-                println!(
+                outln!(
                     "{} {} images, {} bytes of stream data",
                     if *dry_run { "would delete" } else { "deleted" },
                     plan.delete.len(),
@@ -634,9 +655,9 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                 print_json(&json!({"ok": r.damaged.is_empty(), "exit": kind, "report": r}));
             } else {
                 for d in &r.damaged {
-                    println!("DAMAGED {}: {}", d.path, d.error);
+                    outln!("DAMAGED {}: {}", d.path, d.error);
                 }
-                println!(
+                outln!(
                     "image {}: {} of {} objects intact ({} bytes read); {}",
                     r.image,
                     r.good,
@@ -721,14 +742,14 @@ fn restore(cli: &Cli, runner: &Runner, a: &RestoreArgs, t0: Instant) -> Result<E
             );
         } else {
             for r in &rows {
-                println!(
+                outln!(
                     "{:<8} {:>12}  {}",
                     r["type"].as_str().unwrap_or(""),
                     r["size"],
                     r["target"].as_str().unwrap_or("")
                 );
             }
-            println!(
+            outln!(
                 "would restore {} objects, {} bytes from image {image}",
                 rows.len(),
                 total
@@ -760,7 +781,7 @@ fn restore(cli: &Cli, runner: &Runner, a: &RestoreArgs, t0: Instant) -> Result<E
     if cli.json {
         print_json(&json!({"ok": true, "image": image, "seconds": secs, "report": r}));
     } else if !cli.quiet {
-        println!(
+        outln!(
             "restored {} objects, {} bytes from image {image} in {:.2} s ({}); {} bytes read from the store",
             r.objects,
             r.bytes,

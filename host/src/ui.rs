@@ -2,10 +2,53 @@
 //!
 //! Bars are drawn on standard error only when it is a terminal and neither `--quiet` nor `--json`
 //! was given; messages go to standard error, so standard output stays clean for results.
+//! Results go to standard output through [`out`] alone, which never panics: a reader that stops
+//! reading (`| head`) ends the output quietly, and another write error is kept for
+//! [`stdout_failure`].
 
 use aapi_sdk::abi::{AAPI_LOG_DEBUG, AAPI_LOG_INFO, AAPI_LOG_WARNING};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::io::IsTerminal;
+use std::fmt::Display;
+use std::io::{self, IsTerminal, Write};
+use std::sync::Mutex;
+
+/// What became of standard output.
+enum Stdout {
+    /// Written so far without error.
+    Open,
+    /// The reader closed it (EPIPE): the rest is dropped quietly.
+    Closed,
+    /// Writing failed otherwise (no space, I/O error): the rest is dropped, the error kept.
+    Failed(String),
+}
+
+static STDOUT: Mutex<Stdout> = Mutex::new(Stdout::Open);
+
+/// Print one line of results on standard output. Once the reader has closed it (`aapi-host list
+/// | head -1`) or a write failed, later lines are dropped without a word: the command goes on to
+/// its own end and exit status.
+pub fn out(line: impl Display) {
+    let mut state = STDOUT.lock().unwrap_or_else(|e| e.into_inner());
+    if !matches!(*state, Stdout::Open) {
+        return;
+    }
+    let mut stdout = io::stdout().lock();
+    if let Err(e) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        *state = match e.kind() {
+            io::ErrorKind::BrokenPipe => Stdout::Closed,
+            _ => Stdout::Failed(e.to_string()),
+        };
+    }
+}
+
+/// The error that cut the results short, when writing standard output failed other than by the
+/// reader closing it.
+pub fn stdout_failure() -> Option<String> {
+    match &*STDOUT.lock().unwrap_or_else(|e| e.into_inner()) {
+        Stdout::Failed(e) => Some(e.clone()),
+        Stdout::Open | Stdout::Closed => None,
+    }
+}
 
 /// Output settings and the set of live progress bars.
 #[derive(Debug, Clone)]
@@ -95,7 +138,8 @@ impl Ui {
         if self.bars {
             let _ = self.multi.println(line);
         } else {
-            eprintln!("{line}");
+            // A closed or full standard error loses the message; it never stops the command.
+            let _ = writeln!(io::stderr().lock(), "{line}");
         }
     }
 }

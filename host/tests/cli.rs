@@ -110,3 +110,89 @@ fn restore_at_reads_every_time_form_exactly_and_refuses_the_rest() {
         r.stdout
     );
 }
+
+/// Run `aapi-host --store <store> <args>` with standard output going to `stdout`.
+fn host_to(store: &Path, args: &[&str], stdout: std::process::Stdio) -> Run {
+    let out = std::process::Command::new(host_bin())
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .stdout(stdout)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run aapi-host");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::new(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A pipe whose reader has gone, as after `| head -1` has read its line.
+fn closed_pipe() -> std::process::Stdio {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    writer.into()
+}
+
+#[test]
+fn a_closed_stdout_ends_the_output_quietly_and_keeps_the_exit_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let files: Vec<(Vec<u8>, Vec<u8>)> = (0..50)
+        .map(|i| (format!("/d/f{i:03}").into_bytes(), vec![b'x'; i]))
+        .collect();
+    let files: Vec<(&[u8], &[u8])> = files
+        .iter()
+        .map(|(p, b)| (p.as_slice(), b.as_slice()))
+        .collect();
+    let id = fake_image(&store, "many-20261123T053828Z-full", "many", T28, &files);
+    for args in [
+        vec!["list"],
+        vec!["list", "--json"],
+        vec!["show", &id, "--objects"],
+        vec!["show", &id, "--objects", "--json"],
+        vec!["restore", "--policy", "many", "--dry-run"],
+        vec!["restore", &id, "--dry-run", "--json"],
+        vec!["verify", &id],
+        vec!["--help"],
+    ] {
+        let r = host_to(&store, &args, closed_pipe());
+        assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
+        assert_eq!(r.stderr, "", "{args:?}");
+    }
+    // A failing command keeps its own status and message.
+    let r = host_to(&store, &["show", "no-such-image", "--json"], closed_pipe());
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("no such image"), "{}", r.stderr);
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+}
+
+#[test]
+fn results_that_cannot_be_written_are_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let id = fake_image(
+        &store,
+        "p-20261123T053828Z-full",
+        "p",
+        T28,
+        &[(b"/d/a", b"a")],
+    );
+    // /dev/full answers every write with ENOSPC, as a full disk holding a redirected stdout does.
+    for args in [vec!["list"], vec!["show", &id, "--json"]] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let r = host_to(&store, &args, full.into());
+        assert_eq!(r.code, 1, "{args:?}: {}", r.stderr);
+        assert!(
+            r.stderr
+                .contains("cannot write the results to standard output: No space left on device"),
+            "{args:?}: {}",
+            r.stderr
+        );
+        assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    }
+}
