@@ -268,7 +268,12 @@ impl RestoreObject for NoObject {
 
 /// Export a [`Plugin`] type: defines the 22 `aapi_*` entry points (`extern "C"`, unmangled) and
 /// the `aapi_abi_marker` data symbol, all backed by one static [`Runtime`]. Use it exactly once,
-/// in a crate built as `cdylib`:
+/// in a crate built as `cdylib`.
+///
+/// The crate must unwind on panic (Rust's default): the export layer turns a panic into
+/// `AAPI_EINTERNAL` with `catch_unwind`, which `panic = "abort"` turns off, so that a panic would
+/// abort the framework's job. The macro refuses to compile under `panic = "abort"` (a profile
+/// setting or `-C panic=abort`) and says how to fix the profile.
 ///
 /// ```
 /// use aapi_sdk::plugin::*;
@@ -313,6 +318,15 @@ impl RestoreObject for NoObject {
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
+        #[cfg(panic = "abort")]
+        ::core::compile_error!(
+            "aapi plugins must be built with panic = \"unwind\": the SDK turns a panic into \
+             AAPI_EINTERNAL with catch_unwind, which panic = \"abort\" turns off, so a panic \
+             would kill the framework's job. Remove `panic = \"abort\"` from the [profile.*] \
+             sections of Cargo.toml that build this plugin (or set `panic = \"unwind\"`), and \
+             `-C panic=abort` from RUSTFLAGS."
+        );
+
         const _: () = {
             use ::core::ffi::{c_char, c_int, c_void};
             use $crate::abi::*;
