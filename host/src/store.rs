@@ -43,6 +43,31 @@ pub struct StoreError {
     pub path: PathBuf,
     /// What went wrong.
     pub message: String,
+    /// What kind of failure it is.
+    pub kind: StoreErrorKind,
+}
+
+/// What kind of failure a [`StoreError`] is: the caller's request, the system, or the store's
+/// content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// The request does not fit the store: no store at the path, no such image, an incomplete
+    /// image where a complete one is needed, a path the job cannot record.
+    Usage,
+    /// Reading or writing a store file failed in the system: no space, quota, I/O error,
+    /// permission, read-only file system and the like.
+    Io,
+    /// A store file cannot be used as it is: a corrupt manifest, job file, host state or
+    /// catalog, or a file the image needs is missing.
+    Damaged,
+}
+
+impl StoreError {
+    /// Whether reading or writing a store file failed in the system (ENOSPC, EIO, EACCES, ...),
+    /// rather than the request being wrong or the store's content damaged.
+    pub fn is_io(&self) -> bool {
+        self.kind == StoreErrorKind::Io
+    }
 }
 
 impl fmt::Display for StoreError {
@@ -56,7 +81,8 @@ impl std::error::Error for StoreError {}
 /// Shorthand for results of this module.
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// Attach `path` to an I/O error.
+/// Attach `path` to an I/O error. A missing file counts as damage (the store lacks what it
+/// should hold); any other error as an I/O failure.
 pub fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |e| {
         StoreError {
@@ -69,14 +95,28 @@ pub fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
             }
             _ => e.to_string(),
         },
+        kind: match e.kind() {
+            io::ErrorKind::NotFound => StoreErrorKind::Damaged,
+            _ => StoreErrorKind::Io,
+        },
     }
     }
 }
 
+/// A usage error about `path`.
 fn err(path: &Path, message: impl Into<String>) -> StoreError {
     StoreError {
         path: path.to_path_buf(),
         message: message.into(),
+        kind: StoreErrorKind::Usage,
+    }
+}
+
+/// An error about `path`, whose content cannot be used.
+fn damaged(path: &Path, message: impl Into<String>) -> StoreError {
+    StoreError {
+        kind: StoreErrorKind::Damaged,
+        ..err(path, message)
     }
 }
 
@@ -287,7 +327,7 @@ impl Catalog {
     /// Parse and check a whole catalog file; `path` is used in messages.
     pub fn read_from(bytes: &[u8], path: &Path) -> Result<Catalog> {
         let bad = |at: usize, what: &str| {
-            err(
+            damaged(
                 path,
                 format!(
                     "catalog is damaged at byte {at}: {what}; the image cannot be trusted (run `aapi-host verify`)"
@@ -843,7 +883,7 @@ impl Store {
     pub fn job(&self, id: &str) -> Result<JobDef> {
         let p = self.image_dir(id).join("job.json");
         let bytes = fs::read(&p).map_err(io_err(&p))?;
-        serde_json::from_slice(&bytes).map_err(|e| err(&p, format!("unreadable job file: {e}")))
+        serde_json::from_slice(&bytes).map_err(|e| damaged(&p, format!("unreadable job file: {e}")))
     }
 
     /// Write the job definition of its image.
@@ -877,7 +917,7 @@ impl Store {
         match fs::read(&m) {
             Ok(bytes) => {
                 let manifest: Manifest = serde_json::from_slice(&bytes)
-                    .map_err(|e| err(&m, format!("unreadable manifest: {e}")))?;
+                    .map_err(|e| damaged(&m, format!("unreadable manifest: {e}")))?;
                 Ok(ImageState::Complete(Box::new(manifest)))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(ImageState::Incomplete {
@@ -996,7 +1036,7 @@ impl Store {
         self.bytes_read
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         if hex(blake3::hash(&bytes).as_bytes()) != manifest.catalog_blake3 {
-            return Err(err(
+            return Err(damaged(
                 &p,
                 "catalog does not match the digest recorded in the manifest (corrupt or replaced)",
             ));
@@ -1008,7 +1048,9 @@ impl Store {
     pub fn host_state(&self) -> Result<HostState> {
         let p = self.root.join("state.json");
         match fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| err(&p, format!("unreadable: {e}"))),
+            Ok(b) => {
+                serde_json::from_slice(&b).map_err(|e| damaged(&p, format!("unreadable: {e}")))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(HostState::default()),
             Err(e) => Err(io_err(&p)(e)),
         }
@@ -1027,7 +1069,7 @@ impl Store {
         let id = catalog
             .images
             .get(data.image as usize)
-            .ok_or_else(|| err(&self.root, "record refers to an unknown image"))?;
+            .ok_or_else(|| damaged(&self.root, "record refers to an unknown image"))?;
         let p = self.stream_path(id, data.stream);
         let mut open = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         let file = match open.get(&p) {
@@ -1301,6 +1343,30 @@ mod tests {
         );
         assert_eq!(newest(Some(1_699_999_998)), None);
         assert_eq!(st.newest_complete("q", None).unwrap(), None);
+    }
+
+    #[test]
+    fn errors_tell_usage_from_io_failure_and_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = Store::open_existing(&dir.path().join("none")).unwrap_err();
+        assert_eq!(missing.kind, StoreErrorKind::Usage, "{missing}");
+        let st = Store::open(dir.path()).unwrap();
+        assert_eq!(st.state("nope").unwrap_err().kind, StoreErrorKind::Usage);
+        let id = "p-20231114T221320Z-full";
+        fs::create_dir(st.image_dir(id)).unwrap();
+        fs::write(st.image_dir(id).join(MANIFEST), "{garbage").unwrap();
+        let e = st.state(id).unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::Damaged, "{e}");
+        assert!(!e.is_io());
+        let m = manifest(id, 1, 2);
+        let e = st.catalog(&m).unwrap_err();
+        assert_eq!(e.kind, StoreErrorKind::Damaged, "{e}");
+        // A read the system refuses (here: the catalog is a directory) is an I/O failure.
+        fs::create_dir(st.image_dir(id).join("catalog")).unwrap();
+        let e = st.catalog(&m).unwrap_err();
+        assert!(e.is_io(), "{e}");
+        let e = write_atomic(&st.image_dir(id).join(MANIFEST).join("x"), b"").unwrap_err();
+        assert!(e.is_io(), "{e}");
     }
 
     #[test]
