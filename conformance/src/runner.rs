@@ -367,6 +367,7 @@ impl Runner {
         Limits {
             call_budget: Duration::from_millis(budget_ms as u64),
             sessionless_budget: Duration::from_millis(self.setup.budget_ms as u64),
+            max_run: None,
             cancel_bound: Duration::from_millis(AAPI_CANCEL_BOUND_MS.min(budget_ms) as u64),
         }
     }
@@ -499,6 +500,14 @@ impl Runner {
                         );
                         self.fail(&current, msg.clone());
                         self.timeouts
+                            .lock()
+                            .unwrap()
+                            .push(format!("{msg} (during {current})"));
+                    }
+                    WorkerEnd::Overran { .. } | WorkerEnd::ExitedInCall { .. } => {
+                        let msg = o.end.to_string();
+                        self.fail(&current, msg.clone());
+                        self.crashes
                             .lock()
                             .unwrap()
                             .push(format!("{msg} (during {current})"));

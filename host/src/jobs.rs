@@ -20,7 +20,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Set when the user asked to stop (SIGINT/SIGTERM); running workers are cancelled.
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -163,6 +163,7 @@ impl Runner {
             call_budget: budget,
             sessionless_budget: budget,
             cancel_bound: self.cancel_bound,
+            max_run: None,
         };
         if INTERRUPTED.load(Ordering::SeqCst) {
             return Err(JobError {
@@ -269,6 +270,23 @@ impl Runner {
             .hosts
             .get(stream as usize)
             .ok_or_else(|| usage(format!("image {image} has no stream {stream}")))?;
+        if let ImageState::Incomplete {
+            reason: Some(reason),
+            ..
+        } = st.state(image)?
+        {
+            let cli = format!("aapi-host --store {}", store.display());
+            return Err(given_up(&cli, image, &reason));
+        }
+        // Two runs of one child job would write the same stream files.
+        let Some(_running) = st.run_stream(image, stream)? else {
+            return Err(usage(format!(
+                "the child job of {host} for image {image} is already running in another process; nothing was done"
+            )));
+        };
+        if let Some(c) = &job.credentials {
+            crate::worker::read_credentials(c).map_err(usage)?;
+        }
         // A job engine may run a child job again: a completed one is not redone.
         let done_path = st.image_dir(image).join(format!("stream-{stream}.done"));
         if let Ok(bytes) = std::fs::read(&done_path) {
@@ -314,13 +332,20 @@ impl Runner {
     /// Finalize: postprocess (snapshot cleanup), then merge the streams' catalogs into the image
     /// catalog and mark the image complete. While a child job has not completed, nothing is done
     /// (its retry still needs the snapshot) unless `abandon` is set: then postprocess runs and the
-    /// image stays incomplete.
+    /// image is given up (it stays incomplete). A failed postprocess leaves the image incomplete
+    /// and holding its snapshot, to be finalized again; a given-up image is refused.
     pub fn finalize(&self, store: &Path, image: &str, abandon: bool) -> Result<Manifest, JobError> {
         let st = Store::open_existing(store)?;
         let _in_use = locked(|w| st.use_image(image, w))?;
         let job = st.job(image)?;
-        if let ImageState::Complete(m) = st.state(image)? {
-            return Ok(*m);
+        let cli = format!("aapi-host --store {}", store.display());
+        match st.state(image)? {
+            ImageState::Complete(m) => return Ok(*m),
+            ImageState::Incomplete {
+                reason: Some(reason),
+                ..
+            } => return Err(given_up(&cli, image, &reason)),
+            ImageState::Incomplete { .. } => {}
         }
         let dir = st.image_dir(image);
         let missing: Vec<&String> = job
@@ -330,7 +355,6 @@ impl Runner {
             .filter(|(n, _)| !dir.join(format!("stream-{n}.done")).exists())
             .map(|(_, h)| h)
             .collect();
-        let cli = format!("aapi-host --store {}", store.display());
         if !missing.is_empty() && !abandon {
             let hosts: Vec<&str> = missing.iter().map(|h| h.as_str()).collect();
             return Err(failed(format!(
@@ -338,16 +362,25 @@ impl Runner {
                 hosts.join(", ")
             )));
         }
-        let mut post_err = None;
-        if job.snapid.is_some() {
+        if !postprocess_done(&st, &job) {
+            if let Some(c) = &job.credentials {
+                crate::worker::read_credentials(c).map_err(usage)?;
+            }
             let task = Task::Postprocess {
                 store: store.to_path_buf(),
                 image: image.to_string(),
             };
             if let Err(e) = self.run_task(&task, "postprocess", job.call_budget_ms, None) {
-                self.ui.error(&e.message);
-                post_err = Some(e);
+                let again = if abandon { " --abandon" } else { "" };
+                return Err(JobError {
+                    message: format!(
+                        "{}; image {image} stays incomplete and its snapshot may still be held: once the cause is fixed, run `{cli} finalize --image {image}{again}` again",
+                        e.message
+                    ),
+                    ..e
+                });
             }
+            store::write_atomic(&dir.join(POSTPROCESS_DONE), b"")?;
         }
         if !missing.is_empty() {
             let msg = format!(
@@ -359,19 +392,17 @@ impl Runner {
                     .join(", ")
             );
             let _ = st.record_failure(image, &msg);
-            return Err(post_err.unwrap_or_else(|| failed(msg)));
+            return Err(failed(msg));
         }
-        let result = merge(&st, &job);
-        match (result, post_err) {
-            (Ok(m), None) => {
-                record_success(&st, &job, &m)?;
-                Ok(m)
-            }
-            (Ok(_), Some(e)) | (Err(e), _) => {
-                let _ = st.record_failure(image, &e.message);
-                Err(e)
-            }
-        }
+        let m = merge(&st, &job).map_err(|e| JobError {
+            message: format!(
+                "{}; image {image} stays incomplete with its streams kept: once the cause is fixed, run `{cli} finalize --image {image}` again",
+                e.message
+            ),
+            ..e
+        })?;
+        record_success(&st, &job, &m)?;
+        Ok(m)
     }
 
     /// The compound backup job: discovery, one child job per backup host in parallel, then
@@ -398,14 +429,20 @@ impl Runner {
         let fin = self.finalize(&o.store, &job.image, !child_errors.is_empty());
         if let Some(first) = child_errors.first() {
             let st = Store::open(&o.store)?;
-            let msg = format!(
+            let mut msg = format!(
                 "{} of {} child jobs failed (first: {}); image {} stays incomplete and nothing earlier was changed",
                 child_errors.len(),
                 job.hosts.len(),
                 first.message,
                 job.image
             );
-            let _ = st.record_failure(&job.image, &msg);
+            if snapshot_cleaned(&st, &job) {
+                let _ = st.record_failure(&job.image, &msg);
+            } else if let Err(e) = &fin {
+                // The postprocess did not run or failed: the image keeps its snapshot (and its
+                // protection from `delete --incomplete`) until a finalize cleans it up.
+                msg = format!("{msg}; {}", e.message);
+            }
             return Err(JobError {
                 kind: if child_errors.iter().all(|e| e.kind == ExitKind::Cancelled) {
                     ExitKind::Cancelled
@@ -434,6 +471,28 @@ impl Runner {
         bar.finish();
         serde_json::from_value(r?).map_err(|e| failed(format!("restore: bad result: {e}")))
     }
+}
+
+/// The file an image's job writes once its postprocess succeeded: the snapshot is gone.
+pub const POSTPROCESS_DONE: &str = "postprocess.done";
+
+/// Whether the postprocess of `job` has nothing left to do: discovery never succeeded, or the
+/// postprocess did.
+fn postprocess_done(store: &Store, job: &JobDef) -> bool {
+    job.snapid.is_none() || store.image_dir(&job.image).join(POSTPROCESS_DONE).exists()
+}
+
+/// Whether `job` holds no snapshot any more: it took none, or its postprocess succeeded.
+pub fn snapshot_cleaned(store: &Store, job: &JobDef) -> bool {
+    job.snapid.as_deref().is_none_or(str::is_empty) || postprocess_done(store, job)
+}
+
+/// The refusal of a step of a job that was given up (`reason` is what it recorded).
+fn given_up(cli: &str, image: &str, reason: &str) -> JobError {
+    usage(format!(
+        "image {image} was given up ({}); nothing was done: its snapshot is cleaned up, so no step of its job can run again. Start a new backup; `{cli} delete --incomplete` removes this image",
+        reason.trim_end()
+    ))
 }
 
 /// Take a lock of the store with `take`, waiting while another command holds it: a wait over a
@@ -631,8 +690,14 @@ pub fn backup_in_process(
         }
     }
     let post = tasks::postprocess(plugin, &store, &job);
+    if post.is_ok() {
+        store::write_atomic(&store.image_dir(&job.image).join(POSTPROCESS_DONE), b"")?;
+    }
     if let Some(e) = first_err.or(post.err()) {
-        let _ = store.record_failure(&job.image, &e.message);
+        // Given up only once the snapshot is gone; otherwise a finalize can still clean it up.
+        if snapshot_cleaned(&store, &job) {
+            let _ = store.record_failure(&job.image, &e.message);
+        }
         return Err(e.into());
     }
     let m = merge(&store, &job)?;
@@ -795,6 +860,15 @@ pub fn verify(store: &Store, image: &str, ui: &Ui) -> Result<VerifyReport, JobEr
     // An unknown or incomplete image is bad input (exit 2); a damaged one is what verify reports.
     let _in_use = locked(|w| store.use_image(image, w))?;
     let manifest = store.manifest(image)?;
+    // As restore does: without an image it takes data from, no object of it can be restored.
+    for dep in &manifest.depends_on {
+        store.manifest(dep).map_err(|e| {
+            failed(format!(
+                "image {image} needs the data of image {dep}, which is not usable ({e}); none of its objects can be restored: restore from another complete image of policy {} (`aapi-host list`)",
+                manifest.policy
+            ))
+        })?;
+    }
     let catalog = store.catalog(&manifest).map_err(|e| {
         failed(format!(
             "{e}; no object of image {image} can be located without its catalog"
@@ -825,6 +899,17 @@ pub fn verify(store: &Store, image: &str, ui: &Ui) -> Result<VerifyReport, JobEr
     order.sort_by_key(|e| (e.data.image, e.data.stream, e.data.offset));
     let mut buf = vec![0u8; tasks::BUFFER_SIZE];
     for e in order {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            bar.finish_and_clear();
+            return Err(JobError {
+                kind: ExitKind::Cancelled,
+                message: format!(
+                    "verify of image {image} interrupted after {} of {} objects; nothing was changed",
+                    report.good + report.damaged.len() as u64,
+                    report.objects
+                ),
+            });
+        }
         let mut check = || -> Result<(), String> {
             let mut r = store
                 .open_data(&catalog, &e.data)
@@ -875,16 +960,24 @@ pub fn resolve_image(
         return Ok(i.to_string());
     }
     let policy = policy.ok_or_else(|| usage("name an image, or a --policy (and --at)"))?;
-    let mut best: Option<(i64, String)> = None;
+    // The newest by start, then by completion (times are in seconds); of two images of the same
+    // second, one that builds on the other holds the later state.
+    let mut best: Option<((i64, i64, SystemTime), String)> = None;
     for id in store.image_ids()? {
         let Ok(ImageState::Complete(m)) = store.state(&id) else {
             continue;
         };
-        if m.policy == policy
-            && at.is_none_or(|t| m.started <= t)
-            && best.as_ref().is_none_or(|(s, _)| m.started >= *s)
-        {
-            best = Some((m.started, id));
+        if m.policy != policy || at.is_some_and(|t| m.started > t) {
+            continue;
+        }
+        // The manifest's own time orders images of the same second: written last, it says
+        // which job completed later.
+        let written = std::fs::metadata(store.image_dir(&id).join(store::MANIFEST))
+            .and_then(|md| md.modified())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let when = (m.started, m.completed, written);
+        if best.as_ref().is_none_or(|(w, _)| when >= *w) {
+            best = Some((when, id));
         }
     }
     best.map(|(_, id)| id).ok_or_else(|| {

@@ -948,6 +948,24 @@ impl Store {
         wait_for(&self.root.join(STORE_LOCK), libc::LOCK_EX, wait)
     }
 
+    /// Run the child job of stream `stream` of image `id` in this process alone: the exclusive
+    /// lock `stream-<n>.lock` of the image, or `None` when another process holds it. A lock this
+    /// process cannot take (refused, unsupported) is an empty one, as for the store's lock.
+    pub fn run_stream(&self, id: &str, stream: u32) -> Result<Option<Lock>> {
+        let path = self.image_dir(id).join(format!("stream-{stream}.lock"));
+        let f = match open_lock(&path, true).map_err(io_err(&path))? {
+            Ok(f) => f,
+            Err(_) => return Ok(Some(Lock { _file: None })),
+        };
+        Ok(
+            match flock(f, libc::LOCK_EX | libc::LOCK_NB).map_err(io_err(&path))? {
+                Locked::Yes(lock) => Some(lock),
+                Locked::Busy => None,
+                _ => Some(Lock { _file: None }),
+            },
+        )
+    }
+
     /// Mark image `id` in use by this process (a step of its job, a restore, a verify) until the
     /// returned lock is dropped; `delete` keeps an image in use. Several users may hold it at once.
     pub fn use_image(&self, id: &str, wait: Waiter) -> Result<Lock> {

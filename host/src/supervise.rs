@@ -137,22 +137,32 @@ fn monotonic_ns() -> u64 {
 }
 
 fn function_index(name: &str) -> u32 {
+    if name == LOADING {
+        return ENTRY_POINTS.len() as u32 + 1;
+    }
     ENTRY_POINTS
         .iter()
         .position(|f| *f == name)
         .map_or(u32::MAX, |i| i as u32 + 1)
 }
 
-/// Whether `function` is an entry point called without a session: it has no keepalive to send,
-/// and is held to [`Limits::sessionless_budget`] (TIME-1).
+/// The name under which loading the plugin library (its constructors run then) is tracked like
+/// a call: see [`WorkerLink::loading`].
+pub const LOADING: &str = "dlopen";
+
+/// Whether `function` is an entry point called without a session (or the library load): it has
+/// no keepalive to send, and is held to [`Limits::sessionless_budget`] (TIME-1).
 pub fn is_sessionless(function: &str) -> bool {
     matches!(
         function,
-        "aapi_pgn_init" | "aapi_pgn_claim" | "aapi_terminate" | "aapi_get_last_error"
+        "aapi_pgn_init" | "aapi_pgn_claim" | "aapi_terminate" | "aapi_get_last_error" | LOADING
     )
 }
 
 fn function_name(index: u32) -> String {
+    if index as usize == ENTRY_POINTS.len() + 1 {
+        return LOADING.to_string();
+    }
     ENTRY_POINTS
         .get((index as usize).wrapping_sub(1))
         .map_or_else(|| "an unknown function".to_string(), |s| s.to_string())
@@ -239,6 +249,21 @@ pub enum WorkerEnd {
         /// The bound it exceeded.
         bound: Duration,
     },
+    /// The worker ran longer than [`Limits::max_run`] in all; the supervisor killed it.
+    Overran {
+        /// The limit.
+        limit: Duration,
+        /// The entry point that was running, if any.
+        function: Option<String>,
+    },
+    /// The worker process exited (with this status, 0 included) while a plugin call was running:
+    /// the plugin ended the process.
+    ExitedInCall {
+        /// The exit status.
+        code: i32,
+        /// The entry point.
+        function: String,
+    },
 }
 
 impl WorkerEnd {
@@ -288,6 +313,26 @@ impl fmt::Display for WorkerEnd {
                 f,
                 "cancel ignored in {function}: no return within {} ms of the cancel",
                 bound.as_millis()
+            ),
+            WorkerEnd::Overran {
+                limit,
+                function: Some(func),
+            } => write!(
+                f,
+                "overran in {func}: the worker ran past its limit of {} s in all (still sending keepalives, or waiting on something unbounded)",
+                limit.as_secs()
+            ),
+            WorkerEnd::Overran {
+                limit,
+                function: None,
+            } => write!(
+                f,
+                "overran outside any plugin call: the worker ran past its limit of {} s in all",
+                limit.as_secs()
+            ),
+            WorkerEnd::ExitedInCall { code, function } => write!(
+                f,
+                "exit({code}) in {function}: the plugin ended the worker process during the call"
             ),
         }
     }
@@ -365,6 +410,8 @@ pub struct Limits {
     pub sessionless_budget: Duration,
     /// The longest a call may take to return after a cancel (capped by `call_budget`).
     pub cancel_bound: Duration,
+    /// The longest the whole worker may run, keepalives or not (`None`: no limit).
+    pub max_run: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -374,6 +421,7 @@ impl Default for Limits {
             call_budget: budget,
             sessionless_budget: budget,
             cancel_bound: Duration::from_millis(aapi_sdk::abi::AAPI_CANCEL_BOUND_MS as u64),
+            max_run: None,
         }
     }
 }
@@ -409,7 +457,9 @@ fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 impl Worker {
     /// Start `command` as a worker: it gets the write end of the event pipe, the read end of
     /// the control pipe and the shared call state (their numbers in [`EVENT_FD_ENV`],
-    /// [`CONTROL_FD_ENV`] and [`STATE_FD_ENV`]).
+    /// [`CONTROL_FD_ENV`] and [`STATE_FD_ENV`]). The worker is killed when the thread that
+    /// spawns it ends (`PR_SET_PDEATHSIG`), so a dead supervisor leaves no worker behind: keep
+    /// that thread until [`Worker::run`] returns.
     pub fn spawn(mut command: Command, limits: Limits) -> io::Result<Worker> {
         let (ev_r, ev_w) = cloexec_pipe()?;
         let (ctl_r, ctl_w) = cloexec_pipe()?;
@@ -418,14 +468,26 @@ impl Worker {
         command.env(EVENT_FD_ENV, ev_fd.to_string());
         command.env(CONTROL_FD_ENV, ctl_fd.to_string());
         command.env(STATE_FD_ENV, st_fd.to_string());
-        // SAFETY: the closure only calls fcntl, which is async-signal-safe, on descriptors that
-        // are open in the child (inherited copies of ev_w, ctl_r and the memfd).
+        // Its own process group: what the plugin starts can be killed with it.
+        command.process_group(0);
+        let supervisor = std::process::id() as libc::pid_t;
+        // SAFETY: the closure only calls fcntl, prctl and getppid, which are async-signal-safe;
+        // fcntl works on descriptors that are open in the child (inherited copies of ev_w, ctl_r
+        // and the memfd).
         unsafe {
             command.pre_exec(move || {
                 for fd in [ev_fd, ctl_fd, st_fd] {
                     if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
                         return Err(io::Error::last_os_error());
                     }
+                }
+                // A worker whose supervisor dies (killed by a job engine, say) dies with it,
+                // instead of writing on into an image that nothing shows as running any more.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if libc::getppid() != supervisor {
+                    return Err(io::Error::other("the supervisor has already ended"));
                 }
                 Ok(())
             });
@@ -471,6 +533,21 @@ impl Worker {
         self.child.id()
     }
 
+    /// Whether the worker process has exited, without reaping it.
+    fn has_exited(&self) -> bool {
+        // SAFETY: waitid fills `info`, a zeroed siginfo_t; WNOWAIT leaves the child waitable.
+        unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(
+                libc::P_PID,
+                self.child.id() as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            ) == 0
+                && info.si_pid() != 0
+        }
+    }
+
     /// A handle that cancels this worker.
     pub fn cancel_handle(&self) -> CancelHandle {
         self.cancel.clone()
@@ -490,13 +567,32 @@ impl Worker {
         let mut buf = vec![0u8; 64 * 1024];
         let fd = self.events.as_raw_fd();
         let bound = self.limits.cancel_bound.min(self.limits.call_budget);
-        let sessionless: Vec<bool> = ENTRY_POINTS.iter().map(|f| is_sessionless(f)).collect();
+        let sessionless: Vec<bool> = ENTRY_POINTS
+            .iter()
+            .copied()
+            .chain([LOADING])
+            .map(is_sessionless)
+            .collect();
         // Check the shared call state this often; also notices a cancel from another thread.
         let tick = (self.limits.call_budget.min(self.limits.sessionless_budget) / 20)
             .clamp(Duration::from_millis(5), Duration::from_millis(100));
+        let started = Instant::now();
+        // Set once the worker process has exited (not yet reaped): what is left on the pipe is
+        // read, and a process the plugin started that still holds the pipe open is no reason to
+        // wait for its end.
+        let mut exited = false;
         let killed: Option<WorkerEnd> = loop {
             let st = self.state.get();
             let call = st.call.load(Ordering::Acquire);
+            if let Some(limit) = self.limits.max_run
+                && started.elapsed() > limit
+                && !exited
+            {
+                break Some(WorkerEnd::Overran {
+                    limit,
+                    function: (call != 0).then(|| function_name(call)),
+                });
+            }
             if call != 0 {
                 let entered = st.entered_ns.load(Ordering::Acquire);
                 let alive = st.alive_ns.load(Ordering::Acquire);
@@ -529,7 +625,11 @@ impl Worker {
                 events: libc::POLLIN,
                 revents: 0,
             };
-            let ms = wait.as_millis().clamp(1, i32::MAX as u128) as i32;
+            let ms = if exited {
+                0
+            } else {
+                wait.as_millis().clamp(1, i32::MAX as u128) as i32
+            };
             // SAFETY: pfd is one valid pollfd.
             let r = unsafe { libc::poll(&mut pfd, 1, ms) };
             if r < 0 {
@@ -540,6 +640,10 @@ impl Worker {
                 return Err(e);
             }
             if r == 0 {
+                if exited {
+                    break None;
+                }
+                exited = self.has_exited();
                 continue;
             }
             let n = match self.events.read(&mut buf) {
@@ -576,21 +680,27 @@ impl Worker {
                 }
             }
         };
+        // The whole process group goes, before the worker is reaped (so that its id is still
+        // its own): the worker itself when it was killed, and whatever the plugin started.
+        // SAFETY: kill(2) of the worker's own process group (Worker::spawn made it).
+        unsafe { libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL) };
         if let Some(end) = killed {
             let _ = self.child.kill();
             let _ = self.child.wait();
             outcome.end = end;
         } else {
             let status = self.child.wait()?;
+            let call = self.state.get().call.load(Ordering::Acquire);
             outcome.end = match (status.code(), status.signal()) {
+                (Some(code), _) if call != 0 => WorkerEnd::ExitedInCall {
+                    code,
+                    function: function_name(call),
+                },
                 (Some(code), _) => WorkerEnd::Exited(code),
-                (None, Some(signal)) => {
-                    let call = self.state.get().call.load(Ordering::Acquire);
-                    WorkerEnd::Crashed {
-                        signal,
-                        function: (call != 0).then(|| function_name(call)),
-                    }
-                }
+                (None, Some(signal)) => WorkerEnd::Crashed {
+                    signal,
+                    function: (call != 0).then(|| function_name(call)),
+                },
                 (None, None) => WorkerEnd::Exited(-1),
             };
         }
@@ -693,6 +803,24 @@ impl WorkerLink {
     /// Whether the supervisor cancelled the job.
     pub fn cancelled(&self) -> bool {
         self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Run `load` (opening the plugin library, whose constructors run then) as if it were a
+    /// call named [`LOADING`]: the supervisor holds it to the budget of calls without a session,
+    /// so a constructor that hangs is a timeout in `dlopen`, and a crash there is named so.
+    pub fn loading<T>(&self, load: impl FnOnce() -> T) -> T {
+        if let Some(st) = &self.state {
+            let st = st.get();
+            let now = monotonic_ns();
+            st.entered_ns.store(now, Ordering::Release);
+            st.alive_ns.store(now, Ordering::Release);
+            st.call.store(function_index(LOADING), Ordering::Release);
+        }
+        let out = load();
+        if let Some(st) = &self.state {
+            st.get().call.store(0, Ordering::Release);
+        }
+        out
     }
 }
 

@@ -81,18 +81,36 @@ fn task_err(message: impl Into<String>) -> TaskError {
     }
 }
 
-/// Receives progress of a running task (a worker forwards it to the supervisor).
+/// Receives progress of a running task, and tells it when to stop (a worker forwards progress to
+/// the supervisor and learns of a cancel from it).
 pub trait Progress {
     /// `bytes` and `objects` done so far.
     fn progress(&self, bytes: u64, objects: u64);
+    /// Whether the job was cancelled (Ctrl-C, SIGTERM): the task stops before its next object,
+    /// or its next buffer of a large one.
+    fn cancelled(&self) -> bool;
 }
 
-/// Progress that goes nowhere.
+/// Progress that goes nowhere; never cancelled.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoProgress;
 
 impl Progress for NoProgress {
     fn progress(&self, _bytes: u64, _objects: u64) {}
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// `AAPI_ECANCELLED` when the job was cancelled; `doing` says what stopped.
+fn check_cancel(progress: &dyn Progress, doing: &str) -> Result<(), TaskError> {
+    if progress.cancelled() {
+        return Err(TaskError {
+            message: format!("cancelled {doing}"),
+            code: Some(AAPI_ECANCELLED),
+        });
+    }
+    Ok(())
 }
 
 /// A task handed to a worker process (as JSON on its standard input).
@@ -350,8 +368,19 @@ pub fn child(
             objects += 1;
             continue;
         }
+        check_cancel(
+            progress,
+            &format!("before {}", String::from_utf8_lossy(&path)),
+        )?;
         let start = files.data.offset();
-        match backup_object(&server, &snapid, &path, &mut files.data, &data_path) {
+        match backup_object(
+            &server,
+            &snapid,
+            &path,
+            &mut files.data,
+            &data_path,
+            progress,
+        ) {
             Ok((props, length, blake3)) => {
                 files
                     .cat
@@ -422,6 +451,7 @@ fn backup_object(
     path: &[u8],
     data: &mut StreamWriter,
     data_path: &Path,
+    progress: &dyn Progress,
 ) -> Result<(Props, u64, [u8; 32]), ObjError> {
     let name = String::from_utf8_lossy(path).into_owned();
     let obj_err = |e: PluginError| {
@@ -437,6 +467,7 @@ fn backup_object(
     let mut hash = blake3::Hasher::new();
     let mut length = 0u64;
     loop {
+        check_cancel(progress, &format!("while reading {name}")).map_err(ObjError::Object)?;
         let space = data.space().map_err(fatal)?;
         let n = obj.read(space).map_err(obj_err)?;
         if n == 0 {
@@ -657,6 +688,7 @@ fn restore_objects(
             },
             code: err.code(),
         };
+        check_cancel(progress, &format!("before {name}"))?;
         let target = target_path(task.alt_root.as_deref(), &e.path);
         let mut obj = server
             .create_object(&target, &e.props.to_abi(), flags)
@@ -665,6 +697,11 @@ fn restore_objects(
         let mut hash = blake3::Hasher::new();
         let mut got = 0u64;
         loop {
+            if let Err(err) = check_cancel(progress, &format!("while writing {name}")) {
+                // Not closed: restore_postprocess with the cancel removes it.
+                obj.abandon();
+                return Err(err);
+            }
             let n = reader.read(&mut buf).map_err(|err| {
                 task_err(format!(
                     "{name}: reading {}: {err}",

@@ -17,6 +17,9 @@ impl Progress for LinkProgress {
     fn progress(&self, bytes: u64, objects: u64) {
         self.0.send(&Event::Progress { bytes, objects });
     }
+    fn cancelled(&self) -> bool {
+        self.0.cancelled()
+    }
 }
 
 /// Read `KEY=VALUE` lines of a credentials file, which must not be readable by group or others.
@@ -33,12 +36,21 @@ pub fn read_credentials(path: &Path) -> Result<Vec<(String, Vec<u8>)>, String> {
     }
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("credentials file {}: {e}", path.display()))?;
-    Ok(text
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), v.as_bytes().to_vec()))
-        .collect())
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=').filter(|(k, _)| !k.trim().is_empty()) else {
+            return Err(format!(
+                "credentials file {} line {}: expected KEY=VALUE (or a # comment)",
+                path.display(),
+                n + 1
+            ));
+        };
+        out.push((k.trim().to_string(), v.as_bytes().to_vec()));
+    }
+    Ok(out)
 }
 
 /// Run `task` with a plugin that claimed the workload type, then terminate the plugin. The result
@@ -118,8 +130,9 @@ pub fn main() -> i32 {
         };
         if plugin_path.is_dir() {
             // A plugin directory: the first library (in file-name order) that claims the type.
-            let found =
-                find_claiming(&plugin_path, &workload_type, link.clone()).map_err(|e| TaskError {
+            let found = link
+                .loading(|| find_claiming(&plugin_path, &workload_type, link.clone()))
+                .map_err(|e| TaskError {
                     message: format!("{}: {e}", plugin_path.display()),
                     code: None,
                 });
@@ -145,7 +158,8 @@ pub fn main() -> i32 {
             };
             return run_claimed(&task, plugin, &link);
         }
-        let plugin = Plugin::load(&plugin_path, link.clone()).map_err(|e| TaskError {
+        let plugin = link.loading(|| Plugin::load(&plugin_path, link.clone()));
+        let plugin = plugin.map_err(|e| TaskError {
             message: e.to_string(),
             code: None,
         });

@@ -402,6 +402,16 @@ fn split_discover_child_finalize() {
         row["reason"].as_str().unwrap().contains("given up"),
         "{row}"
     );
+    // Given up, no step of its job runs again: its snapshot is gone.
+    for step in [
+        vec!["child", "--image", &given_up, "--host", "bh1"],
+        vec!["finalize", "--image", &given_up],
+        vec!["finalize", "--image", &given_up, "--abandon"],
+    ] {
+        let r = host(&store, &step, &[]);
+        assert_eq!(r.code, 2, "{step:?}: {}", r.stderr);
+        assert!(r.stderr.contains("was given up"), "{step:?}: {}", r.stderr);
+    }
     // Given up, it goes with the next cleanup.
     let d = host(&store, &["delete", "--incomplete", "--json"], &[]);
     assert_eq!(d.code, 0, "{}", d.stderr);
@@ -985,4 +995,202 @@ fn an_installed_package_is_used_through_its_manifest_entry() {
     let r = backup(&store, &dest, &tree, &[]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("verify --installed"), "{}", r.stderr);
+}
+
+/// A failed postprocess leaves the image incomplete, not complete with its cleanup undone; a
+/// later finalize runs the postprocess again and completes it. Giving up with a failing
+/// postprocess does not give the image up either.
+#[test]
+fn a_failed_postprocess_is_run_again_by_the_next_finalize() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    make_tree(&tree, 4, PAST);
+    let plugin = good_plugin();
+    let discover = || {
+        let d = host(
+            &store,
+            &[
+                "discover",
+                "-q",
+                "--plugin",
+                plugin.to_str().unwrap(),
+                "--policy",
+                "p",
+                "--select",
+                tree.to_str().unwrap(),
+                "--hosts",
+                "bh1,bh2",
+            ],
+            &[],
+        );
+        assert_eq!(d.code, 0, "{}", d.stderr);
+        d.stdout.trim().to_string()
+    };
+    let state = |image: &str| {
+        let l = host(&store, &["list", "--json"], &[]).json();
+        let row = l["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["image"] == image)
+            .unwrap()
+            .clone();
+        (row["state"].clone(), row["reason"].clone())
+    };
+    let fail_post = [("AAPI_TEST_FAULT", "fail:aapi_postprocess")];
+    let image = discover();
+    for h in ["bh1", "bh2"] {
+        let c = host(&store, &["child", "--image", &image, "--host", h], &[]);
+        assert_eq!(c.code, 0, "{}", c.stderr);
+    }
+    let f = host(&store, &["finalize", "--image", &image], &fail_post);
+    assert_eq!(f.code, 1, "{}", f.stderr);
+    assert!(
+        f.stderr.contains("aapi_postprocess") && f.stderr.contains("again"),
+        "{}",
+        f.stderr
+    );
+    assert_eq!(
+        f.stderr.matches("injected failure").count(),
+        1,
+        "{}",
+        f.stderr
+    );
+    assert_eq!(state(&image).0, "incomplete");
+    let f = host(&store, &["finalize", "--image", &image], &[]);
+    assert_eq!(f.code, 0, "{}", f.stderr);
+    assert_eq!(state(&image).0, "complete");
+
+    let abandoned = discover();
+    let c = host(
+        &store,
+        &["child", "--image", &abandoned, "--host", "bh1"],
+        &[],
+    );
+    assert_eq!(c.code, 0, "{}", c.stderr);
+    let f = host(
+        &store,
+        &["finalize", "--image", &abandoned, "--abandon"],
+        &fail_post,
+    );
+    assert_eq!(f.code, 1, "{}", f.stderr);
+    let (st, reason) = state(&abandoned);
+    assert_eq!(st, "incomplete");
+    assert!(!reason.to_string().contains("given up"), "{reason}");
+    let f = host(
+        &store,
+        &["finalize", "--image", &abandoned, "--abandon"],
+        &[],
+    );
+    assert_eq!(f.code, 1, "{}", f.stderr);
+    assert!(f.stderr.contains("given up"), "{}", f.stderr);
+    let c = host(
+        &store,
+        &["child", "--image", &abandoned, "--host", "bh2"],
+        &[],
+    );
+    assert_eq!(c.code, 2, "{}", c.stderr);
+}
+
+/// Without an image its data comes from, no object of an incremental can be restored: verify
+/// says so, as restore does, instead of advising a restore that is refused.
+#[test]
+fn verify_refuses_an_image_whose_base_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    make_tree(&tree, 4, PAST);
+    // The incremental takes the unchanged objects from the full backup only when their ctime
+    // lies before its start.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let plugin = good_plugin();
+    let full = backup(&store, &plugin, &tree, &[]);
+    assert_eq!(full.code, 0, "{}", full.stderr);
+    let full = full.json()["manifest"]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    write_file(&tree.join("sub/new.bin"), b"new");
+    let incr = backup(&store, &plugin, &tree, &["--schedule", "incr"]);
+    assert_eq!(incr.code, 0, "{}", incr.stderr);
+    let incr = incr.json()["manifest"]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let m = host(&store, &["show", &incr, "--json"], &[]).json();
+    assert_eq!(
+        m["manifest"]["depends_on"],
+        serde_json::json!([full]),
+        "{m}"
+    );
+    std::fs::remove_dir_all(store.join("images").join(&full)).unwrap();
+    let v = host(&store, &["verify", &incr], &[]);
+    assert_eq!(v.code, 1, "{}", v.stderr);
+    assert!(
+        v.stderr
+            .contains(&format!("needs the data of image {full}")),
+        "{}",
+        v.stderr
+    );
+    assert!(!v.stdout.contains("--path"), "{}", v.stdout);
+}
+
+/// A credentials line that is not KEY=VALUE is refused with its line number, before anything runs.
+#[test]
+fn a_malformed_credentials_line_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    make_tree(&tree, 1, PAST);
+    let cred = dir.path().join("cred");
+    std::fs::write(&cred, "# comment\nuser=backup\npassword hunter2\n").unwrap();
+    std::fs::set_permissions(&cred, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let r = backup(
+        &store,
+        &good_plugin(),
+        &tree,
+        &["--credentials", cred.to_str().unwrap()],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("line 3"), "{}", r.stderr);
+    assert!(!r.stderr.contains("hunter2"), "{}", r.stderr);
+    assert!(
+        !store.join("images").exists()
+            || std::fs::read_dir(store.join("images")).unwrap().count() == 0
+    );
+}
+
+/// Of two images of a policy started and completed in the same second, `--policy` picks the one
+/// whose manifest was written last.
+#[test]
+fn images_of_the_same_second_are_ordered_by_completion() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    make_tree(&tree, 1, PAST);
+    let plugin = good_plugin();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let b = backup(&store, &plugin, &tree, &[]);
+        assert_eq!(b.code, 0, "{}", b.stderr);
+        ids.push(b.json()["manifest"]["image"].as_str().unwrap().to_string());
+    }
+    let manifest = |id: &str| store.join("images").join(id).join("manifest.json");
+    // The same second for both.
+    for id in &ids {
+        let mut m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(manifest(id)).unwrap()).unwrap();
+        m["started"] = 1_700_000_000.into();
+        m["completed"] = 1_700_000_000.into();
+        std::fs::write(manifest(id), serde_json::to_vec(&m).unwrap()).unwrap();
+    }
+    for (later, earlier) in [(&ids[0], &ids[1]), (&ids[1], &ids[0])] {
+        set_mtime(&manifest(earlier), 1_700_000_000);
+        set_mtime(&manifest(later), 1_700_000_001);
+        let r = restore(&store, &["--policy", "p1", "--dry-run"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_eq!(r.json()["image"], later.as_str(), "{}", r.stdout);
+    }
 }

@@ -232,3 +232,230 @@ fn killed_supervisor_leaves_an_incomplete_image() {
     }
     assert_incomplete(&store);
 }
+
+/// `discover` of `tree` into `store` for backup hosts `hosts` (comma-separated): the image id.
+fn discover(store: &Path, tree: &Path, hosts: &str) -> String {
+    let plugin = good_plugin();
+    let r = host(
+        store,
+        &[
+            "discover",
+            "-q",
+            "--plugin",
+            plugin.to_str().unwrap(),
+            "--policy",
+            "p",
+            "--select",
+            tree.to_str().unwrap(),
+            "--hosts",
+            hosts,
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    r.stdout.trim().to_string()
+}
+
+fn child_cmd(store: &Path, image: &str, host: &str, fault: &str) -> Command {
+    let mut c = Command::new(host_bin());
+    c.arg("--store")
+        .arg(store)
+        .args(["child", "--image", image, "--host", host])
+        .env("AAPI_TEST_FAULT", fault)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: plain kill(2) of a process this test started.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+/// A plugin whose calls are short and never keep alive still stops at a cancel: the child job
+/// checks between objects and between buffers. SIGTERM (a job engine's cancel) ends it with exit
+/// 5 and leaves its stream unfinished; a new run completes it.
+#[test]
+fn sigterm_stops_a_split_child_job_between_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    make_tree(&tree, 40, 1_600_000_000);
+    let store = dir.path().join("store");
+    let image = discover(&store, &tree, "h1");
+    // About 200 ms per object, 8 s in all.
+    let child = child_cmd(&store, &image, "h1", "pause:aapi_read_object:100")
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    worker_in_read(pid, &store);
+    let t0 = Instant::now();
+    signal(pid, libc::SIGTERM);
+    let r = finish(child);
+    assert_eq!(r.code, 5, "{}", r.stderr);
+    assert!(r.stderr.contains("cancelled"), "{}", r.stderr);
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    let images = store.join("images").join(&image);
+    assert!(!images.join("stream-0.done").exists());
+    let again = host(&store, &["child", "--image", &image, "--host", "h1"], &[]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    let f = host(&store, &["finalize", "--image", &image], &[]);
+    assert_eq!(f.code, 0, "{}", f.stderr);
+}
+
+/// Ctrl-C during a restore stops it at the next object or buffer, and the restore's postprocess
+/// with the cancel removes what it had created: exit 5, nothing left under the alternate root.
+#[test]
+fn interrupt_stops_a_restore_and_removes_what_it_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    make_tree(&tree, 40, 1_600_000_000);
+    let store = dir.path().join("store");
+    let b = run(backup_cmd(&store, &tree, 10_000, ""));
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    let alt = dir.path().join("alt");
+    std::fs::create_dir(&alt).unwrap();
+    let child = Command::new(host_bin())
+        .arg("--store")
+        .arg(&store)
+        .args(["restore", "--policy", "p", "--alt-root"])
+        .arg(&alt)
+        .env("AAPI_TEST_FAULT", "pause:aapi_write_object:100")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while std::fs::read_dir(&alt).unwrap().count() == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the restore never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    signal(child.id(), libc::SIGINT);
+    let r = finish(child);
+    assert_eq!(r.code, 5, "{}", r.stderr);
+    assert!(r.stderr.contains("cancelled"), "{}", r.stderr);
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    let left: Vec<_> = std::fs::read_dir(&alt).unwrap().flatten().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// A worker whose supervisor is killed dies with it, even in a call that sends no keepalive:
+/// nothing writes on into an image that no command shows as running.
+#[test]
+fn killed_supervisor_takes_a_worker_without_keepalives_with_it() {
+    let (_d, tree, store) = setup();
+    let child = backup_cmd(&store, &tree, 10_000, "pause:aapi_read_object:5000")
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let worker = worker_in_read(pid, &store);
+    signal(pid, libc::SIGKILL);
+    let _ = finish(child);
+    let t0 = Instant::now();
+    while std::fs::read_to_string(format!("/proc/{worker}/status"))
+        .is_ok_and(|s| !s.contains("zombie"))
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "worker outlived its supervisor"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_incomplete(&store);
+}
+
+/// A second run of a child job that is still running (a job engine's retry of a node that only
+/// looked dead) is refused before it touches the stream; the first completes.
+#[test]
+fn a_second_run_of_a_running_child_job_is_refused() {
+    let (_d, tree, store) = setup();
+    let image = discover(&store, &tree, "h1");
+    let first = child_cmd(&store, &image, "h1", "pause:aapi_read_object:300")
+        .spawn()
+        .unwrap();
+    worker_in_read(first.id(), &store);
+    let second = host(&store, &["child", "--image", &image, "--host", "h1"], &[]);
+    assert_eq!(second.code, 2, "{}", second.stderr);
+    assert!(
+        second.stderr.contains("already running"),
+        "{}",
+        second.stderr
+    );
+    let r = finish(first);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let f = host(&store, &["finalize", "--image", &image], &[]);
+    assert_eq!(f.code, 0, "{}", f.stderr);
+    let v = host(&store, &["verify", &image], &[]);
+    assert_eq!(v.code, 0, "{}", v.stderr);
+}
+
+/// A plugin that ends the worker process inside a call, even with status 0, fails the job naming
+/// the call; it is never taken for a worker that finished its task.
+#[test]
+fn exit_inside_a_call_is_named() {
+    let (_d, tree, store) = setup();
+    let r = run(backup_cmd(&store, &tree, 10_000, "exit:aapi_read_object:0"));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("exit(0) in aapi_read_object"),
+        "{}",
+        r.stderr
+    );
+    assert_incomplete(&store);
+}
+
+/// A library constructor that hangs is held to the budget like a call (`dlopen`).
+#[test]
+fn a_hanging_constructor_times_out_in_dlopen() {
+    let (_d, tree, store) = setup();
+    let plugin = test_plugin("aapi_testplugin_slow_ctor", &["TEST_CTOR_SLEEP_MS=60000"]);
+    let t0 = Instant::now();
+    let r = run({
+        let mut c = backup_cmd(&store, &tree, 500, "");
+        c.env_remove("AAPI_TEST_FAULT");
+        // The plugin argument of backup_cmd is the regular plugin: replace it.
+        let args: Vec<std::ffi::OsString> = c
+            .get_args()
+            .map(|a| {
+                if Path::new(a) == good_plugin() {
+                    plugin.clone().into_os_string()
+                } else {
+                    a.to_os_string()
+                }
+            })
+            .collect();
+        let mut c2 = Command::new(host_bin());
+        c2.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c2
+    });
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("timeout in dlopen"), "{}", r.stderr);
+    assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+}
+
+/// A process the plugin starts and leaves running holds the worker's pipes open; the job still
+/// ends when the worker does, and that process is killed with it.
+#[test]
+fn a_process_the_plugin_leaves_behind_is_killed() {
+    let (d, tree, store) = setup();
+    let pidfile = d.path().join("forked.pid");
+    let t0 = Instant::now();
+    let r = run({
+        let mut c = backup_cmd(&store, &tree, 10_000, "fork:aapi_get_server_prop");
+        c.env("AAPI_TEST_FORK_PIDFILE", &pidfile);
+        c
+    });
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+    let pid = std::fs::read_to_string(&pidfile).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim()));
+    assert!(
+        status.as_ref().is_err() || status.as_ref().unwrap().contains("zombie"),
+        "the forked process {} still runs",
+        pid.trim()
+    );
+}

@@ -4,16 +4,21 @@
  * It backs up and restores local directory trees (no snapshots, round-robin split) and can be told
  * to misbehave through the environment, so the host's supervision can be tested:
  *
- *   AAPI_TEST_FAULT=<kind>:<function>[:<arg>]   kind: crash | hang | slow | ignore-cancel | fail
+ *   AAPI_TEST_FAULT=<kind>:<function>[:<arg>]   kind: crash | hang | slow | pause | exit | fork |
+ *                                               ignore-cancel | fail
  *   AAPI_TEST_FAULT_AFTER=<n>                   trigger only from the n-th call of <function> on
  *   AAPI_TEST_FAULT_COUNT=<n>                   and only n times
  *
  * crash: SIGSEGV; hang: sleep forever without keepalive; slow: take <arg> ms, with a keepalive
- * every 20 ms, returning AAPI_ECANCELLED when cancelled; ignore-cancel: keep sending keepalives
+ * every 20 ms, returning AAPI_ECANCELLED when cancelled; pause: take <arg> ms without any
+ * keepalive, then go on normally (a short call of a plugin that never keeps alive); exit: end the
+ * process with _exit(<arg>) inside the call; fork: start a child process that sleeps 30 s (its
+ * pid written to $AAPI_TEST_FORK_PIDFILE), then go on normally; ignore-cancel: keep sending keepalives
  * forever and ignore their answer; fail: return code <arg>.
  *
  * Compile-time variants: -DTEST_OMIT_SYMBOLS drops aapi_flush and aapi_delete_object;
- * -DTEST_ABI_MAJOR=<n> exports a marker with another ABI major.
+ * -DTEST_ABI_MAJOR=<n> exports a marker with another ABI major; -DTEST_CTOR_SLEEP_MS=<n> sleeps in
+ * a library constructor (while the library is being loaded).
  */
 #define _GNU_SOURCE
 #include "aapi.h"
@@ -33,6 +38,13 @@ const aapi_abi_marker_t aapi_abi_marker = {
     {'A', 'A', 'P', 'I', 'A', 'B', 'I', 0}, TEST_ABI_MAJOR, 0, sizeof(aapi_abi_marker_t)};
 #else
 AAPI_DEFINE_ABI_MARKER();
+#endif
+
+#ifdef TEST_CTOR_SLEEP_MS
+__attribute__((constructor)) static void slow_constructor(void) {
+    struct timespec ts = {TEST_CTOR_SLEEP_MS / 1000, (TEST_CTOR_SLEEP_MS % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
 #endif
 
 static int g_init, g_claimed;
@@ -117,6 +129,25 @@ static int fault(const char *function, struct server *s) {
                 return fail(AAPI_ECANCELLED, "cancelled in %s", function);
             sleep_ms(20);
         }
+        return -1;
+    }
+    if (!strncmp(spec, "exit", kind_len)) _exit(arg ? atoi(arg + 1) : 0);
+    if (!strncmp(spec, "fork", kind_len)) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            sleep_ms(30000);
+            _exit(0);
+        }
+        const char *pidfile = getenv("AAPI_TEST_FORK_PIDFILE");
+        FILE *f = pidfile ? fopen(pidfile, "w") : NULL;
+        if (f) {
+            fprintf(f, "%d\n", (int)pid);
+            fclose(f);
+        }
+        return -1;
+    }
+    if (!strncmp(spec, "pause", kind_len)) {
+        sleep_ms(arg ? atol(arg + 1) : 100);
         return -1;
     }
     if (!strncmp(spec, "ignore-cancel", kind_len)) {
@@ -642,6 +673,9 @@ int aapi_restore_postprocess(aapi_server_t h, int status) {
     snprintf(msg, sizeof msg, "restore_postprocess status=%d", status);
     slog(s, AAPI_LOG_INFO, msg);
     if (status != AAPI_EOK) {
+        /* Objects still open (abandoned by the host) go first, with their temporary files. */
+        for (int i = 0; i < MAX_OBJECTS; i++)
+            if (g_objects[i].used && g_objects[i].server == h) close_obj(&g_objects[i]);
         for (int i = g_ncreated - 1; i >= 0; i--) {
             if (unlink(g_created[i]) != 0) rmdir(g_created[i]);
         }
