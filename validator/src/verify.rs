@@ -72,11 +72,69 @@ pub fn verify_package(path: &Path, opts: &Options) -> Result<Report> {
     judge(path, scan, Some(pkg.file()), opts, None)
 }
 
-/// Verify a package tree (unpacked or installed).
+/// Most passes over a tree that is replaced while it is verified.
+const TREE_PASSES: u32 = 10;
+
+/// Verify a package tree (unpacked or installed). The tree is read by path: when `path` is
+/// replaced while it is read (an install swaps in a new installation), what was read may mix
+/// two trees, so the tree is read again, until one pass saw one tree from start to end.
 pub fn verify_tree(path: &Path, opts: &Options) -> Result<Report> {
-    let scan = tree::scan(path, &opts.limits, Purpose::Verify)?;
-    let root_owner = scan.meta_modes.first().and_then(|m| m.owner);
-    judge(path, scan, None, opts, root_owner)
+    for pass in 1..=TREE_PASSES {
+        let root = match Root::open(path) {
+            Ok(r) => r,
+            // Between the two renames of an install without RENAME_EXCHANGE, `path` is
+            // missing for a moment.
+            Err(e) if pass > 1 && e.kind() == std::io::ErrorKind::NotFound => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                continue;
+            }
+            Err(e) => return Err(Error::read(path, e)),
+        };
+        let report = tree::scan(path, &opts.limits, Purpose::Verify).and_then(|scan| {
+            let root_owner = scan.meta_modes.first().and_then(|m| m.owner);
+            judge(path, scan, None, opts, root_owner)
+        });
+        if root.still_at(path) {
+            return report;
+        }
+    }
+    Err(Error::new(format!(
+        "{} was replaced {TREE_PASSES} times while it was verified (installs into it are running); nothing is known about it: run verify again when they have finished",
+        path.display()
+    )))
+}
+
+/// The root directory of a tree, held open while the tree is read: while it is open, its
+/// inode number cannot be reused by another directory.
+struct Root {
+    _dir: File,
+    id: (u64, u64, i64, i64),
+}
+
+impl Root {
+    fn open(path: &Path) -> std::io::Result<Root> {
+        use std::os::unix::fs::MetadataExt;
+        use std::os::unix::fs::OpenOptionsExt;
+        // O_NONBLOCK: a fifo given as the tree must not hang the open.
+        let dir = File::options()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)?;
+        let m = dir.metadata()?;
+        Ok(Root {
+            _dir: dir,
+            id: (m.dev(), m.ino(), m.ctime(), m.ctime_nsec()),
+        })
+    }
+
+    /// Whether `path` is still this directory, unchanged in itself: not replaced by another,
+    /// not renamed away and back (a rename changes its ctime), no entry of its own added or
+    /// removed.
+    fn still_at(&self, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path)
+            .is_ok_and(|m| (m.dev(), m.ino(), m.ctime(), m.ctime_nsec()) == self.id)
+    }
 }
 
 /// Mode findings for `path` with permission bits `mode`.

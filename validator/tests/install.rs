@@ -854,3 +854,57 @@ fn a_full_or_read_only_file_system_is_told_and_changes_nothing() {
         eprintln!("skipped: {why}");
     }
 }
+
+/// Two packages of the same plugin and version whose READMEs differ, written into `at`.
+fn two_builds(at: &Path) -> [PathBuf; 2] {
+    ["a", "b"].map(|tag| {
+        let d = plugin_dir(Variant::Good);
+        fs::write(
+            d.path().join("README"),
+            format!("demo plugin, build {tag}\n"),
+        )
+        .unwrap();
+        let pkg = at.join(format!("demo-{tag}.aapkg"));
+        let o = run(&[&"pack", &d.path(), &"-o", &pkg]);
+        assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+        pkg
+    })
+}
+
+#[test]
+fn verify_installed_during_installs_sees_one_whole_installation() {
+    use aapi_validator::{install, verify};
+    let w = tempfile::tempdir().unwrap();
+    let builds = two_builds(w.path());
+    let dest = w.path().join("plugins/demo");
+    fs::create_dir(w.path().join("plugins")).unwrap();
+    let opts = verify::Options::default();
+    install::install(&builds[0], &dest, &opts, &mut |_| {}).unwrap();
+    let installed = verify::Options {
+        installed: true,
+        ..Default::default()
+    };
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (mut passes, mut bad) = (0, Vec::new());
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let until = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+            for i in 0.. {
+                if std::time::Instant::now() > until {
+                    break;
+                }
+                install::install(&builds[(i + 1) % 2], &dest, &opts, &mut |_| {}).unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            passes += 1;
+            match verify::verify_tree(&dest, &installed) {
+                Ok(r) if r.is_valid() => {}
+                Ok(r) => bad.push(format!("{:?}", r.findings)),
+                Err(e) => bad.push(e.to_string()),
+            }
+        }
+    });
+    assert!(bad.is_empty(), "{} of {passes} passes: {bad:#?}", bad.len());
+}
