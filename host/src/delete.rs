@@ -7,8 +7,14 @@
 //! newest remaining one), then each image directory is renamed to `.deleting-<id>` (no longer an
 //! image), then removed. A crash leaves at most hidden `.deleting-*` directories, which the next
 //! delete removes.
+//!
+//! An image whose state cannot be read (an unreadable `manifest.json`) is damaged: it is deleted
+//! when named, and `incomplete` names it and keeps it. What it needs is taken from its catalog,
+//! which checks itself, so deleting what a damaged image refers to is refused like any other.
 
-use crate::store::{self, HostState, ImageState, Lock, Manifest, PolicyState, Store, StoreError};
+use crate::store::{
+    self, Catalog, HostState, ImageState, Lock, Manifest, PolicyState, Store, StoreError,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 
@@ -33,6 +39,9 @@ pub struct Plan {
     pub snapshot_kept: Vec<String>,
     /// Such images asked for by name (or as dependents): refused.
     pub unfinished: Vec<String>,
+    /// Damaged images (whose state cannot be read: an unreadable manifest) left alone by
+    /// `incomplete`; they go when named.
+    pub damaged_kept: Vec<String>,
     /// Data bytes of the complete images to delete.
     pub bytes: u64,
     held: Vec<Lock>,
@@ -48,6 +57,8 @@ pub fn plan(
     with_dependents: bool,
 ) -> Result<Plan, StoreError> {
     let mut states = BTreeMap::new();
+    // Damaged images and the images each refers to.
+    let mut damaged: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for id in store.image_ids()? {
         match store.state(&id) {
             Ok(s) => {
@@ -55,18 +66,26 @@ pub fn plan(
             }
             // A failed discovery removed its image since the listing began.
             Err(_) if !store.image_dir(&id).is_dir() => {}
-            Err(e) => return Err(e),
+            Err(_) => {
+                let uses = damaged_uses(store, &id);
+                damaged.insert(id, uses);
+            }
         }
     }
     for id in ids {
-        if !states.contains_key(id) {
+        if !states.contains_key(id) && !damaged.contains_key(id) {
             store.state(id)?;
         }
     }
-    let needs = needed_by(&states);
+    let needs = needed_by(&states, &damaged);
     let mut wanted: BTreeSet<String> = ids.iter().cloned().collect();
     let mut plan = Plan::default();
     if incomplete {
+        plan.damaged_kept = damaged
+            .keys()
+            .filter(|id| !wanted.contains(*id))
+            .cloned()
+            .collect();
         for (id, s) in &states {
             if matches!(s, ImageState::Incomplete { .. }) && !wanted.contains(id) {
                 if store.in_use(id, false)?.0 {
@@ -117,9 +136,9 @@ pub fn plan(
     plan.bytes = plan
         .delete
         .iter()
-        .filter_map(|id| match &states[id] {
-            ImageState::Complete(m) => Some(m.bytes),
-            ImageState::Incomplete { .. } => None,
+        .filter_map(|id| match states.get(id) {
+            Some(ImageState::Complete(m)) => Some(m.bytes),
+            _ => None,
         })
         .sum();
     Ok(plan)
@@ -140,16 +159,41 @@ fn holds_snapshot(state: &ImageState) -> bool {
     }
 }
 
-/// For each image, the images that need it.
-fn needed_by(states: &BTreeMap<String, ImageState>) -> BTreeMap<String, Vec<String>> {
+/// The images a damaged image refers to: those of its catalog's image table (the catalog checks
+/// itself, so this holds without the manifest) and its job's base. Nothing, when neither can be
+/// read: then none of its data can be located anyway.
+fn damaged_uses(store: &Store, id: &str) -> Vec<String> {
+    let dir = store.image_dir(id);
+    let mut uses: Vec<String> = Catalog::load(&dir.join("catalog"))
+        .map(|c| c.images.into_iter().skip(1).collect())
+        .unwrap_or_default();
+    if let Some(base) = store.job(id).ok().and_then(|j| j.base) {
+        uses.push(base);
+    }
+    uses.sort();
+    uses.dedup();
+    uses
+}
+
+/// For each image, the images that need it (`damaged`: damaged images and what they refer to).
+fn needed_by(
+    states: &BTreeMap<String, ImageState>,
+    damaged: &BTreeMap<String, Vec<String>>,
+) -> BTreeMap<String, Vec<String>> {
     let mut needs: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (id, s) in states {
-        let uses: Vec<&String> = match s {
-            ImageState::Complete(m) => m.depends_on.iter().collect(),
-            ImageState::Incomplete { job, .. } => {
-                job.iter().filter_map(|j| j.base.as_ref()).collect()
-            }
-        };
+    let all = states
+        .iter()
+        .map(|(id, s)| {
+            let uses: Vec<&String> = match s {
+                ImageState::Complete(m) => m.depends_on.iter().collect(),
+                ImageState::Incomplete { job, .. } => {
+                    job.iter().filter_map(|j| j.base.as_ref()).collect()
+                }
+            };
+            (id, uses)
+        })
+        .chain(damaged.iter().map(|(id, uses)| (id, uses.iter().collect())));
+    for (id, uses) in all {
         for u in uses {
             if u != id {
                 needs.entry(u.clone()).or_default().push(id.clone());
@@ -189,8 +233,9 @@ pub fn apply(store: &Store, plan: &Plan) -> Result<Vec<String>, StoreError> {
     // 1. The host state: policies whose last backups are deleted fall back to what remains.
     let mut remaining = Vec::new();
     for id in store.image_ids()? {
+        // A damaged image is no policy's last backup: it cannot be a base.
         if !doomed.contains(&id)
-            && let ImageState::Complete(m) = store.state(&id)?
+            && let Ok(ImageState::Complete(m)) = store.state(&id)
         {
             remaining.push(*m);
         }

@@ -440,7 +440,19 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                     Ok(s) => s,
                     // Deleted since the listing began.
                     Err(_) if !st.image_dir(&id).is_dir() => continue,
-                    Err(e) => return Err(e.into()),
+                    // Listed as damaged, with what its job file still tells: one unreadable
+                    // image must not hide the others.
+                    Err(e) => {
+                        let job = st.job(&id).ok();
+                        rows.push(json!({
+                            "image": id, "state": "damaged",
+                            "policy": job.as_ref().map(|j| j.policy.clone()),
+                            "schedule": job.as_ref().map(|j| j.schedule.clone()),
+                            "started": job.as_ref().map(|j| j.started),
+                            "reason": e.to_string(),
+                        }));
+                        continue;
+                    }
                 };
                 let row = match state {
                     ImageState::Complete(m) => json!({
@@ -449,7 +461,8 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                         "objects": m.objects, "bytes": m.bytes, "base": m.base,
                     }),
                     ImageState::Incomplete { job, reason } => {
-                        let running = st.in_use(&id, false)?.0;
+                        // A lock that cannot be tested counts as held, as for delete.
+                        let running = st.in_use(&id, false).map_or(true, |(r, _)| r);
                         json!({
                             "image": id, "state": if running {"running"} else {"incomplete"},
                             "policy": job.as_ref().map(|j| j.policy.clone()),
@@ -475,6 +488,8 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                         .unwrap_or_default();
                     let extra = if r["state"] == "incomplete" || r["state"] == "running" {
                         format!("INCOMPLETE: {}", r["reason"].as_str().unwrap_or(""))
+                    } else if r["state"] == "damaged" {
+                        format!("DAMAGED: {}", r["reason"].as_str().unwrap_or(""))
                     } else {
                         format!("{} objects, {} bytes", r["objects"], r["bytes"])
                     };
@@ -618,6 +633,7 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                     "ok": true, "dry_run": dry_run, "deleted": plan.delete,
                     "bytes": plan.bytes, "leftovers_removed": leftovers,
                     "kept_running": plan.running, "kept_snapshot": plan.snapshot_kept,
+                    "kept_damaged": plan.damaged_kept,
                 }));
             } else if !cli.quiet {
                 for id in &plan.running {
@@ -626,6 +642,11 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                 for id in &plan.snapshot_kept {
                     outln!(
                         "kept {id}: it still holds a snapshot (`finalize --image {id} --abandon` cleans it up)"
+                    );
+                }
+                for id in &plan.damaged_kept {
+                    outln!(
+                        "kept {id}: it is damaged (see `aapi-host list`); `aapi-host delete {id}` deletes it"
                     );
                 }
                 for id in &plan.delete {

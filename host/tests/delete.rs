@@ -379,3 +379,88 @@ fn a_wait_for_the_store_lock_is_said_and_can_be_interrupted() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_damaged_manifest_is_listed_and_does_not_stop_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let full = fake_image(
+        &store,
+        "p-20261123T053828Z-full",
+        "p",
+        PAST,
+        &[(b"/a", b"1")],
+    );
+    let other = fake_image(
+        &store,
+        "q-20261123T053828Z-full",
+        "q",
+        PAST,
+        &[(b"/b", b"2")],
+    );
+    // An incremental whose catalog takes data from the full backup; then its manifest breaks.
+    let bad = fake_image(
+        &store,
+        "p-20261123T053900Z-incr",
+        "p",
+        PAST + 60,
+        &[(b"/a", b"1")],
+    );
+    let cat_path = store.join("images").join(&bad).join("catalog");
+    let mut cat = aapi_host::store::Catalog::load(&cat_path).unwrap();
+    cat.images.push(full.clone());
+    cat.entries[0].data.image = 1;
+    cat.save(&cat_path).unwrap();
+    let manifest = store.join("images").join(&bad).join("manifest.json");
+    std::fs::write(&manifest, "{garbage").unwrap();
+    // A job that never got past its start: incomplete, nothing holds it.
+    let stale = "r-20261123T053828Z-full";
+    std::fs::create_dir_all(store.join("images").join(stale).join("wkld")).unwrap();
+
+    let l = host(&store, &["list", "--json"], &[]);
+    assert_eq!(l.code, 0, "{}", l.stderr);
+    let rows = l.json()["images"].as_array().unwrap().clone();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    let row = rows.iter().find(|r| r["image"] == bad.as_str()).unwrap();
+    assert_eq!(row["state"], "damaged", "{row}");
+    assert!(
+        row["reason"]
+            .as_str()
+            .unwrap()
+            .contains("manifest.json: unreadable manifest"),
+        "{row}"
+    );
+    let l = host(&store, &["list"], &[]);
+    assert_eq!(l.code, 0, "{}", l.stderr);
+    assert!(
+        l.stdout.lines().any(|line| line.starts_with(&bad)
+            && line.contains("damaged")
+            && line.contains("DAMAGED: ")),
+        "{}",
+        l.stdout
+    );
+    assert!(l.stdout.contains(&other), "{}", l.stdout);
+
+    // Other images are deleted as usual; what the damaged one refers to is kept for it.
+    let r = host(&store, &["delete", &other], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = host(&store, &["delete", &full], &[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("{full} is needed by {bad}")),
+        "{}",
+        r.stderr
+    );
+    // --incomplete takes the stale job, names the damaged image and keeps it.
+    let r = host(&store, &["delete", "--incomplete", "--json"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["deleted"], serde_json::json!([stale]));
+    assert_eq!(r.json()["kept_damaged"], serde_json::json!([bad]));
+    assert!(store.join("images").join(&bad).is_dir());
+    // Named, it goes; then so can the full backup.
+    let r = host(&store, &["delete", &bad], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = host(&store, &["delete", &full], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(images(&store).is_empty());
+}
