@@ -1501,6 +1501,122 @@ fn panics_become_einternal_and_the_process_survives() {
     assert_eq!(close_server(b), AAPI_EOK);
 }
 
+/// Set in the process that [`panics_inside_entry_points_stay_off_stderr`] starts: which hook
+/// exists before the SDK's (`default` or `vendor`).
+const PANIC_CHILD: &str = "AAPI_TEST_PANIC_CHILD";
+
+/// What the plugin's own panic hook saw (the `vendor` run).
+static VENDOR_HOOK: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Panics inside entry points print nothing on the process's stderr (SEC-3), not even with
+/// RUST_BACKTRACE set: the layer reports them as the last error and an ERROR log line, with the
+/// location. Panics outside entry points still reach the hook that was there before the SDK's:
+/// Rust's default hook, which prints them, or the plugin's own. The test runs itself in a child
+/// process per case, whose stderr it reads.
+#[test]
+fn panics_inside_entry_points_stay_off_stderr() {
+    const NAME: &str = "panics_inside_entry_points_stay_off_stderr";
+    if let Some(mode) = std::env::var_os(PANIC_CHILD) {
+        return panicking_child(mode.to_str().unwrap());
+    }
+    for mode in ["default", "vendor"] {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+            .env(PANIC_CHILD, mode)
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        let all = format!(
+            "{mode}: {}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+            out.status
+        );
+        assert!(out.status.success(), "{all}");
+        assert!(stdout.contains("panicking child: done"), "{all}");
+        assert!(
+            !stderr.contains("exploded"),
+            "a plugin panic reached stderr: {all}"
+        );
+        let outside = match mode {
+            // The default hook printed the one panic outside entry points, and only that one.
+            "default" => 1,
+            _ => 0,
+        };
+        assert_eq!(stderr.matches("panicked at").count(), outside, "{all}");
+        assert_eq!(
+            stderr.matches("outside the entry points").count(),
+            outside,
+            "{all}"
+        );
+    }
+}
+
+/// The child of [`panics_inside_entry_points_stay_off_stderr`].
+fn panicking_child(mode: &str) {
+    if mode == "vendor" {
+        std::panic::set_hook(Box::new(|info| {
+            let text = info.payload().downcast_ref::<&str>().unwrap_or(&"?");
+            lock(&VENDOR_HOOK).push(text.to_string());
+        }));
+    }
+    let outside = || {
+        let r = std::panic::catch_unwind(|| panic!("outside the entry points"));
+        assert!(r.is_err());
+    };
+    let _g = begin();
+    init_claim();
+    // After the SDK's first call, so after its hook is in place.
+    outside();
+
+    let mut h: aapi_server_t = 0;
+    assert_eq!(
+        open_server(cs("panic"), session(AAPI_OP_BACKUP), &mut h),
+        AAPI_EINTERNAL
+    );
+    let msg = last_error();
+    assert!(
+        msg.contains("panicked in aapi_open_server: open_server exploded (at ")
+            && msg.contains("plugin_layer.rs:"),
+        "the message names the panic and its location: {msg}"
+    );
+    assert!(
+        log_lines()
+            .iter()
+            .any(|(l, t)| *l == AAPI_LOG_ERROR && t == &msg),
+        "{:?}",
+        log_lines()
+    );
+    let b = open(AAPI_OP_BACKUP);
+    let mut o: aapi_object_t = 0;
+    assert_eq!(
+        open_object(b, cs("/panic"), AAPI_OPEN_READ, &mut o),
+        AAPI_EINTERNAL
+    );
+    let o = open_obj(b, "/panic-read");
+    let mut buf = [0u8; 64];
+    let mut n = 0;
+    assert_eq!(read_object(o, buf.as_mut_ptr(), 64, &mut n), AAPI_EINTERNAL);
+    assert!(
+        last_error().contains("read exploded (at "),
+        "{}",
+        last_error()
+    );
+    assert_eq!(close_object(o), AAPI_EOK);
+    assert_eq!(close_server(b), AAPI_EOK);
+
+    if mode == "vendor" {
+        // The plugin's hook saw the panic outside the entry points, none of those inside, and
+        // sees the next one outside too.
+        assert_eq!(*lock(&VENDOR_HOOK), ["outside the entry points"]);
+        outside();
+        assert_eq!(lock(&VENDOR_HOOK).len(), 2);
+    }
+    println!("panicking child: done");
+}
+
 #[test]
 fn discovery_results_are_checked() {
     let _g = begin();

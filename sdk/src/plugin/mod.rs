@@ -8,8 +8,11 @@
 //! enforces the mechanical part of the contract so that plugin code cannot get it wrong:
 //!
 //! - a panic boundary on every entry point: a panic becomes `AAPI_EINTERNAL`, an ERROR log line
-//!   and a last-error message; nothing unwinds into the framework, and poisoned locks are
-//!   recovered (MEM-3);
+//!   and a last-error message, both with the panic's location; nothing unwinds into the
+//!   framework, nothing is printed on its stderr (SEC-3: a panic hook, installed at the first
+//!   call, keeps quiet about panics inside entry points and passes every other panic to the hook
+//!   installed before it), and poisoned locks are recovered (MEM-3). The crate must unwind on
+//!   panic (see [`export_plugin!`](crate::export_plugin));
 //! - argument checks in one fixed order: phase (init, claim) -> NULL pointers (`AAPI_EINVAL`) ->
 //!   handle (`AAPI_EBADHANDLE`) -> legality in the session (`AAPI_ESEQUENCE`) -> `struct_size`
 //!   (`AAPI_EABI`) -> values (`AAPI_EINVAL`, `AAPI_ESCHED_NOT_SUPPORTED`, ...) -> the plugin

@@ -15,11 +15,13 @@ use crate::abi::*;
 use crate::codes;
 use core::ffi::{CStr, c_char, c_int, c_void};
 use std::any::Any;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{
+    Arc, Mutex, MutexGuard, Once, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 use std::time::Duration;
 
 const UNINIT: u8 = 0;
@@ -48,14 +50,72 @@ fn set_last_error(message: &str) {
     let _ = LAST_ERROR.try_with(|m| *m.borrow_mut() = text);
 }
 
-/// The text of a panic payload.
+thread_local! {
+    /// How many entry points this thread is inside (one, unless plugin code calls an entry
+    /// point itself): a panic there is the layer's to report.
+    static IN_CALL: Cell<u32> = const { Cell::new(0) };
+    /// Where the last panic inside an entry point happened (`file:line:column`), noted by the
+    /// panic hook for the message the layer reports.
+    static PANIC_AT: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Install, once per process, the panic hook that keeps panics inside entry points off the
+/// process's stderr: the layer reports them (last error, ERROR log line) with the location the
+/// hook notes. A panic anywhere else (outside entry points, on threads of the plugin's own) goes
+/// to the hook that was installed before, Rust's default or the plugin's, as if this one were
+/// not there. A hook the plugin installs later replaces this one.
+fn install_panic_hook() {
+    static HOOK: Once = Once::new();
+    // take_hook and set_hook panic on a panicking thread (a destructor calling in).
+    if std::thread::panicking() {
+        return;
+    }
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if IN_CALL.try_with(Cell::get).unwrap_or(0) > 0 {
+                let at = info.location().map(ToString::to_string);
+                let _ = PANIC_AT.try_with(|p| *p.borrow_mut() = at);
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Marks the current thread as inside an entry point while it lives.
+struct InCall;
+
+impl InCall {
+    fn enter() -> InCall {
+        install_panic_hook();
+        let depth = IN_CALL.with(|d| d.replace(d.get() + 1));
+        if depth == 0 {
+            // A location noted for a panic the plugin caught itself belongs to no report.
+            let _ = PANIC_AT.try_with(|p| p.borrow_mut().take());
+        }
+        InCall
+    }
+}
+
+impl Drop for InCall {
+    fn drop(&mut self) {
+        let _ = IN_CALL.try_with(|d| d.set(d.get().saturating_sub(1)));
+    }
+}
+
+/// The text of a panic payload, with where it happened when the hook noted it.
 fn panic_text(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
+    let text = if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = payload.downcast_ref::<String>() {
         s.clone()
     } else {
         "non-string panic payload".to_string()
+    };
+    match PANIC_AT.try_with(|p| p.borrow_mut().take()).ok().flatten() {
+        Some(at) => format!("{text} (at {at})"),
+        None => text,
     }
 }
 
@@ -201,6 +261,7 @@ impl<P: Plugin> Runtime<P> {
 
     /// The panic boundary and error translation around one entry point.
     fn call(&self, function: &'static str, f: impl FnOnce(&mut LogTo) -> Result<()>) -> c_int {
+        let _in_call = InCall::enter();
         let mut log = LogTo::None;
         match catch_unwind(AssertUnwindSafe(|| f(&mut log))) {
             Ok(Ok(())) => AAPI_EOK,
@@ -1329,6 +1390,7 @@ impl<P: Plugin> Runtime<P> {
     /// `buf_size` is NULL or valid for reads and writes; `buf` is NULL or holds `*buf_size`
     /// writable bytes.
     pub unsafe fn get_last_error(&self, buf: *mut c_char, buf_size: *mut usize) -> c_int {
+        let _in_call = InCall::enter();
         let result = catch_unwind(AssertUnwindSafe(|| {
             if buf_size.is_null() {
                 return AAPI_EINVAL;
