@@ -42,7 +42,8 @@ pub struct Plan {
     /// Damaged images (whose state cannot be read: an unreadable manifest) left alone by
     /// `incomplete`; they go when named.
     pub damaged_kept: Vec<String>,
-    /// Data bytes of the complete images to delete.
+    /// Bytes of the stream data files of the images to delete, complete or not: what deleting
+    /// them frees.
     pub bytes: u64,
     held: Vec<Lock>,
 }
@@ -133,15 +134,27 @@ pub fn plan(
         }
     }
     plan.delete = wanted.into_iter().collect();
-    plan.bytes = plan
-        .delete
-        .iter()
-        .filter_map(|id| match states.get(id) {
-            Some(ImageState::Complete(m)) => Some(m.bytes),
-            _ => None,
-        })
-        .sum();
+    plan.bytes = plan.delete.iter().map(|id| stream_bytes(store, id)).sum();
     Ok(plan)
+}
+
+/// The size of image `id`'s stream data files (`stream-<n>.data`), as they are on disk: an
+/// incomplete image's streams hold what its child jobs wrote before they stopped.
+fn stream_bytes(store: &Store, id: &str) -> u64 {
+    let Ok(entries) = fs::read_dir(store.image_dir(id)) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("stream-")?.strip_suffix(".data"))
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// Whether an incomplete image's job took a snapshot that no postprocess has cleaned up: it has a

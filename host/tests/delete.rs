@@ -464,3 +464,41 @@ fn a_damaged_manifest_is_listed_and_does_not_stop_deletes() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(images(&store).is_empty());
 }
+
+#[test]
+fn delete_reports_the_stream_bytes_it_frees_also_of_incomplete_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let full = fake_image(
+        &store,
+        "p-20261123T053828Z-full",
+        "p",
+        PAST,
+        &[(b"/a", &[7u8; 300]), (b"/b", b"0123456789")],
+    );
+    // A failed job whose two child jobs wrote 1000 and 234 bytes before they stopped.
+    let failed = "p-20261123T053900Z-full";
+    let fdir = store.join("images").join(failed);
+    write_file(&fdir.join("stream-0.data"), &[1u8; 1000]);
+    write_file(&fdir.join("stream-1.data"), &[2u8; 234]);
+    write_file(&fdir.join("stream-0.cat"), &[3u8; 99]);
+    write_file(&fdir.join("failed.txt"), b"1 of 2 child jobs failed");
+    let r = host(
+        &store,
+        &["delete", "--incomplete", "--dry-run", "--json"],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["bytes"], 1234, "{}", r.stdout);
+    let r = host(&store, &["delete", "--incomplete"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("deleted 1 images, 1234 bytes of stream data"),
+        "{}",
+        r.stdout
+    );
+    let r = host(&store, &["delete", &full, "--json"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["bytes"], 310, "{}", r.stdout);
+}
