@@ -52,6 +52,15 @@ pub fn arch(name: &str) -> Option<&'static Arch> {
     ARCHES.iter().find(|a| a.name == name)
 }
 
+/// The name, as in a manifest, of the architecture this program was built for: the one whose
+/// plugins the framework built with it can load.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "powerpc64" if cfg!(target_endian = "little") => "powerpc64le",
+        other => other,
+    }
+}
+
 /// What the entry library says about itself, read without running it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Facts {

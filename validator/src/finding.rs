@@ -111,6 +111,8 @@ codes! {
     ELF_ARCH,
     /// The entry library is built for another operating system ABI.
     ELF_OS,
+    /// The package targets another architecture than this host's (install, verify --installed) or the one --target-arch names.
+    TARGET_ARCH,
     /// A required `aapi_*` function is not exported (absent, undefined, local or hidden).
     ELF_SYMBOL_MISSING,
     /// A required symbol is exported with the wrong type (a function that is data, or the reverse).

@@ -85,7 +85,8 @@ impl fmt::Display for Leftover {
     }
 }
 
-/// Install the package `pkg` into `dest`. While it writes, it holds an exclusive lock on
+/// Install the package `pkg` into `dest`. The package must target this host's architecture
+/// unless `opts.arch` names another. While it writes, it holds an exclusive lock on
 /// `.NAME.aapi-install.lock` beside `dest` (a second install into `dest` fails with
 /// [`Error::is_busy`]), and first tidies what interrupted installs left there, telling
 /// `leftover` about each thing it found.
@@ -97,6 +98,13 @@ pub fn install(
 ) -> Result<Outcome> {
     let (parent, name) = split_dest(dest)?;
     check_dest(dest, parent)?;
+    let opts = &verify::Options {
+        arch: match opts.arch {
+            verify::Target::Any => verify::Target::Host,
+            named => named,
+        },
+        ..opts.clone()
+    };
 
     let report = verify::verify_package(pkg, opts)?;
     if !report.is_valid() {

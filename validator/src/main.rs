@@ -84,9 +84,14 @@ enum Command {
         /// Trusted public key; with one or more, a valid signature by one of them is required.
         #[arg(long)]
         key: Vec<PathBuf>,
-        /// PATH is an installation: also check that everything is owned like its root.
+        /// PATH is an installation: also check that everything is owned like its root, and
+        /// that it targets this host's architecture (unless --target-arch names another).
         #[arg(long)]
         installed: bool,
+        /// The architecture the package must target (default: any; with --installed, this
+        /// host's).
+        #[arg(long, value_parser = arch_names())]
+        target_arch: Option<String>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -104,6 +109,10 @@ enum Command {
         /// Trusted public key; with one or more, a valid signature by one of them is required.
         #[arg(long)]
         key: Vec<PathBuf>,
+        /// Install a package built for this architecture, for a host of it (default: this
+        /// host's architecture; a package for another is refused).
+        #[arg(long, value_parser = arch_names())]
+        target_arch: Option<String>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -144,6 +153,23 @@ impl LimitArgs {
             max_file_size: self.max_file_size,
             max_ratio: self.max_ratio,
         }
+    }
+}
+
+/// The architectures `--target-arch` takes.
+fn arch_names() -> clap::builder::PossibleValuesParser {
+    aapi_validator::elf::ARCHES
+        .iter()
+        .map(|a| a.name)
+        .collect::<Vec<_>>()
+        .into()
+}
+
+/// The [`verify::Target`] of a `--target-arch` value, else `default`.
+fn target(arch: Option<String>, default: verify::Target) -> verify::Target {
+    match arch.as_deref().and_then(aapi_validator::elf::arch) {
+        Some(a) => verify::Target::Named(a.name),
+        None => default,
     }
 }
 
@@ -263,13 +289,20 @@ fn run(cli: Cli) -> aapi_validator::Result<Done> {
             path,
             key,
             installed,
+            target_arch,
             json,
             limits,
         } => {
+            let host = if installed {
+                verify::Target::Host
+            } else {
+                verify::Target::Any
+            };
             let opts = verify::Options {
                 limits: limits.limits(),
                 keys: keys(&key)?,
                 installed,
+                arch: target(target_arch, host),
             };
             let report = if installed {
                 verify::verify_tree(&path, &opts)?
@@ -282,6 +315,7 @@ fn run(cli: Cli) -> aapi_validator::Result<Done> {
             package,
             dest,
             key,
+            target_arch,
             json,
             limits,
         } => {
@@ -289,6 +323,7 @@ fn run(cli: Cli) -> aapi_validator::Result<Done> {
                 limits: limits.limits(),
                 keys: keys(&key)?,
                 installed: false,
+                arch: target(target_arch, verify::Target::Host),
             };
             let mut leftovers = Vec::new();
             let outcome = install::install(&package, &dest, &opts, &mut |l| {

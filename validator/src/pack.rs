@@ -230,7 +230,7 @@ pub fn pack(
     let vopts = verify::Options {
         limits: opts.limits,
         keys: opts.key.iter().map(SecretKey::public).collect(),
-        installed: false,
+        ..Default::default()
     };
     let report = verify::verify_package(tmp.path(), &vopts)?;
     if !report.is_valid() {
@@ -251,7 +251,7 @@ pub fn sign(
     let vopts = verify::Options {
         limits: *limits,
         keys: Vec::new(),
-        installed: false,
+        ..Default::default()
     };
     let first = verify::verify_package(pkg, &vopts)?;
     if !first.is_valid() {

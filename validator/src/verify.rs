@@ -25,6 +25,43 @@ pub struct Options {
     pub keys: Vec<PublicKey>,
     /// The tree is an installation: also check that everything is owned like its root.
     pub installed: bool,
+    /// The architecture the package must target.
+    pub arch: Target,
+}
+
+/// The architecture a package must target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Target {
+    /// Any: the package is only reported (verifying packages built for other hosts).
+    #[default]
+    Any,
+    /// This host's ([`elf::host_arch`]): the package is to be used here.
+    Host,
+    /// The architecture of this name (`--target-arch`).
+    Named(&'static str),
+}
+
+impl Target {
+    /// The finding when a package for `arch` does not fit.
+    fn finding(self, arch: &str) -> Option<Finding> {
+        let (want, whose) = match self {
+            Target::Any => return None,
+            Target::Host => (elf::host_arch(), "this host is"),
+            Target::Named(a) => (a, "--target-arch says"),
+        };
+        (arch != want).then(|| {
+            let next = match self {
+                Target::Host => format!(
+                    ": the framework here cannot load it; use it on a host of that architecture, or give --target-arch {arch} to handle it here for such a host"
+                ),
+                _ => String::new(),
+            };
+            Finding::whole(
+                Code::TARGET_ARCH,
+                format!("the package is built for {arch}, {whose} {want}{next}"),
+            )
+        })
+    }
 }
 
 /// The outcome of a verification.
@@ -357,6 +394,7 @@ pub(crate) fn judge(
                 out.extend(mode_findings(&e.path, mode));
             }
         }
+        out.extend(opts.arch.finding(&m.target.arch));
         let wanted: BTreeMap<&str, Node<'_>> = m
             .files
             .iter()

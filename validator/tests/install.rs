@@ -908,3 +908,71 @@ fn verify_installed_during_installs_sees_one_whole_installation() {
     });
     assert!(bad.is_empty(), "{} of {passes} passes: {bad:#?}", bad.len());
 }
+
+#[test]
+fn a_package_for_another_architecture_is_installed_only_when_named() {
+    let w = tempfile::tempdir().unwrap();
+    // The fixture is built for this host; its e_machine is patched to another 64-bit
+    // little-endian architecture, and the manifest says so.
+    let host = aapi_validator::elf::host_arch();
+    let foreign = ["aarch64", "x86_64"]
+        .into_iter()
+        .find(|a| *a != host)
+        .unwrap();
+    let mut lib = plugin(Variant::Good);
+    let machine = aapi_validator::elf::arch(foreign).unwrap().machine;
+    lib[18..20].copy_from_slice(&machine.to_le_bytes());
+    let entries = payload(lib);
+    let mut manifest = manifest_of(&entries);
+    manifest.target.arch = foreign.into();
+    let pkg = w.path().join("foreign.aapkg");
+    fs::write(&pkg, Raw::package(&manifest, &entries).finish()).unwrap();
+    fs::create_dir(w.path().join("plugins")).unwrap();
+    let dest = w.path().join("plugins/demo");
+
+    // Verifying a package reports its architecture, whatever the host.
+    let o = run(&[&"verify", &pkg]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains(&format!(", {foreign}-linux: ")),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(&[&"verify", &pkg, &"--target-arch", &host]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert_eq!(
+        stdout(&o).lines().next().unwrap(),
+        format!(
+            "TARGET_ARCH             the package is built for {foreign}, --target-arch says {host}"
+        )
+    );
+
+    // Installing it here is refused, and nothing is written.
+    let o = install(&pkg, &dest);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert_eq!(
+        stdout(&o).lines().next().unwrap(),
+        format!(
+            "TARGET_ARCH             the package is built for {foreign}, this host is {host}: the framework here cannot load it; use it on a host of that architecture, or give --target-arch {foreign} to handle it here for such a host"
+        )
+    );
+    assert_eq!(names(&w.path().join("plugins")), Vec::<String>::new());
+    // Unless the architecture is named: an installation prepared here for another host.
+    let o = run(&[
+        &"install",
+        &pkg,
+        &"--dest",
+        &dest,
+        &"--target-arch",
+        &foreign,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let o = run(&[&"verify", &"--installed", &dest]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stdout(&o).starts_with("TARGET_ARCH "), "{}", stdout(&o));
+    let o = run(&[&"verify", &"--installed", &dest, &"--target-arch", &foreign]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    // A name the format does not know is a usage error.
+    let o = run(&[&"install", &pkg, &"--dest", &dest, &"--target-arch", &"vax"]);
+    assert_eq!(o.status.code(), Some(2));
+}
