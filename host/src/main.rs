@@ -678,22 +678,25 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                 for d in &r.damaged {
                     outln!("DAMAGED {}: {}", d.path, d.error);
                 }
-                outln!(
-                    "image {}: {} of {} objects intact ({} bytes read); {}",
-                    r.image,
-                    r.good,
-                    r.objects,
-                    r.bytes,
-                    if r.damaged.is_empty() {
-                        "everything is restorable".to_string()
-                    } else {
-                        format!(
-                            "{} damaged; the intact ones can still be restored with `aapi-host restore {} --path ...`",
-                            r.damaged.len(),
-                            r.image
-                        )
-                    }
-                );
+                // The summary is not an error: -q leaves it out.
+                if !cli.quiet {
+                    outln!(
+                        "image {}: {} of {} objects intact ({} bytes read); {}",
+                        r.image,
+                        r.good,
+                        r.objects,
+                        r.bytes,
+                        if r.damaged.is_empty() {
+                            "everything is restorable".to_string()
+                        } else {
+                            format!(
+                                "{} damaged; the intact ones can still be restored with `aapi-host restore {} --path ...`",
+                                r.damaged.len(),
+                                r.image
+                            )
+                        }
+                    );
+                }
             }
             Ok(kind)
         }

@@ -196,3 +196,31 @@ fn results_that_cannot_be_written_are_an_error() {
         assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
     }
 }
+
+#[test]
+fn verify_quiet_prints_only_the_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let id = fake_image(
+        &store,
+        "p-20261123T053828Z-full",
+        "p",
+        T28,
+        &[(b"/d/a", b"first"), (b"/d/b", b"second")],
+    );
+    let r = host(&store, &["-q", "verify", &id], &[]);
+    assert_eq!((r.code, r.stdout.as_str(), r.stderr.as_str()), (0, "", ""));
+    let r = host(&store, &["verify", &id], &[]);
+    assert!(r.stdout.contains("2 of 2 objects intact"), "{}", r.stdout);
+    // Flip the first byte of /d/b.
+    let data = store.join("images").join(&id).join("stream-0.data");
+    let mut bytes = std::fs::read(&data).unwrap();
+    bytes[5] ^= 1;
+    std::fs::write(&data, bytes).unwrap();
+    let r = host(&store, &["-q", "verify", &id], &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        "DAMAGED /d/b: bytes do not match the digest recorded at backup\n"
+    );
+}
