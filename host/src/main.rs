@@ -618,9 +618,20 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
             }
             if !plan.unfinished.is_empty() {
                 let cli_name = format!("aapi-host --store {}", cli.store.display());
+                let cleanups: Vec<String> = plan
+                    .unfinished
+                    .iter()
+                    .map(|id| format!("`{cli_name} finalize --image {id} --abandon`"))
+                    .collect();
                 return Err(fail(format!(
-                    "nothing was deleted: {} still holds a snapshot its job took (a split job between its steps, or a job that was killed); clean it up first with `{cli_name} finalize --image ID --abandon`, then delete",
-                    plan.unfinished.join(", ")
+                    "nothing was deleted: {} still {} a snapshot its job took (a split job between its steps, or a job that was killed); clean it up first with {}, then delete",
+                    plan.unfinished.join(", "),
+                    if plan.unfinished.len() == 1 {
+                        "holds"
+                    } else {
+                        "hold"
+                    },
+                    cleanups.join(" and ")
                 )));
             }
             let leftovers = if *dry_run {

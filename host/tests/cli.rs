@@ -224,3 +224,52 @@ fn verify_quiet_prints_only_the_damage() {
         "DAMAGED /d/b: bytes do not match the digest recorded at backup\n"
     );
 }
+
+#[test]
+fn delete_names_the_image_whose_snapshot_to_clean_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let st = aapi_host::store::Store::open(&store).unwrap();
+    let mut ids = Vec::new();
+    for policy in ["p", "q"] {
+        let id = st.create_image(policy, "full", T28).unwrap();
+        // A split job between its steps: discovery took a snapshot, no child job ran yet.
+        st.save_job(&aapi_host::store::JobDef {
+            image: id.clone(),
+            policy: policy.into(),
+            schedule: "full".into(),
+            plugin: "/lib/libfake.so".into(),
+            workload_type: "files".into(),
+            server: "localhost".into(),
+            selections: vec![b"/d".to_vec()],
+            hosts: vec!["h1".into()],
+            properties: Vec::new(),
+            call_budget_ms: 1000,
+            started: T28,
+            base: None,
+            snapid: Some("snap-1".into()),
+            credentials: None,
+        })
+        .unwrap();
+        ids.push(id);
+    }
+    let r = host(&store, &["delete", &ids[0]], &[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains(&format!("finalize --image {} --abandon`", ids[0])),
+        "{}",
+        r.stderr
+    );
+    let r = host(&store, &["delete", &ids[0], &ids[1]], &[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    for id in &ids {
+        assert!(
+            r.stderr
+                .contains(&format!("finalize --image {id} --abandon`")),
+            "{}",
+            r.stderr
+        );
+    }
+    assert!(!r.stderr.contains("--image ID"), "{}", r.stderr);
+}
