@@ -166,7 +166,8 @@ struct SessionArgs {
     #[arg(long = "property", value_parser = parse_kv)]
     properties: Vec<(String, String)>,
     /// Per-call budget in milliseconds: a plugin call must return or send a keepalive this often.
-    #[arg(long, default_value_t = AAPI_DEFAULT_CALL_BUDGET_MS)]
+    #[arg(long, default_value_t = AAPI_DEFAULT_CALL_BUDGET_MS,
+          value_parser = clap::value_parser!(u32).range(1..))]
     call_budget_ms: u32,
     /// File of KEY=VALUE secrets answered to the plugin's credential callback (mode 0600).
     #[arg(long)]

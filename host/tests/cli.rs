@@ -273,3 +273,37 @@ fn delete_names_the_image_whose_snapshot_to_clean_up() {
     }
     assert!(!r.stderr.contains("--image ID"), "{}", r.stderr);
 }
+
+#[test]
+fn a_call_budget_of_zero_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let tree = dir.path().join("tree");
+    write_file(&tree.join("a"), b"a");
+    let plugin = rust_sample();
+    let r = host(
+        &store,
+        &[
+            "backup",
+            "--plugin",
+            plugin.to_str().unwrap(),
+            "--policy",
+            "p",
+            "--select",
+            tree.to_str().unwrap(),
+            "--call-budget-ms",
+            "0",
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--call-budget-ms"), "{}", r.stderr);
+    assert!(!store.exists(), "a store was made");
+    let r = host(
+        &store,
+        &["restore", "x", "--call-budget-ms", "0", "--json"],
+        &[],
+    );
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    assert_eq!(r.json()["exit"], "usage");
+}
