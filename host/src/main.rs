@@ -761,11 +761,20 @@ fn restore(cli: &Cli, runner: &Runner, a: &RestoreArgs, t0: Instant) -> Result<E
             .iter()
             .map(|&i| {
                 let e = &catalog.entries[i];
-                json!({
+                let target = tasks::target_path(alt_root.as_deref(), &e.path);
+                let mut row = json!({
                     "path": String::from_utf8_lossy(&e.path),
-                    "target": String::from_utf8_lossy(&tasks::target_path(alt_root.as_deref(), &e.path)),
+                    "target": String::from_utf8_lossy(&target),
                     "type": e.props.type_name(), "size": e.data.length,
-                })
+                });
+                // Names that are not UTF-8 also by their exact bytes, as `show --json` gives them.
+                if std::str::from_utf8(&e.path).is_err() {
+                    row["path_hex"] = store::hex(&e.path).into();
+                }
+                if std::str::from_utf8(&target).is_err() {
+                    row["target_hex"] = store::hex(&target).into();
+                }
+                row
             })
             .collect();
         let total: u64 = selected

@@ -307,3 +307,27 @@ fn a_call_budget_of_zero_is_refused_before_anything_runs() {
     assert_eq!(r.code, 2, "{}", r.stdout);
     assert_eq!(r.json()["exit"], "usage");
 }
+
+#[test]
+fn restore_dry_run_json_gives_the_exact_bytes_of_names_that_are_not_utf8() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let id = fake_image(
+        &store,
+        "p-20261123T053828Z-full",
+        "p",
+        T28,
+        &[(b"/d/caf\xe9", b"latin-1"), (b"/d/caf\xc3\xa9", b"utf-8")],
+    );
+    let r = host(&store, &["restore", &id, "--dry-run", "--json"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let rows = r.json()["objects"].as_array().unwrap().clone();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let latin = rows.iter().find(|o| o["size"] == 7).unwrap();
+    assert_eq!(latin["path"], "/d/caf\u{fffd}");
+    assert_eq!(latin["path_hex"], "2f642f636166e9");
+    assert_eq!(latin["target_hex"], "2f642f636166e9");
+    let utf8 = rows.iter().find(|o| o["size"] == 5).unwrap();
+    assert_eq!(utf8["path"], "/d/caf\u{e9}");
+    assert!(utf8.get("path_hex").is_none(), "{utf8}");
+}
