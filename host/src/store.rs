@@ -1026,27 +1026,6 @@ impl Store {
         Ok(ids)
     }
 
-    /// The newest complete image of `policy` ([`Manifest::run_order`]) that started at or before
-    /// `at` (Unix seconds), or the newest of all without `at`. An image whose state cannot be
-    /// read is passed over: it could not be restored anyway.
-    pub fn newest_complete(&self, policy: &str, at: Option<i64>) -> Result<Option<String>> {
-        let mut best: Option<(Box<Manifest>, String)> = None;
-        for id in self.image_ids()? {
-            let Ok(ImageState::Complete(m)) = self.state(&id) else {
-                continue;
-            };
-            if m.policy == policy
-                && at.is_none_or(|t| m.started <= t)
-                && best
-                    .as_ref()
-                    .is_none_or(|(b, _)| m.run_order() > b.run_order())
-            {
-                best = Some((m, id));
-            }
-        }
-        Ok(best.map(|(_, id)| id))
-    }
-
     /// The catalog of a complete image, checked against the digest in its manifest.
     pub fn catalog(&self, manifest: &Manifest) -> Result<Catalog> {
         let p = self.image_dir(&manifest.image).join("catalog");
@@ -1335,32 +1314,25 @@ mod tests {
     }
 
     #[test]
-    fn the_newest_image_is_the_one_that_ran_last_not_the_last_id() {
-        let dir = tempfile::tempdir().unwrap();
-        let st = Store::open(dir.path()).unwrap();
-        // Three images started in the same second; their ids sort against the order they ran.
-        for (id, started, completed) in [
-            ("p-20231114T221320Z-incr.1", 1_700_000_000, 1_700_000_001),
-            ("p-20231114T221320Z-cinc", 1_700_000_000, 1_700_000_003),
-            ("p-20231114T221320Z-full", 1_700_000_000, 1_700_000_002),
-            ("p-20231114T221319Z-full", 1_699_999_999, 1_700_000_009),
-        ] {
-            fs::create_dir(st.image_dir(id)).unwrap();
-            let m = serde_json::to_vec(&manifest(id, started, completed)).unwrap();
-            fs::write(st.image_dir(id).join(MANIFEST), m).unwrap();
-        }
-        let newest = |at| st.newest_complete("p", at).unwrap();
-        assert_eq!(newest(None).as_deref(), Some("p-20231114T221320Z-cinc"));
+    fn images_run_in_start_then_completion_order_not_id_order() {
+        // Images started in the same second; their ids sort against the order they ran.
+        let ms = [
+            manifest("p-20231114T221320Z-incr.1", 1_700_000_000, 1_700_000_001),
+            manifest("p-20231114T221320Z-cinc", 1_700_000_000, 1_700_000_003),
+            manifest("p-20231114T221320Z-full", 1_700_000_000, 1_700_000_002),
+            manifest("p-20231114T221319Z-full", 1_699_999_999, 1_700_000_009),
+        ];
+        let mut order: Vec<&str> = ms.iter().map(|m| m.image.as_str()).collect();
+        order.sort_by_key(|id| ms.iter().find(|m| m.image == *id).unwrap().run_order());
         assert_eq!(
-            newest(Some(1_700_000_000)).as_deref(),
-            Some("p-20231114T221320Z-cinc")
+            order,
+            [
+                "p-20231114T221319Z-full",
+                "p-20231114T221320Z-incr.1",
+                "p-20231114T221320Z-full",
+                "p-20231114T221320Z-cinc"
+            ]
         );
-        assert_eq!(
-            newest(Some(1_699_999_999)).as_deref(),
-            Some("p-20231114T221319Z-full")
-        );
-        assert_eq!(newest(Some(1_699_999_998)), None);
-        assert_eq!(st.newest_complete("q", None).unwrap(), None);
     }
 
     #[test]
