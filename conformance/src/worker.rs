@@ -31,17 +31,19 @@ pub fn serve_if_requested() {
     };
     // SAFETY: called before this process starts threads of its own that read the environment.
     unsafe { std::env::remove_var(TASK_ENV) };
-    let code = serve(&spec);
+    let (code, _link) = serve(&spec);
     let _ = std::io::stdout().flush();
+    // `_link` is not dropped: the event pipe stays open until the process has ended, so the
+    // supervisor never sees its end while this process still runs.
     std::process::exit(code);
 }
 
-fn serve(spec: &str) -> i32 {
+fn serve(spec: &str) -> (i32, Option<Arc<WorkerLink>>) {
     let spec: TaskSpec = match serde_json::from_str(spec) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("aapi-conformance worker: bad task: {e}");
-            return HARNESS_FAILURE;
+            return (HARNESS_FAILURE, None);
         }
     };
     let creds = spec
@@ -52,7 +54,7 @@ fn serve(spec: &str) -> i32 {
         .collect();
     let Some(link) = WorkerLink::from_env(creds) else {
         eprintln!("aapi-conformance worker: not started by the runner (no event pipe)");
-        return HARNESS_FAILURE;
+        return (HARNESS_FAILURE, None);
     };
     // From here on, whatever reaches stdout or stderr is the plugin's (SEC-3).
     if let Ok(f) = std::fs::OpenOptions::new()
@@ -76,7 +78,7 @@ fn serve(spec: &str) -> i32 {
     };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_task(&ctx)));
     ctx.send(Msg::Stats(hooks.stats()));
-    match result {
+    let code = match result {
         Ok(Ok(())) => 0,
         Ok(Err(e)) => {
             link.send(&Event::Failed {
@@ -97,7 +99,8 @@ fn serve(spec: &str) -> i32 {
             });
             HARNESS_FAILURE
         }
-    }
+    };
+    (code, Some(link))
 }
 
 /// Replace `{job}` in properties and watched directories, and create the watched directories.
