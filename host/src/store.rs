@@ -1188,10 +1188,12 @@ pub fn parse_time(s: &str) -> std::result::Result<i64, String> {
     if parsed.offset().is_none() {
         parsed.set_offset(Some(jiff::tz::Offset::UTC));
     }
-    parsed
-        .to_timestamp()
-        .map(|t| t.as_second())
-        .map_err(|e| format!("{e}; expected {TIME_FORMS}"))
+    parsed.to_timestamp().map(|t| t.as_second()).map_err(|e| {
+        // The error's last part names the field at fault; the parts before it, only how deep.
+        let e = e.to_string();
+        let why = e.rsplit(": ").next().unwrap_or(&e);
+        format!("not a real date or time ({why}); expected {TIME_FORMS}")
+    })
 }
 
 #[cfg(test)]
@@ -1400,6 +1402,10 @@ mod tests {
             let e = parse_time(s).expect_err(s);
             assert!(e.contains("expected YYYY-mm-dd"), "{s}: {e}");
         }
-        assert!(parse_time("2023-02-31").unwrap_err().contains("day"));
+        let e = parse_time("2023-02-31").unwrap_err();
+        assert!(
+            e.starts_with("not a real date or time (parameter 'day'"),
+            "{e}"
+        );
     }
 }
