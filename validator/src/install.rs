@@ -9,7 +9,7 @@
 use crate::archive::{Package, Sink, SinkError, copy_data};
 use crate::error::{Error, Result};
 use crate::hash::Hashed;
-use crate::manifest::{Kind, MANIFEST_PATH, META_DIR, Manifest, SIGNATURE_PATH};
+use crate::manifest::{Kind, MANIFEST_PATH, META_DIR, Manifest, Plugin, SIGNATURE_PATH};
 use crate::output::{Cmd, reachable, remedy};
 use crate::verify::{self, Report};
 use serde::Serialize;
@@ -23,15 +23,51 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+/// How to install.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// How to verify the package and the extracted tree.
+    pub verify: verify::Options,
+    /// Replace an installation of another plugin (another name or vendor, or one whose
+    /// manifest cannot be read).
+    pub replace_other: bool,
+    /// Replace an installation of the same plugin by an older version.
+    pub allow_downgrade: bool,
+}
+
+/// The installation an install replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Replaced {
+    /// Its plugin (name, version, vendor), or none when its manifest could not be read.
+    pub plugin: Option<Plugin>,
+    /// The package's version is older than the replaced one.
+    pub downgrade: bool,
+}
+
+impl fmt::Display for Replaced {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.plugin {
+            None => f.write_str("an installation whose manifest could not be read"),
+            Some(p) => {
+                write!(f, "{} {} ({})", p.name, p.version, p.vendor)?;
+                if self.downgrade {
+                    f.write_str(", a newer version")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// What an install did.
 #[derive(Debug)]
 pub enum Outcome {
-    /// Installed; `replaced` tells whether an earlier installation was swapped out.
+    /// Installed; `replaced` tells which earlier installation was swapped out, if any.
     Installed {
         /// The verification of the installed tree.
         report: Report,
-        /// An earlier installation was replaced.
-        replaced: bool,
+        /// The earlier installation that was replaced (none when DEST was missing or empty).
+        replaced: Option<Replaced>,
     },
     /// Not installed: the package (or the extracted tree) has findings. The destination is
     /// untouched.
@@ -86,24 +122,25 @@ impl fmt::Display for Leftover {
 }
 
 /// Install the package `pkg` into `dest`. The package must target this host's architecture
-/// unless `opts.arch` names another. While it writes, it holds an exclusive lock on
+/// unless `opts.verify.arch` names another. An installation of another plugin, or of a newer
+/// version, is replaced only as `opts` allows. While it writes, it holds an exclusive lock on
 /// `.NAME.aapi-install.lock` beside `dest` (a second install into `dest` fails with
 /// [`Error::is_busy`]), and first tidies what interrupted installs left there, telling
 /// `leftover` about each thing it found.
 pub fn install(
     pkg: &Path,
     dest: &Path,
-    opts: &verify::Options,
+    how: &Options,
     leftover: &mut dyn FnMut(Leftover),
 ) -> Result<Outcome> {
     let (parent, name) = split_dest(dest)?;
     check_dest(dest, parent)?;
     let opts = &verify::Options {
-        arch: match opts.arch {
+        arch: match how.verify.arch {
             verify::Target::Any => verify::Target::Host,
             named => named,
         },
-        ..opts.clone()
+        ..how.verify.clone()
     };
 
     let report = verify::verify_package(pkg, opts)?;
@@ -117,6 +154,11 @@ pub fn install(
     let _lock = Lock::take(parent, name, dest)?;
     tidy(parent, name, dest, leftover)?;
     let replacing = check_dest(dest, parent)?;
+    let replaced = if replacing {
+        earlier(dest, &manifest.plugin, how)?
+    } else {
+        None
+    };
 
     let tmp = Scratch::new(parent, name, dest)?;
     let root = tmp.0.clone();
@@ -193,7 +235,7 @@ pub fn install(
     })?;
     Ok(Outcome::Installed {
         report: again,
-        replaced: replacing,
+        replaced,
     })
 }
 
@@ -234,6 +276,62 @@ fn split_dest(dest: &Path) -> Result<(&Path, &OsStr)> {
             .then(next))
         }
     }
+}
+
+/// The installation in `dest` that installing a package of `plugin` replaces (none when `dest`
+/// is an empty directory), if `how` allows it.
+fn earlier(dest: &Path, plugin: &Plugin, how: &Options) -> Result<Option<Replaced>> {
+    let path = dest.join(MANIFEST_PATH);
+    let bytes = match crate::hash::open_nofollow(&path)
+        .and_then(|f| read_bounded(f, crate::scan::MAX_MANIFEST))
+    {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => Err(e.to_string()),
+        Ok(b) => Ok(b),
+    };
+    let d = dest.display();
+    let old = match bytes.and_then(|b| Manifest::parse(&b)) {
+        Ok(m) => m.plugin,
+        Err(_) if how.replace_other => {
+            return Ok(Some(Replaced {
+                plugin: None,
+                downgrade: false,
+            }));
+        }
+        Err(why) => {
+            return Err(Error::new(format!(
+                "--dest {d} holds an installation whose manifest cannot be read ({why}), so what it is is not known; nothing was done, to keep it: check it with `aapi-validator verify --installed {d}`, then give --replace-other to replace it or choose another --dest"
+            )));
+        }
+    };
+    if (&old.name, &old.vendor) != (&plugin.name, &plugin.vendor) && !how.replace_other {
+        return Err(Error::new(format!(
+            "--dest {d} holds another plugin, {} {} ({}), not {} ({}); nothing was done, to keep it: choose another --dest, or give --replace-other to replace it",
+            old.name, old.version, old.vendor, plugin.name, plugin.vendor
+        )));
+    }
+    let downgrade = old.name == plugin.name
+        && crate::manifest::compare_versions(&plugin.version, &old.version).is_lt();
+    if downgrade && !how.allow_downgrade {
+        return Err(Error::new(format!(
+            "--dest {d} holds {} {}, newer than version {} in the package; nothing was done, to keep it: give --allow-downgrade to go back to {}",
+            old.name, old.version, plugin.version, plugin.version
+        )));
+    }
+    Ok(Some(Replaced {
+        plugin: Some(old),
+        downgrade,
+    }))
+}
+
+/// The contents of `f`, at most `bound` bytes (more is an error).
+fn read_bounded(f: File, bound: u64) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    f.take(bound + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > bound {
+        return Err(io::Error::other(format!("more than {bound} bytes")));
+    }
+    Ok(bytes)
 }
 
 /// "nothing was installed, DEST is as it was" and what to do about `e`.

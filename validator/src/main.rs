@@ -113,6 +113,13 @@ enum Command {
         /// host's architecture; a package for another is refused).
         #[arg(long, value_parser = arch_names())]
         target_arch: Option<String>,
+        /// Replace an installation in DEST of another plugin (another name or vendor) or one
+        /// whose manifest cannot be read.
+        #[arg(long)]
+        replace_other: bool,
+        /// Replace an installation in DEST of a newer version of the plugin.
+        #[arg(long)]
+        allow_downgrade: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -316,36 +323,48 @@ fn run(cli: Cli) -> aapi_validator::Result<Done> {
             dest,
             key,
             target_arch,
+            replace_other,
+            allow_downgrade,
             json,
             limits,
         } => {
-            let opts = verify::Options {
-                limits: limits.limits(),
-                keys: keys(&key)?,
-                installed: false,
-                arch: target(target_arch, verify::Target::Host),
+            let opts = install::Options {
+                verify: verify::Options {
+                    limits: limits.limits(),
+                    keys: keys(&key)?,
+                    installed: false,
+                    arch: target(target_arch, verify::Target::Host),
+                },
+                replace_other,
+                allow_downgrade,
             };
             let mut leftovers = Vec::new();
             let outcome = install::install(&package, &dest, &opts, &mut |l| {
                 eprintln!("aapi-validator: {l}");
                 leftovers.push(l);
             })?;
-            let leftovers = json.then_some(&leftovers[..]);
             match outcome {
                 Outcome::Installed { report, replaced } => {
-                    let how = if replaced {
-                        " (replaced the earlier installation)"
-                    } else {
-                        ""
+                    let how = match &replaced {
+                        Some(r) => format!(" (replaced {r})"),
+                        None => String::new(),
                     };
                     let line = format!(
                         "installed {} into {}{how}",
                         summary(&report),
-                        dest.display()
+                        report.subject
                     );
-                    Ok(show(&report, json, Some(&line), leftovers))
+                    let done = Installed { line, replaced };
+                    Ok(show(
+                        &report,
+                        json,
+                        Some(&done),
+                        json.then_some(&leftovers[..]),
+                    ))
                 }
-                Outcome::Refused(report) => Ok(show(&report, json, None, leftovers)),
+                Outcome::Refused(report) => {
+                    Ok(show(&report, json, None, json.then_some(&leftovers[..])))
+                }
             }
         }
         Command::Keygen { output } => {
@@ -408,20 +427,31 @@ fn list(findings: &[Finding], verdict: &str) {
     say(&format!("{verdict} ({n} finding{s})"));
 }
 
+/// What a successful install tells.
+struct Installed {
+    /// The line printed instead of the OK line.
+    line: String,
+    /// The installation it replaced.
+    replaced: Option<install::Replaced>,
+}
+
 /// Print a report; `done` replaces the OK line after a successful install. For `install`
-/// (`leftovers` given), JSON says whether it installed and what it tidied first.
-fn show(r: &Report, json: bool, done: Option<&str>, leftovers: Option<&[Leftover]>) -> Done {
+/// (`leftovers` given), JSON says whether it installed, what it replaced and what it tidied
+/// first.
+fn show(r: &Report, json: bool, done: Option<&Installed>, leftovers: Option<&[Leftover]>) -> Done {
     if json {
         let mut v = serde_json::to_value(r).expect("a report serializes");
         v["valid"] = r.is_valid().into();
         if let Some(l) = leftovers {
             v["installed"] = done.is_some().into();
+            v["replaced"] = serde_json::to_value(done.and_then(|d| d.replaced.as_ref()))
+                .expect("a plugin serializes");
             v["leftovers"] = serde_json::to_value(l).expect("leftovers serialize");
         }
         say(&v.to_string());
     } else if r.is_valid() {
         match done {
-            Some(line) => say(line),
+            Some(d) => say(&d.line),
             None => say(&format!(
                 "OK {}: {}",
                 Path::new(&r.subject).display(),

@@ -1,6 +1,7 @@
 //! The package manifest: what the package holds, as JSON at `.aapi/manifest.json`.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::cmp::Ordering;
 use std::collections::BTreeSet;
 
 /// Directory holding the manifest and its signature, at the root of every package.
@@ -345,6 +346,68 @@ impl Manifest {
     }
 }
 
+/// Compare two plugin versions. Before the first `-` is the release, compared as Debian
+/// compares versions: digit runs as numbers (`1.10` is newer than `1.9`, `1.02` equals `1.2`),
+/// other characters letters first (`1.0a` is older than `1.0.1`), a longer version newer than
+/// its prefix (`1.0.1` is newer than `1.0`). After it is a pre-release, older than the release
+/// itself (`2.0-rc1` is older than `2.0`), and compared the same way with another pre-release.
+pub fn compare_versions(a: &str, b: &str) -> Ordering {
+    let (a_rel, a_pre) = a.split_once('-').map_or((a, None), |(r, p)| (r, Some(p)));
+    let (b_rel, b_pre) = b.split_once('-').map_or((b, None), |(r, p)| (r, Some(p)));
+    debian_order(a_rel.as_bytes(), b_rel.as_bytes()).then_with(|| match (a_pre, b_pre) {
+        (None, None) => Ordering::Equal,
+        (None, Some(_)) => Ordering::Greater,
+        (Some(_), None) => Ordering::Less,
+        (Some(a), Some(b)) => debian_order(a.as_bytes(), b.as_bytes()),
+    })
+}
+
+/// Debian's version order (`verrevcmp`) of `a` and `b`.
+fn debian_order(a: &[u8], b: &[u8]) -> Ordering {
+    // The weight of a character outside a digit run: the end and digits lowest, then letters,
+    // then everything else.
+    let weight = |c: Option<&u8>| match c {
+        None => 0,
+        Some(c) if c.is_ascii_digit() => 0,
+        Some(&c) if c.is_ascii_alphabetic() => u32::from(c),
+        Some(&c) => u32::from(c) + 256,
+    };
+    let digit = |s: &[u8], i: usize| s.get(i).is_some_and(u8::is_ascii_digit);
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        while (i < a.len() && !digit(a, i)) || (j < b.len() && !digit(b, j)) {
+            let (x, y) = (weight(a.get(i)), weight(b.get(j)));
+            if x != y {
+                return x.cmp(&y);
+            }
+            i += 1;
+            j += 1;
+        }
+        while a.get(i) == Some(&b'0') {
+            i += 1;
+        }
+        while b.get(j) == Some(&b'0') {
+            j += 1;
+        }
+        let mut first = Ordering::Equal;
+        while digit(a, i) && digit(b, j) {
+            first = first.then(a[i].cmp(&b[j]));
+            i += 1;
+            j += 1;
+        }
+        if digit(a, i) {
+            return Ordering::Greater;
+        }
+        if digit(b, j) {
+            return Ordering::Less;
+        }
+        if first.is_ne() {
+            return first;
+        }
+    }
+    Ordering::Equal
+}
+
 /// A name: 1-128 ASCII letters, digits or `extra`, starting with a letter or digit.
 fn is_ident(s: &str, extra: &str) -> bool {
     !s.is_empty()
@@ -499,6 +562,29 @@ mod tests {
         let errs = m.schema_errors().join("\n");
         for part in ["plugin.name", "not a regular file", "target.arch", "parent"] {
             assert!(errs.contains(part), "{part} missing in {errs}");
+        }
+    }
+
+    #[test]
+    fn versions_compare_as_their_numbers_say() {
+        use Ordering::*;
+        for (a, b, want) in [
+            ("1.9", "1.10", Less),
+            ("1.0", "1.0.1", Less),
+            ("1.02", "1.2", Equal),
+            ("2.0.0", "10.0", Less),
+            ("1.0a", "1.0.1", Less),
+            ("1.0a", "1.0b", Less),
+            ("1.0", "1.0a", Less),
+            ("2.0-rc1", "2.0", Less),
+            ("2.0-rc1", "2.0-rc2", Less),
+            ("2.0-rc10", "2.0-rc9", Greater),
+            ("2.0-rc1", "1.9", Greater),
+            ("1.2.3+build7", "1.2.3", Greater),
+            ("18446744073709551616123", "18446744073709551616124", Less),
+        ] {
+            assert_eq!(compare_versions(a, b), want, "{a} vs {b}");
+            assert_eq!(compare_versions(b, a), want.reverse(), "{b} vs {a}");
         }
     }
 

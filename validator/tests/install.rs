@@ -163,7 +163,10 @@ fn install_replace_and_detect_drift() {
     let o = install(&pkg2, &dest);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     assert!(
-        stdout(&o).contains("replaced the earlier installation"),
+        stdout(&o).ends_with(&format!(
+            " into {} (replaced demo 1.0.0 (Example Corp.))\n",
+            dest.display()
+        )),
         "{}",
         stdout(&o)
     );
@@ -469,7 +472,7 @@ fn install_json_says_whether_it_installed() {
     assert!(
         text.starts_with("installed demo 1.0.0")
             && text.ends_with(&format!(
-                " into {} (replaced the earlier installation)\n",
+                " into {} (replaced demo 1.0.0 (Example Corp.))\n",
                 dest.display()
             )),
         "{text}"
@@ -557,7 +560,7 @@ fn leftovers_of_interrupted_installs_are_removed_and_nothing_else() {
     assert_eq!(installed_codes(&dest), vec![]);
 
     // With nothing left over, nothing is said.
-    let o = install(&v1, &dest);
+    let o = install(&v2, &dest);
     assert_eq!((o.status.code(), stderr(&o)), (Some(0), String::new()));
 }
 
@@ -667,7 +670,11 @@ fn an_installation_left_aside_is_put_back() {
 
     let o = install(&v2, &dest);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(stdout(&o).contains("replaced the earlier installation"));
+    assert!(
+        stdout(&o).contains("(replaced demo 1.0.0 (Example Corp.))"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
@@ -878,7 +885,7 @@ fn verify_installed_during_installs_sees_one_whole_installation() {
     let builds = two_builds(w.path());
     let dest = w.path().join("plugins/demo");
     fs::create_dir(w.path().join("plugins")).unwrap();
-    let opts = verify::Options::default();
+    let opts = install::Options::default();
     install::install(&builds[0], &dest, &opts, &mut |_| {}).unwrap();
     let installed = verify::Options {
         installed: true,
@@ -975,4 +982,106 @@ fn a_package_for_another_architecture_is_installed_only_when_named() {
     // A name the format does not know is a usage error.
     let o = run(&[&"install", &pkg, &"--dest", &dest, &"--target-arch", &"vax"]);
     assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn another_plugin_or_a_newer_version_is_replaced_only_when_asked() {
+    let w = tempfile::tempdir().unwrap();
+    let plugins = w.path().join("plugins");
+    fs::create_dir(&plugins).unwrap();
+    let dest = plugins.join("demo");
+    let v1 = package(w.path(), "1.0.0", false);
+    let v2 = package(w.path(), "1.10.0", false);
+    // Another plugin: another name, and (the same name) another vendor.
+    let other = w.path().join("other.aapkg");
+    let d = plugin_dir(Variant::Good);
+    let o = run(&[&"pack", &d.path(), &"-o", &other, &"--name", &"hadoop"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let rival = w.path().join("rival.aapkg");
+    let o = run(&[
+        &"pack",
+        &d.path(),
+        &"-o",
+        &rival,
+        &"--vendor",
+        &"Rival Inc.",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+
+    assert_eq!(install(&v2, &dest).status.code(), Some(0));
+    let before = snapshot(&plugins);
+    let d_ = dest.display();
+    for (pkg, want) in [
+        (
+            &other,
+            format!(
+                "--dest {d_} holds another plugin, demo 1.10.0 (Example Corp.), not hadoop (Example Corp.); nothing was done, to keep it: choose another --dest, or give --replace-other to replace it"
+            ),
+        ),
+        (
+            &rival,
+            format!(
+                "--dest {d_} holds another plugin, demo 1.10.0 (Example Corp.), not demo (Rival Inc.); nothing was done, to keep it: choose another --dest, or give --replace-other to replace it"
+            ),
+        ),
+        (
+            &v1,
+            format!(
+                "--dest {d_} holds demo 1.10.0, newer than version 1.0.0 in the package; nothing was done, to keep it: give --allow-downgrade to go back to 1.0.0"
+            ),
+        ),
+    ] {
+        let o = install(pkg, &dest);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert_eq!(stderr(&o), format!("aapi-validator: {want}\n"));
+        assert!(snapshot(&plugins) == before, "{want}: something changed");
+    }
+    // Asked to, it replaces them and says what it replaced.
+    let o = run(&[&"install", &v1, &"--dest", &dest, &"--allow-downgrade"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).ends_with(&format!(
+            " into {d_} (replaced demo 1.10.0 (Example Corp.), a newer version)\n"
+        )),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(&[
+        &"install",
+        &"--json",
+        &other,
+        &"--dest",
+        &dest,
+        &"--replace-other",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["replaced"]["plugin"]["name"], "demo");
+    assert_eq!(v["replaced"]["plugin"]["version"], "1.0.0");
+    assert_eq!(v["replaced"]["downgrade"], false);
+    assert_eq!(v["manifest"]["plugin"]["name"], "hadoop");
+
+    // An installation whose manifest is damaged is not known to be this plugin.
+    fs::write(dest.join(".aapi/manifest.json"), "{").unwrap();
+    let o = install(&other, &dest);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("holds an installation whose manifest cannot be read"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&[&"install", &other, &"--dest", &dest, &"--replace-other"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).ends_with(" (replaced an installation whose manifest could not be read)\n"),
+        "{}",
+        stdout(&o)
+    );
+    // Into an empty directory, nothing is replaced.
+    let empty = plugins.join("empty");
+    fs::create_dir(&empty).unwrap();
+    let o = run(&[&"install", &"--json", &v1, &"--dest", &empty]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["replaced"], serde_json::Value::Null);
 }
