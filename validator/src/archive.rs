@@ -642,6 +642,15 @@ fn walk<R: Read>(
                     format!("the manifest is entry {count}; it must be the first"),
                 ));
             }
+            if slot == 1 && count != 2 {
+                scan.findings.push(Finding::at(
+                    Code::SIGNATURE_NOT_SECOND,
+                    &path,
+                    format!(
+                        "the signature is entry {count}; it must be the second, right after the manifest"
+                    ),
+                ));
+            }
             let already = if slot == 0 {
                 scan.manifest.is_some()
             } else {

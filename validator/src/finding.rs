@@ -127,7 +127,9 @@ codes! {
     ABI_INCOMPATIBLE,
     /// A key was given but the package carries no signature.
     SIGNATURE_MISSING,
-    /// The signature file does not parse.
+    /// The signature is not the second entry of the archive (right after the manifest).
+    SIGNATURE_NOT_SECOND,
+    /// The signature file does not parse (or has an unknown format, algorithm or statement version).
     SIGNATURE_MALFORMED,
     /// The signature was made by a key that was not given as trusted.
     SIGNATURE_UNTRUSTED_KEY,
@@ -137,6 +139,13 @@ codes! {
     SIGNATURE_MANIFEST,
     /// The signed metadata (name, version, vendor, ABI, target) differs from the manifest.
     SIGNATURE_METADATA,
+}
+
+impl Code {
+    /// Whether the code is about the signature (which `sign` replaces).
+    pub fn is_signature(self) -> bool {
+        self.as_str().starts_with("SIGNATURE_")
+    }
 }
 
 impl fmt::Display for Code {

@@ -254,7 +254,9 @@ pub fn sign(
         ..Default::default()
     };
     let first = verify::verify_package(pkg, &vopts)?;
-    if !first.is_valid() {
+    // An earlier signature is replaced, whatever it is.
+    let unsigned = |f: &[Finding]| f.iter().all(|f| f.code.is_signature());
+    if !unsigned(&first.findings) {
         return Ok(Err(first.findings));
     }
     let (Some(m), Some(bytes)) = (&first.manifest, &first.manifest_bytes) else {
@@ -279,7 +281,7 @@ pub fn sign(
     if let Some(e) = scan.stop {
         return Err(e);
     }
-    if !scan.findings.is_empty() || scan.manifest.as_ref() != Some(bytes) {
+    if !unsigned(&scan.findings) || scan.manifest.as_ref() != Some(bytes) {
         return Err(Error::new(format!(
             "{} changed while it was being signed; {}: make sure nothing writes to it, then run `sign` again",
             pkg.display(),

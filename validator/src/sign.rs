@@ -278,12 +278,14 @@ pub enum Status {
         /// The key that signed.
         key_id: String,
     },
-    /// A key was given and the signature failed (see the findings).
+    /// The signature is malformed or names another manifest, or a key was given and the
+    /// signature does not verify with it (see the findings).
     Failed,
 }
 
 /// Judge the signature `sig` of the manifest `bytes` (parsed as `m`) against `keys`. With no
-/// keys the signature is only reported, not required.
+/// keys a signature is not required, and one that is present is checked for all but its
+/// Ed25519 signature and key: its form, and that its statement names this manifest.
 pub fn check(
     sig: Option<&[u8]>,
     bytes: &[u8],
@@ -311,17 +313,8 @@ pub fn check(
     };
     let file: SignatureFile = match serde_json::from_slice(sig) {
         Ok(f) => f,
-        Err(e) if !keys.is_empty() => return fail(Code::SIGNATURE_MALFORMED, e.to_string()),
-        Err(_) => return (Status::NotChecked { key_id: "?".into() }, vec![]),
+        Err(e) => return fail(Code::SIGNATURE_MALFORMED, e.to_string()),
     };
-    if keys.is_empty() {
-        return (
-            Status::NotChecked {
-                key_id: file.key_id,
-            },
-            vec![],
-        );
-    }
     if file.format != SIGNATURE_FORMAT || file.algorithm != "ed25519" {
         return fail(
             Code::SIGNATURE_MALFORMED,
@@ -337,29 +330,16 @@ pub fn check(
             "signature is not 64 bytes of hex".into(),
         );
     };
-    let Some(key) = keys.iter().find(|k| k.id() == file.key_id) else {
-        let trusted: Vec<_> = keys.iter().map(PublicKey::id).collect();
+    if unhex::<8>(&file.key_id).is_none() {
         return fail(
-            Code::SIGNATURE_UNTRUSTED_KEY,
-            format!(
-                "signed by key {}, trusted: {}",
-                file.key_id,
-                trusted.join(", ")
-            ),
+            Code::SIGNATURE_MALFORMED,
+            "key_id is not 8 bytes of lower-case hex".into(),
         );
-    };
-    if key
-        .key
-        .verify_strict(file.statement.as_bytes(), &Signature::from_bytes(&raw))
-        .is_err()
+    }
+    if !keys.is_empty()
+        && let Some((code, why)) = untrusted(&file, &raw, keys)
     {
-        return fail(
-            Code::SIGNATURE_INVALID,
-            format!(
-                "the Ed25519 signature does not verify with key {}",
-                file.key_id
-            ),
-        );
+        return fail(code, why);
     }
     let digest = hex(&hash::bytes(bytes));
     let Some(rest) = file
@@ -390,12 +370,39 @@ pub fn check(
             ),
         );
     }
-    (
-        Status::Verified {
-            key_id: file.key_id,
-        },
-        vec![],
-    )
+    let key_id = file.key_id;
+    if keys.is_empty() {
+        (Status::NotChecked { key_id }, vec![])
+    } else {
+        (Status::Verified { key_id }, vec![])
+    }
+}
+
+/// Why the Ed25519 signature `raw` of `file` is not one by one of `keys`, if it is not.
+fn untrusted(file: &SignatureFile, raw: &[u8; 64], keys: &[PublicKey]) -> Option<(Code, String)> {
+    let Some(key) = keys.iter().find(|k| k.id() == file.key_id) else {
+        let trusted: Vec<_> = keys.iter().map(PublicKey::id).collect();
+        return Some((
+            Code::SIGNATURE_UNTRUSTED_KEY,
+            format!(
+                "signed by key {}, trusted: {}",
+                file.key_id,
+                trusted.join(", ")
+            ),
+        ));
+    };
+    key.key
+        .verify_strict(file.statement.as_bytes(), &Signature::from_bytes(raw))
+        .is_err()
+        .then(|| {
+            (
+                Code::SIGNATURE_INVALID,
+                format!(
+                    "the Ed25519 signature does not verify with key {}",
+                    file.key_id
+                ),
+            )
+        })
 }
 
 #[cfg(test)]
@@ -436,6 +443,13 @@ mod tests {
             check(Some(&sig), &bytes, &m, &[]).0,
             Status::NotChecked { .. }
         ));
+        // Without a key, all but the Ed25519 signature and its key is checked.
+        for bad in [&b"{}"[..], b"not json", br#"{"format":"x"}"#] {
+            assert_eq!(
+                codes(check(Some(bad), &bytes, &m, &[])),
+                [Code::SIGNATURE_MALFORMED]
+            );
+        }
         assert_eq!(
             codes(check(None, &bytes, &m, &[k.public()])),
             [Code::SIGNATURE_MISSING]

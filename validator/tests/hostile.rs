@@ -548,6 +548,22 @@ fn cases(dir: &Path) -> Vec<Case> {
         &[SIGNATURE_MALFORMED],
         &public,
     ));
+    // Without a key, a signature that is not one is found all the same.
+    out.push(case(
+        "signature-malformed-no-key",
+        signed(&manifest, b"{}", &entries),
+        &[SIGNATURE_MALFORMED],
+    ));
+    out.push(case(
+        "signature-not-json-no-key",
+        signed(&manifest, b"not json", &entries),
+        &[SIGNATURE_MALFORMED],
+    ));
+    out.push(case(
+        "signature-not-second",
+        with(|r| r.file(b".aapi/manifest.sig", 0o644, &sig)),
+        &[SIGNATURE_NOT_SECOND],
+    ));
     // A valid signature whose statement names other metadata than the manifest.
     let mut other_meta = manifest.clone();
     other_meta.plugin.version = "9.9.9".into();
@@ -567,6 +583,11 @@ fn cases(dir: &Path) -> Vec<Case> {
         signed(&manifest_of(&tampered), &sig, &tampered),
         &[SIGNATURE_MANIFEST],
         &public,
+    ));
+    out.push(case(
+        "resigned-manifest-no-key",
+        signed(&manifest_of(&tampered), &sig, &tampered),
+        &[SIGNATURE_MANIFEST],
     ));
     out
 }

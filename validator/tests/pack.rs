@@ -362,6 +362,32 @@ fn keygen_sign_and_verify_with_keys() {
         Some(0)
     );
 
+    // A package whose signature is malformed, or not where it belongs, does not verify, and
+    // signing it replaces that signature.
+    let entries = payload(plugin(Variant::Good));
+    let m = manifest_of(&entries);
+    for (name, sig_first) in [("garbage-sig", true), ("late-sig", false)] {
+        let mut r = Raw::new();
+        r.file(b".aapi/manifest.json", 0o644, &m.to_bytes());
+        if sig_first {
+            r.file(b".aapi/manifest.sig", 0o644, b"{}");
+        }
+        for e in &entries {
+            r.entry(e);
+        }
+        if !sig_first {
+            let k = aapi_validator::sign::SecretKey::load(&sec).unwrap();
+            r.file(b".aapi/manifest.sig", 0o644, &k.sign(&m.to_bytes(), &m));
+        }
+        let p = w.path().join(format!("{name}.aapkg"));
+        fs::write(&p, r.finish()).unwrap();
+        assert_eq!(run(&[&"verify", &p]).status.code(), Some(1), "{name}");
+        let o = run(&[&"sign", &p, &"--key", &sec]);
+        assert_eq!(o.status.code(), Some(0), "{name}: {}", stdout(&o));
+        let o = run(&[&"verify", &p, &"--key", &public]);
+        assert_eq!(o.status.code(), Some(0), "{name}: {}", stdout(&o));
+    }
+
     // An invalid package is not signed.
     let bad = w.path().join("bad.aapkg");
     fs::write(&bad, honest_with_extra()).unwrap();
