@@ -147,6 +147,7 @@ impl Server for FlatSession {
             path: path.to_path_buf(),
             props: *props,
             created: self.created.clone(),
+            done: false,
         })
     }
 
@@ -207,13 +208,15 @@ impl BackupObject for FileReader {
     }
 }
 
-/// A file being restored, in a temporary file beside its target.
+/// A file being restored, in a temporary file beside its target until `close` renames it.
 pub struct FileWriter {
     file: File,
     tmp: PathBuf,
     path: PathBuf,
     props: ObjectProps,
     created: Arc<Mutex<Vec<PathBuf>>>,
+    /// Renamed into place: the temporary file is gone.
+    done: bool,
 }
 
 impl RestoreObject for FileWriter {
@@ -230,17 +233,26 @@ impl RestoreObject for FileWriter {
         Ok(self.props)
     }
 
-    fn close(self) -> Result<()> {
+    fn close(mut self) -> Result<()> {
         if let Some(mode) = self.props.mode {
             fs::set_permissions(&self.tmp, fs::Permissions::from_mode(mode))?;
         }
         fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(e, self.path.display()))?;
-        self.created.lock().unwrap().push(self.path);
+        self.done = true;
+        self.created.lock().unwrap().push(self.path.clone());
         Ok(())
     }
 
-    fn abort(self) {
-        let _ = fs::remove_file(&self.tmp);
+    // `abort` keeps its default, dropping the object: `Drop` cleans up.
+}
+
+impl Drop for FileWriter {
+    /// A writer that did not complete (aborted, or its `close` failed or panicked) removes its
+    /// temporary file: the layer cannot abort an object whose `close` consumed it (RST-6).
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = fs::remove_file(&self.tmp);
+        }
     }
 }
 

@@ -192,7 +192,8 @@ pub trait Server: Send + Sync + 'static {
     /// everything the restore wrote durable before returning (RST-9); on failure remove what
     /// this restore created (and only that, RST-6). Objects still open are already closed
     /// (success) or aborted (failure) by the layer; if closing one failed, the status given here
-    /// is that failure.
+    /// is that failure. An object whose [`RestoreObject::close`] failed has cleaned up after
+    /// itself.
     fn restore_postprocess(&self, status: RestoreStatus) -> Result<()> {
         let _ = status;
         Err(Error::not_supported("restore is not implemented"))
@@ -234,10 +235,18 @@ pub trait RestoreObject: Sized + Send + 'static {
     fn props(&self) -> Result<ObjectProps>;
 
     /// `aapi_close_object`: complete the object; its data becomes visible under its path.
+    ///
+    /// When it fails (or panics), `close` must leave nothing of the object behind: it consumed
+    /// the object, so the layer cannot call [`abort`](RestoreObject::abort) after it, and a
+    /// failed restore's [`Server::restore_postprocess`] removes only what the plugin recorded as
+    /// created (RST-6). The simplest way to meet this is a `Drop` impl that removes the unfinished
+    /// data unless `close` completed the object: the default `abort`, a failed `close` and a
+    /// panic then all clean up in one place.
     fn close(self) -> Result<()>;
 
     /// The object is dropped unfinished (a failed restore, or its session closed while it was
-    /// open): remove what it wrote. The default just drops it.
+    /// open): remove what it wrote. Not called after a failed [`close`](RestoreObject::close).
+    /// The default just drops it (and so runs the object's `Drop`).
     fn abort(self) {}
 }
 
