@@ -84,6 +84,7 @@ pub const CLAUSES: &[(&str, Level)] = &[
     ("RST-11", Level::Must),
     ("TIME-1", Level::Must),
     ("TIME-2", Level::Should),
+    ("TIME-3", Level::Must),
     ("TIME-4", Level::Must),
     ("THR-2", Level::Must),
     ("THR-3", Level::Must),
@@ -817,6 +818,13 @@ pub fn all() -> Vec<CheckDef> {
             "no call runs past the budget without a keepalive",
         ),
         def(
+            "time.bounded",
+            Timing,
+            "TIME-3",
+            Some(Plugin),
+            "no worker runs past the profile's worker_limit_s: every call returns in bounded time, keepalives or not",
+        ),
+        def(
             "time.keepalive-cadence",
             Timing,
             "TIME-2",
@@ -905,7 +913,7 @@ pub fn all() -> Vec<CheckDef> {
             Resources,
             "RES-2",
             Some(Backup),
-            "no descriptor the plugin opened is left open after aapi_terminate",
+            "no descriptor the plugin opened is left open, and no process it started still runs, after aapi_terminate",
         ),
         def(
             "res.streaming",

@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The least default [`Profile::worker_limit`].
+const MIN_WORKER_LIMIT: Duration = Duration::from_secs(60);
 
 /// A profile as written in its TOML file.
 #[derive(Debug, Clone, Deserialize)]
@@ -22,6 +26,10 @@ pub struct Profile {
     /// Per-call budget in milliseconds for the run.
     #[serde(default = "default_budget")]
     pub call_budget_ms: u32,
+    /// The longest one worker process (one probe, or one step of the data pipeline) may run, in
+    /// seconds, keepalives or not (TIME-3); default: see [`Profile::worker_limit`].
+    #[serde(default)]
+    pub worker_limit_s: Option<u32>,
     /// Backup hosts of the discovery (one workload file and one child job each).
     #[serde(default = "default_hosts")]
     pub backup_hosts: Vec<String>,
@@ -208,6 +216,15 @@ impl Profile {
         Ok((p, dir))
     }
 
+    /// The longest one worker may run: `worker_limit_s`, else 30 times `call_budget_ms` and at
+    /// least 60 s.
+    pub fn worker_limit(&self) -> Duration {
+        match self.worker_limit_s {
+            Some(s) => Duration::from_secs(s as u64),
+            None => Duration::from_millis(self.call_budget_ms as u64 * 30).max(MIN_WORKER_LIMIT),
+        }
+    }
+
     /// Check values that TOML types cannot express.
     pub fn validate(&self) -> Result<(), String> {
         if self.workload_type.is_empty() {
@@ -221,6 +238,9 @@ impl Profile {
         }
         if self.call_budget_ms < 100 {
             return Err("call_budget_ms must be at least 100".into());
+        }
+        if self.worker_limit_s == Some(0) {
+            return Err("worker_limit_s must be at least 1".into());
         }
         if self.timing.budget_ms < 40 {
             return Err("timing.budget_ms must be at least 40".into());

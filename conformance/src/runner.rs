@@ -163,9 +163,26 @@ struct Runner {
     objects: Mutex<Objects>,
     crashes: Mutex<Vec<String>>,
     timeouts: Mutex<Vec<String>>,
+    overruns: Mutex<Vec<String>>,
     stats: Mutex<Vec<Stats>>,
     texts: Mutex<Vec<(String, String)>>,
     seq: AtomicUsize,
+}
+
+/// Whether `def` needs the check `step` to pass, directly or through the checks it needs.
+fn needs_step(def: &CheckDef, step: &str) -> bool {
+    def.needed().into_iter().any(|n| {
+        n == step || (n != def.id && checks::find(n).is_some_and(|d| needs_step(&d, step)))
+    })
+}
+
+/// How a call is named in findings: the library load says what runs then.
+fn call_name(function: &str) -> String {
+    if function == aapi_host::supervise::LOADING {
+        format!("{function} (loading the library runs its constructors)")
+    } else {
+        function.to_string()
+    }
 }
 
 /// Run the suite. `Err` only when the runner could not run at all.
@@ -309,6 +326,7 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
         objects: Mutex::new(Objects::default()),
         crashes: Mutex::new(Vec::new()),
         timeouts: Mutex::new(Vec::new()),
+        overruns: Mutex::new(Vec::new()),
         stats: Mutex::new(Vec::new()),
         texts: Mutex::new(Vec::new()),
         seq: AtomicUsize::new(0),
@@ -367,8 +385,8 @@ impl Runner {
         Limits {
             call_budget: Duration::from_millis(budget_ms as u64),
             sessionless_budget: Duration::from_millis(self.setup.budget_ms as u64),
-            max_run: None,
             cancel_bound: Duration::from_millis(AAPI_CANCEL_BOUND_MS.min(budget_ms) as u64),
+            max_run: Some(self.opts.profile.worker_limit()),
         }
     }
 
@@ -484,7 +502,9 @@ impl Runner {
                     }
                     WorkerEnd::Crashed { signal, function } => {
                         let msg = match function {
-                            Some(f) => format!("crash({}) in {f}", signal_name(*signal)),
+                            Some(f) => {
+                                format!("crash({}) in {}", signal_name(*signal), call_name(f))
+                            }
                             None => format!("crash({}) outside any call", signal_name(*signal)),
                         };
                         self.fail(&current, msg.clone());
@@ -495,7 +515,8 @@ impl Runner {
                     }
                     WorkerEnd::TimedOut { function, budget } => {
                         let msg = format!(
-                            "timeout in {function}: no return and no keepalive within {} ms",
+                            "timeout in {}: no return and no keepalive within {} ms",
+                            call_name(function),
                             budget.as_millis()
                         );
                         self.fail(&current, msg.clone());
@@ -504,7 +525,32 @@ impl Runner {
                             .unwrap()
                             .push(format!("{msg} (during {current})"));
                     }
-                    WorkerEnd::Overran { .. } | WorkerEnd::ExitedInCall { .. } => {
+                    WorkerEnd::Overran {
+                        limit,
+                        function: Some(function),
+                    } => {
+                        let msg = format!(
+                            "{} had not returned when the worker reached its limit of {} s (worker_limit_s), keepalives or not: an unbounded wait",
+                            call_name(function),
+                            limit.as_secs()
+                        );
+                        self.fail(&current, msg.clone());
+                        self.overruns
+                            .lock()
+                            .unwrap()
+                            .push(format!("{msg} (during {current})"));
+                    }
+                    WorkerEnd::Overran {
+                        limit,
+                        function: None,
+                    } => self.harness(
+                        &current,
+                        format!(
+                            "the worker reached its limit of {} s (worker_limit_s) outside any plugin call: raise worker_limit_s in the profile if the data needs longer",
+                            limit.as_secs()
+                        ),
+                    ),
+                    WorkerEnd::ExitedInCall { .. } => {
                         let msg = o.end.to_string();
                         self.fail(&current, msg.clone());
                         self.crashes
@@ -557,16 +603,23 @@ impl Runner {
         self.unit(Task::Gate, "load.marker");
         let gate_ok = GATE.iter().all(|g| self.passed(g));
         if gate_ok {
-            // 2. Discovery (objects for everything else), then the rest in parallel.
-            let disc = self.discovery();
+            // 2. Discovery (objects for everything else), then the rest in parallel. Without
+            // objects, the probes that need them are not run: they are blocked by discovery.
+            let needed = self.with_needed();
+            let disc = if needed.iter().any(|d| d.id == "life.discovery") {
+                self.discovery()
+            } else {
+                None
+            };
+            let have_objects = disc.is_some();
             let mut work: Vec<Box<dyn FnOnce() + Send + '_>> = Vec::new();
             if let Some(d) = disc {
                 work.push(Box::new(move || self.pipeline_rest(d)));
             }
-            let mut probes: Vec<String> = self
-                .with_needed()
+            let mut probes: Vec<String> = needed
                 .iter()
                 .filter(|d| !self.opts.exclusions.0.contains_key(&d.id))
+                .filter(|d| have_objects || !needs_step(d, "life.discovery"))
                 .filter_map(|d| crate::probes::probe_for(&d.id))
                 .collect();
             probes.sort();
@@ -1603,6 +1656,7 @@ impl Runner {
     fn aggregates(&self) {
         for c in [
             "time.budget",
+            "time.bounded",
             "mem.no-crash",
             "rc.codes",
             "rc.documented-codes",
@@ -1615,6 +1669,9 @@ impl Runner {
         }
         for t in self.timeouts.lock().unwrap().iter() {
             self.fail("time.budget", t.clone());
+        }
+        for t in self.overruns.lock().unwrap().iter() {
+            self.fail("time.bounded", t.clone());
         }
         for c in self.crashes.lock().unwrap().iter() {
             self.fail("mem.no-crash", c.clone());

@@ -376,7 +376,14 @@ impl Ctx {
 
     /// Load the library (marker and symbols checked by the host loader).
     pub fn library(&self) -> Result<PluginLibrary, String> {
-        PluginLibrary::open(&self.spec.setup.plugin).map_err(|e| e.to_string())
+        self.load().map_err(|e| e.to_string())
+    }
+
+    /// Open the library as the pseudo-call `dlopen`: its constructors are held to the budget of
+    /// calls without a session, and a crash or hang there names `dlopen`.
+    pub fn load(&self) -> Result<PluginLibrary, aapi_host::loader::LoadError> {
+        self.link
+            .loading(|| PluginLibrary::open(&self.spec.setup.plugin))
     }
 
     /// Load, initialise and claim the profile's workload type.
@@ -462,6 +469,46 @@ pub fn open_fds() -> Vec<(i32, String)> {
     }
     v.retain(|(_, t)| !t.is_empty());
     v.sort();
+    v
+}
+
+/// The processes this worker started or that joined its process group (the worker leads its
+/// own group), zombies left out: `pid N (name)` each.
+pub fn child_processes() -> Vec<String> {
+    let me = std::process::id() as i32;
+    // SAFETY: getpgrp has no arguments and cannot fail.
+    let leader = unsafe { libc::getpgrp() } == me;
+    let mut v = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return v;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        let f: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let (Some(state), Some(ppid), Some(pgrp)) = (
+            f.first(),
+            f.get(1).and_then(|x| x.parse::<i32>().ok()),
+            f.get(2).and_then(|x| x.parse::<i32>().ok()),
+        ) else {
+            continue;
+        };
+        if *state != "Z" && (ppid == me || (leader && pgrp == me)) {
+            v.push(format!("pid {pid} ({comm})"));
+        }
+    }
     v
 }
 

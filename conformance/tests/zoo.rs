@@ -4,7 +4,7 @@
 
 mod common;
 
-use aapi_conformance::{Report, Status};
+use aapi_conformance::{Report, RunOptions, Status};
 use common::{run, run_with};
 
 fn findings(r: &Report, id: &str) -> String {
@@ -13,10 +13,17 @@ fn findings(r: &Report, id: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Run `define` and check the failed MUST clauses, the expected SHOULD warnings, no runner
-/// error, and that the findings of `check` mention `says`.
-fn zoo(define: &str, must: &[&str], should: &[&str], check: &str, says: &str) {
-    let r = run(Some(define));
+/// Run `define` (with the options `adjust` changed) and check the failed MUST clauses, the
+/// expected SHOULD warnings, no runner error, and that the findings of `check` mention `says`.
+fn zoo(
+    define: &str,
+    adjust: fn(&mut RunOptions),
+    must: &[&str],
+    should: &[&str],
+    check: &str,
+    says: &str,
+) {
+    let r = run_with(Some(define), adjust);
     let errors: Vec<String> = r
         .checks
         .iter()
@@ -85,11 +92,14 @@ fn the_complete_zoo_plugin_passes_every_check() {
 }
 
 macro_rules! zoo_tests {
-    ($($name:ident: $define:literal => [$($must:literal),*] [$($should:literal),*] $check:literal $says:literal;)*) => {
+    ($($name:ident: $define:literal $(with $adjust:expr)? => [$($must:literal),*] [$($should:literal),*] $check:literal $says:literal;)*) => {
         $(
             #[test]
             fn $name() {
-                zoo($define, &[$($must),*], &[$($should),*], $check, $says);
+                #[allow(unused_variables)]
+                let adjust: fn(&mut RunOptions) = |_| {};
+                $(let adjust: fn(&mut RunOptions) = $adjust;)?
+                zoo($define, adjust, &[$($must),*], &[$($should),*], $check, $says);
             }
         )*
 
@@ -124,6 +134,8 @@ zoo_tests! {
     missing_symbol: "ZOO_MISSING_SYMBOL" => ["LOAD-1"] [] "load.symbols" "aapi_flush";
     undefined_symbol: "ZOO_UNDEFINED" => ["LOAD-3"] [] "load.undefined-symbols" "aapi_framework_service";
     constructor_output: "ZOO_CONSTRUCTOR" => ["LOAD-4"] ["SEC-3"] "load.no-side-effects" "printed";
+    // The load runs as the pseudo-call dlopen, held to the budget of calls without a session.
+    constructor_hangs: "ZOO_CONSTRUCTOR_HANG" => ["LOAD-2"] [] "load.marker" "timeout in dlopen (loading the library runs its constructors)";
     bad_plugin_name: "ZOO_BAD_NAME" => ["LOAD-5"] [] "load.info-strings" "printable ASCII";
     claims_any_type: "ZOO_CLAIM_ANY" => ["LOAD-6"] [] "load.claim-unlisted" "does not list";
     info_abi_differs: "ZOO_INFO_MINOR" => ["ABI-3"] [] "load.info-abi" "1.7";
@@ -184,6 +196,8 @@ zoo_tests! {
     // Keeps alive by its own session's budget: the runner holds each call to that budget.
     slow_postprocess_paced_by_its_session: "ZOO_SLOW_POSTPROCESS" => [] ["TIME-2"] "time.keepalive-cadence" "aapi_postprocess ran";
     ignores_cancellation: "ZOO_IGNORE_CANCEL" => ["TIME-4"] [] "time.cancel" "cancel";
+    // Keepalives reset TIME-1's budget; worker_limit_s still ends the call.
+    keeps_alive_forever: "ZOO_KEEPALIVE_FOREVER" with |o| o.profile.worker_limit_s = Some(2) => ["LIFE-8", "TIME-3"] [] "time.bounded" "aapi_discovery had not returned when the worker reached its limit of 2 s";
     // concurrency
     races_under_concurrency: "ZOO_RACY" => ["THR-2"] [] "thr.concurrent-read" "serially";
     callback_outside_call: "ZOO_STRAY_CALLBACK" => ["THR-3"] [] "thr.callbacks" "background thread";
@@ -197,6 +211,8 @@ zoo_tests! {
     prints_to_stdout: "ZOO_STDOUT" => [] ["SEC-3"] "sec.output" "stdout";
     leaks_descriptors: "ZOO_LEAK_FD" => ["RES-1", "RES-2"] [] "res.fds-close-server" "fd ";
     init_descriptor_survives_terminate: "ZOO_INIT_FD" => ["RES-2"] [] "res.fds-terminate" "/dev/null";
+    // Killed with the worker's process group, and reported.
+    child_process_survives_terminate: "ZOO_FORK_CHILD" => ["RES-2"] [] "res.fds-terminate" "processes the plugin started still run: pid";
 }
 
 /// Run `define`, which breaks only what `failing` checks: that check fails, every check that

@@ -6,7 +6,7 @@ use super::probe::{PR, Probe, dir_is_empty, harness};
 use super::raw::Api;
 use crate::worker::{Ctx, code_name, cpath, pbytes, show, thread_count};
 use aapi_host::client::Plugin;
-use aapi_host::loader::{LoadError, PluginLibrary};
+use aapi_host::loader::LoadError;
 use aapi_sdk::abi::*;
 use aapi_sdk::version::MARKER_SIZE;
 use std::ffi::{CStr, c_char};
@@ -77,7 +77,7 @@ fn info_findings(pi: &aapi_plugin_info_t) -> Vec<String> {
 /// The load gate: marker, version, symbols, handshake, plugin info.
 pub fn gate(ctx: &Ctx) -> Result<(), String> {
     ctx.begin("load.marker");
-    let lib = match PluginLibrary::open(&ctx.spec.setup.plugin) {
+    let lib = match ctx.load() {
         Ok(l) => l,
         Err(e) => {
             let check = match &e {
@@ -238,7 +238,10 @@ pub fn undefined_symbols(p: &Probe) -> PR {
     }
     let c = cpath(&pbytes(path));
     // SAFETY: dlopen of the plugin with immediate binding; the handle is never closed.
-    let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    let h = p
+        .ctx
+        .link
+        .loading(|| unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) });
     if h.is_null() {
         // SAFETY: dlerror returns a static message or NULL.
         let msg = unsafe {

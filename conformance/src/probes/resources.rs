@@ -3,7 +3,7 @@
 
 use super::probe::{PR, Probe};
 use crate::pipeline::under;
-use crate::worker::open_fds;
+use crate::worker::{child_processes, open_fds};
 use aapi_sdk::abi::*;
 
 /// The descriptors of `after` not in `before`, described.
@@ -57,7 +57,7 @@ pub fn fds_close_server(p: &Probe) -> PR {
 }
 
 /// `res.fds-terminate`: no descriptor the plugin opened survives terminate, with a session
-/// and an object left open.
+/// and an object left open, and no process it started still runs.
 pub fn fds_terminate(p: &Probe) -> PR {
     let lib = p.lib()?;
     let _ = lib;
@@ -72,6 +72,13 @@ pub fn fds_terminate(p: &Probe) -> PR {
     let leaked = fd_diff(&before, &open_fds());
     if !leaked.is_empty() {
         p.fail(format!("after aapi_terminate: {}", leaked.join(", ")));
+    }
+    let running = child_processes();
+    if !running.is_empty() {
+        p.fail(format!(
+            "after aapi_terminate, processes the plugin started still run: {}",
+            running.join(", ")
+        ));
     }
     Ok(())
 }

@@ -42,6 +42,9 @@ AAPI_DEFINE_ABI_MARKER();
 #ifdef ZOO_CONSTRUCTOR
 __attribute__((constructor)) static void zoo_ctor(void) { fputs("zoo: loaded\n", stderr); }
 #endif
+#ifdef ZOO_CONSTRUCTOR_HANG
+__attribute__((constructor)) static void zoo_ctor(void) { sleep(600); }
+#endif
 
 #ifdef ZOO_UNDEFINED
 extern void aapi_framework_service(void);
@@ -274,6 +277,13 @@ int aapi_pgn_init(const aapi_host_info_t *host_info, aapi_plugin_info_t *plugin_
     g_claimed = 0;
 #ifdef ZOO_INIT_FD
     if (g_init_fd < 0) g_init_fd = open("/dev/null", O_RDONLY);
+#endif
+#ifdef ZOO_FORK_CHILD
+    if (fork() == 0) { /* a helper process that outlives terminate (RES-2) */
+        for (int fd = 3; fd < 1024; fd++) close(fd); /* as helpers do; keeps the suite quick */
+        sleep(120);
+        _exit(0);
+    }
 #endif
 #if defined(ZOO_STRAY_CALLBACK)
     pthread_create(&g_thread, NULL, stray, NULL);
@@ -637,6 +647,12 @@ int aapi_discovery(aapi_server_t server, const char *const *selections, const ch
     if (s->op != AAPI_OP_DISCOVERY || s->disc_done) FAIL(AAPI_ESEQUENCE, "aapi_discovery not legal here");
 #ifdef ZOO_DISCOVERY_FAILS
     FAIL(AAPI_EIO, "aapi_discovery: the zoo cannot discover");
+#endif
+#ifdef ZOO_KEEPALIVE_FOREVER
+    for (;;) { /* alive, but never done (TIME-3) */
+        keepalive(s);
+        usleep(100 * 1000);
+    }
 #endif
 #ifdef ZOO_SCHED
     if (schedtype > AAPI_SCHED_CINC) schedtype = AAPI_SCHED_FULL;
