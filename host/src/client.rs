@@ -15,6 +15,7 @@ use aapi_sdk::abi::*;
 use aapi_sdk::codes;
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
 use std::fmt;
+use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::Arc;
@@ -48,7 +49,8 @@ pub struct StderrHooks;
 
 impl HostHooks for StderrHooks {
     fn log(&self, level: u32, message: &str) {
-        eprintln!("plugin {}: {message}", level_name(level));
+        // A closed standard error loses the line; it never stops the plugin's call.
+        let _ = writeln!(std::io::stderr(), "plugin {}: {message}", level_name(level));
     }
 }
 

@@ -15,7 +15,7 @@ use aapi_sdk::props::{AAPI_PROP_LAST_BACKUP_TIME, AAPI_PROP_LAST_FULL_TIME, AAPI
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -75,9 +75,13 @@ impl fmt::Display for JobError {
 impl std::error::Error for JobError {}
 
 impl From<StoreError> for JobError {
+    /// Bad usage is exit 2; a store file that cannot be read, written or used is a failure.
     fn from(e: StoreError) -> Self {
         JobError {
-            kind: ExitKind::Usage,
+            kind: match e.kind {
+                store::StoreErrorKind::Usage => ExitKind::Usage,
+                store::StoreErrorKind::Io | store::StoreErrorKind::Damaged => ExitKind::Failed,
+            },
             message: e.to_string(),
         }
     }
@@ -507,7 +511,8 @@ pub fn locked(
         }
         if !said && waited >= Duration::from_secs(1) {
             said = true;
-            eprintln!(
+            let _ = writeln!(
+                std::io::stderr(),
                 "waiting for {}: another aapi-host command holds it (a backup starting or ending, a delete)",
                 path.display()
             );

@@ -1194,3 +1194,30 @@ fn images_of_the_same_second_are_ordered_by_completion() {
         assert_eq!(r.json()["image"], later.as_str(), "{}", r.stdout);
     }
 }
+
+/// A store file that cannot be used is a failure (exit 1), not bad usage: the image named is
+/// right, its manifest is damaged.
+#[test]
+fn a_damaged_manifest_fails_show_verify_and_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    make_tree(&tree, 1, PAST);
+    let b = backup(&store, &good_plugin(), &tree, &[]);
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    let id = b.json()["manifest"]["image"].as_str().unwrap().to_string();
+    std::fs::write(
+        store.join("images").join(&id).join("manifest.json"),
+        "{garbage",
+    )
+    .unwrap();
+    for args in [
+        vec!["show", id.as_str()],
+        vec!["verify", id.as_str()],
+        vec!["restore", id.as_str(), "--dry-run"],
+    ] {
+        let r = host(&store, &args, &[]);
+        assert_eq!(r.code, 1, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains("manifest"), "{args:?}: {}", r.stderr);
+    }
+}
