@@ -1205,9 +1205,12 @@ static inline const char *aapi_strerror(int code) {
 } /* extern "C" */
 #endif
 
-/** Initialiser of the ABI marker for this header's ABI version. */
+/**
+ * Initialiser of the ABI marker for this header's ABI version. No cast: the size is a
+ * constant that fits `marker_size`, and C++ builds with -Wold-style-cast take it as it is.
+ */
 #define AAPI_ABI_MARKER_INIT \
-    { AAPI_ABI_MAGIC, AAPI_ABI_MAJOR, AAPI_ABI_MINOR, (uint32_t)sizeof(aapi_abi_marker_t) }
+    { AAPI_ABI_MAGIC, AAPI_ABI_MAJOR, AAPI_ABI_MINOR, sizeof(aapi_abi_marker_t) }
 
 /**
  * Define the plugin's ABI marker; write `AAPI_DEFINE_ABI_MARKER();` once, at file scope, in

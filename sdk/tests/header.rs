@@ -62,9 +62,11 @@ fn trailer() -> String {
     t.push_str("    default: return \"unknown return code\";\n    }\n}\n\n");
     t.push_str("#ifdef __cplusplus\n} /* extern \"C\" */\n#endif\n\n");
     t.push_str(
-        "/** Initialiser of the ABI marker for this header's ABI version. */\n\
+        "/**\n * Initialiser of the ABI marker for this header's ABI version. No cast: the size is a\n \
+         * constant that fits `marker_size`, and C++ builds with -Wold-style-cast take it as it is.\n \
+         */\n\
          #define AAPI_ABI_MARKER_INIT \\\n    \
-         { AAPI_ABI_MAGIC, AAPI_ABI_MAJOR, AAPI_ABI_MINOR, (uint32_t)sizeof(aapi_abi_marker_t) }\n\n\
+         { AAPI_ABI_MAGIC, AAPI_ABI_MAJOR, AAPI_ABI_MINOR, sizeof(aapi_abi_marker_t) }\n\n\
          /**\n * Define the plugin's ABI marker; write `AAPI_DEFINE_ABI_MARKER();` once, at file scope, in\n \
          * one source file of the plugin. It takes its linkage\n * and visibility from the declaration above, so it is exported even with -fvisibility=hidden.\n */\n\
          #define AAPI_DEFINE_ABI_MARKER() \\\n    \
