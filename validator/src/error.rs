@@ -12,6 +12,7 @@ pub struct Error {
     source: Option<io::Error>,
     next: Option<String>,
     busy: bool,
+    installed: bool,
 }
 
 impl Error {
@@ -22,6 +23,7 @@ impl Error {
             source: None,
             next: None,
             busy: false,
+            installed: false,
         }
     }
 
@@ -38,6 +40,18 @@ impl Error {
         self.busy
     }
 
+    /// The same error, saying that the new installation is in place all the same (a step
+    /// after the swap failed).
+    pub fn installed(mut self) -> Self {
+        self.installed = true;
+        self
+    }
+
+    /// Whether the new installation is in place despite this error.
+    pub fn is_installed(&self) -> bool {
+        self.installed
+    }
+
     /// An I/O error while doing `what` on `path`.
     pub fn io(what: &str, path: &Path, source: io::Error) -> Self {
         Error {
@@ -45,6 +59,7 @@ impl Error {
             source: Some(source),
             next: None,
             busy: false,
+            installed: false,
         }
     }
 

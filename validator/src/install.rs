@@ -232,6 +232,7 @@ pub fn install(
             "a power cut now could lose the install: run `sync`, then `aapi-validator verify --installed {}`",
             dest.display()
         ))
+        .installed()
     })?;
     Ok(Outcome::Installed {
         report: again,

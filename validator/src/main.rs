@@ -206,16 +206,46 @@ fn main() -> ExitCode {
         eprintln!("aapi-validator: internal error: {info}");
     }));
     let cli = Cli::parse();
-    let json = matches!(
-        cli.command,
-        Command::Verify { json: true, .. } | Command::Install { json: true, .. }
-    );
-    match std::panic::catch_unwind(|| run(cli)) {
+    // With --json, what a command that could not run prints: the report's fields, empty.
+    let json = match &cli.command {
+        Command::Verify {
+            json: true, path, ..
+        } => Some((path.display().to_string(), None)),
+        Command::Install {
+            json: true,
+            package,
+            dest,
+            ..
+        } => Some((
+            package.display().to_string(),
+            Some(dest.display().to_string()),
+        )),
+        _ => None,
+    };
+    let mut leftovers = Vec::new();
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli, &mut leftovers)));
+    match ran {
         Ok(Ok(Done::Ok)) => ExitCode::SUCCESS,
         Ok(Ok(Done::Invalid)) => ExitCode::from(1),
         Ok(Err(e)) => {
-            if json {
-                let v = serde_json::json!({ "valid": null, "error": e.to_string() });
+            if let Some((subject, dest)) = json {
+                let mut v = serde_json::json!({
+                    "valid": null,
+                    "error": e.to_string(),
+                    "subject": subject,
+                    "manifest": null,
+                    "manifest_sha256": null,
+                    "signature": null,
+                    "findings": [],
+                });
+                if let Some(dest) = dest {
+                    if e.is_installed() {
+                        v["subject"] = dest.into();
+                    }
+                    v["installed"] = e.is_installed().into();
+                    v["replaced"] = serde_json::Value::Null;
+                    v["leftovers"] = serde_json::to_value(&leftovers).expect("leftovers serialize");
+                }
                 say(&v.to_string());
             }
             eprintln!("aapi-validator: {e}");
@@ -234,7 +264,8 @@ fn keys(paths: &[PathBuf]) -> aapi_validator::Result<Vec<PublicKey>> {
     paths.iter().map(|p| PublicKey::load(p)).collect()
 }
 
-fn run(cli: Cli) -> aapi_validator::Result<Done> {
+/// Run the command; `install` tells `leftovers` what it tidied up.
+fn run(cli: Cli, leftovers: &mut Vec<Leftover>) -> aapi_validator::Result<Done> {
     match cli.command {
         Command::Pack {
             dir,
@@ -338,7 +369,6 @@ fn run(cli: Cli) -> aapi_validator::Result<Done> {
                 replace_other,
                 allow_downgrade,
             };
-            let mut leftovers = Vec::new();
             let outcome = install::install(&package, &dest, &opts, &mut |l| {
                 eprintln!("aapi-validator: {l}");
                 leftovers.push(l);

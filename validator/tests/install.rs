@@ -317,7 +317,10 @@ fn a_missing_parent_is_told_apart_from_one_that_is_not_a_directory() {
     let o = run(&[&"install", &"--json", &pkg, &"--dest", &dest]);
     assert_eq!(o.status.code(), Some(2));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v, serde_json::json!({"valid": null, "error": want}));
+    assert_eq!(
+        (&v["valid"], &v["error"], &v["installed"]),
+        (&serde_json::Value::Null, &want.into(), &false.into())
+    );
 
     // A path through a file does not exist either.
     let dest = file.join("sub/demo");
@@ -712,7 +715,11 @@ fn a_user_without_permission_is_told_which_path_and_what_to_do() {
     let o = run(&[&"verify", &"--json", &secret]);
     assert_eq!(o.status.code(), Some(2));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v, serde_json::json!({"valid": null, "error": want}));
+    assert_eq!(
+        v,
+        serde_json::json!({"valid": null, "error": want, "subject": secret, "manifest": null,
+            "manifest_sha256": null, "signature": null, "findings": []})
+    );
     fs::remove_file(&secret).unwrap();
 
     // A plugin directory the user may not write to: nothing is written, not even the lock.
@@ -1084,4 +1091,64 @@ fn another_plugin_or_a_newer_version_is_replaced_only_when_asked() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["replaced"], serde_json::Value::Null);
+}
+
+#[test]
+fn install_json_keeps_its_shape_when_the_install_cannot_run() {
+    let w = tempfile::tempdir().unwrap();
+    let plugins = w.path().join("plugins");
+    fs::create_dir(&plugins).unwrap();
+    let dest = plugins.join("demo");
+    let v2 = package(w.path(), "2.0.0", false);
+    let v1 = package(w.path(), "1.0.0", false);
+    assert_eq!(install(&v2, &dest).status.code(), Some(0));
+    // An interrupted install left its directory; this install tidies it, then stops (exit 2:
+    // a downgrade it was not asked for). The JSON still says what was tidied.
+    let scratch = plugins.join(".demo.aapi-install-Ab12Cd");
+    fs::create_dir(&scratch).unwrap();
+    let o = run(&[&"install", &"--json", &v1, &"--dest", &dest]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let error = stderr(&o)
+        .lines()
+        .last()
+        .unwrap()
+        .strip_prefix("aapi-validator: ")
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        v,
+        serde_json::json!({
+            "valid": null,
+            "error": error,
+            "subject": v1,
+            "manifest": null,
+            "manifest_sha256": null,
+            "signature": null,
+            "findings": [],
+            "installed": false,
+            "replaced": null,
+            "leftovers": [{"action": "removed", "path": scratch}],
+        })
+    );
+    assert!(!scratch.exists());
+
+    // The same keys when another install holds the lock (exit 3).
+    let lock = fs::File::open(plugins.join(LOCK)).unwrap();
+    // SAFETY: flock on a descriptor this test owns.
+    assert_eq!(
+        unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
+    let o = run(&[&"install", &"--json", &v2, &"--dest", &dest]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (&v["installed"], &v["leftovers"], &v["findings"]),
+        (
+            &serde_json::json!(false),
+            &serde_json::json!([]),
+            &serde_json::json!([])
+        )
+    );
 }
