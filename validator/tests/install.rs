@@ -1136,10 +1136,8 @@ fn install_json_keeps_its_shape_when_the_install_cannot_run() {
     // The same keys when another install holds the lock (exit 3).
     let lock = fs::File::open(plugins.join(LOCK)).unwrap();
     // SAFETY: flock on a descriptor this test owns.
-    assert_eq!(
-        unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
-        0
-    );
+    let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    assert_eq!(rc, 0);
     let o = run(&[&"install", &"--json", &v2, &"--dest", &dest]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
