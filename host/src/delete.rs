@@ -91,7 +91,7 @@ pub fn plan(
             if matches!(s, ImageState::Incomplete { .. }) && !wanted.contains(id) {
                 if store.in_use(id, false)?.0 {
                     plan.running.push(id.clone());
-                } else if holds_snapshot(s) {
+                } else if holds_snapshot(store, s) {
                     plan.snapshot_kept.push(id.clone());
                 } else {
                     wanted.insert(id.clone());
@@ -124,7 +124,7 @@ pub fn plan(
     }
     plan.unfinished = wanted
         .iter()
-        .filter(|id| states.get(*id).is_some_and(holds_snapshot))
+        .filter(|id| states.get(*id).is_some_and(|s| holds_snapshot(store, s)))
         .cloned()
         .collect();
     for id in &wanted {
@@ -158,17 +158,21 @@ fn stream_bytes(store: &Store, id: &str) -> u64 {
 }
 
 /// Whether an incomplete image's job took a snapshot that no postprocess has cleaned up: it has a
-/// snapshot id and no recorded end (`finalize` records one, given up or failed).
-fn holds_snapshot(state: &ImageState) -> bool {
+/// snapshot id, no recorded end (`finalize` records one, given up or failed) and no successful
+/// postprocess.
+fn holds_snapshot(store: &Store, state: &ImageState) -> bool {
     match state {
-        ImageState::Incomplete { job, reason } => {
-            reason.is_none()
-                && job
-                    .as_ref()
-                    .and_then(|j| j.snapid.as_deref())
-                    .is_some_and(|s| !s.is_empty())
+        ImageState::Incomplete {
+            job: Some(job),
+            reason: None,
+        } => {
+            job.snapid.as_deref().is_some_and(|s| !s.is_empty())
+                && !store
+                    .image_dir(&job.image)
+                    .join(crate::store::POSTPROCESS_DONE)
+                    .exists()
         }
-        ImageState::Complete(_) => false,
+        _ => false,
     }
 }
 

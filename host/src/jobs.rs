@@ -384,7 +384,7 @@ impl Runner {
                     ..e
                 });
             }
-            store::write_atomic(&dir.join(POSTPROCESS_DONE), b"")?;
+            store::write_atomic(&dir.join(store::POSTPROCESS_DONE), b"")?;
         }
         if !missing.is_empty() {
             let msg = format!(
@@ -477,13 +477,14 @@ impl Runner {
     }
 }
 
-/// The file an image's job writes once its postprocess succeeded: the snapshot is gone.
-pub const POSTPROCESS_DONE: &str = "postprocess.done";
-
 /// Whether the postprocess of `job` has nothing left to do: discovery never succeeded, or the
 /// postprocess did.
 fn postprocess_done(store: &Store, job: &JobDef) -> bool {
-    job.snapid.is_none() || store.image_dir(&job.image).join(POSTPROCESS_DONE).exists()
+    job.snapid.is_none()
+        || store
+            .image_dir(&job.image)
+            .join(store::POSTPROCESS_DONE)
+            .exists()
 }
 
 /// Whether `job` holds no snapshot any more: it took none, or its postprocess succeeded.
@@ -696,7 +697,10 @@ pub fn backup_in_process(
     }
     let post = tasks::postprocess(plugin, &store, &job);
     if post.is_ok() {
-        store::write_atomic(&store.image_dir(&job.image).join(POSTPROCESS_DONE), b"")?;
+        store::write_atomic(
+            &store.image_dir(&job.image).join(store::POSTPROCESS_DONE),
+            b"",
+        )?;
     }
     if let Some(e) = first_err.or(post.err()) {
         // Given up only once the snapshot is gone; otherwise a finalize can still clean it up.

@@ -35,6 +35,8 @@ pub const CATALOG_VERSION: u32 = 1;
 pub const REC_UNCHANGED: u32 = 1;
 /// Name of the manifest file whose presence marks an image complete.
 pub const MANIFEST: &str = "manifest.json";
+/// The file an image's job writes once its postprocess succeeded: its snapshot is gone.
+pub const POSTPROCESS_DONE: &str = "postprocess.done";
 
 /// An error of the store, with the file concerned.
 #[derive(Debug)]

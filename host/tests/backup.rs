@@ -1221,3 +1221,72 @@ fn a_damaged_manifest_fails_show_verify_and_restore() {
         assert!(r.stderr.contains("manifest"), "{args:?}: {}", r.stderr);
     }
 }
+
+/// A finalize that fails after its postprocess succeeded (here: the catalog cannot be written)
+/// keeps the streams; the next finalize only merges. Meanwhile the image holds no snapshot any
+/// more, so a cleanup does not keep it for one.
+#[test]
+fn a_finalize_that_failed_after_its_postprocess_only_merges_next_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    let snaps = dir.path().join("snaps");
+    make_tree(&tree, 3, PAST);
+    std::fs::create_dir(&snaps).unwrap();
+    let plugin = rust_sample();
+    let snap_dir = format!("files.snapshot_dir={}", snaps.display());
+    let d = host(
+        &store,
+        &[
+            "discover",
+            "-q",
+            "--plugin",
+            plugin.to_str().unwrap(),
+            "--policy",
+            "p",
+            "--select",
+            tree.to_str().unwrap(),
+            "--property",
+            "files.snapshot=copy",
+            "--property",
+            &snap_dir,
+        ],
+        &[],
+    );
+    assert_eq!(d.code, 0, "{}", d.stderr);
+    let image = d.stdout.trim().to_string();
+    let c = host(
+        &store,
+        &["child", "--image", &image, "--host", "stream-1"],
+        &[],
+    );
+    assert_eq!(c.code, 0, "{}", c.stderr);
+    // Something in the way of the catalog.
+    let blocker = store.join("images").join(&image).join("catalog");
+    std::fs::create_dir(&blocker).unwrap();
+    let f = host(&store, &["finalize", "--image", &image], &[]);
+    assert_eq!(f.code, 1, "{}", f.stderr);
+    assert!(f.stderr.contains("again"), "{}", f.stderr);
+    assert_eq!(
+        std::fs::read_dir(&snaps).unwrap().count(),
+        0,
+        "postprocess ran"
+    );
+    let del = host(
+        &store,
+        &["delete", "--incomplete", "--dry-run", "--json"],
+        &[],
+    );
+    assert_eq!(del.code, 0, "{}", del.stderr);
+    assert_eq!(
+        del.json()["kept_snapshot"],
+        serde_json::json!([]),
+        "{}",
+        del.stdout
+    );
+    std::fs::remove_dir(&blocker).unwrap();
+    let f = host(&store, &["finalize", "--image", &image, "--json"], &[]);
+    assert_eq!(f.code, 0, "{}", f.stderr);
+    let v = host(&store, &["verify", &image], &[]);
+    assert_eq!(v.code, 0, "{}", v.stderr);
+}
