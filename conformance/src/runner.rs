@@ -120,6 +120,7 @@ struct CheckState {
 struct Unit {
     outputs: Vec<serde_json::Value>,
     end: Option<WorkerEnd>,
+    done: bool,
 }
 
 impl Unit {
@@ -135,7 +136,7 @@ impl Unit {
     }
 
     fn ok(&self) -> bool {
-        self.end.as_ref().is_some_and(|e| e.is_success()) && self.errors().is_empty()
+        self.done && self.end.as_ref().is_some_and(|e| e.is_success()) && self.errors().is_empty()
     }
 }
 
@@ -357,6 +358,16 @@ impl Runner {
         });
     }
 
+    /// The plugin ended the worker process: a finding of the running check and of
+    /// `mem.no-crash` (MEM-3: nothing may end the process).
+    fn ended(&self, current: &str, msg: String) {
+        self.fail(current, msg.clone());
+        self.crashes
+            .lock()
+            .unwrap()
+            .push(format!("{msg} (during {current})"));
+    }
+
     fn ran(&self, id: &str) {
         self.with(id, |s| s.ran = true);
     }
@@ -407,6 +418,7 @@ impl Runner {
         let mut unit = Unit {
             outputs: Vec::new(),
             end: None,
+            done: false,
         };
         if let Err(e) = std::fs::create_dir_all(&dir) {
             self.harness(primary, format!("cannot create {}: {e}", dir.display()));
@@ -426,6 +438,7 @@ impl Runner {
             capture: capture.clone(),
             dir,
             job,
+            check: primary.to_string(),
             task,
         };
         let started = Instant::now();
@@ -465,6 +478,7 @@ impl Runner {
                     unit.outputs.push(value);
                 }
                 Ok(Msg::Stats(s)) => self.stats.lock().unwrap().push(s),
+                Ok(Msg::Done) => unit.done = true,
                 Err(e) => self.harness(&current, format!("unreadable worker message: {e}")),
             },
             Event::Log { level, message } => {
@@ -487,18 +501,28 @@ impl Runner {
         match outcome {
             Ok(o) => {
                 match &o.end {
-                    WorkerEnd::Exited(0) => {}
+                    WorkerEnd::Exited(0) if unit.done => {}
                     WorkerEnd::Exited(code)
                         if *code == crate::worker::HARNESS_FAILURE && !o.failures.is_empty() =>
                     {
                         self.harness(&current, o.failures.join("; "));
                     }
                     WorkerEnd::Exited(code) => {
-                        let msg = format!(
-                            "the worker process exited with status {code} during {current} (a plugin must not end the process)"
+                        self.ended(
+                            &current,
+                            format!(
+                                "the plugin ended the process (exit status {code}) outside any plugin call, before the task was done"
+                            ),
                         );
-                        self.fail(&current, msg.clone());
-                        self.crashes.lock().unwrap().push(msg);
+                    }
+                    WorkerEnd::ExitedInCall { code, function } => {
+                        self.ended(
+                            &current,
+                            format!(
+                                "the plugin ended the process (exit status {code}) in {}",
+                                call_name(function)
+                            ),
+                        );
                     }
                     WorkerEnd::Crashed { signal, function } => {
                         let msg = match function {
@@ -550,14 +574,6 @@ impl Runner {
                             limit.as_secs()
                         ),
                     ),
-                    WorkerEnd::ExitedInCall { .. } => {
-                        let msg = o.end.to_string();
-                        self.fail(&current, msg.clone());
-                        self.crashes
-                            .lock()
-                            .unwrap()
-                            .push(format!("{msg} (during {current})"));
-                    }
                     WorkerEnd::CancelIgnored { function, bound } => {
                         self.fail(
                             &current,

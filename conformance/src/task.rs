@@ -87,6 +87,8 @@ pub struct TaskSpec {
     /// The directory `{job}` stands for in properties and watched directories: shared by the
     /// workers of the data pipeline, private to each probe.
     pub job: PathBuf,
+    /// The check the task runs for (probes announce the checks they evaluate as they go).
+    pub check: String,
     /// What to do.
     pub task: Task,
 }
@@ -181,6 +183,9 @@ pub enum Msg {
     },
     /// Measurements of the whole worker.
     Stats(Stats),
+    /// The task is done and the worker exits with status 0: a worker that ends with status 0
+    /// without this was ended by the plugin.
+    Done,
 }
 
 /// Measurements a worker sends before it exits.

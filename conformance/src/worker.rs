@@ -71,6 +71,7 @@ fn serve(spec: &str) -> (i32, Option<Arc<WorkerLink>>) {
     let mut spec = spec;
     expand_job(&mut spec);
     let hooks = Arc::new(ConfHooks::new(link.clone(), spec.setup.budget_ms));
+    *hooks.current.lock().unwrap() = spec.check.clone();
     let ctx = Ctx {
         spec,
         link: link.clone(),
@@ -79,7 +80,10 @@ fn serve(spec: &str) -> (i32, Option<Arc<WorkerLink>>) {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_task(&ctx)));
     ctx.send(Msg::Stats(hooks.stats()));
     let code = match result {
-        Ok(Ok(())) => 0,
+        Ok(Ok(())) => {
+            ctx.send(Msg::Done);
+            0
+        }
         Ok(Err(e)) => {
             link.send(&Event::Failed {
                 message: e,

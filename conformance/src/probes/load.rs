@@ -147,8 +147,8 @@ pub fn gate(ctx: &Ctx) -> Result<(), String> {
         );
     }
     ctx.ran("load.info-abi");
-    api.terminate();
     ctx.begin("load.init");
+    api.terminate();
     match Plugin::init(lib, ctx.dyn_hooks()) {
         Ok(p) => {
             let _ = p.terminate();
