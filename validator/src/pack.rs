@@ -342,8 +342,9 @@ impl Sink for Copy<'_> {
     }
 }
 
-/// Give the finished temporary package its final name `out` (mode 0644), atomically; `what`
-/// and `cmd` are for the error (`out` is in `parent`).
+/// Give the finished temporary package its final name `out`, atomically; `what` and `cmd` are
+/// for the error (`out` is in `parent`). A file `out` replaces keeps its permission bits (and,
+/// for root, its owner and group); a new one gets 0666 less the umask, as any new file.
 fn persist(
     tmp: tempfile::NamedTempFile,
     out: &Path,
@@ -351,9 +352,20 @@ fn persist(
     cmd: Cmd,
     what: &str,
 ) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let f = tmp.as_file();
-    f.set_permissions(std::fs::Permissions::from_mode(0o644))
+    let (mode, owner) = match std::fs::symlink_metadata(out) {
+        Ok(m) if m.is_file() => (m.mode() & 0o777, Some((m.uid(), m.gid()))),
+        _ => (0o666 & !umask(), None),
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    owner
+        .filter(|_| root)
+        .map_or(Ok(()), |(uid, gid)| {
+            std::os::unix::fs::fchown(f, Some(uid), Some(gid))
+        })
+        .and_then(|_| f.set_permissions(std::fs::Permissions::from_mode(mode)))
         .and_then(|_| f.sync_all())
         .map_err(|e| not_written(cmd, what, out, parent, e))?;
     tmp.persist(out).map_err(|e| {
@@ -363,6 +375,18 @@ fn persist(
         not_written(cmd, what, out, parent, error)
     })?;
     Ok(())
+}
+
+/// This process's file mode creation mask.
+fn umask() -> libc::mode_t {
+    // SAFETY: umask cannot fail; the mask is put back at once. No other thread of this
+    // process creates files meanwhile (the hashing threads are done when a package is
+    // written).
+    unsafe {
+        let mask = libc::umask(0o077);
+        libc::umask(mask);
+        mask
+    }
 }
 
 fn metadata(dir: &Path, opts: &Options) -> Result<Metadata> {

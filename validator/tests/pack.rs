@@ -719,3 +719,58 @@ fn a_full_or_read_only_file_system_is_told_and_nothing_is_left_on_it() {
         eprintln!("skipped: {why}");
     }
 }
+
+/// Run the validator binary with the umask `mask`.
+fn run_with_umask(
+    mask: libc::mode_t,
+    args: &[&dyn AsRef<std::ffi::OsStr>],
+) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_aapi-validator"));
+    cmd.args(args.iter().map(|a| a.as_ref()));
+    // SAFETY: umask is async-signal-safe and cannot fail.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::umask(mask);
+            Ok(())
+        });
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn a_package_keeps_the_mode_of_the_file_it_replaces_or_follows_the_umask() {
+    use std::os::unix::fs::MetadataExt;
+    let d = plugin_dir(Variant::Good);
+    let w = tempfile::tempdir().unwrap();
+    let key = w.path().join("release");
+    assert_eq!(run(&[&"keygen", &"-o", &key]).status.code(), Some(0));
+    let sec = w.path().join("release.key");
+    let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o7777;
+
+    // A new file: 0666 less the umask.
+    let pkg = w.path().join("demo.aapkg");
+    let o = run_with_umask(0o077, &[&"pack", &d.path(), &"-o", &pkg]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert_eq!(mode(&pkg), 0o600);
+    let signed = w.path().join("signed.aapkg");
+    let o = run_with_umask(0o027, &[&"sign", &pkg, &"--key", &sec, &"-o", &signed]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert_eq!(mode(&signed), 0o640);
+
+    // A file replaced in place, or by pack, keeps its mode (and, for root, its owner).
+    fs::set_permissions(&pkg, fs::Permissions::from_mode(0o604)).unwrap();
+    if is_root() {
+        std::os::unix::fs::chown(&pkg, Some(1234), Some(2345)).unwrap();
+    }
+    let o = run_with_umask(0o022, &[&"sign", &pkg, &"--key", &sec]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert_eq!(mode(&pkg), 0o604);
+    if is_root() {
+        let m = fs::metadata(&pkg).unwrap();
+        assert_eq!((m.uid(), m.gid()), (1234, 2345));
+    }
+    let o = run_with_umask(0o000, &[&"pack", &d.path(), &"-o", &pkg]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert_eq!(mode(&pkg), 0o604);
+}
