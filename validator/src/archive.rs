@@ -453,8 +453,12 @@ fn walk<R: Read>(
     mut sink: Option<&mut dyn Sink>,
 ) {
     scan.complete = true;
-    let mut count = 0u64;
+    // Entries of the archive, and of the payload (as the manifest lists them).
+    let (mut count, mut payload) = (0u64, 0u64);
     let mut total = 0u64;
+    // The manifest, the signature and the .aapi directory met so far (the first of each is
+    // not payload: they have fixed bounds of their own).
+    let mut meta_seen = [false; 3];
     let mut next_header = 0u64;
     // Where the previous entry's data ended.
     let mut data_end = 0u64;
@@ -484,15 +488,33 @@ fn walk<R: Read>(
             e.raw_header_position(),
             &show,
         ));
-        if count > limits.max_entries {
+        let size = e.size();
+        let meta = match raw.as_slice() {
+            b".aapi/manifest.json" => Some((0, MAX_MANIFEST)),
+            b".aapi/manifest.sig" => Some((1, MAX_SIGNATURE)),
+            b".aapi" | b".aapi/" => Some((2, 0)),
+            _ => None,
+        };
+        let (free_entry, free_bytes) = match meta {
+            Some((i, bound)) if !std::mem::replace(&mut meta_seen[i], true) => {
+                (true, size <= bound)
+            }
+            _ => (false, false),
+        };
+        if !free_entry {
+            payload += 1;
+        }
+        if payload > limits.max_entries {
             scan.complete = false;
             scan.findings.push(Finding::whole(
                 Code::LIMIT_ENTRIES,
-                format!("more than {} entries", limits.max_entries),
+                format!(
+                    "more than {} entries (files, directories and symlinks besides the manifest and signature)",
+                    limits.max_entries
+                ),
             ));
             return;
         }
-        let size = e.size();
         let file_pos = e.raw_file_position();
         data_end = file_pos.saturating_add(size);
         next_header = file_pos.saturating_add(round_up(size));
@@ -508,14 +530,16 @@ fn walk<R: Read>(
             ));
             return;
         }
-        total = total.saturating_add(size);
+        if !free_bytes {
+            total = total.saturating_add(size);
+        }
         if total > limits.max_total_size {
             scan.complete = false;
             scan.findings.push(Finding::at(
                 Code::LIMIT_TOTAL_SIZE,
                 show,
                 format!(
-                    "the files add up to more than the limit of {} bytes",
+                    "the files add up to more than the limit of {} bytes (the manifest and signature not counted)",
                     limits.max_total_size
                 ),
             ));

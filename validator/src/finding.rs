@@ -41,9 +41,9 @@ codes! {
     ARCHIVE_TRUNCATED,
     /// Non-zero bytes follow the end-of-archive marker.
     ARCHIVE_TRAILING_DATA,
-    /// More entries than the entry limit.
+    /// More payload entries than the entry limit.
     LIMIT_ENTRIES,
-    /// The files add up to more than the total size limit.
+    /// The payload files add up to more than the total size limit.
     LIMIT_TOTAL_SIZE,
     /// One file is larger than the per-file size limit.
     LIMIT_FILE_SIZE,

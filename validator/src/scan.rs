@@ -7,9 +7,10 @@ use std::path::PathBuf;
 /// Bounds against archive bombs and runaway trees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Most entries (files, directories, symlinks, headers of any kind).
+    /// Most payload entries (files, directories, symlinks; the manifest, its signature and
+    /// the `.aapi` directory not counted: they have fixed bounds of their own).
     pub max_entries: u64,
-    /// Most bytes of all files together.
+    /// Most bytes of all payload files together (the manifest and signature not counted).
     pub max_total_size: u64,
     /// Most bytes of one file.
     pub max_file_size: u64,

@@ -81,12 +81,18 @@ impl Walker<'_> {
                 raw.push(b'/');
             }
             raw.extend_from_slice(name.as_bytes());
-            self.count += 1;
+            // The .aapi directory is not payload (its files have fixed bounds).
+            if raw != META_DIR.as_bytes() {
+                self.count += 1;
+            }
             if self.count > self.limits.max_entries {
                 self.scan.complete = false;
                 self.scan.findings.push(Finding::whole(
                     Code::LIMIT_ENTRIES,
-                    format!("more than {} entries", self.limits.max_entries),
+                    format!(
+                        "more than {} entries (files, directories and symlinks besides the manifest and signature)",
+                        self.limits.max_entries
+                    ),
                 ));
                 return Ok(());
             }
@@ -139,7 +145,7 @@ impl Walker<'_> {
                         Code::LIMIT_TOTAL_SIZE,
                         path,
                         format!(
-                            "the files add up to more than the limit of {} bytes",
+                            "the files add up to more than the limit of {} bytes (the manifest and signature not counted)",
                             self.limits.max_total_size
                         ),
                     ));

@@ -819,3 +819,56 @@ fn compressed_packages_are_checked_the_same_way() {
     fs::write(&pkg, bad_crc).unwrap();
     assert_eq!(codes(&pkg), vec![ARCHIVE_MALFORMED]);
 }
+
+#[test]
+fn limits_count_what_the_ok_line_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate().unwrap();
+    let entries = payload(plugin(Variant::Good));
+    let m = manifest_of(&entries);
+    let mut r = Raw::new();
+    r.file(b".aapi/manifest.json", 0o644, &m.to_bytes());
+    r.file(b".aapi/manifest.sig", 0o644, &key.sign(&m.to_bytes(), &m));
+    r.entry(&E::Dir(".aapi", 0o755));
+    for e in &entries {
+        r.entry(e);
+    }
+    let bytes = r.finish();
+    let (n, size) = (m.files.len(), m.payload_bytes());
+    let plain = dir.path().join("demo.aapkg");
+    fs::write(&plain, &bytes).unwrap();
+    let gz = dir.path().join("demo.aapkg.gz");
+    fs::write(&gz, gzip(&bytes)).unwrap();
+    let tree = dir.path().join("tree");
+    fs::create_dir(&tree).unwrap();
+    tar::Archive::new(&bytes[..]).unpack(&tree).unwrap();
+    for subject in [&plain, &gz, &tree] {
+        let o = run(&[&"verify", subject]);
+        assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+        assert!(
+            stdout(&o).contains(&format!(": {n} entries, {size} bytes;")),
+            "{}",
+            stdout(&o)
+        );
+        // The numbers the OK line prints are within limits of those numbers.
+        let (n_, size_) = (n.to_string(), size.to_string());
+        let o = run(&[
+            &"verify",
+            subject,
+            &"--max-entries",
+            &n_,
+            &"--max-total-size",
+            &size_,
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+        let (less_n, less_size) = ((n - 1).to_string(), (size - 1).to_string());
+        for (flag, value, code) in [
+            ("--max-entries", &less_n, "LIMIT_ENTRIES"),
+            ("--max-total-size", &less_size, "LIMIT_TOTAL_SIZE"),
+        ] {
+            let o = run(&[&"verify", subject, &flag, value]);
+            assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+            assert!(stdout(&o).starts_with(code), "{}", stdout(&o));
+        }
+    }
+}
