@@ -3,8 +3,51 @@
 use aapi_conformance::checks;
 use aapi_conformance::{Exclusions, Profile, RunOptions, WorkerProgram};
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// The signal (SIGINT, SIGTERM) that asked the run to stop; 0 while none came.
+static INTERRUPT: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    INTERRUPT.store(sig, Ordering::SeqCst);
+}
+
+/// Stop the run on SIGINT and SIGTERM (a CI job cancelled or timed out); a second one ends the
+/// process at once (`SA_RESETHAND`).
+fn handle_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: a zeroed sigaction with a handler that only stores to an atomic, which is
+        // async-signal-safe; sa_mask is emptied before use.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as *const () as libc::sighandler_t;
+            sa.sa_flags = libc::SA_RESETHAND | libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Write `body` to `path` whole or not at all (through a temporary file in the same directory).
+fn write_report(path: &Path, body: &str) -> std::io::Result<()> {
+    let parent = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.to_path_buf()
+        }
+        None => PathBuf::from("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(parent)?;
+    let mut perms = tmp.as_file().metadata()?.permissions();
+    std::io::Write::write_all(&mut tmp, body.as_bytes())?;
+    // Readable like any other file written here (the temporary file starts as 0600).
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+    tmp.as_file().set_permissions(perms)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
 
 /// The conformance runner for aapi workload plugins.
 #[derive(Parser)]
@@ -17,7 +60,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the suite against PLUGIN. Exit 0: every MUST check passed; 1: a MUST check failed;
-    /// 2: the runner could not run or could not judge every check.
+    /// 2: the runner could not run or could not judge every check; 130 or 143: stopped by
+    /// SIGINT or SIGTERM (no report).
     Run {
         /// The plugin library (.so).
         plugin: PathBuf,
@@ -136,9 +180,14 @@ fn main() -> ExitCode {
             }
             opts.scratch = keep_scratch;
             opts.worker = WorkerProgram::CurrentExe;
+            handle_signals();
+            opts.interrupt = Some(&INTERRUPT);
             let report = match aapi_conformance::run(opts) {
                 Ok(r) => r,
-                Err(e) => return fail(e),
+                Err(e) => {
+                    eprintln!("aapi-conformance: {e}");
+                    return ExitCode::from(e.exit_code());
+                }
             };
             if quiet {
                 println!("{}", report.verdict());
@@ -146,13 +195,10 @@ fn main() -> ExitCode {
                 print!("{}", report.to_text());
             }
             for (path, body) in [(json, report.to_json()), (junit, report.to_junit())] {
-                if let Some(p) = path {
-                    if let Some(parent) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                        let _ = std::fs::create_dir_all(parent);
-                    }
-                    if let Err(e) = std::fs::write(&p, body) {
-                        return fail(format!("{}: {e}", p.display()));
-                    }
+                if let Some(p) = path
+                    && let Err(e) = write_report(&p, &body)
+                {
+                    return fail(format!("{}: {e}", p.display()));
                 }
             }
             ExitCode::from(report.exit_code as u8)

@@ -18,7 +18,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The program the runner starts as a worker process.
@@ -74,6 +74,10 @@ pub struct RunOptions {
     pub jobs: usize,
     /// Keep the scratch directory here instead of a temporary one.
     pub scratch: Option<PathBuf>,
+    /// A signal number stored here (by a signal handler) stops the run: no further worker
+    /// starts, running workers and what they started are killed, teardown runs, the scratch
+    /// directory goes (unless kept), and [`run`] returns [`RunError::Interrupted`].
+    pub interrupt: Option<&'static AtomicI32>,
 }
 
 impl RunOptions {
@@ -91,17 +95,40 @@ impl RunOptions {
                 .unwrap_or(2)
                 .max(2),
             scratch: None,
+            interrupt: None,
         }
     }
 }
 
-/// Why the runner could not run (exit code 2).
+/// Why a run gave no report.
 #[derive(Debug)]
-pub struct RunError(pub String);
+pub enum RunError {
+    /// The runner could not run (exit code 2); the message says why.
+    Failed(String),
+    /// [`RunOptions::interrupt`] stopped the run with this signal (exit code 128 + signal).
+    Interrupted(i32),
+}
+
+impl RunError {
+    /// The exit code of `aapi-conformance run` for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Failed(_) => 2,
+            RunError::Interrupted(sig) => 128u8.saturating_add(*sig as u8),
+        }
+    }
+}
 
 impl fmt::Display for RunError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            RunError::Failed(m) => f.write_str(m),
+            RunError::Interrupted(sig) => write!(
+                f,
+                "stopped by {}: the workers were killed and no report was written",
+                signal_name(*sig)
+            ),
+        }
     }
 }
 
@@ -168,6 +195,8 @@ struct Runner {
     stats: Mutex<Vec<Stats>>,
     texts: Mutex<Vec<(String, String)>>,
     seq: AtomicUsize,
+    /// Process ids (and process groups) of the running workers.
+    running: Mutex<BTreeSet<u32>>,
 }
 
 /// Whether `def` needs the check `step` to pass, directly or through the checks it needs.
@@ -191,26 +220,27 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
     crate::worker::serve_if_requested();
     let started = Instant::now();
     if !opts.plugin.is_file() {
-        return Err(RunError(format!(
+        return Err(RunError::Failed(format!(
             "{}: no such plugin file",
             opts.plugin.display()
         )));
     }
     let plugin = std::fs::canonicalize(&opts.plugin)
-        .map_err(|e| RunError(format!("{}: {e}", opts.plugin.display())))?;
+        .map_err(|e| RunError::Failed(format!("{}: {e}", opts.plugin.display())))?;
     let (scratch_holder, scratch) = match &opts.scratch {
         Some(d) => {
-            std::fs::create_dir_all(d).map_err(|e| RunError(format!("{}: {e}", d.display())))?;
+            std::fs::create_dir_all(d)
+                .map_err(|e| RunError::Failed(format!("{}: {e}", d.display())))?;
             (
                 None,
-                std::fs::canonicalize(d).map_err(|e| RunError(e.to_string()))?,
+                std::fs::canonicalize(d).map_err(|e| RunError::Failed(e.to_string()))?,
             )
         }
         None => {
             let t = tempfile::Builder::new()
                 .prefix("aapi-conformance-")
                 .tempdir()
-                .map_err(|e| RunError(format!("cannot create a scratch directory: {e}")))?;
+                .map_err(|e| RunError::Failed(format!("cannot create a scratch directory: {e}")))?;
             let p = t.path().to_path_buf();
             (Some(t), p)
         }
@@ -220,7 +250,7 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
     let x = |s: &str| profile::expand(s, &tree_dir, &scratch, &opts.profile_dir);
     let mut credentials = match &p.credentials_file {
         Some(f) => profile::read_credentials(&opts.profile_dir.join(x(f)))
-            .map_err(|e| RunError(e.to_string()))?,
+            .map_err(|e| RunError::Failed(e.to_string()))?,
         None => Vec::new(),
     };
     credentials.extend(p.credentials.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -274,21 +304,22 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
         .filter(|c| opts.only.is_empty() || opts.only.iter().any(|o| c.id.starts_with(o)))
         .collect();
     if defs.is_empty() {
-        return Err(RunError(format!(
+        return Err(RunError::Failed(format!(
             "no check matches {:?} (see `aapi-conformance list`)",
             opts.only
         )));
     }
     if let Some(ft) = &p.files {
         tree::generate(&tree_dir, ft)
-            .map_err(|e| RunError(format!("cannot generate the test tree: {e}")))?;
+            .map_err(|e| RunError::Failed(format!("cannot generate the test tree: {e}")))?;
     }
     for d in &setup.watch_dirs {
         let d = PathBuf::from(
             d.to_string_lossy()
                 .replace("{job}", &scratch.join("pipeline").to_string_lossy()),
         );
-        std::fs::create_dir_all(&d).map_err(|e| RunError(format!("{}: {e}", d.display())))?;
+        std::fs::create_dir_all(&d)
+            .map_err(|e| RunError::Failed(format!("{}: {e}", d.display())))?;
     }
     let env_cmd = |cmd: &str| -> Result<(), RunError> {
         let st = Command::new("sh")
@@ -299,15 +330,15 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
             .env("AAPI_CONFORMANCE_TREE", &tree_dir)
             .stdin(Stdio::null())
             .status()
-            .map_err(|e| RunError(format!("cannot run `{cmd}`: {e}")))?;
+            .map_err(|e| RunError::Failed(format!("cannot run `{cmd}`: {e}")))?;
         if st.success() {
             Ok(())
         } else {
-            Err(RunError(format!("`{cmd}` failed: {st}")))
+            Err(RunError::Failed(format!("`{cmd}` failed: {st}")))
         }
     };
     if let Some(cmd) = &p.setup {
-        env_cmd(cmd).map_err(|e| RunError(format!("setup command: {e}")))?;
+        env_cmd(cmd).map_err(|e| RunError::Failed(format!("setup command: {e}")))?;
     }
     let runner = Runner {
         setup,
@@ -331,11 +362,29 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
         stats: Mutex::new(Vec::new()),
         texts: Mutex::new(Vec::new()),
         seq: AtomicUsize::new(0),
+        running: Mutex::new(BTreeSet::new()),
         opts: opts.clone(),
     };
-    let result = runner.run_all();
+    let done = AtomicBool::new(false);
+    let result = std::thread::scope(|scope| {
+        // Stop what runs as soon as the interrupt comes.
+        scope.spawn(|| {
+            while !done.load(Ordering::SeqCst) {
+                if runner.interrupted().is_some() {
+                    runner.kill_workers();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let r = runner.run_all();
+        done.store(true, Ordering::SeqCst);
+        r
+    });
     if let Some(cmd) = &p.teardown {
-        env_cmd(cmd).map_err(|e| RunError(format!("teardown command: {e}")))?;
+        env_cmd(cmd).map_err(|e| RunError::Failed(format!("teardown command: {e}")))?;
+    }
+    if let Some(sig) = runner.interrupted() {
+        return Err(RunError::Interrupted(sig));
     }
     let mut report = result?;
     report.duration_ms = started.elapsed().as_millis() as u64;
@@ -344,6 +393,24 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
 }
 
 impl Runner {
+    /// The signal that stopped the run, if one did.
+    fn interrupted(&self) -> Option<i32> {
+        self.opts
+            .interrupt
+            .map(|a| a.load(Ordering::SeqCst))
+            .filter(|s| *s != 0)
+    }
+
+    /// Kill every running worker with its process group (what the plugin started).
+    fn kill_workers(&self) {
+        for pid in self.running.lock().unwrap().iter() {
+            // SAFETY: kill(2) of a worker's process group. A worker leaves `running` just after
+            // it was reaped, so the id can be stale for that moment; ids are handed out in turn,
+            // so it is not another process group's by then.
+            unsafe { libc::kill(-(*pid as libc::pid_t), libc::SIGKILL) };
+        }
+    }
+
     fn with<R>(&self, id: &str, f: impl FnOnce(&mut CheckState) -> R) -> R {
         let mut s = self.state.lock().unwrap();
         f(s.entry(id.to_string()).or_default())
@@ -441,6 +508,9 @@ impl Runner {
             check: primary.to_string(),
             task,
         };
+        if self.interrupted().is_some() {
+            return unit;
+        }
         let started = Instant::now();
         let mut cmd = match self.opts.worker.command() {
             Ok(c) => c,
@@ -463,6 +533,8 @@ impl Runner {
                 return unit;
             }
         };
+        let pid = worker.pid();
+        self.running.lock().unwrap().insert(pid);
         let cancel = worker.cancel_handle();
         let mut current = primary.to_string();
         let outcome = worker.run(|ev| match ev {
@@ -496,6 +568,7 @@ impl Runner {
             }
             _ => {}
         });
+        self.running.lock().unwrap().remove(&pid);
         let ms = started.elapsed().as_millis() as u64;
         self.with(primary, |s| s.ms += ms);
         match outcome {
@@ -649,7 +722,7 @@ impl Runner {
             std::thread::scope(|s| {
                 for _ in 0..self.opts.jobs.max(1) {
                     s.spawn(|| {
-                        loop {
+                        while self.interrupted().is_none() {
                             let next = queue.lock().unwrap().next();
                             match next {
                                 Some(job) => job(),

@@ -348,3 +348,69 @@ fn default_profile_skips_what_the_docs_say_and_says_how_to_run_it() {
         "docs/conformance.md must say what the default profile skips and how to run it"
     );
 }
+
+/// Processes whose environment mentions `text` (workers carry their task, with the scratch
+/// paths, in theirs).
+fn processes_mentioning(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(env) = std::fs::read(e.path().join("environ"))
+            && String::from_utf8_lossy(&env).contains(text)
+        {
+            found.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    found
+}
+
+#[test]
+fn sigterm_stops_the_run_kills_the_workers_and_leaves_no_scratch_or_report() {
+    // Its discovery keeps alive forever: the run would wait for worker_limit_s (60 s).
+    let plugin = common::build(Some("ZOO_KEEPALIVE_FOREVER"));
+    let dir = common::fast_tempdir();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let profile = dir.path().join("p.toml");
+    std::fs::write(
+        &profile,
+        "call_budget_ms = 2000\n[files]\nbig_file_mib = 1\nwide_files = 2\ndepth = 2\ntiming_files = 2\n",
+    )
+    .unwrap();
+    let json = dir.path().join("r.json");
+    let child = cli()
+        .arg("run")
+        .arg(&plugin)
+        .arg("--profile")
+        .arg(&profile)
+        .arg("--json")
+        .arg(&json)
+        .env("TMPDIR", &tmp)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the discovery's worker (the second one) to start.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let discovery_started = || {
+        std::fs::read_dir(&tmp)
+            .unwrap()
+            .flatten()
+            .any(|e| e.path().join("units/0001").exists())
+    };
+    while !discovery_started() {
+        assert!(std::time::Instant::now() < deadline, "no discovery began");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: kill(2) of the child started above, which has not been reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(128 + libc::SIGTERM), "{err}");
+    assert!(err.contains("stopped by SIGTERM"), "{err}");
+    assert!(!json.exists(), "no report after an interrupted run");
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().flatten().collect();
+    assert!(left.is_empty(), "scratch left behind: {left:?}");
+    let workers = processes_mentioning(&tmp.to_string_lossy());
+    assert!(workers.is_empty(), "workers still run: {workers:?}");
+}
