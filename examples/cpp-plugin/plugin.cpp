@@ -17,9 +17,12 @@
 // pattern to copy, not a product. A session property injects exceptions for tests:
 // memory.throw=<entry point>[:bad_alloc|:int] makes that entry point throw.
 //
-// Build (from the repository root), or with the Makefile or CMakeLists.txt beside this file:
-//   g++ -std=c++17 -Wall -Wextra -Werror -fPIC -fvisibility=hidden -shared -I include
-//       -o libaapi_cpp_example.so examples/cpp-plugin/plugin.cpp
+// Build with the Makefile or CMakeLists.txt beside this file, or from the repository root with
+// their flags, as one command: only the aapi_* symbols may leave the library, so the C++
+// library's inline and template code is hidden too (-fvisibility-inlines-hidden, exports.map):
+//   g++ -std=c++17 -Wall -Wextra -Werror -pthread -O2 -g -fPIC -fvisibility=hidden
+//       -fvisibility-inlines-hidden -shared -Wl,--version-script=examples/cpp-plugin/exports.map
+//       -I include -o libaapi_cpp_example.so examples/cpp-plugin/plugin.cpp
 // `make check` runs the local driver (driver.cpp) on it; `make SANITIZE=1 check` does so under
 // AddressSanitizer and UndefinedBehaviorSanitizer.
 

@@ -133,23 +133,87 @@ fn read_object(s: &Server, path: &[u8]) -> (Vec<u8>, aapi_object_prop_t) {
     (data, prop)
 }
 
-#[test]
-fn exports_exactly_the_entry_points_and_the_marker() {
+/// The names of the dynamic symbols `lib` defines.
+fn exported(lib: &Path) -> BTreeSet<String> {
     let out = Command::new("nm")
-        .args(["-D", "--defined-only", CPP_PLUGIN_PATH])
+        .args(["-D", "--defined-only"])
+        .arg(lib)
         .output()
         .expect("nm runs (binutils)");
     assert!(out.status.success());
-    let names: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+    String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().nth(2).map(str::to_string))
-        .collect();
-    let want: BTreeSet<String> = ENTRY_POINTS
+        .collect()
+}
+
+/// The 22 entry points and the marker.
+fn abi_symbols() -> BTreeSet<String> {
+    ENTRY_POINTS
         .iter()
         .chain(&[MARKER_SYMBOL])
         .map(|s| s.to_string())
-        .collect();
-    assert_eq!(names, want, "no C++ symbol may leak out of the plugin");
+        .collect()
+}
+
+#[test]
+fn exports_exactly_the_entry_points_and_the_marker() {
+    assert_eq!(
+        exported(Path::new(CPP_PLUGIN_PATH)),
+        abi_symbols(),
+        "no C++ symbol may leak out of the plugin"
+    );
+}
+
+/// The build command in plugin.cpp's header comment, run as written from the repository root
+/// (here: a directory that holds the repository's include/ and examples/), gives a library that
+/// exports exactly the ABI too: a vendor copying the line gets no weak C++ symbols.
+#[test]
+fn the_build_command_in_plugin_cpp_exports_only_the_abi() {
+    let source = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("cpp-plugin/plugin.cpp"),
+    )
+    .unwrap();
+    let comment: Vec<&str> = source.lines().map_while(|l| l.strip_prefix("//")).collect();
+    let start = comment
+        .iter()
+        .position(|l| l.trim_start().starts_with("g++ "))
+        .expect("plugin.cpp's header comment gives a g++ command");
+    let mut command = Vec::new();
+    for line in &comment[start..] {
+        if !line.starts_with("   ") {
+            break;
+        }
+        command.extend(line.split_whitespace().map(str::to_string));
+    }
+    assert!(
+        command.ends_with(&[
+            "-o".into(),
+            "libaapi_cpp_example.so".into(),
+            "examples/cpp-plugin/plugin.cpp".into()
+        ]),
+        "{command:?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    for d in ["include", "examples"] {
+        std::os::unix::fs::symlink(repo.join(d), dir.path().join(d)).unwrap();
+    }
+    let out = Command::new(&command[0])
+        .args(&command[1..])
+        .current_dir(dir.path())
+        .output()
+        .expect("g++ runs");
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        exported(&dir.path().join("libaapi_cpp_example.so")),
+        abi_symbols(),
+        "the documented command exports more than the ABI"
+    );
 }
 
 #[test]
