@@ -1847,6 +1847,30 @@ impl Runner {
         s
     }
 
+    /// The result of `def` for the report.
+    fn result(&self, def: &CheckDef, memo: &mut BTreeMap<String, Status>) -> CheckResult {
+        let status = self.status_of(def, memo);
+        let st = self.state.lock().unwrap();
+        let s = st.get(&def.id);
+        let show_detail = matches!(status, Status::Failed | Status::Warning | Status::Error(_));
+        CheckResult {
+            id: def.id.clone(),
+            group: def.group.as_str().to_string(),
+            clause: def.clause.to_string(),
+            level: def.level,
+            expectation: def.expectation.clone(),
+            status,
+            findings: s.map(|s| s.findings.clone()).unwrap_or_default(),
+            log: if show_detail {
+                s.map(|s| s.logs.iter().rev().take(15).rev().cloned().collect())
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            },
+            duration_ms: s.map(|s| s.ms).unwrap_or(0),
+        }
+    }
+
     fn compute_status(&self, def: &CheckDef, memo: &mut BTreeMap<String, Status>) -> Status {
         if let Some(r) = self.opts.exclusions.0.get(&def.id) {
             return Status::Waived(r.clone());
@@ -1897,29 +1921,25 @@ impl Runner {
 
     fn finalize(&self) -> Report {
         let mut memo = BTreeMap::new();
-        let mut results = Vec::new();
-        for def in &self.defs {
-            let status = self.status_of(def, &mut memo);
-            let st = self.state.lock().unwrap();
-            let s = st.get(&def.id);
-            let show_detail = matches!(status, Status::Failed | Status::Warning | Status::Error(_));
-            results.push(CheckResult {
-                id: def.id.clone(),
-                group: def.group.as_str().to_string(),
-                clause: def.clause.to_string(),
-                level: def.level,
-                expectation: def.expectation.clone(),
-                status,
-                findings: s.map(|s| s.findings.clone()).unwrap_or_default(),
-                log: if show_detail {
-                    s.map(|s| s.logs.iter().rev().take(15).rev().cloned().collect())
-                        .unwrap_or_default()
-                } else {
-                    Vec::new()
-                },
-                duration_ms: s.map(|s| s.ms).unwrap_or(0),
-            });
+        let mut results: Vec<CheckResult> = self
+            .defs
+            .iter()
+            .map(|def| self.result(def, &mut memo))
+            .collect();
+        // A selected check blocked by one that `--only` left out: report that one too, so the
+        // failure that blocked it is shown (and fails the run).
+        let mut i = 0;
+        while i < results.len() {
+            if let Status::Blocked(n) = &results[i].status
+                && !results.iter().any(|r| r.id == *n)
+            {
+                let def = checks::find(n).expect("needed checks exist");
+                results.push(self.result(&def, &mut memo));
+            }
+            i += 1;
         }
+        let all = checks::all();
+        results.sort_by_key(|r| all.iter().position(|c| c.id == r.id));
         Report::new(
             self.setup.plugin.clone(),
             self.setup.workload_type.clone(),

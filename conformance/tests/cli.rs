@@ -414,3 +414,30 @@ fn sigterm_stops_the_run_kills_the_workers_and_leaves_no_scratch_or_report() {
     let workers = processes_mentioning(&tmp.to_string_lossy());
     assert!(workers.is_empty(), "workers still run: {workers:?}");
 }
+
+#[test]
+fn only_shows_the_failure_that_blocks_the_selected_checks() {
+    // The backup crashes; the selected obj.* checks need it.
+    let r = common::run_with(Some("ZOO_CRASH_IN_READ"), |o| o.only = vec!["obj.".into()]);
+    let text = r.to_text();
+    assert_eq!(
+        r.exit_code, 1,
+        "a plugin failure, not a runner problem\n{text}"
+    );
+    let backup = r
+        .check("life.backup")
+        .expect("the blocking check is reported");
+    assert_eq!(backup.status, Status::Failed, "{text}");
+    assert!(
+        backup
+            .findings
+            .iter()
+            .any(|f| f.contains("crash(SIGSEGV) in aapi_read_object")),
+        "{text}"
+    );
+    assert!(
+        text.contains("obj.size [OBJ-2]: needs life.backup, which did not pass"),
+        "{text}"
+    );
+    assert_eq!(r.verdict(), "NOT CONFORMANT: a MUST check failed");
+}
