@@ -133,6 +133,7 @@ pub fn install(
     how: &Options,
     leftover: &mut dyn FnMut(Leftover),
 ) -> Result<Outcome> {
+    let dest = &dest_dir(dest)?;
     let (parent, name) = split_dest(dest)?;
     check_dest(dest, parent)?;
     let opts = &verify::Options {
@@ -240,13 +241,39 @@ pub fn install(
     })
 }
 
+/// `dest` without trailing `/` and `/.` (`plugins/demo/.` is `plugins/demo`), refused when it
+/// does not name a directory an install can put in place: `.`, `/`, or a path ending in `..`.
+fn dest_dir(dest: &Path) -> Result<PathBuf> {
+    let mut s = dest.as_os_str().as_bytes();
+    loop {
+        if let Some(rest) = s.strip_suffix(b"/").filter(|r| !r.is_empty()) {
+            s = rest;
+        } else if let Some(rest) = s.strip_suffix(b"/.") {
+            s = if rest.is_empty() { b"/" } else { rest };
+        } else {
+            break;
+        }
+    }
+    let d = dest.display();
+    let why = match s {
+        b"." => {
+            "is the current directory, which an install cannot replace (it renames a new tree to DEST)"
+        }
+        b"/" => "is the root directory",
+        _ if s == b".." || s.ends_with(b"/..") => {
+            "ends in `..`: it names a directory above, not the installation directory"
+        }
+        _ => return Ok(PathBuf::from(OsStr::from_bytes(s))),
+    };
+    Err(Error::new(format!(
+        "--dest {d} {why}; nothing was done: give the installation directory by its own name, such as ../NAME or /usr/openv/lib/psf-plugins/NAME"
+    )))
+}
+
 /// DEST's parent directory (which must exist) and last component.
 fn split_dest(dest: &Path) -> Result<(&Path, &OsStr)> {
     let (Some(name), Some(parent)) = (dest.file_name(), dest.parent()) else {
-        return Err(Error::new(format!(
-            "--dest {} names no directory to install into (it is `/` or ends in `..`); give the installation directory itself, such as /usr/openv/lib/psf-plugins/NAME",
-            dest.display()
-        )));
+        unreachable!("dest_dir refuses paths without a last component");
     };
     let parent = if parent.as_os_str().is_empty() {
         Path::new(".")
@@ -1022,6 +1049,33 @@ mod tests {
         );
         assert_eq!(names(w.path()), ["demo"], "no directory is left aside");
         remove_tree(&dest).unwrap();
+    }
+
+    #[test]
+    fn a_destination_is_named_by_its_own_last_component() {
+        for (given, want) in [
+            ("demo", "demo"),
+            ("plugins/demo/", "plugins/demo"),
+            ("plugins/demo/.", "plugins/demo"),
+            ("plugins/demo/././/", "plugins/demo"),
+            ("./demo", "./demo"),
+            ("/usr/plugins/demo/.", "/usr/plugins/demo"),
+        ] {
+            assert_eq!(dest_dir(Path::new(given)).unwrap(), Path::new(want));
+        }
+        for (given, why) in [
+            (".", "is the current directory"),
+            ("./", "is the current directory"),
+            ("/", "is the root directory"),
+            ("/.", "is the root directory"),
+            ("..", "ends in `..`"),
+            ("plugins/demo/..", "ends in `..`"),
+            ("plugins/../.", "ends in `..`"),
+        ] {
+            let e = dest_dir(Path::new(given)).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("--dest {given} {why}")), "{e}");
+            assert!(e.contains("; nothing was done: "), "{e}");
+        }
     }
 
     #[test]

@@ -1150,3 +1150,38 @@ fn install_json_keeps_its_shape_when_the_install_cannot_run() {
         )
     );
 }
+
+#[test]
+fn a_destination_ending_in_dot_is_the_directory_or_refused_before_any_work() {
+    let w = tempfile::tempdir().unwrap();
+    let plugins = w.path().join("plugins");
+    fs::create_dir(&plugins).unwrap();
+    let dest = plugins.join("demo");
+    let pkg = package(w.path(), "1.0.0", false);
+    assert_eq!(install(&pkg, &dest).status.code(), Some(0));
+    // `demo/.` is `demo`, as `demo/` is.
+    let o = install(&pkg, &dest.join("."));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).ends_with(&format!(
+            " into {} (replaced demo 1.0.0 (Example Corp.))\n",
+            dest.display()
+        )),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(names(&plugins), [LOCK, "demo"]);
+    // `.` cannot be renamed onto: refused before anything is read or written.
+    let before = snapshot(w.path());
+    let o = Command::new(env!("CARGO_BIN_EXE_aapi-validator"))
+        .current_dir(&dest)
+        .args(["install", "/nonexistent.aapkg", "--dest", "."])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o),
+        "aapi-validator: --dest . is the current directory, which an install cannot replace (it renames a new tree to DEST); nothing was done: give the installation directory by its own name, such as ../NAME or /usr/openv/lib/psf-plugins/NAME\n"
+    );
+    assert!(snapshot(w.path()) == before);
+}
