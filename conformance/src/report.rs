@@ -121,6 +121,9 @@ pub struct Report {
     pub only: Vec<String>,
     /// Wall time of the run.
     pub duration_ms: u64,
+    /// How the profile's teardown command failed, if it did (the run then exits 2 at least).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub teardown_error: Option<String>,
 }
 
 impl Report {
@@ -164,7 +167,17 @@ impl Report {
             waivers,
             only,
             duration_ms: 0,
+            teardown_error: None,
         }
+    }
+
+    /// Record that the teardown command failed: a run that would exit 0 exits 2 (the checks
+    /// passed, but the environment may not be clean); a failed run still exits 1.
+    pub fn set_teardown_error(&mut self, message: String) {
+        if self.exit_code == 0 {
+            self.exit_code = 2;
+        }
+        self.teardown_error = Some(message);
     }
 
     /// IDs of the failed MUST checks.
@@ -306,6 +319,9 @@ impl Report {
         if !self.only.is_empty() {
             let _ = writeln!(o, "Only checks starting with {:?} ran.", self.only);
         }
+        if let Some(e) = &self.teardown_error {
+            let _ = writeln!(o, "{e}");
+        }
         let _ = writeln!(o, "{}", self.verdict_line(true));
         o
     }
@@ -352,6 +368,9 @@ impl Report {
                 format!("CONFORMANT: {every}{applies} passed{notes}")
             }
             1 => "NOT CONFORMANT: a MUST check failed".to_string(),
+            _ if s.errors + s.blocked == 0 && self.teardown_error.is_some() => {
+                "INCOMPLETE: every MUST check passed, but the teardown command failed".to_string()
+            }
             _ => format!(
                 "INCOMPLETE: the runner could not judge every check ({} runner errors, {} blocked{see})",
                 s.errors, s.blocked

@@ -321,7 +321,7 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
         std::fs::create_dir_all(&d)
             .map_err(|e| RunError::Failed(format!("{}: {e}", d.display())))?;
     }
-    let env_cmd = |cmd: &str| -> Result<(), RunError> {
+    let env_cmd = |what: &str, cmd: &str| -> Result<(), String> {
         let st = Command::new("sh")
             .arg("-c")
             .arg(x(cmd))
@@ -330,15 +330,26 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
             .env("AAPI_CONFORMANCE_TREE", &tree_dir)
             .stdin(Stdio::null())
             .status()
-            .map_err(|e| RunError::Failed(format!("cannot run `{cmd}`: {e}")))?;
+            .map_err(|e| format!("{what} command: cannot run `{cmd}`: {e}"))?;
         if st.success() {
             Ok(())
         } else {
-            Err(RunError::Failed(format!("`{cmd}` failed: {st}")))
+            Err(format!("{what} command: `{cmd}` failed: {st}"))
         }
     };
-    if let Some(cmd) = &p.setup {
-        env_cmd(cmd).map_err(|e| RunError::Failed(format!("setup command: {e}")))?;
+    // Teardown runs whenever setup ran: after a failing setup too.
+    let teardown = || {
+        p.teardown
+            .as_ref()
+            .and_then(|cmd| env_cmd("teardown", cmd).err())
+    };
+    if let Some(cmd) = &p.setup
+        && let Err(e) = env_cmd("setup", cmd)
+    {
+        return Err(RunError::Failed(match teardown() {
+            Some(t) => format!("{e}; then {t}"),
+            None => e,
+        }));
     }
     let runner = Runner {
         setup,
@@ -380,14 +391,16 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
         done.store(true, Ordering::SeqCst);
         r
     });
-    if let Some(cmd) = &p.teardown {
-        env_cmd(cmd).map_err(|e| RunError::Failed(format!("teardown command: {e}")))?;
-    }
+    // A failing teardown does not discard the results: the report carries it.
+    let teardown_error = teardown();
     if let Some(sig) = runner.interrupted() {
         return Err(RunError::Interrupted(sig));
     }
     let mut report = result?;
     report.duration_ms = started.elapsed().as_millis() as u64;
+    if let Some(e) = teardown_error {
+        report.set_teardown_error(e);
+    }
     drop(scratch_holder);
     Ok(report)
 }

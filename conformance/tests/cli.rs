@@ -6,6 +6,9 @@ mod common;
 use aapi_conformance::{Status, WorkerProgram, checks};
 use std::process::Command;
 
+/// A `[files]` table for a quick tree.
+const SMALL_TREE: &str = "[files]\nbig_file_mib = 1\nwide_files = 2\ndepth = 2\ntiming_files = 2\n";
+
 fn cli() -> Command {
     Command::new(env!("CARGO_BIN_EXE_aapi-conformance"))
 }
@@ -297,9 +300,22 @@ changed_objects = ["{scratch}/staged/a"]
     assert_eq!(status("disc.incremental"), "passed");
     assert_eq!(status("data.on-disk"), "skipped");
     assert_eq!(status("obj.changed"), "skipped");
+}
 
+#[test]
+fn teardown_runs_after_a_failing_setup_and_its_failure_keeps_the_report() {
+    let dir = common::fast_tempdir();
+    // A failing setup exits 2, after the teardown ran.
     let failing = dir.path().join("failing.toml");
-    std::fs::write(&failing, "setup = \"exit 3\"\n[files]\n").unwrap();
+    let ran = dir.path().join("teardown-ran");
+    std::fs::write(
+        &failing,
+        format!(
+            "setup = \"exit 3\"\nteardown = \": > '{}'\"\n{SMALL_TREE}",
+            ran.display()
+        ),
+    )
+    .unwrap();
     let out = cli()
         .arg("run")
         .arg(common::build(None))
@@ -308,7 +324,57 @@ changed_objects = ["{scratch}/staged/a"]
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("setup command"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("setup command: `exit 3` failed"));
+    assert!(ran.exists(), "teardown always runs");
+
+    // A failing teardown keeps the report: a failed run still exits 1, a passing one exits 2.
+    let profile = dir.path().join("teardown.toml");
+    std::fs::write(
+        &profile,
+        format!("call_budget_ms = 2000\nteardown = \"echo cleaning; exit 1\"\n{SMALL_TREE}"),
+    )
+    .unwrap();
+    for (define, code, verdict) in [
+        (
+            Some("ZOO_ACCEPT_MAJOR"),
+            1,
+            "NOT CONFORMANT: a MUST check failed",
+        ),
+        (
+            None,
+            2,
+            "INCOMPLETE: every MUST check passed, but the teardown command failed",
+        ),
+    ] {
+        let json = dir.path().join("r.json");
+        let _ = std::fs::remove_file(&json);
+        let out = cli()
+            .arg("run")
+            .arg(common::build(define))
+            .arg("--profile")
+            .arg(&profile)
+            .args(["--only", "abi.init-major", "--json"])
+            .arg(&json)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(code), "{define:?}\n{text}");
+        assert!(text.contains("abi.init-major"), "{text}");
+        assert!(
+            text.contains("teardown command: `echo cleaning; exit 1` failed: exit status: 1"),
+            "{text}"
+        );
+        assert!(text.trim_end().ends_with(verdict), "{text}");
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        assert_eq!(report["exit_code"], code);
+        assert!(
+            report["teardown_error"]
+                .as_str()
+                .unwrap()
+                .contains("exit 1")
+        );
+    }
 }
 
 #[test]
@@ -371,11 +437,7 @@ fn sigterm_stops_the_run_kills_the_workers_and_leaves_no_scratch_or_report() {
     let tmp = dir.path().join("tmp");
     std::fs::create_dir(&tmp).unwrap();
     let profile = dir.path().join("p.toml");
-    std::fs::write(
-        &profile,
-        "call_budget_ms = 2000\n[files]\nbig_file_mib = 1\nwide_files = 2\ndepth = 2\ntiming_files = 2\n",
-    )
-    .unwrap();
+    std::fs::write(&profile, format!("call_budget_ms = 2000\n{SMALL_TREE}")).unwrap();
     let json = dir.path().join("r.json");
     let child = cli()
         .arg("run")
