@@ -462,6 +462,8 @@ fn walk<R: Read>(
     let mut next_header = 0u64;
     // Where the previous entry's data ended.
     let mut data_end = 0u64;
+    // The path of the previous entry.
+    let mut prev = String::new();
     let mut seen = HashSet::new();
     loop {
         b.set_limit(
@@ -475,7 +477,11 @@ fn walk<R: Read>(
         let next = entries.next();
         let area = b.take_captured();
         let mut e = match next {
-            None => break,
+            None => {
+                scan.findings
+                    .extend(headers::padding(&area, data_end, &prev));
+                break;
+            }
             Some(Ok(e)) => e,
             Some(Err(err)) => return stopped(b, scan, &err, None),
         };
@@ -487,7 +493,9 @@ fn walk<R: Read>(
             data_end,
             e.raw_header_position(),
             &show,
+            &prev,
         ));
+        prev.clone_from(&show);
         let size = e.size();
         let meta = match raw.as_slice() {
             b".aapi/manifest.json" => Some((0, MAX_MANIFEST)),
@@ -572,14 +580,14 @@ fn walk<R: Read>(
             EntryType::Regular | EntryType::Continuous => K::File,
             EntryType::Directory => K::Dir,
             EntryType::Symlink => match e.link_name_bytes().as_deref().map(std::str::from_utf8) {
-                Some(Ok(t)) if !t.is_empty() && !t.chars().any(char::is_control) => {
+                Some(Ok(t)) if !t.is_empty() && !t.chars().any(paths::is_control_or_format) => {
                     K::Link(t.to_string())
                 }
                 _ => {
                     scan.findings.push(Finding::at(
                         Code::PATH_INVALID,
                         show,
-                        "symlink target is empty, not UTF-8 or has control characters",
+                        "symlink target is empty, not UTF-8 or has control or format characters",
                     ));
                     continue;
                 }

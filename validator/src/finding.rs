@@ -41,6 +41,8 @@ codes! {
     ARCHIVE_TRUNCATED,
     /// Non-zero bytes follow the end-of-archive marker.
     ARCHIVE_TRAILING_DATA,
+    /// Non-zero bytes in the padding that fills an entry's data or extension header up to the next 512-byte block.
+    ARCHIVE_PADDING,
     /// More payload entries than the entry limit.
     LIMIT_ENTRIES,
     /// The payload files add up to more than the total size limit.
@@ -169,9 +171,9 @@ pub struct Finding {
 /// Longest path or message kept in a finding, in characters.
 const MAX_TEXT: usize = 512;
 
-/// Text for one line: control characters escaped, at most [`MAX_TEXT`] characters.
+/// Text for one line: control and format characters escaped, at most [`MAX_TEXT`] characters.
 fn one_line(s: String) -> String {
-    if s.len() <= MAX_TEXT && !s.chars().any(char::is_control) {
+    if s.len() <= MAX_TEXT && !s.chars().any(crate::paths::is_control_or_format) {
         return s;
     }
     let mut out: String = s
@@ -191,7 +193,7 @@ trait EscapeControl {
 
 impl EscapeControl for char {
     fn escape_default_if_control(self) -> Vec<char> {
-        if self.is_control() {
+        if crate::paths::is_control_or_format(self) {
             self.escape_default().collect()
         } else {
             vec![self]

@@ -1,7 +1,8 @@
-//! The raw bytes in front of an entry's header: the extension headers (GNU long names, pax
-//! records) that the `tar` crate folds into the entry. They are judged here from their bytes,
-//! so that no record the validator does not understand can make another extractor (GNU tar,
-//! libarchive) write something else than what was verified.
+//! The raw bytes in front of an entry's header: the padding after the previous entry's data,
+//! and the extension headers (GNU long names, pax records) that the `tar` crate folds into the
+//! entry. They are judged here from their bytes, so that no record the validator does not
+//! understand can make another extractor (GNU tar, libarchive) write something else than what
+//! was verified, and no byte of a verified package goes unchecked.
 
 use crate::finding::{Code, Finding};
 use std::collections::HashSet;
@@ -23,9 +24,15 @@ pub(crate) fn round_up(n: u64) -> u64 {
 
 /// Judge the headers of one entry: `area` holds the archive's bytes from `start` (where the
 /// previous entry's data ended; 0 for the first entry) to the end of the entry's own header at
-/// `header_pos`. `path` names the entry in findings.
-pub(crate) fn check(area: &[u8], start: u64, header_pos: u64, path: &str) -> Vec<Finding> {
-    let mut out = Vec::new();
+/// `header_pos`. `path` names the entry in findings, `prev` the previous one.
+pub(crate) fn check(
+    area: &[u8],
+    start: u64,
+    header_pos: u64,
+    path: &str,
+    prev: &str,
+) -> Vec<Finding> {
+    let mut out = padding(area, start, prev).into_iter().collect::<Vec<_>>();
     let first = round_up(start) - start;
     let Some(ext) = usize::try_from(first)
         .ok()
@@ -45,6 +52,18 @@ pub(crate) fn check(area: &[u8], start: u64, header_pos: u64, path: &str) -> Vec
             .ok()
             .and_then(|n| ext.get(data_at..data_at.checked_add(n)?))
             .unwrap_or_default();
+        let pad_at = data_at + data.len();
+        let pad_end = data_at.saturating_add(usize::try_from(round_up(size)).unwrap_or(usize::MAX));
+        if ext
+            .get(pad_at..pad_end.min(ext.len()))
+            .is_some_and(|p| p.iter().any(|&b| b != 0))
+        {
+            out.push(Finding::at(
+                Code::ARCHIVE_PADDING,
+                path,
+                "non-zero bytes in the padding of one of its extension headers",
+            ));
+        }
         match h[156] {
             b'L' => long_name = true,
             b'K' => long_link = true,
@@ -57,6 +76,20 @@ pub(crate) fn check(area: &[u8], start: u64, header_pos: u64, path: &str) -> Vec
         pax_findings(data, path, long_name, long_link, &mut out);
     }
     out
+}
+
+/// The finding when the padding from `start` (where the data of the entry `prev` ended) to the
+/// next block, at the start of `area`, is not all zeros.
+pub(crate) fn padding(area: &[u8], start: u64, prev: &str) -> Option<Finding> {
+    let len = usize::try_from(round_up(start) - start).ok()?;
+    let pad = &area[..len.min(area.len())];
+    pad.iter().any(|&b| b != 0).then(|| {
+        Finding::at(
+            Code::ARCHIVE_PADDING,
+            prev,
+            "non-zero bytes in the padding after its data; packages carry nothing that is not checked",
+        )
+    })
 }
 
 /// Findings about the pax records `data` of the entry `path`, which also has a GNU long name
@@ -135,7 +168,7 @@ fn well_formed(key: &str, value: &[u8]) -> bool {
             }
         }
         "uname" | "gname" => std::str::from_utf8(value)
-            .is_ok_and(|s| !s.is_empty() && !s.chars().any(char::is_control)),
+            .is_ok_and(|s| !s.is_empty() && !s.chars().any(crate::paths::is_control_or_format)),
         // path and linkpath are judged as the entry's path and symlink target.
         _ => true,
     }

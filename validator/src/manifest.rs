@@ -248,9 +248,9 @@ impl Manifest {
             ));
         }
         let v = &self.plugin.vendor;
-        if v.is_empty() || v.len() > 256 || v.chars().any(char::is_control) {
+        if v.is_empty() || v.len() > 256 || v.chars().any(crate::paths::is_control_or_format) {
             errs.push(format!(
-                "plugin.vendor {v:?} must be 1-256 bytes without control characters"
+                "plugin.vendor {v:?} must be 1-256 bytes without control or format characters (such as bidi overrides)"
             ));
         }
         if self.plugin.workload_types.is_empty() {
@@ -320,10 +320,10 @@ impl Manifest {
             if let Kind::Symlink { target } = &e.kind
                 && (target.is_empty()
                     || target.len() > crate::paths::MAX_PATH
-                    || target.chars().any(char::is_control))
+                    || target.chars().any(crate::paths::is_control_or_format))
             {
                 errs.push(format!(
-                    "symlink {:?} has an empty, overlong or control-character target",
+                    "symlink {:?} has an empty, overlong, control- or format-character target",
                     e.path
                 ));
             }

@@ -12,6 +12,39 @@ pub const MAX_COMPONENT: usize = 255;
 /// Most symlinks followed while resolving one target.
 const MAX_LINKS: usize = 40;
 
+/// Whether `c` is a character that changes how text around it shows rather than showing itself:
+/// a control character (Unicode Cc), a format character (Cf: bidirectional overrides and
+/// isolates such as U+202E, zero-width characters, the byte order mark...), or a line or
+/// paragraph separator (U+2028, U+2029). Names shown to people may not hold them: `X\u{202e}Y`
+/// would display as another vendor.
+pub fn is_control_or_format(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{ad}'
+                | '\u{600}'..='\u{605}'
+                | '\u{61c}'
+                | '\u{6dd}'
+                | '\u{70f}'
+                | '\u{890}'..='\u{891}'
+                | '\u{8e2}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206f}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+                | '\u{110bd}'
+                | '\u{110cd}'
+                | '\u{13430}'..='\u{1343f}'
+                | '\u{1bca0}'..='\u{1bca3}'
+                | '\u{1d173}'..='\u{1d17a}'
+                | '\u{e0001}'
+                | '\u{e0020}'..='\u{e007f}'
+        )
+}
+
 /// Check a raw path as stored in an archive or manifest and return its canonical form (a
 /// directory's single trailing `/` removed). The error is the finding code and why.
 pub fn check(raw: &[u8], is_dir: bool) -> Result<String, (Code, String)> {
@@ -33,8 +66,8 @@ pub fn check(raw: &[u8], is_dir: bool) -> Result<String, (Code, String)> {
     if s.split('/').any(|c| c == "..") {
         return Err((Code::PATH_TRAVERSAL, "path has a .. component".into()));
     }
-    if s.chars().any(char::is_control) {
-        return invalid("path has a control character");
+    if s.chars().any(is_control_or_format) {
+        return invalid("path has a control or format character (such as a bidi override)");
     }
     if s.len() > MAX_PATH {
         return invalid("path is longer than 4096 bytes");
@@ -178,6 +211,24 @@ mod tests {
         assert_eq!(code(b"\xff", false), Code::PATH_INVALID);
         assert_eq!(code(b"", false), Code::PATH_INVALID);
         assert_eq!(code(&[b'a'; 256], false), Code::PATH_INVALID);
+        // Characters that change how a name displays.
+        for c in [
+            '\u{202e}',
+            '\u{2066}',
+            '\u{200b}',
+            '\u{feff}',
+            '\u{2028}',
+            '\u{e0041}',
+        ] {
+            assert_eq!(
+                code(format!("lib/a{c}b").as_bytes(), false),
+                Code::PATH_INVALID
+            );
+        }
+        assert_eq!(
+            check("lib/café/中文/😀.so".as_bytes(), false),
+            Ok("lib/café/中文/😀.so".into())
+        );
     }
 
     fn codes(nodes: &[(&'static str, Node<'static>)]) -> Vec<(String, Code)> {

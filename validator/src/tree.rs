@@ -158,7 +158,7 @@ impl Walker<'_> {
             } else if ft.is_symlink() {
                 let t = fs::read_link(&child).map_err(|e| Error::read(&child, e))?;
                 match t.to_str() {
-                    Some(t) if !t.is_empty() && !t.chars().any(char::is_control) => {
+                    Some(t) if !t.is_empty() && !t.chars().any(paths::is_control_or_format) => {
                         ItemKind::Symlink {
                             target: t.to_string(),
                         }
@@ -167,7 +167,7 @@ impl Walker<'_> {
                         self.scan.findings.push(Finding::at(
                             Code::PATH_INVALID,
                             path,
-                            "symlink target is empty, not UTF-8 or has control characters",
+                            "symlink target is empty, not UTF-8 or has control or format characters",
                         ));
                         continue;
                     }

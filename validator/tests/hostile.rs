@@ -55,6 +55,22 @@ fn honest(entries: Vec<E>) -> Vec<u8> {
     Raw::package(&manifest_of(&entries), &entries).finish()
 }
 
+/// A good package with one byte of the padding after README's data set.
+fn dirty_padding() -> Vec<u8> {
+    let mut b = good_package();
+    let mut ar = tar::Archive::new(&b[..]);
+    let end = ar
+        .entries()
+        .unwrap()
+        .map(Result::unwrap)
+        .find(|e| e.path_bytes().as_ref() == b"README")
+        .map(|e| (e.raw_file_position() + e.size()) as usize)
+        .unwrap();
+    assert_eq!(b[end + 100], 0);
+    b[end + 100] = b'!';
+    b
+}
+
 fn flipped_library() -> Vec<u8> {
     let good = plugin(Variant::Good);
     let entries = payload(good.clone());
@@ -94,6 +110,23 @@ fn cases(dir: &Path) -> Vec<Case> {
             "dot-path",
             with(|r| r.file(b"./README2", 0o644, b"x")),
             &[PATH_INVALID],
+        ),
+        // Shown as lib/os.evil... reversed: a right-to-left override.
+        case(
+            "bidi-path",
+            with(|r| r.file("lib/\u{202e}os.evil".as_bytes(), 0o644, b"x")),
+            &[PATH_INVALID],
+        ),
+        // A vendor name that displays as another (X, then Y shown right to left).
+        case(
+            "vendor-bidi",
+            {
+                let entries = good();
+                let mut m = manifest_of(&entries);
+                m.plugin.vendor = "Example Corp.\u{202e}.proC elpmaxE".into();
+                Raw::package(&m, &entries).finish()
+            },
+            &[MANIFEST_INVALID],
         ),
         case(
             "newline-path",
@@ -208,6 +241,19 @@ fn cases(dir: &Path) -> Vec<Case> {
             "pax-malformed",
             before("README", |r| r.pax_data(b"22 path=lib/evil.so\n\n")),
             &[ARCHIVE_MALFORMED],
+        ),
+        // Bytes nothing reads: the padding of an entry's data and of a pax header.
+        case("padding-after-data", dirty_padding(), &[ARCHIVE_PADDING]),
+        case(
+            "padding-after-pax-records",
+            {
+                let mut b = before("README", |r| r.pax(&[("mtime", b"1")]));
+                let at = b.windows(8).position(|w| w == b"mtime=1\n").unwrap() + 8;
+                assert_eq!(b[at], 0);
+                b[at] = b'!';
+                b
+            },
+            &[ARCHIVE_PADDING],
         ),
         case(
             "duplicate",
@@ -806,6 +852,8 @@ fn compressed_packages_are_checked_the_same_way() {
     assert_eq!(codes(&pkg), vec![]);
     fs::write(&pkg, gzip(&flipped_library())).unwrap();
     assert_eq!(codes(&pkg), vec![FILE_DIGEST]);
+    fs::write(&pkg, gzip(&dirty_padding())).unwrap();
+    assert_eq!(codes(&pkg), vec![ARCHIVE_PADDING]);
     fs::write(&pkg, gzip(&honest(payload(plugin(Variant::WrongArch))))).unwrap();
     assert_eq!(codes(&pkg), vec![ELF_ARCH]);
     let gz = gzip(&good_package());
