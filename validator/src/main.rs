@@ -138,10 +138,12 @@ enum Command {
 
 #[derive(Args)]
 struct LimitArgs {
-    /// Most entries in a package.
+    /// Most entries of the payload, as the OK line counts them (the manifest and signature
+    /// are not counted).
     #[arg(long, default_value_t = Limits::default().max_entries)]
     max_entries: u64,
-    /// Most bytes of all files together (suffixes K, M, G, T: powers of 1024).
+    /// Most bytes of the payload's files together, as the OK line counts them (suffixes K, M,
+    /// G, T: powers of 1024).
     #[arg(long, value_parser = parse_size, default_value = "8G")]
     max_total_size: u64,
     /// Most bytes of one file (suffixes K, M, G, T).
