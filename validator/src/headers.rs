@@ -36,7 +36,7 @@ pub(crate) fn check(
     let first = round_up(start) - start;
     let Some(ext) = usize::try_from(first)
         .ok()
-        .zip(usize::try_from(header_pos - start).ok())
+        .zip(usize::try_from(header_pos.saturating_sub(start)).ok())
         .and_then(|(from, to)| area.get(from..to))
     else {
         // The reader kept less than it read: nothing to judge.

@@ -17,7 +17,8 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  valid (or: packed, signed, installed)
   1  invalid: the findings are listed (`aapi-validator codes` explains each); nothing was written
-  2  could not run: usage error, unreadable input, unwritable output, a failed write during install
+  2  could not run: usage error, unreadable input, unwritable output, a --dest install may not
+     replace (another plugin, a newer version), a failed write during install
   3  install only: another install into the same destination is running; nothing was done";
 
 /// Pack, sign, verify and install aapi plugin packages without running their code.
