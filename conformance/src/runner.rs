@@ -137,6 +137,9 @@ impl std::error::Error for RunError {}
 #[derive(Debug, Default)]
 struct CheckState {
     findings: Vec<String>,
+    /// The ends of this check's workers that a plugin call caused: (signature, finding), the
+    /// signature naming the kind of end and the call, e.g. `crash(SIGSEGV) in aapi_open_object`.
+    deaths: Vec<(String, String)>,
     skip: Option<String>,
     ran: bool,
     error: Option<String>,
@@ -198,6 +201,16 @@ struct Runner {
     /// Process ids (and process groups) of the running workers.
     running: Mutex<BTreeSet<u32>>,
 }
+
+/// The checks of the steps every other check builds on: a worker of another check that ends
+/// the way one of these did (same kind of end, same call) is blocked by it.
+const STEPS: &[&str] = &[
+    "load.claim",
+    "life.discovery",
+    "life.backup",
+    "life.postprocess",
+    "life.restore",
+];
 
 /// Whether `def` needs the check `step` to pass, directly or through the checks it needs.
 fn needs_step(def: &CheckDef, step: &str) -> bool {
@@ -586,6 +599,7 @@ impl Runner {
         self.with(primary, |s| s.ms += ms);
         match outcome {
             Ok(o) => {
+                let mut death: Option<(String, String)> = None;
                 match &o.end {
                     WorkerEnd::Exited(0) if unit.done => {}
                     WorkerEnd::Exited(code)
@@ -602,13 +616,12 @@ impl Runner {
                         );
                     }
                     WorkerEnd::ExitedInCall { code, function } => {
-                        self.ended(
-                            &current,
-                            format!(
-                                "the plugin ended the process (exit status {code}) in {}",
-                                call_name(function)
-                            ),
+                        let msg = format!(
+                            "the plugin ended the process (exit status {code}) in {}",
+                            call_name(function)
                         );
+                        self.ended(&current, msg.clone());
+                        death = Some((format!("exit in {function}"), msg));
                     }
                     WorkerEnd::Crashed { signal, function } => {
                         let msg = match function {
@@ -617,6 +630,9 @@ impl Runner {
                             }
                             None => format!("crash({}) outside any call", signal_name(*signal)),
                         };
+                        if let Some(f) = function {
+                            death = Some((format!("crash({}) in {f}", signal_name(*signal)), msg.clone()));
+                        }
                         self.fail(&current, msg.clone());
                         self.crashes
                             .lock()
@@ -629,6 +645,7 @@ impl Runner {
                             call_name(function),
                             budget.as_millis()
                         );
+                        death = Some((format!("timeout in {function}"), msg.clone()));
                         self.fail(&current, msg.clone());
                         self.timeouts
                             .lock()
@@ -644,6 +661,7 @@ impl Runner {
                             call_name(function),
                             limit.as_secs()
                         );
+                        death = Some((format!("overrun in {function}"), msg.clone()));
                         self.fail(&current, msg.clone());
                         self.overruns
                             .lock()
@@ -669,6 +687,9 @@ impl Runner {
                             ),
                         );
                     }
+                }
+                if let Some(d) = death {
+                    self.with(&current, |s| s.deaths.push(d));
                 }
                 for g in o.garbage.iter().take(3) {
                     self.harness(&current, format!("garbage on the event pipe: {g}"));
@@ -1884,6 +1905,44 @@ impl Runner {
         }
     }
 
+    /// The step of the data pipeline (or the claim) that failed the way `def`'s worker ended,
+    /// when that end is all `def` found: one broken function is reported at its own step,
+    /// and the checks that merely used that function are blocked by it, not failed.
+    fn stopped_by_step(
+        &self,
+        def: &CheckDef,
+        memo: &mut BTreeMap<String, Status>,
+    ) -> Option<&'static str> {
+        let deaths = |id: &str| -> Vec<String> {
+            let st = self.state.lock().unwrap();
+            st.get(id)
+                .map(|s| s.deaths.iter().map(|(sig, _)| sig.clone()).collect())
+                .unwrap_or_default()
+        };
+        {
+            let st = self.state.lock().unwrap();
+            let s = st.get(&def.id)?;
+            let only_deaths = s
+                .findings
+                .iter()
+                .all(|f| s.deaths.iter().any(|(_, m)| m == f));
+            if s.deaths.is_empty() || !only_deaths {
+                return None;
+            }
+        }
+        let mine = deaths(&def.id);
+        STEPS.iter().copied().find(|step| {
+            *step != def.id && {
+                let theirs = deaths(step);
+                mine.iter().all(|d| theirs.contains(d))
+                    && !matches!(
+                        self.status_of(&checks::find(step).expect("steps are checks"), memo),
+                        Status::Passed | Status::Warning
+                    )
+            }
+        })
+    }
+
     fn compute_status(&self, def: &CheckDef, memo: &mut BTreeMap<String, Status>) -> Status {
         if let Some(r) = self.opts.exclusions.0.get(&def.id) {
             return Status::Waived(r.clone());
@@ -1898,6 +1957,9 @@ impl Runner {
                 Status::Skipped(r) => return Status::Skipped(format!("needs {n}, skipped: {r}")),
                 _ => return Status::Blocked(n.to_string()),
             }
+        }
+        if let Some(step) = self.stopped_by_step(def, memo) {
+            return Status::Blocked(step.to_string());
         }
         // A check judged by another check's probe is blocked by that check when the probe
         // stopped before it got there (it failed, or could not complete).

@@ -301,3 +301,40 @@ fn a_slow_claim_is_held_to_the_run_budget_in_timing_units() {
     assert_eq!(r.failed_ids(), Vec::<&str>::new(), "{}", r.to_text());
     assert_eq!(r.exit_code, 0, "{}", r.to_text());
 }
+
+/// A crash in one function (every valid `aapi_open_object`) fails the step that uses it
+/// (`life.backup`) and `mem.no-crash`; the probes that open objects only as a tool, and crash
+/// the same way, are blocked by that step instead of failing clauses of their own.
+#[test]
+fn a_crash_in_one_function_is_reported_at_its_step() {
+    let r = run(Some("ZOO_CRASH_IN_OPEN"));
+    let text = r.to_text();
+    assert_eq!(
+        r.failed_ids(),
+        vec!["life.backup", "mem.no-crash"],
+        "{text}"
+    );
+    assert!(
+        findings(&r, "life.backup").contains("crash(SIGSEGV) in aapi_open_object"),
+        "{text}"
+    );
+    for id in [
+        "rc.bad-handle.aapi_close_server",
+        "rc.out-params.aapi_open_object",
+        "abi.struct-size",
+        "rc.buffer.last-error",
+    ] {
+        assert_eq!(
+            r.check(id).map(|c| &c.status),
+            Some(&Status::Blocked("life.backup".into())),
+            "{id}\n{text}"
+        );
+    }
+    assert!(
+        r.checks
+            .iter()
+            .all(|c| !matches!(c.status, Status::Error(_))),
+        "{text}"
+    );
+    assert_eq!(r.exit_code, 1);
+}
