@@ -161,14 +161,15 @@ fn compiler(cxx: bool) -> String {
 }
 
 /// Compile `source` (C or C++ by `std`) with the strict flags plus `extra`; panic with the
-/// compiler's output when it fails. Returns the output path.
-fn compile(name: &str, std: &str, source: &str, extra: &[&str]) -> PathBuf {
+/// compiler's output when it fails. Returns the output path, in a directory that goes when the
+/// returned guard is dropped.
+fn compile(name: &str, std: &str, source: &str, extra: &[&str]) -> (tempfile::TempDir, PathBuf) {
     let cxx = std.starts_with("c++");
-    let dir = tempfile::Builder::new()
+    let tmp = tempfile::Builder::new()
         .prefix("aapi-header-")
         .tempdir()
-        .unwrap()
-        .keep();
+        .unwrap();
+    let dir = tmp.path();
     let src = dir.join(format!("{name}.{}", if cxx { "cpp" } else { "c" }));
     std::fs::write(&src, source).unwrap();
     let out = dir.join(format!("{name}.out"));
@@ -189,7 +190,7 @@ fn compile(name: &str, std: &str, source: &str, extra: &[&str]) -> PathBuf {
         "{name} failed to compile with -std={std}:\n{}",
         String::from_utf8_lossy(&result.stderr)
     );
-    out
+    (tmp, out)
 }
 
 const STANDARDS: &[&str] = &["c99", "c11", "c++11", "c++17"];
@@ -396,7 +397,7 @@ fn c_code_names_and_messages_match_the_rust_table() {
     let source = "#include \"aapi.h\"\n#include <stdio.h>\n\
                   int main(void) {\n    int c;\n    for (c = -1; c <= 40; c++)\n        \
                   printf(\"%d|%s|%s\\n\", c, aapi_code_name(c), aapi_strerror(c));\n    return 0;\n}\n";
-    let exe = compile("codes", "c99", source, &[]);
+    let (_dir, exe) = compile("codes", "c99", source, &[]);
     let out = Command::new(&exe).output().unwrap();
     assert!(out.status.success());
     let mut expected = String::new();
@@ -414,7 +415,7 @@ fn c_marker_macro_exports_the_expected_marker() {
     for std in ["c99", "c++11"] {
         let source = "#include \"aapi.h\"\nAAPI_DEFINE_ABI_MARKER();\n\
                       int aapi_terminate(void) { return AAPI_EOK; }\n";
-        let lib = compile(
+        let (_dir, lib) = compile(
             "marker",
             std,
             source,
