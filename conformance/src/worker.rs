@@ -458,20 +458,60 @@ pub fn code_name(code: c_int) -> &'static str {
     aapi_sdk::codes::name(code)
 }
 
-/// The open descriptors of this process, with their targets.
+/// The open descriptors of this process, with their targets; the descriptor this function
+/// reads `/proc/self/fd` through is not among them.
 pub fn open_fds() -> Vec<(i32, String)> {
     let mut v = Vec::new();
-    if let Ok(rd) = std::fs::read_dir("/proc/self/fd") {
-        for e in rd.flatten() {
-            if let Some(n) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
-                let target = std::fs::read_link(e.path())
-                    .map(|t| t.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                v.push((n, target));
-            }
+    // SAFETY: open of a NUL-terminated path; the result is checked.
+    let dfd = unsafe {
+        libc::open(
+            c"/proc/self/fd".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if dfd < 0 {
+        return v;
+    }
+    // SAFETY: dfd is an open directory descriptor; the stream owns it from here on.
+    let dir = unsafe { libc::fdopendir(dfd) };
+    if dir.is_null() {
+        // SAFETY: fdopendir failed, so dfd is still ours to close.
+        unsafe { libc::close(dfd) };
+        return v;
+    }
+    loop {
+        // SAFETY: dir is a valid stream until closedir below.
+        let e = unsafe { libc::readdir(dir) };
+        if e.is_null() {
+            break;
+        }
+        // SAFETY: readdir returned an entry whose d_name is NUL-terminated.
+        let name = unsafe { std::ffi::CStr::from_ptr((*e).d_name.as_ptr()) };
+        let Some(n) = name.to_str().ok().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if n == dfd {
+            continue;
+        }
+        let mut buf = [0u8; 4096];
+        // SAFETY: readlinkat relative to dfd into buf, at most buf.len() bytes.
+        let len = unsafe {
+            libc::readlinkat(
+                dfd,
+                name.as_ptr(),
+                buf.as_mut_ptr() as *mut libc::c_char,
+                buf.len(),
+            )
+        };
+        if len > 0 {
+            v.push((
+                n,
+                String::from_utf8_lossy(&buf[..len as usize]).into_owned(),
+            ));
         }
     }
-    v.retain(|(_, t)| !t.is_empty());
+    // SAFETY: closes the stream (and dfd with it) opened above.
+    unsafe { libc::closedir(dir) };
     v.sort();
     v
 }

@@ -212,7 +212,6 @@ zoo_tests! {
     // security and resources
     logs_secret: "ZOO_SECRET_LOG" => ["SEC-1"] [] "sec.secrets" "credential value";
     prints_to_stdout: "ZOO_STDOUT" => [] ["SEC-3"] "sec.output" "stdout";
-    leaks_descriptors: "ZOO_LEAK_FD" => ["RES-1", "RES-2"] [] "res.fds-close-server" "fd ";
     init_descriptor_survives_terminate: "ZOO_INIT_FD" => ["RES-2"] [] "res.fds-terminate" "/dev/null";
     // Killed with the worker's process group, and reported.
     child_process_survives_terminate: "ZOO_FORK_CHILD" => ["RES-2"] [] "res.fds-terminate" "processes the plugin started still run: pid";
@@ -337,4 +336,21 @@ fn a_crash_in_one_function_is_reported_at_its_step() {
         "{text}"
     );
     assert_eq!(r.exit_code, 1);
+}
+
+/// Leaked descriptors are named by their targets, and only the plugin's: the descriptor the
+/// check reads `/proc/self/fd` through is never among them.
+#[test]
+fn leaks_descriptors() {
+    let r = run(Some("ZOO_LEAK_FD"));
+    let text = r.to_text();
+    assert_eq!(r.failed_clauses(), vec!["RES-1", "RES-2"], "{text}");
+    for id in ["res.fds-close-server", "res.fds-terminate"] {
+        let f = findings(&r, id);
+        assert!(f.contains("fd ") && f.contains("/tree/data/"), "{id}: {f}");
+        assert!(
+            !f.contains("/proc/"),
+            "{id} blames the check's own descriptor: {f}"
+        );
+    }
 }
