@@ -279,7 +279,7 @@ pub struct Exclusions(pub BTreeMap<String, String>);
 
 impl Exclusions {
     /// Parse an exclude file: one `CHECK-ID reason...` per line; `#` starts a comment line.
-    /// Every ID must name a check and every waiver needs a reason.
+    /// Every ID must name a check that no other check needs, and every waiver needs a reason.
     pub fn parse(text: &str, origin: &str) -> Result<Exclusions, ConfigError> {
         let known = crate::checks::all();
         let mut map = BTreeMap::new();
@@ -300,6 +300,16 @@ impl Exclusions {
             if !known.iter().any(|c| c.id == id) {
                 return Err(ConfigError(format!(
                     "{origin}:{}: unknown check ID `{id}` (see `aapi-conformance list`)",
+                    n + 1
+                )));
+            }
+            let needed_by = known
+                .iter()
+                .filter(|c| c.id != id && c.needed().contains(&id))
+                .count();
+            if needed_by > 0 {
+                return Err(ConfigError(format!(
+                    "{origin}:{}: `{id}` cannot be waived: {needed_by} other checks need it to pass (it is a step of the load gate or of the data pipeline); fix what fails, or run the checks that do not need it with --only",
                     n + 1
                 )));
             }
@@ -342,5 +352,16 @@ mod tests {
         assert!(Exclusions::parse("rc.codes\n", "x").is_err());
         let e = Exclusions::parse("no.such.check why\n", "x").unwrap_err();
         assert!(e.0.contains("x:1"), "{e}");
+        // The gate and the pipeline's steps: what needs them would have nothing to judge.
+        for id in [
+            "load.init",
+            "load.claim",
+            "life.discovery",
+            "life.backup",
+            "life.restore",
+        ] {
+            let e = Exclusions::parse(&format!("{id} reason\n"), "x").unwrap_err();
+            assert!(e.0.contains("cannot be waived"), "{id}: {e}");
+        }
     }
 }

@@ -69,6 +69,22 @@ fn configuration_errors_exit_2_with_a_message() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown check ID `rc.no-such-check`"));
 
+    // A waived gate check would leave every check that needs it without a plugin to judge.
+    std::fs::write(&ex, "load.init  waive the gate\n").unwrap();
+    let out = cli()
+        .arg("run")
+        .arg(&plugin)
+        .arg("--exclude")
+        .arg(&ex)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("`load.init` cannot be waived"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     let out = cli().args(["run", "--bogus"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
 }
