@@ -1007,26 +1007,7 @@ fn a_failed_postprocess_is_run_again_by_the_next_finalize() {
     let store = dir.path().join("store");
     make_tree(&tree, 4, PAST);
     let plugin = good_plugin();
-    let discover = || {
-        let d = host(
-            &store,
-            &[
-                "discover",
-                "-q",
-                "--plugin",
-                plugin.to_str().unwrap(),
-                "--policy",
-                "p",
-                "--select",
-                tree.to_str().unwrap(),
-                "--hosts",
-                "bh1,bh2",
-            ],
-            &[],
-        );
-        assert_eq!(d.code, 0, "{}", d.stderr);
-        d.stdout.trim().to_string()
-    };
+    let discover = || discover(&store, &plugin, &tree, "bh1,bh2", &[]);
     let state = |image: &str| {
         let l = host(&store, &["list", "--json"], &[]).json();
         let row = l["images"]
@@ -1235,26 +1216,13 @@ fn a_finalize_that_failed_after_its_postprocess_only_merges_next_time() {
     std::fs::create_dir(&snaps).unwrap();
     let plugin = rust_sample();
     let snap_dir = format!("files.snapshot_dir={}", snaps.display());
-    let d = host(
+    let image = discover(
         &store,
-        &[
-            "discover",
-            "-q",
-            "--plugin",
-            plugin.to_str().unwrap(),
-            "--policy",
-            "p",
-            "--select",
-            tree.to_str().unwrap(),
-            "--property",
-            "files.snapshot=copy",
-            "--property",
-            &snap_dir,
-        ],
-        &[],
+        &plugin,
+        &tree,
+        "stream-1",
+        &["--property", "files.snapshot=copy", "--property", &snap_dir],
     );
-    assert_eq!(d.code, 0, "{}", d.stderr);
-    let image = d.stdout.trim().to_string();
     let c = host(
         &store,
         &["child", "--image", &image, "--host", "stream-1"],

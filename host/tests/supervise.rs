@@ -233,29 +233,6 @@ fn killed_supervisor_leaves_an_incomplete_image() {
     assert_incomplete(&store);
 }
 
-/// `discover` of `tree` into `store` for backup hosts `hosts` (comma-separated): the image id.
-fn discover(store: &Path, tree: &Path, hosts: &str) -> String {
-    let plugin = good_plugin();
-    let r = host(
-        store,
-        &[
-            "discover",
-            "-q",
-            "--plugin",
-            plugin.to_str().unwrap(),
-            "--policy",
-            "p",
-            "--select",
-            tree.to_str().unwrap(),
-            "--hosts",
-            hosts,
-        ],
-        &[],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    r.stdout.trim().to_string()
-}
-
 fn child_cmd(store: &Path, image: &str, host: &str, fault: &str) -> Command {
     let mut c = Command::new(host_bin());
     c.arg("--store")
@@ -281,7 +258,7 @@ fn sigterm_stops_a_split_child_job_between_objects() {
     let tree = dir.path().join("tree");
     make_tree(&tree, 40, 1_600_000_000);
     let store = dir.path().join("store");
-    let image = discover(&store, &tree, "h1");
+    let image = discover(&store, &good_plugin(), &tree, "h1", &[]);
     // About 200 ms per object, 8 s in all.
     let child = child_cmd(&store, &image, "h1", "pause:aapi_read_object:100")
         .spawn()
@@ -373,7 +350,7 @@ fn killed_supervisor_takes_a_worker_without_keepalives_with_it() {
 #[test]
 fn a_second_run_of_a_running_child_job_is_refused() {
     let (_d, tree, store) = setup();
-    let image = discover(&store, &tree, "h1");
+    let image = discover(&store, &good_plugin(), &tree, "h1", &[]);
     let first = child_cmd(&store, &image, "h1", "pause:aapi_read_object:300")
         .spawn()
         .unwrap();

@@ -311,3 +311,24 @@ pub fn fake_image(
     std::fs::write(dir.join(MANIFEST), serde_json::to_vec_pretty(&m).unwrap()).unwrap();
     id.to_string()
 }
+
+/// `aapi-host discover -q` of `tree` into `store` with `plugin` for policy `p` and backup hosts
+/// `hosts` (comma-separated), plus `extra` arguments; asserts success and returns the image id.
+pub fn discover(store: &Path, plugin: &Path, tree: &Path, hosts: &str, extra: &[&str]) -> String {
+    let mut args = vec![
+        "discover",
+        "-q",
+        "--plugin",
+        plugin.to_str().unwrap(),
+        "--policy",
+        "p",
+        "--select",
+        tree.to_str().unwrap(),
+        "--hosts",
+        hosts,
+    ];
+    args.extend_from_slice(extra);
+    let r = host(store, &args, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    r.stdout.trim().to_string()
+}
