@@ -212,6 +212,47 @@ const STEPS: &[&str] = &[
     "life.restore",
 ];
 
+/// The file that marks a kept scratch directory as the runner's.
+const SCRATCH_MARK: &str = ".aapi-conformance-scratch";
+
+/// Make `dir` the run's scratch directory: a new or empty directory, or one an earlier run
+/// kept (it holds [`SCRATCH_MARK`]), which is emptied. Returns its canonical path.
+fn keep_scratch(dir: &Path) -> Result<PathBuf, String> {
+    let shown = dir.display();
+    std::fs::create_dir_all(dir).map_err(|e| format!("--keep-scratch {shown}: {e}"))?;
+    let entries: Vec<std::fs::DirEntry> = std::fs::read_dir(dir)
+        .map_err(|e| format!("--keep-scratch {shown}: {e}"))?
+        .flatten()
+        .collect();
+    if !entries.is_empty() {
+        if !dir.join(SCRATCH_MARK).is_file() {
+            return Err(format!(
+                "--keep-scratch {shown}: the directory is not empty and holds no scratch of an earlier run ({SCRATCH_MARK}): remove it or choose a new or empty directory"
+            ));
+        }
+        for e in entries {
+            let path = e.path();
+            let gone = if e.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            gone.map_err(|err| {
+                format!(
+                    "--keep-scratch {shown}: cannot empty the scratch of an earlier run ({}: {err}): remove it yourself",
+                    path.display()
+                )
+            })?;
+        }
+    }
+    std::fs::write(
+        dir.join(SCRATCH_MARK),
+        "aapi-conformance keeps a run's scratch here; the next run with --keep-scratch empties it\n",
+    )
+    .map_err(|e| format!("--keep-scratch {shown}: {e}"))?;
+    std::fs::canonicalize(dir).map_err(|e| format!("--keep-scratch {shown}: {e}"))
+}
+
 /// Whether `def` needs the check `step` to pass, directly or through the checks it needs.
 fn needs_step(def: &CheckDef, step: &str) -> bool {
     def.needed().into_iter().any(|n| {
@@ -240,15 +281,18 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
     }
     let plugin = std::fs::canonicalize(&opts.plugin)
         .map_err(|e| RunError::Failed(format!("{}: {e}", opts.plugin.display())))?;
+    let defs: Vec<CheckDef> = checks::all()
+        .into_iter()
+        .filter(|c| opts.only.is_empty() || opts.only.iter().any(|o| c.id.starts_with(o)))
+        .collect();
+    if defs.is_empty() {
+        return Err(RunError::Failed(format!(
+            "no check matches {:?} (see `aapi-conformance list`)",
+            opts.only
+        )));
+    }
     let (scratch_holder, scratch) = match &opts.scratch {
-        Some(d) => {
-            std::fs::create_dir_all(d)
-                .map_err(|e| RunError::Failed(format!("{}: {e}", d.display())))?;
-            (
-                None,
-                std::fs::canonicalize(d).map_err(|e| RunError::Failed(e.to_string()))?,
-            )
-        }
+        Some(d) => (None, keep_scratch(d).map_err(RunError::Failed)?),
         None => {
             let t = tempfile::Builder::new()
                 .prefix("aapi-conformance-")
@@ -312,16 +356,6 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
             .map(|d| PathBuf::from(x(d)))
             .collect(),
     };
-    let defs: Vec<CheckDef> = checks::all()
-        .into_iter()
-        .filter(|c| opts.only.is_empty() || opts.only.iter().any(|o| c.id.starts_with(o)))
-        .collect();
-    if defs.is_empty() {
-        return Err(RunError::Failed(format!(
-            "no check matches {:?} (see `aapi-conformance list`)",
-            opts.only
-        )));
-    }
     if let Some(ft) = &p.files {
         tree::generate(&tree_dir, ft)
             .map_err(|e| RunError::Failed(format!("cannot generate the test tree: {e}")))?;

@@ -519,3 +519,48 @@ fn only_shows_the_failure_that_blocks_the_selected_checks() {
     );
     assert_eq!(r.verdict(), "NOT CONFORMANT: a MUST check failed");
 }
+
+#[test]
+fn keep_scratch_reuses_its_own_directory_and_refuses_another() {
+    let (_, profile_dir) = common::profile();
+    let dir = common::fast_tempdir();
+    let run = |scratch: &std::path::Path| {
+        cli()
+            .arg("run")
+            .arg(common::build(None))
+            .arg("--profile")
+            .arg(profile_dir.join("zoo.toml"))
+            .args(["--only", "load.", "--quiet", "--keep-scratch"])
+            .arg(scratch)
+            .output()
+            .unwrap()
+    };
+    // The second run in the same directory (a reused CI workspace) empties and reuses it.
+    let scratch = dir.path().join("scratch");
+    for _ in 0..2 {
+        let out = run(&scratch);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(scratch.join("tree/data").is_dir());
+    }
+    // A directory with other files is not the runner's to empty.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), "mine").unwrap();
+    let out = run(&other);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--keep-scratch")
+            && err.contains("remove it or choose a new or empty directory"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(other.join("notes.txt")).unwrap(),
+        "mine"
+    );
+}
