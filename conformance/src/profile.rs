@@ -230,8 +230,21 @@ impl Profile {
         if self.workload_type.is_empty() {
             return Err("workload_type is empty".into());
         }
-        if self.backup_hosts.is_empty() || self.backup_hosts.iter().any(|h| h.is_empty()) {
-            return Err("backup_hosts needs at least one non-empty name".into());
+        if self.backup_hosts.is_empty() {
+            return Err("backup_hosts needs at least one name".into());
+        }
+        for (i, h) in self.backup_hosts.iter().enumerate() {
+            // Each names a workload file <dir>/<host><suffix>: one file name, one file each.
+            if h.is_empty() || h == "." || h == ".." || h.contains(['/', '\0']) {
+                return Err(format!(
+                    "backup_hosts: {h:?} is no host name (it names the workload file <host>.wkld: no '/', not empty, '.' or '..')"
+                ));
+            }
+            if self.backup_hosts[..i].contains(h) {
+                return Err(format!(
+                    "backup_hosts: {h:?} is listed twice (each host gets one workload file)"
+                ));
+            }
         }
         if self.selections.is_empty() {
             return Err("selections needs at least one entry".into());
@@ -337,6 +350,20 @@ mod tests {
         assert_eq!(p.workload_type, "files");
         assert!(p.files.is_some());
         p.validate().unwrap();
+    }
+
+    #[test]
+    fn backup_hosts_are_distinct_file_names() {
+        for (hosts, says) in [
+            ("[\"bh1\", \"bh1\"]", "listed twice"),
+            ("[\"a/b\"]", "no host name"),
+            ("[\"..\"]", "no host name"),
+            ("[\"\"]", "no host name"),
+        ] {
+            let p: Profile = toml::from_str(&format!("backup_hosts = {hosts}\n")).unwrap();
+            let e = p.validate().unwrap_err();
+            assert!(e.contains(says), "{hosts}: {e}");
+        }
     }
 
     #[test]

@@ -281,6 +281,9 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
     }
     let plugin = std::fs::canonicalize(&opts.plugin)
         .map_err(|e| RunError::Failed(format!("{}: {e}", opts.plugin.display())))?;
+    opts.profile
+        .validate()
+        .map_err(|e| RunError::Failed(format!("profile: {e}")))?;
     let defs: Vec<CheckDef> = checks::all()
         .into_iter()
         .filter(|c| opts.only.is_empty() || opts.only.iter().any(|o| c.id.starts_with(o)))
@@ -313,6 +316,12 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
     credentials.extend(p.credentials.iter().map(|(k, v)| (k.clone(), v.clone())));
     let selections: Vec<Vec<u8>> = p.selections.iter().map(|s| x(s).into_bytes()).collect();
     let restore_root = PathBuf::from(x(&p.restore_root));
+    if std::fs::read_dir(&restore_root).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(RunError::Failed(format!(
+            "profile: restore_root {} exists and is not empty; the round trip restores into it: empty it or name another directory",
+            restore_root.display()
+        )));
+    }
     let restored_selections = match &p.restored_selections {
         Some(v) => v.iter().map(|s| x(s).into_bytes()).collect(),
         None => selections

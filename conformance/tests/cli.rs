@@ -85,6 +85,34 @@ fn configuration_errors_exit_2_with_a_message() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // Profile mistakes are profile errors, not findings against the plugin.
+    let full = dir.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    std::fs::write(full.join("old.txt"), "from before").unwrap();
+    for (text, says) in [
+        (
+            "backup_hosts = [\"bh1\", \"bh1\"]\n",
+            "\"bh1\" is listed twice",
+        ),
+        ("backup_hosts = [\"a/b\"]\n", "\"a/b\" is no host name"),
+        (
+            "restore_root = \"{profile_dir}/full\"\n",
+            "full exists and is not empty",
+        ),
+    ] {
+        std::fs::write(&bad, text).unwrap();
+        let out = cli()
+            .arg("run")
+            .arg(&plugin)
+            .arg("--profile")
+            .arg(&bad)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}: {err}");
+        assert!(err.contains(says), "{text}: {err}");
+    }
+
     let out = cli().args(["run", "--bogus"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
 }
