@@ -115,10 +115,15 @@ pub fn read_all(
             );
         }
         if code != AAPI_EOK {
+            let detail = plugin.last_error();
+            let detail = if detail.is_empty() {
+                String::new()
+            } else {
+                format!(" ({detail})")
+            };
             return Err(format!(
-                "aapi_read_object({what}) returned {} ({}) after {} bytes",
+                "aapi_read_object({what}) returned {}{detail} after {} bytes",
                 code_name(code),
-                plugin.last_error(),
                 data.len()
             ));
         }

@@ -288,10 +288,13 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
         .into_iter()
         .filter(|c| opts.only.is_empty() || opts.only.iter().any(|o| c.id.starts_with(o)))
         .collect();
-    if defs.is_empty() {
+    if let Some(o) = opts
+        .only
+        .iter()
+        .find(|o| !defs.iter().any(|c| c.id.starts_with(o.as_str())))
+    {
         return Err(RunError::Failed(format!(
-            "no check matches {:?} (see `aapi-conformance list`)",
-            opts.only
+            "--only {o:?} matches no check (see `aapi-conformance list`)"
         )));
     }
     let (scratch_holder, scratch) = match &opts.scratch {

@@ -201,15 +201,31 @@ impl ConfHooks {
         *self.cancel_answered.lock().unwrap()
     }
 
+    /// The latency measured so far (the findings went to the supervisor as they came).
     fn stats(&self) -> Stats {
-        self.stats.lock().unwrap().clone()
+        Stats {
+            latency_us: self.stats.lock().unwrap().latency_us.clone(),
+            ..Stats::default()
+        }
+    }
+
+    /// Send one finding of the run-wide checks at once, so that it counts even when the
+    /// worker dies later (crash, timeout, exit).
+    fn report(&self, one: Stats) {
+        let value = serde_json::to_value(Msg::Stats(one)).expect("messages serialise");
+        self.link.send(&Event::Result { value });
     }
 
     fn stray(&self, what: String) {
         if self.in_flight.load(Ordering::SeqCst) == 0 {
             let mut s = self.stats.lock().unwrap();
             if s.stray_callbacks.len() < 20 {
-                s.stray_callbacks.push(what);
+                s.stray_callbacks.push(what.clone());
+                drop(s);
+                self.report(Stats {
+                    stray_callbacks: vec![what],
+                    ..Stats::default()
+                });
             }
         }
     }
@@ -274,18 +290,26 @@ impl HostHooks for ConfHooks {
         let took = STARTS.with(|s| s.borrow_mut().pop()).map(|t| now - t);
         self.link.call_leave(function, code);
         let n = self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let mut found = Stats::default();
         let mut s = self.stats.lock().unwrap();
-        if aapi_sdk::codes::info(code).is_none() && s.bad_codes.len() < 20 {
-            let during = self.current.lock().unwrap().clone();
-            s.bad_codes.push(format!(
-                "{function} returned {code}, which is no AAPI_E* code (during {during})"
-            ));
+        let during = || self.current.lock().unwrap().clone();
+        if aapi_sdk::codes::info(code).is_none() {
+            if s.bad_codes.len() < 20 {
+                let m = format!(
+                    "{function} returned {code}, which is no AAPI_E* code (during {})",
+                    during()
+                );
+                s.bad_codes.push(m.clone());
+                found.bad_codes.push(m);
+            }
         } else if !crate::codes::documented(function, code) && s.undocumented.len() < 20 {
-            let during = self.current.lock().unwrap().clone();
-            s.undocumented.push(format!(
-                "{function} returned {}, which §14 does not list for it (during {during})",
-                aapi_sdk::codes::name(code)
-            ));
+            let m = format!(
+                "{function} returned {}, which §14 does not list for it (during {})",
+                aapi_sdk::codes::name(code),
+                during()
+            );
+            s.undocumented.push(m.clone());
+            found.undocumented.push(m);
         }
         if let Some(took) = took {
             s.latency_us
@@ -293,6 +317,7 @@ impl HostHooks for ConfHooks {
                 .or_default()
                 .push(took.as_micros() as u64);
         }
+        drop(s);
         if n == 1
             && let Some(t) = self.track.lock().unwrap().take()
         {
@@ -306,13 +331,19 @@ impl HostHooks for ConfHooks {
                 && t.function == function
                 && dur.as_millis() > (budget / 4) as u128
             {
-                s.long_calls.push(LongCall {
+                found.long_calls.push(LongCall {
                     function: function.to_string(),
                     duration_ms: dur.as_millis() as u64,
                     max_gap_ms: gap.as_millis() as u64,
                     budget_ms: budget,
                 });
             }
+        }
+        if !(found.bad_codes.is_empty()
+            && found.undocumented.is_empty()
+            && found.long_calls.is_empty())
+        {
+            self.report(found);
         }
     }
 }
@@ -453,9 +484,12 @@ pub fn show(p: &[u8]) -> String {
     format!("{:?}", String::from_utf8_lossy(p))
 }
 
-/// `AAPI_...` name of a code.
-pub fn code_name(code: c_int) -> &'static str {
-    aapi_sdk::codes::name(code)
+/// `AAPI_...` name of a code; a number that is no code keeps its value.
+pub fn code_name(code: c_int) -> String {
+    match aapi_sdk::codes::info(code) {
+        Some(c) => c.name.to_string(),
+        None => format!("{code} (no AAPI_E* code)"),
+    }
 }
 
 /// The open descriptors of this process, with their targets; the descriptor this function

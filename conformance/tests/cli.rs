@@ -85,6 +85,16 @@ fn configuration_errors_exit_2_with_a_message() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // A typo in one of several --only prefixes.
+    let out = cli()
+        .arg("run")
+        .arg(&plugin)
+        .args(["--only", "load.", "--only", "rcc."])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--only \"rcc.\" matches no check"));
+
     // Profile mistakes are profile errors, not findings against the plugin.
     let full = dir.path().join("full");
     std::fs::create_dir(&full).unwrap();

@@ -130,6 +130,7 @@ fn the_zoo_breaks_every_must_clause_the_kit_checks() {
 zoo_tests! {
     // load and ABI
     no_marker: "ZOO_NO_MARKER" => ["LOAD-2"] [] "load.marker" "aapi_abi_marker";
+    marker_bad_magic: "ZOO_BAD_MAGIC" => ["LOAD-2"] [] "load.marker" "the ABI marker's magic is \"AAPIAB\\x00\\x00\", expected \"AAPIABI\\x00\"";
     wrong_abi_major: "ZOO_ABI_MAJOR" => ["ABI-1"] [] "load.abi-version" "major 2";
     missing_symbol: "ZOO_MISSING_SYMBOL" => ["LOAD-1"] [] "load.symbols" "aapi_flush";
     undefined_symbol: "ZOO_UNDEFINED" => ["LOAD-3"] [] "load.undefined-symbols" "aapi_framework_service";
@@ -153,6 +154,10 @@ zoo_tests! {
     second_terminate_fails: "ZOO_TERMINATE_TWICE" => ["LIFE-7"] [] "life.terminate" "second aapi_terminate";
     // return codes
     undefined_code: "ZOO_BAD_CODE" => ["RC-1", "RC-7"] [] "rc.codes" "returned 42";
+    // A number that is no code keeps its value in the findings.
+    negative_code: "ZOO_NEGATIVE_CODE" => ["LIFE-8", "RC-1"] [] "life.backup" "returned -1 (no AAPI_E* code) after";
+    // Found before the worker crashed: reported all the same.
+    code_before_crash: "ZOO_CODE_BEFORE_CRASH" => ["MEM-3", "RC-1", "RST-10", "RST-6"] [] "rc.codes" "aapi_restore_postprocess returned 42, which is no AAPI_E* code (during rst.failed-restore)";
     wrong_code_for_null: "ZOO_NULL_CODE" => ["RC-3"] [] "rc.null.aapi_open_object" "AAPI_ENOENT";
     accepts_closed_handle: "ZOO_ACCEPT_CLOSED" => ["LIFE-6", "LIFE-7", "OBJ-8", "RC-4"] [] "rc.bad-handle.aapi_read_object" "closed handle";
     writes_out_param_on_failure: "ZOO_OUTPARAM" => ["RC-5"] [] "rc.out-params.aapi_open_object" "while failing";

@@ -400,7 +400,7 @@ pub fn out_params(p: &Probe, f: &str) -> PR {
         sentinel(&mut pi, 4);
         let c = api.pgn_init(&hi, &mut pi);
         if c != AAPI_EOK {
-            untouched(code_name(c), is_sentinel(&pi, 4));
+            untouched(&code_name(c), is_sentinel(&pi, 4));
         }
         return Ok(());
     }
@@ -426,7 +426,7 @@ pub fn out_params(p: &Probe, f: &str) -> PR {
             sentinel(&mut si, 0);
             si.struct_size = size_of::<aapi_server_info_t>() as u32;
             let c = api.get_server_prop(0, &mut si);
-            untouched(code_name(c), c == AAPI_EOK || is_sentinel(&si, 4));
+            untouched(&code_name(c), c == AAPI_EOK || is_sentinel(&si, 4));
         }
         "aapi_discovery" => {
             for (what, sched, sel) in [

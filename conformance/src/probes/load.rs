@@ -8,7 +8,7 @@ use crate::worker::{Ctx, code_name, cpath, pbytes, show, thread_count};
 use aapi_host::client::Plugin;
 use aapi_host::loader::LoadError;
 use aapi_sdk::abi::*;
-use aapi_sdk::version::MARKER_SIZE;
+use aapi_sdk::version::{AAPI_ABI_MAGIC, MARKER_SIZE, MarkerError};
 use std::ffi::{CStr, c_char};
 use std::time::Duration;
 
@@ -95,7 +95,18 @@ pub fn gate(ctx: &Ctx) -> Result<(), String> {
                     "load.symbols"
                 }
             };
-            ctx.fail(check, e.to_string());
+            let message = match &e {
+                LoadError::BadMarker {
+                    error: MarkerError::BadMagic(m),
+                    ..
+                } => format!(
+                    "the ABI marker's magic is \"{}\", expected \"{}\"",
+                    m.escape_ascii(),
+                    AAPI_ABI_MAGIC.escape_ascii()
+                ),
+                _ => e.to_string(),
+            };
+            ctx.fail(check, message);
             ctx.ran(check);
             return Ok(());
         }

@@ -32,6 +32,9 @@
 #ifdef ZOO_ABI_MAJOR
 const aapi_abi_marker_t aapi_abi_marker = {"AAPIABI", AAPI_ABI_MAJOR + 1, 0, 16};
 #define PLUGIN_MAJOR (AAPI_ABI_MAJOR + 1)
+#elif defined(ZOO_BAD_MAGIC)
+const aapi_abi_marker_t aapi_abi_marker = {"AAPIAB", AAPI_ABI_MAJOR, AAPI_ABI_MINOR, 16};
+#define PLUGIN_MAJOR AAPI_ABI_MAJOR
 #elif !defined(ZOO_NO_MARKER)
 AAPI_DEFINE_ABI_MARKER();
 #define PLUGIN_MAJOR AAPI_ABI_MAJOR
@@ -405,8 +408,15 @@ int aapi_open_server(const char *server, const aapi_session_def_t *session, aapi
 
 static void restore_cleanup(server_t *s, int ok);
 
+#ifdef ZOO_CODE_BEFORE_CRASH
+static int g_code_before_crash;
+#endif
+
 int aapi_close_server(aapi_server_t server) {
     if (!live()) FAIL(AAPI_ESEQUENCE, "aapi_close_server before aapi_pgn_init");
+#ifdef ZOO_CODE_BEFORE_CRASH
+    if (g_code_before_crash) *(volatile int *)8 = 1;
+#endif
     server_t *s = server_of(server);
     if (!s) FAIL(AAPI_EBADHANDLE, "aapi_close_server: bad handle %llx", (unsigned long long)server);
 #ifndef ZOO_CLOSE_SERVER_KEEPS_OBJECTS
@@ -968,6 +978,9 @@ int aapi_read_object(aapi_object_t object, void *buf, size_t buf_size, size_t *b
 #ifdef ZOO_CRASH_IN_READ
     if (o->pos > 0) *(volatile int *)(uintptr_t)8 = 1;
 #endif
+#ifdef ZOO_NEGATIVE_CODE
+    if (o->pos > 0) return -1; /* no AAPI_E* code */
+#endif
 #ifdef ZOO_HANG
     if (o->st.st_size > (1 << 20))
         for (;;) pause();
@@ -1431,6 +1444,12 @@ int aapi_restore_postprocess(aapi_server_t server, int status) {
         FAIL(AAPI_ESEQUENCE, "restore_postprocess not legal here");
 #ifdef ZOO_EXIT_IN_ROLLBACK
     if (status != AAPI_EOK) _exit(0);
+#endif
+#ifdef ZOO_CODE_BEFORE_CRASH
+    if (status != AAPI_EOK) {
+        g_code_before_crash = 1;
+        return 42; /* no AAPI_E* code; the next aapi_close_server crashes */
+    }
 #endif
     restore_cleanup(s, status == AAPI_EOK);
     s->post_done = 1;
