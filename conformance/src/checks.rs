@@ -450,7 +450,7 @@ pub fn all() -> Vec<CheckDef> {
             "life.open-before-claim",
             Lifecycle,
             "LIFE-3",
-            Some(Claim),
+            Some(Objects),
             "aapi_open_server before a successful claim in the current cycle returns AAPI_ESEQUENCE",
         ),
         def(

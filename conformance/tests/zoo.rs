@@ -276,13 +276,24 @@ fn a_failing_discovery_is_reported_once() {
     );
 }
 
+/// A plugin that opens no session yet (a skeleton) fails life.discovery, and nothing else:
+/// life.open-before-claim, whose positive control opens a session after a claim, is blocked.
+#[test]
+fn a_plugin_without_sessions_fails_only_its_discovery() {
+    reported_once(
+        "ZOO_NO_SESSIONS",
+        "life.discovery",
+        &[("life.open-before-claim", "life.discovery")],
+    );
+}
+
 #[test]
 fn a_refused_claim_is_reported_once() {
     reported_once(
         "ZOO_CLAIM_REFUSED",
         "load.claim",
         &[
-            ("life.open-before-claim", "load.claim"),
+            ("life.open-before-claim", "life.discovery"),
             ("life.double-init", "load.claim"),
             ("life.discovery", "load.claim"),
             ("disc.format", "life.discovery"),

@@ -146,7 +146,9 @@ fn open_code(r: Result<Server, PluginError>) -> c_int {
 /// `life.open-before-claim`: open_server needs a successful claim in the current cycle.
 pub fn open_before_claim(p: &Probe) -> PR {
     let plugin = p.init_only()?;
-    let def = p.ctx.session_def(AAPI_OP_BACKUP);
+    // The session life.discovery opens: that check shows the plugin can open one after a claim
+    // (the positive control below); without it this check is blocked, not failed.
+    let def = p.ctx.session_def(AAPI_OP_DISCOVERY);
     let server = p.setup().server.clone();
     let c = open_code(plugin.open_server(&server, def.clone()));
     p.expect("aapi_open_server before any claim", c, AAPI_ESEQUENCE);

@@ -367,6 +367,9 @@ int aapi_open_server(const char *server, const aapi_session_def_t *session, aapi
     if (!session->sd_job_id || !session->sd_backup_host || !session->sd_snapid ||
         (session->sd_property_count && !session->sd_properties))
         FAIL(AAPI_EINVAL, "aapi_open_server: NULL field in the session");
+#ifdef ZOO_NO_SESSIONS
+    FAIL(AAPI_ECONNECT, "the zoo reaches no server"); /* as a plugin does before it is written */
+#endif
     pthread_mutex_lock(&g_lock);
     server_t *s = NULL;
     for (int i = 0; i < MAX_SERVERS; i++)
