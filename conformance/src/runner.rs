@@ -1,7 +1,7 @@
 //! The supervisor side: runs every check in worker processes, orchestrates the data pipeline,
 //! and turns what the workers reported into check results.
 
-use crate::checks::{self, CheckDef, GATE, Level};
+use crate::checks::{self, CheckDef, GATE, Level, Needs};
 use crate::pipeline::read_images;
 use crate::profile::{self, Exclusions, Profile};
 use crate::report::{CheckResult, Latency, Report, Status};
@@ -253,6 +253,23 @@ fn keep_scratch(dir: &Path) -> Result<PathBuf, String> {
     std::fs::canonicalize(dir).map_err(|e| format!("--keep-scratch {shown}: {e}"))
 }
 
+/// The registered check `id`.
+fn step(id: &str) -> CheckDef {
+    checks::find(id).expect("a registered check")
+}
+
+/// How far along the chain of steps `def` builds: the gate, the claim, discovery, backup,
+/// restore.
+fn step_rank(def: &CheckDef) -> u8 {
+    match def.needs {
+        None | Some(Needs::Plugin) => 0,
+        Some(Needs::Claim) => 1,
+        Some(Needs::Objects) => 2,
+        Some(Needs::Backup) => 3,
+        Some(Needs::Restore | Needs::RoundTrip) => 4,
+    }
+}
+
 /// Whether `def` needs the check `step` to pass, directly or through the checks it needs.
 fn needs_step(def: &CheckDef, step: &str) -> bool {
     def.needed().into_iter().any(|n| {
@@ -465,6 +482,21 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
 }
 
 impl Runner {
+    /// Whether a MUST check that `def` needs, directly or not, has failed already: then `def`
+    /// is blocked whatever its probe would find, and the probe need not run.
+    fn failed_need(&self, def: &CheckDef) -> bool {
+        def.needed().into_iter().filter(|n| *n != def.id).any(|n| {
+            let failed = self
+                .state
+                .lock()
+                .unwrap()
+                .get(n)
+                .is_some_and(|s| s.error.is_some() || !s.findings.is_empty());
+            let nd = checks::find(n).expect("needed checks exist");
+            (failed && nd.level == Level::Must) || self.failed_need(&nd)
+        })
+    }
+
     /// The signal that stopped the run, if one did.
     fn interrupted(&self) -> Option<i32> {
         self.opts
@@ -785,17 +817,27 @@ impl Runner {
             if let Some(d) = disc {
                 work.push(Box::new(move || self.pipeline_rest(d)));
             }
-            let mut probes: Vec<String> = needed
+            let mut probes: Vec<CheckDef> = needed
                 .iter()
                 .filter(|d| !self.opts.exclusions.0.contains_key(&d.id))
                 .filter(|d| have_objects || !needs_step(d, "life.discovery"))
                 .filter_map(|d| crate::probes::probe_for(&d.id))
+                .filter_map(|id| checks::find(&id))
                 .collect();
-            probes.sort();
-            probes.dedup();
-            for id in probes {
+            // The probes that need the least first: by the time those that need the backup or
+            // the restore start, a failed step is known, and they are not started at all.
+            probes.sort_by_key(|d| (step_rank(d), d.id.clone()));
+            probes.dedup_by(|a, b| a.id == b.id);
+            for def in probes {
                 work.push(Box::new(move || {
-                    self.unit(Task::Probe { check: id.clone() }, &id);
+                    if !self.failed_need(&def) {
+                        self.unit(
+                            Task::Probe {
+                                check: def.id.clone(),
+                            },
+                            &def.id,
+                        );
+                    }
                 }));
             }
             let queue = Mutex::new(work.into_iter());
@@ -1270,10 +1312,13 @@ impl Runner {
                 "life.restore",
                 "the plugin does not declare AAPI_CAP_ALTERNATE_RESTORE (the checks restore under an alternate root)",
             );
-        } else if !image.is_empty() {
+        } else if !image.is_empty() && !self.failed_need(&step("life.restore")) {
             self.restore_and_compare(&images, &image, manifest.as_ref());
         }
-        self.incremental(&objects);
+        // After a failed backup the incremental checks are blocked: no need to run them.
+        if !self.failed_need(&step("disc.incremental")) {
+            self.incremental(&objects);
+        }
     }
 
     fn check_image(
