@@ -422,7 +422,16 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
     if let Some(cmd) = &p.setup
         && let Err(e) = env_cmd("setup", cmd)
     {
-        return Err(RunError::Failed(match teardown() {
+        let t = teardown();
+        // Ctrl-C reaches the setup command too: then it is the interrupt that stopped the run.
+        if let Some(sig) = opts
+            .interrupt
+            .map(|a| a.load(Ordering::SeqCst))
+            .filter(|s| *s != 0)
+        {
+            return Err(RunError::Interrupted(sig));
+        }
+        return Err(RunError::Failed(match t {
             Some(t) => format!("{e}; then {t}"),
             None => e,
         }));
