@@ -4,7 +4,8 @@
  * It exports the ABI marker and all 22 entry points, answers the handshake, claims one
  * workload type, keeps the call order of docs/contract.md §4 (LIFE-1..3, LIFE-7) and reports
  * every failure through aapi_get_last_error. It opens no sessions yet: aapi_open_server answers
- * AAPI_ENOTSUP, so every call that needs a session meets no valid handle. The guide continues
+ * AAPI_ECONNECT (one of its listed codes: it reaches no workload server), so every call that
+ * needs a session meets no valid handle. The guide continues
  * from here; sample-plugin/c shows every entry point done in full.
  *
  *   cc -std=c99 -Wall -Wextra -Werror -fPIC -fvisibility=hidden -shared \
@@ -79,7 +80,8 @@ int aapi_open_server(const char *server, const aapi_session_def_t *session,
         return rc;
     if (server == NULL || session == NULL || server_handle == NULL)
         return fail(AAPI_EINVAL, "aapi_open_server", "NULL argument");
-    return fail(AAPI_ENOTSUP, "aapi_open_server", "this skeleton opens no sessions yet");
+    return fail(AAPI_ECONNECT, "aapi_open_server",
+                "this skeleton reaches no workload server: it opens no sessions yet");
 }
 
 int aapi_terminate(void)

@@ -17,7 +17,8 @@
 #
 # Exit status: 0 when the plugin is conformant, the package verifies and its entry library is the
 # library that passed; otherwise the status of the step that failed (aapi-conformance: 1 a MUST
-# check failed, 2 could not run; aapi-validator: 1 invalid package, 2 could not run), or 3 when the
+# check failed, 2 could not run, 130/143 stopped by SIGINT/SIGTERM (a cancelled CI job);
+# aapi-validator: 1 invalid package, 2 could not run), or 3 when the
 # package's entry library is not PLUGIN.so byte for byte (its SHA-256 differs): then the package is
 # removed, since what was tested is not what would ship.
 set -euo pipefail

@@ -50,7 +50,7 @@ fn check_skeleton(so: &Path) {
     let err = plugin
         .open_server("s", SessionDef::new(AAPI_OP_BACKUP))
         .unwrap_err();
-    assert_eq!(err.code(), Some(AAPI_ENOTSUP), "{err}");
+    assert_eq!(err.code(), Some(AAPI_ECONNECT), "{err}");
     plugin.terminate().unwrap();
 }
 

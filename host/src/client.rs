@@ -120,12 +120,16 @@ impl fmt::Display for PluginError {
                 code,
                 detail,
             } => {
-                write!(
-                    f,
-                    "{function} returned {} ({})",
-                    codes::name(*code),
-                    codes::message(*code)
-                )?;
+                if codes::info(*code).is_some() {
+                    write!(
+                        f,
+                        "{function} returned {} ({})",
+                        codes::name(*code),
+                        codes::message(*code)
+                    )?;
+                } else {
+                    write!(f, "{function} returned {code}, which is no AAPI_E* code")?;
+                }
                 if !detail.is_empty() {
                     write!(f, ": {detail}")?;
                 }
@@ -1115,5 +1119,27 @@ impl Object<'_> {
 impl Drop for Object<'_> {
     fn drop(&mut self) {
         let _ = self.close_inner();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_code_outside_the_table_keeps_its_number() {
+        let e = |code| {
+            PluginError::Call {
+                function: "aapi_read_object",
+                code,
+                detail: String::new(),
+            }
+            .to_string()
+        };
+        assert_eq!(
+            e(-7),
+            "aapi_read_object returned -7, which is no AAPI_E* code"
+        );
+        assert!(e(AAPI_EIO).starts_with("aapi_read_object returned AAPI_EIO ("));
     }
 }

@@ -533,23 +533,16 @@ impl Worker {
         self.child.id()
     }
 
-    /// Wait until the worker process has exited, without reaping it.
-    fn wait_exited(&self) {
-        loop {
-            // SAFETY: waitid fills `info`, a zeroed siginfo_t; WNOWAIT leaves the child waitable.
-            let rc = unsafe {
-                let mut info: libc::siginfo_t = std::mem::zeroed();
-                libc::waitid(
-                    libc::P_PID,
-                    self.child.id() as libc::id_t,
-                    &mut info,
-                    libc::WEXITED | libc::WNOWAIT,
-                )
-            };
-            if rc == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-                return;
+    /// Whether the worker process exits within `limit`, without reaping it.
+    fn exits_within(&self, limit: Duration) -> bool {
+        let start = Instant::now();
+        while !self.has_exited() {
+            if start.elapsed() > limit {
+                return false;
             }
+            std::thread::sleep(Duration::from_millis(2));
         }
+        true
     }
 
     /// Whether the worker process has exited, without reaping it.
@@ -699,10 +692,17 @@ impl Worker {
                 }
             }
         };
-        if killed.is_none() {
-            // The worker closes the pipe a moment before it exits: let it finish.
-            self.wait_exited();
-        }
+        // The worker closes the pipe a moment before it exits: let it finish, within the budget
+        // of a call without a session (library destructors and exit handlers run then).
+        let killed = match killed {
+            None if !self.exits_within(self.limits.sessionless_budget) => {
+                Some(WorkerEnd::TimedOut {
+                    function: "the process exit (library destructors, exit handlers)".into(),
+                    budget: self.limits.sessionless_budget,
+                })
+            }
+            k => k,
+        };
         // The whole process group goes, before the worker is reaped (so that its id is still
         // its own): the worker itself when it was killed, and whatever the plugin started.
         // SAFETY: kill(2) of the worker's own process group (Worker::spawn made it).

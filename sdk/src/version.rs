@@ -103,7 +103,11 @@ impl fmt::Display for MarkerError {
             MarkerError::Truncated { len } => {
                 write!(f, "ABI marker is truncated ({len} of {MARKER_SIZE} bytes)")
             }
-            MarkerError::BadMagic(m) => write!(f, "ABI marker has wrong magic bytes {m:02x?}"),
+            MarkerError::BadMagic(m) => write!(
+                f,
+                "ABI marker has wrong magic bytes {:?} (expected \"AAPIABI\\0\")",
+                String::from_utf8_lossy(m)
+            ),
             MarkerError::BadSize(s) => write!(
                 f,
                 "ABI marker records size {s}, expected at least {MARKER_SIZE}"
