@@ -102,11 +102,11 @@ impl Progress for NoProgress {
     }
 }
 
-/// `AAPI_ECANCELLED` when the job was cancelled; `doing` says what stopped.
-fn check_cancel(progress: &dyn Progress, doing: &str) -> Result<(), TaskError> {
+/// `AAPI_ECANCELLED` when the job was cancelled; `doing` says what stopped (made only then).
+fn check_cancel(progress: &dyn Progress, doing: impl FnOnce() -> String) -> Result<(), TaskError> {
     if progress.cancelled() {
         return Err(TaskError {
-            message: format!("cancelled {doing}"),
+            message: format!("cancelled {}", doing()),
             code: Some(AAPI_ECANCELLED),
         });
     }
@@ -368,10 +368,9 @@ pub fn child(
             objects += 1;
             continue;
         }
-        check_cancel(
-            progress,
-            &format!("before {}", String::from_utf8_lossy(&path)),
-        )?;
+        check_cancel(progress, || {
+            format!("before {}", String::from_utf8_lossy(&path))
+        })?;
         let start = files.data.offset();
         match backup_object(
             &server,
@@ -467,7 +466,7 @@ fn backup_object(
     let mut hash = blake3::Hasher::new();
     let mut length = 0u64;
     loop {
-        check_cancel(progress, &format!("while reading {name}")).map_err(ObjError::Object)?;
+        check_cancel(progress, || format!("while reading {name}")).map_err(ObjError::Object)?;
         let space = data.space().map_err(fatal)?;
         let n = obj.read(space).map_err(obj_err)?;
         if n == 0 {
@@ -688,7 +687,7 @@ fn restore_objects(
             },
             code: err.code(),
         };
-        check_cancel(progress, &format!("before {name}"))?;
+        check_cancel(progress, || format!("before {name}"))?;
         let target = target_path(task.alt_root.as_deref(), &e.path);
         let mut obj = server
             .create_object(&target, &e.props.to_abi(), flags)
@@ -697,7 +696,7 @@ fn restore_objects(
         let mut hash = blake3::Hasher::new();
         let mut got = 0u64;
         loop {
-            if let Err(err) = check_cancel(progress, &format!("while writing {name}")) {
+            if let Err(err) = check_cancel(progress, || format!("while writing {name}")) {
                 // Not closed: restore_postprocess with the cancel removes it.
                 obj.abandon();
                 return Err(err);
