@@ -16,6 +16,7 @@ use crate::stream_writer::{StreamIo, StreamWriter};
 use aapi_sdk::abi::*;
 use aapi_sdk::workload::{self, WorkloadFile};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::fmt;
 use std::fs;
 use std::io::Read;
@@ -348,6 +349,7 @@ pub fn child(
         )
         .map_err(store::io_err(&cat_path))?,
     };
+    let base_paths = base_paths(store, job, &wk);
     let server = plugin.open_server(&job.server, session(job, AAPI_OP_BACKUP, host, &snapid))?;
     let mut failures = Vec::new();
     let mut objects = 0u64;
@@ -355,7 +357,7 @@ pub fn child(
     for entry in &wk.entries {
         use std::os::unix::ffi::OsStrExt;
         let path = entry.path.as_os_str().as_bytes().to_vec();
-        if entry.flags & AAPI_WKLD_UNCHANGED != 0 {
+        if entry.flags & AAPI_WKLD_UNCHANGED != 0 && base_paths.contains(&path) {
             files
                 .cat
                 .push(&Entry {
@@ -435,6 +437,26 @@ pub fn child(
     )?;
     progress.progress(bytes, objects);
     Ok(done)
+}
+
+/// The paths the base image of `job` holds, when the workload lists unchanged objects: one it
+/// does not hold (a directory renamed since the base moves its whole subtree to paths the base
+/// never had, its objects' own times unchanged) is backed up in full rather than lost. Empty
+/// when there is no usable base: then every object is backed up.
+fn base_paths(store: &Store, job: &JobDef, wk: &WorkloadFile) -> HashSet<Vec<u8>> {
+    if !wk
+        .entries
+        .iter()
+        .any(|e| e.flags & AAPI_WKLD_UNCHANGED != 0)
+    {
+        return HashSet::new();
+    }
+    job.base
+        .as_deref()
+        .and_then(|b| store.manifest(b).ok())
+        .and_then(|m| store.catalog(&m).ok())
+        .map(|c| c.entries.into_iter().map(|e| e.path).collect())
+        .unwrap_or_default()
 }
 
 enum ObjError {

@@ -1258,3 +1258,33 @@ fn a_finalize_that_failed_after_its_postprocess_only_merges_next_time() {
     let v = host(&store, &["verify", &image], &[]);
     assert_eq!(v.code, 0, "{}", v.stderr);
 }
+
+/// A directory renamed since the last backup keeps its objects' times, so the plugin lists them
+/// as unchanged at paths the base never held: the child job reads them in full, and the
+/// incremental is complete (not partial every night until a full backup) and restores exactly.
+#[test]
+fn a_renamed_directory_is_backed_up_in_full_by_the_next_incremental() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    make_tree(&tree, 6, PAST);
+    // Unchanged means a ctime before the full backup's start.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let plugin = good_plugin();
+    let full = backup(&store, &plugin, &tree, &[]);
+    assert_eq!(full.code, 0, "{}", full.stderr);
+    std::fs::rename(tree.join("sub/deeper"), tree.join("sub/moved")).unwrap();
+    let incr = backup(&store, &plugin, &tree, &["--schedule", "incr"]);
+    assert_eq!(incr.code, 0, "{}", incr.stderr);
+    let m = &incr.json()["manifest"];
+    assert_eq!(m["failures"], serde_json::json!([]), "{m}");
+    let image = m["image"].as_str().unwrap().to_string();
+    let alt = dir.path().join("alt");
+    std::fs::create_dir(&alt).unwrap();
+    let r = restore(&store, &[&image, "--alt-root", alt.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_same(
+        &snapshot(&alt.join(tree.strip_prefix("/").unwrap())),
+        &snapshot(&tree),
+    );
+}
