@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -70,6 +71,62 @@ static char *snap_path(const files_server *srv, const char *id, const char *real
     p = path_join(dir, realpath + 1);
     free(dir);
     return p;
+}
+
+/* How a snapshot directory that is not private is refused, and what to do about it. */
+static int refuse_base(const char *fn, const char *dir, const char *why)
+{
+    return fail(AAPI_ESNAPSHOT,
+                "%s: the snapshot directory %s is refused: %s; it must be a directory of the "
+                "running user that neither its group nor others may write into: remove it, or set "
+                "files.snapshot_dir to such a directory",
+                fn, dir, why);
+}
+
+/* SEC-2: the snapshot directory, opened into *fd, when it is private: a real directory (not a
+ * symbolic link: opened with O_NOFOLLOW|O_DIRECTORY), owned by the running user, not writable by
+ * its group or others, so that no other user can rename or replace a snapshot in it. With create,
+ * a missing one (and its missing parents) is made 0700 first; without, *fd is -1 when it is
+ * missing. */
+static int private_base(const char *fn, const files_server *srv, int create, int *fd)
+{
+    const char *dir = srv->cfg.snapshot_dir;
+    char why[128];
+    struct stat st;
+    *fd = -1;
+    if (create && mkdirs(fn, dir, NULL) != AAPI_EOK) {
+        char saved[1024];
+        size_t len = sizeof saved;
+        (void)last_error_copy(saved, &len);
+        return fail(AAPI_ESNAPSHOT, "%s: cannot create the snapshot directory %s: %s", fn, dir,
+                    saved);
+    }
+    *fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (*fd < 0) {
+        int err = errno;
+        if (err == ENOENT && !create)
+            return AAPI_EOK;
+        if (err == ELOOP || err == ENOTDIR)
+            return refuse_base(fn, dir, "it is a symbolic link or not a directory");
+        fail_errno(err, "%s: cannot open the snapshot directory %s", fn, dir);
+        return AAPI_ESNAPSHOT;
+    }
+    if (fstat(*fd, &st) != 0) {
+        fail_errno(errno, "%s: cannot inspect %s", fn, dir);
+    } else if (st.st_uid != geteuid()) {
+        snprintf(why, sizeof why, "it is owned by uid %lu, not by the running user (uid %lu)",
+                 (unsigned long)st.st_uid, (unsigned long)geteuid());
+        refuse_base(fn, dir, why);
+    } else if ((st.st_mode & 022) != 0) {
+        snprintf(why, sizeof why, "its group or others may write into it (mode %04o)",
+                 (unsigned)(st.st_mode & 07777));
+        refuse_base(fn, dir, why);
+    } else {
+        return AAPI_EOK;
+    }
+    close(*fd);
+    *fd = -1;
+    return AAPI_ESNAPSHOT;
 }
 
 /* State of one snapshot creation. */
@@ -251,25 +308,29 @@ int snapshot_create(const char *fn, const files_server *srv, const char *id,
     snap_ctx c;
     char *root;
     size_t i;
-    int rc;
+    int rc, base;
 
     c.fn = fn;
     c.srv = srv;
     c.ka = ka;
     c.warned_fallback = 0;
-    rc = mkdirs(fn, srv->cfg.snapshot_dir, NULL);
+    rc = private_base(fn, srv, 1, &base);
     if (rc != AAPI_EOK)
-        return fail(AAPI_ESNAPSHOT, "%s: cannot create the snapshot directory %s", fn,
-                    srv->cfg.snapshot_dir);
+        return rc;
     root = path_join(srv->cfg.snapshot_dir, id);
-    if (root == NULL)
+    if (root == NULL) {
+        close(base);
         return fail(AAPI_ENOMEM, "%s: out of memory", fn);
-    if (mkdir(root, 0700) != 0) {
+    }
+    /* Made in the directory just checked, through its descriptor. */
+    if (mkdirat(base, id, 0700) != 0) {
         rc = errno == EEXIST ? fail(AAPI_ESNAPSHOT, "%s: snapshot %s already exists", fn, root)
                              : fail_errno(errno, "%s: cannot create snapshot %s", fn, root);
         free(root);
+        close(base);
         return rc == AAPI_ECANCELLED || rc == AAPI_ENOMEM ? rc : AAPI_ESNAPSHOT;
     }
+    close(base);
     c.chunk = malloc(COPY_CHUNK);
     if (c.chunk == NULL)
         rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
@@ -300,8 +361,13 @@ int snapshot_create(const char *fn, const files_server *srv, const char *id,
 
 int snapshot_remove(const char *fn, const files_server *srv, const char *id, files_keepalive *ka)
 {
-    char *root = path_join(srv->cfg.snapshot_dir, id);
-    int rc;
+    char *root;
+    int rc, base;
+    rc = private_base(fn, srv, 0, &base);
+    if (rc != AAPI_EOK || base < 0)
+        return rc; /* a missing snapshot directory holds no snapshot: success */
+    close(base);
+    root = path_join(srv->cfg.snapshot_dir, id);
     if (root == NULL)
         return fail(AAPI_ENOMEM, "%s: out of memory", fn);
     rc = remove_tree(fn, root, ka);
@@ -388,13 +454,21 @@ int aapi_get_snappath_from_realpath(aapi_server_t server, const char *snapname,
     } else {
         struct stat st;
         char *root;
+        int base;
         if (!snapshot_id_valid(snapname))
             return fail(AAPI_EINVAL, "%s: \"%s\" is not a snapshot id of this plugin", fn,
                         snapname);
+        /* A snapshot is read only from a private snapshot directory, where no other user can
+         * have put something else in its place since discovery. */
+        rc = private_base(fn, srv, 0, &base);
+        if (rc != AAPI_EOK)
+            return rc;
+        if (base >= 0)
+            close(base);
         root = path_join(srv->cfg.snapshot_dir, snapname);
         if (root == NULL)
             return fail(AAPI_ENOMEM, "%s: out of memory", fn);
-        rc = stat(root, &st) == 0 && S_ISDIR(st.st_mode)
+        rc = base >= 0 && stat(root, &st) == 0 && S_ISDIR(st.st_mode)
                  ? AAPI_EOK
                  : fail(AAPI_ESNAPSHOT, "%s: snapshot %s does not exist", fn, root);
         free(root);

@@ -1,0 +1,254 @@
+//! Both samples, side by side, on what keeps backed-up data safe from other local users and from
+//! odd but valid trees: the snapshot directory must be private, and names of the longest length
+//! a file system allows restore with and without overwrite.
+
+use aapi_host::client::{DiscoveryArgs, HostHooks, Plugin, PluginError, Server, SessionDef};
+use aapi_host::loader::PluginLibrary;
+use aapi_sample_plugin_c::PLUGIN_PATH;
+use aapi_sdk::abi::*;
+use aapi_sdk::workload::file_name;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Each plugin has one global state per process: the tests take turns.
+static TURN: Mutex<()> = Mutex::new(());
+
+fn turn() -> MutexGuard<'static, ()> {
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Log lines as (level, message).
+#[derive(Default)]
+struct Log(Mutex<Vec<(u32, String)>>);
+
+impl HostHooks for Log {
+    fn log(&self, level: u32, message: &str) {
+        self.0.lock().unwrap().push((level, message.to_string()));
+    }
+}
+
+/// A plugin loaded and claimed for one test, terminated when dropped.
+struct Loaded {
+    plugin: Plugin,
+    log: Arc<Log>,
+}
+
+impl Loaded {
+    fn new(lib: &Path) -> Loaded {
+        let log = Arc::new(Log::default());
+        let plugin = Plugin::init(PluginLibrary::open(lib).unwrap(), log.clone()).unwrap();
+        assert_eq!(plugin.claim("files"), Ok(true));
+        Loaded { plugin, log }
+    }
+
+    fn session(&self, op: u32, snapid: &str, props: &[(&str, &str)]) -> Server {
+        let mut def = SessionDef::new(op);
+        def.job_id = "job-1".into();
+        def.snapid = snapid.into();
+        def.properties = props
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.plugin.open_server("fileserver", def).unwrap()
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        let lines = self.log.0.lock().unwrap();
+        lines
+            .iter()
+            .filter(|(level, _)| *level == AAPI_LOG_WARNING)
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
+}
+
+impl Drop for Loaded {
+    fn drop(&mut self) {
+        // A repeated terminate is AAPI_EOK (LIFE-7).
+        let _ = self.plugin.terminate();
+    }
+}
+
+/// (name, library) of both samples.
+fn samples() -> [(&'static str, PathBuf); 2] {
+    let rust = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("libaapi_sample_plugin.so");
+    [("c", PathBuf::from(PLUGIN_PATH)), ("rust", rust)]
+}
+
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
+}
+
+fn bytes(p: &Path) -> &[u8] {
+    p.as_os_str().as_bytes()
+}
+
+/// The code and message of a failed call.
+fn failure(e: PluginError) -> (i32, String) {
+    match e {
+        PluginError::Call { code, detail, .. } => (code, detail),
+        other => panic!("not a plugin error code: {other}"),
+    }
+}
+
+/// The discovery of `selection` for one backup host, in `work`.
+fn discover(
+    p: &Loaded,
+    work: &Path,
+    selection: &Path,
+    props: &[(&str, &str)],
+) -> Result<String, PluginError> {
+    let out = work.join("wkld");
+    fs::create_dir_all(&out).unwrap();
+    let hosts = ["bh1".to_string()];
+    let selections = [bytes(selection).to_vec()];
+    let args = DiscoveryArgs {
+        selections: &selections,
+        backup_hosts: &hosts,
+        workload_dir: &out,
+        suffix: ".wkld",
+        schedule: AAPI_SCHED_FULL,
+    };
+    let s = p.session(AAPI_OP_DISCOVERY, "", props);
+    let r = s.discovery(&args);
+    s.close().unwrap();
+    r
+}
+
+/// The postprocess of a discovery made by [`discover`].
+fn postprocess(p: &Loaded, work: &Path, selection: &Path, snapid: &str, props: &[(&str, &str)]) {
+    let hosts = ["bh1".to_string()];
+    let selections = [bytes(selection).to_vec()];
+    let out = work.join("wkld");
+    let args = DiscoveryArgs {
+        selections: &selections,
+        backup_hosts: &hosts,
+        workload_dir: &out,
+        suffix: ".wkld",
+        schedule: AAPI_SCHED_FULL,
+    };
+    let s = p.session(AAPI_OP_POSTPROCESS, snapid, props);
+    s.postprocess(&args, snapid).unwrap();
+    s.close().unwrap();
+}
+
+#[test]
+fn the_snapshot_directory_must_be_private() {
+    let _turn = turn();
+    let w = tempfile::tempdir().unwrap();
+    let tree = w.path().join("tree");
+    fs::create_dir_all(tree.join("d")).unwrap();
+    fs::write(tree.join("d/f"), b"real data").unwrap();
+    let private = w.path().join("private");
+    fs::create_dir(&private).unwrap();
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+
+    // (label, snapshot directory, what is wrong with it)
+    let mut refused: Vec<(&str, PathBuf, String)> = Vec::new();
+    for (label, mode) in [("0777", 0o777), ("1777", 0o1777), ("0770", 0o770)] {
+        let d = w.path().join(format!("mode-{label}"));
+        fs::create_dir(&d).unwrap();
+        fs::set_permissions(&d, fs::Permissions::from_mode(mode)).unwrap();
+        refused.push((
+            label,
+            d,
+            format!("its group or others may write into it (mode {mode:04o})"),
+        ));
+    }
+    let link = w.path().join("link");
+    symlink(&private, &link).unwrap();
+    refused.push((
+        "link",
+        link,
+        "it is a symbolic link or not a directory".into(),
+    ));
+    // A directory of another user: as root, one given to nobody; otherwise / (root's).
+    let (other, other_uid) = if euid() == 0 {
+        let d = w.path().join("other");
+        fs::create_dir(&d).unwrap();
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::chown(&d, Some(65534), Some(65534)).unwrap();
+        (d, 65534)
+    } else {
+        (PathBuf::from("/"), 0)
+    };
+    refused.push((
+        "other user",
+        other,
+        format!(
+            "it is owned by uid {other_uid}, not by the running user (uid {})",
+            euid()
+        ),
+    ));
+
+    for (name, lib) in samples() {
+        let p = Loaded::new(&lib);
+        for (label, dir, why) in &refused {
+            let work = w.path().join(format!("work-{name}-{label}"));
+            let props = [
+                ("files.snapshot", "copy"),
+                ("files.snapshot_dir", dir.to_str().unwrap()),
+            ];
+            let (code, msg) = failure(discover(&p, &work, &tree, &props).unwrap_err());
+            assert_eq!(code, AAPI_ESNAPSHOT, "{name} {label}: {msg}");
+            let expected = format!("the snapshot directory {} is refused: {why}", dir.display());
+            assert!(msg.contains(&expected), "{name} {label}: {msg}");
+            assert!(msg.contains("files.snapshot_dir"), "{name} {label}: {msg}");
+            // Nothing was copied there (DISC-5): no snapshot, no workload file.
+            assert!(
+                !dir.join("files-job-1").exists(),
+                "{name} {label}: a snapshot was made"
+            );
+            assert!(!file_name(&work.join("wkld"), "bh1", ".wkld").exists());
+        }
+
+        // A missing directory is created 0700, of the running user, with its missing parents.
+        let fresh = w.path().join(format!("fresh-{name}/snapshots"));
+        let props = [
+            ("files.snapshot", "copy"),
+            ("files.snapshot_dir", fresh.to_str().unwrap()),
+        ];
+        let work = w.path().join(format!("work-{name}-fresh"));
+        let snapid = discover(&p, &work, &tree, &props).unwrap();
+        assert_eq!(snapid, "files-job-1");
+        for d in [fresh.clone(), fresh.join(&snapid)] {
+            let md = fs::symlink_metadata(&d).unwrap();
+            assert!(md.is_dir(), "{name}: {}", d.display());
+            assert_eq!(md.mode() & 0o7777, 0o700, "{name}: {}", d.display());
+            assert_eq!(md.uid(), euid(), "{name}: {}", d.display());
+        }
+
+        // The snapshot is read only while the directory is still private.
+        let s = p.session(AAPI_OP_BACKUP, &snapid, &props);
+        let real = tree.join("d/f");
+        let snap = s.snappath(&snapid, bytes(&real)).unwrap();
+        assert_eq!(
+            fs::read(Path::new(std::ffi::OsStr::from_bytes(&snap))).unwrap(),
+            b"real data"
+        );
+        fs::set_permissions(&fresh, fs::Permissions::from_mode(0o777)).unwrap();
+        let (code, msg) = failure(s.snappath(&snapid, bytes(&real)).unwrap_err());
+        assert_eq!(code, AAPI_ESNAPSHOT, "{name}: {msg}");
+        assert!(
+            msg.contains(&format!(
+                "the snapshot directory {} is refused",
+                fresh.display()
+            )),
+            "{name}: {msg}"
+        );
+        fs::set_permissions(&fresh, fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(s.snappath(&snapid, bytes(&real)).unwrap(), snap);
+        s.close().unwrap();
+        postprocess(&p, &work, &tree, &snapid, &props);
+        assert!(!fresh.join(&snapid).exists(), "{name}: snapshot left");
+        assert!(p.warnings().is_empty(), "{name}: {:?}", p.warnings());
+    }
+}
