@@ -47,6 +47,7 @@
 #define FILES_PLUGIN_VENDOR "aapi project"
 #define FILES_WORKLOAD_TYPE "files"
 #define FILES_MAX_CONCURRENT 8
+#define FILES_NAME_MAX 255 /* the longest name of a directory entry (NAME_MAX of Linux) */
 
 /* ------------------------------------------------------------------------------------------ */
 /* Small growable containers                                                                   */

@@ -627,20 +627,24 @@ static int restore_server(const char *fn, aapi_server_t server, files_server **o
 
 static int bad_time(const aapi_time_t *t) { return t->nsec > 999999999u; }
 
-/* "<dir>/.<name>.aapi-<what>-<n>" beside `path`. */
+/* "<dir>/.<name>.aapi-<what>-<n>" beside `path`. The name is cut short where needed (at a byte)
+ * so that the whole stays within NAME_MAX (255) bytes: an object whose name is as long as a file
+ * system allows gets one too. */
 static char *hidden_sibling(const char *path, const char *what)
 {
-    char *dir, *name, *leaf, *p = NULL;
-    size_t len;
+    char *dir, *name, *p = NULL;
+    char suffix[64], leaf[FILES_NAME_MAX + 1];
+    size_t keep;
     if (path_split(path, &dir, &name) != AAPI_EOK)
         return NULL;
-    len = strlen(name) + strlen(what) + 32;
-    leaf = malloc(len);
-    if (leaf != NULL) {
-        snprintf(leaf, len, ".%s.aapi-%s-%lu", name, what, next_counter());
-        p = path_join(dir, leaf);
-        free(leaf);
-    }
+    snprintf(suffix, sizeof suffix, ".aapi-%s-%lu", what, next_counter());
+    keep = strlen(name);
+    if (keep > FILES_NAME_MAX - 1 - strlen(suffix))
+        keep = FILES_NAME_MAX - 1 - strlen(suffix);
+    leaf[0] = '.';
+    memcpy(leaf + 1, name, keep);
+    memcpy(leaf + 1 + keep, suffix, strlen(suffix) + 1);
+    p = path_join(dir, leaf);
     free(dir);
     free(name);
     return p;
@@ -1117,9 +1121,28 @@ void restore_abandon(files_server *srv)
 /* RST-2: an object path of this restore is absolute, has no ".." component and, with an
  * alternate root, lies under it. On AAPI_EOK, *norm is the normalized path (the caller frees
  * it); otherwise AAPI_EINVAL (or AAPI_ENOMEM) with a message naming `path`. */
+/* No component of `path` is longer than a name may be: AAPI_EINVAL naming it, before anything is
+ * looked at (the file system would give ENAMETOOLONG, which is no input/output error). */
+static int check_name_lengths(const char *fn, const char *path)
+{
+    const char *p = path;
+    while (*p != '\0') {
+        size_t len = strcspn(p, "/");
+        if (len > FILES_NAME_MAX)
+            return fail(AAPI_EINVAL, "%s: %s has a name of %zu bytes; a name has at most %d", fn,
+                        path, len, FILES_NAME_MAX);
+        p += len;
+        p += strspn(p, "/");
+    }
+    return AAPI_EOK;
+}
+
 static int check_restore_path(const char *fn, files_server *srv, const char *path, char **norm)
 {
     int dotdot, rc = check_object_path(fn, "path", path);
+    if (rc != AAPI_EOK)
+        return rc;
+    rc = check_name_lengths(fn, path);
     if (rc != AAPI_EOK)
         return rc;
     *norm = path_normalize(path, &dotdot);

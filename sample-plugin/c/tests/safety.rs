@@ -6,7 +6,7 @@ use aapi_host::client::{DiscoveryArgs, HostHooks, Plugin, PluginError, Server, S
 use aapi_host::loader::PluginLibrary;
 use aapi_sample_plugin_c::PLUGIN_PATH;
 use aapi_sdk::abi::*;
-use aapi_sdk::workload::file_name;
+use aapi_sdk::workload::{WorkloadFile, file_name};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
@@ -250,5 +250,145 @@ fn the_snapshot_directory_must_be_private() {
         postprocess(&p, &work, &tree, &snapid, &props);
         assert!(!fresh.join(&snapid).exists(), "{name}: snapshot left");
         assert!(p.warnings().is_empty(), "{name}: {:?}", p.warnings());
+    }
+}
+
+/// One object as backed up: path, properties, data.
+struct Backed {
+    path: Vec<u8>,
+    prop: aapi_object_prop_t,
+    data: Vec<u8>,
+}
+
+/// Discovery (no snapshot) and the read of every listed object, in workload order.
+fn backup_all(p: &Loaded, work: &Path, tree: &Path) -> Vec<Backed> {
+    let snapid = discover(p, work, tree, &[]).unwrap();
+    let wf = WorkloadFile::read_from_path(&file_name(&work.join("wkld"), "bh1", ".wkld")).unwrap();
+    let s = p.session(AAPI_OP_BACKUP, &snapid, &[]);
+    let mut out = Vec::new();
+    for e in &wf.entries {
+        let path = bytes(&e.path).to_vec();
+        let mut o = s.open_object(&path).unwrap();
+        let prop = o.prop().unwrap();
+        let mut data = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let n = o.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            data.extend_from_slice(&buf[..n]);
+        }
+        o.close().unwrap();
+        out.push(Backed { path, prop, data });
+    }
+    s.close().unwrap();
+    out
+}
+
+/// Restore `items` under `root` as the framework does; the result of the restore's
+/// postprocess, or the first failed call.
+fn restore_all(p: &Loaded, root: &Path, items: &[Backed], flags: u32) -> Result<(), PluginError> {
+    let s = p.session(AAPI_OP_RESTORE, "", &[]);
+    let total = items.iter().map(|b| b.data.len() as u64).sum();
+    s.restore_preprocess(bytes(root), total, items.len() as u64)?;
+    let mut result = Ok(());
+    for b in items {
+        let target = [bytes(root), b.path.as_slice()].concat();
+        let prop = aapi_object_prop_t {
+            valid: AAPI_PROP_MODE,
+            ..b.prop
+        };
+        let step = s.create_object(&target, &prop, flags).and_then(|mut o| {
+            o.write(&b.data)?;
+            o.close()
+        });
+        if let Err(e) = step {
+            result = Err(e);
+            break;
+        }
+    }
+    let status = if result.is_ok() { AAPI_EOK } else { AAPI_EIO };
+    s.restore_postprocess(status)?;
+    s.close().unwrap();
+    result
+}
+
+/// Every entry below `dir` (relative path, kind, data), sorted.
+fn entries(dir: &Path) -> Vec<(Vec<u8>, u32, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            let md = fs::symlink_metadata(&path).unwrap();
+            let data = if md.is_file() {
+                fs::read(&path).unwrap()
+            } else if md.file_type().is_symlink() {
+                bytes(&fs::read_link(&path).unwrap()).to_vec()
+            } else {
+                stack.push(path.clone());
+                Vec::new()
+            };
+            out.push((
+                bytes(&path)[bytes(dir).len()..].to_vec(),
+                md.mode() & 0o170000,
+                data,
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn names_of_the_longest_length_restore_with_and_without_overwrite() {
+    let _turn = turn();
+    let w = tempfile::tempdir().unwrap();
+    let tree = w.path().join("tree");
+    let name = |b: &[u8]| std::ffi::OsStr::from_bytes(b).to_os_string();
+    // 255 bytes each: ASCII, and two-byte characters cut by none of the hidden names' limits.
+    let dir = tree.join(name(&[b'd'; 255]));
+    let utf8 = [&"é".repeat(127).into_bytes()[..], b"x"].concat();
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join(name(&utf8)), b"long name data").unwrap();
+    fs::write(tree.join(name(&[b'f'; 255])), b"top").unwrap();
+    symlink("target", tree.join(name(&[b'l'; 255]))).unwrap();
+    let original = entries(&tree);
+    assert_eq!(original.len(), 4);
+
+    for (sample, lib) in samples() {
+        let p = Loaded::new(&lib);
+        let work = w.path().join(format!("work-{sample}"));
+        let items = backup_all(&p, &work, &tree);
+        assert_eq!(items.len(), 5, "{sample}: the root and 4 objects");
+        let root = w.path().join(format!("restore-{sample}"));
+        fs::create_dir(&root).unwrap();
+        let restored = root.join(tree.strip_prefix("/").unwrap());
+        restore_all(&p, &root, &items, 0).unwrap_or_else(|e| panic!("{sample}: {e}"));
+        assert_eq!(entries(&restored), original, "{sample}");
+        // Again over what is there now: each object is set aside, then deleted.
+        let file = restored.join(name(&[b'f'; 255]));
+        fs::write(&file, b"changed").unwrap();
+        restore_all(&p, &root, &items, AAPI_CREATE_OVERWRITE)
+            .unwrap_or_else(|e| panic!("{sample} --overwrite: {e}"));
+        assert_eq!(entries(&restored), original, "{sample} --overwrite");
+
+        // A name longer than any file system allows: AAPI_EINVAL naming it, not AAPI_EIO.
+        let s = p.session(AAPI_OP_RESTORE, "", &[]);
+        s.restore_preprocess(bytes(&root), 1, 1).unwrap();
+        let too_long = [bytes(&root), b"/", &[b'n'; 256][..]].concat();
+        let prop = aapi_object_prop_t {
+            obj_type: AAPI_OBJ_FILE,
+            ..Default::default()
+        };
+        let (code, msg) = failure(s.create_object(&too_long, &prop, 0).unwrap_err());
+        assert_eq!(code, AAPI_EINVAL, "{sample}: {msg}");
+        assert!(
+            msg.contains("has a name of 256 bytes; a name has at most 255"),
+            "{sample}: {msg}"
+        );
+        s.restore_postprocess(AAPI_EOK).unwrap();
+        s.close().unwrap();
     }
 }

@@ -81,14 +81,21 @@ pub fn is_within(path: &Path, root: &Path) -> bool {
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// The longest name of a directory entry (`NAME_MAX` of Linux file systems).
+pub const NAME_MAX: usize = 255;
+
 /// A hidden name beside `path` for a temporary or set-aside object:
-/// `<dir>/.<name>.aapi-<what>-<n>`, `n` unique in this process.
+/// `<dir>/.<name>.aapi-<what>-<n>`, `n` unique in this process. The name is cut short where
+/// needed (at a byte) so that the whole stays within [`NAME_MAX`] bytes: an object whose name is
+/// as long as a file system allows gets one too.
 pub fn hidden_sibling(path: &Path, what: &str) -> PathBuf {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed) + 1;
     let name = path.file_name().map(OsStr::as_bytes).unwrap_or_default();
+    let suffix = format!(".aapi-{what}-{n}");
+    let keep = name.len().min(NAME_MAX - 1 - suffix.len());
     let mut leaf = vec![b'.'];
-    leaf.extend_from_slice(name);
-    leaf.extend_from_slice(format!(".aapi-{what}-{n}").as_bytes());
+    leaf.extend_from_slice(&name[..keep]);
+    leaf.extend_from_slice(suffix.as_bytes());
     path.parent()
         .unwrap_or(Path::new("/"))
         .join(OsStr::from_bytes(&leaf))
@@ -146,5 +153,14 @@ mod tests {
         let b = hidden_sibling(Path::new("/d/f x"), "tmp");
         assert_ne!(a, b);
         assert!(bytes(&a).starts_with(b"/d/.f x.aapi-tmp-"));
+        let long = from_bytes(&[b"/d/".as_slice(), &[b'z'; NAME_MAX]].concat());
+        let c = hidden_sibling(&long, "old");
+        let leaf = c.file_name().unwrap().as_bytes();
+        assert_eq!(leaf.len(), NAME_MAX, "{c:?}");
+        assert!(
+            leaf.starts_with(b".zzz")
+                && leaf
+                    .ends_with(format!(".aapi-old-{}", COUNTER.load(Ordering::Relaxed)).as_bytes())
+        );
     }
 }

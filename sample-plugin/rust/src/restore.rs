@@ -266,10 +266,23 @@ impl Book {
         }
     }
 
-    /// RST-2: an object path of this restore is absolute, has no `..` component and, with an
-    /// alternate root, lies under it. The normalized path, or `AAPI_EINVAL` naming `path`.
+    /// RST-2: an object path of this restore is absolute, has no `..` component nor a name longer
+    /// than `NAME_MAX` and, with an alternate root, lies under it. The normalized path, or
+    /// `AAPI_EINVAL` naming `path`.
     fn check_restore_path(&self, path: &Path) -> Result<PathBuf> {
         paths::check_object_path(path, "path")?;
+        // The file system would give ENAMETOOLONG, which is no input/output error.
+        if let Some(long) = paths::bytes(path)
+            .split(|&c| c == b'/')
+            .find(|name| name.len() > paths::NAME_MAX)
+        {
+            return Err(Error::invalid(format!(
+                "{} has a name of {} bytes; a name has at most {}",
+                path.display(),
+                long.len(),
+                paths::NAME_MAX
+            )));
+        }
         let norm = paths::normalize(path).0;
         if let Some(root) = self.lock().scope.as_ref().and_then(Scope::root)
             && !paths::is_within(&norm, root)
