@@ -88,6 +88,29 @@ static int read_link(const char *fn, files_object *obj, const struct stat *st)
     }
 }
 
+/* A directory object opens only when the running user may list its contents (read and search
+ * permission): otherwise discovery listed it without them, and it must not be recorded as
+ * complete. AAPI_EACCES saying so, AAPI_ENOENT when it vanished. */
+static int check_listable(const char *fn, const char *path)
+{
+    struct stat st;
+    int rc = AAPI_EOK, fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    /* Looking up "." in it needs search permission, as listing its entries does. */
+    if (fd < 0 || fstatat(fd, ".", &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        int err = errno;
+        if (err == EACCES)
+            rc = fail_errno(err, "%s: the contents of directory %s cannot be listed (not backed up)",
+                            fn, path);
+        else if (err == ENOENT || err == ENOTDIR)
+            rc = fail(AAPI_ENOENT, "%s: %s does not exist (vanished since discovery?)", fn, path);
+        else
+            rc = fail_errno(err, "%s: cannot open %s", fn, path);
+    }
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
 int aapi_open_object(aapi_server_t server, const char *path, uint32_t flags,
                      aapi_object_t *object)
 {
@@ -148,6 +171,7 @@ int aapi_open_object(aapi_server_t server, const char *path, uint32_t flags,
     } else {
         obj->type = AAPI_OBJ_DIR;
         obj->at_open = st;
+        rc = check_listable(fn, path);
     }
     if (rc == AAPI_EOK)
         rc = object_register(obj);

@@ -7,6 +7,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -52,6 +53,18 @@ static int wlist_push(wlist *l, const char *path, const struct stat *st)
 static int is_object_type(mode_t m) { return S_ISREG(m) || S_ISDIR(m) || S_ISLNK(m); }
 
 /* Add `path` and, for a directory, everything below it. Symlinks are never followed: lstat only. */
+/* A directory whose contents the running user may not list stays an object (its open fails at
+ * backup, so the image names it) and the walk goes on with the rest. */
+static void unlisted(const files_server *srv, const char *dir, int err)
+{
+    char text[256];
+    if (strerror_r(err, text, sizeof text) != 0)
+        snprintf(text, sizeof text, "errno %d", err);
+    log_msg(srv, AAPI_LOG_WARNING,
+            "%s: cannot list the contents of %s: %s; the directory is listed without them",
+            FILES_PLUGIN_NAME, dir, text);
+}
+
 static int walk(const char *fn, const files_server *srv, const char *path, const struct stat *st,
                 wlist *out, files_keepalive *ka)
 {
@@ -63,6 +76,10 @@ static int walk(const char *fn, const files_server *srv, const char *path, const
     if (!S_ISDIR(st->st_mode))
         return AAPI_EOK;
     d = opendir(path);
+    if (d == NULL && errno == EACCES) {
+        unlisted(srv, path, errno);
+        return AAPI_EOK;
+    }
     if (d == NULL)
         return fail_errno(errno, "%s: cannot read directory %s", fn, path);
     rc = AAPI_EOK;
@@ -81,6 +98,13 @@ static int walk(const char *fn, const files_server *srv, const char *path, const
             break;
         }
         if (lstat(child, &cst) != 0) {
+            if (errno == EACCES) {
+                /* Names but no search permission: none of its entries can be inspected. */
+                unlisted(srv, path, errno);
+                free(child);
+                errno = 0; /* not an error of readdir */
+                break;
+            }
             if (errno != ENOENT) /* an entry removed during the walk is simply not there */
                 rc = fail_errno(errno, "%s: cannot inspect %s", fn, child);
         } else if (!is_object_type(cst.st_mode)) {

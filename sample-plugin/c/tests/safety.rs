@@ -10,6 +10,7 @@ use aapi_sdk::workload::{WorkloadFile, file_name};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -391,4 +392,142 @@ fn names_of_the_longest_length_restore_with_and_without_overwrite() {
         s.restore_postprocess(AAPI_EOK).unwrap();
         s.close().unwrap();
     }
+}
+
+/// The test run again as `nobody` by [`an_unreadable_directory_is_listed_and_fails_at_backup`].
+const UNREADABLE_TEST: &str = "an_unreadable_directory_is_listed_and_fails_at_backup";
+/// Set in that child: the tree, its work directory, and the libraries of both samples.
+const TREE_VAR: &str = "AAPI_SAMPLE_TEST_TREE";
+const WORK_VAR: &str = "AAPI_SAMPLE_TEST_WORK";
+const C_VAR: &str = "AAPI_SAMPLE_TEST_C";
+const RUST_VAR: &str = "AAPI_SAMPLE_TEST_RUST";
+
+/// The unprivileged part: discovery goes past the two directories it may not list (warning
+/// about each), lists them without their contents, and their open fails with AAPI_EACCES.
+fn discover_unreadable(libs: &[(&str, PathBuf)], tree: &Path, work: &Path) {
+    for (sample, lib) in libs {
+        let p = Loaded::new(lib);
+        let work = work.join(sample);
+        fs::create_dir(&work).unwrap();
+        discover(&p, &work, tree, &[]).unwrap_or_else(|e| panic!("{sample}: {e}"));
+        let wf =
+            WorkloadFile::read_from_path(&file_name(&work.join("wkld"), "bh1", ".wkld")).unwrap();
+        let listed: Vec<PathBuf> = wf.entries.iter().map(|e| e.path.clone()).collect();
+        let expected: Vec<PathBuf> = ["", "/nox", "/ok", "/ronly", "/sub", "/sub/f"]
+            .iter()
+            .map(|r| PathBuf::from(format!("{}{r}", tree.display())))
+            .collect();
+        assert_eq!(listed, expected, "{sample}");
+        // In the order of each sample's walk.
+        let mut warnings = p.warnings();
+        warnings.sort();
+        let about = |d: &str| {
+            format!(
+                "files-{sample}: cannot list the contents of {}/{d}: Permission denied; the directory is listed without them",
+                tree.display()
+            )
+        };
+        assert_eq!(warnings, [about("nox"), about("ronly")], "{sample}");
+
+        let s = p.session(AAPI_OP_BACKUP, "", &[]);
+        for path in &listed {
+            let opened = s.open_object(bytes(path));
+            if path.ends_with("nox") || path.ends_with("ronly") {
+                let (code, msg) = failure(match opened {
+                    Ok(_) => panic!("{sample}: {} opened", path.display()),
+                    Err(e) => e,
+                });
+                assert_eq!(code, AAPI_EACCES, "{sample}: {msg}");
+                let text = format!(
+                    "the contents of directory {} cannot be listed (not backed up): Permission denied",
+                    path.display()
+                );
+                assert!(msg.contains(&text), "{sample}: {msg}");
+            } else {
+                opened
+                    .unwrap_or_else(|e| panic!("{sample}: {e}"))
+                    .close()
+                    .unwrap();
+            }
+        }
+        s.close().unwrap();
+    }
+}
+
+#[test]
+fn an_unreadable_directory_is_listed_and_fails_at_backup() {
+    let var = |v: &str| std::env::var_os(v).map(PathBuf::from);
+    if let (Some(tree), Some(work)) = (var(TREE_VAR), var(WORK_VAR)) {
+        let libs = [("c", var(C_VAR).unwrap()), ("rust", var(RUST_VAR).unwrap())];
+        discover_unreadable(&libs, &tree, &work);
+        return;
+    }
+    let _turn = turn();
+    let root = euid() == 0;
+    let w = tempfile::tempdir().unwrap();
+    fs::set_permissions(w.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let tree = w.path().join("tree");
+    for d in ["nox", "ronly", "sub"] {
+        fs::create_dir_all(tree.join(d)).unwrap();
+    }
+    for f in ["ok", "nox/secret", "ronly/inner", "sub/f"] {
+        fs::write(tree.join(f), f).unwrap();
+    }
+    fs::set_permissions(tree.join("nox"), fs::Permissions::from_mode(0o000)).unwrap();
+    fs::set_permissions(tree.join("ronly"), fs::Permissions::from_mode(0o444)).unwrap();
+    let work = w.path().join("work");
+    fs::create_dir(&work).unwrap();
+    let [(_, c), (_, rust)] = samples();
+    if !root {
+        discover_unreadable(&[("c", c), ("rust", rust)], &tree, &work);
+        return;
+    }
+    // As root, every directory is readable: the check runs as nobody, from copies of the test
+    // and of both libraries that nobody can read, wherever the build lies.
+    std::os::unix::fs::chown(&work, Some(65534), Some(65534)).unwrap();
+    let copy = |from: &Path, name: &str| {
+        let to = w.path().join(name);
+        fs::copy(from, &to).unwrap();
+        fs::set_permissions(&to, fs::Permissions::from_mode(0o755)).unwrap();
+        to
+    };
+    let c = copy(&c, "libaapi_sample_plugin_c.so");
+    let rust = copy(&rust, "libaapi_sample_plugin.so");
+    let exe = copy(&std::env::current_exe().unwrap(), "safety");
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.args([
+        "--exact",
+        UNREADABLE_TEST,
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(TREE_VAR, &tree)
+    .env(WORK_VAR, &work)
+    .env(C_VAR, &c)
+    .env(RUST_VAR, &rust);
+    // SAFETY: only async-signal-safe calls (setgroups, setgid, setuid) between fork and exec;
+    // the null pointer goes with a count of 0.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(65534) != 0
+                || libc::setuid(65534) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "as nobody ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+        "the child ran the test"
+    );
 }

@@ -1,10 +1,12 @@
 //! Objects opened for reading, and properties by name (OBJ-1..OBJ-4, OBJ-7, RC-7).
 
+use crate::dir::describe;
 use crate::fsutil::path_error;
 use crate::paths;
 use aapi_sdk::plugin::{BackupObject, Error, ErrorKind, ObjectProps, Result};
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -22,6 +24,46 @@ pub fn object_metadata(path: &Path) -> Result<Metadata> {
         )));
     }
     Ok(md)
+}
+
+/// A directory object opens only when the running user may list its contents (read and search
+/// permission): otherwise discovery listed it without them, and it must not be recorded as
+/// complete. `AAPI_EACCES` saying so, `AAPI_ENOENT` when it vanished.
+fn check_listable(path: &Path) -> Result<()> {
+    let denied = |e: io::Error| {
+        if e.kind() == io::ErrorKind::PermissionDenied {
+            Error::new(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "the contents of directory {} cannot be listed (not backed up): {}",
+                    path.display(),
+                    describe(&e)
+                ),
+            )
+        } else {
+            path_error(e, "open", path)
+        }
+    };
+    let dir = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(denied)?;
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // Looking up "." in it needs search permission, as listing its entries does.
+    // SAFETY: `dir` is open, the name is NUL-terminated and `st` writable, all alive for the call.
+    let rc = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            c".".as_ptr(),
+            st.as_mut_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if rc != 0 {
+        return Err(denied(io::Error::last_os_error()));
+    }
+    Ok(())
 }
 
 enum Data {
@@ -78,6 +120,7 @@ impl Reader {
             let target = fs::read_link(path).map_err(|e| path_error(e, "read symlink", path))?;
             (Data::Symlink(target.as_os_str().as_bytes().to_vec()), md)
         } else {
+            check_listable(path)?;
             (Data::Dir, md)
         };
         Ok(Reader {

@@ -3,6 +3,7 @@
 //! TIME-4).
 
 use crate::config::SnapshotMode;
+use crate::dir::describe;
 use crate::fsutil::{lstat, path_error};
 use crate::snapshot::{self, Item};
 use crate::{FilesServer, NAME, paths};
@@ -192,9 +193,29 @@ impl FilesServer {
             path: root.to_path_buf(),
             md,
         });
+        // A directory whose contents the running user may not list stays an object (its open
+        // fails at backup, so the image names it) and the walk goes on with the rest.
+        let unlisted = |dir: &Path, e: &std::io::Error| {
+            host.warn(format!(
+                "{NAME}: cannot list the contents of {}: {}; the directory is listed without them",
+                dir.display(),
+                describe(e)
+            ));
+        };
         while let Some(dir) = dirs.pop() {
-            let entries = fs::read_dir(&dir)
-                .map_err(|e| Error::io(e, format!("cannot read directory {}", dir.display())))?;
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    unlisted(&dir, &e);
+                    continue;
+                }
+                Err(e) => {
+                    return Err(Error::io(
+                        e,
+                        format!("cannot read directory {}", dir.display()),
+                    ));
+                }
+            };
             for entry in entries {
                 // TIME-4: a cancelled job stops here with AAPI_ECANCELLED.
                 host.keepalive_if_due()?;
@@ -206,6 +227,11 @@ impl FilesServer {
                 let md = match entry.metadata() {
                     Ok(md) => md,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    // Names but no search permission: none of its entries can be inspected.
+                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                        unlisted(&dir, &e);
+                        break;
+                    }
                     Err(e) => {
                         return Err(Error::io(e, format!("cannot inspect {}", path.display())));
                     }
