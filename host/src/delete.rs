@@ -33,10 +33,11 @@ pub struct Plan {
     pub busy: Vec<String>,
     /// Incomplete images left alone by `incomplete` because their job is still running.
     pub running: Vec<String>,
-    /// Incomplete images whose snapshot was never cleaned up (a split job between its steps, or
-    /// a job that was killed), left alone by `incomplete`. `finalize --abandon` cleans the
-    /// snapshot up; then they can go.
-    pub snapshot_kept: Vec<String>,
+    /// Incomplete images whose job has not ended (a split job between its steps, a finalize to
+    /// run again, a job that was killed; with its snapshot, if it took one), left alone by
+    /// `incomplete`. `finalize` completes them, `finalize --abandon` gives them up; then they
+    /// can go.
+    pub unfinished_kept: Vec<String>,
     /// Such images asked for by name (or as dependents): refused.
     pub unfinished: Vec<String>,
     /// Damaged images (whose state cannot be read: an unreadable manifest) left alone by
@@ -91,8 +92,8 @@ pub fn plan(
             if matches!(s, ImageState::Incomplete { .. }) && !wanted.contains(id) {
                 if store.in_use(id, false)?.0 {
                     plan.running.push(id.clone());
-                } else if holds_snapshot(store, s) {
-                    plan.snapshot_kept.push(id.clone());
+                } else if unfinished(s) {
+                    plan.unfinished_kept.push(id.clone());
                 } else {
                     wanted.insert(id.clone());
                 }
@@ -124,7 +125,7 @@ pub fn plan(
     }
     plan.unfinished = wanted
         .iter()
-        .filter(|id| states.get(*id).is_some_and(|s| holds_snapshot(store, s)))
+        .filter(|id| states.get(*id).is_some_and(unfinished))
         .cloned()
         .collect();
     for id in &wanted {
@@ -157,23 +158,17 @@ fn stream_bytes(store: &Store, id: &str) -> u64 {
         .sum()
 }
 
-/// Whether an incomplete image's job took a snapshot that no postprocess has cleaned up: it has a
-/// snapshot id, no recorded end (`finalize` records one, given up or failed) and no successful
-/// postprocess.
-fn holds_snapshot(store: &Store, state: &ImageState) -> bool {
-    match state {
+/// Whether an incomplete image's job has not ended: its discovery succeeded and no end (given up
+/// or failed) was recorded. Its child jobs or its finalize may still be to run, and it may still
+/// hold a snapshot that only its postprocess cleans up.
+fn unfinished(state: &ImageState) -> bool {
+    matches!(
+        state,
         ImageState::Incomplete {
             job: Some(job),
             reason: None,
-        } => {
-            job.snapid.as_deref().is_some_and(|s| !s.is_empty())
-                && !store
-                    .image_dir(&job.image)
-                    .join(crate::store::POSTPROCESS_DONE)
-                    .exists()
-        }
-        _ => false,
-    }
+        } if job.snapid.is_some()
+    )
 }
 
 /// The images a damaged image refers to: those of its catalog's image table (the catalog checks

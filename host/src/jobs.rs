@@ -335,9 +335,11 @@ impl Runner {
 
     /// Finalize: postprocess (snapshot cleanup), then merge the streams' catalogs into the image
     /// catalog and mark the image complete. While a child job has not completed, nothing is done
-    /// (its retry still needs the snapshot) unless `abandon` is set: then postprocess runs and the
-    /// image is given up (it stays incomplete). A failed postprocess leaves the image incomplete
-    /// and holding its snapshot, to be finalized again; a given-up image is refused.
+    /// (its retry still needs the snapshot). With `abandon`, postprocess runs and the image is
+    /// given up (it stays incomplete), whatever its child jobs did. A failed postprocess leaves
+    /// the image incomplete and holding its snapshot, to be finalized again; a given-up image is
+    /// refused. Holds every stream's lock: refused while a child job or another finalize of the
+    /// image runs.
     pub fn finalize(&self, store: &Path, image: &str, abandon: bool) -> Result<Manifest, JobError> {
         let st = Store::open_existing(store)?;
         let _in_use = locked(|w| st.use_image(image, w))?;
@@ -350,6 +352,18 @@ impl Runner {
                 ..
             } => return Err(given_up(&cli, image, &reason)),
             ImageState::Incomplete { .. } => {}
+        }
+        // No child job may run while the snapshot goes, nor a second finalize alongside.
+        let mut _streams = Vec::new();
+        for (n, host) in job.hosts.iter().enumerate() {
+            match st.run_stream(image, n as u32)? {
+                Some(lock) => _streams.push(lock),
+                None => {
+                    return Err(usage(format!(
+                        "the child job of {host}, or another finalize, of image {image} is running; nothing was done: wait for it to end, then finalize"
+                    )));
+                }
+            }
         }
         let dir = st.image_dir(image);
         let missing: Vec<&String> = job
@@ -386,15 +400,21 @@ impl Runner {
             }
             store::write_atomic(&dir.join(store::POSTPROCESS_DONE), b"")?;
         }
-        if !missing.is_empty() {
-            let msg = format!(
-                "image {image} was given up before the child jobs of {} completed; the snapshot was cleaned up and the image stays incomplete (`{cli} delete --incomplete` removes it)",
-                missing
-                    .iter()
-                    .map(|h| h.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+        if abandon {
+            let msg = if missing.is_empty() {
+                format!(
+                    "image {image} was given up; the snapshot was cleaned up and the image stays incomplete (`{cli} delete --incomplete` removes it)"
+                )
+            } else {
+                format!(
+                    "image {image} was given up before the child jobs of {} completed; the snapshot was cleaned up and the image stays incomplete (`{cli} delete --incomplete` removes it)",
+                    missing
+                        .iter()
+                        .map(|h| h.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
             let _ = st.record_failure(image, &msg);
             return Err(failed(msg));
         }
@@ -969,12 +989,24 @@ pub fn resolve_image(
         return Ok(i.to_string());
     }
     let policy = policy.ok_or_else(|| usage("name an image, or a --policy (and --at)"))?;
-    // The newest by start, then by completion (times are in seconds); of two images of the same
-    // second, one that builds on the other holds the later state.
+    // The newest by start, then by completion (times are in seconds), then by when the manifest
+    // was written (last, as the job completed).
     let mut best: Option<((i64, i64, SystemTime), String)> = None;
+    // Damaged images of the policy, by their start: a newer one than the image chosen is said.
+    let mut damaged: Vec<(i64, String)> = Vec::new();
     for id in store.image_ids()? {
-        let Ok(ImageState::Complete(m)) = store.state(&id) else {
-            continue;
+        let m = match store.state(&id) {
+            Ok(ImageState::Complete(m)) => m,
+            Ok(ImageState::Incomplete { .. }) => continue,
+            Err(_) => {
+                if let Ok(job) = store.job(&id)
+                    && job.policy == policy
+                    && at.is_none_or(|t| job.started <= t)
+                {
+                    damaged.push((job.started, id));
+                }
+                continue;
+            }
         };
         if m.policy != policy || at.is_some_and(|t| m.started > t) {
             continue;
@@ -987,6 +1019,14 @@ pub fn resolve_image(
         let when = (m.started, m.completed, written);
         if best.as_ref().is_none_or(|(w, _)| when >= *w) {
             best = Some((when, id));
+        }
+    }
+    for (started, id) in &damaged {
+        if best.as_ref().is_none_or(|((s, _, _), _)| started >= s) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "warning: image {id} of policy {policy:?} is newer, but damaged (see `aapi-host list`); it is passed over"
+            );
         }
     }
     best.map(|(_, id)| id).ok_or_else(|| {

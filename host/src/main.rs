@@ -112,8 +112,9 @@ enum Cmd {
     Delete {
         /// Image ids.
         ids: Vec<String>,
-        /// Also every incomplete image (failed or interrupted jobs). Not while a backup into
-        /// this store is running: its image is incomplete until it ends.
+        /// Also every incomplete image of a job that ended (failed or given up); images of
+        /// running or unfinished jobs and damaged images are kept and named, so it is safe from
+        /// cron while backups run.
         #[arg(long)]
         incomplete: bool,
         /// Also the images that need the ones named (incrementals whose data refers to them).
@@ -625,13 +626,8 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                     .map(|id| format!("`{cli_name} finalize --image {id} --abandon`"))
                     .collect();
                 return Err(fail(format!(
-                    "nothing was deleted: {} still {} a snapshot its job took (a split job between its steps, or a job that was killed); clean it up first with {}, then delete",
+                    "nothing was deleted: the job of {} has not ended (a split job between its steps, a finalize to run again, or a job that was killed; it may hold a snapshot that only its postprocess cleans up); give it up first with {}, then delete",
                     plan.unfinished.join(", "),
-                    if plan.unfinished.len() == 1 {
-                        "holds"
-                    } else {
-                        "hold"
-                    },
                     cleanups.join(" and ")
                 )));
             }
@@ -644,16 +640,16 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                 print_json(&json!({
                     "ok": true, "dry_run": dry_run, "deleted": plan.delete,
                     "bytes": plan.bytes, "leftovers_removed": leftovers,
-                    "kept_running": plan.running, "kept_snapshot": plan.snapshot_kept,
+                    "kept_running": plan.running, "kept_unfinished": plan.unfinished_kept,
                     "kept_damaged": plan.damaged_kept,
                 }));
             } else if !cli.quiet {
                 for id in &plan.running {
                     outln!("kept {id}: its job is still running");
                 }
-                for id in &plan.snapshot_kept {
+                for id in &plan.unfinished_kept {
                     outln!(
-                        "kept {id}: it still holds a snapshot (`finalize --image {id} --abandon` cleans it up)"
+                        "kept {id}: its job has not ended (`finalize --image {id}` completes it, `finalize --image {id} --abandon` gives it up)"
                     );
                 }
                 for id in &plan.damaged_kept {

@@ -883,7 +883,11 @@ impl Store {
 
     /// Read the job definition of image `id`.
     pub fn job(&self, id: &str) -> Result<JobDef> {
-        let p = self.image_dir(id).join("job.json");
+        let dir = self.image_dir(id);
+        if !valid_id(id) || !dir.is_dir() {
+            return Err(err(&dir, NO_SUCH_IMAGE));
+        }
+        let p = dir.join("job.json");
         let bytes = fs::read(&p).map_err(io_err(&p))?;
         serde_json::from_slice(&bytes).map_err(|e| damaged(&p, format!("unreadable job file: {e}")))
     }

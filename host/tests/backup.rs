@@ -365,12 +365,12 @@ fn split_discover_child_finalize() {
     // delete cleans a snapshot up), and naming it is refused with the way out.
     let d = host(&store, &["delete", "--incomplete", "--json"], &[]);
     assert_eq!(d.code, 0, "{}", d.stderr);
-    assert_eq!(d.json()["kept_snapshot"], serde_json::json!([given_up]));
+    assert_eq!(d.json()["kept_unfinished"], serde_json::json!([given_up]));
     assert_eq!(d.json()["deleted"], serde_json::json!([]));
     let d = host(&store, &["delete", &given_up], &[]);
     assert_eq!(d.code, 2, "{}", d.stderr);
     assert!(
-        d.stderr.contains("still holds a snapshot") && d.stderr.contains("--abandon"),
+        d.stderr.contains("has not ended") && d.stderr.contains("--abandon"),
         "{}",
         d.stderr
     );
@@ -1204,8 +1204,8 @@ fn a_damaged_manifest_fails_show_verify_and_restore() {
 }
 
 /// A finalize that fails after its postprocess succeeded (here: the catalog cannot be written)
-/// keeps the streams; the next finalize only merges. Meanwhile the image holds no snapshot any
-/// more, so a cleanup does not keep it for one.
+/// keeps the streams; the next finalize only merges. Meanwhile a cleanup keeps the image, whose
+/// job has not ended.
 #[test]
 fn a_finalize_that_failed_after_its_postprocess_only_merges_next_time() {
     let dir = tempfile::tempdir().unwrap();
@@ -1246,9 +1246,10 @@ fn a_finalize_that_failed_after_its_postprocess_only_merges_next_time() {
         &[],
     );
     assert_eq!(del.code, 0, "{}", del.stderr);
+    // Its finalize is still to run: a cleanup keeps it.
     assert_eq!(
-        del.json()["kept_snapshot"],
-        serde_json::json!([]),
+        del.json()["kept_unfinished"],
+        serde_json::json!([image]),
         "{}",
         del.stdout
     );
@@ -1286,5 +1287,68 @@ fn a_renamed_directory_is_backed_up_in_full_by_the_next_incremental() {
     assert_same(
         &snapshot(&alt.join(tree.strip_prefix("/").unwrap())),
         &snapshot(&tree),
+    );
+}
+
+/// A split job between its steps holds no snapshot with the test plugin, yet its child jobs may
+/// still be queued: a cleanup from cron keeps it. `--abandon` gives it up even when every child
+/// job completed (it does not complete the image), and then the cleanup removes it.
+#[test]
+fn a_cleanup_keeps_an_unfinished_split_job_and_abandon_always_gives_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    make_tree(&tree, 2, PAST);
+    let image = discover(&store, &good_plugin(), &tree, "h1", &[]);
+    let d = host(&store, &["delete", "--incomplete", "--json"], &[]);
+    assert_eq!(d.code, 0, "{}", d.stderr);
+    assert_eq!(d.json()["kept_unfinished"], serde_json::json!([image]));
+    assert_eq!(d.json()["deleted"], serde_json::json!([]));
+    let c = host(&store, &["child", "--image", &image, "--host", "h1"], &[]);
+    assert_eq!(c.code, 0, "{}", c.stderr);
+    let f = host(&store, &["finalize", "--image", &image, "--abandon"], &[]);
+    assert_eq!(f.code, 1, "{}", f.stderr);
+    assert!(f.stderr.contains("given up"), "{}", f.stderr);
+    let l = host(&store, &["list", "--json"], &[]).json();
+    assert_eq!(l["images"][0]["state"], "incomplete", "{l}");
+    let d = host(&store, &["delete", "--incomplete", "--json"], &[]);
+    assert_eq!(
+        d.json()["deleted"],
+        serde_json::json!([image]),
+        "{}",
+        d.stdout
+    );
+    // An image that does not exist is bad input to every step.
+    let c = host(&store, &["child", "--image", &image, "--host", "h1"], &[]);
+    assert_eq!(c.code, 2, "{}", c.stderr);
+    assert!(c.stderr.contains("no such image"), "{}", c.stderr);
+}
+
+/// `restore --policy` passes a damaged image over, and says so when it is newer than the one it
+/// restores.
+#[test]
+fn restore_by_policy_says_when_it_passes_a_damaged_newer_image_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    make_tree(&tree, 1, PAST);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let b = backup(&store, &good_plugin(), &tree, &[]);
+        assert_eq!(b.code, 0, "{}", b.stderr);
+        ids.push(b.json()["manifest"]["image"].as_str().unwrap().to_string());
+    }
+    std::fs::write(
+        store.join("images").join(&ids[1]).join("manifest.json"),
+        "{garbage",
+    )
+    .unwrap();
+    let r = restore(&store, &["--policy", "p1", "--dry-run"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["image"], ids[0].as_str(), "{}", r.stdout);
+    assert!(
+        r.stderr.contains(&format!("image {} of policy", ids[1])) && r.stderr.contains("damaged"),
+        "{}",
+        r.stderr
     );
 }

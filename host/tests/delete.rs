@@ -124,9 +124,15 @@ fn delete_keeps_what_other_images_and_the_policy_need() {
     assert_eq!(m["manifest"]["base"].as_str(), Some(i1.as_str()), "{m}");
     restores_as(&store, &i3, &dir.path().join("alt3"), &tree);
 
-    // An incomplete image (discovery only) goes with --incomplete, and only it.
-    discover_only(&store, &tree, "p");
+    // An incomplete image goes with --incomplete once its job has ended (given up here), and
+    // only it; before that its steps may still be queued, and it is kept.
+    let pending = discover_only(&store, &tree, "p");
     assert_eq!(images(&store).len(), 4);
+    let r = host(&store, &["delete", "--incomplete", "--json"], &[]);
+    assert_eq!(r.json()["kept_unfinished"], serde_json::json!([pending]));
+    assert_eq!(images(&store).len(), 4);
+    let f = host(&store, &["finalize", "--image", &pending, "--abandon"], &[]);
+    assert_eq!(f.code, 1, "{}", f.stderr);
     let r = host(&store, &["delete", "--incomplete"], &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
@@ -210,7 +216,10 @@ fn images_in_use_are_kept_and_a_delete_waits_for_a_job_starting() {
         .find(|i| i["image"] == pending.as_str());
     assert_eq!(row.unwrap()["state"], "incomplete", "{l}");
 
-    // A job choosing its base image holds the store lock: a delete waits for it.
+    // Given up, the image goes with the next cleanup. A job choosing its base image holds the
+    // store lock: a delete waits for it.
+    let f = host(&store, &["finalize", "--image", &pending, "--abandon"], &[]);
+    assert_eq!(f.code, 1, "{}", f.stderr);
     let lock = st.lock(&mut |_, _| true).unwrap();
     let mut del = std::process::Command::new(host_bin())
         .arg("--store")

@@ -436,3 +436,27 @@ fn a_process_the_plugin_leaves_behind_is_killed() {
         pid.trim()
     );
 }
+
+/// A finalize while a child job of the image runs would remove the snapshot under it (with
+/// `--abandon`) or merge a stream still being written: it is refused, and changes nothing.
+#[test]
+fn finalize_is_refused_while_a_child_job_runs() {
+    let (_d, tree, store) = setup();
+    let image = discover(&store, &good_plugin(), &tree, "h1", &[]);
+    let child = child_cmd(&store, &image, "h1", "pause:aapi_read_object:300")
+        .spawn()
+        .unwrap();
+    worker_in_read(child.id(), &store);
+    for args in [
+        vec!["finalize", "--image", &image, "--abandon"],
+        vec!["finalize", "--image", &image],
+    ] {
+        let f = host(&store, &args, &[]);
+        assert_eq!(f.code, 2, "{args:?}: {}", f.stderr);
+        assert!(f.stderr.contains("is running"), "{args:?}: {}", f.stderr);
+    }
+    let r = finish(child);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let f = host(&store, &["finalize", "--image", &image], &[]);
+    assert_eq!(f.code, 0, "{}", f.stderr);
+}
