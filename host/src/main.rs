@@ -404,7 +404,7 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                 })?;
             let done = runner.child(&cli.store, image, n as u32)?;
             if cli.json {
-                print_json(&json!({"ok": true, "stream": done}));
+                print_json(&json!({"ok": true, "exit": ExitKind::Ok, "stream": done}));
             } else if !cli.quiet {
                 outln!(
                     "stream {} ({}) done: {} objects, {} bytes, {} failed",
@@ -422,17 +422,18 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
         }
         Cmd::Finalize { image, abandon } => {
             let m = runner.finalize(&cli.store, image, *abandon)?;
+            let kind = if m.failures.is_empty() {
+                ExitKind::Ok
+            } else {
+                ExitKind::Partial
+            };
             if cli.json {
-                print_json(&json!({"ok": true, "manifest": m}));
+                print_json(&json!({"ok": true, "exit": kind, "manifest": m}));
             } else if !cli.quiet {
                 outln!("image {} complete: {} objects", m.image, m.objects);
             }
             report_failures(ui, &m);
-            Ok(if m.failures.is_empty() {
-                ExitKind::Ok
-            } else {
-                ExitKind::Partial
-            })
+            Ok(kind)
         }
         Cmd::List => {
             let st = Store::open_existing(&cli.store)?;

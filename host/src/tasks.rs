@@ -475,9 +475,10 @@ fn backup_object(
     progress: &dyn Progress,
 ) -> Result<(Props, u64, [u8; 32]), ObjError> {
     let name = String::from_utf8_lossy(path).into_owned();
+    // The failure is recorded with the object's path beside it: the message does not repeat it.
     let obj_err = |e: PluginError| {
         ObjError::Object(TaskError {
-            message: format!("{name}: {e}"),
+            message: e.to_string(),
             code: e.code(),
         })
     };

@@ -524,6 +524,12 @@ fn failed_object_is_cut_out_and_the_image_is_partial() {
     );
     assert!(r.stderr.contains("not backed up"), "{}", r.stderr);
     let failed = failures[0]["path"].as_str().unwrap().to_string();
+    // The path stands beside the error, once.
+    assert!(
+        !failures[0]["error"].as_str().unwrap().contains(&failed),
+        "{m}"
+    );
+    assert_eq!(r.stderr.matches(failed.as_str()).count(), 1, "{}", r.stderr);
     let image = m["image"].as_str().unwrap();
     // The stream holds only whole objects: everything verifies and restores.
     let v = host(&store, &["verify", image], &[]);
