@@ -226,6 +226,12 @@ extern "C" fn on_signal(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
+/// For commands that change nothing: stop at once, as cancelled (exit 5).
+extern "C" fn on_signal_stop(_: libc::c_int) {
+    // SAFETY: _exit is async-signal-safe and ends the process without running anything else.
+    unsafe { libc::_exit(ExitKind::Cancelled.code()) };
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -249,9 +255,20 @@ fn main() -> ExitCode {
     if matches!(cli.command, Cmd::Worker) {
         return ExitCode::from(aapi_host::worker::main() as u8);
     }
+    // Commands that only read the store stop at once; the others stop cleanly (exit 5).
+    let reads_only = match &cli.command {
+        Cmd::List | Cmd::Show { .. } => true,
+        Cmd::Restore(a) => a.dry_run,
+        _ => false,
+    };
+    let handler = if reads_only {
+        on_signal_stop as *const () as libc::sighandler_t
+    } else {
+        on_signal as *const () as libc::sighandler_t
+    };
     for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+        // SAFETY: the handlers only store to an atomic or call _exit, both async-signal-safe.
+        unsafe { libc::signal(sig, handler) };
     }
     let ui = Ui::new(cli.quiet, cli.json, cli.verbose);
     let result = run(&cli, &ui);

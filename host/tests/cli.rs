@@ -331,3 +331,56 @@ fn restore_dry_run_json_gives_the_exact_bytes_of_names_that_are_not_utf8() {
     assert_eq!(utf8["path"], "/d/caf\u{e9}");
     assert!(utf8.get("path_hex").is_none(), "{utf8}");
 }
+
+/// A command that only reads the store stops at once on Ctrl-C (exit 5), even while its output
+/// is blocked on a reader that reads nothing.
+#[test]
+fn ctrl_c_stops_a_command_that_only_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let tree = dir.path().join("tree");
+    for i in 0..1500 {
+        write_file(&tree.join(format!("d{}/file-{i:05}", i % 10)), b"x");
+    }
+    let plugin = rust_sample();
+    let b = host(
+        &store,
+        &[
+            "backup",
+            "--json",
+            "--plugin",
+            plugin.to_str().unwrap(),
+            "--policy",
+            "p",
+            "--select",
+            tree.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    let id = b.json()["manifest"]["image"].as_str().unwrap().to_string();
+    // Nobody reads its stdout: it blocks once the pipe is full.
+    let mut show = std::process::Command::new(host_bin())
+        .arg("--store")
+        .arg(&store)
+        .args(["show", &id, "--objects"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SAFETY: plain kill(2) of our own child process.
+    unsafe { libc::kill(show.id() as i32, libc::SIGINT) };
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = show.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(5) {
+            let _ = show.kill();
+            panic!("show ignored Ctrl-C");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(5));
+}
