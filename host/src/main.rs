@@ -148,7 +148,8 @@ struct BackupArgs {
     /// Backup hosts, comma-separated: one workload file and one stream each.
     #[arg(long, value_delimiter = ',', conflicts_with = "streams")]
     hosts: Vec<String>,
-    /// Number of streams on this machine (backup hosts named stream-1 .. stream-N).
+    /// Number of streams on this machine (backup hosts named stream-0 .. stream-N-1, after the
+    /// stream files they write).
     #[arg(long)]
     streams: Option<u32>,
     #[command(flatten)]
@@ -316,8 +317,8 @@ fn backup_options(store: &std::path::Path, a: &BackupArgs) -> Result<BackupOptio
                 message: "--streams must be at least 1".into(),
             });
         }
-        (Some(n), _) => (1..=n).map(|i| format!("stream-{i}")).collect(),
-        (None, true) => vec!["stream-1".to_string()],
+        (Some(n), _) => (0..n).map(|i| format!("stream-{i}")).collect(),
+        (None, true) => vec!["stream-0".to_string()],
         (None, false) => a.hosts.clone(),
     };
     Ok(BackupOptions {

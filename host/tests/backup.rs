@@ -1226,12 +1226,12 @@ fn a_finalize_that_failed_after_its_postprocess_only_merges_next_time() {
         &store,
         &plugin,
         &tree,
-        "stream-1",
+        "stream-0",
         &["--property", "files.snapshot=copy", "--property", &snap_dir],
     );
     let c = host(
         &store,
-        &["child", "--image", &image, "--host", "stream-1"],
+        &["child", "--image", &image, "--host", "stream-0"],
         &[],
     );
     assert_eq!(c.code, 0, "{}", c.stderr);
