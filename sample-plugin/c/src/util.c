@@ -89,6 +89,8 @@ int code_from_errno(int err)
         return AAPI_ENOMEM;
     case EEXIST:
         return AAPI_EEXIST;
+    case ENAMETOOLONG: /* a name or path longer than the file system takes: the caller's */
+        return AAPI_EINVAL;
     case EOPNOTSUPP:
 #if ENOTSUP != EOPNOTSUPP
     case ENOTSUP:

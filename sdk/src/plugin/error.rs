@@ -119,6 +119,8 @@ impl ErrorKind {
             K::StorageFull | K::QuotaExceeded | K::FileTooLarge => ErrorKind::NoSpace,
             K::OutOfMemory => ErrorKind::OutOfMemory,
             K::Unsupported => ErrorKind::NotSupported,
+            // A name or path longer than the file system takes: the caller's path is at fault.
+            K::InvalidFilename => ErrorKind::InvalidArgument,
             _ => ErrorKind::Io,
         }
     }
@@ -249,6 +251,8 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::NoSpace);
         let e: Error = io::Error::from_raw_os_error(13).into(); // EACCES
         assert_eq!(e.kind(), ErrorKind::PermissionDenied);
+        let e: Error = io::Error::from_raw_os_error(36).into(); // ENAMETOOLONG
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
         let e: Error = io::Error::other("disk on fire").into();
         assert_eq!(e.kind(), ErrorKind::Io);
         assert_eq!(e.context("read /y").to_string(), "read /y: disk on fire");
