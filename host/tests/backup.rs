@@ -349,14 +349,7 @@ fn split_discover_child_finalize() {
     assert_eq!(snapshots(), 0, "postprocess removed the snapshot");
     let l = host(&store, &["list", "--json"], &[]).json();
     assert_eq!(l["images"][0]["state"], "complete");
-    let alt = dir.path().join("alt");
-    std::fs::create_dir(&alt).unwrap();
-    let r = restore(&store, &[&image, "--alt-root", alt.to_str().unwrap()]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_same(
-        &snapshot(&alt.join(tree.strip_prefix("/").unwrap())),
-        &snapshot(&tree),
-    );
+    restores_as(&store, &image, &dir.path().join("alt"), &tree);
 
     // Giving an image up: postprocess cleans the snapshot, the image stays incomplete.
     let given_up = discover();
@@ -621,14 +614,7 @@ fn a_full_store_fails_the_backup_and_keeps_earlier_images() {
     }
     let v = host(&store, &["verify", &first], &[]);
     assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
-    let alt = dir.path().join("alt");
-    std::fs::create_dir(&alt).unwrap();
-    let r = restore(&store, &[&first, "--alt-root", alt.to_str().unwrap()]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_same(
-        &snapshot(&alt.join(tree.strip_prefix("/").unwrap())),
-        &snapshot(&tree),
-    );
+    restores_as(&store, &first, &dir.path().join("alt"), &tree);
 }
 
 #[test]
@@ -1286,14 +1272,7 @@ fn a_renamed_directory_is_backed_up_in_full_by_the_next_incremental() {
     let m = &incr.json()["manifest"];
     assert_eq!(m["failures"], serde_json::json!([]), "{m}");
     let image = m["image"].as_str().unwrap().to_string();
-    let alt = dir.path().join("alt");
-    std::fs::create_dir(&alt).unwrap();
-    let r = restore(&store, &[&image, "--alt-root", alt.to_str().unwrap()]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_same(
-        &snapshot(&alt.join(tree.strip_prefix("/").unwrap())),
-        &snapshot(&tree),
-    );
+    restores_as(&store, &image, &dir.path().join("alt"), &tree);
 }
 
 /// A split job between its steps holds no snapshot with the test plugin, yet its child jobs may

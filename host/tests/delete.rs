@@ -67,20 +67,6 @@ fn images(store: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
-fn restores_as(store: &Path, image: &str, alt: &Path, tree: &Path) {
-    std::fs::create_dir(alt).unwrap();
-    let r = host(
-        store,
-        &["restore", image, "--alt-root", alt.to_str().unwrap()],
-        &[],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_same(
-        &snapshot(&alt.join(tree.strip_prefix("/").unwrap())),
-        &snapshot(tree),
-    );
-}
-
 #[test]
 fn delete_keeps_what_other_images_and_the_policy_need() {
     let dir = tempfile::tempdir().unwrap();

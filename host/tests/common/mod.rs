@@ -332,3 +332,19 @@ pub fn discover(store: &Path, plugin: &Path, tree: &Path, hosts: &str, extra: &[
     assert_eq!(r.code, 0, "{}", r.stderr);
     r.stdout.trim().to_string()
 }
+
+/// Restore `image` of `store` under the new directory `alt` and check it equals `tree` (bytes,
+/// types, modes, times).
+pub fn restores_as(store: &Path, image: &str, alt: &Path, tree: &Path) {
+    std::fs::create_dir(alt).unwrap();
+    let r = host(
+        store,
+        &["restore", image, "--alt-root", alt.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_same(
+        &snapshot(&alt.join(tree.strip_prefix("/").unwrap())),
+        &snapshot(tree),
+    );
+}
