@@ -140,6 +140,9 @@ fn function_index(name: &str) -> u32 {
     if name == LOADING {
         return ENTRY_POINTS.len() as u32 + 1;
     }
+    if name == EXITING {
+        return ENTRY_POINTS.len() as u32 + 2;
+    }
     ENTRY_POINTS
         .iter()
         .position(|f| *f == name)
@@ -150,18 +153,30 @@ fn function_index(name: &str) -> u32 {
 /// a call: see [`WorkerLink::loading`].
 pub const LOADING: &str = "dlopen";
 
+/// The name under which a worker's exit (library destructors and exit handlers run then) is
+/// tracked like a call: see [`WorkerLink::exiting`].
+pub const EXITING: &str = "the process exit (library destructors, exit handlers)";
+
 /// Whether `function` is an entry point called without a session (or the library load): it has
 /// no keepalive to send, and is held to [`Limits::sessionless_budget`] (TIME-1).
 pub fn is_sessionless(function: &str) -> bool {
     matches!(
         function,
-        "aapi_pgn_init" | "aapi_pgn_claim" | "aapi_terminate" | "aapi_get_last_error" | LOADING
+        "aapi_pgn_init"
+            | "aapi_pgn_claim"
+            | "aapi_terminate"
+            | "aapi_get_last_error"
+            | LOADING
+            | EXITING
     )
 }
 
 fn function_name(index: u32) -> String {
     if index as usize == ENTRY_POINTS.len() + 1 {
         return LOADING.to_string();
+    }
+    if index as usize == ENTRY_POINTS.len() + 2 {
+        return EXITING.to_string();
     }
     ENTRY_POINTS
         .get((index as usize).wrapping_sub(1))
@@ -582,7 +597,7 @@ impl Worker {
         let sessionless: Vec<bool> = ENTRY_POINTS
             .iter()
             .copied()
-            .chain([LOADING])
+            .chain([LOADING, EXITING])
             .map(is_sessionless)
             .collect();
         // Check the shared call state this often; also notices a cancel from another thread.
@@ -697,7 +712,7 @@ impl Worker {
         let killed = match killed {
             None if !self.exits_within(self.limits.sessionless_budget) => {
                 Some(WorkerEnd::TimedOut {
-                    function: "the process exit (library destructors, exit handlers)".into(),
+                    function: EXITING.into(),
                     budget: self.limits.sessionless_budget,
                 })
             }
@@ -714,8 +729,9 @@ impl Worker {
         } else {
             let status = self.child.wait()?;
             let call = self.state.get().call.load(Ordering::Acquire);
+            let exiting = call == function_index(EXITING);
             outcome.end = match (status.code(), status.signal()) {
-                (Some(code), _) if call != 0 => WorkerEnd::ExitedInCall {
+                (Some(code), _) if call != 0 && !exiting => WorkerEnd::ExitedInCall {
                     code,
                     function: function_name(call),
                 },
@@ -826,6 +842,20 @@ impl WorkerLink {
     /// Whether the supervisor cancelled the job.
     pub fn cancelled(&self) -> bool {
         self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Mark the worker's exit as begun, as if it were a call named [`EXITING`] that never returns:
+    /// the supervisor holds the library destructors and exit handlers that run now to the budget
+    /// of calls without a session, so one that hangs is a timeout in the process exit, and a crash
+    /// there is named so. Call it just before the process exits.
+    pub fn exiting(&self) {
+        if let Some(st) = &self.state {
+            let st = st.get();
+            let now = monotonic_ns();
+            st.entered_ns.store(now, Ordering::Release);
+            st.alive_ns.store(now, Ordering::Release);
+            st.call.store(function_index(EXITING), Ordering::Release);
+        }
     }
 
     /// Run `load` (opening the plugin library, whose constructors run then) as if it were a

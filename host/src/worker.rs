@@ -184,7 +184,7 @@ pub fn main() -> i32 {
         }
         run_claimed(&task, &plugin, &link)
     })();
-    match result {
+    let code = match result {
         Ok(value) => {
             link.send(&Event::Result { value });
             0
@@ -196,7 +196,10 @@ pub fn main() -> i32 {
             });
             if unusable { 2 } else { 1 }
         }
-    }
+    };
+    // What runs from here on (the library's destructors) is held to a budget too.
+    link.exiting();
+    code
 }
 
 #[cfg(test)]

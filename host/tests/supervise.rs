@@ -414,6 +414,36 @@ fn a_hanging_constructor_times_out_in_dlopen() {
     assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
 }
 
+/// A library destructor that hangs as the worker exits is held to the budget too, named so.
+#[test]
+fn a_hanging_destructor_times_out_in_the_process_exit() {
+    let (_d, tree, store) = setup();
+    let plugin = test_plugin("aapi_testplugin_slow_dtor", &["TEST_DTOR_SLEEP_MS=60000"]);
+    let t0 = Instant::now();
+    let r = host(
+        &store,
+        &[
+            "backup",
+            "--plugin",
+            plugin.to_str().unwrap(),
+            "--policy",
+            "p",
+            "--select",
+            tree.to_str().unwrap(),
+            "--call-budget-ms",
+            "500",
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("timeout in the process exit"),
+        "{}",
+        r.stderr
+    );
+    assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+}
+
 /// A process the plugin starts and leaves running holds the worker's pipes open; the job still
 /// ends when the worker does, and that process is killed with it.
 #[test]

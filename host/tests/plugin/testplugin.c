@@ -18,7 +18,8 @@
  *
  * Compile-time variants: -DTEST_OMIT_SYMBOLS drops aapi_flush and aapi_delete_object;
  * -DTEST_ABI_MAJOR=<n> exports a marker with another ABI major; -DTEST_CTOR_SLEEP_MS=<n> sleeps in
- * a library constructor (while the library is being loaded).
+ * a library constructor (while the library is being loaded); -DTEST_DTOR_SLEEP_MS=<n> sleeps in a
+ * library destructor (while the worker process exits).
  */
 #define _GNU_SOURCE
 #include "aapi.h"
@@ -43,6 +44,13 @@ AAPI_DEFINE_ABI_MARKER();
 #ifdef TEST_CTOR_SLEEP_MS
 __attribute__((constructor)) static void slow_constructor(void) {
     struct timespec ts = {TEST_CTOR_SLEEP_MS / 1000, (TEST_CTOR_SLEEP_MS % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+#endif
+
+#ifdef TEST_DTOR_SLEEP_MS
+__attribute__((destructor)) static void slow_destructor(void) {
+    struct timespec ts = {TEST_DTOR_SLEEP_MS / 1000, (TEST_DTOR_SLEEP_MS % 1000) * 1000000L};
     nanosleep(&ts, NULL);
 }
 #endif
