@@ -694,6 +694,15 @@ impl Runner {
                     {
                         self.harness(&current, o.failures.join("; "));
                     }
+                    WorkerEnd::Exited(code) if unit.done => {
+                        self.ended(
+                            &current,
+                            format!(
+                                "the plugin ended the process with exit status {code} in {}",
+                                aapi_host::supervise::EXITING
+                            ),
+                        );
+                    }
                     WorkerEnd::Exited(code) => {
                         self.ended(
                             &current,

@@ -31,9 +31,14 @@ pub fn serve_if_requested() {
     };
     // SAFETY: called before this process starts threads of its own that read the environment.
     unsafe { std::env::remove_var(TASK_ENV) };
-    let (code, _link) = serve(&spec);
+    let (code, link) = serve(&spec);
     let _ = std::io::stdout().flush();
-    // `_link` is not dropped: the event pipe stays open until the process has ended, so the
+    // From here on the plugin's library destructors and exit handlers run: the supervisor holds
+    // them to the budget of a call, so one that hangs or crashes is the plugin's failure.
+    if let Some(link) = &link {
+        link.exiting();
+    }
+    // `link` is not dropped: the event pipe stays open until the process has ended, so the
     // supervisor never sees its end while this process still runs.
     std::process::exit(code);
 }

@@ -214,6 +214,9 @@ zoo_tests! {
     // Status 0 is no success while a call runs: the plugin ended the process.
     exits_in_terminate: "ZOO_EXIT_IN_TERMINATE" => ["LIFE-8"] [] "load.init" "the plugin ended the process (exit status 0) in aapi_terminate";
     exits_in_rollback: "ZOO_EXIT_IN_ROLLBACK" => ["MEM-3", "RST-10", "RST-6"] [] "mem.no-crash" "the plugin ended the process (exit status 0) in aapi_restore_postprocess (during rst.failed-restore)";
+    // The library destructors run when a worker exits: held to the budget of a call.
+    destructor_hangs: "ZOO_DTOR_HANG" => ["LIFE-8"] [] "load.init" "timeout in the process exit (library destructors, exit handlers)";
+    destructor_crashes: "ZOO_DTOR_CRASH" => ["LIFE-8"] [] "load.init" "crash(SIGABRT) in the process exit (library destructors, exit handlers)";
     // security and resources
     logs_secret: "ZOO_SECRET_LOG" => ["SEC-1"] [] "sec.secrets" "credential value";
     prints_to_stdout: "ZOO_STDOUT" => [] ["SEC-3"] "sec.output" "stdout";

@@ -49,6 +49,13 @@ __attribute__((constructor)) static void zoo_ctor(void) { fputs("zoo: loaded\n",
 __attribute__((constructor)) static void zoo_ctor(void) { sleep(600); }
 #endif
 
+#ifdef ZOO_DTOR_HANG
+__attribute__((destructor)) static void zoo_dtor(void) { sleep(600); }
+#endif
+#ifdef ZOO_DTOR_CRASH
+__attribute__((destructor)) static void zoo_dtor(void) { abort(); }
+#endif
+
 #ifdef ZOO_UNDEFINED
 extern void aapi_framework_service(void);
 #endif
