@@ -270,6 +270,20 @@ fn step_rank(def: &CheckDef) -> u8 {
     }
 }
 
+/// The checks that judge every worker of the run (crashes, timeouts, codes, output...), not a
+/// probe of their own.
+const RUN_WIDE: &[&str] = &[
+    "time.budget",
+    "time.bounded",
+    "mem.no-crash",
+    "rc.codes",
+    "rc.documented-codes",
+    "thr.callbacks",
+    "sec.secrets",
+    "sec.output",
+    "time.keepalive-cadence",
+];
+
 /// Whether `def` needs the check `step` to pass, directly or through the checks it needs.
 fn needs_step(def: &CheckDef, step: &str) -> bool {
     def.needed().into_iter().any(|n| {
@@ -879,9 +893,16 @@ impl Runner {
 
     /// The selected checks and every check they need, directly or not: a check that `--only`
     /// leaves out still runs when a selected one needs it.
+    /// A selected run-wide check ([`RUN_WIDE`]) judges every worker of the run, so it brings in
+    /// every check: selected alone it would judge only the gate, and pass a broken plugin.
     fn with_needed(&self) -> Vec<CheckDef> {
         let mut out: Vec<CheckDef> = Vec::new();
-        let mut todo: Vec<CheckDef> = self.defs.clone();
+        let mut todo: Vec<CheckDef> = if self.defs.iter().any(|d| RUN_WIDE.contains(&d.id.as_str()))
+        {
+            checks::all()
+        } else {
+            self.defs.clone()
+        };
         while let Some(d) = todo.pop() {
             if out.iter().any(|o| o.id == d.id) {
                 continue;
@@ -1886,17 +1907,7 @@ impl Runner {
     }
 
     fn aggregates(&self) {
-        for c in [
-            "time.budget",
-            "time.bounded",
-            "mem.no-crash",
-            "rc.codes",
-            "rc.documented-codes",
-            "thr.callbacks",
-            "sec.secrets",
-            "sec.output",
-            "time.keepalive-cadence",
-        ] {
+        for c in RUN_WIDE {
             self.ran(c);
         }
         for t in self.timeouts.lock().unwrap().iter() {

@@ -373,3 +373,26 @@ fn leaks_descriptors() {
         );
     }
 }
+
+/// A run-wide check selected alone judges the whole run, not only the gate: `--only
+/// mem.no-crash` still fails a plugin that crashes in its backup, and `--only time.bounded` one
+/// whose discovery keeps alive forever.
+#[test]
+fn a_run_wide_check_selected_alone_judges_the_whole_run() {
+    let r = run_with(Some("ZOO_CRASH_IN_OPEN"), |o| {
+        o.only = vec!["mem.no-crash".into()]
+    });
+    assert_eq!(r.failed_ids(), vec!["mem.no-crash"], "{}", r.to_text());
+    assert!(
+        findings(&r, "mem.no-crash").contains("crash(SIGSEGV) in aapi_open_object"),
+        "{}",
+        r.to_text()
+    );
+    assert_eq!(r.exit_code, 1);
+    let r = run_with(Some("ZOO_KEEPALIVE_FOREVER"), |o| {
+        o.only = vec!["time.bounded".into()];
+        o.profile.worker_limit_s = Some(2);
+    });
+    assert_eq!(r.failed_ids(), vec!["time.bounded"], "{}", r.to_text());
+    assert_eq!(r.exit_code, 1);
+}
