@@ -64,6 +64,27 @@ pub struct CheckResult {
     pub duration_ms: u64,
 }
 
+impl CheckResult {
+    /// For a blocked check, why: the check it needs did not pass, or (a check that does not
+    /// need it) its worker stopped the same way as that failed step, which is then reported.
+    pub fn blocked_reason(&self) -> Option<String> {
+        let Status::Blocked(b) = &self.status else {
+            return None;
+        };
+        let needed = crate::checks::find(&self.id)
+            .is_some_and(|d| crate::runner::needs_step(&d, b))
+            || crate::probes::probe_for(&self.id).is_some_and(|p| p == *b);
+        Some(if needed {
+            format!("needs {b}, which did not pass")
+        } else {
+            match self.findings.first() {
+                Some(f) => format!("stopped the same way as {b}, which did not pass: {f}"),
+                None => format!("stopped the same way as {b}, which did not pass"),
+            }
+        })
+    }
+}
+
 /// Latency of one function over the whole run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Latency {
@@ -263,11 +284,11 @@ impl Report {
         for c in self.checks.iter().filter(|c| c.status == Status::Warning) {
             detail(&mut o, c);
         }
-        let listed = |o: &mut String, title: &str, f: &dyn Fn(&Status) -> Option<String>| {
+        let listed = |o: &mut String, title: &str, f: &dyn Fn(&CheckResult) -> Option<String>| {
             let items: Vec<String> = self
                 .checks
                 .iter()
-                .filter_map(|c| f(&c.status).map(|r| format!("  {} [{}]: {r}", c.id, c.clause)))
+                .filter_map(|c| f(c).map(|r| format!("  {} [{}]: {r}", c.id, c.clause)))
                 .collect();
             if !items.is_empty() {
                 let _ = writeln!(o, "\n{title} ({}):", items.len());
@@ -276,15 +297,12 @@ impl Report {
                 }
             }
         };
-        listed(&mut o, "Blocked", &|s| match s {
-            Status::Blocked(b) => Some(format!("needs {b}, which did not pass")),
-            _ => None,
-        });
-        listed(&mut o, "Skipped", &|s| match s {
+        listed(&mut o, "Blocked", &|c| c.blocked_reason());
+        listed(&mut o, "Skipped", &|c| match &c.status {
             Status::Skipped(r) => Some(r.clone()),
             _ => None,
         });
-        listed(&mut o, "Waived", &|s| match s {
+        listed(&mut o, "Waived", &|c| match &c.status {
             Status::Waived(r) => Some(r.clone()),
             _ => None,
         });
@@ -470,11 +488,11 @@ impl Report {
                             xml(r)
                         );
                     }
-                    Status::Blocked(b) => {
+                    Status::Blocked(_) => {
                         let _ = writeln!(
                             o,
-                            ">\n      <skipped message=\"blocked: needs {}, which did not pass\"/>\n    </testcase>",
-                            xml(b)
+                            ">\n      <skipped message=\"blocked: {}\"/>\n    </testcase>",
+                            xml(&c.blocked_reason().unwrap_or_default())
                         );
                     }
                 }

@@ -321,15 +321,25 @@ fn a_slow_claim_is_held_to_the_run_budget_in_timing_units() {
 }
 
 /// A crash in one function (every valid `aapi_open_object`) fails the step that uses it
-/// (`life.backup`) and `mem.no-crash`; the probes that open objects only as a tool, and crash
-/// the same way, are blocked by that step instead of failing clauses of their own.
+/// (`life.backup`), `mem.no-crash` and the probes of that very function; the probes that open
+/// objects only as a tool, and crash the same way, are blocked by that step instead of failing
+/// clauses of their own, and say so.
 #[test]
 fn a_crash_in_one_function_is_reported_at_its_step() {
     let r = run(Some("ZOO_CRASH_IN_OPEN"));
     let text = r.to_text();
     assert_eq!(
         r.failed_ids(),
-        vec!["life.backup", "mem.no-crash"],
+        vec![
+            "life.backup",
+            "rc.bad-handle.aapi_open_object",
+            "rc.out-params.aapi_open_object",
+            "mem.no-crash"
+        ],
+        "{text}"
+    );
+    assert!(
+        text.contains("abi.struct-size [ABI-4]: stopped the same way as life.backup, which did not pass: crash(SIGSEGV) in aapi_open_object"),
         "{text}"
     );
     assert!(
@@ -338,7 +348,6 @@ fn a_crash_in_one_function_is_reported_at_its_step() {
     );
     for id in [
         "rc.bad-handle.aapi_close_server",
-        "rc.out-params.aapi_open_object",
         "abi.struct-size",
         "rc.buffer.last-error",
     ] {
@@ -394,5 +403,30 @@ fn a_run_wide_check_selected_alone_judges_the_whole_run() {
         o.profile.worker_limit_s = Some(2);
     });
     assert_eq!(r.failed_ids(), vec!["time.bounded"], "{}", r.to_text());
+    assert_eq!(r.exit_code, 1);
+}
+
+/// Two bugs in one function: `aapi_open_object` crashes on some valid paths (`life.backup` fails)
+/// and on a NULL path. The probe of that function (`rc.null.aapi_open_object`, which does not need
+/// the backup) reports its own RC-3 failure instead of being blocked by the step; a probe that
+/// only uses the function and dies the same way as the step says so, not that it "needs" it.
+#[test]
+fn a_second_bug_in_a_failed_steps_function_is_reported() {
+    let r = run(Some("ZOO_OPEN_TWO_BUGS"));
+    let text = r.to_text();
+    assert!(r.failed_ids().contains(&"life.backup"), "{text}");
+    assert_eq!(
+        r.check("rc.null.aapi_open_object").map(|c| &c.status),
+        Some(&Status::Failed),
+        "{text}"
+    );
+    assert!(
+        findings(&r, "rc.null.aapi_open_object").contains("crash(SIGSEGV) in aapi_open_object"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("rc.null.aapi_open_object [RC-3]: needs"),
+        "{text}"
+    );
     assert_eq!(r.exit_code, 1);
 }

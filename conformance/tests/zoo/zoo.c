@@ -923,6 +923,10 @@ int aapi_open_object(aapi_server_t server, const char *path, uint32_t flags, aap
 #ifdef ZOO_NULL_CODE
     if (!path) FAIL(AAPI_ENOENT, "aapi_open_object: no path");
 #endif
+#ifdef ZOO_OPEN_TWO_BUGS
+    /* two bugs in one function: a crash on a NULL path (RC-3), and one on some valid paths */
+    if (!path || strstr(path, "spaces")) *(volatile int *)8 = 1;
+#endif
     if (!path || !object) FAIL(AAPI_EINVAL, "aapi_open_object: NULL argument");
     if (flags != AAPI_OPEN_READ) FAIL(AAPI_EINVAL, "aapi_open_object: flags %#x", flags);
     if (path[0] != '/') FAIL(AAPI_EINVAL, "path \"%s\" is not absolute", path);
