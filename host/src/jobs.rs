@@ -390,15 +390,17 @@ impl Runner {
             };
             if let Err(e) = self.run_task(&task, "postprocess", job.call_budget_ms, None) {
                 let again = if abandon { " --abandon" } else { "" };
-                return Err(JobError {
-                    message: format!(
-                        "{}; image {image} stays incomplete and its snapshot may still be held: once the cause is fixed, run `{cli} finalize --image {image}{again}` again",
-                        e.message
-                    ),
-                    ..e
-                });
+                let message = format!(
+                    "{}; image {image} stays incomplete and its snapshot may still be held: once the cause is fixed, finish it with `{cli} finalize --image {image}{again}`",
+                    e.message
+                );
+                // `list` shows it as the image's state until a finalize runs the postprocess.
+                let _ =
+                    store::write_atomic(&dir.join(store::POSTPROCESS_FAILED), message.as_bytes());
+                return Err(JobError { message, ..e });
             }
             store::write_atomic(&dir.join(store::POSTPROCESS_DONE), b"")?;
+            let _ = std::fs::remove_file(dir.join(store::POSTPROCESS_FAILED));
         }
         if abandon {
             let msg = if missing.is_empty() {

@@ -492,7 +492,11 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                             "reason": match (running, reason) {
                                 (true, _) => "its job is running now".to_string(),
                                 (false, Some(r)) => r,
-                                (false, None) => "no step of its job is running here: it was interrupted, or a split job has steps to run".to_string(),
+                                // A postprocess that failed says so, until a finalize runs it.
+                                (false, None) => std::fs::read_to_string(
+                                    st.image_dir(&id).join(store::POSTPROCESS_FAILED),
+                                )
+                                .unwrap_or_else(|_| "no step of its job is running here: it was interrupted, or a split job has steps to run".to_string()),
                             },
                         })
                     }

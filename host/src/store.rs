@@ -37,6 +37,8 @@ pub const REC_UNCHANGED: u32 = 1;
 pub const MANIFEST: &str = "manifest.json";
 /// The file an image's job writes once its postprocess succeeded: its snapshot is gone.
 pub const POSTPROCESS_DONE: &str = "postprocess.done";
+/// Why the last postprocess of an image's job failed, until a finalize runs it again.
+pub const POSTPROCESS_FAILED: &str = "postprocess.failed";
 
 /// An error of the store, with the file concerned.
 #[derive(Debug)]

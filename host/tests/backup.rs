@@ -1020,7 +1020,8 @@ fn a_failed_postprocess_is_run_again_by_the_next_finalize() {
     let f = host(&store, &["finalize", "--image", &image], &fail_post);
     assert_eq!(f.code, 1, "{}", f.stderr);
     assert!(
-        f.stderr.contains("aapi_postprocess") && f.stderr.contains("again"),
+        f.stderr.contains("aapi_postprocess")
+            && f.stderr.contains(&format!("finalize --image {image}`")),
         "{}",
         f.stderr
     );
@@ -1029,6 +1030,12 @@ fn a_failed_postprocess_is_run_again_by_the_next_finalize() {
         1,
         "{}",
         f.stderr
+    );
+    // `list` says why, until a finalize runs the postprocess again.
+    let (_, reason) = state(&image);
+    assert!(
+        reason.as_str().unwrap().contains("injected failure"),
+        "{reason}"
     );
     assert_eq!(state(&image).0, "incomplete");
     let f = host(&store, &["finalize", "--image", &image], &[]);
