@@ -94,6 +94,11 @@ pub fn plan(
                     plan.running.push(id.clone());
                 } else if unfinished(s) {
                     plan.unfinished_kept.push(id.clone());
+                } else if matches!(s, ImageState::Incomplete { job: None, .. })
+                    && store.image_dir(id).join("job.json").exists()
+                {
+                    // Its job file is there but unreadable: what its job is, nobody can tell.
+                    plan.damaged_kept.push(id.clone());
                 } else {
                     wanted.insert(id.clone());
                 }

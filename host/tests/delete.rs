@@ -411,11 +411,19 @@ fn a_damaged_manifest_is_listed_and_does_not_stop_deletes() {
     // A job that never got past its start: incomplete, nothing holds it.
     let stale = "r-20261123T053828Z-full";
     std::fs::create_dir_all(store.join("images").join(stale).join("wkld")).unwrap();
+    // A job whose job file broke: what it is, nobody can tell, so a cleanup keeps it.
+    let broken = "s-20261123T053828Z-full";
+    std::fs::create_dir_all(store.join("images").join(broken)).unwrap();
+    std::fs::write(
+        store.join("images").join(broken).join("job.json"),
+        "{garbage",
+    )
+    .unwrap();
 
     let l = host(&store, &["list", "--json"], &[]);
     assert_eq!(l.code, 0, "{}", l.stderr);
     let rows = l.json()["images"].as_array().unwrap().clone();
-    assert_eq!(rows.len(), 4, "{rows:?}");
+    assert_eq!(rows.len(), 5, "{rows:?}");
     let row = rows.iter().find(|r| r["image"] == bad.as_str()).unwrap();
     assert_eq!(row["state"], "damaged", "{row}");
     assert!(
@@ -450,10 +458,10 @@ fn a_damaged_manifest_is_listed_and_does_not_stop_deletes() {
     let r = host(&store, &["delete", "--incomplete", "--json"], &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json()["deleted"], serde_json::json!([stale]));
-    assert_eq!(r.json()["kept_damaged"], serde_json::json!([bad]));
+    assert_eq!(r.json()["kept_damaged"], serde_json::json!([bad, broken]));
     assert!(store.join("images").join(&bad).is_dir());
     // Named, it goes; then so can the full backup.
-    let r = host(&store, &["delete", &bad], &[]);
+    let r = host(&store, &["delete", &bad, broken], &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let r = host(&store, &["delete", &full], &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
