@@ -342,14 +342,28 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
     let p = &opts.profile;
     let tree_dir = scratch.join("tree");
     let x = |s: &str| profile::expand(s, &tree_dir, &scratch, &opts.profile_dir);
+    // Relative paths are relative to the profile's directory: directories always, selections
+    // when they name files (the `files` workload; other workloads' selections are not paths).
+    let profile_dir = std::path::absolute(&opts.profile_dir)
+        .map_err(|e| RunError::Failed(format!("{}: {e}", opts.profile_dir.display())))?;
+    let dir = |s: &str| {
+        let e = x(s);
+        if e.is_empty() || Path::new(&e).is_absolute() {
+            e
+        } else {
+            profile_dir.join(e).to_string_lossy().into_owned()
+        }
+    };
+    let files_workload = p.workload_type == "files";
+    let sel = |s: &str| if files_workload { dir(s) } else { x(s) };
     let mut credentials = match &p.credentials_file {
         Some(f) => profile::read_credentials(&opts.profile_dir.join(x(f)))
             .map_err(|e| RunError::Failed(e.to_string()))?,
         None => Vec::new(),
     };
     credentials.extend(p.credentials.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let selections: Vec<Vec<u8>> = p.selections.iter().map(|s| x(s).into_bytes()).collect();
-    let restore_root = PathBuf::from(x(&p.restore_root));
+    let selections: Vec<Vec<u8>> = p.selections.iter().map(|s| sel(s).into_bytes()).collect();
+    let restore_root = PathBuf::from(dir(&p.restore_root));
     if std::fs::read_dir(&restore_root).is_ok_and(|mut d| d.next().is_some()) {
         return Err(RunError::Failed(format!(
             "profile: restore_root {} exists and is not empty; the round trip restores into it: empty it or name another directory",
@@ -357,7 +371,7 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
         )));
     }
     let restored_selections = match &p.restored_selections {
-        Some(v) => v.iter().map(|s| x(s).into_bytes()).collect(),
+        Some(v) => v.iter().map(|s| sel(s).into_bytes()).collect(),
         None => selections
             .iter()
             .map(|s| crate::pipeline::under(&restore_root, s))
@@ -384,7 +398,7 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
             .timing
             .selections
             .iter()
-            .map(|s| x(s).into_bytes())
+            .map(|s| sel(s).into_bytes())
             .collect(),
         timing_properties: p
             .timing
@@ -396,7 +410,7 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
             .data
             .watch_dirs
             .iter()
-            .map(|d| PathBuf::from(x(d)))
+            .map(|d| PathBuf::from(dir(d)))
             .collect(),
     };
     if let Some(ft) = &p.files {
@@ -460,7 +474,7 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
             .data
             .changed_objects
             .iter()
-            .map(|s| x(s).into_bytes())
+            .map(|s| sel(s).into_bytes())
             .collect(),
         scratch: scratch.clone(),
         defs,

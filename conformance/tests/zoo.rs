@@ -430,3 +430,28 @@ fn a_second_bug_in_a_failed_steps_function_is_reported() {
     );
     assert_eq!(r.exit_code, 1);
 }
+
+/// Relative `selections` and `restore_root` are relative to the profile's directory, not to the
+/// directory the runner happens to run in.
+#[test]
+fn relative_paths_are_relative_to_the_profile() {
+    let dir = common::fast_tempdir();
+    std::fs::create_dir_all(dir.path().join("relsel/sub")).unwrap();
+    std::fs::write(dir.path().join("relsel/sub/a.txt"), b"hi\n").unwrap();
+    let r = run_with(None, |o| {
+        o.profile_dir = dir.path().to_path_buf();
+        o.profile.credentials_file = None;
+        o.profile.selections = vec!["relsel".into()];
+        o.profile.restore_root = "relrestore".into();
+        o.only = vec!["life.".into()];
+    });
+    assert_eq!(r.failed_ids(), Vec::<&str>::new(), "{}", r.to_text());
+    assert_eq!(r.exit_code, 0, "{}", r.to_text());
+    let restored = dir.path().join("relrestore").join(
+        dir.path()
+            .join("relsel/sub/a.txt")
+            .strip_prefix("/")
+            .unwrap(),
+    );
+    assert_eq!(std::fs::read(&restored).unwrap(), b"hi\n");
+}
