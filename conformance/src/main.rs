@@ -158,6 +158,15 @@ fn main() -> ExitCode {
             keep_scratch,
             quiet,
         } => {
+            // A report left from an earlier run must not stand for this one if it stops early
+            // (a signal, a profile error): remove it now; it is written again at the end.
+            for p in [&json, &junit].into_iter().flatten() {
+                if let Err(e) = std::fs::remove_file(p)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    return fail(format!("{}: cannot replace the report: {e}", p.display()));
+                }
+            }
             let mut opts = RunOptions::new(plugin);
             if let Some(p) = profile {
                 match Profile::from_path(&p) {

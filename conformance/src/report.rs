@@ -198,6 +198,7 @@ impl Report {
         if self.exit_code == 0 {
             self.exit_code = 2;
         }
+        self.conformant = false;
         self.teardown_error = Some(message);
     }
 
@@ -402,13 +403,22 @@ impl Report {
     pub fn to_junit(&self) -> String {
         let mut o = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
         let failures = self.summary.failed;
+        let teardown = self.teardown_error.is_some() as usize;
         let _ = writeln!(
             o,
             "<testsuites name=\"aapi-conformance\" tests=\"{}\" failures=\"{failures}\" errors=\"{}\" time=\"{:.3}\">",
-            self.checks.len(),
-            self.summary.errors,
+            self.checks.len() + teardown,
+            self.summary.errors + teardown,
             self.duration_ms as f64 / 1000.0
         );
+        // A failed teardown is an error of the run: CI shows it, as the exit code (2) does.
+        if let Some(e) = &self.teardown_error {
+            let _ = writeln!(
+                o,
+                "  <testsuite name=\"teardown\" tests=\"1\" failures=\"0\" errors=\"1\" skipped=\"0\" time=\"0.000\">\n    <testcase classname=\"aapi.conformance.teardown\" name=\"teardown command\" time=\"0.000\">\n      <error message=\"the teardown command failed\">{}</error>\n    </testcase>\n  </testsuite>",
+                xml(e)
+            );
+        }
         let mut groups: Vec<&str> = self.checks.iter().map(|c| c.group.as_str()).collect();
         groups.dedup();
         for g in groups {

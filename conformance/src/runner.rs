@@ -219,6 +219,11 @@ const SCRATCH_MARK: &str = ".aapi-conformance-scratch";
 /// kept (it holds [`SCRATCH_MARK`]), which is emptied. Returns its canonical path.
 fn keep_scratch(dir: &Path) -> Result<PathBuf, String> {
     let shown = dir.display();
+    if dir.exists() && !dir.is_dir() {
+        return Err(format!(
+            "--keep-scratch {shown}: exists and is not a directory: DIR must be a new, empty or earlier scratch directory"
+        ));
+    }
     std::fs::create_dir_all(dir).map_err(|e| format!("--keep-scratch {shown}: {e}"))?;
     let entries: Vec<std::fs::DirEntry> = std::fs::read_dir(dir)
         .map_err(|e| format!("--keep-scratch {shown}: {e}"))?

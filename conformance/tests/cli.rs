@@ -401,6 +401,7 @@ fn teardown_runs_after_a_failing_setup_and_its_failure_keeps_the_report() {
         ),
     ] {
         let json = dir.path().join("r.json");
+        let junit = dir.path().join("r.xml");
         let _ = std::fs::remove_file(&json);
         let out = cli()
             .arg("run")
@@ -409,6 +410,8 @@ fn teardown_runs_after_a_failing_setup_and_its_failure_keeps_the_report() {
             .arg(&profile)
             .args(["--only", "abi.init-major", "--json"])
             .arg(&json)
+            .arg("--junit")
+            .arg(&junit)
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
@@ -422,6 +425,15 @@ fn teardown_runs_after_a_failing_setup_and_its_failure_keeps_the_report() {
         let report: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
         assert_eq!(report["exit_code"], code);
+        assert_eq!(
+            report["conformant"], false,
+            "conformant only when the run exits 0"
+        );
+        let xml = std::fs::read_to_string(&junit).unwrap();
+        assert!(
+            xml.contains("<error message=\"the teardown command failed\">"),
+            "{xml}"
+        );
         assert!(
             report["teardown_error"]
                 .as_str()
@@ -493,6 +505,8 @@ fn sigterm_stops_the_run_kills_the_workers_and_leaves_no_scratch_or_report() {
     let profile = dir.path().join("p.toml");
     std::fs::write(&profile, format!("call_budget_ms = 2000\n{SMALL_TREE}")).unwrap();
     let json = dir.path().join("r.json");
+    // A report of an earlier run must not survive: CI would publish it as this run's.
+    std::fs::write(&json, "{\"conformant\": true}").unwrap();
     let child = cli()
         .arg("run")
         .arg(&plugin)
@@ -601,4 +615,9 @@ fn keep_scratch_reuses_its_own_directory_and_refuses_another() {
         std::fs::read_to_string(other.join("notes.txt")).unwrap(),
         "mine"
     );
+    // A file is no scratch directory, and the message says so.
+    let out = run(&other.join("notes.txt"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("is not a directory"), "{err}");
 }
