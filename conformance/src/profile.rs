@@ -252,8 +252,13 @@ impl Profile {
         if self.call_budget_ms < 100 {
             return Err("call_budget_ms must be at least 100".into());
         }
-        if self.worker_limit_s == Some(0) {
-            return Err("worker_limit_s must be at least 1".into());
+        if let Some(w) = self.worker_limit_s
+            && (w == 0 || u64::from(w) * 1000 < u64::from(self.call_budget_ms))
+        {
+            return Err(format!(
+                "worker_limit_s ({w} s) must be at least 1 and no shorter than call_budget_ms ({} ms): a worker has to fit one call",
+                self.call_budget_ms
+            ));
         }
         if self.timing.budget_ms < 40 {
             return Err("timing.budget_ms must be at least 40".into());
@@ -363,6 +368,21 @@ mod tests {
             let p: Profile = toml::from_str(&format!("backup_hosts = {hosts}\n")).unwrap();
             let e = p.validate().unwrap_err();
             assert!(e.contains(says), "{hosts}: {e}");
+        }
+    }
+
+    #[test]
+    fn worker_limit_fits_a_call() {
+        for (text, ok) in [
+            ("worker_limit_s = 0\n", false),
+            ("call_budget_ms = 10000\nworker_limit_s = 1\n", false),
+            ("call_budget_ms = 10000\nworker_limit_s = 10\n", true),
+        ] {
+            let p: Profile = toml::from_str(text).unwrap();
+            match p.validate() {
+                Ok(()) => assert!(ok, "{text} accepted"),
+                Err(e) => assert!(!ok && e.contains("worker_limit_s"), "{text}: {e}"),
+            }
         }
     }
 

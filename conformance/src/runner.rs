@@ -786,7 +786,7 @@ impl Runner {
                         function: Some(function),
                     } => {
                         let msg = format!(
-                            "{} had not returned when the worker reached its limit of {} s (worker_limit_s), keepalives or not: an unbounded wait",
+                            "{} had not returned when the worker reached its limit of {} s (worker_limit_s), keepalives or not: an unbounded wait (if the call is legitimately this long, raise worker_limit_s in the profile)",
                             call_name(function),
                             limit.as_secs()
                         );

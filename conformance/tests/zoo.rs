@@ -202,7 +202,7 @@ zoo_tests! {
     slow_postprocess_paced_by_its_session: "ZOO_SLOW_POSTPROCESS" => [] ["TIME-2"] "time.keepalive-cadence" "aapi_postprocess ran";
     ignores_cancellation: "ZOO_IGNORE_CANCEL" => ["TIME-4"] [] "time.cancel" "cancel";
     // Keepalives reset TIME-1's budget; worker_limit_s still ends the call.
-    keeps_alive_forever: "ZOO_KEEPALIVE_FOREVER" with |o| o.profile.worker_limit_s = Some(2) => ["LIFE-8", "TIME-3"] [] "time.bounded" "aapi_discovery had not returned when the worker reached its limit of 2 s";
+    keeps_alive_forever: "ZOO_KEEPALIVE_FOREVER" with |o| o.profile.worker_limit_s = Some(2) => ["LIFE-8", "TIME-3"] [] "time.bounded" "aapi_discovery had not returned when the worker reached its limit of 2 s (worker_limit_s), keepalives or not: an unbounded wait (if the call is legitimately this long, raise worker_limit_s in the profile)";
     // concurrency
     races_under_concurrency: "ZOO_RACY" => ["THR-2"] [] "thr.concurrent-read" "serially";
     callback_outside_call: "ZOO_STRAY_CALLBACK" => ["THR-3"] [] "thr.callbacks" "background thread";
