@@ -2107,13 +2107,13 @@ impl Runner {
             return Status::Blocked(step.to_string());
         }
         // A check judged by another check's probe is blocked by that check when the probe
-        // stopped before it got there (it failed, or could not complete).
+        // stopped before it got there (it failed, or could not complete; a waived one too).
         let judged_by = crate::probes::probe_for(&def.id).filter(|p| *p != def.id);
         let blocked_by = judged_by.filter(|p| {
             let def = checks::find(p).expect("probes evaluate known checks");
             !matches!(
                 self.status_of(&def, memo),
-                Status::Passed | Status::Warning | Status::Waived(_) | Status::Skipped(_)
+                Status::Passed | Status::Warning | Status::Skipped(_)
             )
         });
         let st = self.state.lock().unwrap();

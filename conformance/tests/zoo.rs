@@ -455,3 +455,28 @@ fn relative_paths_are_relative_to_the_profile() {
     );
     assert_eq!(std::fs::read(&restored).unwrap(), b"hi\n");
 }
+
+/// A waived check whose probe also judges another check: when the plugin ends the process in
+/// that probe, the other check is blocked by the waived one, not a runner error.
+#[test]
+fn a_waived_probe_that_died_blocks_the_checks_it_judges() {
+    let r = run_with(Some("ZOO_EXIT_IN_ROLLBACK"), |o| {
+        o.exclusions
+            .0
+            .insert("rst.failed-restore".into(), "known issue".into());
+        o.only = vec!["rst.failed-restore".into()];
+    });
+    assert_eq!(
+        r.check("rst.failed-restore-keeps").map(|c| &c.status),
+        Some(&Status::Blocked("rst.failed-restore".into())),
+        "{}",
+        r.to_text()
+    );
+    assert!(
+        r.checks
+            .iter()
+            .all(|c| !matches!(c.status, Status::Error(_))),
+        "{}",
+        r.to_text()
+    );
+}
