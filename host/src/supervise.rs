@@ -849,12 +849,24 @@ impl WorkerLink {
     /// of calls without a session, so one that hangs is a timeout in the process exit, and a crash
     /// there is named so. Call it just before the process exits.
     pub fn exiting(&self) {
+        self.mark_entered(EXITING);
+    }
+
+    /// Share with the supervisor that `function` runs from now on.
+    fn mark_entered(&self, function: &str) {
         if let Some(st) = &self.state {
             let st = st.get();
             let now = monotonic_ns();
             st.entered_ns.store(now, Ordering::Release);
             st.alive_ns.store(now, Ordering::Release);
-            st.call.store(function_index(EXITING), Ordering::Release);
+            st.call.store(function_index(function), Ordering::Release);
+        }
+    }
+
+    /// Share with the supervisor that no call runs any more.
+    fn mark_left(&self) {
+        if let Some(st) = &self.state {
+            st.get().call.store(0, Ordering::Release);
         }
     }
 
@@ -862,17 +874,9 @@ impl WorkerLink {
     /// call named [`LOADING`]: the supervisor holds it to the budget of calls without a session,
     /// so a constructor that hangs is a timeout in `dlopen`, and a crash there is named so.
     pub fn loading<T>(&self, load: impl FnOnce() -> T) -> T {
-        if let Some(st) = &self.state {
-            let st = st.get();
-            let now = monotonic_ns();
-            st.entered_ns.store(now, Ordering::Release);
-            st.alive_ns.store(now, Ordering::Release);
-            st.call.store(function_index(LOADING), Ordering::Release);
-        }
+        self.mark_entered(LOADING);
         let out = load();
-        if let Some(st) = &self.state {
-            st.get().call.store(0, Ordering::Release);
-        }
+        self.mark_left();
         out
     }
 }
@@ -912,13 +916,7 @@ impl HostHooks for WorkerLink {
     }
 
     fn call_enter(&self, function: &'static str) {
-        if let Some(st) = &self.state {
-            let st = st.get();
-            let now = monotonic_ns();
-            st.entered_ns.store(now, Ordering::Release);
-            st.alive_ns.store(now, Ordering::Release);
-            st.call.store(function_index(function), Ordering::Release);
-        }
+        self.mark_entered(function);
         if self.trace {
             self.send(&Event::Enter {
                 function: function.to_string(),
@@ -927,9 +925,7 @@ impl HostHooks for WorkerLink {
     }
 
     fn call_leave(&self, function: &'static str, code: i32) {
-        if let Some(st) = &self.state {
-            st.get().call.store(0, Ordering::Release);
-        }
+        self.mark_left();
         if self.trace {
             self.send(&Event::Leave {
                 function: function.to_string(),
