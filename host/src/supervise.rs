@@ -18,7 +18,8 @@
 //!
 //! Worker side: [`WorkerLink::from_env`] connects to the pipes a supervisor set up; the link
 //! implements [`HostHooks`], so a [`crate::client::Plugin`] initialised with it reports every call,
-//! log line and keepalive by itself. Any binary can host workers: spawn it through
+//! log line and keepalive by itself; [`guard_process_group`] makes whatever the plugin starts die
+//! with the supervisor. Any binary can host workers: spawn it through
 //! [`Worker::spawn`] with a `Command` that runs code calling [`WorkerLink::from_env`].
 //! The `aapi-host` binary does so in its hidden `worker` subcommand.
 
@@ -779,6 +780,77 @@ fn env_fd(name: &str) -> Option<RawFd> {
     let fd: RawFd = std::env::var(name).ok()?.parse().ok()?;
     // SAFETY: F_GETFD only queries whether the descriptor is open.
     (unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0).then_some(fd)
+}
+
+/// Start the guard of this worker's process group, when this process was started by
+/// [`Worker::spawn`] (`Ok(false)` otherwise). The guard is a small process in the worker's group
+/// that waits until the supervisor's end of the control pipe closes, which happens when the
+/// supervisor ends in any way, SIGKILL included, and then kills the whole group: the worker and
+/// every process the plugin started in it. (The supervisor kills the group itself after a worker
+/// ends; the guard covers the supervisor's own death, where nothing else would.) The guard is not
+/// a child of the worker, so a plugin that waits for all its children never waits for it. Call it
+/// first thing in the worker, while it has one thread.
+pub fn guard_process_group() -> io::Result<bool> {
+    let Some(control) = env_fd(CONTROL_FD_ENV) else {
+        return Ok(false);
+    };
+    // SAFETY: fork(2); the child only makes async-signal-safe calls (fork, _exit, and those of
+    // `guard`), so it is sound even if other threads exist.
+    let middle = unsafe { libc::fork() };
+    if middle < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if middle == 0 {
+        // SAFETY: in the forked child: fork again, so that the guard is re-parented away from
+        // the worker, and end at once.
+        unsafe {
+            if libc::fork() == 0 {
+                guard(control);
+            }
+            libc::_exit(0);
+        }
+    }
+    let mut status = 0;
+    // SAFETY: reaps the intermediate child started above, which exits at once.
+    while unsafe { libc::waitpid(middle, &mut status, 0) } < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Ok(true)
+}
+
+/// The guard's life (see [`guard_process_group`]): only async-signal-safe system calls.
+///
+/// # Safety
+/// Call only in a freshly forked child; it never returns.
+unsafe fn guard(control: RawFd) -> ! {
+    // SAFETY: plain system calls on this process's own descriptors and process group.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, c"aapi-guard".as_ptr());
+        // Hold nothing of the worker's (its event pipe, its standard streams) but the control
+        // pipe; on a kernel without close_range the copies stay, which nothing waits for.
+        if control > 0 {
+            libc::syscall(libc::SYS_close_range, 0u32, (control - 1) as u32, 0u32);
+        }
+        libc::syscall(libc::SYS_close_range, (control + 1) as u32, u32::MAX, 0u32);
+        loop {
+            // No event asked for: poll returns only when the last writer is gone (POLLHUP), so
+            // the cancel messages in the pipe stay for the worker to read.
+            let mut p = libc::pollfd {
+                fd: control,
+                events: 0,
+                revents: 0,
+            };
+            let n = libc::poll(&mut p, 1, -1);
+            if n > 0 || (n < 0 && *libc::__errno_location() != libc::EINTR) {
+                break;
+            }
+        }
+        libc::kill(0, libc::SIGKILL);
+        libc::_exit(0)
+    }
 }
 
 impl WorkerLink {

@@ -85,6 +85,12 @@ fn run_claimed(
 
 /// Run the worker side; returns the process exit status.
 pub fn main() -> i32 {
+    // First, while this process has one thread: processes the plugin starts die with the
+    // supervisor, even when it is killed with SIGKILL.
+    if let Err(e) = crate::supervise::guard_process_group() {
+        eprintln!("aapi-host worker: cannot start the guard of its process group: {e}");
+        return 2;
+    }
     let mut input = Vec::new();
     let task: Result<Task, String> = std::io::stdin()
         .read_to_end(&mut input)

@@ -467,6 +467,57 @@ fn a_process_the_plugin_leaves_behind_is_killed() {
     );
 }
 
+/// Whether process `pid` is gone (or a zombie) within `limit`.
+fn ends_within(pid: &str, limit: Duration) -> bool {
+    let t0 = Instant::now();
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"));
+        if status.as_ref().is_err() || status.unwrap().contains("zombie") {
+            return true;
+        }
+        if t0.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A process the plugin started dies with `aapi-host` even when `aapi-host` is killed with
+/// SIGKILL, while the worker that started it is still in a plugin call: the worker's process
+/// group has a guard that kills it when the supervisor's end of the control pipe closes.
+#[test]
+fn a_process_the_plugin_started_dies_with_a_killed_supervisor() {
+    let (d, tree, store) = setup();
+    let pidfile = d.path().join("forked.pid");
+    let mut c = backup_cmd(&store, &tree, 10_000, "fork:aapi_read_object:60000");
+    // No pipes: the forked process would hold them open, and reading them would wait for it.
+    c.env("AAPI_TEST_FORK_PIDFILE", &pidfile)
+        .env("AAPI_TEST_FAULT_COUNT", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let host = child.id();
+    let t0 = Instant::now();
+    let pid = loop {
+        match std::fs::read_to_string(&pidfile) {
+            Ok(p) if p.ends_with('\n') => break p.trim().to_string(),
+            _ => {
+                assert!(t0.elapsed() < Duration::from_secs(20), "no fork");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    // The worker is in its slow read now; the forked process sleeps for 30 s.
+    assert!(!ends_within(&pid, Duration::from_millis(200)));
+    signal(host, libc::SIGKILL);
+    child.wait().unwrap();
+    assert!(
+        ends_within(&pid, Duration::from_secs(5)),
+        "the process {pid} the plugin started outlived the killed aapi-host"
+    );
+    assert_incomplete(&store);
+}
+
 /// A finalize while a child job of the image runs would remove the snapshot under it (with
 /// `--abandon`) or merge a stream still being written: it is refused, and changes nothing.
 #[test]

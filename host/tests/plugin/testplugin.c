@@ -13,7 +13,8 @@
  * every 20 ms, returning AAPI_ECANCELLED when cancelled; pause: take <arg> ms without any
  * keepalive, then go on normally (a short call of a plugin that never keeps alive); exit: end the
  * process with _exit(<arg>) inside the call; fork: start a child process that sleeps 30 s (its
- * pid written to $AAPI_TEST_FORK_PIDFILE), then go on normally; ignore-cancel: keep sending keepalives
+ * pid written to $AAPI_TEST_FORK_PIDFILE), then go on normally (after <arg> ms as slow, when
+ * <arg> is given); ignore-cancel: keep sending keepalives
  * forever and ignore their answer; fail: return code <arg>.
  *
  * Compile-time variants: -DTEST_OMIT_SYMBOLS drops aapi_flush and aapi_delete_object;
@@ -151,6 +152,11 @@ static int fault(const char *function, struct server *s) {
         if (f) {
             fprintf(f, "%d\n", (int)pid);
             fclose(f);
+        }
+        for (long t = 0, total = arg ? atol(arg + 1) : 0; t < total; t += 20) {
+            if (s && s->sd->sd_keepalive_callback(s->sd->sd_callback_ctx) != AAPI_EOK)
+                return fail(AAPI_ECANCELLED, "cancelled in %s", function);
+            sleep_ms(20);
         }
         return -1;
     }
