@@ -4,9 +4,9 @@
 //! Small objects share buffers, so a tree of small files costs few writes. Buffers circulate
 //! through a small pool (no allocation per chunk).
 //!
-//! By default the file is written through the page cache, with writeback started every
-//! [`WRITEBACK_STEP`] bytes: the cache absorbs bursts (a run of large objects the disk cannot keep
-//! up with overlaps with the run of small ones that follows), which makes backups fastest.
+//! By default the file is written through the page cache, with writeback started every 32 MiB
+//! (`WRITEBACK_STEP`): the cache absorbs bursts (a run of large objects the disk cannot keep up
+//! with overlaps with the run of small ones that follows), which makes backups fastest.
 //! `AAPI_STREAM_IO=direct` writes with direct I/O (`O_DIRECT`) instead: the bytes go from the
 //! buffer to the disk without a copy into the page cache, which costs less CPU and keeps the
 //! image out of the cache (the applications on the machine keep theirs). For that,
