@@ -506,6 +506,13 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
             if cli.json {
                 print_json(&json!({"ok": true, "images": rows}));
             } else {
+                // Columns as wide as their longest entry (image ids and schedule names vary).
+                let width = |key: &str, min: usize| {
+                    rows.iter()
+                        .map(|r| r[key].as_str().map_or(1, str::len))
+                        .fold(min, usize::max)
+                };
+                let (wi, ws) = (width("image", 24), width("schedule", 4));
                 for r in &rows {
                     let started = r["started"]
                         .as_i64()
@@ -519,7 +526,7 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                         format!("{} objects, {} bytes", r["objects"], r["bytes"])
                     };
                     outln!(
-                        "{:<48} {:<10} {:<5} {}  {}",
+                        "{:<wi$} {:<10} {:<ws$} {}  {}",
                         r["image"].as_str().unwrap_or(""),
                         r["state"].as_str().unwrap_or(""),
                         r["schedule"].as_str().unwrap_or("?"),
