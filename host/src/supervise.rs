@@ -783,33 +783,38 @@ fn env_fd(name: &str) -> Option<RawFd> {
 }
 
 /// Start the guard of this worker's process group, when this process was started by
-/// [`Worker::spawn`] (`Ok(false)` otherwise). The guard is a small process in the worker's group
-/// that waits until the supervisor's end of the control pipe closes, which happens when the
-/// supervisor ends in any way, SIGKILL included, and then kills the whole group: the worker and
-/// every process the plugin started in it. (The supervisor kills the group itself after a worker
-/// ends; the guard covers the supervisor's own death, where nothing else would.) The guard is not
-/// a child of the worker, so a plugin that waits for all its children never waits for it. Call it
-/// first thing in the worker, while it has one thread.
-pub fn guard_process_group() -> io::Result<bool> {
+/// [`Worker::spawn`]; returns the guard's process id (`None` when not started so). The guard is a
+/// small process in the worker's group that waits until the supervisor's end of the control pipe
+/// closes, which happens when the supervisor ends in any way, SIGKILL included, and then kills
+/// the whole group: the worker and every process the plugin started in it. (The supervisor kills
+/// the group itself after a worker ends; the guard covers the supervisor's own death, where
+/// nothing else would.) The guard is not a child of the worker, so a plugin that waits for all
+/// its children never waits for it. Call it first thing in the worker, while it has one thread.
+pub fn guard_process_group() -> io::Result<Option<u32>> {
     let Some(control) = env_fd(CONTROL_FD_ENV) else {
-        return Ok(false);
+        return Ok(None);
     };
-    // SAFETY: fork(2); the child only makes async-signal-safe calls (fork, _exit, and those of
-    // `guard`), so it is sound even if other threads exist.
+    let (pid_r, pid_w) = cloexec_pipe()?;
+    // SAFETY: fork(2); the child only makes async-signal-safe calls (fork, write, _exit, and
+    // those of `guard`), so it is sound even if other threads exist.
     let middle = unsafe { libc::fork() };
     if middle < 0 {
         return Err(io::Error::last_os_error());
     }
     if middle == 0 {
         // SAFETY: in the forked child: fork again, so that the guard is re-parented away from
-        // the worker, and end at once.
+        // the worker, tell the worker the guard's id, and end at once.
         unsafe {
-            if libc::fork() == 0 {
+            let guard_pid = libc::fork();
+            if guard_pid == 0 {
                 guard(control);
             }
+            let bytes = guard_pid.to_ne_bytes();
+            libc::write(pid_w.as_raw_fd(), bytes.as_ptr().cast(), bytes.len());
             libc::_exit(0);
         }
     }
+    drop(pid_w);
     let mut status = 0;
     // SAFETY: reaps the intermediate child started above, which exits at once.
     while unsafe { libc::waitpid(middle, &mut status, 0) } < 0 {
@@ -818,7 +823,12 @@ pub fn guard_process_group() -> io::Result<bool> {
             return Err(e);
         }
     }
-    Ok(true)
+    let mut bytes = [0u8; 4];
+    File::from(pid_r).read_exact(&mut bytes)?;
+    match libc::pid_t::from_ne_bytes(bytes) {
+        pid if pid > 0 => Ok(Some(pid as u32)),
+        _ => Err(io::Error::other("the guard process could not be started")),
+    }
 }
 
 /// The guard's life (see [`guard_process_group`]): only async-signal-safe system calls.
