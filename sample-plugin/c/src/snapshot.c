@@ -73,6 +73,60 @@ static char *snap_path(const files_server *srv, const char *id, const char *real
     return p;
 }
 
+/* SEC-2: the snapshot directory is opened only when no other local user can replace it, nor any
+ * directory or symbolic link on the way to it. The path is walked as the kernel walks it: one
+ * component at a time from "/", each directory held by a descriptor and opened with O_NOFOLLOW.
+ * A symbolic link on the way is followed by reading its target and walking that (from "/" when it
+ * is absolute), so the directories checked are exactly the ones a later open of the path goes
+ * through: those of its canonical path and each one that holds a link. The snapshot directory
+ * itself is never a link. */
+
+/* Most symbolic links followed on the way (the kernel's MAXSYMLINKS). */
+#define SNAPDIR_MAX_LINKS 40
+
+/* The fix every refused ancestor shares. */
+#define ANCESTORS_FIX                                                                              \
+    "set files.snapshot_dir to a directory whose ancestors only root or the running user may "   \
+    "change"
+
+/* AAPI_EOK when no user other than root and the running user may change `at`, a directory or
+ * symbolic link on the way to the snapshot directory `dir`; else AAPI_ESNAPSHOT naming it and the
+ * fix. A directory must be owned by root or the running user, and writable by neither its group
+ * nor others unless it is root's and sticky (/tmp): there only the owner of an entry may rename
+ * it. A link must be owned by root or the running user (in a sticky directory its owner may
+ * replace it). */
+static int check_ancestor(const char *fn, const char *dir, const char *at, const struct stat *st)
+{
+    unsigned long uid = (unsigned long)st->st_uid, me = (unsigned long)geteuid();
+    unsigned mode = (unsigned)(st->st_mode & 07777);
+    int trusted = uid == 0 || uid == me;
+    if (S_ISLNK(st->st_mode)) {
+        if (!trusted)
+            return fail(AAPI_ESNAPSHOT,
+                        "%s: the snapshot directory %s is refused: its ancestor %s is a symbolic "
+                        "link owned by uid %lu, neither root nor the running user (uid %lu), so "
+                        "that user could point it to a directory of their own; replace it by a "
+                        "link of root or of the running user, or " ANCESTORS_FIX,
+                        fn, dir, at, uid, me);
+    } else if (!trusted) {
+        return fail(AAPI_ESNAPSHOT,
+                    "%s: the snapshot directory %s is refused: its ancestor %s is owned by uid "
+                    "%lu (mode %04o), neither root nor the running user (uid %lu), so that user "
+                    "could put a directory of their own in place of the snapshot directory; give "
+                    "%s to root or to the running user, or " ANCESTORS_FIX,
+                    fn, dir, at, uid, mode, me, at);
+    } else if ((mode & 022) != 0 && !((mode & S_ISVTX) != 0 && uid == 0)) {
+        return fail(AAPI_ESNAPSHOT,
+                    "%s: the snapshot directory %s is refused: its ancestor %s (owner uid %lu, "
+                    "mode %04o) may be written by its group or others and is not root's with the "
+                    "sticky bit (like /tmp, mode 1777), so another user could put a directory of "
+                    "their own in place of the snapshot directory; run chmod go-w %s, "
+                    "or " ANCESTORS_FIX,
+                    fn, dir, at, uid, mode, at);
+    }
+    return AAPI_EOK;
+}
+
 /* How a snapshot directory that is not private is refused, and what to do about it. */
 static int refuse_base(const char *fn, const char *dir, const char *why)
 {
@@ -83,25 +137,62 @@ static int refuse_base(const char *fn, const char *dir, const char *why)
                 fn, dir, why);
 }
 
-/* SEC-2: the snapshot directory, opened into *fd, when it is private: a real directory (not a
- * symbolic link: opened with O_NOFOLLOW|O_DIRECTORY), owned by the running user, not writable by
- * its group or others, so that no other user can rename or replace a snapshot in it. With create,
- * a missing one (and its missing parents) is made 0700 first; without, *fd is -1 when it is
- * missing. */
-static int private_base(const char *fn, const files_server *srv, int create, int *fd)
+/* AAPI_ESNAPSHOT (AAPI_ENOMEM kept) for a failure with errno `err` to `what` `at`. */
+static int cannot(const char *fn, const char *dir, const char *what, const char *at, int err)
 {
-    const char *dir = srv->cfg.snapshot_dir;
+    int rc = fail_errno(err, "%s: cannot open the snapshot directory %s: cannot %s %s", fn, dir,
+                        what, at);
+    return rc == AAPI_ENOMEM ? rc : AAPI_ESNAPSHOT;
+}
+
+/* Make the missing directory `name` of `cur` (`at`) 0700, unless another process just did. */
+static int make_dir(const char *fn, const char *dir, int cur, const char *name, const char *at)
+{
+    int rc;
+    if (mkdirat(cur, name, 0700) == 0 || errno == EEXIST)
+        return AAPI_EOK;
+    rc = fail_errno(errno, "%s: cannot create the snapshot directory %s: cannot create directory %s",
+                    fn, dir, at);
+    return rc == AAPI_ENOMEM ? rc : AAPI_ESNAPSHOT;
+}
+
+/* "/" into *cur (closing the one it holds) and *at, checked as an ancestor when `ancestor`. */
+static int open_root(const char *fn, const char *dir, int ancestor, int *cur, char **at)
+{
+    struct stat st;
+    if (*cur >= 0)
+        close(*cur);
+    *cur = open("/", DIR_ONLY | O_DIRECTORY | O_CLOEXEC);
+    if (*cur < 0)
+        return cannot(fn, dir, "open its ancestor", "/", errno);
+    free(*at);
+    *at = strdup("/");
+    if (*at == NULL)
+        return fail(AAPI_ENOMEM, "%s: out of memory", fn);
+    if (!ancestor)
+        return AAPI_EOK;
+    if (fstat(*cur, &st) != 0)
+        return cannot(fn, dir, "inspect its ancestor", "/", errno);
+    return check_ancestor(fn, dir, "/", &st);
+}
+
+/* The snapshot directory itself, the entry `name` of `cur`: opened for reading into *fd, never
+ * through a link, and private to the running user. *fd stays -1 when it is missing and not
+ * made. */
+static int open_last(const char *fn, const char *dir, int cur, const char *name, int create,
+                     int *fd)
+{
+    const int flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
     char why[128];
     struct stat st;
-    *fd = -1;
-    if (create && mkdirs(fn, dir, NULL) != AAPI_EOK) {
-        char saved[1024];
-        size_t len = sizeof saved;
-        (void)last_error_copy(saved, &len);
-        return fail(AAPI_ESNAPSHOT, "%s: cannot create the snapshot directory %s: %s", fn, dir,
-                    saved);
+    int rc;
+    *fd = openat(cur, name, flags);
+    if (*fd < 0 && errno == ENOENT && create) {
+        rc = make_dir(fn, dir, cur, name, dir);
+        if (rc != AAPI_EOK)
+            return rc;
+        *fd = openat(cur, name, flags);
     }
-    *fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (*fd < 0) {
         int err = errno;
         if (err == ENOENT && !create)
@@ -127,6 +218,170 @@ static int private_base(const char *fn, const files_server *srv, int create, int
     close(*fd);
     *fd = -1;
     return AAPI_ESNAPSHOT;
+}
+
+/* Whether `p` holds a component that leads somewhere: neither empty nor ".". */
+static int has_component(const char *p)
+{
+    for (;;) {
+        size_t len;
+        p += strspn(p, "/");
+        if (*p == '\0')
+            return 0;
+        len = strcspn(p, "/");
+        if (!(len == 1 && p[0] == '.'))
+            return 1;
+        p += len;
+    }
+}
+
+/* The first component of `p` that leads somewhere, NUL-terminated in place; *rest is what
+ * follows it. NULL when none is left. */
+static char *next_component(char *p, char **rest)
+{
+    for (;;) {
+        size_t len;
+        p += strspn(p, "/");
+        if (*p == '\0')
+            return NULL;
+        len = strcspn(p, "/");
+        *rest = p + len;
+        if (p[len] != '\0') {
+            p[len] = '\0';
+            (*rest)++;
+        }
+        if (!(len == 1 && p[0] == '.'))
+            return p;
+        p = *rest;
+    }
+}
+
+/* The target of the symbolic link `name` of `cur` (st: its lstat), then "/" and `rest`,
+ * allocated; NULL with errno set when it cannot be read (ENOENT for an empty target). */
+static char *link_then(int cur, const char *name, const struct stat *st, const char *rest)
+{
+    size_t cap = (size_t)st->st_size + 1, rl = strlen(rest);
+    for (;;) {
+        char *buf = malloc(cap + 1 + rl + 1);
+        ssize_t n;
+        int err;
+        if (buf == NULL)
+            return NULL;
+        n = readlinkat(cur, name, buf, cap);
+        if (n > 0 && (size_t)n < cap) {
+            buf[n] = '/';
+            memcpy(buf + n + 1, rest, rl + 1);
+            return buf;
+        }
+        err = n == 0 ? ENOENT : errno;
+        free(buf);
+        if (n <= 0) {
+            errno = err;
+            return NULL;
+        }
+        cap *= 2; /* the link grew since fstatat: try again with room to spare */
+    }
+}
+
+/* `at` + "/" + `name`, or the parent of `at` for "..", allocated; NULL when out of memory. */
+static char *walked(const char *at, const char *name)
+{
+    const char *slash;
+    char *p;
+    if (strcmp(name, "..") != 0)
+        return path_join(at, name);
+    slash = strrchr(at, '/');
+    if (slash == NULL || slash == at)
+        return strdup("/");
+    p = malloc((size_t)(slash - at) + 1);
+    if (p != NULL) {
+        memcpy(p, at, (size_t)(slash - at));
+        p[slash - at] = '\0';
+    }
+    return p;
+}
+
+/* SEC-2: the snapshot directory, opened into *fd, when no other user can rename or replace a
+ * snapshot in it: it is a real directory (not a symbolic link: opened with
+ * O_NOFOLLOW|O_DIRECTORY), owned by the running user and writable by neither its group nor
+ * others, and every directory and link on the way to it passes check_ancestor(). With create,
+ * missing directories on the way (the snapshot directory included) are made 0700, each in its
+ * checked parent; without, *fd is -1 when one is missing. */
+static int private_base(const char *fn, const files_server *srv, int create, int *fd)
+{
+    const int step_flags = DIR_ONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+    const char *dir = srv->cfg.snapshot_dir;
+    char *todo = strdup(dir), *p = todo, *at = NULL;
+    int cur = -1, links = 0, rc;
+    *fd = -1;
+    if (todo == NULL)
+        return fail(AAPI_ENOMEM, "%s: out of memory", fn);
+    /* "/" as the snapshot directory has no ancestor: it is its own entry ".". */
+    rc = open_root(fn, dir, has_component(todo), &cur, &at);
+    while (rc == AAPI_EOK) {
+        char *rest = NULL, *name = next_component(p, &rest), *next, *joined;
+        struct stat st;
+        int sub;
+        if (name == NULL || !has_component(rest)) {
+            rc = open_last(fn, dir, cur, name != NULL ? name : ".", create, fd);
+            break;
+        }
+        next = walked(at, name);
+        if (next == NULL) {
+            rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
+            break;
+        }
+        sub = openat(cur, name, step_flags);
+        if (sub < 0 && errno == ENOENT && create) {
+            rc = make_dir(fn, dir, cur, name, next);
+            if (rc == AAPI_EOK)
+                sub = openat(cur, name, step_flags);
+        }
+        if (rc != AAPI_EOK) {
+            /* the message is set */
+        } else if (sub >= 0) {
+            if (fstat(sub, &st) != 0)
+                rc = cannot(fn, dir, "inspect its ancestor", next, errno);
+            else
+                rc = check_ancestor(fn, dir, next, &st);
+            close(cur);
+            cur = sub;
+            free(at);
+            at = next;
+            next = NULL;
+            p = rest;
+        } else if (errno == ENOENT && !create) {
+            free(next);
+            break; /* missing: *fd stays -1 */
+        } else if (errno != ENOTDIR && errno != ELOOP) {
+            rc = cannot(fn, dir, "open its ancestor", next, errno);
+        } else if (fstatat(cur, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+            rc = cannot(fn, dir, "open its ancestor", next, errno);
+        } else if (!S_ISLNK(st.st_mode)) {
+            rc = fail(AAPI_ESNAPSHOT,
+                      "%s: cannot open the snapshot directory %s: %s is not a directory", fn, dir,
+                      next);
+        } else if (++links > SNAPDIR_MAX_LINKS) {
+            rc = cannot(fn, dir, "open its ancestor", next, ELOOP);
+        } else if ((rc = check_ancestor(fn, dir, next, &st)) != AAPI_EOK) {
+            /* the message is set */
+        } else if ((joined = link_then(cur, name, &st, rest)) == NULL) {
+            rc = errno == ENOMEM ? fail(AAPI_ENOMEM, "%s: out of memory", fn)
+                                 : cannot(fn, dir, "read the link", next, errno);
+        } else {
+            /* The target takes the link's place; an absolute one is walked from "/". */
+            free(todo);
+            todo = p = joined;
+            if (joined[0] == '/')
+                rc = open_root(fn, dir, 1, &cur, &at);
+        }
+        free(next);
+    }
+    if (cur >= 0)
+        close(cur);
+    free(at);
+    free(todo);
+    return rc;
 }
 
 /* State of one snapshot creation. */

@@ -1,6 +1,7 @@
 //! Both samples, side by side, on what keeps backed-up data safe from other local users and from
-//! odd but valid trees: the snapshot directory must be private, and names of the longest length
-//! a file system allows restore with and without overwrite.
+//! odd but valid trees: the snapshot directory and every directory on the way to it must be
+//! private, and names of the longest length a file system allows restore with and without
+//! overwrite.
 
 use aapi_host::client::{DiscoveryArgs, HostHooks, Plugin, PluginError, Server, SessionDef};
 use aapi_host::loader::PluginLibrary;
@@ -125,7 +126,13 @@ fn discover(
 }
 
 /// The postprocess of a discovery made by [`discover`].
-fn postprocess(p: &Loaded, work: &Path, selection: &Path, snapid: &str, props: &[(&str, &str)]) {
+fn postprocess(
+    p: &Loaded,
+    work: &Path,
+    selection: &Path,
+    snapid: &str,
+    props: &[(&str, &str)],
+) -> Result<(), PluginError> {
     let hosts = ["bh1".to_string()];
     let selections = [bytes(selection).to_vec()];
     let out = work.join("wkld");
@@ -137,8 +144,9 @@ fn postprocess(p: &Loaded, work: &Path, selection: &Path, snapid: &str, props: &
         schedule: AAPI_SCHED_FULL,
     };
     let s = p.session(AAPI_OP_POSTPROCESS, snapid, props);
-    s.postprocess(&args, snapid).unwrap();
+    let r = s.postprocess(&args, snapid);
     s.close().unwrap();
+    r
 }
 
 #[test]
@@ -248,9 +256,262 @@ fn the_snapshot_directory_must_be_private() {
         fs::set_permissions(&fresh, fs::Permissions::from_mode(0o700)).unwrap();
         assert_eq!(s.snappath(&snapid, bytes(&real)).unwrap(), snap);
         s.close().unwrap();
-        postprocess(&p, &work, &tree, &snapid, &props);
+        postprocess(&p, &work, &tree, &snapid, &props).unwrap();
         assert!(!fresh.join(&snapid).exists(), "{name}: snapshot left");
         assert!(p.warnings().is_empty(), "{name}: {:?}", p.warnings());
+    }
+}
+
+/// The directory `path`, made with `mode` (set after the umask).
+fn dir_with_mode(path: &Path, mode: u32) -> PathBuf {
+    fs::create_dir(path).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+    path.to_path_buf()
+}
+
+/// The start of the message that refuses snapshot directory `dir` for one of its ancestors.
+fn ancestor_refusal(dir: &Path, ancestor: &str) -> String {
+    format!(
+        "the snapshot directory {} is refused: its ancestor {ancestor}",
+        dir.display()
+    )
+}
+
+/// What every refusal for an ancestor says to do.
+const ANCESTORS_FIX: &str = "set files.snapshot_dir to a directory whose ancestors only root or the running user may change";
+
+#[test]
+fn the_ancestors_of_the_snapshot_directory_must_be_private() {
+    let _turn = turn();
+    let me = euid();
+    let w = tempfile::tempdir().unwrap();
+    let tree = w.path().join("tree");
+    fs::create_dir_all(tree.join("d")).unwrap();
+    fs::write(tree.join("d/f"), b"real data").unwrap();
+
+    // (label, snapshot directory, what the message says of the ancestor that lets it be replaced)
+    let mut refused: Vec<(&str, PathBuf, String)> = Vec::new();
+    let open = dir_with_mode(&w.path().join("open"), 0o777);
+    let writable = |d: &Path, mode: u32| {
+        format!(
+            "{} (owner uid {me}, mode {mode:04o}) may be written by its group or others and is not root's with the sticky bit",
+            d.display()
+        )
+    };
+    refused.push(("0777", open.join("snaps"), writable(&open, 0o777)));
+    let group = dir_with_mode(&w.path().join("group"), 0o770);
+    fs::create_dir(group.join("sub")).unwrap();
+    refused.push((
+        "0770-above",
+        group.join("sub/snaps"),
+        writable(&group, 0o770),
+    ));
+    // A link on the way is followed as the kernel follows it: the directory it leads to counts.
+    symlink("open", w.path().join("to-open")).unwrap();
+    refused.push((
+        "link-to-0777",
+        w.path().join("to-open/snaps"),
+        writable(&open, 0o777),
+    ));
+    if me == 0 {
+        let other = dir_with_mode(&w.path().join("other"), 0o755);
+        std::os::unix::fs::chown(&other, Some(65534), Some(65534)).unwrap();
+        refused.push((
+            "other-user",
+            other.join("snaps"),
+            format!(
+                "{} is owned by uid 65534 (mode 0755), neither root nor the running user (uid 0)",
+                other.display()
+            ),
+        ));
+        // Sticky, but its owner may still rename every entry.
+        let sticky = dir_with_mode(&w.path().join("sticky-other"), 0o1777);
+        std::os::unix::fs::chown(&sticky, Some(65534), Some(65534)).unwrap();
+        refused.push((
+            "1777-other-user",
+            sticky.join("snaps"),
+            format!("{} is owned by uid 65534 (mode 1777)", sticky.display()),
+        ));
+        let private = dir_with_mode(&w.path().join("private"), 0o700);
+        let link = w.path().join("link-other");
+        symlink(&private, &link).unwrap();
+        std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
+        refused.push((
+            "link-other-user",
+            link.join("snaps"),
+            format!(
+                "{} is a symbolic link owned by uid 65534, neither root nor the running user (uid 0)",
+                link.display()
+            ),
+        ));
+    } else {
+        eprintln!("not root: no directory of another user to try");
+    }
+
+    for (name, lib) in samples() {
+        let p = Loaded::new(&lib);
+        for (label, dir, ancestor) in &refused {
+            let work = w.path().join(format!("work-{name}-{label}"));
+            let props = [
+                ("files.snapshot", "copy"),
+                ("files.snapshot_dir", dir.to_str().unwrap()),
+            ];
+            let (code, msg) = failure(discover(&p, &work, &tree, &props).unwrap_err());
+            assert_eq!(code, AAPI_ESNAPSHOT, "{name} {label}: {msg}");
+            assert!(
+                msg.contains(&ancestor_refusal(dir, ancestor)),
+                "{name} {label}: {msg}"
+            );
+            assert!(msg.contains(ANCESTORS_FIX), "{name} {label}: {msg}");
+            // Refused before anything was made (DISC-5): no directory, no workload file.
+            assert!(!dir.exists(), "{name} {label}: {} was made", dir.display());
+            assert!(!file_name(&work.join("wkld"), "bh1", ".wkld").exists());
+        }
+
+        // Accepted: a sticky directory of root (as root, one made here; /tmp holds the tests
+        // anyway), reached through an absolute link as /var/tmp may be. The missing parents
+        // are made 0700 where the link leads.
+        let sticky_mode = if me == 0 { 0o1777 } else { 0o755 };
+        let shared = dir_with_mode(&w.path().join(format!("shared-{name}")), sticky_mode);
+        let via = w.path().join(format!("via-{name}"));
+        symlink(&shared, &via).unwrap();
+        let dir = via.join("new/snaps");
+        let props = [
+            ("files.snapshot", "copy"),
+            ("files.snapshot_dir", dir.to_str().unwrap()),
+        ];
+        let work = w.path().join(format!("work-{name}-accepted"));
+        let snapid = discover(&p, &work, &tree, &props).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let real = shared.join("new/snaps");
+        for d in [shared.join("new"), real.clone(), real.join(&snapid)] {
+            let md = fs::symlink_metadata(&d).unwrap();
+            assert!(md.is_dir(), "{name}: {}", d.display());
+            assert_eq!(md.mode() & 0o7777, 0o700, "{name}: {}", d.display());
+            assert_eq!(md.uid(), me, "{name}: {}", d.display());
+        }
+
+        // Once another user may write into an ancestor, the snapshot is neither read nor
+        // deleted; it is again when that is undone.
+        let s = p.session(AAPI_OP_BACKUP, &snapid, &props);
+        let file = tree.join("d/f");
+        let snap = s.snappath(&snapid, bytes(&file)).unwrap();
+        assert_eq!(
+            fs::read(Path::new(std::ffi::OsStr::from_bytes(&snap))).unwrap(),
+            b"real data"
+        );
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+        let expected = ancestor_refusal(&dir, &writable(&shared, 0o777));
+        let (code, msg) = failure(s.snappath(&snapid, bytes(&file)).unwrap_err());
+        assert_eq!(code, AAPI_ESNAPSHOT, "{name}: {msg}");
+        assert!(msg.contains(&expected), "{name}: {msg}");
+        s.close().unwrap();
+        let (code, msg) = failure(postprocess(&p, &work, &tree, &snapid, &props).unwrap_err());
+        assert_eq!(code, AAPI_ESNAPSHOT, "{name}: {msg}");
+        assert!(msg.contains(&expected), "{name}: {msg}");
+        assert!(real.join(&snapid).is_dir(), "{name}: deleted anyway");
+        fs::set_permissions(&shared, fs::Permissions::from_mode(sticky_mode)).unwrap();
+        postprocess(&p, &work, &tree, &snapid, &props).unwrap();
+        assert!(!real.join(&snapid).exists(), "{name}: snapshot left");
+        assert!(p.warnings().is_empty(), "{name}: {:?}", p.warnings());
+    }
+}
+
+/// The test run again with `TMPDIR` set by [`the_default_snapshot_directory_is_checked_too`].
+const DEFAULT_TEST: &str = "the_default_snapshot_directory_is_checked_too";
+/// Set in that child: the ancestor that must be refused, or empty when the default must work.
+const REFUSED_VAR: &str = "AAPI_SAMPLE_TEST_REFUSED";
+
+/// The part with `TMPDIR` set: a copy snapshot without `files.snapshot_dir` is made in
+/// `$TMPDIR/aapi-files-snapshots` (created 0700), read and deleted, or refused for `refused`.
+fn default_snapshot_dir(tree: &Path, work: &Path, refused: Option<&Path>) {
+    let tmp = PathBuf::from(std::env::var_os("TMPDIR").unwrap());
+    let dir = tmp.join("aapi-files-snapshots");
+    let props = [("files.snapshot", "copy")];
+    for (name, lib) in samples() {
+        let p = Loaded::new(&lib);
+        let work = work.join(name);
+        if let Some(ancestor) = refused {
+            let (code, msg) = failure(discover(&p, &work, tree, &props).unwrap_err());
+            assert_eq!(code, AAPI_ESNAPSHOT, "{name}: {msg}");
+            let what = format!(
+                "{} (owner uid {}, mode 0777) may be written by its group or others",
+                ancestor.display(),
+                euid()
+            );
+            assert!(
+                msg.contains(&ancestor_refusal(&dir, &what)),
+                "{name}: {msg}"
+            );
+            assert!(!dir.exists(), "{name}: {} was made", dir.display());
+            continue;
+        }
+        let snapid = discover(&p, &work, tree, &props).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let md = fs::symlink_metadata(dir.join(&snapid)).unwrap();
+        assert!(md.is_dir(), "{name}");
+        assert_eq!(
+            fs::symlink_metadata(&dir).unwrap().mode() & 0o7777,
+            0o700,
+            "{name}"
+        );
+        let s = p.session(AAPI_OP_BACKUP, &snapid, &props);
+        let snap = s.snappath(&snapid, bytes(&tree.join("d/f"))).unwrap();
+        assert_eq!(
+            fs::read(Path::new(std::ffi::OsStr::from_bytes(&snap))).unwrap(),
+            b"real data"
+        );
+        s.close().unwrap();
+        postprocess(&p, &work, tree, &snapid, &props).unwrap();
+        assert!(!dir.join(&snapid).exists(), "{name}: snapshot left");
+    }
+}
+
+#[test]
+fn the_default_snapshot_directory_is_checked_too() {
+    let var = |v: &str| std::env::var_os(v).map(PathBuf::from);
+    if let (Some(tree), Some(work), Some(refused)) =
+        (var(TREE_VAR), var(WORK_VAR), var(REFUSED_VAR))
+    {
+        let refused = Some(refused.as_path()).filter(|r| !r.as_os_str().is_empty());
+        default_snapshot_dir(&tree, &work, refused);
+        return;
+    }
+    let _turn = turn();
+    let w = tempfile::tempdir().unwrap();
+    let tree = w.path().join("tree");
+    fs::create_dir_all(tree.join("d")).unwrap();
+    fs::write(tree.join("d/f"), b"real data").unwrap();
+    // The default depends on TMPDIR, read by each plugin when a session opens: a child process
+    // gets its own.
+    for (label, mode, refused) in [("private", 0o700, false), ("open", 0o777, true)] {
+        let tmp = dir_with_mode(&w.path().join(format!("tmp-{label}")), mode);
+        let work = w.path().join(format!("work-{label}"));
+        fs::create_dir(&work).unwrap();
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", DEFAULT_TEST, "--nocapture", "--test-threads=1"])
+            .env("TMPDIR", &tmp)
+            .env(TREE_VAR, &tree)
+            .env(WORK_VAR, &work)
+            .env(
+                REFUSED_VAR,
+                if refused {
+                    tmp.as_os_str()
+                } else {
+                    "".as_ref()
+                },
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "TMPDIR {label} ({}):\n--- stdout\n{}\n--- stderr\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+            "the child ran the test"
+        );
     }
 }
 

@@ -171,7 +171,7 @@ impl Dir {
     }
 
     /// The directory `name` in this one opened for reading, never through a symbolic link.
-    fn open_readable(&self, name: &CStr) -> io::Result<OwnedFd> {
+    pub fn open_readable(&self, name: &CStr) -> io::Result<OwnedFd> {
         // SAFETY: `name` is NUL-terminated and `self` open, both alive for the call.
         Dir::owned(unsafe {
             libc::openat(
@@ -237,6 +237,28 @@ impl Dir {
         check(unsafe { libc::fstat(self.fd(), st.as_mut_ptr()) })?;
         // SAFETY: fstat returned 0, so it filled the struct.
         Ok(Stat(unsafe { st.assume_init() }))
+    }
+
+    /// The target of the symbolic link `name`.
+    pub fn read_link(&self, name: &CStr) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; 256];
+        loop {
+            // SAFETY: `name` is NUL-terminated, `self` open and `buf` writable for its length,
+            // all alive for the call.
+            let n = unsafe {
+                libc::readlinkat(self.fd(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+            };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let n = n as usize;
+            if n < buf.len() {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            // Perhaps cut short: try again with room to spare.
+            buf.resize(buf.len() * 2, 0);
+        }
     }
 
     /// Make the directory `name` with `mode`.

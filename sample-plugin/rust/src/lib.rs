@@ -6,6 +6,7 @@
 //! - [`config`]: the session properties (`files.*`, `aapi.last_*_time`);
 //! - [`discovery`]: walk, change detection, byte-balanced split, workload files;
 //! - [`snapshot`]: `copy`/`reflink` snapshots, snapshot paths, deletion;
+//! - `snapdir`: the snapshot directory, opened only when no other user can replace it;
 //! - [`backup`]: objects opened for reading, with torn-read detection;
 //! - [`restore`]: created objects, overwrite policy, rollback;
 //! - `scope`, `dir`: how a restore walks its paths (never through a symbolic link below an
@@ -24,6 +25,7 @@ mod fsutil;
 mod paths;
 pub mod restore;
 mod scope;
+mod snapdir;
 pub mod snapshot;
 mod sys;
 

@@ -7,13 +7,13 @@
 //! only once everything below them is copied, so that a read-only directory can still be filled.
 
 use crate::config::{Config, SnapshotMode};
-use crate::dir::{c_string, describe};
+use crate::dir::c_string;
 use crate::fsutil::{self, lstat, path_error};
-use crate::{NAME, paths, sys};
+use crate::{NAME, paths, snapdir, sys};
 use aapi_sdk::plugin::{Error, ErrorKind, Host, Result, Timestamp};
 use std::fs::{self, Metadata};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -55,92 +55,6 @@ pub fn is_valid_id(id: &str) -> bool {
             .is_some_and(|rest| rest.chars().all(id_char_allowed))
 }
 
-/// How a snapshot directory that is not private is refused, and what to do about it.
-fn refuse_base(dir: &Path, why: &str) -> Error {
-    Error::new(
-        ErrorKind::Snapshot,
-        format!(
-            "the snapshot directory {} is refused: {why}; it must be a directory of the running user that neither its group nor others may write into: remove it, or set files.snapshot_dir to such a directory",
-            dir.display()
-        ),
-    )
-}
-
-/// SEC-2: the snapshot directory, held by a descriptor, when it is private: a real directory (not
-/// a symbolic link: opened with `O_NOFOLLOW|O_DIRECTORY`), owned by the running user, not
-/// writable by its group or others, so that no other user can rename or replace a snapshot in
-/// it. With `create`, a missing one (and its missing parents) is made 0700 first; without,
-/// `Ok(None)` when it is missing.
-fn private_base(cfg: &Config, create: bool) -> Result<Option<OwnedFd>> {
-    let dir = &cfg.snapshot_dir;
-    if create {
-        fsutil::mkdirs(dir).map_err(|e| {
-            Error::new(
-                ErrorKind::Snapshot,
-                format!(
-                    "cannot create the snapshot directory {}: {e}",
-                    dir.display()
-                ),
-            )
-        })?;
-    }
-    let c = c_string(paths::bytes(dir))
-        .map_err(|e| Error::io(e, format!("snapshot directory {}", dir.display())))?;
-    // SAFETY: `c` is a NUL-terminated path, alive for the call.
-    let fd = unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::ENOENT) if !create => Ok(None),
-            Some(libc::ELOOP) | Some(libc::ENOTDIR) => {
-                Err(refuse_base(dir, "it is a symbolic link or not a directory"))
-            }
-            _ => Err(Error::new(
-                ErrorKind::Snapshot,
-                format!(
-                    "cannot open the snapshot directory {}: {}",
-                    dir.display(),
-                    describe(&e)
-                ),
-            )),
-        };
-    }
-    // SAFETY: `fd` was just returned by a successful open and is owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let md = fs::File::from(
-        fd.try_clone()
-            .map_err(|e| Error::io(e, format!("snapshot directory {}", dir.display())))?,
-    )
-    .metadata()
-    .map_err(|e| Error::io(e, format!("cannot inspect {}", dir.display())))?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    if md.uid() != me {
-        return Err(refuse_base(
-            dir,
-            &format!(
-                "it is owned by uid {}, not by the running user (uid {me})",
-                md.uid()
-            ),
-        ));
-    }
-    if md.mode() & 0o022 != 0 {
-        return Err(refuse_base(
-            dir,
-            &format!(
-                "its group or others may write into it (mode {:04o})",
-                md.mode() & 0o7777
-            ),
-        ));
-    }
-    Ok(Some(fd))
-}
-
 /// The root directory of snapshot `id`.
 pub fn root(cfg: &Config, id: &str) -> PathBuf {
     cfg.snapshot_dir.join(id)
@@ -161,7 +75,9 @@ pub fn snapshot_path(cfg: &Config, snapshot: &str, real_path: &Path) -> Result<P
     let root = root(cfg, snapshot);
     // A snapshot is read only from a private snapshot directory, where no other user can have
     // put something else in its place since discovery.
-    if private_base(cfg, false)?.is_none() || !fs::metadata(&root).is_ok_and(|m| m.is_dir()) {
+    if snapdir::open_private(&cfg.snapshot_dir, false)?.is_none()
+        || !fs::metadata(&root).is_ok_and(|m| m.is_dir())
+    {
         return Err(Error::new(
             ErrorKind::Snapshot,
             format!("snapshot {} does not exist", root.display()),
@@ -389,7 +305,7 @@ pub fn create(cfg: &Config, host: &Host, id: &str, items: &[Item<'_>]) -> Result
         ErrorKind::Cancelled | ErrorKind::OutOfMemory => e,
         _ => Error::new(ErrorKind::Snapshot, e.message()),
     };
-    let base = private_base(cfg, true)?.expect("created");
+    let base = snapdir::open_private(&cfg.snapshot_dir, true)?.expect("created");
     let root = root(cfg, id);
     let name = c_string(id.as_bytes()).map_err(|e| Error::io(e, format!("snapshot id {id:?}")))?;
     // Made in the directory just checked, through its descriptor.
@@ -444,7 +360,7 @@ pub fn create(cfg: &Config, host: &Host, id: &str, items: &[Item<'_>]) -> Result
 
 /// DISC-7: delete snapshot `id`; one already gone is success. Keepalives during the removal.
 pub fn remove(cfg: &Config, host: &Host, id: &str) -> Result<()> {
-    if private_base(cfg, false)?.is_none() {
+    if snapdir::open_private(&cfg.snapshot_dir, false)?.is_none() {
         return Ok(());
     }
     let root = root(cfg, id);
