@@ -151,8 +151,9 @@ static int make_dir(const char *fn, const char *dir, int cur, const char *name, 
     int rc;
     if (mkdirat(cur, name, 0700) == 0 || errno == EEXIST)
         return AAPI_EOK;
-    rc = fail_errno(errno, "%s: cannot create the snapshot directory %s: cannot create directory %s",
-                    fn, dir, at);
+    rc = fail_errno(errno,
+                    "%s: cannot create the snapshot directory %s: cannot create directory %s", fn,
+                    dir, at);
     return rc == AAPI_ENOMEM ? rc : AAPI_ESNAPSHOT;
 }
 

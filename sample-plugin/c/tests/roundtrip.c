@@ -13,6 +13,7 @@
  *   bytes, modes, mtimes, link targets, nothing extra).
  *
  * It then checks an incremental discovery, a cancelled discovery (no file or snapshot left), a
+ * snapshot directory below a directory that others may write into (refused) and the default one, a
  * failed restore with AAPI_CREATE_OVERWRITE (the replaced file comes back, the directories that
  * existed get their mtimes back), a restore whose paths lead through symbolic links below the
  * alternate root (refused; nothing outside it changes, the rollback included), a failed restore
@@ -1018,6 +1019,63 @@ static void cancelled(void)
     free(snapdir);
 }
 
+/* SEC-2: a snapshot directory below a directory that others may write into (0777, no sticky bit)
+ * is refused with AAPI_ESNAPSHOT naming that directory, before anything is made; without
+ * files.snapshot_dir the snapshot goes to $TMPDIR/aapi-files-snapshots, made 0700. */
+static void snapshot_ancestors(void)
+{
+    const char *tmp = getenv("TMPDIR");
+    char *open_dir = join(g_work, "open-to-all"), *snapdir = join(open_dir, "snapshots");
+    char *out = join(g_work, "wkld-ancestors"), *dflt, *snap, want[4200];
+    aapi_property_t props[2];
+    aapi_snapid_t id;
+    struct stat st;
+    if (mkdir(open_dir, 0700) != 0 || chmod(open_dir, 0777) != 0 || mkdir(out, 0700) != 0)
+        die("mkdir: %s", strerror(errno));
+    props[0].key = "files.snapshot";
+    props[0].value = "copy";
+    props[1].key = "files.snapshot_dir";
+    props[1].value = snapdir;
+    {
+        const char *sel[2];
+        aapi_session_def_t s;
+        aapi_server_t h;
+        int rc;
+        sel[0] = g_tree;
+        sel[1] = NULL;
+        begin_cycle();
+        s = session(AAPI_OP_DISCOVERY, AAPI_SCHED_FULL, "", props, 2);
+        h = open_session(&s);
+        rc = P.discovery(h, sel, g_hosts, out, ".wkld", AAPI_SCHED_FULL, &id);
+        CHECK(rc == AAPI_ESNAPSHOT, "discovery below a 0777 directory gave %s",
+              aapi_code_name(rc));
+        snprintf(want, sizeof want, "its ancestor %s (owner uid %lu, mode 0777) may be written",
+                 open_dir, (unsigned long)geteuid());
+        CHECK(strstr(last_error(), want) != NULL, "the refusal does not say \"%s\": %s", want,
+              last_error());
+        EXPECT(P.close_server(h), AAPI_EOK);
+        EXPECT(P.terminate(), AAPI_EOK);
+    }
+    CHECK(lstat(snapdir, &st) != 0, "the refused snapshot directory %s was made", snapdir);
+    CHECK(count_below(out) == 0, "a refused discovery left %ld workload files", count_below(out));
+
+    discovery_job(out, props, 1, AAPI_SCHED_FULL, &id, AAPI_EOK);
+    dflt = join(tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp", "aapi-files-snapshots");
+    snap = join(dflt, id.id);
+    CHECK(lstat(dflt, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 07777) == 0700,
+          "the default snapshot directory %s is not a directory of mode 0700", dflt);
+    CHECK(lstat(snap, &st) == 0 && S_ISDIR(st.st_mode), "no snapshot %s", snap);
+    postprocess_job(props, 1, &id);
+    CHECK(lstat(snap, &st) != 0, "postprocess left the snapshot %s", snap);
+    remove_all(out);
+    remove_all(open_dir);
+    free(out);
+    free(snapdir);
+    free(open_dir);
+    free(snap);
+    free(dflt);
+}
+
 /* Directories that existed before the failed restore, each given a new file by it. */
 #define ROLLBACK_DIRS 40
 
@@ -1455,6 +1513,7 @@ int main(int argc, char **argv)
     full_round_trip();
     incremental();
     cancelled();
+    snapshot_ancestors();
     failed_restore();
     confined_restore();
     concurrent_rollback();

@@ -451,6 +451,44 @@ fn copy_snapshot_is_read_as_of_discovery_and_deleted_by_postprocess() {
 }
 
 #[test]
+fn a_snapshot_directory_below_a_directory_others_may_write_into_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plugin, _, lib) = load(dir.path());
+    let tree = dir.path().join("tree");
+    fs::create_dir_all(tree.join("d")).unwrap();
+    fs::write(tree.join("d/f"), b"data").unwrap();
+    let want = walk(&tree);
+    // Another user could rename the private snapshot directory away and put theirs in its place.
+    let shared = dir.path().join("shared");
+    fs::create_dir(&shared).unwrap();
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+    let snaps = shared.join("snaps");
+    let props = [
+        ("files.snapshot", "copy"),
+        ("files.snapshot_dir", snaps.to_str().unwrap()),
+    ];
+    let out = tempfile::tempdir().unwrap();
+    let hosts = vec!["h1".to_string()];
+    let def = session(AAPI_OP_DISCOVERY, &props);
+    let e = discover(&plugin, def, &[&tree], &hosts, out.path(), AAPI_SCHED_FULL).unwrap_err();
+    assert_eq!(e.code(), Some(AAPI_ESNAPSHOT), "{e}");
+    let ancestor = format!("its ancestor {} (owner uid ", shared.display());
+    assert!(e.to_string().contains(&ancestor), "{e}");
+    assert!(e.to_string().contains("mode 0777) may be written"), "{e}");
+    assert!(!snaps.exists(), "refused before anything was made");
+    // Once only its owner may write into it, the same backup goes through the snapshot.
+    fs::set_permissions(&shared, fs::Permissions::from_mode(0o755)).unwrap();
+    let store = dir.path().join("store");
+    let m = backup(&plugin, &lib, &store, &tree, "full", &["h1"], &props);
+    assert_eq!(fs::read_dir(&snaps).unwrap().count(), 0, "snapshot left");
+    let alt = dir.path().join("alt");
+    fs::create_dir(&alt).unwrap();
+    restore(&plugin, &lib, &store, &m.image, Some(&alt), false, &[]).unwrap();
+    assert_same(&walk(&under(&alt, &tree)), &want);
+    plugin.terminate().unwrap();
+}
+
+#[test]
 fn reflink_clones_or_falls_back_as_configured() {
     let dir = tempfile::tempdir().unwrap();
     let (plugin, hooks, _) = load(dir.path());
