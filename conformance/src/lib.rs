@@ -36,6 +36,7 @@ mod probes;
 pub mod profile;
 pub mod report;
 mod runner;
+mod shell;
 pub mod task;
 pub mod tree;
 mod worker;

@@ -5,6 +5,7 @@ use crate::checks::{self, CheckDef, GATE, Level, Needs};
 use crate::pipeline::read_images;
 use crate::profile::{self, Exclusions, Profile};
 use crate::report::{CheckResult, Latency, Report, Status};
+use crate::shell::Stop;
 use crate::task::*;
 use crate::tree::{self, Kind, Manifest};
 use aapi_host::supervise::{Event, Limits, Worker, WorkerEnd, signal_name};
@@ -430,44 +431,40 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
         std::fs::create_dir_all(&d)
             .map_err(|e| RunError::Failed(format!("{}: {e}", d.display())))?;
     }
-    let env_cmd = |what: &str, cmd: &str| -> Result<(), String> {
-        let st = Command::new("sh")
-            .arg("-c")
-            .arg(x(cmd))
-            .current_dir(&opts.profile_dir)
-            .env("AAPI_CONFORMANCE_SCRATCH", &scratch)
-            .env("AAPI_CONFORMANCE_TREE", &tree_dir)
-            .stdin(Stdio::null())
-            .status()
-            .map_err(|e| format!("{what} command: cannot run `{cmd}`: {e}"))?;
-        if st.success() {
-            Ok(())
-        } else {
-            Err(format!("{what} command: `{cmd}` failed: {st}"))
-        }
+    let shell = crate::shell::Shell {
+        cwd: &opts.profile_dir,
+        env: vec![
+            ("AAPI_CONFORMANCE_SCRATCH", scratch.as_path()),
+            ("AAPI_CONFORMANCE_TREE", tree_dir.as_path()),
+        ],
+        interrupt: opts.interrupt,
     };
-    // Teardown runs whenever setup ran: after a failing setup too.
-    let teardown = || {
-        p.teardown
-            .as_ref()
-            .and_then(|cmd| env_cmd("teardown", cmd).err())
+    // Teardown runs whenever setup ran: after a failing or interrupted setup too. What the
+    // teardown leaves running is killed when it ends; what the setup left running (a service
+    // the checks used) after the teardown.
+    let teardown = || -> Result<(), Stop> {
+        let Some(cmd) = &p.teardown else {
+            return Ok(());
+        };
+        shell.run("teardown", &x(cmd)).1
     };
-    if let Some(cmd) = &p.setup
-        && let Err(e) = env_cmd("setup", cmd)
-    {
-        let t = teardown();
-        // Ctrl-C reaches the setup command too: then it is the interrupt that stopped the run.
-        if let Some(sig) = opts
-            .interrupt
-            .map(|a| a.load(Ordering::SeqCst))
-            .filter(|s| *s != 0)
-        {
-            return Err(RunError::Interrupted(sig));
+    let mut setup_group = None;
+    if let Some(cmd) = &p.setup {
+        let (group, result) = shell.run("setup", &x(cmd));
+        setup_group = group;
+        if let Err(e) = result {
+            let t = teardown();
+            drop(setup_group);
+            return Err(match (e, t) {
+                (Stop::Interrupted(sig), _) | (_, Err(Stop::Interrupted(sig))) => {
+                    RunError::Interrupted(sig)
+                }
+                (Stop::Failed(e), Ok(())) => RunError::Failed(e),
+                (Stop::Failed(e), Err(Stop::Failed(t))) => {
+                    RunError::Failed(format!("{e}; then {t}"))
+                }
+            });
         }
-        return Err(RunError::Failed(match t {
-            Some(t) => format!("{e}; then {t}"),
-            None => e,
-        }));
     }
     let runner = Runner {
         setup,
@@ -510,7 +507,12 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
         r
     });
     // A failing teardown does not discard the results: the report carries it.
-    let teardown_error = teardown();
+    let teardown_error = match teardown() {
+        Ok(()) => None,
+        Err(Stop::Failed(e)) => Some(e),
+        Err(Stop::Interrupted(sig)) => return Err(RunError::Interrupted(sig)),
+    };
+    drop(setup_group);
     if let Some(sig) = runner.interrupted() {
         return Err(RunError::Interrupted(sig));
     }

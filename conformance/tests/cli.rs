@@ -621,3 +621,155 @@ fn keep_scratch_reuses_its_own_directory_and_refuses_another() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("is not a directory"), "{err}");
 }
+
+/// Wait until `path` exists (a command of the profile made it), at most 30 s.
+fn wait_for(path: &std::path::Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Wait (at most 5 s) until no process mentions `text` in its environment; returns those left.
+fn processes_left(text: &str) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let left = processes_mentioning(text);
+        if left.is_empty() || std::time::Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Start `aapi-conformance run` of the complete zoo with `profile` (text), its temporary files
+/// under `dir/tmp`: the scratch directory and so every process the run starts, setup and
+/// teardown included, carry that path in their environment.
+fn start_run(dir: &std::path::Path, profile: &str, args: &[&str]) -> std::process::Child {
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let path = dir.join("p.toml");
+    std::fs::write(
+        &path,
+        format!("call_budget_ms = 2000\n{profile}\n{SMALL_TREE}"),
+    )
+    .unwrap();
+    cli()
+        .arg("run")
+        .arg(common::build(None))
+        .arg("--profile")
+        .arg(&path)
+        .args(args)
+        .env("TMPDIR", &tmp)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn sigterm(child: &std::process::Child) {
+    // SAFETY: kill(2) of a child started by this test, which has not been reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+}
+
+#[test]
+fn a_signal_during_setup_or_teardown_kills_it_at_once() {
+    for (when, profile) in [
+        // The setup's background process and its foreground command both go; teardown runs.
+        (
+            "setup",
+            "setup = \"sleep 20 & : > started; sleep 20\"\nteardown = \": > teardown-ran\"",
+        ),
+        (
+            "teardown",
+            "teardown = \"sleep 20 & : > started; sleep 20\"",
+        ),
+    ] {
+        let dir = common::fast_tempdir();
+        let json = dir.path().join("r.json");
+        let child = start_run(
+            dir.path(),
+            profile,
+            &["--only", "load.", "--json", json.to_str().unwrap()],
+        );
+        wait_for(&dir.path().join("started"));
+        let signalled = std::time::Instant::now();
+        sigterm(&child);
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(128 + libc::SIGTERM),
+            "{when}: {err}"
+        );
+        assert!(
+            signalled.elapsed() < std::time::Duration::from_secs(10),
+            "{when}: the signal was acted on only after {:?}",
+            signalled.elapsed()
+        );
+        assert!(err.contains("stopped by SIGTERM"), "{when}: {err}");
+        assert!(!json.exists(), "{when}: no report after an interrupted run");
+        if when == "setup" {
+            assert!(
+                dir.path().join("teardown-ran").exists(),
+                "teardown runs after an interrupted setup"
+            );
+        }
+        let tmp = dir.path().join("tmp");
+        let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().flatten().collect();
+        assert!(left.is_empty(), "{when}: scratch left behind: {left:?}");
+        let procs = processes_left(&tmp.to_string_lossy());
+        assert!(procs.is_empty(), "{when}: processes still run: {procs:?}");
+    }
+}
+
+#[test]
+fn a_second_signal_ends_the_runner_and_the_teardown_it_runs() {
+    let dir = common::fast_tempdir();
+    let mut child = start_run(
+        dir.path(),
+        "setup = \": > setup-began; sleep 20\"\nteardown = \"sleep 20 & : > teardown-began; sleep 20\"",
+        &["--only", "load."],
+    );
+    wait_for(&dir.path().join("setup-began"));
+    sigterm(&child);
+    wait_for(&dir.path().join("teardown-began"));
+    sigterm(&child);
+    // Not waiting for the end of its output: a process that outlived the runner could hold it.
+    let status = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+    // The runner is gone at once, and the teardown with all it started goes with it.
+    let procs = processes_left(&dir.path().join("tmp").to_string_lossy());
+    assert!(procs.is_empty(), "processes still run: {procs:?}");
+}
+
+#[test]
+fn a_process_the_setup_leaves_running_does_not_hold_the_run_up() {
+    let dir = common::fast_tempdir();
+    let started = std::time::Instant::now();
+    let out = start_run(dir.path(), "setup = \"sleep 20 &\"", &["--only", "load."])
+        .wait_with_output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "the run (and its output) ended only after {:?}",
+        started.elapsed()
+    );
+    let procs = processes_left(&dir.path().join("tmp").to_string_lossy());
+    assert!(
+        procs.is_empty(),
+        "the setup's process outlived the run: {procs:?}"
+    );
+}

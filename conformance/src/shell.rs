@@ -1,0 +1,206 @@
+//! The profile's `setup` and `teardown` shell commands.
+//!
+//! Each runs as `sh -c COMMAND` in a process group of its own, so that whatever it starts can be
+//! killed with it: at once when the run is interrupted while it runs, and, for what it leaves
+//! running in the background (a service the checks use, say), when the run ends. A small guard
+//! process in the group kills the group if the runner itself dies first (a second Ctrl-C, a
+//! `kill -9`), so nothing a command started outlives the runner.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
+
+/// How a command did not succeed.
+#[derive(Debug)]
+pub(crate) enum Stop {
+    /// It could not start or failed; the message says how.
+    Failed(String),
+    /// A signal (SIGINT, SIGTERM) came while it ran: its process group was killed.
+    Interrupted(i32),
+}
+
+/// The process group of a command that has ended: what it left running there is killed (and
+/// the command's process reaped) when this is dropped.
+#[derive(Debug)]
+pub(crate) struct Group {
+    child: Child,
+    /// Holds the guard's pipe open; the guard kills the group when it closes.
+    _guard: File,
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) of the command's own process group. Its leader is not reaped yet (see
+        // `exited`), so the group's id cannot have been handed to another process.
+        unsafe { libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+/// Where the commands run and what they get.
+pub(crate) struct Shell<'a> {
+    /// Working directory (the profile's).
+    pub cwd: &'a Path,
+    /// Extra environment.
+    pub env: Vec<(&'static str, &'a Path)>,
+    /// The run's interrupt: a signal number stored here while a command runs kills it.
+    pub interrupt: Option<&'static AtomicI32>,
+}
+
+impl Shell<'_> {
+    fn interrupted(&self) -> Option<i32> {
+        self.interrupt
+            .map(|a| a.load(Ordering::SeqCst))
+            .filter(|s| *s != 0)
+    }
+
+    /// Run `cmd` (the profile's `what` command) to its end. An interrupt that arrives while it
+    /// runs kills its process group at once; one that had arrived before it started does not
+    /// (the teardown that follows an interrupt runs). The [`Group`] returned, also when the
+    /// command failed, kills what the command left running when dropped.
+    pub(crate) fn run(&self, what: &str, cmd: &str) -> (Option<Group>, Result<(), Stop>) {
+        let cant =
+            |e: std::io::Error| Stop::Failed(format!("{what} command: cannot run `{cmd}`: {e}"));
+        let before = self.interrupted();
+        let (guard_r, guard_w) = match cloexec_pipe() {
+            Ok(p) => p,
+            Err(e) => return (None, Err(cant(e))),
+        };
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg(cmd)
+            .current_dir(self.cwd)
+            .stdin(Stdio::null())
+            .process_group(0);
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        let guard_fd = guard_r.as_raw_fd();
+        // SAFETY: the closure only makes async-signal-safe system calls (fork, waitpid, _exit
+        // and those of `guard`); it runs in the forked child after its setpgid.
+        unsafe {
+            c.pre_exec(move || start_guard(guard_fd));
+        }
+        let child = match c.spawn() {
+            Ok(ch) => ch,
+            Err(e) => return (None, Err(cant(e))),
+        };
+        drop(guard_r);
+        let group = Group {
+            child,
+            _guard: File::from(guard_w),
+        };
+        loop {
+            if let Some(status) = exited(&group.child) {
+                let result = if status.success() {
+                    Ok(())
+                } else {
+                    Err(Stop::Failed(format!(
+                        "{what} command: `{cmd}` failed: {status}"
+                    )))
+                };
+                return (Some(group), result);
+            }
+            if before.is_none()
+                && let Some(sig) = self.interrupted()
+            {
+                drop(group);
+                return (None, Err(Stop::Interrupted(sig)));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// How `child` ended, once it has, without reaping it (so its id stays its own).
+fn exited(child: &Child) -> Option<ExitStatus> {
+    // SAFETY: waitid fills `info`, a zeroed siginfo_t; WNOWAIT leaves the child waitable.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let r = libc::waitid(
+            libc::P_PID,
+            child.id() as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        );
+        if r != 0 || info.si_pid() == 0 {
+            return None;
+        }
+        let status = info.si_status();
+        Some(match info.si_code {
+            libc::CLD_EXITED => ExitStatus::from_raw((status & 0xff) << 8),
+            _ => ExitStatus::from_raw(status & 0x7f),
+        })
+    }
+}
+
+fn cloexec_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: fds is a valid array of two ints for pipe2 to fill.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// In the command's process, before it runs the shell: start the guard, a process of the same
+/// group that is not the command's child (so a shell that waits for its children never waits for
+/// it), which kills the group when the runner's end of the pipe `fd` closes.
+fn start_guard(fd: RawFd) -> std::io::Result<()> {
+    // SAFETY: fork(2) in the pre-exec child; the forked processes only make async-signal-safe
+    // calls and never return into Rust code.
+    unsafe {
+        let middle = libc::fork();
+        if middle < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if middle == 0 {
+            if libc::fork() == 0 {
+                guard(fd);
+            }
+            libc::_exit(0);
+        }
+        let mut status = 0;
+        while libc::waitpid(middle, &mut status, 0) < 0 {
+            if *libc::__errno_location() != libc::EINTR {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The guard's life: only async-signal-safe system calls.
+///
+/// # Safety
+/// Call only in a freshly forked child; it never returns.
+unsafe fn guard(fd: RawFd) -> ! {
+    // SAFETY: plain system calls on this process's own descriptors and process group.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, c"aapi-conf-guard".as_ptr());
+        // Hold nothing but the read end: no copy of the write end, no standard streams.
+        if fd > 0 {
+            libc::syscall(libc::SYS_close_range, 0u32, (fd - 1) as u32, 0u32);
+        }
+        libc::syscall(libc::SYS_close_range, (fd + 1) as u32, u32::MAX, 0u32);
+        loop {
+            // No event asked for: poll returns only when the last writer is gone (POLLHUP).
+            let mut p = libc::pollfd {
+                fd,
+                events: 0,
+                revents: 0,
+            };
+            let n = libc::poll(&mut p, 1, -1);
+            if n > 0 || (n < 0 && *libc::__errno_location() != libc::EINTR) {
+                break;
+            }
+        }
+        libc::kill(0, libc::SIGKILL);
+        libc::_exit(0)
+    }
+}
