@@ -1808,6 +1808,8 @@ impl Runner {
                 .arg("-c")
                 .arg(&cmd)
                 .stdin(Stdio::null())
+                .stdout(crate::shell::to_stderr())
+                .stderr(crate::shell::to_stderr())
                 .status()
             {
                 Ok(s) if s.success() => self.changed_objects.clone(),

@@ -4,10 +4,11 @@
 //! killed with it: at once when the run is interrupted while it runs, and, for what it leaves
 //! running in the background (a service the checks use, say), when the run ends. A small guard
 //! process in the group kills the group if the runner itself dies first (a second Ctrl-C, a
-//! `kill -9`), so nothing a command started outlives the runner.
+//! `kill -9`), so nothing a command started outlives the runner. Their output goes to the
+//! runner's standard error: standard output carries the report alone.
 
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -75,6 +76,8 @@ impl Shell<'_> {
             .arg(cmd)
             .current_dir(self.cwd)
             .stdin(Stdio::null())
+            .stdout(to_stderr())
+            .stderr(to_stderr())
             .process_group(0);
         for (k, v) in &self.env {
             c.env(k, v);
@@ -114,6 +117,15 @@ impl Shell<'_> {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// The runner's standard error, for a command's output: standard output carries the report
+/// alone.
+pub(crate) fn to_stderr() -> Stdio {
+    std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_or_else(|_| Stdio::null(), Stdio::from)
 }
 
 /// How `child` ended, once it has, without reaping it (so its id stays its own).

@@ -317,7 +317,7 @@ budget_ms = 1000
 selections = ["{scratch}/staged"]
 properties = { "zoo.walk_delay_us" = "100000" }
 [data]
-change_command = "printf 'changed' >> {scratch}/staged/a"
+change_command = "echo changing; printf 'changed' >> {scratch}/staged/a"
 changed_objects = ["{scratch}/staged/a"]
 "#,
     )
@@ -337,6 +337,13 @@ changed_objects = ["{scratch}/staged/a"]
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(scratch.join("setup-ran").exists() && scratch.join("teardown-ran").exists());
+    // The profile's commands print to stderr, never into the report.
+    assert!(!text.lines().any(|l| l == "changing"), "{text}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .any(|l| l == "changing")
+    );
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("r.json")).unwrap()).unwrap();
     let status = |id: &str| {
@@ -417,6 +424,13 @@ fn teardown_runs_after_a_failing_setup_and_its_failure_keeps_the_report() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(code), "{define:?}\n{text}");
         assert!(text.contains("abi.init-major"), "{text}");
+        // What the teardown printed is on stderr; the report shows only how it failed.
+        assert!(!text.lines().any(|l| l == "cleaning"), "{text}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .any(|l| l == "cleaning")
+        );
         assert!(
             text.contains("teardown command: `echo cleaning; exit 1` failed: exit status: 1"),
             "{text}"
@@ -647,18 +661,24 @@ fn processes_left(text: &str) -> Vec<String> {
     }
 }
 
-/// Start `aapi-conformance run` of the complete zoo with `profile` (text), its temporary files
-/// under `dir/tmp`: the scratch directory and so every process the run starts, setup and
-/// teardown included, carry that path in their environment.
-fn start_run(dir: &std::path::Path, profile: &str, args: &[&str]) -> std::process::Child {
-    let tmp = dir.join("tmp");
-    std::fs::create_dir_all(&tmp).unwrap();
+/// Write `dir/p.toml`: a quick tree, a 2 s budget and `profile`.
+fn write_profile(dir: &std::path::Path, profile: &str) -> std::path::PathBuf {
     let path = dir.join("p.toml");
     std::fs::write(
         &path,
         format!("call_budget_ms = 2000\n{profile}\n{SMALL_TREE}"),
     )
     .unwrap();
+    path
+}
+
+/// Start `aapi-conformance run` of the complete zoo with `profile` (text), its temporary files
+/// under `dir/tmp`: the scratch directory and so every process the run starts, setup and
+/// teardown included, carry that path in their environment.
+fn start_run(dir: &std::path::Path, profile: &str, args: &[&str]) -> std::process::Child {
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let path = write_profile(dir, profile);
     cli()
         .arg("run")
         .arg(common::build(None))
@@ -772,4 +792,33 @@ fn a_process_the_setup_leaves_running_does_not_hold_the_run_up() {
         procs.is_empty(),
         "the setup's process outlived the run: {procs:?}"
     );
+}
+
+#[test]
+fn setup_and_teardown_output_goes_to_stderr_not_into_the_report() {
+    let dir = common::fast_tempdir();
+    let path = write_profile(
+        dir.path(),
+        "setup = \"echo setup-out; echo setup-err >&2\"\nteardown = \"echo teardown-out; echo teardown-err >&2\"",
+    );
+    let out = cli()
+        .arg("run")
+        .arg(common::build(None))
+        .arg("--profile")
+        .arg(&path)
+        .args(["--only", "load.", "--quiet"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    // The report is all there is on stdout: here, one verdict line.
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.starts_with("CONFORMANT"), "{stdout}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    for l in ["setup-out", "setup-err", "teardown-out", "teardown-err"] {
+        assert!(lines.contains(&l), "{l} is not on stderr: {stderr}");
+    }
 }
