@@ -8,8 +8,9 @@ use crate::report::{CheckResult, Latency, Report, Status};
 use crate::shell::Stop;
 use crate::task::*;
 use crate::tree::{self, Kind, Manifest};
-use aapi_host::supervise::{Event, Limits, Worker, WorkerEnd, signal_name};
+use aapi_host::supervise::{Event, Limits, Worker, WorkerEnd, is_sessionless, signal_name};
 use aapi_sdk::abi::*;
+use aapi_sdk::version::ENTRY_POINTS;
 use aapi_sdk::workload::WorkloadFile;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
@@ -146,6 +147,20 @@ struct CheckState {
     error: Option<String>,
     logs: Vec<String>,
     ms: u64,
+    /// For each worker of this check stopped in a function that had hung before (one of its
+    /// `deaths`), the check in whose worker that function hung.
+    stops: Vec<String>,
+}
+
+/// A function that hung in a worker: later workers that call it are stopped after a grace.
+#[derive(Debug, Clone)]
+struct Hang {
+    /// The check whose worker it hung in first.
+    check: String,
+    /// The signature of that worker's end (`timeout in F`, `overrun in F`).
+    signature: String,
+    /// How it hung, for the findings of the stopped workers.
+    what: String,
 }
 
 struct Unit {
@@ -201,6 +216,8 @@ struct Runner {
     seq: AtomicUsize,
     /// Process ids (and process groups) of the running workers.
     running: Mutex<BTreeSet<u32>>,
+    /// The entry points that hung (a timeout, or the worker limit reached in them), by name.
+    hangs: Mutex<BTreeMap<String, Hang>>,
 }
 
 /// The checks of the steps every other check builds on: a worker of another check that ends
@@ -489,6 +506,7 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
         texts: Mutex::new(Vec::new()),
         seq: AtomicUsize::new(0),
         running: Mutex::new(BTreeSet::new()),
+        hangs: Mutex::new(BTreeMap::new()),
         opts: opts.clone(),
     };
     let done = AtomicBool::new(false);
@@ -573,6 +591,22 @@ impl Runner {
         });
     }
 
+    /// Record that `function` hung in a worker of `check` (`kind`: `timeout`, `overrun`), unless
+    /// it hung before.
+    fn hung(&self, function: &str, check: &str, kind: &str, what: String) {
+        if ENTRY_POINTS.contains(&function) {
+            self.hangs
+                .lock()
+                .unwrap()
+                .entry(function.to_string())
+                .or_insert_with(|| Hang {
+                    check: check.to_string(),
+                    signature: format!("{kind} in {function}"),
+                    what,
+                });
+        }
+    }
+
     /// The plugin ended the worker process: a finding of the running check and of
     /// `mem.no-crash` (MEM-3: nothing may end the process).
     fn ended(&self, current: &str, msg: String) {
@@ -647,6 +681,32 @@ impl Runner {
         // that paces its keepalives by its session's budget is never killed for it.
         let mut setup = self.setup.clone();
         setup.budget_ms = budget;
+        // A call to a function that hung before gets a quarter of its budget (the longest a
+        // call should go without a keepalive, TIME-2), in all when it kept alive then, else
+        // since its last keepalive; not another worker limit. The long call of the timing
+        // checks is long on purpose: it is not stopped so (`time.cancel` ends it with its
+        // cancel, `time.keepalive-cadence` at the worker limit at worst).
+        let long_call = matches!(&task, Task::Probe { check }
+            if check == "time.cancel" || check == "time.keepalive-cadence");
+        let hung = if long_call {
+            Vec::new()
+        } else {
+            self.hangs
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(f, h)| HungCall {
+                    function: f.clone(),
+                    grace_ms: if is_sessionless(f) {
+                        self.setup.budget_ms
+                    } else {
+                        budget
+                    } as u64
+                        / 4,
+                    silent: h.signature.starts_with("timeout"),
+                })
+                .collect()
+        };
         let spec = TaskSpec {
             setup,
             objects: self.objects.lock().unwrap().clone(),
@@ -654,6 +714,7 @@ impl Runner {
             dir,
             job,
             check: primary.to_string(),
+            hung,
             task,
         };
         if self.interrupted().is_some() {
@@ -685,6 +746,7 @@ impl Runner {
         self.running.lock().unwrap().insert(pid);
         let cancel = worker.cancel_handle();
         let mut current = primary.to_string();
+        let mut stopped: Option<(String, u64)> = None;
         let outcome = worker.run(|ev| match ev {
             Event::Result { value } => match serde_json::from_value::<Msg>(value.clone()) {
                 Ok(Msg::Begin { check }) => current = check,
@@ -699,6 +761,7 @@ impl Runner {
                 }
                 Ok(Msg::Stats(s)) => self.stats.lock().unwrap().push(s),
                 Ok(Msg::Done) => unit.done = true,
+                Ok(Msg::Stopped { function, after_ms }) => stopped = Some((function, after_ms)),
                 Err(e) => self.harness(&current, format!("unreadable worker message: {e}")),
             },
             Event::Log { level, message } => {
@@ -721,104 +784,23 @@ impl Runner {
         self.with(primary, |s| s.ms += ms);
         match outcome {
             Ok(o) => {
-                let mut death: Option<(String, String)> = None;
-                match &o.end {
-                    WorkerEnd::Exited(0) if unit.done => {}
-                    WorkerEnd::Exited(code)
-                        if *code == crate::worker::HARNESS_FAILURE && !o.failures.is_empty() =>
-                    {
-                        self.harness(&current, o.failures.join("; "));
-                    }
-                    WorkerEnd::Exited(code) if unit.done => {
-                        self.ended(
-                            &current,
-                            format!(
-                                "the plugin ended the process with exit status {code} in {}",
-                                aapi_host::supervise::EXITING
-                            ),
-                        );
-                    }
-                    WorkerEnd::Exited(code) => {
-                        self.ended(
-                            &current,
-                            format!(
-                                "the plugin ended the process (exit status {code}) outside any plugin call, before the task was done"
-                            ),
-                        );
-                    }
-                    WorkerEnd::ExitedInCall { code, function } => {
-                        let msg = format!(
-                            "the plugin ended the process (exit status {code}) in {}",
-                            call_name(function)
-                        );
-                        self.ended(&current, msg.clone());
-                        death = Some((format!("exit in {function}"), msg));
-                    }
-                    WorkerEnd::Crashed { signal, function } => {
-                        let msg = match function {
-                            Some(f) => {
-                                format!("crash({}) in {}", signal_name(*signal), call_name(f))
-                            }
-                            None => format!("crash({}) outside any call", signal_name(*signal)),
-                        };
-                        if let Some(f) = function {
-                            death = Some((format!("crash({}) in {f}", signal_name(*signal)), msg.clone()));
-                        }
-                        self.fail(&current, msg.clone());
-                        self.crashes
-                            .lock()
-                            .unwrap()
-                            .push(format!("{msg} (during {current})"));
-                    }
-                    WorkerEnd::TimedOut { function, budget } => {
-                        let msg = format!(
-                            "timeout in {}: no return and no keepalive within {} ms",
-                            call_name(function),
-                            budget.as_millis()
-                        );
-                        death = Some((format!("timeout in {function}"), msg.clone()));
-                        self.fail(&current, msg.clone());
-                        self.timeouts
-                            .lock()
-                            .unwrap()
-                            .push(format!("{msg} (during {current})"));
-                    }
-                    WorkerEnd::Overran {
-                        limit,
-                        function: Some(function),
-                    } => {
-                        let msg = format!(
-                            "{} had not returned when the worker reached its limit of {} s (worker_limit_s), keepalives or not: an unbounded wait (if the call is legitimately this long, raise worker_limit_s in the profile)",
-                            call_name(function),
-                            limit.as_secs()
-                        );
-                        death = Some((format!("overrun in {function}"), msg.clone()));
-                        self.fail(&current, msg.clone());
-                        self.overruns
-                            .lock()
-                            .unwrap()
-                            .push(format!("{msg} (during {current})"));
-                    }
-                    WorkerEnd::Overran {
-                        limit,
-                        function: None,
-                    } => self.harness(
-                        &current,
-                        format!(
-                            "the worker reached its limit of {} s (worker_limit_s) outside any plugin call: raise worker_limit_s in the profile if the data needs longer",
-                            limit.as_secs()
-                        ),
-                    ),
-                    WorkerEnd::CancelIgnored { function, bound } => {
-                        self.fail(
-                            &current,
-                            format!(
-                                "cancel ignored in {function}: no return within {} ms of the AAPI_ECANCELLED answer",
-                                bound.as_millis()
-                            ),
-                        );
-                    }
-                }
+                let stop = stopped.and_then(|(function, after_ms)| {
+                    let hang = self.hangs.lock().unwrap().get(&function).cloned()?;
+                    Some((function, after_ms, hang))
+                });
+                let death = if let Some((function, after_ms, hang)) = stop {
+                    // The same hang again: a finding that names the first, with its signature,
+                    // so that a check blocked by that one's failure says so.
+                    let msg = format!(
+                        "{function} was stopped after {after_ms} ms without returning: it had already hung during {} ({})",
+                        hang.check, hang.what
+                    );
+                    self.fail(&current, msg.clone());
+                    self.with(&current, |s| s.stops.push(hang.check.clone()));
+                    Some((hang.signature, msg))
+                } else {
+                    self.worker_end(&o.end, &o.failures, &current, unit.done)
+                };
                 if let Some(d) = death {
                     self.with(&current, |s| s.deaths.push(d));
                 }
@@ -850,6 +832,133 @@ impl Runner {
             self.texts.lock().unwrap().push((primary.to_string(), text));
         }
         unit
+    }
+
+    /// Record how a worker that was not stopped ended: the findings of `current` (the check it
+    /// ran last) and of the run-wide checks, and the hang of the function it was in. Returns
+    /// the end's (signature, finding) when a plugin call caused it.
+    fn worker_end(
+        &self,
+        end: &WorkerEnd,
+        failures: &[String],
+        current: &str,
+        done: bool,
+    ) -> Option<(String, String)> {
+        let mut death: Option<(String, String)> = None;
+        match end {
+            WorkerEnd::Exited(0) if done => {}
+            WorkerEnd::Exited(code)
+                if *code == crate::worker::HARNESS_FAILURE && !failures.is_empty() =>
+            {
+                self.harness(current, failures.join("; "));
+            }
+            WorkerEnd::Exited(code) if done => {
+                self.ended(
+                    current,
+                    format!(
+                        "the plugin ended the process with exit status {code} in {}",
+                        aapi_host::supervise::EXITING
+                    ),
+                );
+            }
+            WorkerEnd::Exited(code) => {
+                self.ended(
+                    current,
+                    format!(
+                        "the plugin ended the process (exit status {code}) outside any plugin call, before the task was done"
+                    ),
+                );
+            }
+            WorkerEnd::ExitedInCall { code, function } => {
+                let msg = format!(
+                    "the plugin ended the process (exit status {code}) in {}",
+                    call_name(function)
+                );
+                self.ended(current, msg.clone());
+                death = Some((format!("exit in {function}"), msg));
+            }
+            WorkerEnd::Crashed { signal, function } => {
+                let msg = match function {
+                    Some(f) => {
+                        format!("crash({}) in {}", signal_name(*signal), call_name(f))
+                    }
+                    None => format!("crash({}) outside any call", signal_name(*signal)),
+                };
+                if let Some(f) = function {
+                    let signature = format!("crash({}) in {f}", signal_name(*signal));
+                    death = Some((signature, msg.clone()));
+                }
+                self.fail(current, msg.clone());
+                self.crashes
+                    .lock()
+                    .unwrap()
+                    .push(format!("{msg} (during {current})"));
+            }
+            WorkerEnd::TimedOut { function, budget } => {
+                let msg = format!(
+                    "timeout in {}: no return and no keepalive within {} ms",
+                    call_name(function),
+                    budget.as_millis()
+                );
+                death = Some((format!("timeout in {function}"), msg.clone()));
+                self.hung(
+                    function,
+                    current,
+                    "timeout",
+                    format!("no return and no keepalive within {} ms", budget.as_millis()),
+                );
+                self.fail(current, msg.clone());
+                self.timeouts
+                    .lock()
+                    .unwrap()
+                    .push(format!("{msg} (during {current})"));
+            }
+            WorkerEnd::Overran {
+                limit,
+                function: Some(function),
+            } => {
+                let msg = format!(
+                    "{} had not returned when the worker reached its limit of {} s (worker_limit_s), keepalives or not: an unbounded wait (if the call is legitimately this long, raise worker_limit_s in the profile)",
+                    call_name(function),
+                    limit.as_secs()
+                );
+                death = Some((format!("overrun in {function}"), msg.clone()));
+                self.hung(
+                    function,
+                    current,
+                    "overrun",
+                    format!(
+                        "still running when the worker reached its limit of {} s",
+                        limit.as_secs()
+                    ),
+                );
+                self.fail(current, msg.clone());
+                self.overruns
+                    .lock()
+                    .unwrap()
+                    .push(format!("{msg} (during {current})"));
+            }
+            WorkerEnd::Overran {
+                limit,
+                function: None,
+            } => self.harness(
+                current,
+                format!(
+                    "the worker reached its limit of {} s (worker_limit_s) outside any plugin call: raise worker_limit_s in the profile if the data needs longer",
+                    limit.as_secs()
+                ),
+            ),
+            WorkerEnd::CancelIgnored { function, bound } => {
+                self.fail(
+                    current,
+                    format!(
+                        "cancel ignored in {function}: no return within {} ms of the AAPI_ECANCELLED answer",
+                        bound.as_millis()
+                    ),
+                );
+            }
+        }
+        death
     }
 
     fn run_all(&self) -> Result<Report, RunError> {
@@ -2055,7 +2164,7 @@ impl Runner {
         &self,
         def: &CheckDef,
         memo: &mut BTreeMap<String, Status>,
-    ) -> Option<&'static str> {
+    ) -> Option<String> {
         let deaths = |id: &str| -> Vec<String> {
             let st = self.state.lock().unwrap();
             st.get(id)
@@ -2080,7 +2189,7 @@ impl Runner {
         if subject.is_some_and(|f| mine.iter().any(|d| d.rsplit(" in ").next() == Some(f))) {
             return None;
         }
-        STEPS.iter().copied().find(|step| {
+        let step = STEPS.iter().copied().find(|step| {
             *step != def.id && {
                 let theirs = deaths(step);
                 mine.iter().all(|d| theirs.contains(d))
@@ -2089,7 +2198,26 @@ impl Runner {
                         Status::Passed | Status::Warning
                     )
             }
-        })
+        });
+        if let Some(step) = step {
+            return Some(step.to_string());
+        }
+        // Every worker of `def` that ended was stopped in a function that hung in one other
+        // check's worker first: `def` is blocked by that check.
+        let origins: BTreeSet<String> = {
+            let st = self.state.lock().unwrap();
+            let s = st.get(&def.id)?;
+            if s.stops.len() != s.deaths.len() {
+                return None;
+            }
+            s.stops.iter().cloned().collect()
+        };
+        if origins.len() != 1 {
+            return None;
+        }
+        let origin = origins.into_iter().next().filter(|o| *o != def.id)?;
+        let od = checks::find(&origin)?;
+        (!matches!(self.status_of(&od, memo), Status::Passed | Status::Warning)).then_some(origin)
     }
 
     fn compute_status(&self, def: &CheckDef, memo: &mut BTreeMap<String, Status>) -> Status {
@@ -2108,7 +2236,7 @@ impl Runner {
             }
         }
         if let Some(step) = self.stopped_by_step(def, memo) {
-            return Status::Blocked(step.to_string());
+            return Status::Blocked(step);
         }
         // A check judged by another check's probe is blocked by that check when the probe
         // stopped before it got there (it failed, or could not complete; a waived one too).

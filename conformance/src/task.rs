@@ -89,8 +89,25 @@ pub struct TaskSpec {
     pub job: PathBuf,
     /// The check the task runs for (probes announce the checks they evaluate as they go).
     pub check: String,
+    /// Functions that already hung in an earlier worker of the run (a timeout, or the worker
+    /// limit reached in them): a call to one of them that has not returned within its grace
+    /// stops this worker ([`Msg::Stopped`]) instead of hanging it again.
+    #[serde(default)]
+    pub hung: Vec<HungCall>,
     /// What to do.
     pub task: Task,
+}
+
+/// A function that hung in an earlier worker, and how long a call to it may take here.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HungCall {
+    /// Entry point.
+    pub function: String,
+    /// Milliseconds a call may run before the worker stops: in all, or, when `silent`, since
+    /// the call's start or the worker's last keepalive, whichever came later.
+    pub grace_ms: u64,
+    /// It hung without keepalive (a timeout), not while keeping alive (the worker limit).
+    pub silent: bool,
 }
 
 /// The work of one worker process.
@@ -183,6 +200,14 @@ pub enum Msg {
     },
     /// Measurements of the whole worker.
     Stats(Stats),
+    /// A call to a function of [`TaskSpec::hung`] ran past its grace: the worker stops now,
+    /// with the call still running.
+    Stopped {
+        /// The entry point.
+        function: String,
+        /// How long the call had run, in milliseconds.
+        after_ms: u64,
+    },
     /// The task is done and the worker exits with status 0: a worker that ends with status 0
     /// without this was ended by the plugin.
     Done,

@@ -22,6 +22,10 @@ use std::time::{Duration, Instant};
 /// Exit status of a worker whose own code failed (not the plugin's).
 pub const HARNESS_FAILURE: i32 = 70;
 
+/// Exit status of a worker that stopped itself in a call to a function that had hung before
+/// ([`Msg::Stopped`]).
+const STOPPED: i32 = 71;
+
 /// When this process was started by the runner as a worker, run its task and exit; otherwise
 /// return. Call it at the start of `main` of any binary used as the worker program, or at the
 /// start of the test function named in [`crate::WorkerProgram::CurrentTest`].
@@ -75,8 +79,15 @@ fn serve(spec: &str) -> (i32, Option<Arc<WorkerLink>>) {
     }
     let mut spec = spec;
     expand_job(&mut spec);
-    let hooks = Arc::new(ConfHooks::new(link.clone(), spec.setup.budget_ms));
+    let hung = spec.hung.iter().map(|h| h.function.clone()).collect();
+    let hooks = Arc::new(ConfHooks::new(link.clone(), spec.setup.budget_ms, hung));
     *hooks.current.lock().unwrap() = spec.check.clone();
+    if !spec.hung.is_empty() {
+        // Started before the plugin is loaded, so the thread counts of the probes include it.
+        let watch = hooks.clone();
+        let hung = spec.hung.clone();
+        std::thread::spawn(move || watch.watch_hung(&hung));
+    }
     let ctx = Ctx {
         spec,
         link: link.clone(),
@@ -159,6 +170,9 @@ fn run_task(ctx: &Ctx) -> Result<(), String> {
 
 thread_local! {
     static STARTS: RefCell<Vec<Instant>> = const { RefCell::new(Vec::new()) };
+    /// The running call of this thread to a function that hung before: its key in
+    /// `ConfHooks::hung_calls`.
+    static HUNG_CALL: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
 }
 
 struct Track {
@@ -180,10 +194,17 @@ pub struct ConfHooks {
     track: Mutex<Option<Track>>,
     stats: Mutex<Stats>,
     current: Mutex<String>,
+    /// Functions that hung in an earlier worker ([`TaskSpec::hung`]).
+    hung: Vec<String>,
+    /// Running calls to them: key, function, start.
+    hung_calls: Mutex<Vec<(u64, &'static str, Instant)>>,
+    hung_seq: AtomicUsize,
+    /// When the plugin last called the keepalive callback.
+    last_keepalive: Mutex<Option<Instant>>,
 }
 
 impl ConfHooks {
-    fn new(link: Arc<WorkerLink>, budget_ms: u32) -> ConfHooks {
+    fn new(link: Arc<WorkerLink>, budget_ms: u32, hung: Vec<String>) -> ConfHooks {
         ConfHooks {
             link,
             in_flight: AtomicUsize::new(0),
@@ -193,6 +214,45 @@ impl ConfHooks {
             track: Mutex::new(None),
             stats: Mutex::new(Stats::default()),
             current: Mutex::new(String::new()),
+            hung,
+            hung_calls: Mutex::new(Vec::new()),
+            hung_seq: AtomicUsize::new(0),
+            last_keepalive: Mutex::new(None),
+        }
+    }
+
+    /// Stop the worker when a call to one of `hung` runs past its grace: send
+    /// [`Msg::Stopped`] and exit with [`STOPPED`], the call still running. A function that
+    /// hung once would most likely hang again, holding the run up to the same limit for every
+    /// check that calls it.
+    fn watch_hung(&self, hung: &[HungCall]) -> ! {
+        loop {
+            std::thread::sleep(Duration::from_millis(10));
+            let alive = *self
+                .last_keepalive
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let calls = self.hung_calls.lock().unwrap_or_else(|e| e.into_inner());
+            let late = calls.iter().find_map(|(_, f, since)| {
+                let h = hung.iter().find(|h| h.function == *f)?;
+                let from = match alive {
+                    Some(a) if h.silent && a > *since => a,
+                    _ => *since,
+                };
+                (from.elapsed() > Duration::from_millis(h.grace_ms))
+                    .then_some((*f, since.elapsed()))
+            });
+            if let Some((function, ran)) = late {
+                let value = serde_json::to_value(Msg::Stopped {
+                    function: function.to_string(),
+                    after_ms: ran.as_millis() as u64,
+                })
+                .expect("messages serialise");
+                self.link.send(&Event::Result { value });
+                // SAFETY: _exit ends the process at once, without running the plugin's library
+                // destructors and exit handlers while one of its calls still runs.
+                unsafe { libc::_exit(STOPPED) };
+            }
         }
     }
 
@@ -245,6 +305,7 @@ impl HostHooks for ConfHooks {
     fn keepalive(&self) -> bool {
         self.stray("keepalive callback".into());
         let now = Instant::now();
+        *self.last_keepalive.lock().unwrap() = Some(now);
         if let Some(t) = self.track.lock().unwrap().as_mut() {
             t.max_gap = t.max_gap.max(now - t.last_alive);
             t.last_alive = now;
@@ -287,12 +348,26 @@ impl HostHooks for ConfHooks {
             }
         }
         self.link.call_enter(function);
+        if self.hung.iter().any(|f| f == function) {
+            let key = self.hung_seq.fetch_add(1, Ordering::SeqCst) as u64;
+            HUNG_CALL.with(|c| c.set(Some(key)));
+            self.hung_calls
+                .lock()
+                .unwrap()
+                .push((key, function, Instant::now()));
+        }
         STARTS.with(|s| s.borrow_mut().push(Instant::now()));
     }
 
     fn call_leave(&self, function: &'static str, code: c_int) {
         let now = Instant::now();
         let took = STARTS.with(|s| s.borrow_mut().pop()).map(|t| now - t);
+        if let Some(key) = HUNG_CALL.with(|c| c.take()) {
+            self.hung_calls
+                .lock()
+                .unwrap()
+                .retain(|(k, _, _)| *k != key);
+        }
         self.link.call_leave(function, code);
         let n = self.in_flight.fetch_sub(1, Ordering::SeqCst);
         let mut found = Stats::default();

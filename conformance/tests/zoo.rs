@@ -431,6 +431,77 @@ fn a_second_bug_in_a_failed_steps_function_is_reported() {
     assert_eq!(r.exit_code, 1);
 }
 
+/// A function that hangs (keeping alive forever, or without keepalive) holds the run up once,
+/// not once per probe that calls it: a later call to it is stopped after a quarter of its
+/// budget, and a check that only used it is blocked by the step, with a finding that names the
+/// first hang. The probes of that very function still fail on their own, and a second bug of
+/// that function that shows at once (`AAPI_ENOENT` for a NULL path) is still reported.
+#[test]
+fn a_function_that_hangs_holds_the_run_up_once() {
+    // Above the 2 s call budget: the call without keepalive times out first.
+    let three_s: fn(&mut RunOptions) = |o| o.profile.worker_limit_s = Some(3);
+    let two_s: fn(&mut RunOptions) = |o| o.profile.worker_limit_s = Some(2);
+    for (define, limit, aggregate) in [
+        ("ZOO_OPEN_FOREVER", two_s, "time.bounded"),
+        ("ZOO_OPEN_HANG", three_s, "time.budget"),
+    ] {
+        let r = run_with(Some(define), limit);
+        let text = r.to_text();
+        assert_eq!(
+            r.failed_ids(),
+            vec![
+                "life.backup",
+                "rc.null.aapi_open_object",
+                "rc.bad-handle.aapi_open_object",
+                "rc.out-params.aapi_open_object",
+                aggregate
+            ],
+            "{define}\n{text}"
+        );
+        assert!(
+            findings(&r, "rc.null.aapi_open_object").contains("returned AAPI_ENOENT"),
+            "{define}\n{text}"
+        );
+        // Waited for in full only by the workers that called it before it was known to hang:
+        // the backup's (one finding for its three hosts) and at most one probe per job.
+        let full = r.check(aggregate).map_or(0, |c| c.findings.len());
+        assert!(
+            (1..=3).contains(&full),
+            "{define}: {full} workers hung in full\n{text}"
+        );
+        let stopped = r
+            .checks
+            .iter()
+            .filter(|c| {
+                c.findings.iter().any(|f| {
+                    f.starts_with("aapi_open_object was stopped after")
+                        && f.contains("without returning: it had already hung during")
+                })
+            })
+            .count();
+        assert!(stopped >= 8, "{define}: {stopped} stopped\n{text}");
+        for id in [
+            "abi.struct-size",
+            "rc.bad-handle.aapi_close_server",
+            "rc.last-error",
+            "rc.unknown-path",
+            "life.after-terminate",
+        ] {
+            assert_eq!(
+                r.check(id).map(|c| &c.status),
+                Some(&Status::Blocked("life.backup".into())),
+                "{define}: {id}\n{text}"
+            );
+        }
+        assert!(
+            r.checks
+                .iter()
+                .all(|c| !matches!(c.status, Status::Error(_))),
+            "{define}\n{text}"
+        );
+    }
+}
+
 /// Relative `selections` and `restore_root` are relative to the profile's directory, not to the
 /// directory the runner happens to run in.
 #[test]

@@ -920,7 +920,8 @@ int aapi_open_object(aapi_server_t server, const char *path, uint32_t flags, aap
 #ifdef ZOO_OUTPARAM
     if (object) *object = 0;
 #endif
-#ifdef ZOO_NULL_CODE
+#if defined(ZOO_NULL_CODE) || defined(ZOO_OPEN_FOREVER) || defined(ZOO_OPEN_HANG)
+    /* ZOO_OPEN_FOREVER, ZOO_OPEN_HANG: a second bug in a function that hangs, found at once */
     if (!path) FAIL(AAPI_ENOENT, "aapi_open_object: no path");
 #endif
 #ifdef ZOO_OPEN_TWO_BUGS
@@ -937,6 +938,15 @@ int aapi_open_object(aapi_server_t server, const char *path, uint32_t flags, aap
     struct stat st;
 #ifdef ZOO_CRASH_IN_OPEN
     *(volatile int *)8 = 1; /* every valid open crashes */
+#endif
+#ifdef ZOO_OPEN_FOREVER
+    for (;;) { /* every valid open keeps alive, but never returns (TIME-3) */
+        keepalive(s);
+        usleep(100 * 1000);
+    }
+#endif
+#ifdef ZOO_OPEN_HANG
+    for (;;) pause(); /* every valid open hangs without keepalive (TIME-1) */
 #endif
     if (lstat(path, &st) != 0) FAIL(AAPI_ENOENT, "open %s: %s", path, strerror(errno));
     object_t *o = new_object(s, path, 0);
