@@ -227,6 +227,7 @@ pub const GATE: &[&str] = &[
     "load.init",
     "load.info-strings",
     "load.info-abi",
+    "load.terminate",
 ];
 
 /// Functions taking pointer parameters that may not be NULL (one `rc.null.*` check each).
@@ -368,6 +369,13 @@ pub fn all() -> Vec<CheckDef> {
             "ABI-3",
             None,
             "aapi_plugin_info_t abi_major/abi_minor equal the marker's",
+        ),
+        def(
+            "load.terminate",
+            Load,
+            "LIFE-7",
+            None,
+            "aapi_terminate after a successful aapi_pgn_init returns AAPI_EOK",
         ),
         def(
             "load.claim",

@@ -212,7 +212,7 @@ zoo_tests! {
     aborts: "ZOO_ABORT" => ["LIFE-8", "MEM-3"] [] "mem.no-crash" "crash(SIGABRT) in aapi_get_object_prop";
     writes_past_read_buffer: "ZOO_READ_OVERFLOW" => ["MEM-4"] [] "mem.read-bounds" "wrote past the buffer";
     // Status 0 is no success while a call runs: the plugin ended the process.
-    exits_in_terminate: "ZOO_EXIT_IN_TERMINATE" => ["LIFE-8"] [] "load.init" "the plugin ended the process (exit status 0) in aapi_terminate";
+    exits_in_terminate: "ZOO_EXIT_IN_TERMINATE" => ["LIFE-7"] [] "load.terminate" "the plugin ended the process (exit status 0) in aapi_terminate";
     exits_in_rollback: "ZOO_EXIT_IN_ROLLBACK" => ["MEM-3", "RST-10", "RST-6"] [] "mem.no-crash" "the plugin ended the process (exit status 0) in aapi_restore_postprocess (during rst.failed-restore)";
     // The library destructors run when a worker exits: held to the budget of a call.
     destructor_hangs: "ZOO_DTOR_HANG" => ["LIFE-8"] [] "load.init" "timeout in the process exit (library destructors, exit handlers)";

@@ -1,5 +1,6 @@
 //! Loading, identity, handshake: the load gate (`load.marker`, `load.abi-version`,
-//! `load.symbols`, `load.init`, `load.info-strings`, `load.info-abi`) and the `load.*` probes.
+//! `load.symbols`, `load.init`, `load.info-strings`, `load.info-abi`, `load.terminate`) and the
+//! `load.*` probes.
 
 use super::ffi::{host_info, plugin_info};
 use super::probe::{PR, Probe, dir_is_empty, harness};
@@ -158,8 +159,20 @@ pub fn gate(ctx: &Ctx) -> Result<(), String> {
         );
     }
     ctx.ran("load.info-abi");
+    // The cycle ends: a plugin that crashes or ends the process here breaks its terminate.
+    ctx.begin("load.terminate");
+    let code = api.terminate();
+    if code != AAPI_EOK {
+        ctx.fail(
+            "load.terminate",
+            format!(
+                "aapi_terminate after a successful aapi_pgn_init returned {}",
+                code_name(code)
+            ),
+        );
+    }
+    ctx.ran("load.terminate");
     ctx.begin("load.init");
-    api.terminate();
     match Plugin::init(lib, ctx.dyn_hooks()) {
         Ok(p) => {
             let _ = p.terminate();
