@@ -433,7 +433,8 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
             .data
             .watch_dirs
             .iter()
-            .map(|d| PathBuf::from(dir(d)))
+            // `{job}` stands for an absolute directory that each worker names when it starts.
+            .map(|d| PathBuf::from(if d.starts_with("{job}") { x(d) } else { dir(d) }))
             .collect(),
     };
     if let Some(ft) = &p.files {

@@ -58,6 +58,32 @@ fn rust_sample_passes_every_check() {
     );
 }
 
+/// The watched directories are where the profile says, `{job}` included: a sample plugin that
+/// creates its snapshot directory inside the watched `{job}` leaves that directory behind after
+/// postprocess (it removes only the snapshot), and `disc.postprocess` must see it.
+#[test]
+fn watched_job_directories_are_really_watched() {
+    let (mut profile, dir) = Profile::from_path(Path::new(PROFILE)).unwrap();
+    profile.data.watch_dirs = vec!["{job}".into()];
+    let mut opts = RunOptions::new(rust_sample());
+    opts.profile = profile;
+    opts.profile_dir = dir;
+    opts.only = vec!["disc.postprocess".into()];
+    opts.worker = WorkerProgram::Program(env!("CARGO_BIN_EXE_aapi-conformance").into(), vec![]);
+    let scratch = common::fast_tempdir();
+    opts.scratch = Some(scratch.path().join("run"));
+    let r = aapi_conformance::run(opts).unwrap();
+    let c = r.check("disc.postprocess").unwrap();
+    assert_eq!(c.status, Status::Failed, "{}", r.to_text());
+    assert!(
+        c.findings
+            .iter()
+            .any(|f| f.contains("still hold") && f.contains("snapshots")),
+        "{:?}",
+        c.findings
+    );
+}
+
 #[test]
 fn c_sample_passes_every_check_through_the_cli() {
     let dir = common::fast_tempdir();
