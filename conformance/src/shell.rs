@@ -8,7 +8,7 @@
 //! runner's standard error: standard output carries the report alone.
 
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -67,7 +67,7 @@ impl Shell<'_> {
         let cant =
             |e: std::io::Error| Stop::Failed(format!("{what} command: cannot run `{cmd}`: {e}"));
         let before = self.interrupted();
-        let (guard_r, guard_w) = match cloexec_pipe() {
+        let (guard_r, guard_w) = match aapi_host::supervise::cloexec_pipe() {
             Ok(p) => p,
             Err(e) => return (None, Err(cant(e))),
         };
@@ -83,10 +83,10 @@ impl Shell<'_> {
             c.env(k, v);
         }
         let guard_fd = guard_r.as_raw_fd();
-        // SAFETY: the closure only makes async-signal-safe system calls (fork, waitpid, _exit
-        // and those of `guard`); it runs in the forked child after its setpgid.
+        // SAFETY: start_group_guard makes only async-signal-safe system calls and does not
+        // allocate; it runs in the forked child after its setpgid.
         unsafe {
-            c.pre_exec(move || start_guard(guard_fd));
+            c.pre_exec(move || aapi_host::supervise::start_group_guard(guard_fd).map(drop));
         }
         let child = match c.spawn() {
             Ok(ch) => ch,
@@ -147,72 +147,5 @@ fn exited(child: &Child) -> Option<ExitStatus> {
             libc::CLD_EXITED => ExitStatus::from_raw((status & 0xff) << 8),
             _ => ExitStatus::from_raw(status & 0x7f),
         })
-    }
-}
-
-fn cloexec_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: fds is a valid array of two ints for pipe2 to fill.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-/// In the command's process, before it runs the shell: start the guard, a process of the same
-/// group that is not the command's child (so a shell that waits for its children never waits for
-/// it), which kills the group when the runner's end of the pipe `fd` closes.
-fn start_guard(fd: RawFd) -> std::io::Result<()> {
-    // SAFETY: fork(2) in the pre-exec child; the forked processes only make async-signal-safe
-    // calls and never return into Rust code.
-    unsafe {
-        let middle = libc::fork();
-        if middle < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if middle == 0 {
-            if libc::fork() == 0 {
-                guard(fd);
-            }
-            libc::_exit(0);
-        }
-        let mut status = 0;
-        while libc::waitpid(middle, &mut status, 0) < 0 {
-            if *libc::__errno_location() != libc::EINTR {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The guard's life: only async-signal-safe system calls.
-///
-/// # Safety
-/// Call only in a freshly forked child; it never returns.
-unsafe fn guard(fd: RawFd) -> ! {
-    // SAFETY: plain system calls on this process's own descriptors and process group.
-    unsafe {
-        libc::prctl(libc::PR_SET_NAME, c"aapi-conf-guard".as_ptr());
-        // Hold nothing but the read end: no copy of the write end, no standard streams.
-        if fd > 0 {
-            libc::syscall(libc::SYS_close_range, 0u32, (fd - 1) as u32, 0u32);
-        }
-        libc::syscall(libc::SYS_close_range, (fd + 1) as u32, u32::MAX, 0u32);
-        loop {
-            // No event asked for: poll returns only when the last writer is gone (POLLHUP).
-            let mut p = libc::pollfd {
-                fd,
-                events: 0,
-                revents: 0,
-            };
-            let n = libc::poll(&mut p, 1, -1);
-            if n > 0 || (n < 0 && *libc::__errno_location() != libc::EINTR) {
-                break;
-            }
-        }
-        libc::kill(0, libc::SIGKILL);
-        libc::_exit(0)
     }
 }

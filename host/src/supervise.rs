@@ -460,7 +460,8 @@ impl fmt::Debug for Worker {
     }
 }
 
-fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+/// A pipe whose two ends close on exec: (read end, write end).
+pub fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: fds is a valid array of two ints for pipe2 to fill.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -783,73 +784,85 @@ fn env_fd(name: &str) -> Option<RawFd> {
 }
 
 /// Start the guard of this worker's process group, when this process was started by
-/// [`Worker::spawn`]; returns the guard's process id (`None` when not started so). The guard is a
-/// small process in the worker's group that waits until the supervisor's end of the control pipe
-/// closes, which happens when the supervisor ends in any way, SIGKILL included, and then kills
-/// the whole group: the worker and every process the plugin started in it. (The supervisor kills
-/// the group itself after a worker ends; the guard covers the supervisor's own death, where
-/// nothing else would.) The guard is not a child of the worker, so a plugin that waits for all
-/// its children never waits for it. Call it first thing in the worker, while it has one thread.
+/// [`Worker::spawn`]; returns the guard's process id (`None` when not started so). The guard
+/// ([`start_group_guard`] on the control pipe) kills the worker and every process the plugin
+/// started in its group once the supervisor has ended in any way, SIGKILL included. (The
+/// supervisor kills the group itself after a worker ends; the guard covers the supervisor's own
+/// death, where nothing else would.) Call it first thing in the worker, while it has one thread.
 pub fn guard_process_group() -> io::Result<Option<u32>> {
-    let Some(control) = env_fd(CONTROL_FD_ENV) else {
-        return Ok(None);
-    };
-    let (pid_r, pid_w) = cloexec_pipe()?;
-    // SAFETY: fork(2); the child only makes async-signal-safe calls (fork, write, _exit, and
-    // those of `guard`), so it is sound even if other threads exist.
-    let middle = unsafe { libc::fork() };
-    if middle < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if middle == 0 {
-        // SAFETY: in the forked child: fork again, so that the guard is re-parented away from
-        // the worker, tell the worker the guard's id, and end at once.
-        unsafe {
-            let guard_pid = libc::fork();
-            if guard_pid == 0 {
-                guard(control);
-            }
-            let bytes = guard_pid.to_ne_bytes();
-            libc::write(pid_w.as_raw_fd(), bytes.as_ptr().cast(), bytes.len());
-            libc::_exit(0);
-        }
-    }
-    drop(pid_w);
-    let mut status = 0;
-    // SAFETY: reaps the intermediate child started above, which exits at once.
-    while unsafe { libc::waitpid(middle, &mut status, 0) } < 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-    let mut bytes = [0u8; 4];
-    File::from(pid_r).read_exact(&mut bytes)?;
-    match libc::pid_t::from_ne_bytes(bytes) {
-        pid if pid > 0 => Ok(Some(pid as u32)),
-        _ => Err(io::Error::other("the guard process could not be started")),
+    match env_fd(CONTROL_FD_ENV) {
+        Some(control) => start_group_guard(control).map(Some),
+        None => Ok(None),
     }
 }
 
-/// The guard's life (see [`guard_process_group`]): only async-signal-safe system calls.
+/// Start a guard of the calling process's process group: a small process in the group that waits
+/// until every writer of the pipe whose read end is `fd` has closed it, and then kills the whole
+/// group. The guard is not a child of the caller, so a program that waits for all its children
+/// never waits for it. Returns the guard's process id.
+///
+/// It makes only async-signal-safe system calls and does not allocate, so it may run in a
+/// [`CommandExt::pre_exec`] closure.
+pub fn start_group_guard(fd: RawFd) -> io::Result<u32> {
+    let mut ends = [0 as RawFd; 2];
+    // SAFETY: pipe2, fork, write, read, waitpid, close and _exit are async-signal-safe; the
+    // forked processes never return into Rust code (`guard` never returns).
+    unsafe {
+        if libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let [pid_r, pid_w] = ends;
+        let middle = libc::fork();
+        if middle < 0 {
+            let e = io::Error::last_os_error();
+            libc::close(pid_r);
+            libc::close(pid_w);
+            return Err(e);
+        }
+        if middle == 0 {
+            // Fork again and end at once: the guard is re-parented away from the caller.
+            let guard_pid = libc::fork();
+            if guard_pid == 0 {
+                guard(fd);
+            }
+            let bytes = guard_pid.to_ne_bytes();
+            libc::write(pid_w, bytes.as_ptr().cast(), bytes.len());
+            libc::_exit(0);
+        }
+        libc::close(pid_w);
+        let mut status = 0;
+        while libc::waitpid(middle, &mut status, 0) < 0 && *libc::__errno_location() == libc::EINTR
+        {
+        }
+        let mut bytes = [0u8; 4];
+        let n = libc::read(pid_r, bytes.as_mut_ptr().cast(), bytes.len());
+        libc::close(pid_r);
+        match libc::pid_t::from_ne_bytes(bytes) {
+            pid if n == 4 && pid > 0 => Ok(pid as u32),
+            _ => Err(io::Error::from_raw_os_error(libc::EAGAIN)),
+        }
+    }
+}
+
+/// The guard's life (see [`start_group_guard`]): only async-signal-safe system calls.
 ///
 /// # Safety
 /// Call only in a freshly forked child; it never returns.
-unsafe fn guard(control: RawFd) -> ! {
+unsafe fn guard(fd: RawFd) -> ! {
     // SAFETY: plain system calls on this process's own descriptors and process group.
     unsafe {
         libc::prctl(libc::PR_SET_NAME, c"aapi-guard".as_ptr());
-        // Hold nothing of the worker's (its event pipe, its standard streams) but the control
-        // pipe; on a kernel without close_range the copies stay, which nothing waits for.
-        if control > 0 {
-            libc::syscall(libc::SYS_close_range, 0u32, (control - 1) as u32, 0u32);
+        // Hold nothing of the caller's (a worker's event pipe, standard streams) but the pipe;
+        // on a kernel without close_range the copies stay, which nothing waits for.
+        if fd > 0 {
+            libc::syscall(libc::SYS_close_range, 0u32, (fd - 1) as u32, 0u32);
         }
-        libc::syscall(libc::SYS_close_range, (control + 1) as u32, u32::MAX, 0u32);
+        libc::syscall(libc::SYS_close_range, (fd + 1) as u32, u32::MAX, 0u32);
         loop {
             // No event asked for: poll returns only when the last writer is gone (POLLHUP), so
-            // the cancel messages in the pipe stay for the worker to read.
+            // what is in the pipe (a worker's cancel messages) stays for the caller to read.
             let mut p = libc::pollfd {
-                fd: control,
+                fd,
                 events: 0,
                 revents: 0,
             };
