@@ -19,6 +19,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The guard of this worker's process group (`guard_process_group`): the runner's process, not
+/// one the plugin started.
+static GUARD: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
 /// Exit status of a worker whose own code failed (not the plugin's).
 pub const HARNESS_FAILURE: i32 = 70;
 
@@ -61,6 +65,18 @@ fn serve(spec: &str) -> (i32, Option<Arc<WorkerLink>>) {
         .iter()
         .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
         .collect();
+    // Processes the plugin starts die with the runner, even when it is killed with SIGKILL.
+    match aapi_host::supervise::guard_process_group() {
+        Ok(pid) => {
+            if let Some(pid) = pid {
+                let _ = GUARD.set(pid);
+            }
+        }
+        Err(e) => {
+            eprintln!("aapi-conformance worker: cannot start the guard of its process group: {e}");
+            return (HARNESS_FAILURE, None);
+        }
+    }
     let Some(link) = WorkerLink::from_env(creds) else {
         eprintln!("aapi-conformance worker: not started by the runner (no event pipe)");
         return (HARNESS_FAILURE, None);
@@ -644,7 +660,7 @@ pub fn child_processes() -> Vec<String> {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };
-        if pid == me {
+        if pid == me || GUARD.get() == Some(&(pid as u32)) {
             continue;
         }
         let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {

@@ -636,6 +636,55 @@ fn keep_scratch_reuses_its_own_directory_and_refuses_another() {
     assert!(err.contains("is not a directory"), "{err}");
 }
 
+/// The parent process id of `pid`, if it still runs.
+fn parent_of(pid: &str) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1).map(str::to_string)
+}
+
+/// A runner killed with SIGKILL (a CI job's hard timeout) takes with it what its workers'
+/// plugin started: the guard of each worker's process group kills the group.
+#[test]
+fn a_process_the_plugin_started_dies_with_a_killed_runner() {
+    // Every worker's init starts a helper process that sleeps for two minutes.
+    let plugin = common::build(Some("ZOO_FORK_CHILD"));
+    let dir = common::fast_tempdir();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let profile = write_profile(dir.path(), "");
+    let mut child = cli()
+        .arg("run")
+        .arg(&plugin)
+        .arg("--profile")
+        .arg(&profile)
+        .env("TMPDIR", &tmp)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let runner = child.id().to_string();
+    let marker = tmp.to_string_lossy().into_owned();
+    // Wait for a helper: a process of the run whose parent is a worker (not the runner).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let procs = processes_mentioning(&marker);
+        let helper = procs.iter().any(|p| {
+            parent_of(p).is_some_and(|parent| parent != runner && procs.contains(&parent))
+        });
+        if helper {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no helper started");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // SAFETY: kill(2) of the child started above, which has not been reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+    child.wait().unwrap();
+    let left = processes_left(&marker);
+    assert!(left.is_empty(), "processes outlived the runner: {left:?}");
+}
+
 /// Wait until `path` exists (a command of the profile made it), at most 30 s.
 fn wait_for(path: &std::path::Path) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
