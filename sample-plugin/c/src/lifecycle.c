@@ -16,6 +16,7 @@
  */
 #include "files.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -84,15 +85,58 @@ int aapi_pgn_claim(const char *workload_type)
 /* Session configuration (sample-plugin/README.md, "Configuration")                            */
 /* ------------------------------------------------------------------------------------------ */
 
-static int set_snapshot_dir(files_config *cfg, const char *dir)
+/* files.snapshot_dir=`dir`, normalized. The directory is checked and used by this very path: a
+ * ".." would be checked where the walk leads but kept in every snapshot path, which object paths
+ * may not hold. */
+static int set_snapshot_dir(const char *fn, files_config *cfg, const char *dir)
 {
     int dotdot;
-    char *norm = path_normalize(dir, &dotdot);
+    char *norm;
+    if (!path_is_absolute(dir))
+        return fail(AAPI_EINVAL, "%s: files.snapshot_dir=\"%s\" is not an absolute path", fn, dir);
+    norm = path_normalize(dir, &dotdot);
     if (norm == NULL)
-        return AAPI_ENOMEM;
+        return fail(AAPI_ENOMEM, "%s: out of memory", fn);
+    if (dotdot) {
+        free(norm);
+        return fail(AAPI_EINVAL,
+                    "%s: files.snapshot_dir=\"%s\" contains a \"..\" component, which snapshot "
+                    "paths may not hold; set files.snapshot_dir to the path of the directory "
+                    "without \"..\"",
+                    fn, dir);
+    }
     free(cfg->snapshot_dir);
     cfg->snapshot_dir = norm;
     return AAPI_EOK;
+}
+
+/* The default files.snapshot_dir: "aapi-files-snapshots" in the temporary directory for root,
+ * "aapi-files-snapshots-<uid>" for any other user (so that no user's directory stands in the way
+ * of another's). The temporary directory is $TMPDIR when it is an absolute path without a ".."
+ * component (POSIX requires an absolute one), else /tmp: the directory checked is then the one
+ * every snapshot path names. NULL when out of memory. */
+static char *default_snapshot_dir(void)
+{
+    const char *tmpdir = getenv("TMPDIR");
+    char name[64], *tmp = NULL, *dir, *norm;
+    int dotdot = 1;
+    unsigned long uid = (unsigned long)geteuid();
+    if (tmpdir != NULL && path_is_absolute(tmpdir)) {
+        tmp = path_normalize(tmpdir, &dotdot);
+        if (tmp == NULL)
+            return NULL;
+    }
+    if (uid == 0)
+        snprintf(name, sizeof name, "aapi-files-snapshots");
+    else
+        snprintf(name, sizeof name, "aapi-files-snapshots-%lu", uid);
+    dir = path_join(tmp != NULL && !dotdot ? tmp : "/tmp", name);
+    free(tmp);
+    if (dir == NULL)
+        return NULL;
+    norm = path_normalize(dir, &dotdot);
+    free(dir);
+    return norm;
 }
 
 static int parse_time(const char *fn, const char *key, const char *value, int *has, int64_t *out)
@@ -110,21 +154,16 @@ static int parse_config(const char *fn, files_server *srv)
 {
     const aapi_session_def_t *s = srv->session;
     files_config *cfg = &srv->cfg;
-    const char *tmpdir = getenv("TMPDIR");
-    char *dflt;
     size_t i;
     int rc;
 
     cfg->snapshot = SNAP_NONE;
     cfg->reflink_fallback_copy = 0;
     cfg->min_free_bytes = 0;
-    dflt = path_join(tmpdir != NULL && tmpdir[0] != '\0' ? tmpdir : "/tmp", "aapi-files-snapshots");
-    if (dflt == NULL)
+    free(cfg->snapshot_dir);
+    cfg->snapshot_dir = default_snapshot_dir();
+    if (cfg->snapshot_dir == NULL)
         return fail(AAPI_ENOMEM, "%s: out of memory", fn);
-    rc = set_snapshot_dir(cfg, dflt);
-    free(dflt);
-    if (rc != AAPI_EOK)
-        return fail(rc, "%s: out of memory", fn);
 
     for (i = 0; i < s->sd_property_count; i++) {
         const char *key = s->sd_properties[i].key, *value = s->sd_properties[i].value;
@@ -140,11 +179,9 @@ static int parse_config(const char *fn, files_server *srv)
                             "%s: files.snapshot=\"%s\" is not one of none, copy, reflink", fn,
                             value);
         } else if (strcmp(key, "files.snapshot_dir") == 0) {
-            if (!path_is_absolute(value))
-                return fail(AAPI_EINVAL, "%s: files.snapshot_dir=\"%s\" is not an absolute path",
-                            fn, value);
-            if (set_snapshot_dir(cfg, value) != AAPI_EOK)
-                return fail(AAPI_ENOMEM, "%s: out of memory", fn);
+            rc = set_snapshot_dir(fn, cfg, value);
+            if (rc != AAPI_EOK)
+                return rc;
         } else if (strcmp(key, "files.reflink_fallback") == 0) {
             if (strcmp(value, "error") == 0)
                 cfg->reflink_fallback_copy = 0;

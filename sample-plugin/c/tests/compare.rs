@@ -1436,6 +1436,15 @@ fn bad_calls(s: &mut Script, dir: &Path, tree: &Path) {
             AAPI_EINVAL,
         ),
         (
+            "files.snapshot_dir with a .. component",
+            raw_session(
+                AAPI_OP_BACKUP,
+                &[("files.snapshot_dir", "/tmp/../tmp/snaps")],
+                |_| {},
+            ),
+            AAPI_EINVAL,
+        ),
+        (
             "files.reflink_fallback=maybe",
             raw_session(
                 AAPI_OP_BACKUP,

@@ -1021,12 +1021,13 @@ static void cancelled(void)
 
 /* SEC-2: a snapshot directory below a directory that others may write into (0777, no sticky bit)
  * is refused with AAPI_ESNAPSHOT naming that directory, before anything is made; without
- * files.snapshot_dir the snapshot goes to $TMPDIR/aapi-files-snapshots, made 0700. */
+ * files.snapshot_dir the snapshot goes to $TMPDIR/aapi-files-snapshots (with "-<uid>" for a user
+ * other than root), made 0700. */
 static void snapshot_ancestors(void)
 {
     const char *tmp = getenv("TMPDIR");
     char *open_dir = join(g_work, "open-to-all"), *snapdir = join(open_dir, "snapshots");
-    char *out = join(g_work, "wkld-ancestors"), *dflt, *snap, want[4200];
+    char *out = join(g_work, "wkld-ancestors"), *dflt, *snap, want[4200], name[64];
     aapi_property_t props[2];
     aapi_snapid_t id;
     struct stat st;
@@ -1060,7 +1061,11 @@ static void snapshot_ancestors(void)
     CHECK(count_below(out) == 0, "a refused discovery left %ld workload files", count_below(out));
 
     discovery_job(out, props, 1, AAPI_SCHED_FULL, &id, AAPI_EOK);
-    dflt = join(tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp", "aapi-files-snapshots");
+    if (geteuid() == 0)
+        snprintf(name, sizeof name, "aapi-files-snapshots");
+    else
+        snprintf(name, sizeof name, "aapi-files-snapshots-%lu", (unsigned long)geteuid());
+    dflt = join(tmp != NULL && tmp[0] == '/' ? tmp : "/tmp", name);
     snap = join(dflt, id.id);
     CHECK(lstat(dflt, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 07777) == 0700,
           "the default snapshot directory %s is not a directory of mode 0700", dflt);
@@ -1451,6 +1456,19 @@ static void bad_calls(void)
     CHECK(srv == 0, "server handle written on failure (RC-5)");
     s = session(AAPI_OP_BACKUP, AAPI_SCHED_FULL, "", NULL, 0);
     EXPECT(P.open_server("", &s, &srv), AAPI_EINVAL);
+    {
+        /* A ".." in the snapshot directory would stay in every snapshot path. */
+        aapi_property_t dd[1];
+        dd[0].key = "files.snapshot_dir";
+        dd[0].value = "/tmp/../tmp/snaps";
+        s = session(AAPI_OP_BACKUP, AAPI_SCHED_FULL, "", dd, 1);
+        EXPECT(P.open_server("localhost", &s, &srv), AAPI_EINVAL);
+        CHECK(strstr(last_error(), "files.snapshot_dir=\"/tmp/../tmp/snaps\" contains a \"..\" "
+                                   "component") != NULL,
+              "the refusal of a \"..\" does not name it: %s", last_error());
+        CHECK(srv == 0, "server handle written on failure (RC-5)");
+        s = session(AAPI_OP_BACKUP, AAPI_SCHED_FULL, "", NULL, 0);
+    }
     h = open_session(&s);
     /* RC-4: 0, forged, and a server handle used as an object handle. */
     EXPECT(P.close_object(0), AAPI_EBADHANDLE);

@@ -3,7 +3,8 @@
 use crate::paths;
 use aapi_sdk::plugin::{Error, Result, Session};
 use aapi_sdk::props::{AAPI_PROP_LAST_BACKUP_TIME, AAPI_PROP_LAST_FULL_TIME};
-use std::path::PathBuf;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 
 /// How discovery freezes the selection (`files.snapshot`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,7 +22,7 @@ pub enum SnapshotMode {
 pub struct Config {
     /// `files.snapshot`.
     pub snapshot: SnapshotMode,
-    /// `files.snapshot_dir` (normalized, absolute).
+    /// `files.snapshot_dir` (normalized, absolute, without a `..` component).
     pub snapshot_dir: PathBuf,
     /// `files.reflink_fallback=copy`: copy where the file system cannot clone.
     pub reflink_fallback_copy: bool,
@@ -50,17 +51,36 @@ fn decimal(key: &str, value: &str, max: u64, unit: &str) -> Result<u64> {
         .ok_or_else(bad)
 }
 
+/// The default `files.snapshot_dir` of user `uid`: `aapi-files-snapshots` in the temporary
+/// directory for root, `aapi-files-snapshots-<uid>` for any other user (so that no user's
+/// directory stands in the way of another's). The temporary directory is `tmpdir` (`$TMPDIR`)
+/// when it is an absolute path without a `..` component (POSIX requires an absolute one), else
+/// `/tmp`: the directory checked is then the one every snapshot path names.
+pub fn default_snapshot_dir(tmpdir: Option<&OsStr>, uid: u32) -> PathBuf {
+    let tmp = tmpdir
+        .map(Path::new)
+        .filter(|t| paths::is_absolute(t))
+        .map(paths::normalize)
+        .filter(|(_, dotdot)| !dotdot)
+        .map_or_else(|| PathBuf::from("/tmp"), |(t, _)| t);
+    let name = if uid == 0 {
+        "aapi-files-snapshots".to_string()
+    } else {
+        format!("aapi-files-snapshots-{uid}")
+    };
+    paths::normalize(&tmp.join(name)).0
+}
+
 impl Config {
     /// Read the session's properties. A bad value of a known key is `AAPI_EINVAL`; unknown
     /// `files.*` keys are logged as warnings and ignored. When a key repeats, the last one wins.
     pub fn from_session(session: &Session) -> Result<Config> {
-        let tmp = std::env::var_os("TMPDIR")
-            .filter(|t| !t.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/tmp"));
         let mut cfg = Config {
             snapshot: SnapshotMode::None,
-            snapshot_dir: paths::normalize(&tmp.join("aapi-files-snapshots")).0,
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            snapshot_dir: default_snapshot_dir(std::env::var_os("TMPDIR").as_deref(), unsafe {
+                libc::geteuid()
+            }),
             reflink_fallback_copy: false,
             min_free_bytes: 0,
             last_backup_time: None,
@@ -87,7 +107,16 @@ impl Config {
                             "files.snapshot_dir={value:?} is not an absolute path"
                         )));
                     }
-                    cfg.snapshot_dir = paths::normalize(&dir).0;
+                    // The directory is checked and used by this very path: a ".." would be
+                    // checked where the walk leads but kept in every snapshot path, which
+                    // object paths may not hold.
+                    let (dir, dotdot) = paths::normalize(&dir);
+                    if dotdot {
+                        return Err(Error::invalid(format!(
+                            "files.snapshot_dir={value:?} contains a \"..\" component, which snapshot paths may not hold; set files.snapshot_dir to the path of the directory without \"..\""
+                        )));
+                    }
+                    cfg.snapshot_dir = dir;
                 }
                 "files.reflink_fallback" => {
                     cfg.reflink_fallback_copy = match value.as_str() {
@@ -126,6 +155,28 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_snapshot_directory_is_absolute_and_per_user() {
+        let d = |t: Option<&str>, uid| default_snapshot_dir(t.map(OsStr::new), uid);
+        assert_eq!(d(None, 0), Path::new("/tmp/aapi-files-snapshots"));
+        assert_eq!(
+            d(Some("/srv/t//"), 0),
+            Path::new("/srv/t/aapi-files-snapshots")
+        );
+        assert_eq!(
+            d(Some("/srv/./t"), 1000),
+            Path::new("/srv/t/aapi-files-snapshots-1000")
+        );
+        // Relative, empty or with "..": the path checked would not be the one used.
+        for ignored in ["reltmp", "", "./t", "/srv/../t", "/srv/t/.."] {
+            assert_eq!(
+                d(Some(ignored), 65534),
+                Path::new("/tmp/aapi-files-snapshots-65534"),
+                "{ignored:?}"
+            );
+        }
+    }
 
     #[test]
     fn decimals_are_digits_only() {

@@ -1151,6 +1151,7 @@ fn bad_input_gets_the_codes_of_the_specification() {
     for props in [
         vec![("files.snapshot", "zfs")],
         vec![("files.snapshot_dir", "relative/dir")],
+        vec![("files.snapshot_dir", "/tmp/../tmp/snaps")],
         vec![("files.reflink_fallback", "maybe")],
         vec![("files.min_free_bytes", "12k")],
         vec![("aapi.last_backup_time", "-5")],
