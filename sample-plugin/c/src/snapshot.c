@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,9 +93,9 @@ static char *snap_path(const files_server *srv, const char *id, const char *real
 /* AAPI_EOK when no user other than root and the running user may change `at`, a directory or
  * symbolic link on the way to the snapshot directory `dir`; else AAPI_ESNAPSHOT naming it and the
  * fix. A directory must be owned by root or the running user, and writable by neither its group
- * nor others unless it is root's and sticky (/tmp): there only the owner of an entry may rename
- * it. A link must be owned by root or the running user (in a sticky directory its owner may
- * replace it). */
+ * nor others unless it has the sticky bit (/tmp): there only root, the directory's owner and an
+ * entry's owner may rename that entry. A link must be owned by root or the running user (in a
+ * sticky directory its owner may replace it). */
 static int check_ancestor(const char *fn, const char *dir, const char *at, const struct stat *st)
 {
     unsigned long uid = (unsigned long)st->st_uid, me = (unsigned long)geteuid();
@@ -115,12 +116,12 @@ static int check_ancestor(const char *fn, const char *dir, const char *at, const
                     "could put a directory of their own in place of the snapshot directory; give "
                     "%s to root or to the running user, or " ANCESTORS_FIX,
                     fn, dir, at, uid, mode, me, at);
-    } else if ((mode & 022) != 0 && !((mode & S_ISVTX) != 0 && uid == 0)) {
+    } else if ((mode & 022) != 0 && (mode & S_ISVTX) == 0) {
         return fail(AAPI_ESNAPSHOT,
                     "%s: the snapshot directory %s is refused: its ancestor %s (owner uid %lu, "
-                    "mode %04o) may be written by its group or others and is not root's with the "
-                    "sticky bit (like /tmp, mode 1777), so another user could put a directory of "
-                    "their own in place of the snapshot directory; run chmod go-w %s, "
+                    "mode %04o) may be written by its group or others and lacks the sticky bit "
+                    "(as /tmp has, mode 1777), so another user could put a directory of their "
+                    "own in place of the snapshot directory; run chmod go-w %s, "
                     "or " ANCESTORS_FIX,
                     fn, dir, at, uid, mode, at);
     }
@@ -177,13 +178,15 @@ static int open_root(const char *fn, const char *dir, int ancestor, int *cur, ch
     return check_ancestor(fn, dir, "/", &st);
 }
 
-/* The snapshot directory itself, the entry `name` of `cur`: opened for reading into *fd, never
- * through a link, and private to the running user. *fd stays -1 when it is missing and not
+/* The snapshot directory itself, the entry `name` of `cur`: opened into *fd, never through a
+ * link, and private to the running user. It is opened only to name it (DIR_ONLY) and checked
+ * through that descriptor, so that one the running user may not read is refused for its owner or
+ * mode, not for the permission its open would lack. *fd stays -1 when it is missing and not
  * made. */
 static int open_last(const char *fn, const char *dir, int cur, const char *name, int create,
                      int *fd)
 {
-    const int flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+    const int flags = DIR_ONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
     char why[128];
     struct stat st;
     int rc;
@@ -307,7 +310,8 @@ static char *walked(const char *at, const char *name)
  * O_NOFOLLOW|O_DIRECTORY), owned by the running user and writable by neither its group nor
  * others, and every directory and link on the way to it passes check_ancestor(). With create,
  * missing directories on the way (the snapshot directory included) are made 0700, each in its
- * checked parent; without, *fd is -1 when one is missing. */
+ * checked parent; without, *fd is -1 when one is missing. Snapshots are made, looked up and
+ * removed through the descriptor returned, never by a path. */
 static int private_base(const char *fn, const files_server *srv, int create, int *fd)
 {
     const int step_flags = DIR_ONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
@@ -558,6 +562,35 @@ static int copy_item(snap_ctx *c, const char *id, const files_snap_item *it)
     return rc;
 }
 
+/* The longest path the system calls take (PATH_MAX less its NUL). */
+#define SNAP_PATH_MAX (PATH_MAX - 1)
+
+/* AAPI_ESNAPSHOT when the copy of one of `items` in snapshot `id` would have a path too long for
+ * the calls that make and read it by path, before anything is made. The reason and the fix come
+ * before the paths, which may be long. */
+static int check_lengths(const char *fn, const files_server *srv, const char *id,
+                         const files_snap_item *items, size_t n)
+{
+    /* <root>/<path without its leading '/'>: the length of the root and of the path. */
+    size_t root = strlen(srv->cfg.snapshot_dir) + 1 + strlen(id), longest = 0, i, at = 0;
+    if (strcmp(srv->cfg.snapshot_dir, "/") == 0)
+        root--;
+    for (i = 0; i < n; i++) {
+        size_t len = root + strlen(items[i].path);
+        if (len > longest) {
+            longest = len;
+            at = i;
+        }
+    }
+    if (longest <= SNAP_PATH_MAX)
+        return AAPI_EOK;
+    return fail(AAPI_ESNAPSHOT,
+                "%s: snapshot: a path in snapshot %s would be %zu bytes long, more than the %d "
+                "bytes a path may have; set files.snapshot_dir to a shorter directory (it is %s; "
+                "the longest path is the copy of %s)",
+                fn, id, longest, SNAP_PATH_MAX, srv->cfg.snapshot_dir, items[at].path);
+}
+
 int snapshot_create(const char *fn, const files_server *srv, const char *id,
                     const files_snap_item *items, size_t n, files_keepalive *ka)
 {
@@ -570,6 +603,9 @@ int snapshot_create(const char *fn, const files_server *srv, const char *id,
     c.srv = srv;
     c.ka = ka;
     c.warned_fallback = 0;
+    rc = check_lengths(fn, srv, id, items, n);
+    if (rc != AAPI_EOK)
+        return rc;
     rc = private_base(fn, srv, 1, &base);
     if (rc != AAPI_EOK)
         return rc;
@@ -586,7 +622,6 @@ int snapshot_create(const char *fn, const files_server *srv, const char *id,
         close(base);
         return rc == AAPI_ECANCELLED || rc == AAPI_ENOMEM ? rc : AAPI_ESNAPSHOT;
     }
-    close(base);
     c.chunk = malloc(COPY_CHUNK);
     if (c.chunk == NULL)
         rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
@@ -599,11 +634,12 @@ int snapshot_create(const char *fn, const files_server *srv, const char *id,
         rc = fix_dirs(&c, items, n, id);
     free(c.chunk);
     if (rc != AAPI_EOK) {
-        /* DISC-5, TIME-4: no partial snapshot is left behind; the first message is kept. */
+        /* DISC-5, TIME-4: no partial snapshot is left behind (removed through the checked
+         * descriptor, whatever the length of its path); the first message is kept. */
         char saved[1024];
         size_t len = sizeof saved;
         (void)last_error_copy(saved, &len);
-        (void)remove_tree(fn, root, NULL);
+        (void)remove_tree_at(fn, base, id, root, NULL);
         (void)fail(rc, "%s", saved);
         if (rc != AAPI_ECANCELLED && rc != AAPI_ENOMEM)
             rc = AAPI_ESNAPSHOT;
@@ -611,6 +647,7 @@ int snapshot_create(const char *fn, const files_server *srv, const char *id,
         log_msg(srv, AAPI_LOG_INFO, "%s: snapshot %s: %zu objects copied", FILES_PLUGIN_NAME, id,
                 n);
     }
+    close(base);
     free(root);
     return rc;
 }
@@ -622,11 +659,14 @@ int snapshot_remove(const char *fn, const files_server *srv, const char *id, fil
     rc = private_base(fn, srv, 0, &base);
     if (rc != AAPI_EOK || base < 0)
         return rc; /* a missing snapshot directory holds no snapshot: success */
-    close(base);
     root = path_join(srv->cfg.snapshot_dir, id);
-    if (root == NULL)
+    if (root == NULL) {
+        close(base);
         return fail(AAPI_ENOMEM, "%s: out of memory", fn);
-    rc = remove_tree(fn, root, ka);
+    }
+    /* Through the checked descriptor, whatever the length of the snapshot's path. */
+    rc = remove_tree_at(fn, base, id, root, ka);
+    close(base);
     free(root);
     if (rc != AAPI_EOK && rc != AAPI_ECANCELLED && rc != AAPI_ENOMEM)
         rc = AAPI_ESNAPSHOT;
@@ -719,14 +759,18 @@ int aapi_get_snappath_from_realpath(aapi_server_t server, const char *snapname,
         rc = private_base(fn, srv, 0, &base);
         if (rc != AAPI_EOK)
             return rc;
-        if (base >= 0)
-            close(base);
         root = path_join(srv->cfg.snapshot_dir, snapname);
-        if (root == NULL)
+        if (root == NULL) {
+            if (base >= 0)
+                close(base);
             return fail(AAPI_ENOMEM, "%s: out of memory", fn);
-        rc = base >= 0 && stat(root, &st) == 0 && S_ISDIR(st.st_mode)
+        }
+        rc = base >= 0 && fstatat(base, snapname, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                     S_ISDIR(st.st_mode)
                  ? AAPI_EOK
                  : fail(AAPI_ESNAPSHOT, "%s: snapshot %s does not exist", fn, root);
+        if (base >= 0)
+            close(base);
         free(root);
         if (rc != AAPI_EOK)
             return rc;

@@ -14,6 +14,7 @@
  *
  * It then checks an incremental discovery, a cancelled discovery (no file or snapshot left), a
  * snapshot directory below a directory that others may write into (refused) and the default one, a
+ * snapshot directory too long for the paths of its copies (refused before anything is made), a
  * failed restore with AAPI_CREATE_OVERWRITE (the replaced file comes back, the directories that
  * existed get their mtimes back), a restore whose paths lead through symbolic links below the
  * alternate root (refused; nothing outside it changes, the rollback included), a failed restore
@@ -1081,6 +1082,56 @@ static void snapshot_ancestors(void)
     free(dflt);
 }
 
+/* DISC-5: a snapshot whose copies would have paths longer than PATH_MAX is refused before anything
+ * is made (not even the missing directories on the way), with the reason and the fix before the
+ * long paths, which the message may not hold whole. */
+static void snapshot_too_long(void)
+{
+    char *base = join(g_work, "long"), *out = join(g_work, "wkld-long"), *dir;
+    aapi_property_t props[2];
+    const char *sel[2];
+    aapi_session_def_t s;
+    aapi_snapid_t id;
+    aapi_server_t h;
+    int i, rc;
+    if (mkdir(base, 0700) != 0 || mkdir(out, 0700) != 0)
+        die("mkdir: %s", strerror(errno));
+    dir = malloc(strlen(base) + 17 * 251 + 1);
+    if (dir == NULL)
+        die("out of memory");
+    strcpy(dir, base);
+    for (i = 0; i < 17; i++) { /* 17 components of 250 bytes: longer than PATH_MAX */
+        size_t len = strlen(dir);
+        dir[len] = '/';
+        memset(dir + len + 1, 'b', 250);
+        dir[len + 251] = '\0';
+    }
+    props[0].key = "files.snapshot";
+    props[0].value = "copy";
+    props[1].key = "files.snapshot_dir";
+    props[1].value = dir;
+    sel[0] = g_tree;
+    sel[1] = NULL;
+    begin_cycle();
+    s = session(AAPI_OP_DISCOVERY, AAPI_SCHED_FULL, "", props, 2);
+    h = open_session(&s);
+    rc = P.discovery(h, sel, g_hosts, out, ".wkld", AAPI_SCHED_FULL, &id);
+    CHECK(rc == AAPI_ESNAPSHOT, "a snapshot directory longer than PATH_MAX gave %s",
+          aapi_code_name(rc));
+    CHECK(strstr(last_error(), "bytes a path may have; set files.snapshot_dir to a shorter "
+                               "directory (it is ") != NULL,
+          "the refusal gives no reason or fix: %s", last_error());
+    EXPECT(P.close_server(h), AAPI_EOK);
+    EXPECT(P.terminate(), AAPI_EOK);
+    CHECK(count_below(base) == 0, "a refused snapshot left %ld entries", count_below(base));
+    CHECK(count_below(out) == 0, "a refused discovery left %ld workload files", count_below(out));
+    remove_all(out);
+    remove_all(base);
+    free(dir);
+    free(out);
+    free(base);
+}
+
 /* Directories that existed before the failed restore, each given a new file by it. */
 #define ROLLBACK_DIRS 40
 
@@ -1532,6 +1583,7 @@ int main(int argc, char **argv)
     incremental();
     cancelled();
     snapshot_ancestors();
+    snapshot_too_long();
     failed_restore();
     confined_restore();
     concurrent_rollback();

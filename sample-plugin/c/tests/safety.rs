@@ -1,6 +1,7 @@
 //! Both samples, side by side, on what keeps backed-up data safe from other local users and from
 //! odd but valid trees: the snapshot directory and every directory on the way to it must be
-//! private, and names of the longest length a file system allows restore with and without
+//! private, it is checked by the very path every snapshot path names (absolute, without `..`,
+//! short enough), and names of the longest length a file system allows restore with and without
 //! overwrite.
 
 use aapi_host::client::{DiscoveryArgs, HostHooks, Plugin, PluginError, Server, SessionDef};
@@ -36,6 +37,8 @@ impl HostHooks for Log {
 struct Loaded {
     plugin: Plugin,
     log: Arc<Log>,
+    /// The job id of its sessions (`job-1`, so snapshot `files-job-1`).
+    job: String,
 }
 
 impl Loaded {
@@ -43,18 +46,32 @@ impl Loaded {
         let log = Arc::new(Log::default());
         let plugin = Plugin::init(PluginLibrary::open(lib).unwrap(), log.clone()).unwrap();
         assert_eq!(plugin.claim("files"), Ok(true));
-        Loaded { plugin, log }
+        Loaded {
+            plugin,
+            log,
+            job: "job-1".into(),
+        }
     }
 
-    fn session(&self, op: u32, snapid: &str, props: &[(&str, &str)]) -> Server {
+    /// A session, or the error of its open.
+    fn try_session(
+        &self,
+        op: u32,
+        snapid: &str,
+        props: &[(&str, &str)],
+    ) -> Result<Server, PluginError> {
         let mut def = SessionDef::new(op);
-        def.job_id = "job-1".into();
+        def.job_id = self.job.clone();
         def.snapid = snapid.into();
         def.properties = props
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        self.plugin.open_server("fileserver", def).unwrap()
+        self.plugin.open_server("fileserver", def)
+    }
+
+    fn session(&self, op: u32, snapid: &str, props: &[(&str, &str)]) -> Server {
+        self.try_session(op, snapid, props).unwrap()
     }
 
     fn warnings(&self) -> Vec<String> {
@@ -74,14 +91,86 @@ impl Drop for Loaded {
     }
 }
 
-/// (name, library) of both samples.
+/// (name, library) of both samples: those a parent test gave a child run ([`Child`]), else the
+/// built ones.
 fn samples() -> [(&'static str, PathBuf); 2] {
+    let var = |v: &str| std::env::var_os(v).map(PathBuf::from);
+    if let (Some(c), Some(rust)) = (var(C_VAR), var(RUST_VAR)) {
+        return [("c", c), ("rust", rust)];
+    }
     let rust = std::env::current_exe()
         .unwrap()
         .parent()
         .unwrap()
         .join("libaapi_sample_plugin.so");
     [("c", PathBuf::from(PLUGIN_PATH)), ("rust", rust)]
+}
+
+/// The default snapshot directory of the running user in the temporary directory `tmp`.
+fn default_dir(tmp: &Path) -> PathBuf {
+    match euid() {
+        0 => tmp.join("aapi-files-snapshots"),
+        uid => tmp.join(format!("aapi-files-snapshots-{uid}")),
+    }
+}
+
+/// One test of this binary run again in a child process, with its own environment, as the
+/// running user or as `nobody` (uid and gid 65534, no supplementary groups). The child finds
+/// what it is to do in its environment.
+struct Child(std::process::Command);
+
+impl Child {
+    /// `test` run again by this binary. As `nobody`, the run is from copies of the test and of
+    /// both libraries in `w` (which must be 0755), which nobody can read wherever the build lies.
+    fn new(test: &str, w: &Path, nobody: bool) -> Child {
+        let exe = std::env::current_exe().unwrap();
+        let mut cmd = if nobody {
+            let copy = |from: &Path, name: &str| {
+                let to = w.join(name);
+                fs::copy(from, &to).unwrap();
+                fs::set_permissions(&to, fs::Permissions::from_mode(0o755)).unwrap();
+                to
+            };
+            let [(_, c), (_, rust)] = samples();
+            let mut cmd = std::process::Command::new(copy(&exe, "safety"));
+            cmd.env(C_VAR, copy(&c, "libaapi_sample_plugin_c.so"))
+                .env(RUST_VAR, copy(&rust, "libaapi_sample_plugin.so"));
+            // SAFETY: only async-signal-safe calls (setgroups, setgid, setuid) between fork and
+            // exec; the null pointer goes with a count of 0.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::setgroups(0, std::ptr::null()) != 0
+                        || libc::setgid(65534) != 0
+                        || libc::setuid(65534) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            cmd
+        } else {
+            std::process::Command::new(exe)
+        };
+        cmd.args(["--exact", test, "--nocapture", "--test-threads=1"]);
+        Child(cmd)
+    }
+
+    /// Run it; it must pass. `label` names the run in a failure.
+    fn passes(&mut self, label: &str) {
+        let out = self.0.output().unwrap();
+        let shown = format!(
+            "{label} ({}):\n--- stdout\n{}\n--- stderr\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{shown}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+            "the child ran the test: {shown}"
+        );
+    }
 }
 
 fn euid() -> u32 {
@@ -101,12 +190,23 @@ fn failure(e: PluginError) -> (i32, String) {
     }
 }
 
-/// The discovery of `selection` for one backup host, in `work`.
+/// The full discovery of `selection` for one backup host, in `work`.
 fn discover(
     p: &Loaded,
     work: &Path,
     selection: &Path,
     props: &[(&str, &str)],
+) -> Result<String, PluginError> {
+    discover_as(p, work, selection, props, AAPI_SCHED_FULL)
+}
+
+/// The discovery of `selection` with `schedule` for one backup host, in `work`.
+fn discover_as(
+    p: &Loaded,
+    work: &Path,
+    selection: &Path,
+    props: &[(&str, &str)],
+    schedule: u32,
 ) -> Result<String, PluginError> {
     let out = work.join("wkld");
     fs::create_dir_all(&out).unwrap();
@@ -117,7 +217,7 @@ fn discover(
         backup_hosts: &hosts,
         workload_dir: &out,
         suffix: ".wkld",
-        schedule: AAPI_SCHED_FULL,
+        schedule,
     };
     let s = p.session(AAPI_OP_DISCOVERY, "", props);
     let r = s.discovery(&args);
@@ -294,7 +394,7 @@ fn the_ancestors_of_the_snapshot_directory_must_be_private() {
     let open = dir_with_mode(&w.path().join("open"), 0o777);
     let writable = |d: &Path, mode: u32| {
         format!(
-            "{} (owner uid {me}, mode {mode:04o}) may be written by its group or others and is not root's with the sticky bit",
+            "{} (owner uid {me}, mode {mode:04o}) may be written by its group or others and lacks the sticky bit (as /tmp has, mode 1777)",
             d.display()
         )
     };
@@ -368,10 +468,10 @@ fn the_ancestors_of_the_snapshot_directory_must_be_private() {
             assert!(!file_name(&work.join("wkld"), "bh1", ".wkld").exists());
         }
 
-        // Accepted: a sticky directory of root (as root, one made here; /tmp holds the tests
-        // anyway), reached through an absolute link as /var/tmp may be. The missing parents
+        // Accepted: a sticky directory of the running user (root's is accepted too: /tmp holds
+        // the tests), reached through an absolute link as /var/tmp may be. The missing parents
         // are made 0700 where the link leads.
-        let sticky_mode = if me == 0 { 0o1777 } else { 0o755 };
+        let sticky_mode = 0o1777;
         let shared = dir_with_mode(&w.path().join(format!("shared-{name}")), sticky_mode);
         let via = w.path().join(format!("via-{name}"));
         symlink(&shared, &via).unwrap();
@@ -416,45 +516,206 @@ fn the_ancestors_of_the_snapshot_directory_must_be_private() {
     }
 }
 
+#[test]
+fn a_snapshot_directory_with_a_dotdot_component_is_refused_when_the_session_opens() {
+    let _turn = turn();
+    let w = tempfile::tempdir().unwrap();
+    let tree = w.path().join("tree");
+    fs::create_dir_all(tree.join("d")).unwrap();
+    fs::write(tree.join("d/f"), b"real data").unwrap();
+    let real = dir_with_mode(&w.path().join("real"), 0o700);
+    for (name, lib) in samples() {
+        let p = Loaded::new(&lib);
+        // The walk would check where ".." leads, but every snapshot path would keep it, and
+        // object paths with ".." are refused: refused before any copy is made.
+        for value in [
+            format!("{}/../real/snaps", real.display()),
+            format!("{}/snaps/..", real.display()),
+        ] {
+            let props = [
+                ("files.snapshot", "copy"),
+                ("files.snapshot_dir", value.as_str()),
+            ];
+            for op in [AAPI_OP_DISCOVERY, AAPI_OP_BACKUP, AAPI_OP_POSTPROCESS] {
+                let (code, msg) = failure(p.try_session(op, "", &props).unwrap_err());
+                assert_eq!(code, AAPI_EINVAL, "{name} {value}: {msg}");
+                let expected = format!(
+                    "files.snapshot_dir=\"{value}\" contains a \"..\" component, which snapshot paths may not hold; set files.snapshot_dir to the path of the directory without \"..\""
+                );
+                assert!(msg.contains(&expected), "{name} {value}: {msg}");
+            }
+        }
+        assert!(!real.join("snaps").exists(), "{name}: made");
+        // "." components, repeated and trailing slashes are dropped: the snapshot paths name
+        // the directory without them.
+        let messy = format!("{}//./snaps-{name}/", real.display());
+        let props = [
+            ("files.snapshot", "copy"),
+            ("files.snapshot_dir", messy.as_str()),
+        ];
+        let work = w.path().join(format!("work-{name}"));
+        let snapid = discover(&p, &work, &tree, &props).unwrap();
+        let s = p.session(AAPI_OP_BACKUP, &snapid, &props);
+        let file = tree.join("d/f");
+        let mut expected = bytes(&real.join(format!("snaps-{name}")).join(&snapid)).to_vec();
+        expected.extend_from_slice(bytes(&file));
+        assert_eq!(
+            s.snappath(&snapid, bytes(&file)).unwrap(),
+            expected,
+            "{name}"
+        );
+        s.close().unwrap();
+        postprocess(&p, &work, &tree, &snapid, &props).unwrap();
+    }
+}
+
+/// The longest path the system calls take (`PATH_MAX` less its NUL).
+const PATH_MAX: usize = libc::PATH_MAX as usize - 1;
+
+/// Names below `dir` (`find`, which walks by descriptor: paths here may be longer than
+/// `PATH_MAX`).
+fn names_below(dir: &Path) -> Vec<String> {
+    let out = std::process::Command::new("find")
+        .arg(dir)
+        .args(["-mindepth", "1", "-printf", "%f\\n"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// `dir` made longer by components of 250 bytes (then one shorter) to `len` bytes; nothing is
+/// made.
+fn path_of_length(dir: &Path, len: usize) -> PathBuf {
+    let mut p = dir.to_path_buf();
+    while bytes(&p).len() < len {
+        let room = len - bytes(&p).len() - 1;
+        p.push("b".repeat(room.clamp(1, 250)));
+    }
+    assert_eq!(bytes(&p).len(), len);
+    p
+}
+
+#[test]
+fn a_snapshot_whose_paths_are_too_long_is_refused_before_anything_is_made() {
+    let _turn = turn();
+    let w = tempfile::tempdir().unwrap();
+    let tree = w.path().join("tree");
+    fs::create_dir_all(tree.join("d")).unwrap();
+    fs::write(tree.join("d/f"), b"real data").unwrap();
+    let id = "files-job-1";
+    for (name, lib) in samples() {
+        let p = Loaded::new(&lib);
+        let long = dir_with_mode(&w.path().join(format!("long-{name}")), 0o700);
+        // The snapshot itself, <dir>/files-job-1, longer than PATH_MAX; then one that fits
+        // when the copies in it do not.
+        let over = path_of_length(&long, PATH_MAX + 100);
+        let fits = path_of_length(&long, PATH_MAX - id.len() - 1);
+        for dir in [&over, &fits] {
+            let props = [
+                ("files.snapshot", "copy"),
+                ("files.snapshot_dir", dir.to_str().unwrap()),
+            ];
+            let work = w.path().join(format!("work-{name}-{}", bytes(dir).len()));
+            let (code, msg) = failure(discover(&p, &work, &tree, &props).unwrap_err());
+            assert_eq!(code, AAPI_ESNAPSHOT, "{name}: {msg}");
+            // The longest copy, of tree/d/f; the reason and the fix before the long paths,
+            // so that a message cut short keeps them.
+            let n = bytes(dir).len() + 1 + id.len() + bytes(&tree.join("d/f")).len();
+            let reason = format!(
+                "snapshot: a path in snapshot {id} would be {n} bytes long, more than the {PATH_MAX} bytes a path may have; set files.snapshot_dir to a shorter directory (it is "
+            );
+            assert!(msg.contains(&reason), "{name}: {msg}");
+            assert!(
+                msg.len() < 1024
+                    || msg.ends_with(&format!(
+                        "the longest path is the copy of {})",
+                        tree.join("d/f").display()
+                    )),
+                "{name}: {msg}"
+            );
+            // DISC-5: nothing made, not even the missing directories on the way.
+            assert_eq!(names_below(&long), Vec::<String>::new(), "{name}");
+            assert!(!file_name(&work.join("wkld"), "bh1", ".wkld").exists());
+        }
+        // An incremental with nothing changed copies nothing: its snapshot is made and then
+        // deleted through the directory's descriptor, whatever the length of its path.
+        let props = [
+            ("files.snapshot", "copy"),
+            ("files.snapshot_dir", over.to_str().unwrap()),
+            (aapi_sdk::props::AAPI_PROP_LAST_BACKUP_TIME, "4000000000"),
+        ];
+        let work = w.path().join(format!("work-{name}-unchanged"));
+        let snapid = discover_as(&p, &work, &tree, &props, AAPI_SCHED_INCR)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(names_below(&long).contains(&snapid), "{name}: no snapshot");
+        postprocess(&p, &work, &tree, &snapid, &props).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            !names_below(&long).contains(&snapid),
+            "{name}: snapshot left"
+        );
+        assert!(p.warnings().is_empty(), "{name}: {:?}", p.warnings());
+    }
+}
+
 /// The test run again with `TMPDIR` set by [`the_default_snapshot_directory_is_checked_too`].
 const DEFAULT_TEST: &str = "the_default_snapshot_directory_is_checked_too";
+/// Set in that child: the default snapshot directory it must use.
+const DEFAULT_VAR: &str = "AAPI_SAMPLE_TEST_DEFAULT";
 /// Set in that child: the ancestor that must be refused, or empty when the default must work.
 const REFUSED_VAR: &str = "AAPI_SAMPLE_TEST_REFUSED";
 
-/// The part with `TMPDIR` set: a copy snapshot without `files.snapshot_dir` is made in
-/// `$TMPDIR/aapi-files-snapshots` (created 0700), read and deleted, or refused for `refused`.
-fn default_snapshot_dir(tree: &Path, work: &Path, refused: Option<&Path>) {
-    let tmp = PathBuf::from(std::env::var_os("TMPDIR").unwrap());
-    let dir = tmp.join("aapi-files-snapshots");
+/// The part with `TMPDIR` set: a copy snapshot without `files.snapshot_dir` is made in `dir`
+/// (created 0700), read and deleted, or refused for `refused`. A directory of the system's
+/// `/tmp` may hold what others made: there a refusal naming `dir` proves it was the one checked.
+fn default_snapshot_dir(tree: &Path, work: &Path, dir: &Path, refused: Option<&Path>) {
     let props = [("files.snapshot", "copy")];
+    let shared = dir.parent() == Some(Path::new("/tmp"));
     for (name, lib) in samples() {
-        let p = Loaded::new(&lib);
+        let mut p = Loaded::new(&lib);
+        if shared {
+            // Not the snapshot of another run.
+            p.job = format!("{}-{name}", work.display()).replace('/', "_");
+        }
         let work = work.join(name);
+        let found = discover(&p, &work, tree, &props);
         if let Some(ancestor) = refused {
-            let (code, msg) = failure(discover(&p, &work, tree, &props).unwrap_err());
+            let (code, msg) = failure(found.unwrap_err());
             assert_eq!(code, AAPI_ESNAPSHOT, "{name}: {msg}");
             let what = format!(
                 "{} (owner uid {}, mode 0777) may be written by its group or others",
                 ancestor.display(),
                 euid()
             );
-            assert!(
-                msg.contains(&ancestor_refusal(&dir, &what)),
-                "{name}: {msg}"
-            );
+            assert!(msg.contains(&ancestor_refusal(dir, &what)), "{name}: {msg}");
             assert!(!dir.exists(), "{name}: {} was made", dir.display());
             continue;
         }
-        let snapid = discover(&p, &work, tree, &props).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let md = fs::symlink_metadata(dir.join(&snapid)).unwrap();
+        let snapid = match found {
+            Err(e) if shared => {
+                let (code, msg) = failure(e);
+                assert_eq!(code, AAPI_ESNAPSHOT, "{name}: {msg}");
+                let refusal = format!("the snapshot directory {} is refused", dir.display());
+                assert!(msg.contains(&refusal), "{name}: {msg}");
+                continue;
+            }
+            found => found.unwrap_or_else(|e| panic!("{name}: {e}")),
+        };
+        let md = fs::symlink_metadata(dir.join(&snapid))
+            .unwrap_or_else(|e| panic!("{name}: no snapshot {snapid} in {}: {e}", dir.display()));
         assert!(md.is_dir(), "{name}");
-        assert_eq!(
-            fs::symlink_metadata(&dir).unwrap().mode() & 0o7777,
-            0o700,
-            "{name}"
-        );
+        let md = fs::symlink_metadata(dir).unwrap();
+        assert_eq!((md.uid(), md.mode() & 0o7777), (euid(), 0o700), "{name}");
+        // Every snapshot path names the directory checked.
         let s = p.session(AAPI_OP_BACKUP, &snapid, &props);
-        let snap = s.snappath(&snapid, bytes(&tree.join("d/f"))).unwrap();
+        let real = tree.join("d/f");
+        let snap = s.snappath(&snapid, bytes(&real)).unwrap();
+        let mut expected = bytes(&dir.join(&snapid)).to_vec();
+        expected.extend_from_slice(bytes(&real));
+        assert_eq!(snap, expected, "{name}");
         assert_eq!(
             fs::read(Path::new(std::ffi::OsStr::from_bytes(&snap))).unwrap(),
             b"real data"
@@ -468,11 +729,14 @@ fn default_snapshot_dir(tree: &Path, work: &Path, refused: Option<&Path>) {
 #[test]
 fn the_default_snapshot_directory_is_checked_too() {
     let var = |v: &str| std::env::var_os(v).map(PathBuf::from);
-    if let (Some(tree), Some(work), Some(refused)) =
-        (var(TREE_VAR), var(WORK_VAR), var(REFUSED_VAR))
-    {
+    if let (Some(tree), Some(work), Some(dir), Some(refused)) = (
+        var(TREE_VAR),
+        var(WORK_VAR),
+        var(DEFAULT_VAR),
+        var(REFUSED_VAR),
+    ) {
         let refused = Some(refused.as_path()).filter(|r| !r.as_os_str().is_empty());
-        default_snapshot_dir(&tree, &work, refused);
+        default_snapshot_dir(&tree, &work, &dir, refused);
         return;
     }
     let _turn = turn();
@@ -480,38 +744,204 @@ fn the_default_snapshot_directory_is_checked_too() {
     let tree = w.path().join("tree");
     fs::create_dir_all(tree.join("d")).unwrap();
     fs::write(tree.join("d/f"), b"real data").unwrap();
+    let private = dir_with_mode(&w.path().join("tmp-private"), 0o700);
+    let open = dir_with_mode(&w.path().join("tmp-open"), 0o777);
+    // A relative TMPDIR would name a directory below the current one, which the walk from /
+    // does not check: there, a link to a directory every user may write into.
+    let cwd = w.path().join("cwd");
+    let relative = format!(
+        "aapi-reltmp-{}",
+        w.path().file_name().unwrap().to_string_lossy()
+    );
+    let elsewhere = dir_with_mode(&w.path().join("elsewhere"), 0o777);
+    fs::create_dir_all(cwd.join(&relative)).unwrap();
+    symlink(&elsewhere, default_dir(&cwd.join(&relative))).unwrap();
+    let system = default_dir(Path::new("/tmp"));
+    let dotdot = format!("{}/../tmp-private", private.display());
+    // (label, TMPDIR, the default snapshot directory, the ancestor refused)
+    let cases: [(&str, &std::ffi::OsStr, PathBuf, Option<&Path>); 4] = [
+        ("private", private.as_os_str(), default_dir(&private), None),
+        ("open", open.as_os_str(), default_dir(&open), Some(&open)),
+        // Not absolute, or with "..": ignored, /tmp is used.
+        ("relative", relative.as_ref(), system.clone(), None),
+        ("dotdot", dotdot.as_ref(), system, None),
+    ];
     // The default depends on TMPDIR, read by each plugin when a session opens: a child process
     // gets its own.
-    for (label, mode, refused) in [("private", 0o700, false), ("open", 0o777, true)] {
-        let tmp = dir_with_mode(&w.path().join(format!("tmp-{label}")), mode);
+    for (label, tmpdir, dir, refused) in cases {
         let work = w.path().join(format!("work-{label}"));
         fs::create_dir(&work).unwrap();
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", DEFAULT_TEST, "--nocapture", "--test-threads=1"])
-            .env("TMPDIR", &tmp)
+        let mut child = Child::new(DEFAULT_TEST, w.path(), false);
+        child
+            .0
+            .current_dir(&cwd)
+            .env("TMPDIR", tmpdir)
             .env(TREE_VAR, &tree)
             .env(WORK_VAR, &work)
-            .env(
-                REFUSED_VAR,
-                if refused {
-                    tmp.as_os_str()
-                } else {
-                    "".as_ref()
-                },
-            )
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "TMPDIR {label} ({}):\n--- stdout\n{}\n--- stderr\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("1 passed"),
-            "the child ran the test"
-        );
+            .env(DEFAULT_VAR, &dir)
+            .env(REFUSED_VAR, refused.map_or("".as_ref(), Path::as_os_str));
+        child.passes(&format!("TMPDIR {label}"));
+    }
+    assert_eq!(
+        fs::read_dir(&elsewhere).unwrap().count(),
+        0,
+        "written there"
+    );
+    assert!(!Path::new("/").join(&relative).exists(), "made at /");
+}
+
+/// The test run again as a user without root's powers by
+/// [`a_user_without_root_powers_gets_a_default_of_their_own_and_clear_refusals`].
+const UNPRIVILEGED_TEST: &str =
+    "a_user_without_root_powers_gets_a_default_of_their_own_and_clear_refusals";
+/// Set in that child: a directory of another user it may not read, or empty when there is none.
+const FOREIGN_VAR: &str = "AAPI_SAMPLE_TEST_FOREIGN";
+/// Set in that child: a sticky directory every user may write into, of the child's user.
+const STICKY_VAR: &str = "AAPI_SAMPLE_TEST_STICKY";
+
+/// The unprivileged part, with `TMPDIR` set to `tmp`.
+fn unprivileged_snapshots(
+    tree: &Path,
+    work: &Path,
+    tmp: &Path,
+    foreign: Option<&Path>,
+    sticky: &Path,
+) {
+    let me = euid();
+    for (name, lib) in samples() {
+        let p = Loaded::new(&lib);
+        // A snapshot directory of another user is refused for its owner, even where the
+        // running user may not open it.
+        if let Some(foreign) = foreign {
+            let props = [
+                ("files.snapshot", "copy"),
+                ("files.snapshot_dir", foreign.to_str().unwrap()),
+            ];
+            let work = work.join(format!("{name}-foreign"));
+            let (code, msg) = failure(discover(&p, &work, tree, &props).unwrap_err());
+            assert_eq!(code, AAPI_ESNAPSHOT, "{name}: {msg}");
+            let owner = fs::symlink_metadata(foreign).unwrap().uid();
+            let why = format!(
+                "the snapshot directory {} is refused: it is owned by uid {owner}, not by the running user (uid {me}); it must be a directory of the running user",
+                foreign.display()
+            );
+            assert!(msg.contains(&why), "{name}: {msg}");
+            assert!(msg.contains("set files.snapshot_dir"), "{name}: {msg}");
+        }
+        // The default is the user's own, whatever another user made in the same place; and a
+        // sticky directory of the running user, where only that user and root may rename
+        // another's entry, may hold the snapshot directory.
+        let below_sticky = sticky.join(format!("snaps-{name}"));
+        let cases = [
+            (
+                "default",
+                default_dir(tmp),
+                vec![("files.snapshot", "copy")],
+            ),
+            (
+                "sticky",
+                below_sticky.clone(),
+                vec![
+                    ("files.snapshot", "copy"),
+                    ("files.snapshot_dir", below_sticky.to_str().unwrap()),
+                ],
+            ),
+        ];
+        for (label, dir, props) in cases {
+            let work = work.join(format!("{name}-{label}"));
+            let snapid =
+                discover(&p, &work, tree, &props).unwrap_or_else(|e| panic!("{name} {label}: {e}"));
+            let md = fs::symlink_metadata(&dir).unwrap();
+            assert_eq!(
+                (md.uid(), md.mode() & 0o7777),
+                (me, 0o700),
+                "{name} {label}"
+            );
+            let s = p.session(AAPI_OP_BACKUP, &snapid, &props);
+            let snap = s.snappath(&snapid, bytes(&tree.join("d/f"))).unwrap();
+            assert!(snap.starts_with(bytes(&dir)), "{name} {label}");
+            assert_eq!(
+                fs::read(Path::new(std::ffi::OsStr::from_bytes(&snap))).unwrap(),
+                b"real data"
+            );
+            s.close().unwrap();
+            postprocess(&p, &work, tree, &snapid, &props).unwrap();
+            assert!(!dir.join(&snapid).exists(), "{name} {label}: snapshot left");
+        }
+        assert!(p.warnings().is_empty(), "{name}: {:?}", p.warnings());
+    }
+}
+
+#[test]
+fn a_user_without_root_powers_gets_a_default_of_their_own_and_clear_refusals() {
+    let var = |v: &str| std::env::var_os(v).map(PathBuf::from);
+    if let (Some(tree), Some(work), Some(tmp), Some(foreign), Some(sticky)) = (
+        var(TREE_VAR),
+        var(WORK_VAR),
+        var("TMPDIR"),
+        var(FOREIGN_VAR),
+        var(STICKY_VAR),
+    ) {
+        let foreign = Some(foreign.as_path()).filter(|f| !f.as_os_str().is_empty());
+        unprivileged_snapshots(&tree, &work, &tmp, foreign, &sticky);
+        return;
+    }
+    let _turn = turn();
+    let root = euid() == 0;
+    let w = tempfile::tempdir().unwrap();
+    fs::set_permissions(w.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let tree = w.path().join("tree");
+    fs::create_dir_all(tree.join("d")).unwrap();
+    fs::write(tree.join("d/f"), b"real data").unwrap();
+    for (d, mode) in [
+        (tree.clone(), 0o755),
+        (tree.join("d"), 0o755),
+        (tree.join("d/f"), 0o644),
+    ] {
+        fs::set_permissions(d, fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let work = w.path().join("work");
+    fs::create_dir(&work).unwrap();
+    let home = dir_with_mode(&w.path().join("home"), 0o755);
+    let sticky = dir_with_mode(&home.join("sticky"), 0o1777);
+    let (tmp, foreign) = if root {
+        // As root, the child runs as nobody: a temporary directory like /tmp where root's own
+        // default snapshot directory is already made, and a private directory of root.
+        let tmp = dir_with_mode(&w.path().join("tmp"), 0o1777);
+        dir_with_mode(&default_dir(&tmp), 0o700);
+        let foreign = dir_with_mode(&w.path().join("root-only"), 0o700);
+        for d in [&work, &home, &sticky] {
+            std::os::unix::fs::chown(d, Some(65534), Some(65534)).unwrap();
+        }
+        (tmp, Some(foreign))
+    } else {
+        // Otherwise the child runs as this user; root's home is a directory of another user it
+        // may not read, where there is one.
+        let tmp = dir_with_mode(&w.path().join("tmp"), 0o700);
+        let foreign = Path::new("/root");
+        let unreadable = fs::symlink_metadata(foreign)
+            .is_ok_and(|md| md.is_dir() && md.uid() != euid())
+            && fs::read_dir(foreign).is_err();
+        (tmp, unreadable.then(|| foreign.to_path_buf()))
+    };
+    if foreign.is_none() {
+        eprintln!("no directory of another user that this one may not read: that part is skipped");
+    }
+    let mut child = Child::new(UNPRIVILEGED_TEST, w.path(), root);
+    child
+        .0
+        .env("TMPDIR", &tmp)
+        .env(TREE_VAR, &tree)
+        .env(WORK_VAR, &work)
+        .env(
+            FOREIGN_VAR,
+            foreign.as_deref().map_or("".as_ref(), Path::as_os_str),
+        )
+        .env(STICKY_VAR, &sticky);
+    child.passes(if root { "as nobody" } else { "as this user" });
+    if root {
+        // Root's own default snapshot directory was left alone.
+        assert_eq!(fs::read_dir(default_dir(&tmp)).unwrap().count(), 0);
     }
 }
 
@@ -657,7 +1087,7 @@ fn names_of_the_longest_length_restore_with_and_without_overwrite() {
 
 /// The test run again as `nobody` by [`an_unreadable_directory_is_listed_and_fails_at_backup`].
 const UNREADABLE_TEST: &str = "an_unreadable_directory_is_listed_and_fails_at_backup";
-/// Set in that child: the tree, its work directory, and the libraries of both samples.
+/// Set in a child run: the tree, its work directory, and the libraries of both samples.
 const TREE_VAR: &str = "AAPI_SAMPLE_TEST_TREE";
 const WORK_VAR: &str = "AAPI_SAMPLE_TEST_WORK";
 const C_VAR: &str = "AAPI_SAMPLE_TEST_C";
@@ -719,8 +1149,7 @@ fn discover_unreadable(libs: &[(&str, PathBuf)], tree: &Path, work: &Path) {
 fn an_unreadable_directory_is_listed_and_fails_at_backup() {
     let var = |v: &str| std::env::var_os(v).map(PathBuf::from);
     if let (Some(tree), Some(work)) = (var(TREE_VAR), var(WORK_VAR)) {
-        let libs = [("c", var(C_VAR).unwrap()), ("rust", var(RUST_VAR).unwrap())];
-        discover_unreadable(&libs, &tree, &work);
+        discover_unreadable(&samples(), &tree, &work);
         return;
     }
     let _turn = turn();
@@ -738,57 +1167,13 @@ fn an_unreadable_directory_is_listed_and_fails_at_backup() {
     fs::set_permissions(tree.join("ronly"), fs::Permissions::from_mode(0o444)).unwrap();
     let work = w.path().join("work");
     fs::create_dir(&work).unwrap();
-    let [(_, c), (_, rust)] = samples();
     if !root {
-        discover_unreadable(&[("c", c), ("rust", rust)], &tree, &work);
+        discover_unreadable(&samples(), &tree, &work);
         return;
     }
-    // As root, every directory is readable: the check runs as nobody, from copies of the test
-    // and of both libraries that nobody can read, wherever the build lies.
+    // As root, every directory is readable: the check runs as nobody.
     std::os::unix::fs::chown(&work, Some(65534), Some(65534)).unwrap();
-    let copy = |from: &Path, name: &str| {
-        let to = w.path().join(name);
-        fs::copy(from, &to).unwrap();
-        fs::set_permissions(&to, fs::Permissions::from_mode(0o755)).unwrap();
-        to
-    };
-    let c = copy(&c, "libaapi_sample_plugin_c.so");
-    let rust = copy(&rust, "libaapi_sample_plugin.so");
-    let exe = copy(&std::env::current_exe().unwrap(), "safety");
-    let mut cmd = std::process::Command::new(&exe);
-    cmd.args([
-        "--exact",
-        UNREADABLE_TEST,
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(TREE_VAR, &tree)
-    .env(WORK_VAR, &work)
-    .env(C_VAR, &c)
-    .env(RUST_VAR, &rust);
-    // SAFETY: only async-signal-safe calls (setgroups, setgid, setuid) between fork and exec;
-    // the null pointer goes with a count of 0.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setgid(65534) != 0
-                || libc::setuid(65534) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "as nobody ({}):\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("1 passed"),
-        "the child ran the test"
-    );
+    let mut child = Child::new(UNREADABLE_TEST, w.path(), true);
+    child.0.env(TREE_VAR, &tree).env(WORK_VAR, &work);
+    child.passes("as nobody");
 }

@@ -159,7 +159,7 @@ impl FilesServer {
                 let _ = fs::remove_file(w);
             }
             if !snap_id.is_empty() {
-                let _ = crate::fsutil::remove_tree(&snapshot::root(&self.config, &snap_id), None);
+                snapshot::discard(&self.config, &snap_id);
             }
             return Err(e);
         }

@@ -1,10 +1,8 @@
 //! File system helpers shared by snapshots and restores.
 
-use crate::dir::{Dir, c_string};
-use aapi_sdk::plugin::{Error, ErrorKind, Host, Result};
+use aapi_sdk::plugin::{Error, ErrorKind, Result};
 use std::fs;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
@@ -66,21 +64,4 @@ pub fn remove_made(made: &[PathBuf]) {
     for d in made.iter().rev() {
         let _ = fs::remove_dir(d);
     }
-}
-
-/// Remove `path` and everything below it, never following symlinks; a missing path is
-/// success. Directories are opened up (u+rwx) first, so read-only copies can be removed too.
-/// With a `host`, a keepalive is checked at every entry (and cancellation stops the removal).
-pub fn remove_tree(path: &Path, host: Option<&Host>) -> Result<()> {
-    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-        return Err(Error::invalid(format!("cannot remove {}", path.display())));
-    };
-    let dir = match Dir::open(parent) {
-        Ok(dir) => dir,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(path_error(e, "inspect", path)),
-    };
-    let name = c_string(name.as_bytes())
-        .map_err(|e| Error::io(e, format!("cannot remove {}", path.display())))?;
-    dir.remove_tree(&name, path, host)
 }

@@ -12,11 +12,8 @@ use crate::paths;
 use aapi_sdk::plugin::{Error, ErrorKind, Result};
 use std::collections::VecDeque;
 use std::ffi::{CStr, OsStr};
-use std::fs;
 use std::io;
-use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Most symbolic links followed on the way (the kernel's `MAXSYMLINKS`).
@@ -39,9 +36,10 @@ fn refuse_dir(dir: &Path, why: &str) -> Error {
 
 /// What lets a user other than root and the running user (`me`) change `at`, a directory or
 /// symbolic link on the way to the snapshot directory; `None` when nothing does. A directory must
-/// be owned by root or `me`, and writable by neither its group nor others unless it is root's and
-/// sticky (`/tmp`): there only the owner of an entry may rename it. A link must be owned by root
-/// or `me` (in a sticky directory its owner may replace it).
+/// be owned by root or `me`, and writable by neither its group nor others unless it has the
+/// sticky bit (`/tmp`): there only root, the directory's owner and an entry's owner may rename
+/// that entry. A link must be owned by root or `me` (in a sticky directory its owner may replace
+/// it).
 fn ancestor_problem(at: &Path, st: &Stat, me: u32) -> Option<String> {
     let (uid, mode, at) = (st.uid(), st.mode(), at.display());
     let trusted = uid == 0 || uid == me;
@@ -55,9 +53,9 @@ fn ancestor_problem(at: &Path, st: &Stat, me: u32) -> Option<String> {
         Some(format!(
             "its ancestor {at} is owned by uid {uid} (mode {mode:04o}), neither root nor the running user (uid {me}), so that user could put a directory of their own in place of the snapshot directory; give {at} to root or to the running user, or {ANCESTORS_FIX}"
         ))
-    } else if mode & 0o022 != 0 && !(mode & 0o1000 != 0 && uid == 0) {
+    } else if mode & 0o022 != 0 && mode & 0o1000 == 0 {
         Some(format!(
-            "its ancestor {at} (owner uid {uid}, mode {mode:04o}) may be written by its group or others and is not root's with the sticky bit (like /tmp, mode 1777), so another user could put a directory of their own in place of the snapshot directory; run chmod go-w {at}, or {ANCESTORS_FIX}"
+            "its ancestor {at} (owner uid {uid}, mode {mode:04o}) may be written by its group or others and lacks the sticky bit (as /tmp has, mode 1777), so another user could put a directory of their own in place of the snapshot directory; run chmod go-w {at}, or {ANCESTORS_FIX}"
         ))
     } else {
         None
@@ -172,21 +170,23 @@ impl Walk<'_> {
         }
     }
 
-    /// The snapshot directory itself, the entry `name` of `cur`: opened for reading, never
-    /// through a link, and private to the running user.
-    fn last(&self, cur: &Dir, name: &CStr) -> Result<Option<OwnedFd>> {
+    /// The snapshot directory itself, the entry `name` of `cur`: never through a link, and
+    /// private to the running user. It is opened only to name it (`O_PATH`) and checked through
+    /// that descriptor, so that one the running user may not read is refused for its owner or
+    /// mode, not for the permission its open would lack.
+    fn last(&self, cur: &Dir, name: &CStr) -> Result<Option<Dir>> {
         let dir = self.dir;
-        let mut opened = cur.open_readable(name);
+        let mut opened = cur.open_dir(name, false);
         if self.create
             && opened
                 .as_ref()
                 .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
         {
             self.make(cur, name, dir)?;
-            opened = cur.open_readable(name);
+            opened = cur.open_dir(name, false);
         }
-        let fd = match opened {
-            Ok(fd) => fd,
+        let found = match opened {
+            Ok(found) => found,
             Err(e) if e.kind() == io::ErrorKind::NotFound && !self.create => return Ok(None),
             Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
                 return Err(refuse_dir(dir, "it is a symbolic link or not a directory"));
@@ -199,32 +199,33 @@ impl Walk<'_> {
                 )));
             }
         };
-        let md = fs::File::from(
-            fd.try_clone()
-                .map_err(|e| Error::io(e, format!("snapshot directory {}", dir.display())))?,
-        )
-        .metadata()
-        .map_err(|e| Error::io(e, format!("cannot inspect {}", dir.display())))?;
-        if md.uid() != self.me {
+        let st = found.stat_self().map_err(|e| {
+            snapshot_error(format!(
+                "cannot inspect {}: {}",
+                dir.display(),
+                describe(&e)
+            ))
+        })?;
+        if st.uid() != self.me {
             return Err(refuse_dir(
                 dir,
                 &format!(
                     "it is owned by uid {}, not by the running user (uid {})",
-                    md.uid(),
+                    st.uid(),
                     self.me
                 ),
             ));
         }
-        if md.mode() & 0o022 != 0 {
+        if st.mode() & 0o022 != 0 {
             return Err(refuse_dir(
                 dir,
                 &format!(
                     "its group or others may write into it (mode {:04o})",
-                    md.mode() & 0o7777
+                    st.mode()
                 ),
             ));
         }
-        Ok(Some(fd))
+        Ok(Some(found))
     }
 }
 
@@ -233,8 +234,9 @@ impl Walk<'_> {
 /// `O_NOFOLLOW|O_DIRECTORY`), owned by the running user and writable by neither its group nor
 /// others, and every directory and link on the way to it passes [`ancestor_problem`]. With
 /// `create`, missing directories on the way (the snapshot directory included) are made 0700, each
-/// in its checked parent; without, `Ok(None)` when one is missing.
-pub fn open_private(dir: &Path, create: bool) -> Result<Option<OwnedFd>> {
+/// in its checked parent; without, `Ok(None)` when one is missing. Snapshots are made, looked up
+/// and removed through the descriptor returned, never by a path.
+pub fn open_private(dir: &Path, create: bool) -> Result<Option<Dir>> {
     let w = Walk {
         dir,
         // SAFETY: geteuid has no preconditions and cannot fail.

@@ -8,12 +8,12 @@
 
 use crate::config::{Config, SnapshotMode};
 use crate::dir::c_string;
-use crate::fsutil::{self, lstat, path_error};
+use crate::fsutil::{self, path_error};
 use crate::{NAME, paths, snapdir, sys};
 use aapi_sdk::plugin::{Error, ErrorKind, Host, Result, Timestamp};
+use std::ffi::CString;
 use std::fs::{self, Metadata};
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -60,6 +60,40 @@ pub fn root(cfg: &Config, id: &str) -> PathBuf {
     cfg.snapshot_dir.join(id)
 }
 
+/// Snapshot `id` as the name of an entry of the snapshot directory.
+fn id_name(id: &str) -> Result<CString> {
+    c_string(id.as_bytes()).map_err(|e| Error::io(e, format!("snapshot id {id:?}")))
+}
+
+/// The longest path the system calls take (`PATH_MAX` less its NUL).
+const PATH_MAX: usize = libc::PATH_MAX as usize - 1;
+
+/// `AAPI_ESNAPSHOT` when the copy of one of `items` in snapshot `id` would have a path too long
+/// for the calls that make and read it by path, before anything is made. The reason and the fix
+/// come before the paths, which may be long.
+fn check_lengths(cfg: &Config, id: &str, items: &[Item<'_>]) -> Result<()> {
+    // `<root>/<path without its leading />`: the length of the root and of the path.
+    let root = paths::bytes(&root(cfg, id)).len();
+    let mut longest: Option<(usize, &Path)> = None;
+    for it in items {
+        let n = root + paths::bytes(it.path).len();
+        if longest.is_none_or(|(m, _)| n > m) {
+            longest = Some((n, it.path));
+        }
+    }
+    match longest {
+        Some((n, path)) if n > PATH_MAX => Err(Error::new(
+            ErrorKind::Snapshot,
+            format!(
+                "snapshot: a path in snapshot {id} would be {n} bytes long, more than the {PATH_MAX} bytes a path may have; set files.snapshot_dir to a shorter directory (it is {}; the longest path is the copy of {})",
+                cfg.snapshot_dir.display(),
+                path.display()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// DISC-6: where `real_path` is inside snapshot `snapshot`; `real_path` itself for "".
 pub fn snapshot_path(cfg: &Config, snapshot: &str, real_path: &Path) -> Result<PathBuf> {
     // Without "..": the snapshot path stays inside the snapshot.
@@ -73,11 +107,14 @@ pub fn snapshot_path(cfg: &Config, snapshot: &str, real_path: &Path) -> Result<P
         )));
     }
     let root = root(cfg, snapshot);
+    let name = id_name(snapshot)?;
     // A snapshot is read only from a private snapshot directory, where no other user can have
     // put something else in its place since discovery.
-    if snapdir::open_private(&cfg.snapshot_dir, false)?.is_none()
-        || !fs::metadata(&root).is_ok_and(|m| m.is_dir())
-    {
+    let base = snapdir::open_private(&cfg.snapshot_dir, false)?;
+    if !base.is_some_and(|d| {
+        d.stat(&name)
+            .is_ok_and(|st| st.is_some_and(|st| st.is_dir()))
+    }) {
         return Err(Error::new(
             ErrorKind::Snapshot,
             format!("snapshot {} does not exist", root.display()),
@@ -305,18 +342,12 @@ pub fn create(cfg: &Config, host: &Host, id: &str, items: &[Item<'_>]) -> Result
         ErrorKind::Cancelled | ErrorKind::OutOfMemory => e,
         _ => Error::new(ErrorKind::Snapshot, e.message()),
     };
+    check_lengths(cfg, id, items)?;
     let base = snapdir::open_private(&cfg.snapshot_dir, true)?.expect("created");
     let root = root(cfg, id);
-    let name = c_string(id.as_bytes()).map_err(|e| Error::io(e, format!("snapshot id {id:?}")))?;
+    let name = id_name(id)?;
     // Made in the directory just checked, through its descriptor.
-    // SAFETY: `name` is NUL-terminated and `base` open, both alive for the call.
-    let made = unsafe { libc::mkdirat(base.as_raw_fd(), name.as_ptr(), 0o700) };
-    (if made == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    })
-    .map_err(|e| {
+    base.mkdir(&name, 0o700).map_err(|e| {
         if e.kind() == io::ErrorKind::AlreadyExists {
             Error::new(
                 ErrorKind::Snapshot,
@@ -351,8 +382,9 @@ pub fn create(cfg: &Config, host: &Host, id: &str, items: &[Item<'_>]) -> Result
             Ok(())
         }
         Err(e) => {
-            // DISC-5, TIME-4: no partial snapshot is left behind.
-            let _ = fsutil::remove_tree(&root, None);
+            // DISC-5, TIME-4: no partial snapshot is left behind (removed through the checked
+            // descriptor, whatever the length of its path).
+            let _ = base.remove_tree(&name, &root, None);
             Err(snap_err(e))
         }
     }
@@ -360,22 +392,35 @@ pub fn create(cfg: &Config, host: &Host, id: &str, items: &[Item<'_>]) -> Result
 
 /// DISC-7: delete snapshot `id`; one already gone is success. Keepalives during the removal.
 pub fn remove(cfg: &Config, host: &Host, id: &str) -> Result<()> {
-    if snapdir::open_private(&cfg.snapshot_dir, false)?.is_none() {
+    let Some(base) = snapdir::open_private(&cfg.snapshot_dir, false)? else {
         return Ok(());
-    }
+    };
     let root = root(cfg, id);
-    if lstat(&root)
+    let name = id_name(id)?;
+    if base
+        .stat(&name)
         .map_err(|e| path_error(e, "inspect", &root))?
         .is_none()
     {
         return Ok(());
     }
-    fsutil::remove_tree(&root, Some(host)).map_err(|e| match e.kind() {
-        ErrorKind::Cancelled | ErrorKind::OutOfMemory => e,
-        _ => Error::new(ErrorKind::Snapshot, e.message()),
-    })?;
+    base.remove_tree(&name, &root, Some(host))
+        .map_err(|e| match e.kind() {
+            ErrorKind::Cancelled | ErrorKind::OutOfMemory => e,
+            _ => Error::new(ErrorKind::Snapshot, e.message()),
+        })?;
     host.info(format!("{NAME}: snapshot {id} deleted"));
     Ok(())
+}
+
+/// Remove snapshot `id` after a failed discovery, when its directory is still private; what
+/// cannot be removed stays (the discovery's own error is the one reported).
+pub fn discard(cfg: &Config, id: &str) {
+    if let (Ok(Some(base)), Ok(name)) =
+        (snapdir::open_private(&cfg.snapshot_dir, false), id_name(id))
+    {
+        let _ = base.remove_tree(&name, &root(cfg, id), None);
+    }
 }
 
 #[cfg(test)]

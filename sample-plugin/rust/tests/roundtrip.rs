@@ -489,6 +489,42 @@ fn a_snapshot_directory_below_a_directory_others_may_write_into_is_refused() {
 }
 
 #[test]
+fn a_snapshot_whose_paths_are_too_long_is_refused_before_anything_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plugin, _, _) = load(dir.path());
+    let tree = dir.path().join("tree");
+    fs::create_dir_all(tree.join("d")).unwrap();
+    fs::write(tree.join("d/f"), b"data").unwrap();
+    // 17 components of 250 bytes: the walk could make it one component at a time, but no copy
+    // could be made or read by its path.
+    let long = dir.path().join("long");
+    fs::create_dir(&long).unwrap();
+    let mut snaps = long.clone();
+    for _ in 0..17 {
+        snaps.push("b".repeat(250));
+    }
+    let props = [
+        ("files.snapshot", "copy"),
+        ("files.snapshot_dir", snaps.to_str().unwrap()),
+    ];
+    let out = tempfile::tempdir().unwrap();
+    let hosts = vec!["h1".to_string()];
+    let def = session(AAPI_OP_DISCOVERY, &props);
+    let e = discover(&plugin, def, &[&tree], &hosts, out.path(), AAPI_SCHED_FULL).unwrap_err();
+    assert_eq!(e.code(), Some(AAPI_ESNAPSHOT), "{e}");
+    let why = "bytes a path may have; set files.snapshot_dir to a shorter directory (it is ";
+    assert!(e.to_string().contains(why), "{e}");
+    // DISC-5: nothing made, not even the missing directories on the way; no workload file.
+    assert_eq!(fs::read_dir(&long).unwrap().count(), 0, "made");
+    assert_eq!(
+        fs::read_dir(out.path()).unwrap().count(),
+        0,
+        "workload file left"
+    );
+    plugin.terminate().unwrap();
+}
+
+#[test]
 fn reflink_clones_or_falls_back_as_configured() {
     let dir = tempfile::tempdir().unwrap();
     let (plugin, hooks, _) = load(dir.path());
