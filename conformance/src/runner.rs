@@ -152,7 +152,8 @@ struct CheckState {
     stops: Vec<String>,
 }
 
-/// A function that hung in a worker: later workers that call it are stopped after a grace.
+/// A function that hung in a worker; when it kept alive until the worker limit, later workers
+/// that call it are stopped after its budget.
 #[derive(Debug, Clone)]
 struct Hang {
     /// The check whose worker it hung in first.
@@ -682,11 +683,12 @@ impl Runner {
         // that paces its keepalives by its session's budget is never killed for it.
         let mut setup = self.setup.clone();
         setup.budget_ms = budget;
-        // A call to a function that hung before gets a quarter of its budget (the longest a
-        // call should go without a keepalive, TIME-2), in all when it kept alive then, else
-        // since its last keepalive; not another worker limit. The long call of the timing
-        // checks is long on purpose: it is not stopped so (`time.cancel` ends it with its
-        // cancel, `time.keepalive-cadence` at the worker limit at worst).
+        // A call to a function that kept alive until a worker's limit before gets its budget,
+        // keepalives or not, not another worker limit. A function that hung without keepalive
+        // is not stopped early: its calls are held to the budget anyway, and a later call that
+        // returns within it is correct (a first call may be slow for good reasons). The long
+        // call of the timing checks is long on purpose: it is not stopped so (`time.cancel`
+        // ends it with its cancel, `time.keepalive-cadence` at the worker limit at worst).
         let long_call = matches!(&task, Task::Probe { check }
             if check == "time.cancel" || check == "time.keepalive-cadence");
         let hung = if long_call {
@@ -696,15 +698,14 @@ impl Runner {
                 .lock()
                 .unwrap()
                 .iter()
-                .map(|(f, h)| HungCall {
+                .filter(|(_, h)| !h.signature.starts_with("timeout"))
+                .map(|(f, _)| HungCall {
                     function: f.clone(),
                     grace_ms: if is_sessionless(f) {
                         self.setup.budget_ms
                     } else {
                         budget
-                    } as u64
-                        / 4,
-                    silent: h.signature.starts_with("timeout"),
+                    } as u64,
                 })
                 .collect()
         };

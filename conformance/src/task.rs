@@ -89,25 +89,23 @@ pub struct TaskSpec {
     pub job: PathBuf,
     /// The check the task runs for (probes announce the checks they evaluate as they go).
     pub check: String,
-    /// Functions that already hung in an earlier worker of the run (a timeout, or the worker
-    /// limit reached in them): a call to one of them that has not returned within its grace
-    /// stops this worker ([`Msg::Stopped`]) instead of hanging it again.
+    /// Functions that already kept alive until an earlier worker's limit: a call to one of them
+    /// that has not returned within its grace stops this worker ([`Msg::Stopped`]) instead of
+    /// holding it up to the limit again.
     #[serde(default)]
     pub hung: Vec<HungCall>,
     /// What to do.
     pub task: Task,
 }
 
-/// A function that hung in an earlier worker, and how long a call to it may take here.
+/// A function that kept alive until an earlier worker's limit, and how long a call to it may
+/// take here.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HungCall {
     /// Entry point.
     pub function: String,
-    /// Milliseconds a call may run before the worker stops: in all, or, when `silent`, since
-    /// the call's start or the worker's last keepalive, whichever came later.
+    /// Milliseconds a call may run, keepalives or not, before the worker stops.
     pub grace_ms: u64,
-    /// It hung without keepalive (a timeout), not while keeping alive (the worker limit).
-    pub silent: bool,
 }
 
 /// The work of one worker process.

@@ -215,8 +215,6 @@ pub struct ConfHooks {
     /// Running calls to them: key, function, start.
     hung_calls: Mutex<Vec<(u64, &'static str, Instant)>>,
     hung_seq: AtomicUsize,
-    /// When the plugin last called the keepalive callback.
-    last_keepalive: Mutex<Option<Instant>>,
 }
 
 impl ConfHooks {
@@ -233,7 +231,6 @@ impl ConfHooks {
             hung,
             hung_calls: Mutex::new(Vec::new()),
             hung_seq: AtomicUsize::new(0),
-            last_keepalive: Mutex::new(None),
         }
     }
 
@@ -244,18 +241,10 @@ impl ConfHooks {
     fn watch_hung(&self, hung: &[HungCall]) -> ! {
         loop {
             std::thread::sleep(Duration::from_millis(10));
-            let alive = *self
-                .last_keepalive
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
             let calls = self.hung_calls.lock().unwrap_or_else(|e| e.into_inner());
             let late = calls.iter().find_map(|(_, f, since)| {
                 let h = hung.iter().find(|h| h.function == *f)?;
-                let from = match alive {
-                    Some(a) if h.silent && a > *since => a,
-                    _ => *since,
-                };
-                (from.elapsed() > Duration::from_millis(h.grace_ms))
+                (since.elapsed() > Duration::from_millis(h.grace_ms))
                     .then_some((*f, since.elapsed()))
             });
             if let Some((function, ran)) = late {
@@ -321,7 +310,6 @@ impl HostHooks for ConfHooks {
     fn keepalive(&self) -> bool {
         self.stray("keepalive callback".into());
         let now = Instant::now();
-        *self.last_keepalive.lock().unwrap() = Some(now);
         if let Some(t) = self.track.lock().unwrap().as_mut() {
             t.max_gap = t.max_gap.max(now - t.last_alive);
             t.last_alive = now;

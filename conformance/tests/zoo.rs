@@ -213,6 +213,7 @@ zoo_tests! {
     writes_past_read_buffer: "ZOO_READ_OVERFLOW" => ["MEM-4"] [] "mem.read-bounds" "wrote past the buffer";
     // Status 0 is no success while a call runs: the plugin ended the process.
     exits_in_terminate: "ZOO_EXIT_IN_TERMINATE" => ["LIFE-7"] [] "load.terminate" "the plugin ended the process (exit status 0) in aapi_terminate";
+    crashes_in_a_second_terminate: "ZOO_CRASH_IN_SECOND_TERMINATE" => ["LIFE-7"] [] "load.terminate" "crash(SIGSEGV) in aapi_terminate";
     exits_in_rollback: "ZOO_EXIT_IN_ROLLBACK" => ["MEM-3", "RST-10", "RST-6"] [] "mem.no-crash" "the plugin ended the process (exit status 0) in aapi_restore_postprocess (during rst.failed-restore)";
     // The library destructors run when a worker exits: held to the budget of a call.
     destructor_hangs: "ZOO_DTOR_HANG" => ["LIFE-8"] [] "load.init" "timeout in the process exit (library destructors, exit handlers)";
@@ -431,20 +432,16 @@ fn a_second_bug_in_a_failed_steps_function_is_reported() {
     assert_eq!(r.exit_code, 1);
 }
 
-/// A function that hangs (keeping alive forever, or without keepalive) holds the run up once,
-/// not once per probe that calls it: a later call to it is stopped after a quarter of its
-/// budget, and a check that only used it is blocked by the step, with a finding that names the
-/// first hang. The probes of that very function still fail on their own, and a second bug of
-/// that function that shows at once (`AAPI_ENOENT` for a NULL path) is still reported.
+/// A function that keeps alive forever holds the run up once, not once per probe that calls it:
+/// a later call to it is stopped after its budget, and a check that only used it is blocked by
+/// the step, with a finding that names the first hang. The probes of that very function still
+/// fail on their own, and a second bug of that function that shows at once (`AAPI_ENOENT` for a
+/// NULL path) is still reported.
 #[test]
-fn a_function_that_hangs_holds_the_run_up_once() {
-    // Well above the 2 s call budget: the call without keepalive times out first.
-    let five_s: fn(&mut RunOptions) = |o| o.profile.worker_limit_s = Some(5);
-    let two_s: fn(&mut RunOptions) = |o| o.profile.worker_limit_s = Some(2);
-    for (define, limit, aggregate) in [
-        ("ZOO_OPEN_FOREVER", two_s, "time.bounded"),
-        ("ZOO_OPEN_HANG", five_s, "time.budget"),
-    ] {
+fn a_function_that_keeps_alive_forever_holds_the_run_up_once() {
+    // Three times the 2 s call budget, after which later calls are stopped.
+    let six_s: fn(&mut RunOptions) = |o| o.profile.worker_limit_s = Some(6);
+    for (define, limit, aggregate) in [("ZOO_OPEN_FOREVER", six_s, "time.bounded")] {
         let r = run_with(Some(define), limit);
         let text = r.to_text();
         assert_eq!(
@@ -500,6 +497,38 @@ fn a_function_that_hangs_holds_the_run_up_once() {
             "{define}\n{text}"
         );
     }
+}
+
+/// A function that hung without keepalive is not stopped early in later calls: they are held to
+/// the budget anyway, and one that returns within it is correct. Every probe of it times out on
+/// its own, and its second bug is still reported.
+#[test]
+fn a_function_that_hung_without_keepalive_is_not_stopped_early() {
+    let r = run_with(Some("ZOO_OPEN_HANG"), |o| {
+        o.profile.worker_limit_s = Some(5)
+    });
+    let text = r.to_text();
+    assert_eq!(
+        r.failed_ids(),
+        vec![
+            "life.backup",
+            "rc.null.aapi_open_object",
+            "rc.bad-handle.aapi_open_object",
+            "rc.out-params.aapi_open_object",
+            "time.budget"
+        ],
+        "{text}"
+    );
+    assert!(
+        findings(&r, "rc.null.aapi_open_object").contains("returned AAPI_ENOENT"),
+        "{text}"
+    );
+    assert!(
+        r.checks
+            .iter()
+            .all(|c| c.findings.iter().all(|f| !f.contains("was stopped after"))),
+        "{text}"
+    );
 }
 
 /// Relative `selections` and `restore_root` are relative to the profile's directory, not to the
