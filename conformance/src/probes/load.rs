@@ -175,7 +175,15 @@ pub fn gate(ctx: &Ctx) -> Result<(), String> {
     ctx.begin("load.init");
     match Plugin::init(lib, ctx.dyn_hooks()) {
         Ok(p) => {
-            let _ = p.terminate();
+            // The second cycle's terminate is load.terminate's too.
+            ctx.begin("load.terminate");
+            if let Err(e) = p.terminate() {
+                ctx.fail(
+                    "load.terminate",
+                    format!("a second aapi_terminate, after a new aapi_pgn_init, failed: {e}"),
+                );
+            }
+            ctx.ran("load.terminate");
         }
         Err(err) if findings.is_empty() && !abi_differs => ctx.fail(
             "load.init",

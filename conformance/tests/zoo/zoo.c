@@ -328,6 +328,12 @@ int aapi_terminate(void) {
 #ifdef ZOO_EXIT_IN_TERMINATE
     _exit(0); /* ends the framework's process, with a status that looks like success */
 #endif
+#ifdef ZOO_CRASH_IN_SECOND_TERMINATE
+    { /* frees a global that a new init does not re-create: the second cycle crashes */
+        static int cycles;
+        if (++cycles == 2) *(volatile int *)8 = 1;
+    }
+#endif
     reset_tables();
 #ifdef ZOO_STRAY_CALLBACK
     pthread_join(g_thread, NULL);
