@@ -1915,17 +1915,25 @@ impl Runner {
             }
         } else {
             let cmd = self.change_command.clone().unwrap_or_default();
-            match Command::new("sh")
-                .arg("-c")
-                .arg(&cmd)
-                .stdin(Stdio::null())
-                .stdout(crate::shell::to_stderr())
-                .stderr(crate::shell::to_stderr())
-                .status()
-            {
-                Ok(s) if s.success() => self.changed_objects.clone(),
-                other => {
-                    self.harness(id, format!("change_command `{cmd}` failed: {other:?}"));
+            // As setup and teardown: in the profile's directory, in a process group of its
+            // own that an interrupt kills at once, and what it leaves running is killed.
+            let tree_dir = self.scratch.join("tree");
+            let shell = crate::shell::Shell {
+                cwd: &self.opts.profile_dir,
+                env: vec![
+                    ("AAPI_CONFORMANCE_SCRATCH", self.scratch.as_path()),
+                    ("AAPI_CONFORMANCE_TREE", tree_dir.as_path()),
+                ],
+                interrupt: self.opts.interrupt,
+            };
+            match shell.run("change", &cmd).1 {
+                Ok(()) => self.changed_objects.clone(),
+                Err(Stop::Failed(m)) => {
+                    self.harness(id, m);
+                    return;
+                }
+                Err(Stop::Interrupted(_)) => {
+                    self.harness(id, format!("change command `{cmd}`: interrupted"));
                     return;
                 }
             }

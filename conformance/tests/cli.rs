@@ -317,12 +317,13 @@ budget_ms = 1000
 selections = ["{scratch}/staged"]
 properties = { "zoo.walk_delay_us" = "100000" }
 [data]
-change_command = "echo changing; printf 'changed' >> {scratch}/staged/a"
+change_command = "echo changing; printf 'changed' >> {scratch}/staged/a; : > change-ran; sleep 60 &"
 changed_objects = ["{scratch}/staged/a"]
 "#,
     )
     .unwrap();
     let scratch = dir.path().join("scratch");
+    let started = std::time::Instant::now();
     let out = cli()
         .arg("run")
         .arg(common::build(None))
@@ -337,6 +338,14 @@ changed_objects = ["{scratch}/staged/a"]
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(scratch.join("setup-ran").exists() && scratch.join("teardown-ran").exists());
+    // The change command runs in the profile's directory, and what it leaves running (the
+    // `sleep 60 &`) neither outlives it nor holds the run's output open.
+    assert!(dir.path().join("change-ran").exists());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(45),
+        "{:?}",
+        started.elapsed()
+    );
     // The profile's commands print to stderr, never into the report.
     assert!(!text.lines().any(|l| l == "changing"), "{text}");
     assert!(
