@@ -1,11 +1,12 @@
-//! The profile's `setup` and `teardown` shell commands.
+//! The profile's shell commands: `setup`, `teardown`, `change_command`.
 //!
-//! Each runs as `sh -c COMMAND` in a process group of its own, so that whatever it starts can be
-//! killed with it: at once when the run is interrupted while it runs, and, for what it leaves
-//! running in the background (a service the checks use, say), when the run ends. A small guard
-//! process in the group kills the group if the runner itself dies first (a second Ctrl-C, a
-//! `kill -9`), so nothing a command started outlives the runner. Their output goes to the
-//! runner's standard error: standard output carries the report alone.
+//! Each runs as `sh -c COMMAND` in a session (and so a process group) of its own, without a
+//! controlling terminal, so that whatever it starts can be killed with it: at once when the run
+//! is interrupted while it runs, and, for what it leaves running in the background (a service
+//! the checks use, say), when the run ends. A small guard process in the group kills the group if
+//! the runner itself dies first (a second Ctrl-C, a `kill -9`), so nothing a command started
+//! outlives the runner. Their output goes to the runner's standard error: standard output
+//! carries the report alone.
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd};
@@ -77,16 +78,23 @@ impl Shell<'_> {
             .current_dir(self.cwd)
             .stdin(Stdio::null())
             .stdout(to_stderr())
-            .stderr(to_stderr())
-            .process_group(0);
+            .stderr(to_stderr());
         for (k, v) in &self.env {
             c.env(k, v);
         }
         let guard_fd = guard_r.as_raw_fd();
-        // SAFETY: start_group_guard makes only async-signal-safe system calls and does not
-        // allocate; it runs in the forked child after its setpgid.
+        // A session of its own, so also a process group of its own, without a controlling
+        // terminal: a command that would prompt on the terminal (sudo, ssh) fails at once
+        // instead of being stopped for good as a background job of the runner's terminal.
+        // SAFETY: setsid and start_group_guard make only async-signal-safe system calls and do
+        // not allocate; they run in the forked child before it executes the shell.
         unsafe {
-            c.pre_exec(move || aapi_host::supervise::start_group_guard(guard_fd).map(drop));
+            c.pre_exec(move || {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                aapi_host::supervise::start_group_guard(guard_fd).map(drop)
+            });
         }
         let child = match c.spawn() {
             Ok(ch) => ch,

@@ -694,6 +694,69 @@ fn a_process_the_plugin_started_dies_with_a_killed_runner() {
     assert!(left.is_empty(), "processes outlived the runner: {left:?}");
 }
 
+/// At an interactive terminal, a setup command that would prompt on it (sudo, ssh) fails at once:
+/// it has no controlling terminal. In a process group of the runner's session it would be
+/// stopped for good as a background job of that terminal, and the run would hang.
+#[test]
+fn a_setup_that_reads_the_terminal_fails_instead_of_stopping() {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: posix_openpt, grantpt, unlockpt and ptsname on a descriptor this test owns;
+    // ptsname's string is copied at once.
+    let (master, name) = unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        assert!(master >= 0, "{}", std::io::Error::last_os_error());
+        assert_eq!(libc::grantpt(master), 0);
+        assert_eq!(libc::unlockpt(master), 0);
+        let name = std::ffi::CStr::from_ptr(libc::ptsname(master)).to_owned();
+        (master, name)
+    };
+    let dir = common::fast_tempdir();
+    let profile = write_profile(dir.path(), "setup = \"read line < /dev/tty\"");
+    let mut c = cli();
+    c.arg("run")
+        .arg(common::build(None))
+        .arg("--profile")
+        .arg(&profile)
+        .args(["--only", "load."])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: setsid, open and close are async-signal-safe; `name` was made before the fork.
+    // The runner leads a new session whose controlling terminal is the pseudo-terminal (the
+    // first terminal a session leader opens), in its foreground, as a login shell's job is.
+    unsafe {
+        c.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let fd = libc::open(name.as_ptr(), libc::O_RDWR);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+            Ok(())
+        });
+    }
+    let mut child = c.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    // SAFETY: closes the descriptor opened above, once.
+    unsafe { libc::close(master) };
+    let status = status.expect("the run hung on a setup that reads the terminal");
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("setup command"), "{err}");
+}
+
 /// Wait until `path` exists (a command of the profile made it), at most 30 s.
 fn wait_for(path: &std::path::Path) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
