@@ -184,6 +184,9 @@ pub fn gate(ctx: &Ctx) -> Result<(), String> {
                 );
             }
             ctx.ran("load.terminate");
+            // The worker's exit (library destructors, exit handlers) is the cycle's end:
+            // load.init's, as the docs say.
+            ctx.begin("load.init");
         }
         Err(err) if findings.is_empty() && !abi_differs => ctx.fail(
             "load.init",
