@@ -278,7 +278,7 @@ int aapi_discovery(aapi_server_t server, const char *const *selections,
     for (nhosts = 0; backuphosts[nhosts] != NULL; nhosts++)
         ;
     if (srv->cfg.snapshot != SNAP_NONE) {
-        rc = snapshot_id(fn, srv->session->sd_job_id, snap);
+        rc = snapshot_id(fn, srv->session->sd_job_id, srv->cfg.snapshot_dir, snap);
         if (rc != AAPI_EOK)
             goto out;
     }
@@ -428,7 +428,7 @@ out:
             char saved[1024];
             size_t len = sizeof saved;
             (void)last_error_copy(saved, &len);
-            (void)snapshot_remove(fn, srv, snap, NULL);
+            (void)snapshot_remove(fn, srv, snap, NULL, NULL);
             (void)fail(rc, "%s", saved); /* keep the message of the first failure */
         }
     }

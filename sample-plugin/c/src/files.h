@@ -351,10 +351,14 @@ int workload_write(const char *fn, const char *path, const char *snapshot, const
 /** The CRC-32 (IEEE 802.3, as zlib) of `n` bytes, continuing from `crc` (start with 0). */
 uint32_t crc32_update(uint32_t crc, const void *data, size_t n);
 
-/** The snapshot id of a job: "files-" + the job id with bytes outside [A-Za-z0-9._-] as '_'. */
-int snapshot_id(const char *fn, const char *job_id, char out[AAPI_SNAPID_MAX]);
+/** The snapshot id of a job whose snapshot is made in `dir`: "files-" + the job id with bytes
+ * outside [A-Za-z0-9._-] as '_' + "-" + the tag of `dir` (16 hex digits of its FNV-1a hash). */
+int snapshot_id(const char *fn, const char *job_id, const char *dir, char out[AAPI_SNAPID_MAX]);
 /** Non-zero when `id` could have been made by snapshot_id (so it is safe to use in a path). */
 int snapshot_id_valid(const char *id);
+/** AAPI_ESNAPSHOT unless the valid id `id` ends in the tag of the session's snapshot directory:
+ * a snapshot made elsewhere (another user, TMPDIR or files.snapshot_dir) is not looked for. */
+int snapshot_check_made_here(const char *fn, const files_server *srv, const char *id);
 /** One object a snapshot copies. */
 typedef struct files_snap_item {
     const char *path;
@@ -363,8 +367,9 @@ typedef struct files_snap_item {
 /** Create snapshot `id` holding a copy of `items` (sorted by path); removes it on failure. */
 int snapshot_create(const char *fn, const files_server *srv, const char *id,
                     const files_snap_item *items, size_t n, files_keepalive *ka);
-/** Remove snapshot `id` (missing is success). */
-int snapshot_remove(const char *fn, const files_server *srv, const char *id, files_keepalive *ka);
+/** Remove snapshot `id` (missing is success); *removed (when not NULL): whether it was there. */
+int snapshot_remove(const char *fn, const files_server *srv, const char *id, files_keepalive *ka,
+                    int *removed);
 
 /** Close an object opened for reading (backup.c) or created for writing (restore.c). Both free
  *  the object; `commit` says whether a created object is completed (1) or discarded (0). */

@@ -5,6 +5,8 @@
  * A snapshot is a proxy copy of the changed objects under <snapshot_dir>/<snapshot id>/<real path
  * without its leading '/'>, keeping modes and times (and owners when running as root). Directories
  * are created 0700 and get their own mode and times only once everything below them is copied.
+ * A snapshot id ends in a tag of the snapshot directory it was made in, and is used only by a
+ * session whose snapshot directory has that tag.
  */
 #include "files.h"
 
@@ -32,7 +34,24 @@ static int allowed_id_byte(unsigned char c)
            c == '.' || c == '_' || c == '-';
 }
 
-int snapshot_id(const char *fn, const char *job_id, char out[AAPI_SNAPID_MAX])
+/* The length of the tag that ends every snapshot id (after a '-'). */
+#define TAG_LEN 16
+
+/* The tag of snapshot directory `dir` (absolute, normalized) into out: the 64-bit FNV-1a hash of
+ * its path's bytes, as 16 lowercase hex digits and a NUL. It only tells one directory from
+ * another (an identifier, not a security measure: the directory's own checks are that). */
+static void dir_tag(const char *dir, char out[TAG_LEN + 1])
+{
+    uint64_t hash = UINT64_C(0xcbf29ce484222325);
+    const unsigned char *p;
+    for (p = (const unsigned char *)dir; *p != '\0'; p++) {
+        hash ^= *p;
+        hash *= UINT64_C(0x100000001b3);
+    }
+    snprintf(out, TAG_LEN + 1, "%016llx", (unsigned long long)hash);
+}
+
+int snapshot_id(const char *fn, const char *job_id, const char *dir, char out[AAPI_SNAPID_MAX])
 {
     size_t o = 0;
     const unsigned char *p;
@@ -43,12 +62,13 @@ int snapshot_id(const char *fn, const char *job_id, char out[AAPI_SNAPID_MAX])
          * sequence (10xxxxxx) belong to the character of their lead byte. */
         if ((*p & 0xC0u) == 0x80u)
             continue;
-        if (o + 1 >= AAPI_SNAPID_MAX)
+        if (o + 1 + 1 + TAG_LEN >= AAPI_SNAPID_MAX)
             return fail(AAPI_EINVAL, "%s: job id \"%s\" makes a snapshot id longer than %d bytes",
                         fn, job_id, AAPI_SNAPID_MAX - 1);
         out[o++] = allowed_id_byte(*p) ? (char)*p : '_';
     }
-    out[o] = '\0';
+    out[o++] = '-';
+    dir_tag(dir, out + o);
     return AAPI_EOK;
 }
 
@@ -61,6 +81,37 @@ int snapshot_id_valid(const char *id)
         if (!allowed_id_byte((unsigned char)id[i]))
             return 0;
     return 1;
+}
+
+/* The tag at the end of `id` ('-' and 16 lowercase hex digits), or NULL when it has none. */
+static const char *id_tag(const char *id)
+{
+    size_t i, n = strlen(id);
+    if (n < 6 + 1 + TAG_LEN || strncmp(id, "files-", 6) != 0 || id[n - TAG_LEN - 1] != '-')
+        return NULL;
+    for (i = n - TAG_LEN; i < n; i++)
+        if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f')))
+            return NULL;
+    return id + n - TAG_LEN;
+}
+
+int snapshot_check_made_here(const char *fn, const files_server *srv, const char *id)
+{
+    const char *tag = id_tag(id);
+    char here[TAG_LEN + 1];
+    dir_tag(srv->cfg.snapshot_dir, here);
+    if (tag != NULL && strcmp(tag, here) == 0)
+        return AAPI_EOK;
+    /* The reason and the fix before the path, which may be long. */
+    return fail(AAPI_ESNAPSHOT,
+                "%s: snapshot %s %s the one of this session; run every step of the job as the "
+                "same user, with the same TMPDIR and files.snapshot_dir, as the discovery (the "
+                "snapshot directory of this session is %s)",
+                fn, id,
+                tag != NULL ? "was made in another snapshot directory than"
+                            : "carries no tag of the snapshot directory it was made in (the ids "
+                              "of this plugin end in one), so it is not looked for in",
+                srv->cfg.snapshot_dir);
 }
 
 /* <snapshot_dir>/<id>/<realpath without its leading '/'>. */
@@ -652,10 +703,14 @@ int snapshot_create(const char *fn, const files_server *srv, const char *id,
     return rc;
 }
 
-int snapshot_remove(const char *fn, const files_server *srv, const char *id, files_keepalive *ka)
+int snapshot_remove(const char *fn, const files_server *srv, const char *id, files_keepalive *ka,
+                    int *removed)
 {
+    struct stat st;
     char *root;
     int rc, base;
+    if (removed != NULL)
+        *removed = 0;
     rc = private_base(fn, srv, 0, &base);
     if (rc != AAPI_EOK || base < 0)
         return rc; /* a missing snapshot directory holds no snapshot: success */
@@ -664,6 +719,15 @@ int snapshot_remove(const char *fn, const files_server *srv, const char *id, fil
         close(base);
         return fail(AAPI_ENOMEM, "%s: out of memory", fn);
     }
+    if (fstatat(base, id, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        int err = errno;
+        close(base);
+        rc = err == ENOENT ? AAPI_EOK : fail_errno(err, "%s: cannot inspect %s", fn, root);
+        free(root);
+        return rc == AAPI_EOK || rc == AAPI_ENOMEM ? rc : AAPI_ESNAPSHOT;
+    }
+    if (removed != NULL)
+        *removed = 1;
     /* Through the checked descriptor, whatever the length of the snapshot's path. */
     rc = remove_tree_at(fn, base, id, root, ka);
     close(base);
@@ -680,7 +744,7 @@ int aapi_postprocess(aapi_server_t server, const char *const *selections,
     static const char fn[] = "aapi_postprocess";
     files_server *srv;
     files_keepalive ka;
-    int rc = require_claimed(fn);
+    int removed = 0, rc = require_claimed(fn);
     if (rc != AAPI_EOK)
         return rc;
     if (selections == NULL || backuphosts == NULL || wkldoutdir == NULL ||
@@ -709,11 +773,18 @@ int aapi_postprocess(aapi_server_t server, const char *const *selections,
         if (!snapshot_id_valid(snapid->id))
             return fail(AAPI_EINVAL, "%s: \"%s\" is not a snapshot id of this plugin", fn,
                         snapid->id);
-        keepalive_start(&ka, srv);
-        rc = snapshot_remove(fn, srv, snapid->id, &ka); /* DISC-7: already gone is success */
+        /* One made in another snapshot directory is not missing, only looked for in the wrong
+         * place. */
+        rc = snapshot_check_made_here(fn, srv, snapid->id);
         if (rc != AAPI_EOK)
             return rc;
-        log_msg(srv, AAPI_LOG_INFO, "%s: snapshot %s deleted", FILES_PLUGIN_NAME, snapid->id);
+        keepalive_start(&ka, srv);
+        /* DISC-7: already gone is success. */
+        rc = snapshot_remove(fn, srv, snapid->id, &ka, &removed);
+        if (rc != AAPI_EOK)
+            return rc;
+        if (removed)
+            log_msg(srv, AAPI_LOG_INFO, "%s: snapshot %s deleted", FILES_PLUGIN_NAME, snapid->id);
     }
     return AAPI_EOK;
 }
@@ -754,6 +825,9 @@ int aapi_get_snappath_from_realpath(aapi_server_t server, const char *snapname,
         if (!snapshot_id_valid(snapname))
             return fail(AAPI_EINVAL, "%s: \"%s\" is not a snapshot id of this plugin", fn,
                         snapname);
+        rc = snapshot_check_made_here(fn, srv, snapname);
+        if (rc != AAPI_EOK)
+            return rc;
         /* A snapshot is read only from a private snapshot directory, where no other user can
          * have put something else in its place since discovery. */
         rc = private_base(fn, srv, 0, &base);

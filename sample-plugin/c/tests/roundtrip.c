@@ -1411,12 +1411,26 @@ static void concurrent_rollback(void)
     free(slow);
 }
 
+/* The id of the snapshot of job `job` made in `dir` (sample-plugin/README.md, Snapshots):
+ * "files-<job>-" and 16 lowercase hex digits of the 64-bit FNV-1a hash of the directory's path. */
+static void snapshot_id(const char *job, const char *dir, aapi_snapid_t *id)
+{
+    uint64_t hash = UINT64_C(0xcbf29ce484222325);
+    const unsigned char *p;
+    for (p = (const unsigned char *)dir; *p != '\0'; p++) {
+        hash ^= *p;
+        hash *= UINT64_C(0x100000001b3);
+    }
+    memset(id, 0, sizeof *id);
+    snprintf(id->id, sizeof id->id, "files-%s-%016llx", job, (unsigned long long)hash);
+}
+
 /* DISC-7 with few descriptors: postprocess removes a snapshot 200 directories deep with the
  * descriptor limit at 256, so the removal holds one descriptor per directory level, not more. */
 #define DEEP_LEVELS 200
 static void deep_snapshot(void)
 {
-    char *snaps = join(g_work, "snapshots-deep"), *root = join(snaps, "files-deep"), *p;
+    char *snaps = join(g_work, "snapshots-deep"), *root, *p;
     const char *sel[2];
     aapi_property_t props[1];
     aapi_session_def_t s;
@@ -1426,6 +1440,8 @@ static void deep_snapshot(void)
     struct stat st;
     size_t len;
     int i;
+    snapshot_id("deep", snaps, &id);
+    root = join(snaps, id.id);
     if (mkdir(snaps, 0700) != 0 || mkdir(root, 0700) != 0)
         die("mkdir: %s", strerror(errno));
     len = strlen(root);
@@ -1442,8 +1458,6 @@ static void deep_snapshot(void)
     free(p);
     props[0].key = "files.snapshot_dir";
     props[0].value = snaps;
-    memset(&id, 0, sizeof id);
-    memcpy(id.id, "files-deep", sizeof "files-deep");
     sel[0] = g_tree;
     sel[1] = NULL;
     begin_cycle();

@@ -37,7 +37,7 @@ impl HostHooks for Log {
 struct Loaded {
     plugin: Plugin,
     log: Arc<Log>,
-    /// The job id of its sessions (`job-1`, so snapshot `files-job-1`).
+    /// The job id of its sessions (`job-1`, so snapshot `files-job-1-<tag>`).
     job: String,
 }
 
@@ -104,6 +104,15 @@ fn samples() -> [(&'static str, PathBuf); 2] {
         .unwrap()
         .join("libaapi_sample_plugin.so");
     [("c", PathBuf::from(PLUGIN_PATH)), ("rust", rust)]
+}
+
+/// The id of the snapshot of job `job` made in `dir` (sample-plugin/README.md, §Snapshots): it
+/// ends in 16 lowercase hex digits of the 64-bit FNV-1a hash of the directory's path.
+fn snapshot_id(job: &str, dir: &Path) -> String {
+    let hash = bytes(dir).iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &c| {
+        (h ^ u64::from(c)).wrapping_mul(0x100_0000_01b3)
+    });
+    format!("files-{job}-{hash:016x}")
 }
 
 /// The default snapshot directory of the running user in the temporary directory `tmp`.
@@ -313,7 +322,7 @@ fn the_snapshot_directory_must_be_private() {
             assert!(msg.contains("files.snapshot_dir"), "{name} {label}: {msg}");
             // Nothing was copied there (DISC-5): no snapshot, no workload file.
             assert!(
-                !dir.join("files-job-1").exists(),
+                !dir.join(snapshot_id("job-1", dir)).exists(),
                 "{name} {label}: a snapshot was made"
             );
             assert!(!file_name(&work.join("wkld"), "bh1", ".wkld").exists());
@@ -327,7 +336,7 @@ fn the_snapshot_directory_must_be_private() {
         ];
         let work = w.path().join(format!("work-{name}-fresh"));
         let snapid = discover(&p, &work, &tree, &props).unwrap();
-        assert_eq!(snapid, "files-job-1");
+        assert_eq!(snapid, snapshot_id("job-1", &fresh));
         for d in [fresh.clone(), fresh.join(&snapid)] {
             let md = fs::symlink_metadata(&d).unwrap();
             assert!(md.is_dir(), "{name}: {}", d.display());
@@ -606,15 +615,16 @@ fn a_snapshot_whose_paths_are_too_long_is_refused_before_anything_is_made() {
     let tree = w.path().join("tree");
     fs::create_dir_all(tree.join("d")).unwrap();
     fs::write(tree.join("d/f"), b"real data").unwrap();
-    let id = "files-job-1";
+    let id_len = snapshot_id("job-1", w.path()).len();
     for (name, lib) in samples() {
         let p = Loaded::new(&lib);
         let long = dir_with_mode(&w.path().join(format!("long-{name}")), 0o700);
-        // The snapshot itself, <dir>/files-job-1, longer than PATH_MAX; then one that fits
+        // The snapshot itself, <dir>/<id>, longer than PATH_MAX; then one that fits
         // when the copies in it do not.
         let over = path_of_length(&long, PATH_MAX + 100);
-        let fits = path_of_length(&long, PATH_MAX - id.len() - 1);
+        let fits = path_of_length(&long, PATH_MAX - id_len - 1);
         for dir in [&over, &fits] {
+            let id = snapshot_id("job-1", dir);
             let props = [
                 ("files.snapshot", "copy"),
                 ("files.snapshot_dir", dir.to_str().unwrap()),
@@ -723,6 +733,72 @@ fn default_snapshot_dir(tree: &Path, work: &Path, dir: &Path, refused: Option<&P
         s.close().unwrap();
         postprocess(&p, &work, tree, &snapid, &props).unwrap();
         assert!(!dir.join(&snapid).exists(), "{name}: snapshot left");
+    }
+}
+
+#[test]
+fn a_snapshot_is_deleted_only_from_the_snapshot_directory_it_was_made_in() {
+    let _turn = turn();
+    let w = tempfile::tempdir().unwrap();
+    let tree = w.path().join("tree");
+    fs::create_dir_all(tree.join("d")).unwrap();
+    fs::write(tree.join("d/f"), b"real data").unwrap();
+    let fix = "run every step of the job as the same user, with the same TMPDIR and files.snapshot_dir, as the discovery";
+    for (name, lib) in samples() {
+        let p = Loaded::new(&lib);
+        let snaps = w.path().join(format!("snaps-{name}"));
+        // Another private directory, as the default of another user or TMPDIR would be.
+        let other = dir_with_mode(&w.path().join(format!("other-{name}")), 0o700);
+        let (snaps_s, other_s) = (snaps.to_str().unwrap(), other.to_str().unwrap());
+        let at_snaps = [("files.snapshot", "copy"), ("files.snapshot_dir", snaps_s)];
+        let at_other = [("files.snapshot", "copy"), ("files.snapshot_dir", other_s)];
+        let work = w.path().join(format!("work-{name}"));
+        let snapid = discover(&p, &work, &tree, &at_snaps).unwrap();
+        let copy = snaps
+            .join(&snapid)
+            .join(tree.join("d/f").strip_prefix("/").unwrap());
+        assert!(copy.is_file(), "{name}: no snapshot");
+
+        // Not missing: made elsewhere. Refused, and the snapshot stays.
+        let (code, msg) = failure(postprocess(&p, &work, &tree, &snapid, &at_other).unwrap_err());
+        assert_eq!(code, AAPI_ESNAPSHOT, "{name}: {msg}");
+        let why = format!(
+            "snapshot {snapid} was made in another snapshot directory than the one of this session; {fix} (the snapshot directory of this session is {other_s})"
+        );
+        assert!(msg.contains(&why), "{name}: {msg}");
+        assert!(copy.is_file(), "{name}: the snapshot was deleted");
+        let s = p.session(AAPI_OP_BACKUP, &snapid, &at_other);
+        let (code, msg) = failure(s.snappath(&snapid, bytes(&tree.join("d/f"))).unwrap_err());
+        s.close().unwrap();
+        assert_eq!(code, AAPI_ESNAPSHOT, "{name}: {msg}");
+        assert!(msg.contains(&why), "{name}: {msg}");
+
+        // Ids without the tag of a snapshot directory (made up, or of an older version), or
+        // with another one's: refused too.
+        let other_tag = snapshot_id("job-1", &other);
+        for id in ["files-job-1", "files-made-up", other_tag.as_str()] {
+            let (code, msg) = failure(postprocess(&p, &work, &tree, id, &at_snaps).unwrap_err());
+            assert_eq!(code, AAPI_ESNAPSHOT, "{name} {id}: {msg}");
+            assert!(msg.contains(&format!("snapshot {id} ")), "{name}: {msg}");
+            assert!(msg.contains(fix), "{name}: {msg}");
+        }
+        // No snapshot: success, wherever.
+        postprocess(&p, &work, &tree, "", &at_other).unwrap();
+
+        // Its own directory deletes it; then, already gone, it is success without a word.
+        let deleted = || {
+            let lines = p.log.0.lock().unwrap();
+            let needle = format!("snapshot {snapid} deleted");
+            lines.iter().filter(|(_, m)| m.contains(&needle)).count()
+        };
+        postprocess(&p, &work, &tree, &snapid, &at_snaps).unwrap();
+        assert!(
+            !snaps.join(&snapid).exists(),
+            "{name}: the snapshot is left"
+        );
+        assert_eq!(deleted(), 1, "{name}");
+        postprocess(&p, &work, &tree, &snapid, &at_snaps).unwrap();
+        assert_eq!(deleted(), 1, "{name}: a snapshot already gone was deleted");
     }
 }
 

@@ -49,7 +49,7 @@ impl FilesServer {
         }
         let snap_id = match self.config.snapshot {
             SnapshotMode::None => String::new(),
-            _ => snapshot::snapshot_id(self.session.job_id())?,
+            _ => snapshot::snapshot_id(self.session.job_id(), &self.config.snapshot_dir)?,
         };
         // DISC-8: the reference time of an incremental, when the framework gave one.
         let since = match job.schedule {

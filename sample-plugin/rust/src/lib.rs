@@ -100,7 +100,8 @@ impl Server for FilesServer {
         self.discover(job)
     }
 
-    /// DISC-7: delete the snapshot; "" means there is none.
+    /// DISC-7: delete the snapshot; "" means there is none. One made in another snapshot
+    /// directory is refused: it is not missing, only looked for in the wrong place.
     fn postprocess(&self, _job: &BackupJob, snapshot_id: &str) -> Result<()> {
         if snapshot_id.is_empty() {
             return Ok(());
@@ -111,6 +112,7 @@ impl Server for FilesServer {
                 "{snapshot_id:?} is not a snapshot id of this plugin"
             )));
         }
+        snapshot::check_made_here(&self.config, snapshot_id)?;
         snapshot::remove(&self.config, self.session.host(), snapshot_id)
     }
 

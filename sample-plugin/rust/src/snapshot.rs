@@ -5,6 +5,8 @@
 //! `<snapshot_dir>/<snapshot id>/<real path without its leading />`, keeping modes and times (and
 //! owners when running as root). Directories are created 0700 and get their own mode and times
 //! only once everything below them is copied, so that a read-only directory can still be filled.
+//! A snapshot id ends in a tag of the snapshot directory it was made in, and is used only by a
+//! session whose snapshot directory has that tag.
 
 use crate::config::{Config, SnapshotMode};
 use crate::dir::c_string;
@@ -26,10 +28,26 @@ fn id_char_allowed(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
 }
 
-/// The snapshot id of a job: `files-<job id>`, each character outside `[A-Za-z0-9._-]` replaced
-/// by `_`. `AAPI_EINVAL` when it would not fit `aapi_snapid_t`.
-pub fn snapshot_id(job_id: &str) -> Result<String> {
-    let id: String = PREFIX
+/// The length of the tag that ends every snapshot id (after a `-`).
+const TAG_LEN: usize = 16;
+
+/// The tag of snapshot directory `dir` (absolute, normalized): the 64-bit FNV-1a hash of its
+/// path's bytes, as 16 lowercase hex digits. It only tells one directory from another (an
+/// identifier, not a security measure: the directory's own checks are that).
+fn dir_tag(dir: &Path) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &byte in paths::bytes(dir) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// The snapshot id of a job whose snapshot is made in `dir`: `files-<job id>-<tag of dir>`, each
+/// character of the job id outside `[A-Za-z0-9._-]` replaced by `_`. `AAPI_EINVAL` when it would
+/// not fit `aapi_snapid_t`.
+pub fn snapshot_id(job_id: &str, dir: &Path) -> Result<String> {
+    let mut id: String = PREFIX
         .chars()
         .chain(
             job_id
@@ -37,6 +55,8 @@ pub fn snapshot_id(job_id: &str) -> Result<String> {
                 .map(|c| if id_char_allowed(c) { c } else { '_' }),
         )
         .collect();
+    id.push('-');
+    id.push_str(&dir_tag(dir));
     if id.len() >= aapi_sdk::abi::AAPI_SNAPID_MAX {
         return Err(Error::invalid(format!(
             "job id {job_id:?} makes a snapshot id longer than {} bytes",
@@ -53,6 +73,34 @@ pub fn is_valid_id(id: &str) -> bool {
         && id
             .strip_prefix(PREFIX)
             .is_some_and(|rest| rest.chars().all(id_char_allowed))
+}
+
+/// The tag at the end of `id` (`-` and 16 lowercase hex digits), if it has one.
+fn id_tag(id: &str) -> Option<&str> {
+    let (_, tag) = id.strip_prefix(PREFIX)?.rsplit_once('-')?;
+    (tag.len() == TAG_LEN && tag.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .then_some(tag)
+}
+
+/// `AAPI_ESNAPSHOT` unless snapshot `id` (a valid id) was made in the snapshot directory of this
+/// session: one made elsewhere (by a discovery run by another user, with another `TMPDIR` or
+/// another `files.snapshot_dir`) would not be found here, and its absence taken for success.
+pub fn check_made_here(cfg: &Config, id: &str) -> Result<()> {
+    let why = match id_tag(id) {
+        Some(tag) if tag == dir_tag(&cfg.snapshot_dir) => return Ok(()),
+        Some(_) => "was made in another snapshot directory than",
+        None => {
+            "carries no tag of the snapshot directory it was made in (the ids of this plugin end in one), so it is not looked for in"
+        }
+    };
+    // The reason and the fix before the path, which may be long.
+    Err(Error::new(
+        ErrorKind::Snapshot,
+        format!(
+            "snapshot {id} {why} the one of this session; run every step of the job as the same user, with the same TMPDIR and files.snapshot_dir, as the discovery (the snapshot directory of this session is {})",
+            cfg.snapshot_dir.display()
+        ),
+    ))
 }
 
 /// The root directory of snapshot `id`.
@@ -106,6 +154,7 @@ pub fn snapshot_path(cfg: &Config, snapshot: &str, real_path: &Path) -> Result<P
             "{snapshot:?} is not a snapshot id of this plugin"
         )));
     }
+    check_made_here(cfg, snapshot)?;
     let root = root(cfg, snapshot);
     let name = id_name(snapshot)?;
     // A snapshot is read only from a private snapshot directory, where no other user can have
@@ -428,15 +477,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_replace_each_odd_character_once() {
-        assert_eq!(snapshot_id("job-1.2_x").unwrap(), "files-job-1.2_x");
-        assert_eq!(snapshot_id("a b/c").unwrap(), "files-a_b_c");
-        assert_eq!(snapshot_id("日本").unwrap(), "files-__");
-        assert!(snapshot_id(&"x".repeat(250)).is_err());
+    fn ids_replace_each_odd_character_once_and_end_in_the_tag_of_the_directory() {
+        let dir = Path::new("/tmp/snaps");
+        let tag = dir_tag(dir);
+        assert_eq!(tag.len(), TAG_LEN);
+        assert_eq!(
+            dir_tag(Path::new("")),
+            "cbf29ce484222325",
+            "the FNV-1a offset basis"
+        );
+        assert_eq!(
+            dir_tag(Path::new("a")),
+            "af63dc4c8601ec8c",
+            "FNV-1a 64 of \"a\""
+        );
+        assert_ne!(dir_tag(Path::new("/tmp/snaps2")), tag);
+        let id = |job: &str| snapshot_id(job, dir).unwrap();
+        assert_eq!(id("job-1.2_x"), format!("files-job-1.2_x-{tag}"));
+        assert_eq!(id("a b/c"), format!("files-a_b_c-{tag}"));
+        assert_eq!(id("日本"), format!("files-__-{tag}"));
+        assert_eq!(id(""), format!("files--{tag}"));
+        // The longest job id that fits: 255 bytes in all.
+        assert_eq!(id(&"x".repeat(232)).len(), 255);
+        assert!(snapshot_id(&"x".repeat(233), dir).is_err());
+        for job in ["job-1.2_x", "", "a-0123456789abcdef"] {
+            let id = id(job);
+            assert!(is_valid_id(&id), "{id:?}");
+            assert_eq!(id_tag(&id), Some(tag.as_str()), "{id:?}");
+        }
         assert!(is_valid_id("files-a_b"));
-        assert!(is_valid_id("files-"), "the id of an empty job id");
         for bad in ["", "files", "files-../x", "other-1", "files-a/b", "files-é"] {
             assert!(!is_valid_id(bad), "{bad:?}");
+        }
+        for untagged in [
+            "files-job-1",
+            "files-0123456789abcdef",
+            "files-a-0123456789ABCDEF",
+            "files-a-0123456789abcde",
+        ] {
+            assert_eq!(id_tag(untagged), None, "{untagged:?}");
         }
     }
 }

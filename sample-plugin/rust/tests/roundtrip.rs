@@ -87,6 +87,15 @@ fn session(op: u32, props: &[(&str, &str)]) -> SessionDef {
     s
 }
 
+/// The tag that ends the ids of the snapshots made in `dir` (sample-plugin/README.md, §Snapshots):
+/// 16 lowercase hex digits of the 64-bit FNV-1a hash of its path.
+fn dir_tag(dir: &Path) -> String {
+    let hash = b(dir).iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &c| {
+        (h ^ u64::from(c)).wrapping_mul(0x100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
 fn code_of<T: std::fmt::Debug>(r: Result<T, aapi_host::client::PluginError>) -> i32 {
     r.expect_err("the call should fail")
         .code()
@@ -378,7 +387,7 @@ fn copy_snapshot_is_read_as_of_discovery_and_deleted_by_postprocess() {
     let mut def = session(AAPI_OP_DISCOVERY, &props);
     def.job_id = "job 42/x".into();
     let snapid = discover(&plugin, def, &[&tree], &hosts, out.path(), AAPI_SCHED_FULL).unwrap();
-    assert_eq!(snapid, "files-job_42_x");
+    assert_eq!(snapid, format!("files-job_42_x-{}", dir_tag(&snaps)));
     let wf = WorkloadFile::read_from_path(&out.path().join("h1.wkld")).unwrap();
     assert_eq!(wf.snapshot, snapid);
     // The source changes after discovery; the backup still reads the state of the snapshot.
@@ -410,6 +419,8 @@ fn copy_snapshot_is_read_as_of_discovery_and_deleted_by_postprocess() {
     // Snapshot names are the plugin's own ids: anything else cannot reach outside the snapshots.
     assert_eq!(code_of(s.snappath("../../etc", b"/passwd")), AAPI_EINVAL);
     assert_eq!(code_of(s.snappath("files-unknown", b"/x")), AAPI_ESNAPSHOT);
+    let unknown = format!("files-unknown-{}", dir_tag(&snaps));
+    assert_eq!(code_of(s.snappath(&unknown, b"/x")), AAPI_ESNAPSHOT);
     assert_eq!(code_of(s.snappath(&snapid, b"relative/x")), AAPI_EINVAL);
     s.close().unwrap();
     let post = plugin
@@ -447,6 +458,92 @@ fn copy_snapshot_is_read_as_of_discovery_and_deleted_by_postprocess() {
         post.close().unwrap();
     }
     assert!(tree.join("small.txt").exists());
+    plugin.terminate().unwrap();
+}
+
+#[test]
+fn a_snapshot_is_used_and_deleted_only_from_the_snapshot_directory_it_was_made_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let (plugin, hooks, _) = load(dir.path());
+    let tree = dir.path().join("tree");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(tree.join("f"), b"data").unwrap();
+    let (snaps, other) = (dir.path().join("snaps"), dir.path().join("other"));
+    let def = |op, d: &Path, snapid: &str| {
+        let dir = ("files.snapshot_dir", d.to_str().unwrap());
+        let mut def = session(op, &[("files.snapshot", "copy"), dir]);
+        def.snapid = snapid.into();
+        def
+    };
+    let out = tempfile::tempdir().unwrap();
+    let hosts = vec!["h1".to_string()];
+    let snapid = discover(
+        &plugin,
+        def(AAPI_OP_DISCOVERY, &snaps, ""),
+        &[&tree],
+        &hosts,
+        out.path(),
+        AAPI_SCHED_FULL,
+    )
+    .unwrap();
+    let root = snaps.join(&snapid);
+    assert!(root.is_dir());
+    // Another directory is empty too, but the snapshot is not missing: it is elsewhere.
+    fs::create_dir(&other).unwrap();
+    fs::set_permissions(&other, fs::Permissions::from_mode(0o700)).unwrap();
+    let sel = vec![b(&tree)];
+    let args = DiscoveryArgs {
+        selections: &sel,
+        backup_hosts: &hosts,
+        workload_dir: out.path(),
+        suffix: ".wkld",
+        schedule: AAPI_SCHED_FULL,
+    };
+    let postprocess = |d: &Path, id: &str| {
+        let s = plugin
+            .open_server("localhost", def(AAPI_OP_POSTPROCESS, d, id))
+            .unwrap();
+        let r = s.postprocess(&args, id);
+        s.close().unwrap();
+        r
+    };
+    let fix = "run every step of the job as the same user, with the same TMPDIR and files.snapshot_dir, as the discovery";
+    let e = postprocess(&other, &snapid).unwrap_err();
+    assert_eq!(e.code(), Some(AAPI_ESNAPSHOT), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&format!(
+            "snapshot {snapid} was made in another snapshot directory than the one of this session; {fix} (the snapshot directory of this session is {})",
+            other.display()
+        )),
+        "{msg}"
+    );
+    assert!(
+        under(&root, &tree.join("f")).is_file(),
+        "the snapshot is still there"
+    );
+    let s = plugin
+        .open_server("localhost", def(AAPI_OP_BACKUP, &other, &snapid))
+        .unwrap();
+    assert_eq!(
+        code_of(s.snappath(&snapid, &b(&tree.join("f")))),
+        AAPI_ESNAPSHOT
+    );
+    s.close().unwrap();
+    // Ids without the tag of the directory: made up, or of an older version.
+    for id in ["files-job-1", "files-made-up-0123456789abcdef"] {
+        let e = postprocess(&snaps, id).unwrap_err();
+        assert_eq!(e.code(), Some(AAPI_ESNAPSHOT), "{id}: {e}");
+        assert!(e.to_string().contains(fix), "{e}");
+    }
+    // "" (no snapshot) is success; so is the snapshot's own directory, which deletes it.
+    postprocess(&other, "").unwrap();
+    postprocess(&snaps, &snapid).unwrap();
+    assert!(!root.exists(), "postprocess deleted the snapshot");
+    assert_eq!(hooks.logged(&format!("snapshot {snapid} deleted")).len(), 1);
+    // Gone from the right directory: success, and nothing is said to be deleted.
+    postprocess(&snaps, &snapid).unwrap();
+    assert_eq!(hooks.logged(&format!("snapshot {snapid} deleted")).len(), 1);
     plugin.terminate().unwrap();
 }
 
@@ -556,7 +653,9 @@ fn reflink_clones_or_falls_back_as_configured() {
                 "no workload file left"
             );
             assert!(
-                !snaps.join("files-strict").exists(),
+                !snaps
+                    .join(format!("files-strict-{}", dir_tag(&snaps)))
+                    .exists(),
                 "no partial snapshot left"
             );
         }
@@ -1065,7 +1164,7 @@ fn cancellation_during_the_snapshot_leaves_nothing_behind() {
     let tree = dir.path().join("tree");
     make_tree(&tree);
     let snaps = dir.path().join("snaps");
-    let root = snaps.join("files-cancel-me");
+    let root = snaps.join(format!("files-cancel-me-{}", dir_tag(&snaps)));
     let watched = root.clone();
     // Cancel as soon as the snapshot exists: the plugin is then half way through copying.
     *hooks.cancel_when.lock().unwrap() = Some(Box::new(move || watched.exists()));
