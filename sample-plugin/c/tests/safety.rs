@@ -209,6 +209,16 @@ fn discover(
     discover_as(p, work, selection, props, AAPI_SCHED_FULL)
 }
 
+/// A copy discovery of `selection` with its snapshots under `dir`, in `work`: the code and
+/// message of its failure.
+fn refused_copy(p: &Loaded, work: &Path, selection: &Path, dir: &Path) -> (i32, String) {
+    let props = [
+        ("files.snapshot", "copy"),
+        ("files.snapshot_dir", dir.to_str().unwrap()),
+    ];
+    failure(discover(p, work, selection, &props).unwrap_err())
+}
+
 /// The discovery of `selection` with `schedule` for one backup host, in `work`.
 fn discover_as(
     p: &Loaded,
@@ -311,11 +321,7 @@ fn the_snapshot_directory_must_be_private() {
         let p = Loaded::new(&lib);
         for (label, dir, why) in &refused {
             let work = w.path().join(format!("work-{name}-{label}"));
-            let props = [
-                ("files.snapshot", "copy"),
-                ("files.snapshot_dir", dir.to_str().unwrap()),
-            ];
-            let (code, msg) = failure(discover(&p, &work, &tree, &props).unwrap_err());
+            let (code, msg) = refused_copy(&p, &work, &tree, dir);
             assert_eq!(code, AAPI_ESNAPSHOT, "{name} {label}: {msg}");
             let expected = format!("the snapshot directory {} is refused: {why}", dir.display());
             assert!(msg.contains(&expected), "{name} {label}: {msg}");
@@ -461,11 +467,7 @@ fn the_ancestors_of_the_snapshot_directory_must_be_private() {
         let p = Loaded::new(&lib);
         for (label, dir, ancestor) in &refused {
             let work = w.path().join(format!("work-{name}-{label}"));
-            let props = [
-                ("files.snapshot", "copy"),
-                ("files.snapshot_dir", dir.to_str().unwrap()),
-            ];
-            let (code, msg) = failure(discover(&p, &work, &tree, &props).unwrap_err());
+            let (code, msg) = refused_copy(&p, &work, &tree, dir);
             assert_eq!(code, AAPI_ESNAPSHOT, "{name} {label}: {msg}");
             assert!(
                 msg.contains(&ancestor_refusal(dir, ancestor)),
@@ -625,12 +627,8 @@ fn a_snapshot_whose_paths_are_too_long_is_refused_before_anything_is_made() {
         let fits = path_of_length(&long, PATH_MAX - id_len - 1);
         for dir in [&over, &fits] {
             let id = snapshot_id("job-1", dir);
-            let props = [
-                ("files.snapshot", "copy"),
-                ("files.snapshot_dir", dir.to_str().unwrap()),
-            ];
             let work = w.path().join(format!("work-{name}-{}", bytes(dir).len()));
-            let (code, msg) = failure(discover(&p, &work, &tree, &props).unwrap_err());
+            let (code, msg) = refused_copy(&p, &work, &tree, dir);
             assert_eq!(code, AAPI_ESNAPSHOT, "{name}: {msg}");
             // The longest copy, of tree/d/f; the reason and the fix before the long paths,
             // so that a message cut short keeps them.
