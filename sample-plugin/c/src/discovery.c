@@ -65,34 +65,54 @@ static void unlisted(const files_server *srv, const char *dir, int err)
             FILES_PLUGIN_NAME, dir, text);
 }
 
+/* The names of the directory `path`, "." and ".." aside, read before anything below it is
+ * walked, so that the walk holds no descriptor per directory level. AAPI_EOK, with *denied set
+ * when the caller may not list it; else a code with the message set. */
+static int list_names(const char *fn, const char *path, files_strvec *names, int *denied)
+{
+    struct dirent *e;
+    int rc = AAPI_EOK;
+    DIR *d = opendir(path);
+    *denied = d == NULL && errno == EACCES;
+    if (*denied)
+        return AAPI_EOK;
+    if (d == NULL)
+        return fail_errno(errno, "%s: cannot read directory %s", fn, path);
+    while ((errno = 0, e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        if (strvec_push(names, e->d_name) != AAPI_EOK) {
+            rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
+            break;
+        }
+    }
+    if (rc == AAPI_EOK && errno != 0)
+        rc = fail_errno(errno, "%s: cannot read directory %s", fn, path);
+    closedir(d);
+    return rc;
+}
+
 static int walk(const char *fn, const files_server *srv, const char *path, const struct stat *st,
                 wlist *out, files_keepalive *ka)
 {
-    DIR *d;
-    struct dirent *e;
-    int rc;
+    files_strvec names = {0};
+    size_t i;
+    int rc, denied;
     if (wlist_push(out, path, st) != AAPI_EOK)
         return fail(AAPI_ENOMEM, "%s: out of memory", fn);
     if (!S_ISDIR(st->st_mode))
         return AAPI_EOK;
-    d = opendir(path);
-    if (d == NULL && errno == EACCES) {
-        unlisted(srv, path, errno);
-        return AAPI_EOK;
-    }
-    if (d == NULL)
-        return fail_errno(errno, "%s: cannot read directory %s", fn, path);
-    rc = AAPI_EOK;
-    while ((errno = 0, e = readdir(d)) != NULL) {
+    rc = list_names(fn, path, &names, &denied);
+    if (rc == AAPI_EOK && denied)
+        unlisted(srv, path, EACCES);
+    for (i = 0; i < names.n && rc == AAPI_EOK; i++) {
         struct stat cst;
         char *child;
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
         /* TIME-2: keepalive checked at every directory entry; TIME-4: stop when cancelled. */
         rc = keepalive_tick(ka, fn);
         if (rc != AAPI_EOK)
             break;
-        child = path_join(path, e->d_name);
+        child = path_join(path, names.v[i]);
         if (child == NULL) {
             rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
             break;
@@ -102,7 +122,6 @@ static int walk(const char *fn, const files_server *srv, const char *path, const
                 /* Names but no search permission: none of its entries can be inspected. */
                 unlisted(srv, path, errno);
                 free(child);
-                errno = 0; /* not an error of readdir */
                 break;
             }
             if (errno != ENOENT) /* an entry removed during the walk is simply not there */
@@ -114,12 +133,8 @@ static int walk(const char *fn, const files_server *srv, const char *path, const
             rc = walk(fn, srv, child, &cst, out, ka);
         }
         free(child);
-        if (rc != AAPI_EOK)
-            break;
     }
-    if (rc == AAPI_EOK && errno != 0)
-        rc = fail_errno(errno, "%s: cannot read directory %s", fn, path);
-    closedir(d);
+    strvec_free(&names);
     return rc;
 }
 

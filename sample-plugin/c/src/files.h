@@ -266,7 +266,8 @@ int fail(int code, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
-/** Like fail(), with ": <strerror(err)>" appended and the code derived from `err`. */
+/** Like fail(), with ": <strerror(err)>" appended and the code derived from `err`; a text too
+ *  long for the message is cut before the reason, which is always kept. */
 int fail_errno(int err, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))

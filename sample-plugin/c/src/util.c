@@ -38,18 +38,27 @@ int fail(int code, const char *fmt, ...)
 
 int fail_errno(int err, const char *fmt, ...)
 {
+    char reason[256];
     va_list ap;
-    size_t len;
+    size_t len, room;
+    /* strerror_r, not strerror: object calls run on several threads at once. */
+    if (strerror_r(err, reason, sizeof reason) != 0)
+        snprintf(reason, sizeof reason, "errno %d", err);
     va_start(ap, fmt);
     set_last_error(fmt, ap);
     va_end(ap);
     len = strlen(t_last_error);
-    if (len + 2 < sizeof t_last_error) {
-        memcpy(t_last_error + len, ": ", 3);
-        /* strerror_r, not strerror: object calls run on several threads at once. */
-        if (strerror_r(err, t_last_error + len + 2, sizeof t_last_error - len - 2) != 0)
-            snprintf(t_last_error + len + 2, sizeof t_last_error - len - 2, "errno %d", err);
+    /* The reason is kept whole: a text too long for the message is cut before it instead, at a
+     * character boundary, and marked "...". */
+    room = sizeof t_last_error - 1 - 2 - strlen(reason);
+    if (len > room) {
+        len = room - 3;
+        while (len > 0 && ((unsigned char)t_last_error[len] & 0xC0) == 0x80)
+            len--;
+        memcpy(t_last_error + len, "...", 3);
+        len += 3;
     }
+    snprintf(t_last_error + len, sizeof t_last_error - len, ": %s", reason);
     return code_from_errno(err);
 }
 
@@ -385,8 +394,7 @@ int chmod_at(int dirfd, const char *name, mode_t mode)
 }
 
 /* The names in the directory `fd` (opened for reading), "." and ".." aside, into `names`. The
- * stream reads through a duplicate it closes: `fd` stays open for the calls on the entries, and a
- * removal holds one descriptor per directory level. AAPI_EOK, or a code with the message set. */
+ * stream reads through a duplicate it closes: `fd` stays open for the calls on the entries. AAPI_EOK, or a code with the message set. */
 static int read_names(const char *fn, int fd, const char *path, files_strvec *names)
 {
     struct dirent *e;
@@ -412,13 +420,41 @@ static int read_names(const char *fn, int fd, const char *path, files_strvec *na
     return rc;
 }
 
-int remove_tree_at(const char *fn, int dirfd, const char *name, const char *path,
-                   files_keepalive *ka)
+/* Directory levels remove_tree_at holds open at most, whatever the depth of the tree: deeper down,
+ * the outer ones are closed and, once their child is empty, reopened through the child's "..",
+ * which must be the very directory (device and inode) left there. */
+#define REMOVE_OPEN_LEVELS 64
+
+/* One directory being emptied by remove_tree_at. */
+typedef struct rm_level {
+    char *name;         /* its name in its parent */
+    char *path;         /* its path, for messages */
+    dev_t dev;          /* device and inode, to know it again through ".." */
+    ino_t ino;
+    int fd;             /* open for reading; -1 while closed to bound the open descriptors */
+    files_strvec names; /* its entries */
+    size_t next;        /* the next entry to remove */
+} rm_level;
+
+static void rm_level_free(rm_level *lv)
+{
+    if (lv->fd >= 0)
+        close(lv->fd);
+    lv->fd = -1;
+    free(lv->name);
+    free(lv->path);
+    strvec_free(&lv->names);
+}
+
+/* Start the removal of the entry `name` of `dirfd`: anything but a directory is removed at once
+ * (*entered = 0, as for a missing entry); a directory is opened up (u+rwx), opened and listed into
+ * *lv (*entered = 1). AAPI_EOK, or a code with the message set. */
+static int rm_enter(const char *fn, int dirfd, const char *name, const char *path, rm_level *lv,
+                    int *entered)
 {
     struct stat st;
-    files_strvec names = {0};
-    size_t i;
-    int fd, rc;
+    int rc;
+    *entered = 0;
     if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
         return errno == ENOENT ? AAPI_EOK : fail_errno(errno, "%s: cannot inspect %s", fn, path);
     if (!S_ISDIR(st.st_mode)) {
@@ -429,27 +465,110 @@ int remove_tree_at(const char *fn, int dirfd, const char *name, const char *path
     /* A copied directory may be read-only: make it ours to empty. */
     if ((st.st_mode & 0700) != 0700)
         (void)chmod_at(dirfd, name, (st.st_mode & 07777) | 0700);
-    fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
+    memset(lv, 0, sizeof *lv);
+    lv->fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (lv->fd < 0)
         return fail_errno(errno, "%s: cannot open directory %s", fn, path);
-    rc = read_names(fn, fd, path, &names);
-    for (i = 0; i < names.n && rc == AAPI_EOK; i++) {
-        char *child;
-        rc = keepalive_tick(ka, fn);
-        if (rc != AAPI_EOK)
-            break;
-        child = path_join(path, names.v[i]);
-        if (child == NULL) {
-            rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
-            break;
-        }
-        rc = remove_tree_at(fn, fd, names.v[i], child, ka);
-        free(child);
+    lv->name = strdup(name);
+    lv->path = strdup(path);
+    if (lv->name == NULL || lv->path == NULL)
+        rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
+    else if (fstat(lv->fd, &st) != 0)
+        rc = fail_errno(errno, "%s: cannot inspect %s", fn, path);
+    else
+        rc = read_names(fn, lv->fd, path, &lv->names);
+    if (rc != AAPI_EOK) {
+        rm_level_free(lv);
+        return rc;
     }
-    strvec_free(&names);
-    close(fd);
-    if (rc == AAPI_EOK && unlinkat(dirfd, name, AT_REMOVEDIR) != 0 && errno != ENOENT)
-        rc = fail_errno(errno, "%s: cannot remove directory %s", fn, path);
+    lv->dev = st.st_dev;
+    lv->ino = st.st_ino;
+    *entered = 1;
+    return AAPI_EOK;
+}
+
+/* Reopen `up`, closed meanwhile, as the ".." of its open child `lv`: it must still be the same
+ * directory, or the tree was moved during the removal and it stops. */
+static int rm_reopen(const char *fn, const rm_level *lv, rm_level *up)
+{
+    struct stat st;
+    int fd = openat(lv->fd, "..", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return fail_errno(errno, "%s: cannot reopen directory %s", fn, up->path);
+    if (fstat(fd, &st) != 0) {
+        int err = errno;
+        close(fd);
+        return fail_errno(err, "%s: cannot inspect %s", fn, up->path);
+    }
+    if (st.st_dev != up->dev || st.st_ino != up->ino) {
+        close(fd);
+        return fail(AAPI_EIO, "%s: cannot remove %s: %s was moved out of it during the removal",
+                    fn, up->path, lv->path);
+    }
+    up->fd = fd;
+    return AAPI_EOK;
+}
+
+int remove_tree_at(const char *fn, int dirfd, const char *name, const char *path,
+                   files_keepalive *ka)
+{
+    size_t n = 0, cap = 0;
+    int rc, entered;
+    rm_level *stack = grow_array(NULL, &cap, 1, sizeof *stack, 16);
+    if (stack == NULL)
+        return fail(AAPI_ENOMEM, "%s: out of memory", fn);
+    rc = rm_enter(fn, dirfd, name, path, &stack[0], &entered);
+    if (rc == AAPI_EOK && entered)
+        n = 1;
+    while (n > 0 && rc == AAPI_EOK) {
+        rm_level *top = &stack[n - 1], *nv;
+        int parent = dirfd;
+        if (top->next < top->names.n) {
+            char *child;
+            rc = keepalive_tick(ka, fn);
+            if (rc != AAPI_EOK)
+                break;
+            nv = grow_array(stack, &cap, n + 1, sizeof *stack, 16);
+            if (nv == NULL) {
+                rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
+                break;
+            }
+            stack = nv;
+            top = &stack[n - 1];
+            child = path_join(top->path, top->names.v[top->next]);
+            if (child == NULL) {
+                rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
+                break;
+            }
+            rc = rm_enter(fn, top->fd, top->names.v[top->next], child, &stack[n], &entered);
+            free(child);
+            top->next++;
+            if (rc == AAPI_EOK && entered && ++n > REMOVE_OPEN_LEVELS) {
+                rm_level *outer = &stack[n - 1 - REMOVE_OPEN_LEVELS];
+                if (outer->fd >= 0) {
+                    close(outer->fd);
+                    outer->fd = -1;
+                }
+            }
+            continue;
+        }
+        /* Emptied: remove it from its parent, reopening that one first when it was closed. */
+        if (n >= 2) {
+            rm_level *up = &stack[n - 2];
+            if (up->fd < 0 && (rc = rm_reopen(fn, top, up)) != AAPI_EOK)
+                break;
+            parent = up->fd;
+        }
+        close(top->fd);
+        top->fd = -1;
+        if (unlinkat(parent, top->name, AT_REMOVEDIR) != 0 && errno != ENOENT)
+            rc = fail_errno(errno, "%s: cannot remove directory %s", fn, top->path);
+        rm_level_free(top);
+        n--;
+    }
+    while (n > 0)
+        rm_level_free(&stack[--n]);
+    free(stack);
     return rc;
 }
 

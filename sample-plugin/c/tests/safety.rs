@@ -1251,3 +1251,104 @@ fn an_unreadable_directory_is_listed_and_fails_at_backup() {
     child.0.env(TREE_VAR, &tree).env(WORK_VAR, &work);
     child.passes("as nobody");
 }
+
+/// The test run again with a low open-file limit by
+/// [`a_tree_deeper_than_the_open_file_limit_is_copied_and_its_snapshot_removed`].
+const DEEP_TEST: &str = "a_tree_deeper_than_the_open_file_limit_is_copied_and_its_snapshot_removed";
+/// Set in a child run: the open-file limit it runs under.
+const NOFILE_VAR: &str = "AAPI_SAMPLE_TEST_NOFILE";
+/// The open-file limit of that child run, and the depth of its tree, well past the limit.
+const DEEP_NOFILE: u64 = 128;
+const DEEP_LEVELS: usize = 300;
+
+/// The child part: the copy discovery and the postprocess of a tree of [`DEEP_LEVELS`] levels
+/// succeed under the limit, and the snapshot held the deepest file and is gone.
+fn deep_snapshot(tree: &Path, work: &Path) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a writable rlimit, alive for the call.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    assert_eq!(lim.rlim_cur, DEEP_NOFILE, "the limit is in force");
+    let snaps = work.join("snaps");
+    let props = [
+        ("files.snapshot", "copy"),
+        ("files.snapshot_dir", snaps.to_str().unwrap()),
+    ];
+    for (name, lib) in samples() {
+        let p = Loaded::new(&lib);
+        let work = work.join(name);
+        let snapid = discover(&p, &work, tree, &props).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut copy = snaps.join(&snapid).join(tree.strip_prefix("/").unwrap());
+        copy.extend(std::iter::repeat_n("d", DEEP_LEVELS));
+        assert_eq!(fs::read(copy.join("f")).unwrap(), b"deep data", "{name}");
+        postprocess(&p, &work, tree, &snapid, &props).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!snaps.join(&snapid).exists(), "{name}: snapshot left");
+    }
+}
+
+#[test]
+fn a_tree_deeper_than_the_open_file_limit_is_copied_and_its_snapshot_removed() {
+    let var = |v: &str| std::env::var_os(v).map(PathBuf::from);
+    if let (Some(tree), Some(work), Some(_)) = (var(TREE_VAR), var(WORK_VAR), var(NOFILE_VAR)) {
+        deep_snapshot(&tree, &work);
+        return;
+    }
+    let _turn = turn();
+    let w = tempfile::tempdir().unwrap();
+    let tree = w.path().join("tree");
+    let mut bottom = tree.clone();
+    bottom.extend(std::iter::repeat_n("d", DEEP_LEVELS));
+    fs::create_dir_all(&bottom).unwrap();
+    fs::write(bottom.join("f"), b"deep data").unwrap();
+    // A read-only directory half-way down: the removal opens it up.
+    let middle: PathBuf = std::iter::repeat_n("d", DEEP_LEVELS / 2).collect();
+    let middle = tree.join(middle);
+    fs::write(middle.join("g"), b"beside").unwrap();
+    fs::set_permissions(&middle, fs::Permissions::from_mode(0o555)).unwrap();
+    let work = w.path().join("work");
+    fs::create_dir(&work).unwrap();
+    let mut child = Child::new(DEEP_TEST, w.path(), false);
+    child
+        .0
+        .env(TREE_VAR, &tree)
+        .env(WORK_VAR, &work)
+        .env(NOFILE_VAR, DEEP_NOFILE.to_string());
+    // SAFETY: only setrlimit, async-signal-safe, between fork and exec.
+    unsafe {
+        child.0.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: DEEP_NOFILE,
+                rlim_max: DEEP_NOFILE,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    child.passes(&format!("open-file limit {DEEP_NOFILE}"));
+    fs::set_permissions(&middle, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn a_message_too_long_to_keep_whole_keeps_its_reason() {
+    let _turn = turn();
+    let w = tempfile::tempdir().unwrap();
+    // A selection that cannot be inspected, whose path alone is longer than the C sample's
+    // message.
+    symlink("loop", w.path().join("loop")).unwrap();
+    let mut looped = w.path().join("loop");
+    looped.extend(std::iter::repeat_n("below", 200));
+    for (name, lib) in samples() {
+        let p = Loaded::new(&lib);
+        let e = discover(&p, &w.path().join(name), &looped, &[]).unwrap_err();
+        let (code, msg) = failure(e);
+        assert_eq!(code, AAPI_EIO, "{name}: {msg}");
+        assert!(
+            msg.ends_with(": Too many levels of symbolic links"),
+            "{name}: {msg}"
+        );
+    }
+}

@@ -103,9 +103,9 @@ impl Reader {
                 .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
                 .open(path)
                 .map_err(|e| path_error(e, "open", path))?;
-            let at_open = file
-                .metadata()
-                .map_err(|e| Error::io(e, format!("cannot inspect {}", path.display())))?;
+            let at_open = file.metadata().map_err(|e| {
+                crate::dir::io_error(e, format!("cannot inspect {}", path.display()))
+            })?;
             if !at_open.is_file() {
                 return Err(Error::new(
                     ErrorKind::Io,

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The result of a system call that returns 0 or -1 with `errno`.
@@ -450,42 +450,146 @@ impl Dir {
     /// symbolic link; a missing entry is success. Directories are opened up (u+rwx) first, so
     /// read-only copies can be removed too. `path` names the entry in messages. With a `host`,
     /// a keepalive is checked at every entry (and cancellation stops the removal).
+    ///
+    /// At most [`OPEN_LEVELS`] directory levels are held open, whatever the depth: past that,
+    /// the outer ones are closed and, once their child is empty and removed, reopened through
+    /// the child's `..`, which must be the very directory (device and inode) left there.
     pub fn remove_tree(&self, name: &CStr, path: &Path, host: Option<&Host>) -> Result<()> {
-        use aapi_sdk::plugin::Error;
-        let io_err = |e, what: &str| Error::io(e, format!("cannot {what} {}", path.display()));
-        let Some(st) = self.stat(name).map_err(|e| io_err(e, "inspect"))? else {
+        let Some(top) = self.enter(name, path)? else {
             return Ok(());
         };
-        if st.is_dir() {
-            if st.mode() & 0o700 != 0o700 {
-                let _ = self.chmod(name, st.mode() | 0o700);
-            }
-            let dir = self
-                .open_listable(name)
-                .map_err(|e| io_err(e, "open directory"))?;
-            let names = dir.names().map_err(|e| io_err(e, "read directory"))?;
-            for n in names {
+        let mut stack = vec![top];
+        while let Some(level) = stack.last_mut() {
+            if let Some(n) = level.names.next() {
                 if let Some(h) = host {
                     h.keepalive_if_due()?;
                 }
-                dir.remove_tree(
-                    &n,
-                    &path.join(std::ffi::OsStr::from_bytes(n.as_bytes())),
-                    host,
-                )?;
+                let child = level.path.join(std::ffi::OsStr::from_bytes(n.as_bytes()));
+                let dir = level.dir.as_ref().expect("the deepest level is open");
+                if let Some(entered) = dir.enter(&n, &child)? {
+                    stack.push(entered);
+                    if let Some(outer) = stack.len().checked_sub(OPEN_LEVELS + 1) {
+                        stack[outer].dir = None;
+                    }
+                }
+                continue;
+            }
+            // Emptied: remove it from its parent, reopening that one first when it was closed.
+            let done = stack.pop().expect("a level");
+            let parent = match stack.last_mut() {
+                None => self.clone(),
+                Some(up) => match &up.dir {
+                    Some(d) => d.clone(),
+                    None => {
+                        let d = done.parent(up)?;
+                        up.dir = Some(d.clone());
+                        d
+                    }
+                },
+            };
+            drop(done.dir);
+            match parent.remove(&done.name, true) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(io_error(
+                        e,
+                        format!("cannot remove directory {}", done.path.display()),
+                    ));
+                }
+                _ => {}
             }
         }
-        match self.remove(name, st.is_dir()) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err(
-                e,
-                if st.is_dir() {
-                    "remove directory"
-                } else {
-                    "remove"
-                },
-            )),
-            _ => Ok(()),
+        Ok(())
+    }
+
+    /// Start the removal of the entry `name` ([`Dir::remove_tree`]): a directory is opened up,
+    /// opened and listed; anything else is removed at once (`None`, as for a missing entry).
+    fn enter(&self, name: &CStr, path: &Path) -> Result<Option<Level>> {
+        let Some(st) = self
+            .stat(name)
+            .map_err(|e| io_error(e, format!("cannot inspect {}", path.display())))?
+        else {
+            return Ok(None);
+        };
+        if !st.is_dir() {
+            return match self.remove(name, false) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    Err(io_error(e, format!("cannot remove {}", path.display())))
+                }
+                _ => Ok(None),
+            };
         }
+        if st.mode() & 0o700 != 0o700 {
+            let _ = self.chmod(name, st.mode() | 0o700);
+        }
+        let dir = self
+            .open_listable(name)
+            .map_err(|e| io_error(e, format!("cannot open directory {}", path.display())))?;
+        let names = dir
+            .names()
+            .map_err(|e| io_error(e, format!("cannot read directory {}", path.display())))?;
+        let id = dir
+            .stat_self()
+            .map_err(|e| io_error(e, format!("cannot inspect {}", path.display())))?
+            .identity();
+        Ok(Some(Level {
+            name: name.to_owned(),
+            path: path.to_path_buf(),
+            id,
+            dir: Some(dir),
+            names: names.into_iter(),
+        }))
+    }
+}
+
+/// Directory levels [`Dir::remove_tree`] holds open at most.
+pub const OPEN_LEVELS: usize = 64;
+
+/// An I/O error with what the sample was doing: `"<context>: <reason>"`, the reason as the C
+/// library gives it ([`describe`]), so that both samples say the same.
+pub fn io_error(err: io::Error, context: impl std::fmt::Display) -> Error {
+    Error::new(
+        aapi_sdk::plugin::ErrorKind::of_io(&err),
+        format!("{context}: {}", describe(&err)),
+    )
+}
+
+/// One directory being emptied by [`Dir::remove_tree`].
+struct Level {
+    /// Its name in its parent.
+    name: CString,
+    /// Its path, for messages.
+    path: PathBuf,
+    /// Its device and inode, to know it again through `..`.
+    id: (u64, u64),
+    /// The directory open for reading; `None` while closed to bound the open descriptors.
+    dir: Option<Dir>,
+    /// The entries still to remove.
+    names: std::vec::IntoIter<CString>,
+}
+
+impl Level {
+    /// The directory `up`, closed meanwhile, reopened as this level's `..`: it must still be
+    /// the same directory, or the tree was moved during the removal and it stops.
+    fn parent(&self, up: &Level) -> Result<Dir> {
+        let dir = self.dir.as_ref().expect("the deepest level is open");
+        let reopened = dir
+            .open_listable(c"..")
+            .map_err(|e| io_error(e, format!("cannot reopen directory {}", up.path.display())))?;
+        let id = reopened
+            .stat_self()
+            .map_err(|e| io_error(e, format!("cannot inspect {}", up.path.display())))?
+            .identity();
+        if id != up.id {
+            return Err(Error::new(
+                aapi_sdk::plugin::ErrorKind::Io,
+                format!(
+                    "cannot remove {}: {} was moved out of it during the removal",
+                    up.path.display(),
+                    self.path.display()
+                ),
+            ));
+        }
+        Ok(reopened)
     }
 }
 

@@ -210,7 +210,7 @@ impl FilesServer {
                     continue;
                 }
                 Err(e) => {
-                    return Err(Error::io(
+                    return Err(crate::dir::io_error(
                         e,
                         format!("cannot read directory {}", dir.display()),
                     ));
@@ -220,7 +220,7 @@ impl FilesServer {
                 // TIME-4: a cancelled job stops here with AAPI_ECANCELLED.
                 host.keepalive_if_due()?;
                 let entry = entry.map_err(|e| {
-                    Error::io(e, format!("cannot read directory {}", dir.display()))
+                    crate::dir::io_error(e, format!("cannot read directory {}", dir.display()))
                 })?;
                 let path = entry.path();
                 // The lstat relative to the open directory: no walk of the whole path per entry.
@@ -233,7 +233,10 @@ impl FilesServer {
                         break;
                     }
                     Err(e) => {
-                        return Err(Error::io(e, format!("cannot inspect {}", path.display())));
+                        return Err(crate::dir::io_error(
+                            e,
+                            format!("cannot inspect {}", path.display()),
+                        ));
                     }
                 };
                 if !is_object_type(&md) {

@@ -25,7 +25,7 @@ pub fn path_error(err: io::Error, what: &str, path: &Path) -> Error {
     if missing {
         Error::not_found(format!("{} does not exist", path.display()))
     } else {
-        Error::io(err, format!("cannot {what} {}", path.display()))
+        crate::dir::io_error(err, format!("cannot {what} {}", path.display()))
     }
 }
 
@@ -50,7 +50,8 @@ pub fn mkdirs(dir: &Path) -> Result<Vec<PathBuf>> {
                 }
             }
             Err(e) => {
-                let err = Error::io(e, format!("cannot create directory {}", p.display()));
+                let err =
+                    crate::dir::io_error(e, format!("cannot create directory {}", p.display()));
                 remove_made(&made);
                 return Err(err);
             }

@@ -104,7 +104,7 @@ struct Bookkeeping {
 /// The name of a normalized path in its directory (`.` for `/`), as a C string.
 fn name_of(path: &Path) -> Result<CString> {
     let name = path.file_name().map(|n| n.as_bytes()).unwrap_or(b".");
-    c_string(name).map_err(|e| Error::io(e, format!("cannot use {}", path.display())))
+    c_string(name).map_err(|e| crate::dir::io_error(e, format!("cannot use {}", path.display())))
 }
 
 /// `AAPI_EEXIST` for a create whose walk met `p`, which is not a directory.
@@ -129,7 +129,7 @@ fn walk_error(stop: Stop, path: &Path) -> Error {
         Stop::Missing(_) | Stop::NotDir(_) => {
             Error::not_found(format!("{} does not exist", path.display()))
         }
-        Stop::Io(_, e) => Error::io(e, format!("cannot inspect {}", path.display())),
+        Stop::Io(_, e) => crate::dir::io_error(e, format!("cannot inspect {}", path.display())),
     }
 }
 
@@ -190,10 +190,10 @@ impl Book {
                 "target_root {} is not an existing directory",
                 place.display()
             )),
-            _ => Error::io(e, format!("cannot open target_root {}", place.display())),
+            _ => crate::dir::io_error(e, format!("cannot open target_root {}", place.display())),
         })?;
         let avail = scope.top().available_bytes().map_err(|e| {
-            Error::io(
+            crate::dir::io_error(
                 e,
                 format!("cannot query the file system of {}", place.display()),
             )
@@ -349,9 +349,9 @@ impl Book {
         // the one the object is made in, unless it is missing.
         let found = match scope.parent(&path, None) {
             Ok((dir, name)) => {
-                let md = dir
-                    .stat(&name)
-                    .map_err(|e| Error::io(e, format!("cannot inspect {}", path.display())))?;
+                let md = dir.stat(&name).map_err(|e| {
+                    crate::dir::io_error(e, format!("cannot inspect {}", path.display()))
+                })?;
                 Some((dir, name, md))
             }
             Err(Stop::Missing(_)) => None,
@@ -386,7 +386,7 @@ impl Book {
                 .map_err(|stop| match stop {
                     Stop::NotDir(p) => not_a_directory(&p),
                     Stop::Io(p, e) => {
-                        Error::io(e, format!("cannot create directory {}", p.display()))
+                        crate::dir::io_error(e, format!("cannot create directory {}", p.display()))
                     }
                     stop => walk_error(stop, &path),
                 })
@@ -398,7 +398,9 @@ impl Book {
             match name_of(&tmp).and_then(|tmp_name| {
                 dir.create_file(&tmp_name, 0o600)
                     .map(|f| (f, tmp_name))
-                    .map_err(|e| Error::io(e, format!("cannot create {}", tmp.display())))
+                    .map_err(|e| {
+                        crate::dir::io_error(e, format!("cannot create {}", tmp.display()))
+                    })
             }) {
                 Ok((f, tmp_name)) => Some(Temporary {
                     file: f,
@@ -455,7 +457,7 @@ impl Book {
                     path.display()
                 ))
             } else {
-                Error::io(e, format!("cannot set the times of {}", path.display()))
+                crate::dir::io_error(e, format!("cannot set the times of {}", path.display()))
             }
         })
     }
@@ -490,12 +492,12 @@ impl Book {
                 if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY | libc::EEXIST)) {
                     Error::invalid(format!("directory {} is not empty", path.display()))
                 } else {
-                    Error::io(e, format!("cannot remove directory {}", path.display()))
+                    crate::dir::io_error(e, format!("cannot remove directory {}", path.display()))
                 }
             })
         } else {
             dir.remove(&name, false)
-                .map_err(|e| Error::io(e, format!("cannot remove {}", path.display())))
+                .map_err(|e| crate::dir::io_error(e, format!("cannot remove {}", path.display())))
         };
         if removed.is_ok() {
             // A rollback does not bring the object back: its directory keeps the times this
@@ -812,7 +814,9 @@ impl Writer {
         let exists = self
             .dir
             .stat(&self.name)
-            .map_err(|e| Error::io(e, format!("cannot inspect {}", self.path.display())))?
+            .map_err(|e| {
+                crate::dir::io_error(e, format!("cannot inspect {}", self.path.display()))
+            })?
             .is_some();
         if !exists {
             return Ok(None);
@@ -822,9 +826,9 @@ impl Writer {
         }
         let path = paths::hidden_sibling(&self.path, "old");
         let name = name_of(&path)?;
-        self.dir
-            .rename(&self.name, &name)
-            .map_err(|e| Error::io(e, format!("cannot move {} aside", self.path.display())))?;
+        self.dir.rename(&self.name, &name).map_err(|e| {
+            crate::dir::io_error(e, format!("cannot move {} aside", self.path.display()))
+        })?;
         Ok(Some(Aside { name, path }))
     }
 
@@ -858,7 +862,7 @@ impl Writer {
                         Some(libc::EPERM | libc::EOPNOTSUPP | libc::EXDEV | libc::EMLINK)
                     ) => {} // a file system without hard links: check, then rename
                 Err(e) => {
-                    return Err(Error::io(
+                    return Err(crate::dir::io_error(
                         e,
                         format!("cannot move {} into place", self.path.display()),
                     ));
@@ -866,9 +870,9 @@ impl Writer {
             }
         }
         *aside = self.set_aside()?;
-        self.dir
-            .rename(tmp, &self.name)
-            .map_err(|e| Error::io(e, format!("cannot move {} into place", self.path.display())))
+        self.dir.rename(tmp, &self.name).map_err(|e| {
+            crate::dir::io_error(e, format!("cannot move {} into place", self.path.display()))
+        })
     }
 
     /// Complete the object at close: owner (as root), mode, then into place (RST-4).
@@ -890,7 +894,7 @@ impl Writer {
                     if let Some(o) = owner {
                         std::os::unix::fs::fchown(&file, Some(o.uid), Some(o.gid)).map_err(
                             |e| {
-                                Error::io(
+                                crate::dir::io_error(
                                     e,
                                     format!("cannot set the owner of {}", self.path.display()),
                                 )
@@ -900,7 +904,7 @@ impl Writer {
                     if let Some(m) = mode {
                         file.set_permissions(fs::Permissions::from_mode(m))
                             .map_err(|e| {
-                                Error::io(
+                                crate::dir::io_error(
                                     e,
                                     format!("cannot set the mode of {}", self.path.display()),
                                 )
@@ -920,12 +924,15 @@ impl Writer {
                 let made = c_string(&self.link)
                     .and_then(|target| self.dir.symlink(&target, &self.name))
                     .map_err(|e| {
-                        Error::io(e, format!("cannot create symlink {}", self.path.display()))
+                        crate::dir::io_error(
+                            e,
+                            format!("cannot create symlink {}", self.path.display()),
+                        )
                     })
                     .and_then(|()| match owner {
                         Some(o) => self.dir.chown(&self.name, o.uid, o.gid).map_err(|e| {
                             let _ = self.dir.remove(&self.name, false);
-                            Error::io(
+                            crate::dir::io_error(
                                 e,
                                 format!("cannot set the owner of {}", self.path.display()),
                             )
@@ -949,7 +956,7 @@ impl Writer {
                     aside = self.set_aside()?;
                     if let Err(e) = self.dir.mkdir(&self.name, 0o700) {
                         self.put_back(aside);
-                        return Err(Error::io(
+                        return Err(crate::dir::io_error(
                             e,
                             format!("cannot create directory {}", self.path.display()),
                         ));
@@ -958,7 +965,7 @@ impl Writer {
                 let mut result = Ok(());
                 if let Some(o) = owner {
                     result = self.dir.chown(&self.name, o.uid, o.gid).map_err(|e| {
-                        Error::io(
+                        crate::dir::io_error(
                             e,
                             format!("cannot set the owner of {}", self.path.display()),
                         )
@@ -966,7 +973,10 @@ impl Writer {
                 }
                 if let (Ok(()), Some(m)) = (&result, mode) {
                     result = self.dir.chmod(&self.name, m).map_err(|e| {
-                        Error::io(e, format!("cannot set the mode of {}", self.path.display()))
+                        crate::dir::io_error(
+                            e,
+                            format!("cannot set the mode of {}", self.path.display()),
+                        )
                     });
                     if result.is_ok() && !root && m & 0o300 != 0o300 {
                         self.book.lock().dirmodes.push(DirMode {

@@ -110,7 +110,7 @@ pub fn root(cfg: &Config, id: &str) -> PathBuf {
 
 /// Snapshot `id` as the name of an entry of the snapshot directory.
 fn id_name(id: &str) -> Result<CString> {
-    c_string(id.as_bytes()).map_err(|e| Error::io(e, format!("snapshot id {id:?}")))
+    c_string(id.as_bytes()).map_err(|e| crate::dir::io_error(e, format!("snapshot id {id:?}")))
 }
 
 /// The longest path the system calls take (`PATH_MAX` less its NUL).
@@ -201,14 +201,18 @@ impl Copier<'_> {
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(src)
-            .map_err(|e| Error::io(e, format!("snapshot: cannot open {}", src.display())))?;
+            .map_err(|e| {
+                crate::dir::io_error(e, format!("snapshot: cannot open {}", src.display()))
+            })?;
         // SEC-2: created private, given the source's mode only once complete.
         let mut out = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(dst)
-            .map_err(|e| Error::io(e, format!("snapshot: cannot create {}", dst.display())))?;
+            .map_err(|e| {
+                crate::dir::io_error(e, format!("snapshot: cannot create {}", dst.display()))
+            })?;
         let mut cloned = false;
         if self.cfg.snapshot == SnapshotMode::Reflink {
             match sys::clone_file(&out, &input) {
@@ -232,7 +236,7 @@ impl Copier<'_> {
                     }
                 }
                 Err(e) => {
-                    return Err(Error::io(
+                    return Err(crate::dir::io_error(
                         e,
                         format!("snapshot: cannot clone {}", src.display()),
                     ));
@@ -245,7 +249,7 @@ impl Copier<'_> {
         // Owner before mode: changing the owner clears setuid/setgid bits.
         if sys::is_root() {
             std::os::unix::fs::fchown(&out, Some(md.uid()), Some(md.gid())).map_err(|e| {
-                Error::io(
+                crate::dir::io_error(
                     e,
                     format!("snapshot: cannot set the owner of {}", dst.display()),
                 )
@@ -253,16 +257,17 @@ impl Copier<'_> {
         }
         out.set_permissions(fs::Permissions::from_mode(md.mode() & 0o7777))
             .map_err(|e| {
-                Error::io(
+                crate::dir::io_error(
                     e,
                     format!("snapshot: cannot set the mode of {}", dst.display()),
                 )
             })?;
-        sys::close_checked(out)
-            .map_err(|e| Error::io(e, format!("snapshot: cannot write {}", dst.display())))?;
+        sys::close_checked(out).map_err(|e| {
+            crate::dir::io_error(e, format!("snapshot: cannot write {}", dst.display()))
+        })?;
         let (a, m) = times(md);
         sys::set_times_nofollow(dst, a, m).map_err(|e| {
-            Error::io(
+            crate::dir::io_error(
                 e,
                 format!("snapshot: cannot set the times of {}", dst.display()),
             )
@@ -283,34 +288,35 @@ impl Copier<'_> {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    return Err(Error::io(
+                    return Err(crate::dir::io_error(
                         e,
                         format!("snapshot: cannot read {}", src.display()),
                     ));
                 }
             };
-            out.write_all(&self.buf[..n])
-                .map_err(|e| Error::io(e, format!("snapshot: cannot write {}", dst.display())))?;
+            out.write_all(&self.buf[..n]).map_err(|e| {
+                crate::dir::io_error(e, format!("snapshot: cannot write {}", dst.display()))
+            })?;
             self.host.keepalive_if_due()?;
         }
     }
 
     fn symlink(&self, src: &Path, dst: &Path, md: &Metadata) -> Result<()> {
         let target = fs::read_link(src).map_err(|e| {
-            Error::io(
+            crate::dir::io_error(
                 e,
                 format!("snapshot: cannot read symlink {}", src.display()),
             )
         })?;
         std::os::unix::fs::symlink(&target, dst).map_err(|e| {
-            Error::io(
+            crate::dir::io_error(
                 e,
                 format!("snapshot: cannot create symlink {}", dst.display()),
             )
         })?;
         if sys::is_root() {
             std::os::unix::fs::lchown(dst, Some(md.uid()), Some(md.gid())).map_err(|e| {
-                Error::io(
+                crate::dir::io_error(
                     e,
                     format!("snapshot: cannot set the owner of {}", dst.display()),
                 )
@@ -318,7 +324,7 @@ impl Copier<'_> {
         }
         let (a, m) = times(md);
         sys::set_times_nofollow(dst, a, m).map_err(|e| {
-            Error::io(
+            crate::dir::io_error(
                 e,
                 format!("snapshot: cannot set the times of {}", dst.display()),
             )
@@ -334,7 +340,7 @@ impl Copier<'_> {
         if ft.is_dir() {
             match fs::DirBuilder::new().mode(0o700).create(&dst) {
                 Err(e) if !(e.kind() == io::ErrorKind::AlreadyExists && dst.is_dir()) => {
-                    Err(Error::io(
+                    Err(crate::dir::io_error(
                         e,
                         format!("snapshot: cannot create directory {}", dst.display()),
                     ))
@@ -356,7 +362,7 @@ impl Copier<'_> {
             if sys::is_root() {
                 std::os::unix::fs::lchown(&dst, Some(it.md.uid()), Some(it.md.gid())).map_err(
                     |e| {
-                        Error::io(
+                        crate::dir::io_error(
                             e,
                             format!("snapshot: cannot set the owner of {}", dst.display()),
                         )
@@ -365,7 +371,7 @@ impl Copier<'_> {
             }
             fs::set_permissions(&dst, fs::Permissions::from_mode(it.md.mode() & 0o7777)).map_err(
                 |e| {
-                    Error::io(
+                    crate::dir::io_error(
                         e,
                         format!("snapshot: cannot set the mode of {}", dst.display()),
                     )
@@ -373,7 +379,7 @@ impl Copier<'_> {
             )?;
             let (a, m) = times(it.md);
             sys::set_times_nofollow(&dst, a, m).map_err(|e| {
-                Error::io(
+                crate::dir::io_error(
                     e,
                     format!("snapshot: cannot set the times of {}", dst.display()),
                 )
@@ -403,7 +409,7 @@ pub fn create(cfg: &Config, host: &Host, id: &str, items: &[Item<'_>]) -> Result
                 format!("snapshot {} already exists", root.display()),
             )
         } else {
-            snap_err(Error::io(
+            snap_err(crate::dir::io_error(
                 e,
                 format!("cannot create snapshot {}", root.display()),
             ))
