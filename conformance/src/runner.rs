@@ -12,7 +12,7 @@ use aapi_host::supervise::{Event, Limits, Worker, WorkerEnd, is_sessionless, sig
 use aapi_sdk::abi::*;
 use aapi_sdk::version::ENTRY_POINTS;
 use aapi_sdk::workload::WorkloadFile;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, btree_map::Entry};
 use std::ffi::OsStr;
 use std::fmt;
 use std::os::unix::ffi::OsStrExt;
@@ -162,6 +162,13 @@ struct Hang {
     signature: String,
     /// How it hung, for the findings of the stopped workers.
     what: String,
+}
+
+impl Hang {
+    /// Whether it hung without keepalive: its later calls are not stopped early.
+    fn is_timeout(&self) -> bool {
+        self.signature.starts_with("timeout")
+    }
 }
 
 struct Unit {
@@ -465,7 +472,7 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
         let Some(cmd) = &p.teardown else {
             return Ok(());
         };
-        shell.run("teardown", &x(cmd)).1
+        shell.run_teardown(&x(cmd)).1
     };
     let mut setup_group = None;
     if let Some(cmd) = &p.setup {
@@ -594,18 +601,27 @@ impl Runner {
     }
 
     /// Record that `function` hung in a worker of `check` (`kind`: `timeout`, `overrun`), unless
-    /// it hung before.
+    /// it hung before. A function that kept alive until the worker limit (an overrun) after it
+    /// had timed out without keepalive is recorded anew: from then on its calls are stopped.
     fn hung(&self, function: &str, check: &str, kind: &str, what: String) {
-        if ENTRY_POINTS.contains(&function) {
-            self.hangs
-                .lock()
-                .unwrap()
-                .entry(function.to_string())
-                .or_insert_with(|| Hang {
-                    check: check.to_string(),
-                    signature: format!("{kind} in {function}"),
-                    what,
-                });
+        if !ENTRY_POINTS.contains(&function) {
+            return;
+        }
+        let hang = Hang {
+            check: check.to_string(),
+            signature: format!("{kind} in {function}"),
+            what,
+        };
+        let mut hangs = self.hangs.lock().unwrap();
+        match hangs.entry(function.to_string()) {
+            Entry::Vacant(v) => {
+                v.insert(hang);
+            }
+            Entry::Occupied(mut o) => {
+                if o.get().is_timeout() && !hang.is_timeout() {
+                    o.insert(hang);
+                }
+            }
         }
     }
 
@@ -698,7 +714,7 @@ impl Runner {
                 .lock()
                 .unwrap()
                 .iter()
-                .filter(|(_, h)| !h.signature.starts_with("timeout"))
+                .filter(|(_, h)| !h.is_timeout())
                 .map(|(f, _)| HungCall {
                     function: f.clone(),
                     grace_ms: if is_sessionless(f) {
@@ -2181,7 +2197,7 @@ impl Runner {
                 .map(|s| s.deaths.iter().map(|(sig, _)| sig.clone()).collect())
                 .unwrap_or_default()
         };
-        {
+        let all_stopped = {
             let st = self.state.lock().unwrap();
             let s = st.get(&def.id)?;
             let only_deaths = s
@@ -2191,12 +2207,17 @@ impl Runner {
             if s.deaths.is_empty() || !only_deaths {
                 return None;
             }
-        }
+            s.stops.len() == s.deaths.len()
+        };
         let mine = deaths(&def.id);
         // A probe of the very function that died (`rc.null.F`, `rc.out-params.F`...) found a
-        // failure of its own, even if a step died in F too (on other input).
+        // failure of its own, even if a step died in F too (on other input). Not so when each of
+        // its workers was stopped for a hang found before: a call stopped while it may still
+        // have kept alive within the rules says nothing of the probe's clause.
         let subject = def.id.rsplit('.').next().filter(|f| f.starts_with("aapi_"));
-        if subject.is_some_and(|f| mine.iter().any(|d| d.rsplit(" in ").next() == Some(f))) {
+        if !all_stopped
+            && subject.is_some_and(|f| mine.iter().any(|d| d.rsplit(" in ").next() == Some(f)))
+        {
             return None;
         }
         let step = STEPS.iter().copied().find(|step| {
@@ -2214,13 +2235,12 @@ impl Runner {
         }
         // Every worker of `def` that ended was stopped in a function that hung in one other
         // check's worker first: `def` is blocked by that check.
+        if !all_stopped {
+            return None;
+        }
         let origins: BTreeSet<String> = {
             let st = self.state.lock().unwrap();
-            let s = st.get(&def.id)?;
-            if s.stops.len() != s.deaths.len() {
-                return None;
-            }
-            s.stops.iter().cloned().collect()
+            st.get(&def.id)?.stops.iter().cloned().collect()
         };
         if origins.len() != 1 {
             return None;

@@ -60,14 +60,33 @@ impl Shell<'_> {
             .filter(|s| *s != 0)
     }
 
-    /// Run `cmd` (the profile's `what` command) to its end. An interrupt that arrives while it
-    /// runs kills its process group at once; one that had arrived before it started does not
-    /// (the teardown that follows an interrupt runs). The [`Group`] returned, also when the
-    /// command failed, kills what the command left running when dropped.
+    /// Run `cmd` (the profile's `what` command) to its end. An interrupt kills its process
+    /// group at once, and one that came before it would start keeps it from starting. The
+    /// [`Group`] returned, also when the command failed, kills what the command left running
+    /// when dropped.
     pub(crate) fn run(&self, what: &str, cmd: &str) -> (Option<Group>, Result<(), Stop>) {
+        if let Some(sig) = self.interrupted() {
+            return (None, Err(Stop::Interrupted(sig)));
+        }
+        self.start(what, cmd, None)
+    }
+
+    /// Run the teardown `cmd` as [`Shell::run`] runs a command, but also after an interrupt:
+    /// only an interrupt that comes while it runs, when none had come before, stops it.
+    pub(crate) fn run_teardown(&self, cmd: &str) -> (Option<Group>, Result<(), Stop>) {
+        self.start("teardown", cmd, self.interrupted())
+    }
+
+    /// Start `cmd` and wait for its end, or for an interrupt when `before` (the interrupt that
+    /// had come when it started) is `None`.
+    fn start(
+        &self,
+        what: &str,
+        cmd: &str,
+        before: Option<i32>,
+    ) -> (Option<Group>, Result<(), Stop>) {
         let cant =
             |e: std::io::Error| Stop::Failed(format!("{what} command: cannot run `{cmd}`: {e}"));
-        let before = self.interrupted();
         let (guard_r, guard_w) = match aapi_host::supervise::cloexec_pipe() {
             Ok(p) => p,
             Err(e) => return (None, Err(cant(e))),
@@ -155,5 +174,58 @@ fn exited(child: &Child) -> Option<ExitStatus> {
             libc::CLD_EXITED => ExitStatus::from_raw((status & 0xff) << 8),
             _ => ExitStatus::from_raw(status & 0x7f),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shell in `dir` whose interrupt is `sig`.
+    fn shell<'a>(dir: &'a Path, sig: &'static AtomicI32) -> Shell<'a> {
+        Shell {
+            cwd: dir,
+            env: Vec::new(),
+            interrupt: Some(sig),
+        }
+    }
+
+    #[test]
+    fn a_command_does_not_start_after_an_interrupt_but_the_teardown_does() {
+        static SIG: AtomicI32 = AtomicI32::new(libc::SIGTERM);
+        let dir = tempfile::tempdir().unwrap();
+        let sh = shell(dir.path(), &SIG);
+        for what in ["setup", "change"] {
+            let (group, r) = sh.run(what, ": > ran");
+            assert!(group.is_none(), "{what}");
+            assert!(
+                matches!(r, Err(Stop::Interrupted(libc::SIGTERM))),
+                "{what}: {r:?}"
+            );
+            assert!(!dir.path().join("ran").exists(), "{what} ran");
+        }
+        let (_, r) = sh.run_teardown(": > ran; sleep 0.1; : > ended");
+        assert!(r.is_ok(), "{r:?}");
+        assert!(
+            dir.path().join("ended").exists(),
+            "the teardown ran to its end"
+        );
+    }
+
+    #[test]
+    fn an_interrupt_while_a_command_runs_kills_it() {
+        static SIG: AtomicI32 = AtomicI32::new(0);
+        let dir = tempfile::tempdir().unwrap();
+        let sh = shell(dir.path(), &SIG);
+        let t = std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_millis(300));
+            SIG.store(libc::SIGINT, Ordering::SeqCst);
+        });
+        let started = std::time::Instant::now();
+        let (group, r) = sh.run_teardown("sleep 20");
+        t.join().unwrap();
+        assert!(group.is_none());
+        assert!(matches!(r, Err(Stop::Interrupted(libc::SIGINT))), "{r:?}");
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 }

@@ -926,8 +926,9 @@ int aapi_open_object(aapi_server_t server, const char *path, uint32_t flags, aap
 #ifdef ZOO_OUTPARAM
     if (object) *object = 0;
 #endif
-#if defined(ZOO_NULL_CODE) || defined(ZOO_OPEN_FOREVER) || defined(ZOO_OPEN_HANG)
-    /* ZOO_OPEN_FOREVER, ZOO_OPEN_HANG: a second bug in a function that hangs, found at once */
+#if defined(ZOO_NULL_CODE) || defined(ZOO_OPEN_FOREVER) || defined(ZOO_OPEN_HANG) || \
+    defined(ZOO_OPEN_HANG_THEN_FOREVER)
+    /* ZOO_OPEN_FOREVER, ZOO_OPEN_HANG...: a second bug in a function that hangs, found at once */
     if (!path) FAIL(AAPI_ENOENT, "aapi_open_object: no path");
 #endif
 #ifdef ZOO_OPEN_TWO_BUGS
@@ -953,6 +954,16 @@ int aapi_open_object(aapi_server_t server, const char *path, uint32_t flags, aap
 #endif
 #ifdef ZOO_OPEN_HANG
     for (;;) pause(); /* every valid open hangs without keepalive (TIME-1) */
+#endif
+#ifdef ZOO_OPEN_HANG_THEN_FOREVER
+    /* a valid open of a directory (the backup's first) hangs without keepalive (TIME-1); of
+       anything else it keeps alive, but never returns (TIME-3) */
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        for (;;) pause();
+    for (;;) {
+        keepalive(s);
+        usleep(100 * 1000);
+    }
 #endif
     if (lstat(path, &st) != 0) FAIL(AAPI_ENOENT, "open %s: %s", path, strerror(errno));
     object_t *o = new_object(s, path, 0);
