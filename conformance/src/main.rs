@@ -109,6 +109,12 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 
 fn main() -> ExitCode {
     aapi_conformance::serve_if_requested();
+    if let Err(e) = aapi_host::pid1::init_if_process_1() {
+        eprintln!(
+            "aapi-conformance: warning: cannot start an init as process 1 ({e}): processes \
+             that end under it stay zombies until the run ends; run the container with --init"
+        );
+    }
     let cli = Cli::parse();
     match cli.command {
         Cmd::List => {

@@ -12,11 +12,13 @@
 //! - [`ui`]: progress bars and messages.
 //! - [`delete`]: deleting images without breaking the images and policies that need them.
 //! - [`jobs`]: the supervisor side of backup (discover, child, finalize), restore and verify.
+//! - [`pid1`]: a minimal init when the program runs as process 1 of a container.
 
 pub mod client;
 pub mod delete;
 pub mod jobs;
 pub mod loader;
+pub mod pid1;
 pub mod store;
 pub mod stream_writer;
 pub mod supervise;

@@ -234,6 +234,12 @@ extern "C" fn on_signal_stop(_: libc::c_int) {
 }
 
 fn main() -> ExitCode {
+    if let Err(e) = aapi_host::pid1::init_if_process_1() {
+        eprintln!(
+            "aapi-host: warning: cannot start an init as process 1 ({e}): processes that end \
+             under it stay zombies until aapi-host ends; run the container with --init"
+        );
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

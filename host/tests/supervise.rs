@@ -541,3 +541,91 @@ fn finalize_is_refused_while_a_child_job_runs() {
     let f = host(&store, &["finalize", "--image", &image], &[]);
     assert_eq!(f.code, 0, "{}", f.stderr);
 }
+
+/// The processes of the PID namespace whose parent is `parent` and that have ended (zombies).
+fn zombie_children(parent: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // "pid (comm) state ppid ...": comm may hold spaces, not a ')'.
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+            fields.first() == Some(&"Z") && fields.get(1) == Some(&parent.to_string().as_str())
+        })
+        .collect()
+}
+
+/// In a container without an init, aapi-host is process 1, the parent of every orphan: the
+/// guards of its workers' process groups among them. It reaps them, and a signal sent to it
+/// (`docker stop`) cancels the job as it does anywhere.
+#[test]
+fn as_process_1_aapi_host_reaps_what_ends_under_it_and_passes_signals_on() {
+    const UNSHARE: &[&str] = &[
+        "--user",
+        "--map-root-user",
+        "--pid",
+        "--fork",
+        "--mount-proc",
+    ];
+    let can = Command::new("unshare")
+        .args(UNSHARE)
+        .arg("true")
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !can {
+        eprintln!("skipped: unshare cannot make a PID namespace here");
+        return;
+    }
+    let (_d, tree, store) = setup();
+    // About 4 s of backup: long enough to look at the namespace while it runs.
+    let backup = backup_cmd(&store, &tree, 10_000, "pause:aapi_read_object:1000");
+    let mut c = Command::new("unshare");
+    c.args(UNSHARE)
+        .arg(backup.get_program())
+        .args(backup.get_args())
+        .envs(backup.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    // Process 1 of the namespace is the child of `unshare`.
+    let t0 = Instant::now();
+    let init = loop {
+        let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
+            .unwrap_or_default();
+        if let Some(pid) = children.split_whitespace().next() {
+            break pid.parse::<u32>().unwrap();
+        }
+        assert!(t0.elapsed() < Duration::from_secs(20), "no process 1");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Once the data streams, the discovery's worker has ended, and its guard with it.
+    while !std::fs::read_dir(store.join("images"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.path().join("stream-0.data").exists())
+    {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no stream");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut zombies = zombie_children(init);
+    while !zombies.is_empty() && t0.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+        zombies = zombie_children(init);
+    }
+    assert!(zombies.is_empty(), "never reaped: {zombies:?}");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the backup ended before its orphans were reaped"
+    );
+    signal(init, libc::SIGTERM);
+    let r = finish(child);
+    assert_eq!(r.code, 5, "{}", r.stderr);
+    assert!(r.stderr.contains("cancelled"), "{}", r.stderr);
+    assert_incomplete(&store);
+}
