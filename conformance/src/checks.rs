@@ -434,6 +434,13 @@ pub fn all() -> Vec<CheckDef> {
             "out-structs are written no further than struct_size and never past the plugin's own size",
         ),
         def(
+            "abi.struct-read",
+            Abi,
+            "ABI-5",
+            Some(Objects),
+            "the structs passed in (host info, session, restore info, object properties) are read no further than struct_size",
+        ),
+        def(
             "life.before-init",
             Lifecycle,
             "LIFE-1",

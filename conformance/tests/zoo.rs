@@ -144,6 +144,7 @@ zoo_tests! {
     accepts_other_major: "ZOO_ACCEPT_MAJOR" => ["ABI-2"] [] "abi.init-major" "expected AAPI_EABI";
     ignores_struct_size: "ZOO_IGNORE_STRUCT_SIZE" => ["ABI-4"] [] "abi.struct-size" "aapi_get_server_prop";
     writes_past_struct: "ZOO_STRUCT_OVERWRITE" => ["ABI-5"] [] "abi.struct-bounds" "wrote past";
+    reads_past_struct: "ZOO_READ_PAST_STRUCT" => ["ABI-5", "MEM-3"] [] "abi.struct-read" "crash(SIGSEGV) in aapi_open_server";
     // call order
     works_after_terminate: "ZOO_AFTER_TERMINATE" => ["LIFE-1"] [] "life.after-terminate" "after aapi_terminate";
     second_init_succeeds: "ZOO_DOUBLE_INIT" => ["LIFE-2"] [] "life.double-init" "second aapi_pgn_init";

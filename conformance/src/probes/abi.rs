@@ -1,9 +1,11 @@
-//! ABI versions and struct sizes: `abi.init-major`, `abi.struct-size`, `abi.struct-bounds`.
+//! ABI versions and struct sizes: `abi.init-major`, `abi.struct-size`, `abi.struct-bounds`,
+//! `abi.struct-read`.
 
 use super::ffi::{
-    Guarded, host_info, is_sentinel, plugin_info, raw_session, restore_info, sentinel,
+    AtPageEnd, Guarded, host_info, is_sentinel, object_prop_with_mode, plugin_info, raw_session,
+    restore_info, sentinel, server_info,
 };
-use super::probe::{PR, Probe};
+use super::probe::{PR, Probe, harness};
 use crate::pipeline::under;
 use crate::worker::{code_name, cpath, new_prop, pbytes};
 use aapi_sdk::abi::*;
@@ -187,6 +189,65 @@ pub fn struct_bounds(p: &Probe) -> PR {
     }
     api.close_object(o);
     drop(s);
+    plugin.terminate()?;
+    Ok(())
+}
+
+/// `abi.struct-read`: the structs passed in (host info, session definitions, restore info,
+/// object properties) are read no further than their `struct_size`. Each ends where an
+/// unreadable page begins, so a read past it (a plugin built against a newer header reading a
+/// field the framework's struct does not have) crashes in the call that made it.
+pub fn struct_read(p: &Probe) -> PR {
+    let lib = p.lib()?;
+    let api = p.api(lib.entry_points());
+    let hi = AtPageEnd::new(host_info(p.ctx)).map_err(harness)?;
+    let mut pi = plugin_info();
+    let c = api.pgn_init(&*hi, &mut pi);
+    p.expect("aapi_pgn_init with a whole host_info", c, AAPI_EOK);
+    if c == AAPI_EOK {
+        api.terminate();
+    }
+    let plugin = p.plugin()?;
+    let mut ops = vec![AAPI_OP_BACKUP];
+    if p.has(AAPI_CAP_RESTORE) {
+        ops.push(AAPI_OP_RESTORE);
+    }
+    for op in ops {
+        let def = AtPageEnd::new(raw_session(p.ctx, op).def).map_err(harness)?;
+        let mut h: aapi_server_t = 0;
+        let c = api.open_server(&p.server_name(), &*def, &mut h);
+        if !p.expect(
+            "aapi_open_server with a whole session definition",
+            c,
+            AAPI_EOK,
+        ) {
+            continue;
+        }
+        // The plugin may keep the definition: calls in the session may read it too.
+        let mut si = server_info();
+        api.get_server_prop(h, &mut si);
+        if op == AAPI_OP_RESTORE {
+            let root = p.dir("abi5")?;
+            let rootc = cpath(&pbytes(&root));
+            let ri = AtPageEnd::new(restore_info(&rootc)).map_err(harness)?;
+            let c = api.restore_preprocess(h, &*ri);
+            if p.expect(
+                "aapi_restore_preprocess with a whole restore_info",
+                c,
+                AAPI_EOK,
+            ) {
+                let prop = AtPageEnd::new(object_prop_with_mode(AAPI_OBJ_FILE)).map_err(harness)?;
+                let target = cpath(&under(&root, b"/abi5.txt"));
+                let mut o: aapi_object_t = 0;
+                let c = api.create_object(h, &target, &*prop, 0, &mut o);
+                if p.expect("aapi_create_object with whole properties", c, AAPI_EOK) {
+                    api.close_object(o);
+                }
+                api.restore_postprocess(h, AAPI_EOK);
+            }
+        }
+        api.close_server(h);
+    }
     plugin.terminate()?;
     Ok(())
 }

@@ -387,3 +387,60 @@ impl<T> Guarded<T> {
         self.guard.iter().all(|&b| b == SENT)
     }
 }
+
+/// A value that ends where an unreadable page begins: a plugin that reads past its end (past
+/// the `struct_size` of an ABI struct) crashes at once, whatever lies in memory after it.
+pub struct AtPageEnd<T: Copy> {
+    map: *mut c_void,
+    len: usize,
+    v: *mut T,
+}
+
+impl<T: Copy> AtPageEnd<T> {
+    /// A copy of `v` placed so.
+    pub fn new(v: T) -> std::io::Result<Self> {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let data = size_of::<T>().div_ceil(page) * page;
+        let len = data + page;
+        // SAFETY: a fresh private anonymous mapping, its last page made unreadable; `v` ends
+        // at that page and is aligned, a struct's size being a multiple of its alignment.
+        unsafe {
+            let map = libc::mmap(
+                null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if map == libc::MAP_FAILED {
+                return Err(std::io::Error::last_os_error());
+            }
+            let guard = map.cast::<u8>().add(data);
+            if libc::mprotect(guard.cast(), page, libc::PROT_NONE) != 0 {
+                let e = std::io::Error::last_os_error();
+                libc::munmap(map, len);
+                return Err(e);
+            }
+            let at = guard.sub(size_of::<T>()).cast::<T>();
+            at.write(v);
+            Ok(AtPageEnd { map, len, v: at })
+        }
+    }
+}
+
+impl<T: Copy> std::ops::Deref for AtPageEnd<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: written in `new`, valid until the mapping goes in `drop`.
+        unsafe { &*self.v }
+    }
+}
+
+impl<T: Copy> Drop for AtPageEnd<T> {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, no longer referenced.
+        unsafe { libc::munmap(self.map, self.len) };
+    }
+}

@@ -45,6 +45,7 @@ const PROBES: &[(&str, ProbeFn)] = &[
     ("abi.init-major", abi::init_major),
     ("abi.struct-size", abi::struct_size),
     ("abi.struct-bounds", abi::struct_bounds),
+    ("abi.struct-read", abi::struct_read),
     ("life.before-init", lifecycle::before_init),
     ("life.after-terminate", lifecycle::after_terminate),
     ("life.double-init", lifecycle::double_init),

@@ -373,6 +373,11 @@ int aapi_open_server(const char *server, const aapi_session_def_t *session, aapi
     if (!*server) FAIL(AAPI_EINVAL, "aapi_open_server: empty server name");
     if (session->struct_size < sizeof(aapi_session_def_t)) FAIL(AAPI_EABI, "session struct too small");
     if (session->abi_major != PLUGIN_MAJOR) FAIL(AAPI_EABI, "session ABI major %u", session->abi_major);
+#ifdef ZOO_READ_PAST_STRUCT
+    /* built against a newer header: reads a field the framework's session does not have */
+    volatile uint64_t newer_field;
+    memcpy((void *)&newer_field, (const char *)session + session->struct_size, sizeof newer_field);
+#endif
     if (session->sd_operation < AAPI_OP_DISCOVERY || session->sd_operation > AAPI_OP_RESTORE)
         FAIL(AAPI_EINVAL, "unknown operation %u", session->sd_operation);
     if (session->sd_schedtype < AAPI_SCHED_FULL || session->sd_schedtype > AAPI_SCHED_CINC)
