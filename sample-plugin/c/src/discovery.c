@@ -70,24 +70,14 @@ static void unlisted(const files_server *srv, const char *dir, int err)
  * when the caller may not list it; else a code with the message set. */
 static int list_names(const char *fn, const char *path, files_strvec *names, int *denied)
 {
-    struct dirent *e;
-    int rc = AAPI_EOK;
+    int rc;
     DIR *d = opendir(path);
     *denied = d == NULL && errno == EACCES;
     if (*denied)
         return AAPI_EOK;
     if (d == NULL)
         return fail_errno(errno, "%s: cannot read directory %s", fn, path);
-    while ((errno = 0, e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        if (strvec_push(names, e->d_name) != AAPI_EOK) {
-            rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
-            break;
-        }
-    }
-    if (rc == AAPI_EOK && errno != 0)
-        rc = fail_errno(errno, "%s: cannot read directory %s", fn, path);
+    rc = read_dir_names(fn, d, path, names);
     closedir(d);
     return rc;
 }

@@ -20,6 +20,7 @@
 
 #define _XOPEN_SOURCE 700
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -312,6 +313,10 @@ char *path_normalize(const char *p, int *has_dotdot);
 int path_split(const char *p, char **dir, char **name);
 /** mkdir -p with mode 0700; appends each directory it creates to `made` when not NULL. */
 int mkdirs(const char *fn, const char *dir, files_strvec *made);
+/** Append the names of the directory stream `d` ("." and ".." aside) to `names`, reading it to its
+ *  end; the caller closes it. AAPI_EOK, or a code with the message set (`path` names the
+ *  directory in it). */
+int read_dir_names(const char *fn, DIR *d, const char *path, files_strvec *names);
 /** Remove a tree (files, symlinks, directories, deepest first), never following a symbolic link,
  *  making directories writable as needed. A missing tree is success. `ka` may be NULL. */
 int remove_tree(const char *fn, const char *path, files_keepalive *ka);

@@ -179,6 +179,30 @@ static int check_ancestor(const char *fn, const char *dir, const char *at, const
     return AAPI_EOK;
 }
 
+/* The fix every ancestor the running user may not search shares. */
+#define SEARCH_FIX                                                                                 \
+    "set files.snapshot_dir to a directory whose ancestors the running user may search"
+
+/* AAPI_ESNAPSHOT naming `at`, the ancestor of the snapshot directory `dir` held by `cur`, when
+ * `err`, the failure to open the entry `name` of `cur`, is that the running user may not search
+ * `at`; AAPI_EOK for any other failure (the caller says what it was). A lookup of `name` needs
+ * nothing but that permission, so it is denied too only then. */
+static int check_searchable(const char *fn, const char *dir, int cur, const char *at,
+                            const char *name, int err)
+{
+    struct stat st;
+    unsigned long uid, me = (unsigned long)geteuid();
+    if (err != EACCES || fstatat(cur, name, &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != EACCES ||
+        fstat(cur, &st) != 0)
+        return AAPI_EOK;
+    uid = (unsigned long)st.st_uid;
+    return fail(AAPI_ESNAPSHOT,
+                "%s: the snapshot directory %s is refused: its ancestor %s (owner uid %lu, mode "
+                "%04o) may not be searched by the running user (uid %lu); %s %s, or " SEARCH_FIX,
+                fn, dir, at, uid, (unsigned)(st.st_mode & 07777), me,
+                uid == me ? "run chmod u+x" : "have its owner run chmod a+x", at);
+}
+
 /* How a snapshot directory that is not private is refused, and what to do about it. */
 static int refuse_base(const char *fn, const char *dir, const char *why)
 {
@@ -229,13 +253,13 @@ static int open_root(const char *fn, const char *dir, int ancestor, int *cur, ch
     return check_ancestor(fn, dir, "/", &st);
 }
 
-/* The snapshot directory itself, the entry `name` of `cur`: opened into *fd, never through a
- * link, and private to the running user. It is opened only to name it (DIR_ONLY) and checked
- * through that descriptor, so that one the running user may not read is refused for its owner or
- * mode, not for the permission its open would lack. *fd stays -1 when it is missing and not
- * made. */
-static int open_last(const char *fn, const char *dir, int cur, const char *name, int create,
-                     int *fd)
+/* The snapshot directory itself, the entry `name` of `cur` (`at`): opened into *fd, never
+ * through a link, private to the running user, who may write into it and search it. It is opened
+ * only to name it (DIR_ONLY) and checked through that descriptor, so that one the running user
+ * may not read is refused for its owner or mode, not for the permission its open would lack. *fd
+ * stays -1 when it is missing and not made. */
+static int open_last(const char *fn, const char *dir, int cur, const char *at, const char *name,
+                     int create, int *fd)
 {
     const int flags = DIR_ONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
     char why[128];
@@ -254,7 +278,8 @@ static int open_last(const char *fn, const char *dir, int cur, const char *name,
             return AAPI_EOK;
         if (err == ELOOP || err == ENOTDIR)
             return refuse_base(fn, dir, "it is a symbolic link or not a directory");
-        fail_errno(err, "%s: cannot open the snapshot directory %s", fn, dir);
+        if (check_searchable(fn, dir, cur, at, name, err) == AAPI_EOK)
+            fail_errno(err, "%s: cannot open the snapshot directory %s", fn, dir);
         return AAPI_ESNAPSHOT;
     }
     if (fstat(*fd, &st) != 0) {
@@ -267,6 +292,14 @@ static int open_last(const char *fn, const char *dir, int cur, const char *name,
         snprintf(why, sizeof why, "its group or others may write into it (mode %04o)",
                  (unsigned)(st.st_mode & 07777));
         refuse_base(fn, dir, why);
+    } else if (geteuid() != 0 && (st.st_mode & 0300) != 0300) {
+        /* Root may write into and search any directory. */
+        fail(AAPI_ESNAPSHOT,
+             "%s: the snapshot directory %s is refused: the running user (uid %lu), its owner, "
+             "lacks write or search permission on it (mode %04o); run chmod 700 %s, or set "
+             "files.snapshot_dir to another directory of the running user that neither its "
+             "group nor others may write into",
+             fn, dir, (unsigned long)geteuid(), (unsigned)(st.st_mode & 07777), dir);
     } else {
         return AAPI_EOK;
     }
@@ -359,10 +392,11 @@ static char *walked(const char *at, const char *name)
 /* SEC-2: the snapshot directory, opened into *fd, when no other user can rename or replace a
  * snapshot in it: it is a real directory (not a symbolic link: opened with
  * O_NOFOLLOW|O_DIRECTORY), owned by the running user and writable by neither its group nor
- * others, and every directory and link on the way to it passes check_ancestor(). With create,
- * missing directories on the way (the snapshot directory included) are made 0700, each in its
- * checked parent; without, *fd is -1 when one is missing. Snapshots are made, looked up and
- * removed through the descriptor returned, never by a path. */
+ * others, and every directory and link on the way to it passes check_ancestor(). One the running
+ * user may not write into or search, or reach for an ancestor it may not search, is refused with
+ * the fix. With create, missing directories on the way (the snapshot directory included) are made
+ * 0700, each in its checked parent; without, *fd is -1 when one is missing. Snapshots are made,
+ * looked up and removed through the descriptor returned, never by a path. */
 static int private_base(const char *fn, const files_server *srv, int create, int *fd)
 {
     const int step_flags = DIR_ONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
@@ -379,7 +413,7 @@ static int private_base(const char *fn, const files_server *srv, int create, int
         struct stat st;
         int sub;
         if (name == NULL || !has_component(rest)) {
-            rc = open_last(fn, dir, cur, name != NULL ? name : ".", create, fd);
+            rc = open_last(fn, dir, cur, at, name != NULL ? name : ".", create, fd);
             break;
         }
         next = walked(at, name);
@@ -410,7 +444,10 @@ static int private_base(const char *fn, const files_server *srv, int create, int
             free(next);
             break; /* missing: *fd stays -1 */
         } else if (errno != ENOTDIR && errno != ELOOP) {
-            rc = cannot(fn, dir, "open its ancestor", next, errno);
+            int err = errno;
+            rc = check_searchable(fn, dir, cur, at, name, err);
+            if (rc == AAPI_EOK)
+                rc = cannot(fn, dir, "open its ancestor", next, err);
         } else if (fstatat(cur, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
             rc = cannot(fn, dir, "open its ancestor", next, errno);
         } else if (!S_ISLNK(st.st_mode)) {

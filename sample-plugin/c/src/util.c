@@ -393,12 +393,26 @@ int chmod_at(int dirfd, const char *name, mode_t mode)
     return fchmodat(dirfd, name, mode, 0);
 }
 
-/* The names in the directory `fd` (opened for reading), "." and ".." aside, into `names`. The
- * stream reads through a duplicate it closes: `fd` stays open for the calls on the entries. AAPI_EOK, or a code with the message set. */
-static int read_names(const char *fn, int fd, const char *path, files_strvec *names)
+int read_dir_names(const char *fn, DIR *d, const char *path, files_strvec *names)
 {
     struct dirent *e;
-    int rc = AAPI_EOK, dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    while ((errno = 0, e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        if (strvec_push(names, e->d_name) != AAPI_EOK)
+            return fail(AAPI_ENOMEM, "%s: out of memory", fn);
+    }
+    if (errno != 0)
+        return fail_errno(errno, "%s: cannot read directory %s", fn, path);
+    return AAPI_EOK;
+}
+
+/* The names in the directory `fd` (opened for reading), "." and ".." aside, into `names`. The
+ * stream reads through a duplicate it closes: `fd` stays open for the calls on the entries.
+ * AAPI_EOK, or a code with the message set. */
+static int read_names(const char *fn, int fd, const char *path, files_strvec *names)
+{
+    int rc, dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     DIR *d = dup >= 0 ? fdopendir(dup) : NULL;
     if (d == NULL) {
         rc = fail_errno(errno, "%s: cannot open directory %s", fn, path);
@@ -406,16 +420,7 @@ static int read_names(const char *fn, int fd, const char *path, files_strvec *na
             close(dup);
         return rc;
     }
-    while ((errno = 0, e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        if (strvec_push(names, e->d_name) != AAPI_EOK) {
-            rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
-            break;
-        }
-    }
-    if (rc == AAPI_EOK && errno != 0)
-        rc = fail_errno(errno, "%s: cannot read directory %s", fn, path);
+    rc = read_dir_names(fn, d, path, names);
     closedir(d);
     return rc;
 }

@@ -1252,6 +1252,166 @@ fn an_unreadable_directory_is_listed_and_fails_at_backup() {
     child.passes("as nobody");
 }
 
+/// The test run again as `nobody` by
+/// [`a_snapshot_directory_the_running_user_cannot_use_is_refused_with_the_fix`].
+const UNUSABLE_TEST: &str =
+    "a_snapshot_directory_the_running_user_cannot_use_is_refused_with_the_fix";
+/// Set in that child: a directory of another user it may not search, or empty when there is none.
+const UNSEARCHABLE_VAR: &str = "AAPI_SAMPLE_TEST_UNSEARCHABLE";
+
+/// The unprivileged part, in `work` (of the running user): a snapshot directory that user may
+/// not write into, and ones below an ancestor it may not search (its own, or `foreign` of
+/// another user), are refused with the directory to blame and the fix, by discovery and by
+/// postprocess; once the fix is applied, the snapshot is made and deleted.
+fn unusable_snapshot_dirs(tree: &Path, work: &Path, foreign: Option<&Path>) {
+    let me = euid();
+    let search_fix =
+        "set files.snapshot_dir to a directory whose ancestors the running user may search";
+    for (name, lib) in samples() {
+        let p = Loaded::new(&lib);
+        let base = dir_with_mode(&work.join(name), 0o700);
+        let read_only = dir_with_mode(&base.join("read-only"), 0o500);
+        // Below an ancestor of its own: right below it, and a level further down.
+        let shut = dir_with_mode(&base.join("shut"), 0o600);
+        let sealed = dir_with_mode(&base.join("sealed"), 0o700);
+        fs::create_dir(sealed.join("sub")).unwrap();
+        fs::set_permissions(&sealed, fs::Permissions::from_mode(0o000)).unwrap();
+        let unsearchable = |d: &Path, owner: u32, mode: u32, fix: &str| {
+            format!(
+                "its ancestor {} (owner uid {owner}, mode {mode:04o}) may not be searched by the running user (uid {me}); {fix} {}, or {search_fix}",
+                d.display(),
+                d.display()
+            )
+        };
+        // (label, snapshot directory, what the refusal says after "is refused: ")
+        let mut refused = vec![
+            (
+                "0500",
+                read_only.clone(),
+                format!(
+                    "the running user (uid {me}), its owner, lacks write or search permission on it (mode 0500); run chmod 700 {}, or set files.snapshot_dir to",
+                    read_only.display()
+                ),
+            ),
+            (
+                "0600-above",
+                shut.join("snaps"),
+                unsearchable(&shut, me, 0o600, "run chmod u+x"),
+            ),
+            (
+                "0000-above",
+                sealed.join("sub/snaps"),
+                unsearchable(&sealed, me, 0, "run chmod u+x"),
+            ),
+        ];
+        if let Some(f) = foreign {
+            let md = fs::symlink_metadata(f).unwrap();
+            refused.push((
+                "other-user-above",
+                f.join("snaps"),
+                unsearchable(
+                    f,
+                    md.uid(),
+                    md.mode() & 0o7777,
+                    "have its owner run chmod a+x",
+                ),
+            ));
+        }
+        for (label, dir, why) in &refused {
+            let work = base.join(format!("work-{label}"));
+            let (code, msg) = refused_copy(&p, &work, tree, dir);
+            assert_eq!(code, AAPI_ESNAPSHOT, "{name} {label}: {msg}");
+            let expected = format!("the snapshot directory {} is refused: {why}", dir.display());
+            assert!(msg.contains(&expected), "{name} {label}: {msg}");
+            assert!(!file_name(&work.join("wkld"), "bh1", ".wkld").exists());
+        }
+        assert_eq!(fs::read_dir(&read_only).unwrap().count(), 0, "{name}: made");
+
+        // The fixes the messages name.
+        fs::set_permissions(&read_only, fs::Permissions::from_mode(0o700)).unwrap();
+        fs::set_permissions(&shut, fs::Permissions::from_mode(0o700)).unwrap();
+        fs::set_permissions(&sealed, fs::Permissions::from_mode(0o100)).unwrap();
+        for (label, dir, why) in &refused[..3] {
+            let props = [
+                ("files.snapshot", "copy"),
+                ("files.snapshot_dir", dir.to_str().unwrap()),
+            ];
+            let work = base.join(format!("work-{label}-fixed"));
+            let snapid =
+                discover(&p, &work, tree, &props).unwrap_or_else(|e| panic!("{name} {label}: {e}"));
+            assert!(dir.join(&snapid).is_dir(), "{name} {label}");
+            if *label == "0500" {
+                // Postprocess refuses it too, and leaves the snapshot.
+                fs::set_permissions(dir, fs::Permissions::from_mode(0o500)).unwrap();
+                let (code, msg) =
+                    failure(postprocess(&p, &work, tree, &snapid, &props).unwrap_err());
+                assert_eq!(code, AAPI_ESNAPSHOT, "{name}: {msg}");
+                assert!(msg.contains(why.as_str()), "{name}: {msg}");
+                assert!(dir.join(&snapid).is_dir(), "{name}: deleted anyway");
+                fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).unwrap();
+            }
+            postprocess(&p, &work, tree, &snapid, &props)
+                .unwrap_or_else(|e| panic!("{name} {label}: {e}"));
+            assert!(!dir.join(&snapid).exists(), "{name} {label}: snapshot left");
+        }
+        // So that the temporary directory can be removed.
+        fs::set_permissions(&sealed, fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(p.warnings().is_empty(), "{name}: {:?}", p.warnings());
+    }
+}
+
+#[test]
+fn a_snapshot_directory_the_running_user_cannot_use_is_refused_with_the_fix() {
+    let var = |v: &str| std::env::var_os(v).map(PathBuf::from);
+    if let (Some(tree), Some(work), Some(foreign)) =
+        (var(TREE_VAR), var(WORK_VAR), var(UNSEARCHABLE_VAR))
+    {
+        let foreign = Some(foreign.as_path()).filter(|f| !f.as_os_str().is_empty());
+        unusable_snapshot_dirs(&tree, &work, foreign);
+        return;
+    }
+    let _turn = turn();
+    let w = tempfile::tempdir().unwrap();
+    fs::set_permissions(w.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let tree = w.path().join("tree");
+    fs::create_dir_all(tree.join("d")).unwrap();
+    fs::write(tree.join("d/f"), b"real data").unwrap();
+    for (d, mode) in [
+        (tree.clone(), 0o755),
+        (tree.join("d"), 0o755),
+        (tree.join("d/f"), 0o644),
+    ] {
+        fs::set_permissions(d, fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let work = dir_with_mode(&w.path().join("work"), 0o755);
+    if euid() != 0 {
+        // Root's home is a directory of another user this one may not search, where there is one.
+        let foreign = Path::new("/root");
+        let unsearchable = fs::symlink_metadata(foreign)
+            .is_ok_and(|md| md.is_dir() && md.uid() != euid())
+            && fs::symlink_metadata(foreign.join("."))
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied);
+        if !unsearchable {
+            eprintln!(
+                "no directory of another user that this one may not search: that part is skipped"
+            );
+        }
+        unusable_snapshot_dirs(&tree, &work, unsearchable.then_some(foreign));
+        return;
+    }
+    // Root may write into and search every directory: the checks run as nobody, below a
+    // directory of root that nobody may not search.
+    std::os::unix::fs::chown(&work, Some(65534), Some(65534)).unwrap();
+    let foreign = dir_with_mode(&w.path().join("root-only"), 0o700);
+    let mut child = Child::new(UNUSABLE_TEST, w.path(), true);
+    child
+        .0
+        .env(TREE_VAR, &tree)
+        .env(WORK_VAR, &work)
+        .env(UNSEARCHABLE_VAR, &foreign);
+    child.passes("as nobody");
+}
+
 /// The test run again with a low open-file limit by
 /// [`a_tree_deeper_than_the_open_file_limit_is_copied_and_its_snapshot_removed`].
 const DEEP_TEST: &str = "a_tree_deeper_than_the_open_file_limit_is_copied_and_its_snapshot_removed";

@@ -26,6 +26,10 @@ fn snapshot_error(message: String) -> Error {
     Error::new(ErrorKind::Snapshot, message)
 }
 
+/// The fix every ancestor the running user may not search shares.
+const SEARCH_FIX: &str =
+    "set files.snapshot_dir to a directory whose ancestors the running user may search";
+
 /// How a snapshot directory that is not private is refused, and what to do about it.
 fn refuse_dir(dir: &Path, why: &str) -> Error {
     snapshot_error(format!(
@@ -60,6 +64,20 @@ fn ancestor_problem(at: &Path, st: &Stat, me: u32) -> Option<String> {
     } else {
         None
     }
+}
+
+/// Why `at`, an ancestor of the snapshot directory that the running user (`me`) may not search,
+/// keeps that user from it, and what to do about it.
+fn search_problem(at: &Path, st: &Stat, me: u32) -> String {
+    let (uid, mode, at) = (st.uid(), st.mode(), at.display());
+    let fix = if uid == me {
+        format!("run chmod u+x {at}")
+    } else {
+        format!("have its owner run chmod a+x {at}")
+    };
+    format!(
+        "its ancestor {at} (owner uid {uid}, mode {mode:04o}) may not be searched by the running user (uid {me}); {fix}, or {SEARCH_FIX}"
+    )
 }
 
 /// The components of a path that lead somewhere: neither empty nor `.`.
@@ -109,15 +127,32 @@ impl Walk<'_> {
         ))
     }
 
+    /// `AAPI_ESNAPSHOT` refusing the snapshot directory for `problem`, which names the fix.
+    fn refuse(&self, problem: &str) -> Error {
+        snapshot_error(format!(
+            "the snapshot directory {} is refused: {problem}",
+            self.dir.display()
+        ))
+    }
+
     /// `AAPI_ESNAPSHOT` when another user may change the ancestor `at`.
     fn check(&self, at: &Path, st: &Stat) -> Result<()> {
         match ancestor_problem(at, st, self.me) {
-            Some(problem) => Err(snapshot_error(format!(
-                "the snapshot directory {} is refused: {problem}",
-                self.dir.display()
-            ))),
+            Some(problem) => Err(self.refuse(&problem)),
             None => Ok(()),
         }
+    }
+
+    /// The refusal naming the ancestor `cur` (`at`) when `e`, the failure to open its entry
+    /// `name`, is that the running user may not search it; `None` for any other failure. A
+    /// lookup of `name` needs nothing but that permission, so it is denied too only then.
+    fn unsearchable(&self, cur: &Dir, at: &Path, name: &CStr, e: &io::Error) -> Option<Error> {
+        let denied = |e: &io::Error| e.raw_os_error() == Some(libc::EACCES);
+        if !denied(e) || !cur.stat(name).is_err_and(|e| denied(&e)) {
+            return None;
+        }
+        let st = cur.stat_self().ok()?;
+        Some(self.refuse(&search_problem(at, &st, self.me)))
     }
 
     /// `/`, checked as an ancestor when `ancestor`.
@@ -141,8 +176,8 @@ impl Walk<'_> {
         }
     }
 
-    /// The ancestor `name` of `cur` (`at`), never through a link.
-    fn step(&self, cur: &Dir, name: &CStr, at: &Path) -> Result<Step> {
+    /// The ancestor `name` of `cur` (`held`) at `at`, never through a link.
+    fn step(&self, cur: &Dir, held: &Path, name: &CStr, at: &Path) -> Result<Step> {
         let mut opened = cur.open_dir(name, false);
         if self.create
             && opened
@@ -166,15 +201,17 @@ impl Walk<'_> {
                     _ => Err(self.cannot("open its ancestor", at, &e)),
                 }
             }
-            Err(e) => Err(self.cannot("open its ancestor", at, &e)),
+            Err(e) => Err(self
+                .unsearchable(cur, held, name, &e)
+                .unwrap_or_else(|| self.cannot("open its ancestor", at, &e))),
         }
     }
 
-    /// The snapshot directory itself, the entry `name` of `cur`: never through a link, and
-    /// private to the running user. It is opened only to name it (`O_PATH`) and checked through
-    /// that descriptor, so that one the running user may not read is refused for its owner or
-    /// mode, not for the permission its open would lack.
-    fn last(&self, cur: &Dir, name: &CStr) -> Result<Option<Dir>> {
+    /// The snapshot directory itself, the entry `name` of `cur` (`held`): never through a link,
+    /// private to the running user, who may write into it and search it. It is opened only to
+    /// name it (`O_PATH`) and checked through that descriptor, so that one the running user may
+    /// not read is refused for its owner or mode, not for the permission its open would lack.
+    fn last(&self, cur: &Dir, held: &Path, name: &CStr) -> Result<Option<Dir>> {
         let dir = self.dir;
         let mut opened = cur.open_dir(name, false);
         if self.create
@@ -192,11 +229,13 @@ impl Walk<'_> {
                 return Err(refuse_dir(dir, "it is a symbolic link or not a directory"));
             }
             Err(e) => {
-                return Err(snapshot_error(format!(
-                    "cannot open the snapshot directory {}: {}",
-                    dir.display(),
-                    describe(&e)
-                )));
+                return Err(self.unsearchable(cur, held, name, &e).unwrap_or_else(|| {
+                    snapshot_error(format!(
+                        "cannot open the snapshot directory {}: {}",
+                        dir.display(),
+                        describe(&e)
+                    ))
+                }));
             }
         };
         let st = found.stat_self().map_err(|e| {
@@ -225,6 +264,15 @@ impl Walk<'_> {
                 ),
             ));
         }
+        // Root may write into and search any directory.
+        if self.me != 0 && st.mode() & 0o300 != 0o300 {
+            return Err(self.refuse(&format!(
+                "the running user (uid {}), its owner, lacks write or search permission on it (mode {:04o}); run chmod 700 {}, or set files.snapshot_dir to another directory of the running user that neither its group nor others may write into",
+                self.me,
+                st.mode(),
+                dir.display()
+            )));
+        }
         Ok(Some(found))
     }
 }
@@ -232,10 +280,11 @@ impl Walk<'_> {
 /// SEC-2: the snapshot directory `dir`, held by a descriptor, when no other user can rename or
 /// replace a snapshot in it: it is a real directory (not a symbolic link: opened with
 /// `O_NOFOLLOW|O_DIRECTORY`), owned by the running user and writable by neither its group nor
-/// others, and every directory and link on the way to it passes [`ancestor_problem`]. With
-/// `create`, missing directories on the way (the snapshot directory included) are made 0700, each
-/// in its checked parent; without, `Ok(None)` when one is missing. Snapshots are made, looked up
-/// and removed through the descriptor returned, never by a path.
+/// others, and every directory and link on the way to it passes [`ancestor_problem`]. One the
+/// running user may not write into or search, or reach for an ancestor it may not search, is
+/// refused with the fix. With `create`, missing directories on the way (the snapshot directory
+/// included) are made 0700, each in its checked parent; without, `Ok(None)` when one is missing.
+/// Snapshots are made, looked up and removed through the descriptor returned, never by a path.
 pub fn open_private(dir: &Path, create: bool) -> Result<Option<Dir>> {
     let w = Walk {
         dir,
@@ -251,14 +300,14 @@ pub fn open_private(dir: &Path, create: bool) -> Result<Option<Dir>> {
         let name = todo.pop_front().unwrap_or_else(|| b".".to_vec());
         let c = c_string(&name).map_err(|e| w.cannot("open", dir, &e))?;
         if todo.is_empty() {
-            return w.last(&cur, &c);
+            return w.last(&cur, &at, &c);
         }
         let next = if name == b".." {
             at.parent().unwrap_or(&at).to_path_buf()
         } else {
             at.join(OsStr::from_bytes(&name))
         };
-        match w.step(&cur, &c, &next)? {
+        match w.step(&cur, &at, &c, &next)? {
             Step::Dir(d) => {
                 let st = d
                     .stat_self()

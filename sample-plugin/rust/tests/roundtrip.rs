@@ -585,6 +585,114 @@ fn a_snapshot_directory_below_a_directory_others_may_write_into_is_refused() {
     plugin.terminate().unwrap();
 }
 
+/// A copy discovery of `tree` with its snapshots in `snaps`, which must be refused with
+/// `AAPI_ESNAPSHOT` and a message holding `what`; nothing is made in `snaps`.
+fn refused_snapshot_dir(plugin: &Plugin, tree: &Path, snaps: &Path, what: &str) {
+    let props = [
+        ("files.snapshot", "copy"),
+        ("files.snapshot_dir", snaps.to_str().unwrap()),
+    ];
+    let out = tempfile::tempdir().unwrap();
+    let hosts = vec!["h1".to_string()];
+    let def = session(AAPI_OP_DISCOVERY, &props);
+    let e = discover(plugin, def, &[tree], &hosts, out.path(), AAPI_SCHED_FULL).unwrap_err();
+    assert_eq!(e.code(), Some(AAPI_ESNAPSHOT), "{e}");
+    assert!(e.to_string().contains(what), "{e}");
+    assert_eq!(
+        fs::read_dir(out.path()).unwrap().count(),
+        0,
+        "a workload file"
+    );
+}
+
+#[test]
+fn a_snapshot_directory_its_owner_may_not_write_into_is_refused_with_the_fix() {
+    if is_root() {
+        eprintln!("skipped: root may write into any directory, whatever its mode");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (plugin, _, lib) = load(dir.path());
+    let tree = dir.path().join("tree");
+    fs::create_dir_all(tree.join("d")).unwrap();
+    fs::write(tree.join("d/f"), b"data").unwrap();
+    let snaps = dir.path().join("snaps");
+    fs::create_dir(&snaps).unwrap();
+    fs::set_permissions(&snaps, fs::Permissions::from_mode(0o500)).unwrap();
+    let uid = fs::metadata(&snaps).unwrap().uid();
+    let why = format!(
+        "the snapshot directory {0} is refused: the running user (uid {uid}), its owner, lacks write or search permission on it (mode 0500); run chmod 700 {0}, or set files.snapshot_dir to",
+        snaps.display()
+    );
+    refused_snapshot_dir(&plugin, &tree, &snaps, &why);
+    assert_eq!(
+        fs::read_dir(&snaps).unwrap().count(),
+        0,
+        "a snapshot was made"
+    );
+    // Once the fix is applied, the same backup goes through the snapshot.
+    fs::set_permissions(&snaps, fs::Permissions::from_mode(0o700)).unwrap();
+    let props = [
+        ("files.snapshot", "copy"),
+        ("files.snapshot_dir", snaps.to_str().unwrap()),
+    ];
+    backup(
+        &plugin,
+        &lib,
+        &dir.path().join("store"),
+        &tree,
+        "full",
+        &["h1"],
+        &props,
+    );
+    assert_eq!(fs::read_dir(&snaps).unwrap().count(), 0, "snapshot left");
+    plugin.terminate().unwrap();
+}
+
+#[test]
+fn an_ancestor_the_running_user_may_not_search_is_named_with_the_fix() {
+    if is_root() {
+        eprintln!("skipped: root may search any directory, whatever its mode");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (plugin, _, lib) = load(dir.path());
+    let tree = dir.path().join("tree");
+    fs::create_dir_all(tree.join("d")).unwrap();
+    fs::write(tree.join("d/f"), b"data").unwrap();
+    // Right above the snapshot directory, and a level further up.
+    let (shut, sealed) = (dir.path().join("shut"), dir.path().join("sealed"));
+    fs::create_dir(&shut).unwrap();
+    fs::create_dir_all(sealed.join("sub")).unwrap();
+    let uid = fs::metadata(&shut).unwrap().uid();
+    let cases = [
+        (&shut, 0o600, shut.join("snaps")),
+        (&sealed, 0o000, sealed.join("sub/snaps")),
+    ];
+    for (ancestor, mode, snaps) in &cases {
+        fs::set_permissions(ancestor, fs::Permissions::from_mode(*mode)).unwrap();
+        let why = format!(
+            "the snapshot directory {} is refused: its ancestor {1} (owner uid {uid}, mode {mode:04o}) may not be searched by the running user (uid {uid}); run chmod u+x {1}, or set files.snapshot_dir to a directory whose ancestors the running user may search",
+            snaps.display(),
+            ancestor.display()
+        );
+        refused_snapshot_dir(&plugin, &tree, snaps, &why);
+        // Once the fix is applied, the same backup goes through the snapshot.
+        fs::set_permissions(ancestor, fs::Permissions::from_mode(mode | 0o100)).unwrap();
+        assert!(!snaps.exists(), "{} was made", snaps.display());
+        let props = [
+            ("files.snapshot", "copy"),
+            ("files.snapshot_dir", snaps.to_str().unwrap()),
+        ];
+        let store = dir.path().join(format!("store-{mode:o}"));
+        backup(&plugin, &lib, &store, &tree, "full", &["h1"], &props);
+        // So that the temporary directory can be removed.
+        fs::set_permissions(ancestor, fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(fs::read_dir(snaps).unwrap().count(), 0, "snapshot left");
+    }
+    plugin.terminate().unwrap();
+}
+
 #[test]
 fn a_snapshot_whose_paths_are_too_long_is_refused_before_anything_is_made() {
     let dir = tempfile::tempdir().unwrap();
