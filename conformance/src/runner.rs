@@ -2086,10 +2086,7 @@ impl Runner {
                 self.fail("rc.documented-codes", c.clone());
             }
             for c in &s.stray_callbacks {
-                self.fail(
-                    "thr.callbacks",
-                    format!("{c} while no entry point was running"),
-                );
+                self.fail("thr.callbacks", c.clone());
             }
             for l in &s.long_calls {
                 // A quarter of the budget, with 50% slack for scheduling.

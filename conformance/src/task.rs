@@ -218,7 +218,7 @@ pub struct Stats {
     pub latency_us: BTreeMap<String, Vec<u64>>,
     /// Calls longer than a quarter of their budget, made while no other call ran.
     pub long_calls: Vec<LongCall>,
-    /// Callbacks made while no entry point was running.
+    /// Callbacks that broke THR-3: made while no entry point was running, or of a closed session.
     pub stray_callbacks: Vec<String>,
     /// Calls that returned a number that is no `AAPI_E*` code (RC-1).
     pub bad_codes: Vec<String>,

@@ -286,17 +286,22 @@ impl ConfHooks {
         self.link.send(&Event::Result { value });
     }
 
+    /// A callback (`what`) made while no entry point runs breaks THR-3.
     fn stray(&self, what: String) {
         if self.in_flight.load(Ordering::SeqCst) == 0 {
-            let mut s = self.stats.lock().unwrap();
-            if s.stray_callbacks.len() < 20 {
-                s.stray_callbacks.push(what.clone());
-                drop(s);
-                self.report(Stats {
-                    stray_callbacks: vec![what],
-                    ..Stats::default()
-                });
-            }
+            self.broke_thr3(format!("{what} while no entry point was running"));
+        }
+    }
+
+    fn broke_thr3(&self, what: String) {
+        let mut s = self.stats.lock().unwrap();
+        if s.stray_callbacks.len() < 20 {
+            s.stray_callbacks.push(what.clone());
+            drop(s);
+            self.report(Stats {
+                stray_callbacks: vec![what],
+                ..Stats::default()
+            });
         }
     }
 }
@@ -332,6 +337,13 @@ impl HostHooks for ConfHooks {
     fn credential(&self, key: &str) -> Option<Vec<u8>> {
         self.stray(format!("credential callback ({key:?})"));
         self.link.credential(key)
+    }
+
+    fn late_callback(&self, callback: &'static str) {
+        let during = self.current.lock().unwrap().clone();
+        self.broke_thr3(format!(
+            "{callback} of a session whose aapi_close_server had returned (during {during})"
+        ));
     }
 
     fn call_enter(&self, function: &'static str) {

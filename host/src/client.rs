@@ -19,6 +19,7 @@ use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Host services offered to a plugin. All methods may be called from any thread the plugin uses.
 pub trait HostHooks: Send + Sync {
@@ -41,6 +42,12 @@ pub trait HostHooks: Send + Sync {
 
     /// A plugin entry point returned `code`.
     fn call_leave(&self, _function: &'static str, _code: c_int) {}
+
+    /// The plugin called `callback` (`"log callback"`, `"keepalive callback"`, `"credential
+    /// callback"`) of a session after that session's `aapi_close_server` had returned (THR-3).
+    /// Said once per session; the callback itself is refused (the keepalive answers
+    /// `AAPI_ECANCELLED`, the credential `AAPI_ENOENT`, the log line is dropped).
+    fn late_callback(&self, _callback: &'static str) {}
 }
 
 /// Hooks that print the plugin's log lines to standard error and do nothing else.
@@ -172,8 +179,34 @@ pub struct PluginInfo {
 pub const FRAMEWORK_NAME: &CStr = c"aapi-host";
 const FRAMEWORK_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
 
+/// What a callback's context pointer points to. A session's is never freed: a plugin that
+/// calls back after `aapi_close_server` returned reaches [`HostHooks::late_callback`], not freed
+/// memory.
 struct CallbackCtx {
     hooks: Arc<dyn HostHooks>,
+    /// Set when the session's `aapi_close_server` has returned.
+    closed: AtomicBool,
+    /// Set when a callback after that was reported.
+    reported: AtomicBool,
+}
+
+impl CallbackCtx {
+    fn new(hooks: Arc<dyn HostHooks>) -> CallbackCtx {
+        CallbackCtx {
+            hooks,
+            closed: AtomicBool::new(false),
+            reported: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether the session is closed; reports `callback` once if so.
+    fn late(&self, callback: &'static str) -> bool {
+        let closed = self.closed.load(Ordering::SeqCst);
+        if closed && !self.reported.swap(true, Ordering::SeqCst) {
+            self.hooks.late_callback(callback);
+        }
+        closed
+    }
 }
 
 unsafe extern "C" fn log_cb(ctx: *mut c_void, level: u32, message: *const c_char) {
@@ -183,6 +216,9 @@ unsafe extern "C" fn log_cb(ctx: *mut c_void, level: u32, message: *const c_char
     let _ = catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: ctx is the CallbackCtx this module handed out, alive while the plugin may call.
         let ctx = unsafe { &*(ctx as *const CallbackCtx) };
+        if ctx.late("log callback") {
+            return;
+        }
         // SAFETY: the ABI makes `message` a NUL-terminated string valid during the call.
         let text = unsafe { CStr::from_ptr(message) }.to_string_lossy();
         ctx.hooks.log(level, &text);
@@ -196,7 +232,7 @@ unsafe extern "C" fn keepalive_cb(ctx: *mut c_void) -> c_int {
     catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: as in log_cb.
         let ctx = unsafe { &*(ctx as *const CallbackCtx) };
-        if ctx.hooks.keepalive() {
+        if !ctx.late("keepalive callback") && ctx.hooks.keepalive() {
             AAPI_EOK
         } else {
             AAPI_ECANCELLED
@@ -217,6 +253,9 @@ unsafe extern "C" fn credential_cb(
     catch_unwind(AssertUnwindSafe(|| {
         // SAFETY: as in log_cb.
         let ctx = unsafe { &*(ctx as *const CallbackCtx) };
+        if ctx.late("credential callback") {
+            return AAPI_ENOENT;
+        }
         // SAFETY: the ABI makes `key` a NUL-terminated string valid during the call.
         let key = unsafe { CStr::from_ptr(key) }.to_string_lossy();
         let Some(secret) = ctx.hooks.credential(&key) else {
@@ -305,9 +344,7 @@ impl Plugin {
         const F: &str = "aapi_pgn_init";
         // The log context must outlive any plugin call; the plugin may keep it until terminate,
         // and the library is never unloaded, so it is leaked (a few bytes per init).
-        let ctx: &'static CallbackCtx = Box::leak(Box::new(CallbackCtx {
-            hooks: hooks.clone(),
-        }));
+        let ctx: &'static CallbackCtx = Box::leak(Box::new(CallbackCtx::new(hooks.clone())));
         let host = aapi_host_info_t {
             struct_size: size_of::<aapi_host_info_t>() as u32,
             abi_major: AAPI_ABI_MAJOR,
@@ -462,9 +499,8 @@ impl Plugin {
                 value: put(v)?,
             });
         }
-        let ctx = Box::new(CallbackCtx {
-            hooks: hooks.clone(),
-        });
+        // Never freed (a few bytes per session), see `CallbackCtx`.
+        let ctx: &'static CallbackCtx = Box::leak(Box::new(CallbackCtx::new(hooks.clone())));
         let mut storage = Box::new(SessionStorage {
             _strings: strings,
             props,
@@ -488,7 +524,7 @@ impl Plugin {
             sd_property_count: storage.props.len(),
             sd_call_budget_ms: def.call_budget_ms,
             sd_reserved: 0,
-            sd_callback_ctx: &*storage.ctx as *const CallbackCtx as *mut c_void,
+            sd_callback_ctx: storage.ctx as *const CallbackCtx as *mut c_void,
             sd_log_callback: Some(log_cb),
             sd_keepalive_callback: Some(keepalive_cb),
             sd_credential_callback: Some(credential_cb),
@@ -642,7 +678,7 @@ impl fmt::Debug for SessionDef {
 struct SessionStorage {
     _strings: Vec<CString>,
     props: Vec<aapi_property_t>,
-    ctx: Box<CallbackCtx>,
+    ctx: &'static CallbackCtx,
     def: Option<aapi_session_def_t>,
 }
 
@@ -1012,7 +1048,9 @@ impl Server {
         let (e, h) = (self.e(), self.handle);
         // SAFETY: plain value.
         let result = self.call("aapi_close_server", || unsafe { (e.close_server)(h) });
-        self.storage = None;
+        if let Some(storage) = self.storage.take() {
+            storage.ctx.closed.store(true, Ordering::SeqCst);
+        }
         result
     }
 }

@@ -24,6 +24,7 @@
 //! The `aapi-host` binary does so in its hidden `worker` subcommand.
 
 use crate::client::HostHooks;
+use aapi_sdk::abi::AAPI_LOG_WARNING;
 use aapi_sdk::version::ENTRY_POINTS;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -1008,6 +1009,16 @@ impl HostHooks for WorkerLink {
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.clone())
+    }
+
+    fn late_callback(&self, callback: &'static str) {
+        self.send(&Event::Log {
+            level: AAPI_LOG_WARNING,
+            message: format!(
+                "{callback} of a session called after its aapi_close_server had returned, which \
+                 the contract forbids (THR-3): refused"
+            ),
+        });
     }
 
     fn call_enter(&self, function: &'static str) {

@@ -629,3 +629,25 @@ fn as_process_1_aapi_host_reaps_what_ends_under_it_and_passes_signals_on() {
     assert!(r.stderr.contains("cancelled"), "{}", r.stderr);
     assert_incomplete(&store);
 }
+
+/// A plugin that calls back a session after its `aapi_close_server` returned (THR-3) is refused
+/// and warned about; the backup itself goes on.
+#[test]
+fn a_callback_of_a_closed_session_is_refused_with_a_warning() {
+    let (_d, tree, store) = setup();
+    let r = run(backup_cmd(
+        &store,
+        &tree,
+        10_000,
+        "late-keepalive:aapi_terminate",
+    ));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "plugin warning: keepalive callback of a session called after its \
+             aapi_close_server had returned, which the contract forbids (THR-3): refused"
+        ),
+        "{}",
+        r.stderr
+    );
+}

@@ -93,6 +93,11 @@ static int g_init_fd = -1;
 #if defined(ZOO_STRAY_CALLBACK) || defined(ZOO_THREAD_LEAK)
 static pthread_t g_thread;
 #endif
+#ifdef ZOO_LATE_CALLBACK
+/* the keepalive of the last session closed, as a shared worker pool may still hold it */
+static aapi_keepalive_fn g_stale_keepalive;
+static void *g_stale_ctx;
+#endif
 
 static void seterr(const char *fmt, ...) {
     va_list ap;
@@ -455,6 +460,12 @@ int aapi_close_server(aapi_server_t server) {
         free(s->created[j].aside);
     }
     free(s->created);
+#ifdef ZOO_LATE_CALLBACK
+    pthread_mutex_lock(&g_lock);
+    g_stale_keepalive = s->def->sd_keepalive_callback;
+    g_stale_ctx = s->def->sd_callback_ctx;
+    pthread_mutex_unlock(&g_lock);
+#endif
     memset(s, 0, sizeof *s);
     return AAPI_EOK;
 }
@@ -1014,6 +1025,14 @@ int aapi_read_object(aapi_object_t object, void *buf, size_t buf_size, size_t *b
 #endif
     if (!o) FAIL(AAPI_EBADHANDLE, "aapi_read_object: bad handle %llx", (unsigned long long)object);
     if (o->writing) FAIL(AAPI_ESEQUENCE, "aapi_read_object on a created object");
+#ifdef ZOO_LATE_CALLBACK
+    /* while serving another session, calls back a session that was closed (THR-3) */
+    pthread_mutex_lock(&g_lock);
+    aapi_keepalive_fn stale = g_stale_keepalive;
+    void *stale_ctx = g_stale_ctx;
+    pthread_mutex_unlock(&g_lock);
+    if (stale) (void)stale(stale_ctx);
+#endif
     if (o->type != AAPI_OBJ_FILE) {
         size_t n = o->len - o->pos < buf_size ? o->len - o->pos : buf_size;
         memcpy(buf, o->buf + o->pos, n);

@@ -5,7 +5,7 @@
  * to misbehave through the environment, so the host's supervision can be tested:
  *
  *   AAPI_TEST_FAULT=<kind>:<function>[:<arg>]   kind: crash | hang | slow | pause | exit | fork |
- *                                               ignore-cancel | fail
+ *                                               ignore-cancel | fail | late-keepalive
  *   AAPI_TEST_FAULT_AFTER=<n>                   trigger only from the n-th call of <function> on
  *   AAPI_TEST_FAULT_COUNT=<n>                   and only n times
  *
@@ -15,7 +15,8 @@
  * process with _exit(<arg>) inside the call; fork: start a child process that sleeps 30 s (its
  * pid written to $AAPI_TEST_FORK_PIDFILE), then go on normally (after <arg> ms as slow, when
  * <arg> is given); ignore-cancel: keep sending keepalives
- * forever and ignore their answer; fail: return code <arg>.
+ * forever and ignore their answer; fail: return code <arg>; late-keepalive: call the keepalive
+ * of the last session closed (which the contract forbids), then go on normally.
  *
  * Compile-time variants: -DTEST_OMIT_SYMBOLS drops aapi_flush and aapi_delete_object;
  * -DTEST_ABI_MAJOR=<n> exports a marker with another ABI major; -DTEST_CTOR_SLEEP_MS=<n> sleeps in
@@ -59,6 +60,9 @@ __attribute__((destructor)) static void slow_destructor(void) {
 static int g_init, g_claimed;
 static aapi_log_fn g_log;
 static void *g_log_ctx;
+/* The keepalive of the last session closed, for the late-keepalive fault. */
+static aapi_keepalive_fn g_closed_keepalive;
+static void *g_closed_ctx;
 static char g_err[512];
 
 #define MAX_SERVERS 16
@@ -170,6 +174,10 @@ static int fault(const char *function, struct server *s) {
             sleep_ms(20);
         }
     }
+    if (!strncmp(spec, "late-keepalive", kind_len)) {
+        if (g_closed_keepalive) (void)g_closed_keepalive(g_closed_ctx);
+        return -1;
+    }
     if (!strncmp(spec, "fail", kind_len)) return fail(arg ? atoi(arg + 1) : AAPI_EIO, "injected failure in %s", function);
     return -1;
 }
@@ -252,6 +260,8 @@ int aapi_close_server(aapi_server_t h) {
     if (!s) return AAPI_EBADHANDLE;
     for (int i = 0; i < MAX_OBJECTS; i++)
         if (g_objects[i].used && g_objects[i].server == h) close_obj(&g_objects[i]);
+    g_closed_keepalive = s->sd->sd_keepalive_callback;
+    g_closed_ctx = s->sd->sd_callback_ctx;
     s->used = 0;
     return AAPI_EOK;
 }
@@ -700,6 +710,7 @@ int aapi_restore_postprocess(aapi_server_t h, int status) {
 }
 
 int aapi_terminate(void) {
+    FAULT(NULL);
     for (int i = 0; i < MAX_SERVERS; i++)
         if (g_servers[i].used) aapi_close_server((aapi_server_t)(i + 1));
     g_init = g_claimed = 0;
