@@ -875,6 +875,13 @@ pub fn all() -> Vec<CheckDef> {
             "callbacks are called only while an entry point is running",
         ),
         def(
+            "thr.session-callbacks",
+            Concurrency,
+            "THR-3",
+            Some(Objects),
+            "with several sessions open, a call calls back only its own session, never a closed one",
+        ),
+        def(
             "thr.threads-terminate",
             Concurrency,
             "THR-4",

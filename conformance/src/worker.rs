@@ -204,6 +204,8 @@ struct Track {
 pub struct ConfHooks {
     link: Arc<WorkerLink>,
     in_flight: AtomicUsize,
+    /// Raw calls running ([`Ctx::raw`]): the client does not know their session.
+    raw_in_flight: AtomicUsize,
     budget_ms: u32,
     cancel_on_keepalive: AtomicBool,
     cancel_answered: Mutex<Option<Instant>>,
@@ -222,6 +224,7 @@ impl ConfHooks {
         ConfHooks {
             link,
             in_flight: AtomicUsize::new(0),
+            raw_in_flight: AtomicUsize::new(0),
             budget_ms,
             cancel_on_keepalive: AtomicBool::new(false),
             cancel_answered: Mutex::new(None),
@@ -286,6 +289,11 @@ impl ConfHooks {
         self.link.send(&Event::Result { value });
     }
 
+    /// The THR-3 breaches seen so far in this worker (at most 20).
+    pub fn thr3_breaches(&self) -> Vec<String> {
+        self.stats.lock().unwrap().stray_callbacks.clone()
+    }
+
     /// A callback (`what`) made while no entry point runs breaks THR-3.
     fn stray(&self, what: String) {
         if self.in_flight.load(Ordering::SeqCst) == 0 {
@@ -344,6 +352,19 @@ impl HostHooks for ConfHooks {
         self.broke_thr3(format!(
             "{callback} of a session whose aapi_close_server had returned (during {during})"
         ));
+    }
+
+    fn idle_callback(&self, callback: &'static str) {
+        // While no entry point at all runs, `stray` says so already; a raw call running may be
+        // one of this session's.
+        if self.in_flight.load(Ordering::SeqCst) > 0
+            && self.raw_in_flight.load(Ordering::SeqCst) == 0
+        {
+            let during = self.current.lock().unwrap().clone();
+            self.broke_thr3(format!(
+                "{callback} of a session while only other sessions' entry points were running (during {during})"
+            ));
+        }
     }
 
     fn call_enter(&self, function: &'static str) {
@@ -558,9 +579,11 @@ impl Ctx {
 
     /// Make a raw call to an entry point, announced to the hooks like every client call.
     pub fn raw(&self, function: &'static str, call: impl FnOnce() -> c_int) -> c_int {
+        self.hooks.raw_in_flight.fetch_add(1, Ordering::SeqCst);
         self.hooks.call_enter(function);
         let code = call();
         self.hooks.call_leave(function, code);
+        self.hooks.raw_in_flight.fetch_sub(1, Ordering::SeqCst);
         code
     }
 }

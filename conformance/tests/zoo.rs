@@ -207,6 +207,7 @@ zoo_tests! {
     // concurrency
     races_under_concurrency: "ZOO_RACY" => ["THR-2"] [] "thr.concurrent-read" "serially";
     callback_outside_call: "ZOO_STRAY_CALLBACK" => ["THR-3"] [] "thr.callbacks" "background thread";
+    callbacks_of_the_last_session: "ZOO_GLOBAL_SESSION" => ["THR-3"] [] "thr.session-callbacks" "log callback of a session while only other sessions' entry points were running";
     callback_after_close: "ZOO_LATE_CALLBACK" => ["THR-3"] [] "thr.callbacks" "keepalive callback of a session whose aapi_close_server had returned";
     thread_outlives_terminate: "ZOO_THREAD_LEAK" => ["THR-4"] [] "thr.threads-terminate" "still run";
     // memory

@@ -19,7 +19,7 @@ use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Host services offered to a plugin. All methods may be called from any thread the plugin uses.
 pub trait HostHooks: Send + Sync {
@@ -48,6 +48,10 @@ pub trait HostHooks: Send + Sync {
     /// Said once per session; the callback itself is refused (the keepalive answers
     /// `AAPI_ECANCELLED`, the credential `AAPI_ENOENT`, the log line is dropped).
     fn late_callback(&self, _callback: &'static str) {}
+
+    /// The plugin called `callback` of an open session while none of that session's entry
+    /// points was running (THR-3). Said once per session; the callback itself is served.
+    fn idle_callback(&self, _callback: &'static str) {}
 }
 
 /// Hooks that print the plugin's log lines to standard error and do nothing else.
@@ -184,28 +188,54 @@ const FRAMEWORK_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
 /// memory.
 struct CallbackCtx {
     hooks: Arc<dyn HostHooks>,
+    /// Whether it is a session's (the plugin's log context is not).
+    session: bool,
+    /// The session's entry points running now (`aapi_open_server` included).
+    in_flight: AtomicUsize,
     /// Set when the session's `aapi_close_server` has returned.
     closed: AtomicBool,
-    /// Set when a callback after that was reported.
-    reported: AtomicBool,
+    /// Set when a late callback was reported.
+    reported_late: AtomicBool,
+    /// Set when an idle callback was reported.
+    reported_idle: AtomicBool,
 }
 
 impl CallbackCtx {
-    fn new(hooks: Arc<dyn HostHooks>) -> CallbackCtx {
+    fn new(hooks: Arc<dyn HostHooks>, session: bool) -> CallbackCtx {
         CallbackCtx {
             hooks,
+            session,
+            in_flight: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
-            reported: AtomicBool::new(false),
+            reported_late: AtomicBool::new(false),
+            reported_idle: AtomicBool::new(false),
         }
     }
 
-    /// Whether the session is closed; reports `callback` once if so.
+    /// Whether the session is closed (the callback is then refused). Reports `callback` once
+    /// per session when it is, and once when none of the session's entry points runs.
     fn late(&self, callback: &'static str) -> bool {
-        let closed = self.closed.load(Ordering::SeqCst);
-        if closed && !self.reported.swap(true, Ordering::SeqCst) {
-            self.hooks.late_callback(callback);
+        if self.closed.load(Ordering::SeqCst) {
+            if !self.reported_late.swap(true, Ordering::SeqCst) {
+                self.hooks.late_callback(callback);
+            }
+            return true;
         }
-        closed
+        if self.session
+            && self.in_flight.load(Ordering::SeqCst) == 0
+            && !self.reported_idle.swap(true, Ordering::SeqCst)
+        {
+            self.hooks.idle_callback(callback);
+        }
+        false
+    }
+
+    /// Run `call`, an entry point of this session.
+    fn within(&self, call: impl FnOnce() -> c_int) -> c_int {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let code = call();
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        code
     }
 }
 
@@ -344,7 +374,7 @@ impl Plugin {
         const F: &str = "aapi_pgn_init";
         // The log context must outlive any plugin call; the plugin may keep it until terminate,
         // and the library is never unloaded, so it is leaked (a few bytes per init).
-        let ctx: &'static CallbackCtx = Box::leak(Box::new(CallbackCtx::new(hooks.clone())));
+        let ctx: &'static CallbackCtx = Box::leak(Box::new(CallbackCtx::new(hooks.clone(), false)));
         let host = aapi_host_info_t {
             struct_size: size_of::<aapi_host_info_t>() as u32,
             abi_major: AAPI_ABI_MAJOR,
@@ -500,7 +530,7 @@ impl Plugin {
             });
         }
         // Never freed (a few bytes per session), see `CallbackCtx`.
-        let ctx: &'static CallbackCtx = Box::leak(Box::new(CallbackCtx::new(hooks.clone())));
+        let ctx: &'static CallbackCtx = Box::leak(Box::new(CallbackCtx::new(hooks.clone(), true)));
         let mut storage = Box::new(SessionStorage {
             _strings: strings,
             props,
@@ -533,10 +563,11 @@ impl Plugin {
         let def_ptr = def_ref as *const aapi_session_def_t;
         let mut handle: aapi_server_t = 0;
         let e = *self.entry_points();
-        // SAFETY: all pointers are valid; `storage` (which owns the session def and everything
-        // it points to) lives in the returned Server until aapi_close_server returned.
-        let code = observed(hooks.as_ref(), F, || unsafe {
-            (e.open_server)(server_c.as_ptr(), def_ptr, &mut handle)
+        let code = observed(hooks.as_ref(), F, || {
+            // SAFETY: all pointers are valid; `storage` (which owns the session def and
+            // everything it points to) lives in the returned Server until aapi_close_server
+            // returned.
+            ctx.within(|| unsafe { (e.open_server)(server_c.as_ptr(), def_ptr, &mut handle) })
         });
         self.check(hooks.as_ref(), F, code)?;
         if handle == 0 {
@@ -786,8 +817,16 @@ impl Server {
         function: &'static str,
         call: impl FnOnce() -> c_int,
     ) -> Result<(), PluginError> {
-        let code = observed(self.hooks.as_ref(), function, call);
+        let code = self.observed(function, call);
         self.plugin.check(self.hooks.as_ref(), function, code)
+    }
+
+    /// Run `call`, an entry point of this session, as [`observed`] does.
+    fn observed(&self, function: &'static str, call: impl FnOnce() -> c_int) -> c_int {
+        match &self.storage {
+            Some(storage) => observed(self.hooks.as_ref(), function, || storage.ctx.within(call)),
+            None => observed(self.hooks.as_ref(), function, call),
+        }
     }
 
     /// `aapi_get_server_prop`: the `AAPI_SRVC_*` flags.
@@ -870,7 +909,7 @@ impl Server {
             let mut size = cap;
             let (e, h) = (self.e(), self.handle);
             // SAFETY: buf has `size` bytes; all strings are NUL-terminated.
-            let code = observed(self.hooks.as_ref(), F, || unsafe {
+            let code = self.observed(F, || unsafe {
                 (e.get_snappath_from_realpath)(
                     h,
                     snap.as_ptr(),

@@ -1021,6 +1021,16 @@ impl HostHooks for WorkerLink {
         });
     }
 
+    fn idle_callback(&self, callback: &'static str) {
+        self.send(&Event::Log {
+            level: AAPI_LOG_WARNING,
+            message: format!(
+                "{callback} of a session called while none of its entry points was running, \
+                 which the contract forbids (THR-3)"
+            ),
+        });
+    }
+
     fn call_enter(&self, function: &'static str) {
         self.mark_entered(function);
         if self.trace {

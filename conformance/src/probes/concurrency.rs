@@ -1,8 +1,8 @@
-//! Concurrency: `thr.concurrent-read`, `thr.concurrent-restore`, `thr.threads-terminate`.
-//! `thr.callbacks` judges every callback of the run.
+//! Concurrency: `thr.concurrent-read`, `thr.concurrent-restore`, `thr.session-callbacks`,
+//! `thr.threads-terminate`. `thr.callbacks` judges every callback of the run.
 
 use super::ffi::object_prop_with_mode;
-use super::probe::{Fail, PR, Probe, cap_for, pattern};
+use super::probe::{Fail, PR, Probe, cap_for, discovery_args, pattern};
 use super::raw::Api;
 use crate::pipeline::under;
 use crate::worker::{code_name, cpath, show, thread_count};
@@ -224,5 +224,49 @@ pub fn threads_terminate(p: &Probe) -> PR {
             now - base
         ));
     }
+    Ok(())
+}
+
+/// `thr.session-callbacks`: with three discovery sessions open, a discovery in the first calls
+/// back only the first, though the last was opened after it (a plugin that keeps "the current
+/// session" in a global calls back that one); once the last is closed, a discovery in the second
+/// does not call back the closed one. The callbacks' hooks see which session each callback
+/// belongs to.
+pub fn session_callbacks(p: &Probe) -> PR {
+    let setup = p.setup().clone();
+    let plugin = p.plugin()?;
+    let before = p.ctx.hooks.thr3_breaches().len();
+    let run = || -> PR {
+        let first = p.session(&plugin, AAPI_OP_DISCOVERY)?;
+        let second = p.session(&plugin, AAPI_OP_DISCOVERY)?;
+        let mut last = Some(p.session(&plugin, AAPI_OP_DISCOVERY)?);
+        for (n, s) in [(1, &first), (2, &second)] {
+            if n == 2
+                && let Some(l) = last.take()
+            {
+                l.close()?;
+            }
+            let out = p.dir(&format!("sessions{n}"))?;
+            let args = discovery_args(&setup.selections, &setup.hosts, &out);
+            let snap = s.discovery(&args)?;
+            // Removes the snapshot; how well is `disc.postprocess`'s to judge.
+            if let Ok(pp) = p.postprocess_session(&plugin, &snap) {
+                let _ = pp.postprocess(&args, &snap);
+            }
+        }
+        Ok(())
+    };
+    let result = run();
+    // A callback of the closed session is refused, which may end the call that made it: the
+    // breach is the finding, not that end.
+    let breaches = p.ctx.hooks.thr3_breaches();
+    if breaches.len() > before {
+        for b in &breaches[before..] {
+            p.fail(b.clone());
+        }
+        return Ok(());
+    }
+    result?;
+    plugin.terminate()?;
     Ok(())
 }

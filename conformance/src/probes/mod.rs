@@ -87,6 +87,7 @@ const PROBES: &[(&str, ProbeFn)] = &[
     ("time.keepalive-cadence", timing::cadence),
     ("thr.concurrent-read", concurrency::concurrent_read),
     ("thr.concurrent-restore", concurrency::concurrent_restore),
+    ("thr.session-callbacks", concurrency::session_callbacks),
     ("thr.threads-terminate", concurrency::threads_terminate),
     ("mem.read-bounds", objects::read_bounds),
     ("res.fds-close-server", resources::fds_close_server),

@@ -148,12 +148,25 @@ typedef struct object {
 static server_t g_servers[MAX_SERVERS];
 static object_t *g_objects[MAX_OBJECTS];
 
+#ifdef ZOO_GLOBAL_SESSION
+/* the callbacks of "the current session": the last one opened, whichever session calls (THR-3) */
+static aapi_log_fn g_cur_log;
+static aapi_keepalive_fn g_cur_keepalive;
+static void *g_cur_ctx;
+#endif
+
 static void slog(server_t *s, uint32_t level, const char *fmt, ...) {
     char line[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
+#ifdef ZOO_GLOBAL_SESSION
+    if (s && g_cur_log) {
+        g_cur_log(g_cur_ctx, level, line);
+        return;
+    }
+#endif
     if (s && s->def && s->def->sd_log_callback)
         s->def->sd_log_callback(s->def->sd_callback_ctx, level, line);
     else if (g_host_log)
@@ -193,6 +206,9 @@ static uint64_t next_handle(uint64_t tag) {
 }
 
 static int keepalive(server_t *s) {
+#ifdef ZOO_GLOBAL_SESSION
+    if (g_cur_keepalive) return g_cur_keepalive(g_cur_ctx);
+#endif
     if (!s->def->sd_keepalive_callback) return AAPI_EOK;
     return s->def->sd_keepalive_callback(s->def->sd_callback_ctx);
 }
@@ -408,6 +424,11 @@ int aapi_open_server(const char *server, const aapi_session_def_t *session, aapi
     s->h = next_handle(SERVER_TAG);
     s->op = session->sd_operation;
     s->def = session;
+#ifdef ZOO_GLOBAL_SESSION
+    g_cur_log = session->sd_log_callback;
+    g_cur_keepalive = session->sd_keepalive_callback;
+    g_cur_ctx = session->sd_callback_ctx;
+#endif
     pthread_mutex_unlock(&g_lock);
     const char *d = prop_value(s, "zoo.walk_delay_us");
     s->walk_delay_us = d ? (unsigned)strtoul(d, NULL, 10) : 0;
@@ -690,6 +711,7 @@ int aapi_discovery(aapi_server_t server, const char *const *selections, const ch
     if (rc) return rc;
     SERVER(server, "aapi_discovery");
     if (s->op != AAPI_OP_DISCOVERY || s->disc_done) FAIL(AAPI_ESEQUENCE, "aapi_discovery not legal here");
+    slog(s, AAPI_LOG_INFO, "zoo: discovery of %s and what is below", selections[0]);
 #ifdef ZOO_DISCOVERY_FAILS
     FAIL(AAPI_EIO, "aapi_discovery: the zoo cannot discover");
 #endif
