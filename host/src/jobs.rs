@@ -664,17 +664,33 @@ pub fn prepare_job(o: &BackupOptions) -> Result<(Store, JobDef, Lock), JobError>
     Ok((store, job, in_use))
 }
 
-/// Remember a complete image without failures as the policy's last backup (and last full).
+/// Remember a complete image without failures as the policy's last backup (and last full),
+/// unless the image recorded there ran later: a split job finalized after newer backups of its
+/// policy completed leaves them the last (run order, as `delete` falls back to the newest).
 fn record_success(st: &Store, job: &JobDef, m: &Manifest) -> Result<(), JobError> {
     if m.failures.is_empty() {
         let _lock = locked(|w| st.lock(w))?;
         let mut state = st.host_state()?;
         let p = state.policies.entry(job.policy.clone()).or_default();
-        p.last_backup = Some((job.started, job.image.clone()));
-        if job.schedule == "full" {
-            p.last_full = Some((job.started, job.image.clone()));
+        let this = Some((job.started, job.image.clone()));
+        // A recorded image that cannot be read any more is no usable base: this one replaces it.
+        let ran_later = |recorded: &Option<(i64, String)>| {
+            recorded.as_ref().is_some_and(|(_, id)| {
+                id != &m.image && st.manifest(id).is_ok_and(|r| r.run_order() > m.run_order())
+            })
+        };
+        let mut changed = false;
+        if !ran_later(&p.last_backup) {
+            changed |= p.last_backup != this;
+            p.last_backup = this.clone();
         }
-        st.save_host_state(&state)?;
+        if job.schedule == "full" && !ran_later(&p.last_full) {
+            changed |= p.last_full != this;
+            p.last_full = this;
+        }
+        if changed {
+            st.save_host_state(&state)?;
+        }
     }
     Ok(())
 }
@@ -883,45 +899,113 @@ pub struct VerifyReport {
     pub damaged: Vec<ObjectFailure>,
     /// Data bytes read.
     pub bytes: u64,
+    /// Earlier images this one takes object data from that cannot be read from (gone,
+    /// incomplete, unreadable manifest); the objects whose data lies in them are among `damaged`.
+    pub unusable_images: Vec<UnusableImage>,
+    /// Stream files of the image that lack data the manifest records (missing, or shorter than
+    /// recorded): damage, even when every object is intact.
+    pub damaged_streams: Vec<StreamProblem>,
+    /// What is off but harms no object: a stream file longer than the manifest records (the
+    /// extra bytes belong to no object).
+    pub warnings: Vec<String>,
+}
+
+impl VerifyReport {
+    /// Whether nothing is damaged: every object intact and every stream file whole (warnings
+    /// allowed).
+    pub fn is_intact(&self) -> bool {
+        self.damaged.is_empty() && self.damaged_streams.is_empty()
+    }
+}
+
+/// An image whose data another image needs and that cannot be read from.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnusableImage {
+    /// Image id.
+    pub image: String,
+    /// Why it cannot be used.
+    pub reason: String,
+}
+
+/// A stream file of an image that does not hold what its manifest records.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamProblem {
+    /// Stream number.
+    pub stream: u32,
+    /// The stream file.
+    pub file: PathBuf,
+    /// What is wrong.
+    pub error: String,
 }
 
 /// Re-read every object of `image` (including data it takes from earlier images) and check its
-/// digest; every damaged object is named.
+/// digest; every damaged object is named. Objects whose data lies in an earlier image that cannot
+/// be used are damaged; the others are checked all the same. Stream files are checked against the
+/// sizes in the manifest: a shorter or missing one is damage, a longer one a warning.
 pub fn verify(store: &Store, image: &str, ui: &Ui) -> Result<VerifyReport, JobError> {
     // An unknown or incomplete image is bad input (exit 2); a damaged one is what verify reports.
     let _in_use = locked(|w| store.use_image(image, w))?;
     let manifest = store.manifest(image)?;
-    // As restore does: without an image it takes data from, no object of it can be restored.
-    for dep in &manifest.depends_on {
-        store.manifest(dep).map_err(|e| {
-            failed(format!(
-                "image {image} needs the data of image {dep}, which is not usable ({e}); none of its objects can be restored: restore from another complete image of policy {} (`aapi-host list`)",
-                manifest.policy
-            ))
-        })?;
-    }
     let catalog = store.catalog(&manifest).map_err(|e| {
         failed(format!(
             "{e}; no object of image {image} can be located without its catalog"
         ))
     })?;
+    let unusable = tasks::unusable_images(store, &catalog);
     let mut report = VerifyReport {
         image: image.to_string(),
         objects: catalog.entries.len() as u64,
         good: 0,
         damaged: Vec::new(),
         bytes: 0,
+        unusable_images: unusable
+            .iter()
+            .zip(&catalog.images)
+            .enumerate()
+            .filter(|&(i, _)| {
+                catalog.entries.iter().any(|e| {
+                    e.data.image as usize == i && tasks::needs_unusable(&e.data, &unusable)
+                })
+            })
+            .filter_map(|(_, (why, id))| {
+                why.as_ref().map(|reason| UnusableImage {
+                    image: id.clone(),
+                    reason: reason.clone(),
+                })
+            })
+            .collect(),
+        damaged_streams: Vec::new(),
+        warnings: Vec::new(),
     };
     for (n, expect) in manifest.streams.iter().enumerate() {
         let p = store.stream_path(image, n as u32);
-        match std::fs::metadata(&p) {
-            Ok(m) if m.len() == *expect => {}
-            Ok(m) => ui.error(&format!(
-                "{}: holds {} bytes, the manifest says {expect}",
-                p.display(),
-                m.len()
+        let problem = match std::fs::metadata(&p) {
+            Ok(m) if m.len() == *expect => None,
+            Ok(m) if m.len() > *expect => {
+                report.warnings.push(format!(
+                    "{}: holds {} bytes, {} more than the manifest records ({expect}); the extra bytes belong to no object and are not read",
+                    p.display(),
+                    m.len(),
+                    m.len() - expect
+                ));
+                None
+            }
+            Ok(m) => Some(format!(
+                "holds {} bytes, {} fewer than the manifest records ({expect}): the stream was cut short",
+                m.len(),
+                expect - m.len()
             )),
-            Err(e) => ui.error(&format!("{}: {e}", p.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!(
+                "missing; the manifest records {expect} bytes in it"
+            )),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(error) = problem {
+            report.damaged_streams.push(StreamProblem {
+                stream: n as u32,
+                file: p,
+                error,
+            });
         }
     }
     let total: u64 = catalog.entries.iter().map(|e| e.data.length).sum();
@@ -929,6 +1013,7 @@ pub fn verify(store: &Store, image: &str, ui: &Ui) -> Result<VerifyReport, JobEr
     let mut order: Vec<&Entry> = catalog.entries.iter().collect();
     order.sort_by_key(|e| (e.data.image, e.data.stream, e.data.offset));
     let mut buf = vec![0u8; tasks::BUFFER_SIZE];
+    let mut seen = 0u64;
     for e in order {
         if INTERRUPTED.load(Ordering::SeqCst) {
             bar.finish_and_clear();
@@ -940,6 +1025,20 @@ pub fn verify(store: &Store, image: &str, ui: &Ui) -> Result<VerifyReport, JobEr
                     report.objects
                 ),
             });
+        }
+        seen += e.data.length;
+        if tasks::needs_unusable(&e.data, &unusable) {
+            let i = e.data.image as usize;
+            report.damaged.push(ObjectFailure::new(
+                &e.path,
+                format!(
+                    "its data lies in image {}, which is not usable: {}",
+                    catalog.images[i],
+                    unusable[i].as_deref().unwrap_or_default()
+                ),
+            ));
+            bar.set_position(seen);
+            continue;
         }
         let mut check = || -> Result<(), String> {
             let mut r = store
@@ -968,7 +1067,7 @@ pub fn verify(store: &Store, image: &str, ui: &Ui) -> Result<VerifyReport, JobEr
         };
         let r = check();
         report.bytes += e.data.length;
-        bar.set_position(report.bytes);
+        bar.set_position(seen);
         match r {
             Ok(()) => report.good += 1,
             Err(error) => report.damaged.push(ObjectFailure::new(&e.path, error)),

@@ -4,7 +4,7 @@ use aapi_host::delete;
 use aapi_host::jobs::{self, BackupOptions, ExitKind, INTERRUPTED, JobError, Runner};
 use aapi_host::store::{self, ImageState, Store};
 use aapi_host::tasks::{self, RestoreTask};
-use aapi_host::ui::{self, Ui};
+use aapi_host::ui::{self, Ui, escape_path, escape_text};
 use aapi_sdk::abi::AAPI_DEFAULT_CALL_BUDGET_MS;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
@@ -346,10 +346,15 @@ fn rate(bytes: u64, secs: f64) -> String {
     format!("{:.1} MiB/s", bytes as f64 / 1048576.0 / secs.max(1e-9))
 }
 
+/// The path of a failed or damaged object for a line of text (control characters escaped).
+fn shown(f: &store::ObjectFailure) -> String {
+    escape_path(&f.path_bytes())
+}
+
 /// Name each object a complete image lacks, and what that means for the next incremental.
 fn report_failures(ui: &Ui, m: &store::Manifest) {
     for f in &m.failures {
-        ui.error(&format!("not backed up: {}: {}", f.path, f.error));
+        ui.error(&format!("not backed up: {}: {}", shown(f), f.error));
     }
     if !m.failures.is_empty() {
         ui.error(&format!(
@@ -440,7 +445,7 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                 );
             }
             for f in &done.failures {
-                ui.error(&format!("not backed up: {}: {}", f.path, f.error));
+                ui.error(&format!("not backed up: {}: {}", shown(f), f.error));
             }
             Ok(ExitKind::Ok)
         }
@@ -524,10 +529,11 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                         .as_i64()
                         .map(store::utc_display)
                         .unwrap_or_default();
+                    let reason = escape_text(r["reason"].as_str().unwrap_or(""));
                     let extra = if r["state"] == "incomplete" || r["state"] == "running" {
-                        format!("INCOMPLETE: {}", r["reason"].as_str().unwrap_or(""))
+                        format!("INCOMPLETE: {reason}")
                     } else if r["state"] == "damaged" {
-                        format!("DAMAGED: {}", r["reason"].as_str().unwrap_or(""))
+                        format!("DAMAGED: {reason}")
                     } else {
                         format!("{} objects, {} bytes", r["objects"], r["bytes"])
                     };
@@ -559,7 +565,7 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                     } else {
                         outln!(
                             "image {image}: INCOMPLETE ({})",
-                            reason.unwrap_or_else(|| "the job did not finish".into())
+                            escape_text(reason.as_deref().unwrap_or("the job did not finish"))
                         );
                     }
                     return Ok(ExitKind::Ok);
@@ -604,15 +610,15 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                 );
                 outln!("failed    {}", m.failures.len());
                 for f in &m.failures {
-                    outln!("  not backed up: {}: {}", f.path, f.error);
+                    outln!("  not backed up: {}: {}", shown(f), escape_text(&f.error));
                 }
-                for r in &rows {
+                for e in cat.iter().flat_map(|c| &c.entries) {
                     outln!(
-                        "{:<8} {:>6} {:>12}  {}",
-                        r["type"].as_str().unwrap_or(""),
-                        r["mode"].as_str().unwrap_or(""),
-                        r["size"],
-                        r["path"].as_str().unwrap_or("")
+                        "{:<8} {:>6o} {:>12}  {}",
+                        e.props.type_name(),
+                        e.props.mode,
+                        e.data.length,
+                        escape_path(&e.path)
                     );
                 }
             }
@@ -711,34 +717,45 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
         Cmd::Verify { image } => {
             let st = Store::open_existing(&cli.store)?;
             let r = jobs::verify(&st, image, ui)?;
-            let kind = if r.damaged.is_empty() {
+            let kind = if r.is_intact() {
                 ExitKind::Ok
             } else {
                 ExitKind::Failed
             };
+            for w in &r.warnings {
+                ui.warning(w);
+            }
+            for s in &r.damaged_streams {
+                ui.error(&format!("{}: {}", s.file.display(), s.error));
+            }
             if cli.json {
-                print_json(&json!({"ok": r.damaged.is_empty(), "exit": kind, "report": r}));
+                print_json(&json!({"ok": r.is_intact(), "exit": kind, "report": r}));
             } else {
                 for d in &r.damaged {
-                    outln!("DAMAGED {}: {}", d.path, d.error);
+                    outln!("DAMAGED {}: {}", shown(d), escape_text(&d.error));
                 }
                 // The summary is not an error: -q leaves it out.
                 if !cli.quiet {
+                    let verdict = if !r.damaged.is_empty() {
+                        format!(
+                            "{} damaged; the intact ones can still be restored with `aapi-host restore {} --path ...`",
+                            r.damaged.len(),
+                            r.image
+                        )
+                    } else if !r.damaged_streams.is_empty() {
+                        format!(
+                            "every object is restorable, but {} stream file(s) of the image lack data the manifest records (see above): the image is damaged",
+                            r.damaged_streams.len()
+                        )
+                    } else {
+                        "everything is restorable".to_string()
+                    };
                     outln!(
-                        "image {}: {} of {} objects intact ({} bytes read); {}",
+                        "image {}: {} of {} objects intact ({} bytes read); {verdict}",
                         r.image,
                         r.good,
                         r.objects,
                         r.bytes,
-                        if r.damaged.is_empty() {
-                            "everything is restorable".to_string()
-                        } else {
-                            format!(
-                                "{} damaged; the intact ones can still be restored with `aapi-host restore {} --path ...`",
-                                r.damaged.len(),
-                                r.image
-                            )
-                        }
                     );
                 }
             }
@@ -759,7 +776,7 @@ fn restore(cli: &Cli, runner: &Runner, a: &RestoreArgs, t0: Instant) -> Result<E
         None => None,
     };
     let image = jobs::resolve_image(&st, a.image.as_deref(), a.policy.as_deref(), at)?;
-    let (_, catalog) = tasks::load_image(&st, &image).map_err(|e| JobError {
+    let (manifest, catalog) = tasks::load_image(&st, &image).map_err(|e| JobError {
         kind: ExitKind::Failed,
         message: e.message,
     })?;
@@ -775,6 +792,12 @@ fn restore(cli: &Cli, runner: &Runner, a: &RestoreArgs, t0: Instant) -> Result<E
             tasks::show_paths(&paths)
         )));
     }
+    // Refused before anything runs, also for --dry-run, which shows what the restore would do.
+    let unusable = tasks::unusable_images(&st, &catalog);
+    tasks::check_reachable(&manifest, &catalog, &selected, &unusable).map_err(|e| JobError {
+        kind: ExitKind::Failed,
+        message: e.message,
+    })?;
     let alt_root = match &a.alt_root {
         Some(r) if !r.is_dir() => {
             return Err(usage(format!(
@@ -818,12 +841,13 @@ fn restore(cli: &Cli, runner: &Runner, a: &RestoreArgs, t0: Instant) -> Result<E
                 &json!({"ok": true, "image": image, "dry_run": true, "objects": rows, "bytes": total}),
             );
         } else {
-            for r in &rows {
+            for &i in &selected {
+                let e = &catalog.entries[i];
                 outln!(
                     "{:<8} {:>12}  {}",
-                    r["type"].as_str().unwrap_or(""),
-                    r["size"],
-                    r["target"].as_str().unwrap_or("")
+                    e.props.type_name(),
+                    e.data.length,
+                    escape_path(&tasks::target_path(alt_root.as_deref(), &e.path))
                 );
             }
             outln!(

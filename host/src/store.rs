@@ -601,6 +601,14 @@ impl ObjectFailure {
             error: error.into(),
         }
     }
+
+    /// The object's exact path bytes (from `path_hex` when the path is not UTF-8).
+    pub fn path_bytes(&self) -> Vec<u8> {
+        self.path_hex
+            .as_deref()
+            .and_then(unhex)
+            .unwrap_or_else(|| self.path.as_bytes().to_vec())
+    }
 }
 
 /// Summary a child job writes last (`stream-<n>.done`).
@@ -1069,21 +1077,26 @@ impl Store {
         )
     }
 
-    /// Open the data of `data` (resolved against `catalog`'s image table) for reading.
+    /// Open the data of `data` (resolved against `catalog`'s image table) for reading. No data
+    /// (a directory, an empty file) needs no stream file: nothing is opened for it.
     pub fn open_data(&self, catalog: &Catalog, data: &DataRef) -> Result<DataReader> {
         let id = catalog
             .images
             .get(data.image as usize)
             .ok_or_else(|| damaged(&self.root, "record refers to an unknown image"))?;
         let p = self.stream_path(id, data.stream);
-        let mut open = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-        let file = match open.get(&p) {
-            Some(f) => f.clone(),
-            None => {
-                let f = Arc::new(File::open(&p).map_err(io_err(&p))?);
-                open.insert(p.clone(), f.clone());
-                f
-            }
+        let file = if data.length == 0 {
+            None
+        } else {
+            let mut open = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+            Some(match open.get(&p) {
+                Some(f) => f.clone(),
+                None => {
+                    let f = Arc::new(File::open(&p).map_err(io_err(&p))?);
+                    open.insert(p.clone(), f.clone());
+                    f
+                }
+            })
         };
         Ok(DataReader {
             file,
@@ -1103,7 +1116,8 @@ impl Store {
 
 /// Reads one object's bytes from a stream file, counting them.
 pub struct DataReader {
-    file: Arc<File>,
+    /// The stream file; `None` for an object without data.
+    file: Option<Arc<File>>,
     /// Stream offset of the next byte.
     at: u64,
     /// Bytes of the object not read yet.
@@ -1124,8 +1138,11 @@ impl Read for DataReader {
         let want = buf
             .len()
             .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let Some(file) = self.file.as_ref().filter(|_| want > 0) else {
+            return Ok(0);
+        };
         let n = loop {
-            match self.file.read_at(&mut buf[..want], self.at) {
+            match file.read_at(&mut buf[..want], self.at) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 r => break r?,
             }
@@ -1291,6 +1308,8 @@ mod tests {
         assert_eq!(f.path_hex.as_deref(), Some("2f742f636166e9"));
         let json = serde_json::to_string(&ObjectFailure::new(b"/t/ok", "gone")).unwrap();
         assert!(!json.contains("path_hex"), "{json}");
+        assert_eq!(f.path_bytes(), b"/t/caf\xe9");
+        assert_eq!(ObjectFailure::new(b"/t/ok", "gone").path_bytes(), b"/t/ok");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::store::{
     Store, StoreError, StreamDone,
 };
 use crate::stream_writer::{StreamIo, StreamWriter};
+use crate::ui::escape_path;
 use aapi_sdk::abi::*;
 use aapi_sdk::workload::{self, WorkloadFile};
 use serde::{Deserialize, Serialize};
@@ -370,9 +371,7 @@ pub fn child(
             objects += 1;
             continue;
         }
-        check_cancel(progress, || {
-            format!("before {}", String::from_utf8_lossy(&path))
-        })?;
+        check_cancel(progress, || format!("before {}", escape_path(&path)))?;
         let start = files.data.offset();
         match backup_object(
             &server,
@@ -474,7 +473,7 @@ fn backup_object(
     data_path: &Path,
     progress: &dyn Progress,
 ) -> Result<(Props, u64, [u8; 32]), ObjError> {
-    let name = String::from_utf8_lossy(path).into_owned();
+    let name = escape_path(path);
     // The failure is recorded with the object's path beside it: the message does not repeat it.
     let obj_err = |e: PluginError| {
         ObjError::Object(TaskError {
@@ -544,11 +543,11 @@ pub struct RestoreReport {
     pub store_bytes_read: u64,
 }
 
-/// Paths for a message: quoted, lossy UTF-8, comma-separated.
+/// Paths for a message: quoted, escaped as [`escape_path`] does, comma-separated.
 pub fn show_paths(paths: &[Vec<u8>]) -> String {
     let shown: Vec<String> = paths
         .iter()
-        .map(|p| format!("{:?}", String::from_utf8_lossy(p)))
+        .map(|p| format!("\"{}\"", escape_path(p)))
         .collect();
     format!("[{}]", shown.join(", "))
 }
@@ -599,18 +598,105 @@ pub fn target_path(alt_root: Option<&Path>, path: &[u8]) -> Vec<u8> {
     }
 }
 
-/// Load a complete image's catalog and check every image it depends on is complete.
+/// Load a complete image's manifest and catalog. The catalog alone locates every object, also
+/// those whose data lies in earlier images; whether those images can still be read from is
+/// [`unusable_images`]' question.
 pub fn load_image(store: &Store, image: &str) -> Result<(store::Manifest, Catalog), TaskError> {
     let manifest = store.manifest(image)?;
-    for dep in &manifest.depends_on {
-        store.manifest(dep).map_err(|e| {
-            task_err(format!(
-                "image {image} needs the data of image {dep}, which is not usable: {e}"
-            ))
-        })?;
-    }
     let catalog = store.catalog(&manifest)?;
     Ok((manifest, catalog))
+}
+
+/// For each image of `catalog`'s image table (the images its records take data from), why it
+/// cannot be read from: it is gone from the store, incomplete, or its manifest cannot be read.
+/// `None` for an image that can (always the catalog's own, index 0).
+pub fn unusable_images(store: &Store, catalog: &Catalog) -> Vec<Option<String>> {
+    catalog
+        .images
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            if i == 0 {
+                return None;
+            }
+            match store.manifest(id) {
+                Ok(_) => None,
+                Err(_) if !store.image_dir(id).exists() => {
+                    Some("it is no longer in the store".to_string())
+                }
+                Err(e) => Some(e.to_string()),
+            }
+        })
+        .collect()
+}
+
+/// Whether the object of `data` needs bytes from an image that cannot be used (`unusable`, from
+/// [`unusable_images`]). An object without data (a directory, an empty file) needs none.
+pub fn needs_unusable(data: &DataRef, unusable: &[Option<String>]) -> bool {
+    data.length > 0
+        && unusable
+            .get(data.image as usize)
+            .is_some_and(Option::is_some)
+}
+
+/// Refuse a restore of the `selected` catalog entries of `manifest`'s image when some of them
+/// take their data from an image that cannot be used (`unusable`, from [`unusable_images`]): the
+/// message says how many, where their data lies and why it cannot be read, and what can still be
+/// restored. Objects stored in the image itself, or in earlier images that are fine, pass.
+pub fn check_reachable(
+    manifest: &store::Manifest,
+    catalog: &Catalog,
+    selected: &[usize],
+    unusable: &[Option<String>],
+) -> Result<(), TaskError> {
+    let lost = |i: &usize| needs_unusable(&catalog.entries[*i].data, unusable);
+    let Some(&first) = selected.iter().find(|i| lost(i)) else {
+        return Ok(());
+    };
+    let count = selected.iter().filter(|i| lost(i)).count();
+    let image = &manifest.image;
+    let mut dep_idx: Vec<usize> = selected
+        .iter()
+        .filter(|i| lost(i))
+        .map(|&i| catalog.entries[i].data.image as usize)
+        .collect();
+    dep_idx.sort_unstable();
+    dep_idx.dedup();
+    let deps: Vec<String> = dep_idx
+        .iter()
+        .map(|&d| {
+            format!(
+                "image {}, which is not usable ({})",
+                catalog.images[d],
+                unusable[d].as_deref().unwrap_or_default()
+            )
+        })
+        .collect();
+    let reachable = (0..catalog.entries.len()).filter(|i| !lost(i)).count();
+    let next = if reachable == 0 {
+        format!(
+            "No object of image {image} can be restored: restore from another complete image of policy {} (`aapi-host list`)",
+            manifest.policy
+        )
+    } else {
+        format!(
+            "The image's objects whose data lies elsewhere ({reachable} of {}) can still be restored: `aapi-host verify {image}` names the ones that cannot, restore the others with `aapi-host restore {image} --path ...`",
+            catalog.entries.len()
+        )
+    };
+    let first = escape_path(&catalog.entries[first].path);
+    let what = if count == 1 {
+        format!("\"{first}\" of image {image}: its data lies")
+    } else {
+        format!(
+            "{count} of the {} selected objects of image {image} (the first: \"{first}\"): their data lies",
+            selected.len()
+        )
+    };
+    Err(task_err(format!(
+        "cannot restore {what} in {}; nothing was restored. {next}",
+        deps.join(" and in ")
+    )))
 }
 
 /// Restore job: one session with operation RESTORE on one backup host. restore_preprocess sees
@@ -624,7 +710,7 @@ pub fn restore(
     progress: &dyn Progress,
 ) -> Result<RestoreReport, TaskError> {
     let store = Store::open(&task.store)?;
-    let (_, catalog) = load_image(&store, &task.image)?;
+    let (manifest, catalog) = load_image(&store, &task.image)?;
     let selected = select(&catalog, &task.paths);
     if selected.is_empty() {
         return Err(task_err(format!(
@@ -634,6 +720,12 @@ pub fn restore(
             task.image
         )));
     }
+    check_reachable(
+        &manifest,
+        &catalog,
+        &selected,
+        &unusable_images(&store, &catalog),
+    )?;
     let total: u64 = selected
         .iter()
         .map(|&i| catalog.entries[i].data.length)
@@ -700,7 +792,7 @@ fn restore_objects(
     let mut last_report = Instant::now();
     for &i in selected {
         let e = &catalog.entries[i];
-        let name = String::from_utf8_lossy(&e.path).into_owned();
+        let name = escape_path(&e.path);
         let in_obj = |err: PluginError| TaskError {
             message: match err.code() {
                 Some(AAPI_EEXIST) => format!(
@@ -783,7 +875,7 @@ fn restore_objects(
     }
     for (target, props) in dirs.iter().rev() {
         set_times(server, target, props).map_err(|err| TaskError {
-            message: format!("{}: {err}", String::from_utf8_lossy(target)),
+            message: format!("{}: {err}", escape_path(target)),
             code: err.code(),
         })?;
     }

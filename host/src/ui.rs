@@ -5,10 +5,15 @@
 //! Results go to standard output through [`out`] alone, which never panics: a reader that stops
 //! reading (`| head`) ends the output quietly, and another write error is kept for
 //! [`stdout_failure`].
+//!
+//! Text output never passes a control character through: object paths go through
+//! [`escape_path`], and every message on standard error through [`escape_text`], so a file name
+//! or a plugin's message can neither forge a line nor send an escape sequence to the terminal.
 
 use aapi_sdk::abi::{AAPI_LOG_DEBUG, AAPI_LOG_INFO, AAPI_LOG_WARNING};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::fmt::Display;
+use std::borrow::Cow;
+use std::fmt::{Display, Write as _};
 use std::io::{self, IsTerminal, Write};
 use std::sync::Mutex;
 
@@ -47,6 +52,53 @@ pub fn stdout_failure() -> Option<String> {
     match &*STDOUT.lock().unwrap_or_else(|e| e.into_inner()) {
         Stdout::Failed(e) => Some(e.clone()),
         Stdout::Open | Stdout::Closed => None,
+    }
+}
+
+/// An object path (raw bytes) for a line of text output, unambiguous and free of control
+/// characters: a backslash is doubled; tab, newline and carriage return become `\t`, `\n` and
+/// `\r`; any other C0 control character, DEL and every byte that is not part of valid UTF-8
+/// become `\xNN`; a C1 control character (U+0080 to U+009F) becomes `\u{NN}`. Everything else
+/// is printed as it is. `--json` output gives the exact bytes instead.
+pub fn escape_path(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            push_escaped(&mut out, c, true);
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
+/// A message for a line of text output: control characters escaped as by [`escape_path`],
+/// backslashes kept (a path in the message is escaped already).
+pub fn escape_text(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        push_escaped(&mut out, c, false);
+    }
+    Cow::Owned(out)
+}
+
+fn push_escaped(out: &mut String, c: char, backslash: bool) {
+    match c {
+        '\\' if backslash => out.push_str("\\\\"),
+        '\n' => out.push_str("\\n"),
+        '\t' => out.push_str("\\t"),
+        '\r' => out.push_str("\\r"),
+        c if (c as u32) < 0x20 || c == '\u{7f}' => {
+            let _ = write!(out, "\\x{:02x}", c as u32);
+        }
+        c if c.is_control() => {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        }
+        c => out.push(c),
     }
 }
 
@@ -118,6 +170,13 @@ impl Ui {
         self.println(&format!("error: {message}"));
     }
 
+    /// A warning (stderr): something is off but nothing is lost; unless quiet.
+    pub fn warning(&self, message: &str) {
+        if !self.quiet {
+            self.println(&format!("warning: {message}"));
+        }
+    }
+
     /// A log line of a plugin running in worker `who`.
     pub fn plugin_log(&self, who: &str, level: u32, message: &str) {
         let show = match level {
@@ -135,11 +194,42 @@ impl Ui {
     }
 
     fn println(&self, line: &str) {
+        let line = escape_text(line);
+        let line = line.as_ref();
         if self.bars {
             let _ = self.multi.println(line);
         } else {
             // A closed or full standard error loses the message; it never stops the command.
             let _ = writeln!(io::stderr().lock(), "{line}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_print_without_control_characters_and_unambiguously() {
+        assert_eq!(escape_path(b"/d/plain name"), "/d/plain name");
+        assert_eq!(
+            escape_path(b"/d/a\nDAMAGED x: y"),
+            "/d/a\\nDAMAGED x: y",
+            "a newline cannot start a line"
+        );
+        assert_eq!(escape_path(b"t\x1b]0;owned\x07"), "t\\x1b]0;owned\\x07");
+        assert_eq!(escape_path(b"a\tb\rc\x7f\x00"), "a\\tb\\rc\\x7f\\x00");
+        // A backslash is doubled, so the text `\n` and a newline never look alike.
+        assert_eq!(escape_path(b"a\\nb"), "a\\\\nb");
+        // Bytes that are not UTF-8 keep their value; a C1 control character is told apart.
+        assert_eq!(escape_path(b"caf\xe9 \x9b"), "caf\\xe9 \\x9b");
+        assert_eq!(escape_path("x\u{9b}y".as_bytes()), "x\\u{9b}y");
+        assert_eq!(escape_path("caf\u{e9}".as_bytes()), "caf\u{e9}");
+    }
+
+    #[test]
+    fn messages_keep_backslashes_and_lose_control_characters() {
+        assert!(matches!(escape_text("plain \\ text"), Cow::Borrowed(_)));
+        assert_eq!(escape_text("a\nb\x1b[2J"), "a\\nb\\x1b[2J");
     }
 }

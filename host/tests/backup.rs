@@ -522,7 +522,13 @@ fn failed_object_is_cut_out_and_the_image_is_partial() {
         !failures[0]["error"].as_str().unwrap().contains(&failed),
         "{m}"
     );
-    assert_eq!(r.stderr.matches(failed.as_str()).count(), 1, "{}", r.stderr);
+    // Shown escaped on stderr (the name may hold a newline).
+    let shown = aapi_host::ui::escape_path(
+        &serde_json::from_value::<aapi_host::store::ObjectFailure>(failures[0].clone())
+            .unwrap()
+            .path_bytes(),
+    );
+    assert_eq!(r.stderr.matches(shown.as_str()).count(), 1, "{}", r.stderr);
     let image = m["image"].as_str().unwrap();
     // The stream holds only whole objects: everything verifies and restores.
     let v = host(&store, &["verify", image], &[]);
@@ -649,8 +655,14 @@ fn a_cut_stream_is_named_and_what_precedes_the_cut_still_restores() {
 
     let v = host(&store, &["verify", &image, "--json"], &[]);
     assert_eq!(v.code, 1, "{}{}", v.stdout, v.stderr);
-    assert!(v.stderr.contains("the manifest says"), "{}", v.stderr);
+    assert!(
+        v.stderr.contains("stream-0.data: holds")
+            && v.stderr.contains("1 fewer than the manifest records"),
+        "{}",
+        v.stderr
+    );
     let report = &v.json()["report"];
+    assert_eq!(report["damaged_streams"][0]["stream"], 0, "{report}");
     let damaged = report["damaged"].as_array().unwrap();
     assert_eq!(damaged.len(), 1, "{report}");
     assert_eq!(damaged[0]["path"], last["path"]);
@@ -1073,10 +1085,12 @@ fn a_failed_postprocess_is_run_again_by_the_next_finalize() {
     assert_eq!(c.code, 2, "{}", c.stderr);
 }
 
-/// Without an image its data comes from, no object of an incremental can be restored: verify
-/// says so, as restore does, instead of advising a restore that is refused.
+/// An incremental whose full backup is gone, or whose full backup's manifest is damaged, keeps
+/// what it stored itself: verify checks every object and names as damaged only those whose data
+/// lies in the unusable image; restore restores a path stored in the incremental and refuses one
+/// stored in the unusable image, saying why and what can still be restored.
 #[test]
-fn verify_refuses_an_image_whose_base_is_gone() {
+fn an_incremental_whose_base_is_unusable_keeps_what_it_stored_itself() {
     let dir = tempfile::tempdir().unwrap();
     let tree = dir.path().join("tree");
     let store = dir.path().join("store");
@@ -1091,29 +1105,147 @@ fn verify_refuses_an_image_whose_base_is_gone() {
         .as_str()
         .unwrap()
         .to_string();
-    write_file(&tree.join("sub/new.bin"), b"new");
+    let changed = tree.join("sub/f2.bin");
+    std::fs::write(&changed, b"changed after the full backup").unwrap();
     let incr = backup(&store, &plugin, &tree, &["--schedule", "incr"]);
     assert_eq!(incr.code, 0, "{}", incr.stderr);
     let incr = incr.json()["manifest"]["image"]
         .as_str()
         .unwrap()
         .to_string();
-    let m = host(&store, &["show", &incr, "--json"], &[]).json();
-    assert_eq!(
-        m["manifest"]["depends_on"],
-        serde_json::json!([full]),
-        "{m}"
-    );
-    std::fs::remove_dir_all(store.join("images").join(&full)).unwrap();
-    let v = host(&store, &["verify", &incr], &[]);
-    assert_eq!(v.code, 1, "{}", v.stderr);
+    let objs = show_objects(&store, &incr);
+    let in_incr: Vec<String> = objs
+        .iter()
+        .filter(|o| o["image"] == incr.as_str())
+        .map(|o| o["path"].as_str().unwrap().to_string())
+        .collect();
+    // Directories have no data: they need no image.
+    let in_full: Vec<String> = objs
+        .iter()
+        .filter(|o| o["image"] == full.as_str() && o["size"] != 0)
+        .map(|o| o["path"].as_str().unwrap().to_string())
+        .collect();
+    let intact = objs.len() - in_full.len();
     assert!(
-        v.stderr
-            .contains(&format!("needs the data of image {full}")),
-        "{}",
-        v.stderr
+        in_incr.contains(&changed.to_str().unwrap().to_string()),
+        "{objs:?}"
     );
-    assert!(!v.stdout.contains("--path"), "{}", v.stdout);
+    assert!(!in_full.is_empty(), "{objs:?}");
+    let full_file = tree.join("sub/f0.bin").to_str().unwrap().to_string();
+    assert!(in_full.contains(&full_file), "{objs:?}");
+
+    let full_dir = store.join("images").join(&full);
+    let manifest = full_dir.join("manifest.json");
+    let saved = std::fs::read(&manifest).unwrap();
+    let away = dir.path().join("away");
+    for case in ["damaged manifest", "image gone"] {
+        if case == "damaged manifest" {
+            std::fs::write(&manifest, &saved[..100]).unwrap();
+        } else {
+            std::fs::write(&manifest, &saved).unwrap();
+            std::fs::rename(&full_dir, &away).unwrap();
+        }
+        let v = host(&store, &["verify", &incr], &[]);
+        assert_eq!(v.code, 1, "{case}: {}{}", v.stdout, v.stderr);
+        let damaged: Vec<&str> = v
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with("DAMAGED "))
+            .collect();
+        assert_eq!(damaged.len(), in_full.len(), "{case}: {}", v.stdout);
+        for line in &damaged {
+            assert!(
+                line.contains(&format!(
+                    "its data lies in image {full}, which is not usable"
+                )),
+                "{case}: {line}"
+            );
+        }
+        for p in &in_incr {
+            assert!(
+                !damaged
+                    .iter()
+                    .any(|l| l.starts_with(&format!("DAMAGED {p}:"))),
+                "{case}: {p} is stored in the incremental: {}",
+                v.stdout
+            );
+        }
+        assert!(
+            v.stdout
+                .contains(&format!("{intact} of {} objects intact", objs.len())),
+            "{case}: {}",
+            v.stdout
+        );
+        assert!(
+            !v.stderr.contains("none of its objects"),
+            "{case}: {}",
+            v.stderr
+        );
+        let j = host(&store, &["verify", &incr, "--json"], &[]);
+        assert_eq!(j.code, 1, "{case}: {}", j.stderr);
+        let report = &j.json()["report"];
+        assert_eq!(report["good"], intact, "{case}: {report}");
+        assert_eq!(
+            report["unusable_images"][0]["image"],
+            full.as_str(),
+            "{case}: {report}"
+        );
+        let why = report["unusable_images"][0]["reason"].as_str().unwrap();
+        let expect = if case == "damaged manifest" {
+            "unreadable manifest"
+        } else {
+            "no longer in the store"
+        };
+        assert!(why.contains(expect), "{case}: {why}");
+
+        // A path stored in the incremental restores; one stored in the full backup is refused.
+        let alt = dir.path().join(format!("alt-{}", case.replace(' ', "-")));
+        std::fs::create_dir(&alt).unwrap();
+        let r = restore(
+            &store,
+            &[
+                &incr,
+                "--path",
+                changed.to_str().unwrap(),
+                "--alt-root",
+                alt.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(r.code, 0, "{case}: {}", r.stderr);
+        assert_eq!(
+            std::fs::read(alt.join(changed.strip_prefix("/").unwrap())).unwrap(),
+            b"changed after the full backup"
+        );
+        for args in [
+            vec![incr.as_str(), "--path", full_file.as_str()],
+            vec![incr.as_str()],
+            vec![incr.as_str(), "--dry-run"],
+        ] {
+            let alt2 = dir.path().join("alt-refused");
+            std::fs::create_dir_all(&alt2).unwrap();
+            let mut a = args.clone();
+            a.extend(["--alt-root", alt2.to_str().unwrap()]);
+            let r = host(&store, &[&["restore"], a.as_slice()].concat(), &[]);
+            assert_eq!(r.code, 1, "{case} {args:?}: {}", r.stderr);
+            assert!(
+                r.stderr
+                    .contains(&format!("data lies in image {full}, which is not usable"))
+                    && r.stderr.contains("nothing was restored")
+                    && r.stderr.contains(&format!("aapi-host verify {incr}"))
+                    && !r.stderr.contains("none of its objects"),
+                "{case} {args:?}: {}",
+                r.stderr
+            );
+            assert_eq!(
+                std::fs::read_dir(&alt2).unwrap().count(),
+                0,
+                "{case} {args:?}"
+            );
+        }
+    }
+    std::fs::rename(&away, &full_dir).unwrap();
+    let v = host(&store, &["verify", &incr], &[]);
+    assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
 }
 
 /// A credentials line that is not KEY=VALUE is refused with its line number, before anything runs.
@@ -1343,4 +1475,117 @@ fn restore_by_policy_says_when_it_passes_a_damaged_newer_image_over() {
         "{}",
         r.stderr
     );
+}
+
+/// A split job finalized after a newer backup of its policy completed does not move the policy's
+/// last backup back to its older image: the next incremental builds on the newest one.
+#[test]
+fn a_split_job_finalized_late_leaves_the_newer_backup_the_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    make_tree(&tree, 2, PAST);
+    let plugin = good_plugin();
+    let older = discover(&store, &plugin, &tree, "h1", &[]);
+    // A later start, in whole seconds.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let backup_p = |extra: &[&str]| {
+        let mut args = vec![
+            "backup",
+            "--json",
+            "--plugin",
+            plugin.to_str().unwrap(),
+            "--policy",
+            "p",
+            "--select",
+            tree.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let r = host(&store, &args, &[]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        r.json()["manifest"]["image"].as_str().unwrap().to_string()
+    };
+    let newer = backup_p(&[]);
+    for args in [
+        vec!["child", "-q", "--image", older.as_str(), "--host", "h1"],
+        vec!["finalize", "-q", "--image", older.as_str()],
+    ] {
+        let r = host(&store, &args, &[]);
+        assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
+    }
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.join("state.json")).unwrap()).unwrap();
+    let p = &state["policies"]["p"];
+    assert_eq!(p["last_backup"][1], newer.as_str(), "{state}");
+    assert_eq!(p["last_full"][1], newer.as_str(), "{state}");
+    let incr = backup_p(&["--schedule", "incr"]);
+    let m = host(&store, &["show", &incr, "--json"], &[]).json();
+    assert_eq!(m["manifest"]["base"], newer.as_str(), "{m}");
+}
+
+/// The `list` example in docs/host.md shows image ids, schedules and columns as `list` prints
+/// them for full, incr and cinc backups.
+#[test]
+fn the_documented_list_example_is_what_list_prints() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    make_tree(&tree, 2, PAST);
+    let plugin = rust_sample();
+    for schedule in ["full", "incr", "cinc"] {
+        let r = host(
+            &store,
+            &[
+                "backup",
+                "-q",
+                "--plugin",
+                plugin.to_str().unwrap(),
+                "--policy",
+                "home",
+                "--select",
+                tree.to_str().unwrap(),
+                "--schedule",
+                schedule,
+            ],
+            &[],
+        );
+        assert_eq!(r.code, 0, "{schedule}: {}", r.stderr);
+    }
+    let r = host(&store, &["list"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut written = std::collections::BTreeSet::new();
+    for line in r.stdout.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert!(f[0].ends_with(&format!("-{}", f[2])), "{line}");
+        written.insert(f[2].to_string());
+    }
+    assert_eq!(written.len(), 3, "{}", r.stdout);
+
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/host.md"))
+            .unwrap();
+    let at = doc.find("One line per image").expect("the list section");
+    let block = &doc[at..];
+    let block = &block[block.find("```text\n").unwrap() + 8..];
+    let block = &block[..block.find("```").unwrap()];
+    let rows: Vec<Vec<&str>> = block
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert!(rows.len() >= 2, "{block}");
+    let wi = rows.iter().map(|f| f[0].len()).fold(24, usize::max);
+    let ws = rows.iter().map(|f| f[2].len()).fold(4, usize::max);
+    for (line, f) in block.lines().zip(&rows) {
+        assert!(
+            written.contains(f[2]),
+            "{line}: the host writes {written:?}"
+        );
+        assert!(f[0].ends_with(&format!("-{}", f[2])), "{line}");
+        let rest = line.split_once(" UTC  ").expect("a start time").1;
+        let printed = format!(
+            "{:<wi$} {:<10} {:<ws$} {} {} {}  {rest}",
+            f[0], f[1], f[2], f[3], f[4], f[5]
+        );
+        assert_eq!(line, printed, "laid out as `list` prints it");
+    }
 }

@@ -384,3 +384,254 @@ fn ctrl_c_stops_a_command_that_only_reads() {
     };
     assert_eq!(status.code(), Some(5));
 }
+
+/// Whether `text` holds no control character but the line ends, and no replacement character.
+fn printable_lines(text: &str) -> bool {
+    !text
+        .chars()
+        .any(|c| (c.is_control() && c != '\n') || c == '\u{fffd}')
+}
+
+/// Names with control characters, backslashes and bytes that are not UTF-8 are printed escaped
+/// in text output, one line per object: a name can neither forge a line (a `DAMAGED` line of
+/// `verify -q`) nor reach the terminal as an escape sequence. JSON keeps their exact bytes.
+#[test]
+fn names_are_escaped_in_text_output_and_exact_in_json() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let forged: &[u8] =
+        b"/d/a\nDAMAGED /d/db.sqlite: bytes do not match the digest recorded at backup";
+    let title: &[u8] = b"/d/t\x1b]0;owned\x07";
+    let odd: &[u8] = b"/d/back\\slash \xc2\x9b \xff";
+    let id = fake_image(
+        &store,
+        "p-20261123T053828Z-full",
+        "p",
+        T28,
+        &[(forged, b"one"), (title, b"two"), (odd, b"three")],
+    );
+    let img = store.join("images").join(&id);
+    // A failure recorded at backup, with a name that clears the screen.
+    let manifest = img.join("manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    m["failures"] = serde_json::to_value([aapi_host::store::ObjectFailure::new(
+        b"/d/gone\x1b[2J",
+        "vanished",
+    )])
+    .unwrap();
+    std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
+
+    let r = host(&store, &["show", &id, "--objects"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(printable_lines(&r.stdout), "{:?}", r.stdout);
+    for line in [
+        "  not backed up: /d/gone\\x1b[2J: vanished",
+        "file        644            3  /d/a\\nDAMAGED /d/db.sqlite: bytes do not match the digest recorded at backup",
+        "file        644            3  /d/t\\x1b]0;owned\\x07",
+        "file        644            5  /d/back\\\\slash \\u{9b} \\xff",
+    ] {
+        assert!(r.stdout.lines().any(|l| l == line), "{line}\n{}", r.stdout);
+    }
+
+    let alt = dir.path().join("alt");
+    std::fs::create_dir(&alt).unwrap();
+    let r = host(
+        &store,
+        &[
+            "restore",
+            &id,
+            "--dry-run",
+            "--alt-root",
+            alt.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(printable_lines(&r.stdout), "{:?}", r.stdout);
+    assert_eq!(r.stdout.lines().count(), 4, "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains(&format!("{}/d/t\\x1b]0;owned\\x07\n", alt.display())),
+        "{}",
+        r.stdout
+    );
+
+    // Damage the first two objects: two DAMAGED lines, not three.
+    let data = img.join("stream-0.data");
+    let mut bytes = std::fs::read(&data).unwrap();
+    bytes[0] ^= 1;
+    bytes[3] ^= 1;
+    std::fs::write(&data, bytes).unwrap();
+    let r = host(&store, &["-q", "verify", &id], &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        "DAMAGED /d/a\\nDAMAGED /d/db.sqlite: bytes do not match the digest recorded at backup: bytes do not match the digest recorded at backup\n\
+         DAMAGED /d/t\\x1b]0;owned\\x07: bytes do not match the digest recorded at backup\n"
+    );
+    let j = host(&store, &["verify", &id, "--json"], &[]).json();
+    let damaged = j["report"]["damaged"].as_array().unwrap();
+    assert_eq!(damaged[0]["path"].as_str().unwrap().as_bytes(), forged);
+    assert_eq!(damaged[1]["path"].as_str().unwrap().as_bytes(), title);
+
+    // A restore that stops at a damaged object names it escaped.
+    let st = aapi_host::store::Store::open(&store).unwrap();
+    st.save_job(&aapi_host::store::JobDef {
+        image: id.clone(),
+        policy: "p".into(),
+        schedule: "full".into(),
+        plugin: good_plugin(),
+        workload_type: "files".into(),
+        server: "localhost".into(),
+        selections: vec![b"/d".to_vec()],
+        hosts: vec!["stream-0".into()],
+        properties: Vec::new(),
+        call_budget_ms: 60_000,
+        started: T28,
+        base: None,
+        snapid: Some(String::new()),
+        credentials: None,
+    })
+    .unwrap();
+    let out = std::process::Command::new(host_bin())
+        .arg("--store")
+        .arg(&store)
+        .args(["restore", &id, "--alt-root"])
+        .arg(&alt)
+        .arg("--path")
+        .arg(std::ffi::OsStr::from_bytes(title))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(printable_lines(&stderr), "{stderr:?}");
+    assert!(
+        stderr.contains("/d/t\\x1b]0;owned\\x07: its bytes do not match"),
+        "{stderr}"
+    );
+    // So does one that finds nothing to restore.
+    let out = std::process::Command::new(host_bin())
+        .arg("--store")
+        .arg(&store)
+        .args(["restore", &id, "--dry-run", "--path"])
+        .arg(std::ffi::OsStr::from_bytes(b"/d/none\x1b[2J\xff"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(printable_lines(&stderr), "{stderr:?}");
+    assert!(stderr.contains("\"/d/none\\x1b[2J\\xff\""), "{stderr}");
+
+    // The reason an incomplete image failed, as `list` shows it.
+    let failed = store.join("images").join("p-20261123T053829Z-full");
+    std::fs::create_dir(&failed).unwrap();
+    std::fs::write(
+        failed.join("failed.txt"),
+        "child job stream-0: /d/x\x1b[31m\nDAMAGED forged",
+    )
+    .unwrap();
+    let r = host(&store, &["list"], &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(printable_lines(&r.stdout), "{:?}", r.stdout);
+    assert_eq!(r.stdout.lines().count(), 2, "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("INCOMPLETE: child job stream-0: /d/x\\x1b[31m\\nDAMAGED forged"),
+        "{}",
+        r.stdout
+    );
+}
+
+/// A stream file longer than its manifest records harms no object: verify warns and exits 0,
+/// and the JSON report carries the warning. One shorter than recorded lacks data the manifest
+/// records: damage (exit 1, `ok: false`), even when every object it lists is intact.
+#[test]
+fn verify_reports_a_stream_file_of_the_wrong_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let id = fake_image(
+        &store,
+        "p-20261123T053828Z-full",
+        "p",
+        T28,
+        &[(b"/d/a", b"first"), (b"/d/b", b"second")],
+    );
+    let img = store.join("images").join(&id);
+    let data = img.join("stream-0.data");
+    let whole = std::fs::read(&data).unwrap();
+    std::fs::write(&data, [&whole[..], b"junk"].concat()).unwrap();
+    let r = host(&store, &["verify", &id], &[]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.starts_with("warning: ")
+            && r.stderr
+                .contains("stream-0.data: holds 15 bytes, 4 more than the manifest records (11)")
+            && !r.stderr.contains("error"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stdout.contains("2 of 2 objects intact") && r.stdout.contains("everything is restorable"),
+        "{}",
+        r.stdout
+    );
+    let r = host(&store, &["-q", "verify", &id], &[]);
+    assert_eq!((r.code, r.stdout.as_str(), r.stderr.as_str()), (0, "", ""));
+    let j = host(&store, &["verify", &id, "--json"], &[]);
+    assert_eq!(j.code, 0, "{}", j.stderr);
+    let j = j.json();
+    assert_eq!((&j["ok"], &j["exit"]), (&true.into(), &"ok".into()), "{j}");
+    let warnings = j["report"]["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{j}");
+    assert!(
+        warnings[0].as_str().unwrap().contains("stream-0.data"),
+        "{j}"
+    );
+
+    // Shorter than the manifest records, though every object it lists is intact.
+    std::fs::write(&data, &whole).unwrap();
+    let manifest = img.join("manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    m["streams"] = serde_json::json!([whole.len() + 7]);
+    std::fs::write(&manifest, serde_json::to_vec(&m).unwrap()).unwrap();
+    let r = host(&store, &["verify", &id], &[]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.starts_with("error: ")
+            && r.stderr
+                .contains("stream-0.data: holds 11 bytes, 7 fewer than the manifest records (18)"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stdout.contains("2 of 2 objects intact") && r.stdout.contains("the image is damaged"),
+        "{}",
+        r.stdout
+    );
+    let j = host(&store, &["verify", &id, "--json"], &[]);
+    assert_eq!(j.code, 1, "{}", j.stderr);
+    let j = j.json();
+    assert_eq!(
+        (&j["ok"], &j["exit"]),
+        (&false.into(), &"failed".into()),
+        "{j}"
+    );
+    assert_eq!(j["report"]["damaged_streams"][0]["stream"], 0, "{j}");
+
+    // Missing altogether: damage, and every object in it is named.
+    std::fs::remove_file(&data).unwrap();
+    let j = host(&store, &["verify", &id, "--json"], &[]);
+    assert_eq!(j.code, 1, "{}", j.stderr);
+    let j = j.json();
+    assert!(
+        j["report"]["damaged_streams"][0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("missing"),
+        "{j}"
+    );
+    assert_eq!(j["report"]["damaged"].as_array().unwrap().len(), 2, "{j}");
+}
