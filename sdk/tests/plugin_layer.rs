@@ -5,9 +5,9 @@
 mod common;
 
 use aapi_sdk::plugin::{
-    BackupJob, BackupObject, Error, ErrorKind, HostInfo, Level, ObjectProps, ObjectType, Plugin,
-    PluginInfo, RestoreInfo, RestoreObject, RestoreStatus, Result, Server, ServerInfo, Session,
-    Timestamp,
+    BackupJob, BackupObject, Error, ErrorKind, Host, HostInfo, Level, ObjectProps, ObjectType,
+    Plugin, PluginInfo, RestoreInfo, RestoreObject, RestoreStatus, Result, Server, ServerInfo,
+    Session, Timestamp,
 };
 use aapi_sdk::workload::WorkloadFile;
 use common::*;
@@ -26,6 +26,9 @@ static EVENTS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 static ARRIVED: AtomicUsize = AtomicUsize::new(0);
 static IN_READ: AtomicBool = AtomicBool::new(false);
 static OVERLAP: AtomicBool = AtomicBool::new(false);
+/// The services of the last session opened on server "keep", kept as a thread of the plugin
+/// would keep them.
+static KEPT: Mutex<Option<Host>> = Mutex::new(None);
 
 fn event(e: impl Into<String>) {
     lock(&EVENTS).push(e.into());
@@ -68,6 +71,7 @@ impl Plugin for TestPlugin {
                     host.credential("nope")?.is_none()
                 ));
             }
+            "keep" => *lock(&KEPT) = Some(session.host().clone()),
             _ => {}
         }
         Ok(TestServer { session })
@@ -108,6 +112,28 @@ impl Server for TestServer {
                     std::thread::sleep(Duration::from_millis(1));
                 }
             }
+            // The services of the kept session, used during this session's call.
+            "/kept-session" => {
+                let kept = lock(&KEPT).clone().expect("a kept session");
+                kept.info("during another session's call");
+                event(format!("kept keepalive {:?}", kept.keepalive()));
+                let cred = kept.credential("pw").map(|s| s.is_some());
+                event(format!("kept credential {:?}", cred.map_err(|e| e.kind())));
+            }
+            // This session's services, used by threads the call starts.
+            "/threads" => std::thread::scope(|s| {
+                for i in 0..2 {
+                    s.spawn(move || {
+                        host.info(format!("from worker {i}"));
+                        event(format!("worker keepalive {:?}", host.keepalive()));
+                        let cred = host.credential("pw").map(|s| s.is_some());
+                        event(format!(
+                            "worker credential {:?}",
+                            cred.map_err(|e| e.kind())
+                        ));
+                    });
+                }
+            }),
             _ => {}
         }
         for h in &job.backup_hosts {
@@ -150,7 +176,7 @@ impl Server for TestServer {
                 r.panic_once = true;
                 r.data = b"after the panic".to_vec();
             }
-            "/rendezvous" | "/overlap" => r.data = vec![7; 64],
+            "/rendezvous" | "/overlap" | "/scoped-panic" | "/thread-panic" => r.data = vec![7; 64],
             n => {
                 let len: usize = n.trim_start_matches("/data/").parse().unwrap_or(0);
                 r.data = (0..len).map(|i| i as u8).collect();
@@ -247,6 +273,17 @@ impl BackupObject for MemReader {
                     }
                     std::thread::yield_now();
                 }
+            }
+            "/scoped-panic" => {
+                std::thread::scope(|s| {
+                    s.spawn(|| panic!("worker exploded"));
+                });
+            }
+            "/thread-panic" => {
+                // A thread whose panic the plugin handles itself.
+                let helper = std::thread::spawn(|| panic!("helper exploded"));
+                assert!(helper.join().is_err());
+                return Err(Error::internal("the helper thread failed"));
             }
             "/overlap" => {
                 if IN_READ.swap(true, Ordering::SeqCst) {
@@ -1605,6 +1642,43 @@ fn panicking_child(mode: &str) {
         last_error()
     );
     assert_eq!(close_object(o), AAPI_EOK);
+
+    // A scoped thread of read panics, and the scope panics in turn: the report carries both
+    // messages, and neither reaches stderr.
+    let o = open_obj(b, "/scoped-panic");
+    assert_eq!(read_object(o, buf.as_mut_ptr(), 64, &mut n), AAPI_EINTERNAL);
+    let msg = last_error();
+    assert!(
+        msg.contains("panicked in aapi_read_object: a scoped thread panicked (at ")
+            && msg.contains("; a thread the plugin started panicked: worker exploded (at ")
+            && msg.matches("plugin_layer.rs:").count() == 2,
+        "{msg}"
+    );
+    assert!(
+        log_lines()
+            .iter()
+            .any(|(l, t)| *l == AAPI_LOG_ERROR && t == &msg),
+        "{:?}",
+        log_lines()
+    );
+    assert_eq!(close_object(o), AAPI_EOK);
+    // A thread whose panic the plugin handles: the call fails as the plugin says, and the
+    // panic is logged as a warning instead of printed.
+    let o = open_obj(b, "/thread-panic");
+    assert_eq!(read_object(o, buf.as_mut_ptr(), 64, &mut n), AAPI_EINTERNAL);
+    assert_eq!(last_error(), "the helper thread failed");
+    let warned: Vec<_> = log_lines()
+        .into_iter()
+        .filter(|(l, t)| *l == AAPI_LOG_WARNING && t.contains("helper exploded"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{:?}", log_lines());
+    assert!(
+        warned[0].1.starts_with(
+            "during aapi_read_object, a thread the plugin started panicked: helper exploded (at "
+        ),
+        "{warned:?}"
+    );
+    assert_eq!(close_object(o), AAPI_EOK);
     assert_eq!(close_server(b), AAPI_EOK);
 
     if mode == "vendor" {
@@ -1705,6 +1779,149 @@ fn keepalive_is_rate_limited_and_cancellation_becomes_ecancelled() {
         before + 1,
         "cancellation is sticky"
     );
+}
+
+/// The lines of the log that contain `text`.
+fn logged(text: &str) -> Vec<(u32, String)> {
+    log_lines()
+        .into_iter()
+        .filter(|(_, t)| t.contains(text))
+        .collect()
+}
+
+/// A session's callbacks reach the framework only while one of its entry points runs (THR-3),
+/// from any thread. Between its calls, and during other sessions' calls, log lines wait for the
+/// session's next entry point (64 of them, the rest counted), keepalives answer `Ok` without
+/// calling the framework and credentials fail with `AAPI_ESEQUENCE`; once it is closed, nothing
+/// reaches the framework.
+#[test]
+fn session_callbacks_reach_the_framework_only_during_its_entry_points() {
+    let _g = begin();
+    init_claim();
+    let dir = tempfile::tempdir().unwrap();
+    let d = cs(dir.path().to_str().unwrap());
+    let discover = |s, sel: &str| {
+        let mut id = snapid("");
+        discovery(
+            s,
+            cs_array(&[sel]),
+            cs_array(&["h"]),
+            d,
+            cs(".w"),
+            AAPI_SCHED_FULL,
+            &mut id,
+        )
+    };
+    let get_prop = |s| {
+        let mut i = aapi_server_info_t {
+            struct_size: size_of::<aapi_server_info_t>() as u32,
+            ..Default::default()
+        };
+        get_server_prop(s, &mut i)
+    };
+    let a = open_named("keep", session(AAPI_OP_DISCOVERY));
+    let host = lock(&KEPT).clone().unwrap();
+    lock(&LOG).clear();
+
+    // Between the session's calls.
+    host.info("between calls");
+    assert_eq!(host.keepalive(), Ok(()));
+    assert_eq!(host.keepalive_if_due(), Ok(()));
+    assert_eq!(KEEPALIVES.load(Ordering::SeqCst), 0);
+    let err = host.credential("pw").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Sequence, "{err}");
+    assert!(err.message().contains("no entry point"), "{err}");
+    // During another session's call.
+    let b = open(AAPI_OP_DISCOVERY);
+    assert_eq!(discover(b, "/kept-session"), AAPI_EOK, "{}", last_error());
+    assert_eq!(
+        events(),
+        [
+            "kept keepalive Ok(())",
+            "kept credential Err(Sequence)",
+            "discovery Full"
+        ]
+    );
+    assert_eq!(KEEPALIVES.load(Ordering::SeqCst), 0);
+    assert_eq!(log_lines(), [], "nothing reached the framework");
+    // The session's next entry point sends them first, in order.
+    assert_eq!(get_prop(a), AAPI_EOK);
+    assert_eq!(
+        log_lines(),
+        [
+            (AAPI_LOG_INFO, "between calls".to_string()),
+            (AAPI_LOG_INFO, "during another session's call".to_string())
+        ]
+    );
+
+    // At most 64 lines wait; the others are counted.
+    lock(&LOG).clear();
+    for i in 0..70 {
+        host.debug(format!("line {i}"));
+    }
+    assert_eq!(log_lines(), []);
+    assert_eq!(get_prop(a), AAPI_EOK);
+    let lines = log_lines();
+    assert_eq!(lines.len(), 65, "{lines:?}");
+    assert!(
+        lines[..64]
+            .iter()
+            .enumerate()
+            .all(|(i, (level, text))| { *level == AAPI_LOG_DEBUG && *text == format!("line {i}") })
+    );
+    assert_eq!(
+        lines[64],
+        (
+            AAPI_LOG_WARNING,
+            "6 more log lines, sent while no entry point of this session was running, were dropped"
+                .to_string()
+        )
+    );
+    assert_eq!(get_prop(a), AAPI_EOK);
+    assert_eq!(log_lines().len(), 65, "sent once");
+
+    // Threads that a call of the session starts use its callbacks while the call runs.
+    lock(&LOG).clear();
+    assert_eq!(discover(a, "/threads"), AAPI_EOK, "{}", last_error());
+    let mut ev = events();
+    ev.sort();
+    assert_eq!(
+        ev,
+        [
+            "discovery Full",
+            "worker credential Ok(true)",
+            "worker credential Ok(true)",
+            "worker keepalive Ok(())",
+            "worker keepalive Ok(())"
+        ]
+    );
+    assert_eq!(KEEPALIVES.load(Ordering::SeqCst), 2);
+    assert_eq!(logged("from worker").len(), 2);
+
+    // aapi_close_server is an entry point of the session: it sends what waits. After it,
+    // nothing reaches the framework.
+    lock(&LOG).clear();
+    host.warn("before close");
+    assert_eq!(close_server(a), AAPI_EOK);
+    assert_eq!(
+        log_lines(),
+        [(AAPI_LOG_WARNING, "before close".to_string())]
+    );
+    host.warn("after close");
+    assert_eq!(host.keepalive().unwrap_err().kind(), ErrorKind::Sequence);
+    assert_eq!(
+        host.credential("pw").unwrap_err().kind(),
+        ErrorKind::Sequence
+    );
+    assert_eq!(log_lines().len(), 1);
+    assert_eq!(KEEPALIVES.load(Ordering::SeqCst), 2);
+
+    // Lines still waiting when aapi_terminate closes the session are dropped.
+    open_named("keep", session(AAPI_OP_DISCOVERY));
+    let host = lock(&KEPT).take().unwrap();
+    host.info("never sent");
+    assert_eq!(terminate(), AAPI_EOK);
+    assert_eq!(logged("never sent"), []);
 }
 
 #[test]

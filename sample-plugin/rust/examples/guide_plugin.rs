@@ -10,9 +10,10 @@ use aapi_sdk::plugin::{
 use aapi_sdk::workload::{WorkloadEntry, WorkloadFile};
 use std::collections::BTreeSet;
 use std::fs::{self, File, FileTimes, Metadata};
-use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The plugin. One value per init cycle.
@@ -37,18 +38,45 @@ impl Plugin for FlatFiles {
         Ok(FlatSession {
             session,
             created: Arc::new(Mutex::new(Vec::new())),
+            last: Arc::new(Mutex::new(None)),
         })
     }
 }
 
-/// One session: the framework's services, and the files a restore created.
+/// One session: the framework's services, the files a restore created, and the one it
+/// completed last with the descriptor it was written through.
 pub struct FlatSession {
     session: Session,
     created: Arc<Mutex<Vec<PathBuf>>>,
+    last: Arc<Mutex<Option<(PathBuf, File)>>>,
 }
 
 fn metadata(path: &Path) -> Result<Metadata> {
     fs::symlink_metadata(path).map_err(|e| Error::io(e, path.display()))
+}
+
+/// A new temporary file beside `path`, for its owner only. `create_new` never opens what is
+/// already there, a symbolic link included: another name is tried instead.
+fn create_temp(path: &Path) -> Result<(File, PathBuf)> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::invalid("no file name"))?
+        .to_string_lossy();
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tmp = path.with_file_name(format!(".{name}.{}-{n}.part", std::process::id()));
+        let created = File::options()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp);
+        match created {
+            Ok(file) => return Ok((file, tmp)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(e, tmp.display())),
+        }
+    }
 }
 
 impl Server for FlatSession {
@@ -133,20 +161,17 @@ impl Server for FlatSession {
                 format!("{} exists", path.display()),
             ));
         }
-        let name = path
-            .file_name()
-            .ok_or_else(|| Error::invalid("no file name"))?;
         let parent = path.parent().unwrap_or(Path::new("/"));
         fs::create_dir_all(parent).map_err(|e| Error::io(e, parent.display()))?;
         // The data stays invisible under `path` until close (OBJ-6).
-        let tmp = parent.join(format!(".{}.part", name.to_string_lossy()));
-        let file = File::create(&tmp).map_err(|e| Error::io(e, tmp.display()))?;
+        let (file, tmp) = create_temp(path)?;
         Ok(FileWriter {
             file,
             tmp,
             path: path.to_path_buf(),
             props: *props,
             created: self.created.clone(),
+            last: self.last.clone(),
             done: false,
         })
     }
@@ -164,12 +189,19 @@ impl Server for FlatSession {
         if let Some(m) = mtime {
             times = times.set_modified(m.to_system_time());
         }
-        let file = File::open(path).map_err(|e| Error::io(e, path.display()))?;
-        file.set_times(times)
-            .map_err(|e| Error::io(e, path.display()))
+        // The framework sets a file's times right after its close. That file is reached
+        // through the descriptor it was written with: its mode may not let the restoring user
+        // open it again (0200, say). Any other file is opened for reading.
+        let last = self.last.lock().unwrap();
+        let set = match &*last {
+            Some((done, file)) if done == path => file.set_times(times),
+            _ => File::open(path).and_then(|file| file.set_times(times)),
+        };
+        set.map_err(|e| Error::io(e, path.display()))
     }
 
     fn restore_postprocess(&self, status: RestoreStatus) -> Result<()> {
+        self.last.lock().unwrap().take();
         let created = std::mem::take(&mut *self.created.lock().unwrap());
         if !status.is_success() {
             // A failed restore removes what it created (RST-6).
@@ -178,15 +210,15 @@ impl Server for FlatSession {
             }
             return Ok(());
         }
-        // A restore reported complete survives a crash (RST-9): each file's data, then the
-        // directories holding the renames. (The sample plugin syncs each file system once.)
-        let mut dirs = BTreeSet::new();
-        for path in &created {
-            File::open(path)?.sync_all()?;
-            dirs.insert(path.parent().unwrap_or(Path::new("/")).to_path_buf());
-        }
+        // A restore reported complete survives a crash (RST-9): each file's data was synced at
+        // its close; now the directories holding the renames. (The sample plugin syncs each
+        // file system once instead.)
+        let dirs: BTreeSet<&Path> = created
+            .iter()
+            .map(|path| path.parent().unwrap_or(Path::new("/")))
+            .collect();
         for dir in dirs {
-            File::open(&dir)?.sync_all()?;
+            File::open(dir)?.sync_all()?;
         }
         Ok(())
     }
@@ -215,6 +247,7 @@ pub struct FileWriter {
     path: PathBuf,
     props: ObjectProps,
     created: Arc<Mutex<Vec<PathBuf>>>,
+    last: Arc<Mutex<Option<(PathBuf, File)>>>,
     /// Renamed into place: the temporary file is gone.
     done: bool,
 }
@@ -234,12 +267,17 @@ impl RestoreObject for FileWriter {
     }
 
     fn close(mut self) -> Result<()> {
+        // Mode and sync through the descriptor: the mode may take away the owner's access.
         if let Some(mode) = self.props.mode {
-            fs::set_permissions(&self.tmp, fs::Permissions::from_mode(mode))?;
+            self.file
+                .set_permissions(fs::Permissions::from_mode(mode))?;
         }
+        self.file.sync_all()?;
+        let file = self.file.try_clone()?;
         fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(e, self.path.display()))?;
         self.done = true;
         self.created.lock().unwrap().push(self.path.clone());
+        *self.last.lock().unwrap() = Some((self.path.clone(), file));
         Ok(())
     }
 

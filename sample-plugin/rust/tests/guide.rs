@@ -5,12 +5,15 @@
 mod common;
 
 use aapi_conformance::{Profile, Status, WorkerProgram};
-use aapi_host::client::Plugin;
+use aapi_host::client::{Plugin, SessionDef};
 use aapi_host::jobs::{BackupOptions, backup_in_process, restore_in_process};
 use aapi_host::tasks::RestoreTask;
+use aapi_sdk::abi::*;
 use common::*;
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
@@ -169,6 +172,301 @@ fn the_guide_plugin_loads_and_round_trips() {
         b"hello"
     );
     plugin.terminate().unwrap();
+}
+
+/// Back up `files` (name, data) of `dir`/src with the guide's plugin at `lib`, then restore them
+/// under `dir`/alt: the restored directory, and the result of the restore.
+fn back_up_and_restore(
+    plugin: &Plugin,
+    lib: &Path,
+    dir: &Path,
+    files: &[(&str, &[u8])],
+    before_restore: impl FnOnce(&Path),
+) -> (PathBuf, Result<(), String>) {
+    let src = dir.join("src");
+    fs::create_dir(&src).unwrap();
+    for (name, data) in files {
+        fs::write(src.join(name), data).unwrap();
+    }
+    let store = dir.join("store");
+    let o = BackupOptions {
+        store: store.clone(),
+        policy: "guide".into(),
+        schedule: "full".into(),
+        plugin: lib.to_path_buf(),
+        workload_type: "flatfiles".into(),
+        server: "localhost".into(),
+        selections: files
+            .iter()
+            .map(|(n, _)| src.join(n).into_os_string().into_encoded_bytes())
+            .collect(),
+        hosts: vec!["h1".into()],
+        properties: vec![],
+        call_budget_ms: 30_000,
+        credentials: None,
+    };
+    let m = backup_in_process(plugin, &o).unwrap_or_else(|e| panic!("{e}"));
+    let alt = dir.join("alt");
+    let target = under(&alt, &src);
+    fs::create_dir_all(&target).unwrap();
+    before_restore(&target);
+    let task = RestoreTask {
+        store,
+        image: m.image,
+        plugin: lib.to_path_buf(),
+        workload_type: "flatfiles".into(),
+        server: "localhost".into(),
+        host: "h1".into(),
+        paths: vec![],
+        alt_root: Some(alt),
+        overwrite: false,
+        properties: vec![],
+        call_budget_ms: 30_000,
+        credentials: None,
+    };
+    let r = restore_in_process(plugin, &task).map(drop);
+    (target, r.map_err(|e| e.to_string()))
+}
+
+/// The guide's plugin writes each restored file into a temporary file of its own: an entry
+/// already there under any name it may pick, a file or a symbolic link to a file elsewhere, is
+/// neither written, nor followed, nor renamed into place.
+#[test]
+fn the_guide_plugin_leaves_what_is_beside_a_restored_file_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = dir.path().join("libguide_plugin.so");
+    fs::copy(example_library(), &lib).unwrap();
+    let plugin = Plugin::load(&lib, Arc::new(Hooks::default())).unwrap_or_else(|e| panic!("{e}"));
+    assert!(plugin.claim("flatfiles").unwrap());
+    let victim = dir.path().join("victim");
+    fs::write(&victim, "outside the restore").unwrap();
+    // Entries with the names of the temporary files the plugin makes first, as a fixed name
+    // would be and as a name with this process and a counter is: a user's file for one object,
+    // symbolic links out of the restore for the other.
+    let pid = std::process::id();
+    let planted = |name: &str| {
+        let mut names = vec![format!(".{name}.part")];
+        names.extend((0..4).map(|n| format!(".{name}.{pid}-{n}.part")));
+        names
+    };
+    let files: [(&str, &[u8]); 2] = [("a.txt", b"restored a\n"), ("b.txt", b"restored b\n")];
+    let (target, result) = back_up_and_restore(&plugin, &lib, dir.path(), &files, |target| {
+        for name in planted("a.txt") {
+            fs::write(target.join(name), "the user's own").unwrap();
+        }
+        for name in planted("b.txt") {
+            std::os::unix::fs::symlink(&victim, target.join(name)).unwrap();
+        }
+    });
+    result.unwrap_or_else(|e| panic!("{e}"));
+    for (name, data) in files {
+        let md = fs::symlink_metadata(target.join(name)).unwrap();
+        assert!(md.is_file(), "{name} is a regular file");
+        assert_eq!(fs::read(target.join(name)).unwrap(), data, "{name}");
+    }
+    for name in planted("a.txt") {
+        assert_eq!(
+            fs::read_to_string(target.join(&name)).unwrap(),
+            "the user's own",
+            "{name}"
+        );
+    }
+    for name in planted("b.txt") {
+        assert_eq!(fs::read_link(target.join(&name)).unwrap(), victim, "{name}");
+    }
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "outside the restore");
+    let mut left: Vec<String> = fs::read_dir(&target)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    let mut expected: Vec<String> = planted("a.txt")
+        .into_iter()
+        .chain(planted("b.txt"))
+        .collect();
+    expected.extend(["a.txt".into(), "b.txt".into()]);
+    expected.sort();
+    assert_eq!(left, expected, "no temporary file is left behind");
+    plugin.terminate().unwrap();
+}
+
+/// Set in the child of [`the_guide_plugin_restores_files_their_owner_cannot_read`]: the
+/// library to load and the directory to restore into.
+const UNREADABLE_LIB: &str = "AAPI_GUIDE_TEST_LIB";
+const UNREADABLE_ROOT: &str = "AAPI_GUIDE_TEST_ROOT";
+
+/// A file restored with a mode that denies its owner access.
+struct Unreadable {
+    name: &'static str,
+    data: &'static [u8],
+    mode: u32,
+    /// (seconds, nanoseconds)
+    atime: (i64, u32),
+    mtime: (i64, u32),
+}
+
+const UNREADABLE: [Unreadable; 2] = [
+    Unreadable {
+        name: "write-only",
+        data: b"0200\n",
+        mode: 0o200,
+        atime: (1_600_000_000, 1),
+        mtime: (1_500_000_000, 123_456_789),
+    },
+    Unreadable {
+        name: "no-access",
+        data: b"0000\n",
+        mode: 0o000,
+        atime: (1_600_000_002, 3),
+        mtime: (1_400_000_000, 4),
+    },
+];
+
+/// Restore the [`UNREADABLE`] files under `root`, as the framework does (create, write, close,
+/// properties by name, times, postprocess), with the library at `lib`.
+fn restore_unreadable(lib: &Path, root: &Path) {
+    let plugin = Plugin::load(lib, Arc::new(Hooks::default())).unwrap_or_else(|e| panic!("{e}"));
+    assert!(plugin.claim("flatfiles").unwrap());
+    let s = plugin
+        .open_server("localhost", SessionDef::new(AAPI_OP_RESTORE))
+        .unwrap();
+    s.restore_preprocess(root.as_os_str().as_bytes(), 16, 2)
+        .unwrap();
+    let ts = |(sec, nsec): (i64, u32)| aapi_time_t {
+        sec,
+        nsec,
+        reserved: 0,
+    };
+    for f in UNREADABLE {
+        let (name, atime, mtime) = (f.name, f.atime, f.mtime);
+        let path = root.join("sub").join(name);
+        let path = path.as_os_str().as_bytes();
+        let prop = aapi_object_prop_t {
+            obj_type: AAPI_OBJ_FILE,
+            valid: AAPI_PROP_MODE | AAPI_PROP_SIZE | AAPI_PROP_ATIME | AAPI_PROP_MTIME,
+            mode: f.mode,
+            size: f.data.len() as u64,
+            atime: ts(atime),
+            mtime: ts(mtime),
+            ..Default::default()
+        };
+        let mut o = s.create_object(path, &prop, 0).unwrap();
+        o.write(f.data).unwrap();
+        o.flush().unwrap();
+        o.close().unwrap();
+        let now = s.prop_byname(path).unwrap();
+        assert_eq!(
+            (now.obj_type, now.size),
+            (AAPI_OBJ_FILE, prop.size),
+            "{name}"
+        );
+        s.set_utimes(path, Some(ts(atime)), Some(ts(mtime)))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    s.restore_postprocess(AAPI_EOK).unwrap();
+    s.close().unwrap();
+    plugin.terminate().unwrap();
+}
+
+/// A user without root's powers restores files whose mode denies their owner access (0200,
+/// 0000) with the guide's plugin: as `nobody` (uid and gid 65534, no supplementary groups) when
+/// the tests run as root, from copies of this test and of the library that every user can read;
+/// else as the tests' own user.
+#[test]
+fn the_guide_plugin_restores_files_their_owner_cannot_read() {
+    const NAME: &str = "the_guide_plugin_restores_files_their_owner_cannot_read";
+    if let (Some(lib), Some(root)) = (
+        std::env::var_os(UNREADABLE_LIB),
+        std::env::var_os(UNREADABLE_ROOT),
+    ) {
+        restore_unreadable(Path::new(&lib), Path::new(&root));
+        return;
+    }
+    let w = tempfile::tempdir().unwrap();
+    fs::set_permissions(w.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = |from: &Path, name: &str| {
+        let to = w.path().join(name);
+        fs::copy(from, &to).unwrap();
+        fs::set_permissions(&to, fs::Permissions::from_mode(0o755)).unwrap();
+        to
+    };
+    let lib = copy(&example_library(), "libguide_plugin.so");
+    let root = w.path().join("alt");
+    fs::create_dir(&root).unwrap();
+    let uid = if is_root() {
+        std::os::unix::fs::chown(&root, Some(65534), Some(65534)).unwrap();
+        let exe = copy(&std::env::current_exe().unwrap(), "guide");
+        let child = || {
+            let mut cmd = Command::new(&exe);
+            cmd.args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+                .env(UNREADABLE_LIB, &lib)
+                .env(UNREADABLE_ROOT, &root);
+            // SAFETY: only async-signal-safe calls (setgroups, setgid, setuid) between fork and
+            // exec; the null pointer goes with a count of 0.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::setgroups(0, std::ptr::null()) != 0
+                        || libc::setgid(65534) != 0
+                        || libc::setuid(65534) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            cmd
+        };
+        if let Err(e) = child().arg("--list").output() {
+            eprintln!(
+                "skipped: cannot run {} as nobody ({e}); set TMPDIR to a directory every user can reach",
+                exe.display()
+            );
+            return;
+        }
+        let out = child().output().unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "the restore as nobody failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+            out.status
+        );
+        65534
+    } else {
+        restore_unreadable(&lib, &root);
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() }
+    };
+    let dir = root.join("sub");
+    for f in UNREADABLE {
+        let name = f.name;
+        let path = dir.join(name);
+        let md = fs::symlink_metadata(&path).unwrap();
+        assert!(md.is_file(), "{name}");
+        assert_eq!((md.mode() & 0o7777, md.uid()), (f.mode, uid), "{name}");
+        assert_eq!(
+            (
+                (md.atime(), md.atime_nsec() as u32),
+                (md.mtime(), md.mtime_nsec() as u32)
+            ),
+            (f.atime, f.mtime),
+            "{name}"
+        );
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), f.data, "{name}");
+    }
+    let mut left: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["no-access", "write-only"],
+        "no temporary file is left behind"
+    );
 }
 
 /// The checks the guide's §7 says fail (MUST), warn (SHOULD), are blocked and are skipped.

@@ -108,8 +108,27 @@ impl ErrorKind {
         codes::name(self.code())
     }
 
-    /// The kind an I/O error maps to: `NotFound`, `PermissionDenied`, `AlreadyExists`, `NoSpace`,
-    /// `OutOfMemory`, `NotSupported`, else `Io`.
+    /// The kind an I/O error maps to:
+    ///
+    /// | [`io::ErrorKind`] | kind |
+    /// |---|---|
+    /// | `NotFound`, `NotADirectory` | [`NotFound`](ErrorKind::NotFound) |
+    /// | `PermissionDenied`, `ReadOnlyFilesystem` | [`PermissionDenied`](ErrorKind::PermissionDenied) |
+    /// | `AlreadyExists` | [`AlreadyExists`](ErrorKind::AlreadyExists) |
+    /// | `StorageFull`, `QuotaExceeded`, `FileTooLarge` | [`NoSpace`](ErrorKind::NoSpace) |
+    /// | `OutOfMemory` | [`OutOfMemory`](ErrorKind::OutOfMemory) |
+    /// | `Unsupported` | [`NotSupported`](ErrorKind::NotSupported) |
+    /// | `InvalidFilename` (a name too long for the file system) | [`InvalidArgument`](ErrorKind::InvalidArgument) |
+    /// | `ConnectionRefused`, `ConnectionReset`, `ConnectionAborted`, `NotConnected`, `HostUnreachable`, `NetworkUnreachable`, `NetworkDown`, `AddrNotAvailable`, `TimedOut` | [`Connect`](ErrorKind::Connect) |
+    /// | anything else | [`Io`](ErrorKind::Io) |
+    ///
+    /// The network kinds say that the workload server cannot be reached, or stopped answering
+    /// (`AAPI_ECONNECT`), whether a connect failed or an open connection broke. `TimedOut`
+    /// (`ETIMEDOUT`) is what a connect, or a connection whose peer went silent, gives on Unix
+    /// systems (a read timeout set on a socket gives `WouldBlock` there, which stays
+    /// [`Io`](ErrorKind::Io)). `BrokenPipe` stays [`Io`](ErrorKind::Io): pipes to local
+    /// processes give it too. Where a timeout means something else, map it yourself with
+    /// [`Error::new`].
     pub fn of_io(err: &io::Error) -> ErrorKind {
         use io::ErrorKind as K;
         match err.kind() {
@@ -121,6 +140,16 @@ impl ErrorKind {
             K::Unsupported => ErrorKind::NotSupported,
             // A name or path longer than the file system takes: the caller's path is at fault.
             K::InvalidFilename => ErrorKind::InvalidArgument,
+            // The workload server cannot be reached, or its connection broke.
+            K::ConnectionRefused
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::NotConnected
+            | K::HostUnreachable
+            | K::NetworkUnreachable
+            | K::NetworkDown
+            | K::AddrNotAvailable
+            | K::TimedOut => ErrorKind::Connect,
             _ => ErrorKind::Io,
         }
     }
@@ -260,5 +289,50 @@ mod tests {
             Error::new(ErrorKind::Changed, "").to_string(),
             "object changed since discovery"
         );
+    }
+
+    #[test]
+    fn unreachable_servers_map_to_econnect() {
+        // The errno values of Linux: ENETDOWN, ENETUNREACH, ECONNABORTED, ECONNRESET, ENOTCONN,
+        // ETIMEDOUT, ECONNREFUSED, EHOSTUNREACH, EADDRNOTAVAIL.
+        for errno in [100, 101, 103, 104, 107, 110, 111, 113, 99] {
+            let e: Error = io::Error::from_raw_os_error(errno).into();
+            assert_eq!(e.code(), AAPI_ECONNECT, "errno {errno}: {e}");
+        }
+        for kind in [
+            io::ErrorKind::ConnectionRefused,
+            io::ErrorKind::ConnectionReset,
+            io::ErrorKind::ConnectionAborted,
+            io::ErrorKind::NotConnected,
+            io::ErrorKind::HostUnreachable,
+            io::ErrorKind::NetworkUnreachable,
+            io::ErrorKind::NetworkDown,
+            io::ErrorKind::AddrNotAvailable,
+            io::ErrorKind::TimedOut,
+        ] {
+            assert_eq!(
+                ErrorKind::of_io(&kind.into()),
+                ErrorKind::Connect,
+                "{kind:?}"
+            );
+        }
+        // A real refused connection: a port that was just listened on and is closed again.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e: Error = std::net::TcpStream::connect(("127.0.0.1", port))
+            .unwrap_err()
+            .into();
+        assert_eq!(
+            (e.kind(), e.kind().name()),
+            (ErrorKind::Connect, "AAPI_ECONNECT"),
+            "{e}"
+        );
+        // Not network failures: a broken pipe and a socket read timeout (EAGAIN) stay AAPI_EIO.
+        for kind in [io::ErrorKind::BrokenPipe, io::ErrorKind::WouldBlock] {
+            assert_eq!(ErrorKind::of_io(&kind.into()), ErrorKind::Io, "{kind:?}");
+        }
     }
 }

@@ -6,6 +6,7 @@ use super::types::{Operation, Schedule};
 use crate::abi::*;
 use crate::codes;
 use core::ffi::{c_char, c_int, c_void};
+use std::collections::VecDeque;
 use std::ffi::CString;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -121,27 +122,67 @@ pub(crate) struct Callbacks {
         unsafe extern "C" fn(*mut c_void, *const c_char, *mut c_char, *mut usize) -> c_int,
 }
 
+/// When a session's callbacks may be called.
+struct Gate {
+    /// False once the session is closed: the callbacks are not called any more.
+    open: bool,
+    /// The session's entry points running now (`aapi_open_server` included).
+    running: usize,
+}
+
+/// Log lines sent while none of the session's entry points ran, for the start of the next one.
+#[derive(Default)]
+struct Pending {
+    lines: VecDeque<(Level, CString)>,
+    /// Lines not kept because `lines` was full.
+    dropped: u64,
+}
+
+/// How many log lines a session keeps while none of its entry points runs.
+const PENDING_LINES: usize = 64;
+
 struct HostInner {
     callbacks: Callbacks,
-    /// False once the session is closed: the callbacks are not called any more.
-    open: RwLock<bool>,
+    /// Held for reading around every callback and for writing to enter or leave an entry point
+    /// or to close: an entry point does not end, and a session does not close, while a
+    /// callback is in progress.
+    gate: RwLock<Gate>,
+    /// Taken only while holding `gate`.
+    pending: Mutex<Pending>,
     interval: Duration,
     last_keepalive: Mutex<Instant>,
     cancelled: AtomicBool,
 }
 
 // SAFETY: the ABI makes the session callbacks callable from any thread while an entry point of
-// the session runs; `open` stops every use once the session is closed, and the rest is Sync.
+// the session runs; `gate` lets them through only then, and the rest is Sync.
 unsafe impl Send for HostInner {}
 // SAFETY: as above.
 unsafe impl Sync for HostInner {}
 
 /// The framework's services for one session: logging, keepalives, credentials. Cheap to clone
-/// and usable from any thread; the objects of a session may keep a clone.
+/// and usable from any thread; the objects of a session may keep a clone, and threads the
+/// plugin starts may use one.
 ///
-/// The callbacks are meant to be used while an entry point of the session runs. Once the
-/// session is closed, logging does nothing and keepalives and credentials fail with
-/// `AAPI_ESEQUENCE`: the framework's callbacks are never called after `aapi_close_server`.
+/// The framework's callbacks may be called only while an entry point of this session runs,
+/// from any thread (THR-3: `aapi_open_server`, `aapi_close_server` and every call on the
+/// session's handle or on one of its objects' handles). The SDK counts those entry points and
+/// keeps every other use away from the framework:
+///
+/// - while none of them runs (between calls, or while only other sessions' calls run), a log
+///   line is kept (up to 64 of them; later ones are counted and reported as dropped) and sent
+///   at the start of the session's next entry point, from that entry point's thread;
+///   [`keepalive`](Host::keepalive) and [`keepalive_if_due`](Host::keepalive_if_due) answer
+///   `Ok(())` without calling the framework (no call of the session is waiting on it), and
+///   [`credential`](Host::credential) fails with `AAPI_ESEQUENCE`;
+/// - once the session is closed (`aapi_close_server`, or `aapi_terminate` with the session
+///   open), logging does nothing, the lines still kept are dropped, and keepalives and
+///   credentials fail with `AAPI_ESEQUENCE`: the framework's callbacks are never called after
+///   `aapi_close_server`.
+///
+/// So a thread of the plugin that outlives the call that started it may go on logging, but
+/// its keepalives keep nothing alive: work the framework waits for belongs inside an entry
+/// point.
 #[derive(Clone)]
 pub struct Host {
     inner: Arc<HostInner>,
@@ -156,6 +197,35 @@ impl fmt::Debug for Host {
     }
 }
 
+/// What became of a use of the callbacks.
+enum Gated<R> {
+    /// The callback ran and returned this.
+    Called(R),
+    /// None of the session's entry points is running: the callback was not called.
+    Idle,
+    /// The session is closed: the callback was not called.
+    Closed,
+}
+
+/// One running entry point of a session, counted while it lives (see [`Host::enter`]).
+pub(crate) struct Running {
+    host: Host,
+}
+
+impl Running {
+    /// The session's services.
+    pub(crate) fn host(&self) -> &Host {
+        &self.host
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut gate = self.host.gate_mut();
+        gate.running = gate.running.saturating_sub(1);
+    }
+}
+
 /// Longest secret accepted from the credential callback, in bytes.
 const MAX_SECRET: usize = 1 << 20;
 
@@ -164,7 +234,11 @@ impl Host {
         Host {
             inner: Arc::new(HostInner {
                 callbacks,
-                open: RwLock::new(true),
+                gate: RwLock::new(Gate {
+                    open: true,
+                    running: 0,
+                }),
+                pending: Mutex::new(Pending::default()),
                 interval: keepalive_interval(call_budget),
                 last_keepalive: Mutex::new(Instant::now()),
                 cancelled: AtomicBool::new(false),
@@ -172,23 +246,66 @@ impl Host {
         }
     }
 
-    /// Stop every later use of the callbacks (waits for callbacks in progress).
-    pub(crate) fn close(&self) {
-        *self
-            .inner
-            .open
+    fn gate_mut(&self) -> std::sync::RwLockWriteGuard<'_, Gate> {
+        self.inner
+            .gate
             .write()
-            .unwrap_or_else(PoisonError::into_inner) = false;
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Run `f` with the callbacks if the session is still open.
-    fn with_open<R>(&self, f: impl FnOnce(&Callbacks) -> R) -> Option<R> {
-        let open = self
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.inner
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Count an entry point of the session as running until the returned value is dropped,
+    /// after sending, from this thread, the log lines kept while none ran.
+    pub(crate) fn enter(&self) -> Running {
+        let kept = {
+            let mut gate = self.gate_mut();
+            gate.running += 1;
+            std::mem::take(&mut *self.pending())
+        };
+        let running = Running { host: self.clone() };
+        for (level, text) in &kept.lines {
+            self.log_c(*level, text);
+        }
+        if kept.dropped > 0 {
+            self.log(
+                Level::Warning,
+                format!(
+                    "{} more log lines, sent while no entry point of this session was running, were dropped",
+                    kept.dropped
+                ),
+            );
+        }
+        running
+    }
+
+    /// Stop every later use of the callbacks (waits for callbacks in progress) and drop the
+    /// log lines still kept.
+    pub(crate) fn close(&self) {
+        let mut gate = self.gate_mut();
+        gate.open = false;
+        *self.pending() = Pending::default();
+    }
+
+    /// Run `f` with the callbacks if the session is open and one of its entry points runs.
+    fn gated<R>(&self, f: impl FnOnce(&Callbacks) -> R) -> Gated<R> {
+        let gate = self
             .inner
-            .open
+            .gate
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        open.then(|| f(&self.inner.callbacks))
+        if !gate.open {
+            Gated::Closed
+        } else if gate.running == 0 {
+            Gated::Idle
+        } else {
+            Gated::Called(f(&self.inner.callbacks))
+        }
     }
 
     fn closed_error() -> Error {
@@ -198,14 +315,35 @@ impl Host {
         )
     }
 
-    /// Send a log line to the framework (does nothing once the session is closed).
+    /// Send a log line to the framework now if one of the session's entry points runs, else
+    /// keep it for the next one (see [`Host`]); does nothing once the session is closed.
     pub fn log(&self, level: Level, message: impl AsRef<str>) {
-        let text = c_text(message.as_ref());
-        self.with_open(|cb| {
-            // SAFETY: the session is open, so the callback and its context are valid; `text`
-            // is NUL-terminated and outlives the call.
-            unsafe { (cb.log)(cb.ctx, level.raw(), text.as_ptr()) }
-        });
+        self.log_c(level, &c_text(message.as_ref()));
+    }
+
+    fn log_c(&self, level: Level, text: &CString) {
+        let gate = self
+            .inner
+            .gate
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !gate.open {
+            return;
+        }
+        if gate.running == 0 {
+            let mut pending = self.pending();
+            if pending.lines.len() < PENDING_LINES {
+                pending.lines.push_back((level, text.clone()));
+            } else {
+                pending.dropped += 1;
+            }
+            return;
+        }
+        let cb = &self.inner.callbacks;
+        // SAFETY: the session is open and one of its entry points runs (held by `gate`), so
+        // the callback and its context are valid; `text` is NUL-terminated and outlives the
+        // call.
+        unsafe { (cb.log)(cb.ctx, level.raw(), text.as_ptr()) }
     }
 
     /// Log at [`Level::Error`].
@@ -230,7 +368,9 @@ impl Host {
 
     /// Send a keepalive now. `Err` with [`ErrorKind::Cancelled`] when the framework answers
     /// that the job is cancelled (and from then on, without calling it again): stop the work,
-    /// clean up and return the error within `AAPI_CANCEL_BOUND_MS`.
+    /// clean up and return the error within `AAPI_CANCEL_BOUND_MS`. `Ok(())` without calling
+    /// the framework while none of the session's entry points runs, and `AAPI_ESEQUENCE` once
+    /// the session is closed (see [`Host`]).
     pub fn keepalive(&self) -> Result<()> {
         let mut last = self
             .inner
@@ -262,10 +402,14 @@ impl Host {
         if self.is_cancelled() {
             return Err(cancelled_error(AAPI_ECANCELLED));
         }
-        // SAFETY: the session is open (checked by with_open), so callback and context are valid.
-        let rc = self
-            .with_open(|cb| unsafe { (cb.keepalive)(cb.ctx) })
-            .ok_or_else(Host::closed_error)?;
+        // SAFETY: the session is open and one of its entry points runs (checked by gated), so
+        // callback and context are valid.
+        let rc = match self.gated(|cb| unsafe { (cb.keepalive)(cb.ctx) }) {
+            Gated::Called(rc) => rc,
+            // No call of the session runs, so none is waiting to be kept alive.
+            Gated::Idle => return Ok(()),
+            Gated::Closed => return Err(Host::closed_error()),
+        };
         *last = Instant::now();
         if rc == AAPI_EOK {
             Ok(())
@@ -288,7 +432,8 @@ impl Host {
 
     /// The secret stored under `key`, `Ok(None)` when the framework has none. The buffer grows
     /// to the size the framework asks for; every buffer used is wiped, and the returned
-    /// [`Secret`] wipes itself when dropped.
+    /// [`Secret`] wipes itself when dropped. `AAPI_ESEQUENCE` while none of the session's entry
+    /// points runs and once the session is closed (see [`Host`]).
     pub fn credential(&self, key: &str) -> Result<Option<Secret>> {
         let c_key =
             CString::new(key).map_err(|_| Error::invalid("credential key contains a NUL byte"))?;
@@ -296,20 +441,31 @@ impl Host {
         for _ in 0..4 {
             let mut buf = Secret::zeroed(capacity);
             let mut size = capacity;
-            let rc = self
-                .with_open(|cb| {
-                    // SAFETY: the session is open; `c_key` is NUL-terminated, `buf` holds
-                    // `size` writable bytes and `size` is a valid in/out location.
-                    unsafe {
-                        (cb.credential)(
-                            cb.ctx,
-                            c_key.as_ptr(),
-                            buf.buf.as_mut_ptr() as *mut c_char,
-                            &mut size,
-                        )
-                    }
-                })
-                .ok_or_else(Host::closed_error)?;
+            let called = self.gated(|cb| {
+                // SAFETY: the session is open and one of its entry points runs; `c_key` is
+                // NUL-terminated, `buf` holds `size` writable bytes and `size` is a valid in/out
+                // location.
+                unsafe {
+                    (cb.credential)(
+                        cb.ctx,
+                        c_key.as_ptr(),
+                        buf.buf.as_mut_ptr() as *mut c_char,
+                        &mut size,
+                    )
+                }
+            });
+            let rc = match called {
+                Gated::Called(rc) => rc,
+                Gated::Idle => {
+                    return Err(Error::new(
+                        ErrorKind::Sequence,
+                        format!(
+                            "credential {key:?} asked for while no entry point of the session was running: the framework's callbacks may be used only during one"
+                        ),
+                    ));
+                }
+                Gated::Closed => return Err(Host::closed_error()),
+            };
             match rc {
                 AAPI_EOK => {
                     if size == 0 || size > capacity || buf.buf[size - 1] != 0 {

@@ -10,9 +10,11 @@
 //! - a panic boundary on every entry point: a panic becomes `AAPI_EINTERNAL`, an ERROR log line
 //!   and a last-error message, both with the panic's location; nothing unwinds into the
 //!   framework, nothing is printed on its stderr (SEC-3: a panic hook, installed at the first
-//!   call, keeps quiet about panics inside entry points and passes every other panic to the hook
-//!   installed before it), and poisoned locks are recovered (MEM-3). The crate must unwind on
-//!   panic (see [`export_plugin!`](crate::export_plugin));
+//!   call, keeps quiet about panics inside entry points and about panics of other threads while
+//!   an entry point runs, taken for threads the call started, whose messages join the call's
+//!   report or are logged as a warning; it passes every other panic to the hook installed before
+//!   it), and poisoned locks are recovered (MEM-3). The crate must unwind on panic (see
+//!   [`export_plugin!`](crate::export_plugin));
 //! - argument checks in one fixed order: phase (init, claim) -> NULL pointers (`AAPI_EINVAL`) ->
 //!   handle (`AAPI_EBADHANDLE`) -> legality in the session (`AAPI_ESEQUENCE`) -> `struct_size`
 //!   (`AAPI_EABI`) -> values (`AAPI_EINVAL`, `AAPI_ESCHED_NOT_SUPPORTED`, ...) -> the plugin
@@ -31,8 +33,10 @@
 //!   serialised (THR-1, THR-2);
 //! - closing: `aapi_close_server` closes the session's open objects, `aapi_restore_postprocess`
 //!   closes (success) or aborts (failure) the open created objects, `aapi_terminate` closes
-//!   everything and may be repeated (LIFE-6, LIFE-7); session callbacks are never called after
-//!   the session's close (THR-3).
+//!   everything and may be repeated (LIFE-6, LIFE-7);
+//! - session callbacks only while an entry point of the session runs, never after its close
+//!   (THR-3): [`Host`] keeps log lines for the session's next entry point and refuses or skips
+//!   the other callbacks in between.
 //!
 //! Host services come as [`Host`] (log, keepalive, credentials) in the [`Session`], and the
 //! workload file format as [`crate::workload`].

@@ -5,7 +5,7 @@
 
 use super::error::{Error, ErrorKind, Result};
 use super::handles::{HandleError, OBJECT_TAG, SERVER_TAG, Slots};
-use super::host::{Callbacks, Host, HostInfo, Level, LogSink, Session, c_text};
+use super::host::{Callbacks, Host, HostInfo, Level, LogSink, Running, Session, c_text};
 use super::raw;
 use super::types::{
     BackupJob, ObjectProps, Operation, RestoreInfo, RestoreStatus, Schedule, Timestamp,
@@ -18,7 +18,7 @@ use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{
     Arc, Mutex, MutexGuard, Once, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
@@ -59,11 +59,43 @@ thread_local! {
     static PANIC_AT: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
-/// Install, once per process, the panic hook that keeps panics inside entry points off the
-/// process's stderr: the layer reports them (last error, ERROR log line) with the location the
-/// hook notes. A panic anywhere else (outside entry points, on threads of the plugin's own) goes
-/// to the hook that was installed before, Rust's default or the plugin's, as if this one were
-/// not there. A hook the plugin installs later replaces this one.
+/// Threads inside an entry point of this plugin now (each counted once, however deeply its
+/// calls nest). Every plugin library has its own copy of the SDK, so this and the panic hook
+/// are the library's own.
+static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Panics of other threads (those plugin code started) while an entry point ran, as
+/// `"<message> (at <location>)"`, until a call reports them.
+static THREAD_PANICS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// How many of those panics are kept; later ones are only counted.
+const THREAD_PANICS_KEPT: usize = 8;
+
+/// Panics of other threads not kept in [`THREAD_PANICS`].
+static THREAD_PANICS_DROPPED: AtomicUsize = AtomicUsize::new(0);
+
+/// Set when the hook noted a panic of another thread: the calls look at the list only then.
+static THREAD_PANICKED: AtomicBool = AtomicBool::new(false);
+
+/// The text of a panic payload.
+fn payload_text(payload: &(dyn Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "non-string panic payload"
+    }
+}
+
+/// Install, once per process, the panic hook that keeps panics of the plugin's calls off the
+/// process's stderr: the layer reports them (last error, log line) with the location the hook
+/// notes. Those are the panics inside entry points, and the panics of every other thread while
+/// an entry point of this plugin runs: such a thread is taken for one that plugin code started
+/// during the call (scoped threads, worker pools), and its message is kept for the report. A
+/// panic anywhere else (a thread of the plugin's own while no entry point runs) goes to the hook
+/// that was installed before, Rust's default or the plugin's, as if this one were not there. A
+/// hook the plugin installs later replaces this one.
 fn install_panic_hook() {
     static HOOK: Once = Once::new();
     // take_hook and set_hook panic on a panicking thread (a destructor calling in).
@@ -73,14 +105,51 @@ fn install_panic_hook() {
     HOOK.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
+            let at = info.location().map(ToString::to_string);
             if IN_CALL.try_with(Cell::get).unwrap_or(0) > 0 {
-                let at = info.location().map(ToString::to_string);
                 let _ = PANIC_AT.try_with(|p| *p.borrow_mut() = at);
+            } else if ACTIVE.load(Ordering::SeqCst) > 0 {
+                let text = payload_text(info.payload());
+                let text = match at {
+                    Some(at) => format!("{text} (at {at})"),
+                    None => text.to_string(),
+                };
+                let mut kept = lock(&THREAD_PANICS);
+                if kept.len() < THREAD_PANICS_KEPT {
+                    kept.push(text);
+                } else {
+                    THREAD_PANICS_DROPPED.fetch_add(1, Ordering::SeqCst);
+                }
+                THREAD_PANICKED.store(true, Ordering::SeqCst);
             } else {
                 previous(info);
             }
         }));
     });
+}
+
+/// The panics of other threads kept since the last report, as one sentence (`None` when
+/// there were none).
+fn take_thread_panics() -> Option<String> {
+    if !THREAD_PANICKED.swap(false, Ordering::SeqCst) {
+        return None;
+    }
+    let kept = std::mem::take(&mut *lock(&THREAD_PANICS));
+    let dropped = THREAD_PANICS_DROPPED.swap(0, Ordering::SeqCst);
+    if kept.is_empty() && dropped == 0 {
+        return None;
+    }
+    let mut text = match kept.len() {
+        1 => format!("a thread the plugin started panicked: {}", kept[0]),
+        n => format!(
+            "{n} threads the plugin started panicked: {}",
+            kept.join("; ")
+        ),
+    };
+    if dropped > 0 {
+        text.push_str(&format!(" (and {dropped} more)"));
+    }
+    Some(text)
 }
 
 /// Marks the current thread as inside an entry point while it lives.
@@ -91,6 +160,7 @@ impl InCall {
         install_panic_hook();
         let depth = IN_CALL.with(|d| d.replace(d.get() + 1));
         if depth == 0 {
+            ACTIVE.fetch_add(1, Ordering::SeqCst);
             // A location noted for a panic the plugin caught itself belongs to no report.
             let _ = PANIC_AT.try_with(|p| p.borrow_mut().take());
         }
@@ -100,22 +170,23 @@ impl InCall {
 
 impl Drop for InCall {
     fn drop(&mut self) {
-        let _ = IN_CALL.try_with(|d| d.set(d.get().saturating_sub(1)));
+        let depth = IN_CALL.try_with(|d| {
+            let depth = d.get().saturating_sub(1);
+            d.set(depth);
+            depth
+        });
+        if depth == Ok(0) {
+            ACTIVE.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
 /// The text of a panic payload, with where it happened when the hook noted it.
 fn panic_text(payload: &(dyn Any + Send)) -> String {
-    let text = if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_string()
-    };
+    let text = payload_text(payload);
     match PANIC_AT.try_with(|p| p.borrow_mut().take()).ok().flatten() {
         Some(at) => format!("{text} (at {at})"),
-        None => text,
+        None => text.to_string(),
     }
 }
 
@@ -146,7 +217,8 @@ enum LogTo {
     None,
     /// A raw callback: the handshake's (init, claim, terminate) or a session's while it opens.
     Sink(LogSink),
-    Session(Host),
+    /// A session whose entry point this call is.
+    Session(Running),
 }
 
 impl LogTo {
@@ -154,7 +226,7 @@ impl LogTo {
         match self {
             LogTo::None => {}
             LogTo::Sink(sink) => sink.log(level, message),
-            LogTo::Session(host) => host.log(level, message),
+            LogTo::Session(running) => running.host().log(level, message),
         }
     }
 }
@@ -259,21 +331,36 @@ impl<P: Plugin> Runtime<P> {
         }
     }
 
-    /// The panic boundary and error translation around one entry point.
+    /// The panic boundary and error translation around one entry point. Panics of threads
+    /// that plugin code started, kept by the panic hook meanwhile, are reported with the call's
+    /// own panic, or else logged as a warning.
     fn call(&self, function: &'static str, f: impl FnOnce(&mut LogTo) -> Result<()>) -> c_int {
         let _in_call = InCall::enter();
         let mut log = LogTo::None;
-        match catch_unwind(AssertUnwindSafe(|| f(&mut log))) {
-            Ok(Ok(())) => AAPI_EOK,
-            Ok(Err(e)) => {
-                set_last_error(&e.to_string());
-                e.code()
+        let result = catch_unwind(AssertUnwindSafe(|| f(&mut log)));
+        let threads = take_thread_panics();
+        match result {
+            Ok(result) => {
+                if let Some(threads) = threads {
+                    let text = format!("during {function}, {threads}");
+                    let _ = catch_unwind(AssertUnwindSafe(|| log.log(Level::Warning, &text)));
+                }
+                match result {
+                    Ok(()) => AAPI_EOK,
+                    Err(e) => {
+                        set_last_error(&e.to_string());
+                        e.code()
+                    }
+                }
             }
             Err(payload) => {
-                let text = format!(
+                let mut text = format!(
                     "plugin panicked in {function}: {}",
                     panic_text(payload.as_ref())
                 );
+                if let Some(threads) = threads {
+                    text = format!("{text}; {threads}");
+                }
                 drop_payload(payload);
                 set_last_error(&text);
                 // A panicking log callback cannot unwind (it is extern "C"); ours may not either.
@@ -344,7 +431,7 @@ impl<P: Plugin> Runtime<P> {
         f: impl FnOnce(&ServerArc<P>, &SessionState) -> Result<R>,
     ) -> Result<R> {
         let entry = self.server_entry(handle)?;
-        *log = LogTo::Session(entry.host.clone());
+        *log = LogTo::Session(entry.host.enter());
         let _serial = self.serial();
         let state = read(&entry.state);
         Self::check_operation(function, &entry, &state, handle, allowed)?;
@@ -361,7 +448,7 @@ impl<P: Plugin> Runtime<P> {
         f: impl FnOnce(&ServerArc<P>, &mut SessionState) -> Result<R>,
     ) -> Result<R> {
         let entry = self.server_entry(handle)?;
-        *log = LogTo::Session(entry.host.clone());
+        *log = LogTo::Session(entry.host.enter());
         let _serial = self.serial();
         let mut state = write(&entry.state);
         Self::check_operation(function, &entry, &state, handle, allowed)?;
@@ -400,14 +487,21 @@ impl<P: Plugin> Runtime<P> {
     }
 
     /// Close the open objects of a session: readers are closed, writers committed or aborted.
-    /// Returns the first error.
-    fn close_objects_of(&self, server_handle: u64, host: &Host, commit: bool) -> Result<()> {
+    /// Returns the first error; every failure is passed to `warn`.
+    fn close_objects_of(
+        &self,
+        server_handle: u64,
+        warn: &dyn Fn(&str),
+        commit: bool,
+    ) -> Result<()> {
         let open = lock(&self.objects).remove_where(|o| o.server_handle == server_handle);
         let mut first = Ok(());
         for (handle, entry) in open {
             let state = std::mem::replace(&mut *lock(&entry.state), ObjectState::Closed);
             if let Err(e) = contain("closing an object", || finish_object(state, commit)) {
-                host.warn(format!("object {handle:#x} left open failed to close: {e}"));
+                warn(&format!(
+                    "object {handle:#x} left open failed to close: {e}"
+                ));
                 if first.is_ok() {
                     first = Err(e);
                 }
@@ -417,11 +511,19 @@ impl<P: Plugin> Runtime<P> {
     }
 
     /// Close a session already removed from the table: its objects, then the plugin's session.
-    fn shutdown_server(&self, handle: u64, entry: &ServerEntry<P::Server>) -> Result<()> {
+    /// Failures to close an object go to `log`: the session's own log during its
+    /// `aapi_close_server`, the handshake's at `aapi_terminate`, which is no entry point of the
+    /// session.
+    fn shutdown_server(
+        &self,
+        handle: u64,
+        entry: &ServerEntry<P::Server>,
+        log: &LogTo,
+    ) -> Result<()> {
         let _serial = self.serial();
         let mut state = write(&entry.state);
         state.closed = true;
-        let _ = self.close_objects_of(handle, &entry.host, false);
+        let _ = self.close_objects_of(handle, &|m| log.log(Level::Warning, m), false);
         let result = contain("aapi_close_server", || entry.server.close());
         drop(state);
         entry.host.close();
@@ -575,6 +677,8 @@ impl<P: Plugin> Runtime<P> {
                 }
             }
             let mut guard = CloseOnDrop(Some(host.clone()));
+            // This call is the session's first entry point: its callbacks may be used now.
+            let _running = host.enter();
             let server = plugin.open_server(name, session)?;
             let entry = Arc::new(ServerEntry {
                 server,
@@ -685,8 +789,8 @@ impl<P: Plugin> Runtime<P> {
             let entry = lock(&self.servers)
                 .remove(server)
                 .map_err(|why| bad_handle("server", server, why))?;
-            *log = LogTo::Session(entry.host.clone());
-            self.shutdown_server(server, &entry)
+            *log = LogTo::Session(entry.host.enter());
+            self.shutdown_server(server, &entry, log)
         })
     }
 
@@ -1062,7 +1166,7 @@ impl<P: Plugin> Runtime<P> {
         f: impl FnOnce(&mut ObjectState<P::Server>) -> Result<()>,
     ) -> Result<()> {
         let entry = self.object_entry(object)?;
-        *log = LogTo::Session(entry.server.host.clone());
+        *log = LogTo::Session(entry.server.host.enter());
         let _serial = self.serial();
         let mut state = lock(&entry.state);
         if let ObjectState::Closed = *state {
@@ -1170,7 +1274,7 @@ impl<P: Plugin> Runtime<P> {
             let entry = lock(&self.objects)
                 .remove(object)
                 .map_err(|why| bad_handle("object", object, why))?;
-            *log = LogTo::Session(entry.server.host.clone());
+            *log = LogTo::Session(entry.server.host.enter());
             let _serial = self.serial();
             let state = std::mem::replace(&mut *lock(&entry.state), ObjectState::Closed);
             if let ObjectState::Closed = state {
@@ -1342,7 +1446,8 @@ impl<P: Plugin> Runtime<P> {
                 }
                 state.restore = RestorePhase::Finished;
                 let mut status = RestoreStatus::from_code(status);
-                let closed = self.close_objects_of(server, &entry.host, status.is_success());
+                let warn = |m: &str| entry.host.warn(m);
+                let closed = self.close_objects_of(server, &warn, status.is_success());
                 if let Err(e) = &closed {
                     status = RestoreStatus::Failed(e.code());
                     entry.host.error(format!(
@@ -1369,7 +1474,7 @@ impl<P: Plugin> Runtime<P> {
             self.phase.store(UNINIT, Ordering::Release);
             let servers = lock(&self.servers).remove_where(|_| true);
             for (handle, entry) in servers {
-                if let Err(e) = self.shutdown_server(handle, &entry) {
+                if let Err(e) = self.shutdown_server(handle, &entry, log) {
                     log.log(
                         Level::Warning,
                         &format!("closing server {handle:#x} at terminate: {e}"),
