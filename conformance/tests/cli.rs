@@ -890,13 +890,10 @@ fn a_second_signal_ends_the_runner_and_the_teardown_it_runs() {
     assert!(procs.is_empty(), "processes still run: {procs:?}");
 }
 
-/// Start a run as process 1 of a new PID namespace (a container without an init), as
-/// [`start_run`] does; `None` when this machine cannot make one.
-fn start_run_as_process_1(
-    dir: &std::path::Path,
-    profile: &str,
-    args: &[&str],
-) -> Option<std::process::Child> {
+/// Run `aapi-conformance run` of the complete zoo, load checks only, with `profile` (text), as
+/// process 1 of a new PID namespace (a container without an init), in `dir` as [`start_run`]
+/// does: its exit code and standard error. `None` when this machine cannot make a namespace.
+fn run_as_process_1(dir: &std::path::Path, profile: &str) -> Option<(Option<i32>, String)> {
     const UNSHARE: &[&str] = &[
         "--user",
         "--map-root-user",
@@ -917,52 +914,43 @@ fn start_run_as_process_1(
     let tmp = dir.join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
     let path = write_profile(dir, profile);
-    Some(
-        Command::new("unshare")
-            .args(UNSHARE)
-            .arg(env!("CARGO_BIN_EXE_aapi-conformance"))
-            .arg("run")
-            .arg(common::build(None))
-            .arg("--profile")
-            .arg(&path)
-            .args(args)
-            .env("TMPDIR", &tmp)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    )
+    let out = Command::new("unshare")
+        .args(UNSHARE)
+        .arg(env!("CARGO_BIN_EXE_aapi-conformance"))
+        .arg("run")
+        .arg(common::build(None))
+        .arg("--profile")
+        .arg(&path)
+        .args(["--only", "load."])
+        .env("TMPDIR", &tmp)
+        .stdout(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    Some((
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
 }
 
 #[test]
 fn as_process_1_the_runner_reaps_what_ends_under_it_and_passes_signals_on() {
     // The teardown counts the zombies in the namespace: the workers' group guards end orphaned.
     let dir = common::fast_tempdir();
-    let Some(child) = start_run_as_process_1(
-        dir.path(),
-        "teardown = \"sleep 0.5; grep -s '^State:' /proc/[0-9]*/status | grep -c Z > zombies; true\"",
-        &["--only", "load."],
-    ) else {
+    let teardown = "teardown = \"sleep 0.5; grep -s '^State:' /proc/[0-9]*/status | grep -c Z > zombies; true\"";
+    let Some((code, err)) = run_as_process_1(dir.path(), teardown) else {
         return;
     };
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(code, Some(0), "{err}");
     let zombies = std::fs::read_to_string(dir.path().join("zombies")).unwrap();
     assert_eq!(zombies.trim(), "0", "{err}");
 
     // A signal sent to process 1 (`docker stop`) stops the run as it stops any run.
     let dir = common::fast_tempdir();
-    let Some(child) = start_run_as_process_1(
-        dir.path(),
-        "setup = \"kill -TERM 1; sleep 20\"\nteardown = \": > teardown-ran\"",
-        &["--only", "load."],
-    ) else {
+    let profile = "setup = \"kill -TERM 1; sleep 20\"\nteardown = \": > teardown-ran\"";
+    let Some((code, err)) = run_as_process_1(dir.path(), profile) else {
         return;
     };
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(128 + libc::SIGTERM), "{err}");
+    assert_eq!(code, Some(128 + libc::SIGTERM), "{err}");
     assert!(err.contains("stopped by SIGTERM"), "{err}");
     assert!(dir.path().join("teardown-ran").exists(), "{err}");
 }
