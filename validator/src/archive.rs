@@ -348,6 +348,12 @@ impl Package {
         let sink = sink.unwrap_or(&mut hasher);
         let counting = self.counting(path, &b)?;
         if self.gzip {
+            let mut head = [0u8; 10];
+            let n = self
+                .file
+                .read_at(&mut head, 0)
+                .map_err(|e| Error::read(path, e))?;
+            scan.findings.extend(gzip_header(&head[..n]));
             let reader = Limited {
                 inner: GzDecoder::new(BufReader::new(counting)),
                 b: b.clone(),
@@ -411,6 +417,41 @@ impl Package {
             .map_err(|e| Error::read(path, e))?;
         Ok(Counting { file, b: b.clone() })
     }
+}
+
+/// The finding when the gzip header `head` (its first 10 bytes) carries more than the
+/// compressed data needs: optional fields (extra data, a file name, a comment, a header CRC),
+/// reserved flag bits, or an unknown compression-level byte. Only its time and OS bytes may
+/// be anything.
+fn gzip_header(head: &[u8]) -> Option<Finding> {
+    let (&flags, &xfl) = (head.get(3)?, head.get(8)?);
+    let mut what = Vec::new();
+    for (bit, name) in [
+        (0x01, "the text flag"),
+        (0x02, "a header CRC"),
+        (0x04, "extra data"),
+        (0x08, "a file name"),
+        (0x10, "a comment"),
+    ] {
+        if flags & bit != 0 {
+            what.push(name.to_string());
+        }
+    }
+    if flags & 0xe0 != 0 {
+        what.push(format!("reserved flag bits ({:#04x})", flags & 0xe0));
+    }
+    if !matches!(xfl, 0 | 2 | 4) {
+        what.push(format!("an unknown compression-level byte ({xfl})"));
+    }
+    (!what.is_empty()).then(|| {
+        Finding::whole(
+            Code::ARCHIVE_HEADER,
+            format!(
+                "the gzip header carries {}, which nothing checks; packages carry none (compress with `pack --gzip` or `gzip -n`)",
+                what.join(", ")
+            ),
+        )
+    })
 }
 
 /// A path for messages (findings keep it on one line).
@@ -495,6 +536,13 @@ fn walk<R: Read>(
             &show,
             &prev,
         ));
+        let link = e.link_name_bytes().map(|l| l.into_owned());
+        scan.findings.extend(headers::entry(
+            e.header().as_bytes(),
+            &raw,
+            link.as_deref(),
+            &show,
+        ));
         prev.clone_from(&show);
         let size = e.size();
         let meta = match raw.as_slice() {
@@ -526,7 +574,8 @@ fn walk<R: Read>(
         let file_pos = e.raw_file_position();
         data_end = file_pos.saturating_add(size);
         next_header = file_pos.saturating_add(round_up(size));
-        if size > limits.max_file_size {
+        // The manifest and signature have their fixed bounds instead, as in a tree.
+        if !free_entry && size > limits.max_file_size {
             scan.complete = false;
             scan.findings.push(Finding::at(
                 Code::LIMIT_FILE_SIZE,

@@ -43,6 +43,8 @@ codes! {
     ARCHIVE_TRAILING_DATA,
     /// Non-zero bytes in the padding that fills an entry's data or extension header up to the next 512-byte block.
     ARCHIVE_PADDING,
+    /// A tar or gzip header field that tar implementations read differently, or that carries bytes nothing reads.
+    ARCHIVE_HEADER,
     /// More payload entries than the entry limit.
     LIMIT_ENTRIES,
     /// The payload files add up to more than the total size limit.

@@ -1,8 +1,9 @@
-//! The raw bytes in front of an entry's header: the padding after the previous entry's data,
-//! and the extension headers (GNU long names, pax records) that the `tar` crate folds into the
-//! entry. They are judged here from their bytes, so that no record the validator does not
-//! understand can make another extractor (GNU tar, libarchive) write something else than what
-//! was verified, and no byte of a verified package goes unchecked.
+//! The raw bytes of an entry's headers: the padding after the previous entry's data, the
+//! extension headers (GNU long names, pax records) that the `tar` crate folds into the entry,
+//! and the entry's own header block. They are judged here from their bytes, so that no record
+//! or field the validator does not understand can make another extractor (GNU tar, libarchive)
+//! write something else than what was verified, and no byte of a verified package goes
+//! unchecked.
 
 use crate::finding::{Code, Finding};
 use std::collections::HashSet;
@@ -64,6 +65,18 @@ pub(crate) fn check(
                 "non-zero bytes in the padding of one of its extension headers",
             ));
         }
+        let problems = block(h, None);
+        if !problems.is_empty() {
+            out.push(Finding::at(
+                Code::ARCHIVE_HEADER,
+                path,
+                format!(
+                    "one of its extension headers ({}): {}",
+                    kind_name(h[156]),
+                    problems.join("; ")
+                ),
+            ));
+        }
         match h[156] {
             b'L' => long_name = true,
             b'K' => long_link = true,
@@ -76,6 +89,201 @@ pub(crate) fn check(
         pax_findings(data, path, long_name, long_link, &mut out);
     }
     out
+}
+
+/// The finding about the entry's own header block `h`, read by the `tar` crate as the entry
+/// `path` (after its long name, pax `path` record or ustar prefix) with the symlink target
+/// `link`.
+pub(crate) fn entry(h: &[u8], path: &[u8], link: Option<&[u8]>, show: &str) -> Option<Finding> {
+    let problems = block(h, Some((path, link)));
+    (!problems.is_empty()).then(|| {
+        Finding::at(
+            Code::ARCHIVE_HEADER,
+            show,
+            format!("its header {}", problems.join("; ")),
+        )
+    })
+}
+
+/// What an extension header of type `t` is, for messages.
+fn kind_name(t: u8) -> &'static str {
+    match t {
+        b'L' => "a GNU long name",
+        b'K' => "a GNU long link name",
+        b'x' => "pax records",
+        _ => "an extension",
+    }
+}
+
+/// The 512-byte header fields: name and byte range.
+const NAME: (&str, std::ops::Range<usize>) = ("name", 0..100);
+const LINKNAME: (&str, std::ops::Range<usize>) = ("link name", 157..257);
+const PREFIX: (&str, std::ops::Range<usize>) = ("prefix", 345..500);
+const TEXT: [(&str, std::ops::Range<usize>); 4] =
+    [NAME, LINKNAME, ("uname", 265..297), ("gname", 297..329)];
+/// Numeric fields, and whether the base-256 form is allowed in them (the `tar` crate writes it
+/// for large sizes, owners and times).
+const NUMBERS: [(&str, std::ops::Range<usize>, bool); 8] = [
+    ("mode", 100..108, false),
+    ("uid", 108..116, true),
+    ("gid", 116..124, true),
+    ("size", 124..136, true),
+    ("mtime", 136..148, true),
+    ("checksum", 148..156, false),
+    ("devmajor", 329..337, false),
+    ("devminor", 337..345, false),
+];
+/// The times a GNU header may carry where a ustar header has its prefix.
+const GNU_TIMES: [(&str, std::ops::Range<usize>, bool); 2] =
+    [("atime", 345..357, false), ("ctime", 357..369, false)];
+/// The rest of a GNU header's prefix area: multi-volume offset, long-name count, sparse map,
+/// its continuation flag and the real size, which describe only multi-volume and sparse
+/// entries.
+const GNU_ONLY: std::ops::Range<usize> = 369..500;
+/// The bytes after the ustar prefix (GNU: after the real size), which no format uses.
+const UNUSED: std::ops::Range<usize> = 500..512;
+
+/// Why the header block `h` is not read the same way by every tar, or carries bytes nothing
+/// reads. For an entry's own header, `own` holds the entry's path and symlink target as the
+/// `tar` crate read them; extension headers (`None`) are judged by their fields alone (their
+/// name, which extractors ignore, may be anything).
+fn block(h: &[u8], own: Option<(&[u8], Option<&[u8]>)>) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some(h) = h.get(..BLOCK as usize) else {
+        return out;
+    };
+    let (magic, version) = (&h[257..263], &h[263..265]);
+    let gnu = magic == b"ustar " && version == b" \0";
+    let ustar = magic == b"ustar\0" && version == b"00";
+    if !gnu && !ustar {
+        // The tar crate reads a ustar prefix only with version 00; GNU tar whenever the magic
+        // is ustar\0, libarchive whenever it starts with ustar: the name differs.
+        out.push(format!(
+            "has magic {} and version {}: only ustar (\"ustar\\0\" \"00\") and GNU (\"ustar \" \" \\0\") headers are read alike by every tar",
+            quoted(magic),
+            quoted(version)
+        ));
+        return out;
+    }
+    let fields = TEXT.iter().chain((!gnu).then_some(&PREFIX));
+    for (name, range) in fields {
+        let f = &h[range.clone()];
+        if let Some(nul) = f.iter().position(|&b| b == 0)
+            && f[nul..].iter().any(|&b| b != 0)
+        {
+            out.push(format!(
+                "has bytes after the NUL that ends its {name} field"
+            ));
+        }
+    }
+    let numbers = NUMBERS.iter().chain(if gnu { &GNU_TIMES[..] } else { &[] });
+    let mut values = std::collections::HashMap::new();
+    for (name, range, base256) in numbers {
+        match number(&h[range.clone()], *base256) {
+            Some(v) => {
+                values.insert(*name, v);
+            }
+            None => out.push(format!(
+                "has a {name} field {} that is not a number every tar reads alike",
+                quoted(&h[range.clone()])
+            )),
+        }
+    }
+    if values.get("devmajor").is_some_and(|&v| v != 0)
+        || values.get("devminor").is_some_and(|&v| v != 0)
+    {
+        out.push("has device numbers, and packages hold no devices".to_string());
+    }
+    if gnu && h[GNU_ONLY].iter().any(|&b| b != 0) {
+        out.push(
+            "has non-zero bytes in the GNU fields for multi-volume and sparse files (offset, sparse map, real size)"
+                .to_string(),
+        );
+    }
+    if h[UNUSED].iter().any(|&b| b != 0) {
+        out.push("has non-zero bytes in its last 12 bytes, which no format uses".to_string());
+    }
+    let kind = h[156];
+    let link_field = cut(&h[LINKNAME.1]);
+    if !matches!(kind, b'1' | b'2') && !link_field.is_empty() {
+        out.push("has a link name, on an entry that is not a link".to_string());
+    }
+    let Some((path, link)) = own else {
+        return out;
+    };
+    if values.get("mode").is_some_and(|&m| m > 0o7777) {
+        out.push(format!(
+            "has mode {:o}, with bits besides the permission bits (07777)",
+            values["mode"]
+        ));
+    }
+    // The name the header itself holds: all of the entry's path, or (when a long name or pax
+    // record gives the path) a part of its start.
+    let mut name = Vec::new();
+    if !gnu && !cut(&h[PREFIX.1]).is_empty() {
+        name.extend_from_slice(cut(&h[PREFIX.1]));
+        name.push(b'/');
+    }
+    name.extend_from_slice(cut(&h[NAME.1]));
+    if !path.starts_with(&name) {
+        out.push(format!(
+            "holds the name {}, which is not the entry's path (or the start of it)",
+            quoted(&name)
+        ));
+    }
+    if kind == b'2' && !link.unwrap_or_default().starts_with(link_field) {
+        out.push(format!(
+            "holds the link name {}, which is not the symlink's target (or the start of it)",
+            quoted(link_field)
+        ));
+    }
+    out
+}
+
+/// A header field up to its first NUL.
+fn cut(f: &[u8]) -> &[u8] {
+    f.iter().position(|&b| b == 0).map_or(f, |n| &f[..n])
+}
+
+/// Bytes for a message: printable ASCII as is, anything else escaped, in quotes.
+fn quoted(b: &[u8]) -> String {
+    let text: String = b
+        .iter()
+        .map(|&c| match c {
+            0 => "\\0".to_string(),
+            c => c.escape_ascii().to_string(),
+        })
+        .collect();
+    format!("\"{text}\"")
+}
+
+/// The value of a numeric header field, when every tar reads the same one from it: all NULs
+/// (0); octal digits, after spaces and before NULs or spaces only (no sign, no other
+/// whitespace: GNU tar reads `+` as base 64, the `tar` crate trims any whitespace); or, where
+/// `base256` allows it, the base-256 form whose first byte is exactly 0x80 and whose bytes the
+/// `tar` crate reads too (its last 8).
+fn number(f: &[u8], base256: bool) -> Option<u64> {
+    if f.iter().all(|&b| b == 0) {
+        return Some(0);
+    }
+    if f[0] == 0x80 {
+        let low = f.len().saturating_sub(8).max(1);
+        if !base256 || f[1..low].iter().any(|&b| b != 0) {
+            return None;
+        }
+        return Some(f[low..].iter().fold(0u64, |v, &b| (v << 8) | u64::from(b)));
+    }
+    let start = f.iter().position(|&b| b != b' ')?;
+    let digits = f[start..]
+        .iter()
+        .take_while(|b| (b'0'..=b'7').contains(b))
+        .count();
+    let rest = &f[start + digits..];
+    if digits == 0 || rest.iter().any(|&b| b != 0 && b != b' ') {
+        return None;
+    }
+    let text = std::str::from_utf8(&f[start..start + digits]).ok()?;
+    u64::from_str_radix(text, 8).ok()
 }
 
 /// The finding when the padding from `start` (where the data of the entry `prev` ended) to the
@@ -222,6 +430,59 @@ mod tests {
             len += 1;
         }
         format!("{len} {key}={value}\n")
+    }
+
+    #[test]
+    fn numbers_are_read_only_in_forms_every_tar_reads_alike() {
+        for (f, v) in [
+            (&b"0000644\0"[..], 0o644),
+            (b"  644 \0\0", 0o644),
+            (b"00000000014\0", 0o14),
+            (b"000000000014", 0o14),
+            (b"\0\0\0\0\0\0\0\0", 0),
+            (b"\x80\0\0\0\0\0\0\0\0\0\x01\x00", 256),
+        ] {
+            assert_eq!(number(f, true), Some(v), "{f:?}");
+        }
+        for f in [
+            &b"+0000644"[..],
+            b"0000644x",
+            b"06 44\0\0\0",
+            b"\t0000644",
+            b"\x000000644",
+            b"\xff\xff\xff\xff\xff\xff\xff\xfe",
+            b"\x80\x01\0\0\0\0\0\0\0\0\0\x01",
+            b"\x81\0\0\0\0\0\0\0\0\0\0\x01",
+        ] {
+            assert_eq!(number(f, true), None, "{f:?}");
+        }
+        assert_eq!(number(b"\x80\0\0\0\0\0\0\x01", false), None);
+    }
+
+    #[test]
+    fn a_ustar_prefix_counts_only_in_a_ustar_header() {
+        let path = format!("{}/{}", "d".repeat(80), "f".repeat(80));
+        let mut h = tar::Header::new_ustar();
+        h.set_path(&path).unwrap();
+        h.set_mode(0o644);
+        h.set_size(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        assert_ne!(h.as_bytes()[345], 0, "the tar crate used the prefix");
+        assert_eq!(block(h.as_bytes(), Some((path.as_bytes(), None))), [""; 0]);
+        for version in [b"xx", b"\0\0", b"0 "] {
+            let mut b = *h.as_bytes();
+            b[263..265].copy_from_slice(version);
+            assert_eq!(block(&b, Some((path.as_bytes(), None))).len(), 1);
+        }
+        // A GNU header has no prefix: its area holds the GNU fields.
+        let mut gnu = tar::Header::new_gnu();
+        gnu.set_mode(0o644);
+        gnu.set_cksum();
+        assert!(block(gnu.as_bytes(), Some((b"", None))).is_empty());
+        let mut b = *gnu.as_bytes();
+        b[400] = b'x';
+        assert_eq!(block(&b, Some((b"", None))).len(), 1);
     }
 
     #[test]

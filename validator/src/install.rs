@@ -153,10 +153,16 @@ pub fn install(
     };
 
     let _lock = Lock::take(parent, name, dest)?;
-    tidy(parent, name, dest, leftover)?;
+    let mut put_back = None;
+    tidy(parent, name, dest, &mut |l| {
+        if let Leftover::PutBack { path } = &l {
+            put_back = Some(path.clone());
+        }
+        leftover(l)
+    })?;
     let replacing = check_dest(dest, parent)?;
     let replaced = if replacing {
-        earlier(dest, &manifest.plugin, how)?
+        earlier(dest, &manifest.plugin, how, put_back.as_deref())?
     } else {
         None
     };
@@ -307,8 +313,22 @@ fn split_dest(dest: &Path) -> Result<(&Path, &OsStr)> {
 }
 
 /// The installation in `dest` that installing a package of `plugin` replaces (none when `dest`
-/// is an empty directory), if `how` allows it.
-fn earlier(dest: &Path, plugin: &Plugin, how: &Options) -> Result<Option<Replaced>> {
+/// is an empty directory), if `how` allows it. `put_back` names where that installation was
+/// put back from, when an interrupted install had left it there: a refusal says so.
+fn earlier(
+    dest: &Path,
+    plugin: &Plugin,
+    how: &Options,
+    put_back: Option<&Path>,
+) -> Result<Option<Replaced>> {
+    let done = match put_back {
+        None => "nothing was done".to_string(),
+        Some(from) => format!(
+            "the earlier installation was put back into {} from {}, where an interrupted install had left it, and nothing else was done",
+            dest.display(),
+            from.display()
+        ),
+    };
     let path = dest.join(MANIFEST_PATH);
     let bytes = match crate::hash::open_nofollow(&path)
         .and_then(|f| read_bounded(f, crate::scan::MAX_MANIFEST))
@@ -328,13 +348,13 @@ fn earlier(dest: &Path, plugin: &Plugin, how: &Options) -> Result<Option<Replace
         }
         Err(why) => {
             return Err(Error::new(format!(
-                "--dest {d} holds an installation whose manifest cannot be read ({why}), so what it is is not known; nothing was done, to keep it: check it with `aapi-validator verify --installed {d}`, then give --replace-other to replace it or choose another --dest"
+                "--dest {d} holds an installation whose manifest cannot be read ({why}), so what it is is not known; {done}, to keep it: check it with `aapi-validator verify --installed {d}`, then give --replace-other to replace it or choose another --dest"
             )));
         }
     };
     if (&old.name, &old.vendor) != (&plugin.name, &plugin.vendor) && !how.replace_other {
         return Err(Error::new(format!(
-            "--dest {d} holds another plugin, {} {} ({}), not {} ({}); nothing was done, to keep it: choose another --dest, or give --replace-other to replace it",
+            "--dest {d} holds another plugin, {} {} ({}), not {} ({}); {done}, to keep it: choose another --dest, or give --replace-other to replace it",
             old.name, old.version, old.vendor, plugin.name, plugin.vendor
         )));
     }
@@ -342,7 +362,7 @@ fn earlier(dest: &Path, plugin: &Plugin, how: &Options) -> Result<Option<Replace
         && crate::manifest::compare_versions(&plugin.version, &old.version).is_lt();
     if downgrade && !how.allow_downgrade {
         return Err(Error::new(format!(
-            "--dest {d} holds {} {}, newer than version {} in the package; nothing was done, to keep it: give --allow-downgrade to go back to {}",
+            "--dest {d} holds {} {}, newer than version {} in the package; {done}, to keep it: give --allow-downgrade to go back to {}",
             old.name, old.version, plugin.version, plugin.version
         )));
     }

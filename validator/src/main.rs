@@ -208,7 +208,10 @@ fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| {
         eprintln!("aapi-validator: internal error: {info}");
     }));
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     // With --json, what a command that could not run prints: the report's fields, empty.
     let json = match &cli.command {
         Command::Verify {
@@ -232,30 +235,105 @@ fn main() -> ExitCode {
         Ok(Ok(Done::Invalid)) => ExitCode::from(1),
         Ok(Err(e)) => {
             if let Some((subject, dest)) = json {
-                let mut v = serde_json::json!({
-                    "valid": null,
-                    "error": e.to_string(),
-                    "subject": subject,
-                    "manifest": null,
-                    "manifest_sha256": null,
-                    "signature": null,
-                    "findings": [],
-                });
-                if let Some(dest) = dest {
-                    if e.is_installed() {
-                        v["subject"] = dest.into();
-                    }
-                    v["installed"] = e.is_installed().into();
-                    v["replaced"] = serde_json::Value::Null;
-                    v["leftovers"] = serde_json::to_value(&leftovers).expect("leftovers serialize");
-                }
-                say(&v.to_string());
+                let install = dest.is_some().then_some((e.is_installed(), &leftovers[..]));
+                let subject = match dest {
+                    Some(dest) if e.is_installed() => dest,
+                    _ => subject,
+                };
+                say(&not_run(&e.to_string(), Some(subject), install).to_string());
             }
             eprintln!("aapi-validator: {e}");
             ExitCode::from(if e.is_busy() { 3 } else { 2 })
         }
         Err(_) => ExitCode::from(2),
     }
+}
+
+/// The JSON object of a `verify` or `install` that could not run: the keys of a report, with
+/// `valid` null and `error` saying why; `install` (for `install`) tells whether the new
+/// installation is in place and what was tidied first.
+fn not_run(
+    error: &str,
+    subject: Option<String>,
+    install: Option<(bool, &[Leftover])>,
+) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "valid": null,
+        "error": error,
+        "subject": subject,
+        "manifest": null,
+        "manifest_sha256": null,
+        "signature": null,
+        "findings": [],
+    });
+    if let Some((installed, leftovers)) = install {
+        v["installed"] = installed.into();
+        v["replaced"] = serde_json::Value::Null;
+        v["leftovers"] = serde_json::to_value(leftovers).expect("leftovers serialize");
+    }
+    v
+}
+
+/// A command line that does not parse: clap's message on standard error (help and version
+/// on standard output, exit 0), and for `verify` or `install` with `--json` the JSON object
+/// of a command that could not run, its `error` the first paragraph of that message on one
+/// line.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    let _ = e.print();
+    if !e.use_stderr() {
+        return ExitCode::SUCCESS;
+    }
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if let Some((command, subject)) = json_command(&args) {
+        let text = e.render().to_string();
+        let first: Vec<&str> = text
+            .lines()
+            .take_while(|l| !l.trim().is_empty())
+            .map(str::trim)
+            .collect();
+        let first = first.join(" ");
+        let error = first.strip_prefix("error: ").unwrap_or(&first);
+        let install = (command == "install").then_some((false, &[][..]));
+        say(&not_run(error, subject, install).to_string());
+    }
+    ExitCode::from(2)
+}
+
+/// For `args` naming `verify` or `install` with `--json`: the command, and the path it was
+/// given (its first operand), if any.
+fn json_command(args: &[std::ffi::OsString]) -> Option<(String, Option<String>)> {
+    use clap::CommandFactory;
+    let at = args
+        .iter()
+        .position(|a| !a.to_string_lossy().starts_with('-'))?;
+    let command = args[at].to_string_lossy().into_owned();
+    if command != "verify" && command != "install" {
+        return None;
+    }
+    let cli = Cli::command();
+    let sub = cli.find_subcommand(&command)?;
+    let takes_value = |long: &str| {
+        sub.get_arguments()
+            .any(|a| a.get_long() == Some(long) && a.get_action().takes_values())
+    };
+    let (mut json, mut operand, mut operands_only) = (false, None, false);
+    let mut rest = args[at + 1..].iter();
+    while let Some(a) = rest.next() {
+        let text = a.to_string_lossy();
+        if operands_only || !text.starts_with('-') || text == "-" {
+            operand.get_or_insert_with(|| text.into_owned());
+        } else if text == "--" {
+            operands_only = true;
+        } else if text == "--json" {
+            json = true;
+        } else if let Some(long) = text.strip_prefix("--")
+            && !long.contains('=')
+            && takes_value(long)
+        {
+            rest.next();
+        }
+    }
+    json.then_some((command, operand))
 }
 
 /// Print a line on stdout; a closed pipe is not an error worth a panic.

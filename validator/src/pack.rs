@@ -547,10 +547,22 @@ impl Writer {
             .append_data(&mut h, format!("{path}/"), io::empty())
     }
 
-    /// A symlink.
+    /// A symlink, its target written byte for byte as the manifest records it (`lib/.` stays
+    /// `lib/.`, `lib//x` stays `lib//x`): in the header when it fits, else in a GNU long link
+    /// name.
     pub(crate) fn symlink(&mut self, path: &str, target: &str) -> io::Result<()> {
         let mut h = Self::header(tar::EntryType::Symlink, 0o777, 0);
-        self.tar.append_link(&mut h, path, target)
+        if h.set_link_name_literal(target).is_err() {
+            let mut long =
+                Self::header(tar::EntryType::GNULongLink, 0o644, target.len() as u64 + 1);
+            if let Some(gnu) = long.as_gnu_mut() {
+                gnu.name[..13].copy_from_slice(b"././@LongLink");
+            }
+            long.set_cksum();
+            self.tar
+                .append(&long, target.as_bytes().chain(&[0u8][..]))?;
+        }
+        self.tar.append_data(&mut h, path, io::empty())
     }
 
     /// A regular file of exactly `size` bytes from `data`. A failure to read `data` (an

@@ -169,8 +169,13 @@ pub fn resolve(
             }
             Some(Node::Dir) => {}
             Some(Node::File) => {
-                if pending.iter().any(|c| !c.is_empty() && c != ".") {
-                    return Err((Code::SYMLINK_DANGLING, format!("{here} is not a directory")));
+                // Anything after a file, even a trailing `/` or `/.`, makes the kernel fail
+                // with ENOTDIR.
+                if !pending.is_empty() {
+                    return Err((
+                        Code::SYMLINK_DANGLING,
+                        format!("{here} is a file, and the target goes on after it with /"),
+                    ));
                 }
             }
             Some(Node::Symlink(t)) => {
@@ -283,6 +288,27 @@ mod tests {
             ("via", Code::SYMLINK_ESCAPE),
         ];
         let expect: Vec<_> = expect.iter().map(|(p, c)| (p.to_string(), *c)).collect();
+        assert_eq!(found, expect);
+    }
+
+    #[test]
+    fn nothing_may_follow_a_file_not_even_a_slash() {
+        let found = codes(&[
+            ("lib", Node::Dir),
+            ("lib/libx.so", Node::File),
+            ("lib/slash", Node::Symlink("libx.so/")),
+            ("lib/dot", Node::Symlink("libx.so/.")),
+            ("lib/up", Node::Symlink("libx.so/..")),
+            ("lib/alias", Node::Symlink("libx.so")),
+            ("lib/via", Node::Symlink("alias/")),
+            ("lib/dir", Node::Symlink("../lib/")),
+            ("lib/dirdot", Node::Symlink("../lib/.")),
+        ]);
+        let expect = ["lib/dot", "lib/slash", "lib/up", "lib/via"];
+        let expect: Vec<_> = expect
+            .iter()
+            .map(|p| (p.to_string(), Code::SYMLINK_DANGLING))
+            .collect();
         assert_eq!(found, expect);
     }
 }

@@ -50,6 +50,21 @@ fn before(path: &str, ext: impl FnOnce(&mut Raw)) -> Vec<u8> {
     r.finish()
 }
 
+/// A good package whose entry `path` is written by `write` instead.
+fn replacing(path: &str, write: impl FnOnce(&mut Raw)) -> Vec<u8> {
+    let entries = payload(plugin(Variant::Good));
+    let mut r = Raw::package(&manifest_of(&entries), &[]);
+    let mut write = Some(write);
+    for e in &entries {
+        if e.path() == path {
+            (write.take().expect("one entry has the path"))(&mut r);
+        } else {
+            r.entry(e);
+        }
+    }
+    r.finish()
+}
+
 /// A package whose manifest truthfully lists `entries`.
 fn honest(entries: Vec<E>) -> Vec<u8> {
     Raw::package(&manifest_of(&entries), &entries).finish()
@@ -69,6 +84,36 @@ fn dirty_padding() -> Vec<u8> {
     assert_eq!(b[end + 100], 0);
     b[end + 100] = b'!';
     b
+}
+
+/// A good package whose entry `path` has its header block changed by `edit` (the checksum is
+/// made right again, so the `tar` crate reads the header).
+fn patched(path: &str, edit: impl FnOnce(&mut [u8])) -> Vec<u8> {
+    let mut b = good_package();
+    let at = tar::Archive::new(&b[..])
+        .entries()
+        .unwrap()
+        .map(Result::unwrap)
+        .find(|e| e.path_bytes().as_ref() == path.as_bytes())
+        .map(|e| e.raw_header_position() as usize)
+        .unwrap();
+    let h = &mut b[at..at + 512];
+    edit(h);
+    h[148..156].fill(b' ');
+    let sum: u32 = h.iter().map(|&x| u32::from(x)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    b
+}
+
+/// The header of `path` turned into a ustar header (magic `ustar\0`) with version `version`
+/// and `prefix` in its prefix field.
+fn with_prefix(path: &str, version: &[u8; 2], prefix: &str) -> Vec<u8> {
+    patched(path, |h| {
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(version);
+        h[345..500].fill(0);
+        h[345..345 + prefix.len()].copy_from_slice(prefix.as_bytes());
+    })
 }
 
 fn flipped_library() -> Vec<u8> {
@@ -132,6 +177,12 @@ fn cases(dir: &Path) -> Vec<Case> {
             "newline-path",
             with(|r| r.file(b"a\nb", 0o644, b"x")),
             &[PATH_INVALID],
+        ),
+        // The kernel fails on libdemo.so/ (ENOTDIR): the link would not work.
+        case(
+            "symlink-slash-after-file",
+            honest([good(), vec![E::Link("lib/libdemo.so.2", "libdemo.so/")]].concat()),
+            &[SYMLINK_DANGLING],
         ),
         case(
             "symlink-escape",
@@ -241,6 +292,100 @@ fn cases(dir: &Path) -> Vec<Case> {
             "pax-malformed",
             before("README", |r| r.pax_data(b"22 path=lib/evil.so\n\n")),
             &[ARCHIVE_MALFORMED],
+        ),
+        // GNU tar and libarchive read the prefix of any header with magic ustar\0, the tar
+        // crate only with version 00: README would be written as tmp/escaped/README.
+        case(
+            "ustar-prefix-other-version",
+            with_prefix("README", b"xx", "tmp/escaped"),
+            &[ARCHIVE_HEADER],
+        ),
+        case(
+            "ustar-prefix-absolute",
+            with_prefix(ENTRY, b"\0\0", "/tmp/abs"),
+            &[ARCHIVE_HEADER],
+        ),
+        case(
+            "magic-unknown",
+            patched("README", |h| h[257..265].copy_from_slice(b"ustarX00")),
+            &[ARCHIVE_HEADER],
+        ),
+        case(
+            "v7-header",
+            patched("README", |h| h[257..265].fill(0)),
+            &[ARCHIVE_HEADER],
+        ),
+        // The tar crate reads "+14" as octal 14, GNU tar as base 64.
+        case(
+            "number-with-sign",
+            patched("README", |h| h[124..136].copy_from_slice(b"+0000000014\0")),
+            &[ARCHIVE_HEADER],
+        ),
+        case(
+            "number-with-trailing-text",
+            patched("README", |h| h[108..116].copy_from_slice(b"0 hello\0")),
+            &[ARCHIVE_HEADER],
+        ),
+        // Bytes nothing reads: after the NUL that ends a name, a link name on a file, the GNU
+        // sparse map of a file that is not sparse, device numbers, the header's last bytes.
+        case(
+            "bytes-after-name",
+            patched("README", |h| h[7..20].copy_from_slice(b"HIDDEN-IN-NAM")),
+            &[ARCHIVE_HEADER],
+        ),
+        case(
+            "link-name-on-file",
+            patched("README", |h| h[157..163].copy_from_slice(b"HIDDEN")),
+            &[ARCHIVE_HEADER],
+        ),
+        case(
+            "gnu-sparse-area",
+            patched("README", |h| h[386..392].copy_from_slice(b"HIDDEN")),
+            &[ARCHIVE_HEADER],
+        ),
+        case(
+            "device-numbers",
+            patched("README", |h| h[329..337].copy_from_slice(b"0000010\0")),
+            &[ARCHIVE_HEADER],
+        ),
+        case(
+            "header-tail",
+            patched("README", |h| h[505] = b'!'),
+            &[ARCHIVE_HEADER],
+        ),
+        case(
+            "mode-type-bits",
+            patched("README", |h| h[100..108].copy_from_slice(b"0100644\0")),
+            &[ARCHIVE_HEADER],
+        ),
+        // A long name gives the path; the header's own name field still holds bytes.
+        case(
+            "name-not-the-path",
+            replacing("README", |r| {
+                r.raw(
+                    b"././@LongLink",
+                    tar::EntryType::GNULongName,
+                    0o644,
+                    b"README\0",
+                    None,
+                );
+                r.file(b"lib/evil.so", 0o644, b"demo plugin\n");
+            }),
+            &[ARCHIVE_HEADER],
+        ),
+        case(
+            "extension-header-bytes-after-name",
+            replacing("README", |r| {
+                r.raw(
+                    b"././@LongLink\0HIDDEN",
+                    tar::EntryType::GNULongName,
+                    0o644,
+                    b"README\0",
+                    None,
+                );
+                r.file(b"README", 0o644, b"demo plugin\n");
+            }),
+            &[ARCHIVE_HEADER],
         ),
         // Bytes nothing reads: the padding of an entry's data and of a pax header.
         case("padding-after-data", dirty_padding(), &[ARCHIVE_PADDING]),
@@ -861,6 +1006,25 @@ fn compressed_packages_are_checked_the_same_way() {
     assert_eq!(codes(&pkg), vec![ARCHIVE_TRUNCATED]);
     fs::write(&pkg, [gz.clone(), b"appended".to_vec()].concat()).unwrap();
     assert_eq!(codes(&pkg), vec![ARCHIVE_TRAILING_DATA]);
+    // The optional fields of a gzip header (extra data, file name, comment) carry bytes
+    // nothing checks; its time and OS bytes are free.
+    for (flag, field) in [
+        (0x04u8, &b"\x05\x00XY\x01\x00E"[..]),
+        (0x08, b"hidden-name.tar\0"),
+        (0x10, b"any hidden payload\0"),
+    ] {
+        let mut b = gz[..10].to_vec();
+        b[3] = flag;
+        b.extend_from_slice(field);
+        b.extend_from_slice(&gz[10..]);
+        fs::write(&pkg, b).unwrap();
+        assert_eq!(codes(&pkg), vec![ARCHIVE_HEADER], "flag {flag:#x}");
+    }
+    let mut free = gz.clone();
+    free[4..8].copy_from_slice(&1_700_000_000u32.to_le_bytes());
+    free[9] = 3;
+    fs::write(&pkg, free).unwrap();
+    assert_eq!(codes(&pkg), vec![]);
     let mut bad_crc = gz.clone();
     let n = bad_crc.len();
     bad_crc[n - 6] ^= 1;
@@ -919,4 +1083,109 @@ fn limits_count_what_the_ok_line_counts() {
             assert!(stdout(&o).starts_with(code), "{}", stdout(&o));
         }
     }
+}
+
+#[test]
+fn the_file_size_limit_counts_payload_files_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries = payload(plugin(Variant::Good));
+    let mut m = manifest_of(&entries);
+    m.plugin.workload_types = (0..4000).map(|i| format!("workload-type-{i:06}")).collect();
+    let largest = entries
+        .iter()
+        .filter_map(|e| match e {
+            E::File(_, _, d) => Some(d.len()),
+            _ => None,
+        })
+        .max()
+        .unwrap();
+    assert!(
+        m.to_bytes().len() > largest,
+        "the manifest is the largest file"
+    );
+    let bytes = Raw::package(&m, &entries).finish();
+    let plain = dir.path().join("demo.aapkg");
+    fs::write(&plain, &bytes).unwrap();
+    let gz = dir.path().join("demo.aapkg.gz");
+    fs::write(&gz, gzip(&bytes)).unwrap();
+    let tree = dir.path().join("tree");
+    fs::create_dir(&tree).unwrap();
+    tar::Archive::new(&bytes[..]).unpack(&tree).unwrap();
+    let (fits, less) = (largest.to_string(), (largest - 1).to_string());
+    for subject in [&plain, &gz, &tree] {
+        let o = run(&[&"verify", subject, &"--max-file-size", &fits]);
+        assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+        let o = run(&[&"verify", subject, &"--max-file-size", &less]);
+        assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+        assert!(
+            stdout(&o).starts_with(&format!("LIMIT_FILE_SIZE         {ENTRY}: ")),
+            "{}",
+            stdout(&o)
+        );
+    }
+}
+
+#[test]
+fn a_usage_error_with_json_prints_the_error_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("good.aapkg");
+    fs::write(&pkg, good_package()).unwrap();
+    let dest = dir.path().join("demo");
+    let p = pkg.display().to_string();
+    for (args, error) in [
+        (
+            vec!["verify", &p, "--json", "--target-arch", "sparc"],
+            "invalid value 'sparc' for '--target-arch <TARGET_ARCH>'",
+        ),
+        (
+            vec!["verify", "--max-entries", "10", "--json", &p, "--bogus"],
+            "unexpected argument '--bogus' found",
+        ),
+        (
+            vec![
+                "install",
+                &p,
+                "--dest",
+                dest.to_str().unwrap(),
+                "--json",
+                "--max-entries",
+                "ten",
+            ],
+            "invalid value 'ten' for '--max-entries <MAX_ENTRIES>'",
+        ),
+    ] {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_aapi-validator"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}", stdout(&o)));
+        assert!(v["valid"].is_null(), "{v}");
+        assert!(v["error"].as_str().unwrap().starts_with(error), "{v}");
+        assert!(!v["error"].as_str().unwrap().contains('\n'), "{v}");
+        assert_eq!(v["subject"], p.as_str());
+        for key in ["manifest", "manifest_sha256", "signature"] {
+            assert!(v[key].is_null(), "{key}: {v}");
+        }
+        assert_eq!(v["findings"], serde_json::json!([]));
+        if args[0] == "install" {
+            assert_eq!(v["installed"], false);
+            assert!(v["replaced"].is_null());
+            assert_eq!(v["leftovers"], serde_json::json!([]));
+        }
+        // Standard error has the usual message.
+        assert!(
+            String::from_utf8_lossy(&o.stderr).starts_with(&format!("error: {error}")),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    assert!(!dest.exists());
+    // Without --json, nothing on standard output; help is not an error.
+    let o = run(&[&"verify", &pkg, &"--target-arch", &"sparc"]);
+    assert_eq!((o.status.code(), o.stdout.len()), (Some(2), 0));
+    let o = run(&[&"verify", &"--json", &"--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).contains("Usage"), "{}", stdout(&o));
 }

@@ -1094,6 +1094,46 @@ fn another_plugin_or_a_newer_version_is_replaced_only_when_asked() {
 }
 
 #[test]
+fn a_refusal_after_putting_back_an_earlier_installation_says_so() {
+    let w = tempfile::tempdir().unwrap();
+    let plugins = w.path().join("plugins");
+    fs::create_dir(&plugins).unwrap();
+    let dest = plugins.join("demo");
+    let newer = package(w.path(), "2.0.0", false);
+    let older = package(w.path(), "1.0.0", false);
+    assert_eq!(install(&newer, &dest).status.code(), Some(0));
+    let tree = snapshot(&dest);
+    // An install killed between the two renames of the fallback left it aside.
+    let aside = plugins.join(".demo.aapi-aside-Ab12Cd");
+    fs::rename(&dest, &aside).unwrap();
+    let (d, a) = (dest.display(), aside.display());
+    let o = run(&[&"install", &"--json", &older, &"--dest", &dest]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let want = format!(
+        "--dest {d} holds demo 2.0.0, newer than version 1.0.0 in the package; the earlier installation was put back into {d} from {a}, where an interrupted install had left it, and nothing else was done, to keep it: give --allow-downgrade to go back to 1.0.0"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["error"], want.as_str());
+    assert_eq!(v["installed"], false);
+    assert_eq!(
+        v["leftovers"],
+        serde_json::json!([{"action": "put_back", "path": aside}])
+    );
+    assert!(snapshot(&dest) == tree);
+    assert!(!aside.exists());
+    // Without --json, the same words on standard error, after the line about the put-back.
+    fs::rename(&dest, &aside).unwrap();
+    let o = install(&older, &dest);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "aapi-validator: put back the earlier installation from {a}, where an interrupted install had left it\naapi-validator: {want}\n"
+        )
+    );
+}
+
+#[test]
 fn install_json_keeps_its_shape_when_the_install_cannot_run() {
     let w = tempfile::tempdir().unwrap();
     let plugins = w.path().join("plugins");

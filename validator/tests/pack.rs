@@ -282,6 +282,51 @@ fn pack_refuses_what_verify_would_refuse() {
     );
 }
 
+#[test]
+fn symlink_targets_are_packed_as_they_are() {
+    let d = plugin_dir(Variant::Good);
+    let long = format!("{}README", "./".repeat(60));
+    let targets = [
+        ("lib-dot", "lib/."),
+        ("lib-twice", "lib//libdemo.so"),
+        ("lib-slash", "lib/"),
+        ("long", long.as_str()),
+    ];
+    for (link, target) in targets {
+        std::os::unix::fs::symlink(target, d.path().join(link)).unwrap();
+    }
+    let out = tempfile::tempdir().unwrap();
+    let pkg = out.path().join("p.aapkg");
+    let o = run(&[&"pack", &d.path(), &"-o", &pkg]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert_eq!(run(&[&"verify", &pkg]).status.code(), Some(0));
+    let (m, _) = manifest_in(&pkg);
+    let mut ar = tar::Archive::new(fs::File::open(&pkg).unwrap());
+    for e in ar.entries().unwrap() {
+        let e = e.unwrap();
+        let name = String::from_utf8(e.path_bytes().into_owned()).unwrap();
+        if let Some((_, target)) = targets.iter().find(|(l, _)| *l == name) {
+            assert_eq!(e.link_name_bytes().unwrap().as_ref(), target.as_bytes());
+            assert_eq!(
+                m.get(&name).unwrap().kind,
+                Kind::Symlink {
+                    target: target.to_string()
+                }
+            );
+        }
+    }
+    // A file followed by / is no directory: the link would not work.
+    let d = plugin_dir(Variant::Good);
+    std::os::unix::fs::symlink("libdemo.so/", d.path().join("lib/libdemo.so.2")).unwrap();
+    let o = run(&[&"pack", &d.path(), &"-o", &pkg]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stdout(&o).starts_with("SYMLINK_DANGLING        lib/libdemo.so.2: "),
+        "{}",
+        stdout(&o)
+    );
+}
+
 fn names_in(dir: &Path) -> Vec<String> {
     fs::read_dir(dir)
         .unwrap()
