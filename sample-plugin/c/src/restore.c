@@ -627,6 +627,47 @@ static int restore_server(const char *fn, aapi_server_t server, files_server **o
 
 static int bad_time(const aapi_time_t *t) { return t->nsec > 999999999u; }
 
+/* How many hidden names beside an object are tried before giving up. */
+#define HIDDEN_NAME_TRIES 1000
+
+/* Rename the entry `from` of `dirfd` to `to` in it without replacing anything: -1 with errno
+ * EEXIST when `to` exists. POSIX has no such rename: a directory takes the place of an empty
+ * directory made for it (mkdir fails when the name exists); anything else gets a second link
+ * `to` (link fails when the name exists) and loses `from`. On a file system without hard
+ * links, `to` is looked up first (a name made between the two is replaced). */
+static int rename_noreplace(int dirfd, const char *from, const char *to)
+{
+    struct stat st;
+    int err;
+    if (fstatat(dirfd, from, &st, AT_SYMLINK_NOFOLLOW) != 0)
+        return -1;
+    if (S_ISDIR(st.st_mode)) {
+        if (mkdirat(dirfd, to, 0700) != 0)
+            return -1;
+        if (renameat(dirfd, from, dirfd, to) == 0)
+            return 0;
+        err = errno;
+        (void)unlinkat(dirfd, to, AT_REMOVEDIR);
+        errno = err;
+        return -1;
+    }
+    if (linkat(dirfd, from, dirfd, to, 0) == 0) {
+        if (unlinkat(dirfd, from, 0) == 0)
+            return 0;
+        err = errno;
+        (void)unlinkat(dirfd, to, 0);
+        errno = err;
+        return -1;
+    }
+    if (errno != EPERM && errno != EOPNOTSUPP && errno != EXDEV && errno != EMLINK)
+        return -1;
+    if (fstatat(dirfd, to, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        errno = EEXIST;
+        return -1;
+    }
+    return renameat(dirfd, from, dirfd, to);
+}
+
 /* "<dir>/.<name>.aapi-<what>-<n>" beside `path`. The name is cut short where needed (at a byte)
  * so that the whole stays within NAME_MAX (255) bytes: an object whose name is as long as a file
  * system allows gets one too. */
@@ -1292,14 +1333,21 @@ int aapi_create_object(aapi_server_t server, const char *path, const aapi_object
         }
     }
     if (obj->type == AAPI_OBJ_FILE) {
-        /* OBJ-6: the data goes to a hidden temporary file until close. */
-        obj->tmp = hidden_sibling(obj->path, "tmp");
-        if (obj->tmp == NULL) {
-            rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
-            goto out;
+        /* OBJ-6: the data goes to a hidden temporary file until close, under a name nothing
+         * has: the names are unique only in this process, so one that exists (left by an
+         * earlier restore, or a user's) is skipped, never reused. */
+        for (i = 0; i < HIDDEN_NAME_TRIES; i++) {
+            free(obj->tmp);
+            obj->tmp = hidden_sibling(obj->path, "tmp");
+            if (obj->tmp == NULL) {
+                rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
+                goto out;
+            }
+            obj->fd = openat(obj->dirfd, leaf_of(obj->server, obj->tmp),
+                             O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+            if (obj->fd >= 0 || errno != EEXIST)
+                break;
         }
-        obj->fd = openat(obj->dirfd, leaf_of(obj->server, obj->tmp),
-                         O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (obj->fd < 0) {
             rc = fail_errno(errno, "%s: cannot create %s", fn, obj->tmp);
             goto out;
@@ -1413,16 +1461,23 @@ static int set_aside(const char *fn, files_object *obj, char **aside)
                                : fail_errno(errno, "%s: cannot inspect %s", fn, obj->path);
     if (!obj->overwrite)
         return fail(AAPI_EEXIST, "%s: %s appeared while it was being restored", fn, obj->path);
-    *aside = hidden_sibling(obj->path, "old");
-    if (*aside == NULL)
-        return fail(AAPI_ENOMEM, "%s: out of memory", fn);
-    if (renameat(obj->dirfd, leaf_of(obj->server, obj->path), obj->dirfd, leaf_of(obj->server, *aside)) != 0) {
-        int rc = fail_errno(errno, "%s: cannot move %s aside", fn, obj->path);
+    /* A name of the form is unique only in this process: one that exists (a user's file, an
+     * object kept aside by an earlier restore) is never replaced; the next is tried. */
+    for (int i = 0; i < HIDDEN_NAME_TRIES; i++) {
+        int err;
+        *aside = hidden_sibling(obj->path, "old");
+        if (*aside == NULL)
+            return fail(AAPI_ENOMEM, "%s: out of memory", fn);
+        if (rename_noreplace(obj->dirfd, leaf_of(obj->server, obj->path),
+                             leaf_of(obj->server, *aside)) == 0)
+            return AAPI_EOK;
+        err = errno;
         free(*aside);
         *aside = NULL;
-        return rc;
+        if (err != EEXIST || i + 1 == HIDDEN_NAME_TRIES)
+            return fail_errno(err, "%s: cannot move %s aside", fn, obj->path);
     }
-    return AAPI_EOK;
+    return AAPI_EOK; /* not reached */
 }
 
 /* Undo set_aside after the new object could not be placed. */

@@ -1512,3 +1512,70 @@ fn a_message_too_long_to_keep_whole_keeps_its_reason() {
         );
     }
 }
+
+/// The hidden names beside an object (`.<name>.aapi-old-<n>`, `.<name>.aapi-tmp-<n>`) are
+/// unique only in one process: entries that already have them (a user's files, an object an
+/// earlier restore kept aside) are left alone by a restore that succeeds and by one that fails.
+#[test]
+fn entries_that_have_the_hidden_names_are_left_alone() {
+    let _turn = turn();
+    for (name, lib) in samples() {
+        let work = tempfile::tempdir().unwrap();
+        // A copy of its own: the names count from 1 in a freshly loaded library.
+        let copy = work.path().join(format!("lib-{name}.so"));
+        fs::copy(&lib, &copy).unwrap();
+        let l = Loaded::new(&copy);
+        for status in [AAPI_EIO, AAPI_EOK] {
+            let alt = work.path().join(format!("alt-{status}"));
+            fs::create_dir_all(&alt).unwrap();
+            let old = alt.join("old.txt");
+            fs::write(&old, b"old").unwrap();
+            let decoys: Vec<(PathBuf, String)> = (1..=20)
+                .flat_map(|n| ["old", "tmp"].map(|w| (n, w)))
+                .map(|(n, w)| {
+                    let d = alt.join(format!(".old.txt.aapi-{w}-{n}"));
+                    let text = format!("user file {w} {n}");
+                    fs::write(&d, &text).unwrap();
+                    (d, text)
+                })
+                .collect();
+            let s = l.session(AAPI_OP_RESTORE, "", &[]);
+            s.restore_preprocess(bytes(&alt), 100, 1).unwrap();
+            let prop = aapi_object_prop_t {
+                struct_size: size_of::<aapi_object_prop_t>() as u32,
+                obj_type: AAPI_OBJ_FILE,
+                valid: AAPI_PROP_MODE,
+                mode: 0o640,
+                ..Default::default()
+            };
+            let mut o = s
+                .create_object(bytes(&old), &prop, AAPI_CREATE_OVERWRITE)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            o.write(b"new").unwrap();
+            o.close().unwrap_or_else(|e| panic!("{name}: {e}"));
+            s.restore_postprocess(status).unwrap();
+            s.close().unwrap();
+            let want: &[u8] = if status == AAPI_EOK { b"new" } else { b"old" };
+            assert_eq!(fs::read(&old).unwrap(), want, "{name}, status {status}");
+            for (d, text) in &decoys {
+                assert_eq!(
+                    fs::read_to_string(d).ok().as_deref(),
+                    Some(text.as_str()),
+                    "{name}, status {status}: {} was replaced",
+                    d.display()
+                );
+            }
+            let hidden = fs::read_dir(&alt)
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .contains(".aapi-")
+                })
+                .count();
+            assert_eq!(hidden, decoys.len(), "{name}, status {status}: left behind");
+        }
+    }
+}

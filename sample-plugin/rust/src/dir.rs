@@ -288,6 +288,31 @@ impl Dir {
         check(unsafe { libc::renameat(self.fd(), from.as_ptr(), self.fd(), to.as_ptr()) })
     }
 
+    /// Rename the entry `from` to `to`, both in this directory, without replacing anything:
+    /// fails with `AlreadyExists` when `to` exists. On a file system without
+    /// `RENAME_NOREPLACE`, `to` is looked up first (a name made between the two is replaced).
+    pub fn rename_noreplace(&self, from: &CStr, to: &CStr) -> io::Result<()> {
+        // SAFETY: both names are NUL-terminated and `self` open, all alive for the call.
+        let r = check(unsafe {
+            libc::renameat2(
+                self.fd(),
+                from.as_ptr(),
+                self.fd(),
+                to.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        });
+        match r {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                if self.stat(to)?.is_some() {
+                    return Err(io::Error::from_raw_os_error(libc::EEXIST));
+                }
+                self.rename(from, to)
+            }
+            r => r,
+        }
+    }
+
     /// A hard link `to` of the entry `from`, both in this directory (fails when `to` exists).
     pub fn link(&self, from: &CStr, to: &CStr) -> io::Result<()> {
         // SAFETY: both names are NUL-terminated and `self` open, all alive for the call.

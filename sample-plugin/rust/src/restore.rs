@@ -35,6 +35,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 /// Longest symlink target accepted, in bytes.
 const MAX_LINK_TARGET: usize = 65_536;
 
+/// How many hidden names beside an object are tried before giving up.
+const HIDDEN_NAME_TRIES: usize = 1000;
+
 /// A directory restored with a mode that keeps its owner out (0555, say). When a later object
 /// goes inside it, a restore that does not run as root opens it up (u+rwx) until postprocess,
 /// which gives it its exact mode back.
@@ -394,19 +397,8 @@ impl Book {
         };
         let tmp = if props.kind == ObjectType::File {
             // OBJ-6: the data goes to a hidden temporary file until close.
-            let tmp = paths::hidden_sibling(&path, "tmp");
-            match name_of(&tmp).and_then(|tmp_name| {
-                dir.create_file(&tmp_name, 0o600)
-                    .map(|f| (f, tmp_name))
-                    .map_err(|e| {
-                        crate::dir::io_error(e, format!("cannot create {}", tmp.display()))
-                    })
-            }) {
-                Ok((f, tmp_name)) => Some(Temporary {
-                    file: f,
-                    name: tmp_name,
-                    path: tmp,
-                }),
+            match Temporary::create(&dir, &path) {
+                Ok(t) => Some(t),
                 Err(e) => {
                     // RC-11: nothing new left visible.
                     scope.remove_made(&made);
@@ -775,6 +767,40 @@ struct Temporary {
     path: PathBuf,
 }
 
+impl Temporary {
+    /// A new hidden temporary file beside `path`, in its directory `dir`, under a name nothing
+    /// has: the names are unique only in this process, so one that exists (left by an earlier
+    /// restore, or a user's) is skipped, never reused.
+    fn create(dir: &Dir, path: &Path) -> Result<Temporary> {
+        let mut last = None;
+        for _ in 0..HIDDEN_NAME_TRIES {
+            let tmp = paths::hidden_sibling(path, "tmp");
+            let name = name_of(&tmp)?;
+            match dir.create_file(&name, 0o600) {
+                Ok(file) => {
+                    return Ok(Temporary {
+                        file,
+                        name,
+                        path: tmp,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some((e, tmp)),
+                Err(e) => {
+                    return Err(crate::dir::io_error(
+                        e,
+                        format!("cannot create {}", tmp.display()),
+                    ));
+                }
+            }
+        }
+        let (e, tmp) = last.unwrap_or_else(|| (io::ErrorKind::AlreadyExists.into(), path.into()));
+        Err(crate::dir::io_error(
+            e,
+            format!("cannot create {}", tmp.display()),
+        ))
+    }
+}
+
 /// An existing object moved aside under a hidden name beside it.
 struct Aside {
     name: CString,
@@ -824,12 +850,23 @@ impl Writer {
         if !self.overwrite {
             return Err(self.appeared());
         }
-        let path = paths::hidden_sibling(&self.path, "old");
-        let name = name_of(&path)?;
-        self.dir.rename(&self.name, &name).map_err(|e| {
-            crate::dir::io_error(e, format!("cannot move {} aside", self.path.display()))
-        })?;
-        Ok(Some(Aside { name, path }))
+        // A name of the form is unique only in this process: one that exists (a user's file, an
+        // object kept aside by an earlier restore) is never replaced; the next is tried.
+        let mut last = None;
+        for _ in 0..HIDDEN_NAME_TRIES {
+            let path = paths::hidden_sibling(&self.path, "old");
+            let name = name_of(&path)?;
+            match self.dir.rename_noreplace(&self.name, &name) {
+                Ok(()) => return Ok(Some(Aside { name, path })),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
+                Err(e) => return Err(self.cannot_set_aside(e)),
+            }
+        }
+        Err(self.cannot_set_aside(last.unwrap_or_else(|| io::ErrorKind::AlreadyExists.into())))
+    }
+
+    fn cannot_set_aside(&self, e: io::Error) -> Error {
+        crate::dir::io_error(e, format!("cannot move {} aside", self.path.display()))
     }
 
     /// Undo [`set_aside`](Writer::set_aside) after the new object could not be placed.
