@@ -109,6 +109,7 @@ typedef struct files_config {
 typedef struct files_aside {
     char *path;
     char *aside;
+    int own; /* an object this restore created: a failed restore removes it, not puts it back */
 } files_aside;
 
 /** A restored directory whose mode denies its owner write access (non-root restores). */

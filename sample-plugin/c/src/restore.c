@@ -58,7 +58,19 @@ static int record_created(files_server *srv, const char *path)
     return rc;
 }
 
-static int record_aside(files_server *srv, const char *path, const char *aside)
+/* Whether this restore created `path` (RST-6). */
+static int was_created(files_server *srv, const char *path)
+{
+    size_t i;
+    int found = 0;
+    state_lock();
+    for (i = 0; i < srv->created.n && !found; i++)
+        found = strcmp(srv->created.v[i], path) == 0;
+    state_unlock();
+    return found;
+}
+
+static int record_aside(files_server *srv, const char *path, const char *aside, int own)
 {
     char *p = strdup(path), *a = strdup(aside);
     files_aside *nv = NULL;
@@ -69,6 +81,7 @@ static int record_aside(files_server *srv, const char *path, const char *aside)
         srv->aside = nv;
         srv->aside[srv->aside_n].path = p;
         srv->aside[srv->aside_n].aside = a;
+        srv->aside[srv->aside_n].own = own;
         srv->aside_n++;
     }
     state_unlock();
@@ -1060,7 +1073,16 @@ static int roll_back(files_server *srv)
         char reason[512];
         files_walk w;
         int fd = walk_parent(srv, path, NULL, &w);
-        if (fd < 0 || renameat(fd, leaf_of(srv, aside), fd, leaf_of(srv, path)) != 0) {
+        if (fd >= 0 && srv->aside[i].own) {
+            /* Made by this restore and replaced by it: removed, not put back. */
+            if (remove_tree_at(FILES_PLUGIN_NAME, fd, leaf_of(srv, aside), aside, NULL) != AAPI_EOK) {
+                size_t len = sizeof reason;
+                (void)last_error_copy(reason, &len);
+                log_msg(srv, AAPI_LOG_ERROR, "%s: cannot remove %s: %s", FILES_PLUGIN_NAME, aside,
+                        reason);
+                rc = AAPI_EIO;
+            }
+        } else if (fd < 0 || renameat(fd, leaf_of(srv, aside), fd, leaf_of(srv, path)) != 0) {
             log_msg(srv, AAPI_LOG_ERROR, "%s: cannot put %s back; it is kept as %s: %s",
                     FILES_PLUGIN_NAME, path, aside,
                     fd < 0 ? walk_reason(srv, path, &w, reason, sizeof reason)
@@ -1523,6 +1545,7 @@ static int complete(const char *fn, files_object *obj)
     /* setuid/setgid only as root (a file of the running user must not gain them). */
     mode_t mode = (mode_t)(p->mode & (root ? 07777u : 01777u));
     char *aside = NULL;
+    int own;
     struct stat st;
 
     /* Owner first, then mode: changing the owner clears setuid and setgid, even for root. */
@@ -1594,12 +1617,14 @@ static int complete(const char *fn, files_object *obj)
     }
     if (obj->type != AAPI_OBJ_DIR && note_written(srv, obj->dirfd, obj->path) != AAPI_EOK)
         rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
-    /* RST-6: the new object is this restore's; RST-7: the old one waits for postprocess. */
+    /* RST-6: the new object is this restore's; RST-7: the old one waits for postprocess (and
+     * is this restore's too when it replaced one this restore created). */
+    own = aside != NULL && was_created(srv, obj->path);
     if ((obj->type == AAPI_OBJ_DIR ? record_made_dir(srv, obj->path)
                                    : record_created(srv, obj->path)) != AAPI_EOK &&
         rc == AAPI_EOK)
         rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
-    if (aside != NULL && record_aside(srv, obj->path, aside) != AAPI_EOK && rc == AAPI_EOK)
+    if (aside != NULL && record_aside(srv, obj->path, aside, own) != AAPI_EOK && rc == AAPI_EOK)
         rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
     free(aside);
     return rc;

@@ -1579,3 +1579,50 @@ fn entries_that_have_the_hidden_names_are_left_alone() {
         }
     }
 }
+
+/// A failed restore removes every object it created (RST-6) and puts back what existed (RST-7),
+/// also when it created one path twice, the second time over the first.
+#[test]
+fn a_failed_restore_removes_an_object_it_created_twice() {
+    let _turn = turn();
+    for (name, lib) in samples() {
+        let l = Loaded::new(&lib);
+        for existed in [false, true] {
+            let work = tempfile::tempdir().unwrap();
+            let alt = work.path().join("alt");
+            fs::create_dir_all(&alt).unwrap();
+            let path = alt.join("twice.txt");
+            if existed {
+                fs::write(&path, b"orig").unwrap();
+            }
+            let s = l.session(AAPI_OP_RESTORE, "", &[]);
+            s.restore_preprocess(bytes(&alt), 100, 2).unwrap();
+            let prop = aapi_object_prop_t {
+                struct_size: size_of::<aapi_object_prop_t>() as u32,
+                obj_type: AAPI_OBJ_FILE,
+                valid: AAPI_PROP_MODE,
+                mode: 0o600,
+                ..Default::default()
+            };
+            for text in [b"one", b"two"] {
+                let mut o = s
+                    .create_object(bytes(&path), &prop, AAPI_CREATE_OVERWRITE)
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                o.write(text).unwrap();
+                o.close().unwrap_or_else(|e| panic!("{name}: {e}"));
+            }
+            s.restore_postprocess(AAPI_EIO).unwrap();
+            s.close().unwrap();
+            let left: Vec<String> = fs::read_dir(&alt)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            if existed {
+                assert_eq!(fs::read(&path).unwrap(), b"orig", "{name}: {left:?}");
+                assert_eq!(left, ["twice.txt"], "{name}");
+            } else {
+                assert!(left.is_empty(), "{name}: left behind {left:?}");
+            }
+        }
+    }
+}

@@ -92,8 +92,9 @@ struct Bookkeeping {
     scope: Option<Scope>,
     /// Every object this restore made (RST-6).
     created: Vec<PathBuf>,
-    /// Replaced objects: (path, where the old object waits) (RST-7).
-    aside: Vec<(PathBuf, PathBuf)>,
+    /// Replaced objects: (path, where the old object waits, whether this restore had created
+    /// it: a failed restore then removes it instead of putting it back) (RST-6, RST-7).
+    aside: Vec<(PathBuf, PathBuf, bool)>,
     dirmodes: Vec<DirMode>,
     /// The directories this restore changed, each recorded before its first change.
     dirs: HashMap<PathBuf, DirState>,
@@ -514,7 +515,7 @@ impl Book {
         };
         let mut ok = true;
         if status.is_success() {
-            for (path, aside) in &st.aside {
+            for (path, aside, _) in &st.aside {
                 let removed = match scope.parent(aside, None) {
                     Ok((dir, name)) => {
                         // The framework set the directories' times already: deleting the old
@@ -567,8 +568,20 @@ impl Book {
                     ok = false;
                 }
             }
-            for (path, aside) in st.aside.iter().rev() {
-                if let Err(e) = rename_back(&scope, path, aside) {
+            for (path, aside, own) in st.aside.iter().rev() {
+                if *own {
+                    // Made by this restore and replaced by it: removed, not put back.
+                    let removed = match scope.parent(aside, None) {
+                        Ok((dir, name)) => dir.remove_tree(&name, aside, None),
+                        Err(Stop::Missing(_)) => Ok(()),
+                        Err(stop) => Err(Error::new(ErrorKind::Io, stop.to_string())),
+                    };
+                    if let Err(e) = removed {
+                        self.host
+                            .error(format!("{NAME}: cannot remove {}: {e}", aside.display()));
+                        ok = false;
+                    }
+                } else if let Err(e) = rename_back(&scope, path, aside) {
                     self.host.error(format!(
                         "{NAME}: cannot put {} back; it is kept as {}: {}",
                         path.display(),
@@ -606,7 +619,7 @@ impl Book {
     pub fn abandon(&self) {
         let mut guard = self.lock();
         let st = &mut *guard;
-        for (path, aside) in &st.aside {
+        for (path, aside, _) in &st.aside {
             self.host.warn(format!(
                 "{NAME}: restore ended without restore_postprocess; the replaced {} is kept as {}",
                 path.display(),
@@ -1032,9 +1045,10 @@ impl Writer {
                 // Made here: recorded even when the mode failed, so a rollback removes it.
                 let mut st = self.book.lock();
                 st.dirs.insert(self.path.clone(), DirState::Made);
+                let own = st.created.contains(&self.path);
                 st.created.push(self.path.clone());
                 if let Some(a) = aside {
-                    st.aside.push((self.path.clone(), a.path));
+                    st.aside.push((self.path.clone(), a.path, own));
                 }
                 return result;
             }
@@ -1042,9 +1056,10 @@ impl Writer {
         self.book.note_written(&self.dir, &self.name, &self.path);
         // RST-6: the new object is this restore's; RST-7: the old one waits for postprocess.
         let mut st = self.book.lock();
+        let own = st.created.contains(&self.path);
         st.created.push(self.path.clone());
         if let Some(a) = aside {
-            st.aside.push((self.path.clone(), a.path));
+            st.aside.push((self.path.clone(), a.path, own));
         }
         Ok(())
     }
