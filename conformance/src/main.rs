@@ -30,6 +30,74 @@ fn handle_signals() {
     }
 }
 
+/// Where a report goes.
+enum ReportTarget {
+    /// A regular file (or nothing yet): replaced whole, through a temporary file beside it.
+    File(PathBuf),
+    /// Anything else (`/dev/stdout`, a pipe, a terminal): written in place, never removed.
+    Stream(PathBuf),
+}
+
+impl ReportTarget {
+    /// The target `path` names. A report left there by an earlier run is removed now, so that
+    /// it never stands for a run that stops early; a symbolic link to a regular file is
+    /// followed (the file is replaced, the link stays). A path that names an input of the run
+    /// (the profile, the waivers, the plugin) is refused: it would be lost.
+    fn of(path: &Path, inputs: &[&Path]) -> Result<ReportTarget, String> {
+        use std::os::unix::fs::MetadataExt;
+        let md = match std::fs::metadata(path) {
+            Ok(md) => md,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(ReportTarget::File(path.to_path_buf()));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "{}: cannot write the report there: {e}",
+                    path.display()
+                ));
+            }
+        };
+        if md.is_dir() {
+            return Err(format!(
+                "{}: is a directory: give the report's file name",
+                path.display()
+            ));
+        }
+        if !md.is_file() {
+            return Ok(ReportTarget::Stream(path.to_path_buf()));
+        }
+        for input in inputs {
+            if std::fs::metadata(input).is_ok_and(|i| i.dev() == md.dev() && i.ino() == md.ino()) {
+                return Err(format!(
+                    "{}: is {}, an input of the run: give the report another path",
+                    path.display(),
+                    input.display()
+                ));
+            }
+        }
+        let real = std::fs::canonicalize(path)
+            .map_err(|e| format!("{}: cannot replace the report: {e}", path.display()))?;
+        match std::fs::remove_file(&real) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(format!(
+                "{}: cannot replace the report: {e}",
+                path.display()
+            )),
+            _ => Ok(ReportTarget::File(real)),
+        }
+    }
+
+    /// Write `body` there.
+    fn write(&self, body: &str) -> std::io::Result<()> {
+        match self {
+            ReportTarget::File(p) => write_report(p, body),
+            ReportTarget::Stream(p) => {
+                let mut f = std::fs::OpenOptions::new().write(true).open(p)?;
+                std::io::Write::write_all(&mut f, body.as_bytes())
+            }
+        }
+    }
+}
+
 /// Write `body` to `path` whole or not at all (through a temporary file in the same directory).
 fn write_report(path: &Path, body: &str) -> std::io::Result<()> {
     let parent = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -165,13 +233,21 @@ fn main() -> ExitCode {
             quiet,
         } => {
             // A report left from an earlier run must not stand for this one if it stops early
-            // (a signal, a profile error): remove it now; it is written again at the end.
-            for p in [&json, &junit].into_iter().flatten() {
-                if let Err(e) = std::fs::remove_file(p)
-                    && e.kind() != std::io::ErrorKind::NotFound
-                {
-                    return fail(format!("{}: cannot replace the report: {e}", p.display()));
-                }
+            // (a signal, a profile error): removed now; written again at the end.
+            let inputs: Vec<&Path> = [Some(&plugin), profile.as_ref(), exclude.as_ref()]
+                .into_iter()
+                .flatten()
+                .map(PathBuf::as_path)
+                .collect();
+            let mut targets = Vec::new();
+            for p in [&json, &junit] {
+                targets.push(match p {
+                    Some(p) => match ReportTarget::of(p, &inputs) {
+                        Ok(t) => Some((p.clone(), t)),
+                        Err(e) => return fail(e),
+                    },
+                    None => None,
+                });
             }
             let mut opts = RunOptions::new(plugin);
             if let Some(p) = profile {
@@ -209,9 +285,10 @@ fn main() -> ExitCode {
             } else {
                 print!("{}", report.to_text());
             }
-            for (path, body) in [(json, report.to_json()), (junit, report.to_junit())] {
-                if let Some(p) = path
-                    && let Err(e) = write_report(&p, &body)
+            let [json, junit] = [targets.remove(0), targets.remove(0)];
+            for (target, body) in [(json, report.to_json()), (junit, report.to_junit())] {
+                if let Some((p, t)) = target
+                    && let Err(e) = t.write(&body)
                 {
                     return fail(format!("{}: {e}", p.display()));
                 }

@@ -1008,3 +1008,54 @@ fn setup_and_teardown_output_goes_to_stderr_not_into_the_report() {
         assert!(lines.contains(&l), "{l} is not on stderr: {stderr}");
     }
 }
+
+/// A report path that is not a regular file (`/dev/stdout`, a pipe) is written in place, never
+/// removed; one that names an input of the run is refused before anything else.
+#[test]
+fn a_report_goes_into_a_pipe_in_place_and_never_over_an_input() {
+    let dir = common::fast_tempdir();
+    let profile = write_profile(dir.path(), "");
+    let fifo = dir.path().join("report.fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo of a path in the test's own directory.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap_or_default())
+    };
+    let out = cli()
+        .arg("run")
+        .arg(common::build(None))
+        .arg("--profile")
+        .arg(&profile)
+        .args(["--only", "load.", "-q", "--json"])
+        .arg(&fifo)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        std::fs::symlink_metadata(&fifo).is_ok_and(|m| m.file_type().is_fifo()),
+        "the pipe was replaced"
+    );
+    let json = reader.join().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).expect("the report came through");
+    assert_eq!(v["conformant"], true, "{json}");
+
+    for flag in ["--json", "--junit"] {
+        let out = cli()
+            .arg("run")
+            .arg(common::build(None))
+            .arg("--profile")
+            .arg(&profile)
+            .arg(flag)
+            .arg(&profile)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {err}");
+        assert!(err.contains("an input of the run"), "{flag}: {err}");
+        assert!(profile.is_file(), "{flag}: the profile was removed");
+    }
+}
