@@ -22,9 +22,33 @@
  * storage needs no allocation, so nothing leaks when a framework thread exits. */
 static __thread char t_last_error[1024];
 
+/* The message `fmt` makes. One too long for its buffer keeps its start and its end (where the
+ * reason is) and loses the middle, marked "...", each cut at a character boundary. */
 static void set_last_error(const char *fmt, va_list ap)
 {
-    vsnprintf(t_last_error, sizeof t_last_error, fmt, ap);
+    const size_t size = sizeof t_last_error;
+    size_t head, tail;
+    char *whole;
+    va_list again;
+    int n;
+    va_copy(again, ap);
+    n = vsnprintf(t_last_error, size, fmt, ap);
+    if (n < 0 || (size_t)n < size || (whole = malloc((size_t)n + 1)) == NULL) {
+        va_end(again);
+        return; /* whole, or cut at its end when memory is short */
+    }
+    vsnprintf(whole, (size_t)n + 1, fmt, again);
+    va_end(again);
+    head = (size - 1 - 3) / 2;
+    while (head > 0 && ((unsigned char)whole[head] & 0xC0) == 0x80)
+        head--;
+    tail = (size_t)n - (size - 1 - 3 - head);
+    while (whole[tail] != '\0' && ((unsigned char)whole[tail] & 0xC0) == 0x80)
+        tail++;
+    memcpy(t_last_error, whole, head);
+    memcpy(t_last_error + head, "...", 3);
+    memcpy(t_last_error + head + 3, whole + tail, (size_t)n - tail + 1);
+    free(whole);
 }
 
 int fail(int code, const char *fmt, ...)

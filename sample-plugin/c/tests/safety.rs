@@ -1626,3 +1626,43 @@ fn a_failed_restore_removes_an_object_it_created_twice() {
         }
     }
 }
+
+/// A message too long for the C sample's buffer keeps its start and its end (the reason), cut at
+/// characters; the Rust sample's is whole.
+#[test]
+fn a_long_message_keeps_its_reason() {
+    let _turn = turn();
+    for (name, lib) in samples() {
+        let l = Loaded::new(&lib);
+        let work = tempfile::tempdir().unwrap();
+        let alt = work.path().join("alt");
+        // Six levels of 100 two-byte characters: a path of about 1,250 bytes.
+        let mut path = alt.clone();
+        for _ in 0..6 {
+            path.push("é".repeat(100));
+        }
+        fs::create_dir_all(&path).unwrap();
+        path.push("f.txt");
+        fs::write(&path, b"there").unwrap();
+        let s = l.session(AAPI_OP_RESTORE, "", &[]);
+        s.restore_preprocess(bytes(&alt), 100, 1).unwrap();
+        let prop = aapi_object_prop_t {
+            struct_size: size_of::<aapi_object_prop_t>() as u32,
+            obj_type: AAPI_OBJ_FILE,
+            ..Default::default()
+        };
+        let e = s.create_object(bytes(&path), &prop, 0).unwrap_err();
+        let (code, message) = failure(e);
+        assert_eq!(code, AAPI_EEXIST, "{name}: {message}");
+        assert!(
+            message.ends_with("f.txt already exists (AAPI_CREATE_OVERWRITE not given)"),
+            "{name}: {message}"
+        );
+        assert!(!message.contains('\u{fffd}'), "{name}: a character was cut");
+        if name == "c" {
+            assert!(message.contains("..."), "{name}: {message}");
+            assert!(message.len() <= 1023, "{name}: {} bytes", message.len());
+        }
+        let _ = s.restore_postprocess(AAPI_EOK);
+    }
+}
