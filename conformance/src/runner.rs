@@ -746,13 +746,21 @@ impl Runner {
                 return unit;
             }
         };
-        cmd.env(
-            TASK_ENV,
-            serde_json::to_string(&spec).expect("task serialises"),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        // In a file: the task lists every discovered object, more than one environment string
+        // may hold (128 KiB on Linux).
+        let task_file = base.join("task.json");
+        let task = serde_json::to_string(&spec).expect("task serialises");
+        if let Err(e) = std::fs::write(&task_file, task) {
+            self.harness(
+                primary,
+                format!("cannot write {}: {e}", task_file.display()),
+            );
+            return unit;
+        }
+        cmd.env(TASK_ENV, &task_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         let worker = match Worker::spawn(cmd, self.limits(budget)) {
             Ok(w) => w,
             Err(e) => {

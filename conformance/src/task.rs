@@ -1,13 +1,13 @@
 //! What the runner asks a worker process to do, and what the worker reports back.
 //!
-//! Both travel as JSON: the task in an environment variable ([`TASK_ENV`]), the messages inside
-//! the `result` events of `aapi_host::supervise`.
+//! Both travel as JSON: the task in a file named by an environment variable ([`TASK_ENV`]), the
+//! messages inside the `result` events of `aapi_host::supervise`.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-/// Environment variable that carries a [`TaskSpec`] to a worker process.
+/// Environment variable that names the file holding a worker process's [`TaskSpec`].
 pub const TASK_ENV: &str = "AAPI_CONFORMANCE_TASK";
 
 /// The resolved run parameters every worker needs.

@@ -34,12 +34,21 @@ const STOPPED: i32 = 71;
 /// return. Call it at the start of `main` of any binary used as the worker program, or at the
 /// start of the test function named in [`crate::WorkerProgram::CurrentTest`].
 pub fn serve_if_requested() {
-    let Ok(spec) = std::env::var(TASK_ENV) else {
+    let Some(file) = std::env::var_os(TASK_ENV) else {
         return;
     };
     // SAFETY: called before this process starts threads of its own that read the environment.
     unsafe { std::env::remove_var(TASK_ENV) };
-    let (code, link) = serve(&spec);
+    let (code, link) = match std::fs::read_to_string(&file) {
+        Ok(spec) => serve(&spec),
+        Err(e) => {
+            eprintln!(
+                "aapi-conformance worker: cannot read the task {}: {e}",
+                Path::new(&file).display()
+            );
+            (HARNESS_FAILURE, None)
+        }
+    };
     let _ = std::io::stdout().flush();
     // From here on the plugin's library destructors and exit handlers run: the supervisor holds
     // them to the budget of a call, so one that hangs or crashes is the plugin's failure.

@@ -1059,3 +1059,28 @@ fn a_report_goes_into_a_pipe_in_place_and_never_over_an_input() {
         assert!(profile.is_file(), "{flag}: the profile was removed");
     }
 }
+
+/// A workload of thousands of objects: every worker gets the list (its task is passed in a file,
+/// not in the environment, which holds at most 128 KiB per string).
+#[test]
+fn a_workload_of_thousands_of_objects_is_checked() {
+    let dir = common::fast_tempdir();
+    let profile = dir.path().join("p.toml");
+    std::fs::write(
+        &profile,
+        "call_budget_ms = 2000\n[files]\nbig_file_mib = 1\nwide_files = 3000\ndepth = 2\ntiming_files = 2\n",
+    )
+    .unwrap();
+    let out = cli()
+        .arg("run")
+        .arg(common::build(None))
+        .arg("--profile")
+        .arg(&profile)
+        .args(["--only", "abi.struct-size", "-q"])
+        .env("TMPDIR", dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{err}");
+}
