@@ -200,8 +200,13 @@ impl Profile {
     pub fn from_path(path: &Path) -> Result<(Profile, PathBuf), ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("{}: cannot read profile: {e}", path.display())))?;
-        let p: Profile = toml::from_str(&text)
+        let mut p: Profile = toml::from_str(&text)
             .map_err(|e| ConfigError(format!("{}: invalid profile: {e}", path.display())))?;
+        // `{tree}` is the generated tree: a profile whose selections use it (the default ones
+        // do) gets one, with the defaults of `[files]`.
+        if p.files.is_none() && p.uses_tree() {
+            p.files = Some(FilesTree::default());
+        }
         p.validate()
             .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
         let dir = path
@@ -223,6 +228,17 @@ impl Profile {
             Some(s) => Duration::from_secs(s as u64),
             None => Duration::from_millis(self.call_budget_ms as u64 * 30).max(MIN_WORKER_LIMIT),
         }
+    }
+
+    /// Whether a selection, a restored selection, a long-call selection or a changed object
+    /// names the generated tree (`{tree}`).
+    fn uses_tree(&self) -> bool {
+        self.selections
+            .iter()
+            .chain(self.restored_selections.iter().flatten())
+            .chain(&self.timing.selections)
+            .chain(&self.data.changed_objects)
+            .any(|s| s.contains("{tree}"))
     }
 
     /// Check values that TOML types cannot express.
@@ -348,6 +364,22 @@ impl Exclusions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_profile_whose_selections_use_the_tree_gets_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, "call_budget_ms = 5000\n").unwrap();
+        let (p, _) = Profile::from_path(&path).unwrap();
+        assert!(p.files.is_some(), "the default selections use {{tree}}");
+        std::fs::write(
+            &path,
+            "selections = [\"/srv/data\"]\n[timing]\nselections = [\"/usr/share\"]\n",
+        )
+        .unwrap();
+        let (p, _) = Profile::from_path(&path).unwrap();
+        assert!(p.files.is_none(), "no selection uses {{tree}}");
+    }
 
     #[test]
     fn default_profile_is_the_files_workload() {
