@@ -48,7 +48,7 @@ impl ReportTarget {
         let md = match std::fs::metadata(path) {
             Ok(md) => md,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(ReportTarget::File(path.to_path_buf()));
+                return ReportTarget::writable(path.to_path_buf());
             }
             Err(e) => {
                 return Err(format!(
@@ -82,8 +82,27 @@ impl ReportTarget {
                 "{}: cannot replace the report: {e}",
                 path.display()
             )),
-            _ => Ok(ReportTarget::File(real)),
+            _ => ReportTarget::writable(real),
         }
+    }
+
+    /// The file `path`, once a file can be made in its directory (made if missing): a report
+    /// that cannot be written is said before the run, not after it.
+    fn writable(path: PathBuf) -> Result<ReportTarget, String> {
+        let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(d) => d.to_path_buf(),
+            None => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| tempfile::NamedTempFile::new_in(&dir))
+            .map_err(|e| {
+                format!(
+                    "{}: cannot write the report in {}: {e}",
+                    path.display(),
+                    dir.display()
+                )
+            })?;
+        Ok(ReportTarget::File(path))
     }
 
     /// Write `body` there.
@@ -286,12 +305,21 @@ fn main() -> ExitCode {
                 print!("{}", report.to_text());
             }
             let [json, junit] = [targets.remove(0), targets.remove(0)];
+            // Both reports are written even when one cannot be.
+            let mut failed = false;
             for (target, body) in [(json, report.to_json()), (junit, report.to_junit())] {
                 if let Some((p, t)) = target
                     && let Err(e) = t.write(&body)
                 {
-                    return fail(format!("{}: {e}", p.display()));
+                    eprintln!(
+                        "aapi-conformance: {}: cannot write the report: {e}",
+                        p.display()
+                    );
+                    failed = true;
                 }
+            }
+            if failed {
+                return ExitCode::from(2);
             }
             ExitCode::from(report.exit_code as u8)
         }

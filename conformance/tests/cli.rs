@@ -1084,3 +1084,27 @@ fn a_workload_of_thousands_of_objects_is_checked() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}\n{err}");
 }
+
+/// A report that cannot be written is said before the run starts, not after it.
+#[test]
+fn an_unwritable_report_path_is_refused_before_the_run() {
+    let dir = common::fast_tempdir();
+    let profile = write_profile(dir.path(), "");
+    // A directory no one may make files in, root included.
+    let started = std::time::Instant::now();
+    let out = cli()
+        .arg("run")
+        .arg(common::build(None))
+        .arg("--profile")
+        .arg(&profile)
+        .arg("--junit")
+        .arg(dir.path().join("ok.xml"))
+        .args(["--json", "/proc/aapi-conformance-report.json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("cannot write the report in"), "{err}");
+    assert!(out.stdout.is_empty(), "the run started");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
