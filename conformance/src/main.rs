@@ -194,6 +194,22 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// `generate-tree` writes only into a directory that is empty or does not exist yet.
+fn empty_or_absent(dir: &Path) -> Result<(), String> {
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.to_string()),
+        Ok(m) if !m.is_dir() && !std::fs::metadata(dir).is_ok_and(|m| m.is_dir()) => {
+            Err("exists and is not a directory; name a new or empty directory".into())
+        }
+        Ok(_) => match std::fs::read_dir(dir).map(|mut d| d.next().is_none()) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("exists and is not empty; name a new or empty directory".into()),
+            Err(e) => Err(format!("cannot be read: {e}")),
+        },
+    }
+}
+
 fn main() -> ExitCode {
     aapi_conformance::serve_if_requested();
     if let Err(e) = aapi_host::pid1::init_if_process_1() {
@@ -222,12 +238,8 @@ fn main() -> ExitCode {
                 Some(Err(e)) => return fail(e),
                 None => Default::default(),
             };
-            if dir.exists()
-                && std::fs::read_dir(&dir)
-                    .map(|mut d| d.next().is_some())
-                    .unwrap_or(true)
-            {
-                return fail(format!("{}: exists and is not empty", dir.display()));
+            if let Err(e) = empty_or_absent(&dir) {
+                return fail(format!("{}: {e}", dir.display()));
             }
             match aapi_conformance::tree::generate(&dir, &params) {
                 Ok(()) => {

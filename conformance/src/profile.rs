@@ -251,11 +251,7 @@ impl Profile {
         }
         for (i, h) in self.backup_hosts.iter().enumerate() {
             // Each names a workload file <dir>/<host><suffix>: one file name, one file each.
-            if h.is_empty() || h == "." || h == ".." || h.contains(['/', '\0']) {
-                return Err(format!(
-                    "backup_hosts: {h:?} is no host name (it names the workload file <host>.wkld: no '/', not empty, '.' or '..')"
-                ));
-            }
+            aapi_host::tasks::check_backup_host(h).map_err(|e| format!("backup_hosts: {e}"))?;
             if self.backup_hosts[..i].contains(h) {
                 return Err(format!(
                     "backup_hosts: {h:?} is listed twice (each host gets one workload file)"

@@ -336,8 +336,14 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
     crate::worker::serve_if_requested();
     let started = Instant::now();
     if !opts.plugin.is_file() {
+        let what = match std::fs::metadata(&opts.plugin) {
+            Ok(m) if m.is_dir() => "is a directory; give the plugin's shared library (.so)".into(),
+            Ok(_) => "is not a regular file; give the plugin's shared library (.so)".into(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => "no such plugin file".into(),
+            Err(e) => e.to_string(),
+        };
         return Err(RunError::Failed(format!(
-            "{}: no such plugin file",
+            "{}: {what}",
             opts.plugin.display()
         )));
     }

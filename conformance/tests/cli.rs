@@ -39,6 +39,13 @@ fn configuration_errors_exit_2_with_a_message() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such plugin file"));
+    let out = cli().arg("run").arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is a directory; give the plugin's shared library"),
+        "{err}"
+    );
 
     let plugin = common::build(None);
     let bad = dir.path().join("bad.toml");
@@ -104,7 +111,14 @@ fn configuration_errors_exit_2_with_a_message() {
             "backup_hosts = [\"bh1\", \"bh1\"]\n",
             "\"bh1\" is listed twice",
         ),
-        ("backup_hosts = [\"a/b\"]\n", "\"a/b\" is no host name"),
+        (
+            "backup_hosts = [\"a/b\"]\n",
+            "\"a/b\" is no backup host name",
+        ),
+        (
+            &format!("backup_hosts = [\"{}\"]\n", "h".repeat(239)),
+            "is 239 bytes long; at most 238 fit",
+        ),
         (
             "restore_root = \"{profile_dir}/full\"\n",
             "full exists and is not empty",
@@ -245,6 +259,22 @@ fn generate_tree_writes_the_tree_and_refuses_a_full_directory() {
     assert!(t.join("data/new\nline.txt").exists());
     let out = cli().arg("generate-tree").arg(&t).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exists and is not empty"));
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    let out = cli().arg("generate-tree").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("exists and is not a directory"), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"", "the file was written");
+    // An empty directory, or a link to one, is used.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&empty, &link).unwrap();
+    let out = cli().arg("generate-tree").arg(&link).output().unwrap();
+    assert!(out.status.success());
+    assert!(empty.join("data/big.bin").exists());
 }
 
 #[test]

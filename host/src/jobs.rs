@@ -584,9 +584,10 @@ pub fn prepare_job(o: &BackupOptions) -> Result<(Store, JobDef, Lock), JobError>
     }
     let mut seen = std::collections::HashSet::new();
     for h in &o.hosts {
-        if h.is_empty() || h.contains('/') || !seen.insert(h) {
+        tasks::check_backup_host(h).map_err(usage)?;
+        if !seen.insert(h) {
             return Err(usage(format!(
-                "backup host names must be distinct, non-empty and without '/': {h:?}"
+                "the backup host {h:?} is named twice; each gets one workload file"
             )));
         }
     }

@@ -28,6 +28,28 @@ use std::time::{Duration, Instant};
 pub use crate::stream_writer::BUFFER_SIZE;
 /// Suffix of the workload files discovery writes.
 pub const WORKLOAD_SUFFIX: &str = ".wkld";
+/// The longest backup host name, in bytes: its workload file `<host>.wkld` and that file's
+/// temporary name `<host>.wkld.tmp.<pid>` must fit in one file name (255 bytes).
+pub const MAX_BACKUP_HOST_LEN: usize = 255 - WORKLOAD_SUFFIX.len() - ".tmp.".len() - 7;
+
+/// Check that `host` can name a backup host: one workload file name of its own.
+pub fn check_backup_host(host: &str) -> Result<(), String> {
+    if host.is_empty() || host == "." || host == ".." || host.contains(['/', '\0']) {
+        return Err(format!(
+            "{host:?} is no backup host name: it names the workload file <host>{WORKLOAD_SUFFIX}, \
+             so it must not be empty, '.' or '..', nor hold '/' or NUL"
+        ));
+    }
+    if host.len() > MAX_BACKUP_HOST_LEN {
+        return Err(format!(
+            "the backup host name {:?}... is {} bytes long; at most {MAX_BACKUP_HOST_LEN} fit in \
+             its workload file's name",
+            host.chars().take(16).collect::<String>(),
+            host.len()
+        ));
+    }
+    Ok(())
+}
 
 /// Why a task failed: a message that says what to do, and the plugin code when a call failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

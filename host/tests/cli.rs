@@ -309,6 +309,58 @@ fn a_call_budget_of_zero_is_refused_before_anything_runs() {
 }
 
 #[test]
+fn backup_host_names_that_cannot_name_a_workload_file_are_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let tree = dir.path().join("tree");
+    write_file(&tree.join("a"), b"a");
+    let plugin = rust_sample();
+    let long = "h".repeat(aapi_host::tasks::MAX_BACKUP_HOST_LEN + 1);
+    let fits = "h".repeat(aapi_host::tasks::MAX_BACKUP_HOST_LEN);
+    for (hosts, says) in [
+        ("bh1,..", "\"..\" is no backup host name"),
+        ("bh1,bh1", "\"bh1\" is named twice"),
+        (long.as_str(), "at most 238 fit"),
+    ] {
+        let r = host(
+            &store,
+            &[
+                "backup",
+                "--plugin",
+                plugin.to_str().unwrap(),
+                "--policy",
+                "p",
+                "--select",
+                tree.to_str().unwrap(),
+                "--hosts",
+                hosts,
+            ],
+            &[],
+        );
+        assert_eq!(r.code, 2, "{hosts}: {}", r.stderr);
+        assert!(r.stderr.contains(says), "{hosts}: {}", r.stderr);
+        assert!(!store.exists(), "a store was made");
+    }
+    // The longest name that fits backs up.
+    let r = host(
+        &store,
+        &[
+            "backup",
+            "--plugin",
+            plugin.to_str().unwrap(),
+            "--policy",
+            "p",
+            "--select",
+            tree.to_str().unwrap(),
+            "--hosts",
+            &fits,
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[test]
 fn restore_dry_run_json_gives_the_exact_bytes_of_names_that_are_not_utf8() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
