@@ -911,7 +911,8 @@ extern int aapi_get_server_prop(aapi_server_t server, struct aapi_server_info_t 
  * not support gives `AAPI_ESCHED_NOT_SUPPORTED` before anything is written. Long walks send
  * keepalives. Returns: `AAPI_EOK`, `AAPI_EINVAL`, `AAPI_EBADHANDLE`, `AAPI_ESEQUENCE`,
  * `AAPI_ESCHED_NOT_SUPPORTED`, `AAPI_ENOENT` (a selection does not exist), `AAPI_EACCES`,
- * `AAPI_EIO`, `AAPI_ESNAPSHOT`, `AAPI_ECANCELLED`, `AAPI_ENOMEM`, `AAPI_EINTERNAL`.
+ * `AAPI_ENOTSUP` (an object the plugin cannot back up), `AAPI_EIO`, `AAPI_ESNAPSHOT`,
+ * `AAPI_ECANCELLED`, `AAPI_ENOMEM`, `AAPI_EINTERNAL`.
  */
 extern int aapi_discovery(aapi_server_t server,
                           const char *const *selections,

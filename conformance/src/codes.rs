@@ -36,6 +36,7 @@ pub fn documented(function: &str, code: c_int) -> bool {
             AAPI_ESCHED_NOT_SUPPORTED,
             AAPI_ENOENT,
             AAPI_EACCES,
+            AAPI_ENOTSUP,
             AAPI_EIO,
             AAPI_ESNAPSHOT,
             AAPI_ECANCELLED,

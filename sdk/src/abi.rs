@@ -578,7 +578,8 @@ unsafe extern "C" {
     /// not support gives `AAPI_ESCHED_NOT_SUPPORTED` before anything is written. Long walks send
     /// keepalives. Returns: `AAPI_EOK`, `AAPI_EINVAL`, `AAPI_EBADHANDLE`, `AAPI_ESEQUENCE`,
     /// `AAPI_ESCHED_NOT_SUPPORTED`, `AAPI_ENOENT` (a selection does not exist), `AAPI_EACCES`,
-    /// `AAPI_EIO`, `AAPI_ESNAPSHOT`, `AAPI_ECANCELLED`, `AAPI_ENOMEM`, `AAPI_EINTERNAL`.
+    /// `AAPI_ENOTSUP` (an object the plugin cannot back up), `AAPI_EIO`, `AAPI_ESNAPSHOT`,
+    /// `AAPI_ECANCELLED`, `AAPI_ENOMEM`, `AAPI_EINTERNAL`.
     pub fn aapi_discovery(
         server: aapi_server_t,
         selections: *const *const c_char,

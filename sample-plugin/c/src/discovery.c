@@ -107,7 +107,13 @@ static int walk(const char *fn, const files_server *srv, const char *path, const
             rc = fail(AAPI_ENOMEM, "%s: out of memory", fn);
             break;
         }
-        if (lstat(child, &cst) != 0) {
+        if (strlen(child) > FILES_PATH_MAX) {
+            /* DISC-2: no object is dropped; one that cannot be read by its path fails the job. */
+            rc = fail(AAPI_ENOTSUP,
+                      "%s: a path of the selection is %zu bytes long, more than the %d bytes a "
+                      "path may have; this plugin reads objects by their paths: %s",
+                      fn, strlen(child), FILES_PATH_MAX, child);
+        } else if (lstat(child, &cst) != 0) {
             if (errno == EACCES) {
                 /* Names but no search permission: none of its entries can be inspected. */
                 unlisted(srv, path, errno);

@@ -22,6 +22,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -30,6 +31,9 @@
 #include <time.h>
 
 #include "aapi.h"
+
+/* The longest path the system calls take (PATH_MAX less its NUL): objects are read by path. */
+#define FILES_PATH_MAX (PATH_MAX - 1)
 
 /* A descriptor that only names a directory, for the *at calls (no read permission needed):
  * O_SEARCH where the C library names it, glibc's O_PATH (which <fcntl.h> names O_PATH only under

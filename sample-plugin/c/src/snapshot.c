@@ -650,8 +650,6 @@ static int copy_item(snap_ctx *c, const char *id, const files_snap_item *it)
     return rc;
 }
 
-/* The longest path the system calls take (PATH_MAX less its NUL). */
-#define SNAP_PATH_MAX (PATH_MAX - 1)
 
 /* AAPI_ESNAPSHOT when the copy of one of `items` in snapshot `id` would have a path too long for
  * the calls that make and read it by path, before anything is made. The reason and the fix come
@@ -670,13 +668,13 @@ static int check_lengths(const char *fn, const files_server *srv, const char *id
             at = i;
         }
     }
-    if (longest <= SNAP_PATH_MAX)
+    if (longest <= FILES_PATH_MAX)
         return AAPI_EOK;
     return fail(AAPI_ESNAPSHOT,
                 "%s: snapshot: a path in snapshot %s would be %zu bytes long, more than the %d "
                 "bytes a path may have; set files.snapshot_dir to a shorter directory (it is %s; "
                 "the longest path is the copy of %s)",
-                fn, id, longest, SNAP_PATH_MAX, srv->cfg.snapshot_dir, items[at].path);
+                fn, id, longest, FILES_PATH_MAX, srv->cfg.snapshot_dir, items[at].path);
 }
 
 int snapshot_create(const char *fn, const files_server *srv, const char *id,

@@ -1666,3 +1666,53 @@ fn a_long_message_keeps_its_reason() {
         let _ = s.restore_postprocess(AAPI_EOK);
     }
 }
+
+#[test]
+fn an_object_whose_path_is_longer_than_a_path_may_be_fails_discovery_by_name() {
+    let _turn = turn();
+    let w = tempfile::tempdir().unwrap();
+    let tree = w.path().join("tree");
+    fs::create_dir(&tree).unwrap();
+    fs::write(tree.join("top"), b"top").unwrap();
+    // 22 levels of 200-byte names: made one step at a time below an open directory, as no
+    // call takes the whole path.
+    let name = "d".repeat(200);
+    let mut dir = fs::File::open(&tree).unwrap();
+    let c_name = std::ffi::CString::new(name.as_str()).unwrap();
+    for _ in 0..22 {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // SAFETY: mkdirat and openat of a NUL-terminated name below an open descriptor; the
+        // new descriptor is owned by the File made of it.
+        unsafe {
+            assert_eq!(libc::mkdirat(dir.as_raw_fd(), c_name.as_ptr(), 0o755), 0);
+            let fd = libc::openat(
+                dir.as_raw_fd(),
+                c_name.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY,
+            );
+            assert!(fd >= 0);
+            dir = fs::File::from_raw_fd(fd);
+        }
+    }
+    let deepest = (0..22).fold(tree.clone(), |p, _| p.join(&name));
+    // The first entry past the limit: the directory whose path first exceeds it.
+    let over = (1..=22)
+        .map(|k| (0..k).fold(tree.clone(), |p, _| p.join(&name)))
+        .find(|p| bytes(p).len() > PATH_MAX)
+        .unwrap();
+    assert!(bytes(&deepest).len() > PATH_MAX);
+    for (name, lib) in samples() {
+        let p = Loaded::new(&lib);
+        let work = w.path().join(format!("work-{name}"));
+        let props = [("files.snapshot", "none")];
+        let (code, msg) = failure(discover(&p, &work, &tree, &props).unwrap_err());
+        // DISC-2: nothing dropped; the code does not blame the framework's arguments.
+        assert_eq!(code, AAPI_ENOTSUP, "{name}: {msg}");
+        let reason = format!(
+            "a path of the selection is {} bytes long, more than the {PATH_MAX} bytes a path may have; this plugin reads objects by their paths: ",
+            bytes(&over).len()
+        );
+        assert!(msg.contains(&reason), "{name}: {msg}");
+        assert!(!file_name(&work.join("wkld"), "bh1", ".wkld").exists());
+    }
+}

@@ -8,7 +8,7 @@ use crate::fsutil::{lstat, path_error};
 use crate::snapshot::{self, Item};
 use crate::{FilesServer, NAME, paths};
 use aapi_sdk::abi::{AAPI_WKLD_DIR, AAPI_WKLD_SYMLINK, AAPI_WKLD_UNCHANGED};
-use aapi_sdk::plugin::{BackupJob, Error, Result, Schedule};
+use aapi_sdk::plugin::{BackupJob, Error, ErrorKind, Result, Schedule};
 use aapi_sdk::workload::{WorkloadEntry, WorkloadFile};
 use std::fs::{self, Metadata};
 use std::os::unix::fs::MetadataExt;
@@ -223,6 +223,18 @@ impl FilesServer {
                     crate::dir::io_error(e, format!("cannot read directory {}", dir.display()))
                 })?;
                 let path = entry.path();
+                // DISC-2: no object is dropped; one that cannot be read by its path fails the job.
+                let n = paths::bytes(&path).len();
+                if n > snapshot::PATH_MAX {
+                    return Err(Error::new(
+                        ErrorKind::NotSupported,
+                        format!(
+                            "a path of the selection is {n} bytes long, more than the {} bytes a path may have; this plugin reads objects by their paths: {}",
+                            snapshot::PATH_MAX,
+                            path.display()
+                        ),
+                    ));
+                }
                 // The lstat relative to the open directory: no walk of the whole path per entry.
                 let md = match entry.metadata() {
                     Ok(md) => md,

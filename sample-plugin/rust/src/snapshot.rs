@@ -113,8 +113,8 @@ fn id_name(id: &str) -> Result<CString> {
     c_string(id.as_bytes()).map_err(|e| crate::dir::io_error(e, format!("snapshot id {id:?}")))
 }
 
-/// The longest path the system calls take (`PATH_MAX` less its NUL).
-const PATH_MAX: usize = libc::PATH_MAX as usize - 1;
+/// The longest path the system calls take (`PATH_MAX` less its NUL): objects are read by path.
+pub(crate) const PATH_MAX: usize = libc::PATH_MAX as usize - 1;
 
 /// `AAPI_ESNAPSHOT` when the copy of one of `items` in snapshot `id` would have a path too long
 /// for the calls that make and read it by path, before anything is made. The reason and the fix
