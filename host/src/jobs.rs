@@ -798,14 +798,22 @@ fn merge(st: &Store, job: &JobDef) -> Result<Manifest, JobError> {
         }
         dones.push(done);
     }
+    let streams = (0..job.hosts.len())
+        .map(|n| Catalog::load(&dir.join(format!("stream-{n}.cat"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    // The base is read only when a record takes its data from it: when it could not be read,
+    // the child jobs backed up every object in full.
+    let needs_base = streams
+        .iter()
+        .any(|c| c.entries.iter().any(|e| e.flags & REC_UNCHANGED != 0));
     let base = match &job.base {
-        Some(b) => {
+        Some(b) if needs_base => {
             let m = st
                 .manifest(b)
                 .map_err(|e| failed(format!("base image: {e}")))?;
             Some(st.catalog(&m)?)
         }
-        None => None,
+        _ => None,
     };
     let base_index: HashMap<&[u8], &Entry> = base
         .as_ref()
@@ -814,8 +822,7 @@ fn merge(st: &Store, job: &JobDef) -> Result<Manifest, JobError> {
     let mut images = vec![job.image.clone()];
     let mut failures: Vec<ObjectFailure> = dones.iter().flat_map(|d| d.failures.clone()).collect();
     let mut entries: Vec<Entry> = Vec::new();
-    for n in 0..job.hosts.len() {
-        let cat = Catalog::load(&dir.join(format!("stream-{n}.cat")))?;
+    for cat in streams {
         for mut e in cat.entries {
             if e.flags & REC_UNCHANGED != 0 {
                 let found = base_index.get(e.path.as_slice()).map(|b| (*b).clone());

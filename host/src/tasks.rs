@@ -17,7 +17,7 @@ use crate::ui::escape_path;
 use aapi_sdk::abi::*;
 use aapi_sdk::workload::{self, WorkloadFile};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
 use std::fs;
 use std::io::Read;
@@ -372,7 +372,7 @@ pub fn child(
         )
         .map_err(store::io_err(&cat_path))?,
     };
-    let base_paths = base_paths(store, job, &wk);
+    let base = base_objects(store, job, &wk);
     let server = plugin.open_server(&job.server, session(job, AAPI_OP_BACKUP, host, &snapid))?;
     let mut failures = Vec::new();
     let mut objects = 0u64;
@@ -380,7 +380,9 @@ pub fn child(
     for entry in &wk.entries {
         use std::os::unix::ffi::OsStrExt;
         let path = entry.path.as_os_str().as_bytes().to_vec();
-        if entry.flags & AAPI_WKLD_UNCHANGED != 0 && base_paths.contains(&path) {
+        if entry.flags & AAPI_WKLD_UNCHANGED != 0
+            && base.get(&path).is_some_and(|b| b.same_as(entry))
+        {
             files
                 .cat
                 .push(&Entry {
@@ -460,24 +462,64 @@ pub fn child(
     Ok(done)
 }
 
-/// The paths the base image of `job` holds, when the workload lists unchanged objects: one it
-/// does not hold (a directory renamed since the base moves its whole subtree to paths the base
-/// never had, its objects' own times unchanged) is backed up in full rather than lost. Empty
-/// when there is no usable base: then every object is backed up.
-fn base_paths(store: &Store, job: &JobDef, wk: &WorkloadFile) -> HashSet<Vec<u8>> {
+/// What the base image recorded of an object: enough to tell that the object a workload lists
+/// as unchanged is the one the base holds at that path.
+struct BaseObject {
+    obj_type: u32,
+    size: u64,
+}
+
+impl BaseObject {
+    /// Whether `entry` (flagged unchanged) can be the object the base recorded: same type and,
+    /// for a file, the size its hint gives. An older object moved to the path by a directory
+    /// rename keeps its own times, so the plugin lists it as unchanged; the base's object at
+    /// that path may be another one.
+    fn same_as(&self, entry: &workload::WorkloadEntry) -> bool {
+        let obj_type = if entry.flags & AAPI_WKLD_DIR != 0 {
+            AAPI_OBJ_DIR
+        } else if entry.flags & AAPI_WKLD_SYMLINK != 0 {
+            AAPI_OBJ_SYMLINK
+        } else {
+            AAPI_OBJ_FILE
+        };
+        obj_type == self.obj_type && (obj_type != AAPI_OBJ_FILE || entry.size_hint == self.size)
+    }
+}
+
+/// The objects the base image of `job` holds and can restore, by path, when the workload lists
+/// unchanged objects. One it does not hold (a directory renamed since the base moves its whole
+/// subtree to paths the base never had, its objects' own times unchanged), holds as another
+/// type or size, or holds with data in an image that is gone or damaged, is backed up in full
+/// rather than lost. Empty when there is no usable base: then every object is backed up.
+fn base_objects(store: &Store, job: &JobDef, wk: &WorkloadFile) -> HashMap<Vec<u8>, BaseObject> {
     if !wk
         .entries
         .iter()
         .any(|e| e.flags & AAPI_WKLD_UNCHANGED != 0)
     {
-        return HashSet::new();
+        return HashMap::new();
     }
-    job.base
+    let Some(catalog) = job
+        .base
         .as_deref()
         .and_then(|b| store.manifest(b).ok())
         .and_then(|m| store.catalog(&m).ok())
-        .map(|c| c.entries.into_iter().map(|e| e.path).collect())
-        .unwrap_or_default()
+    else {
+        return HashMap::new();
+    };
+    let unusable = unusable_images(store, &catalog);
+    catalog
+        .entries
+        .into_iter()
+        .filter(|e| !needs_unusable(&e.data, &unusable))
+        .map(|e| {
+            let b = BaseObject {
+                obj_type: e.props.obj_type,
+                size: e.props.size,
+            };
+            (e.path, b)
+        })
+        .collect()
 }
 
 enum ObjError {

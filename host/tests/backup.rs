@@ -1414,6 +1414,98 @@ fn a_renamed_directory_is_backed_up_in_full_by_the_next_incremental() {
     restores_as(&store, &image, &dir.path().join("alt"), &tree);
 }
 
+/// Two directories swapped since the last backup (`mv a t; mv b a; mv t b`, a release switch):
+/// their objects keep their own times, so the plugin lists them as unchanged at paths the base
+/// holds, but other objects are there now: a file of another size, a directory where a file
+/// was. The child job reads them in full, and the incremental restores what was on disk.
+#[test]
+fn directories_swapped_since_the_base_are_backed_up_by_what_they_hold_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    write_file(&tree.join("a/conf"), b"version=1");
+    write_file(&tree.join("a/x"), b"a file");
+    write_file(&tree.join("b/conf"), b"version=2 with a longer line");
+    write_file(&tree.join("b/x/y"), b"in a directory");
+    touch_all(&tree, PAST);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let plugin = good_plugin();
+    let full = backup(&store, &plugin, &tree, &[]);
+    assert_eq!(full.code, 0, "{}", full.stderr);
+    std::fs::rename(tree.join("a"), tree.join("t")).unwrap();
+    std::fs::rename(tree.join("b"), tree.join("a")).unwrap();
+    std::fs::rename(tree.join("t"), tree.join("b")).unwrap();
+    let incr = backup(&store, &plugin, &tree, &["--schedule", "incr"]);
+    assert_eq!(incr.code, 0, "{}", incr.stderr);
+    let image = incr.json()["manifest"]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    restores_as(&store, &image, &dir.path().join("alt"), &tree);
+}
+
+/// A base whose data is gone cannot lend it to the next incremental: the objects it held are
+/// read again, so the new image is whole although the one before it is damaged.
+#[test]
+fn an_incremental_reads_again_what_its_base_can_no_longer_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    make_tree(&tree, 3, PAST);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let plugin = good_plugin();
+    let full = backup(&store, &plugin, &tree, &[]);
+    assert_eq!(full.code, 0, "{}", full.stderr);
+    let full_id = full.json()["manifest"]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let first = backup(&store, &plugin, &tree, &["--schedule", "incr"]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    // The full image is lost.
+    std::fs::rename(store.join("images").join(&full_id), dir.path().join("lost")).unwrap();
+    let second = backup(&store, &plugin, &tree, &["--schedule", "incr"]);
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    let image = second.json()["manifest"]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let v = host(&store, &["verify", &image], &[]);
+    assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
+    restores_as(&store, &image, &dir.path().join("alt"), &tree);
+}
+
+/// A base whose catalog is damaged holds nothing the child jobs can use: they read every
+/// object, and the incremental completes without reading that catalog.
+#[test]
+fn an_incremental_of_a_base_with_a_damaged_catalog_backs_up_everything_and_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    make_tree(&tree, 3, PAST);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let plugin = good_plugin();
+    let full = backup(&store, &plugin, &tree, &[]);
+    assert_eq!(full.code, 0, "{}", full.stderr);
+    let full_id = full.json()["manifest"]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let catalog = store.join("images").join(&full_id).join("catalog");
+    let mut bytes = std::fs::read(&catalog).unwrap();
+    bytes[50] ^= 0xff;
+    std::fs::write(&catalog, bytes).unwrap();
+    let incr = backup(&store, &plugin, &tree, &["--schedule", "incr"]);
+    assert_eq!(incr.code, 0, "{}", incr.stderr);
+    let image = incr.json()["manifest"]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let v = host(&store, &["verify", &image], &[]);
+    assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
+    restores_as(&store, &image, &dir.path().join("alt"), &tree);
+}
+
 /// A split job between its steps holds no snapshot with the test plugin, yet its child jobs may
 /// still be queued: a cleanup from cron keeps it. `--abandon` gives it up even when every child
 /// job completed (it does not complete the image), and then the cleanup removes it.
