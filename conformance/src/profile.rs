@@ -389,9 +389,9 @@ mod tests {
     fn backup_hosts_are_distinct_file_names() {
         for (hosts, says) in [
             ("[\"bh1\", \"bh1\"]", "listed twice"),
-            ("[\"a/b\"]", "no host name"),
-            ("[\"..\"]", "no host name"),
-            ("[\"\"]", "no host name"),
+            ("[\"a/b\"]", "no backup host name"),
+            ("[\"..\"]", "no backup host name"),
+            ("[\"\"]", "no backup host name"),
         ] {
             let p: Profile = toml::from_str(&format!("backup_hosts = {hosts}\n")).unwrap();
             let e = p.validate().unwrap_err();

@@ -208,6 +208,8 @@ struct Runner {
     opts: RunOptions,
     setup: Setup,
     scratch: PathBuf,
+    /// Free bytes on the scratch file system below which findings are taken for runner errors.
+    low_space: u64,
     tree: Option<PathBuf>,
     restore_root: PathBuf,
     restored_selections: Vec<Vec<u8>>,
@@ -226,6 +228,27 @@ struct Runner {
     running: Mutex<BTreeSet<u32>>,
     /// The entry points that hung (a timeout, or the worker limit reached in them), by name.
     hangs: Mutex<BTreeMap<String, Hang>>,
+}
+
+/// Free space on the scratch file system, beyond what the selections hold, below which a
+/// finding is taken for a runner error: the plugin may have failed for want of space.
+const LOW_SPACE: u64 = 8 << 20;
+
+/// What to do when the scratch file system is full.
+const NO_SPACE_HINT: &str = ": free space there, or name a directory on a larger file system \
+    with --keep-scratch DIR (a run of the default profile needs about 40 MiB)";
+
+/// Bytes an unprivileged process may still write on the file system of `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut vfs = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a NUL-terminated path and `vfs` room for the struct statvfs fills.
+    if unsafe { libc::statvfs(c.as_ptr(), vfs.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled the struct.
+    let vfs = unsafe { vfs.assume_init() };
+    Some(vfs.f_bavail.saturating_mul(vfs.f_frsize))
 }
 
 /// The checks of the steps every other check builds on: a worker of another check that ends
@@ -452,9 +475,32 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
             .collect(),
     };
     if let Some(ft) = &p.files {
-        tree::generate(&tree_dir, ft)
-            .map_err(|e| RunError::Failed(format!("cannot generate the test tree: {e}")))?;
+        tree::generate(&tree_dir, ft).map_err(|e| {
+            RunError::Failed(format!(
+                "cannot generate the test tree in {}: {e}{}",
+                tree_dir.display(),
+                if e.raw_os_error() == Some(libc::ENOSPC) {
+                    NO_SPACE_HINT
+                } else {
+                    ""
+                }
+            ))
+        })?;
     }
+    // A restore writes the selections back: with less free than they hold (and a margin), a
+    // plugin's failure may be the scratch file system's fault.
+    let low_space = LOW_SPACE
+        + p.files
+            .as_ref()
+            .and_then(|_| {
+                let roots: Vec<PathBuf> = setup
+                    .selections
+                    .iter()
+                    .map(|s| PathBuf::from(OsStr::from_bytes(s)))
+                    .collect();
+                Manifest::scan(&roots).ok()
+            })
+            .map_or(0, |m| m.0.values().map(|e| e.size).sum());
     for d in &setup.watch_dirs {
         let d = PathBuf::from(
             d.to_string_lossy()
@@ -511,6 +557,7 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
             .map(|s| sel(s).into_bytes())
             .collect(),
         scratch: scratch.clone(),
+        low_space,
         defs,
         state: Mutex::new(BTreeMap::new()),
         objects: Mutex::new(Objects::default()),
@@ -599,6 +646,19 @@ impl Runner {
 
     fn fail(&self, id: &str, msg: impl Into<String>) {
         let msg = msg.into();
+        // A correct plugin fails too when the scratch file system is full: not its fault.
+        if let Some(free) = free_bytes(&self.scratch).filter(|f| *f < self.low_space) {
+            self.harness(
+                id,
+                format!(
+                    "{msg}; the scratch file system of {} has only {} KiB free, so this may be \
+                     for want of space{NO_SPACE_HINT}",
+                    self.scratch.display(),
+                    free >> 10
+                ),
+            );
+            return;
+        }
         self.with(id, |s| {
             if s.findings.len() < 40 && !s.findings.contains(&msg) {
                 s.findings.push(msg);

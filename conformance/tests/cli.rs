@@ -1138,3 +1138,54 @@ fn an_unwritable_report_path_is_refused_before_the_run() {
     assert!(out.stdout.is_empty(), "the run started");
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
+
+#[test]
+fn a_full_scratch_file_system_is_a_runner_error_not_the_plugins_failure() {
+    // A 6 MiB file system holds the small tree but not every check's restore.
+    let dir = common::fast_tempdir();
+    let profile = write_profile(dir.path(), "");
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let mount = "mount -t tmpfs -o size=6M tmpfs \"$1\" && shift && exec \"$@\"";
+    let unshare = || {
+        let mut c = Command::new("unshare");
+        c.args([
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "sh",
+            "-c",
+            mount,
+            "sh",
+        ])
+        .arg(&small);
+        c
+    };
+    if !unshare()
+        .arg("true")
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        eprintln!("skipped: unshare cannot mount a file system here");
+        return;
+    }
+    let out = unshare()
+        .arg(env!("CARGO_BIN_EXE_aapi-conformance"))
+        .arg("run")
+        .arg(common::build(None))
+        .arg("--profile")
+        .arg(&profile)
+        .arg("--keep-scratch")
+        .arg(small.join("scratch"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(!stdout.contains("\nFAIL "), "{stdout}");
+    assert!(
+        stdout.contains("has only")
+            && stdout.contains("KiB free, so this may be for want of space"),
+        "{stdout}"
+    );
+}
