@@ -567,6 +567,10 @@ fn watch_interrupt(cancel: &CancelHandle, finished: std::sync::mpsc::Receiver<()
 
 /// Check the options, create the image directory and write its job definition (with the last
 /// backup times of the policy as session properties and the base image of an incremental).
+/// The longest policy name, in bytes: its image ids (`<policy>-<UTC time>-<schedule>.<n>`) and
+/// their names while deleted (`.deleting-<id>`) must fit in one file name.
+pub const MAX_POLICY_LEN: usize = 200;
+
 /// Runs no plugin code.
 pub fn prepare_job(o: &BackupOptions) -> Result<(Store, JobDef, Lock), JobError> {
     let sched = tasks::schedule_code(&o.schedule).ok_or_else(|| {
@@ -594,8 +598,16 @@ pub fn prepare_job(o: &BackupOptions) -> Result<(Store, JobDef, Lock), JobError>
     if o.selections.is_empty() {
         return Err(usage("nothing selected: give at least one --select"));
     }
-    if o.policy.is_empty() || o.policy.contains('/') {
-        return Err(usage("the policy name must be non-empty and without '/'"));
+    if o.policy.is_empty()
+        || o.policy.starts_with('.')
+        || o.policy.contains(['/', '\0'])
+        || o.policy.len() > MAX_POLICY_LEN
+    {
+        return Err(usage(format!(
+            "the policy name {:?} cannot start image names: it must be 1 to {MAX_POLICY_LEN} bytes, \
+             not start with '.', and hold no '/' or NUL",
+            o.policy
+        )));
     }
     let plugin = std::fs::canonicalize(&o.plugin)
         .map_err(|e| usage(format!("{}: plugin not found: {e}", o.plugin.display())))?;

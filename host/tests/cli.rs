@@ -309,7 +309,7 @@ fn a_call_budget_of_zero_is_refused_before_anything_runs() {
 }
 
 #[test]
-fn backup_host_names_that_cannot_name_a_workload_file_are_refused_before_anything_runs() {
+fn host_and_policy_names_that_cannot_name_their_files_are_refused_before_anything_runs() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let tree = dir.path().join("tree");
@@ -341,7 +341,29 @@ fn backup_host_names_that_cannot_name_a_workload_file_are_refused_before_anythin
         assert!(r.stderr.contains(says), "{hosts}: {}", r.stderr);
         assert!(!store.exists(), "a store was made");
     }
-    // The longest name that fits backs up.
+    for policy in [".nightly", "a/b", &"p".repeat(201)] {
+        let r = host(
+            &store,
+            &[
+                "backup",
+                "--plugin",
+                plugin.to_str().unwrap(),
+                "--policy",
+                policy,
+                "--select",
+                tree.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert_eq!(r.code, 2, "{policy}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("cannot start image names"),
+            "{}",
+            r.stderr
+        );
+        assert!(!store.exists(), "a store was made");
+    }
+    // The longest names that fit back up.
     let r = host(
         &store,
         &[
@@ -349,7 +371,7 @@ fn backup_host_names_that_cannot_name_a_workload_file_are_refused_before_anythin
             "--plugin",
             plugin.to_str().unwrap(),
             "--policy",
-            "p",
+            &"p".repeat(200),
             "--select",
             tree.to_str().unwrap(),
             "--hosts",
