@@ -145,6 +145,9 @@ zoo_tests! {
     ignores_struct_size: "ZOO_IGNORE_STRUCT_SIZE" => ["ABI-4"] [] "abi.struct-size" "aapi_get_server_prop";
     writes_past_struct: "ZOO_STRUCT_OVERWRITE" => ["ABI-5"] [] "abi.struct-bounds" "wrote past";
     reads_past_struct: "ZOO_READ_PAST_STRUCT" => ["ABI-5", "MEM-3"] [] "abi.struct-read" "crash(SIGSEGV) in aapi_open_server";
+    // Capabilities a correct plugin may leave out: the checks that need them are skipped.
+    restores_only_in_place: "ZOO_NO_ALT_RESTORE" => [] [] "" "";
+    backs_up_only: "ZOO_BACKUP_ONLY" => [] [] "" "";
     // call order
     works_after_terminate: "ZOO_AFTER_TERMINATE" => ["LIFE-1"] [] "life.after-terminate" "after aapi_terminate";
     second_init_succeeds: "ZOO_DOUBLE_INIT" => ["LIFE-2"] [] "life.double-init" "second aapi_pgn_init";

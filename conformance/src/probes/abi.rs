@@ -7,7 +7,7 @@ use super::ffi::{
 };
 use super::probe::{PR, Probe, harness};
 use crate::pipeline::under;
-use crate::worker::{code_name, cpath, new_prop, pbytes};
+use crate::worker::{code_name, cpath, new_prop};
 use aapi_sdk::abi::*;
 use std::ffi::c_int;
 
@@ -96,7 +96,7 @@ pub fn struct_size(p: &Probe) -> PR {
     if p.has(AAPI_CAP_RESTORE) {
         let r = p.session(&plugin, AAPI_OP_RESTORE)?;
         let root = p.dir("root")?;
-        let rootc = cpath(&pbytes(&root));
+        let rootc = p.target_root(&root);
         let ri = aapi_restore_info_t {
             struct_size: 8,
             ..restore_info(&rootc)
@@ -228,7 +228,7 @@ pub fn struct_read(p: &Probe) -> PR {
         api.get_server_prop(h, &mut si);
         if op == AAPI_OP_RESTORE {
             let root = p.dir("abi5")?;
-            let rootc = cpath(&pbytes(&root));
+            let rootc = p.target_root(&root);
             let ri = AtPageEnd::new(restore_info(&rootc)).map_err(harness)?;
             let c = api.restore_preprocess(h, &*ri);
             if p.expect(

@@ -10,7 +10,7 @@ use crate::checks::{
     HANDLE_FUNCTIONS, NULL_FUNCTIONS, OUT_PARAM_FUNCTIONS, is_restore_function, takes_object_handle,
 };
 use crate::pipeline::under;
-use crate::worker::{code_name, cpath, new_prop, pbytes};
+use crate::worker::{code_name, cpath, new_prop};
 use aapi_sdk::abi::*;
 use std::ffi::c_int;
 
@@ -197,8 +197,20 @@ pub fn null_args(p: &Probe, f: &str) -> PR {
                 api.get_object_prop_byname(s.handle(), &file, NULL),
             );
         }
+        "aapi_get_last_error" => {
+            let mut size = 16usize;
+            let mut buf = [0u8; 16];
+            check(
+                "aapi_get_last_error(buf, NULL)",
+                api.get_last_error(&mut buf, NULL),
+            );
+            check(
+                "aapi_get_last_error(NULL, &16)",
+                api.get_last_error(NULL, &mut size),
+            );
+        }
         _ => {
-            // The restore-side functions (and aapi_get_last_error), in a restore session.
+            // The restore-side functions, in a restore session.
             let (s, root) = p.restore(&plugin, "null")?;
             let sh = s.handle();
             let target = cpath(&under(&root, b"/null.txt"));
@@ -253,18 +265,6 @@ pub fn null_args(p: &Probe, f: &str) -> PR {
                     );
                     plugin.terminate()?;
                     return Ok(());
-                }
-                "aapi_get_last_error" => {
-                    let mut size = 16usize;
-                    let mut buf = [0u8; 16];
-                    check(
-                        "aapi_get_last_error(buf, NULL)",
-                        api.get_last_error(&mut buf, NULL),
-                    );
-                    check(
-                        "aapi_get_last_error(NULL, &16)",
-                        api.get_last_error(NULL, &mut size),
-                    );
                 }
                 _ => return Err(harness(format!("no NULL probe for {f}"))),
             }
@@ -330,7 +330,7 @@ pub fn bad_handle(p: &Probe, f: &str) -> PR {
     let file = cpath(&p.small());
     let target = cpath(&under(&root, b"/bad-handle.txt"));
     let d = DiscoveryC::new(&p.small_selection(), &["h1"], &p.dir("bh-wkld")?);
-    let rootc = cpath(&pbytes(&root));
+    let rootc = p.target_root(&root);
     let ri = restore_info(&rootc);
     let cprop = object_prop(AAPI_OBJ_FILE);
     for (what, h) in handles {

@@ -33,7 +33,7 @@ fn every_call(
     let mut si = server_info();
     let mut prop = new_prop();
     let cprop = object_prop(AAPI_OBJ_FILE);
-    let root = cpath(&pbytes(&dir));
+    let root = p.target_root(&dir);
     let ri = restore_info(&root);
     let name = p.server_name();
     Ok(vec![
@@ -202,7 +202,7 @@ fn server_calls(
     let file = cpath(&p.small());
     let target = cpath(&under(&dir, b"/created-out-of-order"));
     let d = DiscoveryC::new(&p.small_selection(), &["h1"], &p.dir("seq-wkld")?);
-    let root = cpath(&pbytes(&dir));
+    let root = p.target_root(&dir);
     let ri = restore_info(&root);
     let cprop = object_prop(AAPI_OBJ_FILE);
     let mut out = Vec::new();

@@ -4,7 +4,7 @@
 use super::ffi::object_prop_with_mode;
 use super::raw::Api;
 use crate::task::{Objects, Setup};
-use crate::worker::{Ctx, code_name, pbytes};
+use crate::worker::{Ctx, code_name, cpath, pbytes};
 use aapi_host::client::{DiscoveryArgs, Plugin, PluginError, Server};
 use aapi_host::loader::{EntryPoints, PluginLibrary};
 use aapi_sdk::abi::*;
@@ -166,12 +166,23 @@ impl Probe<'_> {
         Ok(plugin.open_server(&self.setup().server, def)?)
     }
 
-    /// A restore session with preprocess done on a fresh root `name`.
+    /// A restore session with preprocess done on a fresh root `name` (see [`Probe::target_root`]).
     pub fn restore(&self, plugin: &Plugin, name: &str) -> Result<(Server, PathBuf), Fail> {
         let root = self.dir(name)?;
         let s = self.session(plugin, AAPI_OP_RESTORE)?;
-        s.restore_preprocess(&pbytes(&root), 1 << 20, 16)?;
+        s.restore_preprocess(self.target_root(&root).as_bytes(), 1 << 20, 16)?;
         Ok((s, root))
+    }
+
+    /// The target root that restores objects below `root`: `root` itself when the plugin
+    /// declares `AAPI_CAP_ALTERNATE_RESTORE`, else "" (the original location), the objects'
+    /// paths being absolute paths below `root` all the same.
+    pub fn target_root(&self, root: &Path) -> CString {
+        if self.has(AAPI_CAP_ALTERNATE_RESTORE) {
+            cpath(&pbytes(root))
+        } else {
+            CString::default()
+        }
     }
 
     /// Open `path` for reading (the handle is the probe's to close).

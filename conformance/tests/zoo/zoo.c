@@ -300,7 +300,13 @@ int aapi_pgn_init(const aapi_host_info_t *host_info, aapi_plugin_info_t *plugin_
     info.version = "1.0";
     info.vendor = "aapi conformance zoo";
     info.workload_types = "files";
+#if defined(ZOO_BACKUP_ONLY)
+    info.capabilities = AAPI_CAP_CONCURRENT_OBJECTS;
+#elif defined(ZOO_NO_ALT_RESTORE)
+    info.capabilities = AAPI_CAP_CONCURRENT_OBJECTS | AAPI_CAP_RESTORE;
+#else
     info.capabilities = AAPI_CAP_CONCURRENT_OBJECTS | AAPI_CAP_RESTORE | AAPI_CAP_ALTERNATE_RESTORE;
+#endif
     info.max_concurrent_objects = 4;
     memcpy((char *)plugin_info + 4, (char *)&info + 4, sizeof info - 4);
     g_init = 1;
@@ -1477,6 +1483,11 @@ int aapi_restore_preprocess(aapi_server_t server, const aapi_restore_info_t *res
     SERVER(server, "aapi_restore_preprocess");
     if (s->op != AAPI_OP_RESTORE || s->pre_done) FAIL(AAPI_ESEQUENCE, "restore_preprocess not legal here");
     if (restore_info->struct_size < sizeof *restore_info) FAIL(AAPI_EABI, "restore_info too small");
+#if defined(ZOO_BACKUP_ONLY)
+    FAIL(AAPI_ENOTSUP, "this plugin does not restore");
+#elif defined(ZOO_NO_ALT_RESTORE)
+    if (restore_info->target_root[0]) FAIL(AAPI_ENOTSUP, "restore to an alternate root is not supported");
+#endif
     const char *root = restore_info->target_root[0] ? restore_info->target_root : "/";
     struct stat st;
 #ifndef ZOO_NO_ROOT_CHECK
