@@ -12,9 +12,7 @@
 //! when named, and `incomplete` names it and keeps it. What it needs is taken from its catalog,
 //! which checks itself, so deleting what a damaged image refers to is refused like any other.
 
-use crate::store::{
-    self, Catalog, HostState, ImageState, Lock, Manifest, PolicyState, Store, StoreError,
-};
+use crate::store::{self, Catalog, HostState, ImageState, Lock, Manifest, Store, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 
@@ -220,25 +218,6 @@ fn needed_by(
     needs
 }
 
-/// The last backup times a policy has when only `remaining` of its images are left: its newest
-/// complete image without failures, and its newest such full backup.
-fn policy_state(policy: &str, remaining: &[&Manifest]) -> PolicyState {
-    let good = || {
-        remaining
-            .iter()
-            .filter(move |m| m.policy == policy && m.failures.is_empty())
-    };
-    let newest = |ms: Vec<&&Manifest>| {
-        ms.into_iter()
-            .max_by_key(|m| m.run_order())
-            .map(|m| (m.started, m.image.clone()))
-    };
-    PolicyState {
-        last_backup: newest(good().collect()),
-        last_full: newest(good().filter(|m| m.schedule == "full").collect()),
-    }
-}
-
 /// Carry out a plan with nothing refused, busy or unfinished. Returns the leftovers of interrupted earlier deletes
 /// that were removed on the way.
 pub fn apply(store: &Store, plan: &Plan) -> Result<Vec<String>, StoreError> {
@@ -259,11 +238,11 @@ pub fn apply(store: &Store, plan: &Plan) -> Result<Vec<String>, StoreError> {
     }
     let remaining: Vec<&Manifest> = remaining.iter().collect();
     let mut state: HostState = store.host_state()?;
-    let mut changed = false;
+    let mut changed = state.rebuilt;
     for (policy, p) in state.policies.iter_mut() {
         let names = |x: &Option<(i64, String)>| x.as_ref().is_some_and(|(_, i)| doomed.contains(i));
         if names(&p.last_backup) || names(&p.last_full) {
-            *p = policy_state(policy, &remaining);
+            *p = store::policy_state(policy, &remaining);
             changed = true;
         }
     }

@@ -158,7 +158,8 @@ impl Runner {
         bar: Option<&indicatif::ProgressBar>,
     ) -> Result<serde_json::Value, JobError> {
         let mut cmd = Command::new(&self.worker_exe);
-        cmd.arg("worker");
+        cmd.arg("worker")
+            .env(crate::ui::COMMAND_ENV, crate::ui::command());
         // Its own process group: a Ctrl-C at the terminal reaches the supervisor, which cancels
         // the workers through their keepalives, instead of killing them mid-write.
         cmd.process_group(0);
@@ -692,7 +693,7 @@ fn record_success(st: &Store, job: &JobDef, m: &Manifest) -> Result<(), JobError
                 id != &m.image && st.manifest(id).is_ok_and(|r| r.run_order() > m.run_order())
             })
         };
-        let mut changed = false;
+        let mut changed = state.rebuilt;
         if !ran_later(&p.last_backup) {
             changed |= p.last_backup != this;
             p.last_backup = this.clone();
@@ -1146,15 +1147,17 @@ pub fn resolve_image(
         if best.as_ref().is_none_or(|((s, _, _), _)| started >= s) {
             let _ = writeln!(
                 std::io::stderr(),
-                "warning: image {id} of policy {policy:?} is newer, but damaged (see `aapi-host list`); it is passed over"
+                "warning: image {id} of policy {policy:?} is newer, but damaged (see `{} list`); it is passed over",
+                crate::ui::command()
             );
         }
     }
     best.map(|(_, id)| id).ok_or_else(|| {
         usage(format!(
-            "no complete image of policy {policy:?}{} (see `aapi-host list`)",
+            "no complete image of policy {policy:?}{} (see `{} list`)",
             at.map(|t| format!(" at or before {}", store::utc_display(t)))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            crate::ui::command()
         ))
     })
 }

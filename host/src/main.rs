@@ -42,7 +42,7 @@ Environment:
 #[derive(Parser, Debug)]
 #[command(name = "aapi-host", version, about, after_help = EXIT_CODES)]
 struct Cli {
-    /// Image store directory (created when missing).
+    /// Image store directory (`backup` and `discover` create it when missing).
     #[arg(long, global = true, env = "AAPI_STORE", default_value = "aapi-store")]
     store: PathBuf,
     /// Print one JSON document on stdout instead of text; no progress bars.
@@ -262,6 +262,7 @@ fn main() -> ExitCode {
     if matches!(cli.command, Cmd::Worker) {
         return ExitCode::from(aapi_host::worker::main() as u8);
     }
+    ui::set_store(&cli.store);
     // Commands that only read the store stop at once; the others stop cleanly (exit 5).
     let reads_only = match &cli.command {
         Cmd::List | Cmd::Show { .. } => true,
@@ -407,7 +408,7 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                 );
             } else {
                 outln!("{}", job.image);
-                let cli_store = format!("aapi-host --store {}", cli.store.display());
+                let cli_store = ui::command();
                 ui.note(&format!(
                     "discovery done; now run `{cli_store} child --image {} --host H` for each of {} and then `{cli_store} finalize --image {}`",
                     job.image,
@@ -635,9 +636,10 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                 message,
             };
             if ids.is_empty() && !incomplete {
-                return Err(fail(
-                    "name the images to delete, or pass --incomplete (see `aapi-host list`)".into(),
-                ));
+                return Err(fail(format!(
+                    "name the images to delete, or pass --incomplete (see `{} list`)",
+                    ui::command()
+                )));
             }
             let st = Store::open_existing(&cli.store)?;
             // One delete or job start at a time: what is planned stays true until it is done.
@@ -696,7 +698,8 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                 }
                 for id in &plan.damaged_kept {
                     outln!(
-                        "kept {id}: it is damaged (see `aapi-host list`); `aapi-host delete {id}` deletes it"
+                        "kept {id}: it is damaged (see `{cmd} list`); `{cmd} delete {id}` deletes it",
+                        cmd = ui::command()
                     );
                 }
                 for id in &plan.delete {
@@ -738,8 +741,9 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                 if !cli.quiet {
                     let verdict = if !r.damaged.is_empty() {
                         format!(
-                            "{} damaged; the intact ones can still be restored with `aapi-host restore {} --path ...`",
+                            "{} damaged; the intact ones can still be restored with `{} restore {} --path ...`",
                             r.damaged.len(),
+                            ui::command(),
                             r.image
                         )
                     } else if !r.damaged_streams.is_empty() {
@@ -788,8 +792,9 @@ fn restore(cli: &Cli, runner: &Runner, a: &RestoreArgs, t0: Instant) -> Result<E
     let selected = tasks::select(&catalog, &paths);
     if selected.is_empty() {
         return Err(usage(format!(
-            "nothing in image {image} matches {} (see `aapi-host show {image} --objects`)",
-            tasks::show_paths(&paths)
+            "nothing in image {image} matches {} (see `{} show {image} --objects`)",
+            tasks::show_paths(&paths),
+            ui::command()
         )));
     }
     // Refused before anything runs, also for --dry-run, which shows what the restore would do.
@@ -861,8 +866,21 @@ fn restore(cli: &Cli, runner: &Runner, a: &RestoreArgs, t0: Instant) -> Result<E
     if let Some(c) = &a.session.credentials {
         aapi_host::worker::read_credentials(c).map_err(usage)?;
     }
-    let job = st.job(&image)?;
-    let plugin = a.plugin.clone().unwrap_or(job.plugin);
+    // The job file only names the plugin: with --plugin, a damaged one does not matter.
+    let plugin = match a.plugin.clone() {
+        Some(p) => p,
+        None => {
+            st.job(&image)
+                .map_err(|e| {
+                    let mut e = JobError::from(e);
+                    e.message.push_str(
+                        "; the job file names the plugin that made the image: name it with --plugin LIB",
+                    );
+                    e
+                })?
+                .plugin
+        }
+    };
     let task = RestoreTask {
         store: cli.store.clone(),
         image: image.clone(),

@@ -334,7 +334,8 @@ impl Catalog {
             damaged(
                 path,
                 format!(
-                    "catalog is damaged at byte {at}: {what}; the image cannot be trusted (run `aapi-host verify`)"
+                    "catalog is damaged at byte {at}: {what}; the image cannot be trusted (run `{} verify`)",
+                    crate::ui::command()
                 ),
             )
         };
@@ -667,7 +668,13 @@ impl Manifest {
     }
 }
 
-const NO_SUCH_IMAGE: &str = "no such image (see `aapi-host list` for the images in this store)";
+/// Why an image id names no image, and where to look.
+fn no_such_image() -> String {
+    format!(
+        "no such image (see `{} list` for the images in this store)",
+        crate::ui::command()
+    )
+}
 
 /// Whether `id` can name an image: one visible entry of the images directory.
 fn valid_id(id: &str) -> bool {
@@ -805,6 +812,28 @@ pub struct PolicyState {
 pub struct HostState {
     /// By policy name.
     pub policies: BTreeMap<String, PolicyState>,
+    /// Rebuilt from the images because `state.json` was unreadable: to be saved.
+    #[serde(skip)]
+    pub rebuilt: bool,
+}
+
+/// The last backup times a policy has when only `remaining` of its images are left: its newest
+/// complete image without failures, and its newest such full backup.
+pub fn policy_state(policy: &str, remaining: &[&Manifest]) -> PolicyState {
+    let good = || {
+        remaining
+            .iter()
+            .filter(move |m| m.policy == policy && m.failures.is_empty())
+    };
+    let newest = |ms: Vec<&&Manifest>| {
+        ms.into_iter()
+            .max_by_key(|m| m.run_order())
+            .map(|m| (m.started, m.image.clone()))
+    };
+    PolicyState {
+        last_backup: newest(good().collect()),
+        last_full: newest(good().filter(|m| m.schedule == "full").collect()),
+    }
 }
 
 /// A directory of images.
@@ -895,7 +924,7 @@ impl Store {
     pub fn job(&self, id: &str) -> Result<JobDef> {
         let dir = self.image_dir(id);
         if !valid_id(id) || !dir.is_dir() {
-            return Err(err(&dir, NO_SUCH_IMAGE));
+            return Err(err(&dir, no_such_image()));
         }
         let p = dir.join("job.json");
         let bytes = fs::read(&p).map_err(io_err(&p))?;
@@ -927,7 +956,7 @@ impl Store {
     pub fn state(&self, id: &str) -> Result<ImageState> {
         let dir = self.image_dir(id);
         if !valid_id(id) || !dir.is_dir() {
-            return Err(err(&dir, NO_SUCH_IMAGE));
+            return Err(err(&dir, no_such_image()));
         }
         let m = dir.join(MANIFEST);
         match fs::read(&m) {
@@ -987,7 +1016,7 @@ impl Store {
     pub fn use_image(&self, id: &str, wait: Waiter) -> Result<Lock> {
         let dir = self.image_dir(id);
         if !valid_id(id) || !dir.is_dir() {
-            return Err(err(&dir, NO_SUCH_IMAGE));
+            return Err(err(&dir, no_such_image()));
         }
         let lock = wait_for(&dir.join(IN_USE), libc::LOCK_SH, wait)?;
         // A delete that held the image while this waited has removed it since.
@@ -1057,13 +1086,34 @@ impl Store {
         Catalog::read_from(&bytes, &p)
     }
 
-    /// Read the host state (empty when none was saved yet).
+    /// Read the host state (empty when none was saved yet). A damaged one is rebuilt from the
+    /// manifests of the complete images, with a warning; it is saved at the next change.
     pub fn host_state(&self) -> Result<HostState> {
         let p = self.root.join("state.json");
         match fs::read(&p) {
-            Ok(b) => {
-                serde_json::from_slice(&b).map_err(|e| damaged(&p, format!("unreadable: {e}")))
-            }
+            Ok(b) => serde_json::from_slice(&b).or_else(|e| {
+                let mut manifests = Vec::new();
+                for id in self.image_ids()? {
+                    if let Ok(ImageState::Complete(m)) = self.state(&id) {
+                        manifests.push(*m);
+                    }
+                }
+                let all: Vec<&Manifest> = manifests.iter().collect();
+                let mut policies: Vec<&str> = all.iter().map(|m| m.policy.as_str()).collect();
+                policies.sort_unstable();
+                policies.dedup();
+                eprintln!(
+                    "warning: {}: unreadable ({e}); the last backup times are taken from the complete images instead",
+                    p.display()
+                );
+                Ok(HostState {
+                    policies: policies
+                        .into_iter()
+                        .map(|policy| (policy.to_string(), policy_state(policy, &all)))
+                        .collect(),
+                    rebuilt: true,
+                })
+            }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(HostState::default()),
             Err(e) => Err(io_err(&p)(e)),
         }

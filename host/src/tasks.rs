@@ -616,16 +616,32 @@ pub fn show_paths(paths: &[Vec<u8>]) -> String {
     format!("[{}]", shown.join(", "))
 }
 
+/// `path` spelled as catalogs hold paths: no empty or `.` component, no trailing `/`
+/// (`/data//src/./` is `/data/src`), as a plugin's discovery writes the selection `--select`
+/// gave. `..` stays: what it names depends on symbolic links at backup time.
+fn normalize(path: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(path.len());
+    if path.starts_with(b"/") {
+        out.push(b'/');
+    }
+    for part in path
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+    {
+        if !out.is_empty() && !out.ends_with(b"/") {
+            out.push(b'/');
+        }
+        out.extend_from_slice(part);
+    }
+    if out.is_empty() { path.to_vec() } else { out }
+}
+
 /// The indices of catalog entries selected by `paths` (an entry matches a path when it is that
-/// path or lies below it); all entries when `paths` is empty.
+/// path or lies below it; paths compare as [`normalize`] spells them); all entries when
+/// `paths` is empty.
 pub fn select(catalog: &Catalog, paths: &[Vec<u8>]) -> Vec<usize> {
-    let wanted: Vec<&[u8]> = paths
-        .iter()
-        .map(|p| {
-            let end = p.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
-            if end == 0 { b"/" } else { &p[..end] }
-        })
-        .collect();
+    let normal: Vec<Vec<u8>> = paths.iter().map(|p| normalize(p)).collect();
+    let wanted: Vec<&[u8]> = normal.iter().map(Vec::as_slice).collect();
     catalog
         .entries
         .iter()
@@ -739,13 +755,15 @@ pub fn check_reachable(
     let reachable = (0..catalog.entries.len()).filter(|i| !lost(i)).count();
     let next = if reachable == 0 {
         format!(
-            "No object of image {image} can be restored: restore from another complete image of policy {} (`aapi-host list`)",
-            manifest.policy
+            "No object of image {image} can be restored: restore from another complete image of policy {} (`{} list`)",
+            manifest.policy,
+            crate::ui::command()
         )
     } else {
         format!(
-            "The image's objects whose data lies elsewhere ({reachable} of {}) can still be restored: `aapi-host verify {image}` names the ones that cannot, restore the others with `aapi-host restore {image} --path ...`",
-            catalog.entries.len()
+            "The image's objects whose data lies elsewhere ({reachable} of {}) can still be restored: `{cmd} verify {image}` names the ones that cannot, restore the others with `{cmd} restore {image} --path ...`",
+            catalog.entries.len(),
+            cmd = crate::ui::command()
         )
     };
     let first = escape_path(&catalog.entries[first].path);
@@ -778,9 +796,10 @@ pub fn restore(
     let selected = select(&catalog, &task.paths);
     if selected.is_empty() {
         return Err(task_err(format!(
-            "nothing in image {} matches {} (see `aapi-host show {}`)",
+            "nothing in image {} matches {} (see `{} show {} --objects`)",
             task.image,
             show_paths(&task.paths),
+            crate::ui::command(),
             task.image
         )));
     }
@@ -910,7 +929,8 @@ fn restore_objects(
             };
             return Err(TaskError {
                 message: format!(
-                    "{name}: {what}: the image is damaged; `aapi-host verify {}` lists what is still restorable",
+                    "{name}: {what}: the image is damaged; `{} verify {}` lists what is still restorable",
+                    crate::ui::command(),
                     task.image
                 ),
                 code: Some(AAPI_EIO),

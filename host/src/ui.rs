@@ -29,6 +29,32 @@ enum Stdout {
 
 static STDOUT: Mutex<Stdout> = Mutex::new(Stdout::Open);
 
+/// How messages spell a command to run next: `aapi-host --store <store>`.
+static COMMAND: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Name the store in the commands messages suggest, so that they run as printed.
+pub fn set_store(store: &std::path::Path) {
+    let s = store.to_string_lossy();
+    let plain = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+,:@%".contains(&b));
+    let shown = if plain {
+        s.into_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    };
+    let _ = COMMAND.set(format!("aapi-host --store {shown}"));
+}
+
+/// The environment variable that passes [`command`] on to the workers.
+pub const COMMAND_ENV: &str = "AAPI_HOST_COMMAND";
+
+/// `aapi-host` with the store option, as messages suggest a command (see [`set_store`]; a
+/// worker has it from its supervisor, in [`COMMAND_ENV`]).
+pub fn command() -> &'static str {
+    COMMAND.get_or_init(|| std::env::var(COMMAND_ENV).unwrap_or_else(|_| "aapi-host".into()))
+}
+
 /// Print one line of results on standard output. Once the reader has closed it (`aapi-host list
 /// | head -1`) or a write failed, later lines are dropped without a word: the command goes on to
 /// its own end and exit status.

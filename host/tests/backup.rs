@@ -1681,3 +1681,38 @@ fn the_documented_list_example_is_what_list_prints() {
         assert_eq!(line, printed, "laid out as `list` prints it");
     }
 }
+
+/// A damaged `state.json` does not stop backups: the last backup times come from the complete
+/// images, so an incremental still has its base, and the state is saved whole again.
+#[test]
+fn a_damaged_host_state_is_rebuilt_from_the_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    make_tree(&tree, 2, PAST);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let plugin = good_plugin();
+    let full = backup(&store, &plugin, &tree, &[]);
+    assert_eq!(full.code, 0, "{}", full.stderr);
+    let full_id = full.json()["manifest"]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::fs::write(store.join("state.json"), "{bad").unwrap();
+    let incr = backup(&store, &plugin, &tree, &["--schedule", "incr"]);
+    assert_eq!(incr.code, 0, "{}", incr.stderr);
+    assert!(
+        incr.stderr.contains("taken from the complete images"),
+        "{}",
+        incr.stderr
+    );
+    assert_eq!(incr.json()["manifest"]["base"], full_id.as_str());
+    let text = std::fs::read_to_string(store.join("state.json")).unwrap();
+    let state: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text} {}", incr.stdout));
+    assert!(
+        state["policies"]["p1"].is_object(),
+        "{state} {}",
+        incr.stdout
+    );
+}

@@ -709,3 +709,153 @@ fn verify_reports_a_stream_file_of_the_wrong_size() {
     );
     assert_eq!(j["report"]["damaged"].as_array().unwrap().len(), 2, "{j}");
 }
+
+#[test]
+fn suggested_commands_name_the_store_so_they_run_as_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("my store");
+    let tree = dir.path().join("tree");
+    write_file(&tree.join("a"), b"a");
+    let plugin = rust_sample();
+    let r = host(
+        &store,
+        &[
+            "backup",
+            "--plugin",
+            plugin.to_str().unwrap(),
+            "--policy",
+            "p",
+            "--select",
+            tree.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let image = r.json()["manifest"]["image"].as_str().unwrap().to_string();
+    let cmd = format!("`aapi-host --store '{}' ", store.display());
+    let r = host(&store, &["restore", "nosuch", "--dry-run"], &[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("{cmd}list`")), "{}", r.stderr);
+    // A message made in a worker too.
+    let alt = dir.path().join("alt");
+    std::fs::create_dir(&alt).unwrap();
+    let r = host(
+        &store,
+        &[
+            "restore",
+            &image,
+            "--alt-root",
+            alt.to_str().unwrap(),
+            "--path",
+            "/no/such/path",
+        ],
+        &[],
+    );
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("{cmd}show {image}")),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn restore_paths_match_however_the_selection_was_spelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let tree = dir.path().join("tree");
+    write_file(&tree.join("d/f"), b"f");
+    write_file(&tree.join("g"), b"g");
+    let r = host(
+        &store,
+        &[
+            "backup",
+            "--plugin",
+            rust_sample().to_str().unwrap(),
+            "--policy",
+            "p",
+            "--select",
+            &format!("{}//./", tree.display()),
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let t = tree.display().to_string();
+    for spelled in [
+        format!("{t}/d"),
+        format!("{t}//d/"),
+        format!("{t}/./d"),
+        format!("{}//{}/d/.", dir.path().display(), "tree"),
+    ] {
+        let r = host(
+            &store,
+            &["restore", "--policy", "p", "--dry-run", "--path", &spelled],
+            &[],
+        );
+        assert_eq!(r.code, 0, "{spelled}: {}", r.stderr);
+        assert!(
+            r.stdout.contains(&format!("{t}/d/f")),
+            "{spelled}: {}",
+            r.stdout
+        );
+        assert!(
+            !r.stdout.contains(&format!("{t}/g")),
+            "{spelled}: {}",
+            r.stdout
+        );
+    }
+}
+
+#[test]
+fn an_image_whose_job_file_is_damaged_restores_with_the_plugin_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let tree = dir.path().join("tree");
+    write_file(&tree.join("a"), b"the bytes");
+    let plugin = rust_sample();
+    let r = host(
+        &store,
+        &[
+            "backup",
+            "--plugin",
+            plugin.to_str().unwrap(),
+            "--policy",
+            "p",
+            "--select",
+            tree.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let image = r.json()["manifest"]["image"].as_str().unwrap().to_string();
+    std::fs::write(
+        store.join("images").join(&image).join("job.json"),
+        "garbage",
+    )
+    .unwrap();
+    let alt = dir.path().join("alt");
+    std::fs::create_dir(&alt).unwrap();
+    let restore = |extra: &[&str]| {
+        let mut args = vec![
+            "restore",
+            image.as_str(),
+            "--alt-root",
+            alt.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        host(&store, &args, &[])
+    };
+    let r = restore(&[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("name it with --plugin LIB"),
+        "{}",
+        r.stderr
+    );
+    let r = restore(&["--plugin", plugin.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let restored = alt.join(tree.join("a").strip_prefix("/").unwrap());
+    assert_eq!(std::fs::read(restored).unwrap(), b"the bytes");
+}
