@@ -1231,7 +1231,10 @@ fn an_incremental_whose_base_is_unusable_keeps_what_it_stored_itself() {
                 r.stderr
                     .contains(&format!("data lies in image {full}, which is not usable"))
                     && r.stderr.contains("nothing was restored")
-                    && r.stderr.contains(&format!("aapi-host verify {incr}"))
+                    && r.stderr.contains(&format!(
+                        "aapi-host --store {} verify {incr}",
+                        store.display()
+                    ))
                     && !r.stderr.contains("none of its objects"),
                 "{case} {args:?}: {}",
                 r.stderr
