@@ -1239,6 +1239,36 @@ static void remove_parents(const files_server *srv, files_strvec *made)
     }
 }
 
+/* 1 when the directory `name` in `dirfd` holds any entry, 0 when it is empty, -1 with errno set
+ * when it cannot be listed. A symbolic link there is not followed. */
+static int dir_has_entries(int dirfd, const char *name)
+{
+    struct dirent *e;
+    int found = 0, err;
+    int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (d == NULL) {
+        err = errno;
+        if (fd >= 0)
+            close(fd);
+        errno = err;
+        return -1;
+    }
+    while ((errno = 0, e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) {
+            found = 1;
+            break;
+        }
+    }
+    err = errno;
+    closedir(d);
+    if (e == NULL && err != 0) {
+        errno = err;
+        return -1;
+    }
+    return found;
+}
+
 int aapi_create_object(aapi_server_t server, const char *path, const aapi_object_prop_t *prop,
                        uint32_t flags, aapi_object_t *object)
 {
@@ -1311,6 +1341,21 @@ int aapi_create_object(aapi_server_t server, const char *path, const aapi_object
         rc = fail(AAPI_EEXIST, "%s: %s already exists (AAPI_CREATE_OVERWRITE not given)", fn,
                   norm);
         goto out;
+    }
+    /* A file or link never takes the place of a directory with contents: replacing it would
+     * delete what it holds, newer data included. */
+    if (exists && S_ISDIR(st.st_mode) && prop->obj_type != AAPI_OBJ_DIR) {
+        int full = dir_has_entries(fd, leaf_of(srv, norm));
+        if (full != 0) {
+            rc = full < 0 ? fail_errno(errno, "%s: cannot list %s", fn, norm)
+                          : fail(AAPI_EEXIST,
+                                 "%s: %s is a directory that is not empty: a %s restored there "
+                                 "would delete what it holds; move it away first, or restore "
+                                 "under an alternate root",
+                                 fn, norm,
+                                 prop->obj_type == AAPI_OBJ_FILE ? "file" : "symbolic link");
+            goto out;
+        }
     }
 
     obj = calloc(1, sizeof *obj);

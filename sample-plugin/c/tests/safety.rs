@@ -1716,3 +1716,63 @@ fn an_object_whose_path_is_longer_than_a_path_may_be_fails_discovery_by_name() {
         assert!(!file_name(&work.join("wkld"), "bh1", ".wkld").exists());
     }
 }
+
+/// A file or symbolic link restored with `AAPI_CREATE_OVERWRITE` where a directory with contents
+/// now stands is refused (it would delete what the directory holds); an empty directory is
+/// replaced.
+#[test]
+fn an_overwrite_never_replaces_a_directory_that_holds_something() {
+    let _turn = turn();
+    for (name, lib) in samples() {
+        let l = Loaded::new(&lib);
+        let work = tempfile::tempdir().unwrap();
+        let alt = work.path().join("alt");
+        fs::create_dir_all(alt.join("full/sub")).unwrap();
+        fs::write(alt.join("full/sub/newer"), b"newer data").unwrap();
+        fs::create_dir_all(alt.join("empty")).unwrap();
+        let s = l.session(AAPI_OP_RESTORE, "", &[]);
+        s.restore_preprocess(bytes(&alt), 100, 3).unwrap();
+        for (kind, what) in [(AAPI_OBJ_FILE, "file"), (AAPI_OBJ_SYMLINK, "symbolic link")] {
+            let prop = aapi_object_prop_t {
+                struct_size: size_of::<aapi_object_prop_t>() as u32,
+                obj_type: kind,
+                valid: AAPI_PROP_MODE,
+                mode: 0o600,
+                ..Default::default()
+            };
+            let (code, msg) = failure(
+                s.create_object(bytes(&alt.join("full")), &prop, AAPI_CREATE_OVERWRITE)
+                    .map(|_| ())
+                    .unwrap_err(),
+            );
+            assert_eq!(code, AAPI_EEXIST, "{name}: {msg}");
+            assert!(
+                msg.contains(&format!(
+                    "{} is a directory that is not empty: a {what} restored there would delete what it holds",
+                    alt.join("full").display()
+                )),
+                "{name}: {msg}"
+            );
+        }
+        let prop = aapi_object_prop_t {
+            struct_size: size_of::<aapi_object_prop_t>() as u32,
+            obj_type: AAPI_OBJ_FILE,
+            valid: AAPI_PROP_MODE,
+            mode: 0o600,
+            ..Default::default()
+        };
+        let mut o = s
+            .create_object(bytes(&alt.join("empty")), &prop, AAPI_CREATE_OVERWRITE)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        o.write(b"file now").unwrap();
+        o.close().unwrap_or_else(|e| panic!("{name}: {e}"));
+        s.restore_postprocess(AAPI_EOK).unwrap();
+        s.close().unwrap();
+        assert_eq!(
+            fs::read(alt.join("full/sub/newer")).unwrap(),
+            b"newer data",
+            "{name}"
+        );
+        assert_eq!(fs::read(alt.join("empty")).unwrap(), b"file now", "{name}");
+    }
+}

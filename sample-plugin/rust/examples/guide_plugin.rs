@@ -37,17 +37,17 @@ impl Plugin for FlatFiles {
     fn open_server(&self, _server: &str, session: Session) -> Result<FlatSession> {
         Ok(FlatSession {
             session,
-            created: Arc::new(Mutex::new(Vec::new())),
+            restored: Arc::new(Mutex::new(Vec::new())),
             last: Arc::new(Mutex::new(None)),
         })
     }
 }
 
-/// One session: the framework's services, the files a restore created, and the one it
-/// completed last with the descriptor it was written through.
+/// One session: the framework's services, the files a restore put in place (each with whether
+/// it replaced one), and the one it completed last with the descriptor it was written through.
 pub struct FlatSession {
     session: Session,
-    created: Arc<Mutex<Vec<PathBuf>>>,
+    restored: Arc<Mutex<Vec<(PathBuf, bool)>>>,
     last: Arc<Mutex<Option<(PathBuf, File)>>>,
 }
 
@@ -170,7 +170,7 @@ impl Server for FlatSession {
             tmp,
             path: path.to_path_buf(),
             props: *props,
-            created: self.created.clone(),
+            restored: self.restored.clone(),
             last: self.last.clone(),
             done: false,
         })
@@ -202,20 +202,24 @@ impl Server for FlatSession {
 
     fn restore_postprocess(&self, status: RestoreStatus) -> Result<()> {
         self.last.lock().unwrap().take();
-        let created = std::mem::take(&mut *self.created.lock().unwrap());
+        let restored = std::mem::take(&mut *self.restored.lock().unwrap());
         if !status.is_success() {
-            // A failed restore removes what it created (RST-6).
-            for path in created {
-                let _ = fs::remove_file(path);
+            // A failed restore removes what it created (RST-6). A file it replaced is gone:
+            // keep the restored one rather than lose both (the sample plugin sets replaced
+            // objects aside and puts them back, RST-7).
+            for (path, replaced) in restored {
+                if !replaced {
+                    let _ = fs::remove_file(path);
+                }
             }
             return Ok(());
         }
         // A restore reported complete survives a crash (RST-9): each file's data was synced at
         // its close; now the directories holding the renames. (The sample plugin syncs each
         // file system once instead.)
-        let dirs: BTreeSet<&Path> = created
+        let dirs: BTreeSet<&Path> = restored
             .iter()
-            .map(|path| path.parent().unwrap_or(Path::new("/")))
+            .map(|(path, _)| path.parent().unwrap_or(Path::new("/")))
             .collect();
         for dir in dirs {
             File::open(dir)?.sync_all()?;
@@ -246,7 +250,7 @@ pub struct FileWriter {
     tmp: PathBuf,
     path: PathBuf,
     props: ObjectProps,
-    created: Arc<Mutex<Vec<PathBuf>>>,
+    restored: Arc<Mutex<Vec<(PathBuf, bool)>>>,
     last: Arc<Mutex<Option<(PathBuf, File)>>>,
     /// Renamed into place: the temporary file is gone.
     done: bool,
@@ -274,9 +278,13 @@ impl RestoreObject for FileWriter {
         }
         self.file.sync_all()?;
         let file = self.file.try_clone()?;
+        let replaced = fs::symlink_metadata(&self.path).is_ok();
         fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(e, self.path.display()))?;
         self.done = true;
-        self.created.lock().unwrap().push(self.path.clone());
+        self.restored
+            .lock()
+            .unwrap()
+            .push((self.path.clone(), replaced));
         *self.last.lock().unwrap() = Some((self.path.clone(), file));
         Ok(())
     }

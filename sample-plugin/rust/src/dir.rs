@@ -423,6 +423,12 @@ impl Dir {
         check(unsafe { libc::syncfs(fd.as_raw_fd()) })
     }
 
+    /// Whether the directory `name` in this one holds any entry (a symbolic link there is not
+    /// followed).
+    pub fn has_entries(&self, name: &CStr) -> io::Result<bool> {
+        Ok(!self.open_listable(name)?.names()?.is_empty())
+    }
+
     /// The directory `name` in this one, opened for reading its entries; a symbolic link there
     /// is not followed.
     fn open_listable(&self, name: &CStr) -> io::Result<Dir> {

@@ -364,13 +364,34 @@ impl Book {
         };
         // RST-3: an existing directory is reused; anything else needs AAPI_CREATE_OVERWRITE, and
         // is replaced only at a successful close.
-        if let Some((_, _, Some(md))) = &found {
+        if let Some((dir, name, Some(md))) = &found {
             let reusable_dir = props.kind == ObjectType::Dir && md.is_dir();
             if !reusable_dir && !overwrite {
                 return Err(Error::new(
                     ErrorKind::AlreadyExists,
                     format!(
                         "{} already exists (AAPI_CREATE_OVERWRITE not given)",
+                        path.display()
+                    ),
+                ));
+            }
+            // A file or link never takes the place of a directory with contents: replacing it
+            // would delete what it holds, newer data included.
+            if md.is_dir()
+                && props.kind != ObjectType::Dir
+                && dir.has_entries(name).map_err(|e| {
+                    crate::dir::io_error(e, format!("cannot list {}", path.display()))
+                })?
+            {
+                let kind = if props.kind == ObjectType::File {
+                    "file"
+                } else {
+                    "symbolic link"
+                };
+                return Err(Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!(
+                        "{} is a directory that is not empty: a {kind} restored there would delete what it holds; move it away first, or restore under an alternate root",
                         path.display()
                     ),
                 ));

@@ -290,6 +290,44 @@ fn the_guide_plugin_leaves_what_is_beside_a_restored_file_alone() {
     plugin.terminate().unwrap();
 }
 
+/// A failed restore removes the files it created and keeps the restored version of one it
+/// replaced: removing that too would lose both the old and the new data.
+#[test]
+fn a_failed_restore_of_the_guide_plugin_loses_no_file_it_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let lib = dir.path().join("libguide_plugin.so");
+    fs::copy(example_library(), &lib).unwrap();
+    let plugin = Plugin::load(&lib, Arc::new(Hooks::default())).unwrap_or_else(|e| panic!("{e}"));
+    assert!(plugin.claim("flatfiles").unwrap());
+    let root = dir.path().join("root");
+    fs::create_dir(&root).unwrap();
+    fs::write(root.join("old.txt"), "on disk before").unwrap();
+    let s = plugin
+        .open_server("localhost", SessionDef::new(AAPI_OP_RESTORE))
+        .unwrap();
+    s.restore_preprocess(root.as_os_str().as_bytes(), 16, 2)
+        .unwrap();
+    for (name, flags) in [("old.txt", AAPI_CREATE_OVERWRITE), ("new.txt", 0)] {
+        let prop = aapi_object_prop_t {
+            obj_type: AAPI_OBJ_FILE,
+            valid: AAPI_PROP_MODE,
+            mode: 0o600,
+            ..Default::default()
+        };
+        let path = root.join(name);
+        let mut o = s
+            .create_object(path.as_os_str().as_bytes(), &prop, flags)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        o.write(b"restored").unwrap();
+        o.close().unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    s.restore_postprocess(AAPI_EIO).unwrap();
+    s.close().unwrap();
+    assert_eq!(fs::read(root.join("old.txt")).unwrap(), b"restored");
+    assert!(!root.join("new.txt").exists(), "a created file is left");
+    plugin.terminate().unwrap();
+}
+
 /// Set in the child of [`the_guide_plugin_restores_files_their_owner_cannot_read`]: the
 /// library to load and the directory to restore into.
 const UNREADABLE_LIB: &str = "AAPI_GUIDE_TEST_LIB";
