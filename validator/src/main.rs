@@ -205,9 +205,33 @@ enum Done {
 }
 
 fn main() -> ExitCode {
+    // A write past `ulimit -f` fails with EFBIG, which the commands report and clean up after,
+    // instead of the signal killing the process with its files half-written.
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     std::panic::set_hook(Box::new(|info| {
         eprintln!("aapi-validator: internal error: {info}");
     }));
+    let code = run_main();
+    match OUTPUT_ERROR
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+    {
+        Some(e) => {
+            eprintln!(
+                "aapi-validator: cannot write the results to standard output: {e}; they are lost: send them where there is room"
+            );
+            ExitCode::from(2)
+        }
+        None => code,
+    }
+}
+
+/// The first error writing standard output met, other than a closed pipe.
+static OUTPUT_ERROR: std::sync::Mutex<Option<std::io::Error>> = std::sync::Mutex::new(None);
+
+fn run_main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(&e),
@@ -336,9 +360,18 @@ fn json_command(args: &[std::ffi::OsString]) -> Option<(String, Option<String>)>
     json.then_some((command, operand))
 }
 
-/// Print a line on stdout; a closed pipe is not an error worth a panic.
+/// Print a line on stdout. A closed pipe ends the output quietly; another error (a full disk)
+/// is kept for the exit status.
 fn say(line: &str) {
-    let _ = writeln!(std::io::stdout(), "{line}");
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|_| out.flush())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        OUTPUT_ERROR
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(e);
+    }
 }
 
 fn keys(paths: &[PathBuf]) -> aapi_validator::Result<Vec<PublicKey>> {

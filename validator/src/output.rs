@@ -68,6 +68,20 @@ pub(crate) fn remedy(e: &io::Error, dir: &Path, cmd: Cmd) -> String {
     }
 }
 
+/// The file `out` names, a symbolic link there followed (through links to links, as far as
+/// they go): a command replaces the file a link points to, never the link (a release layout's
+/// `current.aapkg` link keeps pointing at the package it names).
+pub(crate) fn follow_links(out: &Path) -> std::path::PathBuf {
+    let mut p = out.to_path_buf();
+    for _ in 0..40 {
+        match fs::read_link(&p) {
+            Ok(target) => p = p.parent().unwrap_or(Path::new(".")).join(target),
+            Err(_) => break,
+        }
+    }
+    p
+}
+
 /// The directory the new file `out` of `cmd` goes into: it must exist, and `out` must not be a
 /// directory. Checked before any work, so that a mistyped `-o` fails at once.
 pub(crate) fn out_dir(out: &Path, cmd: Cmd) -> Result<&Path> {

@@ -67,12 +67,13 @@ pub fn pack(
     out: &Path,
     opts: &Options,
 ) -> Result<std::result::Result<Report, Vec<Finding>>> {
+    let out = &output::follow_links(out);
     let parent = output::out_dir(out, Cmd::Pack)?;
     if let (Ok(d), Ok(p)) = (dir.canonicalize(), parent.canonicalize())
         && p.starts_with(&d)
     {
         return Err(Error::new(format!(
-            "{} would be inside {}, the directory being packed",
+            "{} would be inside {}, the directory being packed; choose an -o outside it",
             out.display(),
             dir.display()
         )));
@@ -248,6 +249,7 @@ pub fn sign(
     key: &SecretKey,
     limits: &Limits,
 ) -> Result<std::result::Result<Report, Vec<Finding>>> {
+    let out = &output::follow_links(out);
     let vopts = verify::Options {
         limits: *limits,
         keys: Vec::new(),

@@ -44,10 +44,9 @@ fn installed_codes(dest: &Path) -> Vec<Code> {
 fn install_small_files_only(pkg: &Path, dest: &Path) -> std::process::Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_aapi-validator"));
     cmd.arg("install").arg(pkg).arg("--dest").arg(dest);
-    // SAFETY: only async-signal-safe calls (signal, setrlimit) between fork and exec.
+    // SAFETY: only an async-signal-safe call (setrlimit) between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
             let lim = libc::rlimit {
                 rlim_cur: 1 << 20,
                 rlim_max: 1 << 20,

@@ -819,3 +819,56 @@ fn a_package_keeps_the_mode_of_the_file_it_replaces_or_follows_the_umask() {
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     assert_eq!(mode(&pkg), 0o604);
 }
+
+/// A package named through a symbolic link (a release layout's `current.aapkg`) is written where
+/// the link points: the link stays, and the package it names is the one signed or packed.
+#[test]
+fn pack_and_sign_through_a_link_write_the_package_it_names() {
+    let d = plugin_dir(Variant::Good);
+    let w = tempfile::tempdir().unwrap();
+    let base = w.path().join("release");
+    assert_eq!(run(&[&"keygen", &"-o", &base]).status.code(), Some(0));
+    let (sec, public) = (w.path().join("release.key"), w.path().join("release.pub"));
+    fs::create_dir(w.path().join("releases")).unwrap();
+    let real = w.path().join("releases/demo-1.0.aapkg");
+    let link = w.path().join("current.aapkg");
+    std::os::unix::fs::symlink("releases/demo-1.0.aapkg", &link).unwrap();
+    // Packed through a link whose package does not exist yet, then signed through it.
+    let o = run(&[&"pack", &d.path(), &"-o", &link]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = run(&[&"sign", &link, &"--key", &sec]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let o = run(&[&"verify", &real, &"--key", &public]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains("signature verified"), "{}", stdout(&o));
+}
+
+/// Results that cannot be written (a full disk) fail the command instead of vanishing.
+#[test]
+fn results_that_cannot_be_written_fail_the_command() {
+    let d = plugin_dir(Variant::Good);
+    let w = tempfile::tempdir().unwrap();
+    let pkg = w.path().join("demo.aapkg");
+    assert_eq!(
+        run(&[&"pack", &d.path(), &"-o", &pkg]).status.code(),
+        Some(0)
+    );
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_aapi-validator"))
+        .args(["verify", "--json"])
+        .arg(&pkg)
+        .stdout(fs::File::create("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("cannot write the results"),
+        "{}",
+        stderr(&o)
+    );
+}
