@@ -68,6 +68,7 @@ impl Error {
         let next = match source.kind() {
             io::ErrorKind::NotFound => "check the path",
             io::ErrorKind::PermissionDenied => "run as a user who may read it",
+            io::ErrorKind::IsADirectory => "name the file in it",
             _ => "check the disk and file system, or copy the file again from its source",
         };
         Error::io("cannot read", path, source).then(next)

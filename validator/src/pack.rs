@@ -7,8 +7,8 @@ use crate::finding::Finding;
 use crate::hash;
 use crate::hash::CopyError;
 use crate::manifest::{
-    Abi, Entry, FORMAT, FORMAT_VERSION, Kind, MANIFEST_PATH, Manifest, Plugin, SIGNATURE_PATH,
-    Target,
+    Abi, Entry, FORMAT, FORMAT_VERSION, Kind, MANIFEST_PATH, META_DIR, Manifest, Plugin,
+    SIGNATURE_PATH, Target,
 };
 use crate::map::Map;
 use crate::output::{self, Cmd, not_written};
@@ -525,6 +525,9 @@ impl Writer {
         if let Some(sig) = sig {
             written(w.file(SIGNATURE_PATH, 0o644, sig.len() as u64, &mut &sig[..]))?;
         }
+        // `tar -xf` makes `.aapi` for the manifest with the unpacker's umask (0775 under umask
+        // 002, which `verify DIR` refuses); the entry gives it its mode.
+        w.dir(META_DIR, 0o755)?;
         Ok(w)
     }
 

@@ -106,6 +106,13 @@ impl SecretKey {
     /// Write `BASE.key` (mode 0600) and `BASE.pub`; neither may exist yet. When one cannot be
     /// written, neither is left behind.
     pub fn save(&self, base: &Path) -> Result<(PathBuf, PathBuf)> {
+        if base.as_os_str().as_encoded_bytes().ends_with(b"/") || base.is_dir() {
+            return Err(Error::new(format!(
+                "-o {} is a directory; give a base name in it, such as {}",
+                base.display(),
+                base.join("release").display()
+            )));
+        }
         let with = |ext: &str| {
             let mut s = base.as_os_str().to_owned();
             s.push(ext);

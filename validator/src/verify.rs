@@ -5,7 +5,7 @@ use crate::elf;
 use crate::error::{Error, Result};
 use crate::finding::{Code, Finding};
 use crate::hash::{self, Job};
-use crate::manifest::{Kind, Manifest, hex};
+use crate::manifest::{Kind, META_DIR, Manifest, hex};
 use crate::map::Map;
 use crate::paths::{self, Node};
 use crate::scan::{Content, Item, ItemKind, Limits, Scan};
@@ -306,7 +306,12 @@ pub(crate) fn judge(
         }
     }
     for m in &scan.meta_modes {
-        out.extend(mode_findings(&m.path, m.mode));
+        // A tree's root and `.aapi` directories are the unpacker's, not the package's, until
+        // they are an installation's (`--installed`).
+        let tree_dir = m.owner.is_some() && (m.path == "." || m.path == META_DIR);
+        if opts.installed || !tree_dir {
+            out.extend(mode_findings(&m.path, m.mode));
+        }
     }
     let found: BTreeMap<&str, Node<'_>> = scan
         .items

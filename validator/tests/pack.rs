@@ -55,6 +55,7 @@ fn pack_writes_a_reproducible_package_that_verifies() {
         names,
         [
             ".aapi/manifest.json",
+            ".aapi/",
             "README",
             "aapi-plugin.json",
             "lib/",
@@ -346,6 +347,18 @@ fn keygen_sign_and_verify_with_keys() {
         Some(2),
         "never overwrites keys"
     );
+    // A directory is no base name: no hidden `.key` in it.
+    let o = run(&[&"keygen", &"-o", &format!("{}/", w.path().display())]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("is a directory; give a base name in it"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!w.path().join(".key").exists());
+    let o = run(&[&"verify", &w.path(), &"--key", &w.path()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("name the file in it"), "{}", stderr(&o));
     let (sec, public) = (w.path().join("release.key"), w.path().join("release.pub"));
     assert_eq!(
         fs::metadata(&sec).unwrap().permissions().mode() & 0o777,
@@ -871,4 +884,36 @@ fn results_that_cannot_be_written_fail_the_command() {
         "{}",
         stderr(&o)
     );
+}
+
+/// A package unpacked with `tar -xf` under umask 002 (ordinary users' default on many systems)
+/// verifies as a tree: `.aapi` has the mode its entry gives, and the directory unpacked into is
+/// the unpacker's own (its mode counts only for `--installed`).
+#[test]
+fn a_package_unpacked_under_umask_002_verifies() {
+    let d = plugin_dir(Variant::Good);
+    let w = tempfile::tempdir().unwrap();
+    let pkg = w.path().join("demo.aapkg");
+    assert_eq!(
+        run(&[&"pack", &d.path(), &"-o", &pkg]).status.code(),
+        Some(0)
+    );
+    let x = w.path().join("x");
+    let unpacked = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "umask 002 && mkdir \"$1\" && tar -xf \"$2\" -C \"$1\"",
+            "sh",
+        ])
+        .arg(&x)
+        .arg(&pkg)
+        .status()
+        .unwrap();
+    assert!(unpacked.success());
+    assert_eq!(
+        fs::metadata(x.join(".aapi")).unwrap().permissions().mode() & 0o777,
+        0o755
+    );
+    let o = run(&[&"verify", &x]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
 }
