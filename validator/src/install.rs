@@ -287,6 +287,15 @@ fn split_dest(dest: &Path) -> Result<(&Path, &OsStr)> {
         parent
     };
     let (p, d) = (parent.display(), dest.display());
+    // `.NAME.aapi-install-XXXXXX` is made beside it: one file name, 255 bytes at most.
+    let longest = 255 - ".".len() - ".".len() - SCRATCH.len() - "-XXXXXX".len();
+    if name.len() > longest {
+        return Err(Error::new(format!(
+            "the name of --dest {d} is {} bytes long; at most {longest} fit, as the install makes \
+             `.NAME.{SCRATCH}-XXXXXX` beside it: choose a shorter name",
+            name.len()
+        )));
+    }
     match fs::metadata(parent) {
         Ok(md) if md.is_dir() => Ok((parent, name)),
         Ok(_) => Err(Error::new(format!(

@@ -64,6 +64,11 @@ pub(crate) fn remedy(e: &io::Error, dir: &Path, cmd: Cmd) -> String {
         ReadOnlyFilesystem => format!(
             "{d} is on a read-only file system: remount it read-write or choose another {flag}"
         ),
+        ResourceBusy | CrossesDevices if cmd == Cmd::Install => format!(
+            "the installation directory is a mount point (or on another file system than {d}), \
+             and an install renames a new tree into its place: install into a directory inside \
+             that file system, or mount it on {d} instead"
+        ),
         _ => format!("remove the cause, then run {again} again"),
     }
 }

@@ -5,7 +5,7 @@ use crate::elf;
 use crate::error::{Error, Result};
 use crate::finding::{Code, Finding};
 use crate::hash::{self, Job};
-use crate::manifest::{Kind, META_DIR, Manifest, hex};
+use crate::manifest::{Kind, MANIFEST_PATH, META_DIR, Manifest, SIGNATURE_PATH, hex};
 use crate::map::Map;
 use crate::paths::{self, Node};
 use crate::scan::{Content, Item, ItemKind, Limits, Scan};
@@ -311,6 +311,18 @@ pub(crate) fn judge(
         let tree_dir = m.owner.is_some() && (m.path == "." || m.path == META_DIR);
         if opts.installed || !tree_dir {
             out.extend(mode_findings(&m.path, m.mode));
+        }
+        // The manifest and signature are no one's to hide: an unpacker who cannot read them
+        // cannot verify what they unpacked.
+        if (m.path == MANIFEST_PATH || m.path == SIGNATURE_PATH) && m.mode & 0o444 != 0o444 {
+            out.push(Finding::at(
+                Code::FILE_MODE,
+                &m.path,
+                format!(
+                    "mode {:04o} is not readable by everyone (pack writes 0644)",
+                    m.mode & 0o7777
+                ),
+            ));
         }
     }
     let found: BTreeMap<&str, Node<'_>> = scan

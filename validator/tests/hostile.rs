@@ -1189,3 +1189,33 @@ fn a_usage_error_with_json_prints_the_error_object() {
     assert_eq!(o.status.code(), Some(0));
     assert!(stdout(&o).contains("Usage"), "{}", stdout(&o));
 }
+
+/// The signature does not cover the tar header's mode: a manifest or signature that not everyone
+/// may read (a non-root unpacker could not verify what they unpacked) is a finding.
+#[test]
+fn a_manifest_or_signature_not_readable_by_everyone_is_a_finding() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = SecretKey::generate().unwrap();
+    let entries = payload(plugin(Variant::Good));
+    let m = manifest_of(&entries);
+    for (manifest_mode, sig_mode) in [(0o600, 0o644), (0o644, 0o000), (0o444, 0o444)] {
+        let mut r = Raw::new();
+        r.file(b".aapi/manifest.json", manifest_mode, &m.to_bytes());
+        r.file(
+            b".aapi/manifest.sig",
+            sig_mode,
+            &key.sign(&m.to_bytes(), &m),
+        );
+        for e in &entries {
+            r.entry(e);
+        }
+        let pkg = dir.path().join("demo.aapkg");
+        fs::write(&pkg, r.finish()).unwrap();
+        let want = if manifest_mode & sig_mode & 0o444 == 0o444 {
+            vec![]
+        } else {
+            vec![FILE_MODE]
+        };
+        assert_eq!(codes(&pkg), want, "{manifest_mode:o} {sig_mode:o}");
+    }
+}

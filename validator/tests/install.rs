@@ -1224,3 +1224,46 @@ fn a_destination_ending_in_dot_is_the_directory_or_refused_before_any_work() {
     );
     assert!(snapshot(w.path()) == before);
 }
+
+/// An installation directory whose name leaves no room for the names the install makes beside
+/// it is refused up front, with the length that fits; that length installs.
+#[test]
+fn an_installation_directory_name_too_long_for_its_scratch_names_is_refused() {
+    let w = tempfile::tempdir().unwrap();
+    let pkg = w.path().join("demo.aapkg");
+    fs::write(&pkg, good_package()).unwrap();
+    let o = install(&pkg, &w.path().join("d".repeat(235)));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is 235 bytes long; at most 234 fit"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(names(w.path()), ["demo.aapkg"]);
+    let o = install(&pkg, &w.path().join("d".repeat(234)));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+/// An installation directory that is a mount point cannot be renamed into place: the message
+/// says so and what to do, and nothing changes.
+#[test]
+fn an_installation_directory_that_is_a_mount_point_is_told() {
+    let w = tempfile::tempdir().unwrap();
+    let pkg = w.path().join("demo.aapkg");
+    fs::write(&pkg, good_package()).unwrap();
+    let dest = w.path().join("demo");
+    fs::create_dir(&dest).unwrap();
+    let ran = with_tmpfs(&dest, "size=4m", || {
+        let o = install(&pkg, &dest);
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("the installation directory is a mount point"),
+            "{}",
+            stderr(&o)
+        );
+        assert_eq!(names(&dest), Vec::<String>::new(), "the mount is as it was");
+    });
+    if let Err(why) = ran {
+        eprintln!("skipped: {why}");
+    }
+}
