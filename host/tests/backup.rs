@@ -1447,22 +1447,29 @@ fn directories_swapped_since_the_base_are_backed_up_by_what_they_hold_now() {
     restores_as(&store, &image, &dir.path().join("alt"), &tree);
 }
 
+/// A tree of `files` files (ctimes before the backup's start) under `dir`, and its full backup
+/// with the test plugin: the tree, the store and the image id.
+fn full_backup(dir: &Path, files: usize) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let tree = dir.join("tree");
+    let store = dir.join("store");
+    make_tree(&tree, files, PAST);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let full = backup(&store, &good_plugin(), &tree, &[]);
+    assert_eq!(full.code, 0, "{}", full.stderr);
+    let id = full.json()["manifest"]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (tree, store, id)
+}
+
 /// A base whose data is gone cannot lend it to the next incremental: the objects it held are
 /// read again, so the new image is whole although the one before it is damaged.
 #[test]
 fn an_incremental_reads_again_what_its_base_can_no_longer_restore() {
     let dir = tempfile::tempdir().unwrap();
-    let tree = dir.path().join("tree");
-    let store = dir.path().join("store");
-    make_tree(&tree, 3, PAST);
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (tree, store, full_id) = full_backup(dir.path(), 3);
     let plugin = good_plugin();
-    let full = backup(&store, &plugin, &tree, &[]);
-    assert_eq!(full.code, 0, "{}", full.stderr);
-    let full_id = full.json()["manifest"]["image"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let first = backup(&store, &plugin, &tree, &["--schedule", "incr"]);
     assert_eq!(first.code, 0, "{}", first.stderr);
     // The full image is lost.
@@ -1483,17 +1490,8 @@ fn an_incremental_reads_again_what_its_base_can_no_longer_restore() {
 #[test]
 fn an_incremental_of_a_base_with_a_damaged_catalog_backs_up_everything_and_completes() {
     let dir = tempfile::tempdir().unwrap();
-    let tree = dir.path().join("tree");
-    let store = dir.path().join("store");
-    make_tree(&tree, 3, PAST);
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (tree, store, full_id) = full_backup(dir.path(), 3);
     let plugin = good_plugin();
-    let full = backup(&store, &plugin, &tree, &[]);
-    assert_eq!(full.code, 0, "{}", full.stderr);
-    let full_id = full.json()["manifest"]["image"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let catalog = store.join("images").join(&full_id).join("catalog");
     let mut bytes = std::fs::read(&catalog).unwrap();
     bytes[50] ^= 0xff;
@@ -1690,17 +1688,8 @@ fn the_documented_list_example_is_what_list_prints() {
 #[test]
 fn a_damaged_host_state_is_rebuilt_from_the_images() {
     let dir = tempfile::tempdir().unwrap();
-    let tree = dir.path().join("tree");
-    let store = dir.path().join("store");
-    make_tree(&tree, 2, PAST);
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (tree, store, full_id) = full_backup(dir.path(), 2);
     let plugin = good_plugin();
-    let full = backup(&store, &plugin, &tree, &[]);
-    assert_eq!(full.code, 0, "{}", full.stderr);
-    let full_id = full.json()["manifest"]["image"]
-        .as_str()
-        .unwrap()
-        .to_string();
     std::fs::write(store.join("state.json"), "{bad").unwrap();
     let incr = backup(&store, &plugin, &tree, &["--schedule", "incr"]);
     assert_eq!(incr.code, 0, "{}", incr.stderr);

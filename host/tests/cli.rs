@@ -710,29 +710,31 @@ fn verify_reports_a_stream_file_of_the_wrong_size() {
     assert_eq!(j["report"]["damaged"].as_array().unwrap().len(), 2, "{j}");
 }
 
+/// Back up `select` with the Rust sample as policy `p`: the image id.
+fn sample_backup(store: &Path, select: &str) -> String {
+    let plugin = rust_sample();
+    let args = [
+        "backup",
+        "--json",
+        "--plugin",
+        plugin.to_str().unwrap(),
+        "--policy",
+        "p",
+        "--select",
+        select,
+    ];
+    let r = host(store, &args, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    r.json()["manifest"]["image"].as_str().unwrap().to_string()
+}
+
 #[test]
 fn suggested_commands_name_the_store_so_they_run_as_printed() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("my store");
     let tree = dir.path().join("tree");
     write_file(&tree.join("a"), b"a");
-    let plugin = rust_sample();
-    let r = host(
-        &store,
-        &[
-            "backup",
-            "--plugin",
-            plugin.to_str().unwrap(),
-            "--policy",
-            "p",
-            "--select",
-            tree.to_str().unwrap(),
-            "--json",
-        ],
-        &[],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let image = r.json()["manifest"]["image"].as_str().unwrap().to_string();
+    let image = sample_backup(&store, tree.to_str().unwrap());
     let cmd = format!("`aapi-host --store '{}' ", store.display());
     let r = host(&store, &["restore", "nosuch", "--dry-run"], &[]);
     assert_eq!(r.code, 2, "{}", r.stderr);
@@ -767,20 +769,7 @@ fn restore_paths_match_however_the_selection_was_spelled() {
     let tree = dir.path().join("tree");
     write_file(&tree.join("d/f"), b"f");
     write_file(&tree.join("g"), b"g");
-    let r = host(
-        &store,
-        &[
-            "backup",
-            "--plugin",
-            rust_sample().to_str().unwrap(),
-            "--policy",
-            "p",
-            "--select",
-            &format!("{}//./", tree.display()),
-        ],
-        &[],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    sample_backup(&store, &format!("{}//./", tree.display()));
     let t = tree.display().to_string();
     for spelled in [
         format!("{t}/d"),
@@ -813,23 +802,7 @@ fn an_image_whose_job_file_is_damaged_restores_with_the_plugin_named() {
     let store = dir.path().join("store");
     let tree = dir.path().join("tree");
     write_file(&tree.join("a"), b"the bytes");
-    let plugin = rust_sample();
-    let r = host(
-        &store,
-        &[
-            "backup",
-            "--plugin",
-            plugin.to_str().unwrap(),
-            "--policy",
-            "p",
-            "--select",
-            tree.to_str().unwrap(),
-            "--json",
-        ],
-        &[],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let image = r.json()["manifest"]["image"].as_str().unwrap().to_string();
+    let image = sample_backup(&store, tree.to_str().unwrap());
     std::fs::write(
         store.join("images").join(&image).join("job.json"),
         "garbage",
@@ -854,7 +827,7 @@ fn an_image_whose_job_file_is_damaged_restores_with_the_plugin_named() {
         "{}",
         r.stderr
     );
-    let r = restore(&["--plugin", plugin.to_str().unwrap()]);
+    let r = restore(&["--plugin", rust_sample().to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let restored = alt.join(tree.join("a").strip_prefix("/").unwrap());
     assert_eq!(std::fs::read(restored).unwrap(), b"the bytes");
