@@ -927,7 +927,7 @@ pub struct VerifyReport {
     /// recorded): damage, even when every object is intact.
     pub damaged_streams: Vec<StreamProblem>,
     /// What is off but harms no object: a stream file longer than the manifest records (the
-    /// extra bytes belong to no object).
+    /// extra bytes belong to no object), an unreadable job file (a restore needs `--plugin`).
     pub warnings: Vec<String>,
 }
 
@@ -998,6 +998,12 @@ pub fn verify(store: &Store, image: &str, ui: &Ui) -> Result<VerifyReport, JobEr
         damaged_streams: Vec::new(),
         warnings: Vec::new(),
     };
+    // The job file only names the plugin: no object needs it, but a restore without --plugin does.
+    if let Err(e) = store.job(image) {
+        report.warnings.push(format!(
+            "{e}: it names the plugin that made the image, so a restore needs --plugin LIB"
+        ));
+    }
     for (n, expect) in manifest.streams.iter().enumerate() {
         let p = store.stream_path(image, n as u32);
         let problem = match std::fs::metadata(&p) {

@@ -827,6 +827,14 @@ fn an_image_whose_job_file_is_damaged_restores_with_the_plugin_named() {
         "{}",
         r.stderr
     );
+    // Verify says so too, without calling the image damaged: every object is intact.
+    let v = host(&store, &["verify", &image], &[]);
+    assert_eq!(v.code, 0, "{}", v.stderr);
+    assert!(
+        v.stderr.contains("a restore needs --plugin LIB"),
+        "{}",
+        v.stderr
+    );
     let r = restore(&["--plugin", rust_sample().to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let restored = alt.join(tree.join("a").strip_prefix("/").unwrap());
