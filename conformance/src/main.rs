@@ -189,6 +189,19 @@ enum Cmd {
     },
 }
 
+/// Write `text` on standard output. A reader that closed it (`| head`) ends the output
+/// quietly; another error (a full disk) is returned, saying what was lost.
+fn say(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(format!("cannot write the results to standard output: {e}"))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("aapi-conformance: {msg}");
     ExitCode::from(2)
@@ -221,34 +234,44 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Cmd::List => {
-            for c in checks::all() {
-                println!(
-                    "{:<44} {:<7} {:<8} {}",
-                    c.id,
-                    c.level.as_str(),
-                    c.clause,
-                    c.expectation
-                );
+            let text: String = checks::all()
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{:<44} {:<7} {:<8} {}\n",
+                        c.id,
+                        c.level.as_str(),
+                        c.clause,
+                        c.expectation
+                    )
+                })
+                .collect();
+            match say(&text) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
             }
-            ExitCode::SUCCESS
         }
         Cmd::GenerateTree { dir, profile } => {
-            let params = match profile.map(|p| Profile::from_path(&p)) {
-                Some(Ok((p, _))) => p.files.unwrap_or_default(),
-                Some(Err(e)) => return fail(e),
-                None => Default::default(),
-            };
+            let params: aapi_conformance::profile::FilesTree =
+                match profile.map(|p| Profile::from_path(&p)) {
+                    Some(Ok((p, _))) => p.files.unwrap_or_default(),
+                    Some(Err(e)) => return fail(e),
+                    None => Default::default(),
+                };
+            if let Err(e) = params.check() {
+                return fail(format!("profile: {e}"));
+            }
             if let Err(e) = empty_or_absent(&dir) {
                 return fail(format!("{}: {e}", dir.display()));
             }
             match aapi_conformance::tree::generate(&dir, &params) {
-                Ok(()) => {
-                    println!(
-                        "{}: test tree written (selections: {0}/data, long call: {0}/timing)",
-                        dir.display()
-                    );
-                    ExitCode::SUCCESS
-                }
+                Ok(()) => match say(&format!(
+                    "{}: test tree written (selections: {0}/data, long call: {0}/timing)\n",
+                    dir.display()
+                )) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => fail(e),
+                },
                 Err(e) => fail(format!("{}: {e}", dir.display())),
             }
         }
@@ -270,6 +293,18 @@ fn main() -> ExitCode {
                 .flatten()
                 .map(PathBuf::as_path)
                 .collect();
+            if let (Some(j), Some(u)) = (&json, &junit) {
+                use std::os::unix::fs::MetadataExt;
+                let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+                let same_name = std::path::absolute(j).ok() == std::path::absolute(u).ok();
+                if same_name || id(j).is_some_and(|i| Some(i) == id(u)) {
+                    return fail(format!(
+                        "--json {} and --junit {} name the same file: give each report its own",
+                        j.display(),
+                        u.display()
+                    ));
+                }
+            }
             let mut targets = Vec::new();
             for p in [&json, &junit] {
                 targets.push(match p {
@@ -311,13 +346,9 @@ fn main() -> ExitCode {
                     return ExitCode::from(e.exit_code());
                 }
             };
-            if quiet {
-                println!("{}", report.verdict());
-            } else {
-                print!("{}", report.to_text());
-            }
             let [json, junit] = [targets.remove(0), targets.remove(0)];
-            // Both reports are written even when one cannot be.
+            // Both reports are written even when one cannot be, and before the text: a reader
+            // that stops reading the text loses none of them.
             let mut failed = false;
             for (target, body) in [(json, report.to_json()), (junit, report.to_junit())] {
                 if let Some((p, t)) = target
@@ -329,6 +360,15 @@ fn main() -> ExitCode {
                     );
                     failed = true;
                 }
+            }
+            let text = if quiet {
+                format!("{}\n", report.verdict())
+            } else {
+                report.to_text()
+            };
+            if let Err(e) = say(&text) {
+                eprintln!("aapi-conformance: {e}");
+                failed = true;
             }
             if failed {
                 return ExitCode::from(2);

@@ -87,6 +87,23 @@ pub struct FilesTree {
     pub timing_files: u32,
 }
 
+impl FilesTree {
+    /// Check the sizes against what a test tree needs: the large file is made in memory.
+    pub fn check(&self) -> Result<(), String> {
+        for (key, value, max) in [
+            ("big_file_mib", self.big_file_mib, 1024),
+            ("wide_files", self.wide_files, 100_000),
+            ("depth", self.depth, 200),
+            ("timing_files", self.timing_files, 100_000),
+        ] {
+            if value > max {
+                return Err(format!("[files] {key} = {value} is more than {max}"));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for FilesTree {
     fn default() -> Self {
         FilesTree {
@@ -243,6 +260,9 @@ impl Profile {
 
     /// Check values that TOML types cannot express.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(f) = &self.files {
+            f.check()?;
+        }
         if self.workload_type.is_empty() {
             return Err("workload_type is empty".into());
         }

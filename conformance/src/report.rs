@@ -386,7 +386,19 @@ impl Report {
                 };
                 format!("CONFORMANT: {every}{applies} passed{notes}")
             }
-            1 => "NOT CONFORMANT: a MUST check failed".to_string(),
+            1 => {
+                if s.blocked > 0 {
+                    notes.push(format!("{} blocked by them", s.blocked));
+                }
+                let notes = if notes.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", notes.join("; "))
+                };
+                let n = s.failed;
+                let plural = if n == 1 { "" } else { "s" };
+                format!("NOT CONFORMANT: {n} MUST check{plural} failed{notes}{see}")
+            }
             _ if s.errors + s.blocked == 0 && self.teardown_error.is_some() => {
                 "INCOMPLETE: every MUST check passed, but the teardown command failed".to_string()
             }

@@ -266,11 +266,22 @@ const SCRATCH_MARK: &str = ".aapi-conformance-scratch";
 
 /// Make `dir` the run's scratch directory: a new or empty directory, or one an earlier run
 /// kept (it holds [`SCRATCH_MARK`]), which is emptied. Returns its canonical path.
-fn keep_scratch(dir: &Path) -> Result<PathBuf, String> {
+fn keep_scratch(dir: &Path, inputs: &[&Path]) -> Result<PathBuf, String> {
     let shown = dir.display();
     if dir.exists() && !dir.is_dir() {
         return Err(format!(
             "--keep-scratch {shown}: exists and is not a directory: DIR must be a new, empty or earlier scratch directory"
+        ));
+    }
+    // The directory is emptied: nothing the run reads may be in it.
+    if let Ok(d) = std::fs::canonicalize(dir)
+        && let Some(i) = inputs
+            .iter()
+            .find(|i| std::fs::canonicalize(i).is_ok_and(|i| i.starts_with(&d)))
+    {
+        return Err(format!(
+            "--keep-scratch {shown}: holds {}, an input of the run, and a run empties it first: keep the scratch elsewhere",
+            i.display()
         ));
     }
     std::fs::create_dir_all(dir).map_err(|e| format!("--keep-scratch {shown}: {e}"))?;
@@ -389,7 +400,11 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
         )));
     }
     let (scratch_holder, scratch) = match &opts.scratch {
-        Some(d) => (None, keep_scratch(d).map_err(RunError::Failed)?),
+        Some(d) => (
+            None,
+            keep_scratch(d, &[plugin.as_path(), opts.profile_dir.as_path()])
+                .map_err(RunError::Failed)?,
+        ),
         None => {
             let t = tempfile::Builder::new()
                 .prefix("aapi-conformance-")
@@ -543,6 +558,23 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
                 }
             });
         }
+    }
+    // A `files` selection that is not there (a typo, an unknown placeholder) is the profile's
+    // mistake, not the plugin's: said before any check runs (after the setup, which may make it).
+    let missing = setup
+        .selections
+        .iter()
+        .find(|s| files_workload && std::fs::symlink_metadata(OsStr::from_bytes(s)).is_err());
+    if let Some(m) = missing {
+        let t = teardown();
+        drop(setup_group);
+        return Err(match t {
+            Err(Stop::Interrupted(sig)) => RunError::Interrupted(sig),
+            _ => RunError::Failed(format!(
+                "profile: the selection {} does not exist; check `selections` (placeholders: {{tree}}, {{scratch}}, {{profile_dir}})",
+                String::from_utf8_lossy(m)
+            )),
+        });
     }
     let runner = Runner {
         setup,

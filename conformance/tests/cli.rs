@@ -116,6 +116,14 @@ fn configuration_errors_exit_2_with_a_message() {
             "\"a/b\" is no backup host name",
         ),
         (
+            "selections = [\"{tre}/data\"]\n",
+            "{tre}/data does not exist; check `selections`",
+        ),
+        (
+            "[files]\nbig_file_mib = 100000\n",
+            "[files] big_file_mib = 100000 is more than 1024",
+        ),
+        (
             &format!("backup_hosts = [\"{}\"]\n", "h".repeat(239)),
             "is 239 bytes long; at most 238 fit",
         ),
@@ -181,7 +189,8 @@ fn failing_plugin_gets_text_json_and_valid_junit_with_waivers() {
     assert!(text.contains("sec.output [SEC-3]: our banner is wanted"));
     assert!(
         text.trim_end()
-            .ends_with("NOT CONFORMANT: a MUST check failed")
+            .ends_with("NOT CONFORMANT: 1 MUST check failed: see above"),
+        "{text}"
     );
 
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
@@ -438,7 +447,7 @@ fn teardown_runs_after_a_failing_setup_and_its_failure_keeps_the_report() {
         (
             Some("ZOO_ACCEPT_MAJOR"),
             1,
-            "NOT CONFORMANT: a MUST check failed",
+            "NOT CONFORMANT: 1 MUST check failed (1 of 132 checks selected): see above",
         ),
         (
             None,
@@ -622,7 +631,12 @@ fn only_shows_the_failure_that_blocks_the_selected_checks() {
         text.contains("obj.size [OBJ-2]: needs life.backup, which did not pass"),
         "{text}"
     );
-    assert_eq!(r.verdict(), "NOT CONFORMANT: a MUST check failed");
+    assert!(
+        r.verdict()
+            .starts_with(&format!("NOT CONFORMANT: {} MUST check", r.summary.failed)),
+        "{}",
+        r.verdict()
+    );
 }
 
 #[test]
@@ -673,6 +687,20 @@ fn keep_scratch_reuses_its_own_directory_and_refuses_another() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("is not a directory"), "{err}");
+    // A scratch of an earlier run that now holds the plugin is not emptied under it.
+    let plugin = scratch.join("libzoo.so");
+    std::fs::copy(common::build(None), &plugin).unwrap();
+    let out = cli()
+        .arg("run")
+        .arg(&plugin)
+        .args(["--only", "load.", "--keep-scratch"])
+        .arg(&scratch)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("an input of the run"), "{err}");
+    assert!(plugin.exists());
 }
 
 /// The parent process id of `pid`, if it still runs.
@@ -1188,4 +1216,75 @@ fn a_full_scratch_file_system_is_a_runner_error_not_the_plugins_failure() {
             && stdout.contains("KiB free, so this may be for want of space"),
         "{stdout}"
     );
+}
+
+#[test]
+fn results_go_to_a_closed_or_full_standard_output_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = common::build(None);
+    // A reader that stops at once (`| head -1`): the reports are written, the text ends quietly.
+    let json = dir.path().join("r.json");
+    let mut child = cli()
+        .arg("run")
+        .arg(&plugin)
+        .args(["--only", "load.", "--json"])
+        .arg(&json)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        std::fs::read_to_string(&json)
+            .unwrap()
+            .contains("\"checks\"")
+    );
+    let mut child = cli()
+        .arg("list")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A full disk loses the text: exit 2, said, the report written all the same.
+    std::fs::remove_file(&json).unwrap();
+    let out = cli()
+        .arg("run")
+        .arg(&plugin)
+        .args(["--only", "load.", "--json"])
+        .arg(&json)
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("cannot write the results to standard output"),
+        "{err}"
+    );
+    assert!(json.exists());
+    // One file for both reports would lose one of them.
+    let out = cli()
+        .arg("run")
+        .arg(&plugin)
+        .arg("--json")
+        .arg(&json)
+        .arg("--junit")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("name the same file"), "{err}");
 }
