@@ -309,6 +309,23 @@ pub fn fake_image(
         failures: Vec::new(),
     };
     std::fs::write(dir.join(MANIFEST), serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    let job = aapi_host::store::JobDef {
+        image: id.to_string(),
+        policy: policy.to_string(),
+        schedule: m.schedule.clone(),
+        plugin: "libfake.so".into(),
+        workload_type: "files".into(),
+        server: "localhost".into(),
+        selections: files.iter().map(|(p, _)| p.to_vec()).collect(),
+        hosts: vec!["stream-0".into()],
+        properties: Vec::new(),
+        call_budget_ms: 1000,
+        started,
+        base: None,
+        snapid: None,
+        credentials: None,
+    };
+    std::fs::write(dir.join("job.json"), serde_json::to_vec_pretty(&job).unwrap()).unwrap();
     id.to_string()
 }
 
