@@ -325,7 +325,11 @@ pub fn fake_image(
         snapid: None,
         credentials: None,
     };
-    std::fs::write(dir.join("job.json"), serde_json::to_vec_pretty(&job).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("job.json"),
+        serde_json::to_vec_pretty(&job).unwrap(),
+    )
+    .unwrap();
     id.to_string()
 }
 
