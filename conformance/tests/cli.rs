@@ -1288,3 +1288,24 @@ fn results_go_to_a_closed_or_full_standard_output_without_a_panic() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("name the same file"), "{err}");
 }
+
+#[test]
+fn a_restore_root_of_the_profile_is_left_empty_for_the_next_run() {
+    let dir = common::fast_tempdir();
+    let rr = dir.path().join("rr");
+    std::fs::create_dir(&rr).unwrap();
+    let profile = write_profile(dir.path(), "restore_root = \"{profile_dir}/rr\"");
+    for _ in 0..2 {
+        let out = cli()
+            .arg("run")
+            .arg(common::build(None))
+            .arg("--profile")
+            .arg(&profile)
+            .args(["--only", "data.roundtrip", "--quiet"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        assert_eq!(std::fs::read_dir(&rr).unwrap().count(), 0, "{err}");
+    }
+}
