@@ -227,16 +227,11 @@ pub fn apply(store: &Store, plan: &Plan) -> Result<Vec<String>, StoreError> {
     );
     let doomed: BTreeSet<&String> = plan.delete.iter().collect();
     // 1. The host state: policies whose last backups are deleted fall back to what remains.
-    let mut remaining = Vec::new();
-    for id in store.image_ids()? {
-        // A damaged image is no policy's last backup: it cannot be a base.
-        if !doomed.contains(&id)
-            && let Ok(ImageState::Complete(m)) = store.state(&id)
-        {
-            remaining.push(*m);
-        }
-    }
-    let remaining: Vec<&Manifest> = remaining.iter().collect();
+    let complete = store.complete_manifests()?;
+    let remaining: Vec<&Manifest> = complete
+        .iter()
+        .filter(|m| !doomed.contains(&m.image))
+        .collect();
     let mut state: HostState = store.host_state()?;
     let mut changed = state.rebuilt;
     for (policy, p) in state.policies.iter_mut() {

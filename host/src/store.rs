@@ -1086,18 +1086,25 @@ impl Store {
         Catalog::read_from(&bytes, &p)
     }
 
+    /// The manifests of the complete images whose manifest can be read (a damaged image is no
+    /// policy's last backup: it cannot be a base).
+    pub fn complete_manifests(&self) -> Result<Vec<Manifest>> {
+        let mut out = Vec::new();
+        for id in self.image_ids()? {
+            if let Ok(ImageState::Complete(m)) = self.state(&id) {
+                out.push(*m);
+            }
+        }
+        Ok(out)
+    }
+
     /// Read the host state (empty when none was saved yet). A damaged one is rebuilt from the
     /// manifests of the complete images, with a warning; it is saved at the next change.
     pub fn host_state(&self) -> Result<HostState> {
         let p = self.root.join("state.json");
         match fs::read(&p) {
             Ok(b) => serde_json::from_slice(&b).or_else(|e| {
-                let mut manifests = Vec::new();
-                for id in self.image_ids()? {
-                    if let Ok(ImageState::Complete(m)) = self.state(&id) {
-                        manifests.push(*m);
-                    }
-                }
+                let manifests = self.complete_manifests()?;
                 let all: Vec<&Manifest> = manifests.iter().collect();
                 let mut policies: Vec<&str> = all.iter().map(|m| m.policy.as_str()).collect();
                 policies.sort_unstable();
