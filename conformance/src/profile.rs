@@ -323,6 +323,22 @@ pub fn read_credentials(path: &Path) -> Result<Vec<(String, String)>, ConfigErro
     Ok(table.into_iter().collect())
 }
 
+/// How many checks need `id` to pass, directly or through the checks they need.
+fn dependents(known: &[crate::checks::CheckDef], id: &str) -> usize {
+    let mut blocked = std::collections::BTreeSet::from([id]);
+    loop {
+        let before = blocked.len();
+        for c in known {
+            if c.needed().iter().any(|n| blocked.contains(n)) {
+                blocked.insert(c.id.as_str());
+            }
+        }
+        if blocked.len() == before {
+            return blocked.len() - 1;
+        }
+    }
+}
+
 /// Waived checks: check ID -> reason.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Exclusions(pub BTreeMap<String, String>);
@@ -353,19 +369,25 @@ impl Exclusions {
                     n + 1
                 )));
             }
-            let needed_by = known
-                .iter()
-                .filter(|c| c.id != id && c.needed().contains(&id))
-                .count();
+            let needed_by = dependents(&known, id);
             if needed_by > 0 {
                 return Err(ConfigError(format!(
                     "{origin}:{}: `{id}` cannot be waived: {needed_by} other checks need it to pass (it is a step of the load gate or of the data pipeline); fix what fails, or run the checks that do not need it with --only",
                     n + 1
                 )));
             }
-            map.insert(id.to_string(), reason.to_string());
+            if let Some((first, _)) = map.insert(id.to_string(), (n + 1, reason.to_string())) {
+                return Err(ConfigError(format!(
+                    "{origin}:{}: `{id}` is waived again (first on line {first}); keep one line with one reason",
+                    n + 1
+                )));
+            }
         }
-        Ok(Exclusions(map))
+        Ok(Exclusions(
+            map.into_iter()
+                .map(|(id, (_, reason))| (id, reason))
+                .collect(),
+        ))
     }
 
     /// Read and parse an exclude file.
@@ -447,6 +469,9 @@ mod tests {
         assert!(Exclusions::parse("rc.codes\n", "x").is_err());
         let e = Exclusions::parse("no.such.check why\n", "x").unwrap_err();
         assert!(e.0.contains("x:1"), "{e}");
+        // A second line for one check would silently replace the first one's reason.
+        let e = Exclusions::parse("rc.codes one\n# c\nrc.codes two\n", "x").unwrap_err();
+        assert!(e.0.contains("x:3") && e.0.contains("line 1"), "{e}");
         // The gate and the pipeline's steps: what needs them would have nothing to judge.
         for id in [
             "load.init",
@@ -458,5 +483,9 @@ mod tests {
             let e = Exclusions::parse(&format!("{id} reason\n"), "x").unwrap_err();
             assert!(e.0.contains("cannot be waived"), "{id}: {e}");
         }
+        // The first gate step blocks every other check, through the steps that need it.
+        let all = crate::checks::all().len();
+        let e = Exclusions::parse("load.marker reason\n", "x").unwrap_err();
+        assert!(e.0.contains(&format!(": {} other checks", all - 1)), "{e}");
     }
 }
