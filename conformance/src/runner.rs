@@ -441,11 +441,18 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
     let restore_root = PathBuf::from(dir(&p.restore_root));
     if std::fs::read_dir(&restore_root).is_ok_and(|mut d| d.next().is_some()) {
         return Err(RunError::Failed(format!(
-            "profile: restore_root {} exists and is not empty (a run empties it at its end, unless it was stopped or had --keep-scratch); the round trip restores into it: empty it or name another directory",
+            "profile: restore_root {} exists and is not empty (a run empties it at its end, unless it was killed or had --keep-scratch); the round trip restores into it: empty it or name another directory",
             restore_root.display()
         )));
     }
-    let restore_root_dir = restore_root.clone();
+    // A restore root of the profile's, outside the scratch directory, holds nothing now: what
+    // the run restores there goes with the scratch, however the run ends (an interrupt
+    // included), so the next run (a reused CI workspace) finds it empty. `--keep-scratch`
+    // keeps both.
+    let _restored = EmptiedAtEnd(
+        (scratch_holder.is_some() && !restore_root.starts_with(&scratch))
+            .then(|| restore_root.clone()),
+    );
     let restored_selections = match &p.restored_selections {
         Some(v) => v.iter().map(|s| sel(s).into_bytes()).collect(),
         None => selections
@@ -634,25 +641,25 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
     if let Some(e) = teardown_error {
         report.set_teardown_error(e);
     }
-    // A restore root of the profile's, outside the scratch directory, held nothing before the
-    // run: what the run restored there goes with the scratch, so the next run (a reused CI
-    // workspace) finds it empty. `--keep-scratch` keeps both.
-    if scratch_holder.is_some() && !restore_root_dir.starts_with(&scratch) {
-        empty_dir(&restore_root_dir);
-    }
     drop(scratch_holder);
     Ok(report)
 }
 
-/// Remove what `dir` holds, as far as it can; `dir` itself stays.
-fn empty_dir(dir: &Path) {
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = e.path();
-        let _ = if e.file_type().is_ok_and(|t| t.is_dir()) {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
+/// A directory whose entries are removed, as far as they can be, when this is dropped; the
+/// directory itself stays.
+struct EmptiedAtEnd(Option<PathBuf>);
+
+impl Drop for EmptiedAtEnd {
+    fn drop(&mut self) {
+        let Some(dir) = &self.0 else { return };
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = e.path();
+            let _ = if e.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+        }
     }
 }
 

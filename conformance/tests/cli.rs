@@ -877,6 +877,25 @@ fn sigterm(child: &std::process::Child) {
 }
 
 #[test]
+fn an_interrupted_run_empties_the_restore_root_of_the_profile() {
+    let dir = common::fast_tempdir();
+    let rr = dir.path().join("rr");
+    // The teardown runs after the round trip restored into the root; the signal comes then.
+    let child = start_run(
+        dir.path(),
+        "restore_root = \"{profile_dir}/rr\"\nteardown = \": > started; sleep 20\"",
+        &["--only", "data.roundtrip"],
+    );
+    wait_for(&dir.path().join("started"));
+    sigterm(&child);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(128 + libc::SIGTERM), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&rr).unwrap().flatten().collect();
+    assert!(left.is_empty(), "the next run would refuse: {left:?}");
+}
+
+#[test]
 fn a_signal_during_setup_or_teardown_kills_it_at_once() {
     for (when, profile) in [
         // The setup's background process and its foreground command both go; teardown runs.
