@@ -645,6 +645,12 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
     Ok(report)
 }
 
+/// How many threads start the probes' workers: `jobs`, but at least one and no more than there
+/// are probes (`--jobs 100000` must not ask for 100000 thread stacks).
+fn worker_threads(jobs: usize, probes: usize) -> usize {
+    jobs.clamp(1, probes.max(1))
+}
+
 /// A directory whose entries are removed, as far as they can be, when this is dropped; the
 /// directory itself stays.
 struct EmptiedAtEnd(Option<PathBuf>);
@@ -1152,9 +1158,10 @@ impl Runner {
                     }
                 }));
             }
+            let threads = worker_threads(self.opts.jobs, work.len());
             let queue = Mutex::new(work.into_iter());
             std::thread::scope(|s| {
-                for _ in 0..self.opts.jobs.max(1) {
+                for _ in 0..threads {
                     s.spawn(|| {
                         while self.interrupted().is_none() {
                             let next = queue.lock().unwrap().next();
@@ -2459,5 +2466,18 @@ impl Runner {
             self.opts.exclusions.clone(),
             self.opts.only.clone(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_threads;
+
+    #[test]
+    fn threads_are_bounded_by_the_probes() {
+        assert_eq!(worker_threads(100_000, 130), 130);
+        assert_eq!(worker_threads(2, 130), 2);
+        assert_eq!(worker_threads(0, 130), 1);
+        assert_eq!(worker_threads(8, 0), 1);
     }
 }
