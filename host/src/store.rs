@@ -29,8 +29,8 @@ use std::sync::{Arc, Mutex};
 
 /// Magic bytes opening a catalog file.
 pub const CATALOG_MAGIC: [u8; 8] = *b"AAPICAT\0";
-/// Catalog format version.
-pub const CATALOG_VERSION: u32 = 1;
+/// Catalog format version written; version 1 (records without the discovery's times) is read.
+pub const CATALOG_VERSION: u32 = 2;
 /// Record flag: the object was listed unchanged; its data is found in the base image.
 pub const REC_UNCHANGED: u32 = 1;
 /// Name of the manifest file whose presence marks an image complete.
@@ -233,6 +233,18 @@ pub struct Entry {
     pub flags: u32,
     /// Where its bytes are.
     pub data: DataRef,
+    /// Its modification and status change times as the discovery saw them, when the workload
+    /// file gave them: a later incremental compares them with its own discovery's.
+    pub seen: Option<SeenTimes>,
+}
+
+/// An object's modification and status change times as a discovery saw them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SeenTimes {
+    /// Modification time.
+    pub mtime: Time,
+    /// Status change time.
+    pub ctime: Time,
 }
 
 /// A catalog in memory.
@@ -287,7 +299,7 @@ impl<W: Write> CatalogWriter<W> {
     /// Append one record.
     pub fn push(&mut self, e: &Entry) -> io::Result<()> {
         let r = &mut self.buf;
-        r.extend_from_slice(&((4 + e.path.len() + RECORD_FIXED) as u32).to_le_bytes());
+        r.extend_from_slice(&((4 + e.path.len() + RECORD_FIXED + SEEN_LEN) as u32).to_le_bytes());
         r.extend_from_slice(&(e.path.len() as u32).to_le_bytes());
         r.extend_from_slice(&e.path);
         let p = &e.props;
@@ -306,6 +318,12 @@ impl<W: Write> CatalogWriter<W> {
         r.extend_from_slice(&d.offset.to_le_bytes());
         r.extend_from_slice(&d.length.to_le_bytes());
         r.extend_from_slice(&d.blake3);
+        let seen = e.seen.unwrap_or_default();
+        r.extend_from_slice(&u32::from(e.seen.is_some()).to_le_bytes());
+        for t in [seen.mtime, seen.ctime] {
+            r.extend_from_slice(&t.sec.to_le_bytes());
+            r.extend_from_slice(&t.nsec.to_le_bytes());
+        }
         self.count += 1;
         if self.buf.len() >= CATALOG_CHUNK {
             self.spill()?;
@@ -324,8 +342,10 @@ impl<W: Write> CatalogWriter<W> {
     }
 }
 
-/// Fixed size of a record body after the path.
+/// Fixed size of a record body after the path, in version 1.
 const RECORD_FIXED: usize = 4 * 5 + 8 + 3 * 12 + 4 + 4 + 4 + 8 + 8 + 32;
+/// What version 2 appends to a record: a presence word and the discovery's two times.
+const SEEN_LEN: usize = 4 + 2 * 12;
 
 impl Catalog {
     /// Parse and check a whole catalog file; `path` is used in messages.
@@ -359,9 +379,11 @@ impl Catalog {
             Ok(u32::from_le_bytes(b.try_into().expect("4 bytes")))
         };
         let version = u32_at(&mut at)?;
-        if version != CATALOG_VERSION {
-            return Err(bad(8, &format!("unknown catalog version {version}")));
-        }
+        let seen_len = match version {
+            1 => 0,
+            CATALOG_VERSION => SEEN_LEN,
+            _ => return Err(bad(8, &format!("unknown catalog version {version}"))),
+        };
         let n_images = u32_at(&mut at)? as usize;
         let mut images = Vec::with_capacity(n_images.min(1024));
         for _ in 0..n_images {
@@ -382,7 +404,7 @@ impl Catalog {
                 .get(at..at + len)
                 .ok_or_else(|| bad(at, "truncated record"))?;
             let plen = u32::from_le_bytes(rec[..4].try_into().expect("4")) as usize;
-            if 4 + plen + RECORD_FIXED != len {
+            if 4 + plen + RECORD_FIXED + seen_len != len {
                 return Err(bad(at, "record length does not match its path"));
             }
             let path_bytes = rec[4..4 + plen].to_vec();
@@ -411,6 +433,24 @@ impl Catalog {
             let offset = u64v(take(8));
             let length = u64v(take(8));
             let blake3: [u8; 32] = take(32).try_into().expect("32");
+            let seen = if seen_len == 0 {
+                None
+            } else {
+                let present = u32v(take(4));
+                let mut t = [Time::default(); 2];
+                for t in &mut t {
+                    t.sec = u64v(take(8)) as i64;
+                    t.nsec = u32v(take(4));
+                }
+                match present {
+                    0 => None,
+                    1 => Some(SeenTimes {
+                        mtime: t[0],
+                        ctime: t[1],
+                    }),
+                    _ => return Err(bad(at, "record holds an unknown presence word")),
+                }
+            };
             if image as usize >= images.len().max(1) {
                 return Err(bad(at, "record refers to an unknown image"));
             }
@@ -435,6 +475,7 @@ impl Catalog {
                     length,
                     blake3,
                 },
+                seen,
             });
             at += len;
         }
@@ -1307,6 +1348,13 @@ mod tests {
                 length: n as u64,
                 blake3: [n; 32],
             },
+            seen: n.is_multiple_of(2).then_some(SeenTimes {
+                mtime: Time { sec: -1, nsec: 3 },
+                ctime: Time {
+                    sec: i64::from(n),
+                    nsec: 999_999_999,
+                },
+            }),
         }
     }
 
@@ -1320,6 +1368,29 @@ mod tests {
         let p = dir.path().join("catalog");
         c.save(&p).unwrap();
         assert_eq!(Catalog::load(&p).unwrap(), c);
+    }
+
+    /// A catalog of version 1 (before records carried the discovery's times) reads as one
+    /// whose records have none.
+    #[test]
+    fn version_1_catalogs_are_read() {
+        let mut e = entry(b"/x", 3);
+        e.seen = None;
+        let mut v2 = Vec::new();
+        let mut w = CatalogWriter::new(&mut v2, &["i".to_string()]).unwrap();
+        w.push(&e).unwrap();
+        w.finish().unwrap();
+        // Version 1: the same header and record, without the record's last SEEN_LEN bytes.
+        let head = 8 + 4 + 4 + 4 + 1;
+        let rec_end = head + 4 + 4 + 2 + RECORD_FIXED + SEEN_LEN;
+        let mut v1 = v2[..rec_end - SEEN_LEN].to_vec();
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        v1[head..head + 4].copy_from_slice(&((4 + 2 + RECORD_FIXED) as u32).to_le_bytes());
+        v1.extend_from_slice(&v2[rec_end..v2.len() - 32]);
+        let digest = blake3::hash(&v1);
+        v1.extend_from_slice(digest.as_bytes());
+        let c = Catalog::read_from(&v1, Path::new("catalog")).unwrap();
+        assert_eq!(c.entries, vec![e]);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use crate::client::{DiscoveryArgs, Plugin, PluginError, SessionDef};
 use crate::store::{
     self, Catalog, CatalogWriter, DataRef, Entry, JobDef, ObjectFailure, Props, REC_UNCHANGED,
-    Store, StoreError, StreamDone,
+    SeenTimes, Store, StoreError, StreamDone,
 };
 use crate::stream_writer::{StreamIo, StreamWriter};
 use crate::ui::escape_path;
@@ -390,6 +390,7 @@ pub fn child(
                     props: Props::default(),
                     flags: REC_UNCHANGED,
                     data: DataRef::default(),
+                    seen: seen(entry),
                 })
                 .map_err(store::io_err(&cat_path))?;
             objects += 1;
@@ -419,6 +420,7 @@ pub fn child(
                             length,
                             blake3,
                         },
+                        seen: seen(entry),
                     })
                     .map_err(store::io_err(&cat_path))?;
                 objects += 1;
@@ -462,19 +464,38 @@ pub fn child(
     Ok(done)
 }
 
+/// The times a workload entry carries, as the catalog keeps them.
+fn seen(entry: &workload::WorkloadEntry) -> Option<SeenTimes> {
+    let time = |t: aapi_time_t| store::Time {
+        sec: t.sec,
+        nsec: t.nsec,
+    };
+    entry.times.map(|t| SeenTimes {
+        mtime: time(t.mtime),
+        ctime: time(t.ctime),
+    })
+}
+
 /// What the base image recorded of an object: enough to tell that the object a workload lists
 /// as unchanged is the one the base holds at that path.
 struct BaseObject {
     obj_type: u32,
     size: u64,
+    /// The times the base's discovery saw, when its workload file gave them.
+    seen: Option<SeenTimes>,
 }
 
 impl BaseObject {
-    /// Whether `entry` (flagged unchanged) can be the object the base recorded: same type and,
-    /// for a file, the size its hint gives. An older object moved to the path by a directory
-    /// rename keeps its own times, so the plugin lists it as unchanged; the base's object at
-    /// that path may be another one.
+    /// Whether `entry` (flagged unchanged) can be the object the base recorded: same type, for
+    /// a file the size its hint gives, and the times the entry carries, if any. An older object
+    /// moved to the path by a directory rename keeps its own times, so the plugin lists it as
+    /// unchanged; the base's object at that path may be another one.
     fn same_as(&self, entry: &workload::WorkloadEntry) -> bool {
+        let same_times = match (self.seen, seen(entry)) {
+            (Some(base), Some(now)) => base == now,
+            // Without times on either side, type and size are all there is to compare.
+            _ => true,
+        };
         let obj_type = if entry.flags & AAPI_WKLD_DIR != 0 {
             AAPI_OBJ_DIR
         } else if entry.flags & AAPI_WKLD_SYMLINK != 0 {
@@ -482,7 +503,9 @@ impl BaseObject {
         } else {
             AAPI_OBJ_FILE
         };
-        obj_type == self.obj_type && (obj_type != AAPI_OBJ_FILE || entry.size_hint == self.size)
+        same_times
+            && obj_type == self.obj_type
+            && (obj_type != AAPI_OBJ_FILE || entry.size_hint == self.size)
     }
 }
 
@@ -516,6 +539,7 @@ fn base_objects(store: &Store, job: &JobDef, wk: &WorkloadFile) -> HashMap<Vec<u
             let b = BaseObject {
                 obj_type: e.props.obj_type,
                 size: e.props.size,
+                seen: e.seen,
             };
             (e.path, b)
         })

@@ -1420,7 +1420,9 @@ fn a_renamed_directory_is_backed_up_in_full_by_the_next_incremental() {
 /// Two directories swapped since the last backup (`mv a t; mv b a; mv t b`, a release switch):
 /// their objects keep their own times, so the plugin lists them as unchanged at paths the base
 /// holds, but other objects are there now: a file of another size, a directory where a file
-/// was. The child job reads them in full, and the incremental restores what was on disk.
+/// was, a file of the same size and modification time (as reproducible builds make them) that
+/// only its status change time tells apart. The child job reads them in full, and the
+/// incremental restores what was on disk.
 #[test]
 fn directories_swapped_since_the_base_are_backed_up_by_what_they_hold_now() {
     let dir = tempfile::tempdir().unwrap();
@@ -1428,9 +1430,14 @@ fn directories_swapped_since_the_base_are_backed_up_by_what_they_hold_now() {
     let store = dir.path().join("store");
     write_file(&tree.join("a/conf"), b"version=1");
     write_file(&tree.join("a/x"), b"a file");
+    write_file(&tree.join("a/same"), b"release 1");
+    touch_all(&tree, PAST);
+    // A status change time apart from a's (file systems keep it to a clock tick).
+    std::thread::sleep(std::time::Duration::from_millis(50));
     write_file(&tree.join("b/conf"), b"version=2 with a longer line");
     write_file(&tree.join("b/x/y"), b"in a directory");
-    touch_all(&tree, PAST);
+    write_file(&tree.join("b/same"), b"release 2");
+    touch_all(&tree.join("b"), PAST);
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let plugin = good_plugin();
     let full = backup(&store, &plugin, &tree, &[]);

@@ -6,7 +6,9 @@
 //! round-trip exactly. Every file ends with a record count and a CRC-32 over all preceding bytes,
 //! so truncation and corruption are detected, never read as a shorter list.
 
-use crate::abi::{AAPI_WKLD_DIR, AAPI_WKLD_FORMAT_VERSION, AAPI_WKLD_SYMLINK, AAPI_WKLD_UNCHANGED};
+use crate::abi::{
+    AAPI_WKLD_DIR, AAPI_WKLD_FORMAT_VERSION, AAPI_WKLD_SYMLINK, AAPI_WKLD_UNCHANGED, aapi_time_t,
+};
 use std::ffi::OsStr;
 use std::fmt;
 use std::fs;
@@ -29,6 +31,8 @@ pub const MAX_PATH_LEN: usize = 65_535;
 pub const MAX_RECORD_LEN: usize = 1 << 20;
 /// Size of the fixed part of a record: size hint, flags and path length.
 const RECORD_FIXED: usize = 8 + 4 + 4;
+/// Size of the times extension: mtime and ctime, each i64 seconds and u32 nanoseconds.
+const TIMES_LEN: usize = 2 * (8 + 4);
 /// Flag bits a format-1 record may carry.
 const KNOWN_FLAGS: u32 = AAPI_WKLD_DIR | AAPI_WKLD_SYMLINK | AAPI_WKLD_UNCHANGED;
 
@@ -41,6 +45,18 @@ pub struct WorkloadEntry {
     pub size_hint: u64,
     /// `AAPI_WKLD_*` bits.
     pub flags: u32,
+    /// The object's times as discovery saw them, when the plugin gives them: the framework
+    /// records an unchanged object from the base image only when they equal the base's.
+    pub times: Option<ObjectTimes>,
+}
+
+/// An object's modification and status change times, as `aapi_get_object_prop` reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectTimes {
+    /// Last modification time.
+    pub mtime: aapi_time_t,
+    /// Last status change time.
+    pub ctime: aapi_time_t,
 }
 
 /// A whole workload file in memory.
@@ -184,12 +200,28 @@ impl<W: Write> WorkloadWriter<W> {
                 format!("unknown record flags {:#x}", entry.flags),
             ));
         }
-        let len = (RECORD_FIXED + path.len()) as u32;
+        let times = entry.times.map(|t| {
+            for x in [t.mtime, t.ctime] {
+                if x.nsec >= 1_000_000_000 {
+                    return Err(invalid(0, format!("nanoseconds {} out of range", x.nsec)));
+                }
+            }
+            Ok(t)
+        });
+        let times = times.transpose()?;
+        let ext = if times.is_some() { TIMES_LEN } else { 0 };
+        let len = (RECORD_FIXED + path.len() + ext) as u32;
         self.put(&len.to_le_bytes())?;
         self.put(&entry.size_hint.to_le_bytes())?;
         self.put(&entry.flags.to_le_bytes())?;
         self.put(&(path.len() as u32).to_le_bytes())?;
         self.put(path)?;
+        if let Some(t) = times {
+            for x in [t.mtime, t.ctime] {
+                self.put(&x.sec.to_le_bytes())?;
+                self.put(&x.nsec.to_le_bytes())?;
+            }
+        }
         self.count += 1;
         Ok(())
     }
@@ -300,11 +332,48 @@ impl<R: Read> WorkloadReader<R> {
         if path.contains(&0) {
             return Err(invalid(at + 20, "object path contains a NUL byte"));
         }
+        let ext_at = RECORD_FIXED + path_len;
+        let times = match &record[ext_at..] {
+            [] => None,
+            ext if ext.len() < TIMES_LEN => {
+                return Err(invalid(
+                    at + 4 + ext_at as u64,
+                    format!(
+                        "record extension of {} bytes: the times take {TIMES_LEN}",
+                        ext.len()
+                    ),
+                ));
+            }
+            // Fields a later version appends after the times are skipped.
+            ext => {
+                let time = |i: usize| -> Result<aapi_time_t, WorkloadError> {
+                    let sec = i64::from_le_bytes(ext[i..i + 8].try_into().expect("fixed slice"));
+                    let nsec =
+                        u32::from_le_bytes(ext[i + 8..i + 12].try_into().expect("fixed slice"));
+                    if nsec >= 1_000_000_000 {
+                        return Err(invalid(
+                            at + 4 + (ext_at + i + 8) as u64,
+                            format!("nanoseconds {nsec} out of range"),
+                        ));
+                    }
+                    Ok(aapi_time_t {
+                        sec,
+                        nsec,
+                        reserved: 0,
+                    })
+                };
+                Some(ObjectTimes {
+                    mtime: time(0)?,
+                    ctime: time(12)?,
+                })
+            }
+        };
         self.count += 1;
         Ok(Some(WorkloadEntry {
             path: PathBuf::from(OsStr::from_bytes(path)),
             size_hint,
             flags,
+            times,
         }))
     }
 
@@ -501,6 +570,19 @@ mod tests {
                     path: PathBuf::from(OsStr::from_bytes(p)),
                     size_hint: i as u64 * 1_000_000_007,
                     flags: if i == 1 { AAPI_WKLD_DIR } else { 0 },
+                    // Half the records carry times, one of them before the epoch.
+                    times: (i % 2 == 0).then(|| ObjectTimes {
+                        mtime: aapi_time_t {
+                            sec: 1_700_000_000 - i as i64 * 1_000_000_000,
+                            nsec: 999_999_999,
+                            reserved: 0,
+                        },
+                        ctime: aapi_time_t {
+                            sec: 1_800_000_000,
+                            nsec: i as u32,
+                            reserved: 0,
+                        },
+                    }),
                 })
                 .collect(),
         }
@@ -578,18 +660,21 @@ mod tests {
             path: PathBuf::from(OsStr::from_bytes(b"a\0b")),
             size_hint: 0,
             flags: 0,
+            times: None,
         };
         assert!(w.push(&nul).is_err());
         let empty = WorkloadEntry {
             path: PathBuf::new(),
             size_hint: 0,
             flags: 0,
+            times: None,
         };
         assert!(w.push(&empty).is_err());
         let flags = WorkloadEntry {
             path: "/x".into(),
             size_hint: 0,
             flags: 1 << 9,
+            times: None,
         };
         assert!(w.push(&flags).is_err());
         assert!(WorkloadWriter::new(Vec::new(), "", "").is_err());
@@ -638,16 +723,63 @@ mod tests {
                     path: "/d".into(),
                     size_hint: 0,
                     flags: AAPI_WKLD_DIR,
+                    times: None,
                 },
                 WorkloadEntry {
                     path: "/d/a b".into(),
                     size_hint: 5,
                     flags: 0,
+                    times: Some(ObjectTimes {
+                        mtime: aapi_time_t {
+                            sec: 1_700_000_000,
+                            nsec: 500_000_000,
+                            reserved: 0,
+                        },
+                        ctime: aapi_time_t {
+                            sec: 1_700_000_001,
+                            nsec: 0,
+                            reserved: 0,
+                        },
+                    }),
                 },
             ],
         };
         let bytes = bytes_of(&file);
         assert_eq!(&bytes[..bytes.len() - 4], &expected[..]);
+    }
+
+    /// The bytes of a file with one record for "/x" whose extension is `ext`.
+    fn with_extension(ext: &[u8]) -> Vec<u8> {
+        let mut w = WorkloadWriter::new(Vec::new(), "", "bh1").unwrap();
+        let len = (RECORD_FIXED + 2 + ext.len()) as u32;
+        w.put(&len.to_le_bytes()).unwrap();
+        w.put(&[0; 12]).unwrap();
+        w.put_str(b"/x").unwrap();
+        w.put(ext).unwrap();
+        w.count += 1;
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn the_times_extension_is_checked_and_later_fields_skipped() {
+        let mut times = Vec::new();
+        for (sec, nsec) in [(-5i64, 7u32), (9, 0)] {
+            times.extend(sec.to_le_bytes());
+            times.extend(nsec.to_le_bytes());
+        }
+        let read = |ext: &[u8]| WorkloadFile::read(&with_extension(ext)[..]);
+        let t = read(&times).unwrap().entries[0].times.unwrap();
+        assert_eq!((t.mtime.sec, t.mtime.nsec, t.ctime.sec), (-5, 7, 9));
+        // A later version's fields after the times.
+        let longer = [&times[..], b"later"].concat();
+        assert_eq!(read(&longer).unwrap().entries[0].times, Some(t));
+        assert_eq!(read(&[]).unwrap().entries[0].times, None);
+        let e = read(&times[..10]).unwrap_err();
+        assert!(e.to_string().contains("extension of 10 bytes"), "{e}");
+        let mut bad = times.clone();
+        bad[20..24].copy_from_slice(&1_000_000_000u32.to_le_bytes());
+        let e = read(&bad).unwrap_err();
+        assert!(e.to_string().contains("nanoseconds"), "{e}");
     }
 
     #[test]

@@ -282,6 +282,7 @@ pub fn fake_image(
                 length: bytes.len() as u64,
                 blake3: *blake3::hash(bytes).as_bytes(),
             },
+            seen: None,
         });
         data.extend_from_slice(bytes);
     }

@@ -281,6 +281,7 @@ struct entry {
     char *path;
     uint64_t size;
     uint32_t flags;
+    struct timespec mtime, ctime;
 };
 static struct entry *g_entries;
 static size_t g_nentries, g_capentries;
@@ -298,6 +299,8 @@ static int walk(const char *path, struct server *s, int64_t since) {
     e->path = strdup(path);
     e->size = S_ISDIR(st.st_mode) ? 0 : (uint64_t)st.st_size;
     e->flags = S_ISDIR(st.st_mode) ? AAPI_WKLD_DIR : S_ISLNK(st.st_mode) ? AAPI_WKLD_SYMLINK : 0;
+    e->mtime = st.st_mtim;
+    e->ctime = st.st_ctim;
     if (since >= 0 && st.st_mtime < since && st.st_ctime < since) e->flags |= AAPI_WKLD_UNCHANGED;
     if (S_ISDIR(st.st_mode)) {
         DIR *d = opendir(path);
@@ -390,11 +393,16 @@ int aapi_discovery(aapi_server_t h, const char *const *sel, const char *const *h
         uint64_t count = 0;
         for (size_t i = (size_t)hi; i < g_nentries; i += (size_t)nhosts) {
             uint32_t plen = (uint32_t)strlen(g_entries[i].path);
-            put32(&w, 16 + plen);
+            put32(&w, 16 + plen + 24);
             put64(&w, g_entries[i].size);
             put32(&w, g_entries[i].flags);
             put32(&w, plen);
             put(&w, g_entries[i].path, plen);
+            /* The times extension (docs/workload-file.md). */
+            put64(&w, (uint64_t)(int64_t)g_entries[i].mtime.tv_sec);
+            put32(&w, (uint32_t)g_entries[i].mtime.tv_nsec);
+            put64(&w, (uint64_t)(int64_t)g_entries[i].ctime.tv_sec);
+            put32(&w, (uint32_t)g_entries[i].ctime.tv_nsec);
             count++;
         }
         put32(&w, 0);

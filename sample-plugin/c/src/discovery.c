@@ -400,6 +400,8 @@ int aapi_discovery(aapi_server_t server, const char *const *selections,
             records[n].path = objs.v[i].path;
             records[n].size_hint = objs.v[i].size;
             records[n].flags = objs.v[i].flags;
+            records[n].mtime = objs.v[i].st.st_mtim;
+            records[n].ctime = objs.v[i].st.st_ctim;
             n++;
         }
         name = malloc(strlen(backuphosts[j]) + strlen(wkldfilesuffix) + 1);

@@ -349,6 +349,9 @@ typedef struct files_record {
     const char *path;
     uint64_t size_hint;
     uint32_t flags;
+    /* The times aapi_get_object_prop reports, written as the record's times extension: the
+     * framework compares them with its base image's (DISC-10). */
+    struct timespec mtime, ctime;
 } files_record;
 
 /** Check the parameters discovery and postprocess share: selections, backup hosts, the

@@ -7,9 +7,9 @@ use crate::dir::describe;
 use crate::fsutil::{lstat, path_error};
 use crate::snapshot::{self, Item};
 use crate::{FilesServer, NAME, paths};
-use aapi_sdk::abi::{AAPI_WKLD_DIR, AAPI_WKLD_SYMLINK, AAPI_WKLD_UNCHANGED};
+use aapi_sdk::abi::{AAPI_WKLD_DIR, AAPI_WKLD_SYMLINK, AAPI_WKLD_UNCHANGED, aapi_time_t};
 use aapi_sdk::plugin::{BackupJob, Error, ErrorKind, Result, Schedule};
-use aapi_sdk::workload::{WorkloadEntry, WorkloadFile};
+use aapi_sdk::workload::{ObjectTimes, WorkloadEntry, WorkloadFile};
 use std::fs::{self, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -30,6 +30,20 @@ struct Object {
     /// What the object weighs in the split: its size, or 0 when unchanged.
     weight: u64,
     host: usize,
+}
+
+/// The times the workload file carries: those `aapi_get_object_prop` reports for the object
+/// (the framework compares them with the base image's, DISC-10).
+fn times(md: &Metadata) -> ObjectTimes {
+    let t = |sec: i64, nsec: i64| aapi_time_t {
+        sec,
+        nsec: nsec.clamp(0, 999_999_999) as u32,
+        reserved: 0,
+    };
+    ObjectTimes {
+        mtime: t(md.mtime(), md.mtime_nsec()),
+        ctime: t(md.ctime(), md.ctime_nsec()),
+    }
 }
 
 fn is_object_type(md: &Metadata) -> bool {
@@ -143,6 +157,7 @@ impl FilesServer {
                             path: o.path.clone(),
                             size_hint: o.size,
                             flags: o.flags,
+                            times: Some(times(&o.md)),
                         })
                         .collect(),
                 };
