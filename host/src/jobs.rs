@@ -159,7 +159,10 @@ impl Runner {
     ) -> Result<serde_json::Value, JobError> {
         let mut cmd = Command::new(&self.worker_exe);
         cmd.arg("worker")
-            .env(crate::ui::COMMAND_ENV, crate::ui::command());
+            .env(crate::ui::COMMAND_ENV, crate::ui::command())
+            // Stdout carries this command's results (`--json`, an image id): what a plugin
+            // prints goes to stderr, with the messages.
+            .stdout(std::io::stderr());
         // Its own process group: a Ctrl-C at the terminal reaches the supervisor, which cancels
         // the workers through their keepalives, instead of killing them mid-write.
         cmd.process_group(0);

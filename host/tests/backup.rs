@@ -1417,6 +1417,49 @@ fn a_renamed_directory_is_backed_up_in_full_by_the_next_incremental() {
     restores_as(&store, &image, &dir.path().join("alt"), &tree);
 }
 
+/// What a plugin prints goes to stderr: stdout holds only the results (`--json`, an id).
+#[test]
+fn what_the_plugin_prints_does_not_mix_with_the_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    make_tree(&tree, 3, PAST);
+    let print = [("AAPI_TEST_FAULT", "print:aapi_open_object")];
+    let mut args = vec!["--json", "backup", "--plugin"];
+    let plugin = good_plugin();
+    args.extend([plugin.to_str().unwrap(), "--policy", "p1", "--select"]);
+    args.push(tree.to_str().unwrap());
+    let out = host(&store, &args, &print);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    serde_json::from_str::<serde_json::Value>(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", out.stdout));
+    assert!(
+        out.stderr.contains("printed in aapi_open_object"),
+        "{}",
+        out.stderr
+    );
+    let discover = [
+        "discover",
+        "--plugin",
+        plugin.to_str().unwrap(),
+        "--policy",
+        "p2",
+        "--select",
+        tree.to_str().unwrap(),
+    ];
+    let out = host(
+        &store,
+        &discover,
+        &[("AAPI_TEST_FAULT", "print:aapi_discovery")],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.trim().starts_with("p2-"),
+        "the image id alone: {}",
+        out.stdout
+    );
+}
+
 /// Two directories swapped since the last backup (`mv a t; mv b a; mv t b`, a release switch):
 /// their objects keep their own times, so the plugin lists them as unchanged at paths the base
 /// holds, but other objects are there now: a file of another size, a directory where a file

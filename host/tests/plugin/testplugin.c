@@ -178,6 +178,11 @@ static int fault(const char *function, struct server *s) {
         if (g_closed_keepalive) (void)g_closed_keepalive(g_closed_ctx);
         return -1;
     }
+    if (!strncmp(spec, "print", kind_len)) {
+        printf("testplugin: printed in %s\n", function);
+        fflush(stdout);
+        return -1;
+    }
     if (!strncmp(spec, "fail", kind_len)) return fail(arg ? atoi(arg + 1) : AAPI_EIO, "injected failure in %s", function);
     return -1;
 }
