@@ -158,12 +158,13 @@ struct BackupArgs {
 
 #[derive(Args, Debug, Clone)]
 struct SessionArgs {
-    /// Workload type to claim.
-    #[arg(long, default_value = "files")]
-    workload_type: String,
-    /// Workload server given to aapi_open_server.
-    #[arg(long, default_value = "localhost")]
-    server: String,
+    /// Workload type to claim [default: files; for restore, the image's].
+    #[arg(long)]
+    workload_type: Option<String>,
+    /// Workload server given to aapi_open_server [default: localhost; for restore, the
+    /// image's].
+    #[arg(long)]
+    server: Option<String>,
     /// Session property KEY=VALUE for the plugin (repeatable).
     #[arg(long = "property", value_parser = parse_kv)]
     properties: Vec<(String, String)>,
@@ -333,8 +334,16 @@ fn backup_options(store: &std::path::Path, a: &BackupArgs) -> Result<BackupOptio
         policy: a.policy.clone(),
         schedule: a.schedule.clone(),
         plugin: a.plugin.clone(),
-        workload_type: a.session.workload_type.clone(),
-        server: a.session.server.clone(),
+        workload_type: a
+            .session
+            .workload_type
+            .clone()
+            .unwrap_or_else(|| "files".into()),
+        server: a
+            .session
+            .server
+            .clone()
+            .unwrap_or_else(|| "localhost".into()),
         selections: a.selections.iter().map(|s| s.as_bytes().to_vec()).collect(),
         hosts,
         properties: a.session.properties.clone(),
@@ -866,27 +875,37 @@ fn restore(cli: &Cli, runner: &Runner, a: &RestoreArgs, t0: Instant) -> Result<E
     if let Some(c) = &a.session.credentials {
         aapi_host::worker::read_credentials(c).map_err(usage)?;
     }
-    // The job file only names the plugin: with --plugin, a damaged one does not matter.
-    let plugin = match a.plugin.clone() {
-        Some(p) => p,
-        None => {
-            st.job(&image)
-                .map_err(|e| {
-                    let mut e = JobError::from(e);
-                    e.message.push_str(
-                        "; the job file names the plugin that made the image: name it with --plugin LIB",
-                    );
-                    e
-                })?
-                .plugin
+    // The job file names the plugin, the workload type and the server that made the image, the
+    // defaults. With --plugin, a damaged one does not matter: the others default as for backup.
+    let (plugin, job) = match (a.plugin.clone(), st.job(&image)) {
+        (Some(p), job) => (p, job.ok()),
+        (None, Ok(job)) => (job.plugin.clone(), Some(job)),
+        (None, Err(e)) => {
+            let mut e = JobError::from(e);
+            e.message.push_str(
+                "; the job file names the plugin that made the image: name it with --plugin LIB",
+            );
+            return Err(e);
         }
     };
+    let workload_type = a
+        .session
+        .workload_type
+        .clone()
+        .or_else(|| job.as_ref().map(|j| j.workload_type.clone()))
+        .unwrap_or_else(|| "files".into());
+    let server = a
+        .session
+        .server
+        .clone()
+        .or_else(|| job.as_ref().map(|j| j.server.clone()))
+        .unwrap_or_else(|| "localhost".into());
     let task = RestoreTask {
         store: cli.store.clone(),
         image: image.clone(),
         plugin,
-        workload_type: a.session.workload_type.clone(),
-        server: a.session.server.clone(),
+        workload_type,
+        server,
         host: a.host.clone(),
         paths,
         alt_root,

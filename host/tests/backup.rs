@@ -1417,6 +1417,23 @@ fn a_renamed_directory_is_backed_up_in_full_by_the_next_incremental() {
     restores_as(&store, &image, &dir.path().join("alt"), &tree);
 }
 
+/// A restore claims the workload type the image was made with, as it loads its plugin.
+#[test]
+fn a_restore_claims_the_workload_type_of_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    make_tree(&tree, 3, PAST);
+    let plugin = common::test_plugin("aapi_testplugin_db", &["TEST_WORKLOAD_TYPES=\"db\""]);
+    let full = backup(&store, &plugin, &tree, &["--workload-type", "db"]);
+    assert_eq!(full.code, 0, "{}", full.stderr);
+    let image = full.json()["manifest"]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    restores_as(&store, &image, &dir.path().join("alt"), &tree);
+}
+
 /// What a plugin prints goes to stderr: stdout holds only the results (`--json`, an id).
 #[test]
 fn what_the_plugin_prints_does_not_mix_with_the_results() {
