@@ -421,7 +421,11 @@ impl Runner {
                         .join(", ")
                 )
             };
-            let _ = st.record_failure(image, &msg);
+            if let Err(e) = st.record_failure(image, &msg) {
+                return Err(failed(format!(
+                    "image {image} could not be given up: {e}; free space in the store, then run `{cli} finalize --image {image} --abandon` again"
+                )));
+            }
             return Err(failed(msg));
         }
         let m = merge(&st, &job).map_err(|e| JobError {
@@ -467,7 +471,14 @@ impl Runner {
                 job.image
             );
             if snapshot_cleaned(&st, &job) {
-                let _ = st.record_failure(&job.image, &msg);
+                if let Err(e) = st.record_failure(&job.image, &msg) {
+                    msg = format!(
+                        "{msg}; that it failed could not be recorded ({}): free space in the store, then run `{} finalize --image {} --abandon`",
+                        e,
+                        crate::ui::command(),
+                        job.image
+                    );
+                }
             } else if let Err(e) = &fin {
                 // The postprocess did not run or failed: the image keeps its snapshot (and its
                 // protection from `delete --incomplete`) until a finalize cleans it up.

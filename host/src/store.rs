@@ -31,6 +31,9 @@ use std::sync::{Arc, Mutex};
 pub const CATALOG_MAGIC: [u8; 8] = *b"AAPICAT\0";
 /// Catalog format version written; version 1 (records without the discovery's times) is read.
 pub const CATALOG_VERSION: u32 = 2;
+/// What an image whose job failed shows when the reason could not be written (a full store).
+pub const UNRECORDED_REASON: &str =
+    "the job failed; its reason could not be written (the store was full)";
 /// Record flag: the object was listed unchanged; its data is found in the base image.
 pub const REC_UNCHANGED: u32 = 1;
 /// Name of the manifest file whose presence marks an image complete.
@@ -990,7 +993,9 @@ impl Store {
     /// Record why an incomplete image failed (shown by `list`).
     pub fn record_failure(&self, id: &str, reason: &str) -> Result<()> {
         let p = self.image_dir(id).join("failed.txt");
-        write_atomic(&p, reason.as_bytes())
+        // A full store (often why the job failed) has no block for the reason, but still room
+        // for an empty file: the end of the job is recorded all the same.
+        write_atomic(&p, reason.as_bytes()).or_else(|e| write_atomic(&p, b"").map_err(|_| e))
     }
 
     /// The state of image `id`; an error when it does not exist.
@@ -1008,7 +1013,13 @@ impl Store {
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(ImageState::Incomplete {
                 job: self.job(id).ok().map(Box::new),
-                reason: fs::read_to_string(dir.join("failed.txt")).ok(),
+                reason: fs::read_to_string(dir.join("failed.txt")).ok().map(|r| {
+                    if r.is_empty() {
+                        UNRECORDED_REASON.to_string()
+                    } else {
+                        r
+                    }
+                }),
             }),
             Err(e) => Err(io_err(&m)(e)),
         }

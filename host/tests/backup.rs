@@ -1417,6 +1417,53 @@ fn a_renamed_directory_is_backed_up_in_full_by_the_next_incremental() {
     restores_as(&store, &image, &dir.path().join("alt"), &tree);
 }
 
+/// A backup that fills the store fails with its image recorded as failed, although the reason
+/// itself finds no room: `delete --incomplete` then frees the space.
+#[test]
+fn a_backup_that_fills_the_store_can_be_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    write_file(&tree.join("big"), &vec![7u8; 3 << 20]);
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    // In a mount namespace of its own: a 1 MiB file system for the store.
+    let script = r#"mount -t tmpfs -o size=1M tmpfs "$1" || exit 99
+        h="$2"; s="$1/store"
+        "$h" --store "$s" backup --plugin "$3" --policy p1 --select "$4"; echo "backup=$?"
+        "$h" --store "$s" list
+        "$h" --store "$s" delete --incomplete; echo "delete=$?"
+        echo "left=$(ls "$s/images" | wc -l)""#;
+    let out = std::process::Command::new("unshare")
+        .args([
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(&small)
+        .arg(common::host_bin())
+        .arg(good_plugin())
+        .arg(&tree)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(99) || !stdout.contains("backup=") {
+        eprintln!("skipped: unshare cannot mount a file system here: {stderr}");
+        return;
+    }
+    assert!(stdout.contains("backup=1"), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(aapi_host::store::UNRECORDED_REASON),
+        "{stdout}{stderr}"
+    );
+    assert!(stdout.contains("delete=0"), "{stdout}{stderr}");
+    assert!(stdout.contains("left=0"), "{stdout}{stderr}");
+}
+
 /// A restore claims the workload type the image was made with, as it loads its plugin.
 #[test]
 fn a_restore_claims_the_workload_type_of_the_image() {
