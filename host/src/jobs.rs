@@ -1081,12 +1081,12 @@ pub fn verify(store: &Store, image: &str, ui: &Ui) -> Result<VerifyReport, JobEr
             bar.set_position(seen);
             continue;
         }
+        let mut got = 0u64;
         let mut check = || -> Result<(), String> {
             let mut r = store
                 .open_data(&catalog, &e.data)
                 .map_err(|err| err.to_string())?;
             let mut h = blake3::Hasher::new();
-            let mut got = 0u64;
             loop {
                 let n = r.read(&mut buf).map_err(|err| err.to_string())?;
                 if n == 0 {
@@ -1107,7 +1107,7 @@ pub fn verify(store: &Store, image: &str, ui: &Ui) -> Result<VerifyReport, JobEr
             Ok(())
         };
         let r = check();
-        report.bytes += e.data.length;
+        report.bytes += got;
         bar.set_position(seen);
         match r {
             Ok(()) => report.good += 1,

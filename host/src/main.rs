@@ -820,6 +820,15 @@ fn restore(cli: &Cli, runner: &Runner, a: &RestoreArgs, t0: Instant) -> Result<E
                 r.display()
             )));
         }
+        // Plugins refuse a target root with `..` (a dry run would list what cannot restore).
+        Some(r) if r.components().any(|c| c == std::path::Component::ParentDir) => {
+            let plain = std::fs::canonicalize(r).unwrap_or_else(|_| r.clone());
+            return Err(usage(format!(
+                "--alt-root {} contains a `..` component, which plugins refuse; give it as {}",
+                r.display(),
+                plain.display()
+            )));
+        }
         Some(r) => {
             Some(std::path::absolute(r).map_err(|e| usage(format!("{}: {e}", r.display())))?)
         }

@@ -902,7 +902,7 @@ fn restore_objects(
         let name = escape_path(&e.path);
         let in_obj = |err: PluginError| TaskError {
             message: match err.code() {
-                Some(AAPI_EEXIST) => format!(
+                Some(AAPI_EEXIST) if !task.overwrite => format!(
                     "{name}: {err}; pass --overwrite to replace existing objects, or restore under --alt-root"
                 ),
                 _ => format!("{name}: {err}"),

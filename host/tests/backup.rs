@@ -1822,3 +1822,48 @@ fn a_damaged_host_state_is_rebuilt_from_the_images() {
         incr.stdout
     );
 }
+
+/// `verify` counts the bytes it read: none from a stream that is gone.
+#[test]
+fn verify_counts_only_the_bytes_it_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_tree, store, id) = full_backup(dir.path(), 3);
+    std::fs::remove_file(store.join("images").join(&id).join("stream-0.data")).unwrap();
+    let v = host(&store, &["--json", "verify", &id], &[]);
+    assert_eq!(v.code, 1, "{}", v.stderr);
+    let json: serde_json::Value = serde_json::from_str(&v.stdout).unwrap();
+    assert_eq!(json["report"]["bytes"], 0, "{json}");
+}
+
+/// A restore that meets an existing object tells how to replace it only when it was not asked
+/// to already; an alternate root with `..` is refused before anything runs, dry run included.
+#[test]
+fn restore_messages_fit_the_options_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_tree, store, id) = full_backup(dir.path(), 3);
+    let alt = dir.path().join("alt");
+    std::fs::create_dir(&alt).unwrap();
+    let eexist = [("AAPI_TEST_FAULT", "fail:aapi_create_object:6")];
+    let alt_s = alt.to_str().unwrap();
+    let r = host(&store, &["restore", &id, "--alt-root", alt_s], &eexist);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("pass --overwrite"), "{}", r.stderr);
+    let args = ["restore", &id, "--alt-root", alt_s, "--overwrite"];
+    let r = host(&store, &args, &eexist);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(!r.stderr.contains("pass --overwrite"), "{}", r.stderr);
+    let dotdot = format!("{alt_s}/../alt");
+    for dry in [true, false] {
+        let mut args = vec!["restore", &id, "--alt-root", &dotdot];
+        if dry {
+            args.push("--dry-run");
+        }
+        let r = host(&store, &args, &[]);
+        assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+        assert!(
+            r.stderr.contains(&format!("give it as {alt_s}")),
+            "{}",
+            r.stderr
+        );
+    }
+}
