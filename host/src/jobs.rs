@@ -1012,6 +1012,14 @@ pub fn verify(store: &Store, image: &str, ui: &Ui) -> Result<VerifyReport, JobEr
         damaged_streams: Vec::new(),
         warnings: Vec::new(),
     };
+    if let Some(first) = manifest.failures.first() {
+        report.warnings.push(format!(
+            "image {image} is partial: {} object(s) were not backed up (first: {}) and are in no stream; `{} show {image}` lists them",
+            manifest.failures.len(),
+            crate::ui::escape_path(&first.path_bytes()),
+            crate::ui::command()
+        ));
+    }
     // The job file only names the plugin: no object needs it, but a restore without --plugin does.
     if let Err(e) = store.job(image) {
         report.warnings.push(format!(

@@ -774,11 +774,17 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
             }
             Ok(kind)
         }
-        Cmd::Restore(a) => restore(cli, &runner, a, t0),
+        Cmd::Restore(a) => restore(cli, &runner, ui, a, t0),
     }
 }
 
-fn restore(cli: &Cli, runner: &Runner, a: &RestoreArgs, t0: Instant) -> Result<ExitKind, JobError> {
+fn restore(
+    cli: &Cli,
+    runner: &Runner,
+    ui: &Ui,
+    a: &RestoreArgs,
+    t0: Instant,
+) -> Result<ExitKind, JobError> {
     let usage = |m: String| JobError {
         kind: ExitKind::Usage,
         message: m,
@@ -799,6 +805,26 @@ fn restore(cli: &Cli, runner: &Runner, a: &RestoreArgs, t0: Instant) -> Result<E
         .map(|p| p.as_os_str().as_bytes().to_vec())
         .collect();
     let selected = tasks::select(&catalog, &paths);
+    // A partial image lacks what its backup could not read: say so, and where to look.
+    let missing = tasks::not_backed_up(&manifest, &paths);
+    if selected.is_empty()
+        && let Some(first) = missing.first()
+    {
+        return Err(usage(format!(
+            "{} was not backed up in image {image} ({}); an earlier image may hold it (`{} list`)",
+            escape_path(&first.path_bytes()),
+            first.error,
+            ui::command()
+        )));
+    }
+    if !missing.is_empty() {
+        ui.warning(&format!(
+            "image {image} is partial: {} object(s) of the selection were not backed up and are not restored (first: {}); an earlier image may hold them (`{} show {image}` lists them)",
+            missing.len(),
+            escape_path(&missing[0].path_bytes()),
+            ui::command()
+        ));
+    }
     if selected.is_empty() {
         return Err(usage(format!(
             "nothing in image {image} matches {} (see `{} show {image} --objects`)",
@@ -861,7 +887,8 @@ fn restore(cli: &Cli, runner: &Runner, a: &RestoreArgs, t0: Instant) -> Result<E
             .sum();
         if cli.json {
             print_json(
-                &json!({"ok": true, "image": image, "dry_run": true, "objects": rows, "bytes": total}),
+                &json!({"ok": true, "image": image, "dry_run": true, "objects": rows, "bytes": total,
+                        "not_backed_up": missing}),
             );
         } else {
             for &i in &selected {
@@ -925,8 +952,16 @@ fn restore(cli: &Cli, runner: &Runner, a: &RestoreArgs, t0: Instant) -> Result<E
     };
     let r = runner.restore(task)?;
     let secs = t0.elapsed().as_secs_f64();
+    let kind = if missing.is_empty() {
+        ExitKind::Ok
+    } else {
+        ExitKind::Partial
+    };
     if cli.json {
-        print_json(&json!({"ok": true, "image": image, "seconds": secs, "report": r}));
+        print_json(
+            &json!({"ok": true, "exit": kind, "image": image, "seconds": secs, "report": r,
+                           "not_backed_up": missing}),
+        );
     } else if !cli.quiet {
         outln!(
             "restored {} objects, {} bytes from image {image} in {:.2} s ({}); {} bytes read from the store",
@@ -937,5 +972,5 @@ fn restore(cli: &Cli, runner: &Runner, a: &RestoreArgs, t0: Instant) -> Result<E
             r.store_bytes_read
         );
     }
-    Ok(ExitKind::Ok)
+    Ok(kind)
 }

@@ -664,21 +664,40 @@ fn normalize(path: &[u8]) -> Vec<u8> {
 /// path or lies below it; paths compare as [`normalize`] spells them); all entries when
 /// `paths` is empty.
 pub fn select(catalog: &Catalog, paths: &[Vec<u8>]) -> Vec<usize> {
-    let normal: Vec<Vec<u8>> = paths.iter().map(|p| normalize(p)).collect();
-    let wanted: Vec<&[u8]> = normal.iter().map(Vec::as_slice).collect();
+    let wanted = selector(paths);
     catalog
         .entries
         .iter()
         .enumerate()
-        .filter(|(_, e)| {
-            wanted.is_empty()
-                || wanted.iter().any(|w| {
-                    e.path == *w
-                        || (e.path.starts_with(w)
-                            && (w.ends_with(b"/") || e.path.get(w.len()) == Some(&b'/')))
-                })
-        })
+        .filter(|(_, e)| wanted(&e.path))
         .map(|(i, _)| i)
+        .collect()
+}
+
+/// Whether a path is one of `paths` or below one (every path, when `paths` is empty).
+fn selector(paths: &[Vec<u8>]) -> impl Fn(&[u8]) -> bool {
+    let wanted: Vec<Vec<u8>> = paths.iter().map(|p| normalize(p)).collect();
+    move |path: &[u8]| {
+        wanted.is_empty()
+            || wanted.iter().any(|w| {
+                path == w.as_slice()
+                    || (path.starts_with(w)
+                        && (w.ends_with(b"/") || path.get(w.len()) == Some(&b'/')))
+            })
+    }
+}
+
+/// The objects `paths` select (every one, when empty) that the backup of `manifest`'s image
+/// could not read: a restore of the partial image cannot bring them back.
+pub fn not_backed_up<'a>(
+    manifest: &'a store::Manifest,
+    paths: &[Vec<u8>],
+) -> Vec<&'a ObjectFailure> {
+    let wanted = selector(paths);
+    manifest
+        .failures
+        .iter()
+        .filter(|f| wanted(&f.path_bytes()))
         .collect()
 }
 

@@ -533,10 +533,31 @@ fn failed_object_is_cut_out_and_the_image_is_partial() {
     // The stream holds only whole objects: everything verifies and restores.
     let v = host(&store, &["verify", image], &[]);
     assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
+    assert!(v.stderr.contains("is partial: 1 object(s)"), "{}", v.stderr);
     let alt = dir.path().join("alt");
     std::fs::create_dir(&alt).unwrap();
     let r = restore(&store, &[image, "--alt-root", alt.to_str().unwrap()]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    // The restore is partial too, and says so: the failed object is named.
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert_eq!(r.json()["not_backed_up"][0]["path"], failed.as_str());
+    assert!(r.stderr.contains("is partial: 1 object(s)"), "{}", r.stderr);
+    let failed_bytes =
+        serde_json::from_value::<aapi_host::store::ObjectFailure>(failures[0].clone())
+            .unwrap()
+            .path_bytes();
+    let alone = std::process::Command::new(host_bin())
+        .arg("--store")
+        .arg(&store)
+        .args(["restore", image, "--dry-run", "--path"])
+        .arg(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&failed_bytes))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&alone.stderr);
+    assert_eq!(alone.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("was not backed up in image") && err.contains("AAPI_ECHANGED"),
+        "{err}"
+    );
     let expect = snapshot(&tree);
     let restored = snapshot(&alt.join(tree.strip_prefix("/").unwrap()));
     // Everything but the failed object came back with its bytes (directory times are not
