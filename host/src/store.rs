@@ -1150,30 +1150,38 @@ impl Store {
         Ok(out)
     }
 
-    /// Read the host state (empty when none was saved yet). A damaged one is rebuilt from the
-    /// manifests of the complete images, with a warning; it is saved at the next change.
+    /// Read the host state (empty when none was saved yet). A damaged one, or a missing one in
+    /// a store with complete images, is rebuilt from their manifests, with a warning; it is
+    /// saved at the next change.
     pub fn host_state(&self) -> Result<HostState> {
         let p = self.root.join("state.json");
-        match fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b).or_else(|e| {
-                let manifests = self.complete_manifests()?;
-                let all: Vec<&Manifest> = manifests.iter().collect();
-                let mut policies: Vec<&str> = all.iter().map(|m| m.policy.as_str()).collect();
-                policies.sort_unstable();
-                policies.dedup();
+        // Rebuilt from the complete images' manifests, with a warning saying why.
+        let rebuild = |why: String, damaged: bool| -> Result<HostState> {
+            let manifests = self.complete_manifests()?;
+            let all: Vec<&Manifest> = manifests.iter().collect();
+            let mut policies: Vec<&str> = all.iter().map(|m| m.policy.as_str()).collect();
+            policies.sort_unstable();
+            policies.dedup();
+            if !policies.is_empty() {
                 eprintln!(
-                    "warning: {}: unreadable ({e}); the last backup times are taken from the complete images instead",
+                    "warning: {}: {why}; the last backup times are taken from the complete images instead",
                     p.display()
                 );
-                Ok(HostState {
-                    policies: policies
-                        .into_iter()
-                        .map(|policy| (policy.to_string(), policy_state(policy, &all)))
-                        .collect(),
-                    rebuilt: true,
-                })
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(HostState::default()),
+            }
+            Ok(HostState {
+                policies: policies
+                    .into_iter()
+                    .map(|policy| (policy.to_string(), policy_state(policy, &all)))
+                    .collect(),
+                rebuilt: damaged || !manifests.is_empty(),
+            })
+        };
+        match fs::read(&p) {
+            Ok(b) => {
+                serde_json::from_slice(&b).or_else(|e| rebuild(format!("unreadable ({e})"), true))
+            }
+            // A new store has none; one of a store with images was lost or not copied.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => rebuild("missing".into(), false),
             Err(e) => Err(io_err(&p)(e)),
         }
     }

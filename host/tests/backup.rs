@@ -1818,14 +1818,24 @@ fn the_documented_list_example_is_what_list_prints() {
     }
 }
 
-/// A damaged `state.json` does not stop backups: the last backup times come from the complete
-/// images, so an incremental still has its base, and the state is saved whole again.
+/// A damaged or lost `state.json` does not stop backups: the last backup times come from the
+/// complete images, so an incremental still has its base, and the state is saved whole again.
 #[test]
 fn a_damaged_host_state_is_rebuilt_from_the_images() {
+    for lost in [false, true] {
+        host_state_is_rebuilt(lost);
+    }
+}
+
+fn host_state_is_rebuilt(lost: bool) {
     let dir = tempfile::tempdir().unwrap();
     let (tree, store, full_id) = full_backup(dir.path(), 2);
     let plugin = good_plugin();
-    std::fs::write(store.join("state.json"), "{bad").unwrap();
+    if lost {
+        std::fs::remove_file(store.join("state.json")).unwrap();
+    } else {
+        std::fs::write(store.join("state.json"), "{bad").unwrap();
+    }
     let incr = backup(&store, &plugin, &tree, &["--schedule", "incr"]);
     assert_eq!(incr.code, 0, "{}", incr.stderr);
     assert!(
