@@ -377,6 +377,16 @@ impl Runner {
             .filter(|(n, _)| !dir.join(format!("stream-{n}.done")).exists())
             .map(|(_, h)| h)
             .collect();
+        // A discovery that never returned (killed, crashed) recorded no snapshot id: no child
+        // job can run, and a snapshot the plugin had begun is unknown to the framework.
+        let unknown_snapshot = format!(
+            "its discovery did not complete (it was killed or crashed), so no snapshot id was recorded: a snapshot the plugin had begun for job {image} may be left behind (the plugin's documentation says where)"
+        );
+        if job.snapid.is_none() && !abandon {
+            return Err(usage(format!(
+                "image {image} cannot be finalized: {unknown_snapshot}; `{cli} delete --incomplete` removes the image"
+            )));
+        }
         if !missing.is_empty() && !abandon {
             let hosts: Vec<&str> = missing.iter().map(|h| h.as_str()).collect();
             return Err(failed(format!(
@@ -407,7 +417,11 @@ impl Runner {
             let _ = std::fs::remove_file(dir.join(store::POSTPROCESS_FAILED));
         }
         if abandon {
-            let msg = if missing.is_empty() {
+            let msg = if job.snapid.is_none() {
+                format!(
+                    "image {image} was given up and stays incomplete (`{cli} delete --incomplete` removes it); {unknown_snapshot}"
+                )
+            } else if missing.is_empty() {
                 format!(
                     "image {image} was given up; the snapshot was cleaned up and the image stays incomplete (`{cli} delete --incomplete` removes it)"
                 )

@@ -514,6 +514,9 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                                 (true, _) => "its job is running now".to_string(),
                                 (false, Some(r)) => r,
                                 // A postprocess that failed says so, until a finalize runs it.
+                                (false, None) if job.as_ref().is_some_and(|j| j.snapid.is_none()) => {
+                                    "its discovery did not complete (killed or crashed); `delete --incomplete` removes it".to_string()
+                                }
                                 (false, None) => std::fs::read_to_string(
                                     st.image_dir(&id).join(store::POSTPROCESS_FAILED),
                                 )

@@ -542,6 +542,39 @@ fn finalize_is_refused_while_a_child_job_runs() {
     assert_eq!(f.code, 0, "{}", f.stderr);
 }
 
+/// An image whose discovery never returned (the supervisor was killed) has no snapshot id: no
+/// child job can run, so finalize says so, and that a snapshot the plugin began may be left.
+#[test]
+fn an_image_whose_discovery_never_returned_is_named_so() {
+    let (_d, tree, store) = setup();
+    let image = discover(&store, &good_plugin(), &tree, "h1", &[]);
+    let job_file = store.join("images").join(&image).join("job.json");
+    let mut job: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&job_file).unwrap()).unwrap();
+    job["snapid"] = serde_json::Value::Null;
+    std::fs::write(&job_file, serde_json::to_vec(&job).unwrap()).unwrap();
+    let f = host(&store, &["finalize", "--image", &image], &[]);
+    assert_eq!(f.code, 2, "{}", f.stderr);
+    assert!(
+        f.stderr.contains("its discovery did not complete") && !f.stderr.contains("child --image"),
+        "{}",
+        f.stderr
+    );
+    let l = host(&store, &["list"], &[]);
+    assert!(
+        l.stdout.contains("its discovery did not complete"),
+        "{}",
+        l.stdout
+    );
+    let f = host(&store, &["finalize", "--image", &image, "--abandon"], &[]);
+    assert_eq!(f.code, 1, "{}", f.stderr);
+    assert!(
+        f.stderr.contains("may be left behind") && !f.stderr.contains("snapshot was cleaned up"),
+        "{}",
+        f.stderr
+    );
+}
+
 /// The processes of the PID namespace whose parent is `parent` and that have ended (zombies).
 fn zombie_children(parent: u32) -> Vec<u32> {
     std::fs::read_dir("/proc")
