@@ -613,9 +613,22 @@ impl Plugin {
 
 fn observed(hooks: &dyn HostHooks, function: &'static str, call: impl FnOnce() -> c_int) -> c_int {
     hooks.call_enter(function);
+    let unwinding = AbortOnUnwind;
     let code = call();
+    std::mem::forget(unwinding);
     hooks.call_leave(function, code);
     code
+}
+
+/// Dropped only when an exception (a C++ `throw`, MEM-3) unwinds out of a plugin call: the
+/// process ends at once, still inside the call, so it is reported as a crash in that function;
+/// no cleanup calls the plugin again while its state is unknown.
+struct AbortOnUnwind;
+
+impl Drop for AbortOnUnwind {
+    fn drop(&mut self) {
+        std::process::abort();
+    }
 }
 
 fn last_error_of(entry: &EntryPoints, hooks: &dyn HostHooks) -> String {

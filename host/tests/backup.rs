@@ -1502,6 +1502,35 @@ fn a_restore_claims_the_workload_type_of_the_image() {
     restores_as(&store, &image, &dir.path().join("alt"), &tree);
 }
 
+/// An exception that leaves an entry point (C++ `throw`) ends the worker, reported with the
+/// function it left: nothing else runs in the plugin while the exception unwinds.
+#[test]
+fn an_exception_out_of_a_plugin_call_names_the_function() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    make_tree(&tree, 3, PAST);
+    let throw = [("AAPI_TEST_FAULT", "throw:aapi_open_object")];
+    let args = [
+        "backup",
+        "--plugin",
+        good_plugin().to_str().unwrap(),
+        "--policy",
+        "p1",
+        "--select",
+        tree.to_str().unwrap(),
+    ]
+    .map(String::from);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = host(&store, &args, &throw);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("crash(SIGABRT) in aapi_open_object"),
+        "{}",
+        out.stderr
+    );
+}
+
 /// What a plugin prints goes to stderr: stdout holds only the results (`--json`, an id).
 #[test]
 fn what_the_plugin_prints_does_not_mix_with_the_results() {

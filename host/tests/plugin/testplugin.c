@@ -35,6 +35,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <unwind.h>
 
 #ifdef TEST_ABI_MAJOR
 const aapi_abi_marker_t aapi_abi_marker = {
@@ -177,6 +178,15 @@ static int fault(const char *function, struct server *s) {
     if (!strncmp(spec, "late-keepalive", kind_len)) {
         if (g_closed_keepalive) (void)g_closed_keepalive(g_closed_ctx);
         return -1;
+    }
+    if (!strncmp(spec, "throw", kind_len)) {
+        /* What a C++ `throw` out of an entry point does: a foreign exception starts unwinding
+         * through the caller's frames. */
+        static struct _Unwind_Exception exc;
+        memset(&exc, 0, sizeof exc);
+        exc.exception_class = 0x5445535400000000ull; /* "TEST" */
+        _Unwind_RaiseException(&exc);
+        abort(); /* no handler was found at all */
     }
     if (!strncmp(spec, "print", kind_len)) {
         printf("testplugin: printed in %s\n", function);
