@@ -65,7 +65,7 @@ codes! {
     PATH_DUPLICATE,
     /// A path inside the reserved `.aapi` directory other than the manifest and its signature.
     PATH_RESERVED,
-    /// An entry type the format does not allow (hard link, sparse file, global header, unknown).
+    /// An entry type the format does not allow (hard link, sparse file, global header, unknown), or an installed file with more than one name.
     ENTRY_TYPE,
     /// A pax record the format does not allow (extended attributes, ACLs, unknown keys), twice, malformed, or naming an entry a GNU long name names too.
     PAX_RECORD,
@@ -107,6 +107,8 @@ codes! {
     SYMLINK_TARGET,
     /// An installed file is not owned by the owner of the installation directory.
     FILE_OWNER,
+    /// An installed file has a file capability (the `security.capability` attribute).
+    FILE_CAPABILITY,
     /// The entry library is not an ELF file a real parser accepts.
     ELF_INVALID,
     /// The entry library is not an ELF shared object (an executable, a PIE, a relocatable).

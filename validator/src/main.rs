@@ -85,8 +85,9 @@ enum Command {
         /// Trusted public key; with one or more, a valid signature by one of them is required.
         #[arg(long)]
         key: Vec<PathBuf>,
-        /// PATH is an installation: also check that everything is owned like its root, and
-        /// that it targets this host's architecture (unless --target-arch names another).
+        /// PATH is an installation: also check that everything is owned like its root, that no
+        /// file has a second name (hard link) or a file capability, and that it targets this
+        /// host's architecture (unless --target-arch names another).
         #[arg(long)]
         installed: bool,
         /// The architecture the package must target (default: any; with --installed, this

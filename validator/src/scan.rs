@@ -105,6 +105,10 @@ pub struct Scan {
     /// The tree root, the `.aapi` directory and its files (their modes and owners are
     /// checked like the payload's).
     pub meta_modes: Vec<Meta>,
+    /// Problems only an installation has (`verify --installed`): files with another name (hard
+    /// links) and files with a capability. A tree scan finds them; they are reported only for
+    /// an installation.
+    pub installed_findings: Vec<Finding>,
 }
 
 /// Mode and owner of an entry outside the payload.

@@ -43,26 +43,26 @@ impl PublicKey {
         key_id(&self.key)
     }
 
-    /// Read a public key file.
+    /// Read a public key file. A file that states its key id (`key-id:`, as keygen writes it)
+    /// must state this key's id, and a field may appear once.
     pub fn load(path: &Path) -> Result<PublicKey> {
         let text = read_key(path)?;
-        let bytes = parse_key_file(&text, PUBLIC_HEADER, "key").ok_or_else(|| {
-            let what = if text.starts_with(SECRET_HEADER) {
-                "is a secret key, not a public key"
-            } else {
-                "is not an aapi-validator public key file"
-            };
-            Error::new(format!(
-                "--key {} {what}; give the BASE.pub file `aapi-validator keygen -o BASE` wrote",
-                path.display()
-            ))
+        let file = parse_key_file(&text, PUBLIC_HEADER, "key").map_err(|e| {
+            key_file_error(path, e, "BASE.pub", || {
+                if text.starts_with(SECRET_HEADER) {
+                    "is a secret key, not a public key"
+                } else {
+                    "is not an aapi-validator public key file"
+                }
+            })
         })?;
-        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| {
+        let key = VerifyingKey::from_bytes(&file.value).map_err(|_| {
             Error::new(format!(
                 "--key {}: its key is not a valid Ed25519 public key (the file is damaged); copy BASE.pub again from where it was made",
                 path.display()
             ))
         })?;
+        check_key_id(path, file.id, &key)?;
         Ok(PublicKey { key })
     }
 }
@@ -84,23 +84,21 @@ impl SecretKey {
         }
     }
 
-    /// Read a secret key file.
+    /// Read a secret key file, with the same rules as [`PublicKey::load`].
     pub fn load(path: &Path) -> Result<SecretKey> {
         let text = read_key(path)?;
-        let seed = parse_key_file(&text, SECRET_HEADER, "seed").ok_or_else(|| {
-            let what = if text.starts_with(PUBLIC_HEADER) {
-                "is a public key, not a secret key"
-            } else {
-                "is not an aapi-validator secret key file"
-            };
-            Error::new(format!(
-                "--key {} {what}; give the BASE.key file `aapi-validator keygen -o BASE` wrote",
-                path.display()
-            ))
+        let file = parse_key_file(&text, SECRET_HEADER, "seed").map_err(|e| {
+            key_file_error(path, e, "BASE.key", || {
+                if text.starts_with(PUBLIC_HEADER) {
+                    "is a public key, not a secret key"
+                } else {
+                    "is not an aapi-validator secret key file"
+                }
+            })
         })?;
-        Ok(SecretKey {
-            key: SigningKey::from_bytes(&seed),
-        })
+        let key = SigningKey::from_bytes(&file.value);
+        check_key_id(path, file.id, &key.verifying_key())?;
+        Ok(SecretKey { key })
     }
 
     /// Write `BASE.key` (mode 0600) and `BASE.pub`; neither may exist yet. When one cannot be
@@ -219,19 +217,87 @@ fn read_key(path: &Path) -> Result<String> {
     })
 }
 
-fn parse_key_file(text: &str, header: &str, field: &str) -> Option<[u8; 32]> {
+/// What a key file holds: its 32-byte value (`key:` or `seed:`) and the key id it states.
+struct KeyFile {
+    value: [u8; 32],
+    id: Option<String>,
+}
+
+/// Why a text is not a usable key file.
+#[derive(Debug, PartialEq, Eq)]
+enum KeyFileError {
+    /// Not a key file of this kind: another header, a line that is not `field: value`, no
+    /// value, or a value that is not 64 hex digits.
+    NotKeyFile,
+    /// A field appears more than once (which one was meant is not guessed).
+    Twice(String),
+}
+
+/// Read the key file `text`, whose first line is `header` and whose value is in `field`.
+fn parse_key_file(
+    text: &str,
+    header: &str,
+    field: &str,
+) -> std::result::Result<KeyFile, KeyFileError> {
     let mut lines = text.lines();
-    if lines.next()? != header {
-        return None;
+    if lines.next() != Some(header) {
+        return Err(KeyFileError::NotKeyFile);
     }
-    let mut value = None;
+    let (mut value, mut id) = (None, None);
     for line in lines {
-        let (k, v) = line.split_once(": ")?;
-        if k == field {
-            value = unhex::<32>(v);
+        let (k, v) = line.split_once(": ").ok_or(KeyFileError::NotKeyFile)?;
+        let slot = if k == field {
+            &mut value
+        } else if k == "key-id" {
+            &mut id
+        } else {
+            continue;
+        };
+        if slot.replace(v).is_some() {
+            return Err(KeyFileError::Twice(k.to_string()));
         }
     }
-    value
+    let value = value
+        .and_then(unhex::<32>)
+        .ok_or(KeyFileError::NotKeyFile)?;
+    Ok(KeyFile {
+        value,
+        id: id.map(str::to_string),
+    })
+}
+
+/// The message for the key file `path` that cannot be used: `what` says what it is when it is
+/// not a key file of the kind wanted, and `wanted` is the file keygen writes (`BASE.pub`).
+fn key_file_error(
+    path: &Path,
+    e: KeyFileError,
+    wanted: &str,
+    what: impl FnOnce() -> &'static str,
+) -> Error {
+    match e {
+        KeyFileError::NotKeyFile => Error::new(format!(
+            "--key {} {}; give the {wanted} file `aapi-validator keygen -o BASE` wrote",
+            path.display(),
+            what()
+        )),
+        KeyFileError::Twice(field) => Error::new(format!(
+            "--key {} has more than one `{field}:` line, so which key is meant is not known (the file is damaged or was edited); copy {wanted} again from where it was made",
+            path.display()
+        )),
+    }
+}
+
+/// Refuse a key file whose `key-id:` line names another key than the one it holds.
+fn check_key_id(path: &Path, stated: Option<String>, key: &VerifyingKey) -> Result<()> {
+    let actual = key_id(key);
+    match stated {
+        Some(id) if id != actual => Err(Error::new(format!(
+            "--key {}: its key-id line says {}, but the key it holds has id {actual} (the file is damaged or was edited); copy it again from where `aapi-validator keygen` wrote it",
+            path.display(),
+            id.escape_debug()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The signature file, `.aapi/manifest.sig`.

@@ -151,6 +151,7 @@ impl Walker<'_> {
                     ));
                     return Ok(());
                 }
+                self.installed_checks(&child, &path, &md)?;
                 ItemKind::File {
                     size,
                     content: Content::Path(child.clone()),
@@ -194,6 +195,33 @@ impl Walker<'_> {
         Ok(())
     }
 
+    /// What only an installation must not have, for the regular file `abs` (package path
+    /// `path`): another name (a hard link, which may be outside the installation, where it can
+    /// be written), or a file capability, which grants privileges when the file is run.
+    fn installed_checks(&mut self, abs: &Path, path: &str, md: &fs::Metadata) -> Result<()> {
+        if self.purpose != Purpose::Verify {
+            return Ok(());
+        }
+        if md.nlink() > 1 {
+            self.scan.installed_findings.push(Finding::at(
+                Code::ENTRY_TYPE,
+                path,
+                format!(
+                    "a hard link: the file has {} names, and another name, perhaps outside the installation, changes it too; reinstall the package to give it a file of its own",
+                    md.nlink()
+                ),
+            ));
+        }
+        if has_capability(abs).map_err(|e| Error::read(abs, e))? {
+            self.scan.installed_findings.push(Finding::at(
+                Code::FILE_CAPABILITY,
+                path,
+                "has a file capability (the security.capability attribute, `getcap` shows it): running it grants privileges, as a setuid bit would; remove it (`setcap -r`) or reinstall the package",
+            ));
+        }
+        Ok(())
+    }
+
     /// The `.aapi` directory of a package tree.
     fn meta(&mut self, abs: &Path, md: &fs::Metadata) -> Result<()> {
         if !md.is_dir() {
@@ -233,6 +261,7 @@ impl Walker<'_> {
                 ));
                 continue;
             }
+            self.installed_checks(&child, &path, &md)?;
             let mut bytes = Vec::new();
             hash::open_nofollow(&child)
                 .and_then(|f| f.take(bound + 1).read_to_end(&mut bytes))
@@ -249,6 +278,31 @@ impl Walker<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether the file `abs` (not followed if a symlink) carries a file capability: the
+/// `security.capability` extended attribute. A file system without extended attributes has
+/// none.
+fn has_capability(abs: &Path) -> std::io::Result<bool> {
+    let c = std::ffi::CString::new(abs.as_os_str().as_bytes())?;
+    // SAFETY: both names are NUL-terminated strings that outlive the call; with a null buffer
+    // of size 0 the call only returns the attribute's size and writes nothing.
+    let n = unsafe {
+        libc::lgetxattr(
+            c.as_ptr(),
+            c"security.capability".as_ptr(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    if n >= 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::ENODATA) | Some(libc::EOPNOTSUPP) => Ok(false),
+        _ => Err(e),
     }
 }
 

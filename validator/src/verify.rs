@@ -23,7 +23,8 @@ pub struct Options {
     pub limits: Limits,
     /// Trusted keys; when any is given, a valid signature by one of them is required.
     pub keys: Vec<PublicKey>,
-    /// The tree is an installation: also check that everything is owned like its root.
+    /// The tree is an installation: also check that everything is owned like its root, and
+    /// that no file has a second name (hard link) or a file capability.
     pub installed: bool,
     /// The architecture the package must target.
     pub arch: Target,
@@ -332,6 +333,9 @@ pub(crate) fn judge(
         .collect();
     out.extend(paths::link_findings(&found));
 
+    if opts.installed {
+        out.append(&mut scan.installed_findings);
+    }
     if opts.installed
         && let Some((uid, gid)) = root_owner
     {

@@ -202,6 +202,91 @@ fn install_replace_and_detect_drift() {
     assert!(installed_codes(&dest).contains(&MODE_WRITABLE));
 }
 
+/// Give the file `path` the capability CAP_NET_RAW, permitted and effective, as
+/// `setcap cap_net_raw+ep PATH` does (a `security.capability` attribute, revision 2).
+fn set_capability(path: &Path) {
+    const VFS_CAP_REVISION_2: u32 = 0x0200_0000;
+    const VFS_CAP_FLAGS_EFFECTIVE: u32 = 0x1;
+    const CAP_NET_RAW: u32 = 13;
+    let mut value = Vec::new();
+    for word in [
+        VFS_CAP_REVISION_2 | VFS_CAP_FLAGS_EFFECTIVE,
+        1 << CAP_NET_RAW, // permitted, low word
+        0,                // inheritable, low word
+        0,                // permitted, high word
+        0,                // inheritable, high word
+    ] {
+        value.extend_from_slice(&word.to_le_bytes());
+    }
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: NUL-terminated names and a buffer of `value.len()` bytes, all alive for the call.
+    let rc = unsafe {
+        libc::setxattr(
+            c.as_ptr(),
+            c"security.capability".as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(rc, 0, "setxattr: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn an_installed_file_with_a_capability_or_another_name_is_refused() {
+    let w = tempfile::tempdir().unwrap();
+    let pkg = package(w.path(), "1.0.0", false);
+    let dest = w.path().join("demo");
+    let o = install(&pkg, &dest);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert_eq!(installed_codes(&dest), vec![]);
+
+    // A second name outside the installation: whoever may write there changes the file.
+    let outside = w.path().join("readme.copy");
+    fs::hard_link(dest.join("README"), &outside).unwrap();
+    let o = run(&[&"verify", &"--installed", &dest]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains(
+            "ENTRY_TYPE              README: a hard link: the file has 2 names, and another name, perhaps outside the installation, changes it too; reinstall the package to give it a file of its own\n"
+        ),
+        "{}",
+        stdout(&o)
+    );
+    // The manifest is a file of the installation too.
+    let manifest_copy = w.path().join("manifest.copy");
+    fs::hard_link(dest.join(".aapi/manifest.json"), &manifest_copy).unwrap();
+    assert_eq!(installed_codes(&dest), vec![ENTRY_TYPE, ENTRY_TYPE]);
+    // Without --installed the tree is an unpacked package, whose files are the unpacker's.
+    let o = run(&[&"verify", &dest]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    fs::remove_file(&outside).unwrap();
+    fs::remove_file(&manifest_copy).unwrap();
+    assert_eq!(installed_codes(&dest), vec![]);
+
+    // A file capability (setting one takes root's CAP_SETFCAP).
+    if is_root() {
+        set_capability(&dest.join(ENTRY));
+        let o = run(&[&"verify", &"--installed", &"--json", &dest]);
+        assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(
+            v["findings"],
+            serde_json::json!([{
+                "code": "FILE_CAPABILITY",
+                "path": ENTRY,
+                "message": "has a file capability (the security.capability attribute, `getcap` shows it): running it grants privileges, as a setuid bit would; remove it (`setcap -r`) or reinstall the package"
+            }]),
+            "{v}"
+        );
+        assert_eq!(run(&[&"verify", &dest]).status.code(), Some(0));
+        // Reinstalling the same version repairs it.
+        let o = install(&pkg, &dest);
+        assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+        assert_eq!(installed_codes(&dest), vec![]);
+    }
+}
+
 #[test]
 fn a_failed_install_leaves_the_installation_byte_identical() {
     let w = tempfile::tempdir().unwrap();

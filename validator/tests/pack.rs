@@ -455,6 +455,107 @@ fn keygen_sign_and_verify_with_keys() {
     assert_eq!(fs::read(&bad).unwrap(), before);
 }
 
+#[test]
+fn a_key_file_whose_key_id_is_wrong_or_that_holds_two_keys_is_refused() {
+    let d = plugin_dir(Variant::Good);
+    let w = tempfile::tempdir().unwrap();
+    let (base, other) = (w.path().join("release"), w.path().join("other"));
+    assert_eq!(run(&[&"keygen", &"-o", &base]).status.code(), Some(0));
+    assert_eq!(run(&[&"keygen", &"-o", &other]).status.code(), Some(0));
+    let pkg = w.path().join("demo.aapkg");
+    let sec = w.path().join("release.key");
+    let o = run(&[&"pack", &d.path(), &"-o", &pkg, &"--key", &sec]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let public = fs::read_to_string(w.path().join("release.pub")).unwrap();
+    let secret = fs::read_to_string(&sec).unwrap();
+    let field = |text: &str, name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap()
+            .to_string()
+    };
+    let id = field(&public, "key-id");
+    let other_key = field(
+        &fs::read_to_string(w.path().join("other.pub")).unwrap(),
+        "key",
+    );
+
+    // A key-id line that names another key: the file was edited or damaged.
+    let wrong_id = w.path().join("wrong-id.pub");
+    fs::write(&wrong_id, public.replace(&id, "ffffffffffffffff")).unwrap();
+    let want = format!(
+        "--key {}: its key-id line says ffffffffffffffff, but the key it holds has id {id} (the file is damaged or was edited); copy it again from where `aapi-validator keygen` wrote it",
+        wrong_id.display()
+    );
+    fails(&[&"verify", &pkg, &"--key", &wrong_id], &want);
+    let dest = w.path().join("demo");
+    fails(
+        &[&"install", &pkg, &"--dest", &dest, &"--key", &wrong_id],
+        &want,
+    );
+    assert!(!dest.exists());
+    // The same for a secret key: nothing is signed with it.
+    let wrong_sec = w.path().join("wrong-id.key");
+    fs::write(&wrong_sec, secret.replace(&id, "0000000000000000")).unwrap();
+    fails(
+        &[
+            &"sign",
+            &pkg,
+            &"--key",
+            &wrong_sec,
+            &"-o",
+            &w.path().join("x.aapkg"),
+        ],
+        &format!(
+            "--key {}: its key-id line says 0000000000000000, but the key it holds has id {id} (the file is damaged or was edited); copy it again from where `aapi-validator keygen` wrote it",
+            wrong_sec.display()
+        ),
+    );
+    assert!(!w.path().join("x.aapkg").exists());
+
+    // Two key lines, whichever comes last: which one is meant is not guessed.
+    for (name, text) in [
+        ("two-keys.pub", format!("{public}key: {other_key}\n")),
+        (
+            "two-keys-first.pub",
+            public.replacen("key: ", &format!("key: {other_key}\nkey: "), 1),
+        ),
+        ("two-ids.pub", format!("{public}key-id: {id}\n")),
+    ] {
+        let path = w.path().join(name);
+        fs::write(&path, &text).unwrap();
+        let line = if name == "two-ids.pub" {
+            "key-id"
+        } else {
+            "key"
+        };
+        fails(
+            &[&"verify", &pkg, &"--key", &path],
+            &format!(
+                "--key {} has more than one `{line}:` line, so which key is meant is not known (the file is damaged or was edited); copy BASE.pub again from where it was made",
+                path.display()
+            ),
+        );
+    }
+    let two_seeds = w.path().join("two-seeds.key");
+    fs::write(&two_seeds, format!("{secret}seed: {}\n", "00".repeat(32))).unwrap();
+    fails(
+        &[&"sign", &pkg, &"--key", &two_seeds],
+        &format!(
+            "--key {} has more than one `seed:` line, so which key is meant is not known (the file is damaged or was edited); copy BASE.key again from where it was made",
+            two_seeds.display()
+        ),
+    );
+
+    // The files keygen wrote, and a public key file without a key-id line, still work.
+    let o = run(&[&"verify", &pkg, &"--key", &w.path().join("release.pub")]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let no_id = w.path().join("no-id.pub");
+    fs::write(&no_id, public.replace(&format!("key-id: {id}\n"), "")).unwrap();
+    let o = run(&[&"verify", &pkg, &"--key", &no_id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+}
+
 fn honest_with_extra() -> Vec<u8> {
     let entries = payload(plugin(Variant::Good));
     let mut r = Raw::package(&manifest_of(&entries), &entries);
