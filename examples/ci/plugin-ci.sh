@@ -19,8 +19,13 @@
 # library that passed; otherwise the status of the step that failed (aapi-conformance: 1 a MUST
 # check failed, 2 could not run, 130/143 stopped by SIGINT/SIGTERM (a cancelled CI job);
 # aapi-validator: 1 invalid package, 2 could not run), or 3 when the
-# package's entry library is not PLUGIN.so byte for byte (its SHA-256 differs): then the package is
-# removed, since what was tested is not what would ship.
+# package's entry library is not PLUGIN.so byte for byte (its SHA-256 differs): then the package and
+# its verify.json are removed, since what was tested is not what would ship.
+#
+# OUT_DIR may hold an earlier run's outputs (a reused workspace): the package and verify result
+# of that run are removed first (the conformance kit replaces its own reports). A run that does
+# not pass every step, or is cancelled, leaves no plugin.aapkg, and a verify.json only when the
+# verify step failed (its "valid" is false): what OUT_DIR holds is always this run's result.
 set -euo pipefail
 
 if [ $# -ne 4 ]; then
@@ -31,6 +36,17 @@ plugin=$1 profile=$2 ship=$3 out=$4
 conformance=${AAPI_CONFORMANCE:-aapi-conformance}
 validator=${AAPI_VALIDATOR:-aapi-validator}
 mkdir -p "$out"
+if ! rm -f "$out/plugin.aapkg" "$out/verify.json"; then
+    echo "plugin-ci: cannot remove the package or verify result of an earlier run in $out; remove them, or give another OUT_DIR" >&2
+    exit 2
+fi
+# Until every step has passed, whatever ends the run (a failed step, a signal) removes the
+# package, and the verify result unless it is the verify step's own failure.
+passed=0 verify_failed=0
+trap 'if [ "$passed" -ne 1 ]; then
+    rm -f "$out/plugin.aapkg"
+    [ "$verify_failed" -eq 1 ] || rm -f "$out/verify.json"
+fi' EXIT
 
 # Hash the library before testing it: this is the library the verdict is about.
 tested=$(sha256sum <"$plugin" | cut -d' ' -f1)
@@ -52,6 +68,7 @@ echo "==> verify: $out/plugin.aapkg"
 code=0
 "$validator" verify "$out/plugin.aapkg" "${verify_key[@]}" --json >"$out/verify.json" || code=$?
 if [ "$code" -ne 0 ]; then
+    verify_failed=1
     "$validator" verify "$out/plugin.aapkg" "${verify_key[@]}" >&2 || true
     exit "$code"
 fi
@@ -61,17 +78,16 @@ fi
 entry=$(grep -o '"entry": *"[^"]*"' "$out/verify.json" | head -n 1 | sed 's/^"entry": *"//; s/"$//') ||
     entry=""
 if [ -z "$entry" ] || [ ! -f "$ship/$entry" ]; then
-    rm -f "$out/plugin.aapkg"
     echo "plugin-ci: cannot find the package's entry library in $out/verify.json and $ship" >&2
     exit 3
 fi
 shipped=$(sha256sum <"$ship/$entry" | cut -d' ' -f1)
 if [ "$shipped" != "$tested" ] || ! grep -q "\"$tested\"" "$out/verify.json"; then
-    rm -f "$out/plugin.aapkg"
     echo "plugin-ci: the package's entry library $entry is not the library that was tested:" >&2
     echo "  tested   $plugin  sha256 $tested" >&2
     echo "  packaged $ship/$entry  sha256 $shipped" >&2
-    echo "  copy the tested library into $ship (or test the one in $ship); package removed" >&2
+    echo "  copy the tested library into $ship (or test the one in $ship); package and verify.json removed" >&2
     exit 3
 fi
+passed=1
 echo "==> ok: conformant, packaged and verified; the package ships $entry, sha256 $tested"

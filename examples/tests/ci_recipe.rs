@@ -1,7 +1,8 @@
 //! examples/ci/plugin-ci.sh, the vendor CI recipe, works end to end on the C sample plugin:
 //! conformance reports, a signed package that verifies; a plugin that is not conformant stops the
-//! pipeline before anything is packaged; and a package whose library is not the tested one is
-//! refused and removed.
+//! pipeline before anything is packaged; a package whose library is not the tested one, or that
+//! does not verify, is refused and removed; and a failed run in a reused output directory leaves
+//! no package or passing verify result of an earlier run.
 //!
 //! examples/ci/github-actions.yml runs as written: its install step and its conformance step are
 //! executed with bash as GitHub Actions runs them, on this checkout (the clone and `cargo install`
@@ -97,24 +98,76 @@ fn a_conformant_plugin_is_packaged_signed_and_verified() {
     );
 }
 
+/// Put into `out` what an earlier passing run left there: a package and its verify result.
+fn earlier_passing_run(out: &Path) {
+    fs::create_dir_all(out).unwrap();
+    fs::write(out.join("plugin.aapkg"), "the package of an earlier run").unwrap();
+    fs::write(
+        out.join("verify.json"),
+        r#"{"valid": true, "subject": "out/plugin.aapkg", "findings": []}"#,
+    )
+    .unwrap();
+}
+
 #[test]
 fn a_plugin_that_is_not_conformant_is_never_packaged() {
     let dir = tempfile::tempdir().unwrap();
     // The C++ example serves the `memory` workload, not the `files` workload of this profile.
     let plugin = Path::new(aapi_examples::CPP_PLUGIN_PATH);
     let ship = ship_dir(dir.path(), plugin);
+    // A reused output directory: an earlier run's package and verify result must not stand next
+    // to this run's NOT CONFORMANT report.
     let out = dir.path().join("out");
+    earlier_passing_run(&out);
     let r = run_recipe(plugin, &ship, &out, None);
-    assert_ne!(
+    assert_eq!(
         r.status.code(),
-        Some(0),
+        Some(1),
         "{}",
         String::from_utf8_lossy(&r.stdout)
     );
     assert!(
         !out.join("plugin.aapkg").exists(),
-        "packaged although not conformant"
+        "a package is left although the plugin is not conformant"
     );
+    assert!(
+        !out.join("verify.json").exists(),
+        "a verify result is left although nothing was verified"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&fs::read(out.join("conformance.json")).unwrap()).unwrap();
+    assert!(report.is_object(), "{report}");
+}
+
+#[test]
+fn a_package_that_does_not_verify_is_removed_and_its_verify_result_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = Path::new(aapi_sample_plugin_c::PLUGIN_PATH);
+    let ship = ship_dir(dir.path(), plugin);
+    let (_, validator) = tools();
+    // release.pub is not the public key of release.key: the signed package does not verify
+    // against it (SIGNATURE_UNTRUSTED_KEY).
+    let base = dir.path().join("release");
+    let other = dir.path().join("other");
+    must(Command::new(&validator).arg("keygen").arg("-o").arg(&base));
+    must(Command::new(&validator).arg("keygen").arg("-o").arg(&other));
+    fs::copy(other.with_extension("pub"), base.with_extension("pub")).unwrap();
+
+    let out = dir.path().join("out");
+    earlier_passing_run(&out);
+    let r = run_recipe(plugin, &ship, &out, Some(&base.with_extension("key")));
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("==> verify:"), "{stdout}");
+    assert!(stderr.contains("SIGNATURE_UNTRUSTED_KEY"), "{stderr}");
+    assert!(
+        !out.join("plugin.aapkg").exists(),
+        "a package that does not verify was left to ship"
+    );
+    let verdict: serde_json::Value =
+        serde_json::from_slice(&fs::read(out.join("verify.json")).unwrap()).unwrap();
+    assert_eq!(verdict["valid"], false, "{verdict}");
 }
 
 #[test]
@@ -130,13 +183,13 @@ fn a_package_of_another_library_than_the_tested_one_is_refused() {
     fs::write(&shipped, bytes).unwrap();
 
     let out = dir.path().join("out");
+    earlier_passing_run(&out);
     let r = run_recipe(plugin, &ship, &out, None);
     let stdout = String::from_utf8_lossy(&r.stdout);
     let stderr = String::from_utf8_lossy(&r.stderr);
     assert_eq!(r.status.code(), Some(3), "{stdout}\n{stderr}");
     // Every earlier step passed: the refusal is the digest comparison's.
     assert!(stdout.contains("==> verify:"), "{stdout}");
-    assert!(out.join("verify.json").is_file());
     assert!(
         stderr.contains("is not the library that was tested"),
         "{stderr}"
@@ -149,6 +202,10 @@ fn a_package_of_another_library_than_the_tested_one_is_refused() {
     assert!(
         !out.join("plugin.aapkg").exists(),
         "the package of an untested library was left to ship"
+    );
+    assert!(
+        !out.join("verify.json").exists(),
+        "a passing verify result of a removed package was left"
     );
     assert!(!stdout.contains("==> ok"), "{stdout}");
 }
