@@ -60,11 +60,15 @@ pub const KEEPALIVE_FORWARD_INTERVAL: Duration = Duration::from_millis(20);
 struct CallState {
     /// 1 + index into `ENTRY_POINTS` of the running call; 0 when no call runs.
     call: AtomicU32,
-    _pad: AtomicU32,
+    /// The same for the call entered last, running or not; 0 before the first.
+    last: AtomicU32,
     /// When the running call was entered.
     entered_ns: AtomicU64,
     /// When the running call last showed life (entered or sent a keepalive).
     alive_ns: AtomicU64,
+    /// 1 once the worker could not write its event pipe (see [`WorkerLink::send`]).
+    link_lost: AtomicU32,
+    _pad: AtomicU32,
 }
 
 const STATE_LEN: usize = 4096;
@@ -370,17 +374,58 @@ pub struct WorkerOutcome {
     pub garbage: Vec<String>,
     /// When the worker was cancelled, if it was.
     pub cancelled_at: Option<Instant>,
+    /// When the worker ended because it could not write its event pipe (closed or replaced by
+    /// the plugin, as daemon code closing every descriptor does): the call entered last, if any.
+    pub link_lost: Option<Option<String>>,
 }
 
 impl WorkerOutcome {
     /// A one-line description: the failure messages when the worker explained itself, else the
     /// way it ended.
     pub fn summary(&self) -> String {
+        if let Some(after) = &self.link_lost {
+            return link_lost_message(after.as_deref());
+        }
         match (&self.end, self.failures.is_empty()) {
             (WorkerEnd::Exited(_), false) => self.failures.join("; "),
             (end, _) => end.to_string(),
         }
     }
+}
+
+/// The entry points called once per object or buffer, where a check per call would cost.
+const DATA_PATH: &[&str] = &[
+    "aapi_get_snappath_from_realpath",
+    "aapi_open_object",
+    "aapi_get_object_prop",
+    "aapi_read_object",
+    "aapi_close_object",
+    "aapi_create_object",
+    "aapi_write_object",
+    "aapi_flush",
+    "aapi_get_object_prop_byname",
+    "aapi_delete_object",
+    "aapi_set_object_utimes",
+];
+
+/// The device and inode of open descriptor `fd`; `None` when it is not open.
+fn fd_identity(fd: RawFd) -> Option<(u64, u64)> {
+    // SAFETY: fstat fills the zeroed struct; a closed descriptor is an error, nothing more.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        (libc::fstat(fd, &mut st) == 0).then_some((st.st_dev, st.st_ino))
+    }
+}
+
+/// Why a worker that lost its event pipe ended, naming the call entered last.
+pub fn link_lost_message(after: Option<&str>) -> String {
+    let when = match after {
+        Some(f) => format!("after {f} was called"),
+        None => "before any plugin call".into(),
+    };
+    format!(
+        "the worker lost its event pipe to the supervisor {when}: the plugin closed or replaced a file descriptor it did not open (a plugin closes only its own, RES-1)"
+    )
 }
 
 /// Cancels a running worker; cheap to clone and usable from any thread.
@@ -592,6 +637,7 @@ impl Worker {
             failure_code: None,
             garbage: Vec::new(),
             cancelled_at: None,
+            link_lost: None,
         };
         let mut pending: Vec<u8> = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
@@ -732,6 +778,10 @@ impl Worker {
         } else {
             let status = self.child.wait()?;
             let call = self.state.get().call.load(Ordering::Acquire);
+            if self.state.get().link_lost.load(Ordering::Acquire) == 1 {
+                let last = self.state.get().last.load(Ordering::Acquire);
+                outcome.link_lost = Some((last != 0).then(|| function_name(last)));
+            }
             let exiting = call == function_index(EXITING);
             outcome.end = match (status.code(), status.signal()) {
                 (Some(code), _) if call != 0 && !exiting => WorkerEnd::ExitedInCall {
@@ -763,6 +813,9 @@ impl Worker {
 /// keepalive callback answers "cancelled" once the supervisor cancelled the job.
 pub struct WorkerLink {
     events: Mutex<File>,
+    /// The event pipe's descriptor and identity (device, inode), to tell when a plugin closed or
+    /// replaced it.
+    events_id: (RawFd, Option<(u64, u64)>),
     state: Option<SharedState>,
     trace: bool,
     cancelled: Arc<AtomicBool>,
@@ -915,6 +968,7 @@ impl WorkerLink {
             std::process::exit(3);
         });
         Some(Arc::new(WorkerLink {
+            events_id: (ev, fd_identity(ev)),
             events: Mutex::new(events),
             trace: state.is_none() || std::env::var_os(TRACE_ENV).is_some(),
             state,
@@ -931,6 +985,11 @@ impl WorkerLink {
         line.push(b'\n');
         let mut f = self.events.lock().unwrap_or_else(|e| e.into_inner());
         if f.write_all(&line).is_err() {
+            // Most often the plugin closed or replaced the descriptor: say so to the supervisor,
+            // which still reads the shared state.
+            if let Some(st) = &self.state {
+                st.get().link_lost.store(1, Ordering::Release);
+            }
             std::process::exit(3);
         }
     }
@@ -956,6 +1015,7 @@ impl WorkerLink {
             st.entered_ns.store(now, Ordering::Release);
             st.alive_ns.store(now, Ordering::Release);
             st.call.store(function_index(function), Ordering::Release);
+            st.last.store(function_index(function), Ordering::Release);
         }
     }
 
@@ -1041,6 +1101,14 @@ impl HostHooks for WorkerLink {
     }
 
     fn call_leave(&self, function: &'static str, code: i32) {
+        // Daemon-style code closes every descriptor, the worker's pipes too: caught after the
+        // call that did it (calls of the data path are left out: they run per object).
+        if !DATA_PATH.contains(&function) && fd_identity(self.events_id.0) != self.events_id.1 {
+            if let Some(st) = &self.state {
+                st.get().link_lost.store(1, Ordering::Release);
+            }
+            std::process::exit(3);
+        }
         self.mark_left();
         if self.trace {
             self.send(&Event::Leave {

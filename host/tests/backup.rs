@@ -1531,6 +1531,38 @@ fn an_exception_out_of_a_plugin_call_names_the_function() {
     );
 }
 
+/// A plugin that closes descriptors it did not open (daemon-style code) cuts the worker off its
+/// supervisor: reported so, after the call that did it.
+#[test]
+fn a_plugin_that_closes_the_workers_pipes_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    make_tree(&tree, 3, PAST);
+    let plugin = good_plugin();
+    let args = [
+        "backup",
+        "--plugin",
+        plugin.to_str().unwrap(),
+        "--policy",
+        "p1",
+        "--select",
+        tree.to_str().unwrap(),
+    ];
+    let out = host(
+        &store,
+        &args,
+        &[("AAPI_TEST_FAULT", "closefds:aapi_pgn_init")],
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("lost its event pipe to the supervisor after aapi_pgn_init was called"),
+        "{}",
+        out.stderr
+    );
+}
+
 /// What a plugin prints goes to stderr: stdout holds only the results (`--json`, an id).
 #[test]
 fn what_the_plugin_prints_does_not_mix_with_the_results() {

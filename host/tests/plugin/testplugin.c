@@ -188,6 +188,11 @@ static int fault(const char *function, struct server *s) {
         _Unwind_RaiseException(&exc);
         abort(); /* no handler was found at all */
     }
+    if (!strncmp(spec, "closefds", kind_len)) {
+        /* Daemon-style code: close every descriptor but the standard ones. */
+        for (int fd = 3; fd < 1024; fd++) close(fd);
+        return -1;
+    }
     if (!strncmp(spec, "print", kind_len)) {
         printf("testplugin: printed in %s\n", function);
         fflush(stdout);
