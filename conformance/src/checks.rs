@@ -424,7 +424,7 @@ pub fn all() -> Vec<CheckDef> {
             Abi,
             "ABI-4",
             Some(Objects),
-            "every struct with a struct_size smaller than its ABI 1.0 size gives AAPI_EABI",
+            "every struct with a struct_size smaller than its ABI 1.0 size gives AAPI_EABI; one 64 bytes larger (a newer 1.x framework's) is accepted",
         ),
         def(
             "abi.struct-bounds",
@@ -606,7 +606,7 @@ pub fn all() -> Vec<CheckDef> {
             Rc,
             "RC-9",
             Some(Objects),
-            "aapi_get_last_error is per thread, \"\" on a thread without a failure, and not cleared by a successful call",
+            "a failing call sets a non-empty message; aapi_get_last_error is per thread, \"\" on a thread without a failure, and not cleared by a successful call",
         ),
         def(
             "rc.last-error-message",
@@ -893,7 +893,7 @@ pub fn all() -> Vec<CheckDef> {
             Mem,
             "MEM-3",
             Some(Plugin),
-            "no entry point crashes or aborts the process",
+            "no entry point crashes, aborts or ends the process (exit, _exit), with any status",
         ),
         def(
             "mem.read-bounds",

@@ -37,6 +37,7 @@ pub mod profile;
 pub mod report;
 mod runner;
 mod shell;
+pub mod signals;
 pub mod task;
 pub mod tree;
 mod worker;

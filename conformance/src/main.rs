@@ -5,30 +5,6 @@ use aapi_conformance::{Exclusions, Profile, RunOptions, WorkerProgram};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicI32, Ordering};
-
-/// The signal (SIGINT, SIGTERM) that asked the run to stop; 0 while none came.
-static INTERRUPT: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn on_signal(sig: libc::c_int) {
-    INTERRUPT.store(sig, Ordering::SeqCst);
-}
-
-/// Stop the run on SIGINT and SIGTERM (a CI job cancelled or timed out); a second one ends the
-/// process at once (`SA_RESETHAND`).
-fn handle_signals() {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: a zeroed sigaction with a handler that only stores to an atomic, which is
-        // async-signal-safe; sa_mask is emptied before use.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as *const () as libc::sighandler_t;
-            sa.sa_flags = libc::SA_RESETHAND | libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
-        }
-    }
-}
 
 /// Where a report goes.
 enum ReportTarget {
@@ -337,8 +313,7 @@ fn main() -> ExitCode {
             }
             opts.scratch = keep_scratch;
             opts.worker = WorkerProgram::CurrentExe;
-            handle_signals();
-            opts.interrupt = Some(&INTERRUPT);
+            opts.interrupt = Some(aapi_conformance::signals::handle_signals());
             let report = match aapi_conformance::run(opts) {
                 Ok(r) => r,
                 Err(e) => {

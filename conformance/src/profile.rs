@@ -194,6 +194,15 @@ fn default_timing_selections() -> Vec<String> {
     vec!["{tree}/timing".into()]
 }
 
+/// The skip reason of a check that needs `[files]` (the runner stages files for it, or compares
+/// with them on disk) in a profile without it: the profile's doing, not the plugin's. `staged`
+/// says what the runner does not do, `clause` what the plugin is then not judged on.
+pub(crate) fn no_files_reason(staged: &str, clause: &str) -> String {
+    format!(
+        "the profile has no [files] section and no selection uses {{tree}}, so the runner does not {staged}; a plugin whose objects are files is judged on {clause} only with [files] in its profile (docs/conformance.md, profile)"
+    )
+}
+
 impl Default for Profile {
     fn default() -> Self {
         toml::from_str("[files]\n").expect("the default profile parses")
@@ -249,7 +258,7 @@ impl Profile {
 
     /// Whether a selection, a restored selection, a long-call selection or a changed object
     /// names the generated tree (`{tree}`).
-    fn uses_tree(&self) -> bool {
+    pub(crate) fn uses_tree(&self) -> bool {
         self.selections
             .iter()
             .chain(self.restored_selections.iter().flatten())

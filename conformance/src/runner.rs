@@ -265,8 +265,10 @@ const STEPS: &[&str] = &[
 const SCRATCH_MARK: &str = ".aapi-conformance-scratch";
 
 /// Make `dir` the run's scratch directory: a new or empty directory, or one an earlier run
-/// kept (it holds [`SCRATCH_MARK`]), which is emptied. Returns its canonical path.
-fn keep_scratch(dir: &Path, inputs: &[&Path]) -> Result<PathBuf, String> {
+/// kept (it holds [`SCRATCH_MARK`]), which is emptied. Returns its canonical path and the
+/// marker, open and locked (`flock`) for the run: a second run given the same directory while
+/// this one goes is refused instead of emptying it under this run's feet.
+fn keep_scratch(dir: &Path, inputs: &[&Path]) -> Result<(PathBuf, std::fs::File), String> {
     let shown = dir.display();
     if dir.exists() && !dir.is_dir() {
         return Err(format!(
@@ -288,34 +290,53 @@ fn keep_scratch(dir: &Path, inputs: &[&Path]) -> Result<PathBuf, String> {
     let entries: Vec<std::fs::DirEntry> = std::fs::read_dir(dir)
         .map_err(|e| format!("--keep-scratch {shown}: {e}"))?
         .flatten()
+        .filter(|e| e.file_name() != SCRATCH_MARK)
         .collect();
-    if !entries.is_empty() {
-        if !dir.join(SCRATCH_MARK).is_file() {
-            return Err(format!(
-                "--keep-scratch {shown}: the directory is not empty and holds no scratch of an earlier run ({SCRATCH_MARK}): remove it or choose a new or empty directory"
-            ));
-        }
-        for e in entries {
-            let path = e.path();
-            let gone = if e.file_type().is_ok_and(|t| t.is_dir()) {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-            gone.map_err(|err| {
-                format!(
-                    "--keep-scratch {shown}: cannot empty the scratch of an earlier run ({}: {err}): remove it yourself",
-                    path.display()
-                )
-            })?;
-        }
+    if !entries.is_empty() && !dir.join(SCRATCH_MARK).is_file() {
+        return Err(format!(
+            "--keep-scratch {shown}: the directory is not empty and holds no scratch of an earlier run ({SCRATCH_MARK}): remove it or choose a new or empty directory"
+        ));
     }
-    std::fs::write(
-        dir.join(SCRATCH_MARK),
-        "aapi-conformance keeps a run's scratch here; the next run with --keep-scratch empties it\n",
-    )
-    .map_err(|e| format!("--keep-scratch {shown}: {e}"))?;
-    std::fs::canonicalize(dir).map_err(|e| format!("--keep-scratch {shown}: {e}"))
+    let mark = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join(SCRATCH_MARK))
+        .map_err(|e| format!("--keep-scratch {shown}: {e}"))?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&mark);
+    // SAFETY: flock on a descriptor this function owns; no memory is involved.
+    if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0
+        && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+    {
+        return Err(format!(
+            "--keep-scratch {shown}: another run is using this directory now; wait for it to end, or give each run its own directory"
+        ));
+    }
+    for e in entries {
+        let path = e.path();
+        let gone = if e.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        gone.map_err(|err| {
+            format!(
+                "--keep-scratch {shown}: cannot empty the scratch of an earlier run ({}: {err}): remove it yourself",
+                path.display()
+            )
+        })?;
+    }
+    mark.set_len(0)
+        .and_then(|()| {
+            std::io::Write::write_all(
+                &mut &mark,
+                b"aapi-conformance keeps a run's scratch here; the next run with --keep-scratch empties it\n",
+            )
+        })
+        .map_err(|e| format!("--keep-scratch {shown}: {e}"))?;
+    let dir = std::fs::canonicalize(dir).map_err(|e| format!("--keep-scratch {shown}: {e}"))?;
+    Ok((dir, mark))
 }
 
 /// The registered check `id`.
@@ -399,12 +420,15 @@ pub fn run(opts: RunOptions) -> Result<Report, RunError> {
             "--only {o:?} matches no check (see `aapi-conformance list`)"
         )));
     }
+    // The kept scratch's locked marker, held to the end of the run.
+    let mut _kept_mark = None;
     let (scratch_holder, scratch) = match &opts.scratch {
-        Some(d) => (
-            None,
-            keep_scratch(d, &[plugin.as_path(), opts.profile_dir.as_path()])
-                .map_err(RunError::Failed)?,
-        ),
+        Some(d) => {
+            let (dir, mark) = keep_scratch(d, &[plugin.as_path(), opts.profile_dir.as_path()])
+                .map_err(RunError::Failed)?;
+            _kept_mark = Some(mark);
+            (None, dir)
+        }
         None => {
             let t = tempfile::Builder::new()
                 .prefix("aapi-conformance-")
@@ -900,6 +924,7 @@ impl Runner {
         };
         let pid = worker.pid();
         self.running.lock().unwrap().insert(pid);
+        crate::signals::add_worker(pid);
         let cancel = worker.cancel_handle();
         let mut current = primary.to_string();
         let mut stopped: Option<(String, u64)> = None;
@@ -936,6 +961,7 @@ impl Runner {
             _ => {}
         });
         self.running.lock().unwrap().remove(&pid);
+        crate::signals::remove_worker(pid);
         let ms = started.elapsed().as_millis() as u64;
         self.with(primary, |s| s.ms += ms);
         match outcome {
@@ -954,6 +980,14 @@ impl Runner {
                     self.fail(&current, msg.clone());
                     self.with(&current, |s| s.stops.push(hang.check.clone()));
                     Some((hang.signature, msg))
+                } else if let Some(after) = &o.link_lost {
+                    // The plugin closed or replaced the worker's event pipe: said so, after the
+                    // call that did it, rather than as an exit of unknown cause.
+                    let msg = aapi_host::supervise::link_lost_message(after.as_deref());
+                    self.ended(&current, msg.clone());
+                    after
+                        .as_ref()
+                        .map(|f| (format!("lost pipe after {f}"), msg))
                 } else {
                     self.worker_end(&o.end, &o.failures, &current, unit.done)
                 };
@@ -1200,6 +1234,20 @@ impl Runner {
         out
     }
 
+    /// For a workload type other than `files` whose discovery missed objects of the walk: how
+    /// the runner came to expect them, and how to give the workload's own selections.
+    fn walk_note(&self) -> String {
+        let why = if self.opts.profile.uses_tree() {
+            "the profile's selections use {tree} (as the default selections do), which implies [files]"
+        } else {
+            "the profile has a [files] section"
+        };
+        format!(
+            "note: the runner expected every entry of a recursive walk of the selections, the meaning of a selection in the `files` workload, because {why}; workload type {:?} may mean something else by a selection: give the profile selections of its own (without {{tree}}, staged by `setup` under {{scratch}} if needed) and, unless its objects are files, no [files] section (docs/conformance.md, profile)",
+            self.setup.workload_type
+        )
+    }
+
     fn workload_dir(&self, name: &str) -> PathBuf {
         let d = self.scratch.join(name);
         let _ = std::fs::create_dir_all(&d);
@@ -1352,8 +1400,10 @@ impl Runner {
             }
         }
         if let Some(m) = expected {
+            let mut missing = 0usize;
             for p in m.0.keys() {
                 if !seen.contains_key(p) {
+                    missing += 1;
                     self.fail(
                         "disc.exactly-once",
                         format!(
@@ -1362,6 +1412,9 @@ impl Runner {
                         ),
                     );
                 }
+            }
+            if missing > 0 && self.setup.workload_type != "files" {
+                self.fail("disc.exactly-once", self.walk_note());
             }
             for p in seen.keys() {
                 if !m.0.contains_key(p) {
@@ -2009,7 +2062,10 @@ impl Runner {
         } else {
             self.skip(
                 "data.on-disk",
-                "needs the files workload with the generated tree ([files] in the profile)",
+                crate::profile::no_files_reason(
+                    "compare the restored files on disk with a source tree",
+                    "RST-4 on disk",
+                ),
             );
         }
     }
@@ -2215,6 +2271,15 @@ impl Runner {
         }
         for c in self.crashes.lock().unwrap().iter() {
             self.fail("mem.no-crash", c.clone());
+        }
+        if let Some((sig, sender)) = crate::signals::plugin_signal() {
+            self.fail(
+                "mem.no-crash",
+                format!(
+                    "a process of the plugin (pid {sender}) sent {} to the runner's process, which is not the plugin's to end; the run went on",
+                    signal_name(sig)
+                ),
+            );
         }
         let stats = self.stats.lock().unwrap();
         for s in stats.iter() {

@@ -529,7 +529,10 @@ fn default_profile_skips_what_the_docs_say_and_says_how_to_run_it() {
     else {
         unreachable!()
     };
-    assert!(reason.contains("[timing] selections"), "{reason}");
+    assert!(
+        reason.contains("[timing] selections") && reason.contains("[timing] properties"),
+        "{reason}"
+    );
     let doc = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../docs/conformance.md"
@@ -874,6 +877,71 @@ fn start_run(dir: &std::path::Path, profile: &str, args: &[&str]) -> std::proces
 fn sigterm(child: &std::process::Child) {
     // SAFETY: kill(2) of a child started by this test, which has not been reaped.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+}
+
+#[test]
+fn a_plugin_that_signals_the_runner_is_reported_and_the_run_goes_on() {
+    // Every aapi_open_object sends SIGTERM to the worker's parent, the runner.
+    let plugin = common::build(Some("ZOO_KILL_PARENT"));
+    let dir = common::fast_tempdir();
+    let profile = write_profile(dir.path(), "");
+    let json = dir.path().join("r.json");
+    let out = cli()
+        .arg("run")
+        .arg(&plugin)
+        .arg("--profile")
+        .arg(&profile)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("sent SIGTERM to the runner's process")
+            && stdout.contains("FAIL mem.no-crash"),
+        "{stdout}"
+    );
+    assert!(json.exists(), "the report was written");
+}
+
+#[test]
+fn a_kept_scratch_directory_in_use_by_another_run_is_refused() {
+    let dir = common::fast_tempdir();
+    let kept = dir.path().join("kept");
+    let kept_s = kept.to_str().unwrap();
+    // The first run holds the directory while its setup runs.
+    let first = start_run(
+        dir.path(),
+        "setup = \": > started; sleep 2\"",
+        &["--only", "load.", "--keep-scratch", kept_s],
+    );
+    wait_for(&dir.path().join("started"));
+    let second = start_run(
+        dir.path(),
+        "",
+        &["--only", "load.", "--keep-scratch", kept_s],
+    );
+    let out = second.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("another run is using this directory"), "{err}");
+    let out = first.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    // Once it ended, the directory is free for the next run.
+    let third = start_run(
+        dir.path(),
+        "",
+        &["--only", "load.", "--keep-scratch", kept_s],
+    );
+    let out = third.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -143,6 +143,8 @@ zoo_tests! {
     info_strings_freed: "ZOO_INFO_HEAP" => ["MEM-2"] [] "load.info-static" "changed";
     accepts_other_major: "ZOO_ACCEPT_MAJOR" => ["ABI-2"] [] "abi.init-major" "expected AAPI_EABI";
     ignores_struct_size: "ZOO_IGNORE_STRUCT_SIZE" => ["ABI-4"] [] "abi.struct-size" "aapi_get_server_prop";
+    // `struct_size != sizeof`: refuses the larger structs of every newer 1.x framework.
+    refuses_larger_structs: "ZOO_STRICT_SIZE" => ["ABI-4"] [] "abi.struct-size" "aapi_open_server with session.struct_size";
     writes_past_struct: "ZOO_STRUCT_OVERWRITE" => ["ABI-5"] [] "abi.struct-bounds" "wrote past";
     reads_past_struct: "ZOO_READ_PAST_STRUCT" => ["ABI-5", "MEM-3"] [] "abi.struct-read" "crash(SIGSEGV) in aapi_open_server";
     // Capabilities a correct plugin may leave out: the checks that need them are skipped.
@@ -169,6 +171,8 @@ zoo_tests! {
     wrong_code_for_missing_path: "ZOO_ENOENT_EIO" => ["RC-7"] [] "rc.unknown-path" "AAPI_EIO";
     accepts_unknown_schedule: "ZOO_SCHED" => ["RC-8"] [] "rc.schedules" "schedule 4";
     last_error_not_per_thread: "ZOO_GLOBAL_ERROR" => ["RC-9"] [] "rc.last-error" "never failed";
+    // "" is the message of "no call failed": a failing call that leaves it breaks RC-9.
+    last_error_left_empty: "ZOO_NO_LAST_ERROR" => ["RC-9"] ["RC-10"] "rc.last-error" "left aapi_get_last_error empty";
     failed_create_leaves_object: "ZOO_CREATE_LEAVES" => ["RC-11"] [] "rc.failed-create" "on disk";
     // objects
     never_returns_eof: "ZOO_NO_EOF" => ["OBJ-1"] [] "obj.read-protocol" "no end of data";
@@ -216,6 +220,11 @@ zoo_tests! {
     // memory
     crashes_in_read: "ZOO_CRASH_IN_READ" => ["LIFE-8", "MEM-3"] [] "life.backup" "crash(SIGSEGV) in aapi_read_object";
     aborts: "ZOO_ABORT" => ["LIFE-8", "MEM-3"] [] "mem.no-crash" "crash(SIGABRT) in aapi_get_object_prop";
+    // A C++ exception out of an entry point ends the worker inside the call, which is named; the
+    // runtime's own abort message is not taken for the plugin's output.
+    throws: "ZOO_THROW" => ["LIFE-8", "MEM-3"] [] "mem.no-crash" "crash(SIGABRT) in aapi_get_object_prop";
+    // Closing every descriptor in init (daemon-style code) cuts the worker off the runner.
+    closes_the_runners_pipes: "ZOO_CLOSE_FDS" => ["LIFE-8"] [] "load.init" "lost its event pipe to the supervisor after aapi_pgn_init was called";
     writes_past_read_buffer: "ZOO_READ_OVERFLOW" => ["MEM-4"] [] "mem.read-bounds" "wrote past the buffer";
     // Status 0 is no success while a call runs: the plugin ended the process.
     exits_in_terminate: "ZOO_EXIT_IN_TERMINATE" => ["LIFE-7"] [] "load.terminate" "the plugin ended the process (exit status 0) in aapi_terminate";
@@ -594,6 +603,83 @@ fn a_function_that_keeps_alive_forever_after_a_silent_hang_is_stopped_too() {
             r.check(id).map(|c| &c.status),
             Some(&Status::Blocked("life.backup".into())),
             "{id}\n{text}"
+        );
+    }
+}
+
+/// A plugin that restores no symbolic links may refuse one at the target root's path with
+/// `AAPI_ENOTSUP`, the code it gives for the type anywhere, instead of RST-10's `AAPI_EEXIST`.
+/// (Its selections hold no links: it could not restore them.)
+#[test]
+fn a_plugin_without_symlink_restore_may_refuse_the_type_at_the_root() {
+    let r = run_with(Some("ZOO_NO_SYMLINK_RESTORE"), |o| {
+        o.profile.selections = vec!["{tree}/data/deep".into()];
+        o.only = vec!["rst.confined".into()];
+    });
+    assert_eq!(
+        r.check("rst.confined").map(|c| &c.status),
+        Some(&Status::Passed),
+        "{}",
+        r.to_text()
+    );
+    assert_eq!(r.exit_code, 0, "{}", r.to_text());
+}
+
+/// A workload type other than `files` whose profile's selections use `{tree}` is compared with
+/// a recursive walk of them; the finding says so, and how to give the workload's own selections.
+#[test]
+fn a_recursive_walk_for_another_workload_type_is_explained() {
+    let r = run_with(Some("ZOO_FLAT"), |o| {
+        o.profile.workload_type = "flat".into();
+        o.only = vec!["disc.exactly-once".into()];
+    });
+    assert_eq!(r.failed_ids(), vec!["disc.exactly-once"], "{}", r.to_text());
+    let f = findings(&r, "disc.exactly-once");
+    assert!(
+        f.contains("is in the selection but in no workload file"),
+        "{f}"
+    );
+    assert!(
+        f.contains("recursive walk of the selections")
+            && f.contains("the profile's selections use {tree}")
+            && f.contains("workload type \"flat\"")
+            && f.contains("give the profile selections of its own"),
+        "{f}"
+    );
+}
+
+/// The checks that need `[files]` are skipped for a profile without it, saying that the
+/// profile, not the plugin, decided it, and what to add.
+#[test]
+fn checks_that_need_files_say_the_profile_has_none() {
+    let dir = common::fast_tempdir();
+    std::fs::create_dir_all(dir.path().join("own/sub")).unwrap();
+    std::fs::write(dir.path().join("own/sub/a.txt"), b"hi\n").unwrap();
+    let sel = dir.path().join("own").to_string_lossy().into_owned();
+    let r = run_with(None, |o| {
+        o.profile.files = None;
+        o.profile.selections = vec![sel];
+        o.only = vec![
+            "rst.confined".into(),
+            "obj.changed".into(),
+            "data.on-disk".into(),
+        ];
+    });
+    assert_eq!(r.exit_code, 0, "{}", r.to_text());
+    for (id, clause) in [
+        ("rst.confined", "RST-10"),
+        ("rst.confined-props", "RST-11"),
+        ("obj.changed", "OBJ-4"),
+        ("data.on-disk", "RST-4"),
+    ] {
+        let Some(Status::Skipped(reason)) = r.check(id).map(|c| &c.status) else {
+            panic!("{id} is not skipped\n{}", r.to_text());
+        };
+        assert!(
+            reason.contains("the profile has no [files] section and no selection uses {tree}")
+                && reason.contains(&format!("judged on {clause}"))
+                && reason.contains("with [files] in its profile"),
+            "{id}: {reason}"
         );
     }
 }

@@ -278,3 +278,73 @@ fn a_prefix_that_pkg_config_cannot_carry_is_refused() {
     );
     check_skeleton(&out.join("libmy_plugin.so"));
 }
+
+/// Without the SDK where pkg-config finds it, the skeleton's Makefile stops with a message that
+/// says so and how to fix it, before the compiler runs.
+#[test]
+fn the_skeleton_makefile_says_when_the_sdk_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let nowhere = dir.path().join("no-pkgconfig");
+    fs::create_dir(&nowhere).unwrap();
+    let out = run(
+        Command::new("make")
+            .arg("-C")
+            .arg(repo().join("examples/c-skeleton"))
+            .arg(format!("O={}", dir.path().display()))
+            .env("PKG_CONFIG_PATH", &nowhere)
+            .env("PKG_CONFIG_LIBDIR", &nowhere),
+        LIMIT,
+    );
+    assert!(!out.status.success(), "{}", report(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("aapi.h not found; pkg-config knows no aapi package")
+            && err.contains("scripts/install-sdk")
+            && err.contains("PKG_CONFIG_PATH=<prefix>/share/pkgconfig"),
+        "{}",
+        report(&out)
+    );
+    assert!(!err.contains("fatal error"), "{}", report(&out));
+    assert!(!dir.path().join("libmy_plugin.so").exists());
+}
+
+/// The pkg-config commands of docs/guide-c.md §1 print what the guide says they do: the
+/// version, and the `-I` flag of the installed header.
+#[test]
+fn the_guides_pkg_config_commands_print_the_flag_and_the_version() {
+    let guide = fs::read_to_string(repo().join("docs/guide-c.md")).unwrap();
+    let at = guide
+        .find("For a prefix outside the default search paths")
+        .expect("guide-c §1 shows the pkg-config commands");
+    let block = &guide[at..];
+    let block = &block[block.find("```sh\n").unwrap() + 6..];
+    let block = &block[..block.find("```").unwrap()];
+    let commands: Vec<&str> = block
+        .lines()
+        .filter(|l| l.starts_with("pkg-config "))
+        .map(|l| l.split('#').next().unwrap().trim())
+        .collect();
+    assert!(!commands.is_empty(), "{block}");
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("prefix");
+    install(&prefix);
+    let mut printed = String::new();
+    for c in commands {
+        let out = must(
+            Command::new("sh")
+                .args(["-ec", c])
+                .env("PKG_CONFIG_PATH", prefix.join("share/pkgconfig")),
+        );
+        printed.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    assert!(
+        printed
+            .lines()
+            .any(|l| l.trim() == format!("-I{}", prefix.join("include").display())),
+        "{printed}"
+    );
+    assert!(
+        printed.lines().any(|l| l.trim() == abi_version()),
+        "{printed}"
+    );
+}

@@ -2,8 +2,8 @@
 //! `abi.struct-read`.
 
 use super::ffi::{
-    AtPageEnd, Guarded, host_info, is_sentinel, object_prop_with_mode, plugin_info, raw_session,
-    restore_info, sentinel, server_info,
+    AtPageEnd, Guarded, Larger, host_info, is_sentinel, object_prop_with_mode, plugin_info,
+    raw_session, restore_info, sentinel, server_info,
 };
 use super::probe::{PR, Probe, harness};
 use crate::pipeline::under;
@@ -36,8 +36,122 @@ pub fn init_major(p: &Probe) -> PR {
     Ok(())
 }
 
-/// `abi.struct-size`: every struct whose `struct_size` is below its ABI 1.0 size is refused.
+/// `abi.struct-size`: every struct whose `struct_size` is below its ABI 1.0 size is refused, and
+/// every struct 64 bytes larger (as a newer 1.x framework passes it) is accepted.
 pub fn struct_size(p: &Probe) -> PR {
+    struct_size_smaller(p)?;
+    struct_size_larger(p)
+}
+
+/// What a plugin that refuses a larger struct breaks, for the findings of [`struct_size_larger`].
+const NEWER: &str = "expected AAPI_EOK: a newer 1.x framework passes larger structs, and a plugin uses the fields it knows and ignores the rest (ABI-4, contract section 16)";
+
+/// The larger half of [`struct_size`]: every struct passed in, and every out-struct, with a
+/// `struct_size` 64 bytes above the ABI 1.0 size (the extra bytes zero) is accepted.
+fn struct_size_larger(p: &Probe) -> PR {
+    let lib = p.lib()?;
+    let api = p.api(lib.entry_points());
+    let expect_ok = |what: &str, c: c_int| {
+        if c != AAPI_EOK {
+            p.fail(format!("{what} returned {}, {NEWER}", code_name(c)));
+        }
+    };
+    let hi = Larger::new(host_info(p.ctx));
+    let mut pi = plugin_info();
+    let c = api.pgn_init(&hi, &mut pi);
+    expect_ok(
+        &format!("aapi_pgn_init with host_info.struct_size {}", hi.size()),
+        c,
+    );
+    if c == AAPI_EOK {
+        api.terminate();
+    }
+    let plugin = p.plugin()?;
+    let mut ops = vec![AAPI_OP_BACKUP];
+    if p.has(AAPI_CAP_RESTORE) {
+        ops.push(AAPI_OP_RESTORE);
+    }
+    for op in ops {
+        // The plugin may keep the definition until the session is closed.
+        let def: &'static Larger<aapi_session_def_t> =
+            Box::leak(Box::new(Larger::new(raw_session(p.ctx, op).def)));
+        let mut h: aapi_server_t = 0;
+        let c = api.open_server(&p.server_name(), def, &mut h);
+        expect_ok(
+            &format!("aapi_open_server with session.struct_size {}", def.size()),
+            c,
+        );
+        if c != AAPI_EOK {
+            continue;
+        }
+        let mut g = Guarded::new(server_info());
+        g.v.struct_size += 64;
+        let c = api.get_server_prop(h, &mut g);
+        expect_ok(
+            &format!(
+                "aapi_get_server_prop with server_info.struct_size {}",
+                g.v.struct_size
+            ),
+            c,
+        );
+        if op == AAPI_OP_RESTORE {
+            let root = p.dir("abi4-larger")?;
+            let rootc = p.target_root(&root);
+            let ri = Larger::new(restore_info(&rootc));
+            let c = api.restore_preprocess(h, &ri);
+            expect_ok(
+                &format!(
+                    "aapi_restore_preprocess with restore_info.struct_size {}",
+                    ri.size()
+                ),
+                c,
+            );
+            if c == AAPI_EOK {
+                let prop = Larger::new(object_prop_with_mode(AAPI_OBJ_FILE));
+                let target = cpath(&under(&root, b"/abi4-larger.txt"));
+                let mut o: aapi_object_t = 0;
+                let c = api.create_object(h, &target, &prop, 0, &mut o);
+                expect_ok(
+                    &format!("aapi_create_object with prop.struct_size {}", prop.size()),
+                    c,
+                );
+                api.close_if_ok(c, o);
+                api.restore_postprocess(h, AAPI_EOK);
+            }
+        }
+        api.close_server(h);
+    }
+    let s = p.session(&plugin, AAPI_OP_BACKUP)?;
+    let o = p.open_obj(&s, &p.small())?;
+    let mut g = Guarded::new(new_prop());
+    g.v.struct_size += 64;
+    let c = api.get_object_prop(o, &mut g);
+    expect_ok(
+        &format!(
+            "aapi_get_object_prop with prop.struct_size {}",
+            g.v.struct_size
+        ),
+        c,
+    );
+    let path = cpath(&p.small());
+    let mut g = Guarded::new(new_prop());
+    g.v.struct_size += 64;
+    let c = api.get_object_prop_byname(s.handle(), &path, &mut g);
+    expect_ok(
+        &format!(
+            "aapi_get_object_prop_byname with prop.struct_size {}",
+            g.v.struct_size
+        ),
+        c,
+    );
+    api.close_object(o);
+    drop(s);
+    plugin.terminate()?;
+    Ok(())
+}
+
+/// The smaller half of [`struct_size`].
+fn struct_size_smaller(p: &Probe) -> PR {
     let lib = p.lib()?;
     let api = p.api(lib.entry_points());
     // The structs are full size; only struct_size claims less.

@@ -388,6 +388,39 @@ impl<T> Guarded<T> {
     }
 }
 
+/// An ABI struct as a newer 1.x framework passes it: `struct_size` 64 bytes above the
+/// plugin's size, with those 64 bytes (fields the plugin does not know) zero.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Larger<T: Copy> {
+    /// The struct, its `struct_size` set to the size of the whole `Larger`.
+    pub v: T,
+    tail: [u8; 64],
+}
+
+impl<T: Copy> Larger<T> {
+    /// `v` (an ABI struct, whose first field is its `u32` `struct_size`) with a zero tail and
+    /// `struct_size` covering it.
+    pub fn new(v: T) -> Self {
+        let mut l = Larger { v, tail: [0; 64] };
+        let size = size_of::<Self>() as u32;
+        // SAFETY: every ABI struct starts with its u32 struct_size (aligned at offset 0).
+        unsafe { (&mut l.v as *mut T).cast::<u32>().write(size) };
+        l
+    }
+
+    /// The `struct_size` it declares.
+    pub fn size(&self) -> u32 {
+        size_of::<Self>() as u32
+    }
+}
+
+impl<T: Copy> In<T> for &Larger<T> {
+    fn ptr(self) -> *const T {
+        (self as *const Larger<T>).cast()
+    }
+}
+
 /// A value that ends where an unreadable page begins: a plugin that reads past its end (past
 /// the `struct_size` of an ABI struct) crashes at once, whatever lies in memory after it.
 pub struct AtPageEnd<T: Copy> {

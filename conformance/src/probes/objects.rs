@@ -82,7 +82,10 @@ pub fn read_bounds(p: &Probe) -> PR {
 /// open gives `AAPI_ENOENT` (files workload).
 pub fn changed(p: &Probe) -> PR {
     if !p.setup().files {
-        p.skip("needs the files workload (the runner changes a file while the plugin reads it)");
+        p.skip(crate::profile::no_files_reason(
+            "change a file while the plugin reads it, nor delete one before it is opened",
+            "OBJ-4",
+        ));
         return Ok(());
     }
     let dir = p.dir("changing")?;

@@ -5,6 +5,7 @@
 use super::ffi::{object_prop, object_prop_with_mode, ts};
 use super::probe::{PR, Probe, code_of, dir_is_empty, harness, os};
 use crate::pipeline::under;
+use crate::profile::no_files_reason;
 use crate::worker::{code_name, pbytes, show};
 use aapi_sdk::abi::*;
 use std::collections::BTreeMap;
@@ -277,16 +278,24 @@ fn tree_changes(
     before: &BTreeMap<PathBuf, EntryState>,
     after: &BTreeMap<PathBuf, EntryState>,
 ) -> Vec<String> {
+    // The directory itself is the empty relative path.
+    let name = |k: &PathBuf| {
+        if k.as_os_str().is_empty() {
+            "the directory itself".to_string()
+        } else {
+            k.display().to_string()
+        }
+    };
     let mut out = Vec::new();
     for (k, v) in after {
         match before.get(k) {
-            None => out.push(format!("created {}", k.display())),
-            Some(b) if b != v => out.push(format!("changed {}", k.display())),
+            None => out.push(format!("created {}", name(k))),
+            Some(b) if b != v => out.push(format!("changed {}", name(k))),
             Some(_) => {}
         }
     }
     for k in before.keys().filter(|k| !after.contains_key(*k)) {
-        out.push(format!("removed {}", k.display()));
+        out.push(format!("removed {}", name(k)));
     }
     out
 }
@@ -297,7 +306,10 @@ fn tree_changes(
 /// stays the directory it was.
 pub fn confined(p: &Probe) -> PR {
     if !p.setup().files {
-        p.skip("the workload's objects are not files, so symbolic links do not apply");
+        p.skip(no_files_reason(
+            "stage symbolic links below the restore root for the plugin to meet",
+            "RST-10",
+        ));
         return Ok(());
     }
     let plugin = p.plugin()?;
@@ -339,12 +351,13 @@ pub fn confined(p: &Probe) -> PR {
     );
     // A symbolic link the restore makes. A plugin may refuse links that point out of the root;
     // then there is nothing beneath it to try.
-    let made = r
-        .create_object(&under(&root, b"/made"), &object_prop(AAPI_OBJ_SYMLINK), 0)
-        .and_then(|mut o| {
-            o.write(&pbytes(&outside))?;
-            o.close()
-        });
+    let made = r.create_object(&under(&root, b"/made"), &object_prop(AAPI_OBJ_SYMLINK), 0);
+    // A plugin that restores no symbolic links at all refuses the type anywhere.
+    let no_symlinks = matches!(&made, Err(err) if err.code() == Some(AAPI_ENOTSUP));
+    let made = made.and_then(|mut o| {
+        o.write(&pbytes(&outside))?;
+        o.close()
+    });
     if made.is_ok() {
         p.expect(
             "aapi_create_object below a symbolic link the restore made",
@@ -381,7 +394,7 @@ pub fn confined(p: &Probe) -> PR {
         ));
     }
     drop(r);
-    confined_root(p, &plugin, &outside, &before)?;
+    confined_root(p, &plugin, &outside, &before, no_symlinks)?;
     plugin.terminate()?;
     Ok(())
 }
@@ -391,7 +404,10 @@ pub fn confined(p: &Probe) -> PR {
 /// root, is refused; a link named by the path itself is reported as the link.
 pub fn confined_props(p: &Probe) -> PR {
     if !p.setup().files {
-        p.skip("the workload's objects are not files, so symbolic links do not apply");
+        p.skip(no_files_reason(
+            "stage symbolic links below the restore root for the plugin to meet",
+            "RST-11",
+        ));
         return Ok(());
     }
     let plugin = p.plugin()?;
@@ -427,12 +443,14 @@ pub fn confined_props(p: &Probe) -> PR {
 
 /// The root of [`confined`]: it stays the directory it was. A directory object at its path
 /// reuses it; it cannot be deleted, nor replaced by a symbolic link that would take the next
-/// objects outside.
+/// objects outside. A plugin that restores no symbolic links (`no_symlinks`: it refused the
+/// type with `AAPI_ENOTSUP` elsewhere) may refuse the link at the root's path the same way.
 fn confined_root(
     p: &Probe,
     plugin: &aapi_host::client::Plugin,
     outside: &std::path::Path,
     before: &BTreeMap<PathBuf, EntryState>,
+    no_symlinks: bool,
 ) -> PR {
     let (r, root) = p.restore(plugin, "confined-root")?;
     let at_root = pbytes(&root);
@@ -462,11 +480,14 @@ fn confined_root(
         }
         Err(err) => err.code().unwrap_or(AAPI_EINTERNAL),
     };
-    p.expect(
-        "aapi_create_object of a symbolic link at the target root's path, with AAPI_CREATE_OVERWRITE",
-        code,
-        AAPI_EEXIST,
-    );
+    let what = "aapi_create_object of a symbolic link at the target root's path, with AAPI_CREATE_OVERWRITE";
+    if code == AAPI_ENOTSUP && !no_symlinks {
+        p.fail(format!(
+            "{what} returned AAPI_ENOTSUP, expected AAPI_EEXIST: the plugin restores symbolic links (it created one below the root), so the root's path is what refuses this one"
+        ));
+    } else if !(code == AAPI_ENOTSUP && no_symlinks) {
+        p.expect(what, code, AAPI_EEXIST);
+    }
     if let Ok(mut o) = r.create_object(
         &under(&root, b"/planted.txt"),
         &object_prop_with_mode(AAPI_OBJ_FILE),
@@ -491,4 +512,27 @@ fn confined_root(
     }
     let _ = r.restore_postprocess(AAPI_EIO);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tree_changes_names_the_directory_itself() {
+        let state = |t: i64| -> EntryState { (Vec::new(), 0o40755, 0, 0, (t, 0), (t, 0)) };
+        let before = BTreeMap::from([
+            (PathBuf::new(), state(1)),
+            (PathBuf::from("victim"), state(1)),
+        ]);
+        let after = BTreeMap::from([(PathBuf::new(), state(2)), (PathBuf::from("new"), state(2))]);
+        assert_eq!(
+            tree_changes(&before, &after),
+            vec![
+                "changed the directory itself",
+                "created new",
+                "removed victim"
+            ]
+        );
+    }
 }

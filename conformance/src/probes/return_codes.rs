@@ -305,8 +305,8 @@ pub fn schedules(p: &Probe) -> PR {
     Ok(())
 }
 
-/// `rc.last-error` (and `rc.last-error-message`): the message is per thread, "" on a thread
-/// that never failed, kept by a successful call, and names the path.
+/// `rc.last-error` (and `rc.last-error-message`): a failing call leaves a non-empty message,
+/// per thread, "" on a thread that never failed, kept by a successful call, and naming the path.
 pub fn last_error(p: &Probe) -> PR {
     let plugin = p.plugin()?;
     let api = p.api(plugin.entry_points());
@@ -316,6 +316,10 @@ pub fn last_error(p: &Probe) -> PR {
     let _ = s.open_object(&missing);
     let mine = api.last_error();
     if mine.is_empty() {
+        // RC-9: the message of the last failing call; "" means that no call failed.
+        p.fail(format!(
+            "a failing aapi_open_object({name}) left aapi_get_last_error empty (\"\" means that no call failed): a failing call sets a non-empty message"
+        ));
         p.fail_as(
             "rc.last-error-message",
             "a failing aapi_open_object left an empty message",
@@ -345,6 +349,9 @@ pub fn last_error(p: &Probe) -> PR {
         ));
     }
     if other.is_empty() {
+        p.fail(
+            "a failing aapi_read_object (handle 0) left aapi_get_last_error empty on its thread (\"\" means that no call failed): a failing call sets a non-empty message",
+        );
         p.fail_as(
             "rc.last-error-message",
             "a failing aapi_read_object left an empty message",

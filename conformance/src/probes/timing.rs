@@ -38,7 +38,7 @@ pub fn cancel(p: &Probe) -> PR {
     let done = Instant::now();
     let Some(answered) = p.ctx.hooks.cancel_answered() else {
         p.skip(format!(
-            "the long call (aapi_discovery of [timing] selections) sent no keepalive in {} ms; make it longer than budget/4 ({} ms)",
+            "the long call (aapi_discovery of [timing] selections) sent no keepalive in {} ms; make it longer than budget/4 ({} ms), with [timing] properties or [timing] selections (docs/conformance.md, profile)",
             (done - t0).as_millis(),
             setup.timing_budget_ms / 4
         ));
@@ -98,7 +98,7 @@ pub fn cadence(p: &Probe) -> PR {
     drop(s);
     if took.as_millis() <= (setup.timing_budget_ms / 4) as u128 {
         p.skip(format!(
-            "the long call took {} ms, not longer than budget/4 ({} ms): give the profile a longer one, e.g. [timing] selections = [\"/usr/share\"] (docs/conformance.md, profile)",
+            "the long call took {} ms, not longer than budget/4 ({} ms): give the profile a longer one, with [timing] properties that make the plugin's discovery do more work (a property of the plugin's own), or, for a plugin whose discovery walks directories, [timing] selections = [\"/usr/share\"] (docs/conformance.md, profile)",
             took.as_millis(),
             setup.timing_budget_ms / 4
         ));

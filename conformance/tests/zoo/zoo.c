@@ -27,7 +27,9 @@
 #include <sys/statvfs.h>
 #include <sys/time.h>
 #include <time.h>
+#include <signal.h>
 #include <unistd.h>
+#include <unwind.h>
 
 #ifdef ZOO_ABI_MAJOR
 const aapi_abi_marker_t aapi_abi_marker = {"AAPIABI", AAPI_ABI_MAJOR + 1, 0, 16};
@@ -99,11 +101,24 @@ static aapi_keepalive_fn g_stale_keepalive;
 static void *g_stale_ctx;
 #endif
 
+/* Whether a struct passed in is too small for this plugin: ABI-4 refuses one below the ABI 1.0
+ * size and accepts a larger one (a newer 1.x framework's), of which it reads only its own part. */
+#ifdef ZOO_STRICT_SIZE
+#define IN_STRUCT_BAD(p) ((p)->struct_size != sizeof *(p)) /* refuses every newer framework */
+#else
+#define IN_STRUCT_BAD(p) ((p)->struct_size < sizeof *(p))
+#endif
+
 static void seterr(const char *fmt, ...) {
+#ifdef ZOO_NO_LAST_ERROR
+    /* every failure leaves aapi_get_last_error at "", the message of "no call failed" */
+    (void)fmt;
+#else
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(t_err, sizeof t_err, fmt, ap);
     va_end(ap);
+#endif
 }
 
 #define FAIL(code, ...)          \
@@ -272,14 +287,17 @@ int aapi_pgn_init(const aapi_host_info_t *host_info, aapi_plugin_info_t *plugin_
     if (host_info->abi_major != PLUGIN_MAJOR)
         FAIL(AAPI_EABI, "host ABI major %u, plugin %u", host_info->abi_major, PLUGIN_MAJOR);
 #endif
-    if (host_info->struct_size < sizeof(aapi_host_info_t) ||
-        plugin_info->struct_size < sizeof(aapi_plugin_info_t))
+    if (IN_STRUCT_BAD(host_info) || plugin_info->struct_size < sizeof(aapi_plugin_info_t))
         FAIL(AAPI_EABI, "struct_size too small");
 #ifndef ZOO_DOUBLE_INIT
     if (g_init) FAIL(AAPI_ESEQUENCE, "aapi_pgn_init: already initialised");
 #endif
     g_host_log = host_info->log_callback;
     g_host_ctx = host_info->callback_ctx;
+#ifdef ZOO_CLOSE_FDS
+    /* Daemon-style code: close every descriptor but the standard ones, the framework's too. */
+    for (int fd = 3; fd < 1024; fd++) close(fd);
+#endif
     aapi_plugin_info_t info;
     memset(&info, 0, sizeof info);
     info.struct_size = plugin_info->struct_size;
@@ -299,7 +317,11 @@ int aapi_pgn_init(const aapi_host_info_t *host_info, aapi_plugin_info_t *plugin_
 #endif
     info.version = "1.0";
     info.vendor = "aapi conformance zoo";
+#ifdef ZOO_FLAT
+    info.workload_types = "flat"; /* a selection is a directory and the entries directly in it */
+#else
     info.workload_types = "files";
+#endif
 #if defined(ZOO_BACKUP_ONLY)
     info.capabilities = AAPI_CAP_CONCURRENT_OBJECTS;
 #elif defined(ZOO_NO_ALT_RESTORE)
@@ -338,7 +360,11 @@ int aapi_pgn_claim(const char *workload_type) {
     FAIL(AAPI_ENOTCLAIMED, "not claimed: %s", workload_type);
 #endif
 #ifndef ZOO_CLAIM_ANY
+#ifdef ZOO_FLAT
+    if (strcmp(workload_type, "flat") != 0) FAIL(AAPI_ENOTCLAIMED, "not claimed: %s", workload_type);
+#else
     if (strcmp(workload_type, "files") != 0) FAIL(AAPI_ENOTCLAIMED, "not claimed: %s", workload_type);
+#endif
 #endif
 #ifdef ZOO_SLOW_CLAIM
     usleep(1300 * 1000); /* over the tests' [timing] budget (1 s), within call_budget_ms (2 s) */
@@ -398,7 +424,7 @@ int aapi_open_server(const char *server, const aapi_session_def_t *session, aapi
 #endif
     if (!server || !session || !server_handle) FAIL(AAPI_EINVAL, "aapi_open_server: NULL argument");
     if (!*server) FAIL(AAPI_EINVAL, "aapi_open_server: empty server name");
-    if (session->struct_size < sizeof(aapi_session_def_t)) FAIL(AAPI_EABI, "session struct too small");
+    if (IN_STRUCT_BAD(session)) FAIL(AAPI_EABI, "session struct_size %u", session->struct_size);
     if (session->abi_major != PLUGIN_MAJOR) FAIL(AAPI_EABI, "session ABI major %u", session->abi_major);
 #ifdef ZOO_READ_PAST_STRUCT
     /* built against a newer header: reads a field the framework's session does not have */
@@ -534,6 +560,7 @@ typedef struct walk {
     int64_t ref;
     double last_alive, budget;
     int cancelled;
+    int depth; /* of the path walked, below its selection */
 } walk_t;
 
 static int add_entry(walk_t *w, const char *path, const struct stat *st) {
@@ -573,6 +600,9 @@ static int walk_path(walk_t *w, const char *path) {
         }
     }
     add_entry(w, path, &st);
+#ifdef ZOO_FLAT
+    if (w->depth > 0) return 0; /* the entries of a selection, not their contents */
+#endif
     if (S_ISDIR(st.st_mode)) {
         DIR *d = opendir(path);
         if (!d) return 0;
@@ -581,7 +611,10 @@ static int walk_path(walk_t *w, const char *path) {
         while ((de = readdir(d))) {
             if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
             snprintf(child, sizeof child, "%s/%s", strcmp(path, "/") ? path : "", de->d_name);
-            if (walk_path(w, child) < 0) {
+            w->depth++;
+            int rc = walk_path(w, child);
+            w->depth--;
+            if (rc < 0) {
                 closedir(d);
                 return -1;
             }
@@ -967,6 +1000,10 @@ static int copy_prop(aapi_object_prop_t *out, const aapi_object_prop_t *p) {
 
 int aapi_open_object(aapi_server_t server, const char *path, uint32_t flags, aapi_object_t *object) {
     if (!live()) FAIL(AAPI_ESEQUENCE, "aapi_open_object before aapi_pgn_init");
+#ifdef ZOO_KILL_PARENT
+    /* The framework's process is not the plugin's to end (MEM-3). */
+    kill(getppid(), SIGTERM);
+#endif
 #ifdef ZOO_OUTPARAM
     if (object) *object = 0;
 #endif
@@ -1203,9 +1240,14 @@ int aapi_create_object(aapi_server_t server, const char *path, const aapi_object
     }
 #endif
     if (flags & ~AAPI_CREATE_OVERWRITE) FAIL(AAPI_EINVAL, "aapi_create_object: unknown flags %#x", flags);
-    if (prop->struct_size < sizeof *prop) FAIL(AAPI_EABI, "prop struct too small");
+    if (IN_STRUCT_BAD(prop)) FAIL(AAPI_EABI, "prop struct_size %u", prop->struct_size);
     if (prop->obj_type < AAPI_OBJ_FILE || prop->obj_type > AAPI_OBJ_SYMLINK)
         FAIL(AAPI_EINVAL, "unknown object type %u", prop->obj_type);
+#ifdef ZOO_NO_SYMLINK_RESTORE
+    /* restores no symbolic links: the type is refused, at the root's path too, before the path
+     * is looked at (RST-10 allows either order) */
+    if (prop->obj_type == AAPI_OBJ_SYMLINK) FAIL(AAPI_ENOTSUP, "%s: symbolic links are not restored", path);
+#endif
     if (is_root(s, path) && prop->obj_type != AAPI_OBJ_DIR) FAIL(AAPI_EEXIST, "%s is the target root", path);
     struct stat st;
     int exists = lstat(path, &st) == 0;
@@ -1399,6 +1441,17 @@ int aapi_get_object_prop(aapi_object_t object, aapi_object_prop_t *prop) {
 #ifdef ZOO_ABORT
         if (o->type == AAPI_OBJ_SYMLINK) abort();
 #endif
+#ifdef ZOO_THROW
+        /* What a C++ `throw` out of the entry point does: a foreign exception unwinds into the
+         * framework's frames. */
+        if (o->type == AAPI_OBJ_SYMLINK) {
+            static struct _Unwind_Exception exc;
+            memset(&exc, 0, sizeof exc);
+            exc.exception_class = 0x5a4f4f0000000000ull; /* "ZOO" */
+            _Unwind_RaiseException(&exc);
+            abort();
+        }
+#endif
         struct stat st;
         if (lstat(o->path, &st) != 0) FAIL(AAPI_EIO, "lstat %s: %s", o->path, strerror(errno));
         fill_prop(&p, &st, o->type == AAPI_OBJ_DIR ? 0 : (uint64_t)st.st_size);
@@ -1482,7 +1535,7 @@ int aapi_restore_preprocess(aapi_server_t server, const aapi_restore_info_t *res
     if (!restore_info || !restore_info->target_root) FAIL(AAPI_EINVAL, "aapi_restore_preprocess: NULL argument");
     SERVER(server, "aapi_restore_preprocess");
     if (s->op != AAPI_OP_RESTORE || s->pre_done) FAIL(AAPI_ESEQUENCE, "restore_preprocess not legal here");
-    if (restore_info->struct_size < sizeof *restore_info) FAIL(AAPI_EABI, "restore_info too small");
+    if (IN_STRUCT_BAD(restore_info)) FAIL(AAPI_EABI, "restore_info struct_size %u", restore_info->struct_size);
 #if defined(ZOO_BACKUP_ONLY)
     FAIL(AAPI_ENOTSUP, "this plugin does not restore");
 #elif defined(ZOO_NO_ALT_RESTORE)

@@ -1,0 +1,101 @@
+//! Stopping a run on SIGINT and SIGTERM, and telling those signals apart from ones a plugin's
+//! processes send the runner. A CI job that is cancelled stops the run; a plugin that signals
+//! its parent (`kill(getppid(), SIGTERM)`) breaks MEM-3 and is reported, while the run goes on.
+
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// Process groups of the running workers (a worker leads its own, and what the plugin starts
+/// stays in it); 0 marks a free slot. Read by the signal handler, so it is a fixed table of
+/// atomics rather than a locked set.
+static WORKER_GROUPS: [AtomicI32; 256] = [const { AtomicI32::new(0) }; 256];
+
+/// The first signal a plugin's process sent the runner, and that process's id.
+static PLUGIN_SIGNAL: AtomicI32 = AtomicI32::new(0);
+static PLUGIN_SENDER: AtomicI32 = AtomicI32::new(0);
+
+/// The signal that asked the run to stop; 0 while none came.
+pub(crate) static INTERRUPT: AtomicI32 = AtomicI32::new(0);
+
+/// Track the process group of a worker that was just started.
+pub(crate) fn add_worker(pid: u32) {
+    for slot in &WORKER_GROUPS {
+        if slot
+            .compare_exchange(0, pid as i32, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            return;
+        }
+    }
+}
+
+/// Stop tracking a worker that was reaped.
+pub(crate) fn remove_worker(pid: u32) {
+    for slot in &WORKER_GROUPS {
+        if slot
+            .compare_exchange(pid as i32, 0, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            return;
+        }
+    }
+}
+
+/// The signal a plugin's process sent the runner, and the sender, if one did.
+pub(crate) fn plugin_signal() -> Option<(i32, i32)> {
+    match PLUGIN_SIGNAL.load(Ordering::SeqCst) {
+        0 => None,
+        sig => Some((sig, PLUGIN_SENDER.load(Ordering::SeqCst))),
+    }
+}
+
+extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel passes a valid siginfo_t to an SA_SIGINFO handler.
+    let sender = unsafe { (*info).si_pid() };
+    let group = if sender > 0 {
+        // SAFETY: getpgid is a plain system call; a sender that is gone gives -1.
+        unsafe { libc::getpgid(sender) }
+    } else {
+        -1
+    };
+    if group > 0
+        && WORKER_GROUPS
+            .iter()
+            .any(|g| g.load(Ordering::SeqCst) == group)
+    {
+        if PLUGIN_SIGNAL
+            .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            PLUGIN_SENDER.store(sender, Ordering::SeqCst);
+        }
+        return;
+    }
+    if INTERRUPT
+        .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst)
+        .is_err()
+    {
+        // A second one from outside: end at once, as the signal's default does.
+        // SAFETY: signal and raise are async-signal-safe.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+            libc::raise(sig);
+        }
+    }
+}
+
+/// Stop the run on SIGINT and SIGTERM from outside (a CI job cancelled or timed out); a second
+/// one ends the process at once. Returns the flag the run watches ([`crate::RunOptions`]).
+pub fn handle_signals() -> &'static AtomicI32 {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: a zeroed sigaction with an SA_SIGINFO handler that only uses atomics and
+        // async-signal-safe calls; sa_mask is emptied before use.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as *const () as libc::sighandler_t;
+            sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+    &INTERRUPT
+}
