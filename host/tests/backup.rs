@@ -8,6 +8,17 @@ use std::path::Path;
 const PAST: i64 = 1_600_000_000;
 
 fn backup(store: &Path, plugin: &Path, tree: &Path, extra: &[&str]) -> Run {
+    backup_env(store, plugin, tree, extra, &[])
+}
+
+/// [`backup`] with extra environment variables (the test plugin's faults).
+fn backup_env(
+    store: &Path,
+    plugin: &Path,
+    tree: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Run {
     let mut args = vec![
         "backup",
         "--json",
@@ -19,7 +30,7 @@ fn backup(store: &Path, plugin: &Path, tree: &Path, extra: &[&str]) -> Run {
         tree.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    host(store, &args, &[])
+    host(store, &args, env)
 }
 
 fn restore(store: &Path, args: &[&str]) -> Run {
@@ -1511,18 +1522,7 @@ fn an_exception_out_of_a_plugin_call_names_the_function() {
     let store = dir.path().join("store");
     make_tree(&tree, 3, PAST);
     let throw = [("AAPI_TEST_FAULT", "throw:aapi_open_object")];
-    let args = [
-        "backup",
-        "--plugin",
-        good_plugin().to_str().unwrap(),
-        "--policy",
-        "p1",
-        "--select",
-        tree.to_str().unwrap(),
-    ]
-    .map(String::from);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = host(&store, &args, &throw);
+    let out = backup_env(&store, &good_plugin(), &tree, &[], &throw);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(
         out.stderr.contains("crash(SIGABRT) in aapi_open_object"),
@@ -1539,21 +1539,8 @@ fn a_plugin_that_closes_the_workers_pipes_is_named() {
     let tree = dir.path().join("tree");
     let store = dir.path().join("store");
     make_tree(&tree, 3, PAST);
-    let plugin = good_plugin();
-    let args = [
-        "backup",
-        "--plugin",
-        plugin.to_str().unwrap(),
-        "--policy",
-        "p1",
-        "--select",
-        tree.to_str().unwrap(),
-    ];
-    let out = host(
-        &store,
-        &args,
-        &[("AAPI_TEST_FAULT", "closefds:aapi_pgn_init")],
-    );
+    let closefds = [("AAPI_TEST_FAULT", "closefds:aapi_pgn_init")];
+    let out = backup_env(&store, &good_plugin(), &tree, &[], &closefds);
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(
         out.stderr
@@ -1571,11 +1558,8 @@ fn what_the_plugin_prints_does_not_mix_with_the_results() {
     let store = dir.path().join("store");
     make_tree(&tree, 3, PAST);
     let print = [("AAPI_TEST_FAULT", "print:aapi_open_object")];
-    let mut args = vec!["--json", "backup", "--plugin"];
     let plugin = good_plugin();
-    args.extend([plugin.to_str().unwrap(), "--policy", "p1", "--select"]);
-    args.push(tree.to_str().unwrap());
-    let out = host(&store, &args, &print);
+    let out = backup_env(&store, &plugin, &tree, &[], &print);
     assert_eq!(out.code, 0, "{}", out.stderr);
     serde_json::from_str::<serde_json::Value>(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", out.stdout));
