@@ -2,12 +2,17 @@
 //! processes send the runner. A CI job that is cancelled stops the run; a plugin that signals
 //! its parent (`kill(getppid(), SIGTERM)`) breaks MEM-3 and is reported, while the run goes on.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 
 /// Process groups of the running workers (a worker leads its own, and what the plugin starts
 /// stays in it); 0 marks a free slot. Read by the signal handler, so it is a fixed table of
 /// atomics rather than a locked set.
 static WORKER_GROUPS: [AtomicI32; 256] = [const { AtomicI32::new(0) }; 256];
+
+/// Workers reaped last, in a ring: a signal sent just before a worker ended reaches the handler
+/// when the worker may be gone already.
+static ENDED: [AtomicI32; 256] = [const { AtomicI32::new(0) }; 256];
+static ENDED_NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// The first signal a plugin's process sent the runner, and that process's id.
 static PLUGIN_SIGNAL: AtomicI32 = AtomicI32::new(0);
@@ -28,8 +33,10 @@ pub(crate) fn add_worker(pid: u32) {
     }
 }
 
-/// Stop tracking a worker that was reaped.
+/// Stop tracking a worker that was reaped (it stays among those that ended lately).
 pub(crate) fn remove_worker(pid: u32) {
+    let i = ENDED_NEXT.fetch_add(1, Ordering::SeqCst) % ENDED.len();
+    ENDED[i].store(pid as i32, Ordering::SeqCst);
     for slot in &WORKER_GROUPS {
         if slot
             .compare_exchange(pid as i32, 0, Ordering::SeqCst, Ordering::SeqCst)
@@ -57,11 +64,18 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut li
     } else {
         -1
     };
-    if group > 0
-        && WORKER_GROUPS
-            .iter()
-            .any(|g| g.load(Ordering::SeqCst) == group)
-    {
+    // A worker (or its process group) is ours when it is a child of this process, which holds
+    // also before the runner noted it down, or one noted down, which holds also after it was
+    // reaped.
+    let ours = |pid: i32| {
+        pid > 0
+            && (is_child(pid)
+                || WORKER_GROUPS
+                    .iter()
+                    .chain(&ENDED)
+                    .any(|g| g.load(Ordering::SeqCst) == pid))
+    };
+    if ours(group) || ours(sender) {
         if PLUGIN_SIGNAL
             .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
@@ -80,6 +94,21 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut li
             libc::signal(sig, libc::SIG_DFL);
             libc::raise(sig);
         }
+    }
+}
+
+/// Whether `pid` is a child of this process, running or ended but not reaped.
+fn is_child(pid: i32) -> bool {
+    // SAFETY: waitid with WNOHANG | WNOWAIT only asks; it reaps nothing and does not block. It
+    // fails with ECHILD for a process that is not a child of the caller.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        ) == 0
     }
 }
 
