@@ -712,7 +712,7 @@ pub fn prepare_job(o: &BackupOptions) -> Result<(Store, JobDef, Lock), JobError>
 fn record_success(st: &Store, job: &JobDef, m: &Manifest) -> Result<(), JobError> {
     if m.failures.is_empty() {
         let _lock = locked(|w| st.lock(w))?;
-        let mut state = st.host_state()?;
+        let mut state = st.host_state_to_update()?;
         let p = state.policies.entry(job.policy.clone()).or_default();
         let this = Some((job.started, job.image.clone()));
         // A recorded image that cannot be read any more is no usable base: this one replaces it.

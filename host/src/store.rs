@@ -1154,6 +1154,16 @@ impl Store {
     /// a store with complete images, is rebuilt from their manifests, with a warning; it is
     /// saved at the next change.
     pub fn host_state(&self) -> Result<HostState> {
+        self.host_state_warning(true)
+    }
+
+    /// [`Store::host_state`], without the warning when it is rebuilt: for the step that saves
+    /// it right away (the first backup of a store has no state.json yet, but an image).
+    pub fn host_state_to_update(&self) -> Result<HostState> {
+        self.host_state_warning(false)
+    }
+
+    fn host_state_warning(&self, warn: bool) -> Result<HostState> {
         let p = self.root.join("state.json");
         // Rebuilt from the complete images' manifests, with a warning saying why.
         let rebuild = |why: String, damaged: bool| -> Result<HostState> {
@@ -1162,7 +1172,7 @@ impl Store {
             let mut policies: Vec<&str> = all.iter().map(|m| m.policy.as_str()).collect();
             policies.sort_unstable();
             policies.dedup();
-            if !policies.is_empty() {
+            if warn && !policies.is_empty() {
                 eprintln!(
                     "warning: {}: {why}; the last backup times are taken from the complete images instead",
                     p.display()
