@@ -955,8 +955,12 @@ pub struct VerifyReport {
     /// recorded): damage, even when every object is intact.
     pub damaged_streams: Vec<StreamProblem>,
     /// What is off but harms no object: a stream file longer than the manifest records (the
-    /// extra bytes belong to no object), an unreadable job file (a restore needs `--plugin`).
+    /// extra bytes belong to no object), an unreadable job file (a restore needs `--plugin`),
+    /// a partial image.
     pub warnings: Vec<String>,
+    /// Objects the backup could not read (a partial image): in no stream, so not restorable
+    /// from this image.
+    pub not_backed_up: Vec<ObjectFailure>,
 }
 
 impl VerifyReport {
@@ -1025,6 +1029,7 @@ pub fn verify(store: &Store, image: &str, ui: &Ui) -> Result<VerifyReport, JobEr
             .collect(),
         damaged_streams: Vec::new(),
         warnings: Vec::new(),
+        not_backed_up: manifest.failures.clone(),
     };
     if let Some(first) = manifest.failures.first() {
         report.warnings.push(format!(

@@ -763,6 +763,11 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
                             "every object is restorable, but {} stream file(s) of the image lack data the manifest records (see above): the image is damaged",
                             r.damaged_streams.len()
                         )
+                    } else if !r.not_backed_up.is_empty() {
+                        format!(
+                            "everything it holds is restorable, but it is partial: {} object(s) were not backed up (see above)",
+                            r.not_backed_up.len()
+                        )
                     } else {
                         "everything is restorable".to_string()
                     };
@@ -779,6 +784,21 @@ fn run(cli: &Cli, ui: &Ui) -> Result<ExitKind, JobError> {
         }
         Cmd::Restore(a) => restore(cli, &runner, ui, a, t0),
     }
+}
+
+/// `path` (absolute) with `.` and `..` components resolved by name, as a plain path to give.
+fn normalize_dots(path: &std::path::Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn restore(
@@ -842,20 +862,23 @@ fn restore(
         message: e.message,
     })?;
     let alt_root = match &a.alt_root {
+        // Plugins refuse a target root with `..` (a dry run would list what cannot restore).
+        Some(r) if r.components().any(|c| c == std::path::Component::ParentDir) => {
+            // As the kernel resolves it where it exists (`..` of a symbolic link), else by name.
+            let plain = std::fs::canonicalize(r)
+                .or_else(|_| std::path::absolute(r).map(|a| normalize_dots(&a)))
+                .unwrap_or_else(|_| r.clone());
+            return Err(usage(format!(
+                "--alt-root {} contains a `..` component, which plugins refuse; give it as {}",
+                r.display(),
+                plain.display()
+            )));
+        }
         Some(r) if !r.is_dir() => {
             return Err(usage(format!(
                 "--alt-root {} is not an existing directory; create it first (mkdir -p {})",
                 r.display(),
                 r.display()
-            )));
-        }
-        // Plugins refuse a target root with `..` (a dry run would list what cannot restore).
-        Some(r) if r.components().any(|c| c == std::path::Component::ParentDir) => {
-            let plain = std::fs::canonicalize(r).unwrap_or_else(|_| r.clone());
-            return Err(usage(format!(
-                "--alt-root {} contains a `..` component, which plugins refuse; give it as {}",
-                r.display(),
-                plain.display()
             )));
         }
         Some(r) => {
@@ -890,7 +913,7 @@ fn restore(
             .sum();
         if cli.json {
             print_json(
-                &json!({"ok": true, "image": image, "dry_run": true, "objects": rows, "bytes": total,
+                &json!({"ok": true, "exit": ExitKind::Ok, "image": image, "dry_run": true, "objects": rows, "bytes": total,
                         "not_backed_up": missing}),
             );
         } else {
@@ -953,7 +976,16 @@ fn restore(
         call_budget_ms: a.session.call_budget_ms,
         credentials: a.session.credentials.clone(),
     };
-    let r = runner.restore(task)?;
+    let from_image = a.session.workload_type.is_none();
+    let r = runner.restore(task).map_err(|mut e| {
+        // Another plugin than the image's may restore it under a type of its own.
+        if from_image && e.message.contains("does not claim workload type") {
+            e.message.push_str(
+                "; the workload type is the image's: give the plugin's with --workload-type T",
+            );
+        }
+        e
+    })?;
     let secs = t0.elapsed().as_secs_f64();
     let kind = if missing.is_empty() {
         ExitKind::Ok

@@ -545,6 +545,18 @@ fn failed_object_is_cut_out_and_the_image_is_partial() {
     let v = host(&store, &["verify", image], &[]);
     assert_eq!(v.code, 0, "{}{}", v.stdout, v.stderr);
     assert!(v.stderr.contains("is partial: 1 object(s)"), "{}", v.stderr);
+    assert!(
+        v.stdout
+            .contains("but it is partial: 1 object(s) were not backed up"),
+        "{}",
+        v.stdout
+    );
+    let v = host(&store, &["--json", "verify", image], &[]);
+    let report: serde_json::Value = serde_json::from_str(&v.stdout).unwrap();
+    assert_eq!(
+        report["report"]["not_backed_up"][0]["path"],
+        failed.as_str()
+    );
     let alt = dir.path().join("alt");
     std::fs::create_dir(&alt).unwrap();
     let r = restore(&store, &[image, "--alt-root", alt.to_str().unwrap()]);
@@ -1947,4 +1959,13 @@ fn restore_messages_fit_the_options_given() {
             r.stderr
         );
     }
+    // Also when it does not exist yet: not a mkdir hint that leads to the same refusal.
+    let missing = format!("{alt_s}/new/../other");
+    let r = host(&store, &["restore", &id, "--alt-root", &missing], &[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("give it as {alt_s}/other")),
+        "{}",
+        r.stderr
+    );
 }
