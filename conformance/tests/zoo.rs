@@ -224,7 +224,7 @@ zoo_tests! {
     // runtime's own abort message is not taken for the plugin's output.
     throws: "ZOO_THROW" => ["LIFE-8", "MEM-3"] [] "mem.no-crash" "crash(SIGABRT) in aapi_get_object_prop";
     // Closing every descriptor in init (daemon-style code) cuts the worker off the runner.
-    closes_the_runners_pipes: "ZOO_CLOSE_FDS" => ["LIFE-8"] [] "load.init" "lost its event pipe to the supervisor after aapi_pgn_init was called";
+    closes_the_runners_pipes: "ZOO_CLOSE_FDS" => ["LIFE-8"] [] "load.init" "lost a pipe to the supervisor, found after aapi_pgn_init was called";
     writes_past_read_buffer: "ZOO_READ_OVERFLOW" => ["MEM-4"] [] "mem.read-bounds" "wrote past the buffer";
     // Status 0 is no success while a call runs: the plugin ended the process.
     exits_in_terminate: "ZOO_EXIT_IN_TERMINATE" => ["LIFE-7"] [] "load.terminate" "the plugin ended the process (exit status 0) in aapi_terminate";

@@ -417,15 +417,15 @@ fn fd_identity(fd: RawFd) -> Option<(u64, u64)> {
     }
 }
 
-/// Why a worker that lost its event pipe ended, naming the call entered last.
+/// Why a worker that lost a pipe to its supervisor ended, naming the call entered last.
 pub fn link_lost_message(after: Option<&str>) -> String {
     let when = match after {
-        Some(f) => format!("after {f} was called"),
-        None => "before any plugin call".into(),
+        Some(f) => format!(
+            ", found after {f} was called: the plugin closed or replaced a file descriptor it did not open, in that call or one just before it"
+        ),
+        None => ": the plugin closed or replaced a file descriptor it did not open, before any plugin call".into(),
     };
-    format!(
-        "the worker lost its event pipe to the supervisor {when}: the plugin closed or replaced a file descriptor it did not open (a plugin closes only its own, RES-1)"
-    )
+    format!("the worker lost a pipe to the supervisor{when} (a plugin closes only its own, RES-1)")
 }
 
 /// Cancels a running worker; cheap to clone and usable from any thread.
@@ -813,9 +813,9 @@ impl Worker {
 /// keepalive callback answers "cancelled" once the supervisor cancelled the job.
 pub struct WorkerLink {
     events: Mutex<File>,
-    /// The event pipe's descriptor and identity (device, inode), to tell when a plugin closed or
-    /// replaced it.
-    events_id: (RawFd, Option<(u64, u64)>),
+    /// The event and control pipes' descriptors and identities (device, inode), to tell when a
+    /// plugin closed or replaced one.
+    pipes: [(RawFd, Option<(u64, u64)>); 2],
     state: Option<SharedState>,
     trace: bool,
     cancelled: Arc<AtomicBool>,
@@ -944,20 +944,36 @@ impl WorkerLink {
             // SAFETY: fcntl on our own open descriptor: keep them away from the plugin's children.
             unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         }
-        let state = env_fd(STATE_FD_ENV).and_then(|fd| {
-            let st = SharedState::map(fd).ok();
-            // SAFETY: the mapping (if any) keeps the memory; the descriptor is ours to close.
-            unsafe { libc::close(fd) };
-            st
-        });
+        // Two mappings of the shared state: the link's, and the control thread's own.
+        let (state, control_state) = env_fd(STATE_FD_ENV)
+            .map(|fd| {
+                let st = (SharedState::map(fd).ok(), SharedState::map(fd).ok());
+                // SAFETY: the mappings (if any) keep the memory; the descriptor is ours to close.
+                unsafe { libc::close(fd) };
+                st
+            })
+            .unwrap_or((None, None));
+        // SAFETY: getppid has no preconditions.
+        let supervisor = unsafe { libc::getppid() };
         let cancelled = Arc::new(AtomicBool::new(false));
         let flag = cancelled.clone();
         std::thread::spawn(move || {
-            for line in BufReader::new(control).lines() {
+            // Never closed: a descriptor the plugin closed must not be closed again (a debug
+            // build aborts on that), and the process ends below anyway.
+            let mut lines = std::mem::ManuallyDrop::new(BufReader::new(control).lines());
+            for line in &mut *lines {
                 let Ok(line) = line else { break };
                 if let Ok(Control::Cancel) = serde_json::from_str::<Control>(&line) {
                     flag.store(true, Ordering::SeqCst);
                 }
+            }
+            // SAFETY: getppid has no preconditions.
+            if unsafe { libc::getppid() } == supervisor {
+                // The supervisor lives: the plugin closed or replaced the control pipe.
+                if let Some(st) = &control_state {
+                    st.get().link_lost.store(1, Ordering::Release);
+                }
+                std::process::exit(3);
             }
             // End of the control pipe: the supervisor is gone. Cancel, give the running call the
             // cancellation bound to return, then stop: nobody is left to report to.
@@ -968,7 +984,7 @@ impl WorkerLink {
             std::process::exit(3);
         });
         Some(Arc::new(WorkerLink {
-            events_id: (ev, fd_identity(ev)),
+            pipes: [(ev, fd_identity(ev)), (ctl, fd_identity(ctl))],
             events: Mutex::new(events),
             trace: state.is_none() || std::env::var_os(TRACE_ENV).is_some(),
             state,
@@ -1103,7 +1119,9 @@ impl HostHooks for WorkerLink {
     fn call_leave(&self, function: &'static str, code: i32) {
         // Daemon-style code closes every descriptor, the worker's pipes too: caught after the
         // call that did it (calls of the data path are left out: they run per object).
-        if !DATA_PATH.contains(&function) && fd_identity(self.events_id.0) != self.events_id.1 {
+        if !DATA_PATH.contains(&function)
+            && self.pipes.iter().any(|(fd, id)| fd_identity(*fd) != *id)
+        {
             if let Some(st) = &self.state {
                 st.get().link_lost.store(1, Ordering::Release);
             }

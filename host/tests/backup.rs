@@ -1551,15 +1551,26 @@ fn a_plugin_that_closes_the_workers_pipes_is_named() {
     let tree = dir.path().join("tree");
     let store = dir.path().join("store");
     make_tree(&tree, 3, PAST);
-    let closefds = [("AAPI_TEST_FAULT", "closefds:aapi_pgn_init")];
-    let out = backup_env(&store, &good_plugin(), &tree, &[], &closefds);
-    assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(
-        out.stderr
-            .contains("lost its event pipe to the supervisor after aapi_pgn_init was called"),
-        "{}",
-        out.stderr
-    );
+    for (fault, function) in [
+        ("closefds:aapi_pgn_init", "aapi_pgn_init"),
+        ("ctlnull:aapi_open_server", "aapi_open_server"),
+    ] {
+        let out = backup_env(
+            &store,
+            &good_plugin(),
+            &tree,
+            &[],
+            &[("AAPI_TEST_FAULT", fault)],
+        );
+        assert_eq!(out.code, 1, "{fault}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!(
+                "lost a pipe to the supervisor, found after {function} was called"
+            )),
+            "{fault}: {}",
+            out.stderr
+        );
+    }
 }
 
 /// What a plugin prints goes to stderr: stdout holds only the results (`--json`, an id).

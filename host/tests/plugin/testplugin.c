@@ -193,6 +193,14 @@ static int fault(const char *function, struct server *s) {
         for (int fd = 3; fd < 1024; fd++) close(fd);
         return -1;
     }
+    if (!strncmp(spec, "ctlnull", kind_len)) {
+        /* Put /dev/null over the worker's control pipe (a plugin reusing a descriptor number). */
+        const char *ctl = getenv("AAPI_WORKER_CONTROL_FD");
+        int null = open("/dev/null", O_RDONLY);
+        if (ctl && null >= 0) dup2(null, atoi(ctl));
+        if (null >= 0) close(null);
+        return -1;
+    }
     if (!strncmp(spec, "print", kind_len)) {
         printf("testplugin: printed in %s\n", function);
         fflush(stdout);
