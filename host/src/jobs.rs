@@ -230,6 +230,33 @@ impl Runner {
         })
     }
 
+    /// A discovery succeeded but its job file could not record the snapshot id (a full store):
+    /// the postprocess cleans the snapshot up with the id still in hand, and the image, which
+    /// holds nothing backed up, is removed. Returns the error to report.
+    fn undo_discovery(&self, store: &Store, job: &JobDef, e: JobError) -> JobError {
+        let task = Task::Postprocess {
+            store: store.root().to_path_buf(),
+            image: job.image.clone(),
+            snapid: job.snapid.clone(),
+        };
+        let snapshot = match self.run_task(&task, "postprocess", job.call_budget_ms, None) {
+            Ok(_) => "its snapshot was cleaned up".to_string(),
+            Err(p) => format!(
+                "its snapshot {:?} could not be cleaned up ({}): the plugin's documentation says where it is",
+                job.snapid.as_deref().unwrap_or_default(),
+                p.message
+            ),
+        };
+        let _ = std::fs::remove_dir_all(store.image_dir(&job.image));
+        JobError {
+            message: format!(
+                "{}; the discovery succeeded, but its snapshot id could not be recorded: {snapshot}, and no image was made",
+                e.message
+            ),
+            ..e
+        }
+    }
+
     /// Discovery job: create the image, write its job definition, and run discovery. Returns the
     /// job definition with the snapshot id, and the image marked in use until that lock drops.
     pub fn discover(&self, o: &BackupOptions) -> Result<(JobDef, Lock), JobError> {
@@ -248,7 +275,9 @@ impl Runner {
                         job.plugin = lib.into();
                     }
                 }
-                store.save_job(&job)?;
+                if let Err(e) = store.save_job(&job) {
+                    return Err(self.undo_discovery(&store, &job, e.into()));
+                }
                 Ok((job, in_use))
             }
             Err(e) => {
@@ -401,6 +430,7 @@ impl Runner {
             let task = Task::Postprocess {
                 store: store.to_path_buf(),
                 image: image.to_string(),
+                snapid: None,
             };
             if let Err(e) = self.run_task(&task, "postprocess", job.call_budget_ms, None) {
                 let again = if abandon { " --abandon" } else { "" };
@@ -701,7 +731,11 @@ pub fn prepare_job(o: &BackupOptions) -> Result<(Store, JobDef, Lock), JobError>
         snapid: None,
         credentials,
     };
-    store.save_job(&job)?;
+    if let Err(e) = store.save_job(&job) {
+        // Nothing ran yet: no image directory is left to look like an interrupted job.
+        let _ = std::fs::remove_dir_all(store.image_dir(&job.image));
+        return Err(e.into());
+    }
     drop(lock);
     Ok((store, job, in_use))
 }
@@ -730,8 +764,11 @@ fn record_success(st: &Store, job: &JobDef, m: &Manifest) -> Result<(), JobError
             changed |= p.last_full != this;
             p.last_full = this;
         }
-        if changed {
-            st.save_host_state(&state)?;
+        if changed && let Err(e) = st.save_host_state(&state) {
+            return Err(failed(format!(
+                "{e}; image {} is complete, but it could not be recorded as the policy's last backup: the next incremental of {} builds on the one before it (nothing is lost; free space in the store)",
+                m.image, job.policy
+            )));
         }
     }
     Ok(())
@@ -762,7 +799,17 @@ pub fn backup_in_process(
     match tasks::discover(plugin, &store, &job) {
         Ok(snapid) => {
             job.snapid = Some(snapid);
-            store.save_job(&job)?;
+            if let Err(e) = store.save_job(&job) {
+                // As `Runner::discover` does: clean the snapshot up with the id in hand.
+                let cleaned = tasks::postprocess(plugin, &store, &job);
+                let _ = std::fs::remove_dir_all(store.image_dir(&job.image));
+                let mut e = JobError::from(e);
+                e.message.push_str(&match cleaned {
+                    Ok(()) => "; the discovery succeeded, but its snapshot id could not be recorded: its snapshot was cleaned up, and no image was made".to_string(),
+                    Err(p) => format!("; the discovery succeeded, but its snapshot id could not be recorded, nor its snapshot cleaned up ({})", p.message),
+                });
+                return Err(e);
+            }
         }
         Err(e) => {
             let _ = std::fs::remove_dir_all(store.image_dir(&job.image));

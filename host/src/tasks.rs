@@ -163,6 +163,9 @@ pub enum Task {
         store: PathBuf,
         /// Image id.
         image: String,
+        /// The snapshot id, when the job file could not record the one discovery returned.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        snapid: Option<String>,
     },
     /// A restore.
     Restore(RestoreTask),
@@ -174,7 +177,7 @@ impl Task {
         match self {
             Task::Discover { store, image }
             | Task::Child { store, image, .. }
-            | Task::Postprocess { store, image } => {
+            | Task::Postprocess { store, image, .. } => {
                 let job = Store::open(store)?.job(image)?;
                 Ok((job.plugin, job.workload_type, job.credentials))
             }
@@ -209,8 +212,15 @@ impl Task {
                 let done = child(plugin, &st, &job, *stream, progress)?;
                 Ok(to_json(&done))
             }
-            Task::Postprocess { store, image } => {
-                let job = Store::open(store)?.job(image)?;
+            Task::Postprocess {
+                store,
+                image,
+                snapid,
+            } => {
+                let mut job = Store::open(store)?.job(image)?;
+                if snapid.is_some() {
+                    job.snapid = snapid.clone();
+                }
                 postprocess(plugin, &Store::open(store)?, &job)?;
                 Ok(serde_json::json!({}))
             }

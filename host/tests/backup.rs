@@ -1476,7 +1476,10 @@ fn a_backup_that_fills_the_store_can_be_deleted() {
         "$h" --store "$s" backup --plugin "$3" --policy p1 --select "$4"; echo "backup=$?"
         "$h" --store "$s" list
         "$h" --store "$s" delete --incomplete; echo "delete=$?"
-        echo "left=$(ls "$s/images" | wc -l)""#;
+        echo "left=$(ls "$s/images" | wc -l)"
+        cat /dev/zero > "$1/fill" 2>/dev/null
+        "$h" --store "$s" backup --plugin "$3" --policy p1 --select "$4"; echo "full=$?"
+        echo "after=$(ls "$s/images" | wc -l)""#;
     let out = std::process::Command::new("unshare")
         .args([
             "--user",
@@ -1505,6 +1508,55 @@ fn a_backup_that_fills_the_store_can_be_deleted() {
         "{stdout}{stderr}"
     );
     assert!(stdout.contains("delete=0"), "{stdout}{stderr}");
+    assert!(stdout.contains("left=0"), "{stdout}{stderr}");
+    // A store full before the job file is written: no image directory is left behind.
+    assert!(stdout.contains("full=1"), "{stdout}{stderr}");
+    assert!(stdout.contains("after=0"), "{stdout}{stderr}");
+}
+
+/// A discovery that succeeded on a store that is full by then: the job file cannot record the
+/// snapshot id, so the postprocess cleans the snapshot up with the id in hand, and no image stays
+/// to be mistaken for one whose discovery was killed.
+#[test]
+fn a_snapshot_id_that_cannot_be_recorded_is_cleaned_up_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    make_tree(&tree, 3, PAST);
+    let small = dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let script = r#"mount -t tmpfs -o size=1M tmpfs "$1" || exit 99
+        h="$2"; s="$1/store"
+        AAPI_TEST_FILL_AFTER_DISCOVERY=1 "$h" --verbose --store "$s" backup --plugin "$3" --policy p1 --select "$4"
+        echo "backup=$?"
+        echo "left=$(ls "$s/images" | wc -l)""#;
+    let out = std::process::Command::new("unshare")
+        .args([
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(&small)
+        .arg(common::host_bin())
+        .arg(good_plugin())
+        .arg(&tree)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(99) || !stdout.contains("backup=") {
+        eprintln!("skipped: unshare cannot mount a file system here: {stderr}");
+        return;
+    }
+    assert!(stdout.contains("backup=1"), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("its snapshot id could not be recorded: its snapshot was cleaned up")
+            && stderr.contains("postprocess ran"),
+        "{stderr}"
+    );
     assert!(stdout.contains("left=0"), "{stdout}{stderr}");
 }
 

@@ -445,6 +445,17 @@ int aapi_discovery(aapi_server_t h, const char *const *sel, const char *const *h
         if (fclose(w.f) != 0 || rename(tmp, path) != 0) return fail(AAPI_EIO, "cannot write %s", path);
     }
     for (size_t i = 0; i < g_nentries; i++) free(g_entries[i].path);
+    if (getenv("AAPI_TEST_FILL_AFTER_DISCOVERY")) {
+        /* Fill the file system of the workload directory (the store's) once the files are
+         * written: the framework's next write there fails. */
+        static char zeros[65536];
+        char filler[4200];
+        snprintf(filler, sizeof filler, "%s/filler", dir);
+        int fd = open(filler, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        while (fd >= 0 && write(fd, zeros, sizeof zeros) > 0) {
+        }
+        if (fd >= 0) close(fd);
+    }
     snapid->id[0] = 0;
     return AAPI_EOK;
 }
