@@ -2118,7 +2118,18 @@ impl Runner {
         }
         let changed: Vec<Vec<u8>> = if let Some(t) = &self.tree {
             match tree::change_for_incremental(t) {
-                Ok(v) => v.iter().map(|p| crate::worker::pbytes(p)).collect(),
+                // Only what the selections hold can be listed (`{tree}/data/deep` alone holds
+                // none of the changed objects: the unchanged ones are judged all the same).
+                Ok(v) => v
+                    .iter()
+                    .map(|p| crate::worker::pbytes(p))
+                    .filter(|p| {
+                        self.setup.selections.iter().any(|s| {
+                            let s = s.strip_suffix(b"/").unwrap_or(s);
+                            p == s || (p.starts_with(s) && p.get(s.len()) == Some(&b'/'))
+                        })
+                    })
+                    .collect(),
                 Err(e) => {
                     self.harness(id, format!("cannot change the tree: {e}"));
                     return;

@@ -40,6 +40,7 @@ impl Drop for Group {
         // `exited`), so the group's id cannot have been handed to another process.
         unsafe { libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL) };
         let _ = self.child.wait();
+        crate::signals::remove_shell(self.child.id());
     }
 }
 
@@ -119,6 +120,8 @@ impl Shell<'_> {
             Ok(ch) => ch,
             Err(e) => return (None, Err(cant(e))),
         };
+        // A signal its processes send the runner is the profile's, not the plugin's.
+        crate::signals::add_shell(child.id());
         drop(guard_r);
         let group = Group {
             child,

@@ -14,6 +14,10 @@ static WORKER_GROUPS: [AtomicI32; 256] = [const { AtomicI32::new(0) }; 256];
 static ENDED: [AtomicI32; 256] = [const { AtomicI32::new(0) }; 256];
 static ENDED_NEXT: AtomicUsize = AtomicUsize::new(0);
 
+/// Process groups of the profile's running shell commands (`setup`, `teardown`,
+/// `change_command`): children of the runner too, but not the plugin's.
+static SHELL_GROUPS: [AtomicI32; 32] = [const { AtomicI32::new(0) }; 32];
+
 /// The first signal a plugin's process sent the runner, and that process's id.
 static PLUGIN_SIGNAL: AtomicI32 = AtomicI32::new(0);
 static PLUGIN_SENDER: AtomicI32 = AtomicI32::new(0);
@@ -23,7 +27,28 @@ pub(crate) static INTERRUPT: AtomicI32 = AtomicI32::new(0);
 
 /// Track the process group of a worker that was just started.
 pub(crate) fn add_worker(pid: u32) {
-    for slot in &WORKER_GROUPS {
+    add(&WORKER_GROUPS, pid);
+}
+
+/// Track the process group of a shell command that was just started.
+pub(crate) fn add_shell(pid: u32) {
+    add(&SHELL_GROUPS, pid);
+}
+
+/// Stop tracking a shell command's process group, once it is gone.
+pub(crate) fn remove_shell(pid: u32) {
+    for slot in &SHELL_GROUPS {
+        if slot
+            .compare_exchange(pid as i32, 0, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            return;
+        }
+    }
+}
+
+fn add(table: &[AtomicI32], pid: u32) {
+    for slot in table {
         if slot
             .compare_exchange(0, pid as i32, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
@@ -67,8 +92,10 @@ extern "C" fn on_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut li
     // A worker (or its process group) is ours when it is a child of this process, which holds
     // also before the runner noted it down, or one noted down, which holds also after it was
     // reaped.
+    let shell = |pid: i32| SHELL_GROUPS.iter().any(|g| g.load(Ordering::SeqCst) == pid);
     let ours = |pid: i32| {
         pid > 0
+            && !shell(pid)
             && (is_child(pid)
                 || WORKER_GROUPS
                     .iter()

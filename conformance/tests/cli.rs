@@ -906,6 +906,23 @@ fn a_plugin_that_signals_the_runner_is_reported_and_the_run_goes_on() {
 }
 
 #[test]
+fn an_incremental_of_a_subtree_expects_only_the_changes_within_it() {
+    let dir = common::fast_tempdir();
+    // The kit changes objects in {tree}/data; this selection holds none of them.
+    let profile = write_profile(dir.path(), "selections = [\"{tree}/data/deep\"]");
+    let out = cli()
+        .arg("run")
+        .arg(common::build(None))
+        .arg("--profile")
+        .arg(&profile)
+        .args(["--only", "disc.incremental"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+}
+
+#[test]
 fn a_kept_scratch_directory_in_use_by_another_run_is_refused() {
     let dir = common::fast_tempdir();
     let kept = dir.path().join("kept");
