@@ -236,18 +236,21 @@ pub struct Entry {
     pub flags: u32,
     /// Where its bytes are.
     pub data: DataRef,
-    /// Its modification and status change times as the discovery saw them, when the workload
-    /// file gave them: a later incremental compares them with its own discovery's.
-    pub seen: Option<SeenTimes>,
+    /// Its stamp as the discovery saw it, when the workload file gave one: a later
+    /// incremental compares it with its own discovery's.
+    pub seen: Option<SeenStamp>,
 }
 
-/// An object's modification and status change times as a discovery saw them.
+/// An object's stamp as a discovery saw it: modification and status change times and its id
+/// (for files, the inode number).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SeenTimes {
+pub struct SeenStamp {
     /// Modification time.
     pub mtime: Time,
     /// Status change time.
     pub ctime: Time,
+    /// The object's id on its server; 0 when the workload has none.
+    pub id: u64,
 }
 
 /// A catalog in memory.
@@ -327,6 +330,7 @@ impl<W: Write> CatalogWriter<W> {
             r.extend_from_slice(&t.sec.to_le_bytes());
             r.extend_from_slice(&t.nsec.to_le_bytes());
         }
+        r.extend_from_slice(&seen.id.to_le_bytes());
         self.count += 1;
         if self.buf.len() >= CATALOG_CHUNK {
             self.spill()?;
@@ -347,8 +351,9 @@ impl<W: Write> CatalogWriter<W> {
 
 /// Fixed size of a record body after the path, in version 1.
 const RECORD_FIXED: usize = 4 * 5 + 8 + 3 * 12 + 4 + 4 + 4 + 8 + 8 + 32;
-/// What version 2 appends to a record: a presence word and the discovery's two times.
-const SEEN_LEN: usize = 4 + 2 * 12;
+/// What version 2 appends to a record: a presence word and the discovery's stamp (two times
+/// and an id).
+const SEEN_LEN: usize = 4 + 2 * 12 + 8;
 
 impl Catalog {
     /// Parse and check a whole catalog file; `path` is used in messages.
@@ -445,11 +450,13 @@ impl Catalog {
                     t.sec = u64v(take(8)) as i64;
                     t.nsec = u32v(take(4));
                 }
+                let id = u64v(take(8));
                 match present {
                     0 => None,
-                    1 => Some(SeenTimes {
+                    1 => Some(SeenStamp {
                         mtime: t[0],
                         ctime: t[1],
+                        id,
                     }),
                     _ => return Err(bad(at, "record holds an unknown presence word")),
                 }
@@ -1377,12 +1384,13 @@ mod tests {
                 length: n as u64,
                 blake3: [n; 32],
             },
-            seen: n.is_multiple_of(2).then_some(SeenTimes {
+            seen: n.is_multiple_of(2).then_some(SeenStamp {
                 mtime: Time { sec: -1, nsec: 3 },
                 ctime: Time {
                     sec: i64::from(n),
                     nsec: 999_999_999,
                 },
+                id: u64::MAX - u64::from(n),
             }),
         }
     }

@@ -10,7 +10,7 @@
 use crate::client::{DiscoveryArgs, Plugin, PluginError, SessionDef};
 use crate::store::{
     self, Catalog, CatalogWriter, DataRef, Entry, JobDef, ObjectFailure, Props, REC_UNCHANGED,
-    SeenTimes, Store, StoreError, StreamDone,
+    SeenStamp, Store, StoreError, StreamDone,
 };
 use crate::stream_writer::{StreamIo, StreamWriter};
 use crate::ui::escape_path;
@@ -408,14 +408,27 @@ pub fn child(
         }
         check_cancel(progress, || format!("before {}", escape_path(&path)))?;
         let start = files.data.offset();
-        match backup_object(
+        let mut read = backup_object(
             &server,
             &snapid,
             &path,
             &mut files.data,
             &data_path,
             progress,
-        ) {
+        );
+        // An object listed unchanged that the base cannot lend (it was moved to this path) is
+        // not in a snapshot of the changed objects: it is read where it is.
+        if entry.flags & AAPI_WKLD_UNCHANGED != 0
+            && !snapid.is_empty()
+            && matches!(&read, Err(ObjError::Object(e)) if e.code == Some(AAPI_ENOENT))
+        {
+            files
+                .data
+                .truncate(start)
+                .map_err(store::io_err(&data_path))?;
+            read = backup_object(&server, "", &path, &mut files.data, &data_path, progress);
+        }
+        match read {
             Ok((props, length, blake3)) => {
                 files
                     .cat
@@ -430,7 +443,7 @@ pub fn child(
                             length,
                             blake3,
                         },
-                        seen: seen(entry),
+                        seen: read_stamp(entry, &props),
                     })
                     .map_err(store::io_err(&cat_path))?;
                 objects += 1;
@@ -474,16 +487,33 @@ pub fn child(
     Ok(done)
 }
 
-/// The times a workload entry carries, as the catalog keeps them.
-fn seen(entry: &workload::WorkloadEntry) -> Option<SeenTimes> {
+/// The stamp a workload entry carries, as the catalog keeps it.
+fn seen(entry: &workload::WorkloadEntry) -> Option<SeenStamp> {
     let time = |t: aapi_time_t| store::Time {
         sec: t.sec,
         nsec: t.nsec,
     };
-    entry.times.map(|t| SeenTimes {
+    entry.stamp.map(|t| SeenStamp {
         mtime: time(t.mtime),
         ctime: time(t.ctime),
+        id: t.id,
     })
+}
+
+/// The stamp to record for an object read in full: the discovery's, unless the object read has
+/// another modification time (another object took the path between discovery and the read, a
+/// swap during a backup without a snapshot): then that of the object read, with no id, which no
+/// later discovery of the other object matches.
+fn read_stamp(entry: &workload::WorkloadEntry, props: &Props) -> Option<SeenStamp> {
+    let seen = seen(entry)?;
+    if props.valid & AAPI_PROP_MTIME != 0 && props.mtime != seen.mtime {
+        return Some(SeenStamp {
+            mtime: props.mtime,
+            ctime: props.ctime,
+            id: 0,
+        });
+    }
+    Some(seen)
 }
 
 /// What the base image recorded of an object: enough to tell that the object a workload lists
@@ -491,19 +521,19 @@ fn seen(entry: &workload::WorkloadEntry) -> Option<SeenTimes> {
 struct BaseObject {
     obj_type: u32,
     size: u64,
-    /// The times the base's discovery saw, when its workload file gave them.
-    seen: Option<SeenTimes>,
+    /// The stamp the base's discovery saw, when its workload file gave one.
+    seen: Option<SeenStamp>,
 }
 
 impl BaseObject {
     /// Whether `entry` (flagged unchanged) can be the object the base recorded: same type, for
-    /// a file the size its hint gives, and the times the entry carries, if any. An older object
-    /// moved to the path by a directory rename keeps its own times, so the plugin lists it as
-    /// unchanged; the base's object at that path may be another one.
+    /// a file the size its hint gives, and the stamp (times and id) the entry carries, if any.
+    /// An older object moved to the path by a directory rename keeps its own times, so the
+    /// plugin lists it as unchanged; the base's object at that path may be another one.
     fn same_as(&self, entry: &workload::WorkloadEntry) -> bool {
-        let same_times = match (self.seen, seen(entry)) {
+        let same_stamp = match (self.seen, seen(entry)) {
             (Some(base), Some(now)) => base == now,
-            // Without times on either side, type and size are all there is to compare.
+            // Without a stamp on either side, type and size are all there is to compare.
             _ => true,
         };
         let obj_type = if entry.flags & AAPI_WKLD_DIR != 0 {
@@ -513,7 +543,7 @@ impl BaseObject {
         } else {
             AAPI_OBJ_FILE
         };
-        same_times
+        same_stamp
             && obj_type == self.obj_type
             && (obj_type != AAPI_OBJ_FILE || entry.size_hint == self.size)
     }

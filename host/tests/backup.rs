@@ -1668,8 +1668,8 @@ fn what_the_plugin_prints_does_not_mix_with_the_results() {
 /// Two directories swapped since the last backup (`mv a t; mv b a; mv t b`, a release switch):
 /// their objects keep their own times, so the plugin lists them as unchanged at paths the base
 /// holds, but other objects are there now: a file of another size, a directory where a file
-/// was, a file of the same size and modification time (as reproducible builds make them) that
-/// only its status change time tells apart. The child job reads them in full, and the
+/// was, a file of the same size and times (reproducible builds, one tick of the clock) that only
+/// its id tells apart. The child job reads them in full, and the
 /// incremental restores what was on disk.
 #[test]
 fn directories_swapped_since_the_base_are_backed_up_by_what_they_hold_now() {
@@ -1679,13 +1679,12 @@ fn directories_swapped_since_the_base_are_backed_up_by_what_they_hold_now() {
     write_file(&tree.join("a/conf"), b"version=1");
     write_file(&tree.join("a/x"), b"a file");
     write_file(&tree.join("a/same"), b"release 1");
-    touch_all(&tree, PAST);
-    // A status change time apart from a's (file systems keep it to a clock tick).
-    std::thread::sleep(std::time::Duration::from_millis(50));
+    // Written within one tick of the file system's clock, as a and b/same usually are: their
+    // times are the same too, and only their ids (inode numbers) tell them apart.
     write_file(&tree.join("b/conf"), b"version=2 with a longer line");
     write_file(&tree.join("b/x/y"), b"in a directory");
     write_file(&tree.join("b/same"), b"release 2");
-    touch_all(&tree.join("b"), PAST);
+    touch_all(&tree, PAST);
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let plugin = good_plugin();
     let full = backup(&store, &plugin, &tree, &[]);
@@ -1694,6 +1693,90 @@ fn directories_swapped_since_the_base_are_backed_up_by_what_they_hold_now() {
     std::fs::rename(tree.join("b"), tree.join("a")).unwrap();
     std::fs::rename(tree.join("t"), tree.join("b")).unwrap();
     let incr = backup(&store, &plugin, &tree, &["--schedule", "incr"]);
+    assert_eq!(incr.code, 0, "{}", incr.stderr);
+    let image = incr.json()["manifest"]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    restores_as(&store, &image, &dir.path().join("alt"), &tree);
+}
+
+/// Two directories swapped between a full backup's discovery and its reads (no snapshot), and
+/// back before the next incremental: the full holds the other object's bytes at each path, so
+/// the incremental must not take them as unchanged.
+#[test]
+fn objects_swapped_during_a_full_are_read_again_by_the_incremental() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    write_file(&tree.join("v1/app"), b"version one");
+    write_file(&tree.join("v2/app"), b"version two");
+    touch_all(&tree, PAST);
+    set_mtime(&tree.join("v2/app"), PAST + 60);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let plugin = good_plugin();
+    let swap = || {
+        std::fs::rename(tree.join("v1"), tree.join("t")).unwrap();
+        std::fs::rename(tree.join("v2"), tree.join("v1")).unwrap();
+        std::fs::rename(tree.join("t"), tree.join("v2")).unwrap();
+    };
+    let id = discover(&store, &plugin, &tree, "h1", &[]);
+    swap();
+    for step in [
+        vec!["child", "--image", &id, "--host", "h1"],
+        vec!["finalize", "--image", &id],
+    ] {
+        let r = host(&store, &step, &[]);
+        assert_eq!(r.code, 0, "{step:?}: {}", r.stderr);
+    }
+    swap();
+    let args = [
+        "backup",
+        "--json",
+        "--plugin",
+        plugin.to_str().unwrap(),
+        "--policy",
+        "p",
+        "--schedule",
+        "incr",
+        "--select",
+        tree.to_str().unwrap(),
+    ];
+    let incr = host(&store, &args, &[]);
+    assert_eq!(incr.code, 0, "{}", incr.stderr);
+    let image = incr.json()["manifest"]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    restores_as(&store, &image, &dir.path().join("alt"), &tree);
+}
+
+/// With a snapshot of the changed objects only (the sample's `copy`), an object that a swap of
+/// directories moved to a path the base holds is in no snapshot: the child job reads it where it
+/// is, and the incremental is whole, not partial.
+#[test]
+fn a_swapped_object_outside_the_snapshot_is_read_where_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    let store = dir.path().join("store");
+    let snaps = dir.path().join("snaps");
+    std::fs::create_dir(&snaps).unwrap();
+    std::fs::set_permissions(&snaps, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    write_file(&tree.join("v1/app"), b"version one");
+    write_file(&tree.join("v2/app"), b"version two");
+    touch_all(&tree, PAST);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let dir_prop = format!("files.snapshot_dir={}", snaps.display());
+    let props = ["--property", "files.snapshot=copy", "--property", &dir_prop];
+    let plugin = rust_sample();
+    let full = backup(&store, &plugin, &tree, &props);
+    assert_eq!(full.code, 0, "{}", full.stderr);
+    std::fs::rename(tree.join("v1"), tree.join("t")).unwrap();
+    std::fs::rename(tree.join("v2"), tree.join("v1")).unwrap();
+    std::fs::rename(tree.join("t"), tree.join("v2")).unwrap();
+    let mut args = vec!["--schedule", "incr"];
+    args.extend(props);
+    let incr = backup(&store, &plugin, &tree, &args);
     assert_eq!(incr.code, 0, "{}", incr.stderr);
     let image = incr.json()["manifest"]["image"]
         .as_str()

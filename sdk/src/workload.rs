@@ -31,8 +31,9 @@ pub const MAX_PATH_LEN: usize = 65_535;
 pub const MAX_RECORD_LEN: usize = 1 << 20;
 /// Size of the fixed part of a record: size hint, flags and path length.
 const RECORD_FIXED: usize = 8 + 4 + 4;
-/// Size of the times extension: mtime and ctime, each i64 seconds and u32 nanoseconds.
-const TIMES_LEN: usize = 2 * (8 + 4);
+/// Size of the stamp extension: mtime and ctime, each i64 seconds and u32 nanoseconds, and a
+/// u64 object id.
+const STAMP_LEN: usize = 2 * (8 + 4) + 8;
 /// Flag bits a format-1 record may carry.
 const KNOWN_FLAGS: u32 = AAPI_WKLD_DIR | AAPI_WKLD_SYMLINK | AAPI_WKLD_UNCHANGED;
 
@@ -45,18 +46,22 @@ pub struct WorkloadEntry {
     pub size_hint: u64,
     /// `AAPI_WKLD_*` bits.
     pub flags: u32,
-    /// The object's times as discovery saw them, when the plugin gives them: the framework
-    /// records an unchanged object from the base image only when they equal the base's.
-    pub times: Option<ObjectTimes>,
+    /// What identifies the object as discovery saw it, when the plugin gives it: the framework
+    /// records an unchanged object from the base image only when the base's stamp for the path
+    /// is the same.
+    pub stamp: Option<ObjectStamp>,
 }
 
-/// An object's modification and status change times, as `aapi_get_object_prop` reports them.
+/// An object's modification and status change times and its id (for files, the inode number):
+/// another object moved to the path differs in one of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ObjectTimes {
+pub struct ObjectStamp {
     /// Last modification time.
     pub mtime: aapi_time_t,
     /// Last status change time.
     pub ctime: aapi_time_t,
+    /// What tells the object from another on its server (an inode number); 0 when nothing does.
+    pub id: u64,
 }
 
 /// A whole workload file in memory.
@@ -200,7 +205,7 @@ impl<W: Write> WorkloadWriter<W> {
                 format!("unknown record flags {:#x}", entry.flags),
             ));
         }
-        let times = entry.times.map(|t| {
+        let stamp = entry.stamp.map(|t| {
             for x in [t.mtime, t.ctime] {
                 if x.nsec >= 1_000_000_000 {
                     return Err(invalid(0, format!("nanoseconds {} out of range", x.nsec)));
@@ -208,19 +213,20 @@ impl<W: Write> WorkloadWriter<W> {
             }
             Ok(t)
         });
-        let times = times.transpose()?;
-        let ext = if times.is_some() { TIMES_LEN } else { 0 };
+        let stamp = stamp.transpose()?;
+        let ext = if stamp.is_some() { STAMP_LEN } else { 0 };
         let len = (RECORD_FIXED + path.len() + ext) as u32;
         self.put(&len.to_le_bytes())?;
         self.put(&entry.size_hint.to_le_bytes())?;
         self.put(&entry.flags.to_le_bytes())?;
         self.put(&(path.len() as u32).to_le_bytes())?;
         self.put(path)?;
-        if let Some(t) = times {
+        if let Some(t) = stamp {
             for x in [t.mtime, t.ctime] {
                 self.put(&x.sec.to_le_bytes())?;
                 self.put(&x.nsec.to_le_bytes())?;
             }
+            self.put(&t.id.to_le_bytes())?;
         }
         self.count += 1;
         Ok(())
@@ -333,18 +339,18 @@ impl<R: Read> WorkloadReader<R> {
             return Err(invalid(at + 20, "object path contains a NUL byte"));
         }
         let ext_at = RECORD_FIXED + path_len;
-        let times = match &record[ext_at..] {
+        let stamp = match &record[ext_at..] {
             [] => None,
-            ext if ext.len() < TIMES_LEN => {
+            ext if ext.len() < STAMP_LEN => {
                 return Err(invalid(
                     at + 4 + ext_at as u64,
                     format!(
-                        "record extension of {} bytes: the times take {TIMES_LEN}",
+                        "record extension of {} bytes: the stamp takes {STAMP_LEN}",
                         ext.len()
                     ),
                 ));
             }
-            // Fields a later version appends after the times are skipped.
+            // Fields a later version appends after the stamp are skipped.
             ext => {
                 let time = |i: usize| -> Result<aapi_time_t, WorkloadError> {
                     let sec = i64::from_le_bytes(ext[i..i + 8].try_into().expect("fixed slice"));
@@ -362,9 +368,10 @@ impl<R: Read> WorkloadReader<R> {
                         reserved: 0,
                     })
                 };
-                Some(ObjectTimes {
+                Some(ObjectStamp {
                     mtime: time(0)?,
                     ctime: time(12)?,
+                    id: u64::from_le_bytes(ext[24..32].try_into().expect("fixed slice")),
                 })
             }
         };
@@ -373,7 +380,7 @@ impl<R: Read> WorkloadReader<R> {
             path: PathBuf::from(OsStr::from_bytes(path)),
             size_hint,
             flags,
-            times,
+            stamp,
         }))
     }
 
@@ -570,8 +577,8 @@ mod tests {
                     path: PathBuf::from(OsStr::from_bytes(p)),
                     size_hint: i as u64 * 1_000_000_007,
                     flags: if i == 1 { AAPI_WKLD_DIR } else { 0 },
-                    // Half the records carry times, one of them before the epoch.
-                    times: (i % 2 == 0).then(|| ObjectTimes {
+                    // Half the records carry a stamp, one of them before the epoch.
+                    stamp: (i % 2 == 0).then(|| ObjectStamp {
                         mtime: aapi_time_t {
                             sec: 1_700_000_000 - i as i64 * 1_000_000_000,
                             nsec: 999_999_999,
@@ -582,6 +589,7 @@ mod tests {
                             nsec: i as u32,
                             reserved: 0,
                         },
+                        id: u64::MAX - i as u64,
                     }),
                 })
                 .collect(),
@@ -660,21 +668,21 @@ mod tests {
             path: PathBuf::from(OsStr::from_bytes(b"a\0b")),
             size_hint: 0,
             flags: 0,
-            times: None,
+            stamp: None,
         };
         assert!(w.push(&nul).is_err());
         let empty = WorkloadEntry {
             path: PathBuf::new(),
             size_hint: 0,
             flags: 0,
-            times: None,
+            stamp: None,
         };
         assert!(w.push(&empty).is_err());
         let flags = WorkloadEntry {
             path: "/x".into(),
             size_hint: 0,
             flags: 1 << 9,
-            times: None,
+            stamp: None,
         };
         assert!(w.push(&flags).is_err());
         assert!(WorkloadWriter::new(Vec::new(), "", "").is_err());
@@ -723,13 +731,13 @@ mod tests {
                     path: "/d".into(),
                     size_hint: 0,
                     flags: AAPI_WKLD_DIR,
-                    times: None,
+                    stamp: None,
                 },
                 WorkloadEntry {
                     path: "/d/a b".into(),
                     size_hint: 5,
                     flags: 0,
-                    times: Some(ObjectTimes {
+                    stamp: Some(ObjectStamp {
                         mtime: aapi_time_t {
                             sec: 1_700_000_000,
                             nsec: 500_000_000,
@@ -740,6 +748,7 @@ mod tests {
                             nsec: 0,
                             reserved: 0,
                         },
+                        id: 0x1234,
                     }),
                 },
             ],
@@ -761,22 +770,26 @@ mod tests {
     }
 
     #[test]
-    fn the_times_extension_is_checked_and_later_fields_skipped() {
-        let mut times = Vec::new();
+    fn the_stamp_extension_is_checked_and_later_fields_skipped() {
+        let mut stamp = Vec::new();
         for (sec, nsec) in [(-5i64, 7u32), (9, 0)] {
-            times.extend(sec.to_le_bytes());
-            times.extend(nsec.to_le_bytes());
+            stamp.extend(sec.to_le_bytes());
+            stamp.extend(nsec.to_le_bytes());
         }
+        stamp.extend(42u64.to_le_bytes());
         let read = |ext: &[u8]| WorkloadFile::read(&with_extension(ext)[..]);
-        let t = read(&times).unwrap().entries[0].times.unwrap();
-        assert_eq!((t.mtime.sec, t.mtime.nsec, t.ctime.sec), (-5, 7, 9));
-        // A later version's fields after the times.
-        let longer = [&times[..], b"later"].concat();
-        assert_eq!(read(&longer).unwrap().entries[0].times, Some(t));
-        assert_eq!(read(&[]).unwrap().entries[0].times, None);
-        let e = read(&times[..10]).unwrap_err();
-        assert!(e.to_string().contains("extension of 10 bytes"), "{e}");
-        let mut bad = times.clone();
+        let t = read(&stamp).unwrap().entries[0].stamp.unwrap();
+        assert_eq!(
+            (t.mtime.sec, t.mtime.nsec, t.ctime.sec, t.id),
+            (-5, 7, 9, 42)
+        );
+        // A later version's fields after the stamp.
+        let longer = [&stamp[..], b"later"].concat();
+        assert_eq!(read(&longer).unwrap().entries[0].stamp, Some(t));
+        assert_eq!(read(&[]).unwrap().entries[0].stamp, None);
+        let e = read(&stamp[..24]).unwrap_err();
+        assert!(e.to_string().contains("extension of 24 bytes"), "{e}");
+        let mut bad = stamp.clone();
         bad[20..24].copy_from_slice(&1_000_000_000u32.to_le_bytes());
         let e = read(&bad).unwrap_err();
         assert!(e.to_string().contains("nanoseconds"), "{e}");

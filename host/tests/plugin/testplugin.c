@@ -315,6 +315,7 @@ struct entry {
     uint64_t size;
     uint32_t flags;
     struct timespec mtime, ctime;
+    uint64_t ino;
 };
 static struct entry *g_entries;
 static size_t g_nentries, g_capentries;
@@ -334,6 +335,7 @@ static int walk(const char *path, struct server *s, int64_t since) {
     e->flags = S_ISDIR(st.st_mode) ? AAPI_WKLD_DIR : S_ISLNK(st.st_mode) ? AAPI_WKLD_SYMLINK : 0;
     e->mtime = st.st_mtim;
     e->ctime = st.st_ctim;
+    e->ino = (uint64_t)st.st_ino;
     if (since >= 0 && st.st_mtime < since && st.st_ctime < since) e->flags |= AAPI_WKLD_UNCHANGED;
     if (S_ISDIR(st.st_mode)) {
         DIR *d = opendir(path);
@@ -426,16 +428,17 @@ int aapi_discovery(aapi_server_t h, const char *const *sel, const char *const *h
         uint64_t count = 0;
         for (size_t i = (size_t)hi; i < g_nentries; i += (size_t)nhosts) {
             uint32_t plen = (uint32_t)strlen(g_entries[i].path);
-            put32(&w, 16 + plen + 24);
+            put32(&w, 16 + plen + 32);
             put64(&w, g_entries[i].size);
             put32(&w, g_entries[i].flags);
             put32(&w, plen);
             put(&w, g_entries[i].path, plen);
-            /* The times extension (docs/workload-file.md). */
+            /* The stamp extension (docs/workload-file.md). */
             put64(&w, (uint64_t)(int64_t)g_entries[i].mtime.tv_sec);
             put32(&w, (uint32_t)g_entries[i].mtime.tv_nsec);
             put64(&w, (uint64_t)(int64_t)g_entries[i].ctime.tv_sec);
             put32(&w, (uint32_t)g_entries[i].ctime.tv_nsec);
+            put64(&w, g_entries[i].ino);
             count++;
         }
         put32(&w, 0);

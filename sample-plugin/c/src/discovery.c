@@ -402,6 +402,7 @@ int aapi_discovery(aapi_server_t server, const char *const *selections,
             records[n].flags = objs.v[i].flags;
             records[n].mtime = objs.v[i].st.st_mtim;
             records[n].ctime = objs.v[i].st.st_ctim;
+            records[n].id = (uint64_t)objs.v[i].st.st_ino;
             n++;
         }
         name = malloc(strlen(backuphosts[j]) + strlen(wkldfilesuffix) + 1);

@@ -349,9 +349,10 @@ typedef struct files_record {
     const char *path;
     uint64_t size_hint;
     uint32_t flags;
-    /* The times aapi_get_object_prop reports, written as the record's times extension: the
-     * framework compares them with its base image's (DISC-10). */
+    /* The record's stamp: the times aapi_get_object_prop reports and the inode number; the
+     * framework compares it with its base image's (DISC-10). */
     struct timespec mtime, ctime;
+    uint64_t id;
 } files_record;
 
 /** Check the parameters discovery and postprocess share: selections, backup hosts, the

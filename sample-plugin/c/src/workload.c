@@ -3,8 +3,8 @@
  * aapi_sdk::workload::WorkloadWriter writes.
  *
  *   "AAPIWKLD" | u32 version 1 | u32 flags 0 | u32 S | snapshot | u32 H | host
- *   { u32 L = 40 + P | u64 size hint | u32 flags | u32 P | path | times }*
- *   times: i64 mtime seconds | u32 nanoseconds | i64 ctime seconds | u32 nanoseconds
+ *   { u32 L = 48 + P | u64 size hint | u32 flags | u32 P | path | stamp }*
+ *   stamp: i64 mtime seconds | u32 nanoseconds | i64 ctime seconds | u32 nanoseconds | u64 id
  *   u32 0 (end mark) | u64 record count | u32 CRC-32 of every byte before it
  *
  * All integers little-endian. The file is built in memory, written to "<path>.tmp.<pid>" with
@@ -24,7 +24,7 @@
 #define MAX_HOST_LEN 1024u
 #define MAX_PATH_LEN 65535u
 #define RECORD_FIXED 16u
-#define TIMES_LEN 24u
+#define STAMP_LEN 32u
 
 /* CRC-32 as zlib and crc32fast compute it: reflected polynomial 0xEDB88320, initial value and
  * final XOR 0xFFFFFFFF, one table lookup per byte. */
@@ -74,7 +74,7 @@ static int encode(const char *fn, files_buf *b, const char *snapshot, const char
         if (pl < 1 || pl > MAX_PATH_LEN)
             return fail(AAPI_EINVAL, "%s: object path %s is longer than %u bytes", fn,
                         records[i].path, MAX_PATH_LEN);
-        rc |= buf_append_u32(b, (uint32_t)(RECORD_FIXED + pl + TIMES_LEN));
+        rc |= buf_append_u32(b, (uint32_t)(RECORD_FIXED + pl + STAMP_LEN));
         rc |= buf_append_u64(b, records[i].size_hint);
         rc |= buf_append_u32(b, records[i].flags);
         rc |= buf_append_u32(b, (uint32_t)pl);
@@ -83,6 +83,7 @@ static int encode(const char *fn, files_buf *b, const char *snapshot, const char
         rc |= buf_append_u32(b, (uint32_t)records[i].mtime.tv_nsec);
         rc |= buf_append_u64(b, (uint64_t)(int64_t)records[i].ctime.tv_sec);
         rc |= buf_append_u32(b, (uint32_t)records[i].ctime.tv_nsec);
+        rc |= buf_append_u64(b, records[i].id);
     }
     rc |= buf_append_u32(b, 0);
     rc |= buf_append_u64(b, (uint64_t)n);

@@ -105,7 +105,7 @@ impl Server for FlatSession {
                 path: path.clone(),
                 size_hint: md.len(),
                 flags: 0,
-                times: None,
+                stamp: None,
             });
         }
         // Round robin over the backup hosts; every host gets a file, even an empty one.

@@ -9,7 +9,7 @@ use crate::snapshot::{self, Item};
 use crate::{FilesServer, NAME, paths};
 use aapi_sdk::abi::{AAPI_WKLD_DIR, AAPI_WKLD_SYMLINK, AAPI_WKLD_UNCHANGED, aapi_time_t};
 use aapi_sdk::plugin::{BackupJob, Error, ErrorKind, Result, Schedule};
-use aapi_sdk::workload::{ObjectTimes, WorkloadEntry, WorkloadFile};
+use aapi_sdk::workload::{ObjectStamp, WorkloadEntry, WorkloadFile};
 use std::fs::{self, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -32,17 +32,18 @@ struct Object {
     host: usize,
 }
 
-/// The times the workload file carries: those `aapi_get_object_prop` reports for the object
-/// (the framework compares them with the base image's, DISC-10).
-fn times(md: &Metadata) -> ObjectTimes {
+/// The stamp the workload file carries: the times `aapi_get_object_prop` reports for the object
+/// and its inode number (the framework compares it with the base image's, DISC-10).
+fn stamp(md: &Metadata) -> ObjectStamp {
     let t = |sec: i64, nsec: i64| aapi_time_t {
         sec,
         nsec: nsec.clamp(0, 999_999_999) as u32,
         reserved: 0,
     };
-    ObjectTimes {
+    ObjectStamp {
         mtime: t(md.mtime(), md.mtime_nsec()),
         ctime: t(md.ctime(), md.ctime_nsec()),
+        id: md.ino(),
     }
 }
 
@@ -157,7 +158,7 @@ impl FilesServer {
                             path: o.path.clone(),
                             size_hint: o.size,
                             flags: o.flags,
-                            times: Some(times(&o.md)),
+                            stamp: Some(stamp(&o.md)),
                         })
                         .collect(),
                 };
