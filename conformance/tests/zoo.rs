@@ -625,6 +625,17 @@ fn a_plugin_without_symlink_restore_may_refuse_the_type_at_the_root() {
     assert_eq!(r.exit_code, 0, "{}", r.to_text());
 }
 
+/// A plugin that restores symbolic links may not claim the allowance above by refusing them
+/// only at and near the target root: a link deeper down is tried too.
+#[test]
+fn refusing_links_only_near_the_root_breaks_rst_10() {
+    let r = run_with(Some("ZOO_NEAR_ROOT_LINKS"), |o| {
+        o.profile.selections = vec!["{tree}/data/deep".into()];
+        o.only = vec!["rst.confined".into()];
+    });
+    assert_eq!(r.failed_ids(), vec!["rst.confined"], "{}", r.to_text());
+}
+
 /// A workload type other than `files` whose profile's selections use `{tree}` is compared with
 /// a recursive walk of them; the finding says so, and how to give the workload's own selections.
 #[test]

@@ -352,8 +352,29 @@ pub fn confined(p: &Probe) -> PR {
     // A symbolic link the restore makes. A plugin may refuse links that point out of the root;
     // then there is nothing beneath it to try.
     let made = r.create_object(&under(&root, b"/made"), &object_prop(AAPI_OBJ_SYMLINK), 0);
-    // A plugin that restores no symbolic links at all refuses the type anywhere.
-    let no_symlinks = matches!(&made, Err(err) if err.code() == Some(AAPI_ENOTSUP));
+    // A plugin that restores no symbolic links at all refuses the type anywhere: also deeper
+    // down, where nothing is near the root.
+    let refused = |r: &Result<_, aapi_host::client::PluginError>| matches!(r, Err(err) if err.code() == Some(AAPI_ENOTSUP));
+    let no_symlinks = refused(&made) && {
+        for d in [&b"/deep"[..], b"/deep/er"] {
+            if let Ok(o) =
+                r.create_object(&under(&root, d), &object_prop_with_mode(AAPI_OBJ_DIR), 0)
+            {
+                let _ = o.close();
+            }
+        }
+        let deeper = r.create_object(
+            &under(&root, b"/deep/er/link"),
+            &object_prop(AAPI_OBJ_SYMLINK),
+            0,
+        );
+        let no = refused(&deeper);
+        if let Ok(mut o) = deeper {
+            let _ = o.write(b"target");
+            let _ = o.close();
+        }
+        no
+    };
     let made = made.and_then(|mut o| {
         o.write(&pbytes(&outside))?;
         o.close()

@@ -1248,6 +1248,14 @@ int aapi_create_object(aapi_server_t server, const char *path, const aapi_object
      * is looked at (RST-10 allows either order) */
     if (prop->obj_type == AAPI_OBJ_SYMLINK) FAIL(AAPI_ENOTSUP, "%s: symbolic links are not restored", path);
 #endif
+#ifdef ZOO_NEAR_ROOT_LINKS
+    /* restores links, but refuses them as a type at the root and just below it */
+    if (prop->obj_type == AAPI_OBJ_SYMLINK && s->root[0]) {
+        size_t n = strlen(s->root);
+        if (!strncmp(path, s->root, n) && !strchr(path + n + (path[n] == '/'), '/'))
+            FAIL(AAPI_ENOTSUP, "%s: no symbolic links near the target root", path);
+    }
+#endif
     if (is_root(s, path) && prop->obj_type != AAPI_OBJ_DIR) FAIL(AAPI_EEXIST, "%s is the target root", path);
     struct stat st;
     int exists = lstat(path, &st) == 0;
