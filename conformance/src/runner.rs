@@ -303,15 +303,24 @@ fn keep_scratch(dir: &Path, inputs: &[&Path]) -> Result<(PathBuf, std::fs::File)
         .create(true)
         .truncate(false)
         .open(dir.join(SCRATCH_MARK))
-        .map_err(|e| format!("--keep-scratch {shown}: {e}"))?;
+        .map_err(|e| {
+            format!(
+                "--keep-scratch {shown}: cannot open its marker {SCRATCH_MARK} to write and lock it: {e}; remove it, or choose a new or empty directory"
+            )
+        })?;
     let fd = std::os::fd::AsRawFd::as_raw_fd(&mark);
     // SAFETY: flock on a descriptor this function owns; no memory is involved.
-    if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0
-        && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
-    {
-        return Err(format!(
-            "--keep-scratch {shown}: another run is using this directory now; wait for it to end, or give each run its own directory"
-        ));
+    if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(if e.kind() == std::io::ErrorKind::WouldBlock {
+            format!(
+                "--keep-scratch {shown}: another run is using this directory now; wait for it to end, or give each run its own directory"
+            )
+        } else {
+            format!(
+                "--keep-scratch {shown}: cannot lock its marker {SCRATCH_MARK} ({e}), so a run using it at the same time would go unseen: keep the scratch on a local file system"
+            )
+        });
     }
     for e in entries {
         let path = e.path();
