@@ -2309,6 +2309,9 @@ impl Runner {
             for c in &s.undocumented {
                 self.fail("rc.documented-codes", c.clone());
             }
+            for c in &s.empty_messages {
+                self.fail("rc.last-error", c.clone());
+            }
             for c in &s.stray_callbacks {
                 self.fail("thr.callbacks", c.clone());
             }

@@ -224,6 +224,9 @@ pub struct Stats {
     pub bad_codes: Vec<String>,
     /// Calls that returned a code §14 does not list for the function (RC-2).
     pub undocumented: Vec<String>,
+    /// Failing calls that left `aapi_get_last_error` empty (RC-9).
+    #[serde(default)]
+    pub empty_messages: Vec<String>,
 }
 
 /// A call longer than a quarter of its budget.

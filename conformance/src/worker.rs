@@ -324,6 +324,27 @@ impl ConfHooks {
 }
 
 impl HostHooks for ConfHooks {
+    fn last_error(&self, function: &'static str, code: c_int, message: &str) {
+        if !message.is_empty() {
+            return;
+        }
+        let mut s = self.stats.lock().unwrap();
+        if s.empty_messages.len() >= 20 {
+            return;
+        }
+        let m = format!(
+            "a failing {function} ({}) left aapi_get_last_error empty (during {}): every failing call sets a non-empty message (\"\" means that no call failed)",
+            aapi_sdk::codes::name(code),
+            self.current.lock().unwrap().clone()
+        );
+        s.empty_messages.push(m.clone());
+        drop(s);
+        self.report(Stats {
+            empty_messages: vec![m],
+            ..Stats::default()
+        });
+    }
+
     fn log(&self, level: u32, message: &str) {
         self.stray(format!("log callback ({message:?})"));
         self.link.log(level, message);

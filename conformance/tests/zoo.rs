@@ -163,7 +163,7 @@ zoo_tests! {
     // A number that is no code keeps its value in the findings.
     negative_code: "ZOO_NEGATIVE_CODE" => ["LIFE-8", "RC-1"] [] "life.backup" "returned -1 (no AAPI_E* code) after";
     // Found before the worker crashed: reported all the same.
-    code_before_crash: "ZOO_CODE_BEFORE_CRASH" => ["MEM-3", "RC-1", "RST-10", "RST-6"] [] "rc.codes" "aapi_restore_postprocess returned 42, which is no AAPI_E* code (during rst.failed-restore)";
+    code_before_crash: "ZOO_CODE_BEFORE_CRASH" => ["MEM-3", "RC-1", "RC-9", "RST-10", "RST-6"] [] "rc.codes" "aapi_restore_postprocess returned 42, which is no AAPI_E* code (during rst.failed-restore)";
     wrong_code_for_null: "ZOO_NULL_CODE" => ["RC-3"] [] "rc.null.aapi_open_object" "AAPI_ENOENT";
     accepts_closed_handle: "ZOO_ACCEPT_CLOSED" => ["LIFE-6", "LIFE-7", "OBJ-8", "RC-4"] [] "rc.bad-handle.aapi_read_object" "closed handle";
     writes_out_param_on_failure: "ZOO_OUTPARAM" => ["RC-5"] [] "rc.out-params.aapi_open_object" "while failing";

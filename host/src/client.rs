@@ -43,6 +43,11 @@ pub trait HostHooks: Send + Sync {
     /// A plugin entry point returned `code`.
     fn call_leave(&self, _function: &'static str, _code: c_int) {}
 
+    /// The message `aapi_get_last_error` gave for a failing call of `function` (which returned
+    /// `code`), as the client asks after every failure it reports; `""` when the plugin set none
+    /// (RC-9).
+    fn last_error(&self, _function: &'static str, _code: c_int, _message: &str) {}
+
     /// The plugin called `callback` (`"log callback"`, `"keepalive callback"`, `"credential
     /// callback"`) of a session after that session's `aapi_close_server` had returned (THR-3).
     /// Said once per session; the callback itself is refused (the keepalive answers
@@ -396,7 +401,7 @@ impl Plugin {
             return Err(PluginError::Call {
                 function: F,
                 code,
-                detail: last_error_of(&entry, hooks.as_ref()),
+                detail: failure_message(&entry, hooks.as_ref(), F, code),
             });
         }
         aapi_sdk::version::check_compatible(out.abi_major, out.abi_minor).map_err(|e| {
@@ -606,7 +611,7 @@ impl Plugin {
         PluginError::Call {
             function,
             code,
-            detail: last_error_of(self.entry_points(), hooks),
+            detail: failure_message(self.entry_points(), hooks, function, code),
         }
     }
 }
@@ -629,6 +634,18 @@ impl Drop for AbortOnUnwind {
     fn drop(&mut self) {
         std::process::abort();
     }
+}
+
+/// The plugin's message for the failing call of `function`, told to the hooks too.
+fn failure_message(
+    entry: &EntryPoints,
+    hooks: &dyn HostHooks,
+    function: &'static str,
+    code: c_int,
+) -> String {
+    let message = last_error_of(entry, hooks);
+    hooks.last_error(function, code, &message);
+    message
 }
 
 fn last_error_of(entry: &EntryPoints, hooks: &dyn HostHooks) -> String {
