@@ -1461,25 +1461,12 @@ fn a_renamed_directory_is_backed_up_in_full_by_the_next_incremental() {
     restores_as(&store, &image, &dir.path().join("alt"), &tree);
 }
 
-/// A backup that fills the store fails with its image recorded as failed, although the reason
-/// itself finds no room: `delete --incomplete` then frees the space.
-#[test]
-fn a_backup_that_fills_the_store_can_be_deleted() {
-    let dir = tempfile::tempdir().unwrap();
-    let tree = dir.path().join("tree");
-    write_file(&tree.join("big"), &vec![7u8; 3 << 20]);
-    let small = dir.path().join("small");
+/// Run the shell `script` in a user and mount namespace of its own, where it mounts a small
+/// file system at `$1`; `$2` is aapi-host, `$3` the test plugin, `$4` `tree`. Its stdout and
+/// stderr, or `None` (and a note) where namespaces or mounts are not allowed.
+fn on_a_small_store(dir: &Path, script: &str, tree: &Path) -> Option<(String, String)> {
+    let small = dir.join("small");
     std::fs::create_dir(&small).unwrap();
-    // In a mount namespace of its own: a 1 MiB file system for the store.
-    let script = r#"mount -t tmpfs -o size=1M tmpfs "$1" || exit 99
-        h="$2"; s="$1/store"
-        "$h" --store "$s" backup --plugin "$3" --policy p1 --select "$4"; echo "backup=$?"
-        "$h" --store "$s" list
-        "$h" --store "$s" delete --incomplete; echo "delete=$?"
-        echo "left=$(ls "$s/images" | wc -l)"
-        cat /dev/zero > "$1/fill" 2>/dev/null
-        "$h" --store "$s" backup --plugin "$3" --policy p1 --select "$4"; echo "full=$?"
-        echo "after=$(ls "$s/images" | wc -l)""#;
     let out = std::process::Command::new("unshare")
         .args([
             "--user",
@@ -1493,15 +1480,37 @@ fn a_backup_that_fills_the_store_can_be_deleted() {
         .arg(&small)
         .arg(common::host_bin())
         .arg(good_plugin())
-        .arg(&tree)
+        .arg(tree)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     if out.status.code() == Some(99) || !stdout.contains("backup=") {
         eprintln!("skipped: unshare cannot mount a file system here: {stderr}");
-        return;
+        return None;
     }
+    Some((stdout, stderr))
+}
+
+/// A backup that fills the store fails with its image recorded as failed, although the reason
+/// itself finds no room: `delete --incomplete` then frees the space.
+#[test]
+fn a_backup_that_fills_the_store_can_be_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    write_file(&tree.join("big"), &vec![7u8; 3 << 20]);
+    let script = r#"mount -t tmpfs -o size=1M tmpfs "$1" || exit 99
+        h="$2"; s="$1/store"
+        "$h" --store "$s" backup --plugin "$3" --policy p1 --select "$4"; echo "backup=$?"
+        "$h" --store "$s" list
+        "$h" --store "$s" delete --incomplete; echo "delete=$?"
+        echo "left=$(ls "$s/images" | wc -l)"
+        cat /dev/zero > "$1/fill" 2>/dev/null
+        "$h" --store "$s" backup --plugin "$3" --policy p1 --select "$4"; echo "full=$?"
+        echo "after=$(ls "$s/images" | wc -l)""#;
+    let Some((stdout, stderr)) = on_a_small_store(dir.path(), script, &tree) else {
+        return;
+    };
     assert!(stdout.contains("backup=1"), "{stdout}{stderr}");
     assert!(
         stdout.contains(aapi_host::store::UNRECORDED_REASON),
@@ -1522,35 +1531,14 @@ fn a_snapshot_id_that_cannot_be_recorded_is_cleaned_up_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let tree = dir.path().join("tree");
     make_tree(&tree, 3, PAST);
-    let small = dir.path().join("small");
-    std::fs::create_dir(&small).unwrap();
     let script = r#"mount -t tmpfs -o size=1M tmpfs "$1" || exit 99
         h="$2"; s="$1/store"
         AAPI_TEST_FILL_AFTER_DISCOVERY=1 "$h" --verbose --store "$s" backup --plugin "$3" --policy p1 --select "$4"
         echo "backup=$?"
         echo "left=$(ls "$s/images" | wc -l)""#;
-    let out = std::process::Command::new("unshare")
-        .args([
-            "--user",
-            "--map-root-user",
-            "--mount",
-            "sh",
-            "-c",
-            script,
-            "sh",
-        ])
-        .arg(&small)
-        .arg(common::host_bin())
-        .arg(good_plugin())
-        .arg(&tree)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if out.status.code() == Some(99) || !stdout.contains("backup=") {
-        eprintln!("skipped: unshare cannot mount a file system here: {stderr}");
+    let Some((stdout, stderr)) = on_a_small_store(dir.path(), script, &tree) else {
         return;
-    }
+    };
     assert!(stdout.contains("backup=1"), "{stdout}{stderr}");
     assert!(
         stderr.contains("its snapshot id could not be recorded: its snapshot was cleaned up")
@@ -1665,6 +1653,14 @@ fn what_the_plugin_prints_does_not_mix_with_the_results() {
     );
 }
 
+/// `mv a t; mv b a; mv t b`: a release switch.
+fn swap_dirs(a: &Path, b: &Path) {
+    let t = a.with_extension("swap");
+    std::fs::rename(a, &t).unwrap();
+    std::fs::rename(b, a).unwrap();
+    std::fs::rename(&t, b).unwrap();
+}
+
 /// Two directories swapped since the last backup (`mv a t; mv b a; mv t b`, a release switch):
 /// their objects keep their own times, so the plugin lists them as unchanged at paths the base
 /// holds, but other objects are there now: a file of another size, a directory where a file
@@ -1689,9 +1685,7 @@ fn directories_swapped_since_the_base_are_backed_up_by_what_they_hold_now() {
     let plugin = good_plugin();
     let full = backup(&store, &plugin, &tree, &[]);
     assert_eq!(full.code, 0, "{}", full.stderr);
-    std::fs::rename(tree.join("a"), tree.join("t")).unwrap();
-    std::fs::rename(tree.join("b"), tree.join("a")).unwrap();
-    std::fs::rename(tree.join("t"), tree.join("b")).unwrap();
+    swap_dirs(&tree.join("a"), &tree.join("b"));
     let incr = backup(&store, &plugin, &tree, &["--schedule", "incr"]);
     assert_eq!(incr.code, 0, "{}", incr.stderr);
     let image = incr.json()["manifest"]["image"]
@@ -1715,11 +1709,7 @@ fn objects_swapped_during_a_full_are_read_again_by_the_incremental() {
     set_mtime(&tree.join("v2/app"), PAST + 60);
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let plugin = good_plugin();
-    let swap = || {
-        std::fs::rename(tree.join("v1"), tree.join("t")).unwrap();
-        std::fs::rename(tree.join("v2"), tree.join("v1")).unwrap();
-        std::fs::rename(tree.join("t"), tree.join("v2")).unwrap();
-    };
+    let swap = || swap_dirs(&tree.join("v1"), &tree.join("v2"));
     let id = discover(&store, &plugin, &tree, "h1", &[]);
     swap();
     for step in [
@@ -1771,9 +1761,7 @@ fn a_swapped_object_outside_the_snapshot_is_read_where_it_is() {
     let plugin = rust_sample();
     let full = backup(&store, &plugin, &tree, &props);
     assert_eq!(full.code, 0, "{}", full.stderr);
-    std::fs::rename(tree.join("v1"), tree.join("t")).unwrap();
-    std::fs::rename(tree.join("v2"), tree.join("v1")).unwrap();
-    std::fs::rename(tree.join("t"), tree.join("v2")).unwrap();
+    swap_dirs(&tree.join("v1"), &tree.join("v2"));
     let mut args = vec!["--schedule", "incr"];
     args.extend(props);
     let incr = backup(&store, &plugin, &tree, &args);
