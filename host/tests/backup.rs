@@ -1557,12 +1557,7 @@ fn a_restore_claims_the_workload_type_of_the_image() {
     make_tree(&tree, 3, PAST);
     let plugin = common::test_plugin("aapi_testplugin_db", &["TEST_WORKLOAD_TYPES=\"db\""]);
     let full = backup(&store, &plugin, &tree, &["--workload-type", "db"]);
-    assert_eq!(full.code, 0, "{}", full.stderr);
-    let image = full.json()["manifest"]["image"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    restores_as(&store, &image, &dir.path().join("alt"), &tree);
+    backup_restores_as(&store, &full, &dir.path().join("alt"), &tree);
 }
 
 /// An exception that leaves an entry point (C++ `throw`) ends the worker, reported with the
@@ -1653,6 +1648,16 @@ fn what_the_plugin_prints_does_not_mix_with_the_results() {
     );
 }
 
+/// The backup `run` succeeded, and its image restores under `alt` as `tree` is now.
+fn backup_restores_as(store: &Path, run: &Run, alt: &Path, tree: &Path) {
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let image = run.json()["manifest"]["image"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    restores_as(store, &image, alt, tree);
+}
+
 /// `mv a t; mv b a; mv t b`: a release switch.
 fn swap_dirs(a: &Path, b: &Path) {
     let t = a.with_extension("swap");
@@ -1687,12 +1692,7 @@ fn directories_swapped_since_the_base_are_backed_up_by_what_they_hold_now() {
     assert_eq!(full.code, 0, "{}", full.stderr);
     swap_dirs(&tree.join("a"), &tree.join("b"));
     let incr = backup(&store, &plugin, &tree, &["--schedule", "incr"]);
-    assert_eq!(incr.code, 0, "{}", incr.stderr);
-    let image = incr.json()["manifest"]["image"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    restores_as(&store, &image, &dir.path().join("alt"), &tree);
+    backup_restores_as(&store, &incr, &dir.path().join("alt"), &tree);
 }
 
 /// Two directories swapped between a full backup's discovery and its reads (no snapshot), and
@@ -1733,12 +1733,7 @@ fn objects_swapped_during_a_full_are_read_again_by_the_incremental() {
         tree.to_str().unwrap(),
     ];
     let incr = host(&store, &args, &[]);
-    assert_eq!(incr.code, 0, "{}", incr.stderr);
-    let image = incr.json()["manifest"]["image"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    restores_as(&store, &image, &dir.path().join("alt"), &tree);
+    backup_restores_as(&store, &incr, &dir.path().join("alt"), &tree);
 }
 
 /// With a snapshot of the changed objects only (the sample's `copy`), an object that a swap of
@@ -1765,12 +1760,7 @@ fn a_swapped_object_outside_the_snapshot_is_read_where_it_is() {
     let mut args = vec!["--schedule", "incr"];
     args.extend(props);
     let incr = backup(&store, &plugin, &tree, &args);
-    assert_eq!(incr.code, 0, "{}", incr.stderr);
-    let image = incr.json()["manifest"]["image"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    restores_as(&store, &image, &dir.path().join("alt"), &tree);
+    backup_restores_as(&store, &incr, &dir.path().join("alt"), &tree);
 }
 
 /// A tree of `files` files (ctimes before the backup's start) under `dir`, and its full backup
