@@ -173,6 +173,7 @@ zoo_tests! {
     last_error_not_per_thread: "ZOO_GLOBAL_ERROR" => ["RC-9"] [] "rc.last-error" "never failed";
     // "" is the message of "no call failed": a failing call that leaves it breaks RC-9.
     last_error_left_empty: "ZOO_NO_LAST_ERROR" => ["RC-9"] ["RC-10"] "rc.last-error" "left aapi_get_last_error empty";
+    last_error_kept_first: "ZOO_FIRST_ERROR" => ["RC-9"] [] "rc.last-error" "left the first one's message";
     failed_create_leaves_object: "ZOO_CREATE_LEAVES" => ["RC-11"] [] "rc.failed-create" "on disk";
     // objects
     never_returns_eof: "ZOO_NO_EOF" => ["OBJ-1"] [] "obj.read-protocol" "no end of data";

@@ -370,6 +370,18 @@ pub fn last_error(p: &Probe) -> PR {
             "a successful call changed the message from {mine:?} to {after_ok:?}"
         ));
     }
+    // The last failing call's message, not the first's: a second failure, on another path.
+    let mut second = missing.clone();
+    second.extend_from_slice(b"-again");
+    let _ = s.open_object(&second);
+    let last = api.last_error();
+    let file = missing.rsplit(|&b| b == b'/').next().unwrap_or(&missing);
+    if !mine.is_empty() && last == mine && mine.contains(&*String::from_utf8_lossy(file)) {
+        p.fail(format!(
+            "a second failing aapi_open_object({}) left the first one's message {mine:?}: the message is the last failing call's",
+            show(&second)
+        ));
+    }
     p.ctx.ran("rc.last-error-message");
     drop(s);
     plugin.terminate()?;

@@ -114,6 +114,10 @@ static void seterr(const char *fmt, ...) {
     /* every failure leaves aapi_get_last_error at "", the message of "no call failed" */
     (void)fmt;
 #else
+#ifdef ZOO_FIRST_ERROR
+    /* keeps the first failure's message of a thread instead of the last's */
+    if (t_err[0]) return;
+#endif
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(t_err, sizeof t_err, fmt, ap);
