@@ -23,48 +23,35 @@ static PLUGIN_SIGNAL: AtomicI32 = AtomicI32::new(0);
 static PLUGIN_SENDER: AtomicI32 = AtomicI32::new(0);
 
 /// The signal that asked the run to stop; 0 while none came.
-pub(crate) static INTERRUPT: AtomicI32 = AtomicI32::new(0);
+static INTERRUPT: AtomicI32 = AtomicI32::new(0);
 
 /// Track the process group of a worker that was just started.
 pub(crate) fn add_worker(pid: u32) {
-    add(&WORKER_GROUPS, pid);
+    replace(&WORKER_GROUPS, 0, pid as i32);
 }
 
 /// Track the process group of a shell command that was just started.
 pub(crate) fn add_shell(pid: u32) {
-    add(&SHELL_GROUPS, pid);
+    replace(&SHELL_GROUPS, 0, pid as i32);
 }
 
 /// Stop tracking a shell command's process group, once it is gone.
 pub(crate) fn remove_shell(pid: u32) {
-    for slot in &SHELL_GROUPS {
-        if slot
-            .compare_exchange(pid as i32, 0, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
-        {
-            return;
-        }
-    }
-}
-
-fn add(table: &[AtomicI32], pid: u32) {
-    for slot in table {
-        if slot
-            .compare_exchange(0, pid as i32, Ordering::SeqCst, Ordering::SeqCst)
-            .is_ok()
-        {
-            return;
-        }
-    }
+    replace(&SHELL_GROUPS, pid as i32, 0);
 }
 
 /// Stop tracking a worker that was reaped (it stays among those that ended lately).
 pub(crate) fn remove_worker(pid: u32) {
     let i = ENDED_NEXT.fetch_add(1, Ordering::SeqCst) % ENDED.len();
     ENDED[i].store(pid as i32, Ordering::SeqCst);
-    for slot in &WORKER_GROUPS {
+    replace(&WORKER_GROUPS, pid as i32, 0);
+}
+
+/// Put `to` in the first slot of `table` that holds `from`.
+fn replace(table: &[AtomicI32], from: i32, to: i32) {
+    for slot in table {
         if slot
-            .compare_exchange(pid as i32, 0, Ordering::SeqCst, Ordering::SeqCst)
+            .compare_exchange(from, to, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
         {
             return;

@@ -239,22 +239,11 @@ impl Runner {
             image: job.image.clone(),
             snapid: job.snapid.clone(),
         };
-        let snapshot = match self.run_task(&task, "postprocess", job.call_budget_ms, None) {
-            Ok(_) => "its snapshot was cleaned up".to_string(),
-            Err(p) => format!(
-                "its snapshot {:?} could not be cleaned up ({}): the plugin's documentation says where it is",
-                job.snapid.as_deref().unwrap_or_default(),
-                p.message
-            ),
-        };
-        let _ = std::fs::remove_dir_all(store.image_dir(&job.image));
-        JobError {
-            message: format!(
-                "{}; the discovery succeeded, but its snapshot id could not be recorded: {snapshot}, and no image was made",
-                e.message
-            ),
-            ..e
-        }
+        let cleaned = self
+            .run_task(&task, "postprocess", job.call_budget_ms, None)
+            .map(drop)
+            .map_err(|p| p.message);
+        unrecorded_snapid(store, job, e, cleaned)
     }
 
     /// Discovery job: create the image, write its job definition, and run discovery. Returns the
@@ -740,6 +729,32 @@ pub fn prepare_job(o: &BackupOptions) -> Result<(Store, JobDef, Lock), JobError>
     Ok((store, job, in_use))
 }
 
+/// The end of a job whose discovery succeeded but whose job file could not record the snapshot
+/// id: the image, which holds nothing, is removed, and the error `e` says what became of the
+/// snapshot (`cleaned`: the postprocess's outcome).
+fn unrecorded_snapid(
+    store: &Store,
+    job: &JobDef,
+    e: JobError,
+    cleaned: Result<(), String>,
+) -> JobError {
+    let snapshot = match cleaned {
+        Ok(()) => "its snapshot was cleaned up".to_string(),
+        Err(why) => format!(
+            "its snapshot {:?} could not be cleaned up ({why}): the plugin's documentation says where it is",
+            job.snapid.as_deref().unwrap_or_default()
+        ),
+    };
+    let _ = std::fs::remove_dir_all(store.image_dir(&job.image));
+    JobError {
+        message: format!(
+            "{}; the discovery succeeded, but its snapshot id could not be recorded: {snapshot}, and no image was made",
+            e.message
+        ),
+        ..e
+    }
+}
+
 /// Remember a complete image without failures as the policy's last backup (and last full),
 /// unless the image recorded there ran later: a split job finalized after newer backups of its
 /// policy completed leaves them the last (run order, as `delete` falls back to the newest).
@@ -801,14 +816,8 @@ pub fn backup_in_process(
             job.snapid = Some(snapid);
             if let Err(e) = store.save_job(&job) {
                 // As `Runner::discover` does: clean the snapshot up with the id in hand.
-                let cleaned = tasks::postprocess(plugin, &store, &job);
-                let _ = std::fs::remove_dir_all(store.image_dir(&job.image));
-                let mut e = JobError::from(e);
-                e.message.push_str(&match cleaned {
-                    Ok(()) => "; the discovery succeeded, but its snapshot id could not be recorded: its snapshot was cleaned up, and no image was made".to_string(),
-                    Err(p) => format!("; the discovery succeeded, but its snapshot id could not be recorded, nor its snapshot cleaned up ({})", p.message),
-                });
-                return Err(e);
+                let cleaned = tasks::postprocess(plugin, &store, &job).map_err(|p| p.message);
+                return Err(unrecorded_snapid(&store, &job, e.into(), cleaned));
             }
         }
         Err(e) => {
