@@ -262,9 +262,7 @@ fn a_corrupt_byte_is_named_by_verify_and_stops_its_restore() {
 #[test]
 fn truncated_catalog_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let tree = dir.path().join("tree");
-    let store = dir.path().join("store");
-    make_tree(&tree, 3, PAST);
+    let (tree, store) = small_tree(dir.path());
     let r = backup(&store, &good_plugin(), &tree, &[]);
     let image = r.json()["manifest"]["image"].as_str().unwrap().to_string();
     let cat = store.join("images").join(&image).join("catalog");
@@ -1552,9 +1550,7 @@ fn a_snapshot_id_that_cannot_be_recorded_is_cleaned_up_at_once() {
 #[test]
 fn a_restore_claims_the_workload_type_of_the_image() {
     let dir = tempfile::tempdir().unwrap();
-    let tree = dir.path().join("tree");
-    let store = dir.path().join("store");
-    make_tree(&tree, 3, PAST);
+    let (tree, store) = small_tree(dir.path());
     let plugin = common::test_plugin("aapi_testplugin_db", &["TEST_WORKLOAD_TYPES=\"db\""]);
     let full = backup(&store, &plugin, &tree, &["--workload-type", "db"]);
     backup_restores_as(&store, &full, &dir.path().join("alt"), &tree);
@@ -1565,9 +1561,7 @@ fn a_restore_claims_the_workload_type_of_the_image() {
 #[test]
 fn an_exception_out_of_a_plugin_call_names_the_function() {
     let dir = tempfile::tempdir().unwrap();
-    let tree = dir.path().join("tree");
-    let store = dir.path().join("store");
-    make_tree(&tree, 3, PAST);
+    let (tree, store) = small_tree(dir.path());
     let throw = [("AAPI_TEST_FAULT", "throw:aapi_open_object")];
     let out = backup_env(&store, &good_plugin(), &tree, &[], &throw);
     assert_eq!(out.code, 1, "{}", out.stderr);
@@ -1583,9 +1577,7 @@ fn an_exception_out_of_a_plugin_call_names_the_function() {
 #[test]
 fn a_plugin_that_closes_the_workers_pipes_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let tree = dir.path().join("tree");
-    let store = dir.path().join("store");
-    make_tree(&tree, 3, PAST);
+    let (tree, store) = small_tree(dir.path());
     for (fault, function) in [
         ("closefds:aapi_pgn_init", "aapi_pgn_init"),
         ("ctlnull:aapi_open_server", "aapi_open_server"),
@@ -1612,9 +1604,7 @@ fn a_plugin_that_closes_the_workers_pipes_is_named() {
 #[test]
 fn what_the_plugin_prints_does_not_mix_with_the_results() {
     let dir = tempfile::tempdir().unwrap();
-    let tree = dir.path().join("tree");
-    let store = dir.path().join("store");
-    make_tree(&tree, 3, PAST);
+    let (tree, store) = small_tree(dir.path());
     let print = [("AAPI_TEST_FAULT", "print:aapi_open_object")];
     let plugin = good_plugin();
     let out = backup_env(&store, &plugin, &tree, &[], &print);
@@ -1656,6 +1646,13 @@ fn backup_restores_as(store: &Path, run: &Run, alt: &Path, tree: &Path) {
         .unwrap()
         .to_string();
     restores_as(store, &image, alt, tree);
+}
+
+/// A tree of three files (and its directories and link) under `dir`, and where its store goes.
+fn small_tree(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let tree = dir.join("tree");
+    make_tree(&tree, 3, PAST);
+    (tree, dir.join("store"))
 }
 
 /// `mv a t; mv b a; mv t b`: a release switch.
